@@ -1,0 +1,303 @@
+//! Where images come from and go to: an [`ImageSource`] and an [`ImageDestination`] in, an
+//! image copied between them by the one generic [`copy_image`] out.
+//!
+//! The local store, a remote repository and the archive formats each implement these traits;
+//! `pull`, `push`, `save`, `load` and `copy` are all `copy_image` with different ends
+//! (the shape of containers/image `types.ImageSource` / `copy.Image`).
+//!
+//! # Call order
+//!
+//! `copy_image` calls, in this order:
+//!
+//! 1. `src.root_manifest()` once: the manifest or index the source's reference names.
+//! 2. For an index: pick the manifests to copy (one, for the wanted platform, or all with
+//!    [`CopyOptions::all`]) and `src.manifest(desc)` for each.
+//! 3. For each manifest, its config and then its layers: `dst.has_blob(desc)`, and when that
+//!    is false `src.blob(desc)` → `dst.put_blob(desc, reader)`. Blobs of one image are copied
+//!    concurrently, at most [`CopyOptions::concurrency`] at a time. `put_blob` must verify the
+//!    size and digest of what it received against `desc` and keep nothing on a mismatch.
+//! 4. For an index copied whole: `dst.put_manifest(child)` for each child manifest.
+//! 5. `dst.commit(root)` once, last: the destination stores the root manifest and names it.
+//!    Nothing is visible under the destination's name before this call succeeds, so an
+//!    interrupted copy leaves at most unreferenced blobs behind.
+//!
+//! Both traits' futures are `Send`, so an implementation may be driven from any tokio task.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use tokio::io::AsyncRead;
+
+use crate::digest::Digest;
+use crate::limits::LimitError;
+use crate::manifest::{Descriptor, ManifestError, ManifestValue, Parsed};
+use crate::platform::Platform;
+
+/// A blob's bytes as they arrive.
+pub type BlobReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// What can go wrong moving an image. Variants carry the facts a message needs.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what}: digest mismatch: expected {expected}, got {found}")]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        found: Digest,
+    },
+    #[error("{what}: size mismatch: expected {expected} bytes, got {found}")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    #[error("no image for platform {wanted} (available: {})", available.join(", "))]
+    NoMatchingPlatform {
+        wanted: Platform,
+        available: Vec<String>,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    Other {
+        message: String,
+        /// Whether trying again may succeed (network errors, 5xx, 429).
+        retryable: bool,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl TransportError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> TransportError {
+        TransportError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn other(message: impl Into<String>) -> TransportError {
+        TransportError::Other {
+            message: message.into(),
+            retryable: false,
+            source: None,
+        }
+    }
+
+    /// Whether the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Other {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Something images are read from.
+pub trait ImageSource: Send + Sync {
+    /// A name for messages (`oci-archive:x.tar`, `docker://host/repo:tag`).
+    fn describe(&self) -> String;
+    /// The manifest or index the source's reference names, with its raw bytes.
+    fn root_manifest(&self) -> impl Future<Output = Result<Parsed, TransportError>> + Send;
+    /// A manifest named by a descriptor of an index.
+    fn manifest(
+        &self,
+        desc: &Descriptor,
+    ) -> impl Future<Output = Result<Parsed, TransportError>> + Send;
+    /// A blob's bytes. The caller (the destination) verifies them.
+    fn blob(
+        &self,
+        desc: &Descriptor,
+    ) -> impl Future<Output = Result<BlobReader, TransportError>> + Send;
+}
+
+/// Something images are written to.
+pub trait ImageDestination: Send + Sync {
+    fn describe(&self) -> String;
+    /// Whether the destination already holds this blob (then it is not copied).
+    fn has_blob(
+        &self,
+        desc: &Descriptor,
+    ) -> impl Future<Output = Result<bool, TransportError>> + Send;
+    /// Stores a blob, verifying size and digest against `desc`; keeps nothing on a mismatch.
+    fn put_blob(
+        &self,
+        desc: &Descriptor,
+        reader: BlobReader,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Stores a child manifest of an index being copied whole.
+    fn put_manifest(
+        &self,
+        manifest: &Parsed,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Stores the root manifest or index and names it; the last call of a copy.
+    fn commit(&self, root: &Parsed) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// Progress of a copy, for the CLI to show.
+#[derive(Debug, Clone)]
+pub enum CopyEvent {
+    BlobSkipped(Descriptor),
+    BlobStarted(Descriptor),
+    BlobDone(Descriptor),
+}
+
+/// How [`copy_image`] chooses and moves.
+#[derive(Clone)]
+pub struct CopyOptions {
+    /// The platform to pick from an index (default: the host's).
+    pub platform: Option<Platform>,
+    /// Copy an index with all its manifests instead of picking one.
+    pub all: bool,
+    /// Blobs copied at once.
+    pub concurrency: usize,
+    pub progress: Option<Arc<dyn Fn(CopyEvent) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for CopyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyOptions")
+            .field("platform", &self.platform)
+            .field("all", &self.all)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            platform: None,
+            all: false,
+            concurrency: 4,
+            progress: None,
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone)]
+pub struct CopyOutcome {
+    /// The manifest or index committed at the destination.
+    pub root: Descriptor,
+    pub blobs_copied: usize,
+    pub blobs_skipped: usize,
+}
+
+/// Copies an image from `src` to `dst` in the order the module doc gives.
+pub async fn copy_image<S: ImageSource, D: ImageDestination>(
+    src: &S,
+    dst: &D,
+    options: &CopyOptions,
+) -> Result<CopyOutcome, TransportError> {
+    let root = src.root_manifest().await?;
+    let (root, children) = match &root.value {
+        ManifestValue::Manifest(_) => (root, Vec::new()),
+        ManifestValue::Index(index) if options.all => {
+            let mut children = Vec::with_capacity(index.manifests.len());
+            for desc in &index.manifests {
+                children.push(fetch_child(src, desc).await?);
+            }
+            (root, children)
+        }
+        ManifestValue::Index(index) => {
+            let wanted = options.platform.clone().unwrap_or_else(Platform::host);
+            let desc = select_platform(&index.manifests, &wanted)?;
+            (fetch_child(src, desc).await?, Vec::new())
+        }
+    };
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for m in children.iter().chain(std::iter::once(&root)) {
+        if let ManifestValue::Manifest(manifest) = &m.value {
+            for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
+                if !blobs.iter().any(|b| b.digest == desc.digest) {
+                    blobs.push(desc.clone());
+                }
+            }
+        }
+    }
+    let copied: Vec<bool> =
+        stream::iter(blobs.iter().map(|desc| copy_blob(src, dst, desc, options)))
+            .buffer_unordered(options.concurrency.max(1))
+            .try_collect()
+            .await?;
+    for child in &children {
+        dst.put_manifest(child).await?;
+    }
+    dst.commit(&root).await?;
+    let blobs_copied = copied.iter().filter(|c| **c).count();
+    Ok(CopyOutcome {
+        root: root.descriptor(),
+        blobs_copied,
+        blobs_skipped: copied.len() - blobs_copied,
+    })
+}
+
+async fn fetch_child<S: ImageSource>(src: &S, desc: &Descriptor) -> Result<Parsed, TransportError> {
+    let child = src.manifest(desc).await?;
+    if child.digest != desc.digest {
+        return Err(TransportError::DigestMismatch {
+            what: format!("manifest {}", desc.digest),
+            expected: desc.digest.clone(),
+            found: child.digest,
+        });
+    }
+    Ok(child)
+}
+
+async fn copy_blob<S: ImageSource, D: ImageDestination>(
+    src: &S,
+    dst: &D,
+    desc: &Descriptor,
+    options: &CopyOptions,
+) -> Result<bool, TransportError> {
+    let report = |e: CopyEvent| {
+        if let Some(p) = &options.progress {
+            p(e)
+        }
+    };
+    if dst.has_blob(desc).await? {
+        report(CopyEvent::BlobSkipped(desc.clone()));
+        return Ok(false);
+    }
+    report(CopyEvent::BlobStarted(desc.clone()));
+    let reader = src.blob(desc).await?;
+    dst.put_blob(desc, reader).await?;
+    report(CopyEvent::BlobDone(desc.clone()));
+    Ok(true)
+}
+
+/// Picks the manifest for `wanted` from an index's descriptors: the first whose platform
+/// matches, preferring an exact variant match.
+pub fn select_platform<'a>(
+    manifests: &'a [Descriptor],
+    wanted: &Platform,
+) -> Result<&'a Descriptor, TransportError> {
+    let with_platform = || {
+        manifests
+            .iter()
+            .filter_map(|d| d.platform.as_ref().map(|p| (d, p.to_platform())))
+    };
+    with_platform()
+        .find(|(_, p)| p == wanted)
+        .or_else(|| with_platform().find(|(_, p)| wanted.matches(p)))
+        .map(|(d, _)| d)
+        .ok_or_else(|| TransportError::NoMatchingPlatform {
+            wanted: wanted.clone(),
+            available: with_platform().map(|(_, p)| p.to_string()).collect(),
+        })
+}
