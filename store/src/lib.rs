@@ -1,1 +1,55 @@
-//! placeholder
+//! The local store: everything berth keeps on disk, and the only code that touches it.
+//!
+//! The root is a valid OCI image layout (image-layout.md), so `skopeo inspect
+//! oci:<root>:<reference>` and `umoci` read it directly.
+//!
+//! | on disk | module | what it does |
+//! |---|---|---|
+//! | `oci-layout`, the directories | [`layout`] | opens the store ([`Store::open`]), cleans `tmp/` |
+//! | `locks/` | [`lock`] | the lock order between processes |
+//! | `blobs/sha256/<hex>` | [`blobs`], [`images`] | verified writes ([`BlobWriter`]); reading images by name or ID |
+//! | `index.json` | [`index`] | tags: names → manifest descriptors |
+//! | `snapshots/<chain-hex>/` | [`snapshots`], [`layer`] | layers unpacked safely; directories packed deterministically |
+//! | `containers/<id>/container.json` | [`containers`] | which images containers keep alive |
+//! | — | [`gc`], [`check`] | removing unreferenced content; verifying everything |
+//! | archives | [`archive`] | `oci-archive` and `docker-archive` files, read and written |
+//! | — | [`transport`] | the store as an `ImageSource` / `ImageDestination` |
+//!
+//! Crossing the boundary: [`Store`], [`Image`], [`StoreError`], the transport adapters and the
+//! layer functions. Nothing else in berth opens a file under the store root.
+
+pub mod archive;
+pub mod blobs;
+pub mod check;
+pub mod containers;
+pub mod error;
+mod fsutil;
+pub mod gc;
+pub mod images;
+pub mod index;
+pub mod layer;
+pub mod layout;
+pub mod lock;
+pub mod snapshots;
+pub mod transport;
+
+pub use blobs::{BlobWriter, Expect};
+pub use check::Fault;
+pub use error::{Result, StoreError};
+pub use gc::GcReport;
+pub use images::Image;
+pub use layout::Store;
+pub use transport::{StoreDestination, StoreSource};
+
+/// Default store root: `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`
+/// (`~/.local/share/berth`). `BERTH_ROOT` or `--root` override it (the CLI decides).
+pub fn default_root() -> std::path::PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return "/var/lib/berth".into();
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d).join("berth"),
+        _ => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".local/share/berth"),
+    }
+}

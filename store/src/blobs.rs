@@ -1,0 +1,121 @@
+//! Verified blob writes: bytes in, `blobs/sha256/<hex>` out, and only when size and digest
+//! are right (the ocidir-rs `complete_verified_as` shape).
+//!
+//! A [`BlobWriter`] writes to a fresh file under `tmp/` while hashing; [`BlobWriter::commit`]
+//! checks size and digest against what the caller expected, fsyncs the file, renames it into
+//! `blobs/sha256/` and fsyncs the directory. A crash leaves at most a file in `tmp/`, which
+//! the next start removes; nothing half-written is ever under `blobs/`.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use berth_oci::{Descriptor, Digest, Digester};
+
+use crate::error::{IoContext, Result, StoreError};
+
+/// A blob being written.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: File,
+    tmp_path: PathBuf,
+    blobs_dir: PathBuf,
+    digester: Digester,
+    done: bool,
+}
+
+/// What the written bytes must be.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect<'a> {
+    /// Whatever was written; the digest is computed.
+    Any,
+    /// Exactly this descriptor's digest and size.
+    Descriptor(&'a Descriptor),
+    /// This digest, any size.
+    Digest(&'a Digest),
+}
+
+impl BlobWriter {
+    pub(crate) fn new(tmp_dir: &Path, blobs_dir: &Path) -> Result<BlobWriter> {
+        let tmp_path = crate::layout::unique_tmp_path(tmp_dir, "blob");
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .ctx(|| format!("creating {}", tmp_path.display()))?;
+        Ok(BlobWriter {
+            file,
+            tmp_path,
+            blobs_dir: blobs_dir.to_owned(),
+            digester: Digester::new(),
+            done: false,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.digester.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digester.is_empty()
+    }
+
+    /// Verifies, fsyncs and renames into place; returns the digest and size.
+    pub fn commit(mut self, expect: Expect<'_>) -> Result<(Digest, u64)> {
+        let size = self.digester.len();
+        let digest = std::mem::take(&mut self.digester).finish();
+        let (want_digest, want_size) = match expect {
+            Expect::Any => (None, None),
+            Expect::Descriptor(d) => (Some(&d.digest), Some(d.size)),
+            Expect::Digest(d) => (Some(d), None),
+        };
+        if let Some(want) = want_size
+            && want != size
+        {
+            return Err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: want,
+                found: size,
+            });
+        }
+        if let Some(want) = want_digest
+            && *want != digest
+        {
+            return Err(StoreError::DigestMismatch {
+                expected: want.clone(),
+                found: digest,
+            });
+        }
+        self.file.flush().ctx(|| "flushing blob".into())?;
+        self.file
+            .sync_all()
+            .ctx(|| format!("syncing {}", self.tmp_path.display()))?;
+        let target = self.blobs_dir.join(digest.hex());
+        std::fs::rename(&self.tmp_path, &target)
+            .ctx(|| format!("renaming into {}", target.display()))?;
+        self.done = true;
+        crate::layout::sync_dir(&self.blobs_dir)?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.digester.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}

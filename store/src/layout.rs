@@ -1,0 +1,162 @@
+//! The store's directory layout: a root path in, an opened [`Store`] out.
+//!
+//! ```text
+//! <root>/oci-layout, index.json   an OCI image layout (image-layout.md): skopeo/umoci read it
+//! <root>/blobs/sha256/<hex>       content (blobs.rs)
+//! <root>/snapshots/<chain-hex>/   one unpacked layer each (snapshots.rs)
+//! <root>/cache/                   build cache records (builder)
+//! <root>/contexts/                build-context stat→digest indexes (builder)
+//! <root>/containers/<id>/         containers made by `run` (containers.rs)
+//! <root>/locks/                   store.lock, index.lock (lock.rs)
+//! <root>/tmp/                     staging; emptied at start when no other process is active
+//! ```
+//!
+//! Snapshot directories are named by the chain-id's hex alone: overlayfs separates lower
+//! dirs with `:`, so no path under the store may contain one.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_oci::Digest;
+
+use crate::blobs::BlobWriter;
+use crate::error::{IoContext, Result};
+use crate::lock::FileLock;
+
+const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An opened store. Holds the shared store lock (lock.rs) for its whole life.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    lock: FileLock,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating the layout if missing, and removes what killed
+    /// processes left in `tmp/` when no other process is using the store.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root: PathBuf = root.into();
+        for dir in [
+            "blobs/sha256",
+            "snapshots",
+            "cache",
+            "contexts",
+            "containers",
+            "locks",
+            "tmp",
+            "volumes",
+        ] {
+            let p = root.join(dir);
+            std::fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+        }
+        let lock = FileLock::shared(&root.join("locks/store.lock"))?;
+        let store = Store { root, lock };
+        if !store.root.join("oci-layout").exists() {
+            atomic_write(
+                &store.root.join("oci-layout"),
+                OCI_LAYOUT.as_bytes(),
+                &store.tmp_dir(),
+            )?;
+        }
+        if !store.root.join("index.json").exists() {
+            let _guard = store.index_lock()?;
+            if !store.root.join("index.json").exists() {
+                crate::index::write_index(&store, &berth_oci::ImageIndex::default())?;
+            }
+        }
+        if store.lock.try_upgrade()? {
+            let cleaned = store.clean_tmp();
+            store.lock.downgrade()?;
+            cleaned?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs/sha256")
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    pub fn snapshot_path(&self, chain_id: &Digest) -> PathBuf {
+        self.snapshots_dir().join(chain_id.hex())
+    }
+
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    pub(crate) fn index_lock(&self) -> Result<FileLock> {
+        FileLock::exclusive(&self.root.join("locks/index.lock"))
+    }
+
+    pub(crate) fn store_lock(&self) -> &FileLock {
+        &self.lock
+    }
+
+    /// A writer for a new blob (blobs.rs).
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        BlobWriter::new(&self.tmp_dir(), &self.blobs_dir())
+    }
+
+    /// Removes everything under `tmp/`. Only called with the store lock held exclusive.
+    fn clean_tmp(&self) -> Result<()> {
+        let tmp = self.tmp_dir();
+        for entry in std::fs::read_dir(&tmp).ctx(|| format!("reading {}", tmp.display()))? {
+            let path = entry.ctx(|| "reading tmp".into())?.path();
+            crate::fsutil::remove_all(&path)?;
+        }
+        Ok(())
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A path under `dir` no other process or thread will pick.
+pub(crate) fn unique_tmp_path(dir: &Path, what: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    dir.join(format!("{what}-{}-{n}-{nanos:x}", std::process::id()))
+}
+
+/// fsyncs a directory so a rename inside it survives a power loss.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .ctx(|| format!("syncing {}", dir.display()))
+}
+
+/// Writes a small file atomically: temp file, fsync, rename, fsync the directory.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<()> {
+    use std::io::Write;
+    let tmp = unique_tmp_path(tmp_dir, "write");
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.ctx(|| format!("writing {}", path.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}

@@ -1,0 +1,70 @@
+//! Locks between `berth` processes sharing one store: paths in, held locks out.
+//!
+//! # Lock order
+//!
+//! 1. `locks/store.lock` — every process that reads or writes content holds it **shared**
+//!    for as long as its [`crate::Store`] lives; gc (`rmi`'s cleanup, `system prune`) and the
+//!    start-up cleaning of `tmp/` take it **exclusive**. A blob or snapshot therefore never
+//!    disappears under a process that might reference it.
+//! 2. `locks/index.lock` — **exclusive** around every read-modify-write of `index.json`,
+//!    always taken while holding (1), never the other way round.
+//!
+//! Locks are `flock(2)` on files that are never deleted, so a killed process releases its
+//! locks with its file descriptors and nothing is ever stale.
+
+use std::fs::File;
+use std::path::Path;
+
+use rustix::fs::{FlockOperation, flock};
+
+use crate::error::{IoContext, Result};
+
+/// A held `flock`; released on drop.
+#[derive(Debug)]
+pub struct FileLock {
+    file: File,
+}
+
+impl FileLock {
+    fn open(path: &Path) -> Result<File> {
+        File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .ctx(|| format!("opening lock {}", path.display()))
+    }
+
+    pub fn shared(path: &Path) -> Result<FileLock> {
+        let file = FileLock::open(path)?;
+        flock(&file, FlockOperation::LockShared).ctx(|| format!("locking {}", path.display()))?;
+        Ok(FileLock { file })
+    }
+
+    pub fn exclusive(path: &Path) -> Result<FileLock> {
+        let file = FileLock::open(path)?;
+        flock(&file, FlockOperation::LockExclusive)
+            .ctx(|| format!("locking {}", path.display()))?;
+        Ok(FileLock { file })
+    }
+
+    /// Converts to exclusive without waiting; `false` when another process holds it.
+    pub fn try_upgrade(&self) -> Result<bool> {
+        match flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+            Err(e) => Err(crate::StoreError::io("upgrading the store lock", e.into())),
+        }
+    }
+
+    /// Converts to exclusive, waiting for other holders.
+    pub fn upgrade(&self) -> Result<()> {
+        flock(&self.file, FlockOperation::LockExclusive).ctx(|| "upgrading the store lock".into())
+    }
+
+    /// Converts back to shared.
+    pub fn downgrade(&self) -> Result<()> {
+        flock(&self.file, FlockOperation::LockShared).ctx(|| "downgrading the store lock".into())
+    }
+}
