@@ -1,1 +1,113 @@
-fn main() {}
+//! `berth`: the composition root. Each command file turns clap arguments into one library
+//! call; only this crate chooses concrete store, registry and runtime types, and only this
+//! crate prints. Errors are printed with their whole chain and mapped to Docker's exit codes
+//! (DESIGN.md): 0 success, 1 failure, 2 bad usage or bad input.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "Daemonless OCI image builder, store and runtime"
+)]
+struct Cli {
+    /// Store root (default: /var/lib/berth as root, else $XDG_DATA_HOME/berth)
+    #[arg(long, global = true, env = "BERTH_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List images
+    Images(commands::images::Args),
+    /// Give an image another name
+    Tag(commands::tag::Args),
+    /// Remove images
+    Rmi(commands::rmi::Args),
+    /// Show an image's details as JSON
+    Inspect(commands::inspect::Args),
+    /// Show an image's history
+    History(commands::history::Args),
+    /// Make a one-layer image from a rootfs directory or tarball
+    Import(commands::import::Args),
+    /// Write images to an archive (OCI or docker format)
+    Save(commands::save::Args),
+    /// Read images from an archive (OCI or docker format)
+    Load(commands::load::Args),
+    /// Manage the store
+    System {
+        #[command(subcommand)]
+        command: commands::system::Command,
+    },
+}
+
+/// An error that is the user's input, not berth's failure: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let root = cli.root.unwrap_or_else(berth_store::default_root);
+    let open = || -> anyhow::Result<Arc<berth_store::Store>> {
+        let store = berth_store::Store::open(&root).map_err(|e| {
+            anyhow::Error::new(e).context(format!("opening the store at {}", root.display()))
+        })?;
+        Ok(Arc::new(store))
+    };
+    match cli.command {
+        Command::Images(args) => commands::images::run(&*open()?, args),
+        Command::Tag(args) => commands::tag::run(&*open()?, args),
+        Command::Rmi(args) => commands::rmi::run(&*open()?, args),
+        Command::Inspect(args) => commands::inspect::run(&*open()?, args),
+        Command::History(args) => commands::history::run(&*open()?, args),
+        Command::Import(args) => commands::import::run(&*open()?, args),
+        Command::Save(args) => commands::save::run(&*open()?, args),
+        Command::Load(args) => commands::load::run(open()?, args),
+        Command::System { command } => commands::system::run(&*open()?, command),
+    }
+}
+
+/// 2 when the chain holds an input error (a bad reference, platform or usage), else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let input = e.chain().any(|c| {
+        c.is::<UsageError>()
+            || c.is::<berth_oci::ReferenceError>()
+            || c.is::<berth_oci::platform::PlatformError>()
+            || c.is::<berth_oci::DigestError>()
+            || matches!(
+                c.downcast_ref::<berth_store::StoreError>(),
+                Some(berth_store::StoreError::Reference(_))
+            )
+    });
+    if input { 2 } else { 1 }
+}
+
+/// Runs a future to completion on a multi-threaded runtime (copies run blobs in parallel).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the async runtime")
+        .block_on(f)
+}

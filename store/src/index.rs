@@ -98,6 +98,15 @@ impl Store {
         })
     }
 
+    /// Drops the unnamed entry of a root whose names were all removed (`rmi`).
+    pub fn remove_root(&self, root: &Descriptor) -> Result<()> {
+        self.update_index(|index| {
+            let before = index.manifests.len();
+            index.manifests.retain(|d| d.digest != root.digest);
+            before != index.manifests.len()
+        })
+    }
+
     /// Drops every unnamed root (`system prune`); returns how many.
     pub fn remove_untagged(&self) -> Result<usize> {
         let mut removed = 0;

@@ -1,0 +1,57 @@
+//! `berth inspect IMAGE...`: a JSON array like `docker image inspect`.
+
+use berth_store::{Image, Store};
+use serde_json::{Value, json};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
+    let mut out = Vec::new();
+    for name in &args.images {
+        out.push(describe(&store.resolve(name)?));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+/// The `docker image inspect` shape, with `Descriptor` naming the manifest as newer Docker does.
+pub fn describe(image: &Image) -> Value {
+    let cfg = &image.config;
+    let repo_tags: Vec<String> = image
+        .tags
+        .iter()
+        .filter(|t| t.tag().is_some())
+        .map(|t| t.familiar())
+        .collect();
+    let repo_digests: Vec<String> = image
+        .tags
+        .iter()
+        .filter(|t| t.domain() != "localhost" || t.digest().is_some())
+        .filter_map(|t| {
+            t.digest()
+                .map(|d| format!("{}@{d}", t.familiar_repository()))
+        })
+        .collect();
+    json!({
+        "Id": image.id().to_string(),
+        "RepoTags": repo_tags,
+        "RepoDigests": repo_digests,
+        "Parent": "",
+        "Comment": cfg.history.last().and_then(|h| h.comment.clone()).unwrap_or_default(),
+        "Created": cfg.created.clone().unwrap_or_default(),
+        "Author": cfg.author.clone().unwrap_or_default(),
+        "Config": serde_json::to_value(&cfg.config).unwrap_or(Value::Null),
+        "Architecture": cfg.architecture,
+        "Variant": cfg.variant,
+        "Os": cfg.os,
+        "Size": image.size(),
+        "RootFS": { "Type": cfg.rootfs.kind, "Layers": cfg.rootfs.diff_ids },
+        "History": cfg.history,
+        "Metadata": { "LastTagTime": Value::Null },
+        "Descriptor": image.root,
+    })
+}

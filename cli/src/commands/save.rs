@@ -1,0 +1,77 @@
+//! `berth save -o FILE [--format oci|docker] IMAGE...`: images to an archive. The file is
+//! written under a temporary name beside FILE and renamed when complete.
+
+use std::path::PathBuf;
+
+use berth_store::Store;
+use berth_store::archive::{write_docker_archive, write_oci_archive};
+
+use crate::output::Progress;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The archive to write (`-` or absent: stdout)
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// `oci` (an OCI image layout in a tar) or `docker` (what `docker load` reads)
+    #[arg(long, default_value = "oci", value_parser = ["oci", "docker"])]
+    format: String,
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
+    let mut images = Vec::new();
+    for name in &args.images {
+        let image = store.resolve(name)?;
+        let names = match berth_oci::Reference::parse(name)
+            .ok()
+            .filter(|r| image.tags.contains(r))
+        {
+            Some(r) => vec![r],
+            None => image.tags.clone(),
+        };
+        images.push((image, names));
+    }
+    let write = |out: &mut dyn std::io::Write| match args.format.as_str() {
+        "docker" => write_docker_archive(store, &images, out),
+        _ => write_oci_archive(store, &images, out),
+    };
+    match args.output.as_ref().filter(|p| p.as_os_str() != "-") {
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return Err(crate::UsageError(
+                    "refusing to write an archive to a terminal: use -o FILE or redirect".into(),
+                )
+                .into());
+            }
+            write(&mut std::io::BufWriter::new(std::io::stdout().lock()))?;
+        }
+        Some(path) => {
+            let progress = Progress::start(format!(
+                "Saving {} image(s) to {}",
+                images.len(),
+                path.display()
+            ));
+            let tmp = path.with_file_name(format!(
+                ".{}.berth-tmp",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            let result = (|| -> anyhow::Result<()> {
+                let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+                write(&mut file)?;
+                file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                std::fs::rename(&tmp, path)?;
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result.map_err(|e| e.context(format!("writing {}", path.display())))?;
+            progress.finish(format!("Saved {}", path.display()));
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,180 @@
+//! `berth system df|prune|check`: the store's disk use, cleanup and consistency check.
+
+use std::io::IsTerminal;
+
+use berth_store::Store;
+
+use crate::output::{human_size, print_table};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Show disk usage
+    Df,
+    /// Remove unnamed images and unreferenced content
+    Prune {
+        /// Remove every image no container uses, not only unnamed ones
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Verify every blob and reference in the store (exit 1 when something is wrong)
+    Check,
+}
+
+pub fn run(store: &Store, command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Df => df(store),
+        Command::Prune { all, force } => prune(store, all, force),
+        Command::Check => check(store),
+    }
+}
+
+fn df(store: &Store) -> anyhow::Result<u8> {
+    let images = store.images()?;
+    let containers = store.container_uses()?;
+    let used: std::collections::HashSet<_> = containers.iter().map(|c| c.image.clone()).collect();
+    let mut blobs: std::collections::HashMap<berth_oci::Digest, u64> = Default::default();
+    let mut active_blobs: std::collections::HashSet<berth_oci::Digest> = Default::default();
+    for image in &images {
+        for d in std::iter::once(&image.manifest_value.config).chain(&image.manifest_value.layers) {
+            blobs.insert(d.digest.clone(), d.size);
+            if used.contains(&image.root.digest) {
+                active_blobs.insert(d.digest.clone());
+            }
+        }
+    }
+    let total: u64 = blobs.values().sum();
+    let active: u64 = blobs
+        .iter()
+        .filter(|(d, _)| active_blobs.contains(*d))
+        .map(|(_, s)| s)
+        .sum();
+    let snapshots = dir_size(&store.snapshots_dir());
+    let reclaimable = total - active;
+    let pct = |part: u64, whole: u64| if whole == 0 { 0 } else { part * 100 / whole };
+    print_table(
+        &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+        &[
+            vec![
+                "Images".into(),
+                images.len().to_string(),
+                images
+                    .iter()
+                    .filter(|i| used.contains(&i.root.digest))
+                    .count()
+                    .to_string(),
+                human_size(total),
+                format!("{} ({}%)", human_size(reclaimable), pct(reclaimable, total)),
+            ],
+            vec![
+                "Snapshots".into(),
+                count(&store.snapshots_dir()).to_string(),
+                "-".into(),
+                human_size(snapshots),
+                "-".into(),
+            ],
+            vec![
+                "Containers".into(),
+                containers.len().to_string(),
+                containers.len().to_string(),
+                human_size(dir_size(&store.containers_dir())),
+                "0B (0%)".into(),
+            ],
+            vec![
+                "Local Volumes".into(),
+                count(&store.root().join("volumes")).to_string(),
+                "0".into(),
+                human_size(dir_size(&store.root().join("volumes"))),
+                "0B".into(),
+            ],
+            vec![
+                "Build Cache".into(),
+                count(&store.root().join("cache")).to_string(),
+                "0".into(),
+                human_size(dir_size(&store.root().join("cache"))),
+                "0B".into(),
+            ],
+        ],
+    );
+    Ok(0)
+}
+
+fn count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn prune(store: &Store, all: bool, force: bool) -> anyhow::Result<u8> {
+    if !force && std::io::stdin().is_terminal() {
+        let what = if all {
+            "all images without at least one container associated to them"
+        } else {
+            "all unnamed images and unreferenced content"
+        };
+        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let removed_untagged = store.remove_untagged()?;
+    let mut untagged = 0;
+    if all {
+        let used: std::collections::HashSet<_> = store
+            .container_uses()?
+            .into_iter()
+            .map(|c| c.image)
+            .collect();
+        for tag in store.tags()? {
+            if !used.contains(&tag.manifest.digest) {
+                store.remove_tag(&tag.reference)?;
+                println!("untagged: {}", tag.reference.familiar());
+                untagged += 1;
+            }
+        }
+    }
+    let report = store.gc()?;
+    println!(
+        "Deleted {} unnamed image(s), {} name(s), {} blob(s), {} snapshot(s)",
+        removed_untagged, untagged, report.blobs_removed, report.snapshots_removed
+    );
+    println!(
+        "\nTotal reclaimed space: {}",
+        human_size(report.bytes_freed)
+    );
+    Ok(0)
+}
+
+fn check(store: &Store) -> anyhow::Result<u8> {
+    let faults = store.check()?;
+    if faults.is_empty() {
+        let blobs = count(&store.blobs_dir());
+        let images = store.roots()?.len();
+        println!(
+            "store {} is clean: {blobs} blobs and {images} image name(s) verified",
+            store.root().display()
+        );
+        return Ok(0);
+    }
+    for fault in &faults {
+        println!("{fault}");
+    }
+    eprintln!(
+        "{} fault(s) found in {}",
+        faults.len(),
+        store.root().display()
+    );
+    Ok(1)
+}

@@ -1,0 +1,138 @@
+//! Everything the CLI prints that needs formatting: tables, Docker's human sizes and ages,
+//! and progress (a spinner on a terminal, plain lines otherwise).
+
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime};
+
+/// A size as Docker prints it: decimal units, three significant digits (`4.26MB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut s = format!("{value:.digits$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{s}{}", UNITS[unit])
+}
+
+/// An age as Docker prints it (`About an hour`, `3 days`).
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (minutes, hours, days) = (secs / 60, secs / 3600, secs / 86400);
+    match () {
+        _ if secs < 1 => "Less than a second".into(),
+        _ if secs == 1 => "1 second".into(),
+        _ if secs < 60 => format!("{secs} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if days < 14 => format!("{days} days"),
+        _ if days < 60 => format!("{} weeks", days / 7),
+        _ if days < 730 => format!("{} months", days / 30),
+        _ => format!("{} years", days / 365),
+    }
+}
+
+/// `3 days ago` from an RFC 3339 timestamp; `N/A` when absent or unreadable.
+pub fn since(created: Option<&str>) -> String {
+    created
+        .and_then(|c| humantime::parse_rfc3339_weak(c.trim_end_matches('Z')).ok())
+        .map(|t| {
+            format!(
+                "{} ago",
+                human_duration(SystemTime::now().duration_since(t).unwrap_or_default())
+            )
+        })
+        .unwrap_or_else(|| "N/A".into())
+}
+
+/// Prints rows as left-aligned columns separated by at least three spaces, like Docker.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Progress of one long piece of work: a spinner when stderr is a terminal, else a line at
+/// the start and one at the end.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    pub fn start(message: impl Into<String>) -> Progress {
+        let message = message.into();
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar.set_message(message);
+            Progress { bar: Some(bar) }
+        } else {
+            eprintln!("{message}");
+            Progress { bar: None }
+        }
+    }
+
+    pub fn finish(self, message: impl Into<String>) {
+        let message = message.into();
+        match self.bar {
+            Some(bar) => bar.finish_with_message(message),
+            None => eprintln!("{message}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1234), "1.23kB");
+        assert_eq!(human_size(4_261_234), "4.26MB");
+        assert_eq!(human_size(42_600_000), "42.6MB");
+        assert_eq!(human_size(426_000_000), "426MB");
+        assert_eq!(human_size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn durations_like_docker() {
+        assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3 hours");
+        assert_eq!(human_duration(Duration::from_secs(3 * 86400)), "3 days");
+    }
+}
