@@ -1,1 +1,208 @@
-//! placeholder
+//! Test support (dev-only): per-test sandboxes with their own store root, a tiny base image
+//! made from Debian's busybox-static (imported, never downloaded), a runner for the `berth`
+//! binary, hand-made tar streams for hostile-input tests, and snapshot comparison with
+//! digests, IDs, paths and times redacted.
+//!
+//! | item | for |
+//! |---|---|
+//! | [`Sandbox`] | a temp dir with `store/`; runs `berth --root <store>` |
+//! | [`busybox_rootfs`] | a rootfs directory with `/bin/busybox` and its applet links |
+//! | [`RawTar`] | tar streams with any names and link targets (`../x`, `/etc/passwd`) |
+//! | [`redact`], [`assert_snapshot`] | stable CLI output comparisons (`BERTH_BLESS=1` rewrites) |
+//!
+//! Registries for later tests start here too (a real `docker-registry` on a free loopback
+//! port), so no test reaches beyond 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod raw_tar;
+pub use raw_tar::RawTar;
+
+/// The busybox-static binary from Debian.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// A per-test directory holding a store root and scratch space; removed on drop.
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Sandbox {
+    /// A sandbox that runs the given `berth` binary (`env!("CARGO_BIN_EXE_berth")`).
+    pub fn new(bin: impl Into<PathBuf>) -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir_in(scratch_base())
+            .expect("creating sandbox");
+        Sandbox {
+            dir,
+            bin: bin.into(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// A `berth` command with `--root` set to this sandbox's store.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("BERTH_ROOT", self.store())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs `berth ARGS` and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("running berth")
+    }
+
+    /// Runs `berth ARGS`, panicking with its output unless it exits 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Imports the busybox rootfs as `name` and returns the image ID line.
+    pub fn import_busybox(&self, name: &str) -> String {
+        let rootfs = self.dir.path().join("busybox-rootfs");
+        if !rootfs.exists() {
+            busybox_rootfs(&rootfs);
+        }
+        self.ok(&[
+            "import",
+            "--change",
+            "CMD [\"/bin/sh\"]",
+            rootfs.to_str().unwrap(),
+            name,
+        ])
+        .trim()
+        .to_owned()
+    }
+
+    /// `berth system check` must report a clean store.
+    pub fn assert_clean(&self) {
+        let out = self.run(&["system", "check"]);
+        assert!(
+            out.status.success(),
+            "store not clean:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Where sandboxes live: `BERTH_TEST_TMP` or the system temp dir.
+fn scratch_base() -> PathBuf {
+    std::env::var_os("BERTH_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Makes a minimal rootfs at `dir`: busybox-static with a link per applet, `/etc/passwd`,
+/// `/etc/group`, and the usual empty directories.
+pub fn busybox_rootfs(dir: &Path) {
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "{BUSYBOX} is missing: apt-get install busybox-static"
+    );
+    for d in [
+        "bin", "etc", "tmp", "root", "proc", "sys", "dev", "home", "var",
+    ] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+}
+
+/// Replaces what changes between runs: digests, image IDs, RFC 3339 times, ages, the
+/// sandbox path.
+pub fn redact(text: &str, sandbox: &Path) -> String {
+    let mut s = text.replace(&sandbox.display().to_string(), "[SANDBOX]");
+    let rules = [
+        (r"sha256:[0-9a-f]{64}", "sha256:[DIGEST]"),
+        (r"\b[0-9a-f]{64}\b", "[HEX]"),
+        (r"\b[0-9a-f]{12}\b", "[ID]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
+        (
+            r"(Less than a second|About a minute|About an hour|\d+ (seconds|minutes|hours|days|weeks|months|years)) ago",
+            "[AGE]",
+        ),
+    ];
+    for (pattern, with) in rules {
+        s = regex::Regex::new(pattern)
+            .unwrap()
+            .replace_all(&s, with)
+            .into_owned();
+    }
+    s
+}
+
+/// Compares `actual` with `testdata/snapshots/<name>.txt` at the workspace root; with
+/// `BERTH_BLESS=1` writes it instead.
+pub fn assert_snapshot(name: &str, actual: &str) {
+    let path = workspace_root()
+        .join("testdata/snapshots")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("BERTH_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}; run with BERTH_BLESS=1 to write it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        expected, actual,
+        "snapshot {name} differs (BERTH_BLESS=1 rewrites it)"
+    );
+}
+
+/// The workspace root (the directory holding the top Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Whether the tests run as root (namespaces, device nodes, ownership).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}

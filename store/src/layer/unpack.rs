@@ -356,9 +356,14 @@ impl State<'_> {
                 if target_components == components {
                     return Ok(());
                 }
-                let target_parent_fd = self
-                    .open_dir(target_parent, OFlags::PATH)
-                    .map_err(|e| io_err(&target, "resolving hard link target", e))?;
+                let target_parent_fd =
+                    self.open_dir(target_parent, OFlags::PATH)
+                        .map_err(|e| match e {
+                            Errno::NOENT | Errno::NOTDIR | Errno::LOOP => {
+                                hostile(&raw_path, "hard link to a file not in the layer")
+                            }
+                            e => io_err(&target, "resolving hard link target", e),
+                        })?;
                 if existing.is_some() {
                     remove_at(&parent_fd, name)?;
                 }

@@ -1,0 +1,351 @@
+//! The store: verified writes, tags, gc, check, and layer fidelity through pack → unpack.
+
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+use berth_oci::media_type;
+use berth_oci::{Descriptor, Digest, ImageConfig, Reference, RootFs};
+use berth_store::layer::pack::{PackOptions, pack};
+use berth_store::layer::unpack::{UnpackOptions, unpack};
+use berth_store::{Expect, Store, StoreError};
+use berth_test_support::RawTar;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    (dir, store)
+}
+
+fn tmp_is_empty(store: &Store) -> bool {
+    std::fs::read_dir(store.tmp_dir()).unwrap().count() == 0
+}
+
+#[test]
+fn blob_with_wrong_digest_is_not_kept() {
+    let (_d, store) = store();
+    let want = Descriptor::of(media_type::OCI_LAYER_TAR, b"right");
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"wrong").unwrap();
+    let err = w.commit(Expect::Descriptor(&want)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SizeMismatch { .. } | StoreError::DigestMismatch { .. }
+        ),
+        "{err}"
+    );
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"wrung").unwrap();
+    let err = w.commit(Expect::Descriptor(&want)).unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    assert!(!store.has_blob(&want.digest));
+    assert!(!store.has_blob(&Digest::of(b"wrung")));
+    assert!(tmp_is_empty(&store));
+}
+
+#[test]
+fn store_root_is_an_oci_layout() {
+    let (_d, store) = store();
+    let layout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.root().join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(layout["imageLayoutVersion"], "1.0.0");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.root().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+}
+
+fn tiny_image(store: &Store, content: &[u8]) -> Descriptor {
+    let tar = RawTar::new().file("hello", content).finish();
+    let (diff_id, size) = store.put_reader(&tar[..], Expect::Any).unwrap();
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        rootfs: RootFs::layers(vec![diff_id.clone()]),
+        ..Default::default()
+    };
+    store
+        .write_image(
+            &config,
+            vec![Descriptor::new(media_type::OCI_LAYER_TAR, diff_id, size)],
+        )
+        .unwrap()
+        .descriptor()
+}
+
+#[test]
+fn same_image_same_manifest_digest() {
+    let (_d, a) = store();
+    let (_e, b) = store();
+    assert_eq!(tiny_image(&a, b"x").digest, tiny_image(&b, b"x").digest);
+}
+
+#[test]
+fn tags_resolve_and_gc_keeps_only_referenced() {
+    let (_d, store) = store();
+    let one = tiny_image(&store, b"one");
+    let two = tiny_image(&store, b"two");
+    let r1 = Reference::parse("app:1").unwrap();
+    store.set_tag(&r1, &one).unwrap();
+    store
+        .set_tag(&Reference::parse("app:2").unwrap(), &two)
+        .unwrap();
+    let image = store.resolve("app:1").unwrap();
+    store.ensure_snapshots(&image).unwrap();
+    assert_eq!(
+        store.resolve(image.id().short()).unwrap().root.digest,
+        one.digest
+    );
+    assert_eq!(
+        store
+            .resolve(&format!("app@{}", one.digest))
+            .unwrap()
+            .root
+            .digest,
+        one.digest
+    );
+    assert!(matches!(
+        store.resolve("nope"),
+        Err(StoreError::NoSuchImage(_))
+    ));
+
+    store
+        .remove_tag(&Reference::parse("app:2").unwrap())
+        .unwrap();
+    let report = store.gc().unwrap();
+    assert_eq!(
+        report.blobs_removed, 3,
+        "manifest, config and layer of app:2"
+    );
+    assert!(store.resolve("app:1").is_ok());
+    assert!(store.check().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(store.snapshots_dir()).unwrap().count(), 1);
+}
+
+#[test]
+fn check_finds_corruption_and_missing_blobs() {
+    let (_d, store) = store();
+    let desc = tiny_image(&store, b"payload");
+    store
+        .set_tag(&Reference::parse("app").unwrap(), &desc)
+        .unwrap();
+    assert!(store.check().unwrap().is_empty());
+    let image = store.resolve("app").unwrap();
+    let layer = image.manifest_value.layers[0].digest.clone();
+    let path = store.blob_path(&layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[600] ^= 0xff;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let faults = store.check().unwrap();
+    assert!(
+        faults
+            .iter()
+            .any(|f| f.object == format!("blob {layer}") && f.problem.contains("hashes to")),
+        "{faults:?}"
+    );
+    std::fs::remove_file(store.blob_path(&image.manifest_value.config.digest)).unwrap();
+    let faults = store.check().unwrap();
+    assert!(
+        faults.iter().any(|f| f.problem.contains("is missing")),
+        "{faults:?}"
+    );
+}
+
+#[test]
+fn tags_from_many_threads_are_all_kept() {
+    let (_d, store) = store();
+    let desc = tiny_image(&store, b"x");
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (store, desc) = (&store, &desc);
+            s.spawn(move || {
+                for i in 0..10 {
+                    store
+                        .set_tag(&Reference::parse(&format!("app{t}:{i}")).unwrap(), desc)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.tags().unwrap().len(), 80);
+}
+
+#[test]
+fn a_layer_with_the_wrong_diff_id_makes_no_snapshot() {
+    let (_d, store) = store();
+    let tar = RawTar::new().file("f", b"1").finish();
+    let (digest, size) = store.put_reader(&tar[..], Expect::Any).unwrap();
+    let layer = Descriptor::new(media_type::OCI_LAYER_TAR, digest, size);
+    let wrong = Digest::of(b"not the diff id");
+    let err = store
+        .unpack_snapshot(&layer, &wrong, &wrong, &UnpackOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }));
+    assert_eq!(std::fs::read_dir(store.snapshots_dir()).unwrap().count(), 0);
+    assert!(tmp_is_empty(&store));
+}
+
+#[test]
+fn pack_then_unpack_keeps_what_a_rootfs_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("dir/sub")).unwrap();
+    std::fs::write(src.join("dir/file"), b"content").unwrap();
+    std::fs::set_permissions(
+        src.join("dir/file"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    std::fs::hard_link(src.join("dir/file"), src.join("hardlink")).unwrap();
+    std::os::unix::fs::symlink("/dir/file", src.join("abs-link")).unwrap();
+    std::os::unix::fs::symlink("dir/missing", src.join("dangling")).unwrap();
+    std::fs::set_permissions(src.join("dir/sub"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let long = "n".repeat(150);
+    std::fs::write(src.join(&long), b"long name").unwrap();
+    let _ = rustix::fs::setxattr(
+        src.join("dir/file").as_path(),
+        "user.berth",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    );
+    let root = berth_test_support::is_root();
+    if root {
+        std::os::unix::fs::chown(src.join("dir/file"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::chown(src.join("dir/file"), Some(1234), Some(5678)).unwrap();
+        std::fs::set_permissions(
+            src.join("dir/file"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            src.join("null").as_path(),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+    }
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("fifo").as_path(),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+
+    let mut tar = Vec::new();
+    pack(&src, &mut tar, &PackOptions::default()).unwrap();
+    let mut again = Vec::new();
+    pack(&src, &mut again, &PackOptions::default()).unwrap();
+    assert_eq!(
+        Digest::of(&tar),
+        Digest::of(&again),
+        "packing is deterministic"
+    );
+
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let report = unpack(&tar[..], &dest, &UnpackOptions::default()).unwrap();
+    assert_eq!(report.diff_id, Digest::of(&tar));
+
+    let file = std::fs::metadata(dest.join("dir/file")).unwrap();
+    assert_eq!(file.mode() & 0o7777, 0o4755);
+    assert_eq!(std::fs::read(dest.join("dir/file")).unwrap(), b"content");
+    assert_eq!(
+        file.mtime(),
+        std::fs::metadata(src.join("dir/file")).unwrap().mtime()
+    );
+    assert_eq!(
+        std::fs::metadata(dest.join("hardlink")).unwrap().ino(),
+        file.ino()
+    );
+    assert_eq!(
+        std::fs::read_link(dest.join("abs-link")).unwrap().to_str(),
+        Some("/dir/file")
+    );
+    assert_eq!(
+        std::fs::read_link(dest.join("dangling")).unwrap().to_str(),
+        Some("dir/missing")
+    );
+    assert_eq!(
+        std::fs::metadata(dest.join("dir/sub")).unwrap().mode() & 0o7777,
+        0o555
+    );
+    assert_eq!(std::fs::read(dest.join(&long)).unwrap(), b"long name");
+    assert!(
+        std::fs::symlink_metadata(dest.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let mut value = [0u8; 16];
+    if let Ok(n) = rustix::fs::getxattr(src.join("dir/file").as_path(), "user.berth", &mut value) {
+        assert_eq!(&value[..n], b"kept");
+        let n = rustix::fs::getxattr(dest.join("dir/file").as_path(), "user.berth", &mut value)
+            .unwrap();
+        assert_eq!(&value[..n], b"kept");
+    }
+    if root {
+        assert_eq!((file.uid(), file.gid()), (1234, 5678));
+        let null = std::fs::metadata(dest.join("null")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &null.file_type()
+        ));
+        assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
+    }
+}
+
+#[test]
+fn whiteouts_become_overlay_whiteouts_and_back() {
+    if !berth_test_support::is_root() {
+        eprintln!("skipped: overlay whiteouts need root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let tar = RawTar::new()
+        .dir("etc")
+        .file("etc/.wh.gone", b"")
+        .dir("opaque")
+        .file("opaque/.wh..wh..opq", b"")
+        .file("opaque/new", b"n")
+        .finish();
+    unpack(&tar[..], &dest, &UnpackOptions::default()).unwrap();
+    let gone = std::fs::symlink_metadata(dest.join("etc/gone")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &gone.file_type()
+    ));
+    assert_eq!(gone.rdev(), 0);
+    let mut v = [0u8; 4];
+    let n = rustix::fs::getxattr(
+        dest.join("opaque").as_path(),
+        "trusted.overlay.opaque",
+        &mut v,
+    )
+    .unwrap();
+    assert_eq!(&v[..n], b"y");
+    // And an overlay upper dir packs back into OCI whiteouts.
+    let mut out = Vec::new();
+    pack(
+        &dest,
+        &mut out,
+        &PackOptions {
+            overlay_whiteouts: true,
+            clamp_mtime: None,
+        },
+    )
+    .unwrap();
+    let names: Vec<String> = tar::Archive::new(&out[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&"etc/.wh.gone".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"opaque/.wh..wh..opq".to_owned()),
+        "{names:?}"
+    );
+}
