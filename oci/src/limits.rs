@@ -19,7 +19,7 @@ pub const MAX_LAYOUT_FILE: u64 = 16 << 20;
 pub enum LimitError {
     #[error("{what} is larger than the {limit}-byte limit")]
     TooLarge { what: String, limit: u64 },
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}")]
     Io {
         what: String,
         source: std::io::Error,

@@ -64,7 +64,7 @@ pub enum TransportError {
         wanted: Platform,
         available: Vec<String>,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         source: std::io::Error,

@@ -1,20 +1,18 @@
 //! The store's error type: facts in every variant, no strings to parse.
 
-use std::path::PathBuf;
-
 use berth_oci::{Digest, ReferenceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         source: std::io::Error,
     },
     #[error(
-        "no space left on the device holding the store ({path}): free some space, or run `berth system prune`"
+        "no space left on the device holding the store ({context}): free some space, or run `berth system prune`"
     )]
-    NoSpace { path: PathBuf },
+    NoSpace { context: String },
     #[error("blob {expected}: digest mismatch: the content hashes to {found}")]
     DigestMismatch { expected: Digest, found: Digest },
     #[error("blob {digest}: size mismatch: expected {expected} bytes, got {found}")]
@@ -50,9 +48,7 @@ impl StoreError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> StoreError {
         let context = context.into();
         if source.raw_os_error() == Some(libc::ENOSPC) {
-            return StoreError::NoSpace {
-                path: PathBuf::from(context),
-            };
+            return StoreError::NoSpace { context };
         }
         StoreError::Io { context, source }
     }

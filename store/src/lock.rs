@@ -9,6 +9,9 @@
 //! 2. `locks/index.lock` — **exclusive** around every read-modify-write of `index.json`,
 //!    always taken while holding (1), never the other way round.
 //!
+//! Converting (1) from shared to exclusive is not atomic (see [`FileLock::try_upgrade`]):
+//! callers convert only at points where they have nothing in flight under `tmp/`.
+//!
 //! Locks are `flock(2)` on files that are never deleted, so a killed process releases its
 //! locks with its file descriptors and nothing is ever stale.
 
@@ -49,11 +52,22 @@ impl FileLock {
         Ok(FileLock { file })
     }
 
-    /// Converts to exclusive without waiting; `false` when another process holds it.
+    /// Converts to exclusive without waiting; `false` when another process holds it, and
+    /// then the lock is shared again.
+    ///
+    /// A `flock` conversion is not atomic: Linux drops the shared lock before it tries for
+    /// the exclusive one, and a failed non-blocking try leaves *no* lock held. So on failure
+    /// the shared lock is taken again before returning; without that, this process would go
+    /// on writing while another one, finding the store free, cleans `tmp/` under it (the
+    /// concurrency test caught exactly that).
     pub fn try_upgrade(&self) -> Result<bool> {
         match flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(true),
-            Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                flock(&self.file, FlockOperation::LockShared)
+                    .ctx(|| "re-taking the store lock".into())?;
+                Ok(false)
+            }
             Err(e) => Err(crate::StoreError::io("upgrading the store lock", e.into())),
         }
     }

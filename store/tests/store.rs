@@ -349,3 +349,18 @@ fn whiteouts_become_overlay_whiteouts_and_back() {
         "{names:?}"
     );
 }
+
+#[test]
+fn failed_lock_upgrade_keeps_the_shared_lock() {
+    // Regression: a failed non-blocking flock upgrade used to leave the store unlocked, so
+    // another process's start-up cleaning deleted this one's temp files mid-write.
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path()).unwrap();
+    let b = Store::open(dir.path()).unwrap(); // its start-up upgrade fails: `a` holds the lock
+    assert!(
+        a.try_gc().unwrap().is_none(),
+        "b must still hold its shared lock"
+    );
+    drop(b);
+    assert!(a.try_gc().unwrap().is_some());
+}

@@ -1,0 +1,171 @@
+//! Images berth writes are read by real tools (skopeo, umoci), and what they write berth
+//! reads back with unchanged digests.
+
+use std::process::Command;
+
+use berth_test_support::Sandbox;
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(env!("CARGO_BIN_EXE_berth"))
+}
+
+fn tool(name: &str, args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new(name)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{name} is required ({e}); .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn manifest_digest(s: &Sandbox, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", name])).unwrap();
+    v[0]["Descriptor"]["digest"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn skopeo_reads_the_store_directly() {
+    let s = sandbox();
+    s.import_busybox("busybox:1.0");
+    let digest = manifest_digest(&s, "busybox:1.0");
+    let out = tool(
+        "skopeo",
+        &[
+            "inspect",
+            &format!("oci:{}:docker.io/library/busybox:1.0", s.store().display()),
+        ],
+        s.path(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Digest"], digest);
+}
+
+#[test]
+fn oci_archive_is_read_by_skopeo_and_umoci_and_loads_back_unchanged() {
+    let s = sandbox();
+    let id = s.import_busybox("busybox:latest");
+    let digest = manifest_digest(&s, "busybox");
+    s.ok(&["save", "--format", "oci", "-o", "x.tar", "busybox"]);
+
+    let v: serde_json::Value =
+        serde_json::from_str(&tool("skopeo", &["inspect", "oci-archive:x.tar"], s.path())).unwrap();
+    assert_eq!(v["Digest"], digest);
+
+    std::fs::create_dir(s.path().join("layout")).unwrap();
+    tool("tar", &["-C", "layout", "-xf", "x.tar"], s.path());
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            "layout:docker.io/library/busybox:latest",
+            "bundle",
+        ],
+        s.path(),
+    );
+    assert!(s.path().join("bundle/rootfs/bin/busybox").is_file());
+    assert!(s.path().join("bundle/config.json").is_file());
+
+    let other = sandbox();
+    let out = other.ok(&["load", "-i", s.path().join("x.tar").to_str().unwrap()]);
+    assert!(out.contains("Loaded image: busybox:latest"), "{out}");
+    assert_eq!(manifest_digest(&other, "busybox"), digest);
+    let v: serde_json::Value = serde_json::from_str(&other.ok(&["inspect", "busybox"])).unwrap();
+    assert_eq!(v[0]["Id"], id);
+    other.assert_clean();
+}
+
+#[test]
+fn docker_archive_is_read_by_skopeo_and_loads_back_unchanged() {
+    let s = sandbox();
+    let id = s.import_busybox("team/busybox:2");
+    let digest = manifest_digest(&s, "team/busybox:2");
+    s.ok(&[
+        "save",
+        "--format",
+        "docker",
+        "-o",
+        "d.tar",
+        "team/busybox:2",
+    ]);
+    tool(
+        "skopeo",
+        &["copy", "docker-archive:d.tar", "oci:copied:tag"],
+        s.path(),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&tool("skopeo", &["inspect", "oci:copied:tag"], s.path())).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
+
+    let other = sandbox();
+    let out = other.ok(&["load", "-i", s.path().join("d.tar").to_str().unwrap()]);
+    assert!(out.contains("Loaded image: team/busybox:2"), "{out}");
+    assert_eq!(
+        manifest_digest(&other, "team/busybox:2"),
+        digest,
+        "manifest digest survives a docker-archive round trip"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&other.ok(&["inspect", "team/busybox:2"])).unwrap();
+    assert_eq!(v[0]["Id"], id);
+}
+
+#[test]
+fn skopeo_written_archives_load_and_unpack() {
+    // An image another tool wrote: skopeo copies berth's store image into a docker archive
+    // with gzip layers of its own; berth loads it.
+    let s = sandbox();
+    s.import_busybox("busybox");
+    let src = format!(
+        "oci:{}:docker.io/library/busybox:latest",
+        s.store().display()
+    );
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-compress",
+            &src,
+            "docker-archive:sk.tar:other/bb:3",
+        ],
+        s.path(),
+    );
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-compress-format",
+            "zstd",
+            &src,
+            "oci-archive:skz.tar:docker.io/other/zstd:1",
+        ],
+        s.path(),
+    );
+    let other = sandbox();
+    assert!(
+        other
+            .ok(&["load", "-i", s.path().join("sk.tar").to_str().unwrap()])
+            .contains("Loaded image: other/bb:3")
+    );
+    assert!(
+        other
+            .ok(&["load", "-i", s.path().join("skz.tar").to_str().unwrap()])
+            .contains("Loaded image: other/zstd:1")
+    );
+    other.assert_clean();
+    let snaps = std::fs::read_dir(other.store().join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snaps, 1, "both images share one unpacked layer");
+    assert!(
+        walkdir::WalkDir::new(other.store().join("snapshots"))
+            .into_iter()
+            .flatten()
+            .any(|e| e.file_name() == "busybox")
+    );
+}
