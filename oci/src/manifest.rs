@@ -147,8 +147,10 @@ pub struct Parsed {
     pub value: ManifestValue,
 }
 
-/// The parsed form of a [`Parsed`].
+/// The parsed form of a [`Parsed`]. Values are short-lived and few, so the size difference
+/// between the variants is not worth a box.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum ManifestValue {
     Manifest(ImageManifest),
     Index(ImageIndex),

@@ -53,7 +53,7 @@ fn df(store: &Store) -> anyhow::Result<u8> {
         .sum();
     let snapshots = dir_size(&store.snapshots_dir());
     let reclaimable = total - active;
-    let pct = |part: u64, whole: u64| if whole == 0 { 0 } else { part * 100 / whole };
+    let pct = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
     print_table(
         &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
         &[
