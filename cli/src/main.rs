@@ -44,6 +44,15 @@ enum Command {
     Save(commands::save::Args),
     /// Read images from an archive (OCI or docker format)
     Load(commands::load::Args),
+    /// Run a command in a new container
+    Run(commands::run::Args),
+    /// List containers
+    Ps(commands::ps::Args),
+    /// Remove containers
+    Rm(commands::rm::Args),
+    /// The container init (internal: started by `run` through /proc/self/exe)
+    #[command(name = "__init", hide = true)]
+    Init { bundle: PathBuf },
     /// Manage the store
     System {
         #[command(subcommand)]
@@ -58,11 +67,16 @@ pub struct UsageError(pub String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_run = matches!(cli.command, Command::Run(_));
+    if let Command::Init { bundle } = &cli.command {
+        // The container init: a fresh single-threaded process; it opens no store.
+        std::process::exit(berth_runtime::init::main(bundle));
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("Error: {e:#}");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(exit_code(&e, is_run))
         }
     }
 }
@@ -85,11 +99,19 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Save(args) => commands::save::run(&*open()?, args),
         Command::Load(args) => commands::load::run(open()?, args),
         Command::System { command } => commands::system::run(&*open()?, command),
+        Command::Run(args) => commands::run::run(&*open()?, args),
+        Command::Ps(args) => commands::ps::run(&*open()?, args),
+        Command::Rm(args) => commands::rm::run(&*open()?, args),
+        Command::Init { .. } => unreachable!("handled in main"),
     }
 }
 
-/// 2 when the chain holds an input error (a bad reference, platform or usage), else 1.
-fn exit_code(e: &anyhow::Error) -> u8 {
+/// 2 when the chain holds an input error (a bad reference, platform or usage), else 1;
+/// `run` says 125 for any failure of its own, as Docker does.
+fn exit_code(e: &anyhow::Error, is_run: bool) -> u8 {
+    if is_run {
+        return 125;
+    }
     let input = e.chain().any(|c| {
         c.is::<UsageError>()
             || c.is::<berth_oci::ReferenceError>()
@@ -110,4 +132,12 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("building the async runtime")
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

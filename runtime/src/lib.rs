@@ -1,9 +1,86 @@
-//! The container runtime (issue 5): an OCI runtime spec and a rootfs in, a running, isolated
-//! process out. Knows nothing of images.
+//! The container runtime: an OCI runtime spec and a rootfs in, an isolated process and its
+//! exit code out. Knows nothing of images (DESIGN.md): `cli` turns an image config and
+//! `run` flags into [`spec::ProcessSettings`] and a [`RootfsSource`].
 //!
-//! Owns: namespaces, the overlay rootfs, pivot_root, /proc /dev /sys, users, capabilities,
-//! seccomp, cgroups (v2 and v1), TTYs, signals and exit codes. Raw syscalls live only here,
-//! behind one trait with a recording fake for unit tests; the container's init is `berth`
-//! re-executed through `/proc/self/exe`, never a fork of the multi-threaded process.
+//! | module | in → out |
+//! |---|---|
+//! | [`spec`] | process settings → an OCI [`Spec`] with Docker's defaults |
+//! | [`rootfs`] | spec + rootfs source → the mount plan (a value) → applied through [`sys::Sys`] |
+//! | [`init`] | `berth __init BUNDLE`: namespaces, PID 1, signal forwarding, exit codes |
+//! | [`user`] | `USER` + the container's passwd/group → ids, groups, home |
+//! | [`caps`] | the spec's capability sets → the process's |
+//! | [`sys`] | every syscall, behind a trait with a recording fake |
+//! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
 //!
-//! Not written yet: this crate is a placeholder until issue 5 lands.
+//! The init is `berth` re-executed through `/proc/self/exe` with the hidden `__init`
+//! subcommand: a fresh single-threaded process, so it can fork safely; the caller never
+//! forks. Not yet here (issue 5): seccomp, cgroups, TTYs, detached containers, `--init`.
+
+pub mod caps;
+pub mod init;
+pub mod rootfs;
+pub mod spec;
+pub mod sys;
+pub mod user;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use oci_spec::runtime::Spec;
+pub use rootfs::RootfsSource;
+
+/// `PATH` when the image sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid runtime spec: {0}")]
+    Spec(String),
+    #[error("{what}: {errno}")]
+    Setup { what: String, errno: nix::Error },
+    #[error("capabilities: {0}")]
+    Capabilities(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A container's directory: the spec, the rootfs source, and the mount point.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+}
+
+impl Bundle {
+    /// Writes `config.json` and `rootfs.json` into `dir` (which must exist).
+    pub fn write(dir: &Path, spec: &Spec, source: &RootfsSource) -> Result<Bundle, RuntimeError> {
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |source| RuntimeError::Io { what, source }
+        };
+        spec.save(dir.join("config.json"))
+            .map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        std::fs::write(
+            dir.join("rootfs.json"),
+            serde_json::to_vec(source).expect("plain data"),
+        )
+        .map_err(io("writing rootfs.json"))?;
+        if let Some(root) = spec.root() {
+            std::fs::create_dir_all(root.path()).map_err(io("creating the rootfs mount point"))?;
+        }
+        Ok(Bundle {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The init command for this bundle: `<exe> __init <dir>`; the caller spawns it with the
+    /// stdio it wants and waits for its exit code.
+    pub fn init_command(&self, exe: &Path) -> Command {
+        let mut c = Command::new(exe);
+        c.arg("__init").arg(&self.dir);
+        c
+    }
+}

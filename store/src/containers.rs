@@ -21,6 +21,41 @@ pub struct ContainerUse {
 }
 
 impl Store {
+    /// `containers/<id>/`, created empty.
+    pub fn create_container_dir(&self, id: &str) -> Result<std::path::PathBuf> {
+        let dir = self.containers_dir().join(id);
+        std::fs::create_dir(&dir)
+            .map_err(|e| crate::StoreError::io(format!("creating {}", dir.display()), e))?;
+        Ok(dir)
+    }
+
+    /// Replaces `containers/<id>/container.json` atomically.
+    pub fn write_container_record(&self, id: &str, json: &[u8]) -> Result<()> {
+        crate::layout::atomic_write(
+            &self.containers_dir().join(id).join("container.json"),
+            json,
+            &self.tmp_dir(),
+        )
+    }
+
+    /// Every `container.json`, raw.
+    pub fn container_records(&self) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(self.containers_dir()) {
+            for entry in dir.flatten() {
+                if let Ok(bytes) = std::fs::read(entry.path().join("container.json")) {
+                    out.push(bytes);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a container's directory (its upper dir with it).
+    pub fn remove_container(&self, id: &str) -> Result<()> {
+        crate::fsutil::remove_all(&self.containers_dir().join(id))
+    }
+
     /// Every container record in the store.
     pub fn container_uses(&self) -> Result<Vec<ContainerUse>> {
         let mut out = Vec::new();

@@ -1,0 +1,67 @@
+//! `berth ps [-a] [-q]`: containers, like `docker ps`.
+
+use berth_store::Store;
+
+use crate::commands::run::records;
+use crate::output::{print_table, since};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Show all containers (default: running ones)
+    #[arg(short, long)]
+    all: bool,
+    /// Only show IDs
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn running(pid: Option<u32>) -> bool {
+    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+}
+
+pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
+    let mut rows = Vec::new();
+    let mut list = records(store)?;
+    list.sort_by(|a, b| b.created.cmp(&a.created));
+    for r in list {
+        let up = r.status == "running" && running(r.pid);
+        if !up && !args.all {
+            continue;
+        }
+        if args.quiet {
+            println!("{}", &r.id[..12]);
+            continue;
+        }
+        let status = if up {
+            "Up".to_owned()
+        } else {
+            format!("Exited ({})", r.exit_code.unwrap_or(-1))
+        };
+        let mut command = r.command.join(" ");
+        if command.chars().count() > 20 {
+            command = command.chars().take(19).collect::<String>() + "…";
+        }
+        rows.push(vec![
+            r.id[..12].to_owned(),
+            r.image_name.clone(),
+            format!("\"{command}\""),
+            since(Some(&r.created)),
+            status,
+            r.name.clone().unwrap_or_default(),
+        ]);
+    }
+    if !args.quiet {
+        print_table(
+            &[
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "NAMES",
+            ],
+            &rows,
+        );
+    }
+    Ok(0)
+}

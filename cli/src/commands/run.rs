@@ -1,0 +1,328 @@
+//! `berth run IMAGE [COMMAND [ARG...]]`: an image's snapshots as overlay lower dirs plus a
+//! per-container upper dir, run in the foreground by the runtime. Docker's rules for the
+//! command (ENTRYPOINT + CMD, `--entrypoint` resets CMD), the environment (image ENV, then
+//! `--env-file`, then `-e`; `PATH` defaulted, `HOSTNAME` set) and exit codes (the
+//! container's own; 125 when berth failed; 126/127 when the command cannot run).
+//!
+//! The default network is `none` (only `lo`): berth has no bridge network yet, and an
+//! isolated container is the safe default; `--network host` shares the host's.
+
+use std::path::PathBuf;
+
+use berth_oci::Digest;
+use berth_runtime::spec::{NetworkMode, ProcessSettings, build_spec};
+use berth_runtime::{Bundle, RootfsSource};
+use berth_store::Store;
+use serde::{Deserialize, Serialize};
+
+use crate::UsageError;
+
+#[derive(clap::Args, Debug)]
+#[command(trailing_var_arg = true)]
+pub struct Args {
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Name the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here)
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file
+    #[arg(long)]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// User (name|uid[:group|gid])
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Override the image's ENTRYPOINT
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Network: `none` (default, only lo) or `host`
+    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    network: String,
+    /// Container host name (default: the short container ID)
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// All capabilities, no masked or read-only paths
+    #[arg(long)]
+    privileged: bool,
+    image: String,
+    command: Vec<String>,
+}
+
+/// `containers/<id>/container.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: Option<String>,
+    /// Manifest digest (keeps the image alive, see the store's containers.rs).
+    pub image: Digest,
+    pub image_name: String,
+    pub command: Vec<String>,
+    pub created: String,
+    pub status: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+pub fn records(store: &Store) -> anyhow::Result<Vec<ContainerRecord>> {
+    Ok(store
+        .container_records()?
+        .iter()
+        .filter_map(|b| serde_json::from_slice(b).ok())
+        .collect())
+}
+
+fn new_id() -> String {
+    let mut seed = Vec::new();
+    seed.extend_from_slice(&std::process::id().to_le_bytes());
+    seed.extend_from_slice(
+        &std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_le_bytes(),
+    );
+    if let Ok(bytes) = std::fs::read("/proc/sys/kernel/random/uuid") {
+        seed.extend_from_slice(&bytes);
+    }
+    Digest::of(&seed).hex().to_owned()
+}
+
+/// Docker's combination of ENTRYPOINT, CMD and the command line.
+pub fn command_line(
+    entrypoint: Option<&[String]>,
+    cmd: Option<&[String]>,
+    args: &[String],
+    entrypoint_flag: Option<&str>,
+) -> Vec<String> {
+    let (entrypoint, cmd): (Vec<String>, Vec<String>) = match entrypoint_flag {
+        Some(e) => (
+            if e.is_empty() {
+                vec![]
+            } else {
+                vec![e.to_owned()]
+            },
+            args.to_vec(),
+        ),
+        None => (
+            entrypoint.unwrap_or_default().to_vec(),
+            if args.is_empty() {
+                cmd.unwrap_or_default().to_vec()
+            } else {
+                args.to_vec()
+            },
+        ),
+    };
+    entrypoint.into_iter().chain(cmd).collect()
+}
+
+fn environment(image_env: &[String], args: &Args, hostname: &str) -> anyhow::Result<Vec<String>> {
+    let mut env: Vec<String> = image_env.to_vec();
+    fn set(env: &mut Vec<String>, kv: String) {
+        let key = kv.split('=').next().unwrap_or_default().to_owned();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    let mut given = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| UsageError(format!("reading env file {}: {e}", file.display())))?;
+        given.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    given.extend(args.env.iter().cloned());
+    for kv in given {
+        if kv.contains('=') {
+            set(&mut env, kv);
+        } else if let Ok(v) = std::env::var(&kv) {
+            set(&mut env, format!("{kv}={v}"));
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        set(&mut env, format!("PATH={}", berth_runtime::DEFAULT_PATH));
+    }
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        set(&mut env, format!("HOSTNAME={hostname}"));
+    }
+    Ok(env)
+}
+
+pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
+    let image = store.resolve(&args.image)?;
+    let cfg = &image.config.config;
+    let command = command_line(
+        cfg.entrypoint.as_deref(),
+        cfg.cmd.as_deref(),
+        &args.command,
+        args.entrypoint.as_deref(),
+    );
+    if command.is_empty() {
+        return Err(UsageError(
+            "no command specified: the image has no ENTRYPOINT or CMD; give one after the image"
+                .into(),
+        )
+        .into());
+    }
+    if let Some(name) = &args.name
+        && records(store)?
+            .iter()
+            .any(|r| r.name.as_deref() == Some(name))
+    {
+        return Err(UsageError(format!("the container name {name:?} is already in use; remove that container first (berth rm {name})")).into());
+    }
+    let lowers = store.ensure_snapshots(&image)?;
+    let id = new_id();
+    let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
+    let dir = store.create_container_dir(&id)?;
+    let record = ContainerRecord {
+        id: id.clone(),
+        name: args.name.clone(),
+        image: image.root.digest.clone(),
+        image_name: args.image.clone(),
+        command: command.clone(),
+        created: crate::commands::import::now_rfc3339(),
+        status: "running".into(),
+        exit_code: None,
+        pid: Some(std::process::id()),
+    };
+    store.write_container_record(&id, &serde_json::to_vec(&record)?)?;
+    let result = start(&dir, &lowers, &args, &image, command, &hostname);
+    let code = match &result {
+        Ok(code) => *code,
+        Err(_) => berth_runtime::init::EXIT_SETUP,
+    };
+    if args.rm {
+        store.remove_container(&id)?;
+    } else {
+        let done = ContainerRecord {
+            status: "exited".into(),
+            exit_code: Some(code),
+            pid: None,
+            ..record
+        };
+        store.write_container_record(&id, &serde_json::to_vec(&done)?)?;
+    }
+    result.map(|c| c.clamp(0, 255) as u8)
+}
+
+fn start(
+    dir: &std::path::Path,
+    lowers: &[PathBuf],
+    args: &Args,
+    image: &berth_store::Image,
+    command: Vec<String>,
+    hostname: &str,
+) -> anyhow::Result<i32> {
+    for sub in ["upper", "work", "empty", "rootfs"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+    std::fs::write(
+        dir.join("hosts"),
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        ),
+    )?;
+    let resolv = if args.network == "host" {
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    std::fs::write(dir.join("resolv.conf"), resolv)?;
+    let cfg = &image.config.config;
+    let settings = ProcessSettings {
+        args: command,
+        env: environment(cfg.env.as_deref().unwrap_or_default(), args, hostname)?,
+        cwd: args
+            .workdir
+            .clone()
+            .or_else(|| cfg.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        user: args
+            .user
+            .clone()
+            .or_else(|| cfg.user.clone())
+            .unwrap_or_default(),
+        hostname: hostname.to_owned(),
+        network: if args.network == "host" {
+            NetworkMode::Host
+        } else {
+            NetworkMode::None
+        },
+        read_only: args.read_only,
+        privileged: args.privileged,
+        etc_files: vec![
+            (dir.join("hosts"), "/etc/hosts"),
+            (dir.join("hostname"), "/etc/hostname"),
+            (dir.join("resolv.conf"), "/etc/resolv.conf"),
+        ],
+    };
+    if !settings.cwd.starts_with('/') {
+        return Err(UsageError(format!(
+            "the working directory {:?} is not absolute",
+            settings.cwd
+        ))
+        .into());
+    }
+    let spec = build_spec(&dir.join("rootfs"), &settings)?;
+    let source = RootfsSource::Overlay {
+        lowers: lowers.to_vec(),
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+    };
+    let bundle = Bundle::write(dir, &spec, &source)?;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    Ok(berth_runtime::init::run_foreground(
+        bundle.init_command(&exe),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_combine_as_docker() {
+        let ep = v(&["/entry"]);
+        let cmd = v(&["default"]);
+        assert_eq!(
+            command_line(Some(&ep), Some(&cmd), &[], None),
+            v(&["/entry", "default"])
+        );
+        assert_eq!(
+            command_line(Some(&ep), Some(&cmd), &v(&["x"]), None),
+            v(&["/entry", "x"])
+        );
+        assert_eq!(
+            command_line(None, Some(&cmd), &v(&["ls", "-l"]), None),
+            v(&["ls", "-l"])
+        );
+        assert_eq!(
+            command_line(Some(&ep), Some(&cmd), &[], Some("/other")),
+            v(&["/other"])
+        );
+        assert_eq!(
+            command_line(Some(&ep), Some(&cmd), &v(&["a"]), Some("")),
+            v(&["a"])
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! `berth run` on real namespaces and overlayfs (the root tier; CI runs as root). Each test
+//! checks the container from inside and the host afterwards.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use berth_test_support::{Sandbox, is_root};
+
+fn sandbox() -> Option<Sandbox> {
+    if !is_root() {
+        eprintln!("skipped: containers need root");
+        return None;
+    }
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    s.import_busybox("busybox");
+    Some(s)
+}
+
+fn sh(s: &Sandbox, script: &str) -> (i32, String, String) {
+    let out = s.run(&["run", "--rm", "busybox", "sh", "-c", script]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn overlay_mounts() -> usize {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("berth-test-"))
+        .count()
+}
+
+#[test]
+fn pid_hostname_network_and_fds_are_the_containers() {
+    let Some(s) = sandbox() else { return };
+    let (code, out, err) = sh(
+        &s,
+        "echo $$; hostname; ls /sys/class/net; ls /proc/self/fd; ps -o pid | tail -n +2 | wc -l",
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1", "the command is PID 1");
+    assert_ne!(
+        lines[1],
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim()
+    );
+    assert_eq!(lines[2], "lo", "--network none shows only lo");
+    assert_eq!(&lines[3..6], ["0", "1", "2"]);
+    assert!(
+        lines.len() <= 8,
+        "ls's own fd at most beyond 0-2: {lines:?}"
+    );
+    let (_, out, _) = sh(
+        &s,
+        "cat /sys/class/net/lo/operstate; cat /proc/self/status | grep CapAmb",
+    );
+    assert!(out.contains("unknown") || out.contains("up"), "{out}");
+}
+
+#[test]
+fn ps_sees_only_the_containers_processes() {
+    let Some(s) = sandbox() else { return };
+    let (_, out, _) = sh(&s, "sleep 5 & ps -o pid,comm");
+    let pids: Vec<&str> = out.lines().skip(1).collect();
+    assert!(pids.len() <= 3, "{out}");
+}
+
+#[test]
+fn dangerous_operations_fail_and_the_host_is_untouched() {
+    let Some(s) = sandbox() else { return };
+    let (_, out, err) = sh(
+        &s,
+        "mkdir -p /mnt; mount -t tmpfs x /mnt && echo MOUNTED; \
+         echo 1 > /proc/sys/kernel/sysrq && echo SYSRQ; \
+         mknod /sda b 8 0 && echo MKNOD; \
+         touch /sys/x && echo SYS; \
+         cat /proc/kcore | head -c 1 | wc -c; \
+         insmod /nonexistent.ko 2>/dev/null; echo insmod=$?; \
+         echo inside > /made-in-container",
+    );
+    for bad in ["MOUNTED", "SYSRQ", "MKNOD", "SYS\n"] {
+        assert!(!out.contains(bad), "{bad} succeeded:\n{out}\n{err}");
+    }
+    assert!(
+        out.contains("\n0\n") || out.starts_with("0\n"),
+        "/proc/kcore must read empty or be absent: {out}"
+    );
+    assert!(!std::path::Path::new("/made-in-container").exists());
+}
+
+#[test]
+fn exit_codes_follow_docker() {
+    let Some(s) = sandbox() else { return };
+    assert_eq!(sh(&s, "exit 7").0, 7);
+    let out = s.run(&["run", "--rm", "busybox", "nosuchcommand"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("executable file not found"));
+    let out = s.run(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126));
+    // PID 1 ignores signals sent from inside its namespace (as in Docker); a child killed
+    // by a signal reports 128+N through the shell.
+    assert_eq!(sh(&s, "sh -c 'kill -9 $$'; exit $?").0, 137);
+    let out = s.run(&["run", "--rm", "nosuchimage"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn sigterm_to_berth_run_reaches_pid_1() {
+    let Some(s) = sandbox() else { return };
+    let mut child = s
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert!(rest.contains("got-term"));
+}
+
+#[test]
+fn env_workdir_user_and_entrypoint() {
+    let Some(s) = sandbox() else { return };
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/srv/app",
+        "-u",
+        "nobody",
+        "--hostname",
+        "web",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $A $(pwd) $(id -u) $(hostname) $HOSTNAME $HOME; echo $PATH",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1 /srv/app 65534 web web /nonexistent");
+    assert_eq!(
+        lines[1],
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/echo",
+        "busybox",
+        "hello",
+    ]);
+    assert_eq!(out.trim(), "hello");
+    let out = s.run(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn containers_leave_no_mounts_and_keep_their_image() {
+    let Some(s) = sandbox() else { return };
+    let before = overlay_mounts();
+    s.ok(&["run", "--name", "kept", "busybox", "true"]);
+    assert_eq!(overlay_mounts(), before, "no mount left on the host");
+    let ps = s.ok(&["ps", "-a"]);
+    assert!(ps.contains("kept") && ps.contains("Exited (0)"), "{ps}");
+    let out = s.run(&["rmi", "busybox"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an image a container uses is not removed"
+    );
+    s.ok(&["rm", "kept"]);
+    assert!(!s.ok(&["ps", "-a"]).contains("kept"));
+    s.ok(&["run", "--rm", "busybox", "true"]);
+    assert_eq!(
+        std::fs::read_dir(s.store().join("containers"))
+            .unwrap()
+            .count(),
+        0,
+        "--rm removes the container"
+    );
+    s.ok(&["rmi", "busybox"]);
+    s.assert_clean();
+}
+
+#[test]
+fn pid_1_killed_from_the_host_gives_128_plus_signal() {
+    let Some(s) = sandbox() else { return };
+    let mut child = s
+        .cmd()
+        .args(["run", "--rm", "busybox", "sleep", "31337"])
+        .spawn()
+        .unwrap();
+    let pid = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                (cmdline == b"sleep\x0031337\x00")
+                    .then(|| e.file_name().to_str()?.parse::<i32>().ok())
+                    .flatten()
+            })
+        })
+        .expect("the container's sleep appears");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+}

@@ -1,0 +1,370 @@
+//! The container's init: `berth __init BUNDLE` (re-executed through `/proc/self/exe`, so it
+//! is a fresh single-threaded process) reads `BUNDLE/config.json` and `BUNDLE/rootfs.json`,
+//! creates the namespaces, forks the container's PID 1, and then forwards signals to it and
+//! waits. Its exit code is the container's, Docker's way: the command's own code, 128+N for
+//! a signal, 125 when setup failed, 126 when the command cannot be executed, 127 when it is
+//! not found.
+//!
+//! The PID 1 child: dies with the init (`PR_SET_PDEATHSIG`), applies the rootfs plan
+//! (rootfs.rs), sets the hostname, brings `lo` up in a new network namespace, resolves the
+//! user in the container's files, creates and enters the working directory, closes every
+//! file descriptor above 2, drops capabilities to the spec's sets, unblocks signals, execs.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::rootfs::{RootfsSource, apply, plan};
+use crate::sys::{LinuxSys, Sys, cstrings};
+use crate::{RuntimeError, spec::ANNOTATION_USER};
+
+/// Signals forwarded from the init to the container.
+const FORWARDED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+pub const EXIT_SETUP: i32 = 125;
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Reads a bundle written by [`crate::Bundle::write`].
+pub fn read_bundle(bundle: &Path) -> Result<(Spec, RootfsSource), RuntimeError> {
+    let spec =
+        Spec::load(bundle.join("config.json")).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+    let bytes = std::fs::read(bundle.join("rootfs.json")).map_err(|e| RuntimeError::Io {
+        what: "reading rootfs.json".into(),
+        source: e,
+    })?;
+    let source = serde_json::from_slice(&bytes)
+        .map_err(|e| RuntimeError::Spec(format!("rootfs.json: {e}")))?;
+    Ok((spec, source))
+}
+
+fn signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// The init's whole life; returns the exit code.
+pub fn main(bundle: &Path) -> i32 {
+    match run(bundle) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            EXIT_SETUP
+        }
+    }
+}
+
+fn run(bundle: &Path) -> Result<i32, RuntimeError> {
+    let (spec, source) = read_bundle(bundle)?;
+    let set = signal_set();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| {
+        RuntimeError::Setup {
+            what: "blocking signals".into(),
+            errno: e,
+        }
+    })?;
+    let mut flags = CloneFlags::empty();
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+    {
+        flags |= match ns.typ() {
+            LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+            LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            _ => CloneFlags::empty(),
+        };
+    }
+    nix::sched::unshare(flags).map_err(|e| RuntimeError::Setup {
+        what: "creating namespaces".into(),
+        errno: e,
+    })?;
+    // SAFETY: this process is single-threaded (a fresh exec of berth that started no
+    // threads), so the child may run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() }.map_err(|e| RuntimeError::Setup {
+        what: "fork".into(),
+        errno: e,
+    })? {
+        ForkResult::Child => {
+            let code =
+                match container_child(&spec, &source, flags.contains(CloneFlags::CLONE_NEWNET)) {
+                    Ok(never) => match never {},
+                    Err(ChildError::Setup(e)) => {
+                        eprintln!("berth: {e}");
+                        EXIT_SETUP
+                    }
+                    Err(ChildError::Exec { code, message }) => {
+                        eprintln!("berth: {message}");
+                        code
+                    }
+                };
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => Ok(supervise(child, &set)),
+    }
+}
+
+/// Runs an init command in the foreground: blocks the forwarded signals in this (single-
+/// threaded) process, spawns the command, forwards those signals to it and returns its exit
+/// code. Used by `berth run`, so a SIGTERM to it reaches the container's PID 1.
+pub fn run_foreground(mut command: std::process::Command) -> Result<i32, RuntimeError> {
+    let set = signal_set();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| {
+        RuntimeError::Setup {
+            what: "blocking signals".into(),
+            errno: e,
+        }
+    })?;
+    let child = command.spawn().map_err(|e| RuntimeError::Io {
+        what: "starting the container init".into(),
+        source: e,
+    })?;
+    let code = supervise(Pid::from_raw(child.id() as i32), &set);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).map_err(|e| {
+        RuntimeError::Setup {
+            what: "unblocking signals".into(),
+            errno: e,
+        }
+    })?;
+    Ok(code)
+}
+
+/// Forwards signals to the child and waits for it; returns its exit code.
+fn supervise(child: Pid, set: &SigSet) -> i32 {
+    loop {
+        let Ok(signal) = set.wait() else { continue };
+        if signal != Signal::SIGCHLD {
+            let _ = nix::sys::signal::kill(child, signal);
+            continue;
+        }
+        loop {
+            match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+enum Never {}
+
+enum ChildError {
+    Setup(RuntimeError),
+    Exec { code: i32, message: String },
+}
+
+impl From<RuntimeError> for ChildError {
+    fn from(e: RuntimeError) -> Self {
+        ChildError::Setup(e)
+    }
+}
+
+fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
+    move |errno| RuntimeError::Setup {
+        what: what.to_owned(),
+        errno,
+    }
+}
+
+fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<Never, ChildError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(setup("setting the parent-death signal"))?;
+    let mut sys = LinuxSys;
+    apply(&mut sys, &plan(spec, source)?)?;
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        sys.sethostname(h).map_err(setup("setting the hostname"))?;
+    }
+    if new_net {
+        sys.loopback_up().map_err(setup("bringing lo up"))?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly() == Some(true))
+    {
+        sys.mount(
+            None,
+            Path::new("/"),
+            None,
+            nix::mount::MsFlags::MS_BIND
+                | nix::mount::MsFlags::MS_REMOUNT
+                | nix::mount::MsFlags::MS_RDONLY,
+            None,
+        )
+        .map_err(setup("making the rootfs read-only"))?;
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| RuntimeError::Spec("the spec has no process".into()))?;
+    let user_spec = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_USER))
+        .cloned()
+        .unwrap_or_default();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let user = crate::user::resolve(&user_spec, &passwd, &group).map_err(|e| ChildError::Exec {
+        code: EXIT_SETUP,
+        message: e.to_string(),
+    })?;
+
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let cwd = process.cwd();
+    std::fs::create_dir_all(cwd).map_err(|e| ChildError::Exec {
+        code: EXIT_SETUP,
+        message: format!("creating working directory {}: {e}", cwd.display()),
+    })?;
+    nix::unistd::chdir(cwd.as_path()).map_err(setup("entering the working directory"))?;
+    let here = std::env::current_dir().map_err(|e| ChildError::Exec {
+        code: EXIT_SETUP,
+        message: format!("working directory is not reachable: {e}"),
+    })?;
+    if !here.starts_with("/") || here.to_string_lossy().contains("(unreachable)") {
+        return Err(ChildError::Exec {
+            code: EXIT_SETUP,
+            message: format!(
+                "working directory {} is outside the container",
+                here.display()
+            ),
+        });
+    }
+    let args = process.args().clone().unwrap_or_default();
+    let program = find_program(&args, &env)?;
+    let argv = cstrings(&args).map_err(|_| ChildError::Exec {
+        code: EXIT_SETUP,
+        message: "an argument contains a NUL byte".into(),
+    })?;
+    let envp = cstrings(&env).map_err(|_| ChildError::Exec {
+        code: EXIT_SETUP,
+        message: "an environment value contains a NUL byte".into(),
+    })?;
+
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(setup("setting supplementary groups"))?;
+    nix::unistd::setresgid(
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+    )
+    .map_err(setup("setting the group"))?;
+    if let Some(caps) = process.capabilities() {
+        crate::caps::limit_bounding(caps)?;
+    }
+    nix::unistd::setresuid(
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+    )
+    .map_err(setup("setting the user"))?;
+    if let Some(caps) = process.capabilities() {
+        crate::caps::apply_sets(caps, user.uid)?;
+    }
+    close_inherited_fds();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(setup("unblocking signals"))?;
+    let err =
+        nix::unistd::execve(&program, &argv, &envp).expect_err("execve returns only on failure");
+    let code = if err == nix::Error::ENOENT {
+        EXIT_NOT_FOUND
+    } else {
+        EXIT_NOT_EXECUTABLE
+    };
+    Err(ChildError::Exec {
+        code,
+        message: format!(
+            "exec {:?}: {}",
+            args.first().map(String::as_str).unwrap_or(""),
+            err.desc()
+        ),
+    })
+}
+
+/// Finds the program as execvp would, but in the container's `PATH`.
+fn find_program(args: &[String], env: &[String]) -> Result<CString, ChildError> {
+    let name = args
+        .first()
+        .filter(|a| !a.is_empty())
+        .ok_or(ChildError::Exec {
+            code: EXIT_NOT_FOUND,
+            message: "no command given".into(),
+        })?;
+    let to_c = |p: &str| {
+        CString::new(p).map_err(|_| ChildError::Exec {
+            code: EXIT_SETUP,
+            message: "the command contains a NUL byte".into(),
+        })
+    };
+    if name.contains('/') {
+        return to_c(name);
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::DEFAULT_PATH);
+    let mut denied = false;
+    for dir in path.split(':') {
+        let candidate = PathBuf::from(if dir.is_empty() { "." } else { dir }).join(name);
+        if let Ok(meta) = std::fs::metadata(&candidate)
+            && meta.is_file()
+        {
+            if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() {
+                return to_c(&candidate.display().to_string());
+            }
+            denied = true;
+        }
+    }
+    if denied {
+        return Err(ChildError::Exec {
+            code: EXIT_NOT_EXECUTABLE,
+            message: format!("exec {name:?}: permission denied"),
+        });
+    }
+    Err(ChildError::Exec {
+        code: EXIT_NOT_FOUND,
+        message: format!("exec {name:?}: executable file not found in $PATH"),
+    })
+}
+
+/// Closes every descriptor above stderr, so nothing of the runtime reaches the container
+/// (the CVE-2024-21626 class).
+fn close_inherited_fds() {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|fd| *fd > 2) {
+        let _ = nix::unistd::close(fd);
+    }
+}

@@ -1,0 +1,416 @@
+//! The container's filesystem: an OCI runtime spec and a [`RootfsSource`] in, an ordered
+//! list of [`Op`]s out ([`plan`], a pure value), and those ops applied through [`Sys`]
+//! ([`apply`]) inside the container's fresh mount namespace.
+//!
+//! Order (as runc's `rootfs_linux.go`): make `/` recursively slave, so nothing done here
+//! propagates to the host while host mounts still propagate in; mount the overlay rootfs;
+//! the spec's mounts in order (with `/dev`'s device nodes right after the `/dev` tmpfs);
+//! masked paths (`/dev/null` over files, an empty read-only tmpfs over directories);
+//! read-only paths (bind, then remount read-only); `pivot_root` into the rootfs with the old
+//! root detached. Because every mount lives in the container's namespace, they all vanish
+//! with its last process: nothing is left on the host to unmount.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::RuntimeError;
+use crate::sys::{DeviceNode, Sys};
+
+/// Where the rootfs comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootfsSource {
+    /// An overlay: `lowers` bottom layer first, a writable `upper` and its `work` dir.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+    /// An existing directory, bind-mounted (an OCI bundle's `rootfs/`).
+    Directory(PathBuf),
+}
+
+/// One step of the rootfs setup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Mount {
+        source: Option<String>,
+        target: PathBuf,
+        fstype: Option<String>,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    Mkdir(PathBuf),
+    Touch(PathBuf),
+    Devices(PathBuf),
+    Mask(PathBuf),
+    ReadOnly(PathBuf),
+    Pivot(PathBuf),
+}
+
+/// Docker's device set under `/dev`.
+pub fn default_devices(dev: &Path) -> Vec<DeviceNode> {
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(name, major, minor)| DeviceNode {
+        path: dev.join(name),
+        major,
+        minor,
+        mode: 0o666,
+    })
+    .collect()
+}
+
+/// Splits mount options into flags and the data string, as runc's `parseMountOptions`.
+pub fn parse_options(options: &[String]) -> (MsFlags, Vec<String>) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        let (set, clear) = match o.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "private" => (MsFlags::MS_PRIVATE, MsFlags::empty()),
+            "rprivate" => (MsFlags::MS_PRIVATE | MsFlags::MS_REC, MsFlags::empty()),
+            "slave" => (MsFlags::MS_SLAVE, MsFlags::empty()),
+            "rslave" => (MsFlags::MS_SLAVE | MsFlags::MS_REC, MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            other => {
+                data.push(other.to_owned());
+                continue;
+            }
+        };
+        flags |= set;
+        flags &= !clear;
+    }
+    (flags, data)
+}
+
+/// The rootfs setup for `spec`, as a value.
+pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| RuntimeError::Spec("the spec has no root".into()))?
+        .path()
+        .clone();
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let mut ops = vec![Op::Mount {
+        source: None,
+        target: "/".into(),
+        fstype: None,
+        flags: MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        data: None,
+    }];
+    ops.push(match source {
+        RootfsSource::Overlay {
+            lowers,
+            upper,
+            work,
+        } => {
+            // overlayfs lists lower dirs topmost first; with no layer, an empty upper-only
+            // image still needs one lower, so the work dir's sibling `empty` stands in.
+            let lower = if lowers.is_empty() {
+                work.with_file_name("empty").display().to_string()
+            } else {
+                lowers
+                    .iter()
+                    .rev()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            };
+            Op::Mount {
+                source: Some("overlay".into()),
+                target: root.clone(),
+                fstype: Some("overlay".into()),
+                flags: MsFlags::empty(),
+                data: Some(format!(
+                    "lowerdir={lower},upperdir={},workdir={}",
+                    upper.display(),
+                    work.display()
+                )),
+            }
+        }
+        RootfsSource::Directory(dir) => Op::Mount {
+            source: Some(dir.display().to_string()),
+            target: root.clone(),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+            data: None,
+        },
+    });
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        let target = inside(m.destination());
+        let (flags, data) = parse_options(m.options().as_deref().unwrap_or_default());
+        let fstype = m.typ().clone().filter(|t| t != "bind");
+        let is_bind = flags.contains(MsFlags::MS_BIND) || m.typ().as_deref() == Some("bind");
+        let source_is_file = is_bind && m.source().as_ref().is_some_and(|s| !s.is_dir());
+        ops.push(if source_is_file {
+            Op::Touch(target.clone())
+        } else {
+            Op::Mkdir(target.clone())
+        });
+        let data = (!data.is_empty()).then(|| data.join(","));
+        let source = m
+            .source()
+            .as_ref()
+            .map(|s| s.display().to_string())
+            .or_else(|| fstype.clone());
+        if is_bind {
+            ops.push(Op::Mount {
+                source,
+                target: target.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | (flags & MsFlags::MS_REC),
+                data: None,
+            });
+            let remount = flags
+                & (MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC);
+            if !remount.is_empty() {
+                ops.push(Op::Mount {
+                    source: None,
+                    target,
+                    fstype: None,
+                    flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | remount,
+                    data: None,
+                });
+            }
+        } else {
+            ops.push(Op::Mount {
+                source,
+                target: target.clone(),
+                fstype,
+                flags,
+                data,
+            });
+            if m.destination() == Path::new("/dev") {
+                ops.push(Op::Devices(target));
+            }
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        for p in linux.masked_paths().as_deref().unwrap_or_default() {
+            ops.push(Op::Mask(inside(Path::new(p))));
+        }
+        for p in linux.readonly_paths().as_deref().unwrap_or_default() {
+            ops.push(Op::ReadOnly(inside(Path::new(p))));
+        }
+    }
+    ops.push(Op::Pivot(root));
+    Ok(ops)
+}
+
+/// Applies the ops in order. Masked and read-only paths that do not exist are skipped (the
+/// kernel may not have them), as runc does.
+pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
+    let fail = |what: String| move |e: nix::Error| RuntimeError::Setup { what, errno: e };
+    for op in ops {
+        match op {
+            Op::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => sys
+                .mount(
+                    source.as_deref(),
+                    target,
+                    fstype.as_deref(),
+                    *flags,
+                    data.as_deref(),
+                )
+                .map_err(fail(format!("mounting {}", target.display())))?,
+            Op::Mkdir(p) => sys
+                .mkdir_all(p, 0o755)
+                .map_err(fail(format!("creating {}", p.display())))?,
+            Op::Touch(p) => sys
+                .touch(p)
+                .map_err(fail(format!("creating {}", p.display())))?,
+            Op::Devices(dev) => {
+                for node in default_devices(dev) {
+                    sys.mknod_char(&node)
+                        .map_err(fail(format!("creating {}", node.path.display())))?;
+                }
+                for (link, target) in [
+                    ("fd", "/proc/self/fd"),
+                    ("stdin", "/proc/self/fd/0"),
+                    ("stdout", "/proc/self/fd/1"),
+                    ("stderr", "/proc/self/fd/2"),
+                    ("ptmx", "pts/ptmx"),
+                    ("core", "/proc/kcore"),
+                ] {
+                    sys.symlink(target, &dev.join(link))
+                        .map_err(fail(format!("linking /dev/{link}")))?;
+                }
+            }
+            Op::Mask(p) => {
+                if sys.is_dir(p) {
+                    sys.mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None)
+                        .map_err(fail(format!("masking {}", p.display())))?;
+                } else if sys.exists(p) {
+                    let null = Path::new("/dev/null");
+                    sys.mount(
+                        Some(&null.display().to_string()),
+                        p,
+                        None,
+                        MsFlags::MS_BIND,
+                        None,
+                    )
+                    .map_err(fail(format!("masking {}", p.display())))?;
+                }
+            }
+            Op::ReadOnly(p) => {
+                if sys.exists(p) {
+                    let src = p.display().to_string();
+                    sys.mount(
+                        Some(&src),
+                        p,
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None,
+                    )
+                    .map_err(fail(format!("binding {}", p.display())))?;
+                    sys.mount(
+                        None,
+                        p,
+                        None,
+                        MsFlags::MS_BIND
+                            | MsFlags::MS_REMOUNT
+                            | MsFlags::MS_RDONLY
+                            | MsFlags::MS_REC,
+                        None,
+                    )
+                    .map_err(fail(format!("making {} read-only", p.display())))?;
+                }
+            }
+            Op::Pivot(root) => {
+                sys.chdir(root)
+                    .map_err(fail(format!("entering {}", root.display())))?;
+                sys.pivot_here().map_err(fail("pivot_root".into()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{NetworkMode, ProcessSettings, build_spec};
+    use crate::sys::RecordingSys;
+
+    fn settings() -> ProcessSettings {
+        ProcessSettings {
+            args: vec!["sh".into()],
+            hostname: "box".into(),
+            network: NetworkMode::None,
+            etc_files: vec![("/c/hosts".into(), "/etc/hosts")],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mount_sequence_is_the_documented_one() {
+        let spec = build_spec(Path::new("/c/rootfs"), &settings()).unwrap();
+        let source = RootfsSource::Overlay {
+            lowers: vec!["/s/a".into(), "/s/b".into()],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+        };
+        let mut sys = RecordingSys {
+            files: vec!["/c/rootfs/proc/kcore".into()],
+            dirs: vec!["/c/rootfs/sys/firmware".into(), "/c/rootfs/proc/sys".into()],
+            ..Default::default()
+        };
+        apply(&mut sys, &plan(&spec, &source).unwrap()).unwrap();
+        let calls = sys.calls.join("\n");
+        let expected_order = [
+            "mount - / type=- flags=MS_REC|MS_SLAVE",
+            "mount overlay /c/rootfs type=overlay flags=- data=lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work",
+            "mount proc /c/rootfs/proc type=proc",
+            "mount tmpfs /c/rootfs/dev type=tmpfs",
+            "mknod /c/rootfs/dev/null c 1:3 666",
+            "symlink /c/rootfs/dev/ptmx -> pts/ptmx",
+            "mount devpts /c/rootfs/dev/pts type=devpts",
+            "mount sysfs /c/rootfs/sys type=sysfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC",
+            "touch /c/rootfs/etc/hosts",
+            "mount /c/hosts /c/rootfs/etc/hosts type=- flags=MS_BIND|MS_REC",
+            "mount /dev/null /c/rootfs/proc/kcore type=- flags=MS_BIND",
+            "mount tmpfs /c/rootfs/sys/firmware type=tmpfs flags=MS_RDONLY",
+            "mount - /c/rootfs/proc/sys type=- flags=MS_RDONLY|MS_REMOUNT|MS_BIND|MS_REC",
+            "chdir /c/rootfs",
+            "pivot_root . .; umount2 . MNT_DETACH; chdir /",
+        ];
+        let mut at = 0;
+        for want in expected_order {
+            let found = calls[at..]
+                .find(want)
+                .unwrap_or_else(|| panic!("{want:?} missing or out of order in:\n{calls}"));
+            at += found + want.len();
+        }
+        assert!(
+            !calls.contains("/proc/keys"),
+            "masked paths that do not exist are skipped"
+        );
+    }
+
+    #[test]
+    fn privileged_has_no_masks_and_all_capabilities() {
+        let spec = build_spec(
+            Path::new("/r"),
+            &ProcessSettings {
+                privileged: true,
+                ..settings()
+            },
+        )
+        .unwrap();
+        let ops = plan(&spec, &RootfsSource::Directory("/bundle/rootfs".into())).unwrap();
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::Mask(_) | Op::ReadOnly(_)))
+        );
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert!(caps.bounding().as_ref().unwrap().len() > crate::spec::DEFAULT_CAPABILITIES.len());
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let (flags, data) = parse_options(&[
+            "nosuid".into(),
+            "ro".into(),
+            "mode=755".into(),
+            "size=1k".into(),
+        ]);
+        assert_eq!(flags, MsFlags::MS_NOSUID | MsFlags::MS_RDONLY);
+        assert_eq!(data, ["mode=755", "size=1k"]);
+    }
+}

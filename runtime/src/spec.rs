@@ -1,0 +1,235 @@
+//! Building the OCI runtime spec: plain process settings in, a [`Spec`] with Docker's
+//! defaults out (mounts, masked and read-only paths, capabilities, namespaces). The runtime
+//! knows nothing of images: `cli` turns an image config and `run` flags into
+//! [`ProcessSettings`].
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::RuntimeError;
+
+/// Annotation carrying the unresolved `USER` (name or id, `[:group]`); the init resolves it
+/// in the container's own `/etc/passwd` and `/etc/group` after pivot_root.
+pub const ANNOTATION_USER: &str = "berth.user";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// A new network namespace with only `lo`, up.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// What to run, and how.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessSettings {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    /// Working directory (created if missing, as Docker).
+    pub cwd: String,
+    /// `USER`: `name`, `uid`, `name:group`, `uid:gid`; empty means root.
+    pub user: String,
+    pub hostname: String,
+    pub network: NetworkMode,
+    pub read_only: bool,
+    /// All capabilities, no masked or read-only paths.
+    pub privileged: bool,
+    /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
+    pub etc_files: Vec<(PathBuf, &'static str)>,
+}
+
+/// Docker's default capability set, less `CAP_MKNOD`: Docker can grant it because its
+/// devices cgroup stops a container from opening the nodes it makes; until berth enforces
+/// device rules through cgroups, a container with `CAP_MKNOD` could make a node for a host
+/// disk and read it, so berth leaves the capability out.
+pub const DEFAULT_CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Docker's masked paths.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn mount(
+    dest: &str,
+    typ: &str,
+    source: &str,
+    options: &[&str],
+) -> Result<oci_spec::runtime::Mount, RuntimeError> {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(|e| RuntimeError::Spec(e.to_string()))
+}
+
+/// A spec for `settings` with the rootfs mounted at `root`.
+pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, RuntimeError> {
+    let e = |e: oci_spec::OciSpecError| RuntimeError::Spec(e.to_string());
+    let caps: std::collections::HashSet<Capability> = if settings.privileged {
+        crate::caps::all_oci()
+    } else {
+        DEFAULT_CAPABILITIES.iter().copied().collect()
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps.clone())
+        .inheritable(caps)
+        .ambient(std::collections::HashSet::new())
+        .build()
+        .map_err(e)?;
+    let process = ProcessBuilder::default()
+        .args(settings.args.clone())
+        .env(settings.env.clone())
+        .cwd(if settings.cwd.is_empty() {
+            "/".to_owned()
+        } else {
+            settings.cwd.clone()
+        })
+        .user(
+            UserBuilder::default()
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+                .map_err(e)?,
+        )
+        .capabilities(capabilities)
+        .build()
+        .map_err(e)?;
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+    ];
+    for (file, dest) in &settings.etc_files {
+        mounts.push(mount(
+            dest,
+            "bind",
+            &file.display().to_string(),
+            &["rbind", "rprivate"],
+        )?);
+    }
+    let mut namespaces = vec![
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Cgroup,
+    ];
+    if settings.network == NetworkMode::None {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(e)?;
+    let (masked, readonly): (Vec<String>, Vec<String>) = if settings.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
+            READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+        )
+    };
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .masked_paths(masked)
+        .readonly_paths(readonly)
+        .build()
+        .map_err(e)?;
+    let mut annotations = std::collections::HashMap::new();
+    annotations.insert(ANNOTATION_USER.to_owned(), settings.user.clone());
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(root)
+                .readonly(settings.read_only)
+                .build()
+                .map_err(e)?,
+        )
+        .hostname(settings.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .annotations(annotations)
+        .build()
+        .map_err(e)
+}

@@ -1,0 +1,259 @@
+//! Every syscall the runtime makes, behind one trait: [`Sys`]. [`LinuxSys`] makes them;
+//! [`RecordingSys`] writes each call as a line, so the mount and namespace sequence is
+//! unit-tested without root (youki's `syscall/{linux,test}.rs` shape).
+//!
+//! `unsafe` in the runtime lives in this file only, each block with its `SAFETY:` line.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+pub type SysResult<T> = Result<T, nix::Error>;
+
+/// A device node to create under `/dev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    pub path: PathBuf,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+}
+
+pub trait Sys {
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult<()>;
+    fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()>;
+    fn mkdir_all(&mut self, path: &Path, mode: u32) -> SysResult<()>;
+    /// Creates an empty file if nothing is there (a bind-mount target).
+    fn touch(&mut self, path: &Path) -> SysResult<()>;
+    fn mknod_char(&mut self, node: &DeviceNode) -> SysResult<()>;
+    fn symlink(&mut self, target: &str, link: &Path) -> SysResult<()>;
+    fn exists(&mut self, path: &Path) -> bool;
+    fn is_dir(&mut self, path: &Path) -> bool;
+    fn chdir(&mut self, path: &Path) -> SysResult<()>;
+    /// `pivot_root(".", ".")` in the current directory, then detach the old root.
+    fn pivot_here(&mut self) -> SysResult<()>;
+    fn sethostname(&mut self, name: &str) -> SysResult<()>;
+    /// Brings the loopback interface up (a fresh network namespace has it down).
+    fn loopback_up(&mut self) -> SysResult<()>;
+}
+
+/// The real thing.
+#[derive(Debug, Default)]
+pub struct LinuxSys;
+
+impl Sys for LinuxSys {
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult<()> {
+        nix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {
+        nix::mount::umount2(target, flags)
+    }
+
+    fn mkdir_all(&mut self, path: &Path, mode: u32) -> SysResult<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .map_err(io_to_nix)
+    }
+
+    fn touch(&mut self, path: &Path) -> SysResult<()> {
+        if path.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        if let Some(parent) = path.parent() {
+            self.mkdir_all(parent, 0o755)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(io_to_nix)
+    }
+
+    fn mknod_char(&mut self, node: &DeviceNode) -> SysResult<()> {
+        use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, makedev, mknod};
+        mknod(
+            &node.path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(node.mode),
+            makedev(node.major, node.minor),
+        )?;
+        fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &node.path,
+            Mode::from_bits_truncate(node.mode),
+            FchmodatFlags::FollowSymlink,
+        )
+    }
+
+    fn symlink(&mut self, target: &str, link: &Path) -> SysResult<()> {
+        std::os::unix::fs::symlink(target, link).map_err(io_to_nix)
+    }
+
+    fn exists(&mut self, path: &Path) -> bool {
+        path.symlink_metadata().is_ok()
+    }
+
+    fn is_dir(&mut self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn chdir(&mut self, path: &Path) -> SysResult<()> {
+        nix::unistd::chdir(path)
+    }
+
+    fn pivot_here(&mut self) -> SysResult<()> {
+        nix::unistd::pivot_root(".", ".")?;
+        nix::mount::umount2(".", MntFlags::MNT_DETACH)?;
+        nix::unistd::chdir("/")
+    }
+
+    fn sethostname(&mut self, name: &str) -> SysResult<()> {
+        nix::unistd::sethostname(name)
+    }
+
+    fn loopback_up(&mut self) -> SysResult<()> {
+        let fd = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // SAFETY: ifreq is plain old data; zeroed is a valid value for it.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: SIOCGIFFLAGS reads into `req`, a valid ifreq that outlives the call.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+            return Err(nix::Error::last());
+        }
+        // SAFETY: the union field written by SIOCGIFFLAGS is ifru_flags.
+        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+        // SAFETY: SIOCSIFFLAGS reads `req`, a valid ifreq that outlives the call.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+            return Err(nix::Error::last());
+        }
+        Ok(())
+    }
+}
+
+fn io_to_nix(e: std::io::Error) -> nix::Error {
+    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Records calls instead of making them; `exists`/`is_dir` answer from the given lists.
+#[derive(Debug, Default)]
+pub struct RecordingSys {
+    pub calls: Vec<String>,
+    pub files: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl RecordingSys {
+    fn record(&mut self, line: String) -> SysResult<()> {
+        self.calls.push(line);
+        Ok(())
+    }
+}
+
+impl Sys for RecordingSys {
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult<()> {
+        let names: Vec<&str> = flags.iter_names().map(|(name, _)| name).collect();
+        self.record(format!(
+            "mount {} {} type={} flags={} data={}",
+            source.unwrap_or("-"),
+            target.display(),
+            fstype.unwrap_or("-"),
+            if names.is_empty() {
+                "-".to_owned()
+            } else {
+                names.join("|")
+            },
+            data.unwrap_or("-")
+        ))
+    }
+
+    fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {
+        self.record(format!("umount {} {flags:?}", target.display()))
+    }
+
+    fn mkdir_all(&mut self, path: &Path, mode: u32) -> SysResult<()> {
+        self.record(format!("mkdir {} {mode:o}", path.display()))
+    }
+
+    fn touch(&mut self, path: &Path) -> SysResult<()> {
+        self.record(format!("touch {}", path.display()))
+    }
+
+    fn mknod_char(&mut self, node: &DeviceNode) -> SysResult<()> {
+        self.record(format!(
+            "mknod {} c {}:{} {:o}",
+            node.path.display(),
+            node.major,
+            node.minor,
+            node.mode
+        ))
+    }
+
+    fn symlink(&mut self, target: &str, link: &Path) -> SysResult<()> {
+        self.record(format!("symlink {} -> {target}", link.display()))
+    }
+
+    fn exists(&mut self, path: &Path) -> bool {
+        self.files.iter().chain(&self.dirs).any(|p| p == path)
+    }
+
+    fn is_dir(&mut self, path: &Path) -> bool {
+        self.dirs.iter().any(|p| p == path)
+    }
+
+    fn chdir(&mut self, path: &Path) -> SysResult<()> {
+        self.record(format!("chdir {}", path.display()))
+    }
+
+    fn pivot_here(&mut self) -> SysResult<()> {
+        self.record("pivot_root . .; umount2 . MNT_DETACH; chdir /".into())
+    }
+
+    fn sethostname(&mut self, name: &str) -> SysResult<()> {
+        self.record(format!("sethostname {name}"))
+    }
+
+    fn loopback_up(&mut self) -> SysResult<()> {
+        self.record("loopback up".into())
+    }
+}
+
+/// `CString`s for exec; a NUL inside an argument is refused.
+pub fn cstrings(items: &[String]) -> Result<Vec<CString>, std::ffi::NulError> {
+    items.iter().map(|s| CString::new(s.as_bytes())).collect()
+}

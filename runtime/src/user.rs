@@ -1,0 +1,112 @@
+//! `USER` resolution: the string and the container's `/etc/passwd` and `/etc/group` text in,
+//! numeric ids, supplementary groups and home directory out (Docker's rules: a name must
+//! exist in passwd; a number need not; `user:group` takes the group from group/number; the
+//! supplementary groups are those listing the user by name).
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    NoUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    NoGroup(String),
+}
+
+pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, UserError> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user = if user.is_empty() { "0" } else { user };
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect())
+        .filter(|f: &Vec<&str>| f.len() >= 7)
+        .collect();
+    let by_name = entries.iter().find(|f| f[0] == user);
+    let by_id = user.parse::<u32>().ok();
+    let entry =
+        by_name.or_else(|| by_id.and_then(|id| entries.iter().find(|f| f[2].parse() == Ok(id))));
+    let (uid, mut gid, name, home) = match (entry, by_id) {
+        (Some(f), _) if by_name.is_some() || by_id.is_some() => (
+            f[2].parse().unwrap_or(0),
+            f[3].parse().unwrap_or(0),
+            Some(f[0].to_owned()),
+            f[5].to_owned(),
+        ),
+        (None, Some(id)) => (id, id, None, "/".to_owned()),
+        _ => return Err(UserError::NoUser(user.to_owned())),
+    };
+    let groups_table: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect())
+        .filter(|f: &Vec<&str>| f.len() >= 4)
+        .collect();
+    if let Some(g) = grp {
+        gid = match groups_table.iter().find(|f| f[0] == g) {
+            Some(f) => f[2].parse().unwrap_or(0),
+            None => g.parse().map_err(|_| UserError::NoGroup(g.to_owned()))?,
+        };
+    }
+    let mut groups = vec![gid];
+    if let Some(name) = &name {
+        for f in &groups_table {
+            if f[3].split(',').any(|m| m == name)
+                && let Ok(id) = f[2].parse::<u32>()
+                && !groups.contains(&id)
+            {
+                groups.push(id);
+            }
+        }
+    }
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        groups,
+        home: if home.is_empty() { "/".into() } else { home },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\napp:x:1000:\nwheel:x:10:app,other\nstaff:x:50:\n";
+
+    #[test]
+    fn resolves_names_ids_and_groups() {
+        assert_eq!(
+            resolve("", PASSWD, GROUP).unwrap(),
+            ResolvedUser {
+                uid: 0,
+                gid: 0,
+                groups: vec![0],
+                home: "/root".into()
+            }
+        );
+        let app = resolve("app", PASSWD, GROUP).unwrap();
+        assert_eq!(
+            (app.uid, app.gid, app.groups, app.home.as_str()),
+            (1000, 1000, vec![1000, 10], "/home/app")
+        );
+        assert_eq!(resolve("1000:staff", PASSWD, GROUP).unwrap().gid, 50);
+        let nobody = resolve("4242:4343", PASSWD, GROUP).unwrap();
+        assert_eq!((nobody.uid, nobody.gid), (4242, 4343));
+        assert_eq!(
+            resolve("ghost", PASSWD, GROUP),
+            Err(UserError::NoUser("ghost".into()))
+        );
+        assert_eq!(
+            resolve("app:ghosts", PASSWD, GROUP),
+            Err(UserError::NoGroup("ghosts".into()))
+        );
+    }
+}
