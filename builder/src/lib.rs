@@ -1,12 +1,13 @@
-//! The image builder (issues 3 and 6): Dockerfile text and a build context in, images in the
-//! store out.
+//! The image builder: Dockerfile text and a build context in, images in the store out.
 //!
-//! Will own `dockerfile/` (parser, shell-word expansion, typed instructions), `context/`
-//! (scan, .dockerignore, stat→digest index), `plan/` (the build graph and cache keys, a
-//! value computed without root), `exec/` (steps through an `Executor` trait over the
-//! runtime) and `commit/` (snapshot → layer → config → manifest, through
-//! `berth_store::layer::pack` and `Store::write_image`). Crossing the boundary: the parsed
-//! `Ast`, `Stage`s, the `BuildGraph`, and a `build` entry point taking a resolver for `FROM`
-//! images that `cli` provides (the builder never imports the registry client).
+//! | module | state |
+//! |---|---|
+//! | [`dockerfile`] | parser, AST and BuildKit dump, shell-word expansion (issue 3) |
+//! | `instructions/`, `context/` | typed stages, .dockerignore, content digests (issue 3, not yet) |
+//! | `plan/`, `exec/`, `commit/` | the build graph and cache keys, execution, layers (issue 6, not yet) |
 //!
-//! Not written yet: this crate is a placeholder until issues 3 and 6 land.
+//! Crossing the boundary: the AST and parse errors now; later the `Stage`s, the
+//! `BuildGraph`, and a `build` entry point taking a resolver for `FROM` images that `cli`
+//! provides (the builder never imports the registry client).
+
+pub mod dockerfile;
