@@ -11,3 +11,4 @@
 //! provides (the builder never imports the registry client).
 
 pub mod dockerfile;
+pub mod instructions;
