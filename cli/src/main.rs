@@ -50,6 +50,11 @@ enum Command {
     Ps(commands::ps::Args),
     /// Remove containers
     Rm(commands::rm::Args),
+    /// Inspect how berth reads its inputs
+    Debug {
+        #[command(subcommand)]
+        command: commands::debug::Command,
+    },
     /// The container init (internal: started by `run` through /proc/self/exe)
     #[command(name = "__init", hide = true)]
     Init { bundle: PathBuf },
@@ -102,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => commands::run::run(&*open()?, args),
         Command::Ps(args) => commands::ps::run(&*open()?, args),
         Command::Rm(args) => commands::rm::run(&*open()?, args),
+        Command::Debug { command } => commands::debug::run(command),
         Command::Init { .. } => unreachable!("handled in main"),
     }
 }

@@ -1,6 +1,7 @@
 //! One file per command: clap arguments → one library call → printed result.
 
 pub mod change;
+pub mod debug;
 pub mod history;
 pub mod images;
 pub mod import;
