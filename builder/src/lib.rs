@@ -10,5 +10,6 @@
 //! `BuildGraph`, and a `build` entry point taking a resolver for `FROM` images that `cli`
 //! provides (the builder never imports the registry client).
 
+pub mod context;
 pub mod dockerfile;
 pub mod instructions;

@@ -22,6 +22,7 @@ pub mod archive;
 pub mod blobs;
 pub mod check;
 pub mod containers;
+pub mod contexts;
 pub mod error;
 mod fsutil;
 pub mod gc;

@@ -20,12 +20,22 @@ pub enum Command {
 pub fn run(command: Command) -> anyhow::Result<u8> {
     let Command::Dockerfile { file } = command;
     let (text, name) = if file.as_os_str() == "-" {
-        (std::io::read_to_string(std::io::stdin())?, "Dockerfile".to_owned())
+        (
+            std::io::read_to_string(std::io::stdin())?,
+            "Dockerfile".to_owned(),
+        )
     } else {
-        let text = std::fs::read(&file).map_err(|e| UsageError(format!("reading {}: {e}", file.display())))?;
-        (String::from_utf8_lossy(&text).into_owned(), file.file_name().map_or("Dockerfile".into(), |n| n.to_string_lossy().into_owned()))
+        let text = std::fs::read(&file)
+            .map_err(|e| UsageError(format!("reading {}: {e}", file.display())))?;
+        (
+            String::from_utf8_lossy(&text).into_owned(),
+            file.file_name()
+                .map_or("Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
+        )
     };
-    let show = |e: berth_builder::dockerfile::ParseError| UsageError(e.render(&text, &name).trim_end().to_owned());
+    let show = |e: berth_builder::dockerfile::ParseError| {
+        UsageError(e.render(&text, &name).trim_end().to_owned())
+    };
     let parsed = berth_builder::dockerfile::parse(&text).map_err(show)?;
     let typed = berth_builder::instructions::parse_dockerfile(&text).map_err(show)?;
     for w in &typed.warnings {

@@ -1,0 +1,110 @@
+//! The build context: .dockerignore applied to a real tree, digests that ignore times,
+//! and the stat index that makes an unchanged rescan read no file contents.
+
+use std::path::Path;
+
+use berth_builder::context::{StatIndex, digest_selection, load_matcher, scan};
+
+fn write(root: &Path, path: &str, data: &str) {
+    let p = root.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+fn tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    write(r, "Dockerfile", "FROM a\n");
+    write(r, "main.go", "package main");
+    write(r, "pkg/util.go", "package pkg");
+    write(r, "README.md", "readme");
+    write(r, "CHANGES.md", "changes");
+    write(r, "node_modules/x/index.js", "js");
+    write(r, "docs/keep.md", "keep");
+    write(r, "docs/drop.md", "drop");
+    write(r, ".git/HEAD", "ref");
+    std::os::unix::fs::symlink("/etc/passwd", r.join("out-link")).unwrap();
+    std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+    dir
+}
+
+#[test]
+fn dockerignore_rules_apply_to_the_tree() {
+    let dir = tree();
+    write(
+        dir.path(),
+        ".dockerignore",
+        "# comment\n.git\nnode_modules\n*.md\n!README*.md\ndocs\n!docs/keep.md\n/main.go\n",
+    );
+    let m = load_matcher(dir.path(), None).unwrap();
+    let s = scan(dir.path(), &m, &mut StatIndex::default()).unwrap();
+    let paths: Vec<&str> = s.entries.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        [
+            ".dockerignore",
+            "Dockerfile",
+            "README.md",
+            "docs/keep.md",
+            "loop",
+            "out-link",
+            "pkg",
+            "pkg/util.go"
+        ]
+    );
+    assert!(
+        matches!(&s.entries["out-link"].kind, berth_builder::context::EntryKind::Symlink(t) if t == "/etc/passwd"),
+        "links are recorded, never followed"
+    );
+}
+
+#[test]
+fn a_dockerfile_specific_ignore_file_wins() {
+    let dir = tree();
+    write(dir.path(), ".dockerignore", "*.go\n");
+    write(dir.path(), "build/app.Dockerfile", "FROM a\n");
+    write(dir.path(), "build/app.Dockerfile.dockerignore", "pkg\n");
+    let m = load_matcher(dir.path(), Some(&dir.path().join("build/app.Dockerfile"))).unwrap();
+    assert!(m.excluded("pkg/util.go") && !m.excluded("main.go"));
+    let m = load_matcher(dir.path(), Some(&dir.path().join("Dockerfile"))).unwrap();
+    assert!(m.excluded("main.go"));
+}
+
+#[test]
+fn unchanged_rescan_reads_nothing_and_digests_ignore_times() {
+    let dir = tree();
+    let m = load_matcher(dir.path(), None).unwrap();
+    let mut index = StatIndex::default();
+    let cold = scan(dir.path(), &m, &mut index).unwrap();
+    assert_eq!(cold.stats.files_read, cold.stats.files);
+    let saved = StatIndex::from_bytes(&index.to_bytes());
+    let mut index = saved;
+    let warm = scan(dir.path(), &m, &mut index).unwrap();
+    assert_eq!(
+        warm.stats.files_read, 0,
+        "an unchanged context reads no file contents"
+    );
+    let all =
+        |s: &berth_builder::context::ScannedContext| digest_selection(s.entries.values(), None);
+    assert_eq!(all(&cold), all(&warm));
+
+    // touch: re-read (stat changed) but the same digest.
+    let f = std::fs::File::options()
+        .append(true)
+        .open(dir.path().join("main.go"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    let touched = scan(dir.path(), &m, &mut index).unwrap();
+    assert_eq!(touched.stats.files_read, 1);
+    assert_eq!(all(&touched), all(&cold), "mtimes never reach the digest");
+
+    // A content change or --chown changes it.
+    write(dir.path(), "main.go", "package main // changed");
+    let changed = scan(dir.path(), &m, &mut index).unwrap();
+    assert_ne!(all(&changed), all(&cold));
+    assert_ne!(
+        digest_selection(changed.entries.values(), Some((1000, 1000))),
+        all(&changed)
+    );
+}
