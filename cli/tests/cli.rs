@@ -57,7 +57,10 @@ fn inspect_has_docker_fields() {
 fn history_lists_the_import() {
     let s = sandbox();
     s.import_busybox("busybox");
-    assert_snapshot("history", &redact(&s.ok(&["history", "busybox"]), s.path()));
+    assert_snapshot(
+        "history",
+        &redact(&s.ok(&["history", "--no-trunc", "busybox"]), s.path()),
+    );
 }
 
 #[test]

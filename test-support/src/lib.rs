@@ -149,7 +149,7 @@ pub fn busybox_rootfs(dir: &Path) {
 }
 
 /// Replaces what changes between runs: digests, image IDs, RFC 3339 times, ages, the
-/// sandbox path.
+/// sandbox path; and collapses table padding, which follows the widths of those values.
 pub fn redact(text: &str, sandbox: &Path) -> String {
     let mut s = text.replace(&sandbox.display().to_string(), "[SANDBOX]");
     let rules = [
@@ -158,9 +158,11 @@ pub fn redact(text: &str, sandbox: &Path) -> String {
         (r"\b[0-9a-f]{12}\b", "[ID]"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
         (
-            r"(Less than a second|About a minute|About an hour|\d+ (seconds|minutes|hours|days|weeks|months|years)) ago",
+            r"(Less than a second|About a minute|About an hour|\d+ (seconds?|minutes?|hours?|days?|weeks?|months?|years?)) ago",
             "[AGE]",
         ),
+        // Column padding follows the widths of the values redacted above: collapse it.
+        (r" {2,}", "  "),
     ];
     for (pattern, with) in rules {
         s = regex::Regex::new(pattern)

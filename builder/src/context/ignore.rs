@@ -144,6 +144,9 @@ impl Matcher {
     /// Whether `path` (relative, `/`-separated) is excluded: the pattern or any parent
     /// directory matches, last matching pattern wins.
     pub fn excluded(&self, path: &str) -> bool {
+        if self.patterns.is_empty() {
+            return false;
+        }
         let path = clean(path);
         let parents: Vec<&str> = match path.rfind('/') {
             Some(i) => path[..i].split('/').collect(),

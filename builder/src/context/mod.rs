@@ -14,7 +14,6 @@ pub mod ignore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use berth_oci::{Digest, Digester};
@@ -89,19 +88,6 @@ struct StatKey {
     mode: u32,
 }
 
-impl StatKey {
-    fn of(m: &std::fs::Metadata) -> StatKey {
-        StatKey {
-            size: m.len(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-            ino: m.ino(),
-            dev: m.dev(),
-            mode: m.mode(),
-        }
-    }
-}
-
 /// path → (stat data, content digest) from the previous scan of the same context.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StatIndex {
@@ -153,91 +139,153 @@ pub fn load_matcher(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher
     }
 }
 
+/// One directory entry found by [`walk`], with its stat data.
+struct Found {
+    rel: String,
+    stat: rustix::fs::Stat,
+    /// The open directory holding it and its name there, for reading without path lookups.
+    dir: std::sync::Arc<std::os::fd::OwnedFd>,
+    name: std::ffi::CString,
+}
+
+fn errno_io(what: String) -> impl FnOnce(rustix::io::Errno) -> ContextError {
+    move |e| ContextError::Io {
+        context: what,
+        source: e.into(),
+    }
+}
+
+/// Walks the tree in name order with `openat`/`getdents`/`fstatat` relative to each open
+/// directory (no path lookup per file: on this kind of VM a stat through a full path costs
+/// noticeably more), calling `visit` for each entry; `visit` says whether to enter a directory.
+fn walk(
+    root: &Path,
+    mut visit: impl FnMut(Found) -> Result<bool, ContextError>,
+) -> Result<(), ContextError> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    type DirFd = std::sync::Arc<std::os::fd::OwnedFd>;
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno_io(format!("opening {}", root.display())))?;
+    let mut stack: Vec<(DirFd, String)> = vec![(std::sync::Arc::new(root_fd), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let mut names: Vec<std::ffi::CString> = rustix::fs::Dir::read_from(&*dir)
+            .map_err(errno_io(format!("reading {}/{prefix}", root.display())))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_owned())
+            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+            .collect();
+        names.sort();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let rel = format!("{prefix}{}", String::from_utf8_lossy(name.as_bytes()));
+            let stat = rustix::fs::statat(&*dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(errno_io(format!("reading {rel}")))?;
+            let is_dir = rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                == rustix::fs::FileType::Directory;
+            if !is_dir {
+                visit(Found {
+                    rel,
+                    stat,
+                    dir: dir.clone(),
+                    name,
+                })?;
+                continue;
+            }
+            let sub_prefix = format!("{rel}/");
+            if visit(Found {
+                rel,
+                stat,
+                dir: dir.clone(),
+                name: name.clone(),
+            })? {
+                let fd = rustix::fs::openat(
+                    &*dir,
+                    &name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(errno_io(format!("opening {sub_prefix}")))?;
+                subdirs.push((std::sync::Arc::new(fd), sub_prefix));
+            }
+        }
+        // Depth-first in name order: the first name is popped first.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
 /// Scans `root`, reusing digests from `index` for unchanged files and updating it.
 pub fn scan(
     root: &Path,
     matcher: &Matcher,
     index: &mut StatIndex,
 ) -> Result<ScannedContext, ContextError> {
+    use rustix::fs::{FileType, Mode, OFlags};
     let mut entries = BTreeMap::new();
     let mut stats = ScanStats::default();
-    let mut seen: HashMap<String, (StatKey, Digest)> = HashMap::new();
-    let mut walk = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter();
-    while let Some(item) = walk.next() {
-        let item = item.map_err(|e| ContextError::Io {
-            context: format!("walking {}", root.display()),
-            source: e.into(),
-        })?;
-        let rel = item
-            .path()
-            .strip_prefix(root)
-            .expect("under root")
-            .to_string_lossy()
-            .into_owned();
-        let meta = item
-            .path()
-            .symlink_metadata()
-            .map_err(io(format!("reading {}", item.path().display())))?;
-        let excluded = matcher.excluded(&rel);
-        if meta.is_dir() {
-            if excluded {
-                if !matcher.may_include_under(&rel) {
-                    walk.skip_current_dir();
-                }
-                continue;
-            }
-        } else if excluded {
-            continue;
+    let mut seen: HashMap<String, (StatKey, Digest)> = HashMap::with_capacity(index.entries.len());
+    walk(root, |f| {
+        let ft = FileType::from_raw_mode(f.stat.st_mode);
+        if matcher.excluded(&f.rel) {
+            return Ok(ft == FileType::Directory && matcher.may_include_under(&f.rel));
         }
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_symlink() {
-            EntryKind::Symlink(
-                std::fs::read_link(item.path())
-                    .map_err(io(format!("reading link {}", item.path().display())))?
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        } else if ft.is_file() {
-            EntryKind::File
-        } else {
-            EntryKind::Other
+        let kind = match ft {
+            FileType::Directory => EntryKind::Dir,
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(&*f.dir, &f.name, Vec::new())
+                    .map_err(errno_io(format!("reading link {}", f.rel)))?;
+                EntryKind::Symlink(String::from_utf8_lossy(target.as_bytes()).into_owned())
+            }
+            FileType::RegularFile => EntryKind::File,
+            _ => EntryKind::Other,
         };
+        let st = &f.stat;
         let digest = if kind == EntryKind::File {
             stats.files += 1;
-            let key = StatKey::of(&meta);
-            let digest = match index.entries.get(&rel) {
-                Some((k, d)) if *k == key => d.clone(),
+            let key = StatKey {
+                size: st.st_size as u64,
+                mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+                ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+                ino: st.st_ino,
+                dev: st.st_dev,
+                mode: st.st_mode,
+            };
+            let digest = match index.entries.remove(&f.rel) {
+                Some((k, d)) if k == key => d,
                 _ => {
-                    let d = hash_file(item.path())?;
+                    let fd = rustix::fs::openat(
+                        &*f.dir,
+                        &f.name,
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(errno_io(format!("opening {}", f.rel)))?;
                     stats.files_read += 1;
-                    stats.bytes_read += meta.len();
-                    d
+                    stats.bytes_read += key.size;
+                    hash_reader(std::fs::File::from(fd), &f.rel)?
                 }
             };
-            seen.insert(rel.clone(), (key, digest.clone()));
+            seen.insert(f.rel.clone(), (key, digest.clone()));
             Some(digest)
         } else {
             None
         };
-        entries.insert(
-            rel.clone(),
-            ContextEntry {
-                path: rel,
-                kind,
-                mode: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
-                size: meta.len(),
-                digest,
-            },
-        );
-    }
+        let entry = ContextEntry {
+            path: f.rel.clone(),
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            digest,
+        };
+        entries.insert(f.rel, entry);
+        Ok(true)
+    })?;
     index.entries = seen;
     Ok(ScannedContext {
         root: root.to_owned(),
@@ -246,14 +294,11 @@ pub fn scan(
     })
 }
 
-fn hash_file(path: &Path) -> Result<Digest, ContextError> {
-    let mut f = std::fs::File::open(path).map_err(io(format!("opening {}", path.display())))?;
+fn hash_reader(mut f: impl Read, what: &str) -> Result<Digest, ContextError> {
     let mut d = Digester::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 256 << 10];
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(io(format!("reading {}", path.display())))?;
+        let n = f.read(&mut buf).map_err(io(format!("reading {what}")))?;
         if n == 0 {
             break;
         }
