@@ -329,3 +329,23 @@ pub fn digest_selection<'a>(
     lines.sort();
     Digest::of(lines.concat().as_bytes())
 }
+
+/// A context given as a tar stream (`berth build -`): unpacked into `dest` (an empty
+/// directory) by the store's layer unpacker, so its names get the same protection as a
+/// layer's (nothing lands outside `dest`). Plain, gzip or zstd.
+pub fn from_tar(reader: impl Read, dest: &Path) -> Result<(), ContextError> {
+    let mut reader = std::io::BufReader::new(reader);
+    let head = std::io::BufRead::fill_buf(&mut reader).map_err(io("reading the context tar"))?;
+    let compression = berth_oci::media_type::Compression::sniff(head);
+    let plain = berth_store::layer::decompress(reader, compression)
+        .map_err(io("decompressing the context tar"))?;
+    let options = berth_store::layer::unpack::UnpackOptions {
+        privileged: false,
+        ..Default::default()
+    };
+    berth_store::layer::unpack::unpack(plain, dest, &options).map_err(|e| ContextError::Io {
+        context: "unpacking the context tar".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(())
+}

@@ -15,10 +15,70 @@ pub enum Command {
         #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
         file: PathBuf,
     },
+    /// List what a build would take from a context (after .dockerignore), with digests
+    Context {
+        /// The Dockerfile whose `<name>.dockerignore` applies, if any
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// Print only the counts and the context digest
+        #[arg(short, long)]
+        quiet: bool,
+        /// The context directory, or `-` for a tar (plain, gzip, zstd) on stdin
+        context: PathBuf,
+    },
 }
 
 pub fn run(command: Command) -> anyhow::Result<u8> {
-    let Command::Dockerfile { file } = command;
+    match command {
+        Command::Dockerfile { file } => dockerfile(file),
+        Command::Context {
+            file,
+            quiet,
+            context,
+        } => context_list(file, quiet, context),
+    }
+}
+
+fn context_list(file: Option<PathBuf>, quiet: bool, context: PathBuf) -> anyhow::Result<u8> {
+    use berth_builder::context::{EntryKind, StatIndex, digest_selection, load_matcher, scan};
+    let _unpacked;
+    let root = if context.as_os_str() == "-" {
+        let dir = tempfile::tempdir()?;
+        berth_builder::context::from_tar(std::io::stdin().lock(), dir.path())?;
+        let path = dir.path().to_owned();
+        _unpacked = dir;
+        path
+    } else {
+        if !context.is_dir() {
+            return Err(
+                UsageError(format!("context {} is not a directory", context.display())).into(),
+            );
+        }
+        context
+    };
+    let matcher = load_matcher(&root, file.as_deref())?;
+    let scanned = scan(&root, &matcher, &mut StatIndex::default())?;
+    if !quiet {
+        for e in scanned.entries.values() {
+            let what = match (&e.kind, &e.digest) {
+                (EntryKind::Symlink(t), _) => format!("-> {t}"),
+                (_, Some(d)) => d.to_string(),
+                (EntryKind::Dir, _) => "dir".into(),
+                _ => "other".into(),
+            };
+            println!("{:o} {}:{} {} {}", e.mode, e.uid, e.gid, e.path, what);
+        }
+    }
+    println!(
+        "{} entries, {} files, context digest {}",
+        scanned.entries.len(),
+        scanned.stats.files,
+        digest_selection(scanned.entries.values(), None)
+    );
+    Ok(0)
+}
+
+fn dockerfile(file: PathBuf) -> anyhow::Result<u8> {
     let (text, name) = if file.as_os_str() == "-" {
         (
             std::io::read_to_string(std::io::stdin())?,

@@ -1,0 +1,95 @@
+//! `berth debug dockerfile` and `berth debug context`: the frontend from the command line.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use berth_test_support::{RawTar, Sandbox};
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(env!("CARGO_BIN_EXE_berth"))
+}
+
+fn with_stdin(s: &Sandbox, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = s
+        .cmd()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn dockerfile_dump_and_errors() {
+    let s = sandbox();
+    std::fs::write(
+        s.path().join("Dockerfile"),
+        "FROM busybox AS base\nMAINTAINER me\nCOPY --chown=1 a /b\n",
+    )
+    .unwrap();
+    let out = s.run(&["debug", "dockerfile"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "(from \"busybox\" \"AS\" \"base\")\n(maintainer \"me\")\n(copy [\"--chown=1\"] \"a\" \"/b\")\n"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("WARNING: Dockerfile:2: MaintainerDeprecated")
+    );
+
+    let out = with_stdin(
+        &s,
+        &["debug", "dockerfile", "-f", "-"],
+        b"FROM a\nRUN ok\nCOPPY x y\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:3")
+            && err.contains(">>> COPPY x y")
+            && err.contains("^^^^^")
+            && err.contains("did you mean COPY?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn context_from_a_directory_and_from_a_tar_agree() {
+    let s = sandbox();
+    let ctx = s.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("docs")).unwrap();
+    std::fs::write(ctx.join("main.go"), "x").unwrap();
+    std::fs::write(ctx.join("docs/a.md"), "a").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "docs\n").unwrap();
+    let dir = s.ok(&["debug", "context", ctx.to_str().unwrap()]);
+    assert!(
+        dir.contains("main.go") && !dir.contains("docs/a.md"),
+        "{dir}"
+    );
+    let tar = std::process::Command::new("tar")
+        .args(["-C", ctx.to_str().unwrap(), "-cz", "."])
+        .output()
+        .unwrap()
+        .stdout;
+    let out = with_stdin(&s, &["debug", "context", "-q", "-"], &tar);
+    assert!(out.status.success());
+    let last = |s: &str| s.lines().last().unwrap().to_owned();
+    assert_eq!(last(&String::from_utf8_lossy(&out.stdout)), last(&dir));
+}
+
+#[test]
+fn a_hostile_context_tar_stays_inside() {
+    let s = sandbox();
+    let marker = s.path().join("escaped");
+    let tar = RawTar::new()
+        .file(&format!("../../../../../../{}", marker.display()), b"x")
+        .symlink("l", s.path().to_str().unwrap())
+        .file("l/escaped2", b"y")
+        .finish();
+    let _ = with_stdin(&s, &["debug", "context", "-"], &tar);
+    assert!(!marker.exists() && !s.path().join("escaped2").exists());
+}
