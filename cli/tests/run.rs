@@ -81,9 +81,24 @@ fn dangerous_operations_fail_and_the_host_is_untouched() {
          touch /sys/x && echo SYS; \
          cat /proc/kcore | head -c 1 | wc -c; \
          insmod /nonexistent.ko 2>/dev/null; echo insmod=$?; \
+         unshare -U true && echo UNSHARED; \
+         unshare -m true && echo UNSHARE_MNT; \
+         grep -q 'Seccomp:.*2' /proc/self/status && echo FILTERED; \
+         grep -q 'NoNewPrivs:.*0' /proc/self/status && echo NNP_OFF; \
          echo inside > /made-in-container",
     );
-    for bad in ["MOUNTED", "SYSRQ", "MKNOD", "SYS\n"] {
+    assert!(
+        out.contains("FILTERED") && out.contains("NNP_OFF"),
+        "the seccomp filter is on, without no_new_privs: {out}"
+    );
+    for bad in [
+        "MOUNTED",
+        "SYSRQ",
+        "MKNOD",
+        "SYS\n",
+        "UNSHARED",
+        "UNSHARE_MNT",
+    ] {
         assert!(!out.contains(bad), "{bad} succeeded:\n{out}\n{err}");
     }
     assert!(
@@ -233,4 +248,22 @@ fn pid_1_killed_from_the_host_gives_128_plus_signal() {
     )
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(137));
+}
+
+#[test]
+fn privileged_lifts_the_defaults() {
+    let Some(s) = sandbox() else { return };
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; mkdir -p /mnt && mount -t tmpfs x /mnt && echo MOUNTED",
+    ]);
+    assert!(
+        out.contains("Seccomp:\t0") && out.contains("MOUNTED"),
+        "{out}"
+    );
 }

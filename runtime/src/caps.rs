@@ -17,9 +17,12 @@ fn convert(set: &Option<HashSet<Capability>>) -> HashSet<Cap> {
         .collect()
 }
 
-/// The OCI name of every capability this kernel knows (`--privileged`).
+/// The OCI name of every capability this process may grant (`--privileged`): the current
+/// bounding set, not every capability the crate knows (capset refuses what the bounding set
+/// lacks; this VM's lacks CAP_SYS_RESOURCE).
 pub fn all_oci() -> HashSet<Capability> {
-    caps::all()
+    caps::read(None, CapSet::Bounding)
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|c| serde_json::from_value(serde_json::Value::String(c.to_string())).ok())
         .collect()

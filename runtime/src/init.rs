@@ -268,6 +268,17 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
         message: "an environment value contains a NUL byte".into(),
     })?;
 
+    let seccomp = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::spec::ANNOTATION_SECCOMP))
+        .map(String::as_str);
+    if seccomp != Some("unconfined") {
+        for program in crate::seccomp::default_programs()? {
+            sys.install_seccomp(&program)
+                .map_err(setup("installing the seccomp filter"))?;
+        }
+    }
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(setup("setting supplementary groups"))?;
     nix::unistd::setresgid(

@@ -9,16 +9,18 @@
 //! | [`init`] | `berth __init BUNDLE`: namespaces, PID 1, signal forwarding, exit codes |
 //! | [`user`] | `USER` + the container's passwd/group → ids, groups, home |
 //! | [`caps`] | the spec's capability sets → the process's |
+//! | [`seccomp`] | the default profile → BPF programs |
 //! | [`sys`] | every syscall, behind a trait with a recording fake |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
 //!
 //! The init is `berth` re-executed through `/proc/self/exe` with the hidden `__init`
 //! subcommand: a fresh single-threaded process, so it can fork safely; the caller never
-//! forks. Not yet here (issue 5): seccomp, cgroups, TTYs, detached containers, `--init`.
+//! forks. Not yet here (issue 5): cgroups, TTYs, detached containers, `--init`.
 
 pub mod caps;
 pub mod init;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod sys;
 pub mod user;
@@ -40,6 +42,8 @@ pub enum RuntimeError {
     Setup { what: String, errno: nix::Error },
     #[error("capabilities: {0}")]
     Capabilities(String),
+    #[error("seccomp: {0}")]
+    Seccomp(String),
     #[error("{what}")]
     Io {
         what: String,

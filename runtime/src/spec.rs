@@ -16,6 +16,10 @@ use crate::RuntimeError;
 /// in the container's own `/etc/passwd` and `/etc/group` after pivot_root.
 pub const ANNOTATION_USER: &str = "berth.user";
 
+/// Annotation naming the seccomp profile: `default` (berth's built-in, see seccomp.rs) or
+/// `unconfined`. berth does not interpret OCI seccomp JSON.
+pub const ANNOTATION_SECCOMP: &str = "berth.seccomp";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
     /// A new network namespace with only `lo`, up.
@@ -216,6 +220,15 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
         .map_err(e)?;
     let mut annotations = std::collections::HashMap::new();
     annotations.insert(ANNOTATION_USER.to_owned(), settings.user.clone());
+    annotations.insert(
+        ANNOTATION_SECCOMP.to_owned(),
+        if settings.privileged {
+            "unconfined"
+        } else {
+            "default"
+        }
+        .to_owned(),
+    );
     SpecBuilder::default()
         .version("1.0.2")
         .root(

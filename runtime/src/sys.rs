@@ -43,6 +43,8 @@ pub trait Sys {
     fn sethostname(&mut self, name: &str) -> SysResult<()>;
     /// Brings the loopback interface up (a fresh network namespace has it down).
     fn loopback_up(&mut self) -> SysResult<()>;
+    /// Installs a seccomp BPF program without setting `no_new_privs` (needs CAP_SYS_ADMIN).
+    fn install_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> SysResult<()>;
 }
 
 /// The real thing.
@@ -157,6 +159,39 @@ impl Sys for LinuxSys {
         }
         Ok(())
     }
+
+    fn install_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> SysResult<()> {
+        LinuxSys::seccomp(program)
+    }
+}
+
+impl LinuxSys {
+    fn seccomp(program: &[seccompiler::sock_filter]) -> SysResult<()> {
+        #[repr(C)]
+        struct SockFprog {
+            len: u16,
+            filter: *const seccompiler::sock_filter,
+        }
+        let prog = SockFprog {
+            len: program.len() as u16,
+            filter: program.as_ptr(),
+        };
+        // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies the
+        // filter and keeps no reference to this memory.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const SockFprog,
+            )
+        };
+        if rc != 0 {
+            Err(nix::Error::last())
+        } else {
+            Ok(())
+        }
+    }
 }
 
 fn io_to_nix(e: std::io::Error) -> nix::Error {
@@ -250,6 +285,10 @@ impl Sys for RecordingSys {
 
     fn loopback_up(&mut self) -> SysResult<()> {
         self.record("loopback up".into())
+    }
+
+    fn install_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> SysResult<()> {
+        self.record(format!("seccomp {} instructions", program.len()))
     }
 }
 

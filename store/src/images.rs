@@ -155,8 +155,10 @@ impl Store {
             .filter(|t| t.manifest.digest == root.digest)
             .map(|t| t.reference)
             .collect();
+        // The root as a plain descriptor: the index entry's annotations are the store's.
+        let root = Descriptor::new(root.media_type.clone(), root.digest.clone(), root.size);
         Ok(Image {
-            root: root.clone(),
+            root,
             manifest,
             manifest_value,
             config_bytes,

@@ -38,8 +38,9 @@ pub fn to_transport(e: StoreError) -> TransportError {
         StoreError::BlobMissing(d) => TransportError::NotFound {
             what: format!("blob {d}"),
         },
+        // The store error is the source, so the chain prints it once.
         other => TransportError::Other {
-            message: other.to_string(),
+            message: "local store".into(),
             retryable: false,
             source: Some(Box::new(other)),
         },
