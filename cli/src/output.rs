@@ -27,6 +27,18 @@ pub fn human_size(bytes: u64) -> String {
     format!("{s}{}", UNITS[unit])
 }
 
+/// A size in binary units (`32MiB`), for limits the user gave in binary units.
+pub fn human_size_binary(bytes: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{}{}", (v * 100.0).round() / 100.0, units[u])
+}
+
 /// An age as Docker prints it (`About an hour`, `3 days`).
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();

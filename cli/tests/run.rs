@@ -267,3 +267,118 @@ fn privileged_lifts_the_defaults() {
         "{out}"
     );
 }
+
+/// The per-container cgroup directories that exist now (v1: under each controller; v2: one).
+fn berth_cgroups() -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for base in [
+        "/sys/fs/cgroup/berth",
+        "/sys/fs/cgroup/memory/berth",
+        "/sys/fs/cgroup/pids/berth",
+        "/sys/fs/cgroup/cpu/berth",
+        "/sys/fs/cgroup/cpu,cpuacct/berth",
+    ] {
+        if let Ok(d) = std::fs::read_dir(base) {
+            out.extend(d.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn memory_limit_kills_with_137_and_says_so() {
+    let Some(s) = sandbox() else { return };
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "--memory",
+        "32m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=64M",
+        "count=1",
+    ]);
+    assert_eq!(out.status.code(), Some(137));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ran out of memory (limit 32MiB)"));
+    // Under the limit it runs.
+    s.ok(&[
+        "run",
+        "--rm",
+        "--memory",
+        "64m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=8M",
+        "count=1",
+    ]);
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let Some(s) = sandbox() else { return };
+    let out = s.run(&["run", "--rm", "--pids-limit", "20", "busybox", "sh", "-c", "sh -c 'for i in $(seq 1 60); do sleep 3 & done' 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n"]);
+    let count: usize = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(count <= 20, "{count} processes under --pids-limit 20");
+    assert!(count >= 10, "the limit still allows some: {count}");
+}
+
+#[test]
+fn cpus_holds_a_busy_loop_near_the_quota() {
+    let Some(s) = sandbox() else { return };
+    // Spin for about 2 s using shell builtins only (no child processes), then print the
+    // shell's own CPU ticks (utime + stime) and the wall time from /proc/uptime.
+    let script = "read a _ < /proc/uptime; end=$(( ${a%.*} + 3 )); while :; do read u _ < /proc/uptime; [ ${u%.*} -ge $end ] && break; done; read b _ < /proc/uptime; set -- $(cut -d' ' -f14,15 /proc/$$/stat); echo $1 $2 $a $b";
+    let ratio = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["busybox", "sh", "-c", script]);
+        let out = s.ok(&all);
+        let v: Vec<f64> = out
+            .split_whitespace()
+            .map(|t| t.parse::<f64>().unwrap())
+            .collect();
+        ((v[0] + v[1]) / 100.0) / (v[3] - v[2])
+    };
+    let limited = ratio(&["--cpus", "0.5"]);
+    assert!(
+        (0.3..=0.62).contains(&limited),
+        "--cpus 0.5 used {limited:.2} of a core"
+    );
+    let free = ratio(&[]);
+    assert!(
+        free > 0.75,
+        "without a limit the loop uses a whole core: {free:.2}"
+    );
+}
+
+#[test]
+fn cgroups_are_removed_after_the_container() {
+    let Some(s) = sandbox() else { return };
+    let before = berth_cgroups();
+    s.ok(&[
+        "run",
+        "--rm",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        "--cpus",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 30 & sleep 30 & true",
+    ]);
+    assert_eq!(berth_cgroups(), before, "no cgroup left behind");
+}

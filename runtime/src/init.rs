@@ -72,6 +72,11 @@ pub fn main(bundle: &Path) -> i32 {
 }
 
 fn run(bundle: &Path) -> Result<i32, RuntimeError> {
+    // The init dies with `berth run`, and the container's PID 1 with the init.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| RuntimeError::Setup {
+        what: "setting the parent-death signal".into(),
+        errno: e,
+    })?;
     let (spec, source) = read_bundle(bundle)?;
     let set = signal_set();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| {
@@ -92,13 +97,34 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
             LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
             LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
             LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
-            LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            // Unshared by PID 1 itself once it is in its cgroup, so it sees that cgroup as `/`.
+            LinuxNamespaceType::Cgroup => CloneFlags::empty(),
             LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
             _ => CloneFlags::empty(),
         };
     }
+    let cgroup_ns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Cgroup);
+    let cgroup = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .map(|p| crate::cgroups::Cgroup::at(&p.to_string_lossy()));
+    if let Some(c) = &cgroup {
+        c.create(&crate::cgroups::Limits::from_spec(&spec))?;
+    }
     nix::sched::unshare(flags).map_err(|e| RuntimeError::Setup {
         what: "creating namespaces".into(),
+        errno: e,
+    })?;
+    // PID 1 waits on this pipe until it has been moved into its cgroup.
+    let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| RuntimeError::Setup {
+        what: "creating a pipe".into(),
         errno: e,
     })?;
     // SAFETY: this process is single-threaded (a fresh exec of berth that started no
@@ -108,6 +134,16 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
         errno: e,
     })? {
         ForkResult::Child => {
+            drop(ready_write);
+            let mut byte = [0u8; 1];
+            if nix::unistd::read(&ready_read, &mut byte) != Ok(1) {
+                std::process::exit(EXIT_SETUP);
+            }
+            drop(ready_read);
+            if cgroup_ns && let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
+                eprintln!("berth: creating the cgroup namespace: {e}");
+                std::process::exit(EXIT_SETUP);
+            }
             let code =
                 match container_child(&spec, &source, flags.contains(CloneFlags::CLONE_NEWNET)) {
                     Ok(never) => match never {},
@@ -122,7 +158,21 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
                 };
             std::process::exit(code);
         }
-        ForkResult::Parent { child } => Ok(supervise(child, &set)),
+        ForkResult::Parent { child } => {
+            drop(ready_read);
+            if let Some(c) = &cgroup
+                && let Err(e) = c.add(child.as_raw())
+            {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                return Err(e);
+            }
+            nix::unistd::write(&ready_write, b"1").map_err(|e| RuntimeError::Setup {
+                what: "starting the container".into(),
+                errno: e,
+            })?;
+            drop(ready_write);
+            Ok(supervise(child, &set))
+        }
     }
 }
 

@@ -10,14 +10,16 @@
 //! | [`user`] | `USER` + the container's passwd/group → ids, groups, home |
 //! | [`caps`] | the spec's capability sets → the process's |
 //! | [`seccomp`] | the default profile → BPF programs |
+//! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
 //! | [`sys`] | every syscall, behind a trait with a recording fake |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
 //!
 //! The init is `berth` re-executed through `/proc/self/exe` with the hidden `__init`
 //! subcommand: a fresh single-threaded process, so it can fork safely; the caller never
-//! forks. Not yet here (issue 5): cgroups, TTYs, detached containers, `--init`.
+//! forks. Not yet here (issue 5): TTYs, detached containers, `--init`.
 
 pub mod caps;
+pub mod cgroups;
 pub mod init;
 pub mod rootfs;
 pub mod seccomp;
@@ -52,6 +54,13 @@ pub enum RuntimeError {
     },
 }
 
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub exit_code: i32,
+    pub oom_killed: bool,
+}
+
 /// A container's directory: the spec, the rootfs source, and the mount point.
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -77,6 +86,26 @@ impl Bundle {
         }
         Ok(Bundle {
             dir: dir.to_owned(),
+        })
+    }
+
+    /// Runs the container in the foreground (signals forwarded), then kills whatever is left in
+    /// its cgroup and removes the cgroup; says whether the OOM killer struck.
+    pub fn run(&self, exe: &Path) -> Result<Outcome, RuntimeError> {
+        let (spec, _) = init::read_bundle(&self.dir)?;
+        let cgroup = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .map(|p| cgroups::Cgroup::at(&p.to_string_lossy()));
+        let result = init::run_foreground(self.init_command(exe));
+        let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        if let Some(c) = &cgroup {
+            c.destroy()?;
+        }
+        Ok(Outcome {
+            exit_code: result?,
+            oom_killed,
         })
     }
 

@@ -45,6 +45,13 @@ pub struct ProcessSettings {
     pub privileged: bool,
     /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: Vec<(PathBuf, &'static str)>,
+    /// The cgroup, relative to each hierarchy (`berth/<id>`); empty: none.
+    pub cgroup_path: String,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// CPUs (`0.5` is half a core).
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
 }
 
 /// Docker's default capability set, less `CAP_MKNOD`: Docker can grant it because its
@@ -212,12 +219,42 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
             READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
         )
     };
-    let linux = LinuxBuilder::default()
+    let mut resources = oci_spec::runtime::LinuxResourcesBuilder::default();
+    if let Some(m) = settings.memory {
+        resources = resources.memory(
+            oci_spec::runtime::LinuxMemoryBuilder::default()
+                .limit(m)
+                .build()
+                .map_err(e)?,
+        );
+    }
+    if let Some(c) = settings.cpus {
+        let quota = (c * crate::cgroups::CPU_PERIOD as f64).round() as i64;
+        resources = resources.cpu(
+            oci_spec::runtime::LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(crate::cgroups::CPU_PERIOD)
+                .build()
+                .map_err(e)?,
+        );
+    }
+    if let Some(p) = settings.pids_limit {
+        resources = resources.pids(
+            oci_spec::runtime::LinuxPidsBuilder::default()
+                .limit(p)
+                .build()
+                .map_err(e)?,
+        );
+    }
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .masked_paths(masked)
         .readonly_paths(readonly)
-        .build()
-        .map_err(e)?;
+        .resources(resources.build().map_err(e)?);
+    if !settings.cgroup_path.is_empty() {
+        linux = linux.cgroups_path(PathBuf::from(&settings.cgroup_path));
+    }
+    let linux = linux.build().map_err(e)?;
     let mut annotations = std::collections::HashMap::new();
     annotations.insert(ANNOTATION_USER.to_owned(), settings.user.clone());
     annotations.insert(

@@ -50,11 +50,46 @@ pub struct Args {
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     read_only: bool,
-    /// All capabilities, no masked or read-only paths
+    /// All capabilities, no masked or read-only paths, no seccomp filter
     #[arg(long)]
     privileged: bool,
+    /// Memory limit (`32m`, `1g`; binary units)
+    #[arg(short = 'm', long, value_parser = parse_memory)]
+    memory: Option<i64>,
+    /// CPUs (`0.5` is half a core)
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Maximum number of processes (-1: unlimited)
+    #[arg(long)]
+    pids_limit: Option<i64>,
     image: String,
     command: Vec<String>,
+}
+
+/// A size as Docker's `RAMInBytes` reads it: a number with an optional `b`, `k`, `m`, `g`,
+/// `t` (binary multiples, an optional trailing `b`/`ib`); Docker's floor of 6 MiB applies.
+pub fn parse_memory(s: &str) -> Result<i64, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let value: f64 = number.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number with an optional unit (k, m, g)")
+    })?;
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("invalid size {s:?}: unknown unit {unit:?}")),
+    };
+    let bytes = (value * (1u64 << shift) as f64) as i64;
+    if bytes < 6 << 20 {
+        return Err(format!("invalid memory limit {s:?}: the minimum is 6m"));
+    }
+    Ok(bytes)
 }
 
 /// `containers/<id>/container.json`.
@@ -271,7 +306,24 @@ fn start(
             (dir.join("hostname"), "/etc/hostname"),
             (dir.join("resolv.conf"), "/etc/resolv.conf"),
         ],
+        cgroup_path: format!(
+            "berth/{}",
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+        memory: args.memory,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
     };
+    if let Some(c) = args.cpus
+        && !(c > 0.0 && c <= std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)
+    {
+        return Err(UsageError(format!(
+            "--cpus {c}: must be above 0 and at most the number of CPUs"
+        ))
+        .into());
+    }
     if !settings.cwd.starts_with('/') {
         return Err(UsageError(format!(
             "the working directory {:?} is not absolute",
@@ -287,9 +339,14 @@ fn start(
     };
     let bundle = Bundle::write(dir, &spec, &source)?;
     let exe = std::fs::read_link("/proc/self/exe")?;
-    Ok(berth_runtime::init::run_foreground(
-        bundle.init_command(&exe),
-    )?)
+    let outcome = bundle.run(&exe)?;
+    if outcome.oom_killed {
+        let limit = args
+            .memory
+            .map_or("none".into(), crate::output::human_size_binary);
+        eprintln!("berth: the container ran out of memory (limit {limit}) and was killed");
+    }
+    Ok(outcome.exit_code)
 }
 
 #[cfg(test)]
@@ -298,6 +355,17 @@ mod tests {
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn memory_sizes_like_docker() {
+        assert_eq!(parse_memory("32m"), Ok(32 << 20));
+        assert_eq!(parse_memory("1G"), Ok(1 << 30));
+        assert_eq!(parse_memory("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_memory("10485760"), Ok(10 << 20));
+        assert!(parse_memory("1m").unwrap_err().contains("minimum"));
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("3x").is_err());
     }
 
     #[test]
