@@ -29,12 +29,14 @@ impl Store {
         Ok(dir)
     }
 
-    /// Replaces `containers/<id>/container.json` atomically.
+    /// Replaces `containers/<id>/container.json` atomically (rename, no fsync: see
+    /// `layout::replace_file`).
     pub fn write_container_record(&self, id: &str, json: &[u8]) -> Result<()> {
-        crate::layout::atomic_write(
+        crate::layout::replace_file(
             &self.containers_dir().join(id).join("container.json"),
             json,
             &self.tmp_dir(),
+            false,
         )
     }
 

@@ -146,17 +146,29 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Writes a small file atomically: temp file, fsync, rename, fsync the directory.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<()> {
+    replace_file(path, bytes, tmp_dir, true)
+}
+
+/// Replaces a file by rename; with `durable`, fsyncs the file and its directory too. State
+/// that is rewritten constantly and worthless after a power loss (a container's status) is
+/// written without the fsyncs, which cost milliseconds on every `run`.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8], tmp_dir: &Path, durable: bool) -> Result<()> {
     use std::io::Write;
     let tmp = unique_tmp_path(tmp_dir, "write");
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result.ctx(|| format!("writing {}", path.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    if durable {
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
 }

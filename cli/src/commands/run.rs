@@ -306,12 +306,18 @@ fn start(
             (dir.join("hostname"), "/etc/hostname"),
             (dir.join("resolv.conf"), "/etc/resolv.conf"),
         ],
-        cgroup_path: format!(
-            "berth/{}",
-            dir.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ),
+        // A cgroup only when there is a limit to enforce: the PID namespace already ends every
+        // process of the container with its PID 1.
+        cgroup_path: if args.memory.is_some() || args.cpus.is_some() || args.pids_limit.is_some() {
+            format!(
+                "berth/{}",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            )
+        } else {
+            String::new()
+        },
         memory: args.memory,
         cpus: args.cpus,
         pids_limit: args.pids_limit,
