@@ -385,3 +385,35 @@ fn cgroups_are_removed_after_the_container() {
     ]);
     assert_eq!(berth_cgroups(), before, "no cgroup left behind");
 }
+
+#[test]
+fn image_symlinks_cannot_steer_mounts_onto_the_host() {
+    // Regression: mount targets were created with host path calls, so an image whose /etc
+    // pointed at a host directory made the runtime create hosts, hostname and resolv.conf
+    // there (a /dev link would be covered by the /dev tmpfs, hence a directory each).
+    let Some(s) = sandbox() else { return };
+    let rootfs = s.path().join("evil");
+    berth_test_support::busybox_rootfs(&rootfs);
+    let mut host_dirs = Vec::new();
+    for link in ["etc", "dev"] {
+        let host = s.path().join(format!("host-{link}"));
+        std::fs::create_dir(&host).unwrap();
+        std::fs::remove_dir_all(rootfs.join(link)).unwrap();
+        std::os::unix::fs::symlink(&host, rootfs.join(link)).unwrap();
+        host_dirs.push(host);
+    }
+    s.ok(&["import", rootfs.to_str().unwrap(), "evil"]);
+    let _ = s.run(&["run", "--rm", "evil", "true"]);
+    for host in host_dirs {
+        let made: Vec<_> = std::fs::read_dir(&host)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            made.is_empty(),
+            "created on the host in {}: {made:?}",
+            host.display()
+        );
+    }
+}

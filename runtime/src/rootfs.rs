@@ -17,7 +17,7 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use crate::RuntimeError;
-use crate::sys::{DeviceNode, Sys};
+use crate::sys::{Create, DeviceNode, Sys};
 
 /// Where the rootfs comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,10 +222,32 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
     Ok(ops)
 }
 
-/// Applies the ops in order. Masked and read-only paths that do not exist are skipped (the
-/// kernel may not have them), as runc does.
+/// Applies the ops in order. Every path under the root is resolved inside it first
+/// ([`Sys::resolve_in_root`]): an image's symlinks (`/dev -> /host/dir`, `/etc -> /`) are
+/// followed within the rootfs and can never make the runtime create or mount anything outside
+/// it. Masked and read-only paths that do not exist are skipped (the kernel may not have them),
+/// as runc does.
 pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
     let fail = |what: String| move |e: nix::Error| RuntimeError::Setup { what, errno: e };
+    let root = ops.iter().find_map(|o| match o {
+        Op::Pivot(r) => Some(r.clone()),
+        _ => None,
+    });
+    // A path of the plan, resolved: inside the root when under it (but not the root itself).
+    let at =
+        |sys: &mut dyn Sys, p: &Path, create: Create| -> Result<Option<PathBuf>, RuntimeError> {
+            let Some(root) = root
+                .as_ref()
+                .filter(|r| p.starts_with(r) && p != r.as_path())
+            else {
+                return Ok(Some(p.to_owned()));
+            };
+            match sys.resolve_in_root(root, p.strip_prefix(root).expect("under root"), create) {
+                Ok(resolved) => Ok(Some(resolved)),
+                Err(nix::Error::ENOENT) if create == Create::Nothing => Ok(None),
+                Err(e) => Err(fail(format!("resolving {} in the rootfs", p.display()))(e)),
+            }
+        };
     for op in ops {
         match op {
             Op::Mount {
@@ -234,23 +256,31 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 fstype,
                 flags,
                 data,
-            } => sys
-                .mount(
+            } => {
+                let Some(target) = at(sys, target, Create::Nothing)? else {
+                    return Err(RuntimeError::Setup {
+                        what: format!("mounting {}", target.display()),
+                        errno: nix::Error::ENOENT,
+                    });
+                };
+                sys.mount(
                     source.as_deref(),
-                    target,
+                    &target,
                     fstype.as_deref(),
                     *flags,
                     data.as_deref(),
                 )
-                .map_err(fail(format!("mounting {}", target.display())))?,
-            Op::Mkdir(p) => sys
-                .mkdir_all(p, 0o755)
-                .map_err(fail(format!("creating {}", p.display())))?,
-            Op::Touch(p) => sys
-                .touch(p)
-                .map_err(fail(format!("creating {}", p.display())))?,
+                .map_err(fail(format!("mounting {}", target.display())))?
+            }
+            Op::Mkdir(p) => {
+                at(sys, p, Create::Dir)?;
+            }
+            Op::Touch(p) => {
+                at(sys, p, Create::File)?;
+            }
             Op::Devices(dev) => {
-                for node in default_devices(dev) {
+                let dev = at(sys, dev, Create::Nothing)?.unwrap_or_else(|| dev.clone());
+                for node in default_devices(&dev) {
                     sys.mknod_char(&node)
                         .map_err(fail(format!("creating {}", node.path.display())))?;
                 }
@@ -267,27 +297,26 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 }
             }
             Op::Mask(p) => {
-                if sys.is_dir(p) {
-                    sys.mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None)
+                let Some(p) = at(sys, p, Create::Nothing)? else {
+                    continue;
+                };
+                if sys.is_dir(&p) {
+                    sys.mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, None)
                         .map_err(fail(format!("masking {}", p.display())))?;
-                } else if sys.exists(p) {
-                    let null = Path::new("/dev/null");
-                    sys.mount(
-                        Some(&null.display().to_string()),
-                        p,
-                        None,
-                        MsFlags::MS_BIND,
-                        None,
-                    )
-                    .map_err(fail(format!("masking {}", p.display())))?;
+                } else if sys.exists(&p) {
+                    sys.mount(Some("/dev/null"), &p, None, MsFlags::MS_BIND, None)
+                        .map_err(fail(format!("masking {}", p.display())))?;
                 }
             }
             Op::ReadOnly(p) => {
-                if sys.exists(p) {
+                let Some(p) = at(sys, p, Create::Nothing)? else {
+                    continue;
+                };
+                if sys.exists(&p) {
                     let src = p.display().to_string();
                     sys.mount(
                         Some(&src),
-                        p,
+                        &p,
                         None,
                         MsFlags::MS_BIND | MsFlags::MS_REC,
                         None,
@@ -295,7 +324,7 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                     .map_err(fail(format!("binding {}", p.display())))?;
                     sys.mount(
                         None,
-                        p,
+                        &p,
                         None,
                         MsFlags::MS_BIND
                             | MsFlags::MS_REMOUNT

@@ -20,7 +20,19 @@ pub struct DeviceNode {
     pub mode: u32,
 }
 
+/// What [`Sys::resolve_in_root`] creates when the path is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    Nothing,
+    Dir,
+    File,
+}
+
 pub trait Sys {
+    /// Resolves `rel` inside `root` as if `root` were `/` (symlinks in the image followed
+    /// within it, never out: `openat2(RESOLVE_IN_ROOT)`), creating what `create` says when
+    /// missing, and returns the resolved path on the host, for mounting onto.
+    fn resolve_in_root(&mut self, root: &Path, rel: &Path, create: Create) -> SysResult<PathBuf>;
     fn mount(
         &mut self,
         source: Option<&str>,
@@ -30,9 +42,6 @@ pub trait Sys {
         data: Option<&str>,
     ) -> SysResult<()>;
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()>;
-    fn mkdir_all(&mut self, path: &Path, mode: u32) -> SysResult<()>;
-    /// Creates an empty file if nothing is there (a bind-mount target).
-    fn touch(&mut self, path: &Path) -> SysResult<()>;
     fn mknod_char(&mut self, node: &DeviceNode) -> SysResult<()>;
     fn symlink(&mut self, target: &str, link: &Path) -> SysResult<()>;
     fn exists(&mut self, path: &Path) -> bool;
@@ -51,7 +60,89 @@ pub trait Sys {
 #[derive(Debug, Default)]
 pub struct LinuxSys;
 
+impl LinuxSys {
+    fn open_in_root(
+        root: &std::os::fd::OwnedFd,
+        rel: &Path,
+        flags: nix::fcntl::OFlag,
+    ) -> SysResult<std::os::fd::OwnedFd> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let how = nix::fcntl::OpenHow::new()
+            .flags(flags | nix::fcntl::OFlag::O_CLOEXEC)
+            .resolve(
+                nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                    | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let fd = nix::fcntl::openat2(root, rel, how)?;
+        // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) })
+    }
+}
+
 impl Sys for LinuxSys {
+    fn resolve_in_root(&mut self, root: &Path, rel: &Path, create: Create) -> SysResult<PathBuf> {
+        use nix::fcntl::OFlag;
+        use std::os::fd::AsRawFd;
+        let root_fd = nix::fcntl::open(
+            root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let root_fd: std::os::fd::OwnedFd = root_fd;
+        let parts: Vec<_> = rel
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        let fd = match LinuxSys::open_in_root(&root_fd, rel, OFlag::O_PATH) {
+            Ok(fd) => fd,
+            Err(nix::Error::ENOENT) if create != Create::Nothing && !parts.is_empty() => {
+                // Create each missing component relative to its resolved parent.
+                let mut prefix = PathBuf::new();
+                for (i, part) in parts.iter().enumerate() {
+                    let next = prefix.join(part);
+                    if LinuxSys::open_in_root(&root_fd, &next, OFlag::O_PATH).is_err() {
+                        let parent = LinuxSys::open_in_root(
+                            &root_fd,
+                            &prefix,
+                            OFlag::O_PATH | OFlag::O_DIRECTORY,
+                        )?;
+                        let last = i + 1 == parts.len();
+                        if last && create == Create::File {
+                            let f = nix::fcntl::openat(
+                                &parent,
+                                part.as_os_str(),
+                                OFlag::O_CREAT
+                                    | OFlag::O_WRONLY
+                                    | OFlag::O_NOFOLLOW
+                                    | OFlag::O_CLOEXEC,
+                                nix::sys::stat::Mode::from_bits_truncate(0o644),
+                            )?;
+                            drop(f);
+                        } else {
+                            match nix::sys::stat::mkdirat(
+                                &parent,
+                                part.as_os_str(),
+                                nix::sys::stat::Mode::from_bits_truncate(0o755),
+                            ) {
+                                Ok(()) | Err(nix::Error::EEXIST) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                    prefix = next;
+                }
+                LinuxSys::open_in_root(&root_fd, rel, OFlag::O_PATH)?
+            }
+            Err(e) => return Err(e),
+        };
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(io_to_nix)
+    }
+
     fn mount(
         &mut self,
         source: Option<&str>,
@@ -65,31 +156,6 @@ impl Sys for LinuxSys {
 
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {
         nix::mount::umount2(target, flags)
-    }
-
-    fn mkdir_all(&mut self, path: &Path, mode: u32) -> SysResult<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(path)
-            .map_err(io_to_nix)
-    }
-
-    fn touch(&mut self, path: &Path) -> SysResult<()> {
-        if path.symlink_metadata().is_ok() {
-            return Ok(());
-        }
-        if let Some(parent) = path.parent() {
-            self.mkdir_all(parent, 0o755)?;
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map(drop)
-            .map_err(io_to_nix)
     }
 
     fn mknod_char(&mut self, node: &DeviceNode) -> SysResult<()> {
@@ -204,6 +270,8 @@ pub struct RecordingSys {
     pub calls: Vec<String>,
     pub files: Vec<PathBuf>,
     pub dirs: Vec<PathBuf>,
+    /// Resolving a path not in `files`/`dirs` without creating it fails with ENOENT.
+    pub strict: bool,
 }
 
 impl RecordingSys {
@@ -214,6 +282,21 @@ impl RecordingSys {
 }
 
 impl Sys for RecordingSys {
+    fn resolve_in_root(&mut self, root: &Path, rel: &Path, create: Create) -> SysResult<PathBuf> {
+        let path = root.join(rel);
+        match create {
+            Create::Dir => self.record(format!("mkdir {} 755", path.display()))?,
+            Create::File => self.record(format!("touch {}", path.display()))?,
+            Create::Nothing
+                if !self.dirs.contains(&path) && !self.files.contains(&path) && self.strict =>
+            {
+                return Err(nix::Error::ENOENT);
+            }
+            Create::Nothing => {}
+        }
+        Ok(path)
+    }
+
     fn mount(
         &mut self,
         source: Option<&str>,
@@ -239,14 +322,6 @@ impl Sys for RecordingSys {
 
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {
         self.record(format!("umount {} {flags:?}", target.display()))
-    }
-
-    fn mkdir_all(&mut self, path: &Path, mode: u32) -> SysResult<()> {
-        self.record(format!("mkdir {} {mode:o}", path.display()))
-    }
-
-    fn touch(&mut self, path: &Path) -> SysResult<()> {
-        self.record(format!("touch {}", path.display()))
     }
 
     fn mknod_char(&mut self, node: &DeviceNode) -> SysResult<()> {
@@ -295,4 +370,52 @@ impl Sys for RecordingSys {
 /// `CString`s for exec; a NUL inside an argument is refused.
 pub fn cstrings(items: &[String]) -> Result<Vec<CString>, std::ffi::NulError> {
     items.iter().map(|s| CString::new(s.as_bytes())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_targets_resolve_inside_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink("/", root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dev")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root.join("up")).unwrap();
+        let mut sys = LinuxSys;
+        // `etc -> /` is the root itself: etc/hostsfile lands at <root>/hostsfile.
+        let p = sys
+            .resolve_in_root(&root, Path::new("etc/hostsfile"), Create::File)
+            .unwrap();
+        assert_eq!(p, std::fs::canonicalize(&root).unwrap().join("hostsfile"));
+        // `dev -> <outside>` points at <root>/<outside path>, which does not exist: a dangling
+        // link is refused (runc's securejoin would create its target inside the root; berth
+        // does not yet), and nothing is created outside.
+        assert_eq!(
+            sys.resolve_in_root(&root, Path::new("dev/shm"), Create::Dir),
+            Err(nix::Error::ENOENT)
+        );
+        let p = sys
+            .resolve_in_root(&root, Path::new("up/escaped"), Create::Dir)
+            .unwrap();
+        assert!(
+            p.starts_with(std::fs::canonicalize(&root).unwrap()),
+            "{}",
+            p.display()
+        );
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing created outside"
+        );
+        assert!(!Path::new("/hostsfile").exists());
+        assert_eq!(
+            sys.resolve_in_root(&root, Path::new("missing"), Create::Nothing),
+            Err(nix::Error::ENOENT)
+        );
+    }
 }
