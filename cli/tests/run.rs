@@ -417,3 +417,61 @@ fn image_symlinks_cannot_steer_mounts_onto_the_host() {
         );
     }
 }
+
+#[test]
+fn bind_mounts_and_named_volumes() {
+    let Some(s) = sandbox() else { return };
+    let host = s.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("f"), "from the host").unwrap();
+    let bind = format!("{}:/data:ro", host.display());
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "-v",
+        "cache:/cache",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/f; touch /data/x 2>/dev/null || echo RO; echo kept > /cache/file",
+    ]);
+    assert_eq!(out, "from the hostRO\n");
+    assert!(!host.join("x").exists());
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "cache:/again",
+            "busybox",
+            "cat",
+            "/again/file"
+        ]),
+        "kept\n",
+        "a named volume outlives its container"
+    );
+    assert!(s.store().join("volumes/cache/_data/file").is_file());
+    let rw = format!("{}:/data", host.display());
+    s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &rw,
+        "busybox",
+        "sh",
+        "-c",
+        "echo written > /data/out",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("out")).unwrap(),
+        "written\n"
+    );
+    assert_eq!(
+        s.run(&["run", "--rm", "-v", "bad name:/x", "busybox", "true"])
+            .status
+            .code(),
+        Some(125)
+    );
+}

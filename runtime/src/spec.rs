@@ -45,6 +45,8 @@ pub struct ProcessSettings {
     pub privileged: bool,
     /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: Vec<(PathBuf, &'static str)>,
+    /// Bind mounts: host source, container destination, read-only.
+    pub binds: Vec<(PathBuf, String, bool)>,
     /// The cgroup, relative to each hierarchy (`berth/<id>`); empty: none.
     pub cgroup_path: String,
     /// Memory limit in bytes.
@@ -188,6 +190,14 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
             &["nosuid", "noexec", "nodev"],
         )?,
     ];
+    for (source, dest, ro) in &settings.binds {
+        let options: &[&str] = if *ro {
+            &["rbind", "rprivate", "ro"]
+        } else {
+            &["rbind", "rprivate"]
+        };
+        mounts.push(mount(dest, "bind", &source.display().to_string(), options)?);
+    }
     for (file, dest) in &settings.etc_files {
         mounts.push(mount(
             dest,

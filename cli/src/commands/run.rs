@@ -53,6 +53,9 @@ pub struct Args {
     /// All capabilities, no masked or read-only paths, no seccomp filter
     #[arg(long)]
     privileged: bool,
+    /// Bind mount a host path or a named volume: SRC:DST[:ro|rw]
+    #[arg(short = 'v', long = "volume")]
+    volumes: Vec<String>,
     /// Memory limit (`32m`, `1g`; binary units)
     #[arg(short = 'm', long, value_parser = parse_memory)]
     memory: Option<i64>,
@@ -64,6 +67,50 @@ pub struct Args {
     pids_limit: Option<i64>,
     image: String,
     command: Vec<String>,
+}
+
+/// `-v SRC:DST[:ro|rw]`: an absolute SRC is a host path (created as a directory if missing,
+/// as Docker does); otherwise SRC names a volume kept under the store's `volumes/<name>/_data`.
+pub fn parse_volume(store: &Store, spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, false),
+        [src, dst, "ro"] => (*src, *dst, true),
+        [src, dst, "rw"] => (*src, *dst, false),
+        _ => {
+            return Err(
+                UsageError(format!("invalid volume {spec:?}: expected SRC:DST[:ro|rw]")).into(),
+            );
+        }
+    };
+    if !dst.starts_with('/') {
+        return Err(UsageError(format!(
+            "invalid volume {spec:?}: the destination must be an absolute path"
+        ))
+        .into());
+    }
+    let source = if src.starts_with('/') {
+        let p = PathBuf::from(src);
+        if !p.exists() {
+            std::fs::create_dir_all(&p)?;
+        }
+        p
+    } else {
+        let valid = !src.is_empty()
+            && src
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid {
+            return Err(UsageError(format!(
+                "invalid volume name {src:?}: use letters, digits, '_', '.', '-'"
+            ))
+            .into());
+        }
+        let data = store.root().join("volumes").join(src).join("_data");
+        std::fs::create_dir_all(&data)?;
+        data
+    };
+    Ok((source, dst.to_owned(), ro))
 }
 
 /// A size as Docker's `RAMInBytes` reads it: a number with an optional `b`, `k`, `m`, `g`,
@@ -219,6 +266,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     {
         return Err(UsageError(format!("the container name {name:?} is already in use; remove that container first (berth rm {name})")).into());
     }
+    let binds = args
+        .volumes
+        .iter()
+        .map(|v| parse_volume(store, v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let lowers = store.ensure_snapshots(&image)?;
     let id = new_id();
     let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
@@ -235,7 +287,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         pid: Some(std::process::id()),
     };
     store.write_container_record(&id, &serde_json::to_vec(&record)?)?;
-    let result = start(&dir, &lowers, &args, &image, command, &hostname);
+    let result = start(&dir, &lowers, &args, &image, command, &hostname, &binds);
     let code = match &result {
         Ok(code) => *code,
         Err(_) => berth_runtime::init::EXIT_SETUP,
@@ -261,6 +313,7 @@ fn start(
     image: &berth_store::Image,
     command: Vec<String>,
     hostname: &str,
+    binds: &[(PathBuf, String, bool)],
 ) -> anyhow::Result<i32> {
     for sub in ["upper", "work", "empty", "rootfs"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -321,6 +374,7 @@ fn start(
         memory: args.memory,
         cpus: args.cpus,
         pids_limit: args.pids_limit,
+        binds: binds.to_vec(),
     };
     if let Some(c) = args.cpus
         && !(c > 0.0 && c <= std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)
