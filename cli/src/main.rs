@@ -50,11 +50,22 @@ enum Command {
     Ps(commands::ps::Args),
     /// Remove containers
     Rm(commands::rm::Args),
+    /// Print a detached container's output
+    Logs(commands::lifecycle::LogsArgs),
+    /// Stop containers (SIGTERM, then SIGKILL after -t seconds)
+    Stop(commands::lifecycle::StopArgs),
+    /// Send a signal to containers
+    Kill(commands::lifecycle::KillArgs),
+    /// Wait for containers to stop and print their exit codes
+    Wait(commands::lifecycle::WaitArgs),
     /// Inspect how berth reads its inputs
     Debug {
         #[command(subcommand)]
         command: commands::debug::Command,
     },
+    /// Runs a detached container (internal: started by `run -d`)
+    #[command(name = "__monitor", hide = true)]
+    Monitor { dir: PathBuf },
     /// The container init (internal: started by `run` through /proc/self/exe)
     #[command(name = "__init", hide = true)]
     Init { bundle: PathBuf },
@@ -107,7 +118,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => commands::run::run(&*open()?, args),
         Command::Ps(args) => commands::ps::run(&*open()?, args),
         Command::Rm(args) => commands::rm::run(&*open()?, args),
+        Command::Logs(args) => commands::lifecycle::logs(&*open()?, args),
+        Command::Stop(args) => commands::lifecycle::stop(&*open()?, args),
+        Command::Kill(args) => commands::lifecycle::kill(&*open()?, args),
+        Command::Wait(args) => commands::lifecycle::wait(&*open()?, args),
         Command::Debug { command } => commands::debug::run(command),
+        Command::Monitor { dir } => commands::run::monitor(&*open()?, &dir),
         Command::Init { .. } => unreachable!("handled in main"),
     }
 }

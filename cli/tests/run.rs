@@ -475,3 +475,68 @@ fn bind_mounts_and_named_volumes() {
         Some(125)
     );
 }
+
+#[test]
+fn detached_containers_logs_stop_kill_wait_rm() {
+    let Some(s) = sandbox() else { return };
+    let before = overlay_mounts();
+    let id = s
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; trap 'echo bye; exit 3' TERM; while true; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(id.len(), 64);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.ok(&["ps"]).contains("bg"), "listed while running");
+    s.ok(&["stop", "-t", "5", "bg"]);
+    assert_eq!(
+        s.ok(&["wait", "bg"]).trim(),
+        "3",
+        "SIGTERM reached PID 1, which exited 3"
+    );
+    assert_eq!(s.ok(&["logs", "bg"]), "started\nbye\n");
+    assert!(s.ok(&["ps", "-a"]).contains("Exited (3)"));
+    s.ok(&["rm", "bg"]);
+
+    // kill (SIGKILL) ends it with 137; stop of a process ignoring SIGTERM falls back to SIGKILL.
+    s.ok(&["run", "-d", "--name", "k", "busybox", "sleep", "100"]);
+    s.ok(&["kill", "k"]);
+    assert_eq!(s.ok(&["wait", "k"]).trim(), "137");
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox",
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 100",
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    s.ok(&["stop", "-t", "1", "stubborn"]);
+    assert!(t.elapsed() < Duration::from_secs(8));
+    assert_eq!(s.ok(&["wait", "stubborn"]).trim(), "137");
+    // rm -f of a running one; --rm with -d removes itself.
+    s.ok(&["run", "-d", "--name", "busy", "busybox", "sleep", "100"]);
+    s.ok(&["rm", "-f", "busy"]);
+    s.ok(&["run", "-d", "--rm", "--name", "gone", "busybox", "true"]);
+    std::thread::sleep(Duration::from_millis(500));
+    s.ok(&["rm", "k", "stubborn"]);
+    assert!(!s.ok(&["ps", "-a"]).contains("gone"));
+    assert_eq!(
+        std::fs::read_dir(s.store().join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(overlay_mounts(), before);
+}

@@ -21,6 +21,16 @@ pub struct ContainerUse {
 }
 
 impl Store {
+    /// Runs `f` without holding the store lock: for the life of a container, which may be
+    /// long, so gc and prune are not held up. What the container uses stays safe meanwhile:
+    /// its record keeps its image (and so its snapshots) marked.
+    pub fn unlocked<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        self.store_lock().unlock()?;
+        let out = f();
+        self.store_lock().relock_shared()?;
+        Ok(out)
+    }
+
     /// `containers/<id>/`, created empty.
     pub fn create_container_dir(&self, id: &str) -> Result<std::path::PathBuf> {
         let dir = self.containers_dir().join(id);

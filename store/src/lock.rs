@@ -77,6 +77,16 @@ impl FileLock {
         flock(&self.file, FlockOperation::LockExclusive).ctx(|| "upgrading the store lock".into())
     }
 
+    /// Releases the lock entirely (`unlock`), to be taken again with [`FileLock::relock_shared`].
+    pub fn unlock(&self) -> Result<()> {
+        flock(&self.file, FlockOperation::Unlock).ctx(|| "releasing the store lock".into())
+    }
+
+    /// Takes the shared lock again after [`FileLock::unlock`].
+    pub fn relock_shared(&self) -> Result<()> {
+        flock(&self.file, FlockOperation::LockShared).ctx(|| "taking the store lock".into())
+    }
+
     /// Converts back to shared.
     pub fn downgrade(&self) -> Result<()> {
         flock(&self.file, FlockOperation::LockShared).ctx(|| "downgrading the store lock".into())

@@ -1,12 +1,15 @@
-//! `berth rm CONTAINER...`: remove stopped containers (by name, ID or ID prefix).
+//! `berth rm [-f] CONTAINER...`: remove stopped containers (by name, ID or ID prefix); `-f`
+//! kills a running one first.
+
+use std::time::Duration;
 
 use berth_store::Store;
 
-use crate::commands::run::records;
+use crate::commands::lifecycle::{alive, find};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Remove even a running container (its process is killed)
+    /// Remove even a running container (it is killed)
     #[arg(short, long)]
     force: bool,
     #[arg(required = true)]
@@ -14,40 +17,23 @@ pub struct Args {
 }
 
 pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
-    let all = records(store)?;
     let mut failed = false;
     for want in &args.containers {
-        let found: Vec<_> = all
-            .iter()
-            .filter(|r| r.name.as_deref() == Some(want) || r.id.starts_with(want.as_str()))
-            .collect();
-        let record = match found.as_slice() {
-            [one] => *one,
-            [] => {
-                eprintln!("Error: no such container: {want}");
-                failed = true;
-                continue;
-            }
-            _ => {
-                eprintln!("Error: {want} matches {} containers", found.len());
+        let record = match find(store, want) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
                 failed = true;
                 continue;
             }
         };
-        let alive = record.status == "running"
-            && record
-                .pid
-                .is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
-        if alive && !args.force {
-            eprintln!("Error: container {want} is running: stop it first, or use -f");
-            failed = true;
-            continue;
-        }
-        if alive && let Some(pid) = record.pid {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        if alive(&record) {
+            if !args.force {
+                eprintln!("Error: container {want} is running: stop it first, or use -f");
+                failed = true;
+                continue;
+            }
+            crate::commands::lifecycle::stop_one(&record, Duration::ZERO);
         }
         store.remove_container(&record.id)?;
         println!("{want}");

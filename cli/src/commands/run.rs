@@ -7,6 +7,7 @@
 //! The default network is `none` (only `lo`): berth has no bridge network yet, and an
 //! isolated container is the safe default; `--network host` shares the host's.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use berth_oci::Digest;
@@ -23,6 +24,9 @@ pub struct Args {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Run in the background; print the container ID (output goes to `berth logs`)
+    #[arg(short = 'd', long)]
+    detach: bool,
     /// Name the container
     #[arg(long)]
     name: Option<String>,
@@ -152,8 +156,13 @@ pub struct ContainerRecord {
     pub status: String,
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// The process that runs the container: `berth run` itself, or its monitor with `-d`.
     #[serde(default)]
     pub pid: Option<u32>,
+    #[serde(default)]
+    pub auto_remove: bool,
+    #[serde(default)]
+    pub memory: Option<i64>,
 }
 
 pub fn records(store: &Store) -> anyhow::Result<Vec<ContainerRecord>> {
@@ -285,16 +294,62 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         status: "running".into(),
         exit_code: None,
         pid: Some(std::process::id()),
+        auto_remove: args.rm,
+        memory: args.memory,
     };
     store.write_container_record(&id, &serde_json::to_vec(&record)?)?;
-    let result = start(&dir, &lowers, &args, &image, command, &hostname, &binds);
-    let code = match &result {
-        Ok(code) => *code,
-        Err(_) => berth_runtime::init::EXIT_SETUP,
+    let bundle = match prepare(&dir, &lowers, &args, &image, command, &hostname, &binds) {
+        Ok(b) => b,
+        Err(e) => {
+            finish(store, record, berth_runtime::init::EXIT_SETUP)?;
+            return Err(e);
+        }
     };
-    if args.rm {
-        store.remove_container(&id)?;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    if args.detach {
+        let log = std::fs::File::create(dir.join("log"))?;
+        let child = std::process::Command::new(&exe)
+            .arg("__monitor")
+            .arg(&dir)
+            .env("BERTH_ROOT", store.root())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()?;
+        let running = ContainerRecord {
+            pid: Some(child.id()),
+            ..record
+        };
+        store.write_container_record(&id, &serde_json::to_vec(&running)?)?;
+        println!("{id}");
+        return Ok(0);
+    }
+    let result = store.unlocked(|| execute(&bundle, &exe, args.memory))?;
+    finish(
+        store,
+        record,
+        *result.as_ref().unwrap_or(&berth_runtime::init::EXIT_SETUP),
+    )?;
+    result.map(|c| c.clamp(0, 255) as u8)
+}
+
+/// Runs a prepared container in the foreground; says so when the OOM killer ended it.
+fn execute(bundle: &Bundle, exe: &std::path::Path, memory: Option<i64>) -> anyhow::Result<i32> {
+    let outcome = bundle.run(exe)?;
+    if outcome.oom_killed {
+        let limit = memory.map_or("none".into(), crate::output::human_size_binary);
+        eprintln!("berth: the container ran out of memory (limit {limit}) and was killed");
+    }
+    Ok(outcome.exit_code)
+}
+
+/// Records how a container ended, or removes it (`--rm`).
+fn finish(store: &Store, record: ContainerRecord, code: i32) -> anyhow::Result<()> {
+    if record.auto_remove {
+        store.remove_container(&record.id)?;
     } else {
+        let id = record.id.clone();
         let done = ContainerRecord {
             status: "exited".into(),
             exit_code: Some(code),
@@ -303,10 +358,33 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         };
         store.write_container_record(&id, &serde_json::to_vec(&done)?)?;
     }
-    result.map(|c| c.clamp(0, 255) as u8)
+    Ok(())
 }
 
-fn start(
+/// `berth __monitor DIR`: runs a detached container (started by `run -d`) and records its end.
+/// It holds no store lock while the container runs.
+pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
+    let record: ContainerRecord =
+        serde_json::from_slice(&std::fs::read(dir.join("container.json"))?)?;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let bundle = Bundle {
+        dir: dir.to_owned(),
+    };
+    let result = store.unlocked(|| execute(&bundle, &exe, record.memory))?;
+    let code = match &result {
+        Ok(c) => *c,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            berth_runtime::init::EXIT_SETUP
+        }
+    };
+    let fresh: ContainerRecord =
+        serde_json::from_slice(&std::fs::read(dir.join("container.json"))?).unwrap_or(record);
+    finish(store, fresh, code)?;
+    Ok(0)
+}
+
+fn prepare(
     dir: &std::path::Path,
     lowers: &[PathBuf],
     args: &Args,
@@ -314,7 +392,7 @@ fn start(
     command: Vec<String>,
     hostname: &str,
     binds: &[(PathBuf, String, bool)],
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Bundle> {
     for sub in ["upper", "work", "empty", "rootfs"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
@@ -397,16 +475,7 @@ fn start(
         upper: dir.join("upper"),
         work: dir.join("work"),
     };
-    let bundle = Bundle::write(dir, &spec, &source)?;
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let outcome = bundle.run(&exe)?;
-    if outcome.oom_killed {
-        let limit = args
-            .memory
-            .map_or("none".into(), crate::output::human_size_binary);
-        eprintln!("berth: the container ran out of memory (limit {limit}) and was killed");
-    }
-    Ok(outcome.exit_code)
+    Ok(Bundle::write(dir, &spec, &source)?)
 }
 
 #[cfg(test)]
