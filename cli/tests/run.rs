@@ -540,3 +540,110 @@ fn detached_containers_logs_stop_kill_wait_rm() {
     );
     assert_eq!(overlay_mounts(), before);
 }
+
+#[test]
+fn stdin_is_passed_only_with_i() {
+    let Some(s) = sandbox() else { return };
+    let with = |args: &[&str]| {
+        let mut c = s.cmd();
+        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"typed\n").unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(with(&["run", "--rm", "-i", "busybox", "cat"]), "typed\n");
+    assert_eq!(
+        with(&["run", "--rm", "busybox", "cat"]),
+        "",
+        "without -i stdin is /dev/null"
+    );
+}
+
+#[test]
+fn a_terminal_under_tmux_types_resizes_and_interrupts() {
+    let Some(s) = sandbox() else { return };
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: tmux is not installed (scripts/test installs it)");
+        return;
+    }
+    let session = format!("berth-test-{}", std::process::id());
+    let rc = s.path().join("rc");
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
+    };
+    let wait_for = |needle: &str| {
+        for _ in 0..100 {
+            if screen().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    let command = format!(
+        "BERTH_ROOT={} {} run --rm -it busybox sh; echo $? > {}",
+        s.store().display(),
+        env!("CARGO_BIN_EXE_berth"),
+        rc.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    assert!(wait_for("/ #"), "a prompt appears:\n{}", screen());
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "echo typed-$((40+2)); stty size; tty",
+        "Enter",
+    ]);
+    assert!(
+        wait_for("typed-42") && wait_for("30 100") && wait_for("/dev/console"),
+        "{}",
+        screen()
+    );
+    tmux(&["resize-window", "-t", &session, "-x", "120", "-y", "40"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&["send-keys", "-t", &session, "stty size", "Enter"]);
+    assert!(
+        wait_for("40 120"),
+        "the resize reached the container:\n{}",
+        screen()
+    );
+    tmux(&["send-keys", "-t", &session, "sleep 100", "Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    tmux(&["send-keys", "-t", &session, "echo after-$?", "Enter"]);
+    assert!(
+        wait_for("after-130"),
+        "Ctrl-C interrupted the foreground command:\n{}",
+        screen()
+    );
+    tmux(&["send-keys", "-t", &session, "exit 5", "Enter"]);
+    for _ in 0..100 {
+        if rc.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "5");
+}

@@ -171,7 +171,7 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
                 errno: e,
             })?;
             drop(ready_write);
-            Ok(supervise(child, &set))
+            Ok(supervise(child, &set, &mut |_| true))
         }
     }
 }
@@ -179,19 +179,34 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
 /// Runs an init command in the foreground: blocks the forwarded signals in this (single-
 /// threaded) process, spawns the command, forwards those signals to it and returns its exit
 /// code. Used by `berth run`, so a SIGTERM to it reaches the container's PID 1.
-pub fn run_foreground(mut command: std::process::Command) -> Result<i32, RuntimeError> {
-    let set = signal_set();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| {
+pub fn run_foreground(command: std::process::Command) -> Result<i32, RuntimeError> {
+    run_foreground_with(command, &mut |_| true)
+}
+
+/// Blocks the forwarded signals in the calling thread; call it before starting any thread
+/// that must not receive them (threads inherit the mask).
+pub fn block_signals() -> Result<(), RuntimeError> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signal_set()), None).map_err(|e| {
         RuntimeError::Setup {
             what: "blocking signals".into(),
             errno: e,
         }
-    })?;
+    })
+}
+
+/// [`run_foreground`], with `on_signal` deciding for each signal whether it is forwarded
+/// (`run -t` handles SIGWINCH itself by resizing the container's terminal).
+pub fn run_foreground_with(
+    mut command: std::process::Command,
+    on_signal: &mut dyn FnMut(Signal) -> bool,
+) -> Result<i32, RuntimeError> {
+    let set = signal_set();
+    block_signals()?;
     let child = command.spawn().map_err(|e| RuntimeError::Io {
         what: "starting the container init".into(),
         source: e,
     })?;
-    let code = supervise(Pid::from_raw(child.id() as i32), &set);
+    let code = supervise(Pid::from_raw(child.id() as i32), &set, on_signal);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).map_err(|e| {
         RuntimeError::Setup {
             what: "unblocking signals".into(),
@@ -202,11 +217,13 @@ pub fn run_foreground(mut command: std::process::Command) -> Result<i32, Runtime
 }
 
 /// Forwards signals to the child and waits for it; returns its exit code.
-fn supervise(child: Pid, set: &SigSet) -> i32 {
+fn supervise(child: Pid, set: &SigSet, on_signal: &mut dyn FnMut(Signal) -> bool) -> i32 {
     loop {
         let Ok(signal) = set.wait() else { continue };
         if signal != Signal::SIGCHLD {
-            let _ = nix::sys::signal::kill(child, signal);
+            if on_signal(signal) {
+                let _ = nix::sys::signal::kill(child, signal);
+            }
             continue;
         }
         loop {
@@ -243,6 +260,9 @@ fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
 fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<Never, ChildError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(setup("setting the parent-death signal"))?;
+    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+        crate::sys::take_controlling_terminal().map_err(setup("taking the terminal"))?;
+    }
     let mut sys = LinuxSys;
     apply(&mut sys, &plan(spec, source)?)?;
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {

@@ -12,11 +12,12 @@
 //! | [`seccomp`] | the default profile → BPF programs |
 //! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
 //! | [`sys`] | every syscall, behind a trait with a recording fake |
+//! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
 //!
 //! The init is `berth` re-executed through `/proc/self/exe` with the hidden `__init`
 //! subcommand: a fresh single-threaded process, so it can fork safely; the caller never
-//! forks. Not yet here (issue 5): TTYs, detached containers, `--init`.
+//! forks. Not yet here (issue 5): `--init`.
 
 pub mod caps;
 pub mod cgroups;
@@ -25,6 +26,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod sys;
+pub mod tty;
 pub mod user;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,14 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The container's stdio: with `interactive`, stdin is passed on (else `/dev/null`); with a
+/// terminal, stdio is that terminal.
+#[derive(Debug, Default)]
+pub struct RunIo {
+    pub interactive: bool,
+    pub terminal: Option<tty::Terminal>,
 }
 
 /// How a container ended.
@@ -91,14 +101,43 @@ impl Bundle {
 
     /// Runs the container in the foreground (signals forwarded), then kills whatever is left in
     /// its cgroup and removes the cgroup; says whether the OOM killer struck.
-    pub fn run(&self, exe: &Path) -> Result<Outcome, RuntimeError> {
+    pub fn run(&self, exe: &Path, io: RunIo) -> Result<Outcome, RuntimeError> {
         let (spec, _) = init::read_bundle(&self.dir)?;
         let cgroup = spec
             .linux()
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
             .map(|p| cgroups::Cgroup::at(&p.to_string_lossy()));
-        let result = init::run_foreground(self.init_command(exe));
+        let mut command = self.init_command(exe);
+        let result = match io.terminal {
+            None => {
+                if !io.interactive {
+                    command.stdin(std::process::Stdio::null());
+                }
+                init::run_foreground(command)
+            }
+            Some(mut terminal) => {
+                // Signals blocked before the copy threads start, so only the supervisor
+                // receives them.
+                init::block_signals()?;
+                let [i, o, e] = terminal.slave_stdio()?;
+                command.stdin(i).stdout(o).stderr(e);
+                terminal.raw_mode()?;
+                let output = terminal.start_copying(io.interactive)?;
+                let master = terminal.close_slave();
+                let result = init::run_foreground_with(command, &mut |signal| {
+                    if signal == nix::sys::signal::Signal::SIGWINCH {
+                        master.resize();
+                        false
+                    } else {
+                        true
+                    }
+                });
+                drop(master);
+                let _ = output.join();
+                result
+            }
+        };
         let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
         if let Some(c) = &cgroup {
             c.destroy()?;

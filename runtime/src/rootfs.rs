@@ -113,6 +113,11 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
         .path()
         .clone();
     let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let console = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::spec::ANNOTATION_CONSOLE))
+        .cloned();
     let mut ops = vec![Op::Mount {
         source: None,
         target: "/".into(),
@@ -206,7 +211,18 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
                 data,
             });
             if m.destination() == Path::new("/dev") {
-                ops.push(Op::Devices(target));
+                ops.push(Op::Devices(target.clone()));
+                if let Some(console) = &console {
+                    let dst = target.join("console");
+                    ops.push(Op::Touch(dst.clone()));
+                    ops.push(Op::Mount {
+                        source: Some(console.clone()),
+                        target: dst,
+                        fstype: None,
+                        flags: MsFlags::MS_BIND,
+                        data: None,
+                    });
+                }
             }
         }
     }

@@ -20,6 +20,9 @@ pub const ANNOTATION_USER: &str = "berth.user";
 /// `unconfined`. berth does not interpret OCI seccomp JSON.
 pub const ANNOTATION_SECCOMP: &str = "berth.seccomp";
 
+/// Annotation with the host path of the terminal to bind onto `/dev/console` (`run -t`).
+pub const ANNOTATION_CONSOLE: &str = "berth.console";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
     /// A new network namespace with only `lo`, up.
@@ -45,6 +48,8 @@ pub struct ProcessSettings {
     pub privileged: bool,
     /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: Vec<(PathBuf, &'static str)>,
+    /// `-t`: the container's stdio is a terminal whose slave is bound onto `/dev/console`.
+    pub console: Option<PathBuf>,
     /// Bind mounts: host source, container destination, read-only.
     pub binds: Vec<(PathBuf, String, bool)>,
     /// The cgroup, relative to each hierarchy (`berth/<id>`); empty: none.
@@ -133,6 +138,7 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
         .build()
         .map_err(e)?;
     let process = ProcessBuilder::default()
+        .terminal(settings.console.is_some())
         .args(settings.args.clone())
         .env(settings.env.clone())
         .cwd(if settings.cwd.is_empty() {
@@ -267,6 +273,9 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
     let linux = linux.build().map_err(e)?;
     let mut annotations = std::collections::HashMap::new();
     annotations.insert(ANNOTATION_USER.to_owned(), settings.user.clone());
+    if let Some(c) = &settings.console {
+        annotations.insert(ANNOTATION_CONSOLE.to_owned(), c.display().to_string());
+    }
     annotations.insert(
         ANNOTATION_SECCOMP.to_owned(),
         if settings.privileged {

@@ -260,6 +260,37 @@ impl LinuxSys {
     }
 }
 
+/// The window size of a terminal, if `fd` is one.
+pub fn window_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<nix::pty::Winsize> {
+    use std::os::fd::AsRawFd;
+    let mut size = nix::pty::Winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into `size`, which outlives the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0).then_some(size)
+}
+
+/// Sets a terminal's window size (the kernel then signals its foreground group).
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, size: &nix::pty::Winsize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSWINSZ reads a winsize from `size`, which outlives the call.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size) };
+}
+
+/// Makes the terminal on stdin the calling process's controlling terminal, in a new session.
+pub fn take_controlling_terminal() -> SysResult<()> {
+    nix::unistd::setsid()?;
+    // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the terminal the caller was given.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
 fn io_to_nix(e: std::io::Error) -> nix::Error {
     nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }

@@ -24,6 +24,12 @@ pub struct Args {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Keep stdin open (without it the container reads /dev/null)
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Give the container a terminal (raw mode, window size, Ctrl-C reach it)
+    #[arg(short = 't', long)]
+    tty: bool,
     /// Run in the background; print the container ID (output goes to `berth logs`)
     #[arg(short = 'd', long)]
     detach: bool,
@@ -298,7 +304,22 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         memory: args.memory,
     };
     store.write_container_record(&id, &serde_json::to_vec(&record)?)?;
-    let bundle = match prepare(&dir, &lowers, &args, &image, command, &hostname, &binds) {
+    if args.tty && args.detach {
+        return Err(UsageError(
+            "-t with -d is not supported yet: a detached container has no terminal to attach to"
+                .into(),
+        )
+        .into());
+    }
+    let terminal = if args.tty {
+        Some(berth_runtime::tty::Terminal::open()?)
+    } else {
+        None
+    };
+    let console = terminal.as_ref().map(|t| t.slave_path.clone());
+    let bundle = match prepare(
+        &dir, &lowers, &args, &image, command, &hostname, &binds, console,
+    ) {
         Ok(b) => b,
         Err(e) => {
             finish(store, record, berth_runtime::init::EXIT_SETUP)?;
@@ -325,7 +346,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         println!("{id}");
         return Ok(0);
     }
-    let result = store.unlocked(|| execute(&bundle, &exe, args.memory))?;
+    let io = berth_runtime::RunIo {
+        interactive: args.interactive,
+        terminal,
+    };
+    let result = store.unlocked(|| execute(&bundle, &exe, args.memory, io))?;
     finish(
         store,
         record,
@@ -335,8 +360,13 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
 }
 
 /// Runs a prepared container in the foreground; says so when the OOM killer ended it.
-fn execute(bundle: &Bundle, exe: &std::path::Path, memory: Option<i64>) -> anyhow::Result<i32> {
-    let outcome = bundle.run(exe)?;
+fn execute(
+    bundle: &Bundle,
+    exe: &std::path::Path,
+    memory: Option<i64>,
+    io: berth_runtime::RunIo,
+) -> anyhow::Result<i32> {
+    let outcome = bundle.run(exe, io)?;
     if outcome.oom_killed {
         let limit = memory.map_or("none".into(), crate::output::human_size_binary);
         eprintln!("berth: the container ran out of memory (limit {limit}) and was killed");
@@ -370,7 +400,14 @@ pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
     let bundle = Bundle {
         dir: dir.to_owned(),
     };
-    let result = store.unlocked(|| execute(&bundle, &exe, record.memory))?;
+    let result = store.unlocked(|| {
+        execute(
+            &bundle,
+            &exe,
+            record.memory,
+            berth_runtime::RunIo::default(),
+        )
+    })?;
     let code = match &result {
         Ok(c) => *c,
         Err(e) => {
@@ -392,6 +429,7 @@ fn prepare(
     command: Vec<String>,
     hostname: &str,
     binds: &[(PathBuf, String, bool)],
+    console: Option<PathBuf>,
 ) -> anyhow::Result<Bundle> {
     for sub in ["upper", "work", "empty", "rootfs"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -453,6 +491,7 @@ fn prepare(
         cpus: args.cpus,
         pids_limit: args.pids_limit,
         binds: binds.to_vec(),
+        console,
     };
     if let Some(c) = args.cpus
         && !(c > 0.0 && c <= std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)

@@ -1,0 +1,166 @@
+//! Terminals for `run -t`: a pseudo-terminal whose slave is the container's stdio and
+//! controlling terminal (and `/dev/console`), and whose master `berth run` connects to the
+//! user's terminal: raw mode while the container runs (restored after), bytes copied both
+//! ways, the window size passed on at start and on every SIGWINCH. Ctrl-C is a byte like any
+//! other: the container's line discipline turns it into SIGINT for its foreground group.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
+
+use crate::RuntimeError;
+
+fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
+    move |errno| RuntimeError::Setup {
+        what: what.to_owned(),
+        errno,
+    }
+}
+
+/// An open pseudo-terminal pair.
+#[derive(Debug)]
+pub struct Terminal {
+    master: OwnedFd,
+    slave: OwnedFd,
+    /// The slave's path on the host (`/dev/pts/N`), bound onto the container's /dev/console.
+    pub slave_path: PathBuf,
+    saved: Option<Termios>,
+}
+
+impl Terminal {
+    /// Opens a pty sized like the user's terminal (when stdout is one).
+    pub fn open() -> Result<Terminal, RuntimeError> {
+        let size = crate::sys::window_size(std::io::stdout().as_fd());
+        let pty =
+            nix::pty::openpty(size.as_ref(), None).map_err(setup("opening a pseudo-terminal"))?;
+        let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))
+            .map_err(|e| RuntimeError::Io {
+                what: "naming the pseudo-terminal".into(),
+                source: e,
+            })?;
+        Ok(Terminal {
+            master: pty.master,
+            slave: pty.slave,
+            slave_path,
+            saved: None,
+        })
+    }
+
+    /// The container's stdin, stdout and stderr: the slave, three times.
+    pub fn slave_stdio(&self) -> Result<[std::process::Stdio; 3], RuntimeError> {
+        let dup = || {
+            self.slave
+                .try_clone()
+                .map(std::process::Stdio::from)
+                .map_err(|e| RuntimeError::Io {
+                    what: "duplicating the terminal".into(),
+                    source: e,
+                })
+        };
+        Ok([dup()?, dup()?, dup()?])
+    }
+
+    /// Puts the user's terminal (stdin) in raw mode until [`Terminal::restore`].
+    pub fn raw_mode(&mut self) -> Result<(), RuntimeError> {
+        let stdin = std::io::stdin();
+        let Ok(saved) = tcgetattr(stdin.as_fd()) else {
+            return Ok(());
+        }; // not a terminal
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).map_err(setup("setting raw mode"))?;
+        self.saved = Some(saved);
+        Ok(())
+    }
+
+    pub fn restore(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            let _ = tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &saved);
+        }
+    }
+
+    /// Passes the user's window size on to the container's terminal.
+    pub fn resize(&self) {
+        if let Some(size) = crate::sys::window_size(std::io::stdout().as_fd()) {
+            crate::sys::set_window_size(self.master.as_fd(), &size);
+        }
+    }
+
+    /// Starts copying: container output to stdout (joined at the end), and with
+    /// `interactive` stdin to the container (a thread left running: it ends with the process).
+    pub fn start_copying(
+        &self,
+        interactive: bool,
+    ) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
+        let clone = || {
+            self.master
+                .try_clone()
+                .map(std::fs::File::from)
+                .map_err(|e| RuntimeError::Io {
+                    what: "duplicating the terminal".into(),
+                    source: e,
+                })
+        };
+        let mut from = clone()?;
+        if interactive {
+            let mut to = clone()?;
+            std::thread::spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stdin.read(&mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(std::thread::spawn(move || {
+            let mut out = std::io::stdout();
+            let mut buf = [0u8; 4096];
+            // EIO once the container's side is closed: the end.
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+                    break;
+                }
+            }
+        }))
+    }
+
+    /// Drops this process's copy of the slave (the container holds its own), so reads of the
+    /// master end when the container does.
+    pub fn close_slave(self) -> TerminalMaster {
+        TerminalMaster {
+            master: self.master,
+            saved: self.saved,
+        }
+    }
+}
+
+/// The master side after the container started.
+#[derive(Debug)]
+pub struct TerminalMaster {
+    master: OwnedFd,
+    saved: Option<Termios>,
+}
+
+impl TerminalMaster {
+    pub fn resize(&self) {
+        if let Some(size) = crate::sys::window_size(std::io::stdout().as_fd()) {
+            crate::sys::set_window_size(self.master.as_fd(), &size);
+        }
+    }
+
+    pub fn restore(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            let _ = tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &saved);
+        }
+    }
+}
+
+impl Drop for TerminalMaster {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
