@@ -317,9 +317,14 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         None
     };
     let console = terminal.as_ref().map(|t| t.slave_path.clone());
-    let bundle = match prepare(
-        &dir, &lowers, &args, &image, command, &hostname, &binds, console,
-    ) {
+    let setup = Setup {
+        lowers,
+        command,
+        hostname: hostname.clone(),
+        binds,
+        console,
+    };
+    let bundle = match prepare(&dir, &args, &image, setup) {
         Ok(b) => b,
         Err(e) => {
             finish(store, record, berth_runtime::init::EXIT_SETUP)?;
@@ -421,16 +426,30 @@ pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// What a container is made of, besides the `run` flags and the image.
+struct Setup {
+    lowers: Vec<PathBuf>,
+    command: Vec<String>,
+    hostname: String,
+    binds: Vec<(PathBuf, String, bool)>,
+    /// The terminal's slave, for `-t`.
+    console: Option<PathBuf>,
+}
+
 fn prepare(
     dir: &std::path::Path,
-    lowers: &[PathBuf],
     args: &Args,
     image: &berth_store::Image,
-    command: Vec<String>,
-    hostname: &str,
-    binds: &[(PathBuf, String, bool)],
-    console: Option<PathBuf>,
+    setup: Setup,
 ) -> anyhow::Result<Bundle> {
+    let Setup {
+        lowers,
+        command,
+        hostname,
+        binds,
+        console,
+    } = setup;
+    let (lowers, hostname, binds) = (&lowers[..], hostname.as_str(), &binds[..]);
     for sub in ["upper", "work", "empty", "rootfs"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
