@@ -647,3 +647,41 @@ fn a_terminal_under_tmux_types_resizes_and_interrupts() {
     let _ = tmux(&["kill-session", "-t", &session]);
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "5");
 }
+
+#[test]
+fn init_reaps_forwards_and_hides_its_binary() {
+    let Some(s) = sandbox() else { return };
+    let out = s.run(&["run", "--rm", "--init", "busybox", "sh", "-c", "cat /proc/1/comm; readlink /proc/1/exe || echo EXE_HIDDEN; (sleep 0.1 &); sleep 0.6; ps -o stat | grep -c Z; exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "the command's exit code");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "berth", "PID 1 is the init");
+    assert!(
+        text.contains("EXE_HIDDEN"),
+        "/proc/1/exe is refused: {text}"
+    );
+    assert_eq!(lines.last().copied(), Some("0"), "no zombie left: {text}");
+    // SIGTERM to `berth run` goes through the init to the command.
+    let mut child = s
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--init",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut buf).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}

@@ -263,6 +263,10 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
     if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
         crate::sys::take_controlling_terminal().map_err(setup("taking the terminal"))?;
     }
+    let with_init = spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::pid1::ANNOTATION_INIT));
     let mut sys = LinuxSys;
     apply(&mut sys, &plan(spec, source)?)?;
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
@@ -372,6 +376,9 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
     close_inherited_fds();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(setup("unblocking signals"))?;
+    if with_init {
+        std::process::exit(crate::pid1::run(&program, &argv, &envp));
+    }
     let err =
         nix::unistd::execve(&program, &argv, &envp).expect_err("execve returns only on failure");
     let code = if err == nix::Error::ENOENT {

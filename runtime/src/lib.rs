@@ -17,11 +17,12 @@
 //!
 //! The init is `berth` re-executed through `/proc/self/exe` with the hidden `__init`
 //! subcommand: a fresh single-threaded process, so it can fork safely; the caller never
-//! forks. Not yet here (issue 5): `--init`.
+//! forks. With `--init`, PID 1 runs [`pid1`] (non-dumpable) with the command as its child.
 
 pub mod caps;
 pub mod cgroups;
 pub mod init;
+pub mod pid1;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;

@@ -48,6 +48,8 @@ pub struct ProcessSettings {
     pub privileged: bool,
     /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: Vec<(PathBuf, &'static str)>,
+    /// `--init`: PID 1 is berth's small init, with the command as its child.
+    pub init: bool,
     /// `-t`: the container's stdio is a terminal whose slave is bound onto `/dev/console`.
     pub console: Option<PathBuf>,
     /// Bind mounts: host source, container destination, read-only.
@@ -273,6 +275,9 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
     let linux = linux.build().map_err(e)?;
     let mut annotations = std::collections::HashMap::new();
     annotations.insert(ANNOTATION_USER.to_owned(), settings.user.clone());
+    if settings.init {
+        annotations.insert(crate::pid1::ANNOTATION_INIT.to_owned(), "1".to_owned());
+    }
     if let Some(c) = &settings.console {
         annotations.insert(ANNOTATION_CONSOLE.to_owned(), c.display().to_string());
     }

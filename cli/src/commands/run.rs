@@ -24,6 +24,9 @@ pub struct Args {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Run a small init as PID 1 that reaps zombies and forwards signals
+    #[arg(long)]
+    init: bool,
     /// Keep stdin open (without it the container reads /dev/null)
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -511,6 +514,7 @@ fn prepare(
         pids_limit: args.pids_limit,
         binds: binds.to_vec(),
         console,
+        init: args.init,
     };
     if let Some(c) = args.cpus
         && !(c > 0.0 && c <= std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)
