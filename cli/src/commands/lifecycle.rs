@@ -35,7 +35,7 @@ pub fn alive(r: &ContainerRecord) -> bool {
 }
 
 /// The container's init: the runner's child.
-fn init_of(runner: u32) -> Option<i32> {
+pub fn init_of(runner: u32) -> Option<i32> {
     std::fs::read_to_string(format!("/proc/{runner}/task/{runner}/children"))
         .ok()?
         .split_whitespace()
@@ -44,10 +44,30 @@ fn init_of(runner: u32) -> Option<i32> {
         .ok()
 }
 
+/// Waits (up to 2 s) for a runner to have started the container's init.
+pub fn wait_for_init(runner: u32) -> Option<i32> {
+    for _ in 0..200 {
+        if let Some(init) = init_of(runner) {
+            return Some(init);
+        }
+        if !std::path::Path::new(&format!("/proc/{runner}")).exists() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Sends a signal to the container: through its runner, which forwards it to PID 1; SIGKILL
+/// (which cannot be forwarded) to the container's init, never to the runner, so the runner
+/// still records the end.
 fn send(r: &ContainerRecord, signal: Signal) {
     let Some(pid) = r.pid else { return };
     let target = if signal == Signal::SIGKILL {
-        init_of(pid).unwrap_or(pid as i32)
+        match wait_for_init(pid) {
+            Some(init) => init,
+            None => return, // the container has already ended
+        }
     } else {
         pid as i32
     };

@@ -351,6 +351,8 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             ..record
         };
         store.write_container_record(&id, &serde_json::to_vec(&running)?)?;
+        // Return once the container has started, as `docker run -d` does.
+        crate::commands::lifecycle::wait_for_init(child.id());
         println!("{id}");
         return Ok(0);
     }
