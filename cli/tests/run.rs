@@ -80,7 +80,8 @@ fn dangerous_operations_fail_and_the_host_is_untouched() {
          mknod /sda b 8 0 && echo MKNOD; \
          touch /sys/x && echo SYS; \
          cat /proc/kcore | head -c 1 | wc -c; \
-         insmod /nonexistent.ko 2>/dev/null; echo insmod=$?; \
+         echo garbage > /tmp/m.ko; insmod /tmp/m.ko 2>&1 | grep -q 'not permitted' && echo MODULE_REFUSED; \
+         [ $(umask) = 0022 ] && echo UMASK_OK; \
          unshare -U true && echo UNSHARED; \
          unshare -m true && echo UNSHARE_MNT; \
          grep -q 'Seccomp:.*2' /proc/self/status && echo FILTERED; \
@@ -91,6 +92,11 @@ fn dangerous_operations_fail_and_the_host_is_untouched() {
         out.contains("FILTERED") && out.contains("NNP_OFF"),
         "the seccomp filter is on, without no_new_privs: {out}"
     );
+    assert!(
+        out.contains("MODULE_REFUSED"),
+        "loading a kernel module is refused: {out}"
+    );
+    assert!(out.contains("UMASK_OK"), "Docker's umask: {out}");
     for bad in [
         "MOUNTED",
         "SYSRQ",

@@ -373,6 +373,8 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
     if let Some(caps) = process.capabilities() {
         crate::caps::apply_sets(caps, user.uid)?;
     }
+    // Docker's umask, whatever berth's own was.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     close_inherited_fds();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(setup("unblocking signals"))?;
