@@ -24,7 +24,7 @@ use crate::sys::{LinuxSys, Sys, cstrings};
 use crate::{RuntimeError, spec::ANNOTATION_USER};
 
 /// Signals forwarded from the init to the container.
-const FORWARDED: &[Signal] = &[
+pub(crate) const FORWARDED: &[Signal] = &[
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,

@@ -16,22 +16,12 @@ use nix::unistd::{ForkResult, Pid};
 /// Annotation asking for `--init`.
 pub const ANNOTATION_INIT: &str = "berth.init";
 
-const FORWARDED: &[Signal] = &[
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
-
 /// PID 1's life: runs `program` (argv, env as given) as its child and returns the exit
 /// code to exit with. Called in the container's PID 1 after all setup, in place of exec.
 pub fn run(program: &std::ffi::CStr, argv: &[std::ffi::CString], env: &[std::ffi::CString]) -> i32 {
     let _ = nix::sys::prctl::set_dumpable(false);
     let mut set = SigSet::empty();
-    for s in FORWARDED {
+    for s in crate::init::FORWARDED {
         set.add(*s);
     }
     set.add(Signal::SIGCHLD);

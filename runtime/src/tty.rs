@@ -75,19 +75,6 @@ impl Terminal {
         Ok(())
     }
 
-    pub fn restore(&mut self) {
-        if let Some(saved) = self.saved.take() {
-            let _ = tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &saved);
-        }
-    }
-
-    /// Passes the user's window size on to the container's terminal.
-    pub fn resize(&self) {
-        if let Some(size) = crate::sys::window_size(std::io::stdout().as_fd()) {
-            crate::sys::set_window_size(self.master.as_fd(), &size);
-        }
-    }
-
     /// Starts copying: container output to stdout (joined at the end), and with
     /// `interactive` stdin to the container (a thread left running: it ends with the process).
     pub fn start_copying(
