@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::rootfs::{RootfsSource, apply, plan};
@@ -60,6 +60,34 @@ fn signal_set() -> SigSet {
     set
 }
 
+/// The namespaces the spec asks for, as `unshare` flags for the init, and whether PID 1 must
+/// unshare a cgroup namespace itself (after it has been moved into its cgroup, so that it sees
+/// that cgroup as `/`).
+pub fn namespace_flags(spec: &Spec) -> (CloneFlags, bool) {
+    let mut flags = CloneFlags::empty();
+    let mut cgroup = false;
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+    {
+        flags |= match ns.typ() {
+            LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+            LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::Cgroup => {
+                cgroup = true;
+                CloneFlags::empty()
+            }
+            _ => CloneFlags::empty(),
+        };
+    }
+    (flags, cgroup)
+}
+
 /// The init's whole life; returns the exit code.
 pub fn main(bundle: &Path) -> i32 {
     match run(bundle) {
@@ -85,31 +113,7 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
             errno: e,
         }
     })?;
-    let mut flags = CloneFlags::empty();
-    for ns in spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default()
-    {
-        flags |= match ns.typ() {
-            LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
-            LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
-            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
-            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
-            // Unshared by PID 1 itself once it is in its cgroup, so it sees that cgroup as `/`.
-            LinuxNamespaceType::Cgroup => CloneFlags::empty(),
-            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
-            _ => CloneFlags::empty(),
-        };
-    }
-    let cgroup_ns = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default()
-        .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::Cgroup);
+    let (flags, cgroup_ns) = namespace_flags(&spec);
     let cgroup = spec
         .linux()
         .as_ref()
@@ -118,7 +122,7 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
     if let Some(c) = &cgroup {
         c.create(&crate::cgroups::Limits::from_spec(&spec))?;
     }
-    nix::sched::unshare(flags).map_err(|e| RuntimeError::Setup {
+    LinuxSys.unshare(flags).map_err(|e| RuntimeError::Setup {
         what: "creating namespaces".into(),
         errno: e,
     })?;
@@ -140,7 +144,7 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
                 std::process::exit(EXIT_SETUP);
             }
             drop(ready_read);
-            if cgroup_ns && let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
+            if cgroup_ns && let Err(e) = LinuxSys.unshare(CloneFlags::CLONE_NEWCGROUP) {
                 eprintln!("berth: creating the cgroup namespace: {e}");
                 std::process::exit(EXIT_SETUP);
             }
@@ -317,7 +321,8 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
         code: EXIT_SETUP,
         message: format!("creating working directory {}: {e}", cwd.display()),
     })?;
-    nix::unistd::chdir(cwd.as_path()).map_err(setup("entering the working directory"))?;
+    sys.chdir(cwd.as_path())
+        .map_err(setup("entering the working directory"))?;
     let here = std::env::current_dir().map_err(|e| ChildError::Exec {
         code: EXIT_SETUP,
         message: format!("working directory is not reachable: {e}"),
@@ -347,37 +352,14 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
         .as_ref()
         .and_then(|a| a.get(crate::spec::ANNOTATION_SECCOMP))
         .map(String::as_str);
-    if seccomp != Some("unconfined") {
-        for program in crate::seccomp::default_programs()? {
-            sys.install_seccomp(&program)
-                .map_err(setup("installing the seccomp filter"))?;
-        }
-    }
-    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).map_err(setup("setting supplementary groups"))?;
-    nix::unistd::setresgid(
-        Gid::from_raw(user.gid),
-        Gid::from_raw(user.gid),
-        Gid::from_raw(user.gid),
-    )
-    .map_err(setup("setting the group"))?;
-    if let Some(caps) = process.capabilities() {
-        crate::caps::limit_bounding(caps)?;
-    }
-    nix::unistd::setresuid(
-        Uid::from_raw(user.uid),
-        Uid::from_raw(user.uid),
-        Uid::from_raw(user.uid),
-    )
-    .map_err(setup("setting the user"))?;
-    if let Some(caps) = process.capabilities() {
-        crate::caps::apply_sets(caps, user.uid)?;
-    }
-    // Docker's umask, whatever berth's own was.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    close_inherited_fds();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(setup("unblocking signals"))?;
+    let identity = crate::privileges::Identity {
+        uid: user.uid,
+        gid: user.gid,
+        groups: &user.groups,
+        capabilities: process.capabilities().as_ref(),
+        seccomp: seccomp != Some("unconfined"),
+    };
+    crate::privileges::drop_privileges(&mut sys, &identity)?;
     if with_init {
         std::process::exit(crate::pid1::run(&program, &argv, &envp));
     }
@@ -444,17 +426,40 @@ fn find_program(args: &[String], env: &[String]) -> Result<CString, ChildError> 
     })
 }
 
-/// Closes every descriptor above stderr, so nothing of the runtime reaches the container
-/// (the CVE-2024-21626 class).
-fn close_inherited_fds() {
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    for fd in fds.into_iter().filter(|fd| *fd > 2) {
-        let _ = nix::unistd::close(fd);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{NetworkMode, ProcessSettings, build_spec};
+
+    #[test]
+    fn namespaces_follow_the_network_mode() {
+        let none = build_spec(
+            Path::new("/r"),
+            &ProcessSettings {
+                network: NetworkMode::None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (flags, cgroup) = namespace_flags(&none);
+        let always = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC;
+        assert_eq!(flags, always | CloneFlags::CLONE_NEWNET);
+        assert!(cgroup, "the cgroup namespace is unshared by PID 1 itself");
+        let host = build_spec(
+            Path::new("/r"),
+            &ProcessSettings {
+                network: NetworkMode::Host,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            namespace_flags(&host).0,
+            always,
+            "--network host keeps the host's network namespace"
+        );
     }
 }

@@ -8,10 +8,11 @@
 //! | [`rootfs`] | spec + rootfs source → the mount plan (a value) → applied through [`sys::Sys`] |
 //! | [`init`] | `berth __init BUNDLE`: namespaces, PID 1, signal forwarding, exit codes |
 //! | [`user`] | `USER` + the container's passwd/group → ids, groups, home |
+//! | [`privileges`] | user, groups, capabilities, seccomp → applied in a tested order |
 //! | [`caps`] | the spec's capability sets → the process's |
 //! | [`seccomp`] | the default profile → BPF programs |
 //! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
-//! | [`sys`] | every syscall, behind a trait with a recording fake |
+//! | [`sys`] | the container's setup syscalls (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, fds), behind a trait with a recording fake; process plumbing (fork, pipes, signal masks, wait, exec) calls nix directly in `init`/`pid1` |
 //! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
 //!
@@ -23,6 +24,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod init;
 pub mod pid1;
+pub mod privileges;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;

@@ -54,6 +54,26 @@ pub trait Sys {
     fn loopback_up(&mut self) -> SysResult<()>;
     /// Installs a seccomp BPF program without setting `no_new_privs` (needs CAP_SYS_ADMIN).
     fn install_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> SysResult<()>;
+    fn unshare(&mut self, flags: nix::sched::CloneFlags) -> SysResult<()>;
+    fn set_groups(&mut self, groups: &[u32]) -> SysResult<()>;
+    /// Real, effective and saved group.
+    fn set_gid(&mut self, gid: u32) -> SysResult<()>;
+    /// Real, effective and saved user.
+    fn set_uid(&mut self, uid: u32) -> SysResult<()>;
+    /// Drops from the bounding set what the spec does not list.
+    fn limit_bounding(
+        &mut self,
+        caps: &oci_spec::runtime::LinuxCapabilities,
+    ) -> Result<(), crate::RuntimeError>;
+    /// Sets the other capability sets (after the user change).
+    fn apply_capabilities(
+        &mut self,
+        caps: &oci_spec::runtime::LinuxCapabilities,
+        uid: u32,
+    ) -> Result<(), crate::RuntimeError>;
+    /// umask 022, every descriptor above 2 closed, every signal unblocked: the state exec
+    /// hands to the command.
+    fn finish_process(&mut self) -> SysResult<()>;
 }
 
 /// The real thing.
@@ -229,6 +249,62 @@ impl Sys for LinuxSys {
     fn install_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> SysResult<()> {
         LinuxSys::seccomp(program)
     }
+
+    fn unshare(&mut self, flags: nix::sched::CloneFlags) -> SysResult<()> {
+        nix::sched::unshare(flags)
+    }
+
+    fn set_groups(&mut self, groups: &[u32]) -> SysResult<()> {
+        let groups: Vec<nix::unistd::Gid> = groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&groups)
+    }
+
+    fn set_gid(&mut self, gid: u32) -> SysResult<()> {
+        let g = nix::unistd::Gid::from_raw(gid);
+        nix::unistd::setresgid(g, g, g)
+    }
+
+    fn set_uid(&mut self, uid: u32) -> SysResult<()> {
+        let u = nix::unistd::Uid::from_raw(uid);
+        nix::unistd::setresuid(u, u, u)
+    }
+
+    fn limit_bounding(
+        &mut self,
+        caps: &oci_spec::runtime::LinuxCapabilities,
+    ) -> Result<(), crate::RuntimeError> {
+        crate::caps::limit_bounding(caps)
+    }
+
+    fn apply_capabilities(
+        &mut self,
+        caps: &oci_spec::runtime::LinuxCapabilities,
+        uid: u32,
+    ) -> Result<(), crate::RuntimeError> {
+        crate::caps::apply_sets(caps, uid)
+    }
+
+    fn finish_process(&mut self) -> SysResult<()> {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fd in fds.into_iter().filter(|fd| *fd > 2) {
+            let _ = nix::unistd::close(fd);
+        }
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&nix::sys::signal::SigSet::empty()),
+            None,
+        )
+    }
 }
 
 impl LinuxSys {
@@ -395,6 +471,50 @@ impl Sys for RecordingSys {
 
     fn install_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> SysResult<()> {
         self.record(format!("seccomp {} instructions", program.len()))
+    }
+
+    fn unshare(&mut self, flags: nix::sched::CloneFlags) -> SysResult<()> {
+        self.record(format!("unshare {flags:?}"))
+    }
+
+    fn set_groups(&mut self, groups: &[u32]) -> SysResult<()> {
+        self.record(format!(
+            "setgroups {}",
+            groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ))
+    }
+
+    fn set_gid(&mut self, gid: u32) -> SysResult<()> {
+        self.record(format!("setgid {gid}"))
+    }
+
+    fn set_uid(&mut self, uid: u32) -> SysResult<()> {
+        self.record(format!("setuid {uid}"))
+    }
+
+    fn limit_bounding(
+        &mut self,
+        _caps: &oci_spec::runtime::LinuxCapabilities,
+    ) -> Result<(), crate::RuntimeError> {
+        self.calls.push("bounding".into());
+        Ok(())
+    }
+
+    fn apply_capabilities(
+        &mut self,
+        _caps: &oci_spec::runtime::LinuxCapabilities,
+        uid: u32,
+    ) -> Result<(), crate::RuntimeError> {
+        self.calls.push(format!("capabilities uid={uid}"));
+        Ok(())
+    }
+
+    fn finish_process(&mut self) -> SysResult<()> {
+        self.record("finish umask 022, fds > 2 closed, signals unblocked".into())
     }
 }
 
