@@ -4,7 +4,8 @@
 //! |---|---|
 //! | [`dockerfile`] | parser, AST and BuildKit dump, shell-word expansion (issue 3) |
 //! | `instructions/`, `context/` | typed stages, .dockerignore, content digests (issue 3, not yet) |
-//! | `plan/`, `exec/`, `commit/` | the build graph and cache keys, execution, layers (issue 6, not yet) |
+//! | [`plan`] | typed stages + build inputs + resolved bases + context → the `BuildGraph`: stages, waves, cache keys |
+//! | `exec/`, `commit/` | execution and layers (issue 6, not yet) |
 //!
 //! Crossing the boundary: the AST and parse errors now; later the `Stage`s, the
 //! `BuildGraph`, and a `build` entry point taking a resolver for `FROM` images that `cli`
@@ -13,3 +14,4 @@
 pub mod context;
 pub mod dockerfile;
 pub mod instructions;
+pub mod plan;

@@ -1,0 +1,303 @@
+//! The build plan: a typed [`Dockerfile`], the build's inputs (build args, target,
+//! platforms), the bases a [`Resolver`] finds and the scanned context in; a [`BuildGraph`]
+//! out: the stages the target needs, in order, each with its steps and their cache keys; the
+//! stages skipped; and the waves of stages that may run in parallel. A value, computed without
+//! root, kernel or network (DESIGN.md, "The plan is a value").
+//!
+//! Cache keys (DESIGN.md) are sha256 of a canonical encoding, versioned by [`KEY_VERSION`]:
+//! - a stage starts from its base: `scratch`, an earlier stage's last layer key, or an
+//!   image's manifest digest;
+//! - a step that makes a layer (RUN, COPY, ADD) chains on the previous layer key, adding its
+//!   expanded instruction and flags, the platform, and what it can see: for RUN the
+//!   environment (ENV and the ARGs in scope, proxy ARGs excepted), user, working directory
+//!   and shell; for COPY/ADD from the context the digest of the selected sources (contents,
+//!   modes, ownership after `--chown`; never times or inodes); for `COPY --from` the source
+//!   stage's last layer key;
+//! - a step that only changes the config (ENV, LABEL, CMD, ...) gets a key of its own but does
+//!   not extend the chain, so a changed LABEL rebuilds no layer (as BuildKit, where such
+//!   instructions make no LLB operation). What they change reaches later layers only through
+//!   what those layers see (their environment, user, working directory).
+
+use std::collections::{BTreeSet, HashMap};
+
+use berth_oci::{Digest, ImageConfig};
+
+use crate::context::{ContextEntry, Matcher, ScannedContext, digest_selection};
+use crate::dockerfile::ParseError;
+use crate::dockerfile::shell::Lex;
+use crate::instructions::stages::{
+    PROXY_ARGS, Platforms, StageScope, dependencies, find_stage, global_scope, resolve_from,
+    target_stages,
+};
+use crate::instructions::{Command, Dockerfile, Instruction};
+
+/// Bumped whenever the encoding changes, so old cache records stop matching.
+pub const KEY_VERSION: &str = "berth-cache-v1";
+
+/// A base image, as the resolver found it.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub manifest: Digest,
+    pub config: ImageConfig,
+}
+
+/// Finds `FROM` images (the store, or a registry through `cli`).
+pub trait Resolver {
+    fn resolve(&self, name: &str, platform: Option<&str>) -> Result<BaseImage, String>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    Scratch,
+    Stage(usize),
+    Image { name: String, manifest: Digest },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// RUN, COPY, ADD: a layer.
+    Layer,
+    /// Everything else: the config only.
+    Config,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub line: usize,
+    /// The instruction with the builder's expansions applied.
+    pub instruction: Instruction,
+    pub kind: StepKind,
+    pub key: Digest,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedStage {
+    pub index: usize,
+    pub name: Option<String>,
+    pub base: Base,
+    pub steps: Vec<Step>,
+    /// The key of the stage's last layer (its base's when it makes none).
+    pub layer_key: Digest,
+    pub deps: BTreeSet<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildGraph {
+    /// The stages the target needs, in Dockerfile order (the target last).
+    pub stages: Vec<PlannedStage>,
+    /// Stages of the Dockerfile the target does not need.
+    pub skipped: Vec<usize>,
+    /// Groups of stages whose dependencies are all in earlier groups: each group may run in
+    /// parallel.
+    pub waves: Vec<Vec<usize>>,
+}
+
+fn key(parts: &[&str]) -> Digest {
+    let mut s = String::from(KEY_VERSION);
+    for p in parts {
+        s.push('\0');
+        s.push_str(p);
+    }
+    Digest::of(s.as_bytes())
+}
+
+/// The entries a COPY source pattern selects (a path, or a glob as Go's filepath.Match, with
+/// a directory selecting everything under it), relative to the context root.
+pub fn select<'a>(context: &'a ScannedContext, source: &str) -> Vec<&'a ContextEntry> {
+    let pattern = source
+        .trim_start_matches("./")
+        .trim_start_matches('/')
+        .trim_end_matches('/');
+    if pattern.is_empty() || pattern == "." {
+        return context.entries.values().collect();
+    }
+    let Ok(m) = Matcher::from_patterns(&[(0, pattern.to_owned())]) else {
+        return Vec::new();
+    };
+    context
+        .entries
+        .values()
+        .filter(|e| m.excluded(&e.path))
+        .collect()
+}
+
+fn numeric_chown(chown: &Option<String>) -> Option<(u32, u32)> {
+    let c = chown.as_deref()?;
+    let (u, g) = c.split_once(':').unwrap_or((c, c));
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
+
+/// Computes the plan.
+pub fn plan(
+    df: &Dockerfile,
+    build_args: &HashMap<String, String>,
+    target: Option<&str>,
+    platforms: &Platforms,
+    resolver: &dyn Resolver,
+    context: &ScannedContext,
+) -> Result<BuildGraph, ParseError> {
+    let global = global_scope(df, build_args, platforms)?;
+    let deps = dependencies(df, build_args, &global)?;
+    let needed = target_stages(df, target, &deps)?;
+    let lex = Lex::new(df.escape);
+    let platform = platforms.target.to_string();
+    let mut planned: Vec<PlannedStage> = Vec::new();
+    for &i in &needed {
+        let stage = &df.stages[i];
+        let (base_name, base_platform) = resolve_from(df, stage, &global)?;
+        let lower = base_name.to_lowercase();
+        let earlier = df.stages[..i]
+            .iter()
+            .position(|s| s.from.name.as_deref() == Some(lower.as_str()));
+        let (base, mut layer_key, env) = if base_name == "scratch" {
+            (Base::Scratch, key(&["scratch"]), Vec::new())
+        } else if let Some(j) = earlier {
+            let from = planned
+                .iter()
+                .find(|p| p.index == j)
+                .expect("dependencies come first");
+            (Base::Stage(j), from.layer_key.clone(), Vec::new())
+        } else {
+            let image = resolver
+                .resolve(&base_name, base_platform.as_deref())
+                .map_err(|m| ParseError::at(stage.from_line, m))?;
+            let env = image.config.config.env.clone().unwrap_or_default();
+            (
+                Base::Image {
+                    name: base_name.clone(),
+                    manifest: image.manifest.clone(),
+                },
+                key(&["image", &image.manifest.to_string()]),
+                env,
+            )
+        };
+        let mut scope = StageScope::new(&env);
+        let (mut user, mut workdir, mut shell) = (
+            String::new(),
+            "/".to_owned(),
+            vec!["/bin/sh".to_owned(), "-c".to_owned()],
+        );
+        let mut steps = Vec::new();
+        for located in &stage.instructions {
+            let err = |m: String| ParseError::span(located.start_line, located.end_line, m);
+            let inst = scope
+                .apply(&located.instruction, build_args, &global, &lex)
+                .map_err(|e| err(e.to_string()))?;
+            let written = format!("{inst:?}");
+            let (kind, step_key) = match &inst {
+                Instruction::Run(run) => {
+                    let mut visible: Vec<String> = scope
+                        .vars()
+                        .into_iter()
+                        .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    visible.sort();
+                    let command = match &run.command {
+                        Command::Exec(a) => a.join("\0"),
+                        Command::Shell(s) => format!("{}\0{s}", shell.join("\0")),
+                    };
+                    let k = key(&[
+                        &layer_key.to_string(),
+                        "RUN",
+                        &written,
+                        &command,
+                        &visible.join("\n"),
+                        &user,
+                        &workdir,
+                        &platform,
+                    ]);
+                    (StepKind::Layer, k)
+                }
+                Instruction::Copy(c) | Instruction::Add(c) => {
+                    let sources = match &c.from {
+                        Some(from) => match find_stage(df, from) {
+                            Some(j) => planned
+                                .iter()
+                                .find(|p| p.index == j)
+                                .map(|p| p.layer_key.to_string())
+                                .unwrap_or_default(),
+                            None => {
+                                let image = resolver.resolve(from, None).map_err(err)?;
+                                image.manifest.to_string()
+                            }
+                        },
+                        None => {
+                            let mut selected: Vec<&ContextEntry> = Vec::new();
+                            for s in &c.sources {
+                                selected.extend(select(context, s));
+                            }
+                            digest_selection(selected, numeric_chown(&c.chown)).to_string()
+                        }
+                    };
+                    let k = key(&[
+                        &layer_key.to_string(),
+                        &written,
+                        &sources,
+                        &user,
+                        &workdir,
+                        &platform,
+                    ]);
+                    (StepKind::Layer, k)
+                }
+                other => {
+                    match other {
+                        Instruction::User(u) => user = u.clone(),
+                        Instruction::Workdir(w) => {
+                            workdir = if w.starts_with('/') {
+                                w.clone()
+                            } else {
+                                format!("{}/{w}", workdir.trim_end_matches('/'))
+                            };
+                        }
+                        Instruction::Shell(s) => shell = s.clone(),
+                        _ => {}
+                    }
+                    (
+                        StepKind::Config,
+                        key(&[&layer_key.to_string(), "config", &written]),
+                    )
+                }
+            };
+            if kind == StepKind::Layer {
+                layer_key = step_key.clone();
+            }
+            steps.push(Step {
+                line: located.start_line,
+                instruction: inst,
+                kind,
+                key: step_key,
+            });
+        }
+        planned.push(PlannedStage {
+            index: i,
+            name: stage.from.name.clone(),
+            base,
+            steps,
+            layer_key,
+            deps: deps[i].clone(),
+        });
+    }
+    let skipped = (0..df.stages.len())
+        .filter(|i| !needed.contains(i))
+        .collect();
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    let mut placed: BTreeSet<usize> = BTreeSet::new();
+    while placed.len() < needed.len() {
+        let wave: Vec<usize> = needed
+            .iter()
+            .copied()
+            .filter(|i| !placed.contains(i) && deps[*i].iter().all(|d| placed.contains(d)))
+            .collect();
+        if wave.is_empty() {
+            break; // cycles were rejected by `dependencies`
+        }
+        placed.extend(&wave);
+        waves.push(wave);
+    }
+    Ok(BuildGraph {
+        stages: planned,
+        skipped,
+        waves,
+    })
+}

@@ -1,0 +1,246 @@
+//! The build plan as a value: which stages, in which waves, with which cache keys.
+
+use std::collections::HashMap;
+
+use berth_builder::context::{Matcher, ScannedContext, StatIndex, scan};
+use berth_builder::instructions::parse_dockerfile;
+use berth_builder::instructions::stages::Platforms;
+use berth_builder::plan::{Base, BaseImage, BuildGraph, Resolver, StepKind, plan};
+use berth_oci::{Digest, ImageConfig};
+
+struct Images(HashMap<String, BaseImage>);
+
+impl Resolver for Images {
+    fn resolve(&self, name: &str, _platform: Option<&str>) -> Result<BaseImage, String> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no such image: {name}"))
+    }
+}
+
+fn images(manifest_seed: &str) -> Images {
+    let mut config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        ..Default::default()
+    };
+    config.config.env = Some(vec!["PATH=/bin".into()]);
+    Images(HashMap::from([(
+        "busybox".to_owned(),
+        BaseImage {
+            manifest: Digest::of(manifest_seed.as_bytes()),
+            config,
+        },
+    )]))
+}
+
+fn context(files: &[(&str, &str)]) -> (tempfile::TempDir, ScannedContext) {
+    let dir = tempfile::tempdir().unwrap();
+    for (p, c) in files {
+        std::fs::write(dir.path().join(p), c).unwrap();
+    }
+    let s = scan(dir.path(), &Matcher::default(), &mut StatIndex::default()).unwrap();
+    (dir, s)
+}
+
+fn graph(
+    text: &str,
+    args: &[(&str, &str)],
+    target: Option<&str>,
+    imgs: &Images,
+    ctx: &ScannedContext,
+) -> BuildGraph {
+    let df = parse_dockerfile(text).unwrap();
+    let args = args
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    plan(&df, &args, target, &Platforms::default(), imgs, ctx).unwrap()
+}
+
+fn keys(g: &BuildGraph) -> Vec<String> {
+    g.stages
+        .iter()
+        .flat_map(|s| s.steps.iter().map(|st| st.key.to_string()))
+        .collect()
+}
+
+const APP: &str =
+    "FROM busybox\nCOPY a /a\nLABEL v=1\nARG V=1\nRUN echo $V\nCOPY b /b\nCMD [\"sh\"]\n";
+
+#[test]
+fn keys_are_stable_and_layers_chain() {
+    let (_d, ctx) = context(&[("a", "A"), ("b", "B")]);
+    let imgs = images("m1");
+    let g1 = graph(APP, &[], None, &imgs, &ctx);
+    let g2 = graph(APP, &[], None, &imgs, &ctx);
+    assert_eq!(keys(&g1), keys(&g2));
+    let kinds: Vec<StepKind> = g1.stages[0].steps.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            StepKind::Layer,
+            StepKind::Config,
+            StepKind::Config,
+            StepKind::Layer,
+            StepKind::Layer,
+            StepKind::Config
+        ]
+    );
+    assert!(matches!(&g1.stages[0].base, Base::Image { name, .. } if name == "busybox"));
+    assert_eq!(
+        g1.stages[0].layer_key, g1.stages[0].steps[4].key,
+        "the stage's layer key is its last layer's"
+    );
+}
+
+#[test]
+fn a_build_arg_invalidates_only_what_sees_it() {
+    let (_d, ctx) = context(&[("a", "A"), ("b", "B")]);
+    let imgs = images("m1");
+    let one = keys(&graph(APP, &[("V", "1")], None, &imgs, &ctx));
+    let two = keys(&graph(APP, &[("V", "2")], None, &imgs, &ctx));
+    assert_eq!(one[0], two[0], "COPY a comes before the ARG");
+    assert_eq!(one[1], two[1], "LABEL does not see V");
+    assert_ne!(one[3], two[3], "RUN sees V in its environment");
+    assert_ne!(one[4], two[4], "COPY b builds on the RUN layer");
+    // A proxy ARG given without a declaration changes nothing.
+    let proxied = keys(&graph(
+        APP,
+        &[("V", "1"), ("HTTP_PROXY", "http://p")],
+        None,
+        &imgs,
+        &ctx,
+    ));
+    assert_eq!(one, proxied);
+}
+
+#[test]
+fn a_config_change_rebuilds_no_layer() {
+    let (_d, ctx) = context(&[("a", "A"), ("b", "B")]);
+    let imgs = images("m1");
+    let base = graph(APP, &[], None, &imgs, &ctx);
+    let relabeled = graph(
+        &APP.replace("LABEL v=1", "LABEL v=2"),
+        &[],
+        None,
+        &imgs,
+        &ctx,
+    );
+    assert_ne!(
+        base.stages[0].steps[1].key,
+        relabeled.stages[0].steps[1].key
+    );
+    assert_eq!(
+        base.stages[0].steps[3].key, relabeled.stages[0].steps[3].key,
+        "RUN unchanged"
+    );
+    assert_eq!(base.stages[0].layer_key, relabeled.stages[0].layer_key);
+    // But ENV reaches RUN through its environment, and USER/WORKDIR through what RUN sees.
+    for change in ["ENV X=1\n", "USER nobody\n", "WORKDIR /srv\n"] {
+        let changed = graph(
+            &APP.replace("ARG V=1\n", &format!("ARG V=1\n{change}")),
+            &[],
+            None,
+            &imgs,
+            &ctx,
+        );
+        assert_ne!(
+            base.stages[0].layer_key, changed.stages[0].layer_key,
+            "{change}"
+        );
+    }
+}
+
+#[test]
+fn copy_keys_follow_contents_not_times() {
+    let (dir, ctx) = context(&[("a", "A"), ("b", "B")]);
+    let imgs = images("m1");
+    let before = graph(APP, &[], None, &imgs, &ctx);
+    let f = std::fs::File::options()
+        .append(true)
+        .open(dir.path().join("a"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(100))
+        .unwrap();
+    let touched = scan(dir.path(), &Matcher::default(), &mut StatIndex::default()).unwrap();
+    assert_eq!(
+        keys(&before),
+        keys(&graph(APP, &[], None, &imgs, &touched)),
+        "touch keeps every key"
+    );
+    std::fs::write(dir.path().join("a"), "changed").unwrap();
+    let edited = scan(dir.path(), &Matcher::default(), &mut StatIndex::default()).unwrap();
+    let after = keys(&graph(APP, &[], None, &imgs, &edited));
+    assert_ne!(keys(&before)[0], after[0]);
+    let chowned = keys(&graph(
+        &APP.replace("COPY a /a", "COPY --chown=1000:1000 a /a"),
+        &[],
+        None,
+        &imgs,
+        &ctx,
+    ));
+    assert_ne!(
+        keys(&before)[0],
+        chowned[0],
+        "--chown is part of what is copied"
+    );
+    let other_base = keys(&graph(APP, &[], None, &images("m2"), &ctx));
+    assert_ne!(
+        keys(&before)[0],
+        other_base[0],
+        "a new base image changes every layer"
+    );
+}
+
+#[test]
+fn unused_stages_are_skipped_and_independent_ones_share_a_wave() {
+    let (_d, ctx) = context(&[("a", "A")]);
+    let imgs = images("m1");
+    let text = "FROM busybox AS a\nRUN work a\nFROM busybox AS b\nRUN work b\nFROM busybox AS unused\nRUN nothing\nFROM scratch AS final\nCOPY --from=a /x /x\nCOPY --from=b /y /y\n";
+    let g = graph(text, &[], None, &imgs, &ctx);
+    assert_eq!(g.skipped, [2]);
+    assert_eq!(g.waves, [vec![0, 1], vec![3]]);
+    let a_key = g
+        .stages
+        .iter()
+        .find(|s| s.index == 0)
+        .unwrap()
+        .layer_key
+        .clone();
+    // COPY --from=a follows stage a's layer key.
+    let changed = graph(
+        &text.replace("RUN work a", "RUN work a2"),
+        &[],
+        None,
+        &imgs,
+        &ctx,
+    );
+    let final_before = &g.stages.last().unwrap().steps[0].key;
+    let final_after = &changed.stages.last().unwrap().steps[0].key;
+    assert_ne!(final_before, final_after);
+    assert_ne!(a_key, changed.stages[0].layer_key);
+    assert_eq!(
+        g.stages[1].layer_key, changed.stages[1].layer_key,
+        "stage b is unaffected"
+    );
+    assert_eq!(graph(text, &[], Some("b"), &imgs, &ctx).waves, [vec![1]]);
+}
+
+#[test]
+fn an_unknown_base_image_names_its_line() {
+    let (_d, ctx) = context(&[]);
+    let df = parse_dockerfile("FROM scratch\nRUN x\nFROM nosuch\n").unwrap();
+    let err = plan(
+        &df,
+        &HashMap::new(),
+        None,
+        &Platforms::default(),
+        &images("m"),
+        &ctx,
+    )
+    .unwrap_err();
+    assert_eq!(err.start_line, 3);
+    assert!(err.message.contains("no such image: nosuch"));
+}
