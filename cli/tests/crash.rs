@@ -31,7 +31,7 @@ fn kill_9_during_import_and_load_leaves_a_clean_store() {
     berth_test_support::busybox_rootfs(&rootfs);
     let mut rng = Lcg(0x5eed);
     for i in 0..24 {
-        let data: Vec<u8> = (0..(1 << 20)).map(|_| rng.next() as u8).collect();
+        let data = berth_test_support::pseudo_random_bytes(i + 1, 1 << 20);
         std::fs::write(rootfs.join(format!("tmp/blob{i}")), data).unwrap();
     }
     s.ok(&["import", rootfs.to_str().unwrap(), "seed"]);

@@ -93,3 +93,39 @@ fn a_hostile_context_tar_stays_inside() {
     let _ = with_stdin(&s, &["debug", "context", "-"], &tar);
     assert!(!marker.exists() && !s.path().join("escaped2").exists());
 }
+
+#[test]
+fn build_args_targets_and_cycles_from_the_cli() {
+    let s = sandbox();
+    std::fs::write(s.path().join("Dockerfile"), "ARG BASE=busybox\nFROM $BASE AS a\nARG USED\nFROM a AS b\nFROM scratch AS c\nCOPY --from=a /x /x\n").unwrap();
+    let out = s.run(&[
+        "debug",
+        "dockerfile",
+        "--build-arg",
+        "USED=1",
+        "--build-arg",
+        "TYPO=1",
+        "--target",
+        "b",
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("One or more build-args [TYPO] were not consumed"),
+        "{err}"
+    );
+    assert!(err.contains("stages to build: a, b"), "{err}");
+    let out = s.run(&["debug", "dockerfile", "--target", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("target stage \"nope\" could not be found")
+    );
+    std::fs::write(
+        s.path().join("Dockerfile"),
+        "FROM a AS one\nCOPY --from=two /x /x\nFROM a AS two\nCOPY --from=one /y /y\n",
+    )
+    .unwrap();
+    let out = s.run(&["debug", "dockerfile"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("circular dependency"));
+}

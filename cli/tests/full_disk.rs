@@ -48,15 +48,7 @@ fn a_full_disk_gives_a_clear_error_and_keeps_the_store() {
 
     let big = s.path().join("big");
     std::fs::create_dir(&big).unwrap();
-    let mut state: u64 = 7;
-    let data: Vec<u8> = (0..30_000_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let data = berth_test_support::pseudo_random_bytes(7, 30_000_000);
     std::fs::write(big.join("blob"), data).unwrap();
     let out = run(&["import", big.to_str().unwrap(), "too-big"]);
     assert_eq!(out.status.code(), Some(1));

@@ -318,7 +318,8 @@ fn huge_header_size_fails_cleanly() {
         &options(),
     )
     .unwrap_err();
-    assert!(!matches!(err, StoreError::HostileLayer { .. }) || err.to_string().contains("big"));
+    // A stream that ends inside an entry is a read error, not a silent short file.
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
     assert_host_untouched(&s);
 }
 

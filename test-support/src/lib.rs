@@ -208,3 +208,16 @@ pub fn workspace_root() -> PathBuf {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// Deterministic incompressible bytes (xorshift64), for big test files and benchmarks.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.max(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

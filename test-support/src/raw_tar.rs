@@ -113,6 +113,9 @@ impl RawTar {
         h.set_path(name).unwrap();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
         h.set_size(size);
         h.set_cksum();
         self.bytes.extend_from_slice(h.as_bytes());

@@ -25,18 +25,10 @@ fn main() {
     let marker = dir.with_extension("done");
     if !marker.exists() {
         let per_file = TOTAL_BYTES / FILES;
-        let mut state: u64 = 0x9e3779b97f4a7c15;
         for i in 0..FILES {
             let sub = dir.join(format!("d{:02}/e{:02}", i % 50, (i / 50) % 10));
             std::fs::create_dir_all(&sub).unwrap();
-            let data: Vec<u8> = (0..per_file)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
+            let data = berth_test_support::pseudo_random_bytes(i as u64 + 1, per_file);
             std::fs::write(sub.join(format!("f{i}.bin")), data).unwrap();
         }
         std::fs::write(&marker, "").unwrap();

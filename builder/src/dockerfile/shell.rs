@@ -279,6 +279,15 @@ impl ShellWord<'_> {
         }
     }
 
+    /// A `${…}` cut short by the end of the word is a missing `}`, whatever else failed.
+    fn at_end_means_missing_brace(&self, e: String) -> String {
+        if self.peek().is_none() {
+            "syntax error: missing '}'".into()
+        } else {
+            e
+        }
+    }
+
     fn get_env(&self, name: &str) -> Option<&String> {
         self.env.get(name)
     }
@@ -327,13 +336,9 @@ impl ShellWord<'_> {
                 if !matches!(modifier, '+' | '-' | '?' | '#' | '%') {
                     return Err(format!("unsupported modifier ({chs}) in substitution"));
                 }
-                let (word, _) = self.process_stop_on_any(&['}'], raw).map_err(|e| {
-                    if self.peek().is_none() {
-                        "syntax error: missing '}'".into()
-                    } else {
-                        e
-                    }
-                })?;
+                let (word, _) = self
+                    .process_stop_on_any(&['}'], raw)
+                    .map_err(|e| self.at_end_means_missing_brace(e))?;
                 self.next(); // '}'
                 let value = self.get_env(&name).cloned();
                 if self.lex.skip_unset_env && value.is_none() {
@@ -386,22 +391,14 @@ impl ShellWord<'_> {
                 if replace_all {
                     self.next();
                 }
-                let (pattern, _) = self.process_stop_on_any(&['/', '}'], true).map_err(|e| {
-                    if self.peek().is_none() {
-                        "syntax error: missing '}'".into()
-                    } else {
-                        e
-                    }
-                })?;
+                let (pattern, _) = self
+                    .process_stop_on_any(&['/', '}'], true)
+                    .map_err(|e| self.at_end_means_missing_brace(e))?;
                 let mut replacement = String::new();
                 if self.next() == Some('/') {
-                    let (r, _) = self.process_stop_on_any(&['}'], true).map_err(|e| {
-                        if self.peek().is_none() {
-                            "syntax error: missing '}'".into()
-                        } else {
-                            e
-                        }
-                    })?;
+                    let (r, _) = self
+                        .process_stop_on_any(&['}'], true)
+                        .map_err(|e| self.at_end_means_missing_brace(e))?;
                     self.next();
                     replacement = r;
                 }

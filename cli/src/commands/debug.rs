@@ -14,6 +14,12 @@ pub enum Command {
         /// The Dockerfile (`-` for stdin)
         #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
         file: PathBuf,
+        /// A build arg (KEY=VALUE), as `build` takes it: checked for use
+        #[arg(long = "build-arg")]
+        build_args: Vec<String>,
+        /// The stage to build: the stages it needs are listed on stderr
+        #[arg(long)]
+        target: Option<String>,
     },
     /// List what a build would take from a context (after .dockerignore), with digests
     Context {
@@ -30,7 +36,11 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Dockerfile { file } => dockerfile(file),
+        Command::Dockerfile {
+            file,
+            build_args,
+            target,
+        } => dockerfile(file, &build_args, target.as_deref()),
         Command::Context {
             file,
             quiet,
@@ -78,7 +88,8 @@ fn context_list(file: Option<PathBuf>, quiet: bool, context: PathBuf) -> anyhow:
     Ok(0)
 }
 
-fn dockerfile(file: PathBuf) -> anyhow::Result<u8> {
+fn dockerfile(file: PathBuf, build_args: &[String], target: Option<&str>) -> anyhow::Result<u8> {
+    use berth_builder::instructions::stages;
     let (text, name) = if file.as_os_str() == "-" {
         (
             std::io::read_to_string(std::io::stdin())?,
@@ -98,9 +109,34 @@ fn dockerfile(file: PathBuf) -> anyhow::Result<u8> {
     };
     let parsed = berth_builder::dockerfile::parse(&text).map_err(show)?;
     let typed = berth_builder::instructions::parse_dockerfile(&text).map_err(show)?;
-    for w in &typed.warnings {
-        eprintln!("WARNING: {name}:{}: {}", w.line, w.message);
+    let mut args = std::collections::HashMap::new();
+    for kv in build_args {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--build-arg {kv:?}: expected KEY=VALUE")))?;
+        args.insert(k.to_owned(), v.to_owned());
     }
+    // The stage checks a build makes before it starts: FROM expansion, references, cycles,
+    // the target, and build args nothing declares.
+    let global =
+        stages::global_scope(&typed, &args, &stages::Platforms::default()).map_err(show)?;
+    let deps = stages::dependencies(&typed, &args, &global).map_err(show)?;
+    let needed = stages::target_stages(&typed, target, &deps).map_err(show)?;
+    let mut warnings = typed.warnings.clone();
+    warnings.extend(stages::unused_build_args_warning(
+        &stages::unused_build_args(&typed, &needed, &args),
+    ));
+    for w in &warnings {
+        match w.line {
+            0 => eprintln!("WARNING: {}", w.message),
+            line => eprintln!("WARNING: {name}:{line}: {}", w.message),
+        }
+    }
+    let names: Vec<String> = needed
+        .iter()
+        .map(|&i| typed.stages[i].display_name())
+        .collect();
+    eprintln!("stages to build: {}", names.join(", "));
     println!("{}", parsed.ast.dump());
     Ok(0)
 }
