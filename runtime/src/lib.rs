@@ -14,6 +14,7 @@
 //! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
 //! | [`sys`] | the container's setup syscalls (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, fds), behind a trait with a recording fake; process plumbing (fork, pipes, signal masks, wait, exec) calls nix directly in `init`/`pid1` |
 //! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
+//! | [`views`] | overlay views mounted in a thread's private mount namespace (the builder's COPY) |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
 //!
 //! The init is `berth` re-executed through `/proc/self/exe` with the hidden `__init`
@@ -31,6 +32,7 @@ pub mod spec;
 pub mod sys;
 pub mod tty;
 pub mod user;
+pub mod views;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,6 +149,51 @@ impl Bundle {
         }
         Ok(Outcome {
             exit_code: result?,
+            oom_killed,
+        })
+    }
+
+    /// Runs the container with the given stdout and stderr (stdin is `/dev/null`) and waits
+    /// for it without touching the process's signal mask, so several may run at once from
+    /// different threads (the builder's parallel stages). Then, as [`Bundle::run`], cleans up
+    /// its cgroup.
+    pub fn run_captured(
+        &self,
+        exe: &Path,
+        stdout: std::process::Stdio,
+        stderr: std::process::Stdio,
+    ) -> Result<Outcome, RuntimeError> {
+        let (spec, _) = init::read_bundle(&self.dir)?;
+        let cgroup = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .map(|p| cgroups::Cgroup::at(&p.to_string_lossy()));
+        let mut command = self.init_command(exe);
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let io = |source| RuntimeError::Io {
+            what: "running the container init".into(),
+            source,
+        };
+        let mut child = command.spawn().map_err(io)?;
+        drop(command);
+        let status = child.wait().map_err(io)?;
+        let exit_code = {
+            use std::os::unix::process::ExitStatusExt;
+            status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(init::EXIT_SETUP)
+        };
+        let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        if let Some(c) = &cgroup {
+            c.destroy()?;
+        }
+        Ok(Outcome {
+            exit_code,
             oom_killed,
         })
     }

@@ -133,25 +133,19 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
         } => {
             // overlayfs lists lower dirs topmost first; with no layer, an empty upper-only
             // image still needs one lower, so the work dir's sibling `empty` stands in.
-            let lower = if lowers.is_empty() {
-                work.with_file_name("empty").display().to_string()
+            let lowers = if lowers.is_empty() {
+                vec![work.with_file_name("empty")]
             } else {
-                lowers
-                    .iter()
-                    .rev()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(":")
+                lowers.clone()
             };
             Op::Mount {
                 source: Some("overlay".into()),
                 target: root.clone(),
                 fstype: Some("overlay".into()),
                 flags: MsFlags::empty(),
-                data: Some(format!(
-                    "lowerdir={lower},upperdir={},workdir={}",
-                    upper.display(),
-                    work.display()
+                data: Some(crate::views::overlay_data(
+                    &lowers,
+                    Some((upper.as_path(), work.as_path())),
                 )),
             }
         }
@@ -394,7 +388,7 @@ mod tests {
         let calls = sys.calls.join("\n");
         let expected_order = [
             "mount - / type=- flags=MS_REC|MS_SLAVE",
-            "mount overlay /c/rootfs type=overlay flags=- data=lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work",
+            "mount overlay /c/rootfs type=overlay flags=- data=lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work,redirect_dir=off,index=off,metacopy=off",
             "mount proc /c/rootfs/proc type=proc",
             "mount tmpfs /c/rootfs/dev type=tmpfs",
             "mknod /c/rootfs/dev/null c 1:3 666",

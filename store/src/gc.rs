@@ -1,9 +1,9 @@
 //! Garbage collection: the index, container records and build cache in, unreferenced blobs
 //! and snapshots removed out. Runs only with the store lock held exclusive (lock.rs).
 //!
-//! Mark: every root in `index.json` (tagged or not) and every image a container uses →
+//! Mark: every root in `index.json` (tagged or not), every image a container uses →
 //! manifests (all children of an index) → config and layers; the configs' diff-ids → chain-ids
-//! → snapshots. A document that cannot be read aborts the collection: not knowing what it
+//! → snapshots; and every build cache record's layer blob and snapshot (cache.rs). A document that cannot be read aborts the collection: not knowing what it
 //! references, gc deletes nothing (`berth system check` says what is wrong).
 //! Sweep: everything else under `blobs/sha256/` and `snapshots/`.
 
@@ -92,6 +92,12 @@ impl Store {
         }
         for root in &roots {
             self.mark_manifest(root, &mut marks)?;
+        }
+        for (_, record) in self.cache_records()? {
+            if let Some(layer) = record.layer {
+                marks.blobs.insert(layer.diff_id);
+                marks.snapshots.insert(layer.chain_id.hex().to_owned());
+            }
         }
         Ok(marks)
     }

@@ -10,6 +10,7 @@
 //! | `blobs/sha256/<hex>` | [`blobs`], [`images`] | verified writes ([`BlobWriter`]); reading images by name or ID |
 //! | `index.json` | [`index`] | tags: names → manifest descriptors |
 //! | `snapshots/<chain-hex>/` | [`snapshots`], [`layer`] | layers unpacked safely; directories packed deterministically |
+//! | `cache/<key>`, `tmp/` work dirs | [`cache`] | build cache records; committing an overlay upper dir as a layer |
 //! | `containers/<id>/container.json` | [`containers`] | which images containers keep alive |
 //! | — | [`gc`], [`check`] | removing unreferenced content; verifying everything |
 //! | archives | [`archive`] | `oci-archive` and `docker-archive` files, read and written |
@@ -20,6 +21,7 @@
 
 pub mod archive;
 pub mod blobs;
+pub mod cache;
 pub mod check;
 pub mod containers;
 pub mod contexts;
@@ -35,6 +37,7 @@ pub mod snapshots;
 pub mod transport;
 
 pub use blobs::{BlobWriter, Expect};
+pub use cache::{CacheRecord, CachedLayer, WorkDir};
 pub use check::Fault;
 pub use error::{Result, StoreError};
 pub use gc::GcReport;

@@ -1,0 +1,209 @@
+//! `cache/<key hex>`: the build cache. A record says what a build step produced: a layer
+//! (its diff-id, which is also the digest of the uncompressed blob in `blobs/`, and the
+//! chain-id of its snapshot) or nothing (a step whose diff was empty). The key is the
+//! builder's (DESIGN.md, "Cache keys"); the store only keeps records, keeps what they name
+//! alive through gc, and drops them on `system prune --build-cache`.
+//!
+//! Also here: [`WorkDir`], the scratch directories a build step runs in (an overlay's upper
+//! and work directories), and [`Store::commit_upper`], which turns an upper directory into a
+//! layer blob and a snapshot in one pass.
+
+use std::path::{Path, PathBuf};
+
+use berth_oci::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, Result, StoreError};
+use crate::layer::pack::{PackOptions, pack};
+use crate::layout::{Store, atomic_write, unique_tmp_path};
+use crate::{BlobWriter, Expect};
+
+/// What a cached step made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// `None`: the step changed no file.
+    pub layer: Option<CachedLayer>,
+    /// Seconds since the epoch when the record was written (or last used by a build).
+    pub used: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedLayer {
+    pub diff_id: Digest,
+    pub size: u64,
+    pub chain_id: Digest,
+}
+
+/// A scratch directory under `tmp/` with `upper/` and `work/` inside; removed on drop (and
+/// by the next start of berth if the process dies first).
+#[derive(Debug)]
+pub struct WorkDir {
+    pub path: PathBuf,
+}
+
+impl WorkDir {
+    pub fn upper(&self) -> PathBuf {
+        self.path.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.path.join("work")
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = crate::fsutil::remove_all(&self.path);
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Store {
+    fn cache_path(&self, key: &Digest) -> PathBuf {
+        self.root().join("cache").join(key.hex())
+    }
+
+    /// The record for `key`, if there is one and what it names is still in the store.
+    pub fn cache_lookup(&self, key: &Digest) -> Option<CacheRecord> {
+        let bytes = std::fs::read(self.cache_path(key)).ok()?;
+        let record: CacheRecord = serde_json::from_slice(&bytes).ok()?;
+        match &record.layer {
+            Some(l) if !self.has_blob(&l.diff_id) => None,
+            _ => Some(record),
+        }
+    }
+
+    /// Records what the step with `key` made.
+    pub fn cache_store(&self, key: &Digest, layer: Option<CachedLayer>) -> Result<()> {
+        let record = CacheRecord { layer, used: now() };
+        atomic_write(
+            &self.cache_path(key),
+            &serde_json::to_vec(&record).expect("plain data"),
+            &self.tmp_dir(),
+        )
+    }
+
+    /// Every record, with its key (unreadable records are skipped: they match nothing).
+    pub fn cache_records(&self) -> Result<Vec<(String, CacheRecord)>> {
+        let dir = self.root().join("cache");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).ctx(|| format!("reading {}", dir.display()))? {
+            let entry = entry.ctx(|| "reading cache".into())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(bytes) = std::fs::read(entry.path())
+                && let Ok(record) = serde_json::from_slice(&bytes)
+            {
+                out.push((name, record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the records last used more than `older_than` seconds ago (all with `None`);
+    /// returns how many. What they named goes at the next gc unless an image needs it.
+    pub fn cache_prune(&self, older_than: Option<u64>) -> Result<usize> {
+        let cutoff = older_than.map(|s| now().saturating_sub(s));
+        let mut removed = 0;
+        for (name, record) in self.cache_records()? {
+            if cutoff.is_none_or(|c| record.used < c) {
+                let path = self.root().join("cache").join(&name);
+                std::fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A fresh scratch directory for a build step.
+    pub fn work_dir(&self, what: &str) -> Result<WorkDir> {
+        let path = unique_tmp_path(&self.tmp_dir(), what);
+        for sub in ["upper", "work"] {
+            let p = path.join(sub);
+            std::fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+        }
+        Ok(WorkDir { path })
+    }
+
+    /// Makes a layer of an overlay upper directory: packs it (overlay whiteouts as OCI
+    /// whiteouts) straight into a blob writer, so the tar is hashed as it is written (the
+    /// diff-id, also the blob's digest: built layers stay uncompressed in the store), then
+    /// renames the directory into `snapshots/<chain-id>`. `None` when the directory is empty
+    /// (a step that changed nothing makes no layer, as BuildKit).
+    pub fn commit_upper(
+        &self,
+        upper: &Path,
+        parent_chain: Option<&Digest>,
+        clamp_mtime: Option<u64>,
+    ) -> Result<Option<CachedLayer>> {
+        let empty = std::fs::read_dir(upper)
+            .ctx(|| format!("reading {}", upper.display()))?
+            .next()
+            .is_none();
+        if empty {
+            return Ok(None);
+        }
+        let mut writer: BlobWriter = self.blob_writer()?;
+        {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut writer);
+            pack(
+                upper,
+                &mut out,
+                &PackOptions {
+                    overlay_whiteouts: true,
+                    clamp_mtime,
+                },
+            )?;
+            out.flush().ctx(|| "writing a layer".into())?;
+        }
+        let (diff_id, size) = writer.commit(Expect::Any)?;
+        let chain_id = match parent_chain {
+            None => diff_id.clone(),
+            Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+        };
+        let target = self.snapshot_path(&chain_id);
+        match std::fs::rename(upper, &target) {
+            Ok(()) => crate::layout::sync_dir(&self.snapshots_dir())?,
+            // Another build made the same snapshot first: the same bytes, keep theirs.
+            Err(e)
+                if target.is_dir()
+                    && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {}
+            Err(e) => {
+                return Err(StoreError::io(
+                    format!("renaming into {}", target.display()),
+                    e,
+                ));
+            }
+        }
+        Ok(Some(CachedLayer {
+            diff_id,
+            size,
+            chain_id,
+        }))
+    }
+
+    /// Makes sure the snapshot for a cached layer exists (gc may have dropped it while
+    /// keeping the blob); unpacks it from the blob when missing.
+    pub fn ensure_cached_snapshot(&self, layer: &CachedLayer) -> Result<PathBuf> {
+        let dir = self.snapshot_path(&layer.chain_id);
+        if !dir.is_dir() {
+            let desc = berth_oci::Descriptor::new(
+                berth_oci::media_type::OCI_LAYER_TAR,
+                layer.diff_id.clone(),
+                layer.size,
+            );
+            self.unpack_snapshot(
+                &desc,
+                &layer.diff_id,
+                &layer.chain_id,
+                &crate::layer::unpack::UnpackOptions::default(),
+            )?;
+        }
+        Ok(dir)
+    }
+}
