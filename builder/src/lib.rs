@@ -1,17 +1,19 @@
 //! The image builder: Dockerfile text and a build context in, images in the store out.
 //!
-//! | module | state |
+//! | module | in → out |
 //! |---|---|
-//! | [`dockerfile`] | parser, AST and BuildKit dump, shell-word expansion (issue 3) |
-//! | `instructions/`, `context/` | typed stages, .dockerignore, content digests (issue 3, not yet) |
+//! | [`dockerfile`] | text → AST (BuildKit's parser and dump), shell-word expansion |
+//! | [`instructions`] | AST → typed stages (ARG/ENV scopes, targets, dependencies) |
+//! | [`context`] | a context directory → included entries with content digests (.dockerignore, stat index) |
 //! | [`plan`] | typed stages + build inputs + resolved bases + context → the `BuildGraph`: stages, waves, cache keys |
-//! | `exec/`, `commit/` | execution and layers (issue 6, not yet) |
+//! | [`exec`] | the graph → steps run (or found in the cache), layers committed, the image written |
 //!
-//! Crossing the boundary: the AST and parse errors now; later the `Stage`s, the
-//! `BuildGraph`, and a `build` entry point taking a resolver for `FROM` images that `cli`
-//! provides (the builder never imports the registry client).
+//! Crossing the boundary: [`parse_dockerfile`](instructions::parse_dockerfile), the
+//! `BuildGraph` ([`plan::plan`], with a [`plan::Resolver`] for `FROM` images that `cli`
+//! provides: the builder never imports the registry client) and [`exec::build`].
 
 pub mod context;
 pub mod dockerfile;
+pub mod exec;
 pub mod instructions;
 pub mod plan;

@@ -28,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build an image from a Dockerfile
+    Build(commands::build::Args),
     /// List images
     Images(commands::images::Args),
     /// Give an image another name
@@ -106,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Ok(Arc::new(store))
     };
     match cli.command {
+        Command::Build(args) => commands::build::run(&*open()?, args),
         Command::Images(args) => commands::images::run(&*open()?, args),
         Command::Tag(args) => commands::tag::run(&*open()?, args),
         Command::Rmi(args) => commands::rmi::run(&*open()?, args),

@@ -23,7 +23,11 @@ use crate::{BlobWriter, Expect};
 pub struct CacheRecord {
     /// `None`: the step changed no file.
     pub layer: Option<CachedLayer>,
-    /// Seconds since the epoch when the record was written (or last used by a build).
+    /// Seconds since the epoch when the step ran (the history's `created`, so a fully
+    /// cached rebuild gives the same image).
+    #[serde(default)]
+    pub created: u64,
+    /// Seconds since the epoch when the record was last used by a build.
     pub used: u64,
 }
 
@@ -79,8 +83,17 @@ impl Store {
     }
 
     /// Records what the step with `key` made.
-    pub fn cache_store(&self, key: &Digest, layer: Option<CachedLayer>) -> Result<()> {
-        let record = CacheRecord { layer, used: now() };
+    pub fn cache_store(
+        &self,
+        key: &Digest,
+        layer: Option<CachedLayer>,
+        created: u64,
+    ) -> Result<()> {
+        let record = CacheRecord {
+            layer,
+            created,
+            used: now(),
+        };
         atomic_write(
             &self.cache_path(key),
             &serde_json::to_vec(&record).expect("plain data"),

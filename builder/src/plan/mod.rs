@@ -26,8 +26,8 @@ use crate::context::{ContextEntry, Matcher, ScannedContext, digest_selection};
 use crate::dockerfile::ParseError;
 use crate::dockerfile::shell::Lex;
 use crate::instructions::stages::{
-    PROXY_ARGS, Platforms, StageScope, dependencies, find_stage, global_scope, resolve_from,
-    target_stages,
+    PROXY_ARGS, Platforms, StageScope, dependencies, find_stage, global_scope, onbuild_triggers,
+    resolve_from, target_stages,
 };
 use crate::instructions::{Command, Dockerfile, Instruction};
 
@@ -66,8 +66,26 @@ pub struct Step {
     pub line: usize,
     /// The instruction with the builder's expansions applied.
     pub instruction: Instruction,
+    /// The instruction as written (for history and progress).
+    pub original: String,
     pub kind: StepKind,
     pub key: Digest,
+    /// What the step runs with: for RUN, the environment (ENV, then the ARGs in scope that
+    /// ENV does not shadow, proxy ARGs included), and for every step the user, working
+    /// directory and shell in effect before it.
+    pub context: StepContext,
+}
+
+/// The state a step sees.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepContext {
+    pub env: Vec<String>,
+    /// ARGs declared in the stage with a value, in declaration order (RUN history shows them
+    /// as BuildKit does, `|N K=V ...`); proxy ARGs left out.
+    pub args: Vec<(String, String)>,
+    pub user: String,
+    pub workdir: String,
+    pub shell: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +97,8 @@ pub struct PlannedStage {
     /// The key of the stage's last layer (its base's when it makes none).
     pub layer_key: Digest,
     pub deps: BTreeSet<usize>,
+    /// The state after the last step (a later stage built on this one starts there).
+    pub end: StepContext,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +141,27 @@ pub fn select<'a>(context: &'a ScannedContext, source: &str) -> Vec<&'a ContextE
         .collect()
 }
 
+/// WORKDIR `w` after `current`: absolute, or joined to the current one; cleaned lexically
+/// (`.` and `..` resolved, never above `/`).
+pub fn resolve_workdir(current: &str, w: &str) -> String {
+    let joined = if w.starts_with('/') {
+        w.to_owned()
+    } else {
+        format!("{current}/{w}")
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in joined.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 fn numeric_chown(chown: &Option<String>) -> Option<(u32, u32)> {
     let c = chown.as_deref()?;
     let (u, g) = c.split_once(':').unwrap_or((c, c));
@@ -156,7 +197,7 @@ pub fn plan(
                 .iter()
                 .find(|p| p.index == j)
                 .expect("dependencies come first");
-            (Base::Stage(j), from.layer_key.clone(), Vec::new())
+            (Base::Stage(j), from.layer_key.clone(), from.end.env.clone())
         } else {
             let image = resolver
                 .resolve(&base_name, base_platform.as_deref())
@@ -177,13 +218,68 @@ pub fn plan(
             "/".to_owned(),
             vec!["/bin/sh".to_owned(), "-c".to_owned()],
         );
+        let mut triggers = Vec::new();
+        match &base {
+            Base::Stage(j) => {
+                let end = &planned.iter().find(|p| p.index == *j).expect("planned").end;
+                (user, workdir, shell) = (end.user.clone(), end.workdir.clone(), end.shell.clone());
+            }
+            Base::Image { .. } => {
+                let image = resolver
+                    .resolve(&base_name, base_platform.as_deref())
+                    .map_err(|m| ParseError::at(stage.from_line, m))?;
+                let c = &image.config.config;
+                user = c.user.clone().unwrap_or_default();
+                workdir = c
+                    .working_dir
+                    .clone()
+                    .filter(|w| !w.is_empty())
+                    .unwrap_or_else(|| "/".into());
+                if let Some(s) = c.shell.clone().filter(|s| !s.is_empty()) {
+                    shell = s;
+                }
+                // ONBUILD triggers of the base run first, as if written right after FROM.
+                if let Some(on_build) = &c.on_build {
+                    triggers = onbuild_triggers(on_build, df.escape)?
+                        .into_iter()
+                        .map(|mut l| {
+                            l.start_line = stage.from_line;
+                            l.end_line = stage.from_line;
+                            l
+                        })
+                        .collect();
+                }
+            }
+            Base::Scratch => {}
+        }
         let mut steps = Vec::new();
-        for located in &stage.instructions {
+        for located in triggers.iter().chain(&stage.instructions) {
             let err = |m: String| ParseError::span(located.start_line, located.end_line, m);
             let inst = scope
                 .apply(&located.instruction, build_args, &global, &lex)
                 .map_err(|e| err(e.to_string()))?;
             let written = format!("{inst:?}");
+            let mut run_env: Vec<String> =
+                scope.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            for (k, v) in &scope.args {
+                if let Some(v) = v
+                    && !scope.env.iter().any(|(e, _)| e == k)
+                {
+                    run_env.push(format!("{k}={v}"));
+                }
+            }
+            let step_context = StepContext {
+                env: run_env,
+                args: scope
+                    .args
+                    .iter()
+                    .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
+                    .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                    .collect(),
+                user: user.clone(),
+                workdir: workdir.clone(),
+                shell: shell.clone(),
+            };
             let (kind, step_key) = match &inst {
                 Instruction::Run(run) => {
                     let mut visible: Vec<String> = scope
@@ -240,16 +336,22 @@ pub fn plan(
                     ]);
                     (StepKind::Layer, k)
                 }
+                Instruction::Workdir(w) => {
+                    // WORKDIR creates the directory (owned by USER), so it is a layer step;
+                    // when the directory exists the diff is empty and no layer is made.
+                    workdir = resolve_workdir(&workdir, w);
+                    let k = key(&[
+                        &layer_key.to_string(),
+                        "WORKDIR",
+                        &workdir,
+                        &user,
+                        &platform,
+                    ]);
+                    (StepKind::Layer, k)
+                }
                 other => {
                     match other {
                         Instruction::User(u) => user = u.clone(),
-                        Instruction::Workdir(w) => {
-                            workdir = if w.starts_with('/') {
-                                w.clone()
-                            } else {
-                                format!("{}/{w}", workdir.trim_end_matches('/'))
-                            };
-                        }
                         Instruction::Shell(s) => shell = s.clone(),
                         _ => {}
                     }
@@ -265,10 +367,19 @@ pub fn plan(
             steps.push(Step {
                 line: located.start_line,
                 instruction: inst,
+                original: located.original.clone(),
                 kind,
                 key: step_key,
+                context: step_context,
             });
         }
+        let end = StepContext {
+            env: scope.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            args: Vec::new(),
+            user,
+            workdir,
+            shell,
+        };
         planned.push(PlannedStage {
             index: i,
             name: stage.from.name.clone(),
@@ -276,6 +387,7 @@ pub fn plan(
             steps,
             layer_key,
             deps: deps[i].clone(),
+            end,
         });
     }
     let skipped = (0..df.stages.len())

@@ -1,5 +1,6 @@
 //! One file per command: clap arguments → one library call → printed result.
 
+pub mod build;
 pub mod change;
 pub mod debug;
 pub mod history;

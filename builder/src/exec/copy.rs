@@ -1,0 +1,546 @@
+//! COPY and ADD: sources from a tree (the build context, filtered by `.dockerignore`, or
+//! another stage's or image's files) copied into the image's merged tree, with BuildKit's
+//! rules:
+//!
+//! - a relative destination is relative to WORKDIR; a destination ending in `/` (or several
+//!   sources, or a wildcard) is a directory;
+//! - a directory source copies its contents, not itself; a file source lands at the
+//!   destination, or inside it when the destination is (or will be) a directory;
+//! - a source's own symlink is followed (within its tree); symlinks inside directories are
+//!   copied as symlinks;
+//! - files keep their mode and mtime; context files are owned by 0:0 and stage files keep
+//!   their owner, unless `--chown`; `--chmod` (octal or symbolic) replaces the mode;
+//!   directories the copy creates are 0755, owned by the `--chown` user;
+//! - ADD extracts local tar archives (plain, gzip, zstd) into the destination directory,
+//!   through the same safe unpacker as image layers.
+//!
+//! Both trees are accessed through [`InRoot`], so neither a context symlink nor an image
+//! symlink can lead a read or a write outside its tree.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs::FileType;
+
+use super::fsops::{InRoot, Meta, components, copy_file, set_dir_time, write_dir, write_symlink};
+use crate::context::ContextEntry;
+use crate::dockerfile::Heredoc;
+use crate::instructions::CopyInst;
+
+/// Where sources are read from.
+#[derive(Debug)]
+pub struct SourceTree<'a> {
+    pub root: InRoot,
+    /// The build context's included entries; `None` for a stage or image (everything).
+    pub filter: Option<&'a BTreeMap<String, ContextEntry>>,
+}
+
+impl SourceTree<'_> {
+    fn included(&self, path: &str, is_dir: bool) -> bool {
+        let Some(entries) = self.filter else {
+            return true;
+        };
+        if path.is_empty() || entries.contains_key(path) {
+            return true;
+        }
+        is_dir && {
+            let prefix = format!("{path}/");
+            entries
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&prefix))
+        }
+    }
+
+    fn is_context(&self) -> bool {
+        self.filter.is_some()
+    }
+}
+
+/// `--chmod`: octal, or symbolic clauses (`u+x,go-w`) applied to each source's mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chmod {
+    Octal(u32),
+    Symbolic(Vec<(u32, char, String)>),
+}
+
+impl Chmod {
+    pub fn parse(s: &str) -> Result<Chmod, String> {
+        if !s.is_empty() && s.chars().all(|c| c.is_digit(8)) {
+            return u32::from_str_radix(s, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .map(Chmod::Octal)
+                .ok_or_else(|| format!("invalid --chmod {s:?}"));
+        }
+        let mut clauses = Vec::new();
+        for clause in s.split(',') {
+            let op_at = clause
+                .find(['+', '-', '='])
+                .ok_or_else(|| format!("invalid --chmod {s:?}: expected [ugoa][+-=][rwxXst]"))?;
+            let (who, rest) = clause.split_at(op_at);
+            let mut mask = 0;
+            for c in who.chars() {
+                mask |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => return Err(format!("invalid --chmod {s:?}: unknown who {c:?}")),
+                };
+            }
+            if mask == 0 {
+                mask = 0o7777;
+            }
+            let op = rest.chars().next().expect("found an operator");
+            let perms = &rest[1..];
+            if let Some(c) = perms.chars().find(|c| !"rwxXst".contains(*c)) {
+                return Err(format!("invalid --chmod {s:?}: unknown permission {c:?}"));
+            }
+            clauses.push((mask, op, perms.to_owned()));
+        }
+        Ok(Chmod::Symbolic(clauses))
+    }
+
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        match self {
+            Chmod::Octal(m) => *m,
+            Chmod::Symbolic(clauses) => {
+                let mut mode = mode & 0o7777;
+                for (mask, op, perms) in clauses {
+                    let mut bits = 0;
+                    for p in perms.chars() {
+                        bits |= match p {
+                            'r' => 0o444,
+                            'w' => 0o222,
+                            'x' => 0o111,
+                            'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                            's' => 0o6000,
+                            't' => 0o1000,
+                            _ => 0,
+                        };
+                    }
+                    let bits = bits & mask;
+                    mode = match op {
+                        '+' => mode | bits,
+                        '-' => mode & !bits,
+                        _ => (mode & !(mask & 0o777)) | bits,
+                    };
+                }
+                mode
+            }
+        }
+    }
+}
+
+/// What a COPY or ADD needs besides the trees.
+#[derive(Debug)]
+pub struct CopyJob<'a> {
+    pub inst: &'a CopyInst,
+    pub add: bool,
+    /// The working directory (absolute).
+    pub workdir: &'a str,
+    /// `--chown`, resolved.
+    pub owner: Option<(u32, u32)>,
+    pub chmod: Option<Chmod>,
+    /// A scratch directory (ADD extracts archives there first).
+    pub scratch: &'a Path,
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+fn io_msg(what: &str, path: &str, e: std::io::Error) -> String {
+    format!("{what} {path:?}: {e}")
+}
+
+/// Go's `filepath.Match` on whole paths, component by component.
+fn glob_match(pattern: &str, path: &str) -> bool {
+    let p = components(pattern);
+    let c = components(path);
+    p.len() == c.len()
+        && p.iter().zip(&c).all(|(p, c)| {
+            crate::context::ignore::Matcher::from_patterns(&[(0, (*p).to_owned())])
+                .is_ok_and(|m| m.excluded(c))
+        })
+}
+
+/// Every path in `tree` matching a wildcard source.
+fn expand_glob(tree: &SourceTree<'_>, pattern: &str) -> Result<Vec<String>, String> {
+    let parts = components(pattern);
+    let fixed = parts.iter().take_while(|c| !has_glob(c)).count();
+    let mut found = Vec::new();
+    let mut frontier = vec![parts[..fixed].join("/")];
+    for depth in fixed..parts.len() {
+        let mut next = Vec::new();
+        for dir in &frontier {
+            let Ok(names) = tree.root.list(if dir.is_empty() { "." } else { dir }) else {
+                continue;
+            };
+            for name in names {
+                let name = String::from_utf8_lossy(&name).into_owned();
+                let path = if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                };
+                let sub = parts[..=depth].join("/");
+                if glob_match(&sub, &path) {
+                    next.push(path);
+                }
+            }
+        }
+        frontier = next;
+    }
+    for path in frontier {
+        let is_dir = tree
+            .root
+            .lstat(&path)
+            .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
+        if tree.included(&path, is_dir) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Runs a COPY or ADD from `tree` into `dest` (the image's merged tree).
+pub fn copy(
+    job: &CopyJob<'_>,
+    tree: &SourceTree<'_>,
+    dest: &InRoot,
+    heredocs: &[Heredoc],
+) -> Result<(), String> {
+    let inst = job.inst;
+    let dest_raw = inst.dest.as_str();
+    let dir_syntax = dest_raw.ends_with('/') || dest_raw.ends_with("/.") || dest_raw == ".";
+    let dest_path = crate::plan::resolve_workdir(job.workdir, dest_raw);
+    let created_dir_meta = Meta {
+        mode: 0o755,
+        uid: job.owner.map_or(0, |o| o.0),
+        gid: job.owner.map_or(0, |o| o.1),
+        mtime: (0, 0),
+    };
+    enum Src {
+        Path(String),
+        Heredoc(String, String),
+    }
+    let mut sources = Vec::new();
+    let mut wildcard = false;
+    for s in &inst.sources {
+        if let Some(name) = s.strip_prefix("<<") {
+            let name = name.trim_start_matches('-').trim_matches(['"', '\'']);
+            if let Some(h) = heredocs.iter().find(|h| h.name == name) {
+                sources.push(Src::Heredoc(h.name.clone(), h.content.clone()));
+                continue;
+            }
+        }
+        if job.add
+            && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
+        {
+            return Err(format!(
+                "ADD {s}: remote sources are not supported yet; download the file into the context and COPY it"
+            ));
+        }
+        let clean = components(s).join("/");
+        if has_glob(s) {
+            wildcard = true;
+            let matches = expand_glob(tree, &clean)?;
+            if matches.is_empty() {
+                return Err(format!(
+                    "no source files were specified: {s:?} matches nothing"
+                ));
+            }
+            sources.extend(matches.into_iter().map(Src::Path));
+        } else {
+            let is_dir = tree
+                .root
+                .stat(&clean)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
+            if (tree.root.lstat(&clean).is_err() && !clean.is_empty())
+                || !tree.included(&clean, is_dir)
+            {
+                return Err(format!("{:?}: not found", format!("/{clean}")));
+            }
+            sources.push(Src::Path(clean));
+        }
+    }
+    let multiple = sources.len() > 1 || (wildcard && inst.sources.len() > 1);
+    if sources.len() > 1 && !dir_syntax {
+        return Err(
+            "when using COPY with more than one source file, the destination must be a directory and end with a /"
+                .into(),
+        );
+    }
+    let dest_is_dir = |path: &str| {
+        dest.stat(path)
+            .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
+    };
+    for src in sources {
+        match src {
+            Src::Heredoc(name, content) => {
+                let target = if dir_syntax || dest_is_dir(&dest_path) {
+                    format!("{dest_path}/{name}")
+                } else {
+                    dest_path.clone()
+                };
+                let meta = Meta {
+                    mode: job.chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false)),
+                    uid: job.owner.map_or(0, |o| o.0),
+                    gid: job.owner.map_or(0, |o| o.1),
+                    mtime: now(),
+                };
+                let (parent, file) = dest
+                    .parent(&target, Some(created_dir_meta))
+                    .map_err(|e| io_msg("creating the parent of", &target, e))?;
+                super::fsops::write_file(&parent, file, &mut content.as_bytes(), meta)
+                    .map_err(|e| io_msg("writing", &target, e))?;
+            }
+            Src::Path(path) => {
+                let real = tree
+                    .root
+                    .canonical(&path)
+                    .map_err(|e| io_msg("resolving", &path, e))?;
+                let st = tree
+                    .root
+                    .lstat(&real)
+                    .map_err(|e| io_msg("reading", &path, e))?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    let fd = dest
+                        .mkdir_all(&dest_path, Some(created_dir_meta))
+                        .map_err(|e| io_msg("creating", &dest_path, e))?;
+                    copy_contents(job, tree, &real, &fd)?;
+                    continue;
+                }
+                if job.add && inst.unpack != Some(false) && is_archive(tree, &real) {
+                    let fd = dest
+                        .mkdir_all(&dest_path, Some(created_dir_meta))
+                        .map_err(|e| io_msg("creating", &dest_path, e))?;
+                    extract(job, tree, &real, &fd)?;
+                    continue;
+                }
+                let base = components(&path)
+                    .last()
+                    .copied()
+                    .unwrap_or_default()
+                    .to_owned();
+                let target = if dir_syntax || multiple || dest_is_dir(&dest_path) {
+                    format!("{dest_path}/{base}")
+                } else {
+                    dest_path.clone()
+                };
+                let (parent, name) = dest
+                    .parent(&target, Some(created_dir_meta))
+                    .map_err(|e| io_msg("creating the parent of", &target, e))?;
+                copy_entry(job, tree, &real, &parent, name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now() -> (i64, u32) {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as i64, d.subsec_nanos())
+}
+
+fn meta_for(job: &CopyJob<'_>, tree: &SourceTree<'_>, st: &rustix::fs::Stat, is_dir: bool) -> Meta {
+    let mut m = Meta::of(st);
+    if tree.is_context() {
+        (m.uid, m.gid) = (0, 0);
+    }
+    if let Some((u, g)) = job.owner {
+        (m.uid, m.gid) = (u, g);
+    }
+    if let Some(c) = &job.chmod {
+        m.mode = c.apply(m.mode, is_dir);
+    }
+    m
+}
+
+/// Copies one entry (not following its own symlink) to `name` in `parent`.
+fn copy_entry(
+    job: &CopyJob<'_>,
+    tree: &SourceTree<'_>,
+    src: &str,
+    parent: &OwnedFd,
+    name: &str,
+) -> Result<(), String> {
+    let st = tree
+        .root
+        .lstat(src)
+        .map_err(|e| io_msg("reading", src, e))?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => {
+            let m = meta_for(job, tree, &st, true);
+            let fd = write_dir(parent, name, Some(m)).map_err(|e| io_msg("creating", src, e))?;
+            copy_contents(job, tree, src, &fd)?;
+            set_dir_time(&fd, m).map_err(|e| io_msg("setting times of", src, e))
+        }
+        FileType::RegularFile => {
+            let file = tree
+                .root
+                .open_file(src)
+                .map_err(|e| io_msg("opening", src, e))?;
+            copy_file(parent, name, file, meta_for(job, tree, &st, false))
+                .map_err(|e| io_msg("copying", src, e))
+        }
+        FileType::Symlink => {
+            let target = tree
+                .root
+                .read_link(src)
+                .map_err(|e| io_msg("reading", src, e))?;
+            let mut m = meta_for(job, tree, &st, false);
+            m.mode = 0o777;
+            write_symlink(parent, name, &target, m).map_err(|e| io_msg("copying", src, e))
+        }
+        // FIFOs, sockets and devices are not copied (BuildKit copies them from stages; a
+        // build context never carries them).
+        _ => Ok(()),
+    }
+}
+
+/// Copies the contents of directory `src` into the open directory `dest`.
+fn copy_contents(
+    job: &CopyJob<'_>,
+    tree: &SourceTree<'_>,
+    src: &str,
+    dest: &OwnedFd,
+) -> Result<(), String> {
+    let names = tree
+        .root
+        .list(if src.is_empty() { "." } else { src })
+        .map_err(|e| io_msg("listing", src, e))?;
+    for name in names {
+        let name = String::from_utf8(name).map_err(|n| {
+            format!(
+                "{src}/{}: names that are not UTF-8 are not supported in COPY",
+                String::from_utf8_lossy(n.as_bytes())
+            )
+        })?;
+        let path = if src.is_empty() {
+            name.clone()
+        } else {
+            format!("{src}/{name}")
+        };
+        if tree.filter.is_some() {
+            let is_dir = tree
+                .root
+                .lstat(&path)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
+            if !tree.included(&path, is_dir) || !excluded_ok(job, &path) {
+                continue;
+            }
+        } else if !excluded_ok(job, &path) {
+            continue;
+        }
+        copy_entry(job, tree, &path, dest, &name)?;
+    }
+    Ok(())
+}
+
+/// `--exclude` patterns.
+fn excluded_ok(job: &CopyJob<'_>, path: &str) -> bool {
+    if job.inst.exclude.is_empty() {
+        return true;
+    }
+    let patterns: Vec<(usize, String)> = job
+        .inst
+        .exclude
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, p.clone()))
+        .collect();
+    crate::context::ignore::Matcher::from_patterns(&patterns).map_or(true, |m| !m.excluded(path))
+}
+
+fn is_archive(tree: &SourceTree<'_>, path: &str) -> bool {
+    let Ok(mut f) = tree.root.open_file(path) else {
+        return false;
+    };
+    let mut head = vec![0u8; 512];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    head.truncate(n);
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (head.len() >= 262 && &head[257..262] == b"ustar")
+}
+
+/// ADD of a local archive: unpacked safely into a scratch directory, then copied in.
+fn extract(
+    job: &CopyJob<'_>,
+    tree: &SourceTree<'_>,
+    src: &str,
+    dest: &OwnedFd,
+) -> Result<(), String> {
+    let file = tree
+        .root
+        .open_file(src)
+        .map_err(|e| io_msg("opening", src, e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let compression = {
+        use std::io::BufRead;
+        let head = reader.fill_buf().map_err(|e| io_msg("reading", src, e))?;
+        berth_oci::media_type::Compression::sniff(head)
+    };
+    let stream = berth_store::layer::decompress(reader, compression)
+        .map_err(|e| io_msg("decompressing", src, e))?;
+    let out = job.scratch.join("add");
+    std::fs::create_dir_all(&out).map_err(|e| io_msg("creating", "scratch", e))?;
+    berth_store::layer::unpack::unpack(stream, &out, &Default::default())
+        .map_err(|e| format!("extracting {src}: {e}"))?;
+    let inner = SourceTree {
+        root: InRoot::open(&out).map_err(|e| io_msg("opening", "scratch", e))?,
+        filter: None,
+    };
+    let unpacked = CopyJob {
+        inst: job.inst,
+        add: true,
+        workdir: job.workdir,
+        owner: None,
+        chmod: None,
+        scratch: job.scratch,
+    };
+    copy_contents(&unpacked, &inner, "", dest)?;
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chmod_octal_and_symbolic() {
+        assert_eq!(Chmod::parse("755").unwrap().apply(0o600, false), 0o755);
+        assert_eq!(Chmod::parse("4755").unwrap().apply(0, false), 0o4755);
+        assert_eq!(Chmod::parse("u+x").unwrap().apply(0o644, false), 0o744);
+        assert_eq!(Chmod::parse("go-r").unwrap().apply(0o644, false), 0o600);
+        assert_eq!(Chmod::parse("a=r").unwrap().apply(0o755, false), 0o444);
+        assert_eq!(Chmod::parse("+X").unwrap().apply(0o644, true), 0o755);
+        assert_eq!(Chmod::parse("+X").unwrap().apply(0o644, false), 0o644);
+        assert_eq!(Chmod::parse("u+s").unwrap().apply(0o755, false), 0o4755);
+        assert!(Chmod::parse("u+q").is_err());
+        assert!(Chmod::parse("99").is_err());
+    }
+
+    #[test]
+    fn globs_match_whole_components() {
+        assert!(glob_match("*.txt", "a.txt"));
+        assert!(!glob_match("*.txt", "d/a.txt"));
+        assert!(glob_match("d/*.txt", "d/a.txt"));
+        assert!(glob_match("f?le", "file"));
+    }
+}

@@ -1,0 +1,771 @@
+//! Execution: a [`BuildGraph`] in, an image in the store out. Stages run in waves (the
+//! stages of a wave in parallel threads, at most [`BuildOptions::jobs`] at once); each stage
+//! runs its steps in order:
+//!
+//! - a config step (ENV, LABEL, CMD, ...) changes the config and leaves an empty-layer
+//!   history entry;
+//! - a layer step (RUN, COPY, ADD, WORKDIR) first looks its cache key up in the store: a hit
+//!   reuses the recorded layer and starts nothing; a miss runs the step over an overlay
+//!   (lower dirs: the stage's snapshots; upper: a fresh work dir) — RUN in a container
+//!   through the runtime, COPY/ADD/WORKDIR through [`views`](berth_runtime::views) in a
+//!   private mount namespace — and commits the upper dir as the layer (store's
+//!   `commit_upper`: tar and sha256 in one pass, then renamed into a snapshot), recording it
+//!   under the key. An empty diff makes no layer (BuildKit drops empty layers too).
+//!
+//! | module | in → out |
+//! |---|---|
+//! | [`fsops`] | paths resolved inside a tree (never out of it) → file operations |
+//! | [`copy`] | COPY/ADD sources and flags → files written into the image's tree |
+//! | [`config`] | config instructions → the image config and its history |
+
+pub mod config;
+pub mod copy;
+pub mod fsops;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use berth_oci::{Descriptor, Digest, ImageConfig, Parsed, Platform};
+use berth_runtime::spec::{NetworkMode, ProcessSettings, build_spec};
+use berth_runtime::views::{View, with_views};
+use berth_runtime::{Bundle, RootfsSource};
+use berth_store::{CachedLayer, Store, StoreError};
+
+use crate::context::ScannedContext;
+use crate::instructions::{Command, Dockerfile, Instruction};
+use crate::plan::{Base, BuildGraph, PlannedStage, Step, StepKind};
+
+/// What a build may vary besides the graph.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The `berth` binary, re-executed as each RUN step's container init.
+    pub exe: PathBuf,
+    pub no_cache: bool,
+    /// Stages (by name or index) rebuilt without the cache.
+    pub no_cache_filter: Vec<String>,
+    /// `--label`s, added to the final image.
+    pub labels: BTreeMap<String, String>,
+    /// The network of RUN steps without `--network`: `host` (the default: berth has no
+    /// bridge network, and builds expect to reach package mirrors) or `none`.
+    pub network: String,
+    /// SOURCE_DATE_EPOCH / `--timestamp`: every time in the image (created, history, file
+    /// mtimes) is clamped to it, so two builds of the same inputs give the same digest.
+    pub epoch: Option<u64>,
+    pub platform: Platform,
+    /// Stages run at once.
+    pub jobs: usize,
+}
+
+/// What a build reports as it goes (cli prints it).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A step starts: `[stage n/total] INSTRUCTION`.
+    Step {
+        id: String,
+        text: String,
+    },
+    Cached {
+        id: String,
+    },
+    /// One line of a RUN step's output.
+    Output {
+        id: String,
+        line: String,
+    },
+    Done {
+        id: String,
+        elapsed: Duration,
+    },
+}
+
+pub trait Progress: Sync {
+    fn event(&self, event: Event);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A step failed; `line` is the Dockerfile line.
+    #[error("{message}")]
+    Step {
+        line: usize,
+        message: String,
+        /// The last lines of the step's output.
+        tail: Vec<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A built image (not yet tagged).
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub manifest: Parsed,
+    pub config: ImageConfig,
+    /// Layer steps run / taken from the cache.
+    pub executed: usize,
+    pub cached: usize,
+}
+
+/// A stage's state as its steps run.
+#[derive(Debug, Clone)]
+struct StageState {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    snapshots: Vec<PathBuf>,
+    chain: Option<Digest>,
+    cfg: config::ConfigState,
+    /// When the newest layer so far was made (RFC 3339): the `created` of history entries
+    /// and of the image, so an unchanged rebuild gives the same image ID.
+    created: Option<String>,
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    df: &'a Dockerfile,
+    context: &'a ScannedContext,
+    opts: &'a BuildOptions,
+    progress: &'a dyn Progress,
+    created: String,
+    done: Mutex<HashMap<usize, StageState>>,
+    counts: Mutex<(usize, usize)>,
+}
+
+/// Runs the build; the target stage's image is written to the store (untagged: the caller
+/// tags it).
+pub fn build(
+    store: &Store,
+    df: &Dockerfile,
+    graph: &BuildGraph,
+    context: &ScannedContext,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Built, BuildError> {
+    let ctx = Ctx {
+        store,
+        df,
+        context,
+        opts,
+        progress,
+        created: rfc3339(opts.epoch.unwrap_or_else(now_secs)),
+        done: Mutex::new(HashMap::new()),
+        counts: Mutex::new((0, 0)),
+    };
+    for wave in &graph.waves {
+        for chunk in wave.chunks(opts.jobs.max(1)) {
+            let results: Vec<Result<(usize, StageState), BuildError>> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = chunk
+                        .iter()
+                        .map(|&i| {
+                            let ctx = &ctx;
+                            scope.spawn(move || {
+                                let stage =
+                                    graph.stages.iter().find(|s| s.index == i).expect("planned");
+                                run_stage(ctx, stage).map(|s| (i, s))
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .collect()
+                });
+            for r in results {
+                let (i, state) = r?;
+                ctx.done.lock().expect("no panics").insert(i, state);
+            }
+        }
+    }
+    let target = graph.stages.last().expect("a target stage");
+    let mut state = ctx
+        .done
+        .lock()
+        .expect("no panics")
+        .remove(&target.index)
+        .expect("built");
+    if !opts.labels.is_empty() {
+        let labels = state.config.config.labels.get_or_insert_with(BTreeMap::new);
+        labels.extend(opts.labels.clone());
+    }
+    state.config.created = Some(match ctx.opts.epoch {
+        Some(_) => ctx.created.clone(),
+        None => state.created.clone().unwrap_or_else(|| ctx.created.clone()),
+    });
+    let manifest = store.write_image(&state.config, state.layers.clone())?;
+    let (executed, cached) = *ctx.counts.lock().expect("no panics");
+    Ok(Built {
+        manifest,
+        config: state.config,
+        executed,
+        cached,
+    })
+}
+
+fn step_error(step: &Step, message: String) -> BuildError {
+    BuildError::Step {
+        line: step.line,
+        message,
+        tail: Vec::new(),
+    }
+}
+
+/// The starting state of a stage.
+fn base_state(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildError> {
+    let mut state = match &stage.base {
+        Base::Scratch => StageState {
+            config: ImageConfig {
+                architecture: ctx.opts.platform.architecture.clone(),
+                os: ctx.opts.platform.os.clone(),
+                variant: ctx.opts.platform.variant.clone(),
+                ..Default::default()
+            },
+            layers: Vec::new(),
+            snapshots: Vec::new(),
+            chain: None,
+            cfg: Default::default(),
+            created: None,
+        },
+        Base::Stage(j) => {
+            let mut s = ctx
+                .done
+                .lock()
+                .expect("no panics")
+                .get(j)
+                .cloned()
+                .expect("dependencies run first");
+            s.cfg = Default::default();
+            s
+        }
+        Base::Image { manifest, .. } => {
+            let image = ctx.store.resolve(&manifest.to_string())?;
+            let snapshots = ctx.store.ensure_snapshots(&image)?;
+            let chain = berth_oci::config::chain_ids(&image.config.rootfs.diff_ids)
+                .last()
+                .cloned();
+            let mut config = image.config.clone();
+            // Triggers run in this stage (the plan put them first); they are not inherited.
+            config.config.on_build = None;
+            StageState {
+                config,
+                layers: image.manifest_value.layers.clone(),
+                snapshots,
+                chain,
+                cfg: Default::default(),
+                created: image.config.created.clone(),
+            }
+        }
+    };
+    let env = state.config.config.env.get_or_insert_with(Vec::new);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={}", berth_runtime::DEFAULT_PATH));
+    }
+    Ok(state)
+}
+
+fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildError> {
+    let mut state = base_state(ctx, stage)?;
+    let name = stage
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{}", stage.index));
+    let no_cache = ctx.opts.no_cache
+        || ctx
+            .opts
+            .no_cache_filter
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(&name) || *f == stage.index.to_string());
+    let total = stage.steps.len();
+    for (n, step) in stage.steps.iter().enumerate() {
+        let id = format!("{name} {}/{total}", n + 1);
+        let text = step.original.trim().to_owned();
+        ctx.progress.event(Event::Step {
+            id: id.clone(),
+            text,
+        });
+        let started = Instant::now();
+        match step.kind {
+            StepKind::Config => {
+                config::apply(
+                    &mut state.config,
+                    &mut state.cfg,
+                    &step.instruction,
+                    &step.context.shell,
+                )
+                .map_err(|m| step_error(step, m))?;
+                if !matches!(step.instruction, Instruction::Arg(_)) {
+                    state.config.history.push(config::history(
+                        state.created.as_deref().unwrap_or(&ctx.created),
+                        config::created_by(step),
+                        true,
+                    ));
+                }
+            }
+            StepKind::Layer => {
+                let key = match ctx.opts.epoch {
+                    Some(e) => Digest::of(format!("{}\0epoch={e}", step.key).as_bytes()),
+                    None => step.key.clone(),
+                };
+                let cached = if no_cache {
+                    None
+                } else {
+                    ctx.store.cache_lookup(&key)
+                };
+                let layer = match cached {
+                    Some(record) => {
+                        ctx.progress.event(Event::Cached { id: id.clone() });
+                        ctx.counts.lock().expect("no panics").1 += 1;
+                        if let Some(l) = &record.layer {
+                            ctx.store.ensure_cached_snapshot(l)?;
+                        }
+                        // Refresh the record's last use (for `prune --filter until=`).
+                        let created = match record.created {
+                            0 => now_secs(),
+                            c => c,
+                        };
+                        ctx.store.cache_store(&key, record.layer.clone(), created)?;
+                        (record.layer, created)
+                    }
+                    None => {
+                        ctx.counts.lock().expect("no panics").0 += 1;
+                        let layer = execute(ctx, &state, step, &id)?;
+                        let created = ctx.opts.epoch.unwrap_or_else(now_secs);
+                        ctx.store.cache_store(&key, layer.clone(), created)?;
+                        (layer, created)
+                    }
+                };
+                let (layer, created) = layer;
+                let created = rfc3339(ctx.opts.epoch.unwrap_or(created));
+                if state.created.as_ref().is_none_or(|c| *c < created) {
+                    state.created = Some(created.clone());
+                }
+                if let Instruction::Workdir(_) = &step.instruction {
+                    config::apply(
+                        &mut state.config,
+                        &mut state.cfg,
+                        &step.instruction,
+                        &step.context.shell,
+                    )
+                    .map_err(|m| step_error(step, m))?;
+                }
+                let empty = layer.is_none();
+                if let Some(l) = layer {
+                    state.layers.push(Descriptor::new(
+                        berth_oci::media_type::OCI_LAYER_TAR,
+                        l.diff_id.clone(),
+                        l.size,
+                    ));
+                    state.config.rootfs.diff_ids.push(l.diff_id.clone());
+                    state.snapshots.push(ctx.store.snapshot_path(&l.chain_id));
+                    state.chain = Some(l.chain_id);
+                }
+                state.config.history.push(config::history(
+                    &created,
+                    config::created_by(step),
+                    empty,
+                ));
+            }
+        }
+        ctx.progress.event(Event::Done {
+            id,
+            elapsed: started.elapsed(),
+        });
+    }
+    Ok(state)
+}
+
+/// Runs one layer step over a fresh upper dir and commits it.
+fn execute(
+    ctx: &Ctx<'_>,
+    state: &StageState,
+    step: &Step,
+    id: &str,
+) -> Result<Option<CachedLayer>, BuildError> {
+    let work = ctx.store.work_dir("step")?;
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: std::io::Error| step_error(step, format!("{what}: {e}"))
+    };
+    let empty = work.path.join("empty");
+    std::fs::create_dir_all(&empty).map_err(io("creating a work dir"))?;
+    match &step.instruction {
+        Instruction::Run(run) => run_step(ctx, state, step, id, &work.path, run)?,
+        Instruction::Copy(c) | Instruction::Add(c) => {
+            let add = matches!(step.instruction, Instruction::Add(_));
+            copy_step(ctx, state, step, &work.path, c, add)?;
+        }
+        Instruction::Workdir(_) => {
+            let dir = crate::plan::resolve_workdir(
+                &step.context.workdir,
+                match &step.instruction {
+                    Instruction::Workdir(w) => w,
+                    _ => unreachable!(),
+                },
+            );
+            let owner = resolve_owner(ctx, state, &work.path, &step.context.user)
+                .map_err(|m| step_error(step, m))?;
+            in_view(ctx, state, &work.path, None, |root, _| {
+                let dest = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
+                dest.mkdir_all(
+                    &dir,
+                    Some(fsops::Meta {
+                        mode: 0o755,
+                        uid: owner.map_or(0, |o| o.0),
+                        gid: owner.map_or(0, |o| o.1),
+                        mtime: (0, 0),
+                    }),
+                )
+                .map(|_| ())
+                .map_err(|e| format!("creating {dir}: {e}"))
+            })
+            .map_err(|m| step_error(step, m))?;
+        }
+        _ => unreachable!("only layer steps execute"),
+    }
+    Ok(ctx
+        .store
+        .commit_upper(&work.upper(), state.chain.as_ref(), ctx.opts.epoch)?)
+}
+
+/// Mounts the stage's tree (writable, upper = the work dir's) and, optionally, a read-only
+/// view of other snapshots, and runs `f` on their mount points.
+fn in_view<T: Send>(
+    _ctx: &Ctx<'_>,
+    state: &StageState,
+    work: &Path,
+    source: Option<Vec<PathBuf>>,
+    f: impl FnOnce(&Path, Option<&Path>) -> Result<T, String> + Send,
+) -> Result<T, String> {
+    let merged = work.join("merged");
+    std::fs::create_dir_all(&merged).map_err(|e| e.to_string())?;
+    let mut views = vec![View {
+        lowers: state.snapshots.clone(),
+        upper: Some((work.join("upper"), work.join("work"))),
+        target: merged,
+    }];
+    if let Some(lowers) = source {
+        let target = work.join("source");
+        std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+        views.push(View {
+            lowers,
+            upper: None,
+            target,
+        });
+    }
+    with_views(&views, &work.join("empty"), |targets| {
+        f(&targets[0], targets.get(1).map(PathBuf::as_path))
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// `--chown` / USER names resolved in the image's `/etc/passwd` and `/etc/group`.
+fn resolve_owner(
+    ctx: &Ctx<'_>,
+    state: &StageState,
+    work: &Path,
+    spec: &str,
+) -> Result<Option<(u32, u32)>, String> {
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let numeric = {
+        let (u, g) = spec.split_once(':').unwrap_or((spec, ""));
+        u.parse::<u32>().ok().zip(if g.is_empty() {
+            u.parse::<u32>().ok()
+        } else {
+            g.parse::<u32>().ok()
+        })
+    };
+    if let Some(ids) = numeric {
+        return Ok(Some(ids));
+    }
+    let spec = spec.to_owned();
+    let probe = work.join("probe");
+    let _ = std::fs::create_dir_all(probe.join("upper"));
+    let _ = std::fs::create_dir_all(probe.join("work"));
+    let lookup = in_view(ctx, state, &probe, None, move |root, _| {
+        let r = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
+        let read = |p: &str| {
+            r.open_file(p)
+                .ok()
+                .and_then(|mut f| {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut f, &mut s).ok()?;
+                    Some(s)
+                })
+                .unwrap_or_default()
+        };
+        let (passwd, group) = (read("etc/passwd"), read("etc/group"));
+        // `user` alone means that user's primary group, as Docker's --chown.
+        let user =
+            berth_runtime::user::resolve(&spec, &passwd, &group).map_err(|e| e.to_string())?;
+        Ok((user.uid, user.gid))
+    });
+    let _ = std::fs::remove_dir_all(&probe);
+    lookup.map(Some)
+}
+
+fn copy_step(
+    ctx: &Ctx<'_>,
+    state: &StageState,
+    step: &Step,
+    work: &Path,
+    c: &crate::instructions::CopyInst,
+    add: bool,
+) -> Result<(), BuildError> {
+    let err = |m: String| step_error(step, m);
+    let owner = match &c.chown {
+        Some(spec) => resolve_owner(ctx, state, work, spec).map_err(err)?,
+        None => None,
+    };
+    let chmod = c
+        .chmod
+        .as_deref()
+        .map(copy::Chmod::parse)
+        .transpose()
+        .map_err(err)?;
+    // Where the sources come from: another stage, an image, or the context.
+    let source: Option<Vec<PathBuf>> = match &c.from {
+        None => None,
+        Some(from) => match crate::instructions::stages::find_stage(ctx.df, from) {
+            Some(j) => Some(
+                ctx.done
+                    .lock()
+                    .expect("no panics")
+                    .get(&j)
+                    .map(|s| s.snapshots.clone())
+                    .expect("dependencies run first"),
+            ),
+            None => {
+                let image = ctx.store.resolve(from)?;
+                Some(ctx.store.ensure_snapshots(&image)?)
+            }
+        },
+    };
+    let scratch = work.join("scratch");
+    std::fs::create_dir_all(&scratch).map_err(|e| err(e.to_string()))?;
+    let job = copy::CopyJob {
+        inst: c,
+        add,
+        workdir: &step.context.workdir,
+        owner,
+        chmod,
+        scratch: &scratch,
+    };
+    let context_root = ctx.context.root.clone();
+    let entries = &ctx.context.entries;
+    let from_stage = source.is_some();
+    in_view(ctx, state, work, source, |root, src| {
+        let dest = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
+        let tree = if from_stage {
+            copy::SourceTree {
+                root: fsops::InRoot::open(src.expect("mounted")).map_err(|e| e.to_string())?,
+                filter: None,
+            }
+        } else {
+            copy::SourceTree {
+                root: fsops::InRoot::open(&context_root).map_err(|e| e.to_string())?,
+                filter: Some(entries),
+            }
+        };
+        copy::copy(&job, &tree, &dest, &c.heredocs)
+    })
+    .map_err(err)
+}
+
+/// The paths the runtime may create as mount points in the upper dir.
+const MOUNT_STUBS: &[&str] = &[
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+    "proc",
+    "sys",
+    "dev",
+    "etc",
+];
+
+/// Removes what the runtime created only to mount on (an empty file or directory that no
+/// lower layer has), so it does not end up in the layer.
+fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], extra: &[String]) {
+    let in_lowers = |rel: &str| {
+        lowers
+            .iter()
+            .any(|l| l.join(rel).symlink_metadata().is_ok())
+    };
+    let extra: Vec<&str> = extra.iter().map(|s| s.trim_start_matches('/')).collect();
+    for rel in extra.iter().copied().chain(MOUNT_STUBS.iter().copied()) {
+        let p = upper.join(rel);
+        let Ok(meta) = p.symlink_metadata() else {
+            continue;
+        };
+        if in_lowers(rel) {
+            continue;
+        }
+        if meta.is_dir() {
+            let _ = std::fs::remove_dir(&p); // only when empty
+        } else if meta.is_file() && meta.len() == 0 {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    // A directory copied up only to hold a stub (`/etc` for `/etc/hosts`) and now empty, with
+    // the same mode and owner as below: nothing changed in it.
+    for rel in ["etc"] {
+        let p = upper.join(rel);
+        let Ok(meta) = p.symlink_metadata() else {
+            continue;
+        };
+        let lower = lowers
+            .iter()
+            .rev()
+            .find_map(|l| l.join(rel).symlink_metadata().ok());
+        use std::os::unix::fs::MetadataExt;
+        let opaque = rustix::fs::lgetxattr(&p, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok();
+        if let Some(l) = lower
+            && meta.is_dir()
+            && !opaque
+            && l.is_dir()
+            && (l.mode(), l.uid(), l.gid()) == (meta.mode(), meta.uid(), meta.gid())
+        {
+            let _ = std::fs::remove_dir(&p); // only when empty
+        }
+    }
+}
+
+fn run_step(
+    ctx: &Ctx<'_>,
+    state: &StageState,
+    step: &Step,
+    id: &str,
+    work: &Path,
+    run: &crate::instructions::Run,
+) -> Result<(), BuildError> {
+    let err = |m: String| step_error(step, m);
+    let sc = &step.context;
+    let args: Vec<String> = match &run.command {
+        Command::Exec(a) => a.clone(),
+        Command::Shell(s) => {
+            let script = match (s.trim().strip_prefix("<<"), run.heredocs.first()) {
+                (Some(_), Some(h)) if s.split_whitespace().count() == 1 => h.content.clone(),
+                _ => s.clone(),
+            };
+            sc.shell.iter().cloned().chain([script]).collect()
+        }
+    };
+    if !run.mounts.is_empty() {
+        return Err(err(format!(
+            "RUN --mount is not supported yet ({})",
+            run.mounts.join(" ")
+        )));
+    }
+    let mut env = sc.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={}", berth_runtime::DEFAULT_PATH));
+    }
+    let network = match run.network.as_deref().unwrap_or(&ctx.opts.network) {
+        "none" => NetworkMode::None,
+        _ => NetworkMode::Host,
+    };
+    let write = |name: &str, text: String| {
+        std::fs::write(work.join(name), text).map_err(|e| err(format!("writing {name}: {e}")))
+    };
+    write("hostname", "buildkitsandbox\n".into())?;
+    write(
+        "hosts",
+        "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
+    )?;
+    write(
+        "resolv.conf",
+        if network == NetworkMode::Host {
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        } else {
+            String::new()
+        },
+    )?;
+    let settings = ProcessSettings {
+        args: args.clone(),
+        env,
+        cwd: sc.workdir.clone(),
+        user: sc.user.clone(),
+        hostname: "buildkitsandbox".into(),
+        network,
+        read_only: false,
+        privileged: run.security.as_deref() == Some("insecure"),
+        etc_files: vec![
+            (work.join("hosts"), "/etc/hosts"),
+            (work.join("hostname"), "/etc/hostname"),
+            (work.join("resolv.conf"), "/etc/resolv.conf"),
+        ],
+        init: false,
+        console: None,
+        binds: Vec::new(),
+        cgroup_path: String::new(),
+        memory: None,
+        cpus: None,
+        pids_limit: None,
+    };
+    let spec = build_spec(&work.join("rootfs"), &settings).map_err(|e| err(e.to_string()))?;
+    let source = RootfsSource::Overlay {
+        lowers: state.snapshots.clone(),
+        upper: work.join("upper"),
+        work: work.join("work"),
+    };
+    let bundle = Bundle::write(work, &spec, &source).map_err(|e| err(e.to_string()))?;
+    let (reader, writer) = std::io::pipe().map_err(|e| err(e.to_string()))?;
+    let writer2 = writer.try_clone().map_err(|e| err(e.to_string()))?;
+    let tail = Mutex::new(std::collections::VecDeque::<String>::new());
+    let outcome = std::thread::scope(|scope| {
+        let tail = &tail;
+        let progress = ctx.progress;
+        let id = id.to_owned();
+        scope.spawn(move || {
+            for line in std::io::BufReader::new(reader).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_owned();
+                {
+                    let mut t = tail.lock().expect("no panics");
+                    t.push_back(line.clone());
+                    if t.len() > 20 {
+                        t.pop_front();
+                    }
+                }
+                progress.event(Event::Output {
+                    id: id.clone(),
+                    line,
+                });
+            }
+        });
+        bundle.run_captured(&ctx.opts.exe, writer.into(), writer2.into())
+    })
+    .map_err(|e| err(e.to_string()))?;
+    remove_mount_stubs(&work.join("upper"), &state.snapshots, &[]);
+    if outcome.exit_code != 0 {
+        let shown = match &run.command {
+            Command::Exec(a) => serde_json::to_string(a).expect("strings"),
+            Command::Shell(s) => format!("{} {s}", sc.shell.join(" ")),
+        };
+        return Err(BuildError::Step {
+            line: step.line,
+            message: format!(
+                "process \"{shown}\" did not complete successfully: exit code: {}",
+                outcome.exit_code
+            ),
+            tail: tail.into_inner().expect("no panics").into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! `berth build [OPTIONS] CONTEXT`: reads the Dockerfile, scans the context (the stat index
+//! kept in the store makes an unchanged context cost no file reads), plans the build
+//! (cache keys, stages the target needs) and runs it; tags the image.
+//!
+//! Output (`--progress`): `plain` prints one line per event, prefixed with the step
+//! (`#3 [build 2/5] RUN make`, `#3 CACHED`, `#3 <output line>`, `#3 DONE 1.2s`); `quiet`
+//! prints only the image ID; `auto` (the default) is `plain` for now: a live multi-line
+//! view on a terminal is not written yet. `--log-file` keeps every line of every RUN step.
+//!
+//! FROM images come from the local store (`berth import`/`load`; pulling is issue 7).
+//! RUN steps get the host's network by default (`--network default` is `host`: berth has
+//! no bridge network, and builds expect to reach package mirrors); `--network none`
+//! isolates them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use berth_builder::exec::{BuildError, BuildOptions, Event, Progress};
+use berth_builder::instructions::stages;
+use berth_builder::plan::{BaseImage, Resolver};
+use berth_oci::{Platform, Reference};
+use berth_store::Store;
+
+use crate::UsageError;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Name and optionally tag the image (name:tag); may be repeated
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from stdin)
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Build this stage (and what it needs) instead of the last one
+    #[arg(long)]
+    target: Option<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Do not use the cache for these stages
+    #[arg(long)]
+    no_cache_filter: Vec<String>,
+    /// Target platform (os/arch[/variant]) for FROM resolution and TARGETPLATFORM
+    #[arg(long)]
+    platform: Option<String>,
+    /// Output: auto, plain, tty or quiet
+    #[arg(long, default_value = "auto", value_parser = ["auto", "plain", "tty", "quiet"])]
+    progress: String,
+    /// Print only the image ID (same as --progress=quiet)
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Write the image ID to this file
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Set a label on the image (KEY=VALUE)
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Network for RUN steps: default (the host's), none or host
+    #[arg(long, default_value = "default", value_parser = ["default", "none", "host"])]
+    network: String,
+    /// Set every time in the image to this Unix time (as SOURCE_DATE_EPOCH)
+    #[arg(long)]
+    timestamp: Option<u64>,
+    /// Keep the full output of every RUN step in this file
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// Check for a newer base image (needs the registry client: not yet)
+    #[arg(long)]
+    pull: bool,
+    /// The build context directory
+    context: PathBuf,
+}
+
+/// FROM images, from the local store.
+struct StoreResolver<'a>(&'a Store);
+
+impl Resolver for StoreResolver<'_> {
+    fn resolve(&self, name: &str, _platform: Option<&str>) -> Result<BaseImage, String> {
+        match self.0.resolve(name) {
+            Ok(image) => Ok(BaseImage {
+                manifest: image.root.digest.clone(),
+                config: image.config,
+            }),
+            Err(berth_store::StoreError::NoSuchImage(_)) => Err(format!(
+                "base image {name:?} is not in the local store: import or load it first (pulling from registries is not available yet)"
+            )),
+            Err(e) => Err(format!("base image {name:?}: {e}")),
+        }
+    }
+}
+
+/// `--progress=plain`, and the log file.
+struct Plain {
+    quiet: bool,
+    numbers: Mutex<(HashMap<String, usize>, usize)>,
+    log: Option<Mutex<std::fs::File>>,
+}
+
+impl Plain {
+    fn number(&self, id: &str) -> usize {
+        let mut n = self.numbers.lock().expect("no panics");
+        if let Some(k) = n.0.get(id) {
+            return *k;
+        }
+        n.1 += 1;
+        let k = n.1;
+        n.0.insert(id.to_owned(), k);
+        k
+    }
+}
+
+impl Progress for Plain {
+    fn event(&self, event: Event) {
+        let line = match &event {
+            Event::Step { id, text } => format!("#{} [{id}] {text}", self.number(id)),
+            Event::Cached { id } => format!("#{} CACHED", self.number(id)),
+            Event::Output { id, line } => format!("#{} {line}", self.number(id)),
+            Event::Done { id, elapsed } => {
+                format!("#{} DONE {:.1}s", self.number(id), elapsed.as_secs_f64())
+            }
+        };
+        if let Some(log) = &self.log {
+            let _ = writeln!(log.lock().expect("no panics"), "{line}");
+        }
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn key_values(list: &[String], what: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    list.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), Some(v.to_owned()))),
+            None if !kv.is_empty() => Ok((kv.clone(), None)),
+            _ => Err(UsageError(format!("{what} {kv:?}: expected KEY=VALUE")).into()),
+        })
+        .collect()
+}
+
+pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    if !args.context.is_dir() {
+        return Err(UsageError(format!(
+            "context {} is not a directory",
+            args.context.display()
+        ))
+        .into());
+    }
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    let (text, name) = if file.as_os_str() == "-" {
+        (
+            std::io::read_to_string(std::io::stdin())?,
+            "Dockerfile".to_owned(),
+        )
+    } else {
+        let bytes = std::fs::read(&file)
+            .map_err(|e| UsageError(format!("reading {}: {e}", file.display())))?;
+        (
+            String::from_utf8_lossy(&bytes).into_owned(),
+            file.file_name()
+                .map_or("Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
+        )
+    };
+    let show = |e: berth_builder::dockerfile::ParseError| {
+        UsageError(e.render(&text, &name).trim_end().to_owned())
+    };
+    let df = berth_builder::instructions::parse_dockerfile(&text).map_err(show)?;
+    let mut build_args = HashMap::new();
+    for (k, v) in key_values(&args.build_args, "--build-arg")? {
+        match v.or_else(|| std::env::var(&k).ok()) {
+            Some(v) => {
+                build_args.insert(k, v);
+            }
+            None => continue,
+        }
+    }
+    let labels: BTreeMap<String, String> = key_values(&args.labels, "--label")?
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect();
+    let epoch = match args.timestamp {
+        Some(t) => Some(t),
+        None => build_args
+            .get("SOURCE_DATE_EPOCH")
+            .cloned()
+            .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+            .map(|s| {
+                s.parse::<u64>()
+                    .map_err(|_| UsageError(format!("SOURCE_DATE_EPOCH {s:?}: expected seconds")))
+            })
+            .transpose()?,
+    };
+    let mut platforms = stages::Platforms::default();
+    if let Some(p) = &args.platform {
+        platforms.target = p.parse::<Platform>()?;
+    }
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The context: .dockerignore, then a scan that reuses the saved stat index.
+    let matcher = berth_builder::context::load_matcher(&args.context, args.file.as_deref())?;
+    let mut index = store
+        .read_context_index(&args.context)
+        .map(|b| berth_builder::context::StatIndex::from_bytes(&b))
+        .unwrap_or_default();
+    let context = berth_builder::context::scan(&args.context, &matcher, &mut index)?;
+    store.write_context_index(&args.context, &index.to_bytes())?;
+    let graph = berth_builder::plan::plan(
+        &df,
+        &build_args,
+        args.target.as_deref(),
+        &platforms,
+        &StoreResolver(store),
+        &context,
+    )
+    .map_err(show)?;
+    let quiet = args.quiet || args.progress == "quiet";
+    let needed: Vec<usize> = graph.stages.iter().map(|s| s.index).collect();
+    let mut warnings = df.warnings.clone();
+    warnings.extend(stages::unused_build_args_warning(
+        &stages::unused_build_args(&df, &needed, &build_args),
+    ));
+    if !quiet {
+        for w in &warnings {
+            match w.line {
+                0 => eprintln!("WARNING: {}", w.message),
+                line => eprintln!("WARNING: {name}:{line}: {}", w.message),
+            }
+        }
+    }
+    let log = match &args.log_file {
+        Some(p) => Some(Mutex::new(std::fs::File::create(p).map_err(|e| {
+            UsageError(format!("creating the log file {}: {e}", p.display()))
+        })?)),
+        None => None,
+    };
+    let progress = Plain {
+        quiet,
+        numbers: Mutex::new((HashMap::new(), 0)),
+        log,
+    };
+    let options = BuildOptions {
+        exe: std::fs::read_link("/proc/self/exe")?,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        labels,
+        network: args.network.clone(),
+        epoch,
+        platform: platforms.target.clone(),
+        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    let built = match berth_builder::exec::build(store, &df, &graph, &context, &options, &progress)
+    {
+        Ok(b) => b,
+        Err(BuildError::Step {
+            line,
+            message,
+            tail,
+        }) => {
+            if quiet {
+                for l in &tail {
+                    eprintln!("{l}");
+                }
+            }
+            let e = berth_builder::dockerfile::ParseError::at(line, message);
+            eprintln!("{}", e.render(&text, &name).trim_end());
+            return Err(anyhow::anyhow!("the build failed at {name}:{line}"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let desc = built.manifest.descriptor();
+    if tags.is_empty() {
+        store.add_untagged(&desc)?;
+    }
+    for t in &tags {
+        store.set_tag(t, &desc)?;
+    }
+    let id = store.resolve(&desc.digest.to_string())?.id().clone();
+    if let Some(p) = &args.iidfile {
+        std::fs::write(p, id.to_string())?;
+    }
+    if quiet {
+        println!("{id}");
+    } else {
+        let names: Vec<String> = tags.iter().map(|t| t.familiar()).collect();
+        eprintln!(
+            "built {id}{} in {:.1}s ({} steps run, {} cached)",
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" as {}", names.join(", "))
+            },
+            started.elapsed().as_secs_f64(),
+            built.executed,
+            built.cached
+        );
+    }
+    Ok(0)
+}
