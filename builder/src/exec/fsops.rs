@@ -146,33 +146,49 @@ impl InRoot {
         Ok(names)
     }
 
-    /// Makes every missing directory of `path` (following symlinks within the root) with
-    /// `meta` (mode, owner, mtime); returns the directory, opened.
+    /// Makes every missing directory of `path` (following symlinks within the root, dangling
+    /// ones too: their targets are made, as BuildKit's in-root `MkdirAll`) with `meta`
+    /// (mode, owner); returns the directory, opened.
     pub fn mkdir_all(&self, path: &str, meta: Option<Meta>) -> io::Result<OwnedFd> {
-        let c = components(path);
-        let mut parent = self.open_at(".", OFlags::DIRECTORY | OFlags::RDONLY)?;
-        for i in 0..c.len() {
-            let prefix = rel(&c[..=i]);
-            match self.open_at(&prefix, OFlags::DIRECTORY | OFlags::RDONLY) {
-                Ok(fd) => parent = fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    let mode = meta.map_or(0o755, |m| m.mode);
-                    match rustix::fs::mkdirat(&parent, c[i], Mode::from_raw_mode(mode)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                        Err(e) => return Err(e.into()),
+        let mut path = path.to_owned();
+        'restart: for _ in 0..40 {
+            let c = components(&path);
+            let mut parent = self.open_at(".", OFlags::DIRECTORY | OFlags::RDONLY)?;
+            for i in 0..c.len() {
+                let prefix = rel(&c[..=i]);
+                match self.open_at(&prefix, OFlags::DIRECTORY | OFlags::RDONLY) {
+                    Ok(fd) => parent = fd,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        // A dangling symlink: continue from its target.
+                        if let Ok(target) = rustix::fs::readlinkat(&parent, c[i], Vec::new()) {
+                            let target = target.to_string_lossy().into_owned();
+                            let rest = c[i + 1..].join("/");
+                            let base = if target.starts_with('/') {
+                                target
+                            } else {
+                                format!("{}/{target}", rel(&c[..i]))
+                            };
+                            path = format!("{base}/{rest}");
+                            continue 'restart;
+                        }
+                        let mode = meta.map_or(0o755, |m| m.mode);
+                        match rustix::fs::mkdirat(&parent, c[i], Mode::from_raw_mode(mode)) {
+                            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        let fd = self.open_at(&prefix, OFlags::DIRECTORY | OFlags::RDONLY)?;
+                        match meta {
+                            Some(m) => set_meta(&fd, m)?,
+                            None => rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))?,
+                        }
+                        parent = fd;
                     }
-                    let fd = self.open_at(&prefix, OFlags::DIRECTORY | OFlags::RDONLY)?;
-                    if let Some(m) = meta {
-                        set_meta(&fd, m)?;
-                    } else {
-                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))?;
-                    }
-                    parent = fd;
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
+            return Ok(parent);
         }
-        Ok(parent)
+        Err(io::Error::from_raw_os_error(libc::ELOOP))
     }
 
     /// Opens (making it when missing) the parent directory of `path`, and returns it with the

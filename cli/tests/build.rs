@@ -1,0 +1,598 @@
+//! `berth build` end to end (the root tier: RUN steps are real containers). Each test builds
+//! on the busybox image imported from Debian's busybox-static and checks the result the way
+//! a user would see it: the config (`berth inspect`), the files (a container listing them,
+//! or the layer tars themselves), and the cache (`CACHED` lines, steps run).
+
+use std::path::{Path, PathBuf};
+
+use berth_test_support::{Sandbox, is_root};
+use serde_json::Value;
+
+fn sandbox() -> Option<Sandbox> {
+    if !is_root() {
+        eprintln!("skipped: builds run containers and need root");
+        return None;
+    }
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    s.import_busybox("busybox");
+    Some(s)
+}
+
+/// A context directory with these files (path, contents); returns its path.
+fn context(s: &Sandbox, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = s.path().join(name);
+    for (path, contents) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+    }
+    dir
+}
+
+struct Build {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn build(s: &Sandbox, ctx: &Path, args: &[&str]) -> Build {
+    let mut all = vec!["build", "--progress", "plain"];
+    all.extend_from_slice(args);
+    all.push(ctx.to_str().unwrap());
+    let out = s.run(&all);
+    Build {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn build_ok(s: &Sandbox, ctx: &Path, args: &[&str]) -> String {
+    let b = build(s, ctx, args);
+    assert_eq!(b.code, 0, "build failed:\n{}{}", b.stdout, b.stderr);
+    b.stderr
+}
+
+fn inspect(s: &Sandbox, image: &str) -> Value {
+    let v: Value = serde_json::from_str(&s.ok(&["inspect", image])).unwrap();
+    v[0].clone()
+}
+
+fn image_id(s: &Sandbox, image: &str) -> String {
+    inspect(s, image)["Id"].as_str().unwrap().to_owned()
+}
+
+fn sh(s: &Sandbox, image: &str, script: &str) -> String {
+    s.ok(&["run", "--rm", image, "sh", "-c", script])
+}
+
+/// The entries of an image's last layer tar (`tar tv`-like: type, mode, owner, name).
+fn last_layer(s: &Sandbox, image: &str) -> Vec<String> {
+    let info = inspect(s, image);
+    let layers = info["RootFS"]["Layers"].as_array().unwrap();
+    let digest = layers.last().unwrap().as_str().unwrap();
+    let blob = s
+        .store()
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let mut archive = tar::Archive::new(std::fs::File::open(blob).unwrap());
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            format!(
+                "{:?} {:o} {}:{} {}",
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                String::from_utf8_lossy(&e.path_bytes())
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn config_instructions_match_the_dockerfile_reference() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[(
+            "Dockerfile",
+            r#"FROM busybox
+MAINTAINER someone@example.com
+ENV A=1 B="two words"
+ENV A=3
+LABEL version="1.0" description=demo
+EXPOSE 80 53/udp 8000-8001
+VOLUME ["/data"]
+USER nobody
+WORKDIR /srv
+WORKDIR sub
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --retries=2 CMD wget -q localhost || exit 1
+ONBUILD RUN echo triggered
+SHELL ["/bin/sh", "-ec"]
+CMD echo hi
+ENTRYPOINT ["/bin/echo"]
+"#,
+        )],
+    );
+    let err = build_ok(&s, &ctx, &["-t", "cfg:1"]);
+    assert!(err.contains("MAINTAINER"), "deprecation warning: {err}");
+    let c = inspect(&s, "cfg:1");
+    let cfg = &c["Config"];
+    assert_eq!(
+        cfg["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "A=3",
+            "B=two words"
+        ])
+    );
+    assert_eq!(cfg["Labels"]["version"], "1.0");
+    assert_eq!(cfg["Labels"]["description"], "demo");
+    let ports: Vec<&String> = cfg["ExposedPorts"].as_object().unwrap().keys().collect();
+    assert_eq!(ports, ["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
+    assert!(cfg["Volumes"]["/data"].is_object());
+    assert_eq!(cfg["User"], "nobody");
+    assert_eq!(cfg["WorkingDir"], "/srv/sub");
+    assert_eq!(cfg["StopSignal"], "SIGTERM");
+    assert_eq!(
+        cfg["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "wget -q localhost || exit 1"],
+            "Interval": 30_000_000_000i64, "Timeout": 5_000_000_000i64, "Retries": 2})
+    );
+    assert_eq!(cfg["OnBuild"], serde_json::json!(["RUN echo triggered"]));
+    assert_eq!(cfg["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/echo"]));
+    // CMD was set in this stage, so ENTRYPOINT keeps it; shell form goes through SHELL.
+    assert_eq!(cfg["Cmd"], serde_json::json!(["/bin/sh", "-ec", "echo hi"]));
+    assert_eq!(c["Author"], "someone@example.com");
+    // History: one entry per instruction but ARG; only WORKDIR made layers here.
+    let history = c["History"].as_array().unwrap();
+    assert_eq!(history.len(), 1 + 15);
+    let layers = history.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(layers, c["RootFS"]["Layers"].as_array().unwrap().len());
+    // The WORKDIR directories exist, owned by the USER in effect.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "",
+        "cfg:1",
+        "stat",
+        "-c",
+        "%u %n",
+        "/srv",
+        "/srv/sub",
+    ]);
+    assert_eq!(out, "65534 /srv\n65534 /srv/sub\n");
+    // An ENTRYPOINT resets a CMD inherited from the base.
+    let ctx2 = context(
+        &s,
+        "ctx2",
+        &[("Dockerfile", "FROM busybox\nENTRYPOINT [\"/bin/echo\"]\n")],
+    );
+    build_ok(&s, &ctx2, &["-t", "ep:1"]);
+    assert!(inspect(&s, "ep:1")["Config"]["Cmd"].is_null());
+    s.assert_clean();
+}
+
+#[test]
+fn copy_follows_docker_rules_for_sources_and_destinations() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                r#"FROM busybox
+RUN echo 'app:x:1000:1001:app:/home/app:/bin/sh' >> /etc/passwd && echo 'staff:x:1001:' >> /etc/group
+WORKDIR /w
+COPY one.txt .
+COPY one.txt renamed.txt
+COPY dir /contents/
+COPY *.md /docs/
+COPY one.txt dir/nested/two.txt /multi/
+COPY --chown=app:staff --chmod=u+x,go-r one.txt /owned/x
+COPY --chmod=0640 one.txt /octal
+COPY link-to-one /followed
+"#,
+            ),
+            ("one.txt", "one\n"),
+            ("dir/a", "a\n"),
+            ("dir/nested/two.txt", "two\n"),
+            ("x.md", "x\n"),
+            ("y.md", "y\n"),
+            ("secret.key", "never copied\n"),
+            (".dockerignore", "secret.key\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("one.txt", ctx.join("link-to-one")).unwrap();
+    std::os::unix::fs::symlink("a", ctx.join("dir/link")).unwrap();
+    build_ok(&s, &ctx, &["-t", "copy:1"]);
+    let out = sh(
+        &s,
+        "copy:1",
+        "cd /; for f in w/one.txt w/renamed.txt contents/a contents/nested/two.txt contents/link docs/x.md docs/y.md multi/one.txt multi/two.txt owned/x octal followed; do stat -c '%n %F %a %u:%g' $f; done; readlink contents/link; ls -d /contents/dir 2>&1 | head -1; cat /followed",
+    );
+    let expected = "\
+w/one.txt regular file 644 0:0
+w/renamed.txt regular file 644 0:0
+contents/a regular file 644 0:0
+contents/nested/two.txt regular file 644 0:0
+contents/link symbolic link 777 0:0
+docs/x.md regular file 644 0:0
+docs/y.md regular file 644 0:0
+multi/one.txt regular file 644 0:0
+multi/two.txt regular file 644 0:0
+owned/x regular file 700 1000:1001
+octal regular file 640 0:0
+followed regular file 644 0:0
+a
+ls: /contents/dir: No such file or directory
+one
+";
+    assert_eq!(out, expected);
+    // The directory COPY made for --chown is the user's; .dockerignore'd files never land.
+    let owned = sh(
+        &s,
+        "copy:1",
+        "stat -c '%u:%g' /owned; ls / | grep -c secret || true",
+    );
+    assert_eq!(owned, "1000:1001\n0\n");
+    // Several sources need a directory destination.
+    let bad = context(
+        &s,
+        "bad",
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY a b /nodir\n"),
+            ("a", ""),
+            ("b", ""),
+        ],
+    );
+    let b = build(&s, &bad, &[]);
+    assert_eq!(b.code, 1);
+    assert!(
+        b.stderr.contains("must be a directory and end with a /"),
+        "{}",
+        b.stderr
+    );
+    assert!(b.stderr.contains("Dockerfile:2"), "{}", b.stderr);
+    s.assert_clean();
+}
+
+#[test]
+fn copy_never_leaves_the_context_or_the_image_root() {
+    let Some(s) = sandbox() else { return };
+    let host_dir = s.path().join("host-target");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let ctx = context(
+        &s,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM busybox\nRUN ln -s {} /escape && ln -s ../../../../../.. /up\nCOPY f /escape/\nCOPY f /up/{}/g\n",
+                    host_dir.display(),
+                    host_dir.display().to_string().trim_start_matches('/')
+                ),
+            ),
+            ("f", "data\n"),
+        ],
+    );
+    build_ok(&s, &ctx, &["-t", "esc:1"]);
+    assert_eq!(
+        std::fs::read_dir(&host_dir).unwrap().count(),
+        0,
+        "nothing written through the image's symlinks onto the host"
+    );
+    // Both writes landed inside the image, where the symlinks point within it.
+    let inside = sh(&s, "esc:1", &format!("cat {0}/f {0}/g", host_dir.display()));
+    assert_eq!(inside, "data\ndata\n");
+    // A context symlink pointing out of the context resolves inside it: not found.
+    let ctx2 = context(&s, "ctx2", &[("Dockerfile", "FROM busybox\nCOPY out /x\n")]);
+    std::os::unix::fs::symlink("/etc/passwd", ctx2.join("out")).unwrap();
+    let b = build(&s, &ctx2, &[]);
+    assert_eq!(b.code, 1, "{}", b.stderr);
+    s.assert_clean();
+}
+
+#[test]
+fn run_output_failures_and_whiteouts() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo to-stdout; echo to-stderr >&2\nRUN rm /bin/vi && rm -r /home && mkdir /opq && touch /opq/f\nRUN [\"/bin/sh\", \"-c\", \"echo exec form\"]\n",
+        )],
+    );
+    let err = build_ok(&s, &ctx, &["-t", "run:1"]);
+    assert!(
+        err.contains("#1 to-stdout") && err.contains("#1 to-stderr"),
+        "{err}"
+    );
+    assert!(err.contains("exec form"), "{err}");
+    let check = sh(&s, "run:1", "ls /bin/vi /home 2>&1 | wc -l; ls /opq");
+    assert_eq!(check, "2\nf\n");
+    // The whiteouts are OCI whiteouts in the layer; no mount stub (/etc/hosts, /proc) leaked.
+    let info = inspect(&s, "run:1");
+    let layers = info["RootFS"]["Layers"].as_array().unwrap().clone();
+    let blob = |d: &Value| {
+        s.store()
+            .join("blobs/sha256")
+            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let names = |d: &Value| -> Vec<String> {
+        tar::Archive::new(std::fs::File::open(blob(d)).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+            .collect()
+    };
+    // Layer 0 is busybox; RUN 1 changed no file (no layer), RUN 2 made one, RUN 3 none.
+    assert_eq!(layers.len(), 2, "empty diffs make no layer");
+    let l = names(&layers[1]);
+    assert!(l.contains(&"bin/.wh.vi".to_owned()), "{l:?}");
+    assert!(l.contains(&".wh.home".to_owned()), "{l:?}");
+    assert!(
+        l.iter()
+            .all(|n| !n.starts_with("etc") && !n.starts_with("proc")),
+        "{l:?}"
+    );
+    // A failing step: exit 1, the command, its exit code, the line.
+    let bad = context(
+        &s,
+        "bad",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo before\nRUN echo about to fail; exit 7\n",
+        )],
+    );
+    let b = build(&s, &bad, &[]);
+    assert_eq!(b.code, 1);
+    assert!(b.stderr.contains("about to fail"), "{}", b.stderr);
+    assert!(b.stderr.contains("exit code: 7"), "{}", b.stderr);
+    assert!(b.stderr.contains("Dockerfile:3"), "{}", b.stderr);
+    // A syntax error is bad input: exit 2 with the line.
+    let syntax = context(&s, "syntax", &[("Dockerfile", "FROM busybox\nRUNN x\n")]);
+    let b = build(&s, &syntax, &[]);
+    assert_eq!(b.code, 2, "{}", b.stderr);
+    assert!(b.stderr.contains("Dockerfile:2"), "{}", b.stderr);
+    s.assert_clean();
+}
+
+#[test]
+fn the_cache_reuses_unchanged_steps_and_only_those() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY a.txt /\nRUN cat /a.txt > /copy\nARG LATE=1\nRUN echo $LATE > /late\nCOPY b.txt /\n",
+            ),
+            ("a.txt", "a\n"),
+            ("b.txt", "b\n"),
+        ],
+    );
+    let first = build_ok(&s, &ctx, &["-t", "c:1"]);
+    assert!(!first.contains("CACHED"));
+    let id = image_id(&s, "c:1");
+    // Unchanged: every layer step cached, the same image.
+    let again = build_ok(&s, &ctx, &["-t", "c:1"]);
+    assert_eq!(again.matches("CACHED").count(), 4, "{again}");
+    assert!(again.contains("0 steps run"), "{again}");
+    assert_eq!(image_id(&s, "c:1"), id);
+    // touch only: still cached (contents, not times, are the key).
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(ctx.join("a.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let touched = build_ok(&s, &ctx, &["-t", "c:1"]);
+    assert!(touched.contains("0 steps run"), "{touched}");
+    // A build arg only the second RUN sees: the steps before it stay cached.
+    let arg = build_ok(&s, &ctx, &["-t", "c:2", "--build-arg", "LATE=2"]);
+    assert!(arg.contains("2 steps run, 2 cached"), "{arg}");
+    assert_eq!(sh(&s, "c:2", "cat /late"), "2\n");
+    // b.txt changed: only the last COPY reruns.
+    std::fs::write(ctx.join("b.txt"), "b2\n").unwrap();
+    let changed = build_ok(&s, &ctx, &["-t", "c:3"]);
+    assert!(changed.contains("1 steps run, 3 cached"), "{changed}");
+    // a.txt changed: everything from its COPY on.
+    std::fs::write(ctx.join("a.txt"), "a2\n").unwrap();
+    let changed = build_ok(&s, &ctx, &["-t", "c:4"]);
+    assert!(changed.contains("4 steps run, 0 cached"), "{changed}");
+    assert_eq!(sh(&s, "c:4", "cat /copy"), "a2\n");
+    // --no-cache runs everything.
+    let none = build_ok(&s, &ctx, &["-t", "c:5", "--no-cache"]);
+    assert!(none.contains("4 steps run"), "{none}");
+    s.assert_clean();
+}
+
+#[test]
+fn multi_stage_targets_parallel_stages_and_copy_from() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[(
+            "Dockerfile",
+            r#"FROM busybox AS base
+ENV FROM_BASE=yes
+RUN mkdir /out && echo base > /out/base
+
+FROM base AS left
+RUN sleep 1 && echo left > /out/left
+
+FROM base AS right
+RUN sleep 1 && echo right > /out/right
+
+FROM busybox AS unused
+RUN exit 1
+
+FROM busybox
+COPY --from=left /out/left /res/
+COPY --from=right /out /res/
+COPY --from=base /out/base /res/base
+RUN env | grep FROM_BASE || echo no-inherited-env
+"#,
+        )],
+    );
+    let started = std::time::Instant::now();
+    let err = build_ok(&s, &ctx, &["-t", "ms:1"]);
+    let took = started.elapsed();
+    assert!(!err.contains("[unused"), "skipped stages do not run: {err}");
+    assert!(err.contains("no-inherited-env"), "{err}");
+    // left and right (1 s each) ran side by side.
+    assert!(took.as_secs_f64() < 1.9, "stages in parallel: {took:?}");
+    assert_eq!(
+        sh(&s, "ms:1", "cat /res/left /res/right /res/base; ls /res"),
+        "left\nright\nbase\nbase\nleft\nright\n"
+    );
+    // --target builds a stage and what it needs; its ENV came from `base`.
+    build_ok(&s, &ctx, &["-t", "ms:left", "--target", "left"]);
+    assert_eq!(
+        sh(&s, "ms:left", "echo $FROM_BASE; ls /out"),
+        "yes\nbase\nleft\n"
+    );
+    s.assert_clean();
+}
+
+#[test]
+fn add_extracts_local_archives_and_onbuild_runs_in_children() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nADD files.tar.gz /unpacked/\nADD plain.txt /plain.txt\nONBUILD RUN touch /onbuilt\n",
+            ),
+            ("plain.txt", "plain\n"),
+        ],
+    );
+    {
+        let f = std::fs::File::create(ctx.join("files.tar.gz")).unwrap();
+        let gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+        let mut t = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o751);
+        h.set_uid(12);
+        h.set_gid(34);
+        h.set_cksum();
+        t.append_data(&mut h, "inner/f", &b"in\n"[..]).unwrap();
+        t.into_inner().unwrap().finish().unwrap();
+    }
+    build_ok(&s, &ctx, &["-t", "add:1"]);
+    assert_eq!(
+        sh(
+            &s,
+            "add:1",
+            "stat -c '%a %u:%g' /unpacked/inner/f; cat /unpacked/inner/f /plain.txt; ls /onbuilt 2>&1 | wc -l"
+        ),
+        "751 12:34\nin\nplain\n1\n"
+    );
+    let child = context(
+        &s,
+        "child",
+        &[("Dockerfile", "FROM add:1\nRUN ls /onbuilt\n")],
+    );
+    build_ok(&s, &child, &["-t", "child:1"]);
+    assert_eq!(sh(&s, "child:1", "ls /onbuilt"), "/onbuilt\n");
+    assert!(inspect(&s, "child:1")["Config"]["OnBuild"].is_null());
+    s.assert_clean();
+}
+
+#[test]
+fn source_date_epoch_makes_no_cache_builds_reproducible() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY f /f\nRUN echo built > /out\nLABEL x=y\n",
+            ),
+            ("f", "f\n"),
+        ],
+    );
+    build_ok(
+        &s,
+        &ctx,
+        &[
+            "-t",
+            "r:1",
+            "--no-cache",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    build_ok(
+        &s,
+        &ctx,
+        &["-t", "r:2", "--no-cache", "--timestamp", "1700000000"],
+    );
+    let (a, b) = (inspect(&s, "r:1"), inspect(&s, "r:2"));
+    assert_eq!(a["Id"], b["Id"]);
+    assert_eq!(a["Descriptor"]["digest"], b["Descriptor"]["digest"]);
+    assert_eq!(a["Created"], "2023-11-14T22:13:20Z");
+    let layer = last_layer(&s, "r:1");
+    assert!(layer.iter().any(|l| l.ends_with(" out")), "{layer:?}");
+    s.assert_clean();
+}
+
+#[test]
+fn built_images_save_and_interoperate() {
+    let Some(s) = sandbox() else { return };
+    if std::process::Command::new("umoci")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: umoci is not installed");
+        return;
+    }
+    let ctx = context(
+        &s,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo hi > /hi\nCMD [\"cat\", \"/hi\"]\n",
+        )],
+    );
+    build_ok(&s, &ctx, &["-t", "io:1"]);
+    assert_eq!(s.ok(&["run", "--rm", "io:1"]), "hi\n");
+    let bundle = s.path().join("bundle");
+    let out = std::process::Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:docker.io/library/io:1", s.store().display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/hi")).unwrap(),
+        "hi\n"
+    );
+}
