@@ -596,3 +596,117 @@ fn built_images_save_and_interoperate() {
         "hi\n"
     );
 }
+
+#[test]
+fn run_mounts_cache_bind_tmpfs_and_secrets() {
+    let Some(s) = sandbox() else { return };
+    let secret_value = "s3cr3t-value-0123456789";
+    let secret_file = s.path().join("token.txt");
+    std::fs::write(&secret_file, secret_value).unwrap();
+    let ctx = context(
+        &s,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                r#"FROM busybox AS tools
+RUN mkdir /out && echo from-stage > /out/tool
+
+FROM busybox
+ARG ROUND=1
+RUN --mount=type=cache,target=/var/cache/app echo "round $ROUND" >> /var/cache/app/log && cat /var/cache/app/log
+RUN --mount=type=bind,source=conf,target=/conf cat /conf/app.conf && ! touch /conf/new 2>/dev/null
+RUN --mount=type=bind,from=tools,source=/out,target=/tools,rw cat /tools/tool && touch /tools/discarded
+RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/x && grep -q '/scratch tmpfs' /proc/mounts
+RUN --mount=type=secret,id=token,required sha256sum /run/secrets/token | grep -q SECRET_SHA && echo secret-ok
+RUN --mount=type=secret,id=token,target=/etc/tok,mode=0440 stat -c '%a' /etc/tok
+"#,
+            ),
+            ("conf/app.conf", "setting=1\n"),
+        ],
+    );
+    let dockerfile = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
+    let sha = berth_oci::Digest::of(secret_value.as_bytes())
+        .hex()
+        .to_owned();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        dockerfile.replace("SECRET_SHA", &sha),
+    )
+    .unwrap();
+    let secret_arg = format!("id=token,src={}", secret_file.display());
+    let err = build_ok(&s, &ctx, &["-t", "m:1", "--secret", &secret_arg]);
+    assert!(err.contains("round 1"), "{err}");
+    assert!(
+        err.contains("setting=1") && err.contains("from-stage"),
+        "{err}"
+    );
+    assert!(err.contains("secret-ok") && err.contains("440"), "{err}");
+    // The cache mount persists between builds (and its contents are in no layer).
+    let err = build_ok(
+        &s,
+        &ctx,
+        &[
+            "-t",
+            "m:2",
+            "--secret",
+            &secret_arg,
+            "--build-arg",
+            "ROUND=2",
+        ],
+    );
+    assert!(
+        err.contains("round 1\n") || err.contains("round 1"),
+        "{err}"
+    );
+    assert!(err.contains("round 2"), "{err}");
+    let files = sh(
+        &s,
+        "m:2",
+        "ls -A /var/cache/app /run/secrets /scratch /tools /conf /etc/tok 2>/dev/null | wc -l",
+    );
+    assert_eq!(
+        files, "0\n",
+        "no mount target or cache content is in the image"
+    );
+    // The secret is in no file berth wrote: store, layers, configs, cache records.
+    for entry in walkdir::WalkDir::new(s.store()).into_iter().flatten() {
+        if entry.file_type().is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            assert!(
+                !bytes
+                    .windows(secret_value.len())
+                    .any(|w| w == secret_value.as_bytes()),
+                "the secret leaked into {}",
+                entry.path().display()
+            );
+        }
+    }
+    assert!(
+        !String::from_utf8_lossy(&s.run(&["history", "--no-trunc", "m:2"]).stdout)
+            .contains(secret_value)
+    );
+    // A required secret that was not given: a clear error (when the step runs: a cached
+    // step needs no secret, as in BuildKit).
+    let b = build(&s, &ctx, &["--no-cache"]);
+    assert_eq!(b.code, 1);
+    assert!(
+        b.stderr.contains("secret \"token\" is required"),
+        "{}",
+        b.stderr
+    );
+    // No secret file is left in /dev/shm.
+    let left = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("berth-secret-"))
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(left, 0);
+    s.assert_clean();
+}

@@ -54,6 +54,8 @@ pub struct ProcessSettings {
     pub console: Option<PathBuf>,
     /// Bind mounts: host source, container destination, read-only.
     pub binds: Vec<(PathBuf, String, bool)>,
+    /// tmpfs mounts: container destination, size limit in bytes.
+    pub tmpfs: Vec<(String, Option<u64>)>,
     /// The cgroup, relative to each hierarchy (`berth/<id>`); empty: none.
     pub cgroup_path: String,
     /// Memory limit in bytes.
@@ -205,6 +207,14 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
             &["rbind", "rprivate"]
         };
         mounts.push(mount(dest, "bind", &source.display().to_string(), options)?);
+    }
+    for (dest, size) in &settings.tmpfs {
+        let size = size.map(|s| format!("size={s}"));
+        let mut options = vec!["nosuid", "nodev", "mode=1777"];
+        if let Some(s) = &size {
+            options.push(s);
+        }
+        mounts.push(mount(dest, "tmpfs", "tmpfs", &options)?);
     }
     for (file, dest) in &settings.etc_files {
         mounts.push(mount(

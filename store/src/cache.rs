@@ -38,6 +38,14 @@ pub struct CachedLayer {
     pub chain_id: Digest,
 }
 
+/// `RUN --mount=type=cache,sharing=...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheSharing {
+    Shared,
+    Private,
+    Locked,
+}
+
 /// A scratch directory under `tmp/` with `upper/` and `work/` inside; removed on drop (and
 /// by the next start of berth if the process dies first).
 #[derive(Debug)]
@@ -126,6 +134,63 @@ impl Store {
             if cutoff.is_none_or(|c| record.used < c) {
                 let path = self.root().join("cache").join(&name);
                 std::fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The directory of a `RUN --mount=type=cache` with this id (`cache-mounts/<sha256 of
+    /// id>/data`), made with `mode`, `uid` and `gid` when it is new. With `sharing`
+    /// `locked` the caller holds the returned lock while the step runs; with `private` a
+    /// busy cache gives `None` (the caller uses a fresh directory instead).
+    pub fn cache_mount(
+        &self,
+        id: &str,
+        owner: (u32, u32, u32),
+        sharing: CacheSharing,
+    ) -> Result<Option<(PathBuf, Option<crate::lock::FileLock>)>> {
+        let dir = self
+            .root()
+            .join("cache-mounts")
+            .join(Digest::of(id.as_bytes()).hex());
+        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let data = dir.join("data");
+        if !data.is_dir() {
+            let tmp = unique_tmp_path(&dir, "new");
+            std::fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+            let (mode, uid, gid) = owner;
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
+                .ctx(|| format!("chown {}", tmp.display()))?;
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .ctx(|| format!("chmod {}", tmp.display()))?;
+            if std::fs::rename(&tmp, &data).is_err() {
+                let _ = std::fs::remove_dir(&tmp); // another build made it first
+            }
+        }
+        let lock_path = dir.join("lock");
+        let lock = match sharing {
+            CacheSharing::Shared => None,
+            CacheSharing::Locked => Some(crate::lock::FileLock::exclusive(&lock_path)?),
+            CacheSharing::Private => match crate::lock::FileLock::try_exclusive(&lock_path)? {
+                Some(l) => Some(l),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((data, lock)))
+    }
+
+    /// Removes every cache mount nobody is using; returns how many.
+    pub fn cache_mounts_prune(&self) -> Result<usize> {
+        let dir = self.root().join("cache-mounts");
+        let mut removed = 0;
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        for entry in entries.flatten() {
+            let lock_path = entry.path().join("lock");
+            if let Some(_lock) = crate::lock::FileLock::try_exclusive(&lock_path)? {
+                crate::fsutil::remove_all(&entry.path().join("data"))?;
                 removed += 1;
             }
         }

@@ -41,6 +41,7 @@ impl Store {
             "blobs/sha256",
             "snapshots",
             "cache",
+            "cache-mounts",
             "contexts",
             "containers",
             "locks",

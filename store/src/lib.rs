@@ -37,7 +37,7 @@ pub mod snapshots;
 pub mod transport;
 
 pub use blobs::{BlobWriter, Expect};
-pub use cache::{CacheRecord, CachedLayer, WorkDir};
+pub use cache::{CacheRecord, CacheSharing, CachedLayer, WorkDir};
 pub use check::Fault;
 pub use error::{Result, StoreError};
 pub use gc::GcReport;

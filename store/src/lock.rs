@@ -52,6 +52,16 @@ impl FileLock {
         Ok(FileLock { file })
     }
 
+    /// An exclusive lock if nobody holds one; `None` when busy.
+    pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>> {
+        let file = FileLock::open(path)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(FileLock { file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(std::io::Error::from(e)).ctx(|| format!("locking {}", path.display())),
+        }
+    }
+
     /// Converts to exclusive without waiting; `false` when another process holds it, and
     /// then the lock is shared again.
     ///

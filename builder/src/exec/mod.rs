@@ -17,10 +17,12 @@
 //! | [`fsops`] | paths resolved inside a tree (never out of it) → file operations |
 //! | [`copy`] | COPY/ADD sources and flags → files written into the image's tree |
 //! | [`config`] | config instructions → the image config and its history |
+//! | [`mounts`] | `RUN --mount` specs and `--secret`s → what the container mounts |
 
 pub mod config;
 pub mod copy;
 pub mod fsops;
+pub mod mounts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -57,6 +59,8 @@ pub struct BuildOptions {
     pub platform: Platform,
     /// Stages run at once.
     pub jobs: usize,
+    /// `--secret`s by id.
+    pub secrets: BTreeMap<String, mounts::Secret>,
 }
 
 /// What a build reports as it goes (cli prints it).
@@ -597,6 +601,223 @@ const MOUNT_STUBS: &[&str] = &[
     "etc",
 ];
 
+/// What a RUN step's `--mount`s became; secret files are removed and cache locks released
+/// on drop.
+#[derive(Debug, Default)]
+struct PreparedMounts {
+    binds: Vec<(PathBuf, String, bool)>,
+    tmpfs: Vec<(String, Option<u64>)>,
+    targets: Vec<String>,
+    secret_files: Vec<PathBuf>,
+    _locks: Vec<berth_store::lock::FileLock>,
+}
+
+impl Drop for PreparedMounts {
+    fn drop(&mut self) {
+        for f in &self.secret_files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// Copies `source` out of a tree (a stage's or image's snapshots, or the context) into a
+/// fresh directory; returns the host path of the copy (a directory, or the file).
+fn export_tree(
+    ctx: &Ctx<'_>,
+    lowers: Option<Vec<PathBuf>>,
+    source: &str,
+    out: &Path,
+) -> Result<PathBuf, String> {
+    let copy_dir = out.join("copy");
+    let mount = out.join("tree");
+    for d in [&copy_dir, &mount] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    let inst = crate::instructions::CopyInst {
+        sources: vec![source.to_owned()],
+        dest: "/".into(),
+        from: None,
+        chown: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: Vec::new(),
+        keep_git_dir: false,
+        checksum: None,
+        unpack: Some(false),
+        heredocs: Vec::new(),
+    };
+    let scratch = out.join("scratch");
+    let job = copy::CopyJob {
+        inst: &inst,
+        add: false,
+        workdir: "/",
+        owner: None,
+        chmod: None,
+        scratch: &scratch,
+    };
+    let is_dir = |root: &fsops::InRoot| {
+        root.stat(source)
+            .map(|s| {
+                rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Directory
+            })
+            .map_err(|e| format!("{source:?}: {e}"))
+    };
+    let dest = fsops::InRoot::open(&copy_dir).map_err(|e| e.to_string())?;
+    let dir = match lowers {
+        Some(lowers) => with_views(
+            &[View {
+                lowers,
+                upper: None,
+                target: mount.clone(),
+            }],
+            &out.join("empty"),
+            |targets| {
+                let tree = copy::SourceTree {
+                    root: fsops::InRoot::open(&targets[0]).map_err(|e| e.to_string())?,
+                    filter: None,
+                };
+                let dir = is_dir(&tree.root)?;
+                copy::copy(&job, &tree, &dest, &[]).map(|()| dir)
+            },
+        )
+        .map_err(|e| e.to_string())??,
+        None => {
+            let tree = copy::SourceTree {
+                root: fsops::InRoot::open(&ctx.context.root).map_err(|e| e.to_string())?,
+                filter: Some(&ctx.context.entries),
+            };
+            let dir = is_dir(&tree.root)?;
+            copy::copy(&job, &tree, &dest, &[])?;
+            dir
+        }
+    };
+    Ok(if dir {
+        copy_dir
+    } else {
+        copy_dir.join(fsops::components(source).last().copied().unwrap_or("file"))
+    })
+}
+
+fn prepare_mounts(
+    ctx: &Ctx<'_>,
+    state: &StageState,
+    step: &Step,
+    work: &Path,
+    run: &crate::instructions::Run,
+) -> Result<PreparedMounts, BuildError> {
+    let err = |m: String| step_error(step, m);
+    let mut p = PreparedMounts::default();
+    for (n, spec) in run.mounts.iter().enumerate() {
+        let m = mounts::MountSpec::parse(spec).map_err(err)?;
+        let target = crate::plan::resolve_workdir(&step.context.workdir, &m.target);
+        let own = work.join(format!("mount-{n}"));
+        std::fs::create_dir_all(&own).map_err(|e| err(e.to_string()))?;
+        match m.kind {
+            mounts::Kind::Tmpfs => p.tmpfs.push((target.clone(), m.size)),
+            mounts::Kind::Cache => {
+                let id = m.id.clone().unwrap_or_else(|| target.clone());
+                let owner = (
+                    m.mode.unwrap_or(0o755),
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                );
+                match ctx.store.cache_mount(&id, owner, m.sharing)? {
+                    Some((dir, lock)) => {
+                        p.binds.push((dir, target.clone(), m.readonly));
+                        p._locks.extend(lock);
+                    }
+                    // `sharing=private` and the cache is in use: a fresh one for this step.
+                    None => p.binds.push((own.clone(), target.clone(), m.readonly)),
+                }
+            }
+            mounts::Kind::Secret => {
+                let id = m.id.clone().unwrap_or_default();
+                let value = match ctx.opts.secrets.get(&id) {
+                    Some(s) => s.read().map_err(err)?,
+                    None => None,
+                };
+                let Some(value) = value else {
+                    if m.required {
+                        return Err(err(format!(
+                            "secret {id:?} is required but was not given: pass --secret id={id},src=FILE"
+                        )));
+                    }
+                    continue;
+                };
+                let base = if Path::new("/dev/shm").is_dir() {
+                    PathBuf::from("/dev/shm")
+                } else {
+                    own.clone()
+                };
+                let file = base.join(format!(
+                    "berth-secret-{}-{}",
+                    std::process::id(),
+                    Digest::of(format!("{}{n}{id}", work.display()).as_bytes()).hex()
+                ));
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&file)
+                        .map_err(|e| err(format!("writing secret {id:?}: {e}")))?;
+                    p.secret_files.push(file.clone());
+                    std::io::Write::write_all(&mut f, &value)
+                        .map_err(|e| err(format!("writing secret {id:?}: {e}")))?;
+                }
+                std::os::unix::fs::chown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
+                    .map_err(|e| err(e.to_string()))?;
+                std::fs::set_permissions(
+                    &file,
+                    std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o400)),
+                )
+                .map_err(|e| err(e.to_string()))?;
+                p.binds.push((file, target.clone(), true));
+            }
+            mounts::Kind::Bind => {
+                let source = m.source.clone().unwrap_or_else(|| "/".into());
+                let lowers = match &m.from {
+                    None => None,
+                    Some(from) => Some(
+                        match crate::instructions::stages::find_stage(ctx.df, from) {
+                            Some(j) => ctx
+                                .done
+                                .lock()
+                                .expect("no panics")
+                                .get(&j)
+                                .map(|s| s.snapshots.clone())
+                                .expect("dependencies run first"),
+                            None => {
+                                let image = ctx.store.resolve(from)?;
+                                ctx.store.ensure_snapshots(&image)?
+                            }
+                        },
+                    ),
+                };
+                let host = if lowers.is_none() && m.readonly {
+                    // Read-only from the context: the source resolved inside the context.
+                    let root =
+                        fsops::InRoot::open(&ctx.context.root).map_err(|e| err(e.to_string()))?;
+                    let clean = fsops::components(&source).join("/");
+                    let real = root
+                        .canonical(if clean.is_empty() { "." } else { &clean })
+                        .map_err(|e| err(format!("--mount source {source:?}: {e}")))?;
+                    ctx.context.root.join(real)
+                } else {
+                    export_tree(ctx, lowers, &source, &own)
+                        .map_err(|e| err(format!("--mount source {source:?}: {e}")))?
+                };
+                p.binds.push((host, target.clone(), m.readonly));
+            }
+        }
+        p.targets.push(target);
+    }
+    let _ = state;
+    Ok(p)
+}
+
 /// Removes what the runtime created only to mount on (an empty file or directory that no
 /// lower layer has), so it does not end up in the layer.
 fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], extra: &[String]) {
@@ -618,6 +839,17 @@ fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], extra: &[String]) {
             let _ = std::fs::remove_dir(&p); // only when empty
         } else if meta.is_file() && meta.len() == 0 {
             let _ = std::fs::remove_file(&p);
+        }
+    }
+    // Directories made only to hold a mount point (`/run/secrets` for a secret).
+    for rel in &extra {
+        let mut dir = Path::new(rel).parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            let s = d.to_string_lossy();
+            if in_lowers(&s) || std::fs::remove_dir(upper.join(d)).is_err() {
+                break;
+            }
+            dir = d.parent();
         }
     }
     // A directory copied up only to hold a stub (`/etc` for `/etc/hosts`) and now empty, with
@@ -664,12 +896,7 @@ fn run_step(
             sc.shell.iter().cloned().chain([script]).collect()
         }
     };
-    if !run.mounts.is_empty() {
-        return Err(err(format!(
-            "RUN --mount is not supported yet ({})",
-            run.mounts.join(" ")
-        )));
-    }
+    let prepared = prepare_mounts(ctx, state, step, work, run)?;
     let mut env = sc.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, format!("PATH={}", berth_runtime::DEFAULT_PATH));
@@ -710,7 +937,8 @@ fn run_step(
         ],
         init: false,
         console: None,
-        binds: Vec::new(),
+        binds: prepared.binds.clone(),
+        tmpfs: prepared.tmpfs.clone(),
         cgroup_path: String::new(),
         memory: None,
         cpus: None,
@@ -752,7 +980,8 @@ fn run_step(
         bundle.run_captured(&ctx.opts.exe, writer.into(), writer2.into())
     })
     .map_err(|e| err(e.to_string()))?;
-    remove_mount_stubs(&work.join("upper"), &state.snapshots, &[]);
+    remove_mount_stubs(&work.join("upper"), &state.snapshots, &prepared.targets);
+    drop(prepared);
     if outcome.exit_code != 0 {
         let shown = match &run.command {
             Command::Exec(a) => serde_json::to_string(a).expect("strings"),

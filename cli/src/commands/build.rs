@@ -70,6 +70,9 @@ pub struct Args {
     /// Keep the full output of every RUN step in this file
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// A secret for `RUN --mount=type=secret` (id=ID,src=FILE or id=ID,env=VAR); never stored
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
     /// Check for a newer base image (needs the registry client: not yet)
     #[arg(long)]
     pull: bool,
@@ -251,7 +254,13 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         numbers: Mutex::new((HashMap::new(), 0)),
         log,
     };
+    let mut secrets = BTreeMap::new();
+    for spec in &args.secrets {
+        let (id, secret) = berth_builder::exec::mounts::Secret::parse(spec).map_err(UsageError)?;
+        secrets.insert(id, secret);
+    }
     let options = BuildOptions {
+        secrets,
         exe: std::fs::read_link("/proc/self/exe")?,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),

@@ -514,6 +514,7 @@ fn prepare(
         memory: args.memory,
         cpus: args.cpus,
         pids_limit: args.pids_limit,
+        tmpfs: Vec::new(),
         binds: binds.to_vec(),
         console,
         init: args.init,
