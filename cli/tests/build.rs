@@ -699,11 +699,7 @@ RUN --mount=type=secret,id=token,target=/etc/tok,mode=0440 stat -c '%a' /etc/tok
     let left = std::fs::read_dir("/dev/shm")
         .map(|d| {
             d.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with(&format!("berth-secret-"))
-                })
+                .filter(|e| e.file_name().to_string_lossy().starts_with("berth-secret-"))
                 .count()
         })
         .unwrap_or(0);
