@@ -706,3 +706,40 @@ RUN --mount=type=secret,id=token,target=/etc/tok,mode=0440 stat -c '%a' /etc/tok
     assert_eq!(left, 0);
     s.assert_clean();
 }
+
+#[test]
+fn copy_link_layers_are_reused_on_any_base_and_parents_keeps_paths() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY --link f /app/f\n"),
+            (
+                "Dockerfile.other",
+                "FROM busybox\nRUN touch /other\nCOPY --link f /app/f\nCOPY --parents a/b/c.txt d/*.txt /p/\n",
+            ),
+            ("f", "f\n"),
+            ("a/b/c.txt", "c\n"),
+            ("d/e.txt", "e\n"),
+        ],
+    );
+    build_ok(&s, &ctx, &["-t", "link:1"]);
+    let other = ctx.join("Dockerfile.other");
+    let err = build_ok(&s, &ctx, &["-t", "link:2", "-f", other.to_str().unwrap()]);
+    assert!(
+        err.contains("1 cached"),
+        "the --link layer is reused on another base: {err}"
+    );
+    assert_eq!(
+        sh(
+            &s,
+            "link:2",
+            "cat /app/f; ls /other; find /p -type f | sort"
+        ),
+        "f\n/other\n/p/a/b/c.txt\n/p/d/e.txt\n"
+    );
+    let layer = last_layer(&s, "link:1");
+    assert_eq!(layer.len(), 2, "only the copied entries: {layer:?}");
+    s.assert_clean();
+}

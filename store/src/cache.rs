@@ -265,9 +265,23 @@ impl Store {
         }))
     }
 
-    /// Makes sure the snapshot for a cached layer exists (gc may have dropped it while
-    /// keeping the blob); unpacks it from the blob when missing.
-    pub fn ensure_cached_snapshot(&self, layer: &CachedLayer) -> Result<PathBuf> {
+    /// Makes sure the snapshot for a cached layer on top of `parent_chain` exists (gc may
+    /// have dropped it while keeping the blob, or the layer was made on another parent, as
+    /// `COPY --link` layers are); unpacks it from the blob when missing. Returns the layer
+    /// with its chain-id on this parent.
+    pub fn ensure_cached_snapshot(
+        &self,
+        layer: &CachedLayer,
+        parent_chain: Option<&Digest>,
+    ) -> Result<CachedLayer> {
+        let chain_id = match parent_chain {
+            None => layer.diff_id.clone(),
+            Some(parent) => Digest::of(format!("{parent} {}", layer.diff_id).as_bytes()),
+        };
+        let layer = CachedLayer {
+            chain_id,
+            ..layer.clone()
+        };
         let dir = self.snapshot_path(&layer.chain_id);
         if !dir.is_dir() {
             let desc = berth_oci::Descriptor::new(
@@ -282,6 +296,6 @@ impl Store {
                 &crate::layer::unpack::UnpackOptions::default(),
             )?;
         }
-        Ok(dir)
+        Ok(layer)
     }
 }

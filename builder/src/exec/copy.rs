@@ -310,9 +310,14 @@ pub fn copy(
                     .lstat(&real)
                     .map_err(|e| io_msg("reading", &path, e))?;
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    let into = if inst.parents && !path.is_empty() {
+                        format!("{dest_path}/{path}")
+                    } else {
+                        dest_path.clone()
+                    };
                     let fd = dest
-                        .mkdir_all(&dest_path, Some(created_dir_meta))
-                        .map_err(|e| io_msg("creating", &dest_path, e))?;
+                        .mkdir_all(&into, Some(created_dir_meta))
+                        .map_err(|e| io_msg("creating", &into, e))?;
                     copy_contents(job, tree, &real, &fd)?;
                     continue;
                 }
@@ -328,7 +333,10 @@ pub fn copy(
                     .copied()
                     .unwrap_or_default()
                     .to_owned();
-                let target = if dir_syntax || multiple || dest_is_dir(&dest_path) {
+                let target = if inst.parents {
+                    // `--parents`: the source's path is kept under the destination.
+                    format!("{dest_path}/{path}")
+                } else if dir_syntax || multiple || dest_is_dir(&dest_path) {
                     format!("{dest_path}/{base}")
                 } else {
                     dest_path.clone()

@@ -332,16 +332,19 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
                     Some(record) => {
                         ctx.progress.event(Event::Cached { id: id.clone() });
                         ctx.counts.lock().expect("no panics").1 += 1;
-                        if let Some(l) = &record.layer {
-                            ctx.store.ensure_cached_snapshot(l)?;
-                        }
+                        let layer = match &record.layer {
+                            Some(l) => {
+                                Some(ctx.store.ensure_cached_snapshot(l, state.chain.as_ref())?)
+                            }
+                            None => None,
+                        };
                         // Refresh the record's last use (for `prune --filter until=`).
                         let created = match record.created {
                             0 => now_secs(),
                             c => c,
                         };
                         ctx.store.cache_store(&key, record.layer.clone(), created)?;
-                        (record.layer, created)
+                        (layer, created)
                     }
                     None => {
                         ctx.counts.lock().expect("no panics").0 += 1;
@@ -409,7 +412,16 @@ fn execute(
         Instruction::Run(run) => run_step(ctx, state, step, id, &work.path, run)?,
         Instruction::Copy(c) | Instruction::Add(c) => {
             let add = matches!(step.instruction, Instruction::Add(_));
-            copy_step(ctx, state, step, &work.path, c, add)?;
+            if c.link {
+                // Made over an empty tree: the layer holds only what was copied.
+                let alone = StageState {
+                    snapshots: Vec::new(),
+                    ..state.clone()
+                };
+                copy_step(ctx, &alone, step, &work.path, c, add)?;
+            } else {
+                copy_step(ctx, state, step, &work.path, c, add)?;
+            }
         }
         Instruction::Workdir(_) => {
             let dir = crate::plan::resolve_workdir(

@@ -326,14 +326,14 @@ pub fn plan(
                             digest_selection(selected, numeric_chown(&c.chown)).to_string()
                         }
                     };
-                    let k = key(&[
-                        &layer_key.to_string(),
-                        &written,
-                        &sources,
-                        &user,
-                        &workdir,
-                        &platform,
-                    ]);
+                    // `--link`: the layer is made apart from the image below it, so its key
+                    // leaves the parent out and the layer is reused on any base.
+                    let parent = if c.link {
+                        "link".to_owned()
+                    } else {
+                        layer_key.to_string()
+                    };
+                    let k = key(&[&parent, &written, &sources, &user, &workdir, &platform]);
                     (StepKind::Layer, k)
                 }
                 Instruction::Workdir(w) => {
