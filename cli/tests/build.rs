@@ -743,3 +743,37 @@ fn copy_link_layers_are_reused_on_any_base_and_parents_keeps_paths() {
     assert_eq!(layer.len(), 2, "only the copied entries: {layer:?}");
     s.assert_clean();
 }
+
+#[test]
+fn prune_build_cache_keeps_what_tagged_images_need() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=cache,target=/c echo x > /c/f && echo kept > /kept\nRUN echo gone > /gone\n",
+        )],
+    );
+    build_ok(&s, &ctx, &["-t", "p:1"]);
+    // A recent cache survives `--filter until=24h`.
+    let out = s.ok(&[
+        "system",
+        "prune",
+        "-f",
+        "--build-cache",
+        "--filter",
+        "until=24h",
+    ]);
+    assert!(out.contains("0 build cache record(s)"), "{out}");
+    assert!(build_ok(&s, &ctx, &["-t", "p:1"]).contains("0 steps run"));
+    let out = s.ok(&["system", "prune", "-f", "--build-cache"]);
+    assert!(
+        out.contains("2 build cache record(s), 1 cache mount(s)"),
+        "{out}"
+    );
+    // The image still runs; the next build runs its steps again.
+    assert_eq!(sh(&s, "p:1", "cat /kept /gone"), "kept\ngone\n");
+    assert!(build_ok(&s, &ctx, &["-t", "p:1"]).contains("2 steps run"));
+    s.assert_clean();
+}

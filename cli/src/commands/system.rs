@@ -1,5 +1,6 @@
 //! `berth system df|prune|check`: the store's disk use, cleanup and consistency check.
 
+use crate::UsageError;
 use std::io::IsTerminal;
 
 use berth_store::Store;
@@ -18,6 +19,12 @@ pub enum Command {
         /// Do not ask for confirmation
         #[arg(short, long)]
         force: bool,
+        /// Remove only the build cache (records and cache mounts), no images
+        #[arg(long)]
+        build_cache: bool,
+        /// Only build cache unused for longer than this (`until=24h`, `until=90m`)
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// Verify every blob and reference in the store (exit 1 when something is wrong)
     Check,
@@ -26,7 +33,30 @@ pub enum Command {
 pub fn run(store: &Store, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Df => df(store),
-        Command::Prune { all, force } => prune(store, all, force),
+        Command::Prune {
+            all,
+            force,
+            build_cache,
+            filter,
+        } => {
+            let older_than = match filter.as_deref() {
+                None => None,
+                Some(f) => {
+                    let Some(d) = f.strip_prefix("until=") else {
+                        return Err(UsageError(format!(
+                            "--filter {f:?}: only until=DURATION is supported (e.g. until=24h)"
+                        ))
+                        .into());
+                    };
+                    Some(
+                        humantime::parse_duration(d)
+                            .map_err(|e| UsageError(format!("--filter {f:?}: {e}")))?
+                            .as_secs(),
+                    )
+                }
+            };
+            prune(store, all, force, build_cache, older_than)
+        }
         Command::Check => check(store),
     }
 }
@@ -115,9 +145,20 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-fn prune(store: &Store, all: bool, force: bool) -> anyhow::Result<u8> {
+/// Docker's `system prune`: unnamed images, unreferenced content and the build cache (the
+/// cache records go; the layers they named go with them unless an image needs them).
+/// `--build-cache` (as `docker builder prune`) leaves images alone.
+fn prune(
+    store: &Store,
+    all: bool,
+    force: bool,
+    build_cache: bool,
+    older_than: Option<u64>,
+) -> anyhow::Result<u8> {
     if !force && std::io::stdin().is_terminal() {
-        let what = if all {
+        let what = if build_cache {
+            "the build cache"
+        } else if all {
             "all images without at least one container associated to them"
         } else {
             "all unnamed images and unreferenced content"
@@ -129,9 +170,19 @@ fn prune(store: &Store, all: bool, force: bool) -> anyhow::Result<u8> {
             return Ok(0);
         }
     }
-    let removed_untagged = store.remove_untagged()?;
+    let records = store.cache_prune(older_than)?;
+    let mounts = if older_than.is_none() {
+        store.cache_mounts_prune()?
+    } else {
+        0
+    };
+    let removed_untagged = if build_cache {
+        0
+    } else {
+        store.remove_untagged()?
+    };
     let mut untagged = 0;
-    if all {
+    if all && !build_cache {
         let used: std::collections::HashSet<_> = store
             .container_uses()?
             .into_iter()
@@ -147,8 +198,8 @@ fn prune(store: &Store, all: bool, force: bool) -> anyhow::Result<u8> {
     }
     let report = store.gc()?;
     println!(
-        "Deleted {} unnamed image(s), {} name(s), {} blob(s), {} snapshot(s)",
-        removed_untagged, untagged, report.blobs_removed, report.snapshots_removed
+        "Deleted {} unnamed image(s), {} name(s), {} build cache record(s), {} cache mount(s), {} blob(s), {} snapshot(s)",
+        removed_untagged, untagged, records, mounts, report.blobs_removed, report.snapshots_removed
     );
     println!(
         "\nTotal reclaimed space: {}",
