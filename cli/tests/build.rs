@@ -777,3 +777,64 @@ fn prune_build_cache_keeps_what_tagged_images_need() {
     assert!(build_ok(&s, &ctx, &["-t", "p:1"]).contains("2 steps run"));
     s.assert_clean();
 }
+
+#[test]
+fn output_writes_oci_docker_and_local_results() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN mkdir /made && echo out > /made/file && chmod 4755 /made/file\n",
+        )],
+    );
+    let oci = s.path().join("img-oci.tar");
+    let docker = s.path().join("img-docker.tar");
+    let local = s.path().join("rootfs-out");
+    build_ok(
+        &s,
+        &ctx,
+        &[
+            "-t",
+            "out:1",
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+            "--output",
+            &format!("type=docker,dest={}", docker.display()),
+            "-o",
+            local.to_str().unwrap(),
+        ],
+    );
+    let meta = std::fs::metadata(local.join("made/file")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+        0o4755
+    );
+    assert!(local.join("bin/busybox").is_file());
+    for (kind, file) in [("oci-archive", &oci), ("docker-archive", &docker)] {
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("{kind}:{}", file.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let raw = String::from_utf8_lossy(&out.stdout);
+        if kind == "oci-archive" {
+            assert!(raw.contains("tar+gzip"), "layers leave compressed: {raw}");
+        }
+    }
+    // The archives load into another store and run.
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    other.ok(&["load", "-i", oci.to_str().unwrap()]);
+    assert_eq!(
+        other.ok(&["run", "--rm", "out:1", "cat", "/made/file"]),
+        "out\n"
+    );
+    other.assert_clean();
+    s.assert_clean();
+}

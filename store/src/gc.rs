@@ -93,6 +93,11 @@ impl Store {
         for root in &roots {
             self.mark_manifest(root, &mut marks)?;
         }
+        // Compressed copies of kept layers (compress.rs) stay with them.
+        let kept: Vec<Digest> = marks.blobs.iter().cloned().collect();
+        for d in kept {
+            marks.blobs.extend(self.compressed_variants(&d));
+        }
         for (_, record) in self.cache_records()? {
             if let Some(layer) = record.layer {
                 marks.blobs.insert(layer.diff_id);

@@ -11,6 +11,7 @@
 //! | `index.json` | [`index`] | tags: names → manifest descriptors |
 //! | `snapshots/<chain-hex>/` | [`snapshots`], [`layer`] | layers unpacked safely; directories packed deterministically |
 //! | `cache/<key>`, `tmp/` work dirs | [`cache`] | build cache records; committing an overlay upper dir as a layer |
+//! | `compressed/<diff-id>.<alg>` | [`compress`] | layers compressed on the way out, once, on all cores |
 //! | `containers/<id>/container.json` | [`containers`] | which images containers keep alive |
 //! | — | [`gc`], [`check`] | removing unreferenced content; verifying everything |
 //! | archives | [`archive`] | `oci-archive` and `docker-archive` files, read and written |
@@ -23,6 +24,7 @@ pub mod archive;
 pub mod blobs;
 pub mod cache;
 pub mod check;
+pub mod compress;
 pub mod containers;
 pub mod contexts;
 pub mod error;

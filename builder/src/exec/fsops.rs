@@ -72,6 +72,7 @@ impl InRoot {
     }
 
     fn open_at(&self, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
+        let path = if path.is_empty() { "." } else { path };
         Ok(rustix::fs::openat2(
             &self.root,
             path,

@@ -632,17 +632,19 @@ impl Drop for PreparedMounts {
     }
 }
 
-/// Copies `source` out of a tree (a stage's or image's snapshots, or the context) into a
-/// fresh directory; returns the host path of the copy (a directory, or the file).
-fn export_tree(
-    ctx: &Ctx<'_>,
+/// Copies `source` out of a tree (snapshots mounted read-only, or the build context) into
+/// `dest_dir`, which must exist; says whether the source was a directory (its contents were
+/// copied) or a file (copied into `dest_dir` under its name). `scratch` is a work directory.
+pub fn export_tree(
+    context: Option<&ScannedContext>,
     lowers: Option<Vec<PathBuf>>,
     source: &str,
-    out: &Path,
-) -> Result<PathBuf, String> {
-    let copy_dir = out.join("copy");
-    let mount = out.join("tree");
-    for d in [&copy_dir, &mount] {
+    scratch: &Path,
+    dest_dir: &Path,
+) -> Result<bool, String> {
+    let mount = scratch.join("tree");
+    let empty = scratch.join("empty");
+    for d in [&mount, &empty] {
         std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
     let inst = crate::instructions::CopyInst {
@@ -659,14 +661,13 @@ fn export_tree(
         unpack: Some(false),
         heredocs: Vec::new(),
     };
-    let scratch = out.join("scratch");
     let job = copy::CopyJob {
         inst: &inst,
         add: false,
         workdir: "/",
         owner: None,
         chmod: None,
-        scratch: &scratch,
+        scratch,
     };
     let is_dir = |root: &fsops::InRoot| {
         root.stat(source)
@@ -675,15 +676,15 @@ fn export_tree(
             })
             .map_err(|e| format!("{source:?}: {e}"))
     };
-    let dest = fsops::InRoot::open(&copy_dir).map_err(|e| e.to_string())?;
-    let dir = match lowers {
-        Some(lowers) => with_views(
+    let dest = fsops::InRoot::open(dest_dir).map_err(|e| e.to_string())?;
+    match (lowers, context) {
+        (Some(lowers), _) => with_views(
             &[View {
                 lowers,
                 upper: None,
                 target: mount.clone(),
             }],
-            &out.join("empty"),
+            &empty,
             |targets| {
                 let tree = copy::SourceTree {
                     root: fsops::InRoot::open(&targets[0]).map_err(|e| e.to_string())?,
@@ -693,22 +694,26 @@ fn export_tree(
                 copy::copy(&job, &tree, &dest, &[]).map(|()| dir)
             },
         )
-        .map_err(|e| e.to_string())??,
-        None => {
+        .map_err(|e| e.to_string())?,
+        (None, Some(context)) => {
             let tree = copy::SourceTree {
-                root: fsops::InRoot::open(&ctx.context.root).map_err(|e| e.to_string())?,
-                filter: Some(&ctx.context.entries),
+                root: fsops::InRoot::open(&context.root).map_err(|e| e.to_string())?,
+                filter: Some(&context.entries),
             };
             let dir = is_dir(&tree.root)?;
             copy::copy(&job, &tree, &dest, &[])?;
-            dir
+            Ok(dir)
         }
-    };
-    Ok(if dir {
-        copy_dir
-    } else {
-        copy_dir.join(fsops::components(source).last().copied().unwrap_or("file"))
-    })
+        (None, None) => Err("nothing to copy from".into()),
+    }
+}
+
+/// `build --output type=local,dest=DIR`: an image's files, merged, written into `dest`.
+pub fn export_rootfs(store: &Store, image: &berth_store::Image, dest: &Path) -> Result<(), String> {
+    let lowers = store.ensure_snapshots(image).map_err(|e| e.to_string())?;
+    let work = store.work_dir("export").map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    export_tree(None, Some(lowers), "/", &work.path, dest).map(|_| ())
 }
 
 fn prepare_mounts(
@@ -818,8 +823,16 @@ fn prepare_mounts(
                         .map_err(|e| err(format!("--mount source {source:?}: {e}")))?;
                     ctx.context.root.join(real)
                 } else {
-                    export_tree(ctx, lowers, &source, &own)
-                        .map_err(|e| err(format!("--mount source {source:?}: {e}")))?
+                    let copy_dir = own.join("copy");
+                    std::fs::create_dir_all(&copy_dir).map_err(|e| err(e.to_string()))?;
+                    let context = lowers.is_none().then_some(ctx.context);
+                    let dir = export_tree(context, lowers, &source, &own, &copy_dir)
+                        .map_err(|e| err(format!("--mount source {source:?}: {e}")))?;
+                    if dir {
+                        copy_dir
+                    } else {
+                        copy_dir.join(fsops::components(&source).last().copied().unwrap_or("file"))
+                    }
                 };
                 p.binds.push((host, target.clone(), m.readonly));
             }

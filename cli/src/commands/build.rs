@@ -73,6 +73,13 @@ pub struct Args {
     /// A secret for `RUN --mount=type=secret` (id=ID,src=FILE or id=ID,env=VAR); never stored
     #[arg(long = "secret")]
     secrets: Vec<String>,
+    /// Also write the result: type=oci,dest=FILE | type=docker,dest=FILE | type=local,dest=DIR
+    /// (a bare path is type=local)
+    #[arg(short = 'o', long)]
+    output: Vec<String>,
+    /// Layer compression for --output type=oci: gzip, zstd or none
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression: String,
     /// Check for a newer base image (needs the registry client: not yet)
     #[arg(long)]
     pull: bool,
@@ -135,6 +142,89 @@ impl Progress for Plain {
             eprintln!("{line}");
         }
     }
+}
+
+/// `--output`: where and in which form.
+#[derive(Debug)]
+struct Output {
+    kind: String,
+    dest: PathBuf,
+}
+
+fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    if !spec.contains('=') {
+        return Ok(Output {
+            kind: "local".into(),
+            dest: PathBuf::from(spec),
+        });
+    }
+    let (mut kind, mut dest) = (None, None);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_owned()),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => {
+                return Err(UsageError(format!(
+                    "--output {spec:?}: expected type=oci|docker|local,dest=PATH"
+                ))
+                .into());
+            }
+        }
+    }
+    match (kind, dest) {
+        (Some(k), Some(d)) if matches!(k.as_str(), "oci" | "docker" | "local") => {
+            Ok(Output { kind: k, dest: d })
+        }
+        (Some(k), _) if k == "registry" || k == "image" => Err(UsageError(format!(
+            "--output type={k} needs the registry client, which is not written yet"
+        ))
+        .into()),
+        _ => Err(UsageError(format!(
+            "--output {spec:?}: expected type=oci|docker|local,dest=PATH"
+        ))
+        .into()),
+    }
+}
+
+fn write_output(
+    store: &Store,
+    image: &berth_store::Image,
+    tags: &[Reference],
+    out: &Output,
+    compression: &str,
+) -> anyhow::Result<()> {
+    if out.kind == "local" {
+        berth_builder::exec::export_rootfs(store, image, &out.dest)
+            .map_err(|e| anyhow::anyhow!("--output {}: {e}", out.dest.display()))?;
+        return Ok(());
+    }
+    let image = if out.kind == "oci" {
+        store.distribution_image(image, crate::commands::save::compression(compression))?
+    } else {
+        image.clone()
+    };
+    let images = [(image, tags.to_vec())];
+    let tmp = out.dest.with_file_name(format!(
+        ".{}.berth-tmp",
+        out.dest
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let result = (|| -> anyhow::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        match out.kind.as_str() {
+            "docker" => berth_store::archive::write_docker_archive(store, &images, &mut f)?,
+            _ => berth_store::archive::write_oci_archive(store, &images, &mut f)?,
+        }
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, &out.dest)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| e.context(format!("writing {}", out.dest.display())))
 }
 
 fn key_values(list: &[String], what: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
@@ -207,6 +297,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     if let Some(p) = &args.platform {
         platforms.target = p.parse::<Platform>()?;
     }
+    let outputs = args
+        .output
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let tags = args
         .tags
         .iter()
@@ -296,7 +391,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     for t in &tags {
         store.set_tag(t, &desc)?;
     }
-    let id = store.resolve(&desc.digest.to_string())?.id().clone();
+    let image = store.resolve(&desc.digest.to_string())?;
+    let id = image.id().clone();
+    for spec in &outputs {
+        write_output(store, &image, &tags, spec, &args.compression)?;
+    }
     if let Some(p) = &args.iidfile {
         std::fs::write(p, id.to_string())?;
     }

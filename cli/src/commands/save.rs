@@ -1,5 +1,8 @@
 //! `berth save -o FILE [--format oci|docker] IMAGE...`: images to an archive. The file is
-//! written under a temporary name beside FILE and renamed when complete.
+//! written under a temporary name beside FILE and renamed when complete. In an OCI archive,
+//! layers kept uncompressed in the store (the ones berth built) are compressed on the way out
+//! (`--compression`, gzip by default; made once and kept, so saving again compresses
+//! nothing); a docker archive holds uncompressed `layer.tar`s, as `docker save` writes.
 
 use std::path::PathBuf;
 
@@ -16,8 +19,20 @@ pub struct Args {
     /// `oci` (an OCI image layout in a tar) or `docker` (what `docker load` reads)
     #[arg(long, default_value = "oci", value_parser = ["oci", "docker"])]
     format: String,
+    /// Layer compression in an OCI archive: gzip, zstd or none
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression: String,
     #[arg(required = true)]
     images: Vec<String>,
+}
+
+pub fn compression(name: &str) -> berth_oci::media_type::Compression {
+    use berth_oci::media_type::Compression;
+    match name {
+        "zstd" => Compression::Zstd,
+        "none" => Compression::None,
+        _ => Compression::Gzip,
+    }
 }
 
 pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
@@ -30,6 +45,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         {
             Some(r) => vec![r],
             None => image.tags.clone(),
+        };
+        let image = if args.format == "oci" {
+            store.distribution_image(&image, compression(&args.compression))?
+        } else {
+            image
         };
         images.push((image, names));
     }

@@ -1,0 +1,237 @@
+//! Compression on the way out (DESIGN.md, "Layers and snapshots"): layers the builder made
+//! are kept uncompressed in the store (digest = diff-id); `save`, `build --output` and `push`
+//! ask for a *distribution* manifest whose layers are compressed. Each compressed layer is
+//! made once, on all cores, and kept: `compressed/<diff-id hex>.<gzip|zstd>` records its
+//! digest, so the next push or save compresses nothing and sends the same bytes (the same
+//! manifest digest). Layers already compressed (pulled or loaded ones) are left as they are.
+//!
+//! gzip in parallel: the layer is cut into 4 MiB chunks compressed side by side, each a
+//! complete gzip member, concatenated in order (RFC 1952 allows several members; Go's, zlib's
+//! and flate2's readers all read them). Deterministic: fixed chunk size and level, no
+//! timestamps or names in the headers. zstd uses the library's own worker threads.
+
+use std::io::{Read, Write};
+
+use berth_oci::media_type::{self, Compression};
+use berth_oci::{Descriptor, Digest, ImageManifest, Parsed};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, Result};
+use crate::images::{Image, layer_compression};
+use crate::layout::{Store, atomic_write};
+use crate::{BlobWriter, Expect};
+
+const CHUNK: usize = 4 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    digest: Digest,
+    size: u64,
+}
+
+fn name(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        Compression::None => "none",
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// gzip on `threads` cores: chunks compressed in parallel as separate members.
+pub fn gzip_parallel(
+    mut input: impl Read,
+    out: &mut impl Write,
+    threads: usize,
+) -> std::io::Result<()> {
+    let threads = threads.max(1);
+    let mut wrote = false;
+    loop {
+        let mut chunks = Vec::with_capacity(threads);
+        let mut last = false;
+        for _ in 0..threads {
+            let mut buf = vec![0u8; CHUNK];
+            let n = read_full(&mut input, &mut buf)?;
+            buf.truncate(n);
+            if n > 0 {
+                chunks.push(buf);
+            }
+            if n < CHUNK {
+                last = true;
+                break;
+            }
+        }
+        if chunks.is_empty() && wrote {
+            break;
+        }
+        if chunks.is_empty() {
+            chunks.push(Vec::new()); // an empty layer is still one gzip member
+        }
+        let compressed: Vec<std::io::Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        let mut e = flate2::GzBuilder::new().write(
+                            Vec::with_capacity(c.len() / 2),
+                            flate2::Compression::default(),
+                        );
+                        e.write_all(c)?;
+                        e.finish()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for c in compressed {
+            out.write_all(&c?)?;
+        }
+        wrote = true;
+        if last {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+impl Store {
+    fn compressed_record_path(&self, diff_id: &Digest, c: Compression) -> std::path::PathBuf {
+        self.root()
+            .join("compressed")
+            .join(format!("{}.{}", diff_id.hex(), name(c)))
+    }
+
+    /// The recorded compressed blob of a layer, if it is still in the store.
+    pub fn compressed_variant(&self, diff_id: &Digest, c: Compression) -> Option<Descriptor> {
+        let bytes = std::fs::read(self.compressed_record_path(diff_id, c)).ok()?;
+        let r: Record = serde_json::from_slice(&bytes).ok()?;
+        self.has_blob(&r.digest).then(|| {
+            let mt = match c {
+                Compression::Zstd => media_type::OCI_LAYER_ZSTD,
+                _ => media_type::OCI_LAYER_GZIP,
+            };
+            Descriptor::new(mt, r.digest, r.size)
+        })
+    }
+
+    /// Every recorded compressed digest of `diff_id` (gc keeps them while the layer lives).
+    pub(crate) fn compressed_variants(&self, diff_id: &Digest) -> Vec<Digest> {
+        [Compression::Gzip, Compression::Zstd]
+            .into_iter()
+            .filter_map(|c| self.compressed_variant(diff_id, c).map(|d| d.digest))
+            .collect()
+    }
+
+    /// `layer` as it should leave the machine: compressed with `c` if it is an
+    /// uncompressed tar (made once, then taken from the record), else unchanged.
+    pub fn compressed_layer(&self, layer: &Descriptor, c: Compression) -> Result<Descriptor> {
+        if c == Compression::None || layer_compression(layer) != Compression::None {
+            return Ok(layer.clone());
+        }
+        if let Some(d) = self.compressed_variant(&layer.digest, c) {
+            return Ok(d);
+        }
+        let input = std::io::BufReader::with_capacity(1 << 20, self.open_blob(&layer.digest)?);
+        let mut writer: BlobWriter = self.blob_writer()?;
+        match c {
+            Compression::Gzip => gzip_parallel(input, &mut writer, cores()),
+            Compression::Zstd => (|| {
+                let mut e = zstd::stream::write::Encoder::new(&mut writer, 3)?;
+                e.multithread(cores() as u32)?;
+                let mut input = input;
+                std::io::copy(&mut input, &mut e)?;
+                e.finish().map(|_| ())
+            })(),
+            Compression::None => unreachable!(),
+        }
+        .ctx(|| format!("compressing layer {}", layer.digest))?;
+        let (digest, size) = writer.commit(Expect::Any)?;
+        let dir = self.root().join("compressed");
+        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        atomic_write(
+            &self.compressed_record_path(&layer.digest, c),
+            &serde_json::to_vec(&Record {
+                digest: digest.clone(),
+                size,
+            })
+            .expect("plain data"),
+            &self.tmp_dir(),
+        )?;
+        Ok(self
+            .compressed_variant(&layer.digest, c)
+            .unwrap_or_else(|| Descriptor::new(media_type::OCI_LAYER_GZIP, digest, size)))
+    }
+
+    /// The image with its layers as they should leave the machine: a manifest (written to
+    /// the store) over the same config, with uncompressed layers compressed. The image
+    /// itself when nothing needs compressing.
+    pub fn distribution_image(&self, image: &Image, c: Compression) -> Result<Image> {
+        let layers = image
+            .manifest_value
+            .layers
+            .iter()
+            .map(|l| self.compressed_layer(l, c))
+            .collect::<Result<Vec<_>>>()?;
+        if layers == image.manifest_value.layers {
+            return Ok(image.clone());
+        }
+        let mut manifest = ImageManifest::new_oci(image.manifest_value.config.clone(), layers);
+        manifest.annotations = image.manifest_value.annotations.clone();
+        let parsed = Parsed::from_manifest(&manifest);
+        self.put_bytes(&parsed.media_type, &parsed.bytes)?;
+        Ok(Image {
+            root: parsed.descriptor(),
+            manifest: parsed,
+            manifest_value: manifest,
+            ..image.clone()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_gzip_round_trips_and_is_deterministic() {
+        let data: Vec<u8> = (0..(CHUNK * 2 + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut a = Vec::new();
+        gzip_parallel(&data[..], &mut a, 4).unwrap();
+        let mut b = Vec::new();
+        gzip_parallel(&data[..], &mut b, 2).unwrap();
+        assert_eq!(a, b, "the same bytes whatever the thread count");
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&a[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        let mut empty = Vec::new();
+        gzip_parallel(&[][..], &mut empty, 2).unwrap();
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&empty[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back.is_empty());
+    }
+}
