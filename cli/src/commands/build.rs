@@ -3,9 +3,11 @@
 //! (cache keys, stages the target needs) and runs it; tags the image.
 //!
 //! Output (`--progress`): `plain` prints one line per event, prefixed with the step
-//! (`#3 [build 2/5] RUN make`, `#3 CACHED`, `#3 <output line>`, `#3 DONE 1.2s`); `quiet`
-//! prints only the image ID; `auto` (the default) is `plain` for now: a live multi-line
-//! view on a terminal is not written yet. `--log-file` keeps every line of every RUN step.
+//! (`#3 [build 2/5] RUN make`, `#3 CACHED`, `#3 <output line>`, `#3 DONE 1.2s`); `tty` is
+//! a live view (indicatif): one line per step with a spinner, its elapsed time and its last
+//! line of output while it runs, `CACHED` or its duration when done; `quiet` prints only the
+//! image ID; `auto` (the default) is `tty` when stderr is a terminal, else `plain`.
+//! `--log-file` keeps every line of every RUN step, whatever the view.
 //!
 //! FROM images come from the local store (`berth import`/`load`; pulling is issue 7).
 //! RUN steps get the host's network by default (`--network default` is `host`: berth has
@@ -227,6 +229,61 @@ fn write_output(
     result.map_err(|e| e.context(format!("writing {}", out.dest.display())))
 }
 
+/// `--progress=tty`: a live view of the running steps.
+struct Tty {
+    multi: indicatif::MultiProgress,
+    bars: Mutex<HashMap<String, (indicatif::ProgressBar, String)>>,
+    log: Option<Mutex<std::fs::File>>,
+}
+
+impl Progress for Tty {
+    fn event(&self, event: Event) {
+        use std::time::Duration;
+        let style = |t: &str| indicatif::ProgressStyle::with_template(t).expect("a valid template");
+        let mut bars = self.bars.lock().expect("no panics");
+        if let Some(log) = &self.log {
+            let line = match &event {
+                Event::Step { id, text } => format!("[{id}] {text}"),
+                Event::Cached { id } => format!("[{id}] CACHED"),
+                Event::Output { id, line } => format!("[{id}] {line}"),
+                Event::Done { id, elapsed } => format!("[{id}] DONE {:.1}s", elapsed.as_secs_f64()),
+            };
+            let _ = writeln!(log.lock().expect("no panics"), "{line}");
+        }
+        match event {
+            Event::Step { id, text } => {
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(style(" {spinner} {elapsed:>4} {msg}"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                let title = format!("[{id}] {text}");
+                bar.set_message(title.clone());
+                bars.insert(id, (bar, title));
+            }
+            Event::Output { id, line } => {
+                if let Some((bar, title)) = bars.get(&id) {
+                    let shown: String = line.chars().take(60).collect();
+                    bar.set_message(format!("{title}\n        | {shown}"));
+                }
+            }
+            Event::Cached { id } => {
+                if let Some((bar, title)) = bars.get(&id) {
+                    bar.set_style(style(" = CACHED {msg}"));
+                    bar.finish_with_message(title.clone());
+                }
+            }
+            Event::Done { id, elapsed } => {
+                if let Some((bar, title)) = bars.remove(&id)
+                    && !bar.is_finished()
+                {
+                    bar.set_style(style(" = {prefix:>6} {msg}"));
+                    bar.set_prefix(format!("{:.1}s", elapsed.as_secs_f64()));
+                    bar.finish_with_message(title);
+                }
+            }
+        }
+    }
+}
+
 fn key_values(list: &[String], what: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
     list.iter()
         .map(|kv| match kv.split_once('=') {
@@ -344,10 +401,23 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         })?)),
         None => None,
     };
-    let progress = Plain {
-        quiet,
-        numbers: Mutex::new((HashMap::new(), 0)),
-        log,
+    let tty = match args.progress.as_str() {
+        "tty" => true,
+        "auto" => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        _ => false,
+    } && !quiet;
+    let progress: Box<dyn Progress> = if tty {
+        Box::new(Tty {
+            multi: indicatif::MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+            log,
+        })
+    } else {
+        Box::new(Plain {
+            quiet,
+            numbers: Mutex::new((HashMap::new(), 0)),
+            log,
+        })
     };
     let mut secrets = BTreeMap::new();
     for spec in &args.secrets {
@@ -365,7 +435,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         platform: platforms.target.clone(),
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
-    let built = match berth_builder::exec::build(store, &df, &graph, &context, &options, &progress)
+    let built = match berth_builder::exec::build(store, &df, &graph, &context, &options, &*progress)
     {
         Ok(b) => b,
         Err(BuildError::Step {
