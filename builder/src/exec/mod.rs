@@ -79,6 +79,13 @@ pub enum Event {
         id: String,
         line: String,
     },
+    /// A step's layer was committed: tar + sha256 of `size` bytes took `elapsed`.
+    Committed {
+        id: String,
+        digest: Digest,
+        size: u64,
+        elapsed: Duration,
+    },
     Done {
         id: String,
         elapsed: Duration,
@@ -451,9 +458,19 @@ fn execute(
         }
         _ => unreachable!("only layer steps execute"),
     }
-    Ok(ctx
+    let started = Instant::now();
+    let layer = ctx
         .store
-        .commit_upper(&work.upper(), state.chain.as_ref(), ctx.opts.epoch)?)
+        .commit_upper(&work.upper(), state.chain.as_ref(), ctx.opts.epoch)?;
+    if let Some(l) = &layer {
+        ctx.progress.event(Event::Committed {
+            id: id.to_owned(),
+            digest: l.diff_id.clone(),
+            size: l.size,
+            elapsed: started.elapsed(),
+        });
+    }
+    Ok(layer)
 }
 
 /// Mounts the stage's tree (writable, upper = the work dir's) and, optionally, a read-only

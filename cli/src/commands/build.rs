@@ -133,6 +133,18 @@ impl Progress for Plain {
             Event::Step { id, text } => format!("#{} [{id}] {text}", self.number(id)),
             Event::Cached { id } => format!("#{} CACHED", self.number(id)),
             Event::Output { id, line } => format!("#{} {line}", self.number(id)),
+            Event::Committed {
+                id,
+                digest,
+                size,
+                elapsed,
+            } => format!(
+                "#{} layer {} {} committed in {:.2}s",
+                self.number(id),
+                &digest.hex()[..12],
+                crate::output::human_size(*size),
+                elapsed.as_secs_f64()
+            ),
             Event::Done { id, elapsed } => {
                 format!("#{} DONE {:.1}s", self.number(id), elapsed.as_secs_f64())
             }
@@ -246,6 +258,7 @@ impl Progress for Tty {
                 Event::Step { id, text } => format!("[{id}] {text}"),
                 Event::Cached { id } => format!("[{id}] CACHED"),
                 Event::Output { id, line } => format!("[{id}] {line}"),
+                Event::Committed { id, size, .. } => format!("[{id}] layer of {size} bytes"),
                 Event::Done { id, elapsed } => format!("[{id}] DONE {:.1}s", elapsed.as_secs_f64()),
             };
             let _ = writeln!(log.lock().expect("no panics"), "{line}");
@@ -265,6 +278,7 @@ impl Progress for Tty {
                     bar.set_message(format!("{title}\n        | {shown}"));
                 }
             }
+            Event::Committed { .. } => {}
             Event::Cached { id } => {
                 if let Some((bar, title)) = bars.get(&id) {
                     bar.set_style(style(" = CACHED {msg}"));
