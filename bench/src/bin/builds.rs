@@ -1,0 +1,372 @@
+//! Builds, side by side in one run: berth, BuildKit (Debian's `docker.io`: a `dockerd` this
+//! benchmark starts on its own socket and data root, `--bridge=none --iptables=false`, built
+//! with `DOCKER_BUILDKIT=1 /usr/bin/docker build --network host`) and buildah (`buildah bud
+//! --layers`) where installed; a peer that is absent is skipped and said so.
+//!
+//! `cargo build --release && cargo run --release -p berth-bench --bin builds [RUNS] [W1,W2,W3,W4]`
+//! as root. Workloads (DESIGN goals in issue 6):
+//! - W1: a ~10-step Dockerfile;
+//! - W2: an app with a 5,000-file / 200 MB context (manifest COPY, RUN, `COPY . .`, RUN);
+//! - W3: four independent ~2 s CPU stages joined at the end;
+//! - W4: a RUN writing 1 GiB of incompressible and 0.5 GiB of compressible data.
+//!
+//! Phases: cold (`--no-cache`), no-op rebuild, one source file changed, `touch` only. Each
+//! cell is the median of RUNS (default 3; W4 cold once); the last column is berth/BuildKit.
+//! Peak memory is the berth process's maximum RSS over all its runs (`wait4`). For W4 the
+//! layer commit (tar + sha256 of 1.5 GiB, from berth's own `committed in` line) is compared
+//! with `tar c | sha256sum` over the same upper directory contents.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn which(name: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs a command; returns its wall time, its max RSS in KiB and its stderr.
+fn run(c: &mut Command) -> (Duration, u64, String) {
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let mut status = 0;
+    // SAFETY: a plain rusage struct for wait4 to fill, for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for the child we spawned; pointers are to live locals.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let elapsed = t.elapsed();
+    let err = reader.join().unwrap();
+    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{c:?} failed:\n{err}");
+    (elapsed, usage.ru_maxrss as u64, err)
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+struct Workload {
+    name: &'static str,
+    dir: PathBuf,
+    /// The file the "one file changed" phase edits (none: the phase is skipped).
+    change: Option<PathBuf>,
+}
+
+/// CPU work of about `secs` seconds in busybox sh, calibrated once.
+fn spin_loop(secs: f64) -> String {
+    let n = 200_000;
+    let t = Instant::now();
+    let ok = Command::new("/bin/busybox")
+        .args(["sh", "-c", &format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); done")])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let per = t.elapsed().as_secs_f64() / n as f64;
+    let count = (secs / per) as u64;
+    format!("i=0; while [ $i -lt {count} ]; do i=$((i+1)); done")
+}
+
+fn workloads(base: &Path, which_ones: &[String]) -> Vec<Workload> {
+    let mut out = Vec::new();
+    let want = |n: &str| which_ones.is_empty() || which_ones.iter().any(|w| w == n);
+    if want("W1") {
+        let d = base.join("w1");
+        write(&d.join("Dockerfile"), br#"FROM busybox
+ARG VERSION=1.0
+ENV APP_HOME=/app VERSION=$VERSION
+WORKDIR /app
+COPY config/ ./config/
+RUN mkdir -p /app/data && echo "$VERSION" > /app/version
+COPY src/ ./src/
+RUN find /app/src -type f | sort | xargs cat | sha256sum > /app/checksum
+LABEL org.example.version=$VERSION
+EXPOSE 8080
+CMD ["sh", "-c", "cat /app/checksum"]
+"#);
+        for i in 0..20 {
+            write(&d.join(format!("src/mod{i}.txt")), format!("module {i}\n").repeat(200).as_bytes());
+        }
+        write(&d.join("config/app.conf"), b"port=8080\n");
+        out.push(Workload { name: "W1", change: Some(d.join("src/mod7.txt")), dir: d });
+    }
+    if want("W2") {
+        let d = base.join("w2");
+        write(&d.join("Dockerfile"), br#"FROM busybox
+WORKDIR /app
+COPY manifest.txt ./
+RUN cat manifest.txt | wc -l > /deps-installed
+COPY . .
+RUN du -s /app > /app-size
+"#);
+        write(&d.join("manifest.txt"), b"dep-a\ndep-b\n");
+        let mut seed = 1u64;
+        for i in 0..5000 {
+            let len = 40 * 1024;
+            let mut bytes = Vec::with_capacity(len);
+            while bytes.len() < len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                bytes.extend_from_slice(&seed.to_le_bytes());
+            }
+            write(&d.join(format!("src/d{}/f{i}.bin", i % 50)), &bytes);
+        }
+        out.push(Workload { name: "W2", change: Some(d.join("src/d7/f7.bin")), dir: d });
+    }
+    if want("W3") {
+        let d = base.join("w3");
+        let spin = spin_loop(2.0);
+        let mut df = String::new();
+        for s in ["a", "b", "c", "d"] {
+            df.push_str(&format!("FROM busybox AS {s}\nRUN {spin} && echo {s} > /{s}\n\n"));
+        }
+        df.push_str("FROM busybox\nCOPY --from=a /a /\nCOPY --from=b /b /\nCOPY --from=c /c /\nCOPY --from=d /d /\n");
+        write(&d.join("Dockerfile"), df.as_bytes());
+        // One stage alone, to measure "the sum of its stages".
+        write(&d.join("one/Dockerfile"), format!("FROM busybox\nRUN {spin} && echo a > /a\n").as_bytes());
+        out.push(Workload { name: "W3", change: None, dir: d });
+    }
+    if want("W4") {
+        let d = base.join("w4");
+        write(&d.join("Dockerfile"), b"FROM busybox\nRUN head -c 1073741824 /dev/urandom > /random.bin && head -c 536870912 /dev/zero > /zeros.bin\n");
+        out.push(Workload { name: "W4", change: None, dir: d });
+    }
+    out
+}
+
+/// A builder under test.
+trait Builder {
+    fn name(&self) -> &str;
+    fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String);
+}
+
+struct Berth {
+    bin: PathBuf,
+    store: PathBuf,
+}
+
+impl Builder for Berth {
+    fn name(&self) -> &str {
+        "berth"
+    }
+    fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
+        let mut c = Command::new(&self.bin);
+        c.env("BERTH_ROOT", &self.store)
+            .args(["build", "--progress", "plain", "-t", &format!("bench-{}", w.name.to_lowercase())]);
+        if no_cache {
+            c.arg("--no-cache");
+        }
+        c.arg(dir);
+        run(&mut c)
+    }
+}
+
+struct Docker {
+    bin: PathBuf,
+    host: String,
+}
+
+impl Builder for Docker {
+    fn name(&self) -> &str {
+        "BuildKit"
+    }
+    fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
+        let mut c = Command::new(&self.bin);
+        c.env("DOCKER_HOST", &self.host)
+            .env("DOCKER_BUILDKIT", "1")
+            .args(["build", "--network", "host", "--progress", "plain", "-t", &format!("bench-{}", w.name.to_lowercase())]);
+        if no_cache {
+            c.arg("--no-cache");
+        }
+        c.arg(dir);
+        run(&mut c)
+    }
+}
+
+struct Buildah {
+    bin: PathBuf,
+    root: PathBuf,
+}
+
+impl Builder for Buildah {
+    fn name(&self) -> &str {
+        "buildah"
+    }
+    fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
+        let mut c = Command::new(&self.bin);
+        c.args(["--root"]).arg(self.root.join("root")).args(["--runroot"]).arg(self.root.join("run"))
+            .args(["--storage-driver", "overlay", "bud", "--layers", "--network", "host", "--isolation", "chroot", "-t", &format!("bench-{}", w.name.to_lowercase())]);
+        if no_cache {
+            c.arg("--no-cache");
+        }
+        c.arg(dir);
+        run(&mut c)
+    }
+}
+
+struct Dockerd {
+    child: std::process::Child,
+    data: PathBuf,
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // Only the dockerd this benchmark started, by its PID.
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = Command::new("umount").arg("-R").arg(&self.data).status();
+    }
+}
+
+fn start_dockerd(work: &Path) -> Option<(Dockerd, String)> {
+    let dockerd = which("dockerd")?;
+    let data = work.join("docker-data");
+    let exec = work.join("docker-exec");
+    std::fs::create_dir_all(&data).unwrap();
+    let sock = work.join("docker.sock");
+    let child = Command::new(dockerd)
+        .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+        .arg(format!("--host=unix://{}", sock.display()))
+        .arg(format!("--data-root={}", data.display()))
+        .arg(format!("--exec-root={}", exec.display()))
+        .arg(format!("--pidfile={}", work.join("docker.pid").display()))
+        .stdout(std::fs::File::create(work.join("dockerd.log")).unwrap())
+        .stderr(std::fs::File::create(work.join("dockerd.err")).unwrap())
+        .spawn()
+        .ok()?;
+    let host = format!("unix://{}", sock.display());
+    let d = Dockerd { child, data };
+    for _ in 0..100 {
+        if sock.exists()
+            && Command::new("/usr/bin/docker").env("DOCKER_HOST", &host).arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        {
+            return Some((d, host));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("dockerd did not start; see {}", work.join("dockerd.err").display());
+    None
+}
+
+fn touch(p: &Path) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let which_ones: Vec<String> = args.get(2).map(|s| s.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let root = std::env::current_dir().unwrap();
+    let bin = root.join("target/release/berth");
+    assert!(bin.exists(), "build berth first: cargo build --release");
+    let work = std::env::temp_dir().join(format!("berth-bench-build-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    // The busybox base for every builder.
+    let rootfs = work.join("rootfs");
+    berth_test_support::busybox_rootfs(&rootfs);
+    let store = work.join("store");
+    run(Command::new(&bin).env("BERTH_ROOT", &store).args(["import", "-c", "CMD [\"sh\"]"]).arg(&rootfs).arg("busybox"));
+    let archive = work.join("busybox-docker.tar");
+    run(Command::new(&bin).env("BERTH_ROOT", &store).args(["save", "--format", "docker", "-o"]).arg(&archive).arg("busybox"));
+    let mut builders: Vec<Box<dyn Builder>> = vec![Box::new(Berth { bin: bin.clone(), store: store.clone() })];
+    let _dockerd = match (which("docker").filter(|p| p.starts_with("/usr/bin")), start_dockerd(&work)) {
+        (Some(docker), Some((d, host))) => {
+            run(Command::new(&docker).env("DOCKER_HOST", &host).arg("load").arg("-i").arg(&archive));
+            builders.push(Box::new(Docker { bin: docker, host }));
+            Some(d)
+        }
+        _ => {
+            println!("BuildKit: docker.io is not installed (or dockerd did not start): skipped");
+            None
+        }
+    };
+    match which("buildah") {
+        Some(b) => {
+            let broot = work.join("buildah");
+            run(Command::new(&b).arg("--root").arg(broot.join("root")).arg("--runroot").arg(broot.join("run")).args(["--storage-driver", "overlay", "pull"]).arg(format!("docker-archive:{}", archive.display())));
+            // Stored as localhost/busybox, which `FROM busybox` finds.
+            builders.push(Box::new(Buildah { bin: b, root: broot }));
+        }
+        None => println!("buildah: not installed: skipped"),
+    }
+    let loads = workloads(&work.join("ctx"), &which_ones);
+    println!("\nmedians of {runs} runs (W4 cold: 1); ratio = berth / BuildKit\n");
+    println!("{:<4} {:<8} {}", "", "phase", builders.iter().map(|b| format!("{:>10}", b.name())).collect::<String>() + "      ratio");
+    let mut peak = 0u64;
+    let mut commit_line = String::new();
+    for w in &loads {
+        let phases: Vec<&str> = match w.change {
+            Some(_) => vec!["cold", "no-op", "change", "touch"],
+            None => vec!["cold", "no-op"],
+        };
+        for phase in phases {
+            let mut cells = Vec::new();
+            for b in &builders {
+                let n = if w.name == "W4" && phase == "cold" { 1 } else { runs };
+                let mut times = Vec::new();
+                if phase != "cold" {
+                    b.build(w, &w.dir, false); // warm the cache
+                }
+                for i in 0..n {
+                    match phase {
+                        "change" => {
+                            let p = w.change.as_ref().unwrap();
+                            let mut text = std::fs::read(p).unwrap();
+                            text.extend_from_slice(format!("\nchange {i}\n").as_bytes());
+                            std::fs::write(p, text).unwrap();
+                        }
+                        "touch" => touch(w.change.as_ref().unwrap()),
+                        _ => {}
+                    }
+                    let (t, rss, err) = b.build(w, &w.dir, phase == "cold");
+                    if b.name() == "berth" {
+                        peak = peak.max(rss);
+                        if w.name == "W4" && phase == "cold" {
+                            commit_line = err.lines().filter(|l| l.contains("committed in")).collect::<Vec<_>>().join("\n");
+                        }
+                    }
+                    times.push(t);
+                }
+                cells.push(median(times));
+            }
+            let ratio = if cells.len() > 1 && builders[1].name() == "BuildKit" {
+                format!("{:>10.2}", cells[0].as_secs_f64() / cells[1].as_secs_f64())
+            } else {
+                "         -".into()
+            };
+            println!("{:<4} {:<8} {}{ratio}", w.name, phase, cells.iter().map(|c| format!("{:>9.3}s", c.as_secs_f64())).collect::<String>());
+        }
+        if w.name == "W3" {
+            let one = w.dir.join("one");
+            let (t, _, _) = builders[0].build(w, &one, true);
+            println!("W3   one stage alone (berth, cold): {:.2}s; the sum of four: {:.2}s", t.as_secs_f64(), 4.0 * t.as_secs_f64());
+        }
+    }
+    println!("\npeak memory of berth (max RSS over all runs): {:.1} MiB", peak as f64 / 1024.0);
+    if !commit_line.is_empty() {
+        println!("W4 berth commit: {commit_line}");
+        // The reference: tar c | sha256sum over the same files.
+        let data = work.join("w4-data");
+        std::fs::create_dir_all(&data).unwrap();
+        let status = Command::new("sh").arg("-c").arg(format!("head -c 1073741824 /dev/urandom > {0}/random.bin && head -c 536870912 /dev/zero > {0}/zeros.bin && sync", data.display())).status().unwrap();
+        assert!(status.success());
+        let t = Instant::now();
+        let out = Command::new("sh").arg("-c").arg(format!("tar -C {} -c . | sha256sum", data.display())).output().unwrap();
+        assert!(out.status.success());
+        println!("W4 reference: tar c | sha256sum of the same 1.5 GiB: {:.2}s", t.elapsed().as_secs_f64());
+    }
+    drop(_dockerd);
+    let _ = std::fs::remove_dir_all(&work);
+}
