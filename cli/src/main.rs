@@ -30,6 +30,16 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile
     Build(commands::build::Args),
+    /// Pull an image from a registry
+    Pull(commands::registry::PullArgs),
+    /// Push an image to a registry
+    Push(commands::registry::PushArgs),
+    /// Log in to a registry (credentials are verified, then saved)
+    Login(commands::registry::LoginArgs),
+    /// Remove saved credentials for a registry
+    Logout(commands::registry::LogoutArgs),
+    /// List the tags of a repository in a registry
+    Tags(commands::registry::TagsArgs),
     /// List images
     Images(commands::images::Args),
     /// Give an image another name
@@ -109,6 +119,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     match cli.command {
         Command::Build(args) => commands::build::run(&*open()?, args),
+        Command::Pull(args) => commands::registry::pull(open()?, args),
+        Command::Push(args) => commands::registry::push(open()?, args),
+        Command::Login(args) => commands::registry::login(args),
+        Command::Logout(args) => commands::registry::logout(args),
+        Command::Tags(args) => commands::registry::tags(args),
         Command::Images(args) => commands::images::run(&*open()?, args),
         Command::Tag(args) => commands::tag::run(&*open()?, args),
         Command::Rmi(args) => commands::rmi::run(&*open()?, args),

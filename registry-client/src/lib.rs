@@ -1,11 +1,33 @@
-//! The OCI distribution client (issue 7): talks to registries and implements the transport
-//! traits of `berth_oci::transport` for a remote repository, so `pull` is
-//! `copy_image(remote, store)` and `push` the reverse, wired in `cli`.
+//! The OCI distribution client: talks to registries and implements the transport traits of
+//! `berth_oci::transport` for a remote repository, so `pull` is `copy_image(remote, store)`
+//! and `push` the reverse, wired in `cli`. It never imports `berth-store`.
 //!
-//! Owns: auth challenges and tokens, credentials (`~/.docker/config.json`, helpers), TLS
-//! with per-registry CAs, manifests and blobs (streamed, verified, resumable, parallel,
-//! cross-repository mounts), retries. Crossing the boundary: a `RemoteSource` /
-//! `RemoteDestination` pair and typed errors that say whether a retry may help.
-//!
-//! Not written yet: this crate is a placeholder until issue 7 lands. It never imports
-//! `berth-store`.
+//! | module | in → out |
+//! |---|---|
+//! | [`auth`] | `WWW-Authenticate` headers → challenges; token responses |
+//! | [`creds`] | `config.json` / `auth.json` / credential helpers → credentials; login and logout writes |
+//! | [`tls`] | system roots + `certs.d` → a rustls client config |
+//! | [`client`] | a registry: scheme, HTTP client, the authentication flow, retries |
+//! | [`remote`] | a repository: manifests, blobs, uploads, tags; [`Remote`] is an `ImageSource` and an `ImageDestination` |
+//! | [`error`] | what failed, in words a user can act on |
+
+pub mod auth;
+pub mod client;
+pub mod creds;
+pub mod error;
+pub mod remote;
+pub mod tls;
+
+pub use client::{Options, Registry};
+pub use creds::Credentials;
+pub use error::RegistryError;
+pub use remote::Remote;
+
+/// Connects to the registry of `registry` with the credentials saved for it (if any).
+pub async fn connect(
+    registry: &str,
+    options: &Options,
+) -> Result<std::sync::Arc<Registry>, RegistryError> {
+    let creds = creds::lookup(registry)?;
+    Registry::connect(registry, options, creds).await
+}

@@ -10,14 +10,17 @@
 //! | [`RawTar`] | tar streams with any names and link targets (`../x`, `/etc/passwd`) |
 //! | [`redact`], [`assert_snapshot`] | stable CLI output comparisons (`BERTH_BLESS=1` rewrites) |
 //!
-//! Registries for later tests start here too (a real `docker-registry` on a free loopback
-//! port), so no test reaches beyond 127.0.0.1.
+//! | [`TestRegistry`] | a real `docker-registry` on a free 127.0.0.1 port: htpasswd, TLS, token auth |
+//!
+//! No test reaches beyond 127.0.0.1.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod raw_tar;
+pub mod registry;
 pub use raw_tar::RawTar;
+pub use registry::{RegistryConfig, TestRegistry};
 
 /// The busybox-static binary from Debian.
 pub const BUSYBOX: &str = "/bin/busybox";

@@ -32,7 +32,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Runs a command; returns its wall time, its max RSS in KiB and its stderr.
+/// Runs a command; returns its wall time, its max RSS in KiB and its stderr. The child is
+/// reaped by `wait4` (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run(c: &mut Command) -> (Duration, u64, String) {
     c.stdout(Stdio::null()).stderr(Stdio::piped());
     let t = Instant::now();
@@ -46,7 +48,10 @@ fn run(c: &mut Command) -> (Duration, u64, String) {
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     let elapsed = t.elapsed();
     let err = reader.join().unwrap();
-    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{c:?} failed:\n{err}");
+    assert!(
+        pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{c:?} failed:\n{err}"
+    );
     (elapsed, usage.ru_maxrss as u64, err)
 }
 
@@ -67,7 +72,11 @@ fn spin_loop(secs: f64) -> String {
     let n = 200_000;
     let t = Instant::now();
     let ok = Command::new("/bin/busybox")
-        .args(["sh", "-c", &format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); done")])
+        .args([
+            "sh",
+            "-c",
+            &format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"),
+        ])
         .status()
         .unwrap();
     assert!(ok.success());
@@ -81,7 +90,9 @@ fn workloads(base: &Path, which_ones: &[String]) -> Vec<Workload> {
     let want = |n: &str| which_ones.is_empty() || which_ones.iter().any(|w| w == n);
     if want("W1") {
         let d = base.join("w1");
-        write(&d.join("Dockerfile"), br#"FROM busybox
+        write(
+            &d.join("Dockerfile"),
+            br#"FROM busybox
 ARG VERSION=1.0
 ENV APP_HOME=/app VERSION=$VERSION
 WORKDIR /app
@@ -92,22 +103,33 @@ RUN find /app/src -type f | sort | xargs cat | sha256sum > /app/checksum
 LABEL org.example.version=$VERSION
 EXPOSE 8080
 CMD ["sh", "-c", "cat /app/checksum"]
-"#);
+"#,
+        );
         for i in 0..20 {
-            write(&d.join(format!("src/mod{i}.txt")), format!("module {i}\n").repeat(200).as_bytes());
+            write(
+                &d.join(format!("src/mod{i}.txt")),
+                format!("module {i}\n").repeat(200).as_bytes(),
+            );
         }
         write(&d.join("config/app.conf"), b"port=8080\n");
-        out.push(Workload { name: "W1", change: Some(d.join("src/mod7.txt")), dir: d });
+        out.push(Workload {
+            name: "W1",
+            change: Some(d.join("src/mod7.txt")),
+            dir: d,
+        });
     }
     if want("W2") {
         let d = base.join("w2");
-        write(&d.join("Dockerfile"), br#"FROM busybox
+        write(
+            &d.join("Dockerfile"),
+            br#"FROM busybox
 WORKDIR /app
 COPY manifest.txt ./
 RUN cat manifest.txt | wc -l > /deps-installed
 COPY . .
 RUN du -s /app > /app-size
-"#);
+"#,
+        );
         write(&d.join("manifest.txt"), b"dep-a\ndep-b\n");
         let mut seed = 1u64;
         for i in 0..5000 {
@@ -121,25 +143,42 @@ RUN du -s /app > /app-size
             }
             write(&d.join(format!("src/d{}/f{i}.bin", i % 50)), &bytes);
         }
-        out.push(Workload { name: "W2", change: Some(d.join("src/d7/f7.bin")), dir: d });
+        out.push(Workload {
+            name: "W2",
+            change: Some(d.join("src/d7/f7.bin")),
+            dir: d,
+        });
     }
     if want("W3") {
         let d = base.join("w3");
         let spin = spin_loop(2.0);
         let mut df = String::new();
         for s in ["a", "b", "c", "d"] {
-            df.push_str(&format!("FROM busybox AS {s}\nRUN {spin} && echo {s} > /{s}\n\n"));
+            df.push_str(&format!(
+                "FROM busybox AS {s}\nRUN {spin} && echo {s} > /{s}\n\n"
+            ));
         }
         df.push_str("FROM busybox\nCOPY --from=a /a /\nCOPY --from=b /b /\nCOPY --from=c /c /\nCOPY --from=d /d /\n");
         write(&d.join("Dockerfile"), df.as_bytes());
         // One stage alone, to measure "the sum of its stages".
-        write(&d.join("one/Dockerfile"), format!("FROM busybox\nRUN {spin} && echo a > /a\n").as_bytes());
-        out.push(Workload { name: "W3", change: None, dir: d });
+        write(
+            &d.join("one/Dockerfile"),
+            format!("FROM busybox\nRUN {spin} && echo a > /a\n").as_bytes(),
+        );
+        out.push(Workload {
+            name: "W3",
+            change: None,
+            dir: d,
+        });
     }
     if want("W4") {
         let d = base.join("w4");
         write(&d.join("Dockerfile"), b"FROM busybox\nRUN head -c 1073741824 /dev/urandom > /random.bin && head -c 536870912 /dev/zero > /zeros.bin\n");
-        out.push(Workload { name: "W4", change: None, dir: d });
+        out.push(Workload {
+            name: "W4",
+            change: None,
+            dir: d,
+        });
     }
     out
 }
@@ -161,8 +200,13 @@ impl Builder for Berth {
     }
     fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
         let mut c = Command::new(&self.bin);
-        c.env("BERTH_ROOT", &self.store)
-            .args(["build", "--progress", "plain", "-t", &format!("bench-{}", w.name.to_lowercase())]);
+        c.env("BERTH_ROOT", &self.store).args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            &format!("bench-{}", w.name.to_lowercase()),
+        ]);
         if no_cache {
             c.arg("--no-cache");
         }
@@ -184,7 +228,15 @@ impl Builder for Docker {
         let mut c = Command::new(&self.bin);
         c.env("DOCKER_HOST", &self.host)
             .env("DOCKER_BUILDKIT", "1")
-            .args(["build", "--network", "host", "--progress", "plain", "-t", &format!("bench-{}", w.name.to_lowercase())]);
+            .args([
+                "build",
+                "--network",
+                "host",
+                "--progress",
+                "plain",
+                "-t",
+                &format!("bench-{}", w.name.to_lowercase()),
+            ]);
         if no_cache {
             c.arg("--no-cache");
         }
@@ -204,8 +256,22 @@ impl Builder for Buildah {
     }
     fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
         let mut c = Command::new(&self.bin);
-        c.args(["--root"]).arg(self.root.join("root")).args(["--runroot"]).arg(self.root.join("run"))
-            .args(["--storage-driver", "overlay", "bud", "--layers", "--network", "host", "--isolation", "chroot", "-t", &format!("bench-{}", w.name.to_lowercase())]);
+        c.args(["--root"])
+            .arg(self.root.join("root"))
+            .args(["--runroot"])
+            .arg(self.root.join("run"))
+            .args([
+                "--storage-driver",
+                "overlay",
+                "bud",
+                "--layers",
+                "--network",
+                "host",
+                "--isolation",
+                "chroot",
+                "-t",
+                &format!("bench-{}", w.name.to_lowercase()),
+            ]);
         if no_cache {
             c.arg("--no-cache");
         }
@@ -249,13 +315,22 @@ fn start_dockerd(work: &Path) -> Option<(Dockerd, String)> {
     let d = Dockerd { child, data };
     for _ in 0..100 {
         if sock.exists()
-            && Command::new("/usr/bin/docker").env("DOCKER_HOST", &host).arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+            && Command::new("/usr/bin/docker")
+                .env("DOCKER_HOST", &host)
+                .arg("info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
         {
             return Some((d, host));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!("dockerd did not start; see {}", work.join("dockerd.err").display());
+    eprintln!(
+        "dockerd did not start; see {}",
+        work.join("dockerd.err").display()
+    );
     None
 }
 
@@ -267,7 +342,10 @@ fn touch(p: &Path) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
-    let which_ones: Vec<String> = args.get(2).map(|s| s.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let which_ones: Vec<String> = args
+        .get(2)
+        .map(|s| s.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let root = std::env::current_dir().unwrap();
     let bin = root.join("target/release/berth");
     assert!(bin.exists(), "build berth first: cargo build --release");
@@ -277,13 +355,31 @@ fn main() {
     let rootfs = work.join("rootfs");
     berth_test_support::busybox_rootfs(&rootfs);
     let store = work.join("store");
-    run(Command::new(&bin).env("BERTH_ROOT", &store).args(["import", "-c", "CMD [\"sh\"]"]).arg(&rootfs).arg("busybox"));
+    run(Command::new(&bin)
+        .env("BERTH_ROOT", &store)
+        .args(["import", "-c", "CMD [\"sh\"]"])
+        .arg(&rootfs)
+        .arg("busybox"));
     let archive = work.join("busybox-docker.tar");
-    run(Command::new(&bin).env("BERTH_ROOT", &store).args(["save", "--format", "docker", "-o"]).arg(&archive).arg("busybox"));
-    let mut builders: Vec<Box<dyn Builder>> = vec![Box::new(Berth { bin: bin.clone(), store: store.clone() })];
-    let _dockerd = match (which("docker").filter(|p| p.starts_with("/usr/bin")), start_dockerd(&work)) {
+    run(Command::new(&bin)
+        .env("BERTH_ROOT", &store)
+        .args(["save", "--format", "docker", "-o"])
+        .arg(&archive)
+        .arg("busybox"));
+    let mut builders: Vec<Box<dyn Builder>> = vec![Box::new(Berth {
+        bin: bin.clone(),
+        store: store.clone(),
+    })];
+    let _dockerd = match (
+        which("docker").filter(|p| p.starts_with("/usr/bin")),
+        start_dockerd(&work),
+    ) {
         (Some(docker), Some((d, host))) => {
-            run(Command::new(&docker).env("DOCKER_HOST", &host).arg("load").arg("-i").arg(&archive));
+            run(Command::new(&docker)
+                .env("DOCKER_HOST", &host)
+                .arg("load")
+                .arg("-i")
+                .arg(&archive));
             builders.push(Box::new(Docker { bin: docker, host }));
             Some(d)
         }
@@ -295,15 +391,33 @@ fn main() {
     match which("buildah") {
         Some(b) => {
             let broot = work.join("buildah");
-            run(Command::new(&b).arg("--root").arg(broot.join("root")).arg("--runroot").arg(broot.join("run")).args(["--storage-driver", "overlay", "pull"]).arg(format!("docker-archive:{}", archive.display())));
+            run(Command::new(&b)
+                .arg("--root")
+                .arg(broot.join("root"))
+                .arg("--runroot")
+                .arg(broot.join("run"))
+                .args(["--storage-driver", "overlay", "pull"])
+                .arg(format!("docker-archive:{}", archive.display())));
             // Stored as localhost/busybox, which `FROM busybox` finds.
-            builders.push(Box::new(Buildah { bin: b, root: broot }));
+            builders.push(Box::new(Buildah {
+                bin: b,
+                root: broot,
+            }));
         }
         None => println!("buildah: not installed: skipped"),
     }
     let loads = workloads(&work.join("ctx"), &which_ones);
     println!("\nmedians of {runs} runs (W4 cold: 1); ratio = berth / BuildKit\n");
-    println!("{:<4} {:<8} {}", "", "phase", builders.iter().map(|b| format!("{:>10}", b.name())).collect::<String>() + "      ratio");
+    println!(
+        "{:<4} {:<8} {}",
+        "",
+        "phase",
+        builders
+            .iter()
+            .map(|b| format!("{:>10}", b.name()))
+            .collect::<String>()
+            + "      ratio"
+    );
     let mut peak = 0u64;
     let mut commit_line = String::new();
     for w in &loads {
@@ -314,7 +428,11 @@ fn main() {
         for phase in phases {
             let mut cells = Vec::new();
             for b in &builders {
-                let n = if w.name == "W4" && phase == "cold" { 1 } else { runs };
+                let n = if w.name == "W4" && phase == "cold" {
+                    1
+                } else {
+                    runs
+                };
                 let mut times = Vec::new();
                 if phase != "cold" {
                     b.build(w, &w.dir, false); // warm the cache
@@ -334,7 +452,11 @@ fn main() {
                     if b.name() == "berth" {
                         peak = peak.max(rss);
                         if w.name == "W4" && phase == "cold" {
-                            commit_line = err.lines().filter(|l| l.contains("committed in")).collect::<Vec<_>>().join("\n");
+                            commit_line = err
+                                .lines()
+                                .filter(|l| l.contains("committed in"))
+                                .collect::<Vec<_>>()
+                                .join("\n");
                         }
                     }
                     times.push(t);
@@ -346,15 +468,30 @@ fn main() {
             } else {
                 "         -".into()
             };
-            println!("{:<4} {:<8} {}{ratio}", w.name, phase, cells.iter().map(|c| format!("{:>9.3}s", c.as_secs_f64())).collect::<String>());
+            println!(
+                "{:<4} {:<8} {}{ratio}",
+                w.name,
+                phase,
+                cells
+                    .iter()
+                    .map(|c| format!("{:>9.3}s", c.as_secs_f64()))
+                    .collect::<String>()
+            );
         }
         if w.name == "W3" {
             let one = w.dir.join("one");
             let (t, _, _) = builders[0].build(w, &one, true);
-            println!("W3   one stage alone (berth, cold): {:.2}s; the sum of four: {:.2}s", t.as_secs_f64(), 4.0 * t.as_secs_f64());
+            println!(
+                "W3   one stage alone (berth, cold): {:.2}s; the sum of four: {:.2}s",
+                t.as_secs_f64(),
+                4.0 * t.as_secs_f64()
+            );
         }
     }
-    println!("\npeak memory of berth (max RSS over all runs): {:.1} MiB", peak as f64 / 1024.0);
+    println!(
+        "\npeak memory of berth (max RSS over all runs): {:.1} MiB",
+        peak as f64 / 1024.0
+    );
     if !commit_line.is_empty() {
         println!("W4 berth commit: {commit_line}");
         // The reference: tar c | sha256sum over the same files.
@@ -363,9 +500,16 @@ fn main() {
         let status = Command::new("sh").arg("-c").arg(format!("head -c 1073741824 /dev/urandom > {0}/random.bin && head -c 536870912 /dev/zero > {0}/zeros.bin && sync", data.display())).status().unwrap();
         assert!(status.success());
         let t = Instant::now();
-        let out = Command::new("sh").arg("-c").arg(format!("tar -C {} -c . | sha256sum", data.display())).output().unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("tar -C {} -c . | sha256sum", data.display()))
+            .output()
+            .unwrap();
         assert!(out.status.success());
-        println!("W4 reference: tar c | sha256sum of the same 1.5 GiB: {:.2}s", t.elapsed().as_secs_f64());
+        println!(
+            "W4 reference: tar c | sha256sum of the same 1.5 GiB: {:.2}s",
+            t.elapsed().as_secs_f64()
+        );
     }
     drop(_dockerd);
     let _ = std::fs::remove_dir_all(&work);

@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod load;
 pub mod ps;
+pub mod registry;
 pub mod rm;
 pub mod rmi;
 pub mod run;

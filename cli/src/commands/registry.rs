@@ -1,0 +1,357 @@
+//! `pull`, `push`, `login`, `logout`, `tags`: the registry client wired to the store through
+//! `copy_image` (DESIGN.md: `registry-client` and `store` never meet but here).
+//!
+//! Registries: credentials from `config.json`/`auth.json`/credential helpers; CA certificates
+//! from `/etc/docker/certs.d/<host>/` and `/etc/containers/certs.d/<host>/` (and the
+//! directories in `BERTH_CERTS_DIR`, colon-separated, first); plain HTTP only for insecure
+//! registries (`--tls-verify=false`, `BERTH_INSECURE_REGISTRIES`, and loopback registries that
+//! do not answer HTTPS); mirrors for Docker Hub from `BERTH_REGISTRY_MIRRORS`.
+//!
+//! Progress: one line per layer as it starts and completes (`<short digest>: Pull complete`),
+//! then the manifest digest, as `docker pull` prints. A live bar per layer with byte totals
+//! is not written yet.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_oci::Reference;
+use berth_oci::transport::{CopyEvent, CopyOptions, copy_image};
+use berth_registry_client::{Credentials, Options, Registry, Remote, creds};
+use berth_store::{Store, StoreDestination, StoreSource};
+
+use crate::UsageError;
+
+/// Flags every registry command takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// Verify the registry's TLS certificate (false also allows plain HTTP)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify: bool,
+}
+
+pub fn options(tls: &TlsArgs) -> Options {
+    let mut o = Options::from_env();
+    o.tls_verify = tls.tls_verify;
+    if let Ok(dirs) = std::env::var("BERTH_CERTS_DIR") {
+        let mut extra: Vec<PathBuf> = dirs
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        extra.append(&mut o.certs_dirs);
+        o.certs_dirs = extra;
+    }
+    o
+}
+
+/// The registry and repository a reference names, connected with saved credentials. For
+/// Docker Hub images, the configured mirrors are tried first.
+pub async fn remote(reference: &Reference, options: &Options) -> anyhow::Result<Remote> {
+    let at = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => "latest".to_owned(),
+    };
+    if reference.domain() == "docker.io" {
+        for mirror in &options.mirrors {
+            if let Ok(r) = berth_registry_client::connect(mirror, options).await
+                && r.ping().await.is_ok()
+            {
+                return Ok(Remote::new(r, reference.path(), &at));
+            }
+        }
+    }
+    let registry = berth_registry_client::connect(reference.domain(), options).await?;
+    Ok(Remote::new(registry, reference.path(), &at))
+}
+
+fn short(d: &berth_oci::Digest) -> &str {
+    &d.hex()[..12]
+}
+
+fn printer(quiet: bool) -> Option<Arc<dyn Fn(CopyEvent) + Send + Sync>> {
+    if quiet {
+        return None;
+    }
+    Some(Arc::new(|e: CopyEvent| match e {
+        CopyEvent::BlobSkipped(d) => eprintln!("{}: Already exists", short(&d.digest)),
+        CopyEvent::BlobStarted(d) => eprintln!(
+            "{}: Copying ({})",
+            short(&d.digest),
+            crate::output::human_size(d.size)
+        ),
+        CopyEvent::BlobDone(d) => eprintln!("{}: Done", short(&d.digest)),
+    }))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// Platform to pick from a multi-platform image (os/arch[/variant]; default the host's)
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print only the image name when done
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
+    image: String,
+}
+
+/// Pulls `reference` into the store and names it; returns the manifest digest.
+pub async fn pull_image(
+    store: Arc<Store>,
+    reference: &Reference,
+    options: &Options,
+    platform: Option<berth_oci::Platform>,
+    quiet: bool,
+) -> anyhow::Result<berth_oci::Digest> {
+    let remote = remote(reference, options).await?;
+    let dst = StoreDestination::new(store, vec![reference.clone()]);
+    let outcome = copy_image(
+        &remote,
+        &dst,
+        &CopyOptions {
+            platform,
+            progress: printer(quiet),
+            ..CopyOptions::default()
+        },
+    )
+    .await?;
+    Ok(outcome.root.digest)
+}
+
+pub fn pull(store: Arc<Store>, args: PullArgs) -> anyhow::Result<u8> {
+    let reference = Reference::parse(&args.image)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<berth_oci::Platform>)
+        .transpose()?;
+    let options = options(&args.tls);
+    if !args.quiet {
+        eprintln!(
+            "{}: Pulling from {}",
+            reference.tag().unwrap_or("latest"),
+            reference.familiar_repository()
+        );
+    }
+    let digest = crate::block_on(pull_image(
+        store, &reference, &options, platform, args.quiet,
+    ))?;
+    if args.quiet {
+        println!("{}", reference.familiar());
+    } else {
+        println!("Digest: {digest}");
+        println!("Status: Downloaded {}", reference.familiar());
+        println!("{reference}");
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// Layer compression for layers kept uncompressed locally: gzip, zstd or none
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression: String,
+    /// Write the pushed manifest digest to this file
+    #[arg(long)]
+    digestfile: Option<PathBuf>,
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// The image in the store
+    image: String,
+    /// Where to push it (default: the image's own name)
+    dest: Option<String>,
+}
+
+/// Pushes a store image to `dest`; returns the pushed manifest digest.
+pub async fn push_image(
+    store: Arc<Store>,
+    image: &berth_store::Image,
+    dest: &Reference,
+    options: &Options,
+    compression: &str,
+    quiet: bool,
+) -> anyhow::Result<berth_oci::Digest> {
+    let dist = store.distribution_image(image, crate::commands::save::compression(compression))?;
+    let mut remote = remote(dest, options).await?;
+    // A blob already in another repository of the same registry is mounted, not sent.
+    let first_layer = dist.manifest_value.layers.first().map(|l| l.digest.clone());
+    remote.mount_from = store.tags()?.into_iter().find_map(|t| {
+        let r = &t.reference;
+        (r.domain() == dest.domain() && r.path() != dest.path())
+            .then(|| store.load_image(&t.manifest).ok())
+            .flatten()
+            .filter(|i| i.manifest_value.layers.first().map(|l| &l.digest) == first_layer.as_ref())
+            .map(|_| r.path().to_owned())
+    });
+    let src = StoreSource::new(store.clone(), dist.root.clone());
+    let outcome = copy_image(
+        &src,
+        &remote,
+        &CopyOptions {
+            progress: printer(quiet),
+            ..CopyOptions::default()
+        },
+    )
+    .await?;
+    Ok(outcome.root.digest)
+}
+
+pub fn push(store: Arc<Store>, args: PushArgs) -> anyhow::Result<u8> {
+    let image = store.resolve(&args.image)?;
+    let dest = Reference::parse(args.dest.as_deref().unwrap_or(&args.image))?;
+    let options = options(&args.tls);
+    if !args.quiet {
+        eprintln!("The push refers to repository [{}]", dest.repository());
+    }
+    let digest = crate::block_on(push_image(
+        store.clone(),
+        &image,
+        &dest,
+        &options,
+        &args.compression,
+        args.quiet,
+    ))?;
+    if let Some(p) = &args.digestfile {
+        std::fs::write(p, digest.to_string())?;
+    }
+    println!("{}: digest: {digest}", dest.tag().unwrap_or("latest"));
+    Ok(0)
+}
+
+/// `https://host/v1/` → `host`; no argument → Docker Hub.
+fn registry_name(arg: Option<&str>) -> String {
+    let a = arg.unwrap_or("docker.io");
+    let a = a
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = a.split('/').next().unwrap_or(a);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "" => "docker.io".into(),
+        h => h.to_owned(),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    #[arg(short, long)]
+    username: Option<String>,
+    /// The password (visible in the process list: prefer --password-stdin)
+    #[arg(short, long)]
+    password: Option<String>,
+    /// Read the password from stdin
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// The registry (default: Docker Hub)
+    registry: Option<String>,
+}
+
+fn prompt(label: &str, hidden: bool) -> anyhow::Result<String> {
+    eprint!("{label}: ");
+    std::io::stderr().flush()?;
+    let stdin = std::io::stdin();
+    let restore = if hidden && stdin.is_terminal() {
+        let old = rustix::termios::tcgetattr(&stdin)?;
+        let mut quiet = old.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)?;
+        Some(old)
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    if let Some(old) = restore {
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &old)?;
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
+    let name = registry_name(args.registry.as_deref());
+    let username = match args.username {
+        Some(u) => u,
+        None if args.password_stdin => {
+            return Err(UsageError("--password-stdin needs --username".into()).into());
+        }
+        None => prompt("Username", false)?,
+    };
+    let password = match (args.password, args.password_stdin) {
+        (Some(_), true) => {
+            return Err(UsageError("--password and --password-stdin are exclusive".into()).into());
+        }
+        (Some(p), false) => {
+            eprintln!(
+                "WARNING! Using --password on the command line is insecure: use --password-stdin."
+            );
+            p
+        }
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s.trim_end_matches(['\n', '\r']).to_owned()
+        }
+        (None, false) => prompt("Password", true)?,
+    };
+    if username.is_empty() || password.is_empty() {
+        return Err(UsageError("a user name and a password are needed".into()).into());
+    }
+    let creds = Credentials {
+        username,
+        secret: password,
+    };
+    let options = options(&args.tls);
+    // Verified against the registry before anything is saved.
+    crate::block_on(async {
+        let registry = Registry::connect(&name, &options, Some(creds.clone())).await?;
+        registry.ping().await
+    })?;
+    let place = creds::store(&name, &creds)?;
+    eprintln!("Credentials saved in {place}");
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogoutArgs {
+    registry: Option<String>,
+}
+
+pub fn logout(args: LogoutArgs) -> anyhow::Result<u8> {
+    let name = registry_name(args.registry.as_deref());
+    if creds::erase(&name)? {
+        println!("Removing login credentials for {name}");
+    } else {
+        println!("Not logged in to {name}");
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TagsArgs {
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// A repository (`registry/name`)
+    repository: String,
+}
+
+pub fn tags(args: TagsArgs) -> anyhow::Result<u8> {
+    let reference = Reference::parse(&args.repository)?;
+    let options = options(&args.tls);
+    let tags = crate::block_on(async {
+        let r = remote(&reference, &options).await?;
+        anyhow::Ok(r.tags().await?)
+    })?;
+    for t in tags {
+        println!("{t}");
+    }
+    Ok(0)
+}

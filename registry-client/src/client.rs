@@ -1,0 +1,580 @@
+//! One registry: the HTTP client (rustls, per-registry CAs), the scheme (HTTPS; plain HTTP
+//! only for insecure registries), credentials, and the authentication flow shared by every
+//! request: send, and on `401` read the `WWW-Authenticate` challenges and answer them —
+//! `Basic` with the credentials, `Bearer` with a token from the realm for the scopes the
+//! request needs (anonymous when there are no credentials; with an identity token through
+//! the OAuth2 refresh-token grant) — then send again. Tokens are cached per scope set until
+//! they expire; a `401`/`403` with `insufficient_scope` fetches a new one. Idempotent
+//! requests are retried with backoff on network errors, `5xx` and `429` (`Retry-After`
+//! honoured, at most 10 s).
+//!
+//! Credentials go only to the registry they are for: the `Authorization` header is set per
+//! request on this registry's URLs, and reqwest drops it on a redirect to another host (a
+//! blob served from object storage gets no credentials). Token requests go to the realm the
+//! registry named, with the registry's credentials, as Docker does.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use berth_oci::limits;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+
+use crate::auth::{Challenge, TokenResponse, parse_challenges};
+use crate::creds::Credentials;
+use crate::error::{RegistryError, decode_error_body};
+
+/// How registries are reached.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Hosts (`host[:port]`) reached over plain HTTP when HTTPS does not answer, with any
+    /// certificate accepted over HTTPS (`BERTH_INSECURE_REGISTRIES`). localhost and
+    /// 127.0.0.0/8 may use plain HTTP too, as Docker allows, but a loopback registry that
+    /// answers HTTPS must present a certificate berth can verify (stricter than Docker).
+    pub insecure: Vec<String>,
+    /// `--tls-verify=false`: accept any certificate, and plain HTTP, for every registry.
+    pub tls_verify: bool,
+    pub certs_dirs: Vec<PathBuf>,
+    /// Mirrors tried first for Docker Hub images (`BERTH_REGISTRY_MIRRORS`, `host[:port]`).
+    pub mirrors: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            insecure: Vec::new(),
+            tls_verify: true,
+            certs_dirs: crate::tls::default_certs_dirs(),
+            mirrors: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    /// Defaults plus `BERTH_INSECURE_REGISTRIES` and `BERTH_REGISTRY_MIRRORS` (comma lists).
+    pub fn from_env() -> Options {
+        let list = |name: &str| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        Options {
+            insecure: list("BERTH_INSECURE_REGISTRIES"),
+            mirrors: list("BERTH_REGISTRY_MIRRORS"),
+            ..Options::default()
+        }
+    }
+
+    /// Whether `host` may be reached without verified TLS.
+    pub fn is_insecure(&self, host: &str) -> bool {
+        if !self.tls_verify || self.insecure.iter().any(|h| h == host) {
+            return true;
+        }
+        let name = match host.rsplit_once(':') {
+            Some((n, p)) if p.chars().all(|c| c.is_ascii_digit()) => n,
+            _ => host,
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        name == "localhost"
+            || name == "::1"
+            || name
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// The API host of a reference's registry (`docker.io` is served by `registry-1.docker.io`).
+pub fn api_host(registry: &str) -> &str {
+    if registry == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+/// A request to send through the authentication flow.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    /// Path and query after the host (`/v2/...`), or a full URL (an upload `Location`).
+    pub path: String,
+    /// Scopes the request needs (`repository:a/b:pull`).
+    pub scopes: Vec<String>,
+    pub headers: HeaderMap,
+    pub body: Option<bytes::Bytes>,
+    /// For messages.
+    pub repository: String,
+    pub what: String,
+}
+
+impl Request {
+    pub fn new(method: Method, path: String, repository: &str, what: &str) -> Request {
+        Request {
+            method,
+            path,
+            scopes: Vec::new(),
+            headers: HeaderMap::new(),
+            body: None,
+            repository: repository.to_owned(),
+            what: what.to_owned(),
+        }
+    }
+}
+
+/// A connected registry.
+#[derive(Debug)]
+pub struct Registry {
+    /// As references name it (`docker.io`, `127.0.0.1:5000`).
+    pub name: String,
+    /// `https://host` or `http://host`.
+    pub base: String,
+    http: reqwest::Client,
+    creds: Option<Credentials>,
+    tokens: Mutex<HashMap<String, Token>>,
+    /// The last scheme the registry asked for (`Basic`: send credentials up front).
+    basic: Mutex<bool>,
+    tls: crate::tls::TlsFiles,
+}
+
+fn network_error(registry: &str, e: &reqwest::Error) -> RegistryError {
+    let mut chain = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        chain.push_str(&s.to_string());
+        chain.push_str(": ");
+        source = s.source();
+    }
+    let chain = chain.trim_end_matches(": ").to_owned();
+    if chain.contains("certificate") || chain.contains("UnknownIssuer") || chain.contains("tls") {
+        let hint = if chain.contains("UnknownIssuer") || chain.contains("unknown issuer") {
+            format!(
+                "; the registry's certificate is signed by an unknown authority: put that CA certificate in /etc/docker/certs.d/{registry}/ca.crt (or /etc/containers/certs.d/{registry}/), or use --tls-verify=false for a test registry"
+            )
+        } else {
+            String::new()
+        };
+        return RegistryError::Tls {
+            registry: registry.to_owned(),
+            message: format!("{chain}{hint}"),
+        };
+    }
+    RegistryError::Network {
+        registry: registry.to_owned(),
+        message: chain,
+    }
+}
+
+/// Reads a response body, failing past `limit` bytes.
+pub async fn read_limited(
+    registry: &str,
+    mut resp: reqwest::Response,
+    limit: u64,
+) -> Result<Vec<u8>, RegistryError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| network_error(registry, &e))?
+    {
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(RegistryError::Protocol {
+                registry: registry.to_owned(),
+                message: format!("a response larger than {limit} bytes was refused"),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200 * (1 << attempt.min(5)))
+}
+
+impl Registry {
+    /// Connects to `name` (a reference's registry): builds the client and picks the scheme
+    /// (HTTPS; for an insecure registry, plain HTTP when HTTPS does not answer).
+    pub async fn connect(
+        name: &str,
+        options: &Options,
+        creds: Option<Credentials>,
+    ) -> Result<Arc<Registry>, RegistryError> {
+        let host = api_host(name).to_owned();
+        let insecure = options.is_insecure(name);
+        // Certificates are verified unless the registry is named insecure (or
+        // `--tls-verify=false`): a loopback registry that speaks TLS is verified too.
+        let verify = options.tls_verify && !options.insecure.iter().any(|h| h == name);
+        let (tls, files) =
+            crate::tls::client_config(&host, &options.certs_dirs, verify).map_err(|message| {
+                RegistryError::Tls {
+                    registry: name.to_owned(),
+                    message,
+                }
+            })?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| RegistryError::Protocol {
+                registry: name.to_owned(),
+                message: e.to_string(),
+            })?;
+        let mut base = format!("https://{host}");
+        if insecure {
+            let probe = http
+                .get(format!("{base}/v2/"))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            // Plain HTTP only when HTTPS does not answer at all: a certificate problem is
+            // reported, never silently downgraded.
+            if let Err(e) = probe
+                && !matches!(network_error(name, &e), RegistryError::Tls { ref message, .. } if message.contains("certificate"))
+            {
+                base = format!("http://{host}");
+            }
+        }
+        Ok(Arc::new(Registry {
+            name: name.to_owned(),
+            base,
+            http,
+            creds,
+            tokens: Mutex::new(HashMap::new()),
+            basic: Mutex::new(false),
+            tls: files,
+        }))
+    }
+
+    /// The CA files loaded for this registry.
+    pub fn tls_files(&self) -> &crate::tls::TlsFiles {
+        &self.tls
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    fn basic_header(&self) -> Option<String> {
+        let c = self.creds.as_ref()?;
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.secret))
+        ))
+    }
+
+    fn scope_key(scopes: &[String]) -> String {
+        let mut s = scopes.to_vec();
+        s.sort();
+        s.join(" ")
+    }
+
+    fn cached(&self, scopes: &[String]) -> Option<String> {
+        if *self.basic.lock().expect("no panics") {
+            return self.basic_header();
+        }
+        let tokens = self.tokens.lock().expect("no panics");
+        let t = tokens.get(&Self::scope_key(scopes))?;
+        (t.expires > Instant::now()).then(|| format!("Bearer {}", t.value))
+    }
+
+    /// The Authorization value that answers `challenges` for `scopes`.
+    async fn authorize(
+        &self,
+        challenges: &[Challenge],
+        req: &Request,
+    ) -> Result<String, RegistryError> {
+        let unauthorized = |message: String| RegistryError::Unauthorized {
+            registry: self.name.clone(),
+            repository: req.repository.clone(),
+            message,
+        };
+        if let Some(c) = challenges.iter().find(|c| c.is("bearer")) {
+            let realm = c
+                .param("realm")
+                .ok_or_else(|| RegistryError::Protocol {
+                    registry: self.name.clone(),
+                    message: "a Bearer challenge without a realm".into(),
+                })?
+                .to_owned();
+            let mut scopes = req.scopes.clone();
+            if let Some(s) = c.param("scope") {
+                for s in s.split(' ') {
+                    if !scopes.iter().any(|x| x == s) {
+                        scopes.push(s.to_owned());
+                    }
+                }
+            }
+            let token = self
+                .fetch_token(&realm, c.param("service"), &scopes, req)
+                .await?;
+            let value = format!("Bearer {}", token.value);
+            self.tokens
+                .lock()
+                .expect("no panics")
+                .insert(Self::scope_key(&req.scopes), token);
+            return Ok(value);
+        }
+        if challenges.iter().any(|c| c.is("basic")) {
+            *self.basic.lock().expect("no panics") = true;
+            return self
+                .basic_header()
+                .ok_or_else(|| unauthorized(format!("log in first: berth login {}", self.name)));
+        }
+        Err(unauthorized(format!(
+            "the registry asked for an unsupported scheme; log in first: berth login {}",
+            self.name
+        )))
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+        req: &Request,
+    ) -> Result<Token, RegistryError> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        for s in scopes {
+            query.push(("scope", s));
+        }
+        let send = match &self.creds {
+            Some(c) if c.is_identity_token() => {
+                let mut form = query.clone();
+                form.extend([
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", c.secret.as_str()),
+                    ("client_id", "berth"),
+                ]);
+                self.http.post(realm).form(&form).send().await
+            }
+            Some(c) => {
+                self.http
+                    .get(realm)
+                    .query(&query)
+                    .basic_auth(&c.username, Some(&c.secret))
+                    .send()
+                    .await
+            }
+            None => self.http.get(realm).query(&query).send().await,
+        };
+        let resp = send.map_err(|e| network_error(&self.name, &e))?;
+        let status = resp.status();
+        let body = read_limited(&self.name, resp, limits::MAX_TOKEN).await?;
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(RegistryError::Unauthorized {
+                registry: self.name.clone(),
+                repository: req.repository.clone(),
+                message: match &self.creds {
+                    Some(_) => {
+                        "the token service refused the credentials: wrong user name or password?"
+                            .into()
+                    }
+                    None => format!("log in first: berth login {}", self.name),
+                },
+            });
+        }
+        if !status.is_success() {
+            return Err(RegistryError::Status {
+                registry: self.name.clone(),
+                repository: req.repository.clone(),
+                what: "token".into(),
+                status: status.as_u16(),
+                message: decode_error_body(&body)
+                    .unwrap_or_else(|| "the token service failed".into()),
+            });
+        }
+        let t: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                registry: self.name.clone(),
+                message: format!("unreadable token response: {e}"),
+            })?;
+        let value = t.bearer().ok_or_else(|| RegistryError::Protocol {
+            registry: self.name.clone(),
+            message: "the token response holds no token".into(),
+        })?;
+        // Expire a little early; 60 s when the service says nothing (the spec's default).
+        let secs = t.expires_in.unwrap_or(60).max(10);
+        Ok(Token {
+            value: value.to_owned(),
+            expires: Instant::now() + Duration::from_secs(secs - secs / 10),
+        })
+    }
+
+    /// Sends a request through the authentication flow, retrying what may be retried.
+    pub async fn send(&self, req: &Request) -> Result<reqwest::Response, RegistryError> {
+        let mut auth = self.cached(&req.scopes);
+        let mut answered = false;
+        let idempotent = matches!(req.method, Method::GET | Method::HEAD)
+            || req.body.is_some()
+            || req.method == Method::DELETE;
+        let mut attempt = 0u32;
+        loop {
+            let mut rb = self
+                .http
+                .request(req.method.clone(), self.url(&req.path))
+                .headers(req.headers.clone());
+            if let Some(a) = &auth {
+                rb = rb.header(AUTHORIZATION, HeaderValue::from_str(a).expect("ASCII"));
+            }
+            if let Some(b) = &req.body {
+                rb = rb.body(b.clone());
+            }
+            let resp = match rb.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    if idempotent
+                        && attempt < 3
+                        && (e.is_connect() || e.is_timeout() || e.is_request())
+                    {
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(network_error(&self.name, &e));
+                }
+            };
+            let status = resp.status();
+            let challenges: Vec<Challenge> = resp
+                .headers()
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(parse_challenges)
+                .collect();
+            let insufficient = challenges
+                .iter()
+                .any(|c| c.param("error") == Some("insufficient_scope"));
+            if (status == StatusCode::UNAUTHORIZED
+                || (status == StatusCode::FORBIDDEN && insufficient))
+                && !answered
+                && !challenges.is_empty()
+            {
+                answered = true;
+                auth = Some(self.authorize(&challenges, req).await?);
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED {
+                let body = read_limited(&self.name, resp, limits::MAX_ERROR_BODY)
+                    .await
+                    .unwrap_or_default();
+                let detail = decode_error_body(&body).unwrap_or_default();
+                return Err(RegistryError::Unauthorized {
+                    registry: self.name.clone(),
+                    repository: req.repository.clone(),
+                    message: match &self.creds {
+                        Some(_) => format!(
+                            "the registry refused the credentials{}",
+                            if detail.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({detail})")
+                            }
+                        ),
+                        None => format!("log in first: berth login {}", self.name),
+                    },
+                });
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                let wait = retry_after(&resp);
+                if idempotent && attempt < 3 && wait.unwrap_or(0) <= 10 {
+                    tokio::time::sleep(wait.map_or(backoff(attempt), Duration::from_secs)).await;
+                    attempt += 1;
+                    continue;
+                }
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    return Err(RegistryError::RateLimited {
+                        registry: self.name.clone(),
+                        retry_after: wait,
+                    });
+                }
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Turns an unexpected status into an error (reading the registry's message).
+    pub async fn status_error(&self, req: &Request, resp: reqwest::Response) -> RegistryError {
+        let status = resp.status();
+        let body = read_limited(&self.name, resp, limits::MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        let message = decode_error_body(&body).unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("unexpected status")
+                .to_owned()
+        });
+        match status {
+            StatusCode::NOT_FOUND => RegistryError::NotFound {
+                registry: self.name.clone(),
+                repository: req.repository.clone(),
+                what: format!("{} ({message})", req.what),
+            },
+            StatusCode::FORBIDDEN => RegistryError::Denied {
+                registry: self.name.clone(),
+                repository: req.repository.clone(),
+                message: format!("no permission for {}: {message}", req.what),
+            },
+            _ => RegistryError::Status {
+                registry: self.name.clone(),
+                repository: req.repository.clone(),
+                what: req.what.clone(),
+                status: status.as_u16(),
+                message,
+            },
+        }
+    }
+
+    /// `GET /v2/`: whether the registry answers, and accepts the credentials (login).
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let req = Request::new(Method::GET, "/v2/".into(), "", "the API");
+        let resp = self.send(&req).await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.status_error(&req, resp).await)
+        }
+    }
+
+    /// The raw HTTP client, for streaming uploads (which cannot be replayed).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The Authorization value cached for `scopes`, if any.
+    pub fn auth_for(&self, scopes: &[String]) -> Option<String> {
+        self.cached(scopes)
+    }
+}

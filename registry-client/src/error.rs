@@ -1,0 +1,140 @@
+//! Errors people can act on: which registry and repository, and what kind of failure —
+//! network, TLS (and where a CA certificate would go), 401 (log in), 403 (no permission),
+//! 404, a digest mismatch, a rate limit — with the registry's own message when it sent one.
+//! Credentials never appear in a message.
+
+use berth_oci::Digest;
+use berth_oci::transport::TransportError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{registry}: cannot connect: {message}")]
+    Network { registry: String, message: String },
+    #[error("{registry}: TLS: {message}")]
+    Tls { registry: String, message: String },
+    #[error("{registry}/{repository}: authentication required: {message}")]
+    Unauthorized {
+        registry: String,
+        repository: String,
+        message: String,
+    },
+    #[error("{registry}/{repository}: access denied (403): {message}")]
+    Denied {
+        registry: String,
+        repository: String,
+        message: String,
+    },
+    #[error("{registry}/{repository}: {what} not found")]
+    NotFound {
+        registry: String,
+        repository: String,
+        what: String,
+    },
+    #[error("{registry}: too many requests (429): the registry's rate limit was reached{}", retry_after.map(|s| format!("; try again in {s} s")).unwrap_or_default())]
+    RateLimited {
+        registry: String,
+        retry_after: Option<u64>,
+    },
+    #[error("{registry}/{repository}: {what}: digest mismatch: expected {expected}, got {found}")]
+    DigestMismatch {
+        registry: String,
+        repository: String,
+        what: String,
+        expected: Digest,
+        found: Digest,
+    },
+    #[error("{registry}/{repository}: {what}: {status}: {message}")]
+    Status {
+        registry: String,
+        repository: String,
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{registry}: {message}")]
+    Protocol { registry: String, message: String },
+    #[error("credentials: {0}")]
+    Credentials(#[from] crate::creds::CredentialError),
+}
+
+impl RegistryError {
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Network { .. } | RegistryError::RateLimited { .. } => true,
+            RegistryError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+impl From<RegistryError> for TransportError {
+    fn from(e: RegistryError) -> TransportError {
+        match e {
+            RegistryError::NotFound {
+                registry,
+                repository,
+                what,
+            } => TransportError::NotFound {
+                what: format!("{registry}/{repository}: {what}"),
+            },
+            RegistryError::DigestMismatch {
+                what,
+                expected,
+                found,
+                ..
+            } => TransportError::DigestMismatch {
+                what,
+                expected,
+                found,
+            },
+            other => TransportError::Other {
+                message: other.to_string(),
+                retryable: other.is_retryable(),
+                source: Some(Box::new(other)),
+            },
+        }
+    }
+}
+
+/// The `errors` array of a registry's error body, as one message.
+pub fn decode_error_body(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let b: Body = serde_json::from_slice(body).ok()?;
+    let parts: Vec<String> = b
+        .errors
+        .iter()
+        .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
+            (false, false) => format!("{} ({})", e.message, e.code),
+            (true, false) => e.message.clone(),
+            _ => e.code.clone(),
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_decode() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#;
+        assert_eq!(
+            decode_error_body(body).as_deref(),
+            Some("manifest unknown (MANIFEST_UNKNOWN)")
+        );
+        assert_eq!(decode_error_body(b"<html>"), None);
+    }
+}

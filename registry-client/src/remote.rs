@@ -1,0 +1,528 @@
+//! A repository on a registry as an [`ImageSource`] (pull) and an [`ImageDestination`]
+//! (push), so `pull` is `copy_image(remote, store)` and `push` the reverse.
+//!
+//! - Manifests by tag or digest with the right `Accept`; the body read is bounded; its
+//!   digest checked against the digest asked for, or against `Docker-Content-Digest`.
+//! - Blobs stream; the destination verifies them. A dropped download is resumed with a
+//!   `Range` request from the byte reached (at most 3 times).
+//! - Pushes: `HEAD` skips blobs the registry has; a blob known to be in another repository of
+//!   the same registry is mounted (`?mount=&from=`; a `202` means "upload it after all");
+//!   uploads are one `POST` and one streamed `PUT`, or `PATCH` chunks of 16 MiB for blobs
+//!   above 64 MiB; manifests are `PUT` as their exact bytes with their media type.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use berth_oci::limits;
+use berth_oci::manifest::{Descriptor, Parsed};
+use berth_oci::transport::{BlobReader, ImageDestination, ImageSource, TransportError};
+use berth_oci::{Digest, media_type};
+use futures_util::Stream;
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, RANGE};
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::client::{Registry, Request, read_limited};
+use crate::error::RegistryError;
+
+/// Blobs larger than this are uploaded in chunks.
+const CHUNKED_ABOVE: u64 = 64 << 20;
+const CHUNK: usize = 16 << 20;
+
+/// One repository and a reference in it (a tag or a digest).
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub registry: Arc<Registry>,
+    /// `library/busybox`.
+    pub repository: String,
+    /// A tag or `sha256:...`.
+    pub reference: String,
+    /// Another repository of the same registry that holds the blobs (cross-repository
+    /// mount on push).
+    pub mount_from: Option<String>,
+}
+
+impl Remote {
+    pub fn new(registry: Arc<Registry>, repository: &str, reference: &str) -> Remote {
+        Remote {
+            registry,
+            repository: repository.to_owned(),
+            reference: reference.to_owned(),
+            mount_from: None,
+        }
+    }
+
+    fn pull_scope(&self) -> Vec<String> {
+        vec![format!("repository:{}:pull", self.repository)]
+    }
+
+    fn push_scope(&self) -> Vec<String> {
+        let mut s = vec![format!("repository:{}:pull,push", self.repository)];
+        if let Some(from) = &self.mount_from {
+            s.push(format!("repository:{from}:pull"));
+        }
+        s
+    }
+
+    fn request(&self, method: Method, path: String, what: &str, push: bool) -> Request {
+        let mut r = Request::new(method, path, &self.repository, what);
+        r.scopes = if push {
+            self.push_scope()
+        } else {
+            self.pull_scope()
+        };
+        r
+    }
+
+    /// A manifest or index by tag or digest, verified.
+    pub async fn get_manifest(&self, reference: &str) -> Result<Parsed, RegistryError> {
+        let mut req = self.request(
+            Method::GET,
+            format!("/v2/{}/manifests/{reference}", self.repository),
+            &format!("manifest {reference}"),
+            false,
+        );
+        req.headers.insert(
+            ACCEPT,
+            HeaderValue::from_str(&media_type::MANIFEST_ACCEPT.join(", ")).expect("ASCII"),
+        );
+        let resp = self.registry.send(&req).await?;
+        if !resp.status().is_success() {
+            return Err(self.registry.status_error(&req, resp).await);
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<Digest>().ok());
+        let bytes = read_limited(&self.registry.name, resp, limits::MAX_MANIFEST).await?;
+        let parsed =
+            Parsed::parse(bytes, content_type.as_deref()).map_err(|e| RegistryError::Protocol {
+                registry: self.registry.name.clone(),
+                message: format!("{}: manifest {reference}: {e}", self.repository),
+            })?;
+        let expected = reference.parse::<Digest>().ok().or(header_digest);
+        if let Some(expected) = expected
+            && expected != parsed.digest
+        {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.registry.name.clone(),
+                repository: self.repository.clone(),
+                what: format!("manifest {reference}"),
+                expected,
+                found: parsed.digest,
+            });
+        }
+        Ok(parsed)
+    }
+
+    /// The tags of the repository (following `Link` pagination).
+    pub async fn tags(&self) -> Result<Vec<String>, RegistryError> {
+        let mut out = Vec::new();
+        let mut path = format!("/v2/{}/tags/list?n=1000", self.repository);
+        loop {
+            let req = self.request(Method::GET, path.clone(), "tags", false);
+            let resp = self.registry.send(&req).await?;
+            if !resp.status().is_success() {
+                return Err(self.registry.status_error(&req, resp).await);
+            }
+            let next = resp
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| l.split(';').next())
+                .map(|u| {
+                    u.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_owned()
+                });
+            let body = read_limited(&self.registry.name, resp, limits::MAX_MANIFEST).await?;
+            #[derive(serde::Deserialize)]
+            struct Tags {
+                #[serde(default)]
+                tags: Option<Vec<String>>,
+            }
+            let t: Tags = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                registry: self.registry.name.clone(),
+                message: format!("unreadable tag list: {e}"),
+            })?;
+            out.extend(t.tags.unwrap_or_default());
+            match next {
+                Some(n) if !n.is_empty() => path = n,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn blob_response(
+        &self,
+        desc: &Descriptor,
+        from: u64,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut req = self.request(
+            Method::GET,
+            format!("/v2/{}/blobs/{}", self.repository, desc.digest),
+            &format!("blob {}", desc.digest),
+            false,
+        );
+        if from > 0 {
+            req.headers.insert(
+                RANGE,
+                HeaderValue::from_str(&format!("bytes={from}-")).expect("ASCII"),
+            );
+        }
+        let resp = self.registry.send(&req).await?;
+        let ok = if from > 0 {
+            resp.status() == StatusCode::PARTIAL_CONTENT
+        } else {
+            resp.status().is_success()
+        };
+        if !ok {
+            return Err(self.registry.status_error(&req, resp).await);
+        }
+        Ok(resp)
+    }
+
+    async fn upload_location(&self, desc: &Descriptor) -> Result<Option<String>, RegistryError> {
+        let mut path = format!("/v2/{}/blobs/uploads/", self.repository);
+        if let Some(from) = &self.mount_from {
+            path.push_str(&format!("?mount={}&from={from}", desc.digest));
+        }
+        let mut req = self.request(
+            Method::POST,
+            path,
+            &format!("upload of {}", desc.digest),
+            true,
+        );
+        req.body = Some(bytes::Bytes::new());
+        let resp = self.registry.send(&req).await?;
+        match resp.status() {
+            // Mounted from the other repository: nothing to upload.
+            StatusCode::CREATED => Ok(None),
+            StatusCode::ACCEPTED => {
+                let loc = resp
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| RegistryError::Protocol {
+                        registry: self.registry.name.clone(),
+                        message: "an upload without a Location".into(),
+                    })?
+                    .to_owned();
+                Ok(Some(self.absolute(&loc)))
+            }
+            _ => Err(self.registry.status_error(&req, resp).await),
+        }
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            format!("{}{location}", self.registry.base)
+        }
+    }
+
+    fn with_digest(location: &str, digest: &Digest) -> String {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        format!("{location}{sep}digest={digest}")
+    }
+
+    async fn streamed(
+        &self,
+        method: Method,
+        url: String,
+        body: reqwest::Body,
+        len: u64,
+        extra: &[(&str, String)],
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut rb = self
+            .registry
+            .http()
+            .request(method, url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, len)
+            .body(body);
+        for (k, v) in extra {
+            rb = rb.header(*k, v);
+        }
+        if let Some(a) = self.registry.auth_for(&self.push_scope()) {
+            rb = rb.header(reqwest::header::AUTHORIZATION, a);
+        }
+        rb.send().await.map_err(|e| RegistryError::Network {
+            registry: self.registry.name.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    async fn upload(&self, desc: &Descriptor, mut reader: BlobReader) -> Result<(), RegistryError> {
+        let Some(mut location) = self.upload_location(desc).await? else {
+            return Ok(());
+        };
+        let what = format!("blob {}", desc.digest);
+        let req = self.request(Method::PUT, location.clone(), &what, true);
+        if desc.size <= CHUNKED_ABOVE {
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(reader));
+            let resp = self
+                .streamed(
+                    Method::PUT,
+                    Self::with_digest(&location, &desc.digest),
+                    body,
+                    desc.size,
+                    &[],
+                )
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(self.registry.status_error(&req, resp).await);
+            }
+            return Ok(());
+        }
+        use tokio::io::AsyncReadExt;
+        let mut offset = 0u64;
+        loop {
+            let mut chunk = vec![0u8; CHUNK];
+            let mut n = 0;
+            while n < CHUNK {
+                let k =
+                    reader
+                        .read(&mut chunk[n..])
+                        .await
+                        .map_err(|e| RegistryError::Protocol {
+                            registry: self.registry.name.clone(),
+                            message: format!("reading {what}: {e}"),
+                        })?;
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            chunk.truncate(n);
+            if n == 0 {
+                break;
+            }
+            let range = format!("{}-{}", offset, offset + n as u64 - 1);
+            let resp = self
+                .streamed(
+                    Method::PATCH,
+                    location.clone(),
+                    reqwest::Body::from(chunk),
+                    n as u64,
+                    &[("content-range", range)],
+                )
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(self.registry.status_error(&req, resp).await);
+            }
+            if let Some(l) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
+                location = self.absolute(l);
+            }
+            offset += n as u64;
+        }
+        let resp = self
+            .streamed(
+                Method::PUT,
+                Self::with_digest(&location, &desc.digest),
+                reqwest::Body::from(Vec::new()),
+                0,
+                &[],
+            )
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.registry.status_error(&req, resp).await);
+        }
+        Ok(())
+    }
+
+    async fn put_manifest_as(&self, reference: &str, m: &Parsed) -> Result<(), RegistryError> {
+        let mut req = self.request(
+            Method::PUT,
+            format!("/v2/{}/manifests/{reference}", self.repository),
+            &format!("manifest {reference}"),
+            true,
+        );
+        req.headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(&m.media_type).map_err(|_| RegistryError::Protocol {
+                registry: self.registry.name.clone(),
+                message: "a media type that is not ASCII".into(),
+            })?,
+        );
+        req.body = Some(bytes::Bytes::from(m.bytes.clone()));
+        let resp = self.registry.send(&req).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.registry.status_error(&req, resp).await);
+        }
+        if let Some(d) = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<Digest>().ok())
+            && d != m.digest
+        {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.registry.name.clone(),
+                repository: self.repository.clone(),
+                what: format!("manifest {reference}"),
+                expected: m.digest.clone(),
+                found: d,
+            });
+        }
+        Ok(())
+    }
+}
+
+type Reconnect =
+    Pin<Box<dyn std::future::Future<Output = Result<reqwest::Response, RegistryError>> + Send>>;
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// A blob download that resumes with `Range` after a dropped connection.
+struct Download {
+    remote: Remote,
+    desc: Descriptor,
+    offset: u64,
+    retries: u32,
+    stream: Option<ByteStream>,
+    reconnect: Option<Reconnect>,
+    pending: bytes::Bytes,
+}
+
+impl AsyncRead for Download {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending.split_to(n));
+                this.offset += n as u64;
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(f) = this.reconnect.as_mut() {
+                match f.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(resp)) => {
+                        this.reconnect = None;
+                        this.stream = Some(Box::pin(resp.bytes_stream()));
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.reconnect = None;
+                        return Poll::Ready(Err(std::io::Error::other(e.to_string())));
+                    }
+                }
+            }
+            let Some(stream) = this.stream.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            match stream.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    if this.offset < this.desc.size && this.retries < 3 {
+                        this.retries += 1;
+                        this.start_reconnect();
+                        continue;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Some(Ok(b))) => this.pending = b,
+                Poll::Ready(Some(Err(e))) => {
+                    if this.retries < 3 {
+                        this.retries += 1;
+                        this.start_reconnect();
+                        continue;
+                    }
+                    return Poll::Ready(Err(std::io::Error::other(e)));
+                }
+            }
+        }
+    }
+}
+
+impl Download {
+    fn start_reconnect(&mut self) {
+        self.stream = None;
+        let remote = self.remote.clone();
+        let desc = self.desc.clone();
+        let from = self.offset;
+        self.reconnect = Some(Box::pin(
+            async move { remote.blob_response(&desc, from).await },
+        ));
+    }
+}
+
+impl ImageSource for Remote {
+    fn describe(&self) -> String {
+        format!(
+            "docker://{}/{}:{}",
+            self.registry.name, self.repository, self.reference
+        )
+    }
+
+    async fn root_manifest(&self) -> Result<Parsed, TransportError> {
+        Ok(self.get_manifest(&self.reference).await?)
+    }
+
+    async fn manifest(&self, desc: &Descriptor) -> Result<Parsed, TransportError> {
+        Ok(self.get_manifest(&desc.digest.to_string()).await?)
+    }
+
+    async fn blob(&self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
+        let resp = self.blob_response(desc, 0).await?;
+        Ok(Box::pin(Download {
+            remote: self.clone(),
+            desc: desc.clone(),
+            offset: 0,
+            retries: 0,
+            stream: Some(Box::pin(resp.bytes_stream())),
+            reconnect: None,
+            pending: bytes::Bytes::new(),
+        }))
+    }
+}
+
+impl ImageDestination for Remote {
+    fn describe(&self) -> String {
+        format!(
+            "docker://{}/{}:{}",
+            self.registry.name, self.repository, self.reference
+        )
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool, TransportError> {
+        let req = self.request(
+            Method::HEAD,
+            format!("/v2/{}/blobs/{}", self.repository, desc.digest),
+            &format!("blob {}", desc.digest),
+            true,
+        );
+        let resp = self.registry.send(&req).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.registry.status_error(&req, resp).await.into()),
+        }
+    }
+
+    async fn put_blob(&self, desc: &Descriptor, reader: BlobReader) -> Result<(), TransportError> {
+        Ok(self.upload(desc, reader).await?)
+    }
+
+    async fn put_manifest(&self, manifest: &Parsed) -> Result<(), TransportError> {
+        Ok(self
+            .put_manifest_as(&manifest.digest.to_string(), manifest)
+            .await?)
+    }
+
+    async fn commit(&self, root: &Parsed) -> Result<(), TransportError> {
+        Ok(self.put_manifest_as(&self.reference, root).await?)
+    }
+}
