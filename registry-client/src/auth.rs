@@ -69,10 +69,12 @@ impl Cursor<'_> {
     fn at_param(&self) -> bool {
         let rest = &self.s[self.i..];
         let name_len = rest.find(|c: char| !is_tchar(c)).unwrap_or(rest.len());
-        name_len > 0
-            && rest[name_len..]
-                .trim_start_matches([' ', '\t'])
-                .starts_with('=')
+        let after = rest[name_len..].trim_start_matches([' ', '\t']);
+        // `abc==` is a token68 (trailing `=` padding), not `abc` = `=`.
+        let value = after
+            .strip_prefix('=')
+            .map(|v| v.trim_start_matches([' ', '\t']));
+        name_len > 0 && value.is_some_and(|v| !v.is_empty() && !v.starts_with(['=', ',']))
     }
 }
 

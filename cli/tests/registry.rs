@@ -1,0 +1,326 @@
+//! pull, push, login, logout and tags against a real registry (Debian's `docker-registry`,
+//! started by each test on a free loopback port): no auth, htpasswd over TLS with a CA made
+//! for the test, and token auth with a token server of the test's own. Interop: what berth
+//! pushes is read by skopeo and unpacked by umoci; what skopeo pushes is pulled and run by
+//! berth.
+
+use std::path::Path;
+
+use berth_test_support::{RegistryConfig, Sandbox, TestRegistry, is_root};
+
+fn sandbox() -> Option<Sandbox> {
+    if !is_root() {
+        eprintln!("skipped: the images are run, which needs root");
+        return None;
+    }
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    s.import_busybox("busybox");
+    Some(s)
+}
+
+/// A berth command with its own Docker config directory (credentials) and CA directory.
+fn berth(s: &Sandbox, reg: &TestRegistry, args: &[&str]) -> std::process::Output {
+    s.cmd()
+        .env("DOCKER_CONFIG", s.path().join("docker-config"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env("BERTH_CERTS_DIR", reg.certs_dir())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(s: &Sandbox, reg: &TestRegistry, args: &[&str]) -> String {
+    let out = berth(s, reg, args);
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fail(s: &Sandbox, reg: &TestRegistry, args: &[&str]) -> String {
+    let out = berth(s, reg, args);
+    assert_eq!(out.status.code(), Some(1), "berth {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn build_app(s: &Sandbox, name: &str) {
+    let ctx = s.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo pushed-and-pulled > /msg\nCMD [\"cat\", \"/msg\"]\n",
+    )
+    .unwrap();
+    s.ok(&["build", "-q", "-t", name, ctx.to_str().unwrap()]);
+}
+
+fn digest_of(out: &str) -> String {
+    out.split("digest: ").nth(1).unwrap().trim().to_owned()
+}
+
+fn tool(name: &str, args: &[&str], dir: &Path) -> String {
+    let out = std::process::Command::new(name)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn push_pull_round_trip_and_interop_with_skopeo_and_umoci() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    let name = format!("{}/team/app:1.0", reg.host);
+    build_app(&s, &name);
+    let first = digest_of(&ok(&s, &reg, &["push", &name]));
+    // A second push sends nothing and gives the same digest (layers compressed once).
+    let out = berth(&s, &reg, &["push", &name]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Already exists"));
+    assert_eq!(digest_of(&String::from_utf8_lossy(&out.stdout)), first);
+    // skopeo reads it; umoci unpacks it.
+    let inspect = tool(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+        s.path(),
+    );
+    assert!(inspect.contains(&first), "{inspect}");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{name}"),
+            "oci:layout:app",
+        ],
+        s.path(),
+    );
+    tool(
+        "umoci",
+        &["unpack", "--image", "layout:app", "bundle"],
+        s.path(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path().join("bundle/rootfs/msg")).unwrap(),
+        "pushed-and-pulled\n"
+    );
+    // Another store pulls it by tag and by digest, and runs it.
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let out = ok(&other, &reg, &["pull", &name]);
+    assert!(out.contains(&first), "{out}");
+    assert_eq!(other.ok(&["run", "--rm", &name]), "pushed-and-pulled\n");
+    let by_digest = format!("{}/team/app@{first}", reg.host);
+    ok(&other, &reg, &["pull", &by_digest]);
+    other.assert_clean();
+    // An image skopeo pushed (from an archive berth saved) is pulled and run by berth.
+    s.ok(&["save", "-o", "x.tar", &name]);
+    let theirs = format!("{}/skopeo/app:2", reg.host);
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "oci-archive:x.tar",
+            &format!("docker://{theirs}"),
+        ],
+        s.path(),
+    );
+    ok(&other, &reg, &["pull", &theirs]);
+    assert_eq!(other.ok(&["run", "--rm", &theirs]), "pushed-and-pulled\n");
+    // Tags, and errors that say what is missing.
+    assert_eq!(
+        ok(&s, &reg, &["tags", &format!("{}/team/app", reg.host)]),
+        "1.0\n"
+    );
+    let err = fail(
+        &other,
+        &reg,
+        &["pull", &format!("{}/team/app:nope", reg.host)],
+    );
+    assert!(
+        err.contains("not found") && err.contains("team/app"),
+        "{err}"
+    );
+    let err = fail(
+        &other,
+        &reg,
+        &["pull", &format!("{}/nobody/here:1", reg.host)],
+    );
+    assert!(err.contains("not found"), "{err}");
+    s.assert_clean();
+}
+
+#[test]
+fn htpasswd_over_tls_login_logout_and_clear_errors() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig {
+        htpasswd: vec![("alice".into(), "correct horse".into())],
+        tls: true,
+        ..Default::default()
+    });
+    let name = format!("{}/alice/app:1", reg.host);
+    build_app(&s, &name);
+    // Without logging in: a 401 that says to log in.
+    let err = fail(&s, &reg, &["push", &name]);
+    assert!(
+        err.contains("authentication required") && err.contains("berth login"),
+        "{err}"
+    );
+    // A wrong password is refused and nothing is saved.
+    let out = s
+        .cmd()
+        .env("DOCKER_CONFIG", s.path().join("docker-config"))
+        .env("BERTH_CERTS_DIR", reg.certs_dir())
+        .args(["login", "-u", "alice", "--password-stdin", &reg.host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"wrong\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("wrong"), "the password never shows: {err}");
+    assert!(!s.path().join("docker-config/config.json").exists());
+    // The right one: verified, then saved with mode 0600.
+    let login = |password: &str| {
+        s.cmd()
+            .env("DOCKER_CONFIG", s.path().join("docker-config"))
+            .env("BERTH_CERTS_DIR", reg.certs_dir())
+            .args(["login", "-u", "alice", "--password-stdin", &reg.host])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(password.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap()
+    };
+    let out = login("correct horse\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
+    let config = s.path().join("docker-config/config.json");
+    let mode = std::fs::metadata(&config).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let push = ok(&s, &reg, &["push", &name]);
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let pulled = s
+        .cmd()
+        .env("BERTH_ROOT", other.store())
+        .env("DOCKER_CONFIG", s.path().join("docker-config"))
+        .env("BERTH_CERTS_DIR", reg.certs_dir())
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert!(String::from_utf8_lossy(&pulled.stdout).contains(&digest_of(&push)));
+    // Without the CA: a TLS error that says where the CA goes.
+    let no_ca = s
+        .cmd()
+        .env("DOCKER_CONFIG", s.path().join("docker-config"))
+        .env("BERTH_CERTS_DIR", s.path().join("empty-certs"))
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    assert_eq!(no_ca.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&no_ca.stderr);
+    assert!(err.contains("certs.d") && err.contains(&reg.host), "{err}");
+    // The password is in no file berth wrote but the config it was asked to write.
+    for entry in walkdir::WalkDir::new(s.store()).into_iter().flatten() {
+        if entry.file_type().is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            assert!(
+                !bytes.windows(13).any(|w| w == b"correct horse"),
+                "{}",
+                entry.path().display()
+            );
+        }
+    }
+    // Logout forgets it.
+    assert!(ok(&s, &reg, &["logout", &reg.host]).contains("Removing login credentials"));
+    let err = fail(&s, &reg, &["push", &name]);
+    assert!(err.contains("authentication required"), "{err}");
+}
+
+#[test]
+fn token_auth_with_scopes_and_anonymous_pull() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig {
+        token_users: vec![("bob".into(), "s3cret".into())],
+        anonymous_pull: true,
+        ..Default::default()
+    });
+    let name = format!("{}/bob/app:1", reg.host);
+    build_app(&s, &name);
+    // Anonymous tokens cannot push.
+    let err = fail(&s, &reg, &["push", &name]);
+    assert!(
+        err.contains("401") || err.contains("authentication required") || err.contains("denied"),
+        "{err}"
+    );
+    let out = s
+        .cmd()
+        .env("DOCKER_CONFIG", s.path().join("docker-config"))
+        .args(["login", "-u", "bob", "--password-stdin", &reg.host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"s3cret")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = digest_of(&ok(&s, &reg, &["push", &name]));
+    assert!(reg.tokens_issued() >= 2);
+    // Pushing the same image to another repository mounts its blobs from the first.
+    let copy = format!("{}/bob/copy:1", reg.host);
+    s.ok(&["tag", &name, &copy]);
+    assert_eq!(digest_of(&ok(&s, &reg, &["push", &copy])), digest);
+    // Anyone may pull (anonymous token with pull scope).
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let out = other
+        .cmd()
+        .env("DOCKER_CONFIG", other.path().join("none"))
+        .args(["pull", &copy])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(other.ok(&["run", "--rm", &copy]), "pushed-and-pulled\n");
+}
