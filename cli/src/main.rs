@@ -118,7 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Ok(Arc::new(store))
     };
     match cli.command {
-        Command::Build(args) => commands::build::run(&*open()?, args),
+        Command::Build(args) => commands::build::run(open()?, args),
         Command::Pull(args) => commands::registry::pull(open()?, args),
         Command::Push(args) => commands::registry::push(open()?, args),
         Command::Login(args) => commands::registry::login(args),

@@ -324,3 +324,60 @@ fn token_auth_with_scopes_and_anonymous_pull() {
     );
     assert_eq!(other.ok(&["run", "--rm", &copy]), "pushed-and-pulled\n");
 }
+
+#[test]
+fn build_pulls_its_base_and_pushes_the_result() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    let base = format!("{}/base/busybox:1", reg.host);
+    s.ok(&["tag", "busybox", &base]);
+    ok(&s, &reg, &["push", &base]);
+    // A store without the base: FROM pulls it; --push sends the result.
+    let builder = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let ctx = builder.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nRUN echo built-on-a-pulled-base > /msg\nCMD [\"cat\", \"/msg\"]\n"),
+    )
+    .unwrap();
+    let built = format!("{}/apps/built:1", reg.host);
+    let out = berth(
+        &builder,
+        &reg,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--push",
+            "-t",
+            &built,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("pulling") && err.contains("pushed"), "{err}");
+    // A rebuild with --pull checks the registry again and still hits the cache.
+    let out = berth(
+        &builder,
+        &reg,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--pull",
+            "-t",
+            &built,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CACHED"));
+    let third = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    ok(&third, &reg, &["pull", &built]);
+    assert_eq!(
+        third.ok(&["run", "--rm", &built]),
+        "built-on-a-pulled-base\n"
+    );
+    builder.assert_clean();
+}

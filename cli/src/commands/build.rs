@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use berth_builder::exec::{BuildError, BuildOptions, Event, Progress};
@@ -79,31 +79,69 @@ pub struct Args {
     /// (a bare path is type=local)
     #[arg(short = 'o', long)]
     output: Vec<String>,
-    /// Layer compression for --output type=oci: gzip, zstd or none
+    /// Layer compression for --output type=oci and --push: gzip, zstd or none
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
     compression: String,
-    /// Check for a newer base image (needs the registry client: not yet)
+    /// Check the registry for a newer version of every FROM image
     #[arg(long)]
     pull: bool,
+    /// Push every -t name to its registry when the build is done
+    #[arg(long)]
+    push: bool,
+    #[command(flatten)]
+    tls: crate::commands::registry::TlsArgs,
     /// The build context directory
     context: PathBuf,
 }
 
-/// FROM images, from the local store.
-struct StoreResolver<'a>(&'a Store);
+/// FROM images: the local store, else pulled from their registry (always checked again with
+/// `--pull`; each image at most once per build).
+struct StoreResolver {
+    store: Arc<Store>,
+    pull: bool,
+    quiet: bool,
+    options: berth_registry_client::Options,
+    pulled: Mutex<std::collections::HashSet<String>>,
+}
 
-impl Resolver for StoreResolver<'_> {
-    fn resolve(&self, name: &str, _platform: Option<&str>) -> Result<BaseImage, String> {
-        match self.0.resolve(name) {
-            Ok(image) => Ok(BaseImage {
-                manifest: image.root.digest.clone(),
-                config: image.config,
-            }),
-            Err(berth_store::StoreError::NoSuchImage(_)) => Err(format!(
-                "base image {name:?} is not in the local store: import or load it first (pulling from registries is not available yet)"
-            )),
-            Err(e) => Err(format!("base image {name:?}: {e}")),
+impl Resolver for StoreResolver {
+    fn resolve(&self, name: &str, platform: Option<&str>) -> Result<BaseImage, String> {
+        let found = |image: berth_store::Image| BaseImage {
+            manifest: image.root.digest.clone(),
+            config: image.config,
+        };
+        let done = self.pulled.lock().expect("no panics").contains(name);
+        if !self.pull || done {
+            match self.store.resolve(name) {
+                Ok(image) => return Ok(found(image)),
+                Err(berth_store::StoreError::NoSuchImage(_)) if !done => {}
+                Err(e) => return Err(format!("base image {name:?}: {e}")),
+            }
         }
+        let reference = Reference::parse(name).map_err(|e| e.to_string())?;
+        let platform = platform
+            .map(str::parse::<Platform>)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        if !self.quiet {
+            eprintln!("pulling {} for FROM", reference.familiar());
+        }
+        crate::block_on(crate::commands::registry::pull_image(
+            self.store.clone(),
+            &reference,
+            &self.options,
+            platform,
+            self.quiet,
+        ))
+        .map_err(|e| format!("base image {name:?}: {e:#}"))?;
+        self.pulled
+            .lock()
+            .expect("no panics")
+            .insert(name.to_owned());
+        self.store
+            .resolve(&reference.to_string())
+            .map(found)
+            .map_err(|e| format!("base image {name:?}: {e}"))
     }
 }
 
@@ -308,7 +346,8 @@ fn key_values(list: &[String], what: &str) -> anyhow::Result<Vec<(String, Option
         .collect()
 }
 
-pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
+pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
+    let store: &Store = &shared;
     let started = Instant::now();
     if !args.context.is_dir() {
         return Err(UsageError(format!(
@@ -391,7 +430,13 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         &build_args,
         args.target.as_deref(),
         &platforms,
-        &StoreResolver(store),
+        &StoreResolver {
+            store: shared.clone(),
+            pull: args.pull,
+            quiet: args.quiet || args.progress == "quiet",
+            options: crate::commands::registry::options(&args.tls),
+            pulled: Mutex::new(Default::default()),
+        },
         &context,
     )
     .map_err(show)?;
@@ -479,6 +524,25 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let id = image.id().clone();
     for spec in &outputs {
         write_output(store, &image, &tags, spec, &args.compression)?;
+    }
+    if args.push {
+        if tags.is_empty() {
+            return Err(UsageError("--push needs a name: -t REGISTRY/NAME:TAG".into()).into());
+        }
+        let options = crate::commands::registry::options(&args.tls);
+        for t in &tags {
+            let digest = crate::block_on(crate::commands::registry::push_image(
+                shared.clone(),
+                &image,
+                t,
+                &options,
+                &args.compression,
+                quiet,
+            ))?;
+            if !quiet {
+                eprintln!("pushed {} ({digest})", t.familiar());
+            }
+        }
     }
     if let Some(p) = &args.iidfile {
         std::fs::write(p, id.to_string())?;
