@@ -40,6 +40,8 @@ enum Command {
     Logout(commands::registry::LogoutArgs),
     /// List the tags of a repository in a registry
     Tags(commands::registry::TagsArgs),
+    /// Copy an image between registries, layouts, archives and the store
+    Copy(commands::copy::Args),
     /// List images
     Images(commands::images::Args),
     /// Give an image another name
@@ -124,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Login(args) => commands::registry::login(args),
         Command::Logout(args) => commands::registry::logout(args),
         Command::Tags(args) => commands::registry::tags(args),
+        Command::Copy(args) => commands::copy::run(open()?, args),
         Command::Images(args) => commands::images::run(&*open()?, args),
         Command::Tag(args) => commands::tag::run(&*open()?, args),
         Command::Rmi(args) => commands::rmi::run(&*open()?, args),

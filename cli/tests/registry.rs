@@ -381,3 +381,60 @@ fn build_pulls_its_base_and_pushes_the_result() {
     );
     builder.assert_clean();
 }
+
+#[test]
+fn copy_between_store_layouts_archives_and_registries() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    build_app(&s, "app:1");
+    let dir = s.path().join("layout");
+    ok(
+        &s,
+        &reg,
+        &["copy", "app:1", &format!("oci:{}:app", dir.display())],
+    );
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:app", dir.display()),
+            "bundle",
+        ],
+        s.path(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path().join("bundle/rootfs/msg")).unwrap(),
+        "pushed-and-pulled\n"
+    );
+    let remote = format!("docker://{}/copied/app:1", reg.host);
+    ok(
+        &s,
+        &reg,
+        &["copy", &format!("oci:{}:app", dir.display()), &remote],
+    );
+    ok(&s, &reg, &["copy", &remote, "oci-archive:out.tar:copied:1"]);
+    assert!(tool("skopeo", &["inspect", "oci-archive:out.tar"], s.path()).contains("Digest"));
+    ok(
+        &s,
+        &reg,
+        &["copy", &remote, "docker-archive:out-docker.tar"],
+    );
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let archive = s.path().join("out-docker.tar");
+    ok(
+        &other,
+        &reg,
+        &[
+            "copy",
+            &format!("docker-archive:{}", archive.display()),
+            "store:roundtrip:1",
+        ],
+    );
+    assert_eq!(
+        other.ok(&["run", "--rm", "roundtrip:1"]),
+        "pushed-and-pulled\n"
+    );
+    other.assert_clean();
+    s.assert_clean();
+}

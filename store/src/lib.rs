@@ -34,6 +34,7 @@ pub mod images;
 pub mod index;
 pub mod layer;
 pub mod layout;
+pub mod layout_dir;
 pub mod lock;
 pub mod snapshots;
 pub mod transport;

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod change;
+pub mod copy;
 pub mod debug;
 pub mod history;
 pub mod images;
