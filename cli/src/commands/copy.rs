@@ -78,7 +78,7 @@ fn parse_end(s: &str) -> anyhow::Result<End> {
 enum Source {
     Remote(Remote),
     Layout(LayoutDir),
-    Archive(ArchiveSource),
+    Archive(Box<ArchiveSource>),
     Store(StoreSource),
 }
 
@@ -175,7 +175,7 @@ fn archive_source(
         None => images.into_iter().next(),
     }
     .ok_or_else(|| anyhow::anyhow!("{}: no such image in the archive", path.display()))?;
-    Ok(Source::Archive(ArchiveSource::new(archive, image)))
+    Ok(Source::Archive(Box::new(ArchiveSource::new(archive, image))))
 }
 
 pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
