@@ -18,6 +18,45 @@ use crate::layer::pack::{PackOptions, pack};
 use crate::layout::{Store, atomic_write, unique_tmp_path};
 use crate::{BlobWriter, Expect};
 
+const CHUNK: usize = 1 << 20;
+
+/// A `Write` that hands 1 MiB chunks to another thread.
+struct ChunkSender {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> std::io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| std::io::Error::other("the layer writer stopped"))
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What a cached step made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheRecord {
@@ -225,21 +264,38 @@ impl Store {
         if empty {
             return Ok(None);
         }
-        let mut writer: BlobWriter = self.blob_writer()?;
-        {
-            use std::io::Write;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut writer);
-            pack(
+        let writer: BlobWriter = self.blob_writer()?;
+        // Two threads: this one walks the directory, reads the files and builds the tar;
+        // the other hashes and writes it (bounded: 4 chunks of 1 MiB in flight).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let packed = std::thread::scope(|scope| {
+            let mut writer = writer;
+            let sink = scope.spawn(move || -> std::io::Result<BlobWriter> {
+                use std::io::Write;
+                for chunk in rx {
+                    writer.write_all(&chunk)?;
+                }
+                Ok(writer)
+            });
+            let mut out = ChunkSender {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let result = pack(
                 upper,
                 &mut out,
                 &PackOptions {
                     overlay_whiteouts: true,
                     clamp_mtime,
                 },
-            )?;
-            out.flush().ctx(|| "writing a layer".into())?;
-        }
-        let (diff_id, size) = writer.commit(Expect::Any)?;
+            )
+            .and_then(|()| out.finish().ctx(|| "writing a layer".into()));
+            drop(out);
+            let written = sink.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let writer = written.ctx(|| "writing a layer".into());
+            result.and(writer)
+        });
+        let (diff_id, size) = packed?.commit(Expect::Any)?;
         let chain_id = match parent_chain {
             None => diff_id.clone(),
             Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),

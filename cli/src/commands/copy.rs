@@ -175,7 +175,9 @@ fn archive_source(
         None => images.into_iter().next(),
     }
     .ok_or_else(|| anyhow::anyhow!("{}: no such image in the archive", path.display()))?;
-    Ok(Source::Archive(Box::new(ArchiveSource::new(archive, image))))
+    Ok(Source::Archive(Box::new(ArchiveSource::new(
+        archive, image,
+    ))))
 }
 
 pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
