@@ -838,3 +838,107 @@ fn output_writes_oci_docker_and_local_results() {
     other.assert_clean();
     s.assert_clean();
 }
+
+/// A one-file HTTP server on a free loopback port: `GET /<name>` answers `body` with a fixed
+/// Last-Modified; anything else 404. Serves `count` requests, then stops.
+fn http_server(body: Vec<u8>, count: usize) -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let found = line.contains(" /files/");
+            let head = if found {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            let _ = stream.write_all(head.as_bytes());
+            if found {
+                let _ = stream.write_all(&body);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn add_downloads_remote_files_with_checksums() {
+    let Some(s) = sandbox() else { return };
+    // A tar, to show remote archives are never extracted.
+    let mut tar_bytes = Vec::new();
+    {
+        let mut t = tar::Builder::new(&mut tar_bytes);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, "inner", &b"x\n"[..]).unwrap();
+        t.finish().unwrap();
+    }
+    let sha = berth_oci::Digest::of(&tar_bytes).to_string();
+    let port = http_server(tar_bytes.clone(), 10);
+    let ctx = context(
+        &s,
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox\nADD http://127.0.0.1:{port}/files/arch.tar /dl/\nADD --checksum={sha} http://127.0.0.1:{port}/files/arch.tar?x=1 /named.tar\n"
+            ),
+        )],
+    );
+    build_ok(&s, &ctx, &["-t", "url:1", "--network", "none"]);
+    assert_eq!(
+        sh(
+            &s,
+            "url:1",
+            "stat -c '%a %u %Y %s' /dl/arch.tar /named.tar; ls /dl"
+        ),
+        format!(
+            "600 0 1700000000 {0}\n600 0 1700000000 {0}\narch.tar\n",
+            tar_bytes.len()
+        )
+    );
+    // A wrong checksum fails the build and says so.
+    let bad = context(
+        &s,
+        "bad",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/files/arch.tar /x\n",
+                "0".repeat(64)
+            ),
+        )],
+    );
+    let b = build(&s, &bad, &[]);
+    assert_eq!(b.code, 1);
+    assert!(b.stderr.contains("checksum mismatch"), "{}", b.stderr);
+    // A missing file: the server's answer.
+    let missing = context(
+        &s,
+        "missing",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD http://127.0.0.1:{port}/nothing /x\n"),
+        )],
+    );
+    let b = build(&s, &missing, &[]);
+    assert!(b.stderr.contains("404"), "{}", b.stderr);
+    s.assert_clean();
+}

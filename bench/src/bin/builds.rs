@@ -20,12 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn which(name: &str) -> Option<PathBuf> {
-    ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
+use berth_bench::{Dockerd, which};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -280,60 +275,6 @@ impl Builder for Buildah {
     }
 }
 
-struct Dockerd {
-    child: std::process::Child,
-    data: PathBuf,
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // Only the dockerd this benchmark started, by its PID.
-        // SAFETY: kill(2) on our own child's PID.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = Command::new("umount").arg("-R").arg(&self.data).status();
-    }
-}
-
-fn start_dockerd(work: &Path) -> Option<(Dockerd, String)> {
-    let dockerd = which("dockerd")?;
-    let data = work.join("docker-data");
-    let exec = work.join("docker-exec");
-    std::fs::create_dir_all(&data).unwrap();
-    let sock = work.join("docker.sock");
-    let child = Command::new(dockerd)
-        .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
-        .arg(format!("--host=unix://{}", sock.display()))
-        .arg(format!("--data-root={}", data.display()))
-        .arg(format!("--exec-root={}", exec.display()))
-        .arg(format!("--pidfile={}", work.join("docker.pid").display()))
-        .stdout(std::fs::File::create(work.join("dockerd.log")).unwrap())
-        .stderr(std::fs::File::create(work.join("dockerd.err")).unwrap())
-        .spawn()
-        .ok()?;
-    let host = format!("unix://{}", sock.display());
-    let d = Dockerd { child, data };
-    for _ in 0..100 {
-        if sock.exists()
-            && Command::new("/usr/bin/docker")
-                .env("DOCKER_HOST", &host)
-                .arg("info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        {
-            return Some((d, host));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!(
-        "dockerd did not start; see {}",
-        work.join("dockerd.err").display()
-    );
-    None
-}
-
 fn touch(p: &Path) {
     let f = std::fs::File::options().write(true).open(p).unwrap();
     f.set_modified(std::time::SystemTime::now()).unwrap();
@@ -372,7 +313,7 @@ fn main() {
     })];
     let _dockerd = match (
         which("docker").filter(|p| p.starts_with("/usr/bin")),
-        start_dockerd(&work),
+        Dockerd::start(&work),
     ) {
         (Some(docker), Some((d, host))) => {
             run(Command::new(&docker)

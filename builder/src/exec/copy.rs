@@ -147,6 +147,8 @@ pub struct CopyJob<'a> {
     pub chmod: Option<Chmod>,
     /// A scratch directory (ADD extracts archives there first).
     pub scratch: &'a Path,
+    /// Downloads ADD's `http(s)://` sources (cli provides it).
+    pub fetch: Option<&'a dyn super::Fetch>,
 }
 
 fn has_glob(s: &str) -> bool {
@@ -228,6 +230,7 @@ pub fn copy(
     enum Src {
         Path(String),
         Heredoc(String, String),
+        Url(String),
     }
     let mut sources = Vec::new();
     let mut wildcard = false;
@@ -239,12 +242,12 @@ pub fn copy(
                 continue;
             }
         }
-        if job.add
-            && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
-        {
-            return Err(format!(
-                "ADD {s}: remote sources are not supported yet; download the file into the context and COPY it"
-            ));
+        if job.add && (s.starts_with("http://") || s.starts_with("https://")) {
+            sources.push(Src::Url(s.clone()));
+            continue;
+        }
+        if job.add && (s.starts_with("git@") || s.ends_with(".git")) {
+            return Err(format!("ADD {s}: git sources are not supported yet"));
         }
         let clean = components(s).join("/");
         if has_glob(s) {
@@ -282,6 +285,66 @@ pub fn copy(
     };
     for src in sources {
         match src {
+            Src::Url(url) => {
+                let fetch = job
+                    .fetch
+                    .ok_or_else(|| format!("ADD {url}: downloads are not available here"))?;
+                let file = job.scratch.join("download");
+                let mut out =
+                    std::fs::File::create(&file).map_err(|e| io_msg("creating", "download", e))?;
+                let modified = fetch.fetch(&url, &mut out)?;
+                drop(out);
+                let mut data =
+                    std::fs::File::open(&file).map_err(|e| io_msg("reading", "download", e))?;
+                if let Some(want) = &inst.checksum {
+                    let mut digester = berth_oci::Digester::new();
+                    let mut buf = vec![0u8; 1 << 16];
+                    loop {
+                        let n = data
+                            .read(&mut buf)
+                            .map_err(|e| io_msg("reading", "download", e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        digester.update(&buf[..n]);
+                    }
+                    let found = digester.finish();
+                    if found.to_string() != *want {
+                        return Err(format!(
+                            "ADD {url}: checksum mismatch: expected {want}, the download is {found}"
+                        ));
+                    }
+                    data =
+                        std::fs::File::open(&file).map_err(|e| io_msg("reading", "download", e))?;
+                }
+                // The file name is the URL path's last segment; remote files are never
+                // extracted and get mode 0600, as BuildKit.
+                let name = url
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or("")
+                    .rsplit('/')
+                    .next()
+                    .filter(|n| !n.is_empty() && !n.contains(':'))
+                    .unwrap_or("download")
+                    .to_owned();
+                let target = if dir_syntax || dest_is_dir(&dest_path) {
+                    format!("{dest_path}/{name}")
+                } else {
+                    dest_path.clone()
+                };
+                let meta = Meta {
+                    mode: job.chmod.as_ref().map_or(0o600, |c| c.apply(0o600, false)),
+                    uid: job.owner.map_or(0, |o| o.0),
+                    gid: job.owner.map_or(0, |o| o.1),
+                    mtime: modified.map_or_else(now, |t| (t, 0)),
+                };
+                let (parent, file_name) = dest
+                    .parent(&target, Some(created_dir_meta))
+                    .map_err(|e| io_msg("creating the parent of", &target, e))?;
+                super::fsops::write_file(&parent, file_name, &mut data, meta)
+                    .map_err(|e| io_msg("writing", &target, e))?;
+            }
             Src::Heredoc(name, content) => {
                 let target = if dir_syntax || dest_is_dir(&dest_path) {
                     format!("{dest_path}/{name}")
@@ -520,6 +583,7 @@ fn extract(
         owner: None,
         chmod: None,
         scratch: job.scratch,
+        fetch: None,
     };
     copy_contents(&unpacked, &inner, "", dest)?;
     let _ = std::fs::remove_dir_all(&out);

@@ -40,6 +40,13 @@ use crate::context::ScannedContext;
 use crate::instructions::{Command, Dockerfile, Instruction};
 use crate::plan::{Base, BuildGraph, PlannedStage, Step, StepKind};
 
+/// Downloads for `ADD http(s)://...` (cli provides one; the builder has no HTTP client).
+pub trait Fetch: Send + Sync + std::fmt::Debug {
+    /// Writes the body of `url` into `out`; returns the `Last-Modified` time (seconds since
+    /// the epoch) when the server sent one.
+    fn fetch(&self, url: &str, out: &mut dyn std::io::Write) -> Result<Option<i64>, String>;
+}
+
 /// What a build may vary besides the graph.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -61,6 +68,7 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// `--secret`s by id.
     pub secrets: BTreeMap<String, mounts::Secret>,
+    pub fetch: Option<std::sync::Arc<dyn Fetch>>,
 }
 
 /// What a build reports as it goes (cli prints it).
@@ -597,6 +605,7 @@ fn copy_step(
         owner,
         chmod,
         scratch: &scratch,
+        fetch: ctx.opts.fetch.as_deref(),
     };
     let context_root = ctx.context.root.clone();
     let entries = &ctx.context.entries;
@@ -685,6 +694,7 @@ pub fn export_tree(
         owner: None,
         chmod: None,
         scratch,
+        fetch: None,
     };
     let is_dir = |root: &fsops::InRoot| {
         root.stat(source)

@@ -145,6 +145,58 @@ impl Resolver for StoreResolver {
     }
 }
 
+/// `ADD http(s)://`: a plain GET (system roots for HTTPS), streamed into the file.
+#[derive(Debug)]
+struct Download;
+
+impl berth_builder::exec::Fetch for Download {
+    fn fetch(&self, url: &str, out: &mut dyn Write) -> Result<Option<i64>, String> {
+        crate::block_on(async {
+            let (tls, _) = berth_registry_client::tls::client_config("", &[], true)?;
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let mut resp = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| format!("ADD {url}: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("ADD {url}: the server answered {}", resp.status()));
+            }
+            let modified = resp
+                .headers()
+                .get(reqwest::header::LAST_MODIFIED)
+                .and_then(|v| v.to_str().ok())
+                .and_then(httpdate)
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64);
+            while let Some(chunk) = resp.chunk().await.map_err(|e| format!("ADD {url}: {e}"))? {
+                out.write_all(&chunk)
+                    .map_err(|e| format!("ADD {url}: {e}"))?;
+            }
+            Ok(modified)
+        })
+    }
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's IMF-fixdate).
+fn httpdate(s: &str) -> Option<std::time::SystemTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)?
+        + 1;
+    humantime::parse_rfc3339(&format!("{year}-{month:02}-{day:0>2}T{time}Z")).ok()
+}
+
 /// `--progress=plain`, and the log file.
 struct Plain {
     quiet: bool,
@@ -484,6 +536,7 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         secrets.insert(id, secret);
     }
     let options = BuildOptions {
+        fetch: Some(Arc::new(Download)),
         secrets,
         exe: std::fs::read_link("/proc/self/exe")?,
         no_cache: args.no_cache,
