@@ -18,7 +18,8 @@ use std::process::{Command, Stdio};
 
 use berth_bench::{Dockerd, which};
 
-fn sh(c: &mut Command) -> String {
+fn sh(mut c: impl std::borrow::BorrowMut<Command>) -> String {
+    let c = c.borrow_mut();
     let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
     assert!(
         out.status.success(),
