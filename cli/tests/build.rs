@@ -152,9 +152,26 @@ ENTRYPOINT ["/bin/echo"]
     // CMD was set in this stage, so ENTRYPOINT keeps it; shell form goes through SHELL.
     assert_eq!(cfg["Cmd"], serde_json::json!(["/bin/sh", "-ec", "echo hi"]));
     assert_eq!(c["Author"], "someone@example.com");
-    // History: one entry per instruction but ARG; only WORKDIR made layers here.
+    // History: one entry per instruction but ONBUILD (as BuildKit); only WORKDIR made layers.
     let history = c["History"].as_array().unwrap();
-    assert_eq!(history.len(), 1 + 15);
+    assert_eq!(history.len(), 1 + 14);
+    let created_by: Vec<&str> = history
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "ENV A=3",
+        "EXPOSE map[53/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]",
+        "VOLUME [/data]",
+        "SHELL [/bin/sh -ec]",
+        "CMD [\"/bin/sh\" \"-ec\" \"echo hi\"]",
+        "HEALTHCHECK &{[\"CMD-SHELL\" \"wget -q localhost || exit 1\"] \"30s\" \"5s\" \"0s\" '\\x02'}",
+    ] {
+        assert!(
+            created_by.contains(&expected),
+            "{expected:?} in {created_by:#?}"
+        );
+    }
     let layers = history.iter().filter(|h| h["empty_layer"] != true).count();
     assert_eq!(layers, c["RootFS"]["Layers"].as_array().unwrap().len());
     // The WORKDIR directories exist, owned by the USER in effect.

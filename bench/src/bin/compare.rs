@@ -5,7 +5,7 @@
 //! (instructions, which made a layer) and the final filesystem tree (every path's type,
 //! mode, owner, size, link target and content digest; times are not compared, nor the
 //! files Docker itself adds: `/.dockerenv`, `/etc/hosts`, `/etc/hostname`,
-//! `/etc/resolv.conf`, `/dev`, `/proc`, `/sys`). Prints each difference and ends with
+//! `/etc/resolv.conf`, `/etc/mtab`, `/dev`, `/proc`, `/sys`). Prints each difference and ends with
 //! `N identical, M differ`.
 //!
 //! `cargo build --release && cargo run --release -p berth-bench --bin compare [CASE...]`
@@ -78,6 +78,7 @@ fn ignored(path: &str) -> bool {
                 | "etc/hosts"
                 | "etc/hostname"
                 | "etc/resolv.conf"
+                | "etc/mtab"
                 | "dev"
                 | "proc"
                 | "sys"

@@ -54,6 +54,33 @@ fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
     }
 }
 
+/// EXPOSE's ports as `port/proto` keys, ranges expanded (Docker's `nat.ParsePortSpecs`).
+pub fn expand_ports(ports: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for p in ports {
+        let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+        let proto = proto.to_ascii_lowercase();
+        let (lo, hi) = match port.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (port, port),
+        };
+        let lo: u16 = lo.parse().map_err(|_| format!("invalid port {p:?}"))?;
+        let hi: u16 = hi
+            .parse()
+            .map_err(|_| format!("invalid port range {p:?}"))?;
+        if hi < lo {
+            return Err(format!("invalid port range {p:?}"));
+        }
+        for n in lo..=hi {
+            let key = format!("{n}/{proto}");
+            if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The stage's config state beyond the config itself.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigState {
@@ -91,23 +118,8 @@ pub fn apply(
         }
         Instruction::Expose(ports) => {
             let exposed = c.exposed_ports.get_or_insert_with(BTreeMap::new);
-            for p in ports {
-                let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-                let proto = proto.to_ascii_lowercase();
-                let (lo, hi) = match port.split_once('-') {
-                    Some((a, b)) => (a, b),
-                    None => (port, port),
-                };
-                let lo: u16 = lo.parse().map_err(|_| format!("invalid port {p:?}"))?;
-                let hi: u16 = hi
-                    .parse()
-                    .map_err(|_| format!("invalid port range {p:?}"))?;
-                if hi < lo {
-                    return Err(format!("invalid port range {p:?}"));
-                }
-                for n in lo..=hi {
-                    exposed.insert(format!("{n}/{proto}"), json!({}));
-                }
+            for key in expand_ports(ports)? {
+                exposed.insert(key, json!({}));
             }
         }
         Instruction::Volume(paths) => {
@@ -179,9 +191,55 @@ pub fn apply(
     Ok(())
 }
 
-/// BuildKit's `created_by` for a step.
+/// Go's `%v` of a string slice: `[a b c]`.
+fn go_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+/// Go's `%q` of a string slice, as BuildKit prints commands: `["a" "b"]`.
+fn go_quoted_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| crate::dockerfile::ast::go_quote(s))
+        .collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// A duration as Go prints one (`10s`, `1m30s`, `0s`), from the Dockerfile's text.
+fn go_duration_text(d: &Option<String>) -> String {
+    let Some(text) = d else {
+        return "0s".into();
+    };
+    let Ok(ns) = go_duration(text) else {
+        return text.clone();
+    };
+    let secs = ns / 1_000_000_000;
+    let rest = ns % 1_000_000_000;
+    if rest != 0 || ns == 0 {
+        return if ns == 0 { "0s".into() } else { text.clone() };
+    }
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{s}s"));
+    out
+}
+
+/// BuildKit's `created_by` for a step (the formats of dockerfile2llb, Go's `%v` included).
 pub fn created_by(step: &Step) -> String {
     let ctx = &step.context;
+    let kv = |pairs: &[crate::instructions::KeyValue]| {
+        pairs
+            .iter()
+            .map(|p| format!("{}={}", p.key, p.value))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     match &step.instruction {
         Instruction::Run(run) => {
             let command = match &run.command {
@@ -196,22 +254,66 @@ pub fn created_by(step: &Step) -> String {
             };
             format!("RUN {args}{command} # buildkit")
         }
-        Instruction::Copy(_) | Instruction::Add(_) => {
-            format!("{} # buildkit", step.original.trim())
+        Instruction::Copy(c) | Instruction::Add(c) => {
+            let keyword = if matches!(step.instruction, Instruction::Add(_)) {
+                "ADD"
+            } else {
+                "COPY"
+            };
+            format!("{keyword} {} {} # buildkit", c.sources.join(" "), c.dest)
         }
         Instruction::Workdir(_) => format!("WORKDIR {}", ctx_workdir_after(step)),
-        Instruction::Cmd(c) | Instruction::Entrypoint(c) => {
-            let keyword = if matches!(step.instruction, Instruction::Cmd(_)) {
-                "CMD"
-            } else {
-                "ENTRYPOINT"
+        Instruction::Cmd(c) => format!("CMD {}", go_quoted_list(&command_vec(c, &ctx.shell))),
+        Instruction::Entrypoint(c) => {
+            format!("ENTRYPOINT {}", go_quoted_list(&command_vec(c, &ctx.shell)))
+        }
+        Instruction::Env(pairs) => format!("ENV {}", kv(pairs)),
+        Instruction::Label(pairs) => format!("LABEL {}", kv(pairs)),
+        Instruction::Arg(_) => {
+            let parts: Vec<String> = step
+                .resolved_args
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                })
+                .collect();
+            format!("ARG {}", parts.join(" "))
+        }
+        Instruction::Expose(ports) => {
+            let mut keys = expand_ports(ports).unwrap_or_default();
+            keys.sort();
+            let items: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
+            format!("EXPOSE map[{}]", items.join(" "))
+        }
+        Instruction::Volume(v) => format!("VOLUME {}", go_list(v)),
+        Instruction::Shell(s) => format!("SHELL {}", go_list(s)),
+        Instruction::User(u) => format!("USER {u}"),
+        Instruction::StopSignal(s) => format!("STOPSIGNAL {s}"),
+        Instruction::Maintainer(m) => format!("MAINTAINER {m}"),
+        Instruction::Healthcheck(Healthcheck::None) => "HEALTHCHECK NONE".into(),
+        Instruction::Healthcheck(Healthcheck::Check {
+            test,
+            interval,
+            timeout,
+            start_period,
+            retries,
+            ..
+        }) => {
+            let r = retries.unwrap_or(0);
+            let rune = match char::from_u32(r) {
+                Some(c) if c.is_ascii_graphic() || c == ' ' => format!("'{c}'"),
+                _ => format!("'\\x{r:02x}'"),
             };
             format!(
-                "{keyword} {}",
-                serde_json::to_string(&command_vec(c, &ctx.shell)).expect("strings")
+                "HEALTHCHECK &{{{} {} {} {} {rune}}}",
+                go_quoted_list(test),
+                crate::dockerfile::ast::go_quote(&go_duration_text(interval)),
+                crate::dockerfile::ast::go_quote(&go_duration_text(timeout)),
+                crate::dockerfile::ast::go_quote(&go_duration_text(start_period)),
             )
         }
-        _ => step.original.trim().to_owned(),
+        Instruction::Onbuild(t) => format!("ONBUILD {t}"),
     }
 }
 

@@ -325,7 +325,8 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
                     &step.context.shell,
                 )
                 .map_err(|m| step_error(step, m))?;
-                if !matches!(step.instruction, Instruction::Arg(_)) {
+                // BuildKit leaves ONBUILD out of the history (and records ARG).
+                if !matches!(step.instruction, Instruction::Onbuild(_)) {
                     state.config.history.push(config::history(
                         state.created.as_deref().unwrap_or(&ctx.created),
                         config::created_by(step),

@@ -31,6 +31,9 @@ use crate::instructions::stages::{
 };
 use crate::instructions::{Command, Dockerfile, Instruction};
 
+/// `PATH` when the image sets none (Docker's default for Linux).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Bumped whenever the encoding changes, so old cache records stop matching.
 pub const KEY_VERSION: &str = "berth-cache-v1";
 
@@ -68,6 +71,8 @@ pub struct Step {
     pub instruction: Instruction,
     /// The instruction as written (for history and progress).
     pub original: String,
+    /// For ARG: each name with the value it took (history shows `ARG NAME=value`).
+    pub resolved_args: Vec<(String, Option<String>)>,
     pub kind: StepKind,
     pub key: Digest,
     /// What the step runs with: for RUN, the environment (ENV, then the ARGs in scope that
@@ -212,6 +217,12 @@ pub fn plan(
                 env,
             )
         };
+        // As BuildKit, a stage's environment has PATH from the start (the default when the
+        // base sets none), so `ENV PATH=/x:$PATH` extends it.
+        let mut env = env;
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(0, format!("PATH={}", DEFAULT_PATH));
+        }
         let mut scope = StageScope::new(&env);
         let (mut user, mut workdir, mut shell) = (
             String::new(),
@@ -364,8 +375,23 @@ pub fn plan(
             if kind == StepKind::Layer {
                 layer_key = step_key.clone();
             }
+            let resolved_args = match &inst {
+                Instruction::Arg(defs) => defs
+                    .iter()
+                    .map(|d| {
+                        let v = scope
+                            .args
+                            .iter()
+                            .find(|(k, _)| *k == d.name)
+                            .and_then(|(_, v)| v.clone());
+                        (d.name.clone(), v)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
             steps.push(Step {
                 line: located.start_line,
+                resolved_args,
                 instruction: inst,
                 original: located.original.clone(),
                 kind,
