@@ -515,7 +515,36 @@ fn add_extracts_local_archives_and_onbuild_runs_in_children() {
         t.append_data(&mut h, "inner/f", &b"in\n"[..]).unwrap();
         t.into_inner().unwrap().finish().unwrap();
     }
+    // bzip2 and xz archives too (made with tar's own compressors), and a gzip file that is
+    // not a tar is copied as it is.
+    let inner = ctx.join("inner");
+    std::fs::create_dir_all(inner.join("d")).unwrap();
+    std::fs::write(inner.join("d/x"), "x\n").unwrap();
+    for (flag, name) in [("-cjf", "a.tar.bz2"), ("-cJf", "a.tar.xz")] {
+        let st = std::process::Command::new("tar")
+            .args([flag, name, "-C", "inner", "d"])
+            .current_dir(&ctx)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    {
+        let f = std::fs::File::create(ctx.join("note.gz")).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, b"not a tar\n").unwrap();
+        gz.finish().unwrap();
+    }
+    let df = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        df + "ADD a.tar.bz2 /bz/\nADD a.tar.xz /xz/\nADD note.gz /notes/\n",
+    )
+    .unwrap();
     build_ok(&s, &ctx, &["-t", "add:1"]);
+    assert_eq!(
+        sh(&s, "add:1", "cat /bz/d/x /xz/d/x; ls /notes"),
+        "x\nx\nnote.gz\n"
+    );
     assert_eq!(
         sh(
             &s,

@@ -384,7 +384,7 @@ pub fn copy(
                     copy_contents(job, tree, &real, &fd)?;
                     continue;
                 }
-                if job.add && inst.unpack != Some(false) && is_archive(tree, &real) {
+                if job.add && inst.unpack != Some(false) && is_archive(tree, &real, job.scratch) {
                     let fd = dest
                         .mkdir_all(&dest_path, Some(created_dir_meta))
                         .map_err(|e| io_msg("creating", &dest_path, e))?;
@@ -531,22 +531,80 @@ fn excluded_ok(job: &CopyJob<'_>, path: &str) -> bool {
     crate::context::ignore::Matcher::from_patterns(&patterns).map_or(true, |m| !m.excluded(path))
 }
 
-fn is_archive(tree: &SourceTree<'_>, path: &str) -> bool {
+/// How an ADD source is packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    Tar,
+    Gzip,
+    Zstd,
+    Bzip2,
+    Xz,
+}
+
+fn packing_of(head: &[u8]) -> Packing {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Packing::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Packing::Zstd
+    } else if head.starts_with(b"BZh") {
+        Packing::Bzip2
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Packing::Xz
+    } else {
+        Packing::Tar
+    }
+}
+
+/// The decompressed stream of a file packed as `packing` (xz through a scratch file: the
+/// pure-Rust decoder writes, it does not read).
+fn unpacked_stream(
+    file: std::fs::File,
+    packing: Packing,
+    scratch: &Path,
+) -> std::io::Result<Box<dyn Read>> {
+    let reader = std::io::BufReader::new(file);
+    Ok(match packing {
+        Packing::Tar => Box::new(reader),
+        Packing::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Packing::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+        Packing::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
+        Packing::Xz => {
+            std::fs::create_dir_all(scratch)?;
+            let path = scratch.join("xz-decoded");
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            let mut input = reader;
+            lzma_rs::xz_decompress(&mut input, &mut out).map_err(std::io::Error::other)?;
+            drop(out);
+            Box::new(std::io::BufReader::new(std::fs::File::open(&path)?))
+        }
+    })
+}
+
+/// Whether an ADD source is a tar archive (plain, gzip, zstd, bzip2 or xz): its first block,
+/// decompressed, has the `ustar` magic. A compressed file that is not a tar is copied as is.
+fn is_archive(tree: &SourceTree<'_>, path: &str, scratch: &Path) -> bool {
     let Ok(mut f) = tree.root.open_file(path) else {
         return false;
     };
+    let mut magic = [0u8; 6];
+    let n = f.read(&mut magic).unwrap_or(0);
+    let packing = packing_of(&magic[..n]);
+    let Ok(f) = tree.root.open_file(path) else {
+        return false;
+    };
+    let Ok(mut stream) = unpacked_stream(f, packing, &scratch.join("probe")) else {
+        return false;
+    };
     let mut head = vec![0u8; 512];
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]) {
+    let mut got = 0;
+    while got < head.len() {
+        match stream.read(&mut head[got..]) {
             Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
+            Ok(k) => got += k,
         }
     }
-    head.truncate(n);
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (head.len() >= 262 && &head[257..262] == b"ustar")
+    let _ = std::fs::remove_dir_all(scratch.join("probe"));
+    got == 512 && &head[257..262] == b"ustar"
 }
 
 /// ADD of a local archive: unpacked safely into a scratch directory, then copied in.
@@ -560,13 +618,14 @@ fn extract(
         .root
         .open_file(src)
         .map_err(|e| io_msg("opening", src, e))?;
-    let mut reader = std::io::BufReader::new(file);
-    let compression = {
-        use std::io::BufRead;
-        let head = reader.fill_buf().map_err(|e| io_msg("reading", src, e))?;
-        berth_oci::media_type::Compression::sniff(head)
-    };
-    let stream = berth_store::layer::decompress(reader, compression)
+    let mut magic = [0u8; 6];
+    let n = (&file).read(&mut magic).unwrap_or(0);
+    let packing = packing_of(&magic[..n]);
+    let file = tree
+        .root
+        .open_file(src)
+        .map_err(|e| io_msg("opening", src, e))?;
+    let stream = unpacked_stream(file, packing, &job.scratch.join("xz"))
         .map_err(|e| io_msg("decompressing", src, e))?;
     let out = job.scratch.join("add");
     std::fs::create_dir_all(&out).map_err(|e| io_msg("creating", "scratch", e))?;
