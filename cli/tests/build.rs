@@ -988,3 +988,63 @@ fn add_downloads_remote_files_with_checksums() {
     assert!(b.stderr.contains("404"), "{}", b.stderr);
     s.assert_clean();
 }
+
+#[test]
+fn labels_iidfile_log_file_no_cache_filter_exclude_heredocs_and_healthcheck_none() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS base\nHEALTHCHECK CMD true\nRUN echo base-ran\n\nFROM base\nHEALTHCHECK NONE\nCOPY --exclude=*.log --exclude=skip dir /d/\nCOPY <<EOT /made-by-heredoc\nline one\nline two\nEOT\nRUN for i in 1 2 3; do echo log-line-$i; done\n",
+            ),
+            ("dir/keep.txt", "k\n"),
+            ("dir/noise.log", "n\n"),
+            ("dir/skip/x", "x\n"),
+        ],
+    );
+    let iid = s.path().join("iid");
+    let log = s.path().join("build.log");
+    build_ok(
+        &s,
+        &ctx,
+        &[
+            "-t",
+            "misc:1",
+            "--label",
+            "org.example.team=infra",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+    );
+    let info = inspect(&s, "misc:1");
+    assert_eq!(info["Config"]["Labels"]["org.example.team"], "infra");
+    assert_eq!(
+        info["Config"]["Healthcheck"]["Test"],
+        serde_json::json!(["NONE"])
+    );
+    assert_eq!(
+        std::fs::read_to_string(&iid).unwrap(),
+        info["Id"].as_str().unwrap()
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for i in 1..=3 {
+        assert!(logged.contains(&format!("log-line-{i}")), "{logged}");
+    }
+    assert_eq!(
+        sh(&s, "misc:1", "find /d | sort; cat /made-by-heredoc"),
+        "/d\n/d/keep.txt\nline one\nline two\n"
+    );
+    // --no-cache-filter reruns only the named stage's steps.
+    let again = build_ok(&s, &ctx, &["-t", "misc:1", "--no-cache-filter", "base"]);
+    assert!(
+        again.contains("base-ran"),
+        "the base stage ran again: {again}"
+    );
+    assert!(again.contains("1 steps run"), "{again}");
+    s.assert_clean();
+}

@@ -136,8 +136,10 @@ impl Chmod {
 }
 
 /// What a COPY or ADD needs besides the trees.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CopyJob<'a> {
+    /// The source being copied (`--exclude` patterns are relative to it).
+    pub exclude_base: String,
     pub inst: &'a CopyInst,
     pub add: bool,
     /// The working directory (absolute).
@@ -381,6 +383,10 @@ pub fn copy(
                     let fd = dest
                         .mkdir_all(&into, Some(created_dir_meta))
                         .map_err(|e| io_msg("creating", &into, e))?;
+                    let job = &CopyJob {
+                        exclude_base: real.clone(),
+                        ..job.clone()
+                    };
                     copy_contents(job, tree, &real, &fd)?;
                     continue;
                 }
@@ -516,11 +522,19 @@ fn copy_contents(
     Ok(())
 }
 
-/// `--exclude` patterns.
+/// `--exclude` patterns, matched against the path below the source being copied.
 fn excluded_ok(job: &CopyJob<'_>, path: &str) -> bool {
     if job.inst.exclude.is_empty() {
         return true;
     }
+    let base = job.exclude_base.trim_matches('/');
+    let path = if base.is_empty() {
+        path
+    } else {
+        path.strip_prefix(base)
+            .map(|p| p.trim_start_matches('/'))
+            .unwrap_or(path)
+    };
     let patterns: Vec<(usize, String)> = job
         .inst
         .exclude
@@ -643,6 +657,7 @@ fn extract(
         chmod: None,
         scratch: job.scratch,
         fetch: None,
+        exclude_base: String::new(),
     };
     copy_contents(&unpacked, &inner, "", dest)?;
     let _ = std::fs::remove_dir_all(&out);

@@ -607,6 +607,7 @@ fn copy_step(
         chmod,
         scratch: &scratch,
         fetch: ctx.opts.fetch.as_deref(),
+        exclude_base: String::new(),
     };
     let context_root = ctx.context.root.clone();
     let entries = &ctx.context.entries;
@@ -696,6 +697,7 @@ pub fn export_tree(
         chmod: None,
         scratch,
         fetch: None,
+        exclude_base: String::new(),
     };
     let is_dir = |root: &fsops::InRoot| {
         root.stat(source)
