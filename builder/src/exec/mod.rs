@@ -447,9 +447,9 @@ fn execute(
                     _ => unreachable!(),
                 },
             );
-            let owner = resolve_owner(ctx, state, &work.path, &step.context.user)
+            let owner = resolve_owner(state, &work.path, &step.context.user)
                 .map_err(|m| step_error(step, m))?;
-            in_view(ctx, state, &work.path, None, |root, _| {
+            in_view(state, &work.path, None, |root, _| {
                 let dest = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
                 dest.mkdir_all(
                     &dir,
@@ -485,7 +485,6 @@ fn execute(
 /// Mounts the stage's tree (writable, upper = the work dir's) and, optionally, a read-only
 /// view of other snapshots, and runs `f` on their mount points.
 fn in_view<T: Send>(
-    _ctx: &Ctx<'_>,
     state: &StageState,
     work: &Path,
     source: Option<Vec<PathBuf>>,
@@ -515,7 +514,6 @@ fn in_view<T: Send>(
 
 /// `--chown` / USER names resolved in the image's `/etc/passwd` and `/etc/group`.
 fn resolve_owner(
-    ctx: &Ctx<'_>,
     state: &StageState,
     work: &Path,
     spec: &str,
@@ -538,7 +536,7 @@ fn resolve_owner(
     let probe = work.join("probe");
     let _ = std::fs::create_dir_all(probe.join("upper"));
     let _ = std::fs::create_dir_all(probe.join("work"));
-    let lookup = in_view(ctx, state, &probe, None, move |root, _| {
+    let lookup = in_view(state, &probe, None, move |root, _| {
         let r = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
         let read = |p: &str| {
             r.open_file(p)
@@ -570,7 +568,7 @@ fn copy_step(
 ) -> Result<(), BuildError> {
     let err = |m: String| step_error(step, m);
     let owner = match &c.chown {
-        Some(spec) => resolve_owner(ctx, state, work, spec).map_err(err)?,
+        Some(spec) => resolve_owner(state, work, spec).map_err(err)?,
         None => None,
     };
     let chmod = c
@@ -612,7 +610,7 @@ fn copy_step(
     let context_root = ctx.context.root.clone();
     let entries = &ctx.context.entries;
     let from_stage = source.is_some();
-    in_view(ctx, state, work, source, |root, src| {
+    in_view(state, work, source, |root, src| {
         let dest = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
         let tree = if from_stage {
             copy::SourceTree {
@@ -748,7 +746,6 @@ pub fn export_rootfs(store: &Store, image: &berth_store::Image, dest: &Path) -> 
 
 fn prepare_mounts(
     ctx: &Ctx<'_>,
-    state: &StageState,
     step: &Step,
     work: &Path,
     run: &crate::instructions::Run,
@@ -869,7 +866,6 @@ fn prepare_mounts(
         }
         p.targets.push(target);
     }
-    let _ = state;
     Ok(p)
 }
 
@@ -951,7 +947,7 @@ fn run_step(
             sc.shell.iter().cloned().chain([script]).collect()
         }
     };
-    let prepared = prepare_mounts(ctx, state, step, work, run)?;
+    let prepared = prepare_mounts(ctx, step, work, run)?;
     let mut env = sc.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, format!("PATH={}", berth_runtime::DEFAULT_PATH));
