@@ -874,8 +874,33 @@ fn output_writes_oci_docker_and_local_results() {
             assert!(raw.contains("tar+gzip"), "layers leave compressed: {raw}");
         }
     }
+    // zstd on request: the layers leave as tar+zstd, and load back.
+    let zst = s.path().join("img-zstd.tar");
+    build_ok(
+        &s,
+        &ctx,
+        &[
+            "-t",
+            "out:1",
+            "--compression",
+            "zstd",
+            "-o",
+            &format!("type=oci,dest={}", zst.display()),
+        ],
+    );
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", zst.display()))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&raw.stdout).contains("tar+zstd"));
     // The archives load into another store and run.
     let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    other.ok(&["load", "-i", zst.to_str().unwrap()]);
+    assert_eq!(
+        other.ok(&["run", "--rm", "out:1", "cat", "/made/file"]),
+        "out\n"
+    );
     other.ok(&["load", "-i", oci.to_str().unwrap()]);
     assert_eq!(
         other.ok(&["run", "--rm", "out:1", "cat", "/made/file"]),
@@ -1047,4 +1072,29 @@ fn labels_iidfile_log_file_no_cache_filter_exclude_heredocs_and_healthcheck_none
     );
     assert!(again.contains("1 steps run"), "{again}");
     s.assert_clean();
+}
+
+#[test]
+fn platform_args_and_from_platform() {
+    let Some(s) = sandbox() else { return };
+    let host = if cfg!(target_arch = "x86_64") {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "ARG TARGETPLATFORM\nFROM --platform=$BUILDPLATFORM busybox\nARG TARGETPLATFORM\nARG TARGETARCH\nRUN echo \"$TARGETPLATFORM $TARGETARCH\" > /platform\n",
+        )],
+    );
+    build_ok(&s, &ctx, &["-t", "plat:1", "--platform", host]);
+    let arch = host.split('/').nth(1).unwrap();
+    assert_eq!(
+        sh(&s, "plat:1", "cat /platform"),
+        format!("{host} {arch}\n")
+    );
+    assert_eq!(inspect(&s, "plat:1")["Architecture"], arch);
 }
