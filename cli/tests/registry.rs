@@ -438,3 +438,81 @@ fn copy_between_store_layouts_archives_and_registries() {
     other.assert_clean();
     s.assert_clean();
 }
+
+/// A TCP proxy to `target` that cuts the first connection that has carried more than
+/// `cut_after` bytes towards the client (a dropped download), once; everything else passes.
+fn cutting_proxy(target: String, cut_after: usize) -> String {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cut_done = std::sync::Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+                let _ = s_write.shutdown(std::net::Shutdown::Write);
+            });
+            let cut_done = cut_done.clone();
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                let mut sent = 0usize;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match s_read.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if sent > cut_after && !cut_done.swap(true, Ordering::SeqCst) {
+                        let _ = c_write.shutdown(std::net::Shutdown::Both);
+                        let _ = s_read.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                }
+                let _ = c_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_dropped_download_resumes_and_verifies() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    // A layer of 3 MiB of incompressible bytes, so the cut lands inside a blob.
+    let ctx = s.path().join("big");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("blob.bin"),
+        berth_test_support::pseudo_random_bytes(7, 3 << 20),
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY blob.bin /blob.bin\n",
+    )
+    .unwrap();
+    let name = format!("{}/big/app:1", reg.host);
+    s.ok(&["build", "-q", "-t", &name, ctx.to_str().unwrap()]);
+    let pushed = digest_of(&ok(&s, &reg, &["push", &name]));
+    let proxy = cutting_proxy(reg.host.clone(), 1 << 20);
+    let via = format!("{proxy}/big/app:1");
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let out = ok(&other, &reg, &["pull", &via]);
+    assert!(out.contains(&pushed), "{out}");
+    let sum = other.ok(&["run", "--rm", &via, "sha256sum", "/blob.bin"]);
+    let want = berth_oci::Digest::of(&berth_test_support::pseudo_random_bytes(7, 3 << 20));
+    assert!(sum.starts_with(want.hex()), "{sum}");
+    other.assert_clean();
+}
