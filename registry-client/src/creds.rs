@@ -59,8 +59,8 @@ pub fn auth_key(registry: &str) -> String {
     }
 }
 
-/// `https://host:port/v1/` → `host:port`.
-fn normalize_key(key: &str) -> String {
+/// `https://host:port/v1/` → `host:port` (Docker Hub's names → `docker.io`).
+pub fn normalize_key(key: &str) -> String {
     let k = key
         .trim_start_matches("https://")
         .trim_start_matches("http://");
@@ -247,6 +247,19 @@ fn write_json(path: &PathBuf, json: &Map<String, Value>) -> Result<(), Credentia
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// The credential helper the file names for `registry` (`credHelpers`, else `credsStore`).
+fn helper_for(json: &Map<String, Value>, registry: &str) -> Option<String> {
+    json.get("credHelpers")
+        .and_then(Value::as_object)
+        .and_then(|h| {
+            h.iter()
+                .find(|(k, _)| normalize_key(k) == normalize_key(registry))
+        })
+        .and_then(|(_, v)| v.as_str())
+        .or_else(|| json.get("credsStore").and_then(Value::as_str))
+        .map(str::to_owned)
+}
+
 /// Saves credentials (`login`): through the file's credential helper for this registry or
 /// its `credsStore` when it has one, else as `auths` in the file (mode 0600). Returns where
 /// they went.
@@ -254,19 +267,7 @@ pub fn store(registry: &str, creds: &Credentials) -> Result<String, CredentialEr
     let path = write_target();
     let mut json = read_json(&path)?.unwrap_or_default();
     let key = auth_key(registry);
-    let helper_name = json
-        .get("credHelpers")
-        .and_then(Value::as_object)
-        .and_then(|h| {
-            h.iter()
-                .find(|(k, _)| normalize_key(k) == normalize_key(registry))
-        })
-        .and_then(|(_, v)| v.as_str().map(str::to_owned))
-        .or_else(|| {
-            json.get("credsStore")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+    let helper_name = helper_for(&json, registry);
     if let Some(name) = helper_name {
         let input = serde_json::json!({"ServerURL": key, "Username": creds.username, "Secret": creds.secret});
         helper(&name, "store", input.to_string().as_bytes())?.ok_or_else(|| {
@@ -307,19 +308,7 @@ pub fn erase(registry: &str) -> Result<bool, CredentialError> {
         return Ok(false);
     };
     let mut found = false;
-    let helper_name = json
-        .get("credHelpers")
-        .and_then(Value::as_object)
-        .and_then(|h| {
-            h.iter()
-                .find(|(k, _)| normalize_key(k) == normalize_key(registry))
-        })
-        .and_then(|(_, v)| v.as_str().map(str::to_owned))
-        .or_else(|| {
-            json.get("credsStore")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+    let helper_name = helper_for(&json, registry);
     if let Some(name) = helper_name {
         found |= helper(&name, "erase", auth_key(registry).as_bytes())?.is_some();
     }

@@ -104,15 +104,20 @@ impl Bundle {
         })
     }
 
-    /// Runs the container in the foreground (signals forwarded), then kills whatever is left in
-    /// its cgroup and removes the cgroup; says whether the OOM killer struck.
-    pub fn run(&self, exe: &Path, io: RunIo) -> Result<Outcome, RuntimeError> {
+    /// The container's cgroup, when its spec asks for one.
+    fn cgroup(&self) -> Result<Option<cgroups::Cgroup>, RuntimeError> {
         let (spec, _) = init::read_bundle(&self.dir)?;
-        let cgroup = spec
+        Ok(spec
             .linux()
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
-            .map(|p| cgroups::Cgroup::at(&p.to_string_lossy()));
+            .map(|p| cgroups::Cgroup::at(&p.to_string_lossy())))
+    }
+
+    /// Runs the container in the foreground (signals forwarded), then kills whatever is left in
+    /// its cgroup and removes the cgroup; says whether the OOM killer struck.
+    pub fn run(&self, exe: &Path, io: RunIo) -> Result<Outcome, RuntimeError> {
+        let cgroup = self.cgroup()?;
         let mut command = self.init_command(exe);
         let result = match io.terminal {
             None => {
@@ -163,12 +168,7 @@ impl Bundle {
         stdout: std::process::Stdio,
         stderr: std::process::Stdio,
     ) -> Result<Outcome, RuntimeError> {
-        let (spec, _) = init::read_bundle(&self.dir)?;
-        let cgroup = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().clone())
-            .map(|p| cgroups::Cgroup::at(&p.to_string_lossy()));
+        let cgroup = self.cgroup()?;
         let mut command = self.init_command(exe);
         command
             .stdin(std::process::Stdio::null())

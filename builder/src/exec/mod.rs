@@ -512,6 +512,23 @@ fn in_view<T: Send>(
     .map_err(|e| e.to_string())?
 }
 
+/// The snapshots of `--from=`: a stage of this build (by name or index), else an image.
+fn from_snapshots(ctx: &Ctx<'_>, from: &str) -> Result<Vec<PathBuf>, BuildError> {
+    match crate::instructions::stages::find_stage(ctx.df, from) {
+        Some(j) => Ok(ctx
+            .done
+            .lock()
+            .expect("no panics")
+            .get(&j)
+            .map(|s| s.snapshots.clone())
+            .expect("dependencies run first")),
+        None => {
+            let image = ctx.store.resolve(from)?;
+            Ok(ctx.store.ensure_snapshots(&image)?)
+        }
+    }
+}
+
 /// `--chown` / USER names resolved in the image's `/etc/passwd` and `/etc/group`.
 fn resolve_owner(
     state: &StageState,
@@ -578,23 +595,11 @@ fn copy_step(
         .transpose()
         .map_err(err)?;
     // Where the sources come from: another stage, an image, or the context.
-    let source: Option<Vec<PathBuf>> = match &c.from {
-        None => None,
-        Some(from) => match crate::instructions::stages::find_stage(ctx.df, from) {
-            Some(j) => Some(
-                ctx.done
-                    .lock()
-                    .expect("no panics")
-                    .get(&j)
-                    .map(|s| s.snapshots.clone())
-                    .expect("dependencies run first"),
-            ),
-            None => {
-                let image = ctx.store.resolve(from)?;
-                Some(ctx.store.ensure_snapshots(&image)?)
-            }
-        },
-    };
+    let source = c
+        .from
+        .as_deref()
+        .map(|from| from_snapshots(ctx, from))
+        .transpose()?;
     let scratch = work.join("scratch");
     std::fs::create_dir_all(&scratch).map_err(|e| err(e.to_string()))?;
     let job = copy::CopyJob {
@@ -822,24 +827,11 @@ fn prepare_mounts(
             }
             mounts::Kind::Bind => {
                 let source = m.source.clone().unwrap_or_else(|| "/".into());
-                let lowers = match &m.from {
-                    None => None,
-                    Some(from) => Some(
-                        match crate::instructions::stages::find_stage(ctx.df, from) {
-                            Some(j) => ctx
-                                .done
-                                .lock()
-                                .expect("no panics")
-                                .get(&j)
-                                .map(|s| s.snapshots.clone())
-                                .expect("dependencies run first"),
-                            None => {
-                                let image = ctx.store.resolve(from)?;
-                                ctx.store.ensure_snapshots(&image)?
-                            }
-                        },
-                    ),
-                };
+                let lowers = m
+                    .from
+                    .as_deref()
+                    .map(|from| from_snapshots(ctx, from))
+                    .transpose()?;
                 let host = if lowers.is_none() && m.readonly {
                     // Read-only from the context: the source resolved inside the context.
                     let root =

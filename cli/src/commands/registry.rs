@@ -225,14 +225,9 @@ pub fn push(store: Arc<Store>, args: PushArgs) -> anyhow::Result<u8> {
 
 /// `https://host/v1/` → `host`; no argument → Docker Hub.
 fn registry_name(arg: Option<&str>) -> String {
-    let a = arg.unwrap_or("docker.io");
-    let a = a
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = a.split('/').next().unwrap_or(a);
-    match host {
-        "index.docker.io" | "registry-1.docker.io" | "" => "docker.io".into(),
-        h => h.to_owned(),
+    match creds::normalize_key(arg.unwrap_or("docker.io")) {
+        h if h.is_empty() => "docker.io".into(),
+        h => h,
     }
 }
 
