@@ -1095,3 +1095,123 @@ fn platform_args_and_from_platform() {
     );
     assert_eq!(inspect(&s, "plat:1")["Architecture"], arch);
 }
+
+/// The upper-cased lines of a cache mount's log, as the last step printed them.
+fn logged(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|w| w.starts_with("START-") || w.starts_with("END-"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn cache_mount_sharing_modes_shared_locked_and_private() {
+    let Some(s) = sandbox() else { return };
+    for mode in ["shared", "locked", "private"] {
+        let step = |name: &str| {
+            format!(
+                "FROM busybox AS {name}\nRUN --mount=type=cache,id=c-{mode},target=/c,sharing={mode} echo start-{name} >> /c/log && sleep 1 && echo end-{name} >> /c/log && touch /done-{name}\n"
+            )
+        };
+        let dockerfile = format!(
+            "{}{}FROM busybox\nCOPY --from=a /done-a /\nCOPY --from=b /done-b /\nRUN --mount=type=cache,id=c-{mode},target=/c tr a-z A-Z < /c/log\n",
+            step("a"),
+            step("b")
+        );
+        let ctx = context(&s, mode, &[("Dockerfile", &dockerfile)]);
+        let err = build_ok(&s, &ctx, &["-t", &format!("share:{mode}")]);
+        let log = logged(&err);
+        match mode {
+            // Both steps ran at once in one directory: both started before either ended.
+            "shared" => {
+                assert_eq!(log.len(), 4, "{err}");
+                assert!(log[..2].iter().all(|l| l.starts_with("START-")), "{log:?}");
+            }
+            // One after the other in one directory.
+            "locked" => {
+                assert_eq!(log.len(), 4, "{err}");
+                assert_eq!(log[0].replace("START", "END"), log[1], "{log:?}");
+                assert_eq!(log[2].replace("START", "END"), log[3], "{log:?}");
+            }
+            // The second step found the cache busy and got a fresh directory: the kept
+            // cache has one step's lines.
+            _ => {
+                assert_eq!(log.len(), 2, "{err}");
+                assert_eq!(log[0].replace("START", "END"), log[1], "{log:?}");
+            }
+        }
+    }
+    s.assert_clean();
+}
+
+#[test]
+fn from_images_and_indexes_binds_keyed_by_content_and_zstd_add() {
+    let Some(s) = sandbox() else { return };
+    let other = context(
+        &s,
+        "other",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo other-1 > /only-in-other\n",
+        )],
+    );
+    build_ok(&s, &other, &["-t", "other:1"]);
+    let ctx = context(
+        &s,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                r#"FROM busybox AS first
+RUN echo first > /first
+
+FROM busybox
+COPY --from=0 /first /from-index
+COPY --from=other:1 /only-in-other /from-image
+RUN --mount=type=bind,from=other:1,target=/o cat /o/only-in-other > /bound-image
+RUN --mount=type=bind,source=conf,target=/conf cat /conf/app.conf > /bound-context
+ADD a.tar.zst /zst/
+"#,
+            ),
+            ("conf/app.conf", "setting=1\n"),
+        ],
+    );
+    {
+        let f = std::fs::File::create(ctx.join("a.tar.zst")).unwrap();
+        let z = zstd::stream::write::Encoder::new(f, 3).unwrap();
+        let mut t = tar::Builder::new(z);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o640);
+        h.set_cksum();
+        t.append_data(&mut h, "dir/zf", &b"zstd\n"[..]).unwrap();
+        t.into_inner().unwrap().finish().unwrap();
+    }
+    build_ok(&s, &ctx, &["-t", "from:1"]);
+    let show = "cat /from-index /from-image /bound-image /bound-context /zst/dir/zf; stat -c %a /zst/dir/zf; ls /o /conf 2>/dev/null | wc -l";
+    assert_eq!(
+        sh(&s, "from:1", show),
+        "first\nother-1\nother-1\nsetting=1\nzstd\n640\n0\n"
+    );
+    // A bind mount's source is an input of its step: a new `other:1` and a changed context
+    // file re-run the steps that mount them (as BuildKit), and nothing else changes.
+    std::fs::write(
+        other.join("Dockerfile"),
+        "FROM busybox\nRUN echo other-2 > /only-in-other\n",
+    )
+    .unwrap();
+    build_ok(&s, &other, &["-t", "other:1"]);
+    std::fs::write(ctx.join("conf/app.conf"), "setting=2\n").unwrap();
+    let err = build_ok(&s, &ctx, &["-t", "from:2"]);
+    assert_eq!(
+        sh(&s, "from:2", show),
+        "first\nother-2\nother-2\nsetting=2\nzstd\n640\n0\n"
+    );
+    assert!(err.contains("CACHED"), "the first stage is cached: {err}");
+    let again = build_ok(&s, &ctx, &["-t", "from:3"]);
+    assert_eq!(image_id(&s, "from:3"), image_id(&s, "from:2"), "{again}");
+    assert!(again.contains("0 steps run"), "{again}");
+    s.assert_clean();
+}

@@ -180,9 +180,11 @@ impl Store {
     }
 
     /// The directory of a `RUN --mount=type=cache` with this id (`cache-mounts/<sha256 of
-    /// id>/data`), made with `mode`, `uid` and `gid` when it is new. With `sharing`
-    /// `locked` the caller holds the returned lock while the step runs; with `private` a
-    /// busy cache gives `None` (the caller uses a fresh directory instead).
+    /// id>/data`), made with `mode`, `uid` and `gid` when it is new. The caller holds the
+    /// returned lock while the step runs: shared for `sharing=shared`, exclusive for
+    /// `locked` (waiting for the others) and `private`, where a busy cache gives `None` and
+    /// the caller uses a fresh directory, dropped after the step (BuildKit keeps such extra
+    /// copies; berth keeps one per id).
     pub fn cache_mount(
         &self,
         id: &str,
@@ -209,7 +211,9 @@ impl Store {
         }
         let lock_path = dir.join("lock");
         let lock = match sharing {
-            CacheSharing::Shared => None,
+            // Shared users hold the lock shared: they run together, and `locked` users,
+            // `private` users and the pruner wait for them (or, `private`, go elsewhere).
+            CacheSharing::Shared => Some(crate::lock::FileLock::shared(&lock_path)?),
             CacheSharing::Locked => Some(crate::lock::FileLock::exclusive(&lock_path)?),
             CacheSharing::Private => match crate::lock::FileLock::try_exclusive(&lock_path)? {
                 Some(l) => Some(l),

@@ -118,9 +118,14 @@ impl Store {
 
     /// Reads the image a root descriptor names; for an index, the host platform's manifest.
     pub fn load_image(&self, root: &Descriptor) -> Result<Image> {
+        self.load_image_for(root, &Platform::host())
+    }
+
+    /// Reads the image a root descriptor names; for an index, `platform`'s manifest.
+    pub fn load_image_for(&self, root: &Descriptor, platform: &Platform) -> Result<Image> {
         let mut manifest = self.read_manifest(root)?;
         if let ManifestValue::Index(index) = &manifest.value {
-            let child = berth_oci::transport::select_platform(&index.manifests, &Platform::host())
+            let child = berth_oci::transport::select_platform(&index.manifests, platform)
                 .map_err(|e| StoreError::Malformed {
                     what: format!("index {}", root.digest),
                     reason: e.to_string(),
@@ -171,6 +176,30 @@ impl Store {
     /// digest (`sha256:…`), or by a unique ID prefix of at least 4 hex digits, in Docker's
     /// order: a name first, then an ID.
     pub fn resolve(&self, name: &str) -> Result<Image> {
+        self.resolve_for(name, &Platform::host())
+    }
+
+    /// [`Store::resolve`], taking `platform`'s manifest when the name is a multi-platform
+    /// index.
+    pub fn resolve_for(&self, name: &str, platform: &Platform) -> Result<Image> {
+        let root = self.find_root(name)?;
+        self.load_image_for(&root, platform)
+    }
+
+    /// The image of one platform manifest by its digest, whether it is a root of the index or
+    /// an entry of a multi-platform index that is.
+    pub fn image_by_manifest(&self, digest: &Digest) -> Result<Image> {
+        let bytes = self.read_blob(digest, MAX_MANIFEST)?;
+        let size = bytes.len() as u64;
+        let parsed = Parsed::parse(bytes, None).map_err(|e| StoreError::Malformed {
+            what: format!("manifest {digest}"),
+            reason: e.to_string(),
+        })?;
+        self.load_image(&Descriptor::new(parsed.media_type, digest.clone(), size))
+    }
+
+    /// The root descriptor a name or ID points at.
+    fn find_root(&self, name: &str) -> Result<Descriptor> {
         let tags = self.tags()?;
         if let Ok(reference) = Reference::parse(name) {
             let found = tags.iter().find(|t| {
@@ -180,7 +209,7 @@ impl Store {
                         && t.reference.repository() == reference.repository())
             });
             if let Some(t) = found {
-                return self.load_image(&t.manifest);
+                return Ok(t.manifest.clone());
             }
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
@@ -196,7 +225,7 @@ impl Store {
                 }
             }
             match roots.len() {
-                1 => return self.load_image(&roots[0]),
+                1 => return Ok(roots.swap_remove(0)),
                 0 => {}
                 count => {
                     return Err(StoreError::Ambiguous {

@@ -270,7 +270,7 @@ fn base_state(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildEr
             s
         }
         Base::Image { manifest, .. } => {
-            let image = ctx.store.resolve(&manifest.to_string())?;
+            let image = ctx.store.image_by_manifest(manifest)?;
             let snapshots = ctx.store.ensure_snapshots(&image)?;
             let chain = berth_oci::config::chain_ids(&image.config.rootfs.diff_ids)
                 .last()
@@ -523,7 +523,7 @@ fn from_snapshots(ctx: &Ctx<'_>, from: &str) -> Result<Vec<PathBuf>, BuildError>
             .map(|s| s.snapshots.clone())
             .expect("dependencies run first")),
         None => {
-            let image = ctx.store.resolve(from)?;
+            let image = ctx.store.resolve_for(from, &ctx.opts.platform)?;
             Ok(ctx.store.ensure_snapshots(&image)?)
         }
     }

@@ -146,6 +146,42 @@ pub fn select<'a>(context: &'a ScannedContext, source: &str) -> Vec<&'a ContextE
         .collect()
 }
 
+/// What a RUN step's bind mounts show it, for its cache key (as BuildKit, which keys a bind
+/// mount by its source's content): the selected context files' digest, a stage's layer key,
+/// or an image's manifest. Cache, tmpfs and secret mounts add nothing: their contents are
+/// not inputs of the step (a secret must not be, so that it never reaches a cache record).
+fn mount_inputs(
+    df: &Dockerfile,
+    run: &crate::instructions::Run,
+    planned: &[PlannedStage],
+    resolver: &dyn Resolver,
+    context: &ScannedContext,
+    platform: &str,
+) -> Result<String, String> {
+    use crate::exec::mounts::{Kind, MountSpec};
+    let mut inputs = Vec::new();
+    for spec in &run.mounts {
+        let m = MountSpec::parse(spec)?;
+        if m.kind != Kind::Bind {
+            continue;
+        }
+        let source = m.source.as_deref().unwrap_or(".");
+        let input = match &m.from {
+            None => digest_selection(select(context, source), None).to_string(),
+            Some(from) => match find_stage(df, from) {
+                Some(j) => planned
+                    .iter()
+                    .find(|p| p.index == j)
+                    .map(|p| p.layer_key.to_string())
+                    .unwrap_or_default(),
+                None => resolver.resolve(from, Some(platform))?.manifest.to_string(),
+            },
+        };
+        inputs.push(format!("{spec}\0{input}"));
+    }
+    Ok(inputs.join("\n"))
+}
+
 /// WORKDIR `w` after `current`: absolute, or joined to the current one; cleaned lexically
 /// (`.` and `..` resolved, never above `/`).
 pub fn resolve_workdir(current: &str, w: &str) -> String {
@@ -191,6 +227,8 @@ pub fn plan(
     for &i in &needed {
         let stage = &df.stages[i];
         let (base_name, base_platform) = resolve_from(df, stage, &global)?;
+        // A FROM without --platform builds for the target platform (as BuildKit).
+        let base_platform = base_platform.or_else(|| Some(platform.clone()));
         let lower = base_name.to_lowercase();
         let earlier = df.stages[..i]
             .iter()
@@ -304,6 +342,8 @@ pub fn plan(
                         Command::Exec(a) => a.join("\0"),
                         Command::Shell(s) => format!("{}\0{s}", shell.join("\0")),
                     };
+                    let mounted = mount_inputs(df, run, &planned, resolver, context, &platform)
+                        .map_err(err)?;
                     let k = key(&[
                         &layer_key.to_string(),
                         "RUN",
@@ -313,6 +353,7 @@ pub fn plan(
                         &user,
                         &workdir,
                         &platform,
+                        &mounted,
                     ]);
                     (StepKind::Layer, k)
                 }
@@ -325,7 +366,7 @@ pub fn plan(
                                 .map(|p| p.layer_key.to_string())
                                 .unwrap_or_default(),
                             None => {
-                                let image = resolver.resolve(from, None).map_err(err)?;
+                                let image = resolver.resolve(from, Some(&platform)).map_err(err)?;
                                 image.manifest.to_string()
                             }
                         },

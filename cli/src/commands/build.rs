@@ -105,54 +105,91 @@ struct StoreResolver {
 }
 
 impl Resolver for StoreResolver {
+    /// The store's image when it is for `platform` (default: the host's), else a pull of
+    /// that platform (as BuildKit, which never builds on an image of another platform than
+    /// the one asked for).
     fn resolve(&self, name: &str, platform: Option<&str>) -> Result<BaseImage, String> {
+        let wanted = match platform {
+            Some(p) => p
+                .parse::<Platform>()
+                .map_err(|e| format!("base image {name:?}: {e}"))?,
+            None => Platform::host(),
+        };
         let found = |image: berth_store::Image| BaseImage {
-            manifest: image.root.digest.clone(),
+            manifest: image.manifest.digest.clone(),
             config: image.config,
         };
-        let done = self.pulled.lock().expect("no panics").contains(name);
+        let platform_of = |image: &berth_store::Image| {
+            let c = &image.config;
+            Platform::new(&c.os, &c.architecture, c.variant.as_deref())
+        };
+        // Configs without a platform (some old images) fit any.
+        let fits = |image: &berth_store::Image| {
+            image.config.architecture.is_empty() || wanted.matches(&platform_of(image))
+        };
+        let pulled_key = format!("{name} {wanted}");
+        let done = self.pulled.lock().expect("no panics").contains(&pulled_key);
+        let mut other_platform = None;
         if !self.pull || done {
-            match self.store.resolve(name) {
-                Ok(image) => return Ok(found(image)),
+            match self.store.resolve_for(name, &wanted) {
+                Ok(image) if fits(&image) => return Ok(found(image)),
+                Ok(image) => other_platform = Some(platform_of(&image)),
                 Err(berth_store::StoreError::NoSuchImage(_)) if !done => {}
                 Err(e) => return Err(format!("base image {name:?}: {e}")),
             }
         }
-        let reference = Reference::parse(name).map_err(|e| e.to_string())?;
-        let platform = platform
-            .map(str::parse::<Platform>)
-            .transpose()
-            .map_err(|e| e.to_string())?;
+        let failed = |e: String| match &other_platform {
+            Some(have) => format!(
+                "base image {name:?}: the store has it for {have}, not {wanted}, and pulling {wanted} failed: {e}"
+            ),
+            None => format!("base image {name:?}: {e}"),
+        };
+        let reference = Reference::parse(name).map_err(|e| failed(e.to_string()))?;
         if !self.quiet {
-            eprintln!("pulling {} for FROM", reference.familiar());
+            eprintln!("pulling {} ({wanted}) for FROM", reference.familiar());
         }
         crate::block_on(crate::commands::registry::pull_image(
             self.store.clone(),
             &reference,
             &self.options,
-            platform,
+            Some(wanted.clone()),
             self.quiet,
         ))
-        .map_err(|e| format!("base image {name:?}: {e:#}"))?;
-        self.pulled
-            .lock()
-            .expect("no panics")
-            .insert(name.to_owned());
-        self.store
-            .resolve(&reference.to_string())
-            .map(found)
-            .map_err(|e| format!("base image {name:?}: {e}"))
+        .map_err(|e| failed(format!("{e:#}")))?;
+        self.pulled.lock().expect("no panics").insert(pulled_key);
+        let image = self
+            .store
+            .resolve_for(&reference.to_string(), &wanted)
+            .map_err(|e| format!("base image {name:?}: {e}"))?;
+        if !fits(&image) {
+            return Err(format!(
+                "base image {name:?}: the registry gave an image for {}, not {wanted}",
+                platform_of(&image)
+            ));
+        }
+        Ok(found(image))
     }
 }
 
-/// `ADD http(s)://`: a plain GET (system roots for HTTPS), streamed into the file.
+/// `ADD http(s)://`: a plain GET, streamed into the file. HTTPS trusts the system's roots
+/// plus the CAs of the host's certs.d directory, the same place as for registries
+/// (`/etc/docker/certs.d/<host[:port]>/*.crt`, `BERTH_CERTS_DIR`).
 #[derive(Debug)]
-struct Download;
+struct Download {
+    certs_dirs: Vec<PathBuf>,
+}
 
 impl berth_builder::exec::Fetch for Download {
     fn fetch(&self, url: &str, out: &mut dyn Write) -> Result<Option<i64>, String> {
         crate::block_on(async {
-            let (tls, _) = berth_registry_client::tls::client_config("", &[], true)?;
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("ADD {url}: {e}"))?;
+            let host = match (parsed.host_str(), parsed.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_owned(),
+                (None, _) => String::new(),
+            };
+            let (tls, _) =
+                berth_registry_client::tls::client_config(&host, &self.certs_dirs, true)?;
             let client = reqwest::Client::builder()
                 .use_preconfigured_tls(tls)
                 .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
@@ -331,10 +368,14 @@ fn write_output(
     result.map_err(|e| e.context(format!("writing {}", out.dest.display())))
 }
 
+/// How many of a running step's last output lines the tty view shows under it.
+const TTY_OUTPUT_LINES: usize = 3;
+
 /// `--progress=tty`: a live view of the running steps.
 struct Tty {
     multi: indicatif::MultiProgress,
-    bars: Mutex<HashMap<String, (indicatif::ProgressBar, String)>>,
+    /// Per running step: its bar, its title, and its last lines of output.
+    bars: Mutex<HashMap<String, (indicatif::ProgressBar, String, Vec<String>)>>,
     log: Option<Mutex<std::fs::File>>,
 }
 
@@ -360,23 +401,31 @@ impl Progress for Tty {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 let title = format!("[{id}] {text}");
                 bar.set_message(title.clone());
-                bars.insert(id, (bar, title));
+                bars.insert(id, (bar, title, Vec::new()));
             }
             Event::Output { id, line } => {
-                if let Some((bar, title)) = bars.get(&id) {
-                    let shown: String = line.chars().take(60).collect();
-                    bar.set_message(format!("{title}\n        | {shown}"));
+                if let Some((bar, title, last)) = bars.get_mut(&id) {
+                    if last.len() == TTY_OUTPUT_LINES {
+                        last.remove(0);
+                    }
+                    last.push(line.chars().take(100).collect());
+                    let mut message = title.clone();
+                    for l in last.iter() {
+                        message.push_str("\n        | ");
+                        message.push_str(l);
+                    }
+                    bar.set_message(message);
                 }
             }
             Event::Committed { .. } => {}
             Event::Cached { id } => {
-                if let Some((bar, title)) = bars.get(&id) {
+                if let Some((bar, title, _)) = bars.get(&id) {
                     bar.set_style(style(" = CACHED {msg}"));
                     bar.finish_with_message(title.clone());
                 }
             }
             Event::Done { id, elapsed } => {
-                if let Some((bar, title)) = bars.remove(&id)
+                if let Some((bar, title, _)) = bars.remove(&id)
                     && !bar.is_finished()
                 {
                     bar.set_style(style(" = {prefix:>6} {msg}"));
@@ -477,6 +526,7 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         .unwrap_or_default();
     let context = berth_builder::context::scan(&args.context, &matcher, &mut index)?;
     store.write_context_index(&args.context, &index.to_bytes())?;
+    let registry_options = crate::commands::registry::options(&args.tls);
     let graph = berth_builder::plan::plan(
         &df,
         &build_args,
@@ -486,7 +536,7 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             store: shared.clone(),
             pull: args.pull,
             quiet: args.quiet || args.progress == "quiet",
-            options: crate::commands::registry::options(&args.tls),
+            options: registry_options.clone(),
             pulled: Mutex::new(Default::default()),
         },
         &context,
@@ -536,7 +586,9 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         secrets.insert(id, secret);
     }
     let options = BuildOptions {
-        fetch: Some(Arc::new(Download)),
+        fetch: Some(Arc::new(Download {
+            certs_dirs: registry_options.certs_dirs.clone(),
+        })),
         secrets,
         exe: std::fs::read_link("/proc/self/exe")?,
         no_cache: args.no_cache,
@@ -582,13 +634,12 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         if tags.is_empty() {
             return Err(UsageError("--push needs a name: -t REGISTRY/NAME:TAG".into()).into());
         }
-        let options = crate::commands::registry::options(&args.tls);
         for t in &tags {
             let digest = crate::block_on(crate::commands::registry::push_image(
                 shared.clone(),
                 &image,
                 t,
-                &options,
+                &registry_options,
                 &args.compression,
                 quiet,
             ))?;

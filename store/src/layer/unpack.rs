@@ -574,12 +574,20 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
     let path = entry.path_bytes().into_owned();
     let bad = |what: &str| hostile(&path, what);
     let header = entry.header();
+    let old = header.as_old();
+    // A numeric field left blank (all NULs or spaces) reads as 0, as Go's archive/tar (and
+    // so BuildKit and Docker) reads it; anything else that is not a number is refused.
+    let numeric = |value: std::io::Result<u64>, field: &[u8], what: &str| match value {
+        Ok(v) => Ok(v),
+        Err(_) if field.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(_) => Err(bad(what)),
+    };
     let mut meta = Meta {
-        mode: header.mode().map_err(|_| bad("unreadable mode"))? & 0o7777,
-        uid: header.uid().map_err(|_| bad("unreadable uid"))?,
-        gid: header.gid().map_err(|_| bad("unreadable gid"))?,
+        mode: numeric(header.mode().map(u64::from), &old.mode, "unreadable mode")? as u32 & 0o7777,
+        uid: numeric(header.uid(), &old.uid, "unreadable uid")?,
+        gid: numeric(header.gid(), &old.gid, "unreadable gid")?,
         mtime: Timespec {
-            tv_sec: header.mtime().map_err(|_| bad("unreadable mtime"))? as i64,
+            tv_sec: numeric(header.mtime(), &old.mtime, "unreadable mtime")? as i64,
             tv_nsec: 0,
         },
         xattrs: Vec::new(),
