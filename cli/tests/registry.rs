@@ -516,3 +516,215 @@ fn a_dropped_download_resumes_and_verifies() {
     assert!(sum.starts_with(want.hex()), "{sum}");
     other.assert_clean();
 }
+
+/// Writes a blob into an OCI layout directory; returns its descriptor fields.
+fn layout_blob(dir: &Path, bytes: &[u8]) -> (String, usize) {
+    let digest = berth_oci::Digest::of(bytes);
+    let path = dir.join("blobs/sha256").join(digest.hex());
+    std::fs::write(path, bytes).unwrap();
+    (digest.to_string(), bytes.len())
+}
+
+#[test]
+fn multi_platform_index_pulls_the_platform_asked_for_and_copies_whole() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    // Two images that say which platform they are for: busybox plus /arch.
+    for (arch, platform) in [("amd64", "linux/amd64"), ("arm64", "linux/arm64")] {
+        let root = s.path().join(format!("root-{arch}"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("arch"), format!("{arch}\n")).unwrap();
+        s.ok(&[
+            "import",
+            "--platform",
+            platform,
+            root.to_str().unwrap(),
+            &format!("arch:{arch}"),
+        ]);
+    }
+    // An OCI layout holding both, and an image index over them made by hand.
+    let layout = s.path().join("layout");
+    let layout_ref = |r: &str| format!("oci:{}:{r}", layout.display());
+    for arch in ["amd64", "arm64"] {
+        s.ok(&["copy", &format!("arch:{arch}"), &layout_ref(arch)]);
+    }
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut manifests = Vec::new();
+    for m in top["manifests"].as_array().unwrap() {
+        let arch = m["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut entry = m.clone();
+        entry.as_object_mut().unwrap().remove("annotations");
+        entry["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+        manifests.push(entry);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let (digest, size) = layout_blob(&layout, index.to_string().as_bytes());
+    let mut top = top;
+    top["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }));
+    std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+    // `copy --all` sends the whole index; skopeo sees both platforms.
+    let name = format!("{}/multi/app:1", reg.host);
+    ok(
+        &s,
+        &reg,
+        &[
+            "copy",
+            "--all",
+            &layout_ref("multi"),
+            &format!("docker://{name}"),
+        ],
+    );
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{name}"),
+        ],
+        s.path(),
+    );
+    let raw: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2, "{raw}");
+    assert_eq!(
+        berth_oci::Digest::of(raw.to_string().as_bytes()).to_string(),
+        digest,
+        "the index went up byte for byte"
+    );
+    // A pull takes the platform asked for, the host's by default.
+    let arch_of = |sb: &Sandbox, image: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(&sb.ok(&["inspect", image])).unwrap();
+        v[0]["Architecture"].as_str().unwrap().to_owned()
+    };
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    ok(&other, &reg, &["pull", "--platform", "linux/arm64", &name]);
+    assert_eq!(arch_of(&other, &name), "arm64");
+    let host_arch = if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let third = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    ok(&third, &reg, &["pull", &name]);
+    assert_eq!(arch_of(&third, &name), host_arch);
+    // A platform the index lacks: an error that lists what it has.
+    let err = fail(&third, &reg, &["pull", "--platform", "linux/s390x", &name]);
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/arm64"),
+        "{err}"
+    );
+    // FROM --platform (and build --platform) pick that platform's image, pulling it when the
+    // store holds another one; without emulation only non-RUN steps are used here.
+    let ctx = third.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM --platform=linux/arm64 {name}\nLABEL picked=yes\n"),
+    )
+    .unwrap();
+    let build = |sb: &Sandbox, extra: &[&str], tag: &str| {
+        let mut args = vec!["build", "-q", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        ok(sb, &reg, &args)
+    };
+    build(&third, &[], "picked:1");
+    assert_eq!(arch_of(&third, "picked:1"), "arm64");
+    let out = third.path().join("out");
+    build(
+        &third,
+        &["-o", &format!("type=local,dest={}", out.display())],
+        "picked:2",
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("arch")).unwrap(),
+        "arm64\n"
+    );
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {name}\nLABEL picked=yes\n"),
+    )
+    .unwrap();
+    build(&third, &["--platform", "linux/arm64"], "picked:3");
+    assert_eq!(arch_of(&third, "picked:3"), "arm64");
+    // `copy --all` from the registry into a layout keeps the index whole.
+    let back = third.path().join("back");
+    ok(
+        &third,
+        &reg,
+        &[
+            "copy",
+            "--all",
+            &format!("docker://{name}"),
+            &format!("oci:{}:m", back.display()),
+        ],
+    );
+    let raw = tool(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{}:m", back.display())],
+        third.path(),
+    );
+    let raw: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2, "{raw}");
+    other.assert_clean();
+    third.assert_clean();
+    s.assert_clean();
+}
+
+#[test]
+fn add_https_url_trusts_the_certs_d_ca() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig {
+        tls: true,
+        ..Default::default()
+    });
+    // A blob in the registry is the file served over HTTPS.
+    let name = format!("{}/files/app:1", reg.host);
+    build_app(&s, &name);
+    ok(&s, &reg, &["push", &name]);
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", &name])).unwrap();
+    let config = v[0]["Id"].as_str().unwrap().to_owned();
+    let url = format!("https://{}/v2/files/app/blobs/{config}", reg.host);
+    let ctx = s.path().join("https-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD --checksum={config} {url} /config.json\n"),
+    )
+    .unwrap();
+    ok(
+        &s,
+        &reg,
+        &["build", "-q", "-t", "https:1", ctx.to_str().unwrap()],
+    );
+    let got = s.ok(&["run", "--rm", "https:1", "sha256sum", "/config.json"]);
+    assert!(
+        got.starts_with(config.trim_start_matches("sha256:")),
+        "{got}"
+    );
+    // Without the CA the TLS error says where it would go.
+    let out = s
+        .cmd()
+        .args(["build", "-q", "--no-cache", ctx.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("certificate") && err.contains(&url), "{err}");
+    s.assert_clean();
+}
