@@ -355,9 +355,15 @@ fn run_output_failures_and_whiteouts() {
             .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
             .collect()
     };
-    // Layer 0 is busybox; RUN 1 changed no file (no layer), RUN 2 made one, RUN 3 none.
-    assert_eq!(layers.len(), 2, "empty diffs make no layer");
-    let l = names(&layers[1]);
+    // Layer 0 is busybox; RUN 1 and 3 changed no file: each made a layer of an empty tar
+    // (as BuildKit, whose images show the same diff-id), with nothing of the mount stubs.
+    assert_eq!(layers.len(), 4, "one layer per RUN");
+    const EMPTY_TAR: &str =
+        "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+    assert_eq!(layers[1], EMPTY_TAR);
+    assert_eq!(layers[3], EMPTY_TAR);
+    assert!(names(&layers[1]).is_empty());
+    let l = names(&layers[2]);
     assert!(l.contains(&"bin/.wh.vi".to_owned()), "{l:?}");
     assert!(l.contains(&".wh.home".to_owned()), "{l:?}");
     assert!(
@@ -1310,5 +1316,63 @@ fn tty_progress_under_tmux_shows_running_steps_output_and_cached_steps() {
             assert_eq!(end.matches("CACHED").count(), 2, "{end}");
         }
     }
+    s.assert_clean();
+}
+
+/// What comparing with BuildKit found (bench `compare`), kept as tests: ARG history as
+/// written, valueless ARGs in the RUN prefix, a stage's ONBUILD run in its child stages, a
+/// uid the image does not list running with group 0 and no other groups, and steps that
+/// change nothing still making a (empty) layer.
+#[test]
+fn buildkit_details_found_by_comparing() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "ARG G=1\nFROM busybox AS base\nONBUILD RUN touch /trig\n\nFROM base\nARG G\nARG UNSET\nRUN true\nUSER 1000\nRUN id > /tmp/id\nWORKDIR /tmp\n",
+        )],
+    );
+    build_ok(&s, &ctx, &["-t", "bk:1", "--build-arg", "G=2"]);
+    let c = inspect(&s, "bk:1");
+    let created_by: Vec<&str> = c["History"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "RUN /bin/sh -c touch /trig # buildkit",
+        "ARG G",
+        "RUN |2 G=2 UNSET= /bin/sh -c true # buildkit",
+        "WORKDIR /tmp",
+    ] {
+        assert!(
+            created_by.contains(&expected),
+            "{expected:?} in {created_by:#?}"
+        );
+    }
+    assert!(c["Config"]["OnBuild"].is_null());
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-u",
+            "0",
+            "bk:1",
+            "sh",
+            "-c",
+            "ls /trig; cat /tmp/id"
+        ]),
+        "/trig\nuid=1000 gid=0(root)\n"
+    );
+    let layers = c["RootFS"]["Layers"].as_array().unwrap();
+    // busybox, the trigger, RUN true, RUN id, WORKDIR /tmp (exists: an empty layer).
+    assert_eq!(layers.len(), 5);
+    assert_eq!(
+        layers[4],
+        "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+    );
     s.assert_clean();
 }

@@ -41,7 +41,8 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
             Some(f[0].to_owned()),
             f[5].to_owned(),
         ),
-        (None, Some(id)) => (id, id, None, "/".to_owned()),
+        // A uid the image does not list runs with group 0, as Docker and runc.
+        (None, Some(id)) => (id, 0, None, "/".to_owned()),
         _ => return Err(UserError::NoUser(user.to_owned())),
     };
     let groups_table: Vec<Vec<&str>> = group
@@ -55,8 +56,11 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
             None => g.parse().map_err(|_| UserError::NoGroup(g.to_owned()))?,
         };
     }
-    let mut groups = vec![gid];
-    if let Some(name) = &name {
+    // Supplementary groups as runc's GetExecUser gives them: the groups of /etc/group that
+    // list the user by name, and only when no group was named; never the primary group
+    // itself (so `id` in a container prints what it prints under Docker).
+    let mut groups = Vec::new();
+    if let (Some(name), None) = (&name, grp) {
         for f in &groups_table {
             if f[3].split(',').any(|m| m == name)
                 && let Ok(id) = f[2].parse::<u32>()
@@ -88,18 +92,28 @@ mod tests {
             ResolvedUser {
                 uid: 0,
                 gid: 0,
-                groups: vec![0],
+                groups: vec![],
                 home: "/root".into()
             }
         );
         let app = resolve("app", PASSWD, GROUP).unwrap();
         assert_eq!(
             (app.uid, app.gid, app.groups, app.home.as_str()),
-            (1000, 1000, vec![1000, 10], "/home/app")
+            (1000, 1000, vec![10], "/home/app")
         );
-        assert_eq!(resolve("1000:staff", PASSWD, GROUP).unwrap().gid, 50);
+        let staff = resolve("1000:staff", PASSWD, GROUP).unwrap();
+        assert_eq!(
+            (staff.gid, staff.groups),
+            (50, vec![]),
+            "a named group: no others"
+        );
         let nobody = resolve("4242:4343", PASSWD, GROUP).unwrap();
         assert_eq!((nobody.uid, nobody.gid), (4242, 4343));
+        let unlisted = resolve("4242", PASSWD, GROUP).unwrap();
+        assert_eq!(
+            (unlisted.uid, unlisted.gid, unlisted.groups),
+            (4242, 0, vec![])
+        );
         assert_eq!(
             resolve("ghost", PASSWD, GROUP),
             Err(UserError::NoUser("ghost".into()))

@@ -253,21 +253,15 @@ impl Store {
     /// Makes a layer of an overlay upper directory: packs it (overlay whiteouts as OCI
     /// whiteouts) straight into a blob writer, so the tar is hashed as it is written (the
     /// diff-id, also the blob's digest: built layers stay uncompressed in the store), then
-    /// renames the directory into `snapshots/<chain-id>`. `None` when the directory is empty
-    /// (a step that changed nothing makes no layer, as BuildKit).
+    /// renames the directory into `snapshots/<chain-id>`. An empty directory makes a layer
+    /// too, of an empty tar (diff-id `sha256:5f70bf18…`), as BuildKit records a step that
+    /// changed nothing (a RUN, or a WORKDIR that exists).
     pub fn commit_upper(
         &self,
         upper: &Path,
         parent_chain: Option<&Digest>,
         clamp_mtime: Option<u64>,
-    ) -> Result<Option<CachedLayer>> {
-        let empty = std::fs::read_dir(upper)
-            .ctx(|| format!("reading {}", upper.display()))?
-            .next()
-            .is_none();
-        if empty {
-            return Ok(None);
-        }
+    ) -> Result<CachedLayer> {
         let writer: BlobWriter = self.blob_writer()?;
         // Two threads: this one walks the directory, reads the files and builds the tar;
         // the other hashes and writes it (bounded: 4 chunks of 1 MiB in flight).
@@ -318,11 +312,11 @@ impl Store {
                 ));
             }
         }
-        Ok(Some(CachedLayer {
+        Ok(CachedLayer {
             diff_id,
             size,
             chain_id,
-        }))
+        })
     }
 
     /// Makes sure the snapshot for a cached layer on top of `parent_chain` exists (gc may

@@ -52,10 +52,17 @@ fn tree_of_tar(r: impl Read) -> BTreeMap<String, String> {
         } else {
             String::new()
         };
+        // Small text files show their text, so a difference can be read.
+        let text = match std::str::from_utf8(&data) {
+            Ok(t) if h.entry_type().is_file() && !t.is_empty() && t.len() <= 2048 => {
+                format!("\n      {}", t.trim_end().replace('\n', "\n      "))
+            }
+            _ => String::new(),
+        };
         out.insert(
             name,
             format!(
-                "{kind} {:o} {}:{} {} {link} {digest}",
+                "{kind} {:o} {}:{} {} {link} {digest}{text}",
                 h.mode().unwrap() & 0o7777,
                 h.uid().unwrap(),
                 h.gid().unwrap(),

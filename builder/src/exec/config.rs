@@ -269,13 +269,13 @@ pub fn created_by(step: &Step) -> String {
         }
         Instruction::Env(pairs) => format!("ENV {}", kv(pairs)),
         Instruction::Label(pairs) => format!("LABEL {}", kv(pairs)),
-        Instruction::Arg(_) => {
-            let parts: Vec<String> = step
-                .resolved_args
+        // As written (a --build-arg or a global default does not show), as BuildKit.
+        Instruction::Arg(defs) => {
+            let parts: Vec<String> = defs
                 .iter()
-                .map(|(k, v)| match v {
-                    Some(v) => format!("{k}={v}"),
-                    None => k.clone(),
+                .map(|d| match &d.default {
+                    Some(v) => format!("{}={v}", d.name),
+                    None => d.name.clone(),
                 })
                 .collect();
             format!("ARG {}", parts.join(" "))

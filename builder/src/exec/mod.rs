@@ -10,7 +10,7 @@
 //!   through the runtime, COPY/ADD/WORKDIR through [`views`](berth_runtime::views) in a
 //!   private mount namespace — and commits the upper dir as the layer (store's
 //!   `commit_upper`: tar and sha256 in one pass, then renamed into a snapshot), recording it
-//!   under the key. An empty diff makes no layer (BuildKit drops empty layers too).
+//!   under the key. An empty diff makes a layer of an empty tar, as BuildKit's does.
 //!
 //! | module | in → out |
 //! |---|---|
@@ -267,6 +267,8 @@ fn base_state(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildEr
                 .cloned()
                 .expect("dependencies run first");
             s.cfg = Default::default();
+            // The parent's ONBUILD triggers run in this stage (the plan put them first).
+            s.config.config.on_build = None;
             s
         }
         Base::Image { manifest, .. } => {
@@ -471,15 +473,13 @@ fn execute(
     let layer = ctx
         .store
         .commit_upper(&work.upper(), state.chain.as_ref(), ctx.opts.epoch)?;
-    if let Some(l) = &layer {
-        ctx.progress.event(Event::Committed {
-            id: id.to_owned(),
-            digest: l.diff_id.clone(),
-            size: l.size,
-            elapsed: started.elapsed(),
-        });
-    }
-    Ok(layer)
+    ctx.progress.event(Event::Committed {
+        id: id.to_owned(),
+        digest: layer.diff_id.clone(),
+        size: layer.size,
+        elapsed: started.elapsed(),
+    });
+    Ok(Some(layer))
 }
 
 /// Mounts the stage's tree (writable, upper = the work dir's) and, optionally, a read-only

@@ -71,8 +71,6 @@ pub struct Step {
     pub instruction: Instruction,
     /// The instruction as written (for history and progress).
     pub original: String,
-    /// For ARG: each name with the value it took (history shows `ARG NAME=value`).
-    pub resolved_args: Vec<(String, Option<String>)>,
     pub kind: StepKind,
     pub key: Digest,
     /// What the step runs with: for RUN, the environment (ENV, then the ARGs in scope that
@@ -272,6 +270,17 @@ pub fn plan(
             Base::Stage(j) => {
                 let end = &planned.iter().find(|p| p.index == *j).expect("planned").end;
                 (user, workdir, shell) = (end.user.clone(), end.workdir.clone(), end.shell.clone());
+                // The parent stage's own ONBUILD triggers run first here, as BuildKit runs
+                // them for a stage used as a base too.
+                let on_build: Vec<String> = df.stages[*j]
+                    .instructions
+                    .iter()
+                    .filter_map(|l| match &l.instruction {
+                        Instruction::Onbuild(t) => Some(t.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                triggers = onbuild_triggers(&on_build, df.escape)?;
             }
             Base::Image { .. } => {
                 let image = resolver
@@ -289,17 +298,13 @@ pub fn plan(
                 }
                 // ONBUILD triggers of the base run first, as if written right after FROM.
                 if let Some(on_build) = &c.on_build {
-                    triggers = onbuild_triggers(on_build, df.escape)?
-                        .into_iter()
-                        .map(|mut l| {
-                            l.start_line = stage.from_line;
-                            l.end_line = stage.from_line;
-                            l
-                        })
-                        .collect();
+                    triggers = onbuild_triggers(on_build, df.escape)?;
                 }
             }
             Base::Scratch => {}
+        }
+        for t in &mut triggers {
+            (t.start_line, t.end_line) = (stage.from_line, stage.from_line);
         }
         let mut steps = Vec::new();
         for located in triggers.iter().chain(&stage.instructions) {
@@ -323,7 +328,8 @@ pub fn plan(
                     .args
                     .iter()
                     .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
-                    .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                    // An ARG declared without a value shows as `NAME=` (as BuildKit's history).
+                    .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
                     .collect(),
                 user: user.clone(),
                 workdir: workdir.clone(),
@@ -416,23 +422,8 @@ pub fn plan(
             if kind == StepKind::Layer {
                 layer_key = step_key.clone();
             }
-            let resolved_args = match &inst {
-                Instruction::Arg(defs) => defs
-                    .iter()
-                    .map(|d| {
-                        let v = scope
-                            .args
-                            .iter()
-                            .find(|(k, _)| *k == d.name)
-                            .and_then(|(_, v)| v.clone());
-                        (d.name.clone(), v)
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
             steps.push(Step {
                 line: located.start_line,
-                resolved_args,
                 instruction: inst,
                 original: located.original.clone(),
                 kind,

@@ -380,11 +380,13 @@ fn write_output(
 /// How many of a running step's last output lines the tty view shows under it.
 const TTY_OUTPUT_LINES: usize = 3;
 
+/// A running step's bar, its title, and its last lines of output.
+type StepBar = (indicatif::ProgressBar, String, Vec<String>);
+
 /// `--progress=tty`: a live view of the running steps.
 struct Tty {
     multi: indicatif::MultiProgress,
-    /// Per running step: its bar, its title, and its last lines of output.
-    bars: Mutex<HashMap<String, (indicatif::ProgressBar, String, Vec<String>)>>,
+    bars: Mutex<HashMap<String, StepBar>>,
     log: Option<Mutex<std::fs::File>>,
 }
 
