@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use berth_test_support::{RegistryConfig, Sandbox, TestRegistry, is_root};
+use berth_test_support::{Fault, FaultProxy, RegistryConfig, Sandbox, TestRegistry, is_root};
 
 fn sandbox() -> Option<Sandbox> {
     if !is_root() {
@@ -727,4 +727,327 @@ fn add_https_url_trusts_the_certs_d_ca() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("certificate") && err.contains(&url), "{err}");
     s.assert_clean();
+}
+
+fn fault(method: &'static str, path_part: &'static str, answer: &'static str) -> Fault {
+    Fault {
+        method,
+        path_part,
+        answer,
+        times: 1,
+        skip: 0,
+    }
+}
+
+#[test]
+fn pulls_retry_5xx_and_429_with_retry_after_and_a_lasting_limit_is_clear() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    let name = format!("{}/retry/app:1", reg.host);
+    build_app(&s, &name);
+    let pushed = digest_of(&ok(&s, &reg, &["push", &name]));
+    let proxy = FaultProxy::start(
+        reg.host.clone(),
+        vec![
+            fault("GET", "/manifests/", "503 Service Unavailable"),
+            fault("GET", "/blobs/", "429 Too Many Requests\r\nRetry-After: 1"),
+            fault("GET", "/blobs/", "502 Bad Gateway"),
+        ],
+    );
+    let via = format!("{}/retry/app:1", proxy.host);
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let started = std::time::Instant::now();
+    let out = ok(&other, &reg, &["pull", &via]);
+    assert!(out.contains(&pushed), "{out}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After: 1 was waited for"
+    );
+    let seen = proxy.requests();
+    assert_eq!(
+        seen.iter().filter(|r| r.ends_with("(injected)")).count(),
+        3,
+        "{seen:#?}"
+    );
+    assert_eq!(other.ok(&["run", "--rm", &via]), "pushed-and-pulled\n");
+    // A limit that lasts: a few tries, then an error that says what it is.
+    let limited = FaultProxy::start(
+        reg.host.clone(),
+        vec![Fault {
+            times: 100,
+            ..fault(
+                "GET",
+                "/manifests/",
+                "429 Too Many Requests\r\nRetry-After: 1",
+            )
+        }],
+    );
+    let err = fail(
+        &other,
+        &reg,
+        &["pull", &format!("{}/retry/app:1", limited.host)],
+    );
+    assert!(
+        err.contains("too many requests (429)") && err.contains(&limited.host),
+        "{err}"
+    );
+    let tries = limited.requests().len();
+    assert!((2..=5).contains(&tries), "bounded retries: {tries}");
+    other.assert_clean();
+}
+
+#[test]
+fn large_layers_upload_in_chunks_and_a_failed_chunk_resumes() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    // 70 MiB that does not compress: above the 64 MiB chunking threshold once gzipped.
+    let data = berth_test_support::pseudo_random_bytes(11, 70 << 20);
+    let ctx = s.path().join("large");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("blob.bin"), &data).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY blob.bin /blob.bin\n",
+    )
+    .unwrap();
+    // The second chunk fails once (the proxy answers 503 in the registry's place).
+    let proxy = FaultProxy::start(
+        reg.host.clone(),
+        vec![Fault {
+            skip: 1,
+            ..fault("PATCH", "/blobs/uploads/", "503 Service Unavailable")
+        }],
+    );
+    let name = format!("{}/large/app:1", proxy.host);
+    s.ok(&["build", "-q", "-t", &name, ctx.to_str().unwrap()]);
+    let pushed = digest_of(&ok(&s, &reg, &["push", &name]));
+    let served = reg.requests();
+    let patches = served.iter().filter(|r| r.starts_with("PATCH ")).count();
+    assert!(patches >= 5, "16 MiB chunks: {served:#?}");
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("PATCH ") && r.ends_with("(injected)")),
+        "a chunk failed"
+    );
+    assert!(
+        served
+            .iter()
+            .any(|r| r.starts_with("GET /v2/large/app/blobs/uploads/") && r.ends_with(" 204")),
+        "the upload's status was asked: {served:#?}"
+    );
+    // What arrived is whole: skopeo agrees on the digest, and a pull verifies every blob.
+    let inspect = tool(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+        s.path(),
+    );
+    assert!(inspect.contains(&pushed), "{inspect}");
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let direct = format!("{}/large/app:1", reg.host);
+    ok(&other, &reg, &["pull", &direct]);
+    let sum = other.ok(&["run", "--rm", &direct, "sha256sum", "/blob.bin"]);
+    assert!(sum.starts_with(berth_oci::Digest::of(&data).hex()), "{sum}");
+    other.assert_clean();
+}
+
+#[test]
+fn a_push_to_a_second_repository_mounts_and_uploads_nothing() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    let a = format!("{}/team/a:1", reg.host);
+    build_app(&s, &a);
+    ok(&s, &reg, &["push", &a]);
+    let before = reg.requests().len();
+    let b = format!("{}/team/b:1", reg.host);
+    s.ok(&["tag", &a, &b]);
+    ok(&s, &reg, &["push", &b]);
+    let during: Vec<String> = reg.requests()[before..].to_vec();
+    let mounts = during
+        .iter()
+        .filter(|r| {
+            r.starts_with("POST /v2/team/b/blobs/uploads/?")
+                && r.contains("mount=")
+                && r.ends_with(" 201")
+        })
+        .count();
+    assert!(mounts >= 2, "busybox's layer and the app's: {during:#?}");
+    assert!(
+        !during
+            .iter()
+            .any(|r| r.starts_with("PATCH ") || r.starts_with("PUT /v2/team/b/blobs/")),
+        "no blob bytes went up: {during:#?}"
+    );
+}
+
+#[test]
+fn credential_helpers_store_get_and_erase() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig {
+        tls: true,
+        htpasswd: vec![("helper-user".into(), "helper-pass-123".into())],
+        ..Default::default()
+    });
+    // A helper that keeps what `store` gets and gives it back on `get`.
+    let bin = s.path().join("helper-bin");
+    let kept = s.path().join("helper-data");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&kept).unwrap();
+    let script = format!(
+        "#!/bin/sh\necho \"$1\" >> {k}/calls\ncase \"$1\" in\nstore) cat > {k}/stored.json ;;\nget) cat > /dev/null; if [ -f {k}/stored.json ]; then cat {k}/stored.json; else echo 'credentials not found in native keychain'; exit 1; fi ;;\nerase) cat > /dev/null; rm -f {k}/stored.json ;;\nesac\n",
+        k = kept.display()
+    );
+    let helper = bin.join("docker-credential-berthtest");
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config_dir = s.path().join("docker-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("config.json"),
+        r#"{"credsStore": "berthtest"}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = s
+            .cmd()
+            .env("DOCKER_CONFIG", &config_dir)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("BERTH_CERTS_DIR", reg.certs_dir())
+            .env("PATH", &path)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(
+        &["login", "-u", "helper-user", "--password-stdin", &reg.host],
+        "helper-pass-123\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(config_dir.join("config.json")).unwrap();
+    assert!(
+        !config.contains("helper-pass-123") && !config.contains("auth\""),
+        "{config}"
+    );
+    let stored = std::fs::read_to_string(kept.join("stored.json")).unwrap();
+    assert!(
+        stored.contains("helper-pass-123"),
+        "the helper has it: {stored}"
+    );
+    // Push and pull use the helper's credentials.
+    let name = format!("{}/helped/app:1", reg.host);
+    build_app(&s, &name);
+    let out = run(&["push", &name], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(kept.join("calls")).unwrap();
+    assert!(calls.lines().any(|c| c == "get"), "{calls}");
+    // logout erases it; then the registry wants a login again.
+    let out = run(&["logout", &reg.host], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!kept.join("stored.json").exists());
+    let out = run(&["pull", &name], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("berth login"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn mutual_tls_sends_the_client_certificate_from_certs_d() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig {
+        tls: true,
+        client_certs: true,
+        ..Default::default()
+    });
+    let name = format!("{}/mtls/app:1", reg.host);
+    build_app(&s, &name);
+    // With the CA alone the registry refuses the handshake.
+    let out = berth(&s, &reg, &["push", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains(&reg.host), "{err}");
+    // With client.cert and client.key beside ca.crt it works both ways.
+    let with_cert = |sb: &Sandbox, args: &[&str]| {
+        let out = sb
+            .cmd()
+            .env("DOCKER_CONFIG", sb.path().join("docker-config"))
+            .env("BERTH_CERTS_DIR", reg.client_certs_dir())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    with_cert(&s, &["push", &name]);
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    with_cert(&other, &["pull", &name]);
+    assert_eq!(other.ok(&["run", "--rm", &name]), "pushed-and-pulled\n");
+}
+
+#[test]
+fn docker_hub_names_go_to_the_configured_mirror() {
+    let Some(s) = sandbox() else { return };
+    let mirror = TestRegistry::start(RegistryConfig::default());
+    let on_mirror = format!("{}/library/busybox:mirrored", mirror.host);
+    build_app(&s, &on_mirror);
+    ok(&s, &mirror, &["push", &on_mirror]);
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let out = other
+        .cmd()
+        .env("BERTH_REGISTRY_MIRRORS", &mirror.host)
+        .args(["pull", "busybox:mirrored"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v2/library/busybox/manifests/mirrored 200")),
+        "{:#?}",
+        mirror.requests()
+    );
+    assert_eq!(
+        other.ok(&["run", "--rm", "busybox:mirrored"]),
+        "pushed-and-pulled\n"
+    );
+    other.assert_clean();
 }

@@ -209,7 +209,7 @@ fn retry_after(resp: &reqwest::Response) -> Option<u64> {
         .ok()
 }
 
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200 * (1 << attempt.min(5)))
 }
 

@@ -7,8 +7,8 @@
 //!   `Range` request from the byte reached (at most 3 times).
 //! - Pushes: `HEAD` skips blobs the registry has; a blob known to be in another repository of
 //!   the same registry is mounted (`?mount=&from=`; a `202` means "upload it after all");
-//!   uploads are one `POST` and one streamed `PUT`, or `PATCH` chunks of 16 MiB for blobs
-//!   above 64 MiB; manifests are `PUT` as their exact bytes with their media type.
+//!   uploads are one `POST` and one streamed `PUT`, or, for blobs above 64 MiB, `PATCH`
+//!   chunks of 16 MiB (a failed chunk is resumed from the registry's upload status); manifests are `PUT` as their exact bytes with their media type.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ use crate::error::RegistryError;
 /// Blobs larger than this are uploaded in chunks.
 const CHUNKED_ABOVE: u64 = 64 << 20;
 const CHUNK: usize = 16 << 20;
+/// How many times a failed chunk is resumed before the push gives up.
+const UPLOAD_RETRIES: u32 = 3;
 
 /// One repository and a reference in it (a tag or a digest).
 #[derive(Debug, Clone)]
@@ -262,6 +264,37 @@ impl Remote {
         })
     }
 
+    /// How many bytes of an upload the registry holds (its `Range: 0-END` header; the
+    /// distribution spec's upload status), and the upload's location from now on.
+    async fn upload_status(&self, location: &str) -> Result<(u64, String), RegistryError> {
+        let mut rb = self.registry.http().get(location);
+        if let Some(a) = self.registry.auth_for(&self.push_scope()) {
+            rb = rb.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let resp = rb.send().await.map_err(|e| RegistryError::Network {
+            registry: self.registry.name.clone(),
+            message: e.to_string(),
+        })?;
+        if resp.status() != StatusCode::NO_CONTENT {
+            let req = self.request(Method::GET, location.to_owned(), "an upload's status", true);
+            return Err(self.registry.status_error(&req, resp).await);
+        }
+        let at = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| location.to_owned(), |l| self.absolute(l));
+        // `0-0` means nothing yet: distribution writes it for an empty upload too.
+        let committed = resp
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(_, end)| end.trim().parse::<u64>().ok())
+            .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
+        Ok((committed, at))
+    }
+
     async fn upload(&self, desc: &Descriptor, mut reader: BlobReader) -> Result<(), RegistryError> {
         let Some(mut location) = self.upload_location(desc).await? else {
             return Ok(());
@@ -307,21 +340,56 @@ impl Remote {
             if n == 0 {
                 break;
             }
-            let range = format!("{}-{}", offset, offset + n as u64 - 1);
-            let resp = self
-                .streamed(
-                    Method::PATCH,
-                    location.clone(),
-                    reqwest::Body::from(chunk),
-                    n as u64,
-                    &[("content-range", range)],
-                )
-                .await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                return Err(self.registry.status_error(&req, resp).await);
-            }
-            if let Some(l) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
-                location = self.absolute(l);
+            let chunk = bytes::Bytes::from(chunk);
+            // A failed PATCH (the connection dropped, a 5xx or 429) is resumed: the
+            // registry says how much of the upload it has, and the rest of the chunk goes
+            // again from there.
+            let mut from = 0usize;
+            let mut failures = 0u32;
+            while from < n {
+                let range = format!("{}-{}", offset + from as u64, offset + n as u64 - 1);
+                let sent = self
+                    .streamed(
+                        Method::PATCH,
+                        location.clone(),
+                        reqwest::Body::from(chunk.slice(from..)),
+                        (n - from) as u64,
+                        &[("content-range", range)],
+                    )
+                    .await;
+                let failure = match sent {
+                    Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                        if let Some(l) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok())
+                        {
+                            location = self.absolute(l);
+                        }
+                        break;
+                    }
+                    Ok(resp)
+                        if failures < UPLOAD_RETRIES
+                            && (resp.status().is_server_error()
+                                || resp.status() == StatusCode::TOO_MANY_REQUESTS) =>
+                    {
+                        format!("{}", resp.status())
+                    }
+                    Ok(resp) => return Err(self.registry.status_error(&req, resp).await),
+                    Err(e) if failures < UPLOAD_RETRIES => e.to_string(),
+                    Err(e) => return Err(e),
+                };
+                failures += 1;
+                tokio::time::sleep(crate::client::backoff(failures)).await;
+                let (committed, at) = self.upload_status(&location).await?;
+                location = at;
+                let end = offset + n as u64;
+                if committed < offset || committed > end {
+                    return Err(RegistryError::Protocol {
+                        registry: self.registry.name.clone(),
+                        message: format!(
+                            "uploading {what}: after a failed chunk ({failure}) the registry holds {committed} bytes, outside this chunk ({offset}-{end})"
+                        ),
+                    });
+                }
+                from = (committed - offset) as usize;
             }
             offset += n as u64;
         }

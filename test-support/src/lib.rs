@@ -17,8 +17,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod proxy;
 mod raw_tar;
 pub mod registry;
+pub use proxy::{Fault, FaultProxy};
 pub use raw_tar::RawTar;
 pub use registry::{RegistryConfig, TestRegistry};
 

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,6 +25,9 @@ pub struct RegistryConfig {
     pub anonymous_pull: bool,
     /// Token lifetime in seconds.
     pub token_ttl: u64,
+    /// TLS that requires a client certificate signed by a CA of the test's
+    /// ([`TestRegistry::client_certs_dir`] holds one).
+    pub client_certs: bool,
 }
 
 /// A running registry.
@@ -36,6 +39,8 @@ pub struct TestRegistry {
     pub host: String,
     /// The CA certificate (PEM) when TLS is on.
     pub ca_pem: Option<String>,
+    /// A client certificate and key (PEM) the registry accepts, with `client_certs`.
+    client_pem: Option<(String, String)>,
     token_server: Option<TokenServer>,
 }
 
@@ -70,10 +75,11 @@ impl TestRegistry {
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: berth-test-secret\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: berth-test-secret\n",
             dir.path().join("data").display()
         );
         let mut ca_pem = None;
+        let mut client_pem = None;
         if config.tls {
             let ca_key = rcgen::KeyPair::generate().unwrap();
             let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -95,6 +101,23 @@ impl TestRegistry {
                 dir.path().join("server.crt").display(),
                 dir.path().join("server.key").display()
             ));
+            if config.client_certs {
+                let client_key = rcgen::KeyPair::generate().unwrap();
+                let mut client_params =
+                    rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                client_params
+                    .distinguished_name
+                    .push(rcgen::DnType::CommonName, "berth test client");
+                client_params.extended_key_usages =
+                    vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+                let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+                std::fs::write(dir.path().join("client-ca.crt"), ca.pem()).unwrap();
+                yaml.push_str(&format!(
+                    "    clientcas:\n      - {}\n",
+                    dir.path().join("client-ca.crt").display()
+                ));
+                client_pem = Some((client.pem(), client_key.serialize_pem()));
+            }
             ca_pem = Some(ca.pem());
         }
         if !config.htpasswd.is_empty() {
@@ -136,7 +159,7 @@ impl TestRegistry {
         let child = Command::new("/usr/bin/docker-registry")
             .arg("serve")
             .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("access.log")).unwrap())
             .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
             .spawn()
             .expect("starting docker-registry");
@@ -145,6 +168,7 @@ impl TestRegistry {
             dir,
             host,
             ca_pem,
+            client_pem,
             token_server,
         };
         for _ in 0..200 {
@@ -169,6 +193,38 @@ impl TestRegistry {
             std::fs::write(host_dir.join("ca.crt"), ca).unwrap();
         }
         d
+    }
+
+    /// A certs.d-style directory with the CA and, as `client.cert`/`client.key`, a client
+    /// certificate the registry accepts (with `client_certs`).
+    pub fn client_certs_dir(&self) -> PathBuf {
+        let d = self.dir.path().join("client-certs.d");
+        let host_dir = d.join(&self.host);
+        std::fs::create_dir_all(&host_dir).unwrap();
+        if let Some(ca) = &self.ca_pem {
+            std::fs::write(host_dir.join("ca.crt"), ca).unwrap();
+        }
+        if let Some((cert, key)) = &self.client_pem {
+            std::fs::write(host_dir.join("client.cert"), cert).unwrap();
+            std::fs::write(host_dir.join("client.key"), key).unwrap();
+        }
+        d
+    }
+
+    /// The requests the registry served so far, from its access log: `METHOD PATH STATUS`
+    /// (`PATH` with its query).
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once('"')?;
+                let (request, rest) = rest.split_once('"')?;
+                let mut parts = request.split_whitespace();
+                let (method, path) = (parts.next()?, parts.next()?);
+                let status = rest.split_whitespace().next()?;
+                Some(format!("{method} {path} {status}"))
+            })
+            .collect()
     }
 
     /// How many tokens the token server issued.

@@ -178,16 +178,33 @@ pub async fn push_image(
 ) -> anyhow::Result<berth_oci::Digest> {
     let dist = store.distribution_image(image, crate::commands::save::compression(compression))?;
     let mut remote = remote(dest, options).await?;
-    // A blob already in another repository of the same registry is mounted, not sent.
-    let first_layer = dist.manifest_value.layers.first().map(|l| l.digest.clone());
-    remote.mount_from = store.tags()?.into_iter().find_map(|t| {
-        let r = &t.reference;
-        (r.domain() == dest.domain() && r.path() != dest.path())
-            .then(|| store.load_image(&t.manifest).ok())
-            .flatten()
-            .filter(|i| i.manifest_value.layers.first().map(|l| &l.digest) == first_layer.as_ref())
-            .map(|_| r.path().to_owned())
-    });
+    // Blobs already in another repository of the same registry are mounted, not sent. The
+    // repository to mount from: the one, among the store's names on that registry, whose
+    // image shares the most layers with this one (by diff-id, so whatever their
+    // compression). Each blob asks for a mount; one the registry does not have there is
+    // uploaded as usual (the registry answers a failed mount with a new upload).
+    let ours: std::collections::HashSet<&berth_oci::Digest> =
+        image.config.rootfs.diff_ids.iter().collect();
+    remote.mount_from = store
+        .tags()?
+        .into_iter()
+        .filter(|t| {
+            let r = &t.reference;
+            r.domain() == dest.domain() && r.path() != dest.path()
+        })
+        .filter_map(|t| {
+            let other = store.load_image(&t.manifest).ok()?;
+            let shared = other
+                .config
+                .rootfs
+                .diff_ids
+                .iter()
+                .filter(|d| ours.contains(d))
+                .count();
+            (shared > 0).then(|| (shared, t.reference.path().to_owned()))
+        })
+        .max()
+        .map(|(_, path)| path);
     let src = StoreSource::new(store.clone(), dist.root.clone());
     let outcome = copy_image(
         &src,
