@@ -1051,3 +1051,57 @@ fn docker_hub_names_go_to_the_configured_mirror() {
     );
     other.assert_clean();
 }
+
+#[test]
+fn pull_on_a_terminal_shows_a_bar_per_layer_with_totals() {
+    let Some(s) = sandbox() else { return };
+    if !berth_test_support::Tmux::available() {
+        eprintln!("skipped: tmux is not installed (scripts/test installs it)");
+        return;
+    }
+    let reg = TestRegistry::start(RegistryConfig::default());
+    let ctx = s.path().join("bars");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("blob.bin"),
+        berth_test_support::pseudo_random_bytes(5, 3 << 20),
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY blob.bin /blob.bin\n",
+    )
+    .unwrap();
+    let name = format!("{}/bars/app:1", reg.host);
+    s.ok(&["build", "-q", "-t", &name, ctx.to_str().unwrap()]);
+    ok(&s, &reg, &["push", &name]);
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let rc = other.path().join("rc");
+    let term = berth_test_support::Tmux::start(
+        "pull",
+        &format!(
+            "BERTH_ROOT={} {} pull {name}; echo $? > {}; sleep 60",
+            other.store().display(),
+            env!("CARGO_BIN_EXE_berth"),
+            rc.display()
+        ),
+        120,
+        30,
+    );
+    let screen = term.wait(std::time::Duration::from_secs(30), |_| rc.exists());
+    let screen = if screen.contains("Digest:") {
+        screen
+    } else {
+        term.wait(std::time::Duration::from_secs(2), |s| s.contains("Digest:"))
+    };
+    assert_eq!(
+        std::fs::read_to_string(&rc).unwrap().trim(),
+        "0",
+        "{screen}"
+    );
+    // Each blob ends as "<digest>: Done <its size>": the 3 MiB layer, busybox's, the config.
+    let done: Vec<&str> = screen.lines().filter(|l| l.contains(": Done ")).collect();
+    assert_eq!(done.len(), 3, "{screen}");
+    assert!(done.iter().any(|l| l.contains("MiB")), "{screen}");
+    assert!(screen.contains("Digest: sha256:"), "{screen}");
+}

@@ -153,7 +153,38 @@ pub trait ImageDestination: Send + Sync {
 pub enum CopyEvent {
     BlobSkipped(Descriptor),
     BlobStarted(Descriptor),
+    /// Bytes of a blob read from the source so far (reported every 256 KiB and at the end).
+    BlobProgress(Descriptor, u64),
     BlobDone(Descriptor),
+}
+
+/// A blob reader that reports how much was read through [`CopyEvent::BlobProgress`].
+struct Counting {
+    inner: BlobReader,
+    desc: Descriptor,
+    read: u64,
+    reported: u64,
+    report: Arc<dyn Fn(CopyEvent) + Send + Sync>,
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = self.inner.as_mut().poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &polled {
+            let n = (buf.filled().len() - before) as u64;
+            self.read += n;
+            if self.read - self.reported >= 256 << 10 || (n == 0 && self.read != self.reported) {
+                self.reported = self.read;
+                (self.report)(CopyEvent::BlobProgress(self.desc.clone(), self.read));
+            }
+        }
+        polled
+    }
 }
 
 /// How [`copy_image`] chooses and moves.
@@ -275,7 +306,16 @@ async fn copy_blob<S: ImageSource, D: ImageDestination>(
         return Ok(false);
     }
     report(CopyEvent::BlobStarted(desc.clone()));
-    let reader = src.blob(desc).await?;
+    let mut reader = src.blob(desc).await?;
+    if let Some(p) = &options.progress {
+        reader = Box::pin(Counting {
+            inner: reader,
+            desc: desc.clone(),
+            read: 0,
+            reported: 0,
+            report: p.clone(),
+        });
+    }
     dst.put_blob(desc, reader).await?;
     report(CopyEvent::BlobDone(desc.clone()));
     Ok(true)

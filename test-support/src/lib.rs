@@ -20,9 +20,11 @@ use std::process::{Command, Output};
 pub mod proxy;
 mod raw_tar;
 pub mod registry;
+pub mod tmux;
 pub use proxy::{Fault, FaultProxy};
 pub use raw_tar::RawTar;
 pub use registry::{RegistryConfig, TestRegistry};
+pub use tmux::Tmux;
 
 /// The busybox-static binary from Debian.
 pub const BUSYBOX: &str = "/bin/busybox";

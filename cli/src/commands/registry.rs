@@ -74,6 +74,9 @@ fn printer(quiet: bool) -> Option<Arc<dyn Fn(CopyEvent) + Send + Sync>> {
     if quiet {
         return None;
     }
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return Some(Arc::new(BlobBars::default().into_printer()));
+    }
     Some(Arc::new(|e: CopyEvent| match e {
         CopyEvent::BlobSkipped(d) => eprintln!("{}: Already exists", short(&d.digest)),
         CopyEvent::BlobStarted(d) => eprintln!(
@@ -81,8 +84,57 @@ fn printer(quiet: bool) -> Option<Arc<dyn Fn(CopyEvent) + Send + Sync>> {
             short(&d.digest),
             crate::output::human_size(d.size)
         ),
+        CopyEvent::BlobProgress(..) => {}
         CopyEvent::BlobDone(d) => eprintln!("{}: Done", short(&d.digest)),
     }))
+}
+
+/// On a terminal: a bar per blob with bytes done, total and rate (indicatif), left on
+/// screen as `Done` with the blob's size when it ends.
+#[derive(Default)]
+struct BlobBars {
+    multi: indicatif::MultiProgress,
+    bars: std::sync::Mutex<std::collections::HashMap<berth_oci::Digest, indicatif::ProgressBar>>,
+}
+
+impl BlobBars {
+    fn into_printer(self) -> impl Fn(CopyEvent) + Send + Sync {
+        let style = |t: &str| {
+            indicatif::ProgressStyle::with_template(t)
+                .expect("a valid template")
+                .progress_chars("=> ")
+        };
+        move |e: CopyEvent| {
+            let mut bars = self.bars.lock().expect("no panics");
+            match e {
+                CopyEvent::BlobSkipped(d) => {
+                    let bar = self.multi.add(indicatif::ProgressBar::new(d.size));
+                    bar.set_style(style("{prefix}: Already exists"));
+                    bar.set_prefix(short(&d.digest).to_owned());
+                    bar.finish();
+                }
+                CopyEvent::BlobStarted(d) => {
+                    let bar = self.multi.add(indicatif::ProgressBar::new(d.size));
+                    bar.set_style(style(
+                        "{prefix}: [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                    ));
+                    bar.set_prefix(short(&d.digest).to_owned());
+                    bars.insert(d.digest, bar);
+                }
+                CopyEvent::BlobProgress(d, n) => {
+                    if let Some(bar) = bars.get(&d.digest) {
+                        bar.set_position(n);
+                    }
+                }
+                CopyEvent::BlobDone(d) => {
+                    if let Some(bar) = bars.remove(&d.digest) {
+                        bar.set_style(style("{prefix}: Done {total_bytes}"));
+                        bar.finish();
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
