@@ -7,10 +7,12 @@
 //! the CLI drives them on a multi-threaded runtime, so no other task starves meanwhile.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_oci::{
-    BlobReader, Descriptor, ImageDestination, ImageSource, Parsed, Reference, TransportError,
+    BlobReader, Descriptor, Digest, ImageDestination, ImageSource, Parsed, Reference,
+    TransportError,
 };
 use tokio::io::AsyncReadExt;
 
@@ -80,15 +82,58 @@ impl ImageSource for StoreSource {
 }
 
 /// Writes an image into the store and names it (or keeps it unnamed).
+///
+/// A layer is unpacked while it arrives: its bytes go to the blob file and, through a
+/// channel, to the unpacker on a blocking thread, into a directory under `tmp/`. Snapshots
+/// are named by chain-id, which needs the config, so [`ImageDestination::commit`] renames
+/// each such directory into `snapshots/<chain-id>` once the image is known and the
+/// unpacked diff-id is the config's. Any layer that could not be unpacked early (the
+/// unpacker failed, the diff-id differs) is unpacked from its verified blob there, as
+/// before, so errors are reported the same way.
 #[derive(Debug, Clone)]
 pub struct StoreDestination {
     store: Arc<Store>,
     names: Vec<Reference>,
+    /// Layers unpacked as they arrived: blob digest → (directory, diff-id).
+    early: Arc<std::sync::Mutex<std::collections::HashMap<Digest, (PathBuf, Digest)>>>,
 }
 
 impl StoreDestination {
     pub fn new(store: Arc<Store>, names: Vec<Reference>) -> StoreDestination {
-        StoreDestination { store, names }
+        StoreDestination {
+            store,
+            names,
+            early: Default::default(),
+        }
+    }
+
+    /// The directories of layers unpacked early but not (yet) used: removed.
+    fn drop_early(&self) {
+        for (_, (dir, _)) in self.early.lock().expect("no panics").drain() {
+            let _ = crate::fsutil::remove_all(&dir);
+        }
+    }
+}
+
+/// The blocking end of the channel a layer's bytes reach the unpacker through.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(c) => (self.chunk, self.at) = (c, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.at);
+        out[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -107,6 +152,29 @@ impl ImageDestination for StoreDestination {
         mut reader: BlobReader,
     ) -> Result<(), TransportError> {
         let mut writer = self.store.blob_writer().map_err(to_transport)?;
+        // A layer also goes to the unpacker as it arrives.
+        let mut early = None;
+        if let berth_oci::media_type::Kind::Layer(compression) = desc.kind() {
+            let dir = crate::layout::unique_tmp_path(&self.store.tmp_dir(), "early");
+            if std::fs::create_dir(&dir).is_ok() {
+                let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+                let into = dir.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    let reader = ChannelReader {
+                        rx,
+                        chunk: Vec::new(),
+                        at: 0,
+                    };
+                    let reader = crate::layer::decompress(
+                        std::io::BufReader::with_capacity(1 << 20, reader),
+                        compression,
+                    )
+                    .map_err(|e| StoreError::io("decompressing a layer", e))?;
+                    crate::layer::unpack::unpack(reader, &into, &Default::default())
+                });
+                early = Some((Some(tx), task, dir));
+            }
+        }
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = reader
@@ -115,6 +183,17 @@ impl ImageDestination for StoreDestination {
                 .map_err(|e| TransportError::io(format!("reading blob {}", desc.digest), e))?;
             if n == 0 {
                 break;
+            }
+            if let Some((tx @ Some(_), _, _)) = &mut early
+                && tx
+                    .as_ref()
+                    .expect("matched Some")
+                    .send(buf[..n].to_vec())
+                    .await
+                    .is_err()
+            {
+                // The unpacker stopped (the tar ended, or it failed): the blob goes on.
+                *tx = None;
             }
             if writer.len() + n as u64 > desc.size {
                 return Err(TransportError::SizeMismatch {
@@ -127,9 +206,24 @@ impl ImageDestination for StoreDestination {
                 to_transport(StoreError::io(format!("writing blob {}", desc.digest), e))
             })?;
         }
-        writer
+        let committed = writer
             .commit(Expect::Descriptor(desc))
-            .map_err(to_transport)?;
+            .map_err(to_transport);
+        if let Some((tx, task, dir)) = early {
+            drop(tx);
+            match (task.await, &committed) {
+                (Ok(Ok(report)), Ok(_)) => {
+                    self.early
+                        .lock()
+                        .expect("no panics")
+                        .insert(desc.digest.clone(), (dir, report.diff_id));
+                }
+                _ => {
+                    let _ = crate::fsutil::remove_all(&dir);
+                }
+            }
+        }
+        committed?;
         Ok(())
     }
 
@@ -146,6 +240,30 @@ impl ImageDestination for StoreDestination {
             .put_bytes(&root.media_type, &root.bytes)
             .map_err(to_transport)?;
         let image = self.store.load_image(&desc).map_err(to_transport)?;
+        let chains = berth_oci::config::chain_ids(&image.config.rootfs.diff_ids);
+        {
+            let mut early = self.early.lock().expect("no panics");
+            for ((layer, diff_id), chain) in image
+                .manifest_value
+                .layers
+                .iter()
+                .zip(&image.config.rootfs.diff_ids)
+                .zip(&chains)
+            {
+                let target = self.store.snapshot_path(chain);
+                if target.is_dir() {
+                    continue;
+                }
+                if let Some((dir, unpacked)) = early.remove(&layer.digest) {
+                    if unpacked == *diff_id && std::fs::rename(&dir, &target).is_ok() {
+                        continue;
+                    }
+                    let _ = crate::fsutil::remove_all(&dir);
+                }
+            }
+        }
+        self.drop_early();
+        crate::layout::sync_dir(&self.store.snapshots_dir()).map_err(to_transport)?;
         self.store.ensure_snapshots(&image).map_err(to_transport)?;
         if self.names.is_empty() {
             self.store.add_untagged(&desc).map_err(to_transport)?;

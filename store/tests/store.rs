@@ -364,3 +364,80 @@ fn failed_lock_upgrade_keeps_the_shared_lock() {
     drop(b);
     assert!(a.try_gc().unwrap().is_some());
 }
+
+/// A pulled layer is unpacked while it arrives: with half of the blob sent, the first file is
+/// already on disk (and the blob not yet in the store); the commit then renames the
+/// directory into the snapshot, leaving `tmp/` empty.
+#[test]
+fn layers_unpack_while_they_download() {
+    use berth_oci::{ImageDestination, ImageManifest, Parsed};
+    use tokio::io::AsyncWriteExt;
+    let (_d, store) = store();
+    let store = std::sync::Arc::new(store);
+    let big = berth_test_support::pseudo_random_bytes(3, 2 << 20);
+    let tar = RawTar::new()
+        .file("first", b"arrives early")
+        .file("second", &big)
+        .finish();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let layer = Descriptor::of(media_type::OCI_LAYER_GZIP, &gz);
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        rootfs: RootFs::layers(vec![Digest::of(&tar)]),
+        ..Default::default()
+    };
+    let config_bytes = berth_oci::manifest::to_canonical_json(&config);
+    let config_desc = store
+        .put_bytes(media_type::OCI_CONFIG, &config_bytes)
+        .unwrap();
+    let manifest = Parsed::from_manifest(&ImageManifest::new_oci(config_desc, vec![layer.clone()]));
+    let dst = berth_store::StoreDestination::new(
+        store.clone(),
+        vec![Reference::parse("early:1").unwrap()],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut w, r) = tokio::io::duplex(64 << 10);
+        let put = {
+            let (dst, layer) = (dst.clone(), layer.clone());
+            tokio::spawn(async move { dst.put_blob(&layer, Box::pin(r)).await })
+        };
+        let half = gz.len() / 2;
+        w.write_all(&gz[..half]).await.unwrap();
+        let mut seen = false;
+        for _ in 0..200 {
+            seen = std::fs::read_dir(store.tmp_dir())
+                .unwrap()
+                .flatten()
+                .any(|e| {
+                    e.file_name().to_string_lossy().starts_with("early-")
+                        && e.path().join("first").is_file()
+                });
+            if seen {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(seen, "the first file was unpacked before the blob ended");
+        assert!(!store.has_blob(&layer.digest));
+        w.write_all(&gz[half..]).await.unwrap();
+        drop(w);
+        put.await.unwrap().unwrap();
+        dst.commit(&manifest).await.unwrap();
+    });
+    let chain = berth_oci::config::chain_ids(&config.rootfs.diff_ids)[0].clone();
+    let snapshot = store.snapshot_path(&chain);
+    assert_eq!(
+        std::fs::read(snapshot.join("first")).unwrap(),
+        b"arrives early"
+    );
+    assert_eq!(std::fs::read(snapshot.join("second")).unwrap(), big);
+    assert!(tmp_is_empty(&store));
+    assert!(store.check().unwrap().is_empty());
+}
