@@ -1105,3 +1105,105 @@ fn pull_on_a_terminal_shows_a_bar_per_layer_with_totals() {
     assert!(done.iter().any(|l| l.contains("MiB")), "{screen}");
     assert!(screen.contains("Digest: sha256:"), "{screen}");
 }
+
+/// An image with one layer of `size` incompressible bytes, pushed as `repo:1`; returns its
+/// name on the registry and the layer's contents.
+fn push_big(s: &Sandbox, reg: &TestRegistry, repo: &str, size: usize) -> (String, Vec<u8>) {
+    let data = berth_test_support::pseudo_random_bytes(size as u64, size);
+    let ctx = s.path().join(format!("ctx-{repo}"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("blob.bin"), &data).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY blob.bin /blob.bin\n",
+    )
+    .unwrap();
+    let name = format!("{}/{repo}:1", reg.host);
+    s.ok(&["build", "-q", "-t", &name, ctx.to_str().unwrap()]);
+    ok(s, reg, &["push", &name]);
+    (name, data)
+}
+
+#[test]
+fn a_blob_corrupted_on_the_registry_fails_the_pull_and_leaves_the_store_intact() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    let (name, _) = push_big(&s, &reg, "corrupt/app", 1 << 20);
+    // The pushed layer blob: the gzip of a tar holding `data`; flip a byte in its middle.
+    let v: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{name}"),
+        ],
+        s.path(),
+    ))
+    .unwrap();
+    let layer = v["layers"][1]["digest"].as_str().unwrap().to_owned();
+    let hex = layer.trim_start_matches("sha256:");
+    let file = reg
+        .data_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    other.import_busybox("busybox");
+    let before = other.ok(&["images"]);
+    let err = fail(&other, &reg, &["pull", &name]);
+    assert!(err.contains(hex) && err.contains("digest"), "{err}");
+    assert_eq!(other.ok(&["images"]), before, "no new image");
+    assert!(!other.store().join("blobs/sha256").join(hex).exists());
+    other.assert_clean();
+}
+
+#[test]
+fn a_registry_stopped_mid_pull_and_started_again_lets_the_next_pull_complete() {
+    let Some(s) = sandbox() else { return };
+    let mut reg = TestRegistry::start(RegistryConfig::default());
+    let (_, data) = push_big(&s, &reg, "stop/app", 16 << 20);
+    // Through a proxy that gives about 4 MiB/s, so the pull is caught in the middle.
+    let proxy = FaultProxy::with_rate(reg.host.clone(), Vec::new(), Some(4 << 20));
+    let via = format!("{}/stop/app:1", proxy.host);
+    let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let pull = other
+        .cmd()
+        .args(["pull", &via])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if proxy.forwarded() > 4 << 20 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(proxy.forwarded() > 4 << 20, "the download started");
+    reg.stop();
+    let out = pull.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the pull fails: {err}");
+    assert!(
+        err.contains(&proxy.host),
+        "the error names the registry: {err}"
+    );
+    other.assert_clean();
+    reg.start_again();
+    let out = other.cmd().args(["pull", &via]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("Already exists"),
+        "what arrived before is kept: {err}"
+    );
+    let sum = other.ok(&["run", "--rm", &via, "sha256sum", "/blob.bin"]);
+    assert!(sum.starts_with(berth_oci::Digest::of(&data).hex()), "{sum}");
+    other.assert_clean();
+}

@@ -29,25 +29,47 @@ pub struct FaultProxy {
     /// `127.0.0.1:PORT`.
     pub host: String,
     seen: Arc<Mutex<Vec<String>>>,
+    forwarded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl FaultProxy {
     pub fn start(target: String, faults: Vec<Fault>) -> FaultProxy {
+        FaultProxy::with_rate(target, faults, None)
+    }
+
+    /// Bytes passed on towards clients so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// As [`FaultProxy::start`], with responses slowed to about `bytes_per_sec` per
+    /// connection (a slow network, to act in the middle of a transfer).
+    pub fn with_rate(target: String, faults: Vec<Fault>, bytes_per_sec: Option<u64>) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let forwarded = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let faults = Arc::new(Mutex::new(faults));
-        let seen2 = seen.clone();
+        let (seen2, forwarded2) = (seen.clone(), forwarded.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                let (target, faults, seen) = (target.clone(), faults.clone(), seen2.clone());
+                let (target, faults, seen, forwarded) = (
+                    target.clone(),
+                    faults.clone(),
+                    seen2.clone(),
+                    forwarded2.clone(),
+                );
                 std::thread::spawn(move || {
-                    let _ = serve(client, &target, &faults, &seen);
+                    let _ = serve(client, &target, &faults, &seen, &forwarded, bytes_per_sec);
                 });
             }
         });
-        FaultProxy { host, seen }
+        FaultProxy {
+            host,
+            seen,
+            forwarded,
+        }
     }
 
     /// Every request line seen, with `(injected)` after the ones answered by a fault.
@@ -61,12 +83,34 @@ fn serve(
     target: &str,
     faults: &Mutex<Vec<Fault>>,
     seen: &Mutex<Vec<String>>,
+    forwarded: &Arc<std::sync::atomic::AtomicU64>,
+    bytes_per_sec: Option<u64>,
 ) -> std::io::Result<()> {
     let server = TcpStream::connect(target)?;
     let mut from_server = server.try_clone()?;
     let mut to_client = client.try_clone()?;
+    let forwarded = forwarded.clone();
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let mut buf = vec![0u8; 16 << 10];
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
+        loop {
+            let n = match from_server.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if to_client.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            sent += n as u64;
+            forwarded.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+            if let Some(rate) = bytes_per_sec {
+                let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
         let _ = to_client.shutdown(Shutdown::Write);
     });
     let mut reader = BufReader::new(client.try_clone()?);

@@ -51,6 +51,23 @@ struct TokenServer {
     port: u16,
 }
 
+fn spawn_registry(dir: &Path) -> Child {
+    let log = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(log("access.log"))
+        .stderr(log("registry.log"))
+        .spawn()
+        .expect("starting docker-registry")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -156,14 +173,8 @@ impl TestRegistry {
             ));
         }
         std::fs::write(dir.path().join("config.yml"), yaml).unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(std::fs::File::create(dir.path().join("access.log")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
-            .spawn()
-            .expect("starting docker-registry");
-        let registry = TestRegistry {
+        let child = spawn_registry(dir.path());
+        let mut registry = TestRegistry {
             child,
             dir,
             host,
@@ -171,16 +182,33 @@ impl TestRegistry {
             client_pem,
             token_server,
         };
+        registry.wait_until_up();
+        registry
+    }
+
+    fn wait_until_up(&mut self) {
         for _ in 0..200 {
-            if TcpStream::connect(&registry.host).is_ok() {
-                return registry;
+            if TcpStream::connect(&self.host).is_ok() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!(
             "docker-registry did not start: {}",
-            std::fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default()
+            std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
         );
+    }
+
+    /// Stops the registry (kill -9), keeping its data.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped registry again on the same port with the same data.
+    pub fn start_again(&mut self) {
+        self.child = spawn_registry(self.dir.path());
+        self.wait_until_up();
     }
 
     /// A `/etc/docker/certs.d`-style directory holding this registry's CA, for
