@@ -23,9 +23,12 @@ use std::time::{Duration, Instant};
 use berth_bench::which;
 use berth_test_support::{RegistryConfig, Sandbox, TestRegistry};
 
-/// Runs `c` to completion; returns its wall time and its peak resident set (KiB).
+/// Runs `c` to completion; returns its wall time and its peak resident set (KiB). The child
+/// is reaped by `wait4`, which gives its own rusage (std's `wait` does not).
+#[allow(clippy::zombie_processes)]
 fn measured(c: &mut Command) -> (Duration, u64) {
-    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let log = tempfile::tempfile().unwrap();
+    c.stdout(Stdio::null()).stderr(log.try_clone().unwrap());
     let started = Instant::now();
     let child = c.spawn().unwrap_or_else(|e| panic!("{c:?}: {e}"));
     let pid = child.id() as libc::pid_t;
@@ -36,10 +39,11 @@ fn measured(c: &mut Command) -> (Duration, u64) {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let took = started.elapsed();
     assert_eq!(r, pid, "wait4");
+    drop(child);
     let mut stderr = String::new();
-    if let Some(mut e) = child.stderr {
-        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-    }
+    let mut log = log;
+    let _ = std::io::Seek::rewind(&mut log);
+    let _ = std::io::Read::read_to_string(&mut log, &mut stderr);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{c:?} failed: {stderr}"
