@@ -1207,3 +1207,45 @@ fn a_registry_stopped_mid_pull_and_started_again_lets_the_next_pull_complete() {
     assert!(sum.starts_with(berth_oci::Digest::of(&data).hex()), "{sum}");
     other.assert_clean();
 }
+
+#[test]
+fn a_token_without_push_scope_gives_a_clear_error() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig {
+        token_users: vec![
+            ("writer".into(), "writer-pass".into()),
+            ("reader".into(), "reader-pass".into()),
+        ],
+        ..Default::default()
+    });
+    let name = format!("{}/scoped/app:1", reg.host);
+    build_app(&s, &name);
+    let login = |user: &str, pass: &str| {
+        use std::io::Write;
+        let mut child = s
+            .cmd()
+            .env("DOCKER_CONFIG", s.path().join("docker-config"))
+            .args(["login", "-u", user, "--password-stdin", &reg.host])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{pass}").unwrap();
+        assert!(child.wait_with_output().unwrap().status.success());
+    };
+    login("writer", "writer-pass");
+    ok(&s, &reg, &["push", &name]);
+    login("reader", "reader-pass");
+    // The reader may pull what the writer pushed, but not push.
+    let other_name = format!("{}/scoped/app:2", reg.host);
+    s.ok(&["tag", &name, &other_name]);
+    let err = fail(&s, &reg, &["push", &other_name]);
+    assert!(
+        err.contains("scoped/app") && (err.contains("denied") || err.contains("permission")),
+        "{err}"
+    );
+    assert!(!err.contains("reader-pass"), "{err}");
+    s.ok(&["rmi", &name]);
+    ok(&s, &reg, &["pull", &name]);
+}

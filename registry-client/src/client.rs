@@ -485,6 +485,29 @@ impl Registry {
                 auth = Some(self.authorize(&challenges, req).await?);
                 continue;
             }
+            // A fresh token for these credentials still lacks the scope: they may not do it.
+            if (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN)
+                && insufficient
+                && self.creds.is_some()
+            {
+                let scope = challenges
+                    .iter()
+                    .find_map(|c| c.param("scope"))
+                    .unwrap_or_default()
+                    .to_owned();
+                return Err(RegistryError::Denied {
+                    registry: self.name.clone(),
+                    repository: req.repository.clone(),
+                    message: format!(
+                        "these credentials are not allowed {} (the token server did not grant the scope {scope:?})",
+                        if req.method == Method::GET || req.method == Method::HEAD {
+                            "to pull from it"
+                        } else {
+                            "to push to it"
+                        }
+                    ),
+                });
+            }
             if status == StatusCode::UNAUTHORIZED {
                 let body = read_limited(&self.name, resp, limits::MAX_ERROR_BODY)
                     .await

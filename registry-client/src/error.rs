@@ -88,10 +88,11 @@ impl From<RegistryError> for TransportError {
                 expected,
                 found,
             },
+            // The message is the whole story: no source, or `{:#}` would print it twice.
             other => TransportError::Other {
                 message: other.to_string(),
                 retryable: other.is_retryable(),
-                source: Some(Box::new(other)),
+                source: None,
             },
         }
     }

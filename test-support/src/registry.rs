@@ -20,7 +20,8 @@ pub struct RegistryConfig {
     /// htpasswd users (name, password).
     pub htpasswd: Vec<(String, String)>,
     pub tls: bool,
-    /// Token auth with these users; anonymous users may pull when `anonymous_pull`.
+    /// Token auth with these users (those named `reader…` get pull access only); anonymous
+    /// users may pull when `anonymous_pull`.
     pub token_users: Vec<(String, String)>,
     pub anonymous_pull: bool,
     /// Token lifetime in seconds.
@@ -388,7 +389,11 @@ fn serve_token(
         if parts.len() == 3 && parts[0] == "repository" {
             let actions: Vec<&str> = parts[2]
                 .split(',')
-                .filter(|a| who.is_some() || (config.anonymous_pull && *a == "pull"))
+                .filter(|a| match &who {
+                    // Users named `reader…` may only pull.
+                    Some(u) => *a == "pull" || !u.starts_with("reader"),
+                    None => config.anonymous_pull && *a == "pull",
+                })
                 .collect();
             access.push(
                 serde_json::json!({"type": "repository", "name": parts[1], "actions": actions}),

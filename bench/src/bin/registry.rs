@@ -135,13 +135,11 @@ fn main() {
             "-q",
             &format!("oci-archive:{}", archive.display()),
         ]));
-        let image_id = String::from_utf8_lossy(
-            &cmd(&["images", "-q"]).output().unwrap().stdout,
-        )
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+        let image_id = String::from_utf8_lossy(&cmd(&["images", "-q"]).output().unwrap().stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let (push, _) = measured(&mut cmd(&[
             "push",
             "--tls-verify=false",
