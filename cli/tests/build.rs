@@ -1225,11 +1225,7 @@ ADD a.tar.zst /zst/
 #[test]
 fn tty_progress_under_tmux_shows_running_steps_output_and_cached_steps() {
     let Some(s) = sandbox() else { return };
-    if std::process::Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
+    if !berth_test_support::Tmux::available() {
         eprintln!("skipped: tmux is not installed (scripts/test installs it)");
         return;
     }
@@ -1241,52 +1237,28 @@ fn tty_progress_under_tmux_shows_running_steps_output_and_cached_steps() {
             "FROM busybox\nRUN for i in 1 2 3 4 5 6 7 8; do echo tick-$i; sleep 0.4; done\nRUN echo second\n",
         )],
     );
-    let tmux = |args: &[&str]| {
-        std::process::Command::new("tmux")
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let mut seen_while_running = String::new();
     for round in 0..2 {
-        let session = format!("berth-build-{}-{round}", std::process::id());
         let rc = s.path().join(format!("rc-{round}"));
         // `--progress auto` (the default): stderr is tmux's terminal, so the live view.
-        let command = format!(
-            "BERTH_ROOT={} {} build -t tty:1 {}; echo $? > {}; sleep 60",
-            s.store().display(),
-            env!("CARGO_BIN_EXE_berth"),
-            ctx.display(),
-            rc.display()
+        let term = berth_test_support::Tmux::start(
+            &format!("build-{round}"),
+            &format!(
+                "BERTH_ROOT={} {} build -t tty:1 {}; echo $? > {}; sleep 60",
+                s.store().display(),
+                env!("CARGO_BIN_EXE_berth"),
+                ctx.display(),
+                rc.display()
+            ),
+            120,
+            30,
         );
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "120",
-            "-y",
-            "30",
-            &command,
-        ]);
-        let screen = || {
-            String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout)
-                .into_owned()
-        };
-        for _ in 0..400 {
-            let now = screen();
-            if round == 0 && now.contains("| tick-") && !rc.exists() {
-                seen_while_running = now;
-            }
-            if rc.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let end = screen();
-        let _ = tmux(&["kill-session", "-t", &session]);
+        let running = term.wait(std::time::Duration::from_secs(10), |screen| {
+            screen.contains("| tick-") || rc.exists()
+        });
+        term.wait(std::time::Duration::from_secs(10), |_| rc.exists());
+        let end = term.wait(std::time::Duration::from_secs(2), |screen| {
+            screen.contains("built sha256:")
+        });
         assert_eq!(
             std::fs::read_to_string(&rc).unwrap_or_default().trim(),
             "0",
@@ -1296,15 +1268,12 @@ fn tty_progress_under_tmux_shows_running_steps_output_and_cached_steps() {
         if round == 0 {
             // While the step ran: its title, the running time, and its last output lines
             // under it (at most three).
-            assert!(
-                seen_while_running.contains("RUN for i in"),
-                "{seen_while_running}"
-            );
-            let ticks = seen_while_running
+            assert!(running.contains("RUN for i in"), "{running}");
+            let ticks = running
                 .lines()
                 .filter(|l| l.trim_start().starts_with("| tick-"))
                 .count();
-            assert!((1..=3).contains(&ticks), "{seen_while_running}");
+            assert!((1..=3).contains(&ticks), "{running}");
             // Done: each step with its duration.
             let timed = end
                 .lines()

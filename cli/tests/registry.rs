@@ -491,20 +491,8 @@ fn a_dropped_download_resumes_and_verifies() {
     let Some(s) = sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     // A layer of 3 MiB of incompressible bytes, so the cut lands inside a blob.
-    let ctx = s.path().join("big");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("blob.bin"),
-        berth_test_support::pseudo_random_bytes(7, 3 << 20),
-    )
-    .unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nCOPY blob.bin /blob.bin\n",
-    )
-    .unwrap();
     let name = format!("{}/big/app:1", reg.host);
-    s.ok(&["build", "-q", "-t", &name, ctx.to_str().unwrap()]);
+    let data = build_big(&s, &name, 3 << 20);
     let pushed = digest_of(&ok(&s, &reg, &["push", &name]));
     let proxy = cutting_proxy(reg.host.clone(), 1 << 20);
     let via = format!("{proxy}/big/app:1");
@@ -512,8 +500,7 @@ fn a_dropped_download_resumes_and_verifies() {
     let out = ok(&other, &reg, &["pull", &via]);
     assert!(out.contains(&pushed), "{out}");
     let sum = other.ok(&["run", "--rm", &via, "sha256sum", "/blob.bin"]);
-    let want = berth_oci::Digest::of(&berth_test_support::pseudo_random_bytes(7, 3 << 20));
-    assert!(sum.starts_with(want.hex()), "{sum}");
+    assert!(sum.starts_with(berth_oci::Digest::of(&data).hex()), "{sum}");
     other.assert_clean();
 }
 
@@ -800,16 +787,6 @@ fn pulls_retry_5xx_and_429_with_retry_after_and_a_lasting_limit_is_clear() {
 fn large_layers_upload_in_chunks_and_a_failed_chunk_resumes() {
     let Some(s) = sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
-    // 70 MiB that does not compress: above the 64 MiB chunking threshold once gzipped.
-    let data = berth_test_support::pseudo_random_bytes(11, 70 << 20);
-    let ctx = s.path().join("large");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("blob.bin"), &data).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nCOPY blob.bin /blob.bin\n",
-    )
-    .unwrap();
     // The second chunk fails once (the proxy answers 503 in the registry's place).
     let proxy = FaultProxy::start(
         reg.host.clone(),
@@ -818,8 +795,9 @@ fn large_layers_upload_in_chunks_and_a_failed_chunk_resumes() {
             ..fault("PATCH", "/blobs/uploads/", "503 Service Unavailable")
         }],
     );
+    // 70 MiB that does not compress: above the 64 MiB chunking threshold once gzipped.
     let name = format!("{}/large/app:1", proxy.host);
-    s.ok(&["build", "-q", "-t", &name, ctx.to_str().unwrap()]);
+    let data = build_big(&s, &name, 70 << 20);
     let pushed = digest_of(&ok(&s, &reg, &["push", &name]));
     let served = reg.requests();
     let patches = served.iter().filter(|r| r.starts_with("PATCH ")).count();
@@ -1060,20 +1038,8 @@ fn pull_on_a_terminal_shows_a_bar_per_layer_with_totals() {
         return;
     }
     let reg = TestRegistry::start(RegistryConfig::default());
-    let ctx = s.path().join("bars");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("blob.bin"),
-        berth_test_support::pseudo_random_bytes(5, 3 << 20),
-    )
-    .unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nCOPY blob.bin /blob.bin\n",
-    )
-    .unwrap();
     let name = format!("{}/bars/app:1", reg.host);
-    s.ok(&["build", "-q", "-t", &name, ctx.to_str().unwrap()]);
+    build_big(&s, &name, 3 << 20);
     ok(&s, &reg, &["push", &name]);
     let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let rc = other.path().join("rc");
@@ -1106,11 +1072,14 @@ fn pull_on_a_terminal_shows_a_bar_per_layer_with_totals() {
     assert!(screen.contains("Digest: sha256:"), "{screen}");
 }
 
-/// An image with one layer of `size` incompressible bytes, pushed as `repo:1`; returns its
-/// name on the registry and the layer's contents.
-fn push_big(s: &Sandbox, reg: &TestRegistry, repo: &str, size: usize) -> (String, Vec<u8>) {
+/// Builds `name`: busybox plus `/blob.bin`, `size` incompressible bytes (so a layer of about
+/// that size whatever the compression); returns the bytes.
+fn build_big(s: &Sandbox, name: &str, size: usize) -> Vec<u8> {
     let data = berth_test_support::pseudo_random_bytes(size as u64, size);
-    let ctx = s.path().join(format!("ctx-{repo}"));
+    let ctx = s.path().join(format!(
+        "ctx-{}",
+        berth_oci::Digest::of(name.as_bytes()).hex()
+    ));
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("blob.bin"), &data).unwrap();
     std::fs::write(
@@ -1118,17 +1087,17 @@ fn push_big(s: &Sandbox, reg: &TestRegistry, repo: &str, size: usize) -> (String
         "FROM busybox\nCOPY blob.bin /blob.bin\n",
     )
     .unwrap();
-    let name = format!("{}/{repo}:1", reg.host);
-    s.ok(&["build", "-q", "-t", &name, ctx.to_str().unwrap()]);
-    ok(s, reg, &["push", &name]);
-    (name, data)
+    s.ok(&["build", "-q", "-t", name, ctx.to_str().unwrap()]);
+    data
 }
 
 #[test]
 fn a_blob_corrupted_on_the_registry_fails_the_pull_and_leaves_the_store_intact() {
     let Some(s) = sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
-    let (name, _) = push_big(&s, &reg, "corrupt/app", 1 << 20);
+    let name = format!("{}/corrupt/app:1", reg.host);
+    build_big(&s, &name, 1 << 20);
+    ok(&s, &reg, &["push", &name]);
     // The pushed layer blob: the gzip of a tar holding `data`; flip a byte in its middle.
     let v: serde_json::Value = serde_json::from_str(&tool(
         "skopeo",
@@ -1167,7 +1136,9 @@ fn a_blob_corrupted_on_the_registry_fails_the_pull_and_leaves_the_store_intact()
 fn a_registry_stopped_mid_pull_and_started_again_lets_the_next_pull_complete() {
     let Some(s) = sandbox() else { return };
     let mut reg = TestRegistry::start(RegistryConfig::default());
-    let (_, data) = push_big(&s, &reg, "stop/app", 16 << 20);
+    let name = format!("{}/stop/app:1", reg.host);
+    let data = build_big(&s, &name, 16 << 20);
+    ok(&s, &reg, &["push", &name]);
     // Through a proxy that gives about 4 MiB/s, so the pull is caught in the middle.
     let proxy = FaultProxy::with_rate(reg.host.clone(), Vec::new(), Some(4 << 20));
     let via = format!("{}/stop/app:1", proxy.host);

@@ -568,89 +568,51 @@ fn stdin_is_passed_only_with_i() {
 #[test]
 fn a_terminal_under_tmux_types_resizes_and_interrupts() {
     let Some(s) = sandbox() else { return };
-    if std::process::Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
+    if !berth_test_support::Tmux::available() {
         eprintln!("skipped: tmux is not installed (scripts/test installs it)");
         return;
     }
-    let session = format!("berth-test-{}", std::process::id());
     let rc = s.path().join("rc");
-    let tmux = |args: &[&str]| {
-        std::process::Command::new("tmux")
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let screen = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
-    };
+    let term = berth_test_support::Tmux::start(
+        "run",
+        &format!(
+            "BERTH_ROOT={} {} run --rm -it busybox sh; echo $? > {}",
+            s.store().display(),
+            env!("CARGO_BIN_EXE_berth"),
+            rc.display()
+        ),
+        100,
+        30,
+    );
     let wait_for = |needle: &str| {
-        for _ in 0..100 {
-            if screen().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        let screen = term.wait(Duration::from_secs(5), |screen| screen.contains(needle));
+        assert!(
+            screen.contains(needle),
+            "{needle:?} on the screen:\n{screen}"
+        );
     };
-    let command = format!(
-        "BERTH_ROOT={} {} run --rm -it busybox sh; echo $? > {}",
-        s.store().display(),
-        env!("CARGO_BIN_EXE_berth"),
-        rc.display()
-    );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
-    assert!(wait_for("/ #"), "a prompt appears:\n{}", screen());
-    tmux(&[
-        "send-keys",
-        "-t",
-        &session,
-        "echo typed-$((40+2)); stty size; tty",
-        "Enter",
-    ]);
-    assert!(
-        wait_for("typed-42") && wait_for("30 100") && wait_for("/dev/console"),
-        "{}",
-        screen()
-    );
-    tmux(&["resize-window", "-t", &session, "-x", "120", "-y", "40"]);
+    wait_for("/ #");
+    term.keys(&["echo typed-$((40+2)); stty size; tty", "Enter"]);
+    wait_for("typed-42");
+    wait_for("30 100");
+    wait_for("/dev/console");
+    term.resize(120, 40);
     std::thread::sleep(Duration::from_millis(300));
-    tmux(&["send-keys", "-t", &session, "stty size", "Enter"]);
-    assert!(
-        wait_for("40 120"),
-        "the resize reached the container:\n{}",
-        screen()
-    );
-    tmux(&["send-keys", "-t", &session, "sleep 100", "Enter"]);
+    term.keys(&["stty size", "Enter"]);
+    wait_for("40 120");
+    term.keys(&["sleep 100", "Enter"]);
     std::thread::sleep(Duration::from_millis(300));
-    tmux(&["send-keys", "-t", &session, "C-c"]);
-    tmux(&["send-keys", "-t", &session, "echo after-$?", "Enter"]);
-    assert!(
-        wait_for("after-130"),
-        "Ctrl-C interrupted the foreground command:\n{}",
-        screen()
-    );
-    tmux(&["send-keys", "-t", &session, "exit 5", "Enter"]);
+    term.keys(&["C-c"]);
+    term.keys(&["echo after-$?", "Enter"]);
+    wait_for("after-130");
+    term.keys(&["exit 5", "Enter"]);
     for _ in 0..100 {
         if rc.exists() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = tmux(&["kill-session", "-t", &session]);
+    drop(term);
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "5");
 }
 

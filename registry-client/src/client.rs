@@ -148,7 +148,9 @@ pub struct Registry {
     tls: crate::tls::TlsFiles,
 }
 
-fn network_error(registry: &str, e: &reqwest::Error) -> RegistryError {
+/// A transport failure as an error people can act on: the whole cause chain, and for a TLS
+/// failure the place the CA goes. Used for any HTTPS peer (registries, `ADD` URLs).
+pub fn network_error(registry: &str, e: &reqwest::Error) -> RegistryError {
     let mut chain = String::new();
     let mut source: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = source {

@@ -38,6 +38,26 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Types keys (tmux key names: `"Enter"`, `"C-c"`, or text).
+    pub fn keys(&self, keys: &[&str]) {
+        Command::new("tmux")
+            .args(["send-keys", "-t", &self.session])
+            .args(keys)
+            .output()
+            .expect("running tmux");
+    }
+
+    /// Resizes the terminal.
+    pub fn resize(&self, width: u16, height: u16) {
+        Command::new("tmux")
+            .args(["resize-window", "-t", &self.session, "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .output()
+            .expect("running tmux");
+    }
+
     /// Waits until `done` holds for the screen, or `timeout`; returns the last screen.
     pub fn wait(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();

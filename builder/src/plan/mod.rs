@@ -144,6 +144,25 @@ pub fn select<'a>(context: &'a ScannedContext, source: &str) -> Vec<&'a ContextE
         .collect()
 }
 
+/// What `--from=` names, for a cache key: a stage of this build (its layer key) or an image
+/// (its manifest for `platform`).
+fn from_key(
+    df: &Dockerfile,
+    planned: &[PlannedStage],
+    resolver: &dyn Resolver,
+    from: &str,
+    platform: &str,
+) -> Result<String, String> {
+    Ok(match find_stage(df, from) {
+        Some(j) => planned
+            .iter()
+            .find(|p| p.index == j)
+            .map(|p| p.layer_key.to_string())
+            .unwrap_or_default(),
+        None => resolver.resolve(from, Some(platform))?.manifest.to_string(),
+    })
+}
+
 /// What a RUN step's bind mounts show it, for its cache key (as BuildKit, which keys a bind
 /// mount by its source's content): the selected context files' digest, a stage's layer key,
 /// or an image's manifest. Cache, tmpfs and secret mounts add nothing: their contents are
@@ -166,14 +185,7 @@ fn mount_inputs(
         let source = m.source.as_deref().unwrap_or(".");
         let input = match &m.from {
             None => digest_selection(select(context, source), None).to_string(),
-            Some(from) => match find_stage(df, from) {
-                Some(j) => planned
-                    .iter()
-                    .find(|p| p.index == j)
-                    .map(|p| p.layer_key.to_string())
-                    .unwrap_or_default(),
-                None => resolver.resolve(from, Some(platform))?.manifest.to_string(),
-            },
+            Some(from) => from_key(df, planned, resolver, from, platform)?,
         };
         inputs.push(format!("{spec}\0{input}"));
     }
@@ -365,17 +377,9 @@ pub fn plan(
                 }
                 Instruction::Copy(c) | Instruction::Add(c) => {
                     let sources = match &c.from {
-                        Some(from) => match find_stage(df, from) {
-                            Some(j) => planned
-                                .iter()
-                                .find(|p| p.index == j)
-                                .map(|p| p.layer_key.to_string())
-                                .unwrap_or_default(),
-                            None => {
-                                let image = resolver.resolve(from, Some(&platform)).map_err(err)?;
-                                image.manifest.to_string()
-                            }
-                        },
+                        Some(from) => {
+                            from_key(df, &planned, resolver, from, &platform).map_err(err)?
+                        }
                         None => {
                             let mut selected: Vec<&ContextEntry> = Vec::new();
                             for s in &c.sources {

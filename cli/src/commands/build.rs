@@ -196,18 +196,10 @@ impl berth_builder::exec::Fetch for Download {
                 .build()
                 .map_err(|e| e.to_string())?;
             let mut resp = client.get(url).send().await.map_err(|e| {
-                let mut message = format!("ADD {url}: {e}");
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    message.push_str(&format!(": {cause}"));
-                    source = cause.source();
-                }
-                if message.contains("certificate") {
-                    message.push_str(&format!(
-                        " (a private CA goes in /etc/docker/certs.d/{host}/ca.crt)"
-                    ));
-                }
-                message
+                format!(
+                    "ADD {url}: {}",
+                    berth_registry_client::client::network_error(&host, &e)
+                )
             })?;
             if !resp.status().is_success() {
                 return Err(format!("ADD {url}: the server answered {}", resp.status()));
