@@ -318,8 +318,63 @@ fn huge_header_size_fails_cleanly() {
         &options(),
     )
     .unwrap_err();
-    // A stream that ends inside an entry is a read error, not a silent short file.
-    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    // A stream that ends inside an entry is an error naming the entry, not a silent short
+    // file (the tar reader ends the entry quietly; the unpacker checks the count).
+    assert!(
+        err.to_string().contains("\"big\"") && err.to_string().contains("truncated"),
+        "{err}"
+    );
+    assert_host_untouched(&s);
+}
+
+#[test]
+fn truncated_entry_followed_by_nothing_names_the_entry() {
+    let s = scene();
+    let mut tar = RawTar::new().file("whole", b"complete").finish();
+    tar.truncate(tar.len() - 1024);
+    let mut cut = RawTar::new().file("cut", &[7u8; 2048]).finish();
+    cut.truncate(512 + 1000);
+    tar.extend_from_slice(&cut);
+    let err = unpack(&tar[..], &s.dest, &options()).unwrap_err();
+    assert!(err.to_string().contains("\"cut\""), "{err}");
+}
+
+#[test]
+fn dangling_symlink_parent_is_created_inside_the_root() {
+    let s = scene();
+    let outside = s.outside.display().to_string();
+    apply(
+        &s,
+        RawTar::new()
+            .symlink("abs", &outside)
+            .file("abs/f", b"x")
+            .symlink("rel", "../../../../../../opt/y")
+            .file("rel/g", b"y"),
+    )
+    .unwrap();
+    assert_host_untouched(&s);
+    // As containerd: the missing target is made where the link points, inside the root.
+    assert!(
+        s.dest
+            .join(outside.trim_start_matches('/'))
+            .join("f")
+            .is_file()
+    );
+    assert!(s.dest.join("opt/y/g").is_file());
+}
+
+#[test]
+fn symlink_loop_as_a_parent_is_refused() {
+    let s = scene();
+    let err = apply(
+        &s,
+        RawTar::new()
+            .symlink("l1", "l2")
+            .symlink("l2", "l1")
+            .file("l1/x", b""),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("l1"), "{err}");
     assert_host_untouched(&s);
 }
 

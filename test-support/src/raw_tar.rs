@@ -21,15 +21,23 @@ impl RawTar {
         link: Option<&[u8]>,
     ) -> &mut RawTar {
         let mut h = tar::Header::new_gnu();
-        if name.len() >= 100 {
+        // Names and link targets of 100 bytes or more go in GNU long-name records first.
+        let long_records = [
+            (Some(name), tar::EntryType::GNULongName),
+            (link, tar::EntryType::GNULongLink),
+        ];
+        for (value, kind) in long_records {
+            let Some(value) = value.filter(|v| v.len() >= 100) else {
+                continue;
+            };
             let mut long = tar::Header::new_gnu();
             long.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
-            long.set_entry_type(tar::EntryType::GNULongName);
-            long.set_size(name.len() as u64 + 1);
+            long.set_entry_type(kind);
+            long.set_size(value.len() as u64 + 1);
             long.set_mode(0o644);
             long.set_cksum();
             self.bytes.extend_from_slice(long.as_bytes());
-            let mut n = name.to_vec();
+            let mut n = value.to_vec();
             n.push(0);
             self.pad(&n);
         }
@@ -74,6 +82,37 @@ impl RawTar {
 
     pub fn dir(&mut self, name: &str) -> &mut RawTar {
         self.header(name.as_bytes(), tar::EntryType::Directory, 0o755, b"", None)
+    }
+
+    pub fn dir_mode(&mut self, name: &str, mode: u32) -> &mut RawTar {
+        self.header(name.as_bytes(), tar::EntryType::Directory, mode, b"", None)
+    }
+
+    /// A PAX extended header whose `path` record renames the next entry.
+    pub fn pax_path(&mut self, path: &str) -> &mut RawTar {
+        self.pax("path", path)
+    }
+
+    /// A PAX extended header whose `linkpath` record retargets the next entry's link.
+    pub fn pax_linkpath(&mut self, target: &str) -> &mut RawTar {
+        self.pax("linkpath", target)
+    }
+
+    fn pax(&mut self, key: &str, value: &str) -> &mut RawTar {
+        // A record is "LEN KEY=VALUE\n" where LEN counts the whole record, itself included.
+        let body = format!(" {key}={value}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        let record = format!("{len}{body}");
+        self.header(
+            b"PaxHeader",
+            tar::EntryType::XHeader,
+            0o644,
+            record.as_bytes(),
+            None,
+        )
     }
 
     pub fn symlink(&mut self, name: &str, target: &str) -> &mut RawTar {

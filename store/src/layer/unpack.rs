@@ -167,6 +167,13 @@ fn hostile(entry: &[u8], reason: &str) -> StoreError {
     }
 }
 
+fn not_in_layer(target: &[u8]) -> String {
+    format!(
+        "hard link to {:?}, which is not in the layer",
+        String::from_utf8_lossy(target)
+    )
+}
+
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
@@ -230,13 +237,43 @@ impl State<'_> {
 
     /// Opens a directory inside the root, creating missing components (mode 0755).
     fn ensure_dir(&self, components: &[Vec<u8>]) -> Result<OwnedFd> {
+        self.ensure_dir_within(components, 0)
+    }
+
+    /// As [`State::ensure_dir`]; `hops` counts dangling symlinks followed so far. A missing
+    /// parent behind a dangling symlink (`a -> /opt/x`, then `a/f`) is created where the
+    /// link points inside the root, as containerd's applier does (`fs.RootPath`, then
+    /// `MkdirAll`); a loop ends with ELOOP after 40 hops, as the kernel's own limit.
+    fn ensure_dir_within(&self, components: &[Vec<u8>], hops: u32) -> Result<OwnedFd> {
         match self.open_dir(components, OFlags::PATH) {
             Ok(fd) => Ok(fd),
             Err(Errno::NOENT) if !components.is_empty() => {
                 let (last, parent) = components.split_last().expect("non-empty");
-                let parent_fd = self.ensure_dir(parent)?;
+                let parent_fd = self.ensure_dir_within(parent, hops)?;
                 match rustix::fs::mkdirat(&parent_fd, os(last), Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        if let Ok(target) = rustix::fs::readlinkat(&parent_fd, os(last), Vec::new())
+                        {
+                            if hops >= 40 {
+                                return Err(io_err(
+                                    &join(components),
+                                    "opening directory",
+                                    Errno::LOOP,
+                                ));
+                            }
+                            let target = target.as_bytes();
+                            let resolved = if target.starts_with(b"/") {
+                                clean_components(target)
+                            } else {
+                                let mut base = self.in_root_path(&parent_fd)?;
+                                base.push(b'/');
+                                base.extend_from_slice(target);
+                                clean_components(&base)
+                            };
+                            return self.ensure_dir_within(&resolved, hops + 1);
+                        }
+                    }
                     Err(e) => return Err(io_err(&join(components), "creating directory", e)),
                 }
                 self.open_dir(components, OFlags::PATH)
@@ -244,6 +281,25 @@ impl State<'_> {
             }
             Err(e) => Err(io_err(&join(components), "opening directory", e)),
         }
+    }
+
+    /// Where an open directory is, relative to the root (from `/proc/self/fd`; the fd was
+    /// opened with RESOLVE_IN_ROOT, so it is inside).
+    fn in_root_path(&self, fd: &OwnedFd) -> Result<Vec<u8>> {
+        use std::os::fd::AsRawFd;
+        let path_of = |fd: i32| {
+            std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .map_err(|e| StoreError::io("locating a directory of the layer", e))
+        };
+        let root = path_of(self.root.as_raw_fd())?;
+        let dir = path_of(fd.as_raw_fd())?;
+        let rel = dir.strip_prefix(&root).map_err(|_| {
+            StoreError::io(
+                format!("locating {dir:?}"),
+                std::io::Error::other("outside the layer root"),
+            )
+        })?;
+        Ok(rel.as_os_str().as_bytes().to_vec())
     }
 
     fn apply<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
@@ -319,12 +375,23 @@ impl State<'_> {
                 )
                 .map_err(|e| io_err(&raw_path, "creating", e))?;
                 let mut file = std::fs::File::from(fd);
-                std::io::copy(&mut entry, &mut file).map_err(|e| {
+                let declared = entry.header().entry_size().unwrap_or(0);
+                let written = std::io::copy(&mut entry, &mut file).map_err(|e| {
                     StoreError::io(
                         format!("writing {:?}", String::from_utf8_lossy(&raw_path)),
                         e,
                     )
                 })?;
+                // The tar reader ends an entry quietly at the end of the stream; a header
+                // that claims more than the stream holds is a truncated or lying layer.
+                if kind != tar::EntryType::GNUSparse && written < declared {
+                    return Err(hostile(
+                        &raw_path,
+                        &format!(
+                            "truncated: its header claims {declared} bytes, the layer ends after {written}"
+                        ),
+                    ));
+                }
                 self.chown_fd(&file, &meta, &raw_path)?;
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode))
                     .map_err(|e| io_err(&raw_path, "chmod", e))?;
@@ -360,7 +427,7 @@ impl State<'_> {
                     self.open_dir(target_parent, OFlags::PATH)
                         .map_err(|e| match e {
                             Errno::NOENT | Errno::NOTDIR | Errno::LOOP => {
-                                hostile(&raw_path, "hard link to a file not in the layer")
+                                hostile(&raw_path, &not_in_layer(&target))
                             }
                             e => io_err(&target, "resolving hard link target", e),
                         })?;
@@ -376,7 +443,7 @@ impl State<'_> {
                 )
                 .map_err(|e| match e {
                     Errno::PERM => hostile(&raw_path, "hard link to a directory"),
-                    Errno::NOENT => hostile(&raw_path, "hard link to a file not in the layer"),
+                    Errno::NOENT => hostile(&raw_path, &not_in_layer(&target)),
                     Errno::XDEV => hostile(&raw_path, "hard link out of the layer"),
                     e => io_err(&raw_path, "creating hard link", e),
                 })?;
