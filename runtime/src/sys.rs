@@ -5,6 +5,7 @@
 //! `unsafe` in the runtime lives in this file only, each block with its `SAFETY:` line.
 
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -86,7 +87,7 @@ impl LinuxSys {
         rel: &Path,
         flags: nix::fcntl::OFlag,
     ) -> SysResult<std::os::fd::OwnedFd> {
-        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::fd::FromRawFd;
         let how = nix::fcntl::OpenHow::new()
             .flags(flags | nix::fcntl::OFlag::O_CLOEXEC)
             .resolve(
@@ -101,6 +102,86 @@ impl LinuxSys {
         let fd = nix::fcntl::openat2(root, rel, how)?;
         // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) })
+    }
+
+    /// Creates the missing components of `parts` inside the root, each relative to its
+    /// resolved parent, and opens the result. A component that is a dangling symlink is
+    /// followed inside the root and its target created (`/t -> /opt/x`, then a mount at
+    /// `/t/keep` makes `<root>/opt/x/keep`), as runc's `MkdirAllInRoot`; 40 hops at most.
+    fn create_in_root(
+        root_fd: &OwnedFd,
+        parts: &[PathBuf],
+        create: Create,
+        hops: u32,
+    ) -> SysResult<OwnedFd> {
+        use nix::fcntl::OFlag;
+        let mut prefix = PathBuf::new();
+        for (i, part) in parts.iter().enumerate() {
+            let next = prefix.join(part);
+            if LinuxSys::open_in_root(root_fd, &next, OFlag::O_PATH).is_ok() {
+                prefix = next;
+                continue;
+            }
+            let parent =
+                LinuxSys::open_in_root(root_fd, &prefix, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+            if let Ok(target) = nix::fcntl::readlinkat(&parent, part.as_os_str()) {
+                // A dangling symlink: continue from where it points, inside the root.
+                if hops >= 40 {
+                    return Err(nix::Error::ELOOP);
+                }
+                let target = PathBuf::from(target);
+                let base = if target.is_absolute() {
+                    PathBuf::new()
+                } else {
+                    LinuxSys::in_root(root_fd, &parent)?
+                };
+                let mut resolved = Vec::new();
+                for c in base.join(&target).components() {
+                    match c {
+                        std::path::Component::Normal(n) => resolved.push(PathBuf::from(n)),
+                        std::path::Component::ParentDir => {
+                            resolved.pop();
+                        }
+                        _ => {}
+                    }
+                }
+                resolved.extend(parts[i + 1..].iter().cloned());
+                return LinuxSys::create_in_root(root_fd, &resolved, create, hops + 1);
+            }
+            let last = i + 1 == parts.len();
+            if last && create == Create::File {
+                let f = nix::fcntl::openat(
+                    &parent,
+                    part.as_os_str(),
+                    OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::from_bits_truncate(0o644),
+                )?;
+                drop(f);
+            } else {
+                match nix::sys::stat::mkdirat(
+                    &parent,
+                    part.as_os_str(),
+                    nix::sys::stat::Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(nix::Error::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            prefix = next;
+        }
+        LinuxSys::open_in_root(root_fd, &prefix, OFlag::O_PATH)
+    }
+
+    /// Where an fd opened inside the root is, relative to the root.
+    fn in_root(root_fd: &OwnedFd, fd: &OwnedFd) -> SysResult<PathBuf> {
+        use std::os::fd::AsRawFd;
+        let path_of =
+            |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(io_to_nix);
+        let root = path_of(root_fd.as_raw_fd())?;
+        let dir = path_of(fd.as_raw_fd())?;
+        dir.strip_prefix(&root)
+            .map(Path::to_owned)
+            .map_err(|_| nix::Error::EXDEV)
     }
 }
 
@@ -121,42 +202,8 @@ impl Sys for LinuxSys {
         let fd = match LinuxSys::open_in_root(&root_fd, rel, OFlag::O_PATH) {
             Ok(fd) => fd,
             Err(nix::Error::ENOENT) if create != Create::Nothing && !parts.is_empty() => {
-                // Create each missing component relative to its resolved parent.
-                let mut prefix = PathBuf::new();
-                for (i, part) in parts.iter().enumerate() {
-                    let next = prefix.join(part);
-                    if LinuxSys::open_in_root(&root_fd, &next, OFlag::O_PATH).is_err() {
-                        let parent = LinuxSys::open_in_root(
-                            &root_fd,
-                            &prefix,
-                            OFlag::O_PATH | OFlag::O_DIRECTORY,
-                        )?;
-                        let last = i + 1 == parts.len();
-                        if last && create == Create::File {
-                            let f = nix::fcntl::openat(
-                                &parent,
-                                part.as_os_str(),
-                                OFlag::O_CREAT
-                                    | OFlag::O_WRONLY
-                                    | OFlag::O_NOFOLLOW
-                                    | OFlag::O_CLOEXEC,
-                                nix::sys::stat::Mode::from_bits_truncate(0o644),
-                            )?;
-                            drop(f);
-                        } else {
-                            match nix::sys::stat::mkdirat(
-                                &parent,
-                                part.as_os_str(),
-                                nix::sys::stat::Mode::from_bits_truncate(0o755),
-                            ) {
-                                Ok(()) | Err(nix::Error::EEXIST) => {}
-                                Err(e) => return Err(e),
-                            }
-                        }
-                    }
-                    prefix = next;
-                }
-                LinuxSys::open_in_root(&root_fd, rel, OFlag::O_PATH)?
+                let parts: Vec<PathBuf> = parts.iter().map(PathBuf::from).collect();
+                LinuxSys::create_in_root(&root_fd, &parts, create, 0)?
             }
             Err(e) => return Err(e),
         };
@@ -536,12 +583,22 @@ mod tests {
             .resolve_in_root(&root, Path::new("etc/hostsfile"), Create::File)
             .unwrap();
         assert_eq!(p, std::fs::canonicalize(&root).unwrap().join("hostsfile"));
-        // `dev -> <outside>` points at <root>/<outside path>, which does not exist: a dangling
-        // link is refused (runc's securejoin would create its target inside the root; berth
-        // does not yet), and nothing is created outside.
+        // `dev -> <outside>` points at <root>/<outside path>, which does not exist: as runc's
+        // MkdirAllInRoot, its target is created inside the root; nothing outside.
+        let p = sys
+            .resolve_in_root(&root, Path::new("dev/shm"), Create::Dir)
+            .unwrap();
+        let inside = std::fs::canonicalize(&root)
+            .unwrap()
+            .join(outside.strip_prefix("/").unwrap())
+            .join("shm");
+        assert_eq!(p, inside);
+        // A loop of dangling links ends in ELOOP.
+        std::os::unix::fs::symlink("l2", root.join("l1")).unwrap();
+        std::os::unix::fs::symlink("l1", root.join("l2")).unwrap();
         assert_eq!(
-            sys.resolve_in_root(&root, Path::new("dev/shm"), Create::Dir),
-            Err(nix::Error::ENOENT)
+            sys.resolve_in_root(&root, Path::new("l1/x"), Create::Dir),
+            Err(nix::Error::ELOOP)
         );
         let p = sys
             .resolve_in_root(&root, Path::new("up/escaped"), Create::Dir)
