@@ -49,6 +49,8 @@ pub struct TestRegistry {
 struct TokenServer {
     stop: Arc<AtomicBool>,
     pub issued: Arc<AtomicUsize>,
+    /// Every token issued, for tests that check none leaks.
+    pub tokens: Arc<std::sync::Mutex<Vec<String>>>,
     port: u16,
 }
 
@@ -256,6 +258,13 @@ impl TestRegistry {
             .collect()
     }
 
+    /// Every token the token server issued (and refresh tokens), in order.
+    pub fn tokens(&self) -> Vec<String> {
+        self.token_server
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.tokens.lock().unwrap().clone())
+    }
+
     /// How many tokens the token server issued.
     pub fn tokens_issued(&self) -> usize {
         self.token_server
@@ -290,7 +299,8 @@ impl TokenServer {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("token server port");
         let stop = Arc::new(AtomicBool::new(false));
         let issued = Arc::new(AtomicUsize::new(0));
-        let (stop2, issued2) = (stop.clone(), issued.clone());
+        let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, issued2, tokens2) = (stop.clone(), issued.clone(), tokens.clone());
         let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
             &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             &key.serialize_der(),
@@ -303,10 +313,15 @@ impl TokenServer {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let _ = serve_token(stream, &signer, &cert_der, &config, &issued2);
+                let _ = serve_token(stream, &signer, &cert_der, &config, &issued2, &tokens2);
             }
         });
-        TokenServer { stop, issued, port }
+        TokenServer {
+            stop,
+            issued,
+            tokens,
+            port,
+        }
     }
 }
 
@@ -316,6 +331,7 @@ fn serve_token(
     cert_der: &[u8],
     config: &RegistryConfig,
     issued: &AtomicUsize,
+    tokens: &std::sync::Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -424,6 +440,7 @@ fn serve_token(
         .sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes())
         .expect("signing");
     let token = format!("{signing_input}.{}", b64url(sig.as_ref()));
+    tokens.lock().unwrap().push(token.clone());
     let mut answer = serde_json::json!({"token": token, "access_token": token, "expires_in": ttl});
     if let Some(u) = &who {
         answer["refresh_token"] = serde_json::json!(format!("refresh-{u}"));

@@ -334,6 +334,17 @@ pub fn plan(
                     run_env.push(format!("{k}={v}"));
                 }
             }
+            // Proxy build args reach RUN without an ARG (Docker's predefined ARGs), and stay
+            // out of the cache key and the history.
+            let mut proxies: Vec<_> = build_args
+                .iter()
+                .filter(|(k, _)| PROXY_ARGS.contains(&k.as_str()))
+                .filter(|(k, _)| !scope.args.iter().any(|(a, _)| a == *k))
+                .filter(|(k, _)| !scope.env.iter().any(|(e, _)| e == *k))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            proxies.sort();
+            run_env.extend(proxies);
             let step_context = StepContext {
                 env: run_env,
                 args: scope
