@@ -92,3 +92,204 @@ fn kill_9_during_import_and_load_leaves_a_clean_store() {
     }
     eprintln!("{trials} trials, {completed} finished before the kill");
 }
+
+/// Mount points under `dir` that are still mounted.
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Processes whose root directory is inside `dir` (containers outliving a killed berth).
+fn processes_rooted_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(root) = std::fs::read_link(e.path().join("root"))
+            && root.starts_with(dir)
+        {
+            found.push(format!("{name} ({})", root.display()));
+        }
+    }
+    found
+}
+
+fn image_id(s: &Sandbox, name: &str) -> String {
+    let out: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", name])).unwrap();
+    out[0]["Id"].as_str().unwrap().to_owned()
+}
+
+/// kill -9 in the middle of `build`, `pull`, `push`, `rmi` and `system prune`, in turn. After
+/// each: `system check` is clean, the next start leaves `tmp/` empty, no mount or container
+/// process of the store is left, and the same command then succeeds; a build gives the image
+/// ID of the reference build (SOURCE_DATE_EPOCH makes it reproducible).
+#[test]
+fn kill_9_during_build_pull_push_rmi_and_prune_leaves_a_clean_store() {
+    if !berth_test_support::is_root() {
+        eprintln!("skipped: builds run containers, which needs root");
+        return;
+    }
+    let trials: u64 = std::env::var("BERTH_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let reg = berth_test_support::TestRegistry::start(Default::default());
+    let epoch = |c: &mut std::process::Command| {
+        c.env("SOURCE_DATE_EPOCH", "1700000000");
+    };
+    let ok = |args: &[&str]| {
+        let mut c = s.cmd();
+        epoch(&mut c);
+        let out = c.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "berth {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let rootfs = s.path().join("rootfs");
+    berth_test_support::busybox_rootfs(&rootfs);
+    ok(&["import", rootfs.to_str().unwrap(), "busybox"]);
+    // A build with a few steps and some megabytes, so kills land in RUN, in COPY and in the
+    // layer commit.
+    let ctx = s.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN head -c 12000000 /dev/zero | tr '\\0' a > /big && sleep 0.05\n\
+         COPY data /data\nRUN cat /data/* | wc -c > /count && rm /big\nRUN sync\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(ctx.join("data")).unwrap();
+    for i in 0..8 {
+        std::fs::write(
+            ctx.join(format!("data/f{i}")),
+            berth_test_support::pseudo_random_bytes(i + 100, 1 << 20),
+        )
+        .unwrap();
+    }
+    let build = [
+        "build",
+        "--no-cache",
+        "-q",
+        "-t",
+        "app:1",
+        ctx.to_str().unwrap(),
+    ];
+    let timed = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        ok(args);
+        (started.elapsed().as_millis() as u64).max(10)
+    };
+    let build_ms = timed(&build);
+    let reference = image_id(&s, "app:1");
+    let remote = format!("{}/crash/app:1", reg.host);
+    let push_ms = timed(&["push", "app:1", &remote]);
+    let pull_ms = timed(&["pull", &remote]);
+    let mut rng = Lcg(0xc4a54);
+    let kinds = ["build", "pull", "push", "rmi", "prune"];
+    let mut killed_count = 0;
+    for trial in 0..trials {
+        let kind = kinds[(trial % kinds.len() as u64) as usize];
+        // Set up what the command works on.
+        let (args, window): (Vec<String>, u64) = match kind {
+            "build" => (build.map(str::to_owned).to_vec(), build_ms),
+            "pull" => {
+                let _ = s.run(&["rmi", &remote]);
+                ok(&["system", "prune", "-f"]);
+                (vec!["pull".into(), remote.clone()], pull_ms)
+            }
+            "push" => {
+                let dest = format!("{}/crash/push{trial}:1", reg.host);
+                (vec!["push".into(), "app:1".into(), dest], push_ms)
+            }
+            "rmi" => {
+                ok(&["tag", "app:1", "victim:1"]);
+                ok(&["pull", &remote]);
+                (vec!["rmi".into(), "victim:1".into(), remote.clone()], 60)
+            }
+            _ => {
+                ok(&["tag", "app:1", "victim:1"]);
+                ok(&["rmi", "app:1"]);
+                ok(&["rmi", "victim:1"]);
+                (vec!["system".into(), "prune".into(), "-f".into()], 60)
+            }
+        };
+        let mut c = s.cmd();
+        epoch(&mut c);
+        let mut child = c
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.next() % window));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed_count += 1;
+        }
+        child.wait().unwrap();
+        // Containers die with their runtime (PR_SET_PDEATHSIG); give the kernel a moment.
+        let mut left = processes_rooted_under(&s.store());
+        for _ in 0..50 {
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            left = processes_rooted_under(&s.store());
+        }
+        assert!(
+            left.is_empty(),
+            "trial {trial} ({kind}): processes left: {left:?}"
+        );
+        s.assert_clean();
+        assert_eq!(
+            std::fs::read_dir(s.store().join("tmp")).unwrap().count(),
+            0,
+            "trial {trial} ({kind}): tmp/ not cleaned by the next start"
+        );
+        assert_eq!(
+            mounts_under(&s.store()),
+            Vec::<String>::new(),
+            "trial {trial} ({kind}): mounts left"
+        );
+        // The command completes afterwards.
+        match kind {
+            "build" => {
+                ok(&build);
+                assert_eq!(
+                    image_id(&s, "app:1"),
+                    reference,
+                    "trial {trial}: a different image"
+                );
+            }
+            "rmi" => {
+                let _ = s.run(&["rmi", "victim:1"]);
+                let _ = s.run(&["rmi", &remote]);
+            }
+            "prune" => {
+                ok(&["system", "prune", "-f"]);
+                ok(&build);
+                assert_eq!(
+                    image_id(&s, "app:1"),
+                    reference,
+                    "trial {trial}: a different image"
+                );
+            }
+            _ => ok(&args.iter().map(String::as_str).collect::<Vec<_>>()),
+        }
+        s.assert_clean();
+    }
+    eprintln!(
+        "{trials} trials across build, pull, push, rmi and prune; {killed_count} killed mid-work"
+    );
+}
