@@ -80,3 +80,155 @@ fn a_full_disk_gives_a_clear_error_and_keeps_the_store() {
     );
     assert!(run(&["tag", "fits", "still-works"]).status.success());
 }
+
+/// An ext4 filesystem in a file, loop-mounted; unmounted (and the loop device freed) on drop.
+struct LoopFs(std::path::PathBuf);
+
+impl LoopFs {
+    fn new(image: &std::path::Path, at: &std::path::Path, mib: u64) -> Option<LoopFs> {
+        let f = std::fs::File::create(image).unwrap();
+        f.set_len(mib << 20).unwrap();
+        let mkfs = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(image)
+            .status()
+            .ok()?;
+        std::fs::create_dir_all(at).unwrap();
+        let mount = std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(at)
+            .status()
+            .ok()?;
+        (mkfs.success() && mount.success()).then(|| LoopFs(at.to_owned()))
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk in a build (a RUN whose layer does not fit, a COPY that does not fit) and in a
+/// pull, with the store on a small loop-mounted ext4: a clear error naming the disk, a clean
+/// store, nothing left in tmp/, and a small build that still works.
+#[test]
+fn a_full_disk_during_build_and_pull_keeps_the_store() {
+    if !is_root() {
+        eprintln!("skipped: loop mounts need root");
+        return;
+    }
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let Some(fs) = LoopFs::new(&s.path().join("disk.img"), &s.path().join("disk"), 64) else {
+        eprintln!("skipped: mkfs.ext4 or a loop mount is not available");
+        return;
+    };
+    let store = fs.0.join("store");
+    let run = |args: &[&str]| {
+        s.cmd()
+            .env("BERTH_ROOT", &store)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let must = |out: std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let intact = |what: &str| {
+        let check = run(&["system", "check"]);
+        assert!(
+            check.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        assert_eq!(
+            std::fs::read_dir(store.join("tmp")).unwrap().count(),
+            0,
+            "{what}: tmp/ keeps a partial file"
+        );
+        must(run(&["inspect", "busybox"]), what);
+    };
+    let rootfs = s.path().join("rootfs");
+    berth_test_support::busybox_rootfs(&rootfs);
+    must(
+        run(&["import", rootfs.to_str().unwrap(), "busybox"]),
+        "import",
+    );
+    let ctx = |name: &str, dockerfile: &str| {
+        let dir = s.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+        dir
+    };
+    // The RUN's writes fit in the upper dir; its layer blob does not fit beside them.
+    let c = ctx(
+        "run-ctx",
+        "FROM busybox\nRUN head -c 36000000 /dev/urandom > /big\n",
+    );
+    let out = run(&["build", "-t", "big:1", c.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no space left"), "{err}");
+    intact("RUN");
+    // A COPY larger than the disk.
+    let c = ctx("copy-ctx", "FROM busybox\nCOPY big /big\n");
+    std::fs::write(
+        c.join("big"),
+        berth_test_support::pseudo_random_bytes(3, 80 << 20),
+    )
+    .unwrap();
+    let out = run(&["build", "-t", "big:2", c.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no space left"), "{err}");
+    intact("COPY");
+    // A pull of an image larger than the disk, pushed from a roomy store.
+    let reg = berth_test_support::TestRegistry::start(Default::default());
+    let roomy = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    must(
+        roomy
+            .cmd()
+            .args(["import", rootfs.to_str().unwrap(), "busybox"])
+            .output()
+            .unwrap(),
+        "roomy import",
+    );
+    let c = ctx(
+        "pull-ctx",
+        "FROM busybox\nRUN head -c 50000000 /dev/urandom > /a && head -c 30000000 /dev/urandom > /b\n",
+    );
+    must(
+        roomy
+            .cmd()
+            .args(["build", "-q", "-t", "huge:1", c.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "roomy build",
+    );
+    let remote = format!("{}/full/huge:1", reg.host);
+    must(
+        roomy
+            .cmd()
+            .args(["push", "huge:1", &remote])
+            .output()
+            .unwrap(),
+        "push",
+    );
+    let out = run(&["pull", &remote]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no space left"), "{err}");
+    intact("pull");
+    // Still usable: a small build.
+    let c = ctx("small-ctx", "FROM busybox\nRUN echo fits > /f\n");
+    must(
+        run(&["build", "-t", "small:1", c.to_str().unwrap()]),
+        "small build",
+    );
+    intact("after");
+}

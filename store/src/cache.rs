@@ -291,7 +291,9 @@ impl Store {
             drop(out);
             let written = sink.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             let writer = written.ctx(|| "writing a layer".into());
-            result.and(writer)
+            // When the writer failed (a full disk), its error is the cause; the packer only
+            // saw the channel close.
+            writer.and_then(|w| result.map(|()| w))
         });
         let (diff_id, size) = packed?.commit(Expect::Any)?;
         let chain_id = match parent_chain {

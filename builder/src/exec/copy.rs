@@ -158,6 +158,10 @@ fn has_glob(s: &str) -> bool {
 }
 
 fn io_msg(what: &str, path: &str, e: std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        // The destination is a snapshot in the store: say so, as the store's own errors do.
+        return berth_store::StoreError::io(format!("{what} {path:?}"), e).to_string();
+    }
     format!("{what} {path:?}: {e}")
 }
 
