@@ -1220,3 +1220,67 @@ fn a_token_without_push_scope_gives_a_clear_error() {
     s.ok(&["rmi", &name]);
     ok(&s, &reg, &["pull", &name]);
 }
+
+#[test]
+fn the_first_push_compresses_while_uploading_and_keeps_the_compressed_blob() {
+    let Some(s) = sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    let name = format!("{}/stream/app:1", reg.host);
+    build_big(&s, &name, 20 << 20);
+    let out = berth(&s, &reg, &["push", &name]);
+    assert!(out.status.success());
+    let pushed = digest_of(&String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("Already exists"),
+        "the streamed layers are reported as pushed, not as found: {stderr}"
+    );
+    // The layer's compressed blob is kept, and it is what the registry has.
+    let records: Vec<serde_json::Value> = std::fs::read_dir(s.store().join("compressed"))
+        .unwrap()
+        .flatten()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "busybox's layer and the app's");
+    let inspect = tool(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+        s.path(),
+    );
+    assert!(inspect.contains(&pushed));
+    for r in &records {
+        let digest = r["digest"].as_str().unwrap();
+        assert!(inspect.contains(digest), "{digest} in {inspect}");
+        assert!(
+            s.store().join("blobs/sha256").join(&digest[7..]).is_file(),
+            "the compressed blob is kept"
+        );
+    }
+    // Each was sent in PATCH chunks without a mount attempt (nothing could hold it yet),
+    // then closed with a PUT naming the digest the compressor computed at the end.
+    let served = reg.requests();
+    assert!(
+        served
+            .iter()
+            .filter(|r| r.starts_with("POST /v2/stream/app/blobs/uploads/"))
+            .all(|r| !r.contains("mount=")),
+        "{served:#?}"
+    );
+    for r in &records {
+        let digest = format!("digest={}", r["digest"].as_str().unwrap());
+        assert!(
+            served
+                .iter()
+                .any(|l| l.starts_with("PUT ") && l.contains(&digest) && l.ends_with(" 201")),
+            "{digest}: {served:#?}"
+        );
+    }
+    // A second push compresses and sends nothing.
+    let before = reg.requests().len();
+    ok(&s, &reg, &["push", &name]);
+    let during = reg.requests()[before..].to_vec();
+    assert!(
+        !during.iter().any(|r| r.starts_with("PATCH ")),
+        "{during:#?}"
+    );
+}

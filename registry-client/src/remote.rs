@@ -192,17 +192,18 @@ impl Remote {
         Ok(resp)
     }
 
-    async fn upload_location(&self, desc: &Descriptor) -> Result<Option<String>, RegistryError> {
+    /// Starts an upload; with a digest and a repository to mount from, asks for the mount
+    /// first (`None`: mounted, nothing to send).
+    async fn upload_location(
+        &self,
+        digest: Option<&Digest>,
+    ) -> Result<Option<String>, RegistryError> {
         let mut path = format!("/v2/{}/blobs/uploads/", self.repository);
-        if let Some(from) = &self.mount_from {
-            path.push_str(&format!("?mount={}&from={from}", desc.digest));
+        if let (Some(from), Some(digest)) = (&self.mount_from, digest) {
+            path.push_str(&format!("?mount={digest}&from={from}"));
         }
-        let mut req = self.request(
-            Method::POST,
-            path,
-            &format!("upload of {}", desc.digest),
-            true,
-        );
+        let what = digest.map_or_else(|| "an upload".to_owned(), |d| format!("upload of {d}"));
+        let mut req = self.request(Method::POST, path, &what, true);
         req.body = Some(bytes::Bytes::new());
         let resp = self.registry.send(&req).await?;
         match resp.status() {
@@ -296,7 +297,7 @@ impl Remote {
     }
 
     async fn upload(&self, desc: &Descriptor, mut reader: BlobReader) -> Result<(), RegistryError> {
-        let Some(mut location) = self.upload_location(desc).await? else {
+        let Some(location) = self.upload_location(Some(&desc.digest)).await? else {
             return Ok(());
         };
         let what = format!("blob {}", desc.digest);
@@ -317,7 +318,70 @@ impl Remote {
             }
             return Ok(());
         }
+        let location = self.send_chunks(location, &mut reader, &what).await?;
+        self.finish_upload(&location, &desc.digest, &what).await
+    }
+
+    /// Uploads a blob whose digest is known only once it has been read to the end: a
+    /// compressor's output, streamed as it is made (`push` of a layer compressed for the
+    /// first time). `digest` resolves after the reader's end. No mount is tried: nothing can
+    /// hold a blob not made yet.
+    pub async fn upload_streamed(
+        &self,
+        mut reader: BlobReader,
+        digest: impl std::future::Future<Output = Result<Digest, String>>,
+    ) -> Result<Digest, RegistryError> {
+        let what = "a layer being compressed".to_owned();
+        let location =
+            self.upload_location(None)
+                .await?
+                .ok_or_else(|| RegistryError::Protocol {
+                    registry: self.registry.name.clone(),
+                    message: "an upload answered as a mount".into(),
+                })?;
+        let location = self.send_chunks(location, &mut reader, &what).await?;
+        let digest = digest.await.map_err(|message| RegistryError::Protocol {
+            registry: self.registry.name.clone(),
+            message: format!("compressing a layer: {message}"),
+        })?;
+        self.finish_upload(&location, &digest, &format!("blob {digest}"))
+            .await?;
+        Ok(digest)
+    }
+
+    /// The closing PUT of a chunked upload, naming the digest the registry must verify.
+    async fn finish_upload(
+        &self,
+        location: &str,
+        digest: &Digest,
+        what: &str,
+    ) -> Result<(), RegistryError> {
+        let req = self.request(Method::PUT, location.to_owned(), what, true);
+        let resp = self
+            .streamed(
+                Method::PUT,
+                Self::with_digest(location, digest),
+                reqwest::Body::from(Vec::new()),
+                0,
+                &[],
+            )
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.registry.status_error(&req, resp).await);
+        }
+        Ok(())
+    }
+
+    /// Sends `reader` in PATCH chunks of [`CHUNK`] bytes; returns the upload's location
+    /// after the last one.
+    async fn send_chunks(
+        &self,
+        mut location: String,
+        reader: &mut BlobReader,
+        what: &str,
+    ) -> Result<String, RegistryError> {
         use tokio::io::AsyncReadExt;
+        let req = self.request(Method::PUT, location.clone(), what, true);
         let mut offset = 0u64;
         loop {
             let mut chunk = vec![0u8; CHUNK];
@@ -393,19 +457,7 @@ impl Remote {
             }
             offset += n as u64;
         }
-        let resp = self
-            .streamed(
-                Method::PUT,
-                Self::with_digest(&location, &desc.digest),
-                reqwest::Body::from(Vec::new()),
-                0,
-                &[],
-            )
-            .await?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(self.registry.status_error(&req, resp).await);
-        }
-        Ok(())
+        Ok(location)
     }
 
     async fn put_manifest_as(&self, reference: &str, m: &Parsed) -> Result<(), RegistryError> {

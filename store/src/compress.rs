@@ -84,10 +84,13 @@ pub fn gzip_parallel(
                 .iter()
                 .map(|c| {
                     s.spawn(move || {
-                        let mut e = flate2::GzBuilder::new().write(
-                            Vec::with_capacity(c.len() / 2),
-                            flate2::Compression::default(),
-                        );
+                        let level = if incompressible(c) {
+                            flate2::Compression::none()
+                        } else {
+                            flate2::Compression::default()
+                        };
+                        let mut e = flate2::GzBuilder::new()
+                            .write(Vec::with_capacity(c.len() / 2 + 1024), level);
                         e.write_all(c)?;
                         e.finish()
                     })
@@ -107,6 +110,55 @@ pub fn gzip_parallel(
         }
     }
     Ok(())
+}
+
+const SAMPLE: usize = 16 << 10;
+
+/// Whether deflate would gain nothing on `chunk`: four 16 KiB samples spread over it, deflated
+/// at level 1, come out at 97% of their size or more (random or already-compressed data).
+/// Such a chunk is written as stored deflate blocks, which costs a copy and a CRC instead of
+/// a level-6 search that ends in stored blocks anyway; the output is the same size. zlib
+/// makes the same choice block by block, after the search; zstd checks before, as here. The
+/// decision depends on the bytes only, so the output stays deterministic.
+fn incompressible(chunk: &[u8]) -> bool {
+    if chunk.len() < 4 * SAMPLE {
+        return false;
+    }
+    let mut out = vec![0u8; SAMPLE + 1024];
+    let mut produced = 0u64;
+    for i in 0..4 {
+        let start = i * (chunk.len() - SAMPLE) / 3;
+        let mut d = flate2::Compress::new(flate2::Compression::fast(), false);
+        if d.compress(
+            &chunk[start..start + SAMPLE],
+            &mut out,
+            flate2::FlushCompress::Finish,
+        )
+        .is_err()
+        {
+            return false;
+        }
+        produced += d.total_out();
+    }
+    produced * 100 >= (4 * SAMPLE as u64) * 97
+}
+
+/// Writes to the kept blob and to a second writer.
+struct Tee<'a> {
+    blob: BlobWriter,
+    tee: &'a mut dyn Write,
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.blob.write_all(data)?;
+        self.tee.write_all(data)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tee.flush()
+    }
 }
 
 fn cores() -> usize {
@@ -150,8 +202,22 @@ impl Store {
         if let Some(d) = self.compressed_variant(&layer.digest, c) {
             return Ok(d);
         }
+        self.compress_layer_tee(layer, c, &mut std::io::sink())
+    }
+
+    /// Compresses an uncompressed layer with `c` (gzip or zstd), keeps the result and its
+    /// record as [`Store::compressed_layer`] does, and writes every compressed byte to `tee`
+    /// as it is made too, so a push can upload while compressing. A `tee` error stops the
+    /// compression; nothing is kept then.
+    pub fn compress_layer_tee(
+        &self,
+        layer: &Descriptor,
+        c: Compression,
+        tee: &mut dyn Write,
+    ) -> Result<Descriptor> {
         let input = std::io::BufReader::with_capacity(1 << 20, self.open_blob(&layer.digest)?);
-        let mut writer: BlobWriter = self.blob_writer()?;
+        let blob: BlobWriter = self.blob_writer()?;
+        let mut writer = Tee { blob, tee };
         match c {
             Compression::Gzip => gzip_parallel(input, &mut writer, cores()),
             Compression::Zstd => (|| {
@@ -164,7 +230,7 @@ impl Store {
             Compression::None => unreachable!(),
         }
         .ctx(|| format!("compressing layer {}", layer.digest))?;
-        let (digest, size) = writer.commit(Expect::Any)?;
+        let (digest, size) = writer.blob.commit(Expect::Any)?;
         let dir = self.root().join("compressed");
         std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         atomic_write(
@@ -210,6 +276,45 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incompressible_chunks_are_stored_and_still_round_trip() {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let random: Vec<u8> = (0..CHUNK + 999)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let text: Vec<u8> = b"compressible text, line after line\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(CHUNK)
+            .collect();
+        assert!(incompressible(&random[..CHUNK]));
+        assert!(!incompressible(&text));
+        let mut mixed = random.clone();
+        mixed.extend_from_slice(&text);
+        let mut out = Vec::new();
+        gzip_parallel(&mixed[..], &mut out, 2).unwrap();
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, mixed);
+        // The random part costs its own size and a little; the text part compresses.
+        assert!(
+            out.len() < random.len() + 4096 + text.len() / 10,
+            "{}",
+            out.len()
+        );
+        let mut again = Vec::new();
+        gzip_parallel(&mixed[..], &mut again, 2).unwrap();
+        assert_eq!(out, again, "deterministic");
+    }
 
     #[test]
     fn parallel_gzip_round_trips_and_is_deterministic() {

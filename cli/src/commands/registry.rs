@@ -228,8 +228,25 @@ pub async fn push_image(
     compression: &str,
     quiet: bool,
 ) -> anyhow::Result<berth_oci::Digest> {
-    let dist = store.distribution_image(image, crate::commands::save::compression(compression))?;
     let mut remote = remote(dest, options).await?;
+    let c = crate::commands::save::compression(compression);
+    let progress = printer(quiet);
+    // Layers compressed for the first time are uploaded while they are compressed; the
+    // copy below then finds them on the registry. (Layers with a kept compressed blob, or
+    // pulled already compressed, go through the copy: HEAD, mount or upload.)
+    let mut streamed = std::collections::HashSet::new();
+    for layer in &image.manifest_value.layers {
+        if c == berth_oci::media_type::Compression::None
+            || berth_store::images::layer_compression(layer)
+                != berth_oci::media_type::Compression::None
+            || store.compressed_variant(&layer.digest, c).is_some()
+        {
+            continue;
+        }
+        let sent = stream_layer(store.clone(), &remote, layer.clone(), c, progress.clone()).await?;
+        streamed.insert(sent);
+    }
+    let dist = store.distribution_image(image, c)?;
     // Blobs already in another repository of the same registry are mounted, not sent. The
     // repository to mount from: the one, among the store's names on that registry, whose
     // image shares the most layers with this one (by diff-id, so whatever their
@@ -258,16 +275,77 @@ pub async fn push_image(
         .max()
         .map(|(_, path)| path);
     let src = StoreSource::new(store.clone(), dist.root.clone());
+    // The streamed layers were reported as they went; the copy's "already exists" for them
+    // would be wrong.
+    let progress = progress.map(|p| -> Arc<dyn Fn(CopyEvent) + Send + Sync> {
+        Arc::new(move |e: CopyEvent| match &e {
+            CopyEvent::BlobSkipped(d) if streamed.contains(&d.digest) => {}
+            _ => p(e),
+        })
+    });
     let outcome = copy_image(
         &src,
         &remote,
         &CopyOptions {
-            progress: printer(quiet),
+            progress,
             ..CopyOptions::default()
         },
     )
     .await?;
     Ok(outcome.root.digest)
+}
+
+/// Compresses an uncompressed store layer and uploads it at the same time: the compressor
+/// (on a blocking thread, all cores) writes each compressed chunk both to the store, where
+/// it is kept so the next push compresses nothing, and into a bounded channel (8 chunks)
+/// that feeds the registry upload. Returns the compressed blob's digest. Progress is
+/// reported against the uncompressed layer (its size is the one known up front).
+async fn stream_layer(
+    store: Arc<Store>,
+    remote: &Remote,
+    layer: berth_oci::Descriptor,
+    c: berth_oci::media_type::Compression,
+    progress: Option<Arc<dyn Fn(CopyEvent) + Send + Sync>>,
+) -> anyhow::Result<berth_oci::Digest> {
+    /// A `Write` into the upload's channel; an error once the upload has stopped.
+    struct ToUpload(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+    impl Write for ToUpload {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .blocking_send(Ok(bytes::Bytes::copy_from_slice(data)))
+                .map_err(|_| std::io::Error::other("the upload stopped"))?;
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    if let Some(p) = &progress {
+        p(CopyEvent::BlobStarted(layer.clone()));
+    }
+    let job = {
+        let layer = layer.clone();
+        tokio::task::spawn_blocking(move || store.compress_layer_tee(&layer, c, &mut ToUpload(tx)))
+    };
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let reader: berth_oci::transport::BlobReader =
+        Box::pin(tokio_util::io::StreamReader::new(stream));
+    let digest = async {
+        match job.await {
+            Ok(Ok(desc)) => Ok(desc.digest),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let digest = remote.upload_streamed(reader, digest).await?;
+    if let Some(p) = &progress {
+        p(CopyEvent::BlobProgress(layer.clone(), layer.size));
+        p(CopyEvent::BlobDone(layer));
+    }
+    Ok(digest)
 }
 
 pub fn push(store: Arc<Store>, args: PushArgs) -> anyhow::Result<u8> {
