@@ -1,13 +1,13 @@
 //! cgroups: the spec's `linux.resources` and `linux.cgroupsPath` in, a cgroup with those
 //! limits holding the container out; and afterwards every remaining process killed and the
-//! cgroup removed. Both hierarchies are handled:
+//! cgroup removed. Both hierarchies are handled, per controller (a hybrid machine may have
+//! memory on v1 and pids on v2; each controller is used where it is mounted):
 //!
-//! - **v2** (`/sys/fs/cgroup/cgroup.controllers` exists): one directory; the memory, pids and
-//!   cpu controllers are enabled in the parents' `cgroup.subtree_control`; limits go to
+//! - **v2** (the cgroup2 mount, for the controllers it lists): one directory; the controllers
+//!   are enabled in the parents' `cgroup.subtree_control`; limits go to
 //!   `memory.max` (+ `memory.swap.max`), `pids.max`, `cpu.max`; OOM kills are counted in
 //!   `memory.events`.
-//! - **v1** (and hybrids, where the controllers are bound to v1 mounts and the unified mount
-//!   has none): one directory per controller mount found in `/proc/self/mountinfo`;
+//! - **v1**: one directory per controller mount found in `/proc/self/mountinfo`;
 //!   `memory.limit_in_bytes` (+ `memory.memsw.limit_in_bytes` where swap accounting exists),
 //!   `pids.max`, `cpu.cfs_quota_us`/`cpu.cfs_period_us`; OOM kills in `memory.oom_control`.
 //!
@@ -43,11 +43,21 @@ impl Limits {
 pub const CPU_PERIOD: u64 = 100_000;
 const CONTROLLERS: &[&str] = &["memory", "pids", "cpu"];
 
-/// A container's cgroup: one directory (v2) or one per controller (v1).
+/// A container's cgroup: a directory per v1 controller mount, and/or one directory in the
+/// unified (v2) hierarchy holding the controllers that are there.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
-    v2: bool,
-    dirs: Vec<(String, PathBuf)>,
+    /// v1: controller → its directory.
+    v1: Vec<(String, PathBuf)>,
+    /// v2: the unified mount, the directory under it, and the controllers used there.
+    v2: Option<Unified>,
+}
+
+#[derive(Debug, Clone)]
+struct Unified {
+    mount: PathBuf,
+    dir: PathBuf,
+    controllers: Vec<String>,
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -81,70 +91,110 @@ fn v1_mounts() -> Vec<(String, PathBuf)> {
     out
 }
 
+/// The cgroup2 mount point, from `/proc/self/mountinfo`.
+fn unified_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next() == Some("cgroup2"))
+            .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap_or_default()))
+    })
+}
+
 impl Cgroup {
-    /// The cgroup for `path` (relative, like `berth/<id>`), not yet created.
+    /// The cgroup for `path` (relative, like `berth/<id>`), not yet created. Each of memory,
+    /// pids and cpu is taken from its v1 mount when it has one, else from the unified
+    /// hierarchy when it lists the controller: a pure v2 machine, a v1 machine, and hybrids
+    /// with controllers on either side (as runc's hybrid mode) all work.
     pub fn at(path: &str) -> Cgroup {
         let rel = path.trim_start_matches('/');
-        let root = Path::new("/sys/fs/cgroup");
-        if root.join("cgroup.controllers").exists() {
-            return Cgroup {
-                v2: true,
-                dirs: vec![("unified".into(), root.join(rel))],
-            };
-        }
-        Cgroup {
-            v2: false,
-            dirs: v1_mounts()
-                .into_iter()
-                .map(|(c, m)| (c, m.join(rel)))
-                .collect(),
-        }
+        let v1: Vec<(String, PathBuf)> = v1_mounts()
+            .into_iter()
+            .map(|(c, m)| (c, m.join(rel)))
+            .collect();
+        let v2 = unified_mount().map(|mount| {
+            let available =
+                std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+            let controllers = CONTROLLERS
+                .iter()
+                .filter(|c| !v1.iter().any(|(v, _)| v == *c))
+                .filter(|c| available.split_whitespace().any(|a| a == **c))
+                .map(|c| (*c).to_owned())
+                .collect::<Vec<_>>();
+            Unified {
+                dir: mount.join(rel),
+                mount,
+                controllers,
+            }
+        });
+        // The unified directory is used when it holds a controller, or when there is no v1
+        // controller at all (a pure v2 machine: the cgroup still tracks and kills).
+        let v2 = v2.filter(|u| !u.controllers.is_empty() || v1.is_empty());
+        Cgroup { v1, v2 }
     }
 
+    /// Whether any controller of this cgroup is on the unified (v2) hierarchy.
     pub fn is_v2(&self) -> bool {
-        self.v2
+        self.v2.as_ref().is_some_and(|u| !u.controllers.is_empty())
     }
 
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
-        self.dirs.iter().map(|(_, d)| d.as_path())
+        self.v1
+            .iter()
+            .map(|(_, d)| d.as_path())
+            .chain(self.v2.as_ref().map(|u| u.dir.as_path()))
     }
 
-    fn dir(&self, controller: &str) -> Option<&Path> {
-        self.dirs
-            .iter()
-            .find(|(c, _)| self.v2 || c == controller)
-            .map(|(_, d)| d.as_path())
+    /// Where `controller`'s files are, and whether that is the v2 hierarchy.
+    fn dir(&self, controller: &str) -> Option<(&Path, bool)> {
+        if let Some((_, d)) = self.v1.iter().find(|(c, _)| c == controller) {
+            return Some((d.as_path(), false));
+        }
+        self.v2
+            .as_ref()
+            .filter(|u| u.controllers.iter().any(|c| c == controller))
+            .map(|u| (u.dir.as_path(), true))
     }
 
     /// Creates the directories and writes the limits.
     pub fn create(&self, limits: &Limits) -> Result<(), RuntimeError> {
-        if self.v2 {
-            let dir = &self.dirs[0].1;
-            // Enable the controllers on the way down (the root, then each parent).
-            let root = Path::new("/sys/fs/cgroup");
-            let mut parent = root.to_path_buf();
-            for part in dir
-                .strip_prefix(root)
-                .unwrap_or(dir)
+        if let Some(u) = &self.v2 {
+            // Enable the controllers on the way down (the mount root, then each parent).
+            let enable: String = u
+                .controllers
+                .iter()
+                .map(|c| format!("+{c} "))
+                .collect::<String>()
+                .trim_end()
+                .to_owned();
+            let mut parent = u.mount.clone();
+            for part in u
+                .dir
+                .strip_prefix(&u.mount)
+                .unwrap_or(&u.dir)
                 .parent()
                 .into_iter()
                 .flat_map(|p| p.components())
             {
-                let _ = write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu");
+                if !enable.is_empty() {
+                    write(&parent.join("cgroup.subtree_control"), &enable)?;
+                }
                 parent = parent.join(part);
                 std::fs::create_dir_all(&parent)
                     .map_err(io(format!("creating {}", parent.display())))?;
             }
-            let _ = write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu");
+            if !enable.is_empty() {
+                write(&parent.join("cgroup.subtree_control"), &enable)?;
+            }
         }
-        for (_, dir) in &self.dirs {
+        for dir in self.dirs() {
             std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
         }
         if let Some(m) = limits.memory {
-            let dir = self.dir("memory").ok_or_else(|| {
+            let (dir, v2) = self.dir("memory").ok_or_else(|| {
                 RuntimeError::Spec("--memory needs the memory cgroup controller".into())
             })?;
-            if self.v2 {
+            if v2 {
                 write(&dir.join("memory.max"), &m.to_string())?;
                 let _ = write(&dir.join("memory.swap.max"), "0");
             } else {
@@ -155,16 +205,16 @@ impl Cgroup {
             }
         }
         if let Some(p) = limits.pids {
-            let dir = self.dir("pids").ok_or_else(|| {
+            let (dir, _) = self.dir("pids").ok_or_else(|| {
                 RuntimeError::Spec("--pids-limit needs the pids cgroup controller".into())
             })?;
             write(&dir.join("pids.max"), &p.to_string())?;
         }
         if let Some(q) = limits.cpu_quota {
-            let dir = self.dir("cpu").ok_or_else(|| {
+            let (dir, v2) = self.dir("cpu").ok_or_else(|| {
                 RuntimeError::Spec("--cpus needs the cpu cgroup controller".into())
             })?;
-            if self.v2 {
+            if v2 {
                 write(&dir.join("cpu.max"), &format!("{q} {CPU_PERIOD}"))?;
             } else {
                 write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD.to_string())?;
@@ -176,7 +226,7 @@ impl Cgroup {
 
     /// Moves a process into every directory of the cgroup.
     pub fn add(&self, pid: i32) -> Result<(), RuntimeError> {
-        for (_, dir) in &self.dirs {
+        for dir in self.dirs() {
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
@@ -184,7 +234,7 @@ impl Cgroup {
 
     fn procs(&self) -> Vec<i32> {
         let mut out: Vec<i32> = Vec::new();
-        for (_, dir) in &self.dirs {
+        for dir in self.dirs() {
             if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
                 out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
             }
@@ -196,10 +246,10 @@ impl Cgroup {
 
     /// Whether the kernel's OOM killer killed something in the cgroup.
     pub fn oom_killed(&self) -> bool {
-        let Some(dir) = self.dir("memory") else {
+        let Some((dir, v2)) = self.dir("memory") else {
             return false;
         };
-        let file = if self.v2 {
+        let file = if v2 {
             "memory.events"
         } else {
             "memory.oom_control"
@@ -229,7 +279,7 @@ impl Cgroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        for (_, dir) in &self.dirs {
+        for dir in self.dirs() {
             let mut last = Ok(());
             for _ in 0..100 {
                 match std::fs::remove_dir(dir) {
