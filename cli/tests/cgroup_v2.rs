@@ -219,7 +219,7 @@ fn pids_and_cpu_limits_are_enforced_on_the_unified_hierarchy() {
         .parse()
         .unwrap();
     assert!(
-        count <= 20 && count >= 10,
+        (10..=20).contains(&count),
         "{count} processes under --pids-limit 20 (v2)"
     );
 
