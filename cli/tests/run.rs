@@ -653,3 +653,56 @@ fn init_reaps_forwards_and_hides_its_binary() {
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(3));
 }
+
+#[test]
+fn ulimits_are_set_for_the_command_and_bad_ones_refused() {
+    let Some(s) = sandbox() else { return };
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--ulimit",
+        "core=0",
+        "--ulimit",
+        "stack=unlimited",
+        "busybox",
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; ulimit -c; ulimit -s",
+    ]);
+    assert_eq!(out, "1024\n2048\n0\nunlimited\n");
+    // A non-root user gets them too (set before the user is switched), and cannot raise
+    // the hard limit.
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "-u",
+        "65534",
+        "--ulimit",
+        "nofile=100:200",
+        "busybox",
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; ulimit -Hn 300 2>/dev/null && echo RAISED; true",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "100\n200\n");
+    // In a build's RUN steps as well.
+    let ctx = s.path().join("ulimit-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN test $(ulimit -n) = 777\n",
+    )
+    .unwrap();
+    s.ok(&["build", "--ulimit", "nofile=777", ctx.to_str().unwrap()]);
+    for bad in ["nofile", "nofile=2:1", "as=10", "bogus=1", "nofile=x"] {
+        let out = s.run(&["run", "--rm", "--ulimit", bad, "busybox", "true"]);
+        assert_ne!(out.status.code(), Some(0), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--ulimit"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

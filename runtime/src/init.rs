@@ -358,6 +358,7 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
         groups: &user.groups,
         capabilities: process.capabilities().as_ref(),
         seccomp: seccomp != Some("unconfined"),
+        rlimits: process.rlimits().as_deref().unwrap_or_default(),
     };
     crate::privileges::drop_privileges(&mut sys, &identity)?;
     if with_init {

@@ -24,6 +24,8 @@ pub struct Identity<'a> {
     pub capabilities: Option<&'a LinuxCapabilities>,
     /// Install the default seccomp filter (not with `--privileged`).
     pub seccomp: bool,
+    /// `process.rlimits` of the spec.
+    pub rlimits: &'a [oci_spec::runtime::PosixRlimit],
 }
 
 fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
@@ -35,6 +37,12 @@ fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
 
 /// Applies `id` in the order of the module doc.
 pub fn drop_privileges(sys: &mut dyn Sys, id: &Identity<'_>) -> Result<(), RuntimeError> {
+    // Limits first: raising a hard limit needs CAP_SYS_RESOURCE, still held here.
+    for r in id.rlimits {
+        let what = format!("setting {:?}", r.typ());
+        sys.set_rlimit(r.typ(), r.soft(), r.hard())
+            .map_err(setup(&what))?;
+    }
     if id.seccomp {
         for program in crate::seccomp::default_programs()? {
             sys.install_seccomp(&program)
@@ -69,14 +77,13 @@ mod tests {
 
     #[test]
     fn privileges_drop_in_the_safe_order() {
-        let spec = build_spec(std::path::Path::new("/r"), &ProcessSettings::default()).unwrap();
-        let caps = spec
-            .process()
-            .as_ref()
-            .unwrap()
-            .capabilities()
-            .clone()
-            .unwrap();
+        let settings = ProcessSettings {
+            rlimits: vec![crate::spec::Rlimit::parse("nofile=1024:2048").unwrap()],
+            ..ProcessSettings::default()
+        };
+        let spec = build_spec(std::path::Path::new("/r"), &settings).unwrap();
+        let process = spec.process().as_ref().unwrap();
+        let caps = process.capabilities().clone().unwrap();
         let mut sys = RecordingSys::default();
         let id = Identity {
             uid: 1000,
@@ -84,11 +91,13 @@ mod tests {
             groups: &[1000, 10],
             capabilities: Some(&caps),
             seccomp: true,
+            rlimits: process.rlimits().as_deref().unwrap_or_default(),
         };
         drop_privileges(&mut sys, &id).unwrap();
         assert_eq!(
             order(&sys.calls),
             [
+                "setrlimit",
                 "seccomp",
                 "seccomp",
                 "setgroups",
@@ -103,6 +112,12 @@ mod tests {
         );
         assert!(sys.calls.contains(&"setgroups 1000,10".to_owned()));
         assert!(sys.calls.contains(&"capabilities uid=1000".to_owned()));
+        assert!(
+            sys.calls
+                .contains(&"setrlimit RlimitNofile 1024 2048".to_owned()),
+            "{:#?}",
+            sys.calls
+        );
     }
 
     #[test]
@@ -114,6 +129,7 @@ mod tests {
             groups: &[0],
             capabilities: None,
             seccomp: false,
+            rlimits: &[],
         };
         drop_privileges(&mut sys, &id).unwrap();
         assert_eq!(

@@ -63,6 +63,65 @@ pub struct ProcessSettings {
     /// CPUs (`0.5` is half a core).
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
+    /// `--ulimit`: resource limits set before the command runs (soft, hard); unset ones are
+    /// inherited from berth, as containers inherit dockerd's.
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// One resource limit, by Docker's `--ulimit` name (`nofile`, `nproc`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub kind: oci_spec::runtime::PosixRlimitType,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl Rlimit {
+    /// `NAME=SOFT[:HARD]` (Docker's `--ulimit`): the hard limit defaults to the soft one;
+    /// `-1` or `unlimited` is no limit.
+    pub fn parse(spec: &str) -> Result<Rlimit, String> {
+        use oci_spec::runtime::PosixRlimitType as T;
+        let (name, values) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--ulimit {spec:?}: expected NAME=SOFT[:HARD]"))?;
+        let kind = match name {
+            "core" => T::RlimitCore,
+            "cpu" => T::RlimitCpu,
+            "data" => T::RlimitData,
+            "fsize" => T::RlimitFsize,
+            "locks" => T::RlimitLocks,
+            "memlock" => T::RlimitMemlock,
+            "msgqueue" => T::RlimitMsgqueue,
+            "nice" => T::RlimitNice,
+            "nofile" => T::RlimitNofile,
+            "nproc" => T::RlimitNproc,
+            "rss" => T::RlimitRss,
+            "rtprio" => T::RlimitRtprio,
+            "rttime" => T::RlimitRttime,
+            "sigpending" => T::RlimitSigpending,
+            "stack" => T::RlimitStack,
+            "as" => return Err("--ulimit as: deprecated (as Docker), not supported".into()),
+            _ => return Err(format!("--ulimit {name:?}: not a limit Docker knows")),
+        };
+        let value = |v: &str| -> Result<u64, String> {
+            match v {
+                "-1" | "unlimited" => Ok(u64::MAX),
+                _ => v
+                    .parse()
+                    .map_err(|_| format!("--ulimit {spec:?}: {v:?} is not a number")),
+            }
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((s, h)) => (value(s)?, value(h)?),
+            None => (value(values)?, value(values)?),
+        };
+        if soft > hard {
+            return Err(format!(
+                "--ulimit {spec:?}: the soft limit is above the hard one"
+            ));
+        }
+        Ok(Rlimit { kind, soft, hard })
+    }
 }
 
 /// Docker's default capability set, less `CAP_MKNOD`: Docker can grant it because its
@@ -158,6 +217,20 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
                 .map_err(e)?,
         )
         .capabilities(capabilities)
+        .rlimits(
+            settings
+                .rlimits
+                .iter()
+                .map(|r| {
+                    oci_spec::runtime::PosixRlimitBuilder::default()
+                        .typ(r.kind)
+                        .soft(r.soft)
+                        .hard(r.hard)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(e)?,
+        )
         .build()
         .map_err(e)?;
     let mut mounts = vec![

@@ -61,6 +61,13 @@ pub trait Sys {
     fn set_gid(&mut self, gid: u32) -> SysResult<()>;
     /// Real, effective and saved user.
     fn set_uid(&mut self, uid: u32) -> SysResult<()>;
+    /// `setrlimit` (`u64::MAX` is no limit).
+    fn set_rlimit(
+        &mut self,
+        kind: oci_spec::runtime::PosixRlimitType,
+        soft: u64,
+        hard: u64,
+    ) -> SysResult<()>;
     /// Drops from the bounding set what the spec does not list.
     fn limit_bounding(
         &mut self,
@@ -319,6 +326,35 @@ impl Sys for LinuxSys {
         nix::unistd::setresuid(u, u, u)
     }
 
+    fn set_rlimit(
+        &mut self,
+        kind: oci_spec::runtime::PosixRlimitType,
+        soft: u64,
+        hard: u64,
+    ) -> SysResult<()> {
+        use nix::sys::resource::Resource as R;
+        use oci_spec::runtime::PosixRlimitType as T;
+        let resource = match kind {
+            T::RlimitCpu => R::RLIMIT_CPU,
+            T::RlimitFsize => R::RLIMIT_FSIZE,
+            T::RlimitData => R::RLIMIT_DATA,
+            T::RlimitStack => R::RLIMIT_STACK,
+            T::RlimitCore => R::RLIMIT_CORE,
+            T::RlimitRss => R::RLIMIT_RSS,
+            T::RlimitNproc => R::RLIMIT_NPROC,
+            T::RlimitNofile => R::RLIMIT_NOFILE,
+            T::RlimitMemlock => R::RLIMIT_MEMLOCK,
+            T::RlimitAs => R::RLIMIT_AS,
+            T::RlimitLocks => R::RLIMIT_LOCKS,
+            T::RlimitSigpending => R::RLIMIT_SIGPENDING,
+            T::RlimitMsgqueue => R::RLIMIT_MSGQUEUE,
+            T::RlimitNice => R::RLIMIT_NICE,
+            T::RlimitRtprio => R::RLIMIT_RTPRIO,
+            T::RlimitRttime => R::RLIMIT_RTTIME,
+        };
+        nix::sys::resource::setrlimit(resource, soft, hard)
+    }
+
     fn limit_bounding(
         &mut self,
         caps: &oci_spec::runtime::LinuxCapabilities,
@@ -534,6 +570,15 @@ impl Sys for RecordingSys {
 
     fn set_uid(&mut self, uid: u32) -> SysResult<()> {
         self.record(format!("setuid {uid}"))
+    }
+
+    fn set_rlimit(
+        &mut self,
+        kind: oci_spec::runtime::PosixRlimitType,
+        soft: u64,
+        hard: u64,
+    ) -> SysResult<()> {
+        self.record(format!("setrlimit {kind:?} {soft} {hard}"))
     }
 
     fn limit_bounding(

@@ -69,6 +69,8 @@ pub struct BuildOptions {
     /// `--secret`s by id.
     pub secrets: BTreeMap<String, mounts::Secret>,
     pub fetch: Option<std::sync::Arc<dyn Fetch>>,
+    /// `--ulimit`s for RUN steps (not part of the cache key, as BuildKit).
+    pub ulimits: Vec<berth_runtime::spec::Rlimit>,
 }
 
 /// What a build reports as it goes (cli prints it).
@@ -986,6 +988,7 @@ fn run_step(
         memory: None,
         cpus: None,
         pids_limit: None,
+        rlimits: ctx.opts.ulimits.clone(),
     };
     let spec = build_spec(&work.join("rootfs"), &settings).map_err(|e| err(e.to_string()))?;
     let source = RootfsSource::Overlay {

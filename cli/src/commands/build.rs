@@ -66,6 +66,9 @@ pub struct Args {
     /// Network for RUN steps: default (the host's), none or host
     #[arg(long, default_value = "default", value_parser = ["default", "none", "host"])]
     network: String,
+    /// A resource limit for RUN steps, NAME=SOFT[:HARD] (as `run --ulimit`)
+    #[arg(long = "ulimit", value_parser = berth_runtime::spec::Rlimit::parse)]
+    ulimits: Vec<berth_runtime::spec::Rlimit>,
     /// Set every time in the image to this Unix time (as SOURCE_DATE_EPOCH)
     #[arg(long)]
     timestamp: Option<u64>,
@@ -601,6 +604,7 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         epoch,
         platform: platforms.target.clone(),
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ulimits: args.ulimits.clone(),
     };
     let built = match berth_builder::exec::build(store, &df, &graph, &context, &options, &*progress)
     {

@@ -78,6 +78,10 @@ pub struct Args {
     /// Maximum number of processes (-1: unlimited)
     #[arg(long)]
     pids_limit: Option<i64>,
+    /// A resource limit, NAME=SOFT[:HARD] (`nofile=1024:2048`; -1 is unlimited); limits not
+    /// given are inherited from berth, as Docker's containers inherit the daemon's
+    #[arg(long = "ulimit", value_parser = berth_runtime::spec::Rlimit::parse)]
+    ulimits: Vec<berth_runtime::spec::Rlimit>,
     image: String,
     command: Vec<String>,
 }
@@ -514,6 +518,7 @@ fn prepare(
         memory: args.memory,
         cpus: args.cpus,
         pids_limit: args.pids_limit,
+        rlimits: args.ulimits.clone(),
         tmpfs: Vec::new(),
         binds: binds.to_vec(),
         console,
