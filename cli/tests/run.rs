@@ -706,3 +706,53 @@ fn ulimits_are_set_for_the_command_and_bad_ones_refused() {
         );
     }
 }
+
+#[test]
+fn detached_with_a_terminal_logs_its_output_and_stops() {
+    let Some(s) = sandbox() else { return };
+    let id = s
+        .ok(&[
+            "run",
+            "-dt",
+            "--name",
+            "dt",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; test -t 0 && test -t 1 && echo on-a-terminal; stty size; \
+             trap 'echo got-term; exit 5' TERM; while true; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(id.len(), 64, "{id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs = s.ok(&["logs", "dt"]);
+        if logs.contains("24 80") || std::time::Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Terminal output: CRLF line ends, as Docker's log of a -t container.
+    assert!(logs.contains("started\r\n"), "{logs:?}");
+    assert!(logs.contains("on-a-terminal"), "{logs:?}");
+    assert!(
+        logs.contains("24 80"),
+        "a detached terminal is 24x80: {logs:?}"
+    );
+    assert!(s.ok(&["ps"]).contains("dt"));
+    s.ok(&["stop", "-t", "5", "dt"]);
+    let code = s.ok(&["wait", "dt"]);
+    assert_eq!(
+        code.trim(),
+        "5",
+        "SIGTERM reached the shell through the terminal's monitor"
+    );
+    assert!(s.ok(&["logs", "dt"]).contains("got-term"));
+    s.ok(&["rm", "dt"]);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&s.path().display().to_string()),
+        "nothing of the container is left mounted"
+    );
+}

@@ -420,6 +420,20 @@ impl LinuxSys {
 }
 
 /// The window size of a terminal, if `fd` is one.
+/// Takes ownership of descriptor `n`, inherited from the parent for this process (`run -dt`
+/// hands its terminal to the monitor so); `None` when it is not open.
+pub fn take_inherited_fd(n: i32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if n <= 2 {
+        return None;
+    }
+    // SAFETY: F_GETFD on any integer only reads the descriptor table.
+    let open = unsafe { libc::fcntl(n, libc::F_GETFD) } != -1;
+    // SAFETY: `n` is open, was passed to this process for it alone (its number came in the
+    // handover string), and nothing else here owns it; it is taken once, at start-up.
+    open.then(|| unsafe { OwnedFd::from_raw_fd(n) })
+}
+
 pub fn window_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<nix::pty::Winsize> {
     use std::os::fd::AsRawFd;
     let mut size = nix::pty::Winsize {

@@ -30,9 +30,15 @@ pub struct Terminal {
 }
 
 impl Terminal {
-    /// Opens a pty sized like the user's terminal (when stdout is one).
+    /// Opens a pty sized like the user's terminal (when stdout is one; else 24×80, as a
+    /// detached `docker run -t` gets).
     pub fn open() -> Result<Terminal, RuntimeError> {
-        let size = crate::sys::window_size(std::io::stdout().as_fd());
+        let size = crate::sys::window_size(std::io::stdout().as_fd()).or(Some(nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }));
         let pty =
             nix::pty::openpty(size.as_ref(), None).map_err(setup("opening a pseudo-terminal"))?;
         let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))
@@ -43,6 +49,55 @@ impl Terminal {
         Ok(Terminal {
             master: pty.master,
             slave: pty.slave,
+            slave_path,
+            saved: None,
+        })
+    }
+
+    /// Hands the terminal to another process (`run -dt` to its monitor): the master and
+    /// slave descriptors are made inheritable, and their numbers and the slave's path are
+    /// returned as one string for [`Terminal::inherited`].
+    pub fn hand_over(&self) -> Result<String, RuntimeError> {
+        for fd in [&self.master, &self.slave] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(setup("passing the terminal on"))?;
+        }
+        Ok(format!(
+            "{},{},{}",
+            self.master.as_raw_fd(),
+            self.slave.as_raw_fd(),
+            self.slave_path.display()
+        ))
+    }
+
+    /// The terminal a parent handed over ([`Terminal::hand_over`]); its descriptors are
+    /// made close-on-exec again here.
+    pub fn inherited(handed: &str) -> Result<Terminal, RuntimeError> {
+        let bad = || RuntimeError::Spec(format!("a handed-over terminal {handed:?}"));
+        let mut parts = handed.splitn(3, ',');
+        let mut fd = || -> Result<OwnedFd, RuntimeError> {
+            let n: i32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+            let fd = crate::sys::take_inherited_fd(n).ok_or_else(bad)?;
+            nix::fcntl::fcntl(
+                &fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(|_| bad())?;
+            Ok(fd)
+        };
+        let master = fd()?;
+        let slave = fd()?;
+        let slave_path = PathBuf::from(parts.next().ok_or_else(bad)?);
+        // Only terminals are taken.
+        if !nix::unistd::isatty(&slave).unwrap_or(false) {
+            return Err(bad());
+        }
+        Ok(Terminal {
+            master,
+            slave,
             slave_path,
             saved: None,
         })

@@ -311,13 +311,6 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         memory: args.memory,
     };
     store.write_container_record(&id, &serde_json::to_vec(&record)?)?;
-    if args.tty && args.detach {
-        return Err(UsageError(
-            "-t with -d is not supported yet: a detached container has no terminal to attach to"
-                .into(),
-        )
-        .into());
-    }
     let terminal = if args.tty {
         Some(berth_runtime::tty::Terminal::open()?)
     } else {
@@ -341,7 +334,14 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     if args.detach {
         let log = std::fs::File::create(dir.join("log"))?;
-        let child = std::process::Command::new(&exe)
+        let mut monitor = std::process::Command::new(&exe);
+        // `-dt`: the terminal goes to the monitor, which copies what the container writes
+        // to it into the log (with the terminal's CRLFs, as Docker's log of a `-t`
+        // container). The container's stdin is the terminal, so a shell waits on it.
+        if let Some(t) = &terminal {
+            monitor.env(MONITOR_TTY, t.hand_over()?);
+        }
+        let child = monitor
             .arg("__monitor")
             .arg(&dir)
             .env("BERTH_ROOT", store.root())
@@ -350,6 +350,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             .stderr(log)
             .process_group(0)
             .spawn()?;
+        drop(terminal);
         let running = ContainerRecord {
             pid: Some(child.id()),
             ..record
@@ -405,6 +406,9 @@ fn finish(store: &Store, record: ContainerRecord, code: i32) -> anyhow::Result<(
     Ok(())
 }
 
+/// The environment variable that hands a `-dt` container's terminal to its monitor.
+const MONITOR_TTY: &str = "BERTH_MONITOR_TTY";
+
 /// `berth __monitor DIR`: runs a detached container (started by `run -d`) and records its end.
 /// It holds no store lock while the container runs.
 pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
@@ -414,14 +418,15 @@ pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
     let bundle = Bundle {
         dir: dir.to_owned(),
     };
-    let result = store.unlocked(|| {
-        execute(
-            &bundle,
-            &exe,
-            record.memory,
-            berth_runtime::RunIo::default(),
-        )
-    })?;
+    let terminal = std::env::var(MONITOR_TTY)
+        .ok()
+        .map(|h| berth_runtime::tty::Terminal::inherited(&h))
+        .transpose()?;
+    let io = berth_runtime::RunIo {
+        interactive: false,
+        terminal,
+    };
+    let result = store.unlocked(|| execute(&bundle, &exe, record.memory, io))?;
     let code = match &result {
         Ok(c) => *c,
         Err(e) => {
