@@ -262,7 +262,7 @@ fn run_steps_cannot_mount_unshare_ptrace_or_touch_the_kernel() {
          ! sh -c 'echo 1 > /proc/sys/kernel/sysrq' 2>/dev/null && \
          ! touch /sys/kernel/pwned 2>/dev/null && \
          ! sh -c 'echo x > /tmp/m.ko && insmod /tmp/m.ko' 2>/dev/null && \
-         ! mknod /sda b 8 0 2>/dev/null && \
+         {{ mknod /sda b 8 0 2>/dev/null; ! head -c 1 /sda > /dev/null 2>&1; }} && \
          ! mount --bind / /mnt 2>/dev/null && \
          ! cat /proc/1/root/../../../..{h}/keep 2>/dev/null && \
          ! chroot /proc/1/root/.. cat ../../../..{h}/keep 2>/dev/null; \

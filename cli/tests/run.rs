@@ -77,7 +77,8 @@ fn dangerous_operations_fail_and_the_host_is_untouched() {
         &s,
         "mkdir -p /mnt; mount -t tmpfs x /mnt && echo MOUNTED; \
          echo 1 > /proc/sys/kernel/sysrq && echo SYSRQ; \
-         mknod /sda b 8 0 && echo MKNOD; \
+         mknod /sda b 8 0 2>/dev/null; head -c 1 /sda > /dev/null 2>&1 && echo READ_DISK; \
+         mknod /kmem c 1 2 2>/dev/null; head -c 1 /kmem > /dev/null 2>&1 && echo READ_KMEM; \
          touch /sys/x && echo SYS; \
          cat /proc/kcore | head -c 1 | wc -c; \
          echo garbage > /tmp/m.ko; insmod /tmp/m.ko 2>&1 | grep -q 'not permitted' && echo MODULE_REFUSED; \
@@ -100,7 +101,8 @@ fn dangerous_operations_fail_and_the_host_is_untouched() {
     for bad in [
         "MOUNTED",
         "SYSRQ",
-        "MKNOD",
+        "READ_DISK",
+        "READ_KMEM",
         "SYS\n",
         "UNSHARED",
         "UNSHARE_MNT",
@@ -755,4 +757,47 @@ fn detached_with_a_terminal_logs_its_output_and_stops() {
         !mounts.contains(&s.path().display().to_string()),
         "nothing of the container is left mounted"
     );
+}
+
+#[test]
+fn device_nodes_can_be_made_but_only_the_usual_ones_opened() {
+    let Some(s) = sandbox() else { return };
+    if !berth_runtime_devices() {
+        eprintln!("skipped: no v1 devices controller (no CAP_MKNOD then)");
+        return;
+    }
+    // As Docker: CAP_MKNOD, and the devices cgroup stops opening anything but null, zero,
+    // full, random, urandom, tty, console, ptmx and the pts.
+    let out = s.ok(&[
+        "run", "--rm", "busybox", "sh", "-c",
+        "mknod /null2 c 1 3 && echo made; echo x > /null2 && echo null-opened; \
+         mknod /sda b 8 0 && echo made-disk; head -c 1 /sda 2>&1 | grep -q 'not permitted' && echo disk-refused",
+    ]);
+    assert_eq!(out, "made\nnull-opened\nmade-disk\ndisk-refused\n");
+    // In a build too: the node is kept in the layer.
+    let ctx = s.path().join("mknod-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN mknod /dev-null-copy c 1 3\n",
+    )
+    .unwrap();
+    s.ok(&["build", "-t", "nodes:1", ctx.to_str().unwrap()]);
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "nodes:1",
+        "stat",
+        "-c",
+        "%F %t:%T",
+        "/dev-null-copy",
+    ]);
+    assert_eq!(out.trim(), "character special file 1:3");
+}
+
+fn berth_runtime_devices() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" - cgroup ") && l.split(',').any(|o| o.trim() == "devices"))
 }

@@ -19,12 +19,28 @@ use std::path::{Path, PathBuf};
 use crate::RuntimeError;
 
 /// The limits berth sets.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
     pub memory: Option<i64>,
     /// CPU quota in µs per 100 ms period.
     pub cpu_quota: Option<i64>,
     pub pids: Option<i64>,
+    /// Device rules, in order (the first is "deny all" when berth makes them).
+    pub devices: Vec<DeviceRule>,
+}
+
+/// One line for `devices.allow` / `devices.deny` (v1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    /// `a`, `b` or `c`, then `MAJOR:MINOR` with `*` for any, then the access (`rwm`).
+    pub line: String,
+}
+
+/// Whether device rules can be enforced here: a v1 devices controller. (On v2 they need a
+/// BPF program; berth does not load one, so containers there get no CAP_MKNOD.)
+pub fn devices_enforceable() -> bool {
+    v1_mounts().iter().any(|(c, _)| c == "devices")
 }
 
 impl Limits {
@@ -32,16 +48,45 @@ impl Limits {
         let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().clone()) else {
             return Limits::default();
         };
+        let devices = r
+            .devices()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| {
+                let kind = match d.typ() {
+                    Some(oci_spec::runtime::LinuxDeviceType::B) => "b",
+                    Some(oci_spec::runtime::LinuxDeviceType::C) => "c",
+                    _ => "a",
+                };
+                let num = |n: Option<i64>| n.map_or("*".to_owned(), |n| n.to_string());
+                let line = if kind == "a" {
+                    "a".to_owned()
+                } else {
+                    format!(
+                        "{kind} {}:{} {}",
+                        num(d.major()),
+                        num(d.minor()),
+                        d.access().clone().unwrap_or_else(|| "rwm".into())
+                    )
+                };
+                DeviceRule {
+                    allow: d.allow(),
+                    line,
+                }
+            })
+            .collect();
         Limits {
             memory: r.memory().as_ref().and_then(|m| m.limit()),
             cpu_quota: r.cpu().as_ref().and_then(|c| c.quota()),
             pids: r.pids().as_ref().map(|p| p.limit()),
+            devices,
         }
     }
 }
 
 pub const CPU_PERIOD: u64 = 100_000;
-const CONTROLLERS: &[&str] = &["memory", "pids", "cpu"];
+const CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "devices"];
 
 /// A container's cgroup: a directory per v1 controller mount, and/or one directory in the
 /// unified (v2) hierarchy holding the controllers that are there.
@@ -107,9 +152,28 @@ impl Cgroup {
     /// hierarchy when it lists the controller: a pure v2 machine, a v1 machine, and hybrids
     /// with controllers on either side (as runc's hybrid mode) all work.
     pub fn at(path: &str) -> Cgroup {
+        Cgroup::for_limits(path, &Limits::default())
+    }
+
+    /// As [`Cgroup::at`], with only the controllers `limits` needs (all of them when it needs
+    /// none: the cgroup then only tracks the processes). Fewer directories to make and
+    /// remove for each container.
+    pub fn for_limits(path: &str, limits: &Limits) -> Cgroup {
+        let needed: Vec<&str> = [
+            ("memory", limits.memory.is_some()),
+            ("pids", limits.pids.is_some()),
+            ("cpu", limits.cpu_quota.is_some()),
+            ("devices", !limits.devices.is_empty()),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n)
+        .map(|(c, _)| c)
+        .collect();
+        let wanted = |c: &str| needed.is_empty() || needed.contains(&c);
         let rel = path.trim_start_matches('/');
         let v1: Vec<(String, PathBuf)> = v1_mounts()
             .into_iter()
+            .filter(|(c, _)| wanted(c))
             .map(|(c, m)| (c, m.join(rel)))
             .collect();
         let v2 = unified_mount().map(|mount| {
@@ -117,7 +181,7 @@ impl Cgroup {
                 std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
             let controllers = CONTROLLERS
                 .iter()
-                .filter(|c| !v1.iter().any(|(v, _)| v == *c))
+                .filter(|c| wanted(c) && !v1.iter().any(|(v, _)| v == *c))
                 .filter(|c| available.split_whitespace().any(|a| a == **c))
                 .map(|c| (*c).to_owned())
                 .collect::<Vec<_>>();
@@ -202,6 +266,21 @@ impl Cgroup {
                 if dir.join("memory.memsw.limit_in_bytes").exists() {
                     let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &m.to_string());
                 }
+            }
+        }
+        if !limits.devices.is_empty() {
+            let Some((dir, false)) = self.dir("devices") else {
+                return Err(RuntimeError::Spec(
+                    "device rules need the v1 devices cgroup controller".into(),
+                ));
+            };
+            for rule in &limits.devices {
+                let file = if rule.allow {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                write(&dir.join(file), &rule.line)?;
             }
         }
         if let Some(p) = limits.pids {

@@ -118,7 +118,12 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().clone())
-        .map(|p| crate::cgroups::Cgroup::at(&p.to_string_lossy()));
+        .map(|p| {
+            crate::cgroups::Cgroup::for_limits(
+                &p.to_string_lossy(),
+                &crate::cgroups::Limits::from_spec(&spec),
+            )
+        });
     if let Some(c) = &cgroup {
         c.create(&crate::cgroups::Limits::from_spec(&spec))?;
     }

@@ -111,7 +111,12 @@ impl Bundle {
             .linux()
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
-            .map(|p| cgroups::Cgroup::at(&p.to_string_lossy())))
+            .map(|p| {
+                cgroups::Cgroup::for_limits(
+                    &p.to_string_lossy(),
+                    &cgroups::Limits::from_spec(&spec),
+                )
+            }))
     }
 
     /// Runs the container in the foreground (signals forwarded), then kills whatever is left in

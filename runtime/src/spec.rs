@@ -66,6 +66,9 @@ pub struct ProcessSettings {
     /// `--ulimit`: resource limits set before the command runs (soft, hard); unset ones are
     /// inherited from berth, as containers inherit dockerd's.
     pub rlimits: Vec<Rlimit>,
+    /// Enforce Docker's device rules through the devices cgroup (and grant CAP_MKNOD, as
+    /// Docker does). Needs `cgroup_path` and [`crate::cgroups::devices_enforceable`].
+    pub device_rules: bool,
 }
 
 /// One resource limit, by Docker's `--ulimit` name (`nofile`, `nproc`, ...).
@@ -124,10 +127,9 @@ impl Rlimit {
     }
 }
 
-/// Docker's default capability set, less `CAP_MKNOD`: Docker can grant it because its
-/// devices cgroup stops a container from opening the nodes it makes; until berth enforces
-/// device rules through cgroups, a container with `CAP_MKNOD` could make a node for a host
-/// disk and read it, so berth leaves the capability out.
+/// Docker's default capability set, less `CAP_MKNOD`, which is added only when the devices
+/// cgroup enforces [`DEVICE_RULES`] ([`ProcessSettings::device_rules`]): with it alone, a
+/// container could make a node for a host disk and read it. Docker relies on the same rules.
 pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::Chown,
     Capability::DacOverride,
@@ -142,6 +144,22 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::SysChroot,
     Capability::Kill,
     Capability::AuditWrite,
+];
+
+/// Docker's default device rules (after "deny all"): any node may be made (`m`), and only
+/// the usual ones opened: null, zero, full, random, urandom, tty, console, ptmx, pts.
+pub const DEVICE_RULES: &[(&str, Option<i64>, Option<i64>, &str)] = &[
+    ("c", None, None, "m"),
+    ("b", None, None, "m"),
+    ("c", Some(1), Some(3), "rwm"),
+    ("c", Some(1), Some(5), "rwm"),
+    ("c", Some(1), Some(7), "rwm"),
+    ("c", Some(1), Some(8), "rwm"),
+    ("c", Some(1), Some(9), "rwm"),
+    ("c", Some(5), Some(0), "rwm"),
+    ("c", Some(5), Some(1), "rwm"),
+    ("c", Some(5), Some(2), "rwm"),
+    ("c", Some(136), None, "rwm"),
 ];
 
 /// Docker's masked paths.
@@ -190,7 +208,12 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
     let caps: std::collections::HashSet<Capability> = if settings.privileged {
         crate::caps::all_oci()
     } else {
-        DEFAULT_CAPABILITIES.iter().copied().collect()
+        let mut caps: std::collections::HashSet<Capability> =
+            DEFAULT_CAPABILITIES.iter().copied().collect();
+        if settings.device_rules {
+            caps.insert(Capability::Mknod);
+        }
+        caps
     };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
@@ -338,6 +361,33 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
                 .build()
                 .map_err(e)?,
         );
+    }
+    if settings.device_rules && !settings.privileged {
+        let mut rules = vec![
+            oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build()
+                .map_err(e)?,
+        ];
+        for (kind, major, minor, access) in DEVICE_RULES {
+            let mut r = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(if *kind == "b" {
+                    oci_spec::runtime::LinuxDeviceType::B
+                } else {
+                    oci_spec::runtime::LinuxDeviceType::C
+                })
+                .access(*access);
+            if let Some(m) = major {
+                r = r.major(*m);
+            }
+            if let Some(m) = minor {
+                r = r.minor(*m);
+            }
+            rules.push(r.build().map_err(e)?);
+        }
+        resources = resources.devices(rules);
     }
     if let Some(p) = settings.pids_limit {
         resources = resources.pids(

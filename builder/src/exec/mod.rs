@@ -966,6 +966,10 @@ fn run_step(
             String::new()
         },
     )?;
+    let privileged = run.security.as_deref() == Some("insecure");
+    // Docker's device rules (and with them CAP_MKNOD, so a RUN step can make device nodes,
+    // as under BuildKit) when the devices cgroup can enforce them.
+    let device_rules = !privileged && berth_runtime::cgroups::devices_enforceable();
     let settings = ProcessSettings {
         args: args.clone(),
         env,
@@ -974,7 +978,7 @@ fn run_step(
         hostname: "buildkitsandbox".into(),
         network,
         read_only: false,
-        privileged: run.security.as_deref() == Some("insecure"),
+        privileged,
         etc_files: vec![
             (work.join("hosts"), "/etc/hosts"),
             (work.join("hostname"), "/etc/hostname"),
@@ -984,11 +988,21 @@ fn run_step(
         console: None,
         binds: prepared.binds.clone(),
         tmpfs: prepared.tmpfs.clone(),
-        cgroup_path: String::new(),
+        cgroup_path: if device_rules {
+            format!(
+                "berth/{}",
+                work.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            )
+        } else {
+            String::new()
+        },
         memory: None,
         cpus: None,
         pids_limit: None,
         rlimits: ctx.opts.ulimits.clone(),
+        device_rules,
     };
     let spec = build_spec(&work.join("rootfs"), &settings).map_err(|e| err(e.to_string()))?;
     let source = RootfsSource::Overlay {

@@ -481,6 +481,7 @@ fn prepare(
     };
     std::fs::write(dir.join("resolv.conf"), resolv)?;
     let cfg = &image.config.config;
+    let device_rules = !args.privileged && berth_runtime::cgroups::devices_enforceable();
     let settings = ProcessSettings {
         args: command,
         env: environment(cfg.env.as_deref().unwrap_or_default(), args, hostname)?,
@@ -508,9 +509,13 @@ fn prepare(
             (dir.join("hostname"), "/etc/hostname"),
             (dir.join("resolv.conf"), "/etc/resolv.conf"),
         ],
-        // A cgroup only when there is a limit to enforce: the PID namespace already ends every
-        // process of the container with its PID 1.
-        cgroup_path: if args.memory.is_some() || args.cpus.is_some() || args.pids_limit.is_some() {
+        // A cgroup when there is a limit to enforce, device rules included (the PID
+        // namespace already ends every process of the container with its PID 1).
+        cgroup_path: if args.memory.is_some()
+            || args.cpus.is_some()
+            || args.pids_limit.is_some()
+            || device_rules
+        {
             format!(
                 "berth/{}",
                 dir.file_name()
@@ -524,6 +529,7 @@ fn prepare(
         cpus: args.cpus,
         pids_limit: args.pids_limit,
         rlimits: args.ulimits.clone(),
+        device_rules,
         tmpfs: Vec::new(),
         binds: binds.to_vec(),
         console,
