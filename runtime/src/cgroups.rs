@@ -345,7 +345,8 @@ impl Cgroup {
 
     /// Kills every process left in the cgroup and removes its directories.
     pub fn destroy(&self) -> Result<(), RuntimeError> {
-        for _ in 0..500 {
+        // Up to 5 s for killed processes to go, looking every millisecond.
+        for _ in 0..5000 {
             let procs = self.procs();
             if procs.is_empty() {
                 break;
@@ -356,11 +357,13 @@ impl Cgroup {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         for dir in self.dirs() {
             let mut last = Ok(());
-            for _ in 0..100 {
+            // A cgroup whose last task is still exiting is busy for a moment: retry, quickly
+            // at first (this is on every container's way out), for up to about a second.
+            for attempt in 0..200u64 {
                 match std::fs::remove_dir(dir) {
                     Ok(()) => {
                         last = Ok(());
@@ -372,7 +375,7 @@ impl Cgroup {
                     }
                     Err(e) => last = Err(e),
                 }
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                std::thread::sleep(std::time::Duration::from_micros(200 * attempt.min(25)));
             }
             last.map_err(io(format!("removing {}", dir.display())))?;
         }
