@@ -147,17 +147,11 @@ fn unified_mount() -> Option<PathBuf> {
 }
 
 impl Cgroup {
-    /// The cgroup for `path` (relative, like `berth/<id>`), not yet created. Each of memory,
-    /// pids and cpu is taken from its v1 mount when it has one, else from the unified
-    /// hierarchy when it lists the controller: a pure v2 machine, a v1 machine, and hybrids
-    /// with controllers on either side (as runc's hybrid mode) all work.
-    pub fn at(path: &str) -> Cgroup {
-        Cgroup::for_limits(path, &Limits::default())
-    }
-
-    /// As [`Cgroup::at`], with only the controllers `limits` needs (all of them when it needs
-    /// none: the cgroup then only tracks the processes). Fewer directories to make and
-    /// remove for each container.
+    /// The cgroup for `path` (relative, like `berth/<id>`), not yet created, with the
+    /// controllers `limits` needs (all of them when it needs none: the cgroup then only
+    /// tracks the processes). Each controller is taken from its v1 mount when it has one,
+    /// else from the unified hierarchy when it lists the controller: a pure v2 machine, a v1
+    /// machine, and hybrids with controllers on either side (as runc's hybrid mode) all work.
     pub fn for_limits(path: &str, limits: &Limits) -> Cgroup {
         let needed: Vec<&str> = [
             ("memory", limits.memory.is_some()),
@@ -195,11 +189,6 @@ impl Cgroup {
         // controller at all (a pure v2 machine: the cgroup still tracks and kills).
         let v2 = v2.filter(|u| !u.controllers.is_empty() || v1.is_empty());
         Cgroup { v1, v2 }
-    }
-
-    /// Whether any controller of this cgroup is on the unified (v2) hierarchy.
-    pub fn is_v2(&self) -> bool {
-        self.v2.as_ref().is_some_and(|u| !u.controllers.is_empty())
     }
 
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
