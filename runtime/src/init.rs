@@ -93,7 +93,7 @@ pub fn main(bundle: &Path) -> i32 {
     match run(bundle) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berth: {e}");
+            eprintln!("berth: {}", with_causes(&e));
             EXIT_SETUP
         }
     }
@@ -157,7 +157,7 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
                 match container_child(&spec, &source, flags.contains(CloneFlags::CLONE_NEWNET)) {
                     Ok(never) => match never {},
                     Err(ChildError::Setup(e)) => {
-                        eprintln!("berth: {e}");
+                        eprintln!("berth: {}", with_causes(&e));
                         EXIT_SETUP
                     }
                     Err(ChildError::Exec { code, message }) => {
@@ -468,4 +468,20 @@ mod tests {
             "--network host keeps the host's network namespace"
         );
     }
+}
+
+/// An error with its causes, `what: cause: cause` (the init prints errors itself, so the
+/// CLI's `{:#}` does not apply).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }

@@ -29,11 +29,16 @@ fn timed(runs: usize, mut make: impl FnMut(usize) -> Command) -> Duration {
     let mut times = Vec::with_capacity(runs);
     for i in 0..runs {
         let mut c = make(i);
-        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
         let t = Instant::now();
-        let status = c.status().unwrap();
+        let out = c.output().unwrap();
         times.push(t.elapsed());
-        assert!(status.success(), "{c:?} failed");
+        assert!(
+            out.status.success(),
+            "{c:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     median(times)
 }
