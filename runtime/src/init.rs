@@ -432,6 +432,22 @@ fn find_program(args: &[String], env: &[String]) -> Result<CString, ChildError> 
     })
 }
 
+/// An error with its causes, `what: cause: cause` (the init prints errors itself, so the
+/// CLI's `{:#}` does not apply).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,20 +484,4 @@ mod tests {
             "--network host keeps the host's network namespace"
         );
     }
-}
-
-/// An error with its causes, `what: cause: cause` (the init prints errors itself, so the
-/// CLI's `{:#}` does not apply).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
