@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
@@ -107,12 +107,12 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
     })?;
     let (spec, source) = read_bundle(bundle)?;
     let set = signal_set();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| {
-        RuntimeError::Setup {
+    LinuxSys
+        .block_signals(&set)
+        .map_err(|e| RuntimeError::Setup {
             what: "blocking signals".into(),
             errno: e,
-        }
-    })?;
+        })?;
     let (flags, cgroup_ns) = namespace_flags(&spec);
     let cgroup = spec
         .linux()
@@ -136,9 +136,9 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
         what: "creating a pipe".into(),
         errno: e,
     })?;
-    // SAFETY: this process is single-threaded (a fresh exec of berth that started no
-    // threads), so the child may run arbitrary code after fork.
-    match unsafe { nix::unistd::fork() }.map_err(|e| RuntimeError::Setup {
+    // This process is single-threaded (a fresh exec of berth that started no threads), as
+    // `Sys::fork` requires.
+    match LinuxSys.fork().map_err(|e| RuntimeError::Setup {
         what: "fork".into(),
         errno: e,
     })? {
@@ -180,7 +180,7 @@ fn run(bundle: &Path) -> Result<i32, RuntimeError> {
                 errno: e,
             })?;
             drop(ready_write);
-            Ok(supervise(child, &set, &mut |_| true))
+            Ok(supervise(&mut LinuxSys, child, &set, &mut |_| true))
         }
     }
 }
@@ -195,12 +195,12 @@ pub fn run_foreground(command: std::process::Command) -> Result<i32, RuntimeErro
 /// Blocks the forwarded signals in the calling thread; call it before starting any thread
 /// that must not receive them (threads inherit the mask).
 pub fn block_signals() -> Result<(), RuntimeError> {
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signal_set()), None).map_err(|e| {
-        RuntimeError::Setup {
+    LinuxSys
+        .block_signals(&signal_set())
+        .map_err(|e| RuntimeError::Setup {
             what: "blocking signals".into(),
             errno: e,
-        }
-    })
+        })
 }
 
 /// [`run_foreground`], with `on_signal` deciding for each signal whether it is forwarded
@@ -215,7 +215,12 @@ pub fn run_foreground_with(
         what: "starting the container init".into(),
         source: e,
     })?;
-    let code = supervise(Pid::from_raw(child.id() as i32), &set, on_signal);
+    let code = supervise(
+        &mut LinuxSys,
+        Pid::from_raw(child.id() as i32),
+        &set,
+        on_signal,
+    );
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).map_err(|e| {
         RuntimeError::Setup {
             what: "unblocking signals".into(),
@@ -226,17 +231,24 @@ pub fn run_foreground_with(
 }
 
 /// Forwards signals to the child and waits for it; returns its exit code.
-fn supervise(child: Pid, set: &SigSet, on_signal: &mut dyn FnMut(Signal) -> bool) -> i32 {
+fn supervise(
+    sys: &mut dyn Sys,
+    child: Pid,
+    set: &SigSet,
+    on_signal: &mut dyn FnMut(Signal) -> bool,
+) -> i32 {
     loop {
-        let Ok(signal) = set.wait() else { continue };
+        let Ok(signal) = sys.wait_signal(set) else {
+            continue;
+        };
         if signal != Signal::SIGCHLD {
             if on_signal(signal) {
-                let _ = nix::sys::signal::kill(child, signal);
+                let _ = sys.kill(child, signal);
             }
             continue;
         }
         loop {
-            match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            match sys.reap() {
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
@@ -367,10 +379,9 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
     };
     crate::privileges::drop_privileges(&mut sys, &identity)?;
     if with_init {
-        std::process::exit(crate::pid1::run(&program, &argv, &envp));
+        std::process::exit(crate::pid1::run(&mut sys, &program, &argv, &envp));
     }
-    let err =
-        nix::unistd::execve(&program, &argv, &envp).expect_err("execve returns only on failure");
+    let err = sys.execve(&program, &argv, &envp);
     let code = if err == nix::Error::ENOENT {
         EXIT_NOT_FOUND
     } else {
@@ -451,6 +462,38 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_supervisor_forwards_what_it_should_and_returns_the_exit_code() {
+        let mut sys = crate::sys::RecordingSys::default();
+        sys.signals.extend([
+            Signal::SIGWINCH,
+            Signal::SIGINT,
+            Signal::SIGCHLD,
+            Signal::SIGCHLD,
+        ]);
+        sys.reaped.extend([
+            WaitStatus::StillAlive,
+            WaitStatus::Exited(Pid::from_raw(2), 7),
+        ]);
+        // `run -t` handles SIGWINCH itself: not forwarded.
+        let code = supervise(&mut sys, Pid::from_raw(2), &signal_set(), &mut |s| {
+            s != Signal::SIGWINCH
+        });
+        assert_eq!(code, 7);
+        assert_eq!(
+            sys.calls,
+            [
+                "signal SIGWINCH",
+                "signal SIGINT",
+                "kill 2 SIGINT",
+                "signal SIGCHLD",
+                "reaped StillAlive",
+                "signal SIGCHLD",
+                "reaped Exited(Pid(2), 7)",
+            ]
+        );
+    }
     use crate::spec::{NetworkMode, ProcessSettings, build_spec};
 
     #[test]

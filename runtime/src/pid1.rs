@@ -9,63 +9,68 @@
 //! runs anyway (ETXTBSY). (runc executes a sealed memfd copy instead; that needs a statically
 //! linked init, since an image need not have a dynamic loader.)
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
+
+use crate::sys::Sys;
 
 /// Annotation asking for `--init`.
 pub const ANNOTATION_INIT: &str = "berth.init";
 
 /// PID 1's life: runs `program` (argv, env as given) as its child and returns the exit
 /// code to exit with. Called in the container's PID 1 after all setup, in place of exec.
-pub fn run(program: &std::ffi::CStr, argv: &[std::ffi::CString], env: &[std::ffi::CString]) -> i32 {
-    let _ = nix::sys::prctl::set_dumpable(false);
+/// Every call goes through `sys`, so the loop is unit-tested with the recording fake.
+pub fn run(
+    sys: &mut dyn Sys,
+    program: &std::ffi::CStr,
+    argv: &[std::ffi::CString],
+    env: &[std::ffi::CString],
+) -> i32 {
+    let _ = sys.set_dumpable(false);
     let mut set = SigSet::empty();
     for s in crate::init::FORWARDED {
         set.add(*s);
     }
     set.add(Signal::SIGCHLD);
-    if nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_err() {
+    if sys.block_signals(&set).is_err() {
         return crate::init::EXIT_SETUP;
     }
-    // SAFETY: PID 1 is single-threaded (the container's init child, forked from the
-    // single-threaded `berth __init`).
-    let child = match unsafe { nix::unistd::fork() } {
+    let child = match sys.fork() {
         Ok(ForkResult::Child) => {
-            let _ = nix::sys::signal::sigprocmask(
-                SigmaskHow::SIG_SETMASK,
-                Some(&SigSet::empty()),
-                None,
-            );
-            let err = nix::unistd::execve(program, argv, env)
-                .expect_err("execve returns only on failure");
+            let _ = sys.set_signal_mask(&SigSet::empty());
+            let err = sys.execve(program, argv, env);
             eprintln!("berth: exec {program:?}: {}", err.desc());
-            std::process::exit(if err == nix::Error::ENOENT {
+            return if err == nix::Error::ENOENT {
                 crate::init::EXIT_NOT_FOUND
             } else {
                 crate::init::EXIT_NOT_EXECUTABLE
-            });
+            };
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(_) => return crate::init::EXIT_SETUP,
     };
     loop {
-        let Ok(signal) = set.wait() else { continue };
+        let signal = match sys.wait_signal(&set) {
+            Ok(s) => s,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return crate::init::EXIT_SETUP,
+        };
         if signal != Signal::SIGCHLD {
-            let _ = nix::sys::signal::kill(child, signal);
+            let _ = sys.kill(child, signal);
             continue;
         }
-        if let Some(code) = reap(child) {
+        if let Some(code) = reap(sys, child) {
             return code;
         }
     }
 }
 
 /// Reaps every exited process; the command's exit code once it has ended.
-fn reap(command: Pid) -> Option<i32> {
+fn reap(sys: &mut dyn Sys, command: Pid) -> Option<i32> {
     let mut code = None;
     loop {
-        match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        match sys.reap() {
             Ok(WaitStatus::Exited(pid, c)) if pid == command => code = Some(c),
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
                 code = Some(128 + sig as i32)
@@ -73,5 +78,67 @@ fn reap(command: Pid) -> Option<i32> {
             Ok(WaitStatus::StillAlive) | Err(_) => return code,
             Ok(_) => continue,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::RecordingSys;
+
+    fn cstr(s: &str) -> std::ffi::CString {
+        std::ffi::CString::new(s).unwrap()
+    }
+
+    #[test]
+    fn pid1_forwards_signals_reaps_orphans_and_exits_like_the_command() {
+        let mut sys = RecordingSys::default();
+        let pid = Pid::from_raw;
+        // A SIGTERM arrives, then an orphan (pid 7) ends, then the command (pid 2) ends on
+        // the SIGTERM it was forwarded.
+        sys.signals
+            .extend([Signal::SIGTERM, Signal::SIGCHLD, Signal::SIGCHLD]);
+        sys.reaped.extend([
+            WaitStatus::Exited(pid(7), 0),
+            WaitStatus::StillAlive,
+            WaitStatus::Signaled(pid(2), Signal::SIGTERM, false),
+        ]);
+        let code = run(&mut sys, &cstr("/bin/app"), &[cstr("app")], &[]);
+        assert_eq!(code, 128 + 15);
+        assert_eq!(
+            sys.calls,
+            [
+                "dumpable false",
+                "block",
+                "fork",
+                "signal SIGTERM",
+                "kill 2 SIGTERM",
+                "signal SIGCHLD",
+                "reaped Exited(Pid(7), 0)",
+                "reaped StillAlive",
+                "signal SIGCHLD",
+                "reaped Signaled(Pid(2), SIGTERM, false)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_command_side_unblocks_signals_and_reports_a_missing_program() {
+        let mut sys = RecordingSys {
+            fork_as_child: true,
+            ..RecordingSys::default()
+        };
+        let code = run(&mut sys, &cstr("/missing"), &[cstr("missing")], &[]);
+        assert_eq!(code, crate::init::EXIT_NOT_FOUND);
+        assert_eq!(
+            sys.calls,
+            [
+                "dumpable false",
+                "block",
+                "fork",
+                "setmask",
+                "execve /missing"
+            ]
+        );
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! `unsafe` in the runtime lives in this file only, each block with its `SAFETY:` line.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +61,24 @@ pub trait Sys {
     fn set_gid(&mut self, gid: u32) -> SysResult<()>;
     /// Real, effective and saved user.
     fn set_uid(&mut self, uid: u32) -> SysResult<()>;
+    /// fork(2). Only in a single-threaded process (the init and PID 1 are).
+    fn fork(&mut self) -> SysResult<nix::unistd::ForkResult>;
+    /// execve(2); returns only on failure, with the error.
+    fn execve(&mut self, program: &CStr, argv: &[CString], env: &[CString]) -> nix::Error;
+    /// Adds `set` to the blocked signals (`sigprocmask(SIG_BLOCK)`).
+    fn block_signals(&mut self, set: &nix::sys::signal::SigSet) -> SysResult<()>;
+    /// Replaces the signal mask (`sigprocmask(SIG_SETMASK)`).
+    fn set_signal_mask(&mut self, set: &nix::sys::signal::SigSet) -> SysResult<()>;
+    /// Waits for one of the (blocked) signals in `set` (`sigwait`).
+    fn wait_signal(
+        &mut self,
+        set: &nix::sys::signal::SigSet,
+    ) -> SysResult<nix::sys::signal::Signal>;
+    /// Reaps one ended child without waiting (`waitpid(-1, WNOHANG)`).
+    fn reap(&mut self) -> SysResult<nix::sys::wait::WaitStatus>;
+    fn kill(&mut self, pid: nix::unistd::Pid, signal: nix::sys::signal::Signal) -> SysResult<()>;
+    /// `PR_SET_DUMPABLE`.
+    fn set_dumpable(&mut self, dumpable: bool) -> SysResult<()>;
     /// `setrlimit` (`u64::MAX` is no limit).
     fn set_rlimit(
         &mut self,
@@ -355,6 +373,47 @@ impl Sys for LinuxSys {
         nix::sys::resource::setrlimit(resource, soft, hard)
     }
 
+    fn fork(&mut self) -> SysResult<nix::unistd::ForkResult> {
+        // SAFETY: the trait's contract: called only in a single-threaded process (the init,
+        // a fresh exec of berth that started no threads, and its PID 1 child), so the child
+        // may run arbitrary code after fork.
+        unsafe { nix::unistd::fork() }
+    }
+
+    fn execve(&mut self, program: &CStr, argv: &[CString], env: &[CString]) -> nix::Error {
+        match nix::unistd::execve(program, argv, env) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        }
+    }
+
+    fn block_signals(&mut self, set: &nix::sys::signal::SigSet) -> SysResult<()> {
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(set), None)
+    }
+
+    fn set_signal_mask(&mut self, set: &nix::sys::signal::SigSet) -> SysResult<()> {
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(set), None)
+    }
+
+    fn wait_signal(
+        &mut self,
+        set: &nix::sys::signal::SigSet,
+    ) -> SysResult<nix::sys::signal::Signal> {
+        set.wait()
+    }
+
+    fn reap(&mut self) -> SysResult<nix::sys::wait::WaitStatus> {
+        nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+    }
+
+    fn kill(&mut self, pid: nix::unistd::Pid, signal: nix::sys::signal::Signal) -> SysResult<()> {
+        nix::sys::signal::kill(pid, signal)
+    }
+
+    fn set_dumpable(&mut self, dumpable: bool) -> SysResult<()> {
+        nix::sys::prctl::set_dumpable(dumpable)
+    }
+
     fn limit_bounding(
         &mut self,
         caps: &oci_spec::runtime::LinuxCapabilities,
@@ -474,6 +533,12 @@ pub struct RecordingSys {
     pub calls: Vec<String>,
     pub files: Vec<PathBuf>,
     pub dirs: Vec<PathBuf>,
+    /// What `fork` answers (default: the parent of child 2).
+    pub fork_as_child: bool,
+    /// Signals `wait_signal` returns, in order (then EINTR).
+    pub signals: std::collections::VecDeque<nix::sys::signal::Signal>,
+    /// What `reap` returns, in order (then ECHILD).
+    pub reaped: std::collections::VecDeque<nix::sys::wait::WaitStatus>,
 }
 
 impl RecordingSys {
@@ -593,6 +658,53 @@ impl Sys for RecordingSys {
         hard: u64,
     ) -> SysResult<()> {
         self.record(format!("setrlimit {kind:?} {soft} {hard}"))
+    }
+
+    fn fork(&mut self) -> SysResult<nix::unistd::ForkResult> {
+        self.record("fork".into())?;
+        Ok(if self.fork_as_child {
+            nix::unistd::ForkResult::Child
+        } else {
+            nix::unistd::ForkResult::Parent {
+                child: nix::unistd::Pid::from_raw(2),
+            }
+        })
+    }
+
+    fn execve(&mut self, program: &CStr, _argv: &[CString], _env: &[CString]) -> nix::Error {
+        let _ = self.record(format!("execve {}", program.to_string_lossy()));
+        nix::Error::ENOENT
+    }
+
+    fn block_signals(&mut self, _set: &nix::sys::signal::SigSet) -> SysResult<()> {
+        self.record("block".into())
+    }
+
+    fn set_signal_mask(&mut self, _set: &nix::sys::signal::SigSet) -> SysResult<()> {
+        self.record("setmask".into())
+    }
+
+    fn wait_signal(
+        &mut self,
+        _set: &nix::sys::signal::SigSet,
+    ) -> SysResult<nix::sys::signal::Signal> {
+        let s = self.signals.pop_front().ok_or(nix::Error::EINTR)?;
+        self.record(format!("signal {s:?}"))?;
+        Ok(s)
+    }
+
+    fn reap(&mut self) -> SysResult<nix::sys::wait::WaitStatus> {
+        let status = self.reaped.pop_front().ok_or(nix::Error::ECHILD)?;
+        self.record(format!("reaped {status:?}"))?;
+        Ok(status)
+    }
+
+    fn kill(&mut self, pid: nix::unistd::Pid, signal: nix::sys::signal::Signal) -> SysResult<()> {
+        self.record(format!("kill {pid} {signal:?}"))
+    }
+
+    fn set_dumpable(&mut self, dumpable: bool) -> SysResult<()> {
+        self.record(format!("dumpable {dumpable}"))
     }
 
     fn limit_bounding(
