@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_test_support::{Sandbox, is_root};
+use berth_test_support::{Sandbox, is_root, scripts};
 
 const MOVED: &[&str] = &["pids", "cpu"];
 
@@ -209,15 +209,17 @@ fn pids_and_cpu_limits_are_enforced_on_the_unified_hierarchy() {
     }
 
     // pids on v2: a fork bomb stops at the limit.
-    let out = s.run(&["run", "--rm", "--pids-limit", "20", "busybox", "sh", "-c", "sh -c 'for i in $(seq 1 60); do sleep 3 & done' 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n"]);
-    let count: usize = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .lines()
-        .last()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .unwrap();
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "20",
+        "busybox",
+        "sh",
+        "-c",
+        scripts::FORK_BOMB,
+    ]);
+    let count = scripts::process_count(&out.stdout);
     assert!(
         (10..=20).contains(&count),
         "{count} processes under --pids-limit 20 (v2)"
@@ -279,12 +281,16 @@ fn pids_and_cpu_limits_are_enforced_on_the_unified_hierarchy() {
     assert!(!memory.exists(), "the v1 cgroup too");
 
     // cpu on v2: a busy loop holds near half a core.
-    let script = "read a _ < /proc/uptime; end=$(( ${a%.*} + 3 )); while :; do read u _ < /proc/uptime; [ ${u%.*} -ge $end ] && break; done; read b _ < /proc/uptime; set -- $(cut -d' ' -f14,15 /proc/$$/stat); echo $1 $2 $a $b";
-    let out = s.ok(&[
-        "run", "--rm", "--cpus", "0.5", "busybox", "sh", "-c", script,
-    ]);
-    let v: Vec<f64> = out.split_whitespace().map(|t| t.parse().unwrap()).collect();
-    let share = ((v[0] + v[1]) / 100.0) / (v[3] - v[2]);
+    let share = scripts::cpu_share(&s.ok(&[
+        "run",
+        "--rm",
+        "--cpus",
+        "0.5",
+        "busybox",
+        "sh",
+        "-c",
+        scripts::SPIN,
+    ]));
     assert!(
         (0.1..=0.62).contains(&share),
         "--cpus 0.5 on v2 used {share:.2} of a core"

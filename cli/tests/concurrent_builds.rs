@@ -48,11 +48,6 @@ fn berth(s: &Sandbox) -> Command {
     c
 }
 
-fn image_id(s: &Sandbox, name: &str) -> String {
-    let out: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", name])).unwrap();
-    out[0]["Id"].as_str().unwrap().to_owned()
-}
-
 fn finished(what: &str, child: Child) {
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -95,7 +90,7 @@ fn eight_builds_beside_pull_rmi_and_prune_match_the_serial_run() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        expected.push(image_id(&serial, &tag));
+        expected.push(serial.image_id(&tag));
     }
 
     // An image on a registry for the pulls beside the builds.
@@ -148,7 +143,7 @@ fn eight_builds_beside_pull_rmi_and_prune_match_the_serial_run() {
     finished("pull/rmi/prune beside the builds", side);
     for (i, want) in expected.iter().enumerate() {
         assert_eq!(
-            &image_id(&s, &format!("app{i}:1")),
+            &s.image_id(&format!("app{i}:1")),
             want,
             "app{i}: the concurrent build differs from the serial one"
         );
@@ -176,7 +171,7 @@ fn eight_builds_beside_pull_rmi_and_prune_match_the_serial_run() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(image_id(&s, &format!("app{i}:1")), expected[i]);
+        assert_eq!(s.image_id(&format!("app{i}:1")), expected[i]);
     }
     s.assert_clean();
 }

@@ -122,11 +122,6 @@ fn processes_rooted_under(dir: &std::path::Path) -> Vec<String> {
     found
 }
 
-fn image_id(s: &Sandbox, name: &str) -> String {
-    let out: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", name])).unwrap();
-    out[0]["Id"].as_str().unwrap().to_owned()
-}
-
 /// kill -9 in the middle of `build`, `pull`, `push`, `rmi` and `system prune`, in turn. After
 /// each: `system check` is clean, the next start leaves `tmp/` empty, no mount or container
 /// process of the store is left, and the same command then succeeds; a build gives the image
@@ -191,7 +186,7 @@ fn kill_9_during_build_pull_push_rmi_and_prune_leaves_a_clean_store() {
         (started.elapsed().as_millis() as u64).max(10)
     };
     let build_ms = timed(&build);
-    let reference = image_id(&s, "app:1");
+    let reference = s.image_id("app:1");
     let remote = format!("{}/crash/app:1", reg.host);
     let push_ms = timed(&["push", "app:1", &remote]);
     let pull_ms = timed(&["pull", &remote]);
@@ -267,7 +262,7 @@ fn kill_9_during_build_pull_push_rmi_and_prune_leaves_a_clean_store() {
             "build" => {
                 ok(&build);
                 assert_eq!(
-                    image_id(&s, "app:1"),
+                    s.image_id("app:1"),
                     reference,
                     "trial {trial}: a different image"
                 );
@@ -280,7 +275,7 @@ fn kill_9_during_build_pull_push_rmi_and_prune_leaves_a_clean_store() {
                 ok(&["system", "prune", "-f"]);
                 ok(&build);
                 assert_eq!(
-                    image_id(&s, "app:1"),
+                    s.image_id("app:1"),
                     reference,
                     "trial {trial}: a different image"
                 );

@@ -5,16 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_test_support::{Sandbox, is_root};
+use berth_test_support::Sandbox;
 
 fn sandbox() -> Option<Sandbox> {
-    if !is_root() {
-        eprintln!("skipped: containers need root");
-        return None;
-    }
-    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    s.import_busybox("busybox");
-    Some(s)
+    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
 }
 
 /// `<sandbox>/host` holding `keep`: escapes aim at it.

@@ -4,16 +4,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_test_support::{Sandbox, is_root};
+use berth_test_support::{Sandbox, scripts};
 
 fn sandbox() -> Option<Sandbox> {
-    if !is_root() {
-        eprintln!("skipped: containers need root");
-        return None;
-    }
-    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    s.import_busybox("busybox");
-    Some(s)
+    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
 }
 
 fn sh(s: &Sandbox, script: &str) -> (i32, String, String) {
@@ -328,15 +322,17 @@ fn memory_limit_kills_with_137_and_says_so() {
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
     let Some(s) = sandbox() else { return };
-    let out = s.run(&["run", "--rm", "--pids-limit", "20", "busybox", "sh", "-c", "sh -c 'for i in $(seq 1 60); do sleep 3 & done' 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n"]);
-    let count: usize = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .lines()
-        .last()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .unwrap();
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "20",
+        "busybox",
+        "sh",
+        "-c",
+        scripts::FORK_BOMB,
+    ]);
+    let count = scripts::process_count(&out.stdout);
     assert!(count <= 20, "{count} processes under --pids-limit 20");
     assert!(count >= 10, "the limit still allows some: {count}");
 }
@@ -344,19 +340,11 @@ fn pids_limit_stops_a_fork_bomb() {
 #[test]
 fn cpus_holds_a_busy_loop_near_the_quota() {
     let Some(s) = sandbox() else { return };
-    // Spin for about 2 s using shell builtins only (no child processes), then print the
-    // shell's own CPU ticks (utime + stime) and the wall time from /proc/uptime.
-    let script = "read a _ < /proc/uptime; end=$(( ${a%.*} + 3 )); while :; do read u _ < /proc/uptime; [ ${u%.*} -ge $end ] && break; done; read b _ < /proc/uptime; set -- $(cut -d' ' -f14,15 /proc/$$/stat); echo $1 $2 $a $b";
     let ratio = |args: &[&str]| {
         let mut all = vec!["run", "--rm"];
         all.extend_from_slice(args);
-        all.extend_from_slice(&["busybox", "sh", "-c", script]);
-        let out = s.ok(&all);
-        let v: Vec<f64> = out
-            .split_whitespace()
-            .map(|t| t.parse::<f64>().unwrap())
-            .collect();
-        ((v[0] + v[1]) / 100.0) / (v[3] - v[2])
+        all.extend_from_slice(&["busybox", "sh", "-c", scripts::SPIN]);
+        scripts::cpu_share(&s.ok(&all))
     };
     // The limit is an upper bound whatever else runs; contention can only lower the share.
     let limited = ratio(&["--cpus", "0.5"]);

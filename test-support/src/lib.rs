@@ -101,6 +101,13 @@ impl Sandbox {
         .to_owned()
     }
 
+    /// The image ID (`Id` of `berth inspect`) of `name`.
+    pub fn image_id(&self, name: &str) -> String {
+        let out: serde_json::Value =
+            serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect prints JSON");
+        out[0]["Id"].as_str().expect("an Id").to_owned()
+    }
+
     /// `berth system check` must report a clean store.
     pub fn assert_clean(&self) {
         let out = self.run(&["system", "check"]);
@@ -110,6 +117,52 @@ impl Sandbox {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// A sandbox with the busybox image imported as `busybox`, for tests that run containers;
+/// `None` (and a line saying the test skips) when not running as root.
+pub fn root_sandbox(bin: impl Into<PathBuf>) -> Option<Sandbox> {
+    if !is_root() {
+        eprintln!("skipped: containers need root");
+        return None;
+    }
+    let s = Sandbox::new(bin);
+    s.import_busybox("busybox");
+    Some(s)
+}
+
+/// Container scripts shared by the cgroup tests, with what reads their output.
+pub mod scripts {
+    /// Starts 60 background sleeps, then prints how many processes the container has.
+    pub const FORK_BOMB: &str = "sh -c 'for i in $(seq 1 60); do sleep 3 & done' 2>/dev/null; \
+         n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n";
+
+    /// Spins about 3 s on shell builtins (no child processes), then prints the shell's own
+    /// CPU ticks (utime, stime) and the wall time before and after from /proc/uptime.
+    pub const SPIN: &str = "read a _ < /proc/uptime; end=$(( ${a%.*} + 3 )); while :; do \
+         read u _ < /proc/uptime; [ ${u%.*} -ge $end ] && break; done; read b _ < /proc/uptime; \
+         set -- $(cut -d' ' -f14,15 /proc/$$/stat); echo $1 $2 $a $b";
+
+    /// The number [`FORK_BOMB`] printed last.
+    pub fn process_count(stdout: &[u8]) -> usize {
+        String::from_utf8_lossy(stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("0")
+            .trim()
+            .parse()
+            .expect("a count")
+    }
+
+    /// The share of a core [`SPIN`] used: CPU seconds over wall seconds.
+    pub fn cpu_share(stdout: &str) -> f64 {
+        let v: Vec<f64> = stdout
+            .split_whitespace()
+            .map(|t| t.parse().expect("numbers"))
+            .collect();
+        ((v[0] + v[1]) / 100.0) / (v[3] - v[2])
     }
 }
 
