@@ -358,3 +358,111 @@ fn run_mount_sources_and_targets_stay_inside() {
     assert_sentinel(&host, "RUN --mount");
     s.assert_clean();
 }
+
+/// Compiles `testdata/probes/syscalls.rs` as a static binary into `dir` (rustc is there
+/// wherever these tests are built).
+fn syscall_probe(dir: &Path) -> PathBuf {
+    let src = berth_test_support::workspace_root().join("testdata/probes/syscalls.rs");
+    let bin = dir.join("probe");
+    let o = std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("rustc");
+    assert!(o.status.success(), "{}", out(&o));
+    bin
+}
+
+fn probe_answers(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The seccomp filter is an allowlist in the shape of Docker's default profile: what it
+/// refuses gets EPERM, `clone3` and calls newer than the profile get ENOSYS (so libc falls
+/// back), argument conditions hold (namespace flags on clone, AF_VSOCK, personas), and
+/// `--privileged` installs nothing. The same for a RUN step. Each probe uses arguments the
+/// kernel alone would answer differently, so the answers show the filter's decisions.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_seccomp_filter_is_dockers_allowlist_with_enosys_for_newer_calls() {
+    let Some(s) = sandbox() else { return };
+    let ctx = s.path().join("ctx-probe");
+    std::fs::create_dir_all(&ctx).unwrap();
+    syscall_probe(&ctx);
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY probe /probe\nRUN /probe > /in-build.txt\n",
+    )
+    .unwrap();
+    s.import_busybox("busybox");
+    s.ok(&["build", "-q", "-t", "probe", ctx.to_str().unwrap()]);
+
+    let expected = [
+        ("getpid", "ok"),
+        ("clone3", "38"),
+        ("clone_newuser", "1"),
+        ("clone_newns", "1"),
+        ("unshare_newuser", "1"),
+        ("socket_vsock", "1"),
+        ("socket_unix", "ok"),
+        ("personality_exec", "1"),
+        ("personality_query", "ok"),
+        ("io_uring_setup", "1"),
+        ("keyctl", "1"),
+        ("mseal", "38"),
+        ("file_setattr", "38"),
+        ("nr_1000", "38"),
+        // Answered by the filesystem (EOPNOTSUPP on overlayfs, EFAULT elsewhere): let through.
+        ("name_to_handle_at", "allowed"),
+        ("ptrace_peek", "3"),
+        ("mount", "1"),
+    ];
+    for (how, text) in [
+        ("berth run", s.ok(&["run", "--rm", "probe", "/probe"])),
+        (
+            "a RUN step",
+            s.ok(&["run", "--rm", "probe", "cat", "/in-build.txt"]),
+        ),
+    ] {
+        let answers = probe_answers(&text);
+        for (call, answer) in expected {
+            let got = answers.get(call).map(String::as_str);
+            if answer == "allowed" {
+                assert!(
+                    got.is_some_and(|g| g != "1" && g != "38"),
+                    "{how}: {call} refused\n{text}"
+                );
+            } else {
+                assert_eq!(got, Some(answer), "{how}: {call}\n{text}");
+            }
+        }
+    }
+
+    // --privileged: no filter, so the kernel answers.
+    let text = s.ok(&["run", "--rm", "--privileged", "probe", "/probe"]);
+    let answers = probe_answers(&text);
+    for (call, answer) in [
+        ("clone3", "22"),
+        ("file_setattr", "22"),
+        ("personality_exec", "ok"),
+        ("io_uring_setup", "14"),
+    ] {
+        assert_eq!(
+            answers.get(call).map(String::as_str),
+            Some(answer),
+            "--privileged: {call}\n{text}"
+        );
+    }
+    s.assert_clean();
+}
