@@ -12,11 +12,17 @@
 //!   `pids.max`, `cpu.cfs_quota_us`/`cpu.cfs_period_us`; OOM kills in `memory.oom_control`.
 //!
 //! Written by hand (DEPENDENCIES.md: cgroups-rs costs 73 crates and has open panics); this is
-//! a few file writes.
+//! a few file writes. They go through [`Sys`] like the runtime's other calls, so the unit
+//! tests below check what is written where for a pure v2, a pure v1 and a mixed machine (the
+//! v2 side cannot be run for real on this hybrid VM: see cli/tests/cgroup_v2.rs).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::RuntimeError;
+use crate::sys::{LinuxSys, Sys};
+
+const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 /// The limits berth sets.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,7 +46,9 @@ pub struct DeviceRule {
 /// Whether device rules can be enforced here: a v1 devices controller. (On v2 they need a
 /// BPF program; berth does not load one, so containers there get no CAP_MKNOD.)
 pub fn devices_enforceable() -> bool {
-    v1_mounts().iter().any(|(c, _)| c == "devices")
+    v1_mounts(&LinuxSys.read_file(Path::new(MOUNTINFO)).unwrap_or_default())
+        .iter()
+        .any(|(c, _)| c == "devices")
 }
 
 impl Limits {
@@ -105,17 +113,20 @@ struct Unified {
     controllers: Vec<String>,
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> RuntimeError {
-    move |source| RuntimeError::Io { what, source }
+fn io(what: String) -> impl FnOnce(nix::Error) -> RuntimeError {
+    move |errno| RuntimeError::Io {
+        what,
+        source: errno.into(),
+    }
 }
 
-fn write(path: &Path, value: &str) -> Result<(), RuntimeError> {
-    std::fs::write(path, value).map_err(io(format!("writing {value:?} to {}", path.display())))
+fn write(sys: &mut dyn Sys, path: &Path, value: &str) -> Result<(), RuntimeError> {
+    sys.write_file(path, value)
+        .map_err(io(format!("writing {value:?} to {}", path.display())))
 }
 
-/// v1 controller mounts: controller → mount point.
-fn v1_mounts() -> Vec<(String, PathBuf)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// v1 controller mounts in a mountinfo text: controller → mount point.
+fn v1_mounts(info: &str) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -136,9 +147,8 @@ fn v1_mounts() -> Vec<(String, PathBuf)> {
     out
 }
 
-/// The cgroup2 mount point, from `/proc/self/mountinfo`.
-fn unified_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+/// The cgroup2 mount point in a mountinfo text.
+fn unified_mount(info: &str) -> Option<PathBuf> {
     info.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         (right.split_whitespace().next() == Some("cgroup2"))
@@ -152,7 +162,8 @@ impl Cgroup {
     /// tracks the processes). Each controller is taken from its v1 mount when it has one,
     /// else from the unified hierarchy when it lists the controller: a pure v2 machine, a v1
     /// machine, and hybrids with controllers on either side (as runc's hybrid mode) all work.
-    pub fn for_limits(path: &str, limits: &Limits) -> Cgroup {
+    pub fn for_limits(sys: &mut dyn Sys, path: &str, limits: &Limits) -> Cgroup {
+        let info = sys.read_file(Path::new(MOUNTINFO)).unwrap_or_default();
         let needed: Vec<&str> = [
             ("memory", limits.memory.is_some()),
             ("pids", limits.pids.is_some()),
@@ -165,14 +176,15 @@ impl Cgroup {
         .collect();
         let wanted = |c: &str| needed.is_empty() || needed.contains(&c);
         let rel = path.trim_start_matches('/');
-        let v1: Vec<(String, PathBuf)> = v1_mounts()
+        let v1: Vec<(String, PathBuf)> = v1_mounts(&info)
             .into_iter()
             .filter(|(c, _)| wanted(c))
             .map(|(c, m)| (c, m.join(rel)))
             .collect();
-        let v2 = unified_mount().map(|mount| {
-            let available =
-                std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+        let v2 = unified_mount(&info).map(|mount| {
+            let available = sys
+                .read_file(&mount.join("cgroup.controllers"))
+                .unwrap_or_default();
             let controllers = CONTROLLERS
                 .iter()
                 .filter(|c| wanted(c) && !v1.iter().any(|(v, _)| v == *c))
@@ -210,7 +222,7 @@ impl Cgroup {
     }
 
     /// Creates the directories and writes the limits.
-    pub fn create(&self, limits: &Limits) -> Result<(), RuntimeError> {
+    pub fn create(&self, sys: &mut dyn Sys, limits: &Limits) -> Result<(), RuntimeError> {
         if let Some(u) = &self.v2 {
             // Enable the controllers on the way down (the mount root, then each parent).
             let enable: String = u
@@ -230,30 +242,33 @@ impl Cgroup {
                 .flat_map(|p| p.components())
             {
                 if !enable.is_empty() {
-                    write(&parent.join("cgroup.subtree_control"), &enable)?;
+                    write(sys, &parent.join("cgroup.subtree_control"), &enable)?;
                 }
                 parent = parent.join(part);
-                std::fs::create_dir_all(&parent)
+                sys.create_dirs(&parent)
                     .map_err(io(format!("creating {}", parent.display())))?;
             }
             if !enable.is_empty() {
-                write(&parent.join("cgroup.subtree_control"), &enable)?;
+                write(sys, &parent.join("cgroup.subtree_control"), &enable)?;
             }
         }
         for dir in self.dirs() {
-            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+            sys.create_dirs(dir)
+                .map_err(io(format!("creating {}", dir.display())))?;
         }
         if let Some(m) = limits.memory {
             let (dir, v2) = self.dir("memory").ok_or_else(|| {
                 RuntimeError::Spec("--memory needs the memory cgroup controller".into())
             })?;
             if v2 {
-                write(&dir.join("memory.max"), &m.to_string())?;
-                let _ = write(&dir.join("memory.swap.max"), "0");
+                write(sys, &dir.join("memory.max"), &m.to_string())?;
+                let _ = write(sys, &dir.join("memory.swap.max"), "0");
             } else {
-                write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
-                if dir.join("memory.memsw.limit_in_bytes").exists() {
-                    let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &m.to_string());
+                write(sys, &dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                // Present only where swap accounting is on.
+                let memsw = dir.join("memory.memsw.limit_in_bytes");
+                if sys.exists(&memsw) {
+                    let _ = write(sys, &memsw, &m.to_string());
                 }
             }
         }
@@ -269,41 +284,41 @@ impl Cgroup {
                 } else {
                     "devices.deny"
                 };
-                write(&dir.join(file), &rule.line)?;
+                write(sys, &dir.join(file), &rule.line)?;
             }
         }
         if let Some(p) = limits.pids {
             let (dir, _) = self.dir("pids").ok_or_else(|| {
                 RuntimeError::Spec("--pids-limit needs the pids cgroup controller".into())
             })?;
-            write(&dir.join("pids.max"), &p.to_string())?;
+            write(sys, &dir.join("pids.max"), &p.to_string())?;
         }
         if let Some(q) = limits.cpu_quota {
             let (dir, v2) = self.dir("cpu").ok_or_else(|| {
                 RuntimeError::Spec("--cpus needs the cpu cgroup controller".into())
             })?;
             if v2 {
-                write(&dir.join("cpu.max"), &format!("{q} {CPU_PERIOD}"))?;
+                write(sys, &dir.join("cpu.max"), &format!("{q} {CPU_PERIOD}"))?;
             } else {
-                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD.to_string())?;
-                write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
+                write(sys, &dir.join("cpu.cfs_period_us"), &CPU_PERIOD.to_string())?;
+                write(sys, &dir.join("cpu.cfs_quota_us"), &q.to_string())?;
             }
         }
         Ok(())
     }
 
     /// Moves a process into every directory of the cgroup.
-    pub fn add(&self, pid: i32) -> Result<(), RuntimeError> {
+    pub fn add(&self, sys: &mut dyn Sys, pid: i32) -> Result<(), RuntimeError> {
         for dir in self.dirs() {
-            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+            write(sys, &dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
     }
 
-    fn procs(&self) -> Vec<i32> {
+    fn procs(&self, sys: &mut dyn Sys) -> Vec<i32> {
         let mut out: Vec<i32> = Vec::new();
         for dir in self.dirs() {
-            if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            if let Ok(text) = sys.read_file(&dir.join("cgroup.procs")) {
                 out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
             }
         }
@@ -313,7 +328,7 @@ impl Cgroup {
     }
 
     /// Whether the kernel's OOM killer killed something in the cgroup.
-    pub fn oom_killed(&self) -> bool {
+    pub fn oom_killed(&self, sys: &mut dyn Sys) -> bool {
         let Some((dir, v2)) = self.dir("memory") else {
             return false;
         };
@@ -322,7 +337,7 @@ impl Cgroup {
         } else {
             "memory.oom_control"
         };
-        std::fs::read_to_string(dir.join(file))
+        sys.read_file(&dir.join(file))
             .unwrap_or_default()
             .lines()
             .any(|l| {
@@ -333,41 +348,223 @@ impl Cgroup {
     }
 
     /// Kills every process left in the cgroup and removes its directories.
-    pub fn destroy(&self) -> Result<(), RuntimeError> {
+    pub fn destroy(&self, sys: &mut dyn Sys) -> Result<(), RuntimeError> {
         // Up to 5 s for killed processes to go, looking every millisecond.
         for _ in 0..5000 {
-            let procs = self.procs();
+            let procs = self.procs(sys);
             if procs.is_empty() {
                 break;
             }
             for pid in procs {
-                let _ = nix::sys::signal::kill(
+                let _ = sys.kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            sys.sleep(Duration::from_millis(1));
         }
         for dir in self.dirs() {
             let mut last = Ok(());
             // A cgroup whose last task is still exiting is busy for a moment: retry, quickly
             // at first (this is on every container's way out), for up to about a second.
             for attempt in 0..200u64 {
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => {
-                        last = Ok(());
-                        break;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match sys.remove_dir(dir) {
+                    Ok(()) | Err(nix::Error::ENOENT) => {
                         last = Ok(());
                         break;
                     }
                     Err(e) => last = Err(e),
                 }
-                std::thread::sleep(std::time::Duration::from_micros(200 * attempt.min(25)));
+                sys.sleep(Duration::from_micros(200 * attempt.min(25)));
             }
             last.map_err(io(format!("removing {}", dir.display())))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::RecordingSys;
+
+    const V1: &str = "\
+30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+33 30 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 30 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 30 0:32 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+39 30 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+";
+    const UNIFIED_HYBRID: &str =
+        "41 30 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+    const UNIFIED_PURE: &str = "30 25 0:26 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
+
+    fn sys_with(mountinfo: String, controllers: &[(&str, &str)]) -> RecordingSys {
+        let mut sys = RecordingSys::default();
+        sys.contents
+            .insert(MOUNTINFO.into(), [mountinfo].into_iter().collect());
+        for (path, text) in controllers {
+            sys.contents.insert(
+                PathBuf::from(path),
+                [text.to_string()].into_iter().collect(),
+            );
+        }
+        sys
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            memory: Some(32 << 20),
+            cpu_quota: Some(50_000),
+            pids: Some(20),
+            devices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pure_v2_enables_controllers_down_the_path_and_writes_v2_files() {
+        let mut sys = sys_with(
+            UNIFIED_PURE.into(),
+            &[(
+                "/sys/fs/cgroup/cgroup.controllers",
+                "cpuset cpu io memory hugetlb pids",
+            )],
+        );
+        let cg = Cgroup::for_limits(&mut sys, "berth/abc", &limits());
+        cg.create(&mut sys, &limits()).unwrap();
+        cg.add(&mut sys, 42).unwrap();
+        assert_eq!(
+            sys.calls,
+            [
+                "write /sys/fs/cgroup/cgroup.subtree_control +memory +pids +cpu",
+                "mkdir -p /sys/fs/cgroup/berth",
+                "write /sys/fs/cgroup/berth/cgroup.subtree_control +memory +pids +cpu",
+                "mkdir -p /sys/fs/cgroup/berth/abc",
+                "write /sys/fs/cgroup/berth/abc/memory.max 33554432",
+                "write /sys/fs/cgroup/berth/abc/memory.swap.max 0",
+                "write /sys/fs/cgroup/berth/abc/pids.max 20",
+                "write /sys/fs/cgroup/berth/abc/cpu.max 50000 100000",
+                "write /sys/fs/cgroup/berth/abc/cgroup.procs 42",
+            ]
+        );
+        // The OOM count is read from memory.events.
+        sys.contents.insert(
+            "/sys/fs/cgroup/berth/abc/memory.events".into(),
+            ["low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n".to_string()].into(),
+        );
+        assert!(cg.oom_killed(&mut sys));
+    }
+
+    #[test]
+    fn pure_v1_writes_one_directory_per_controller() {
+        let mut sys = sys_with(V1.into(), &[]);
+        sys.files
+            .push("/sys/fs/cgroup/memory/berth/abc/memory.memsw.limit_in_bytes".into());
+        let cg = Cgroup::for_limits(&mut sys, "/berth/abc", &limits());
+        cg.create(&mut sys, &limits()).unwrap();
+        assert_eq!(
+            sys.calls,
+            [
+                "mkdir -p /sys/fs/cgroup/cpu/berth/abc",
+                "mkdir -p /sys/fs/cgroup/memory/berth/abc",
+                "mkdir -p /sys/fs/cgroup/pids/berth/abc",
+                "write /sys/fs/cgroup/memory/berth/abc/memory.limit_in_bytes 33554432",
+                "write /sys/fs/cgroup/memory/berth/abc/memory.memsw.limit_in_bytes 33554432",
+                "write /sys/fs/cgroup/pids/berth/abc/pids.max 20",
+                "write /sys/fs/cgroup/cpu/berth/abc/cpu.cfs_period_us 100000",
+                "write /sys/fs/cgroup/cpu/berth/abc/cpu.cfs_quota_us 50000",
+            ]
+        );
+        sys.contents.insert(
+            "/sys/fs/cgroup/memory/berth/abc/memory.oom_control".into(),
+            ["oom_kill_disable 0\nunder_oom 0\noom_kill 0\n".to_string()].into(),
+        );
+        assert!(!cg.oom_killed(&mut sys));
+    }
+
+    /// This machine's shape with pids and cpu moved to the unified hierarchy: memory stays on
+    /// v1, pids and cpu go to v2, and hugetlb (listed there too) is not enabled.
+    #[test]
+    fn a_mixed_hybrid_uses_each_controller_where_it_is() {
+        let info: String = V1
+            .lines()
+            .filter(|l| !l.ends_with("rw,cpu") && !l.ends_with("rw,pids"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            + UNIFIED_HYBRID;
+        let mut sys = sys_with(
+            info,
+            &[(
+                "/sys/fs/cgroup/unified/cgroup.controllers",
+                "cpu hugetlb pids",
+            )],
+        );
+        let cg = Cgroup::for_limits(&mut sys, "berth/abc", &limits());
+        cg.create(&mut sys, &limits()).unwrap();
+        assert_eq!(
+            sys.calls,
+            [
+                "write /sys/fs/cgroup/unified/cgroup.subtree_control +pids +cpu",
+                "mkdir -p /sys/fs/cgroup/unified/berth",
+                "write /sys/fs/cgroup/unified/berth/cgroup.subtree_control +pids +cpu",
+                "mkdir -p /sys/fs/cgroup/memory/berth/abc",
+                "mkdir -p /sys/fs/cgroup/unified/berth/abc",
+                "write /sys/fs/cgroup/memory/berth/abc/memory.limit_in_bytes 33554432",
+                "write /sys/fs/cgroup/unified/berth/abc/pids.max 20",
+                "write /sys/fs/cgroup/unified/berth/abc/cpu.max 50000 100000",
+            ]
+        );
+    }
+
+    /// This VM as it is: every controller on v1, the unified hierarchy with hugetlb only.
+    /// Without limits the cgroup still tracks the processes, on v1 only.
+    #[test]
+    fn this_hybrid_without_limits_tracks_on_v1() {
+        let mut sys = sys_with(
+            V1.to_string() + UNIFIED_HYBRID,
+            &[("/sys/fs/cgroup/unified/cgroup.controllers", "hugetlb")],
+        );
+        let cg = Cgroup::for_limits(&mut sys, "berth/abc", &Limits::default());
+        let dirs: Vec<_> = cg.dirs().map(|d| d.display().to_string()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "/sys/fs/cgroup/cpu/berth/abc",
+                "/sys/fs/cgroup/memory/berth/abc",
+                "/sys/fs/cgroup/devices/berth/abc",
+                "/sys/fs/cgroup/pids/berth/abc",
+            ]
+        );
+        let err = Cgroup::for_limits(&mut sys_with(UNIFIED_PURE.into(), &[]), "b", &limits())
+            .create(&mut sys_with(UNIFIED_PURE.into(), &[]), &limits())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("memory cgroup controller"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn destroy_kills_what_is_left_then_retries_a_busy_rmdir() {
+        let mut sys = sys_with(
+            UNIFIED_PURE.into(),
+            &[("/sys/fs/cgroup/cgroup.controllers", "memory pids cpu")],
+        );
+        sys.contents.insert(
+            "/sys/fs/cgroup/berth/abc/cgroup.procs".into(),
+            ["7\n9\n".to_string(), "9\n".to_string(), String::new()].into(),
+        );
+        sys.busy_rmdirs = 3;
+        let cg = Cgroup::for_limits(&mut sys, "berth/abc", &Limits::default());
+        cg.destroy(&mut sys).unwrap();
+        assert_eq!(
+            sys.calls,
+            [
+                "kill 7 SIGKILL",
+                "kill 9 SIGKILL",
+                "kill 9 SIGKILL",
+                "rmdir /sys/fs/cgroup/berth/abc",
+            ]
+        );
     }
 }

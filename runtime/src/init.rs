@@ -88,9 +88,11 @@ pub fn namespace_flags(spec: &Spec) -> (CloneFlags, bool) {
     (flags, cgroup)
 }
 
-/// The init's whole life; returns the exit code.
+/// The init's whole life; returns the exit code (in the forked PID 1 too, when it could not
+/// exec: the caller exits with it at once).
 pub fn main(bundle: &Path) -> i32 {
-    match run(bundle) {
+    let result = read_bundle(bundle).and_then(|(spec, source)| run(&mut LinuxSys, &spec, &source));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {}", with_causes(&e));
@@ -99,88 +101,65 @@ pub fn main(bundle: &Path) -> i32 {
     }
 }
 
-fn run(bundle: &Path) -> Result<i32, RuntimeError> {
+/// The init: namespaces, the cgroup, PID 1 forked and released once it is in its cgroup,
+/// then signals forwarded until it ends. Returns the exit code, in both processes.
+fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, RuntimeError> {
     // The init dies with `berth run`, and the container's PID 1 with the init.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| RuntimeError::Setup {
-        what: "setting the parent-death signal".into(),
-        errno: e,
-    })?;
-    let (spec, source) = read_bundle(bundle)?;
+    sys.set_parent_death_signal(Signal::SIGKILL)
+        .map_err(setup("setting the parent-death signal"))?;
     let set = signal_set();
-    LinuxSys
-        .block_signals(&set)
-        .map_err(|e| RuntimeError::Setup {
-            what: "blocking signals".into(),
-            errno: e,
-        })?;
-    let (flags, cgroup_ns) = namespace_flags(&spec);
+    sys.block_signals(&set).map_err(setup("blocking signals"))?;
+    let (flags, cgroup_ns) = namespace_flags(spec);
+    let limits = crate::cgroups::Limits::from_spec(spec);
     let cgroup = spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().clone())
-        .map(|p| {
-            crate::cgroups::Cgroup::for_limits(
-                &p.to_string_lossy(),
-                &crate::cgroups::Limits::from_spec(&spec),
-            )
-        });
+        .map(|p| crate::cgroups::Cgroup::for_limits(sys, &p.to_string_lossy(), &limits));
     if let Some(c) = &cgroup {
-        c.create(&crate::cgroups::Limits::from_spec(&spec))?;
+        c.create(sys, &limits)?;
     }
-    LinuxSys.unshare(flags).map_err(|e| RuntimeError::Setup {
-        what: "creating namespaces".into(),
-        errno: e,
-    })?;
+    sys.unshare(flags).map_err(setup("creating namespaces"))?;
     // PID 1 waits on this pipe until it has been moved into its cgroup.
-    let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| RuntimeError::Setup {
-        what: "creating a pipe".into(),
-        errno: e,
-    })?;
+    let (ready_read, ready_write) = sys.sync_pipe().map_err(setup("creating a pipe"))?;
     // This process is single-threaded (a fresh exec of berth that started no threads), as
     // `Sys::fork` requires.
-    match LinuxSys.fork().map_err(|e| RuntimeError::Setup {
-        what: "fork".into(),
-        errno: e,
-    })? {
+    match sys.fork().map_err(setup("fork"))? {
         ForkResult::Child => {
             drop(ready_write);
-            let mut byte = [0u8; 1];
-            if nix::unistd::read(&ready_read, &mut byte) != Ok(1) {
-                std::process::exit(EXIT_SETUP);
+            if !sys.wait_go(&ready_read) {
+                return Ok(EXIT_SETUP);
             }
             drop(ready_read);
-            if cgroup_ns && let Err(e) = LinuxSys.unshare(CloneFlags::CLONE_NEWCGROUP) {
+            if cgroup_ns && let Err(e) = sys.unshare(CloneFlags::CLONE_NEWCGROUP) {
                 eprintln!("berth: creating the cgroup namespace: {e}");
-                std::process::exit(EXIT_SETUP);
+                return Ok(EXIT_SETUP);
             }
-            let code =
-                match container_child(&spec, &source, flags.contains(CloneFlags::CLONE_NEWNET)) {
-                    Ok(never) => match never {},
-                    Err(ChildError::Setup(e)) => {
-                        eprintln!("berth: {}", with_causes(&e));
-                        EXIT_SETUP
-                    }
-                    Err(ChildError::Exec { code, message }) => {
-                        eprintln!("berth: {message}");
-                        code
-                    }
-                };
-            std::process::exit(code);
+            let new_net = flags.contains(CloneFlags::CLONE_NEWNET);
+            Ok(match container_child(sys, spec, source, new_net) {
+                Ok(code) => code,
+                Err(ChildError::Setup(e)) => {
+                    eprintln!("berth: {}", with_causes(&e));
+                    EXIT_SETUP
+                }
+                Err(ChildError::Exec { code, message }) => {
+                    eprintln!("berth: {message}");
+                    code
+                }
+            })
         }
         ForkResult::Parent { child } => {
             drop(ready_read);
             if let Some(c) = &cgroup
-                && let Err(e) = c.add(child.as_raw())
+                && let Err(e) = c.add(sys, child.as_raw())
             {
-                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = sys.kill(child, Signal::SIGKILL);
                 return Err(e);
             }
-            nix::unistd::write(&ready_write, b"1").map_err(|e| RuntimeError::Setup {
-                what: "starting the container".into(),
-                errno: e,
-            })?;
+            sys.send_go(&ready_write)
+                .map_err(setup("starting the container"))?;
             drop(ready_write);
-            Ok(supervise(&mut LinuxSys, child, &set, &mut |_| true))
+            Ok(supervise(sys, child, &set, &mut |_| true))
         }
     }
 }
@@ -258,8 +237,6 @@ fn supervise(
     }
 }
 
-enum Never {}
-
 enum ChildError {
     Setup(RuntimeError),
     Exec { code: i32, message: String },
@@ -278,18 +255,25 @@ fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
     }
 }
 
-fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<Never, ChildError> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+/// PID 1's setup, then exec; returns only on failure, or with the command's exit code when
+/// PID 1 is berth's small init.
+fn container_child(
+    sys: &mut dyn Sys,
+    spec: &Spec,
+    source: &RootfsSource,
+    new_net: bool,
+) -> Result<i32, ChildError> {
+    sys.set_parent_death_signal(Signal::SIGKILL)
         .map_err(setup("setting the parent-death signal"))?;
     if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
-        crate::sys::take_controlling_terminal().map_err(setup("taking the terminal"))?;
+        sys.take_controlling_terminal()
+            .map_err(setup("taking the terminal"))?;
     }
     let with_init = spec
         .annotations()
         .as_ref()
         .is_some_and(|a| a.contains_key(crate::pid1::ANNOTATION_INIT));
-    let mut sys = LinuxSys;
-    apply(&mut sys, &plan(spec, source)?)?;
+    apply(sys, &plan(spec, source)?)?;
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         sys.sethostname(h).map_err(setup("setting the hostname"))?;
     }
@@ -322,8 +306,8 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
         .and_then(|a| a.get(ANNOTATION_USER))
         .cloned()
         .unwrap_or_default();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let passwd = sys.read_file(Path::new("/etc/passwd")).unwrap_or_default();
+    let group = sys.read_file(Path::new("/etc/group")).unwrap_or_default();
     let user = crate::user::resolve(&user_spec, &passwd, &group).map_err(|e| ChildError::Exec {
         code: EXIT_SETUP,
         message: e.to_string(),
@@ -334,13 +318,13 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
         env.push(format!("HOME={}", user.home));
     }
     let cwd = process.cwd();
-    std::fs::create_dir_all(cwd).map_err(|e| ChildError::Exec {
+    sys.create_dirs(cwd).map_err(|e| ChildError::Exec {
         code: EXIT_SETUP,
         message: format!("creating working directory {}: {e}", cwd.display()),
     })?;
     sys.chdir(cwd.as_path())
         .map_err(setup("entering the working directory"))?;
-    let here = std::env::current_dir().map_err(|e| ChildError::Exec {
+    let here = sys.current_dir().map_err(|e| ChildError::Exec {
         code: EXIT_SETUP,
         message: format!("working directory is not reachable: {e}"),
     })?;
@@ -354,7 +338,7 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
         });
     }
     let args = process.args().clone().unwrap_or_default();
-    let program = find_program(&args, &env)?;
+    let program = find_program(sys, &args, &env)?;
     let argv = cstrings(&args).map_err(|_| ChildError::Exec {
         code: EXIT_SETUP,
         message: "an argument contains a NUL byte".into(),
@@ -377,9 +361,9 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
         seccomp: seccomp != Some("unconfined"),
         rlimits: process.rlimits().as_deref().unwrap_or_default(),
     };
-    crate::privileges::drop_privileges(&mut sys, &identity)?;
+    crate::privileges::drop_privileges(sys, &identity)?;
     if with_init {
-        std::process::exit(crate::pid1::run(&mut sys, &program, &argv, &envp));
+        return Ok(crate::pid1::run(sys, &program, &argv, &envp));
     }
     let err = sys.execve(&program, &argv, &envp);
     let code = if err == nix::Error::ENOENT {
@@ -398,7 +382,7 @@ fn container_child(spec: &Spec, source: &RootfsSource, new_net: bool) -> Result<
 }
 
 /// Finds the program as execvp would, but in the container's `PATH`.
-fn find_program(args: &[String], env: &[String]) -> Result<CString, ChildError> {
+fn find_program(sys: &mut dyn Sys, args: &[String], env: &[String]) -> Result<CString, ChildError> {
     let name = args
         .first()
         .filter(|a| !a.is_empty())
@@ -422,13 +406,10 @@ fn find_program(args: &[String], env: &[String]) -> Result<CString, ChildError> 
     let mut denied = false;
     for dir in path.split(':') {
         let candidate = PathBuf::from(if dir.is_empty() { "." } else { dir }).join(name);
-        if let Ok(meta) = std::fs::metadata(&candidate)
-            && meta.is_file()
-        {
-            if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() {
-                return to_c(&candidate.display().to_string());
-            }
-            denied = true;
+        match sys.executable(&candidate) {
+            Some(true) => return to_c(&candidate.display().to_string()),
+            Some(false) => denied = true,
+            None => {}
         }
     }
     if denied {
@@ -525,6 +506,146 @@ mod tests {
             namespace_flags(&host).0,
             always,
             "--network host keeps the host's network namespace"
+        );
+    }
+
+    /// `expected` appear in `calls` in this order (each as the start of a line).
+    fn assert_in_order(calls: &[String], expected: &[&str]) {
+        let mut at = 0;
+        for want in expected {
+            match calls[at..].iter().position(|c| c.starts_with(want)) {
+                Some(i) => at += i + 1,
+                None => panic!("{want:?} missing after call {at} in:\n{}", calls.join("\n")),
+            }
+        }
+    }
+
+    fn recording(settings: &ProcessSettings) -> (crate::sys::RecordingSys, Spec, RootfsSource) {
+        let spec = build_spec(Path::new("/c/rootfs"), settings).unwrap();
+        let source = RootfsSource::Overlay {
+            lowers: vec!["/s/a".into()],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+        };
+        let mut sys = crate::sys::RecordingSys::default();
+        sys.contents.insert(
+            "/proc/self/mountinfo".into(),
+            ["39 30 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n".to_string()].into(),
+        );
+        (sys, spec, source)
+    }
+
+    fn settings() -> ProcessSettings {
+        ProcessSettings {
+            args: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/usr/bin:/bin".into()],
+            cwd: "/work".into(),
+            user: "app".into(),
+            hostname: "box".into(),
+            network: NetworkMode::None,
+            cgroup_path: "berth/x".into(),
+            pids_limit: Some(20),
+            ..Default::default()
+        }
+    }
+
+    /// The init's side: the cgroup is made before the namespaces, PID 1 is moved into it
+    /// before it is let go, and the exit code is PID 1's.
+    #[test]
+    fn the_init_moves_pid_1_into_its_cgroup_before_letting_it_go() {
+        let (mut sys, spec, source) = recording(&settings());
+        sys.signals.push_back(Signal::SIGCHLD);
+        sys.reaped
+            .push_back(WaitStatus::Exited(Pid::from_raw(2), 3));
+        assert_eq!(run(&mut sys, &spec, &source).unwrap(), 3);
+        assert_eq!(
+            sys.calls,
+            [
+                "pdeathsig SIGKILL",
+                "block",
+                "mkdir -p /sys/fs/cgroup/pids/berth/x",
+                "write /sys/fs/cgroup/pids/berth/x/pids.max 20",
+                "unshare CloneFlags(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET)",
+                "pipe",
+                "fork",
+                "write /sys/fs/cgroup/pids/berth/x/cgroup.procs 2",
+                "go",
+                "signal SIGCHLD",
+                "reaped Exited(Pid(2), 3)",
+            ]
+        );
+    }
+
+    /// PID 1's side, from the fork to the exec: it waits to be let go, takes its cgroup
+    /// namespace, sets up the rootfs, resolves the user in the container's files, makes and
+    /// enters the working directory, finds the command on the container's PATH, drops its
+    /// privileges (seccomp first), and execs; a failed exec of a missing file is 127.
+    #[test]
+    fn pid_1_sets_up_in_the_documented_order_and_execs() {
+        let (mut sys, spec, source) = recording(&settings());
+        sys.fork_as_child = true;
+        sys.files.push("/bin/sh".into());
+        sys.contents.insert(
+            "/etc/passwd".into(),
+            ["root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n".to_string()].into(),
+        );
+        sys.contents.insert(
+            "/etc/group".into(),
+            ["app:x:1000:\nwheel:x:10:app\n".to_string()].into(),
+        );
+        assert_eq!(run(&mut sys, &spec, &source).unwrap(), EXIT_NOT_FOUND);
+        assert_in_order(
+            &sys.calls,
+            &[
+                "pdeathsig SIGKILL",
+                "block",
+                "unshare",
+                "pipe",
+                "fork",
+                "wait go",
+                "unshare CloneFlags(CLONE_NEWCGROUP)",
+                "pdeathsig SIGKILL",
+                "mount - / type=- flags=MS_REC|MS_SLAVE",
+                "mount overlay /c/rootfs type=overlay",
+                "mount proc /c/rootfs/proc",
+                "pivot_root",
+                "sethostname box",
+                "loopback up",
+                "mkdir -p /work",
+                "chdir /work",
+                "seccomp",
+                "setgroups 10",
+                "setgid 1000",
+                "setuid 1000",
+                "capabilities uid=1000",
+                "finish",
+                "execve /bin/sh",
+            ],
+        );
+        assert!(
+            !sys.calls.iter().any(|c| c.starts_with("go")),
+            "PID 1 sends no go"
+        );
+    }
+
+    /// With a terminal, PID 1 takes it as its controlling terminal first; a command that is
+    /// nowhere on the PATH is 127 before any privilege is dropped.
+    #[test]
+    fn a_terminal_is_taken_first_and_a_missing_command_is_127() {
+        let (mut sys, spec, source) = recording(&ProcessSettings {
+            console: Some("/dev/pts/9".into()),
+            user: String::new(),
+            ..settings()
+        });
+        sys.fork_as_child = true;
+        assert_eq!(run(&mut sys, &spec, &source).unwrap(), EXIT_NOT_FOUND);
+        let first = sys.calls.iter().position(|c| c == "wait go").unwrap();
+        assert_eq!(sys.calls[first + 2], "pdeathsig SIGKILL");
+        assert_eq!(sys.calls[first + 3], "setsid; TIOCSCTTY 0");
+        assert!(
+            !sys.calls
+                .iter()
+                .any(|c| c.starts_with("execve") || c.starts_with("seccomp"))
         );
     }
 }

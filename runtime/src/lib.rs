@@ -12,7 +12,7 @@
 //! | [`caps`] | the spec's capability sets → the process's |
 //! | [`seccomp`] | the default profile → BPF programs |
 //! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
-//! | [`sys`] | the container's setup syscalls (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, fds), behind a trait with a recording fake; process plumbing (fork, pipes, signal masks, wait, exec) calls nix directly in `init`/`pid1` |
+//! | [`sys`] | every call the init and PID 1 make (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, rlimits, fds, fork, the sync pipe, signals, reaping, exec, the parent-death signal, the controlling terminal, cgroup files, the container's passwd and PATH lookups), behind one trait with a recording fake; on berth's own side, the pseudo-terminal's master (tty) calls nix directly |
 //! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
 //! | [`views`] | overlay views mounted in a thread's private mount namespace (the builder's COPY) |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
@@ -113,6 +113,7 @@ impl Bundle {
             .and_then(|l| l.cgroups_path().clone())
             .map(|p| {
                 cgroups::Cgroup::for_limits(
+                    &mut sys::LinuxSys,
                     &p.to_string_lossy(),
                     &cgroups::Limits::from_spec(&spec),
                 )
@@ -153,9 +154,11 @@ impl Bundle {
                 result
             }
         };
-        let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        let oom_killed = cgroup
+            .as_ref()
+            .is_some_and(|c| c.oom_killed(&mut sys::LinuxSys));
         if let Some(c) = &cgroup {
-            c.destroy()?;
+            c.destroy(&mut sys::LinuxSys)?;
         }
         Ok(Outcome {
             exit_code: result?,
@@ -193,9 +196,11 @@ impl Bundle {
                 .or_else(|| status.signal().map(|s| 128 + s))
                 .unwrap_or(init::EXIT_SETUP)
         };
-        let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        let oom_killed = cgroup
+            .as_ref()
+            .is_some_and(|c| c.oom_killed(&mut sys::LinuxSys));
         if let Some(c) = &cgroup {
-            c.destroy()?;
+            c.destroy(&mut sys::LinuxSys)?;
         }
         Ok(Outcome {
             exit_code,

@@ -100,6 +100,27 @@ pub trait Sys {
     /// umask 022, every descriptor above 2 closed, every signal unblocked: the state exec
     /// hands to the command.
     fn finish_process(&mut self) -> SysResult<()>;
+    /// `PR_SET_PDEATHSIG`.
+    fn set_parent_death_signal(&mut self, signal: nix::sys::signal::Signal) -> SysResult<()>;
+    /// A new session with the terminal on stdin as its controlling terminal.
+    fn take_controlling_terminal(&mut self) -> SysResult<()>;
+    /// A close-on-exec pipe on which the init tells PID 1 to go on.
+    fn sync_pipe(&mut self) -> SysResult<(OwnedFd, OwnedFd)>;
+    /// Waits for the go byte on `fd`; false when the writer closed without sending it.
+    fn wait_go(&mut self, fd: &OwnedFd) -> bool;
+    fn send_go(&mut self, fd: &OwnedFd) -> SysResult<()>;
+    /// A small file's text: `/etc/passwd`, `/proc/self/mountinfo`, cgroup files, the bundle.
+    fn read_file(&mut self, path: &Path) -> SysResult<String>;
+    /// Writes `value` to an existing file (cgroup files).
+    fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()>;
+    /// `mkdir -p`.
+    fn create_dirs(&mut self, path: &Path) -> SysResult<()>;
+    fn remove_dir(&mut self, path: &Path) -> SysResult<()>;
+    fn current_dir(&mut self) -> SysResult<PathBuf>;
+    /// For a regular file, whether this process may execute it (`access(X_OK)`); `None` when
+    /// `path` is missing or not a regular file.
+    fn executable(&mut self, path: &Path) -> Option<bool>;
+    fn sleep(&mut self, duration: std::time::Duration);
 }
 
 /// The real thing.
@@ -447,6 +468,68 @@ impl Sys for LinuxSys {
             None,
         )
     }
+
+    fn set_parent_death_signal(&mut self, signal: nix::sys::signal::Signal) -> SysResult<()> {
+        nix::sys::prctl::set_pdeathsig(signal)
+    }
+
+    fn take_controlling_terminal(&mut self) -> SysResult<()> {
+        nix::unistd::setsid()?;
+        // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the terminal the caller was
+        // given.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(nix::Error::last());
+        }
+        Ok(())
+    }
+
+    fn sync_pipe(&mut self) -> SysResult<(OwnedFd, OwnedFd)> {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+    }
+
+    fn wait_go(&mut self, fd: &OwnedFd) -> bool {
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(fd, &mut byte) {
+                Err(nix::Error::EINTR) => continue,
+                r => return r == Ok(1),
+            }
+        }
+    }
+
+    fn send_go(&mut self, fd: &OwnedFd) -> SysResult<()> {
+        nix::unistd::write(fd, b"1").map(|_| ())
+    }
+
+    fn read_file(&mut self, path: &Path) -> SysResult<String> {
+        std::fs::read_to_string(path).map_err(io_to_nix)
+    }
+
+    fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()> {
+        std::fs::write(path, value).map_err(io_to_nix)
+    }
+
+    fn create_dirs(&mut self, path: &Path) -> SysResult<()> {
+        std::fs::create_dir_all(path).map_err(io_to_nix)
+    }
+
+    fn remove_dir(&mut self, path: &Path) -> SysResult<()> {
+        std::fs::remove_dir(path).map_err(io_to_nix)
+    }
+
+    fn current_dir(&mut self) -> SysResult<PathBuf> {
+        std::env::current_dir().map_err(io_to_nix)
+    }
+
+    fn executable(&mut self, path: &Path) -> Option<bool> {
+        let meta = std::fs::metadata(path).ok()?;
+        meta.is_file()
+            .then(|| nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok())
+    }
+
+    fn sleep(&mut self, duration: std::time::Duration) {
+        std::thread::sleep(duration);
+    }
 }
 
 impl LinuxSys {
@@ -513,26 +596,24 @@ pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, size: &nix::pty::Winsize
     unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size) };
 }
 
-/// Makes the terminal on stdin the calling process's controlling terminal, in a new session.
-pub fn take_controlling_terminal() -> SysResult<()> {
-    nix::unistd::setsid()?;
-    // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the terminal the caller was given.
-    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-        return Err(nix::Error::last());
-    }
-    Ok(())
-}
-
 fn io_to_nix(e: std::io::Error) -> nix::Error {
     nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// Records calls instead of making them; `exists`/`is_dir` answer from the given lists.
+/// Records calls instead of making them; `exists`/`is_dir`/`executable` answer from the
+/// given lists, `read_file` from `contents`.
 #[derive(Debug, Default)]
 pub struct RecordingSys {
     pub calls: Vec<String>,
     pub files: Vec<PathBuf>,
     pub dirs: Vec<PathBuf>,
+    /// What `read_file` answers for a path, in order; the last answer repeats (ENOENT for a
+    /// path not listed).
+    pub contents: std::collections::BTreeMap<PathBuf, std::collections::VecDeque<String>>,
+    /// How many `remove_dir` calls answer EBUSY before they succeed.
+    pub busy_rmdirs: usize,
+    /// The directory `chdir` went to last.
+    pub cwd: PathBuf,
     /// What `fork` answers (default: the parent of child 2).
     pub fork_as_child: bool,
     /// Signals `wait_signal` returns, in order (then EINTR).
@@ -609,6 +690,7 @@ impl Sys for RecordingSys {
     }
 
     fn chdir(&mut self, path: &Path) -> SysResult<()> {
+        self.cwd = self.cwd.join(path);
         self.record(format!("chdir {}", path.display()))
     }
 
@@ -727,6 +809,64 @@ impl Sys for RecordingSys {
     fn finish_process(&mut self) -> SysResult<()> {
         self.record("finish umask 022, fds > 2 closed, signals unblocked".into())
     }
+
+    fn set_parent_death_signal(&mut self, signal: nix::sys::signal::Signal) -> SysResult<()> {
+        self.record(format!("pdeathsig {signal:?}"))
+    }
+
+    fn take_controlling_terminal(&mut self) -> SysResult<()> {
+        self.record("setsid; TIOCSCTTY 0".into())
+    }
+
+    fn sync_pipe(&mut self) -> SysResult<(OwnedFd, OwnedFd)> {
+        self.record("pipe".into())?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+    }
+
+    fn wait_go(&mut self, _fd: &OwnedFd) -> bool {
+        self.calls.push("wait go".into());
+        true
+    }
+
+    fn send_go(&mut self, _fd: &OwnedFd) -> SysResult<()> {
+        self.record("go".into())
+    }
+
+    fn read_file(&mut self, path: &Path) -> SysResult<String> {
+        let answers = self.contents.get_mut(path).ok_or(nix::Error::ENOENT)?;
+        let text = if answers.len() > 1 {
+            answers.pop_front()
+        } else {
+            answers.front().cloned()
+        };
+        text.ok_or(nix::Error::ENOENT)
+    }
+
+    fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()> {
+        self.record(format!("write {} {value}", path.display()))
+    }
+
+    fn create_dirs(&mut self, path: &Path) -> SysResult<()> {
+        self.record(format!("mkdir -p {}", path.display()))
+    }
+
+    fn remove_dir(&mut self, path: &Path) -> SysResult<()> {
+        if self.busy_rmdirs > 0 {
+            self.busy_rmdirs -= 1;
+            return Err(nix::Error::EBUSY);
+        }
+        self.record(format!("rmdir {}", path.display()))
+    }
+
+    fn current_dir(&mut self) -> SysResult<PathBuf> {
+        Ok(self.cwd.clone())
+    }
+
+    fn executable(&mut self, path: &Path) -> Option<bool> {
+        self.files.iter().any(|f| f == path).then_some(true)
+    }
+
+    fn sleep(&mut self, _duration: std::time::Duration) {}
 }
 
 /// `CString`s for exec; a NUL inside an argument is refused.
