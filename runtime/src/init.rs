@@ -120,17 +120,18 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
         c.create(sys, &limits)?;
     }
     sys.unshare(flags).map_err(setup("creating namespaces"))?;
-    // PID 1 waits on this pipe until it has been moved into its cgroup.
-    let (ready_read, ready_write) = sys.sync_pipe().map_err(setup("creating a pipe"))?;
     // This process is single-threaded (a fresh exec of berth that started no threads), as
     // `Sys::fork` requires.
     match sys.fork().map_err(setup("fork"))? {
         ForkResult::Child => {
-            drop(ready_write);
-            if !sys.wait_go(&ready_read) {
+            // PID 1 moves itself into its cgroup before it does anything else (the quick
+            // way, see `Cgroup::enter`).
+            if let Some(c) = &cgroup
+                && let Err(e) = c.enter(sys)
+            {
+                eprintln!("berth: {}", with_causes(&e));
                 return Ok(EXIT_SETUP);
             }
-            drop(ready_read);
             if cgroup_ns && let Err(e) = sys.unshare(CloneFlags::CLONE_NEWCGROUP) {
                 eprintln!("berth: creating the cgroup namespace: {e}");
                 return Ok(EXIT_SETUP);
@@ -148,19 +149,7 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 }
             })
         }
-        ForkResult::Parent { child } => {
-            drop(ready_read);
-            if let Some(c) = &cgroup
-                && let Err(e) = c.add(sys, child.as_raw())
-            {
-                let _ = sys.kill(child, Signal::SIGKILL);
-                return Err(e);
-            }
-            sys.send_go(&ready_write)
-                .map_err(setup("starting the container"))?;
-            drop(ready_write);
-            Ok(supervise(sys, child, &set, &mut |_| true))
-        }
+        ForkResult::Parent { child } => Ok(supervise(sys, child, &set, &mut |_| true)),
     }
 }
 
@@ -549,10 +538,10 @@ mod tests {
         }
     }
 
-    /// The init's side: the cgroup is made before the namespaces, PID 1 is moved into it
-    /// before it is let go, and the exit code is PID 1's.
+    /// The init's side: the cgroup is made before the namespaces, and the exit code is
+    /// PID 1's.
     #[test]
-    fn the_init_moves_pid_1_into_its_cgroup_before_letting_it_go() {
+    fn the_init_makes_the_cgroup_then_the_namespaces_then_waits_for_pid_1() {
         let (mut sys, spec, source) = recording(&settings());
         sys.signals.push_back(Signal::SIGCHLD);
         sys.reaped
@@ -566,18 +555,15 @@ mod tests {
                 "mkdir -p /sys/fs/cgroup/pids/berth/x",
                 "write /sys/fs/cgroup/pids/berth/x/pids.max 20",
                 "unshare CloneFlags(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET)",
-                "pipe",
                 "fork",
-                "write /sys/fs/cgroup/pids/berth/x/cgroup.procs 2",
-                "go",
                 "signal SIGCHLD",
                 "reaped Exited(Pid(2), 3)",
             ]
         );
     }
 
-    /// PID 1's side, from the fork to the exec: it waits to be let go, takes its cgroup
-    /// namespace, sets up the rootfs, resolves the user in the container's files, makes and
+    /// PID 1's side, from the fork to the exec: it moves itself into its cgroup, takes its
+    /// cgroup namespace, sets up the rootfs, resolves the user in the container's files, makes and
     /// enters the working directory, finds the command on the container's PATH, drops its
     /// privileges (seccomp first), and execs; a failed exec of a missing file is 127.
     #[test]
@@ -600,9 +586,8 @@ mod tests {
                 "pdeathsig SIGKILL",
                 "block",
                 "unshare",
-                "pipe",
                 "fork",
-                "wait go",
+                "write /sys/fs/cgroup/pids/berth/x/tasks 0",
                 "unshare CloneFlags(CLONE_NEWCGROUP)",
                 "pdeathsig SIGKILL",
                 "mount - / type=- flags=MS_REC|MS_SLAVE",
@@ -622,10 +607,6 @@ mod tests {
                 "execve /bin/sh",
             ],
         );
-        assert!(
-            !sys.calls.iter().any(|c| c.starts_with("go")),
-            "PID 1 sends no go"
-        );
     }
 
     /// With a terminal, PID 1 takes it as its controlling terminal first; a command that is
@@ -639,7 +620,11 @@ mod tests {
         });
         sys.fork_as_child = true;
         assert_eq!(run(&mut sys, &spec, &source).unwrap(), EXIT_NOT_FOUND);
-        let first = sys.calls.iter().position(|c| c == "wait go").unwrap();
+        let first = sys
+            .calls
+            .iter()
+            .position(|c| c.ends_with("tasks 0"))
+            .unwrap();
         assert_eq!(sys.calls[first + 2], "pdeathsig SIGKILL");
         assert_eq!(sys.calls[first + 3], "setsid; TIOCSCTTY 0");
         assert!(

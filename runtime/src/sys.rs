@@ -104,11 +104,6 @@ pub trait Sys {
     fn set_parent_death_signal(&mut self, signal: nix::sys::signal::Signal) -> SysResult<()>;
     /// A new session with the terminal on stdin as its controlling terminal.
     fn take_controlling_terminal(&mut self) -> SysResult<()>;
-    /// A close-on-exec pipe on which the init tells PID 1 to go on.
-    fn sync_pipe(&mut self) -> SysResult<(OwnedFd, OwnedFd)>;
-    /// Waits for the go byte on `fd`; false when the writer closed without sending it.
-    fn wait_go(&mut self, fd: &OwnedFd) -> bool;
-    fn send_go(&mut self, fd: &OwnedFd) -> SysResult<()>;
     /// A small file's text: `/etc/passwd`, `/proc/self/mountinfo`, cgroup files, the bundle.
     fn read_file(&mut self, path: &Path) -> SysResult<String>;
     /// Writes `value` to an existing file (cgroup files).
@@ -483,24 +478,6 @@ impl Sys for LinuxSys {
         Ok(())
     }
 
-    fn sync_pipe(&mut self) -> SysResult<(OwnedFd, OwnedFd)> {
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-    }
-
-    fn wait_go(&mut self, fd: &OwnedFd) -> bool {
-        let mut byte = [0u8; 1];
-        loop {
-            match nix::unistd::read(fd, &mut byte) {
-                Err(nix::Error::EINTR) => continue,
-                r => return r == Ok(1),
-            }
-        }
-    }
-
-    fn send_go(&mut self, fd: &OwnedFd) -> SysResult<()> {
-        nix::unistd::write(fd, b"1").map(|_| ())
-    }
-
     fn read_file(&mut self, path: &Path) -> SysResult<String> {
         std::fs::read_to_string(path).map_err(io_to_nix)
     }
@@ -816,20 +793,6 @@ impl Sys for RecordingSys {
 
     fn take_controlling_terminal(&mut self) -> SysResult<()> {
         self.record("setsid; TIOCSCTTY 0".into())
-    }
-
-    fn sync_pipe(&mut self) -> SysResult<(OwnedFd, OwnedFd)> {
-        self.record("pipe".into())?;
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-    }
-
-    fn wait_go(&mut self, _fd: &OwnedFd) -> bool {
-        self.calls.push("wait go".into());
-        true
-    }
-
-    fn send_go(&mut self, _fd: &OwnedFd) -> SysResult<()> {
-        self.record("go".into())
     }
 
     fn read_file(&mut self, path: &Path) -> SysResult<String> {
