@@ -194,9 +194,236 @@ impl<R: std::io::Read> std::io::Read for DigestingReader<R> {
     }
 }
 
+/// A [`Digester`] on a thread of its own, fed shared chunks: hashing a large stream then
+/// overlaps with what the feeding thread does with the same bytes (writing them, unpacking
+/// them). A bounded channel keeps memory to a few chunks. Chunks the hasher is done with
+/// come back on [`BackgroundDigester::returned`], for reuse.
+#[derive(Debug)]
+pub struct BackgroundDigester {
+    tx: Option<std::sync::mpsc::SyncSender<std::sync::Arc<Vec<u8>>>>,
+    thread: Option<std::thread::JoinHandle<Digester>>,
+    returned: std::sync::mpsc::Receiver<std::sync::Arc<Vec<u8>>>,
+    len: u64,
+}
+
+impl Default for BackgroundDigester {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BackgroundDigester {
+    pub fn new() -> BackgroundDigester {
+        let (tx, chunks) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
+        // At most a few chunks wait to be reused; the rest are freed (a feeder that does not
+        // reuse them holds none).
+        let (give_back, returned) = std::sync::mpsc::sync_channel(4);
+        let thread = std::thread::Builder::new()
+            .name("digest".into())
+            .spawn(move || {
+                let mut digester = Digester::new();
+                for chunk in chunks {
+                    digester.update(&chunk);
+                    let _ = give_back.try_send(chunk);
+                }
+                digester
+            })
+            .expect("spawning the digest thread");
+        BackgroundDigester {
+            tx: Some(tx),
+            thread: Some(thread),
+            returned,
+            len: 0,
+        }
+    }
+
+    pub fn update(&mut self, chunk: std::sync::Arc<Vec<u8>>) {
+        self.len += chunk.len() as u64;
+        if let Some(tx) = &self.tx {
+            tx.send(chunk)
+                .expect("the digest thread runs until the sender is dropped");
+        }
+    }
+
+    /// Bytes handed over so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A chunk the hasher is done with and nobody else holds, if there is one.
+    pub fn returned(&self) -> Option<Vec<u8>> {
+        while let Ok(chunk) = self.returned.try_recv() {
+            if let Ok(buf) = std::sync::Arc::try_unwrap(chunk) {
+                return Some(buf);
+            }
+        }
+        None
+    }
+
+    /// Waits for the hasher; the digester holds everything handed over.
+    pub fn finish(mut self) -> Digester {
+        drop(self.tx.take());
+        self.thread
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("the digest thread does not panic")
+    }
+}
+
+impl Drop for BackgroundDigester {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A reader that hashes what is read through it with a [`BackgroundDigester`], so hashing a
+/// large stream overlaps with what the caller does with it. Unpacking a layer spent half
+/// its thread's time on the SHA-256 of the tar stream; with two cores, moving it aside is
+/// much of what makes a pull faster than the tools it is measured against.
+///
+/// It reads `inner` in chunks of up to 1 MiB and serves reads from them.
+#[derive(Debug)]
+pub struct ThreadedDigestingReader<R> {
+    inner: R,
+    chunk: std::sync::Arc<Vec<u8>>,
+    at: usize,
+    digester: BackgroundDigester,
+    /// An error met after some bytes of a chunk: returned once those are served.
+    pending: Option<std::io::Error>,
+}
+
+const THREADED_CHUNK: usize = 1 << 20;
+
+impl<R> ThreadedDigestingReader<R> {
+    pub fn new(inner: R) -> Self {
+        ThreadedDigestingReader {
+            inner,
+            chunk: Default::default(),
+            at: 0,
+            digester: BackgroundDigester::new(),
+            pending: None,
+        }
+    }
+
+    /// The digest and length of everything read so far.
+    pub fn finish(self) -> (Digest, u64) {
+        let digester = self.digester.finish();
+        let len = digester.len();
+        (digester.finish(), len)
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// A buffer for the next chunk: one the hasher is done with, or a new one.
+    fn spare(&mut self) -> Vec<u8> {
+        // The current chunk is used up: let go of it, so it can come back.
+        self.chunk = Default::default();
+        match self.digester.returned() {
+            Some(mut buf) => {
+                buf.resize(THREADED_CHUNK, 0);
+                buf
+            }
+            None => vec![0; THREADED_CHUNK],
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for ThreadedDigestingReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.chunk.len() {
+            if let Some(e) = self.pending.take() {
+                return Err(e);
+            }
+            let mut buf = self.spare();
+            let mut n = 0;
+            while n < buf.len() {
+                match self.inner.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if n == 0 => return Err(e),
+                    // What was read before the error is served (and hashed) first.
+                    Err(e) => {
+                        self.pending = Some(e);
+                        break;
+                    }
+                }
+            }
+            if n == 0 {
+                return Ok(0);
+            }
+            buf.truncate(n);
+            self.chunk = std::sync::Arc::new(buf);
+            self.at = 0;
+            self.digester.update(self.chunk.clone());
+        }
+        let n = out.len().min(self.chunk.len() - self.at);
+        out[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_threaded_reader_digests_like_the_plain_one() {
+        use std::io::Read;
+        // 3.5 chunks of varied bytes, read in odd sizes.
+        let data: Vec<u8> = (0..(THREADED_CHUNK * 7 / 2))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let mut r = ThreadedDigestingReader::new(&data[..]);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4093];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, data);
+        assert_eq!(r.finish(), (Digest::of(&data), data.len() as u64));
+        // Dropped unfinished, it still ends its thread.
+        let mut r = ThreadedDigestingReader::new(&data[..]);
+        r.read_exact(&mut buf).unwrap();
+        drop(r);
+    }
+
+    #[test]
+    fn the_threaded_reader_passes_errors_on() {
+        use std::io::Read;
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("broken"));
+                }
+                let n = buf.len().min(self.0);
+                buf[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut r = ThreadedDigestingReader::new(Failing(10));
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(err.to_string(), "broken");
+        assert_eq!(out, [7; 10]);
+    }
 
     #[test]
     fn parses_and_prints_sha256() {

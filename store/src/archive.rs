@@ -102,7 +102,10 @@ impl Archive {
             let tmp = unique_tmp_path(tmp_dir, "archive");
             let mut out = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
             let reader = crate::layer::decompress(
-                File::open(path).ctx(|| format!("opening {}", path.display()))?,
+                std::io::BufReader::with_capacity(
+                    1 << 20,
+                    File::open(path).ctx(|| format!("opening {}", path.display()))?,
+                ),
                 compression,
             )
             .ctx(|| "decompressing archive".into())?;

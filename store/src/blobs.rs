@@ -21,6 +21,8 @@ pub struct BlobWriter {
     tmp_path: PathBuf,
     blobs_dir: PathBuf,
     digester: Digester,
+    /// Set by the first [`BlobWriter::write_shared`]: hashing on a thread of its own.
+    background: Option<berth_oci::digest::BackgroundDigester>,
     done: bool,
     /// Bytes handed to the kernel for writeback so far (see [`WRITEBACK_CHUNK`]).
     flushed: u64,
@@ -55,6 +57,7 @@ impl BlobWriter {
             tmp_path,
             blobs_dir: blobs_dir.to_owned(),
             digester: Digester::new(),
+            background: None,
             done: false,
             flushed: 0,
         })
@@ -62,17 +65,38 @@ impl BlobWriter {
 
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
-        self.digester.len()
+        self.digester.len() + self.background.as_ref().map_or(0, |b| b.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.digester.is_empty()
+        self.len() == 0
+    }
+
+    /// Writes a chunk the caller shares with other readers (a pulled layer's bytes also go
+    /// to its unpacker); the chunk is hashed on a thread of its own, beside the write.
+    /// Everything written to this blob must then come through here.
+    pub fn write_shared(&mut self, chunk: &std::sync::Arc<Vec<u8>>) -> std::io::Result<()> {
+        assert!(
+            self.digester.is_empty(),
+            "write_shared after plain writes would hash out of order"
+        );
+        self.file.write_all(chunk)?;
+        let background = self
+            .background
+            .get_or_insert_with(berth_oci::digest::BackgroundDigester::new);
+        background.update(chunk.clone());
+        self.start_writeback();
+        Ok(())
     }
 
     /// Verifies, fsyncs and renames into place; returns the digest and size.
     pub fn commit(mut self, expect: Expect<'_>) -> Result<(Digest, u64)> {
-        let size = self.digester.len();
-        let digest = std::mem::take(&mut self.digester).finish();
+        let digester = match self.background.take() {
+            Some(b) => b.finish(),
+            None => std::mem::take(&mut self.digester),
+        };
+        let size = digester.len();
+        let digest = digester.finish();
         let (want_digest, want_size) = match expect {
             Expect::Any => (None, None),
             Expect::Descriptor(d) => (Some(&d.digest), Some(d.size)),
@@ -110,9 +134,25 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        assert!(
+            self.background.is_none(),
+            "plain writes after write_shared would hash out of order"
+        );
         let n = self.file.write(buf)?;
         self.digester.update(&buf[..n]);
-        let written = self.digester.len();
+        self.start_writeback();
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Large blobs start their writeback every [`WRITEBACK_CHUNK`] (see there).
+    fn start_writeback(&mut self) {
+        let written = self.len();
         if written - self.flushed >= WRITEBACK_CHUNK {
             use std::os::fd::AsRawFd;
             let fd = self.file.as_raw_fd();
@@ -141,11 +181,6 @@ impl Write for BlobWriter {
             }
             self.flushed = written;
         }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
     }
 }
 

@@ -6,7 +6,6 @@
 //! The adapters do their file I/O inline in the async functions: writes are buffered and
 //! the CLI drives them on a multi-threaded runtime, so no other task starves meanwhile.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -117,23 +116,38 @@ impl StoreDestination {
 
 /// The blocking end of the channel a layer's bytes reach the unpacker through.
 struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
+    rx: tokio::sync::mpsc::Receiver<std::sync::Arc<Vec<u8>>>,
+    chunk: std::sync::Arc<Vec<u8>>,
     at: usize,
 }
 
 impl std::io::Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let chunk = std::io::BufRead::fill_buf(self)?;
+            let n = out.len().min(chunk.len());
+            out[..n].copy_from_slice(&chunk[..n]);
+            n
+        };
+        std::io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+/// The chunks as they came, so the decompressor reads them without another copy.
+impl std::io::BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.at == self.chunk.len() {
             match self.rx.blocking_recv() {
                 Some(c) => (self.chunk, self.at) = (c, 0),
-                None => return Ok(0),
+                None => return Ok(&[]),
             }
         }
-        let n = out.len().min(self.chunk.len() - self.at);
-        out[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
+        Ok(&self.chunk[self.at..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.chunk.len());
     }
 }
 
@@ -157,19 +171,16 @@ impl ImageDestination for StoreDestination {
         if let berth_oci::media_type::Kind::Layer(compression) = desc.kind() {
             let dir = crate::layout::unique_tmp_path(&self.store.tmp_dir(), "early");
             if std::fs::create_dir(&dir).is_ok() {
-                let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+                let (tx, rx) = tokio::sync::mpsc::channel::<std::sync::Arc<Vec<u8>>>(16);
                 let into = dir.clone();
                 let task = tokio::task::spawn_blocking(move || {
                     let reader = ChannelReader {
                         rx,
-                        chunk: Vec::new(),
+                        chunk: Default::default(),
                         at: 0,
                     };
-                    let reader = crate::layer::decompress(
-                        std::io::BufReader::with_capacity(1 << 20, reader),
-                        compression,
-                    )
-                    .map_err(|e| StoreError::io("decompressing a layer", e))?;
+                    let reader = crate::layer::decompress(reader, compression)
+                        .map_err(|e| StoreError::io("decompressing a layer", e))?;
                     crate::layer::unpack::unpack(reader, &into, &Default::default())
                 });
                 early = Some((Some(tx), task, dir));
@@ -184,17 +195,6 @@ impl ImageDestination for StoreDestination {
             if n == 0 {
                 break;
             }
-            if let Some((tx @ Some(_), _, _)) = &mut early
-                && tx
-                    .as_ref()
-                    .expect("matched Some")
-                    .send(buf[..n].to_vec())
-                    .await
-                    .is_err()
-            {
-                // The unpacker stopped (the tar ended, or it failed): the blob goes on.
-                *tx = None;
-            }
             if writer.len() + n as u64 > desc.size {
                 return Err(TransportError::SizeMismatch {
                     what: format!("blob {}", desc.digest),
@@ -202,9 +202,22 @@ impl ImageDestination for StoreDestination {
                     found: writer.len() + n as u64,
                 });
             }
-            writer.write_all(&buf[..n]).map_err(|e| {
+            // One copy, shared by the blob file's hasher and the unpacker.
+            let chunk = std::sync::Arc::new(buf[..n].to_vec());
+            writer.write_shared(&chunk).map_err(|e| {
                 to_transport(StoreError::io(format!("writing blob {}", desc.digest), e))
             })?;
+            if let Some((tx @ Some(_), _, _)) = &mut early
+                && tx
+                    .as_ref()
+                    .expect("matched Some")
+                    .send(chunk)
+                    .await
+                    .is_err()
+            {
+                // The unpacker stopped (the tar ended, or it failed): the blob goes on.
+                *tx = None;
+            }
         }
         let committed = writer
             .commit(Expect::Descriptor(desc))

@@ -30,7 +30,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use berth_oci::Digest;
-use berth_oci::digest::DigestingReader;
+use berth_oci::digest::ThreadedDigestingReader;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
@@ -77,7 +77,7 @@ pub fn unpack(reader: impl Read, dest: &Path, options: &UnpackOptions) -> Result
         left: options.max_bytes,
         exceeded: exceeded.clone(),
     };
-    let mut archive = tar::Archive::new(DigestingReader::new(capped));
+    let mut archive = tar::Archive::new(ThreadedDigestingReader::new(capped));
     let root = rustix::fs::open(
         dest,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -171,22 +171,67 @@ fn hostile(entry: &[u8], reason: &str) -> StoreError {
     }
 }
 
-/// `io::copy` through `buf`.
-fn copy_with(
+/// `io::copy` through `buf` into a new file, leaving holes for whole 4 KiB blocks of zeros
+/// (at file offsets that are multiples of 4 KiB), as `cp --sparse=auto` does: the file
+/// reads the same, and a layer's zero-filled files (disk images, preallocated databases)
+/// take neither the disk nor the time to write them. Runs of data and of zeros each take
+/// one call.
+fn copy_sparse(
     from: &mut impl Read,
-    to: &mut impl std::io::Write,
+    to: &mut std::fs::File,
     buf: &mut [u8],
 ) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    const BLOCK: u64 = 4096;
+    let is_zero = |piece: &[u8]| {
+        let mut chunks = piece.chunks_exact(64);
+        chunks.all(|c| c.iter().fold(0u8, |a, b| a | b) == 0)
+            && chunks.remainder().iter().all(|b| *b == 0)
+    };
     let mut total = 0u64;
+    let mut ends_in_hole = false;
     loop {
         let n = match from.read(buf) {
-            Ok(0) => return Ok(total),
+            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        to.write_all(&buf[..n])?;
+        // Split at block boundaries of the file; a run is (start, end, zeros).
+        let mut run: Option<(usize, usize, bool)> = None;
+        let mut at = 0;
+        while at < n {
+            let offset = total + at as u64;
+            let end = n.min(at + (BLOCK - offset % BLOCK) as usize);
+            let piece = &buf[at..end];
+            let zeros = piece.len() as u64 == BLOCK && is_zero(piece);
+            run = match run {
+                Some((start, _, z)) if z == zeros => Some((start, end, z)),
+                Some((start, stop, z)) => {
+                    flush(to, &buf[start..stop], z)?;
+                    Some((at, end, zeros))
+                }
+                None => Some((at, end, zeros)),
+            };
+            at = end;
+        }
+        if let Some((start, stop, z)) = run {
+            flush(to, &buf[start..stop], z)?;
+            ends_in_hole = z;
+        }
         total += n as u64;
+    }
+    if ends_in_hole {
+        to.set_len(total)?;
+    }
+    return Ok(total);
+
+    fn flush(to: &mut std::fs::File, data: &[u8], zeros: bool) -> std::io::Result<()> {
+        if zeros {
+            to.seek(SeekFrom::Current(data.len() as i64)).map(|_| ())
+        } else {
+            to.write_all(data)
+        }
     }
 }
 
@@ -399,7 +444,7 @@ impl State<'_> {
                 .map_err(|e| io_err(&raw_path, "creating", e))?;
                 let mut file = std::fs::File::from(fd);
                 let declared = entry.header().entry_size().unwrap_or(0);
-                let written = copy_with(&mut entry, &mut file, &mut self.buf).map_err(|e| {
+                let written = copy_sparse(&mut entry, &mut file, &mut self.buf).map_err(|e| {
                     StoreError::io(
                         format!("writing {:?}", String::from_utf8_lossy(&raw_path)),
                         e,
