@@ -367,14 +367,16 @@ fn failed_lock_upgrade_keeps_the_shared_lock() {
 
 /// A pulled layer is unpacked while it arrives: with half of the blob sent, the first file is
 /// already on disk (and the blob not yet in the store); the commit then renames the
-/// directory into the snapshot, leaving `tmp/` empty.
+/// directory into the snapshot, leaving `tmp/` empty. (The unpacker runs at most about
+/// 2 MiB behind the network: 1 MiB chunks from the download, 1 MiB chunks for its hasher;
+/// the blob is 8 MiB so that half of it is well past that.)
 #[test]
 fn layers_unpack_while_they_download() {
     use berth_oci::{ImageDestination, ImageManifest, Parsed};
     use tokio::io::AsyncWriteExt;
     let (_d, store) = store();
     let store = std::sync::Arc::new(store);
-    let big = berth_test_support::pseudo_random_bytes(3, 2 << 20);
+    let big = berth_test_support::pseudo_random_bytes(3, 8 << 20);
     let tar = RawTar::new()
         .file("first", b"arrives early")
         .file("second", &big)
