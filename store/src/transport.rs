@@ -191,7 +191,9 @@ impl ImageDestination for StoreDestination {
                         at: 0,
                         spent,
                     };
-                    let reader = crate::layer::decompress(reader, compression)
+                    // Both digests are checked (the blob's on commit, the diff-id's before
+                    // the directory becomes a snapshot), so gzip's CRC is skipped.
+                    let reader = crate::layer::decompress_digest_checked(reader, compression)
                         .map_err(|e| StoreError::io("decompressing a layer", e))?;
                     crate::layer::unpack::unpack(reader, &into, &Default::default())
                 });

@@ -1,6 +1,7 @@
 //! Layers: tar streams in, snapshot directories out ([`unpack`]); directories in,
 //! deterministic tar streams out ([`pack`]).
 
+pub mod gzip;
 pub mod pack;
 pub mod unpack;
 
@@ -20,4 +21,16 @@ pub fn decompress<'a>(
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
     })
+}
+
+/// [`decompress`] for a layer whose compressed bytes and tar stream are both checked by
+/// digest (a pulled layer): gzip's CRC-32 is not computed ([`gzip`]).
+pub fn decompress_digest_checked<'a>(
+    reader: impl std::io::BufRead + 'a,
+    compression: Compression,
+) -> std::io::Result<Box<dyn Read + 'a>> {
+    match compression {
+        Compression::Gzip => Ok(Box::new(gzip::UncheckedGzDecoder::new(reader))),
+        other => decompress(reader, other),
+    }
 }
