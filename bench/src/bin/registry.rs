@@ -23,10 +23,27 @@ use std::time::{Duration, Instant};
 use berth_bench::which;
 use berth_test_support::{RegistryConfig, Sandbox, TestRegistry};
 
+/// Lets the previous phase's writes reach the disk first, so each tool starts from the same
+/// quiet machine (a pull right after 3 GiB of uploads otherwise pays for their writeback).
+/// With `drop`, clean page-cache pages are dropped too (needs root; as I/O benchmarks do).
+fn settle(drop: bool) {
+    let _ = Command::new("sync").status();
+    if drop {
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+thread_local! {
+    static DROP_CACHES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `c` to completion; returns its wall time and its peak resident set (KiB). The child
-/// is reaped by `wait4`, which gives its own rusage (std's `wait` does not).
+/// is reaped by `wait4`, which gives its own rusage (std's `wait` does not). With
+/// `BERTH_BENCH_VERBOSE` set, each run's user and system times are printed.
 #[allow(clippy::zombie_processes)]
 fn measured(c: &mut Command) -> (Duration, u64) {
+    settle(DROP_CACHES.get());
     let log = tempfile::tempfile().unwrap();
     c.stdout(Stdio::null()).stderr(log.try_clone().unwrap());
     let started = Instant::now();
@@ -48,6 +65,19 @@ fn measured(c: &mut Command) -> (Duration, u64) {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{c:?} failed: {stderr}"
     );
+    if !stderr.is_empty() && std::env::var_os("BERTH_BENCH_VERBOSE").is_some() {
+        eprintln!("stderr: {stderr}");
+    }
+    if std::env::var_os("BERTH_BENCH_VERBOSE").is_some() {
+        let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+        eprintln!(
+            "{:?}: {:.2} s, user {:.2} s, sys {:.2} s",
+            c.get_program(),
+            took.as_secs_f64(),
+            t(usage.ru_utime),
+            t(usage.ru_stime)
+        );
+    }
     (took, usage.ru_maxrss as u64)
 }
 
@@ -106,16 +136,110 @@ fn main() {
         &format!("docker://{}/w4/skopeo:1", reg.host),
     ]));
 
-    // Pull, into a store (and a layout) that has nothing.
-    let fresh = s.path().join("fresh-store");
-    let (berth_pull, pull_rss) = measured(berth_cmd(&fresh).args(["pull", "-q", &pushed]));
-    let layout = s.path().join("pulled-layout");
-    let (skopeo_pull, _) = measured(Command::new(&skopeo).args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{pushed}"),
-        &format!("oci:{}:w4", layout.display()),
-    ]));
+    // The registry's own floor: its biggest blob (berth's compressed layer) uploaded in one
+    // PUT by curl to a repository that has nothing. docker-registry hashes and writes what
+    // it receives on one thread, so no client pushes faster than this.
+    let floor = which("curl").map(|curl| {
+        // The biggest gzip blob: the layer as pushed (the store also keeps it uncompressed).
+        let gzip = |p: &Path| {
+            let mut magic = [0u8; 2];
+            std::fs::File::open(p)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                .is_ok()
+                && magic == [0x1f, 0x8b]
+        };
+        let blob = std::fs::read_dir(s.store().join("blobs/sha256"))
+            .unwrap()
+            .flatten()
+            .filter(|e| gzip(&e.path()))
+            .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .expect("the pushed layer's blob");
+        let size = blob.metadata().unwrap().len();
+        let digest = format!("sha256:{}", blob.file_name().to_string_lossy());
+        let start = Command::new(&curl)
+            .args(["-s", "-i", "-X", "POST"])
+            .arg(format!("http://{}/v2/w4/floor/blobs/uploads/", reg.host))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&start.stdout);
+        let location = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .expect("an upload location");
+        let url = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{}{location}", reg.host)
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let took = measured(
+            Command::new(&curl)
+                .args([
+                    "-s",
+                    "-f",
+                    "-X",
+                    "PUT",
+                    "-H",
+                    "Content-Type: application/octet-stream",
+                ])
+                .arg("-T")
+                .arg(blob.path())
+                .arg(format!("{url}{sep}digest={digest}")),
+        )
+        .0;
+        (took, size)
+    });
+
+    // Pulls, each into nothing, berth and skopeo taking turns, 3 of each; the medians are
+    // compared (one run on this VM can be off by a second either way). First with the page
+    // cache as the build and the pushes left it, then with clean pages dropped before each
+    // run: berth writes twice what skopeo does (the blob it keeps, and the unpacked files),
+    // and with gigabytes of freshly written pages in the cache each page it writes costs
+    // the kernel about three times as much (system time 3 s against 1 s).
+    let mut pulls = Vec::new();
+    for drop in [false, true] {
+        DROP_CACHES.set(drop);
+        let mut berth_runs = Vec::new();
+        let mut skopeo_runs = Vec::new();
+        let mut rss_max = 0;
+        for i in 0..3 {
+            let fresh = s.path().join(format!("fresh-store-{i}"));
+            let (took, rss) = measured(berth_cmd(&fresh).args(["pull", "-q", &pushed]));
+            berth_runs.push(took);
+            rss_max = rss_max.max(rss);
+            let _ = std::fs::remove_dir_all(&fresh);
+            let layout = s.path().join(format!("pulled-layout-{i}"));
+            skopeo_runs.push(
+                measured(Command::new(&skopeo).args([
+                    "copy",
+                    "--src-tls-verify=false",
+                    &format!("docker://{pushed}"),
+                    &format!("oci:{}:w4", layout.display()),
+                ]))
+                .0,
+            );
+            let _ = std::fs::remove_dir_all(&layout);
+        }
+        let list = |v: &[Duration]| v.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(", ");
+        println!(
+            "pulls{}: berth {}; skopeo {}",
+            if drop { " (clean caches dropped)" } else { "" },
+            list(&berth_runs),
+            list(&skopeo_runs)
+        );
+        let median = |mut v: Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        pulls.push((median(berth_runs), median(skopeo_runs), rss_max));
+    }
+    DROP_CACHES.set(false);
+    let (berth_pull, skopeo_pull, pull_rss) = pulls[0];
+    let (berth_pull_cold, skopeo_pull_cold, _) = pulls[1];
 
     // buildah, where installed, in storage of its own.
     let buildah = which("buildah").map(|b| {
@@ -140,11 +264,17 @@ fn main() {
             .next()
             .unwrap_or_default()
             .to_owned();
+        // To a registry of its own: containers/image keeps a blob-info cache across runs
+        // and tools (/var/lib/containers/cache), and on the shared registry it would find
+        // skopeo's blob and mount it instead of uploading (a 0.04 s "push").
+        let own = TestRegistry::start(RegistryConfig::default());
         let (push, _) = measured(&mut cmd(&[
             "push",
             "--tls-verify=false",
+            "--compression-format",
+            "gzip",
             &image_id,
-            &format!("docker://{}/w4/buildah:1", reg.host),
+            &format!("docker://{}/w4/buildah:1", own.host),
         ]));
         measured(&mut cmd(&["rmi", "-a", "-f"]));
         let (pull, _) = measured(&mut cmd(&[
@@ -157,17 +287,42 @@ fn main() {
 
     println!("| phase | berth | skopeo | berth/skopeo | buildah |");
     println!("|---|---|---|---|---|");
+    let buildah_cell = |d: Option<Duration>| d.map_or("not installed".to_owned(), secs);
     for (phase, b, k, bd) in [
-        ("push", berth_push, skopeo_push, buildah.map(|x| x.0)),
-        ("pull", berth_pull, skopeo_pull, buildah.map(|x| x.1)),
+        (
+            "push",
+            berth_push,
+            skopeo_push,
+            buildah_cell(buildah.map(|x| x.0)),
+        ),
+        (
+            "pull",
+            berth_pull,
+            skopeo_pull,
+            buildah_cell(buildah.map(|x| x.1)),
+        ),
+        (
+            "pull, clean caches dropped",
+            berth_pull_cold,
+            skopeo_pull_cold,
+            "-".to_owned(),
+        ),
     ] {
         println!(
-            "| {phase} | {} | {} | {:.2} | {} |",
+            "| {phase} | {} | {} | {:.2} | {bd} |",
             secs(b),
             secs(k),
             b.as_secs_f64() / k.as_secs_f64(),
-            bd.map_or("not installed".to_owned(), secs)
         );
+    }
+    match floor {
+        Some((f, size)) => println!(
+            "registry floor: one PUT of the {:.2} GiB layer blob by curl took {} (0.5x skopeo's push would be {:.2} s)",
+            size as f64 / f64::from(1u32 << 30),
+            secs(f),
+            skopeo_push.as_secs_f64() / 2.0
+        ),
+        None => println!("registry floor: curl is not installed, skipped"),
     }
     println!(
         "berth peak memory: push {:.1} MiB, pull {:.1} MiB (goal < 100 MiB)",
