@@ -1124,10 +1124,12 @@ fn a_blob_corrupted_on_the_registry_fails_the_pull_and_leaves_the_store_intact()
     std::fs::write(&file, bytes).unwrap();
     let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     other.import_busybox("busybox");
-    let before = other.ok(&["images"]);
+    // (Image IDs, not the table: its CREATED column ages between two calls.)
+    let images = || other.ok(&["images", "-q", "--no-trunc"]);
+    let before = images();
     let err = fail(&other, &reg, &["pull", &name]);
     assert!(err.contains(hex) && err.contains("digest"), "{err}");
-    assert_eq!(other.ok(&["images"]), before, "no new image");
+    assert_eq!(images(), before, "no new image");
     assert!(!other.store().join("blobs/sha256").join(hex).exists());
     other.assert_clean();
 }

@@ -5,6 +5,14 @@
 //! checks size and digest against what the caller expected, fsyncs the file, renames it into
 //! `blobs/sha256/` and fsyncs the directory. A crash leaves at most a file in `tmp/`, which
 //! the next start removes; nothing half-written is ever under `blobs/`.
+//!
+//! Past its first 8 MiB a blob is written with `O_DIRECT`, through an aligned 1 MiB staging
+//! buffer: a blob of gigabytes (a pulled layer kept compressed, a built layer) is rarely read
+//! again soon, and sending it past the page cache spares the machine a gigabyte of cache
+//! pages to allocate, fill and later evict. On this VM that mattered most: a page first
+//! touched after the guest had reported it free to the host cost about 2.5 us, so a pull
+//! writing 2 GiB through the cache spent 3 to 5 s in the kernel instead of 1. A filesystem
+//! that refuses `O_DIRECT` gets buffered writes, as before.
 
 use std::fs::File;
 use std::io::Write;
@@ -26,6 +34,38 @@ pub struct BlobWriter {
     done: bool,
     /// Bytes handed to the kernel for writeback so far (see [`WRITEBACK_CHUNK`]).
     flushed: u64,
+    /// Bytes accepted so far: written to the file or waiting in `direct`.
+    written: u64,
+    /// The staging buffer once the blob is written with O_DIRECT.
+    direct: Option<Staging>,
+    /// O_DIRECT was refused: buffered writes to the end.
+    buffered_only: bool,
+}
+
+/// Blobs are written with O_DIRECT from this size on (see the module's docs).
+const DIRECT_ABOVE: u64 = WRITEBACK_CHUNK;
+/// The alignment O_DIRECT needs of offsets, lengths and memory (a page covers every device).
+const DIRECT_ALIGN: usize = 4096;
+const STAGING: usize = 1 << 20;
+
+/// An aligned buffer for O_DIRECT writes, carved out of a slightly larger vector.
+#[derive(Debug)]
+struct Staging {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Staging {
+    fn new() -> Staging {
+        let buf = vec![0u8; STAGING + DIRECT_ALIGN];
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        Staging { buf, start, len: 0 }
+    }
+
+    fn area(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + STAGING]
+    }
 }
 
 /// Large blobs (built layers of gigabytes) start their writeback every this many bytes, and
@@ -60,6 +100,9 @@ impl BlobWriter {
             background: None,
             done: false,
             flushed: 0,
+            written: 0,
+            direct: None,
+            buffered_only: false,
         })
     }
 
@@ -80,7 +123,7 @@ impl BlobWriter {
             self.digester.is_empty(),
             "write_shared after plain writes would hash out of order"
         );
-        self.file.write_all(chunk)?;
+        self.put(chunk)?;
         let background = self
             .background
             .get_or_insert_with(berth_oci::digest::BackgroundDigester::new);
@@ -119,7 +162,14 @@ impl BlobWriter {
                 found: digest,
             });
         }
-        self.file.flush().ctx(|| "flushing blob".into())?;
+        self.flush_staging()
+            .ctx(|| format!("writing {}", self.tmp_path.display()))?;
+        if !self.written.is_multiple_of(DIRECT_ALIGN as u64) && self.direct.is_some() {
+            // The last block went out padded.
+            self.file
+                .set_len(self.written)
+                .ctx(|| format!("truncating {}", self.tmp_path.display()))?;
+        }
         self.file
             .sync_data()
             .ctx(|| format!("syncing {}", self.tmp_path.display()))?;
@@ -138,18 +188,102 @@ impl Write for BlobWriter {
             self.background.is_none(),
             "plain writes after write_shared would hash out of order"
         );
-        let n = self.file.write(buf)?;
-        self.digester.update(&buf[..n]);
-        self.start_writeback();
-        Ok(n)
+        self.put(buf)?;
+        self.digester.update(buf);
+        Ok(buf.len())
     }
 
+    /// Data staged for O_DIRECT waits for a whole buffer or the commit.
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        Ok(())
     }
 }
 
 impl BlobWriter {
+    /// Writes `data` at the end: buffered for the first [`DIRECT_ABOVE`] bytes, then staged
+    /// for O_DIRECT.
+    fn put(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.direct.is_none() && !self.buffered_only {
+            let end = self.written + data.len() as u64;
+            if end > DIRECT_ABOVE {
+                let head = (DIRECT_ABOVE - self.written) as usize;
+                self.file.write_all_at(&data[..head], self.written)?;
+                self.written += head as u64;
+                data = &data[head..];
+                if self.set_direct(true).is_ok() {
+                    self.direct = Some(Staging::new());
+                } else {
+                    self.buffered_only = true;
+                }
+            }
+        }
+        if self.direct.is_none() {
+            self.file.write_all_at(data, self.written)?;
+            self.written += data.len() as u64;
+            self.start_writeback();
+            return Ok(());
+        }
+        while !data.is_empty() {
+            let staging = self.direct.as_mut().expect("checked above");
+            let n = (STAGING - staging.len).min(data.len());
+            let at = staging.len;
+            staging.area()[at..at + n].copy_from_slice(&data[..n]);
+            staging.len += n;
+            self.written += n as u64;
+            data = &data[n..];
+            if staging.len == STAGING {
+                self.flush_staging()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is staged, padded to the alignment (only the last write is short); a
+    /// filesystem that turns O_DIRECT down here gets it buffered, and the rest too.
+    fn flush_staging(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(staging) = self.direct.as_mut() else {
+            return Ok(());
+        };
+        let len = staging.len;
+        if len == 0 {
+            return Ok(());
+        }
+        let offset = self.written - len as u64;
+        let padded = len.next_multiple_of(DIRECT_ALIGN);
+        let area = staging.area();
+        area[len..padded].fill(0);
+        match self.file.write_all_at(&area[..padded], offset) {
+            Ok(()) => {
+                staging.len = 0;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let staged = area[..len].to_vec();
+                self.direct = None;
+                self.buffered_only = true;
+                self.set_direct(false)?;
+                self.file.write_all_at(&staged, offset)?;
+                // A padded direct write may have gone past the end before it failed.
+                self.file.set_len(self.written)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set_direct(&self, on: bool) -> std::io::Result<()> {
+        use rustix::fs::OFlags;
+        let flags = rustix::fs::fcntl_getfl(&self.file)?;
+        let flags = if on {
+            flags | OFlags::DIRECT
+        } else {
+            flags - OFlags::DIRECT
+        };
+        rustix::fs::fcntl_setfl(&self.file, flags)?;
+        Ok(())
+    }
+
     /// Large blobs start their writeback every [`WRITEBACK_CHUNK`] (see there).
     fn start_writeback(&mut self) {
         let written = self.len();
