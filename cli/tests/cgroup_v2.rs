@@ -220,17 +220,7 @@ fn pids_and_cpu_limits_are_enforced_on_the_unified_hierarchy() {
     }
 
     // pids on v2: a fork bomb stops at the limit.
-    let out = s.run(&[
-        "run",
-        "--rm",
-        "--pids-limit",
-        "20",
-        "busybox",
-        "sh",
-        "-c",
-        scripts::FORK_BOMB,
-    ]);
-    let count = scripts::process_count(&out.stdout);
+    let count = scripts::fork_bomb_under(&s, "20");
     assert!(
         (10..=20).contains(&count),
         "{count} processes under --pids-limit 20 (v2)"

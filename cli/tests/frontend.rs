@@ -1,8 +1,5 @@
 //! `berth debug dockerfile` and `berth debug context`: the frontend from the command line.
 
-use std::io::Write;
-use std::process::Stdio;
-
 use berth_test_support::{RawTar, Sandbox};
 
 fn sandbox() -> Sandbox {
@@ -10,16 +7,7 @@ fn sandbox() -> Sandbox {
 }
 
 fn with_stdin(s: &Sandbox, args: &[&str], input: &[u8]) -> std::process::Output {
-    let mut child = s
-        .cmd()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
+    berth_test_support::output_with_stdin(s.cmd().args(args), input)
 }
 
 #[test]

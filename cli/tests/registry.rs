@@ -892,26 +892,15 @@ fn credential_helpers_store_get_and_erase() {
         std::env::var("PATH").unwrap_or_default()
     );
     let run = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = s
-            .cmd()
-            .env("DOCKER_CONFIG", &config_dir)
-            .env_remove("REGISTRY_AUTH_FILE")
-            .env("BERTH_CERTS_DIR", reg.certs_dir())
-            .env("PATH", &path)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        berth_test_support::output_with_stdin(
+            s.cmd()
+                .env("DOCKER_CONFIG", &config_dir)
+                .env_remove("REGISTRY_AUTH_FILE")
+                .env("BERTH_CERTS_DIR", reg.certs_dir())
+                .env("PATH", &path)
+                .args(args),
+            stdin.as_bytes(),
+        )
     };
     let out = run(
         &["login", "-u", "helper-user", "--password-stdin", &reg.host],

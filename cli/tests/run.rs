@@ -322,17 +322,7 @@ fn memory_limit_kills_with_137_and_says_so() {
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
     let Some(s) = sandbox() else { return };
-    let out = s.run(&[
-        "run",
-        "--rm",
-        "--pids-limit",
-        "20",
-        "busybox",
-        "sh",
-        "-c",
-        scripts::FORK_BOMB,
-    ]);
-    let count = scripts::process_count(&out.stdout);
+    let count = scripts::fork_bomb_under(&s, "20");
     assert!(count <= 20, "{count} processes under --pids-limit 20");
     assert!(count >= 10, "the limit still allows some: {count}");
 }

@@ -6,9 +6,9 @@
 //! every command. The credentials file itself (`config.json`) is allowed the registry logins
 //! in Docker's base64 form, and nothing else.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use base64::Engine;
 use berth_test_support::{RegistryConfig, Sandbox, TestRegistry, is_root};
@@ -42,25 +42,15 @@ fn berth(s: &Sandbox, regs: &[&TestRegistry], args: &[&str], stdin: &str) -> Out
             }
         }
     }
-    let mut child = s
-        .cmd()
-        .env("DOCKER_CONFIG", s.path().join("docker-config"))
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env("BERTH_CERTS_DIR", &certs)
-        .env("ENV_TOKEN", ENV_SECRET)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    berth_test_support::output_with_stdin(
+        s.cmd()
+            .env("DOCKER_CONFIG", s.path().join("docker-config"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("BERTH_CERTS_DIR", &certs)
+            .env("ENV_TOKEN", ENV_SECRET)
+            .args(args),
+        stdin.as_bytes(),
+    )
 }
 
 fn ok(out: &Output, what: &str) {

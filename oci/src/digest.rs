@@ -160,49 +160,16 @@ impl std::io::Write for Digester {
     }
 }
 
-/// A reader that hashes what is read through it.
-#[derive(Debug)]
-pub struct DigestingReader<R> {
-    inner: R,
-    digester: Digester,
-}
-
-impl<R> DigestingReader<R> {
-    pub fn new(inner: R) -> Self {
-        DigestingReader {
-            inner,
-            digester: Digester::new(),
-        }
-    }
-
-    /// The digest and length of everything read so far.
-    pub fn finish(self) -> (Digest, u64) {
-        let len = self.digester.len();
-        (self.digester.finish(), len)
-    }
-
-    pub fn get_ref(&self) -> &R {
-        &self.inner
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for DigestingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digester.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// A [`Digester`] on a thread of its own, fed shared chunks: hashing a large stream then
 /// overlaps with what the feeding thread does with the same bytes (writing them, unpacking
-/// them). A bounded channel keeps memory to a few chunks. Chunks the hasher is done with
-/// come back on [`BackgroundDigester::returned`], for reuse.
+/// them). A bounded channel keeps memory to a few chunks. Made with
+/// [`BackgroundDigester::recycling`], it hands the chunks it is done with back through
+/// [`BackgroundDigester::returned`], for reuse.
 #[derive(Debug)]
 pub struct BackgroundDigester {
     tx: Option<std::sync::mpsc::SyncSender<std::sync::Arc<Vec<u8>>>>,
     thread: Option<std::thread::JoinHandle<Digester>>,
-    returned: std::sync::mpsc::Receiver<std::sync::Arc<Vec<u8>>>,
+    returned: Option<std::sync::mpsc::Receiver<std::sync::Arc<Vec<u8>>>>,
     len: u64,
 }
 
@@ -213,18 +180,33 @@ impl Default for BackgroundDigester {
 }
 
 impl BackgroundDigester {
+    /// Chunks are dropped once hashed.
     pub fn new() -> BackgroundDigester {
+        Self::start(false)
+    }
+
+    /// Chunks come back once hashed (a few wait; the rest are freed).
+    pub fn recycling() -> BackgroundDigester {
+        Self::start(true)
+    }
+
+    fn start(recycle: bool) -> BackgroundDigester {
         let (tx, chunks) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
-        // At most a few chunks wait to be reused; the rest are freed (a feeder that does not
-        // reuse them holds none).
-        let (give_back, returned) = std::sync::mpsc::sync_channel(4);
+        let (give_back, returned) = if recycle {
+            let (give, back) = std::sync::mpsc::sync_channel(4);
+            (Some(give), Some(back))
+        } else {
+            (None, None)
+        };
         let thread = std::thread::Builder::new()
             .name("digest".into())
             .spawn(move || {
                 let mut digester = Digester::new();
                 for chunk in chunks {
                     digester.update(&chunk);
-                    let _ = give_back.try_send(chunk);
+                    if let Some(give) = &give_back {
+                        let _ = give.try_send(chunk);
+                    }
                 }
                 digester
             })
@@ -256,7 +238,8 @@ impl BackgroundDigester {
 
     /// A chunk the hasher is done with and nobody else holds, if there is one.
     pub fn returned(&self) -> Option<Vec<u8>> {
-        while let Ok(chunk) = self.returned.try_recv() {
+        let returned = self.returned.as_ref()?;
+        while let Ok(chunk) = returned.try_recv() {
             if let Ok(buf) = std::sync::Arc::try_unwrap(chunk) {
                 return Some(buf);
             }
@@ -308,7 +291,7 @@ impl<R> ThreadedDigestingReader<R> {
             inner,
             chunk: Default::default(),
             at: 0,
-            digester: BackgroundDigester::new(),
+            digester: BackgroundDigester::recycling(),
             pending: None,
         }
     }
@@ -318,10 +301,6 @@ impl<R> ThreadedDigestingReader<R> {
         let digester = self.digester.finish();
         let len = digester.len();
         (digester.finish(), len)
-    }
-
-    pub fn get_ref(&self) -> &R {
-        &self.inner
     }
 
     /// A buffer for the next chunk: one the hasher is done with, or a new one.

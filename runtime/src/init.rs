@@ -39,14 +39,17 @@ pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 pub const EXIT_NOT_FOUND: i32 = 127;
 
 /// Reads a bundle written by [`crate::Bundle::write`].
-pub fn read_bundle(bundle: &Path) -> Result<(Spec, RootfsSource), RuntimeError> {
-    let spec =
-        Spec::load(bundle.join("config.json")).map_err(|e| RuntimeError::Spec(e.to_string()))?;
-    let bytes = std::fs::read(bundle.join("rootfs.json")).map_err(|e| RuntimeError::Io {
-        what: "reading rootfs.json".into(),
-        source: e,
-    })?;
-    let source = serde_json::from_slice(&bytes)
+pub fn read_bundle(sys: &mut dyn Sys, bundle: &Path) -> Result<(Spec, RootfsSource), RuntimeError> {
+    let read = |sys: &mut dyn Sys, name: &str| {
+        sys.read_file(&bundle.join(name))
+            .map_err(|errno| RuntimeError::Io {
+                what: format!("reading {name}"),
+                source: errno.into(),
+            })
+    };
+    let spec = serde_json::from_str(&read(sys, "config.json")?)
+        .map_err(|e| RuntimeError::Spec(format!("config.json: {e}")))?;
+    let source = serde_json::from_str(&read(sys, "rootfs.json")?)
         .map_err(|e| RuntimeError::Spec(format!("rootfs.json: {e}")))?;
     Ok((spec, source))
 }
@@ -91,7 +94,8 @@ pub fn namespace_flags(spec: &Spec) -> (CloneFlags, bool) {
 /// The init's whole life; returns the exit code (in the forked PID 1 too, when it could not
 /// exec: the caller exits with it at once).
 pub fn main(bundle: &Path) -> i32 {
-    let result = read_bundle(bundle).and_then(|(spec, source)| run(&mut LinuxSys, &spec, &source));
+    let sys = &mut LinuxSys;
+    let result = read_bundle(sys, bundle).and_then(|(spec, source)| run(sys, &spec, &source));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -536,6 +540,25 @@ mod tests {
             pids_limit: Some(20),
             ..Default::default()
         }
+    }
+
+    /// A bundle reads back as it was written, through `Sys` (and a missing one says which
+    /// file it lacks).
+    #[test]
+    fn a_bundle_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        // Rooted in the temporary directory: writing a bundle creates its rootfs mount point.
+        let spec = build_spec(&dir.path().join("rootfs"), &settings()).unwrap();
+        let (_, _, source) = recording(&settings());
+        crate::Bundle::write(dir.path(), &spec, &source).unwrap();
+        let (read_spec, read_source) = read_bundle(&mut LinuxSys, dir.path()).unwrap();
+        assert_eq!(read_spec, spec);
+        assert_eq!(
+            serde_json::to_value(&read_source).unwrap(),
+            serde_json::to_value(&source).unwrap()
+        );
+        let err = read_bundle(&mut crate::sys::RecordingSys::default(), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("config.json"), "{err}");
     }
 
     /// The init's side: the cgroup is made before the namespaces, and the exit code is

@@ -106,7 +106,7 @@ impl Bundle {
 
     /// The container's cgroup, when its spec asks for one.
     fn cgroup(&self) -> Result<Option<cgroups::Cgroup>, RuntimeError> {
-        let (spec, _) = init::read_bundle(&self.dir)?;
+        let (spec, _) = init::read_bundle(&mut sys::LinuxSys, &self.dir)?;
         Ok(spec
             .linux()
             .as_ref()

@@ -132,8 +132,28 @@ pub fn root_sandbox(bin: impl Into<PathBuf>) -> Option<Sandbox> {
     Some(s)
 }
 
+/// Runs `cmd` with `input` on its stdin (stdout and stderr captured).
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning the command");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input)
+        .expect("writing stdin");
+    child.wait_with_output().expect("waiting for the command")
+}
+
 /// Container scripts shared by the cgroup tests, with what reads their output.
 pub mod scripts {
+    use super::Sandbox;
+
     /// Starts 60 background sleeps, then prints how many processes the container has.
     pub const FORK_BOMB: &str = "sh -c 'for i in $(seq 1 60); do sleep 3 & done' 2>/dev/null; \
          n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n";
@@ -143,6 +163,22 @@ pub mod scripts {
     pub const SPIN: &str = "read a _ < /proc/uptime; end=$(( ${a%.*} + 3 )); while :; do \
          read u _ < /proc/uptime; [ ${u%.*} -ge $end ] && break; done; read b _ < /proc/uptime; \
          set -- $(cut -d' ' -f14,15 /proc/$$/stat); echo $1 $2 $a $b";
+
+    /// Runs [`FORK_BOMB`] in `berth run --pids-limit LIMIT` on the sandbox's busybox image;
+    /// returns the processes it counted.
+    pub fn fork_bomb_under(s: &Sandbox, limit: &str) -> usize {
+        let out = s.run(&[
+            "run",
+            "--rm",
+            "--pids-limit",
+            limit,
+            "busybox",
+            "sh",
+            "-c",
+            FORK_BOMB,
+        ]);
+        process_count(&out.stdout)
+    }
 
     /// The number [`FORK_BOMB`] printed last.
     pub fn process_count(stdout: &[u8]) -> usize {

@@ -34,16 +34,17 @@ fn settle(drop: bool) {
     std::thread::sleep(Duration::from_secs(1));
 }
 
-thread_local! {
-    static DROP_CACHES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Runs `c` to completion; returns its wall time and its peak resident set (KiB). The child
 /// is reaped by `wait4`, which gives its own rusage (std's `wait` does not). With
 /// `BERTH_BENCH_VERBOSE` set, each run's user and system times are printed.
-#[allow(clippy::zombie_processes)]
 fn measured(c: &mut Command) -> (Duration, u64) {
-    settle(DROP_CACHES.get());
+    measured_after(c, false)
+}
+
+/// [`measured`], dropping clean cache pages first when `drop_caches` is set.
+#[allow(clippy::zombie_processes)]
+fn measured_after(c: &mut Command, drop_caches: bool) -> (Duration, u64) {
+    settle(drop_caches);
     let log = tempfile::tempfile().unwrap();
     c.stdout(Stdio::null()).stderr(log.try_clone().unwrap());
     let started = Instant::now();
@@ -202,24 +203,26 @@ fn main() {
     // the kernel about three times as much (system time 3 s against 1 s).
     let mut pulls = Vec::new();
     for drop in [false, true] {
-        DROP_CACHES.set(drop);
         let mut berth_runs = Vec::new();
         let mut skopeo_runs = Vec::new();
         let mut rss_max = 0;
         for i in 0..3 {
             let fresh = s.path().join(format!("fresh-store-{i}"));
-            let (took, rss) = measured(berth_cmd(&fresh).args(["pull", "-q", &pushed]));
+            let (took, rss) = measured_after(berth_cmd(&fresh).args(["pull", "-q", &pushed]), drop);
             berth_runs.push(took);
             rss_max = rss_max.max(rss);
             let _ = std::fs::remove_dir_all(&fresh);
             let layout = s.path().join(format!("pulled-layout-{i}"));
             skopeo_runs.push(
-                measured(Command::new(&skopeo).args([
-                    "copy",
-                    "--src-tls-verify=false",
-                    &format!("docker://{pushed}"),
-                    &format!("oci:{}:w4", layout.display()),
-                ]))
+                measured_after(
+                    Command::new(&skopeo).args([
+                        "copy",
+                        "--src-tls-verify=false",
+                        &format!("docker://{pushed}"),
+                        &format!("oci:{}:w4", layout.display()),
+                    ]),
+                    drop,
+                )
                 .0,
             );
             let _ = std::fs::remove_dir_all(&layout);
@@ -237,7 +240,6 @@ fn main() {
         };
         pulls.push((median(berth_runs), median(skopeo_runs), rss_max));
     }
-    DROP_CACHES.set(false);
     let (berth_pull, skopeo_pull, pull_rss) = pulls[0];
     let (berth_pull_cold, skopeo_pull_cold, _) = pulls[1];
 

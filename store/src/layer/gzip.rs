@@ -33,7 +33,7 @@ pub struct UncheckedGzDecoder<R: BufRead> {
 #[derive(Debug)]
 enum State<R: BufRead> {
     /// Before a member's header; `true` for the first (which must be there).
-    Header(Option<R>, bool),
+    Header(R, bool),
     Body(DeflateDecoder<R>),
     Done,
     /// Moved out for a moment.
@@ -43,7 +43,7 @@ enum State<R: BufRead> {
 impl<R: BufRead> UncheckedGzDecoder<R> {
     pub fn new(reader: R) -> Self {
         UncheckedGzDecoder {
-            state: State::Header(Some(reader), true),
+            state: State::Header(reader, true),
             produced: 0,
         }
     }
@@ -111,8 +111,7 @@ impl<R: BufRead> Read for UncheckedGzDecoder<R> {
         }
         loop {
             match std::mem::replace(&mut self.state, State::Empty) {
-                State::Header(reader, first) => {
-                    let mut reader = reader.expect("a header state holds its reader");
+                State::Header(mut reader, first) => {
                     if header(&mut reader, first)? {
                         self.produced = 0;
                         self.state = State::Body(DeflateDecoder::new(reader));
@@ -136,7 +135,7 @@ impl<R: BufRead> Read for UncheckedGzDecoder<R> {
                     if isize != self.produced as u32 {
                         return Err(invalid("a member's length (ISIZE) does not match"));
                     }
-                    self.state = State::Header(Some(reader), false);
+                    self.state = State::Header(reader, false);
                 }
                 State::Done => {
                     self.state = State::Done;
