@@ -11,12 +11,14 @@
 //! | [`redact`], [`assert_snapshot`] | stable CLI output comparisons (`BERTH_BLESS=1` rewrites) |
 //!
 //! | [`TestRegistry`] | a real `docker-registry` on a free 127.0.0.1 port: htpasswd, TLS, token auth |
+//! | [`guest::Guest`] | a Linux guest under qemu (pure cgroup v2), booted from Debian's kernel |
 //!
 //! No test reaches beyond 127.0.0.1.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod guest;
 pub mod proxy;
 mod raw_tar;
 pub mod registry;
