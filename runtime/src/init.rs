@@ -519,6 +519,7 @@ mod tests {
             lowers: vec!["/s/a".into()],
             upper: "/c/upper".into(),
             work: "/c/work".into(),
+            volatile: false,
         };
         let mut sys = crate::sys::RecordingSys::default();
         sys.contents.insert(

@@ -28,6 +28,14 @@ pub enum RootfsSource {
         lowers: Vec<PathBuf>,
         upper: PathBuf,
         work: PathBuf,
+        /// Mount with overlayfs's `volatile` option: no sync of the upper filesystem, also
+        /// not at unmount (an ext4 journal commit when the container's mount namespace
+        /// goes). For uppers that do not outlive the container anyway: `run --rm`, as
+        /// Podman does. Not for the builder's RUN steps: their upper is renamed into a
+        /// snapshot, and the sync at unmount is what makes that snapshot durable. Kernels
+        /// before 5.10 refuse the option; the mount is then retried without it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        volatile: bool,
     },
     /// An existing directory, bind-mounted (an OCI bundle's `rootfs/`).
     Directory(PathBuf),
@@ -130,6 +138,7 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
             lowers,
             upper,
             work,
+            volatile,
         } => {
             // overlayfs lists lower dirs topmost first; with no layer, an empty upper-only
             // image still needs one lower, so the work dir's sibling `empty` stands in.
@@ -146,6 +155,7 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
                 data: Some(crate::views::overlay_data(
                     &lowers,
                     Some((upper.as_path(), work.as_path())),
+                    *volatile,
                 )),
             }
         }
@@ -273,14 +283,27 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                         errno: nix::Error::ENOENT,
                     });
                 };
-                sys.mount(
+                let mut result = sys.mount(
                     source.as_deref(),
                     &target,
                     fstype.as_deref(),
                     *flags,
                     data.as_deref(),
-                )
-                .map_err(fail(format!("mounting {}", target.display())))?
+                );
+                // A kernel without overlayfs's `volatile` (before 5.10) answers EINVAL.
+                if let (Err(nix::Error::EINVAL), Some(plain)) = (
+                    result,
+                    data.as_deref().and_then(crate::views::without_volatile),
+                ) {
+                    result = sys.mount(
+                        source.as_deref(),
+                        &target,
+                        fstype.as_deref(),
+                        *flags,
+                        Some(&plain),
+                    );
+                }
+                result.map_err(fail(format!("mounting {}", target.display())))?
             }
             Op::Mkdir(p) => {
                 at(sys, p, Create::Dir)?;
@@ -372,12 +395,54 @@ mod tests {
     }
 
     #[test]
+    fn a_volatile_overlay_is_mounted_without_the_option_where_the_kernel_refuses_it() {
+        let spec = build_spec(Path::new("/c/rootfs"), &settings()).unwrap();
+        let source = RootfsSource::Overlay {
+            lowers: vec!["/s/a".into()],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            volatile: true,
+        };
+        let data = "data=lowerdir=/s/a,upperdir=/c/upper,workdir=/c/work,redirect_dir=off,index=off,metacopy=off";
+        for refuse in [false, true] {
+            let mut sys = RecordingSys {
+                refuse_volatile: refuse,
+                ..Default::default()
+            };
+            apply(&mut sys, &plan(&spec, &source).unwrap()).unwrap();
+            let overlays: Vec<&String> = sys
+                .calls
+                .iter()
+                .filter(|c| c.starts_with("mount overlay"))
+                .collect();
+            let volatile = format!("mount overlay /c/rootfs type=overlay flags=- {data},volatile");
+            let plain = format!("mount overlay /c/rootfs type=overlay flags=- {data}");
+            if refuse {
+                assert_eq!(overlays, [&volatile, &plain]);
+            } else {
+                assert_eq!(overlays, [&volatile]);
+            }
+        }
+        // Not volatile: no option, and a refusal is an error, not retried.
+        let source = RootfsSource::Overlay {
+            lowers: vec!["/s/a".into()],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            volatile: false,
+        };
+        let mut sys = RecordingSys::default();
+        apply(&mut sys, &plan(&spec, &source).unwrap()).unwrap();
+        assert!(!sys.calls.iter().any(|c| c.contains("volatile")));
+    }
+
+    #[test]
     fn mount_sequence_is_the_documented_one() {
         let spec = build_spec(Path::new("/c/rootfs"), &settings()).unwrap();
         let source = RootfsSource::Overlay {
             lowers: vec!["/s/a".into(), "/s/b".into()],
             upper: "/c/upper".into(),
             work: "/c/work".into(),
+            volatile: false,
         };
         let mut sys = RecordingSys {
             files: vec!["/c/rootfs/proc/kcore".into()],

@@ -597,6 +597,8 @@ pub struct RecordingSys {
     pub signals: std::collections::VecDeque<nix::sys::signal::Signal>,
     /// What `reap` returns, in order (then ECHILD).
     pub reaped: std::collections::VecDeque<nix::sys::wait::WaitStatus>,
+    /// Answer EINVAL to mounts with overlayfs's `volatile` (a kernel before 5.10).
+    pub refuse_volatile: bool,
 }
 
 impl RecordingSys {
@@ -637,7 +639,11 @@ impl Sys for RecordingSys {
                 names.join("|")
             },
             data.unwrap_or("-")
-        ))
+        ))?;
+        if self.refuse_volatile && data.is_some_and(|d| d.contains("volatile")) {
+            return Err(nix::Error::EINVAL);
+        }
+        Ok(())
     }
 
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {

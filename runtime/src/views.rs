@@ -29,8 +29,9 @@ pub struct View {
 }
 
 /// Overlay mount data for `lowers` (bottom first) and an optional upper. The options make
-/// the upper a plain diff: no redirects, no index, no metacopy, whatever the kernel default.
-pub fn overlay_data(lowers: &[PathBuf], upper: Option<(&Path, &Path)>) -> String {
+/// the upper a plain diff: no redirects, no index, no metacopy, whatever the kernel default;
+/// `volatile` adds overlayfs's option of that name (no syncs of the upper filesystem).
+pub fn overlay_data(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, volatile: bool) -> String {
     let lower = lowers
         .iter()
         .rev()
@@ -46,7 +47,19 @@ pub fn overlay_data(lowers: &[PathBuf], upper: Option<(&Path, &Path)>) -> String
         ));
     }
     data.push_str(",redirect_dir=off,index=off,metacopy=off");
+    if volatile && upper.is_some() {
+        data.push_str(VOLATILE);
+    }
     data
+}
+
+const VOLATILE: &str = ",volatile";
+
+/// Overlay mount data with `volatile` taken out, for a retry on a kernel that refused it;
+/// `None` when `data` has no such option.
+pub fn without_volatile(data: &str) -> Option<String> {
+    data.ends_with(VOLATILE)
+        .then(|| data[..data.len() - VOLATILE.len()].to_owned())
 }
 
 fn mount_view(sys: &mut dyn Sys, view: &View, empty: &Path) -> Result<(), RuntimeError> {
@@ -73,6 +86,7 @@ fn mount_view(sys: &mut dyn Sys, view: &View, empty: &Path) -> Result<(), Runtim
             let data = overlay_data(
                 &lowers,
                 upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
+                false,
             );
             sys.mount(
                 Some("overlay"),

@@ -1009,6 +1009,8 @@ fn run_step(
         lowers: state.snapshots.clone(),
         upper: work.join("upper"),
         work: work.join("work"),
+        // The upper becomes a snapshot: the sync at unmount makes it durable.
+        volatile: false,
     };
     let bundle = Bundle::write(work, &spec, &source).map_err(|e| err(e.to_string()))?;
     let (reader, writer) = std::io::pipe().map_err(|e| err(e.to_string()))?;

@@ -555,6 +555,8 @@ fn prepare(
         lowers: lowers.to_vec(),
         upper: dir.join("upper"),
         work: dir.join("work"),
+        // The upper of a `--rm` container goes with it: nothing to sync.
+        volatile: args.rm,
     };
     Ok(Bundle::write(dir, &spec, &source)?)
 }
