@@ -28,6 +28,40 @@ fn overlay_mounts() -> usize {
 }
 
 #[test]
+fn the_command_starts_with_no_signal_ignored_or_blocked() {
+    // berth ignores SIGPIPE (every Rust program does) and glibc's posix_spawn leaves its two
+    // internal signals ignored: none of that may reach the container, with or without --init.
+    let Some(s) = sandbox() else { return };
+    for init in [&[][..], &["--init"][..]] {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(init);
+        args.extend_from_slice(&[
+            "busybox",
+            "grep",
+            "-E",
+            "^Sig(Ign|Blk)",
+            "/proc/self/status",
+        ]);
+        let out = s.run(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            text, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+            "{init:?}"
+        );
+    }
+    // What that means: a pipe's writer dies of SIGPIPE when its reader goes (with SIGPIPE
+    // ignored, busybox's yes reports "Broken pipe" instead).
+    let (code, out, err) = sh(&s, "yes | head -n 1 >/dev/null; echo done");
+    assert_eq!((code, out.as_str()), (0, "done\n"), "{err}");
+    assert!(err.is_empty(), "yes should die of SIGPIPE: {err}");
+}
+
+#[test]
 fn pid_hostname_network_and_fds_are_the_containers() {
     let Some(s) = sandbox() else { return };
     let (code, out, err) = sh(

@@ -8,7 +8,8 @@
 //! 3. the bounding set cut: needs CAP_SETPCAP, which a non-root user loses;
 //! 4. the user;
 //! 5. the remaining capability sets (none for a non-root user) and an empty ambient set;
-//! 6. umask 022, every descriptor above 2 closed, signals unblocked; then exec.
+//! 6. umask 022, every descriptor above 2 closed, signals unblocked and at their default
+//!    action; then exec.
 
 use oci_spec::runtime::LinuxCapabilities;
 

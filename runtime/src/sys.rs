@@ -97,8 +97,11 @@ pub trait Sys {
         caps: &oci_spec::runtime::LinuxCapabilities,
         uid: u32,
     ) -> Result<(), crate::RuntimeError>;
-    /// umask 022, every descriptor above 2 closed, every signal unblocked: the state exec
-    /// hands to the command.
+    /// umask 022, every descriptor above 2 closed, every signal unblocked and at its default
+    /// action: the state exec hands to the command. (exec resets handled signals but keeps
+    /// ignored ones, and berth's process ignores SIGPIPE, as every Rust program, and, when
+    /// started through glibc's `posix_spawn`, glibc's two internal real-time signals; a
+    /// container's command starts with none ignored, as under Docker.)
     fn finish_process(&mut self) -> SysResult<()>;
     /// `PR_SET_PDEATHSIG`.
     fn set_parent_death_signal(&mut self, signal: nix::sys::signal::Signal) -> SysResult<()>;
@@ -457,6 +460,30 @@ impl Sys for LinuxSys {
         for fd in fds.into_iter().filter(|fd| *fd > 2) {
             let _ = nix::unistd::close(fd);
         }
+        // The kernel's `struct sigaction` (handler, flags, restorer, mask), all zero:
+        // SIG_DFL. Through the system call, since glibc's `sigaction` refuses its internal
+        // signals (32 and 33).
+        let default_action = [0u64; 4];
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: rt_sigaction reads one kernel sigaction from a live, large enough
+            // buffer and writes nothing (the old action pointer is null); the size is the
+            // kernel's signal-set size, 8 bytes.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
+            if rc < 0 {
+                return Err(nix::Error::last());
+            }
+        }
         nix::sys::signal::sigprocmask(
             nix::sys::signal::SigmaskHow::SIG_SETMASK,
             Some(&nix::sys::signal::SigSet::empty()),
@@ -790,7 +817,7 @@ impl Sys for RecordingSys {
     }
 
     fn finish_process(&mut self) -> SysResult<()> {
-        self.record("finish umask 022, fds > 2 closed, signals unblocked".into())
+        self.record("finish umask 022, fds > 2 closed, signals unblocked and default".into())
     }
 
     fn set_parent_death_signal(&mut self, signal: nix::sys::signal::Signal) -> SysResult<()> {
