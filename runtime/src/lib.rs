@@ -18,8 +18,10 @@
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
 //!
 //! The init is `berth` re-executed through `/proc/self/exe` with the hidden `__init`
-//! subcommand: a fresh single-threaded process, so it can fork safely; the caller never
-//! forks. With `--init`, PID 1 runs [`pid1`] (non-dumpable) with the command as its child.
+//! subcommand: a fresh single-threaded process, so it can fork safely. The one exception is
+//! `berth run` in the foreground without a terminal: when it runs a single thread it forks
+//! the init directly ([`init::run_foreground_forked`]), saving a process start-up; the
+//! builder, which runs threads, and `-t`, which copies the terminal on threads, always exec. With `--init`, PID 1 runs [`pid1`] (non-dumpable) with the command as its child.
 
 pub mod caps;
 pub mod cgroups;
@@ -126,12 +128,12 @@ impl Bundle {
         let cgroup = self.cgroup()?;
         let mut command = self.init_command(exe);
         let result = match io.terminal {
-            None => {
+            None => init::run_foreground_forked(&self.dir, io.interactive).unwrap_or_else(|| {
                 if !io.interactive {
                     command.stdin(std::process::Stdio::null());
                 }
                 init::run_foreground(command)
-            }
+            }),
             Some(mut terminal) => {
                 // Signals blocked before the copy threads start, so only the supervisor
                 // receives them.

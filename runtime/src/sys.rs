@@ -394,8 +394,9 @@ impl Sys for LinuxSys {
 
     fn fork(&mut self) -> SysResult<nix::unistd::ForkResult> {
         // SAFETY: the trait's contract: called only in a single-threaded process (the init,
-        // a fresh exec of berth that started no threads, and its PID 1 child), so the child
-        // may run arbitrary code after fork.
+        // a fresh exec of berth that started no threads, and its PID 1 child; `berth run`
+        // after it checked it runs one thread), so the child may run arbitrary code after
+        // fork.
         unsafe { nix::unistd::fork() }
     }
 
@@ -565,7 +566,6 @@ impl LinuxSys {
     }
 }
 
-/// The window size of a terminal, if `fd` is one.
 /// Takes ownership of descriptor `n`, inherited from the parent for this process (`run -dt`
 /// hands its terminal to the monitor so); `None` when it is not open.
 pub fn take_inherited_fd(n: i32) -> Option<OwnedFd> {
@@ -580,6 +580,35 @@ pub fn take_inherited_fd(n: i32) -> Option<OwnedFd> {
     open.then(|| unsafe { OwnedFd::from_raw_fd(n) })
 }
 
+/// Whether this process runs a single thread (the `Threads:` line of /proc/self/status), so
+/// that it may fork and go on running Rust code in the child.
+pub fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .any(|l| l.strip_prefix("Threads:").map(str::trim) == Some("1"))
+    })
+}
+
+/// In a child forked from `berth run` to be the container's init: stdin from /dev/null when
+/// asked, and every descriptor above 2 closed, as an exec would have left them (berth opens
+/// all of its files close-on-exec; the store's lock must not live on in the init).
+pub fn forked_init_stdio(null_stdin: bool) -> SysResult<()> {
+    if null_stdin {
+        let null = std::fs::File::open("/dev/null").map_err(io_to_nix)?;
+        nix::unistd::dup2_stdin(&null)?;
+    }
+    // SAFETY: close_range only closes descriptors; the child owns nothing above 2 that it
+    // will use again (the init opens what it needs afterwards, and it exits without running
+    // the parent's destructors).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// The window size of a terminal, if `fd` is one.
 pub fn window_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<nix::pty::Winsize> {
     use std::os::fd::AsRawFd;
     let mut size = nix::pty::Winsize {

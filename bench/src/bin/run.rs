@@ -3,6 +3,10 @@
 //! berth/runc ratio. `cargo run --release -p berth-bench --bin run [RUNS]` as root, after
 //! `cargo build --release` (it runs `target/release/berth`). Goal: at most half of runc's time.
 //!
+//! berth and runc alternate, one run each in turn after three warm-up runs, so that the VM's
+//! drifts (other guests, page-cache state) fall on both; the ratio reported is the median of
+//! the per-pair ratios, with their interquartile range.
+//!
 //! Both sides start a fresh process tree with new namespaces over the same busybox rootfs:
 //! berth mounts an overlay over its snapshot; runc is given the directory itself (no overlay),
 //! which favours runc.
@@ -25,22 +29,23 @@ fn ok(c: &mut Command) {
     );
 }
 
+/// One timed run of `c`, which must succeed.
+fn time_once(mut c: Command) -> Duration {
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let t = Instant::now();
+    let out = c.output().unwrap();
+    let elapsed = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
 fn timed(runs: usize, mut make: impl FnMut(usize) -> Command) -> Duration {
-    let mut times = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let mut c = make(i);
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
-        let t = Instant::now();
-        let out = c.output().unwrap();
-        times.push(t.elapsed());
-        assert!(
-            out.status.success(),
-            "{c:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    median(times)
+    median((0..runs).map(|i| time_once(make(i))).collect())
 }
 
 fn rootfs(dir: &Path) {
@@ -71,40 +76,60 @@ fn main() {
         work.join("rootfs").to_str().unwrap(),
         "bench",
     ]));
-    let b = timed(runs, |_| {
+    let berth_run = || {
         let mut c = Command::new(&berth);
         c.env("BERTH_ROOT", &store)
             .args(["run", "--rm", "bench", "true"]);
         c
-    });
-    println!("run start-to-exit, {runs} runs, medians");
-    println!("berth run --rm      {:>8.1} ms", b.as_secs_f64() * 1e3);
-    match which("runc") {
-        Some(runc) => {
-            let bundle = work.join("bundle");
-            std::fs::create_dir_all(&bundle).unwrap();
-            rootfs(&bundle.join("rootfs"));
-            ok(Command::new(&runc).current_dir(&bundle).args(["spec"]));
-            let spec = std::fs::read_to_string(bundle.join("config.json")).unwrap();
-            let spec = spec
-                .replace("\"terminal\": true", "\"terminal\": false")
-                .replace("\"sh\"", "\"true\"")
-                .replace("\"readonly\": true", "\"readonly\": false");
-            std::fs::write(bundle.join("config.json"), spec).unwrap();
-            let r = timed(runs, |i| {
-                let mut c = Command::new(&runc);
-                c.current_dir(&bundle)
-                    .args(["run", &format!("berth-bench-{}-{i}", std::process::id())]);
-                c
-            });
-            println!("runc run            {:>8.1} ms", r.as_secs_f64() * 1e3);
-            let ratio = b.as_secs_f64() / r.as_secs_f64();
-            println!(
-                "ratio berth/runc    {ratio:>8.2}   goal ≤ 0.5: {}",
-                if ratio <= 0.5 { "met" } else { "NOT met" }
-            );
+    };
+    let runc = which("runc").map(|runc| {
+        let bundle = work.join("bundle");
+        std::fs::create_dir_all(&bundle).unwrap();
+        rootfs(&bundle.join("rootfs"));
+        ok(Command::new(&runc).current_dir(&bundle).args(["spec"]));
+        let spec = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+        let spec = spec
+            .replace("\"terminal\": true", "\"terminal\": false")
+            .replace("\"sh\"", "\"true\"")
+            .replace("\"readonly\": true", "\"readonly\": false");
+        std::fs::write(bundle.join("config.json"), spec).unwrap();
+        move |i: usize| {
+            let mut c = Command::new(&runc);
+            c.current_dir(&bundle)
+                .args(["run", &format!("berth-bench-{}-{i}", std::process::id())]);
+            c
         }
-        None => println!("runc: not installed, skipped (apt-get install runc)"),
+    });
+    const WARM_UP: usize = 3;
+    let (mut berth_times, mut runc_times, mut ratios) = (vec![], vec![], vec![]);
+    for i in 0..WARM_UP + runs {
+        let b = time_once(berth_run());
+        let r = runc.as_ref().map(|make| time_once(make(i)));
+        if i < WARM_UP {
+            continue;
+        }
+        berth_times.push(b);
+        if let Some(r) = r {
+            runc_times.push(r);
+            ratios.push(b.as_secs_f64() / r.as_secs_f64());
+        }
+    }
+    let b = median(berth_times);
+    println!("run start-to-exit, {runs} runs each, alternating, medians");
+    println!("berth run --rm      {:>8.1} ms", b.as_secs_f64() * 1e3);
+    if runc.is_some() {
+        let r = median(runc_times);
+        println!("runc run            {:>8.1} ms", r.as_secs_f64() * 1e3);
+        ratios.sort_by(f64::total_cmp);
+        let ratio = ratios[ratios.len() / 2];
+        println!(
+            "ratio berth/runc    {ratio:>8.2}   (pairs' median; quartiles {:.2}–{:.2})   goal ≤ 0.5: {}",
+            ratios[ratios.len() / 4],
+            ratios[ratios.len() * 3 / 4],
+            if ratio <= 0.5 { "met" } else { "NOT met" }
+        );
+    } else {
+        println!("runc: not installed, skipped (apt-get install runc)");
     }
     match which("podman") {
         Some(podman) => {
