@@ -45,10 +45,8 @@ pub fn drop_privileges(sys: &mut dyn Sys, id: &Identity<'_>) -> Result<(), Runti
             .map_err(setup(&what))?;
     }
     if id.seccomp {
-        for program in crate::seccomp::default_programs()? {
-            sys.install_seccomp(&program)
-                .map_err(setup("installing the seccomp filter"))?;
-        }
+        sys.install_seccomp(&crate::seccomp::default_program())
+            .map_err(setup("installing the seccomp filter"))?;
     }
     sys.set_groups(id.groups)
         .map_err(setup("setting supplementary groups"))?;

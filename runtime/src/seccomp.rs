@@ -17,30 +17,16 @@
 //! its flags live in memory a filter cannot read, and libc then falls back to `clone`, whose
 //! flags are checked.
 //!
-//! seccompiler compiles the allowlist; the ENOSYS program is a few hand-written BPF
-//! instructions, since seccompiler matches single numbers only. Both are installed with
-//! `seccomp(2)` directly (sys.rs) rather than with `seccompiler::apply_filter`, which always
-//! sets `no_new_privs`: Docker does not, and setuid programs inside containers must keep
-//! working. Installing without `no_new_privs` needs CAP_SYS_ADMIN, which the init still holds
-//! at that point. `--privileged` installs nothing.
+//! [`default_program`] compiles all of that into one BPF program that searches the call
+//! number (see there for why not seccompiler, which the tests keep as the reference). It is
+//! installed with `seccomp(2)` directly (sys.rs), without `no_new_privs`: Docker does not set
+//! it, and setuid programs inside containers must keep working. Installing without
+//! `no_new_privs` needs CAP_SYS_ADMIN, which the init still holds at that point.
+//! `--privileged` installs nothing.
 //!
-//! Not done: the filter checks the architecture (seccompiler's prologue kills a process that
-//! calls through another ABI), so 32-bit x86 programs, which Docker lets through as a
-//! sub-architecture, are killed in berth's containers.
-
-use std::collections::BTreeMap;
-
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch, sock_filter,
-};
-
-use crate::RuntimeError;
-
-#[cfg(target_arch = "x86_64")]
-const ARCH: TargetArch = TargetArch::x86_64;
-#[cfg(target_arch = "aarch64")]
-const ARCH: TargetArch = TargetArch::aarch64;
+//! Not done: the program checks the architecture and kills a process that calls through
+//! another ABI, so 32-bit x86 programs, which Docker lets through as a sub-architecture, are
+//! killed in berth's containers. (x32 calls, numbered from 0x4000_0000, get ENOSYS.)
 
 /// `io_pgetevents`, which the libc crate does not name.
 #[cfg(target_arch = "x86_64")]
@@ -438,109 +424,404 @@ pub fn first_unknown() -> libc::c_long {
         + 1
 }
 
-fn seccomp_err<E: std::fmt::Display>(e: E) -> RuntimeError {
-    RuntimeError::Seccomp(e.to_string())
+/// A BPF program: classic BPF instructions, as `seccomp(2)` takes them.
+pub type BpfProgram = Vec<libc::sock_filter>;
+
+/// The profile's answer to one call number, before any argument is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Allow,
+    /// Known and refused, or below the threshold and not listed.
+    Refuse,
+    /// Too new for the profile, or `clone3`.
+    NotImplemented,
+    /// `clone`: allowed without namespace flags.
+    Clone,
+    /// `socket`: allowed for every family but `AF_VSOCK`.
+    Socket,
+    /// `personality`: allowed for [`PERSONAS`].
+    Personality,
 }
 
-fn condition(
-    arg: u8,
-    len: SeccompCmpArgLen,
-    op: SeccompCmpOp,
-    value: u64,
-) -> Result<SeccompRule, RuntimeError> {
-    let cond = SeccompCondition::new(arg, len, op, value).map_err(seccomp_err)?;
-    SeccompRule::new(vec![cond]).map_err(seccomp_err)
-}
-
-/// The allowlist: allowed calls match, every other call gets EPERM.
-fn allowlist() -> Result<BpfProgram, RuntimeError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
-        .iter()
-        .chain(ALLOWED_ARCH)
-        .map(|n| (*n, Vec::new()))
-        .collect();
-    let clone_flags = 0;
-    rules.insert(
-        libc::SYS_clone,
-        vec![condition(
-            clone_flags,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::MaskedEq(NEW_NAMESPACES),
-            0,
-        )?],
-    );
-    rules.insert(
-        libc::SYS_socket,
-        vec![condition(
-            0,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Ne,
-            libc::AF_VSOCK as u64,
-        )?],
-    );
-    rules.insert(
-        libc::SYS_personality,
-        PERSONAS
-            .iter()
-            .map(|p| condition(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *p))
-            .collect::<Result<_, _>>()?,
-    );
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        ARCH,
-    )
-    .map_err(seccomp_err)?;
-    filter.try_into().map_err(seccomp_err)
+fn verdict(nr: u32) -> Verdict {
+    let n = libc::c_long::from(nr);
+    if n == libc::SYS_clone3 || n >= first_unknown() {
+        Verdict::NotImplemented
+    } else if n == libc::SYS_clone {
+        Verdict::Clone
+    } else if n == libc::SYS_socket {
+        Verdict::Socket
+    } else if n == libc::SYS_personality {
+        Verdict::Personality
+    } else if ALLOWED.contains(&n) || ALLOWED_ARCH.contains(&n) {
+        Verdict::Allow
+    } else {
+        Verdict::Refuse
+    }
 }
 
 // Classic BPF opcodes (linux/filter.h: class | size/op | mode/source), and seccomp's answers.
 /// `BPF_LD | BPF_W | BPF_ABS`.
 const BPF_LD_W_ABS: u16 = 0x20;
+/// `BPF_JMP | BPF_JA`.
+const BPF_JMP_JA: u16 = 0x05;
 /// `BPF_JMP | BPF_JEQ | BPF_K`.
 const BPF_JMP_JEQ_K: u16 = 0x15;
 /// `BPF_JMP | BPF_JGE | BPF_K`.
 const BPF_JMP_JGE_K: u16 = 0x35;
+/// `BPF_JMP | BPF_JSET | BPF_K`.
+const BPF_JMP_JSET_K: u16 = 0x45;
 /// `BPF_RET | BPF_K`.
 const BPF_RET_K: u16 = 0x06;
+const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const RET_EPERM: u32 = SECCOMP_RET_ERRNO | libc::EPERM as u32;
+const RET_ENOSYS: u32 = SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
 
-fn insn(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
-    sock_filter { code, jt, jf, k }
+/// Offsets in `struct seccomp_data`: the call number, the architecture, and the low 32 bits
+/// of the first argument (the arguments are 64-bit, little-endian here).
+const DATA_NR: u32 = 0;
+const DATA_ARCH: u32 = 4;
+#[cfg(target_endian = "little")]
+const DATA_ARG0_LOW: u32 = 16;
+
+/// `AUDIT_ARCH_*` of the architecture berth is built for (linux/audit.h).
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xc000_00b7;
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
 }
 
-/// `clone3` and every call from [`first_unknown`] up get ENOSYS; anything else passes on to
-/// the allowlist. (Offset 0 of `seccomp_data` is the call number; the allowlist checks the
-/// architecture.)
-fn enosys_program() -> BpfProgram {
-    let enosys = SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
-    vec![
-        insn(BPF_LD_W_ABS, 0, 0, 0),
-        insn(BPF_JMP_JEQ_K, 2, 0, libc::SYS_clone3 as u32),
-        insn(BPF_JMP_JGE_K, 1, 0, first_unknown() as u32),
-        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
-        insn(BPF_RET_K, 0, 0, enosys),
-    ]
+/// The call-number line cut into runs of one verdict: (first number, verdict), ascending,
+/// from 0, each run up to the next one's start (the last up to `u32::MAX`).
+fn runs() -> Vec<(u32, Verdict)> {
+    let threshold = u32::try_from(first_unknown()).expect("call numbers are small");
+    let mut runs: Vec<(u32, Verdict)> = Vec::new();
+    for nr in 0..=threshold {
+        let v = verdict(nr);
+        if runs.last().is_none_or(|(_, last)| *last != v) {
+            runs.push((nr, v));
+        }
+    }
+    runs
 }
 
-/// The default profile as BPF programs, in the order to install them. Of several filters'
-/// ERRNO answers the kernel takes the last installed one's, so the ENOSYS program goes last:
-/// a call that both refuse answers ENOSYS.
-pub fn default_programs() -> Result<Vec<BpfProgram>, RuntimeError> {
-    Ok(vec![allowlist()?, enosys_program()])
+/// The instructions that answer for one run; the accumulator holds the call number.
+fn leaf(v: Verdict) -> BpfProgram {
+    match v {
+        Verdict::Allow => vec![insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)],
+        Verdict::Refuse => vec![insn(BPF_RET_K, 0, 0, RET_EPERM)],
+        Verdict::NotImplemented => vec![insn(BPF_RET_K, 0, 0, RET_ENOSYS)],
+        // NEW_NAMESPACES lies in the low 32 bits of the flags.
+        Verdict::Clone => vec![
+            insn(BPF_LD_W_ABS, 0, 0, DATA_ARG0_LOW),
+            insn(BPF_JMP_JSET_K, 1, 0, NEW_NAMESPACES as u32),
+            insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+            insn(BPF_RET_K, 0, 0, RET_EPERM),
+        ],
+        Verdict::Socket => vec![
+            insn(BPF_LD_W_ABS, 0, 0, DATA_ARG0_LOW),
+            insn(BPF_JMP_JEQ_K, 1, 0, libc::AF_VSOCK as u32),
+            insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+            insn(BPF_RET_K, 0, 0, RET_EPERM),
+        ],
+        Verdict::Personality => {
+            // LD; one JEQ per persona, each jumping to the final ALLOW; EPERM; ALLOW.
+            let n = PERSONAS.len();
+            let mut p = vec![insn(BPF_LD_W_ABS, 0, 0, DATA_ARG0_LOW)];
+            for (i, persona) in PERSONAS.iter().enumerate() {
+                let to_allow = u8::try_from(n - i).expect("a few personas");
+                p.push(insn(BPF_JMP_JEQ_K, to_allow, 0, *persona as u32));
+            }
+            p.push(insn(BPF_RET_K, 0, 0, RET_EPERM));
+            p.push(insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW));
+            p
+        }
+    }
+}
+
+/// A balanced binary search over `runs` (the accumulator holds the call number): each node
+/// is `JGE first-of-the-upper-half`, its lower half right behind it, its upper half after
+/// that; a jump longer than 255 instructions goes through a `JA`.
+fn search(runs: &[(u32, Verdict)]) -> BpfProgram {
+    if let [(_, v)] = runs {
+        return leaf(*v);
+    }
+    let mid = runs.len() / 2;
+    let (lower, upper) = (search(&runs[..mid]), search(&runs[mid..]));
+    let boundary = runs[mid].0;
+    let mut p = Vec::with_capacity(lower.len() + upper.len() + 2);
+    match u8::try_from(lower.len()) {
+        Ok(skip) => p.push(insn(BPF_JMP_JGE_K, skip, 0, boundary)),
+        Err(_) => {
+            p.push(insn(BPF_JMP_JGE_K, 0, 1, boundary));
+            p.push(insn(BPF_JMP_JA, 0, 0, lower.len() as u32));
+        }
+    }
+    p.extend(lower);
+    p.extend(upper);
+    p
+}
+
+/// The default profile as one BPF program: another architecture's calls kill the process,
+/// then a binary search over the call number finds its run's answer.
+///
+/// Compiled here rather than with seccompiler (which the tests keep as the reference):
+/// seccompiler tests the rules one after another, 1515 instructions for this profile, which
+/// the kernel checks and JIT-compiles at every container start (0.6 ms on the development
+/// VM) and which a call near the end of the list walks through on every system call. This
+/// program has 144 instructions, and no call runs more than 16 of them.
+pub fn default_program() -> BpfProgram {
+    let mut p = vec![
+        insn(BPF_LD_W_ABS, 0, 0, DATA_ARCH),
+        insn(BPF_JMP_JEQ_K, 1, 0, AUDIT_ARCH),
+        insn(BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        insn(BPF_LD_W_ABS, 0, 0, DATA_NR),
+    ];
+    p.extend(search(&runs()));
+    p
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+
+    #[cfg(target_arch = "x86_64")]
+    const TARGET: TargetArch = TargetArch::x86_64;
+    #[cfg(target_arch = "aarch64")]
+    const TARGET: TargetArch = TargetArch::aarch64;
+    /// `AUDIT_ARCH_I386`: a 32-bit x86 call.
+    const OTHER_ARCH: u32 = 0x4000_0003;
+
+    /// What a filter sees: call number, architecture, the first argument.
+    #[derive(Debug, Clone, Copy)]
+    struct Call {
+        nr: u32,
+        arch: u32,
+        arg0: u64,
+    }
+
+    fn load(call: &Call, offset: u32) -> u32 {
+        match offset {
+            0 => call.nr,
+            4 => call.arch,
+            16 => call.arg0 as u32,
+            20 => (call.arg0 >> 32) as u32,
+            _ => panic!("the programs read no other field: offset {offset}"),
+        }
+    }
+
+    /// A classic BPF interpreter for the instructions both compilers emit; also returns how
+    /// many instructions ran.
+    fn interpret(program: &[libc::sock_filter], call: &Call) -> (u32, usize) {
+        let (mut pc, mut a, mut steps) = (0usize, 0u32, 0usize);
+        loop {
+            let i = program[pc];
+            steps += 1;
+            pc += 1;
+            let jump = |cond: bool| usize::from(if cond { i.jt } else { i.jf });
+            match i.code {
+                BPF_LD_W_ABS => a = load(call, i.k),
+                0x54 => a &= i.k, // BPF_ALU | BPF_AND | BPF_K
+                BPF_JMP_JA => pc += i.k as usize,
+                BPF_JMP_JEQ_K => pc += jump(a == i.k),
+                BPF_JMP_JGE_K => pc += jump(a >= i.k),
+                0x25 => pc += jump(a > i.k), // BPF_JMP | BPF_JGT | BPF_K
+                BPF_JMP_JSET_K => pc += jump(a & i.k != 0),
+                BPF_RET_K => return (i.k, steps),
+                code => panic!("unexpected opcode {code:#x}"),
+            }
+        }
+    }
+
+    /// The kernel's answer for several filters: each runs, the most recently installed first,
+    /// and an answer replaces the one so far only when its action takes precedence.
+    fn kernel_answer(programs: &[BpfProgram], call: &Call) -> u32 {
+        let precedence = |ret: u32| (ret & 0xffff_0000) as i32;
+        let mut answer = SECCOMP_RET_ALLOW;
+        for p in programs.iter().rev() {
+            let (ret, _) = interpret(p, call);
+            if precedence(ret) < precedence(answer) {
+                answer = ret;
+            }
+        }
+        answer
+    }
+
+    fn condition(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> SeccompRule {
+        SeccompRule::new(vec![SeccompCondition::new(arg, len, op, value).unwrap()]).unwrap()
+    }
+
+    /// The reference: the same profile as berth installed it before it had its own compiler,
+    /// seccompiler's allowlist (every other call EPERM) and, after it, a program that answers
+    /// ENOSYS for `clone3` and from the threshold up.
+    fn reference_programs() -> Vec<BpfProgram> {
+        let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
+            .iter()
+            .chain(ALLOWED_ARCH)
+            .map(|n| (*n, Vec::new()))
+            .collect();
+        rules.insert(
+            libc::SYS_clone,
+            vec![condition(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(NEW_NAMESPACES),
+                0,
+            )],
+        );
+        rules.insert(
+            libc::SYS_socket,
+            vec![condition(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Ne,
+                libc::AF_VSOCK as u64,
+            )],
+        );
+        rules.insert(
+            libc::SYS_personality,
+            PERSONAS
+                .iter()
+                .map(|p| condition(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *p))
+                .collect(),
+        );
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Errno(libc::EPERM as u32),
+            SeccompAction::Allow,
+            TARGET,
+        )
+        .unwrap();
+        let allowlist: seccompiler::BpfProgram = filter.try_into().unwrap();
+        let convert = |i: &seccompiler::sock_filter| insn(i.code, i.jt, i.jf, i.k);
+        let enosys = vec![
+            insn(BPF_LD_W_ABS, 0, 0, 0),
+            insn(BPF_JMP_JEQ_K, 2, 0, libc::SYS_clone3 as u32),
+            insn(BPF_JMP_JGE_K, 1, 0, first_unknown() as u32),
+            insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+            insn(BPF_RET_K, 0, 0, RET_ENOSYS),
+        ];
+        vec![allowlist.iter().map(convert).collect(), enosys]
+    }
+
+    fn calls() -> impl Iterator<Item = Call> {
+        let first_args = [
+            0,
+            libc::SIGCHLD as u64,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64,
+            libc::CLONE_NEWNS as u64,
+            (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64,
+            1 << 32,
+            (1 << 32) | libc::CLONE_NEWNET as u64,
+            libc::AF_INET as u64,
+            libc::AF_UNIX as u64,
+            libc::AF_VSOCK as u64,
+            (1 << 32) | libc::AF_VSOCK as u64,
+            0x0008,
+            0x20000,
+            0x20008,
+            0x40000,
+            0x0040_0000,
+            0xffff_ffff,
+            u64::MAX,
+        ];
+        let numbers = (0..1100)
+            .chain(0x4000_0000..0x4000_0200)
+            .chain([u32::MAX - 1, u32::MAX]);
+        numbers.flat_map(move |nr| {
+            [AUDIT_ARCH, OTHER_ARCH]
+                .into_iter()
+                .flat_map(move |arch| first_args.map(|arg0| Call { nr, arch, arg0 }))
+        })
+    }
+
     #[test]
-    fn the_default_profile_compiles() {
-        let programs = default_programs().unwrap();
-        assert_eq!(programs.len(), 2);
-        assert!(programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
+    fn the_search_answers_as_the_reference_does_for_every_call() {
+        let program = default_program();
+        let reference = reference_programs();
+        let mut checked = 0;
+        for call in calls() {
+            assert_eq!(
+                interpret(&program, &call).0,
+                kernel_answer(&reference, &call),
+                "{call:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 50_000);
+    }
+
+    #[test]
+    fn the_search_is_small_and_shallow() {
+        let program = default_program();
+        let reference: usize = reference_programs().iter().map(Vec::len).sum();
+        assert!(
+            program.len() * 4 < reference,
+            "{} instructions against seccompiler's {reference}",
+            program.len()
+        );
+        let deepest = calls().map(|c| interpret(&program, &c).1).max().unwrap();
+        assert!(deepest <= 24, "{deepest} instructions on the longest path");
+    }
+
+    #[test]
+    fn the_profile_answers_as_docker_documents() {
+        let program = default_program();
+        let answer = |nr: libc::c_long, arg0: u64| {
+            let call = Call {
+                nr: nr as u32,
+                arch: AUDIT_ARCH,
+                arg0,
+            };
+            interpret(&program, &call).0
+        };
+        assert_eq!(answer(libc::SYS_read, 0), SECCOMP_RET_ALLOW);
+        assert_eq!(answer(libc::SYS_execve, 0), SECCOMP_RET_ALLOW);
+        for refused in [
+            libc::SYS_mount,
+            libc::SYS_unshare,
+            libc::SYS_init_module,
+            libc::SYS_finit_module,
+            libc::SYS_kexec_load,
+            libc::SYS_bpf,
+            libc::SYS_perf_event_open,
+            libc::SYS_userfaultfd,
+            libc::SYS_keyctl,
+            libc::SYS_reboot,
+            libc::SYS_swapon,
+            libc::SYS_io_uring_setup,
+        ] {
+            assert_eq!(answer(refused, 0), RET_EPERM, "call {refused}");
+        }
+        let fork_flags = libc::SIGCHLD as u64;
+        assert_eq!(answer(libc::SYS_clone, fork_flags), SECCOMP_RET_ALLOW);
+        let new_user = (libc::CLONE_NEWUSER as u64) | fork_flags;
+        assert_eq!(answer(libc::SYS_clone, new_user), RET_EPERM);
+        assert_eq!(answer(libc::SYS_clone3, 0), RET_ENOSYS);
+        assert_eq!(
+            answer(libc::SYS_socket, libc::AF_INET as u64),
+            SECCOMP_RET_ALLOW
+        );
+        assert_eq!(answer(libc::SYS_socket, libc::AF_VSOCK as u64), RET_EPERM);
+        assert_eq!(answer(libc::SYS_personality, 0x0008), SECCOMP_RET_ALLOW);
+        assert_eq!(answer(libc::SYS_personality, 0x0040_0000), RET_EPERM);
+        assert_eq!(answer(first_unknown(), 0), RET_ENOSYS);
+        let i386 = Call {
+            nr: 1,
+            arch: OTHER_ARCH,
+            arg0: 0,
+        };
+        assert_eq!(interpret(&program, &i386).0, SECCOMP_RET_KILL_PROCESS);
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub trait Sys {
     /// Brings the loopback interface up (a fresh network namespace has it down).
     fn loopback_up(&mut self) -> SysResult<()>;
     /// Installs a seccomp BPF program without setting `no_new_privs` (needs CAP_SYS_ADMIN).
-    fn install_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> SysResult<()>;
+    fn install_seccomp(&mut self, program: &[libc::sock_filter]) -> SysResult<()>;
     fn unshare(&mut self, flags: nix::sched::CloneFlags) -> SysResult<()>;
     fn set_groups(&mut self, groups: &[u32]) -> SysResult<()>;
     /// Real, effective and saved group.
@@ -337,7 +337,7 @@ impl Sys for LinuxSys {
         Ok(())
     }
 
-    fn install_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> SysResult<()> {
+    fn install_seccomp(&mut self, program: &[libc::sock_filter]) -> SysResult<()> {
         LinuxSys::seccomp(program)
     }
 
@@ -538,11 +538,11 @@ impl Sys for LinuxSys {
 }
 
 impl LinuxSys {
-    fn seccomp(program: &[seccompiler::sock_filter]) -> SysResult<()> {
+    fn seccomp(program: &[libc::sock_filter]) -> SysResult<()> {
         #[repr(C)]
         struct SockFprog {
             len: u16,
-            filter: *const seccompiler::sock_filter,
+            filter: *const libc::sock_filter,
         }
         let prog = SockFprog {
             len: program.len() as u16,
@@ -745,7 +745,7 @@ impl Sys for RecordingSys {
         self.record("loopback up".into())
     }
 
-    fn install_seccomp(&mut self, program: &[seccompiler::sock_filter]) -> SysResult<()> {
+    fn install_seccomp(&mut self, program: &[libc::sock_filter]) -> SysResult<()> {
         self.record(format!("seccomp {} instructions", program.len()))
     }
 
