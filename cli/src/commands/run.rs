@@ -464,8 +464,13 @@ fn prepare(
         console,
     } = setup;
     let (lowers, hostname, binds) = (&lowers[..], hostname.as_str(), &binds[..]);
-    for sub in ["upper", "work", "empty", "rootfs"] {
+    for sub in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(dir.join(sub))?;
+    }
+    // The stand-in lower of an image without layers (see `RootfsSource::Overlay`); one inode
+    // less per container otherwise.
+    if lowers.is_empty() {
+        std::fs::create_dir_all(dir.join("empty"))?;
     }
     std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
     std::fs::write(
