@@ -98,7 +98,6 @@ mod tests {
             [
                 "setrlimit",
                 "seccomp",
-                "seccomp",
                 "setgroups",
                 "setgid",
                 "bounding",
