@@ -28,7 +28,8 @@ use crate::error::RegistryError;
 
 /// Blobs larger than this are uploaded in chunks.
 const CHUNKED_ABOVE: u64 = 64 << 20;
-const CHUNK: usize = 16 << 20;
+/// 8 MiB: two are held while one is sent and the next read (see `send_chunks`).
+const CHUNK: usize = 8 << 20;
 /// How many times a failed chunk is resumed before the push gives up.
 const UPLOAD_RETRIES: u32 = 3;
 
@@ -373,91 +374,118 @@ impl Remote {
     }
 
     /// Sends `reader` in PATCH chunks of [`CHUNK`] bytes; returns the upload's location
-    /// after the last one.
+    /// after the last one. The next chunk is read while the current one is sent, so a
+    /// producer behind `reader` (a layer being compressed) and the registry work at the same
+    /// time: sending and reading in turn made the W4 push take the sum of both, 4 s above
+    /// what the registry alone needs. Two chunks are held at most.
     async fn send_chunks(
         &self,
         mut location: String,
         reader: &mut BlobReader,
         what: &str,
     ) -> Result<String, RegistryError> {
-        use tokio::io::AsyncReadExt;
-        let req = self.request(Method::PUT, location.clone(), what, true);
         let mut offset = 0u64;
-        loop {
-            let mut chunk = vec![0u8; CHUNK];
-            let mut n = 0;
-            while n < CHUNK {
-                let k =
-                    reader
-                        .read(&mut chunk[n..])
-                        .await
-                        .map_err(|e| RegistryError::Protocol {
-                            registry: self.registry.name.clone(),
-                            message: format!("reading {what}: {e}"),
-                        })?;
-                if k == 0 {
-                    break;
-                }
-                n += k;
-            }
-            chunk.truncate(n);
-            if n == 0 {
-                break;
-            }
-            let chunk = bytes::Bytes::from(chunk);
-            // A failed PATCH (the connection dropped, a 5xx or 429) is resumed: the
-            // registry says how much of the upload it has, and the rest of the chunk goes
-            // again from there.
-            let mut from = 0usize;
-            let mut failures = 0u32;
-            while from < n {
-                let range = format!("{}-{}", offset + from as u64, offset + n as u64 - 1);
-                let sent = self
-                    .streamed(
-                        Method::PATCH,
-                        location.clone(),
-                        reqwest::Body::from(chunk.slice(from..)),
-                        (n - from) as u64,
-                        &[("content-range", range)],
-                    )
-                    .await;
-                let failure = match sent {
-                    Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
-                        if let Some(l) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok())
-                        {
-                            location = self.absolute(l);
-                        }
-                        break;
-                    }
-                    Ok(resp)
-                        if failures < UPLOAD_RETRIES
-                            && (resp.status().is_server_error()
-                                || resp.status() == StatusCode::TOO_MANY_REQUESTS) =>
-                    {
-                        format!("{}", resp.status())
-                    }
-                    Ok(resp) => return Err(self.registry.status_error(&req, resp).await),
-                    Err(e) if failures < UPLOAD_RETRIES => e.to_string(),
-                    Err(e) => return Err(e),
-                };
-                failures += 1;
-                tokio::time::sleep(crate::client::backoff(failures)).await;
-                let (committed, at) = self.upload_status(&location).await?;
-                location = at;
-                let end = offset + n as u64;
-                if committed < offset || committed > end {
-                    return Err(RegistryError::Protocol {
-                        registry: self.registry.name.clone(),
-                        message: format!(
-                            "uploading {what}: after a failed chunk ({failure}) the registry holds {committed} bytes, outside this chunk ({offset}-{end})"
-                        ),
-                    });
-                }
-                from = (committed - offset) as usize;
-            }
-            offset += n as u64;
+        let mut next = self.read_chunk(reader, what).await?;
+        while !next.is_empty() {
+            let chunk = next;
+            let n = chunk.len() as u64;
+            let (sent, following) = tokio::join!(
+                self.send_chunk(&mut location, chunk, offset, what),
+                self.read_chunk(reader, what)
+            );
+            sent?;
+            next = following?;
+            offset += n;
         }
         Ok(location)
+    }
+
+    /// Up to [`CHUNK`] bytes of `reader`; empty at its end.
+    async fn read_chunk(
+        &self,
+        reader: &mut BlobReader,
+        what: &str,
+    ) -> Result<bytes::Bytes, RegistryError> {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; CHUNK];
+        let mut n = 0;
+        while n < CHUNK {
+            let k = reader
+                .read(&mut chunk[n..])
+                .await
+                .map_err(|e| RegistryError::Protocol {
+                    registry: self.registry.name.clone(),
+                    message: format!("reading {what}: {e}"),
+                })?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        chunk.truncate(n);
+        Ok(bytes::Bytes::from(chunk))
+    }
+
+    /// PATCHes one chunk that starts at `offset` of the blob; updates `location` from the
+    /// registry's answer. A failed PATCH (the connection dropped, a 5xx or 429) is resumed:
+    /// the registry says how much of the upload it has, and the rest of the chunk goes again
+    /// from there.
+    async fn send_chunk(
+        &self,
+        location: &mut String,
+        chunk: bytes::Bytes,
+        offset: u64,
+        what: &str,
+    ) -> Result<(), RegistryError> {
+        let req = self.request(Method::PUT, location.clone(), what, true);
+        let n = chunk.len();
+        let mut from = 0usize;
+        let mut failures = 0u32;
+        while from < n {
+            let range = format!("{}-{}", offset + from as u64, offset + n as u64 - 1);
+            let sent = self
+                .streamed(
+                    Method::PATCH,
+                    location.clone(),
+                    reqwest::Body::from(chunk.slice(from..)),
+                    (n - from) as u64,
+                    &[("content-range", range)],
+                )
+                .await;
+            let failure = match sent {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    if let Some(l) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
+                        *location = self.absolute(l);
+                    }
+                    return Ok(());
+                }
+                Ok(resp)
+                    if failures < UPLOAD_RETRIES
+                        && (resp.status().is_server_error()
+                            || resp.status() == StatusCode::TOO_MANY_REQUESTS) =>
+                {
+                    format!("{}", resp.status())
+                }
+                Ok(resp) => return Err(self.registry.status_error(&req, resp).await),
+                Err(e) if failures < UPLOAD_RETRIES => e.to_string(),
+                Err(e) => return Err(e),
+            };
+            failures += 1;
+            tokio::time::sleep(crate::client::backoff(failures)).await;
+            let (committed, at) = self.upload_status(location).await?;
+            *location = at;
+            let end = offset + n as u64;
+            if committed < offset || committed > end {
+                return Err(RegistryError::Protocol {
+                    registry: self.registry.name.clone(),
+                    message: format!(
+                        "uploading {what}: after a failed chunk ({failure}) the registry holds {committed} bytes, outside this chunk ({offset}-{end})"
+                    ),
+                });
+            }
+            from = (committed - offset) as usize;
+        }
+        Ok(())
     }
 
     async fn put_manifest_as(&self, reference: &str, m: &Parsed) -> Result<(), RegistryError> {
