@@ -25,13 +25,22 @@ use crate::error::{IoContext, Result, StoreError};
 /// A blob being written.
 #[derive(Debug)]
 pub struct BlobWriter {
-    file: File,
+    /// The file end, here while writes come through [`Write`]; on its own thread once
+    /// [`BlobWriter::write_shared`] is used.
+    sink: Option<Sink>,
+    writer: Option<BackgroundSink>,
     tmp_path: PathBuf,
     blobs_dir: PathBuf,
     digester: Digester,
     /// Set by the first [`BlobWriter::write_shared`]: hashing on a thread of its own.
     background: Option<berth_oci::digest::BackgroundDigester>,
     done: bool,
+}
+
+/// Where a blob's bytes go and how they reach the disk.
+#[derive(Debug)]
+struct Sink {
+    file: File,
     /// Bytes handed to the kernel for writeback so far (see [`WRITEBACK_CHUNK`]).
     flushed: u64,
     /// Bytes accepted so far: written to the file or waiting in `direct`.
@@ -40,6 +49,51 @@ pub struct BlobWriter {
     direct: Option<Staging>,
     /// O_DIRECT was refused: buffered writes to the end.
     buffered_only: bool,
+}
+
+/// A [`Sink`] on a thread of its own, fed shared chunks: a write that waits for the disk
+/// (every O_DIRECT write does) then holds up neither the network reads nor the hashing
+/// that feed it.
+#[derive(Debug)]
+struct BackgroundSink {
+    tx: Option<std::sync::mpsc::SyncSender<std::sync::Arc<Vec<u8>>>>,
+    thread: std::thread::JoinHandle<(Sink, std::io::Result<()>)>,
+}
+
+impl BackgroundSink {
+    fn start(mut sink: Sink) -> BackgroundSink {
+        let (tx, chunks) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(8);
+        let thread = std::thread::Builder::new()
+            .name("blob-write".into())
+            .spawn(move || {
+                for chunk in chunks {
+                    if let Err(e) = sink.put(&chunk) {
+                        return (sink, Err(e));
+                    }
+                }
+                (sink, Ok(()))
+            })
+            .expect("spawning the blob writer thread");
+        BackgroundSink {
+            tx: Some(tx),
+            thread,
+        }
+    }
+
+    /// Hands a chunk over; `false` when the thread has stopped (a write failed).
+    fn send(&self, chunk: std::sync::Arc<Vec<u8>>) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(chunk).is_ok())
+    }
+
+    /// Waits for every chunk handed over to be written; the sink comes back.
+    fn finish(mut self) -> std::io::Result<Sink> {
+        drop(self.tx.take());
+        match self.thread.join() {
+            Ok((sink, Ok(()))) => Ok(sink),
+            Ok((_, Err(e))) => Err(e),
+            Err(_) => Err(std::io::Error::other("the blob writer thread panicked")),
+        }
+    }
 }
 
 /// Blobs are written with O_DIRECT from this size on (see the module's docs).
@@ -93,16 +147,19 @@ impl BlobWriter {
             .open(&tmp_path)
             .ctx(|| format!("creating {}", tmp_path.display()))?;
         Ok(BlobWriter {
-            file,
+            sink: Some(Sink {
+                file,
+                flushed: 0,
+                written: 0,
+                direct: None,
+                buffered_only: false,
+            }),
+            writer: None,
             tmp_path,
             blobs_dir: blobs_dir.to_owned(),
             digester: Digester::new(),
             background: None,
             done: false,
-            flushed: 0,
-            written: 0,
-            direct: None,
-            buffered_only: false,
         })
     }
 
@@ -116,19 +173,32 @@ impl BlobWriter {
     }
 
     /// Writes a chunk the caller shares with other readers (a pulled layer's bytes also go
-    /// to its unpacker); the chunk is hashed on a thread of its own, beside the write.
+    /// to its unpacker); the chunk is hashed on a thread of its own and written on another,
+    /// so the caller only hands it over (it waits only when both are 8 chunks behind).
     /// Everything written to this blob must then come through here.
     pub fn write_shared(&mut self, chunk: &std::sync::Arc<Vec<u8>>) -> std::io::Result<()> {
         assert!(
             self.digester.is_empty(),
             "write_shared after plain writes would hash out of order"
         );
-        self.put(chunk)?;
+        if self.writer.is_none() {
+            let sink = self
+                .sink
+                .take()
+                .expect("the sink is here before the thread");
+            self.writer = Some(BackgroundSink::start(sink));
+        }
+        let writer = self.writer.as_ref().expect("started above");
+        if !writer.send(chunk.clone()) {
+            let failed = self.writer.take().expect("present").finish();
+            return Err(failed
+                .err()
+                .unwrap_or_else(|| std::io::Error::other("the blob writer stopped")));
+        }
         let background = self
             .background
             .get_or_insert_with(berth_oci::digest::BackgroundDigester::new);
         background.update(chunk.clone());
-        self.start_writeback();
         Ok(())
     }
 
@@ -162,15 +232,22 @@ impl BlobWriter {
                 found: digest,
             });
         }
-        self.flush_staging()
+        let mut sink = match (self.writer.take(), self.sink.take()) {
+            (Some(writer), _) => writer
+                .finish()
+                .ctx(|| format!("writing {}", self.tmp_path.display()))?,
+            (None, Some(sink)) => sink,
+            (None, None) => unreachable!("a blob writer always has its sink or its thread"),
+        };
+        sink.flush_staging()
             .ctx(|| format!("writing {}", self.tmp_path.display()))?;
-        if !self.written.is_multiple_of(DIRECT_ALIGN as u64) && self.direct.is_some() {
+        if !sink.written.is_multiple_of(DIRECT_ALIGN as u64) && sink.direct.is_some() {
             // The last block went out padded.
-            self.file
-                .set_len(self.written)
+            sink.file
+                .set_len(sink.written)
                 .ctx(|| format!("truncating {}", self.tmp_path.display()))?;
         }
-        self.file
+        sink.file
             .sync_data()
             .ctx(|| format!("syncing {}", self.tmp_path.display()))?;
         let target = self.blobs_dir.join(digest.hex());
@@ -188,7 +265,10 @@ impl Write for BlobWriter {
             self.background.is_none(),
             "plain writes after write_shared would hash out of order"
         );
-        self.put(buf)?;
+        self.sink
+            .as_mut()
+            .expect("plain writes keep the sink here")
+            .put(buf)?;
         self.digester.update(buf);
         Ok(buf.len())
     }
@@ -199,7 +279,7 @@ impl Write for BlobWriter {
     }
 }
 
-impl BlobWriter {
+impl Sink {
     /// Writes `data` at the end: buffered for the first [`DIRECT_ABOVE`] bytes, then staged
     /// for O_DIRECT.
     fn put(&mut self, mut data: &[u8]) -> std::io::Result<()> {
@@ -286,7 +366,7 @@ impl BlobWriter {
 
     /// Large blobs start their writeback every [`WRITEBACK_CHUNK`] (see there).
     fn start_writeback(&mut self) {
-        let written = self.len();
+        let written = self.written;
         if written - self.flushed >= WRITEBACK_CHUNK {
             use std::os::fd::AsRawFd;
             let fd = self.file.as_raw_fd();
