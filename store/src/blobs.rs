@@ -203,7 +203,18 @@ impl BlobWriter {
     }
 
     /// Verifies, fsyncs and renames into place; returns the digest and size.
-    pub fn commit(mut self, expect: Expect<'_>) -> Result<(Digest, u64)> {
+    pub fn commit(self, expect: Expect<'_>) -> Result<(Digest, u64)> {
+        self.commit_announcing(expect, |_, _| {})
+    }
+
+    /// [`BlobWriter::commit`], telling `verified` the digest and size as soon as they are
+    /// known and right, before the blob is on disk and in place (a push sends the digest
+    /// to the registry while the store makes its copy durable).
+    pub fn commit_announcing(
+        mut self,
+        expect: Expect<'_>,
+        verified: impl FnOnce(&Digest, u64),
+    ) -> Result<(Digest, u64)> {
         let digester = match self.background.take() {
             Some(b) => b.finish(),
             None => std::mem::take(&mut self.digester),
@@ -232,6 +243,7 @@ impl BlobWriter {
                 found: digest,
             });
         }
+        verified(&digest, size);
         let mut sink = match (self.writer.take(), self.sink.take()) {
             (Some(writer), _) => writer
                 .finish()

@@ -308,11 +308,18 @@ async fn stream_layer(
     c: berth_oci::media_type::Compression,
     progress: Option<Arc<dyn Fn(CopyEvent) + Send + Sync>>,
 ) -> anyhow::Result<berth_oci::Digest> {
-    /// A `Write` into the upload's channel; an error once the upload has stopped.
-    struct ToUpload(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+    /// A `Write` into the upload's channel (an error once the upload has stopped), closed
+    /// as soon as the last byte is in, so the last chunk goes while the store syncs; the
+    /// digest goes to the upload's closing PUT as soon as it is known.
+    struct ToUpload {
+        chunks: Option<tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
+        digest: Option<tokio::sync::oneshot::Sender<berth_oci::Digest>>,
+    }
     impl Write for ToUpload {
         fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0
+            self.chunks
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("written after its end"))?
                 .blocking_send(Ok(bytes::Bytes::copy_from_slice(data)))
                 .map_err(|_| std::io::Error::other("the upload stopped"))?;
             Ok(data.len())
@@ -321,27 +328,56 @@ async fn stream_layer(
             Ok(())
         }
     }
+    impl berth_store::compress::CompressTee for ToUpload {
+        fn end(&mut self) {
+            self.chunks = None;
+        }
+        fn compressed(&mut self, digest: &berth_oci::Digest, _size: u64) {
+            if let Some(tx) = self.digest.take() {
+                let _ = tx.send(digest.clone());
+            }
+        }
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let (digest_tx, digest_rx) = tokio::sync::oneshot::channel();
     if let Some(p) = &progress {
         p(CopyEvent::BlobStarted(layer.clone()));
     }
     let job = {
         let layer = layer.clone();
-        tokio::task::spawn_blocking(move || store.compress_layer_tee(&layer, c, &mut ToUpload(tx)))
+        tokio::task::spawn_blocking(move || {
+            let mut tee = ToUpload {
+                chunks: Some(tx),
+                digest: Some(digest_tx),
+            };
+            store.compress_layer_tee(&layer, c, &mut tee)
+        })
     };
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
     let reader: berth_oci::transport::BlobReader =
         Box::pin(tokio_util::io::StreamReader::new(stream));
+    let mut job = job;
+    let failed =
+        |r: Result<berth_store::Result<berth_oci::Descriptor>, tokio::task::JoinError>| match r {
+            Ok(Ok(_)) => "the compressor ended without a digest".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
     let digest = async {
-        match job.await {
-            Ok(Ok(desc)) => Ok(desc.digest),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
+        match digest_rx.await {
+            Ok(digest) => Ok(digest),
+            Err(_) => Err(failed((&mut job).await)),
         }
     };
     let digest = remote.upload_streamed(reader, digest).await?;
+    // The store's copy, verified and kept (the push's manifest is made from its record).
+    match job.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => anyhow::bail!("keeping the compressed layer: {e}"),
+        Err(e) => anyhow::bail!("keeping the compressed layer: {e}"),
+    }
     if let Some(p) = &progress {
         p(CopyEvent::BlobProgress(layer.clone(), layer.size));
         p(CopyEvent::BlobDone(layer));
