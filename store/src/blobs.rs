@@ -122,6 +122,97 @@ impl Staging {
     }
 }
 
+/// Reads a large blob once, past the page cache: `O_DIRECT` into an aligned buffer, then
+/// copied out. A push compressing a built layer of gigabytes reads it once and never again
+/// soon; through the cache, each page costs an allocation (dear on this VM, see the module
+/// docs) and later an eviction: a 1.5 GiB layer read at 750 MB/s with 1 s of system time
+/// buffered, 1.4 GB/s direct. A filesystem that refuses `O_DIRECT` (tmpfs, some FUSE) gets
+/// plain reads. A blob already in the cache is read from the device all the same (finding
+/// out costs more than it saves): still faster than the upload it feeds. A short read
+/// before the end would leave the next offset unaligned; the kernel's EINVAL then turns
+/// the reads buffered, so that is safe too.
+#[derive(Debug)]
+pub struct DirectReader {
+    file: File,
+    buf: Vec<u8>,
+    /// Where the aligned area starts in `buf`.
+    start: usize,
+    /// The read but not yet consumed bytes: `buf[start + at .. start + len]`.
+    at: usize,
+    len: usize,
+    /// The file offset of the next read.
+    offset: u64,
+    direct: bool,
+    eof: bool,
+}
+
+/// Each direct read asks for this much.
+const DIRECT_READ: usize = 4 << 20;
+
+impl DirectReader {
+    pub fn open(path: &Path) -> std::io::Result<DirectReader> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let (file, direct) = match File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => (f, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (File::open(path)?, false),
+            Err(e) => return Err(e),
+        };
+        let buf = vec![0u8; DIRECT_READ + DIRECT_ALIGN];
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        Ok(DirectReader {
+            file,
+            buf,
+            start,
+            at: 0,
+            len: 0,
+            offset: 0,
+            direct,
+            eof: false,
+        })
+    }
+
+    /// Refills the buffer from `offset` (always aligned while direct: every read but the
+    /// last returns whole blocks).
+    fn fill(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let area = &mut self.buf[self.start..self.start + DIRECT_READ];
+        let n = loop {
+            match self.file.read_at(area, self.offset) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                    let flags = rustix::fs::fcntl_getfl(&self.file)?;
+                    rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+                    self.direct = false;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.at = 0;
+        self.len = n;
+        self.offset += n as u64;
+        self.eof = n == 0;
+        Ok(())
+    }
+}
+
+impl std::io::Read for DirectReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.len && !self.eof {
+            self.fill()?;
+        }
+        let n = out.len().min(self.len - self.at);
+        let from = self.start + self.at;
+        out[..n].copy_from_slice(&self.buf[from..from + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// Large blobs (built layers of gigabytes) start their writeback every this many bytes, and
 /// wait for the chunk before, so the final fsync has little left to wait for and dirty
 /// pages never pile up (the `sync_file_range` pattern of databases and `dd oflag=...`).

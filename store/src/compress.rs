@@ -256,7 +256,11 @@ impl Store {
         c: Compression,
         tee: &mut dyn CompressTee,
     ) -> Result<Descriptor> {
-        let input = std::io::BufReader::with_capacity(1 << 20, self.open_blob(&layer.digest)?);
+        // Opened as open_blob does (its errors name a missing blob), then read past the cache.
+        drop(self.open_blob(&layer.digest)?);
+        let path = self.blob_path(&layer.digest);
+        let input = crate::blobs::DirectReader::open(&path)
+            .ctx(|| format!("opening blob {}", layer.digest))?;
         let blob: BlobWriter = self.blob_writer()?;
         let mut writer = Tee { blob, tee };
         match c {

@@ -99,6 +99,39 @@ fn big_blobs_are_written_whole_past_the_direct_threshold() {
     }
 }
 
+/// A blob read past the cache comes back byte for byte, whatever its size, on a filesystem
+/// that takes O_DIRECT and on one that may not (tmpfs, where the reads turn buffered).
+#[test]
+fn big_blobs_read_past_the_cache_come_back_the_same() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let shm = std::path::Path::new("/dev/shm")
+        .is_dir()
+        .then(|| tempfile::tempdir_in("/dev/shm").unwrap());
+    let content = berth_test_support::pseudo_random_bytes(11, (9 << 20) + 123);
+    for dir in std::iter::once(tmp.path()).chain(shm.as_ref().map(|d| d.path())) {
+        let path = dir.join("blob");
+        std::fs::write(&path, &content).unwrap();
+        let mut reader = berth_store::blobs::DirectReader::open(&path).unwrap();
+        // Odd-sized reads, as a BufReader or gzip's chunking would make them.
+        let mut back = Vec::new();
+        let mut buf = vec![0u8; 1_000_003];
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            back.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            back == content,
+            "{}: {} bytes back",
+            dir.display(),
+            back.len()
+        );
+    }
+}
+
 #[test]
 fn store_root_is_an_oci_layout() {
     let (_d, store) = store();

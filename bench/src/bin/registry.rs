@@ -9,7 +9,8 @@
 //! - push: berth compresses the uncompressed store layers (gzip, parallel members) while it
 //!   uploads; skopeo copies an uncompressed OCI archive of the same image with
 //!   `--dest-compress` (gzip on the way); buildah pushes from its own storage (it compresses
-//!   too).
+//!   too). Three rounds, each push into an empty registry of its own, berth's kept
+//!   compressed blob forgotten before each (so each is a first push), the order alternating.
 //! - pull: berth downloads, verifies and unpacks every layer into its snapshot; skopeo copies
 //!   into an OCI layout (download and verify, no unpacking, which favours skopeo); buildah
 //!   pulls into its storage (unpacks, like berth).
@@ -112,10 +113,10 @@ fn main() {
         c
     };
 
-    // Push.
-    let pushed = format!("{}/w4/berth:1", reg.host);
-    let (berth_push, push_rss) =
-        measured(berth_cmd(&s.store()).args(["push", "-q", "w4:1", &pushed]));
+    // Pushes, 3 of each, berth and skopeo taking turns (the first to go alternates), each
+    // into a registry of its own started empty, and berth's kept compressed blob forgotten
+    // first, so every berth push compresses again as a first push does. The medians are
+    // compared, and each round's ratio is shown.
     let archive = s.path().join("w4-plain.tar");
     s.ok(&[
         "save",
@@ -127,15 +128,63 @@ fn main() {
         archive.to_str().unwrap(),
         "w4:1",
     ]);
-    let (skopeo_push, _) = measured(Command::new(&skopeo).args([
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-compress",
-        "--dest-compress-format",
-        "gzip",
-        &format!("oci-archive:{}", archive.display()),
-        &format!("docker://{}/w4/skopeo:1", reg.host),
-    ]));
+    let mut berth_pushes = Vec::new();
+    let mut skopeo_pushes = Vec::new();
+    let mut push_rss = 0;
+    for round in 0..3 {
+        let berth_push = || {
+            let _ = std::fs::remove_dir_all(s.store().join("compressed"));
+            let own = TestRegistry::start(RegistryConfig::default());
+            let dest = format!("{}/w4/berth:1", own.host);
+            measured(berth_cmd(&s.store()).args(["push", "-q", "w4:1", &dest]))
+        };
+        let skopeo_push = || {
+            let own = TestRegistry::start(RegistryConfig::default());
+            measured(Command::new(&skopeo).args([
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-compress",
+                "--dest-compress-format",
+                "gzip",
+                &format!("oci-archive:{}", archive.display()),
+                &format!("docker://{}/w4/skopeo:1", own.host),
+            ]))
+            .0
+        };
+        let (b, k) = if round % 2 == 0 {
+            let b = berth_push();
+            (b, skopeo_push())
+        } else {
+            let k = skopeo_push();
+            (berth_push(), k)
+        };
+        berth_pushes.push(b.0);
+        push_rss = push_rss.max(b.1);
+        skopeo_pushes.push(k);
+    }
+    let list = |v: &[Duration]| v.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(", ");
+    let ratios = |b: &[Duration], k: &[Duration]| {
+        b.iter()
+            .zip(k)
+            .map(|(b, k)| format!("{:.2}", b.as_secs_f64() / k.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "pushes: berth {}; skopeo {}; per round berth/skopeo {}",
+        list(&berth_pushes),
+        list(&skopeo_pushes),
+        ratios(&berth_pushes, &skopeo_pushes)
+    );
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let berth_push = median(berth_pushes);
+    let skopeo_push = median(skopeo_pushes);
+    // The image the pulls below fetch (its compressed blob is kept by now: no compression).
+    let pushed = format!("{}/w4/berth:1", reg.host);
+    s.ok(&["push", "-q", "w4:1", &pushed]);
 
     // The registry's own floor: its biggest blob (berth's compressed layer) uploaded in one
     // PUT by curl to a repository that has nothing. docker-registry hashes and writes what
@@ -157,9 +206,10 @@ fn main() {
             .expect("the pushed layer's blob");
         let size = blob.metadata().unwrap().len();
         let digest = format!("sha256:{}", blob.file_name().to_string_lossy());
+        let empty = TestRegistry::start(RegistryConfig::default());
         let start = Command::new(&curl)
             .args(["-s", "-i", "-X", "POST"])
-            .arg(format!("http://{}/v2/w4/floor/blobs/uploads/", reg.host))
+            .arg(format!("http://{}/v2/w4/floor/blobs/uploads/", empty.host))
             .output()
             .unwrap();
         let head = String::from_utf8_lossy(&start.stdout);
@@ -174,7 +224,7 @@ fn main() {
         let url = if location.starts_with("http") {
             location
         } else {
-            format!("http://{}{location}", reg.host)
+            format!("http://{}{location}", empty.host)
         };
         let sep = if url.contains('?') { '&' } else { '?' };
         let took = measured(
@@ -227,17 +277,13 @@ fn main() {
             );
             let _ = std::fs::remove_dir_all(&layout);
         }
-        let list = |v: &[Duration]| v.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(", ");
         println!(
-            "pulls{}: berth {}; skopeo {}",
+            "pulls{}: berth {}; skopeo {}; per round berth/skopeo {}",
             if drop { " (clean caches dropped)" } else { "" },
             list(&berth_runs),
-            list(&skopeo_runs)
+            list(&skopeo_runs),
+            ratios(&berth_runs, &skopeo_runs)
         );
-        let median = |mut v: Vec<Duration>| {
-            v.sort();
-            v[v.len() / 2]
-        };
         pulls.push((median(berth_runs), median(skopeo_runs), rss_max));
     }
     let (berth_pull, skopeo_pull, pull_rss) = pulls[0];
