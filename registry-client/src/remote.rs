@@ -28,8 +28,11 @@ use crate::error::RegistryError;
 
 /// Blobs larger than this are uploaded in chunks.
 const CHUNKED_ABOVE: u64 = 64 << 20;
-/// 8 MiB: two are held while one is sent and the next read (see `send_chunks`).
-const CHUNK: usize = 8 << 20;
+/// 16 MiB: two are held while one is sent and the next is read (see `send_chunks`). Each
+/// PATCH costs docker-registry a handful of fsyncs (hash state, upload data), so fewer,
+/// bigger chunks push faster: W4 4.8-5.3 s against 5.0-5.5 s with 8 MiB (32 MiB: 4.6-5.0 s,
+/// but 130 MiB resident; 16 MiB: 86-90 MiB).
+const CHUNK: usize = 16 << 20;
 /// How many times a failed chunk is resumed before the push gives up.
 const UPLOAD_RETRIES: u32 = 3;
 

@@ -147,7 +147,7 @@ pub struct DirectReader {
 }
 
 /// Each direct read asks for this much.
-const DIRECT_READ: usize = 4 << 20;
+const DIRECT_READ: usize = 1 << 20;
 
 impl DirectReader {
     pub fn open(path: &Path) -> std::io::Result<DirectReader> {

@@ -128,6 +128,12 @@ fn main() {
         archive.to_str().unwrap(),
         "w4:1",
     ]);
+    // The build and the archive wrote 4.5 GiB just now; on this VM the host goes on writing
+    // them back well after the guest's sync, and whichever push came first paid for it
+    // (berth's first round took 7.2-7.5 s against 5.1-5.7 s for the next two). A quiet
+    // spell first, so every round starts alike.
+    settle(false);
+    std::thread::sleep(Duration::from_secs(15));
     let mut berth_pushes = Vec::new();
     let mut skopeo_pushes = Vec::new();
     let mut push_rss = 0;

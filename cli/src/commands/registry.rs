@@ -297,7 +297,7 @@ pub async fn push_image(
 
 /// Compresses an uncompressed store layer and uploads it at the same time: the compressor
 /// (on a blocking thread, all cores) writes each compressed chunk both to the store, where
-/// it is kept so the next push compresses nothing, and into a bounded channel (2 chunks of
+/// it is kept so the next push compresses nothing, and into a bounded channel (1 chunk of
 /// up to 4 MiB, so memory stays flat: 8 chunks took the W4 push to 106 MiB) that feeds the
 /// registry upload. Returns the compressed blob's digest. Progress is
 /// reported against the uncompressed layer (its size is the one known up front).
@@ -338,7 +338,7 @@ async fn stream_layer(
             }
         }
     }
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
     let (digest_tx, digest_rx) = tokio::sync::oneshot::channel();
     if let Some(p) = &progress {
         p(CopyEvent::BlobStarted(layer.clone()));
