@@ -242,6 +242,25 @@ impl TestRegistry {
         d
     }
 
+    /// The registry process's CPU time so far (user and system), from `/proc`.
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at its closing ')'.
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|f| f.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        // In USER_HZ, which Linux fixes at 100 for /proc whatever the kernel's own tick.
+        std::time::Duration::from_millis(ticks * 10)
+    }
+
     /// The requests the registry served so far, from its access log: `METHOD PATH STATUS`
     /// (`PATH` with its query).
     pub fn requests(&self) -> Vec<String> {

@@ -9,8 +9,9 @@
 //! - push: berth compresses the uncompressed store layers (gzip, parallel members) while it
 //!   uploads; skopeo copies an uncompressed OCI archive of the same image with
 //!   `--dest-compress` (gzip on the way); buildah pushes from its own storage (it compresses
-//!   too). Three rounds, each push into an empty registry of its own, berth's kept
-//!   compressed blob forgotten before each (so each is a first push), the order alternating.
+//!   too). A warm-up round, then three, each push into an empty registry of its own,
+//!   berth's kept compressed blob forgotten before each (so each is a first push), the order
+//!   alternating.
 //! - pull: berth downloads, verifies and unpacks every layer into its snapshot; skopeo copies
 //!   into an OCI layout (download and verify, no unpacking, which favours skopeo); buildah
 //!   pulls into its storage (unpacks, like berth).
@@ -83,6 +84,16 @@ fn measured_after(c: &mut Command, drop_caches: bool) -> (Duration, u64) {
     (took, usage.ru_maxrss as u64)
 }
 
+/// With `BERTH_BENCH_VERBOSE`, how much CPU the registry spent taking a push.
+fn busy(registry: &TestRegistry, who: &str) {
+    if std::env::var_os("BERTH_BENCH_VERBOSE").is_some() {
+        eprintln!(
+            "  the registry's CPU time for {who}'s push: {:.2} s",
+            registry.cpu_time().as_secs_f64()
+        );
+    }
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -128,25 +139,25 @@ fn main() {
         archive.to_str().unwrap(),
         "w4:1",
     ]);
-    // The build and the archive wrote 4.5 GiB just now; on this VM the host goes on writing
-    // them back well after the guest's sync, and whichever push came first paid for it
-    // (berth's first round took 7.2-7.5 s against 5.1-5.7 s for the next two). A quiet
-    // spell first, so every round starts alike.
-    settle(false);
-    std::thread::sleep(Duration::from_secs(15));
     let mut berth_pushes = Vec::new();
     let mut skopeo_pushes = Vec::new();
     let mut push_rss = 0;
-    for round in 0..3 {
+    // The first gigabyte a fresh registry takes after the build costs it far more: the
+    // registry's own CPU time for the same push was 6.25 s in the first round against
+    // 3.66 s in the next two (skopeo's first: 5.77 s against 4.50 s), whichever tool came
+    // first. A warm-up round of both, unmeasured, as hyperfine's --warmup does.
+    for round in 0..4 {
         let berth_push = || {
             let _ = std::fs::remove_dir_all(s.store().join("compressed"));
             let own = TestRegistry::start(RegistryConfig::default());
             let dest = format!("{}/w4/berth:1", own.host);
-            measured(berth_cmd(&s.store()).args(["push", "-q", "w4:1", &dest]))
+            let pushed = measured(berth_cmd(&s.store()).args(["push", "-q", "w4:1", &dest]));
+            busy(&own, "berth");
+            pushed
         };
         let skopeo_push = || {
             let own = TestRegistry::start(RegistryConfig::default());
-            measured(Command::new(&skopeo).args([
+            let pushed = measured(Command::new(&skopeo).args([
                 "copy",
                 "--dest-tls-verify=false",
                 "--dest-compress",
@@ -155,7 +166,9 @@ fn main() {
                 &format!("oci-archive:{}", archive.display()),
                 &format!("docker://{}/w4/skopeo:1", own.host),
             ]))
-            .0
+            .0;
+            busy(&own, "skopeo");
+            pushed
         };
         let (b, k) = if round % 2 == 0 {
             let b = berth_push();
@@ -164,6 +177,14 @@ fn main() {
             let k = skopeo_push();
             (berth_push(), k)
         };
+        if round == 0 {
+            println!(
+                "warm-up pushes (not counted): berth {}, skopeo {}",
+                secs(b.0),
+                secs(k)
+            );
+            continue;
+        }
         berth_pushes.push(b.0);
         push_rss = push_rss.max(b.1);
         skopeo_pushes.push(k);
