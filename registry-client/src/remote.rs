@@ -8,7 +8,7 @@
 //! - Pushes: `HEAD` skips blobs the registry has; a blob known to be in another repository of
 //!   the same registry is mounted (`?mount=&from=`; a `202` means "upload it after all");
 //!   uploads are one `POST` and one streamed `PUT`, or, for blobs above 64 MiB, `PATCH`
-//!   chunks of 16 MiB (a failed chunk is resumed from the registry's upload status); manifests are `PUT` as their exact bytes with their media type.
+//!   chunks of 8 MiB (a failed chunk is resumed from the registry's upload status); manifests are `PUT` as their exact bytes with their media type.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,11 +28,11 @@ use crate::error::RegistryError;
 
 /// Blobs larger than this are uploaded in chunks.
 const CHUNKED_ABOVE: u64 = 64 << 20;
-/// 16 MiB: two are held while one is sent and the next is read (see `send_chunks`). Each
-/// PATCH costs docker-registry a handful of fsyncs (hash state, upload data), so fewer,
-/// bigger chunks push faster: W4 4.8-5.3 s against 5.0-5.5 s with 8 MiB (32 MiB: 4.6-5.0 s,
-/// but 130 MiB resident; 16 MiB: 86-90 MiB).
-const CHUNK: usize = 16 << 20;
+/// 8 MiB: two are held while one is sent and the next is read (see `send_chunks`). Bigger
+/// chunks save docker-registry a few fsyncs per chunk, but little time: W4 4.8-5.3 s with
+/// 16 MiB chunks against 5.0-5.5 s with 8 MiB, and a single streamed PATCH of the whole
+/// blob 4.4-5.3 s; the memory they take (twice the chunk) is better left to the compressor.
+const CHUNK: usize = 8 << 20;
 /// How many times a failed chunk is resumed before the push gives up.
 const UPLOAD_RETRIES: u32 = 3;
 

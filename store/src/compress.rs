@@ -1,7 +1,7 @@
 //! Compression on the way out (DESIGN.md, "Layers and snapshots"): layers the builder made
 //! are kept uncompressed in the store (digest = diff-id); `save`, `build --output` and `push`
 //! ask for a *distribution* manifest whose layers are compressed. Each compressed layer is
-//! made once, on all cores, and kept: `compressed/<diff-id hex>.<gzip|zstd>` records its
+//! made once, on up to 4 cores, and kept: `compressed/<diff-id hex>.<gzip|zstd>` records its
 //! digest, so the next push or save compresses nothing and sends the same bytes (the same
 //! manifest digest). Layers already compressed (pulled or loaded ones) are left as they are.
 //!
@@ -234,6 +234,12 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
+/// At most this many chunks are compressed at once (zstd: this many workers): each gzip
+/// chunk holds a 4 MiB input and a 4 MiB output buffer, so memory stays at 32 MiB whatever
+/// the machine (on 32 cores it would be 256 MiB, far past a push's 100 MiB budget). Four
+/// cores deflate ~150 MB/s of ordinary layers at level 6, more than most registries take.
+const COMPRESS_THREADS: usize = 4;
+
 impl Store {
     fn compressed_record_path(&self, diff_id: &Digest, c: Compression) -> std::path::PathBuf {
         self.root()
@@ -292,10 +298,10 @@ impl Store {
         let blob: BlobWriter = self.blob_writer()?;
         let mut writer = Tee { blob, tee };
         match c {
-            Compression::Gzip => gzip_parallel(input, &mut writer, cores()),
+            Compression::Gzip => gzip_parallel(input, &mut writer, cores().min(COMPRESS_THREADS)),
             Compression::Zstd => (|| {
                 let mut e = zstd::stream::write::Encoder::new(&mut writer, 3)?;
-                e.multithread(cores() as u32)?;
+                e.multithread(cores().min(COMPRESS_THREADS) as u32)?;
                 let mut input = input;
                 std::io::copy(&mut input, &mut e)?;
                 e.finish().map(|_| ())
