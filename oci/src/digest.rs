@@ -305,8 +305,11 @@ impl<R> ThreadedDigestingReader<R> {
 
     /// A buffer for the next chunk: one the hasher is done with, or a new one.
     fn spare(&mut self) -> Vec<u8> {
-        // The current chunk is used up: let go of it, so it can come back.
+        // The current chunk is used up: let go of it, so it can come back. (Its position
+        // too: were the refill to end the stream or fail, the next read must find an empty
+        // chunk read to its end, not an offset into the old one.)
         self.chunk = Default::default();
+        self.at = 0;
         match self.digester.returned() {
             Some(mut buf) => {
                 buf.resize(THREADED_CHUNK, 0);
@@ -358,6 +361,42 @@ impl<R: std::io::Read> std::io::Read for ThreadedDigestingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reading again after the end (as `io::copy` after a tar reader that met the end) or
+    /// after an error gives the end or the error again; it once indexed past the emptied
+    /// chunk and panicked (found by the layer_unpack fuzzer).
+    #[test]
+    fn the_threaded_reader_reads_past_its_end_and_its_errors() {
+        use std::io::Read;
+        let data = vec![7u8; 1536];
+        let mut r = ThreadedDigestingReader::new(&data[..]);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        for _ in 0..3 {
+            assert_eq!(r.read(&mut [0u8; 64]).unwrap(), 0);
+        }
+        assert_eq!(r.finish(), (Digest::of(&data), 1536));
+
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("gone"));
+                }
+                let n = out.len().min(self.0);
+                out[..n].fill(1);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut r = ThreadedDigestingReader::new(Failing(1536));
+        let mut buf = vec![0u8; 1536];
+        assert_eq!(r.read(&mut buf).unwrap(), 1536);
+        for _ in 0..3 {
+            assert!(r.read(&mut buf).is_err());
+        }
+    }
 
     #[test]
     fn the_threaded_reader_digests_like_the_plain_one() {
