@@ -143,27 +143,18 @@ pub struct DirectReader {
     /// The file offset of the next read.
     offset: u64,
     direct: bool,
-    eof: bool,
 }
 
 /// Each direct read asks for this much.
 const DIRECT_READ: usize = 1 << 20;
 
 impl DirectReader {
-    pub fn open(path: &Path) -> std::io::Result<DirectReader> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let (file, direct) = match File::options()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(f) => (f, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (File::open(path)?, false),
-            Err(e) => return Err(e),
-        };
+    /// Reads `file` (open for reading, at its start) from here on past the cache.
+    pub fn new(file: File) -> DirectReader {
+        let direct = crate::fsutil::set_direct(&file, true).is_ok();
         let buf = vec![0u8; DIRECT_READ + DIRECT_ALIGN];
         let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-        Ok(DirectReader {
+        DirectReader {
             file,
             buf,
             start,
@@ -171,8 +162,7 @@ impl DirectReader {
             len: 0,
             offset: 0,
             direct,
-            eof: false,
-        })
+        }
     }
 
     /// Refills the buffer from `offset` (always aligned while direct: every read but the
@@ -185,8 +175,7 @@ impl DirectReader {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                    let flags = rustix::fs::fcntl_getfl(&self.file)?;
-                    rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+                    crate::fsutil::set_direct(&self.file, false)?;
                     self.direct = false;
                 }
                 Err(e) => return Err(e),
@@ -195,14 +184,13 @@ impl DirectReader {
         self.at = 0;
         self.len = n;
         self.offset += n as u64;
-        self.eof = n == 0;
         Ok(())
     }
 }
 
 impl std::io::Read for DirectReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.at == self.len && !self.eof {
+        if self.at == self.len {
             self.fill()?;
         }
         let n = out.len().min(self.len - self.at);
@@ -394,7 +382,7 @@ impl Sink {
                 self.file.write_all_at(&data[..head], self.written)?;
                 self.written += head as u64;
                 data = &data[head..];
-                if self.set_direct(true).is_ok() {
+                if crate::fsutil::set_direct(&self.file, true).is_ok() {
                     self.direct = Some(Staging::new());
                 } else {
                     self.buffered_only = true;
@@ -446,25 +434,13 @@ impl Sink {
                 let staged = area[..len].to_vec();
                 self.direct = None;
                 self.buffered_only = true;
-                self.set_direct(false)?;
+                crate::fsutil::set_direct(&self.file, false)?;
                 self.file.write_all_at(&staged, offset)?;
                 // A padded direct write may have gone past the end before it failed.
                 self.file.set_len(self.written)
             }
             Err(e) => Err(e),
         }
-    }
-
-    fn set_direct(&self, on: bool) -> std::io::Result<()> {
-        use rustix::fs::OFlags;
-        let flags = rustix::fs::fcntl_getfl(&self.file)?;
-        let flags = if on {
-            flags | OFlags::DIRECT
-        } else {
-            flags - OFlags::DIRECT
-        };
-        rustix::fs::fcntl_setfl(&self.file, flags)?;
-        Ok(())
     }
 
     /// Large blobs start their writeback every [`WRITEBACK_CHUNK`] (see there).

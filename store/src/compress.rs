@@ -37,19 +37,6 @@ fn name(c: Compression) -> &'static str {
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// gzip on `threads` cores: chunks compressed in parallel as separate members.
 ///
 /// The input and output buffers of each slot are reused from one round to the next: fresh
@@ -73,7 +60,7 @@ pub fn gzip_parallel(
             }
             let buf = &mut inputs[filled];
             buf.resize(CHUNK, 0);
-            let n = read_full(&mut input, buf)?;
+            let n = crate::fsutil::read_full(&mut input, buf)?;
             buf.truncate(n);
             if n > 0 {
                 filled += 1;
@@ -140,13 +127,6 @@ fn gzip_member_into(
     Ok(())
 }
 
-/// One chunk as a gzip member at `level`.
-fn gzip_member(chunk: &[u8], level: flate2::Compression) -> std::io::Result<Vec<u8>> {
-    let mut e = flate2::GzBuilder::new().write(Vec::with_capacity(chunk.len() / 2 + 1024), level);
-    e.write_all(chunk)?;
-    e.finish()
-}
-
 /// The member a whole chunk of zeros compresses to, made once per process: every such
 /// chunk gives the same bytes, and deflate's level-6 search over zeros runs at ~350 MB/s a
 /// core, while checking a chunk for zeros runs at memory speed (a chunk of anything else
@@ -156,8 +136,14 @@ fn gzip_member(chunk: &[u8], level: flate2::Compression) -> std::io::Result<Vec<
 fn zero_member() -> &'static [u8] {
     static MEMBER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     MEMBER.get_or_init(|| {
-        gzip_member(&vec![0u8; CHUNK], flate2::Compression::default())
-            .expect("compressing into memory does not fail")
+        let mut member = Vec::new();
+        gzip_member_into(
+            &vec![0u8; CHUNK],
+            flate2::Compression::default(),
+            &mut member,
+        )
+        .expect("compressing into memory does not fail");
+        member
     })
 }
 
@@ -290,11 +276,7 @@ impl Store {
         c: Compression,
         tee: &mut dyn CompressTee,
     ) -> Result<Descriptor> {
-        // Opened as open_blob does (its errors name a missing blob), then read past the cache.
-        drop(self.open_blob(&layer.digest)?);
-        let path = self.blob_path(&layer.digest);
-        let input = crate::blobs::DirectReader::open(&path)
-            .ctx(|| format!("opening blob {}", layer.digest))?;
+        let input = crate::blobs::DirectReader::new(self.open_blob(&layer.digest)?);
         let blob: BlobWriter = self.blob_writer()?;
         let mut writer = Tee { blob, tee };
         match c {

@@ -112,7 +112,7 @@ fn big_blobs_read_past_the_cache_come_back_the_same() {
     for dir in std::iter::once(tmp.path()).chain(shm.as_ref().map(|d| d.path())) {
         let path = dir.join("blob");
         std::fs::write(&path, &content).unwrap();
-        let mut reader = berth_store::blobs::DirectReader::open(&path).unwrap();
+        let mut reader = berth_store::blobs::DirectReader::new(std::fs::File::open(&path).unwrap());
         // Odd-sized reads, as a BufReader or gzip's chunking would make them.
         let mut back = Vec::new();
         let mut buf = vec![0u8; 1_000_003];

@@ -6,11 +6,26 @@ use std::os::unix::fs::MetadataExt;
 use berth_store::layer::unpack::{UnpackOptions, unpack};
 use berth_test_support::RawTar;
 
+/// Unpacks `tar` into `dest` (made here); the diff-id must be the stream's digest.
+fn unpack_checked(tar: &RawTar, dest: &std::path::Path) {
+    std::fs::create_dir(dest).unwrap();
+    let stream = tar.finish();
+    let report = unpack(
+        &stream[..],
+        dest,
+        &UnpackOptions {
+            max_bytes: 1 << 30,
+            privileged: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.diff_id, berth_oci::Digest::of(&stream));
+}
+
 #[test]
 fn zero_blocks_become_holes_and_files_read_back_the_same() {
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("dest");
-    std::fs::create_dir(&dest).unwrap();
     let data = berth_test_support::pseudo_random_bytes(7, 5000);
     // Data, 1 MiB of zeros, data, then zeros to the end (a hole at the end needs the size
     // set explicitly); zeros that do not fill an aligned block are written as data.
@@ -25,17 +40,7 @@ fn zero_blocks_become_holes_and_files_read_back_the_same() {
         .file("zeros", &zeros)
         .file("short", &short_zeros)
         .file("data", &data);
-    let stream = tar.finish();
-    let report = unpack(
-        &stream[..],
-        &dest,
-        &UnpackOptions {
-            max_bytes: 1 << 30,
-            privileged: false,
-        },
-    )
-    .unwrap();
-    assert_eq!(report.diff_id, berth_oci::Digest::of(&stream));
+    unpack_checked(&tar, &dest);
     for (name, content) in [
         ("mixed", &mixed),
         ("zeros", &zeros),
@@ -88,7 +93,6 @@ fn cached_pages(path: &std::path::Path) -> usize {
 fn big_files_are_written_past_the_cache_and_read_back_the_same() {
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("dest");
-    std::fs::create_dir(&dest).unwrap();
     let random = |seed, n| berth_test_support::pseudo_random_bytes(seed, n);
     let mut mixed = random(1, 3 << 20);
     mixed.extend(vec![0u8; 3 << 20]);
@@ -102,17 +106,7 @@ fn big_files_are_written_past_the_cache_and_read_back_the_same() {
         .file("zeros-at-end", &zeros_at_end)
         .file("exact", &exact)
         .file("small", &small);
-    let stream = tar.finish();
-    let report = unpack(
-        &stream[..],
-        &dest,
-        &UnpackOptions {
-            max_bytes: 1 << 30,
-            privileged: false,
-        },
-    )
-    .unwrap();
-    assert_eq!(report.diff_id, berth_oci::Digest::of(&stream));
+    unpack_checked(&tar, &dest);
     for (name, content) in [
         ("mixed", &mixed),
         ("zeros-at-end", &zeros_at_end),

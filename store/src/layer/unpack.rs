@@ -200,12 +200,12 @@ fn copy_sparse(
         chunks.all(|c| c.iter().fold(0u8, |a, b| a | b) == 0)
             && chunks.remainder().iter().all(|b| *b == 0)
     };
-    let mut direct = direct && set_direct(to, true).is_ok();
+    let mut direct = direct && crate::fsutil::set_direct(to, true).is_ok();
     let mut total = 0u64;
     let mut set_len = false;
     loop {
         let n = if direct {
-            read_full(from, buf)?
+            crate::fsutil::read_full(from, buf)?
         } else {
             loop {
                 match from.read(buf) {
@@ -273,24 +273,11 @@ fn copy_sparse(
         match to.write_all(data) {
             Err(e) if *direct && e.raw_os_error() == Some(libc::EINVAL) => {
                 *direct = false;
-                set_direct(to, false)?;
+                crate::fsutil::set_direct(to, false)?;
                 to.write_all(data)
             }
             r => r,
         }
-    }
-
-    fn read_full(from: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut n = 0;
-        while n < buf.len() {
-            match from.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
     }
 }
 
@@ -299,17 +286,6 @@ const BLOCK: u64 = 4096;
 
 /// Regular files of this size and more are written with `O_DIRECT` (see [`copy_sparse`]).
 const DIRECT_FILE: u64 = 8 << 20;
-
-fn set_direct(file: &std::fs::File, on: bool) -> std::io::Result<()> {
-    let flags = rustix::fs::fcntl_getfl(file)?;
-    let flags = if on {
-        flags | OFlags::DIRECT
-    } else {
-        flags - OFlags::DIRECT
-    };
-    rustix::fs::fcntl_setfl(file, flags)?;
-    Ok(())
-}
 
 fn not_in_layer(target: &[u8]) -> String {
     format!(
