@@ -18,11 +18,13 @@
 //! | [`copy`] | COPY/ADD sources and flags → files written into the image's tree |
 //! | [`config`] | config instructions → the image config and its history |
 //! | [`mounts`] | `RUN --mount` specs and `--secret`s → what the container mounts |
+//! | [`policy`] | a RUN's `--network`/`--security` and the build's `--allow` → how it runs |
 
 pub mod config;
 pub mod copy;
 pub mod fsops;
 pub mod mounts;
+pub mod policy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -57,9 +59,12 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// `--label`s, added to the final image.
     pub labels: BTreeMap<String, String>,
-    /// The network of RUN steps without `--network`: `host` (the default: berth has no
-    /// bridge network, and builds expect to reach package mirrors) or `none`.
-    pub network: String,
+    /// The network of RUN steps without `--network` (or with `--network=default`): the
+    /// host's (the default: berth has no bridge network, and builds expect to reach package
+    /// mirrors) or none.
+    pub network: NetworkMode,
+    /// Entitlements granted on the command line (`--allow`); see [`policy`].
+    pub allow: Vec<policy::Entitlement>,
     /// SOURCE_DATE_EPOCH / `--timestamp`: every time in the image (created, history, file
     /// mtimes) is clamped to it, so two builds of the same inputs give the same digest.
     pub epoch: Option<u64>,
@@ -185,6 +190,7 @@ pub fn build(
         done: Mutex::new(HashMap::new()),
         counts: Mutex::new((0, 0)),
     };
+    check_entitlements(graph, opts)?;
     for wave in &graph.waves {
         for chunk in wave.chunks(opts.jobs.max(1)) {
             let results: Vec<Result<(usize, StageState), BuildError>> =
@@ -234,6 +240,17 @@ pub fn build(
         executed,
         cached,
     })
+}
+
+/// Every RUN of the plan (ONBUILD triggers included) checked against the build's network
+/// and entitlements before anything runs.
+fn check_entitlements(graph: &BuildGraph, opts: &BuildOptions) -> Result<(), BuildError> {
+    for step in graph.stages.iter().flat_map(|s| &s.steps) {
+        if let Instruction::Run(run) = &step.instruction {
+            policy::run_policy(run, opts.network, &opts.allow).map_err(|m| step_error(step, m))?;
+        }
+    }
+    Ok(())
 }
 
 fn step_error(step: &Step, message: String) -> BuildError {
@@ -941,15 +958,15 @@ fn run_step(
             sc.shell.iter().cloned().chain([script]).collect()
         }
     };
+    let policy::RunPolicy {
+        network,
+        privileged,
+    } = policy::run_policy(run, ctx.opts.network, &ctx.opts.allow).map_err(err)?;
     let prepared = prepare_mounts(ctx, step, work, run)?;
     let mut env = sc.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, format!("PATH={}", berth_runtime::DEFAULT_PATH));
     }
-    let network = match run.network.as_deref().unwrap_or(&ctx.opts.network) {
-        "none" => NetworkMode::None,
-        _ => NetworkMode::Host,
-    };
     let write = |name: &str, text: String| {
         std::fs::write(work.join(name), text).map_err(|e| err(format!("writing {name}: {e}")))
     };
@@ -966,7 +983,6 @@ fn run_step(
             String::new()
         },
     )?;
-    let privileged = run.security.as_deref() == Some("insecure");
     // Docker's device rules (and with them CAP_MKNOD, so a RUN step can make device nodes,
     // as under BuildKit) when the devices cgroup can enforce them.
     let device_rules = !privileged && berth_runtime::cgroups::devices_enforceable();

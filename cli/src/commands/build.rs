@@ -12,7 +12,8 @@
 //! FROM images come from the local store (`berth import`/`load`; pulling is issue 7).
 //! RUN steps get the host's network by default (`--network default` is `host`: berth has
 //! no bridge network, and builds expect to reach package mirrors); `--network none`
-//! isolates them.
+//! isolates them. A Dockerfile cannot widen that: `RUN --network=host` needs
+//! `--allow network.host`, `RUN --security=insecure` needs `--allow security.insecure`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -66,6 +67,10 @@ pub struct Args {
     /// Network for RUN steps: default (the host's), none or host
     #[arg(long, default_value = "default", value_parser = ["default", "none", "host"])]
     network: String,
+    /// Grant an entitlement to the Dockerfile: network.host (RUN --network=host),
+    /// security.insecure (RUN --security=insecure); may be repeated or comma-separated
+    #[arg(long = "allow", value_delimiter = ',')]
+    allow: Vec<berth_builder::exec::policy::Entitlement>,
     /// A resource limit for RUN steps, NAME=SOFT[:HARD] (as `run --ulimit`)
     #[arg(long = "ulimit", value_parser = berth_runtime::spec::Rlimit::parse)]
     ulimits: Vec<berth_runtime::spec::Rlimit>,
@@ -600,7 +605,11 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         labels,
-        network: args.network.clone(),
+        network: match args.network.as_str() {
+            "none" => berth_runtime::spec::NetworkMode::None,
+            _ => berth_runtime::spec::NetworkMode::Host,
+        },
+        allow: args.allow.clone(),
         epoch,
         platform: platforms.target.clone(),
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -1,0 +1,207 @@
+//! What a RUN step may have: the Dockerfile asks (`RUN --network`, `RUN --security`), the
+//! person running the build bounds (`--network`, `--allow`). In: a step's RUN flags, the
+//! build's network and entitlements. Out: the step's network and privilege, or an error that
+//! names the flag to pass.
+//!
+//! The command line bounds the Dockerfile, never the reverse (BuildKit's entitlements):
+//!
+//! | `RUN` asks | needs | gets |
+//! |---|---|---|
+//! | nothing, or `--network=default` | — | the build's `--network` |
+//! | `--network=none` | — | no network |
+//! | `--network=host` | `--allow network.host` | the host's network namespace |
+//! | `--security=sandbox` (or nothing) | — | Docker's default capabilities, seccomp |
+//! | `--security=insecure` | `--allow security.insecure` | every capability, no seccomp |
+//!
+//! The whole plan is checked before the first step starts, so a build that would need an
+//! entitlement fails at once, cached or not; each RUN is checked again as it starts.
+
+use std::fmt;
+use std::str::FromStr;
+
+use berth_runtime::spec::NetworkMode;
+
+use crate::instructions::Run;
+
+/// A privilege beyond the sandbox that only the command line can grant (`--allow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Entitlement {
+    /// `network.host`: `RUN --network=host`.
+    NetworkHost,
+    /// `security.insecure`: `RUN --security=insecure`.
+    SecurityInsecure,
+}
+
+impl Entitlement {
+    pub fn name(self) -> &'static str {
+        match self {
+            Entitlement::NetworkHost => "network.host",
+            Entitlement::SecurityInsecure => "security.insecure",
+        }
+    }
+}
+
+impl fmt::Display for Entitlement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Entitlement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "network.host" => Ok(Entitlement::NetworkHost),
+            "security.insecure" => Ok(Entitlement::SecurityInsecure),
+            _ => Err(format!(
+                "unknown entitlement {s:?}: use network.host or security.insecure"
+            )),
+        }
+    }
+}
+
+/// How a RUN step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPolicy {
+    pub network: NetworkMode,
+    /// Every capability, no seccomp, no masked paths (`--security=insecure`).
+    pub privileged: bool,
+}
+
+/// The policy of one RUN step, or the reason it may not run.
+pub fn run_policy(
+    run: &Run,
+    build_network: NetworkMode,
+    allowed: &[Entitlement],
+) -> Result<RunPolicy, String> {
+    let needs = |e: Entitlement, what: &str| {
+        if allowed.contains(&e) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} is not allowed: the build must be started with --allow {e}"
+            ))
+        }
+    };
+    let network = match run.network.as_deref() {
+        None | Some("default") => build_network,
+        Some("none") => NetworkMode::None,
+        Some("host") => {
+            needs(Entitlement::NetworkHost, "RUN --network=host")?;
+            NetworkMode::Host
+        }
+        Some(other) => return Err(format!("unsupported network mode {other:?}")),
+    };
+    let privileged = match run.security.as_deref() {
+        None | Some("sandbox") => false,
+        Some("insecure") => {
+            needs(Entitlement::SecurityInsecure, "RUN --security=insecure")?;
+            true
+        }
+        Some(other) => return Err(format!("unsupported security mode {other:?}")),
+    };
+    Ok(RunPolicy {
+        network,
+        privileged,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instructions::Command;
+
+    fn run(network: Option<&str>, security: Option<&str>) -> Run {
+        Run {
+            command: Command::Shell("true".into()),
+            mounts: Vec::new(),
+            network: network.map(str::to_owned),
+            security: security.map(str::to_owned),
+            heredocs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_bounds_the_dockerfile() {
+        use Entitlement::*;
+        use NetworkMode::{Host, None as Isolated};
+        let all = [NetworkHost, SecurityInsecure];
+        // (RUN --network, RUN --security, build network, allowed) -> network, privileged | Err
+        let cases: &[(
+            Option<&str>,
+            Option<&str>,
+            NetworkMode,
+            &[Entitlement],
+            Option<(NetworkMode, bool)>,
+        )] = &[
+            (None, None, Isolated, &[], Some((Isolated, false))),
+            (None, None, Host, &[], Some((Host, false))),
+            (
+                Some("default"),
+                None,
+                Isolated,
+                &[],
+                Some((Isolated, false)),
+            ),
+            (Some("default"), None, Host, &[], Some((Host, false))),
+            (Some("none"), None, Host, &[], Some((Isolated, false))),
+            (Some("host"), None, Isolated, &[], None),
+            (Some("host"), None, Host, &[], None),
+            (Some("host"), None, Isolated, &[SecurityInsecure], None),
+            (
+                Some("host"),
+                None,
+                Isolated,
+                &[NetworkHost],
+                Some((Host, false)),
+            ),
+            (None, Some("sandbox"), Host, &[], Some((Host, false))),
+            (None, Some("insecure"), Host, &[], None),
+            (None, Some("insecure"), Host, &[NetworkHost], None),
+            (
+                None,
+                Some("insecure"),
+                Host,
+                &[SecurityInsecure],
+                Some((Host, true)),
+            ),
+            (
+                Some("host"),
+                Some("insecure"),
+                Isolated,
+                &all,
+                Some((Host, true)),
+            ),
+            (Some("bridge"), None, Host, &all, None),
+            (None, Some("root"), Host, &all, None),
+        ];
+        for (i, (net, sec, build, allowed, want)) in cases.iter().enumerate() {
+            let got = run_policy(&run(*net, *sec), *build, allowed)
+                .ok()
+                .map(|p| (p.network, p.privileged));
+            assert_eq!(
+                got, *want,
+                "case {i}: {net:?} {sec:?} {build:?} {allowed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_flag_to_pass() {
+        let e = run_policy(&run(Some("host"), None), NetworkMode::None, &[]).unwrap_err();
+        assert!(e.contains("--allow network.host"), "{e}");
+        let e = run_policy(&run(None, Some("insecure")), NetworkMode::Host, &[]).unwrap_err();
+        assert!(e.contains("--allow security.insecure"), "{e}");
+    }
+
+    #[test]
+    fn entitlements_parse_by_buildkit_name() {
+        assert_eq!("network.host".parse(), Ok(Entitlement::NetworkHost));
+        assert_eq!(
+            "security.insecure".parse(),
+            Ok(Entitlement::SecurityInsecure)
+        );
+        assert!("network".parse::<Entitlement>().is_err());
+        assert!("device".parse::<Entitlement>().is_err());
+    }
+}
