@@ -121,19 +121,22 @@ mod tests {
         }
     }
 
+    /// RUN --network, RUN --security, the build's network, `--allow` → network and
+    /// privilege, or `None` for a refusal.
+    type Case = (
+        Option<&'static str>,
+        Option<&'static str>,
+        NetworkMode,
+        &'static [Entitlement],
+        Option<(NetworkMode, bool)>,
+    );
+
     #[test]
     fn the_command_line_bounds_the_dockerfile() {
         use Entitlement::*;
         use NetworkMode::{Host, None as Isolated};
         let all = [NetworkHost, SecurityInsecure];
-        // (RUN --network, RUN --security, build network, allowed) -> network, privileged | Err
-        let cases: &[(
-            Option<&str>,
-            Option<&str>,
-            NetworkMode,
-            &[Entitlement],
-            Option<(NetworkMode, bool)>,
-        )] = &[
+        let cases: &[Case] = &[
             (None, None, Isolated, &[], Some((Isolated, false))),
             (None, None, Host, &[], Some((Host, false))),
             (
