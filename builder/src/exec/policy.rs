@@ -135,7 +135,7 @@ mod tests {
     fn the_command_line_bounds_the_dockerfile() {
         use Entitlement::*;
         use NetworkMode::{Host, None as Isolated};
-        let all = [NetworkHost, SecurityInsecure];
+        const ALL: &[Entitlement] = &[NetworkHost, SecurityInsecure];
         let cases: &[Case] = &[
             (None, None, Isolated, &[], Some((Isolated, false))),
             (None, None, Host, &[], Some((Host, false))),
@@ -175,8 +175,8 @@ mod tests {
                 &all,
                 Some((Host, true)),
             ),
-            (Some("bridge"), None, Host, &all, None),
-            (None, Some("root"), Host, &all, None),
+            (Some("bridge"), None, Host, ALL, None),
+            (None, Some("root"), Host, ALL, None),
         ];
         for (i, (net, sec, build, allowed, want)) in cases.iter().enumerate() {
             let got = run_policy(&run(*net, *sec), *build, allowed)
