@@ -172,7 +172,7 @@ mod tests {
                 Some("host"),
                 Some("insecure"),
                 Isolated,
-                &all,
+                ALL,
                 Some((Host, true)),
             ),
             (Some("bridge"), None, Host, ALL, None),
