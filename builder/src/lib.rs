@@ -7,6 +7,7 @@
 //! | [`context`] | a context directory → included entries with content digests (.dockerignore, stat index) |
 //! | [`plan`] | typed stages + build inputs + resolved bases + context → the `BuildGraph`: stages, waves, cache keys |
 //! | [`exec`] | the graph → steps run (or found in the cache), layers committed, the image written |
+//! | [`redact`] | text → the same text without the credentials of URLs in it |
 //!
 //! Crossing the boundary: [`parse_dockerfile`](instructions::parse_dockerfile), the
 //! `BuildGraph` ([`plan::plan`], with a [`plan::Resolver`] for `FROM` images that `cli`
@@ -17,3 +18,4 @@ pub mod dockerfile;
 pub mod exec;
 pub mod instructions;
 pub mod plan;
+pub mod redact;

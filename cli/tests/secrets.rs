@@ -394,3 +394,150 @@ fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() 
         with_login.len()
     );
 }
+
+/// A server that serves `body` at any path to a request carrying `Authorization: Basic
+/// <expected>`, and 401 otherwise; counts the authorised requests.
+fn basic_auth_server(
+    expected: String,
+    body: &'static [u8],
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut authorised = false;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if h.to_ascii_lowercase().starts_with("authorization:") {
+                    authorised = h.trim_end().ends_with(&format!("Basic {expected}"));
+                }
+            }
+            let _ = if authorised {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|_| stream.write_all(body))
+            } else {
+                stream.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+            };
+        }
+    });
+    (port, served)
+}
+
+/// `ADD http://user:password@host/file`: the download uses the credentials, and the password
+/// is in nothing berth shows or stores: not the progress, the log file, the history or any
+/// byte of the store; a failing download's error hides it too.
+#[test]
+fn add_url_credentials_are_in_nothing_berth_shows_or_stores() {
+    const USER: &str = "add-user-Mx81";
+    const PASSWORD: &str = "add-pass-Rk27Tz";
+    if !is_root() {
+        eprintln!("skipped: needs root (builds run containers)");
+        return;
+    }
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    s.import_busybox("busybox");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let (port, served) = basic_auth_server(basic, b"remote-file\n");
+    let ctx = s.path().join("ctx-add-url");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let mut printed = Printed::default();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD http://{USER}:{PASSWORD}@127.0.0.1:{port}/files/f.txt /f.txt\nRUN cat /f.txt\n"
+        ),
+    )
+    .unwrap();
+    let log = s.path().join("add-url.log");
+    let out = berth(
+        &s,
+        &[],
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--log-file",
+            log.to_str().unwrap(),
+            "-t",
+            "addurl:1",
+            ctx.to_str().unwrap(),
+        ],
+        "",
+    );
+    ok(&out, "build");
+    printed.keep("build", &out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("remote-file"));
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    for args in [
+        &["history", "--no-trunc", "addurl:1"][..],
+        &["inspect", "addurl:1"],
+    ] {
+        let out = berth(&s, &[], args, "");
+        ok(&out, args[0]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("xxxxx@127.0.0.1"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        printed.keep(args[0], &out);
+    }
+    // A download that fails (a wrong path the server refuses without the credentials' user)
+    // names the URL without them; so does a Dockerfile error shown with its lines.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD http://other:{PASSWORD}@127.0.0.1:{port}/files/f.txt /f\n"),
+    )
+    .unwrap();
+    let out = berth(
+        &s,
+        &[],
+        &["build", "--progress", "plain", ctx.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("xxxxx@127.0.0.1"));
+    printed.keep("failed build", &out);
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD --bogus http://u:{PASSWORD}@127.0.0.1:{port}/f /f\n"),
+    )
+    .unwrap();
+    let out = berth(
+        &s,
+        &[],
+        &["build", "--progress", "plain", ctx.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    printed.keep("bad Dockerfile", &out);
+
+    let needles = vec![("the ADD password".to_owned(), PASSWORD.as_bytes().to_vec())];
+    for (what, bytes) in &printed.0 {
+        search(bytes, &needles, what);
+    }
+    search(&std::fs::read(&log).unwrap(), &needles, "the log file");
+    assert!(search_tree(&s.store(), &needles) > 0);
+}

@@ -260,7 +260,8 @@ pub fn created_by(step: &Step) -> String {
             } else {
                 "COPY"
             };
-            format!("{keyword} {} {} # buildkit", c.sources.join(" "), c.dest)
+            let sources = crate::redact::url_credentials(&c.sources.join(" ")).into_owned();
+            format!("{keyword} {sources} {} # buildkit", c.dest)
         }
         Instruction::Workdir(_) => format!("WORKDIR {}", ctx_workdir_after(step)),
         Instruction::Cmd(c) => format!("CMD {}", go_quoted_list(&command_vec(c, &ctx.shell))),
@@ -313,7 +314,7 @@ pub fn created_by(step: &Step) -> String {
                 crate::dockerfile::ast::go_quote(&go_duration_text(start_period)),
             )
         }
-        Instruction::Onbuild(t) => format!("ONBUILD {t}"),
+        Instruction::Onbuild(t) => format!("ONBUILD {}", crate::redact::url_credentials(t)),
     }
 }
 

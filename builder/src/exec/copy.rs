@@ -292,9 +292,10 @@ pub fn copy(
     for src in sources {
         match src {
             Src::Url(url) => {
+                let shown = crate::redact::url_credentials(&url).into_owned();
                 let fetch = job
                     .fetch
-                    .ok_or_else(|| format!("ADD {url}: downloads are not available here"))?;
+                    .ok_or_else(|| format!("ADD {shown}: downloads are not available here"))?;
                 let file = job.scratch.join("download");
                 let mut out =
                     std::fs::File::create(&file).map_err(|e| io_msg("creating", "download", e))?;
@@ -317,7 +318,7 @@ pub fn copy(
                     let found = digester.finish();
                     if found.to_string() != *want {
                         return Err(format!(
-                            "ADD {url}: checksum mismatch: expected {want}, the download is {found}"
+                            "ADD {shown}: checksum mismatch: expected {want}, the download is {found}"
                         ));
                     }
                     data =

@@ -331,7 +331,7 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
     let total = stage.steps.len();
     for (n, step) in stage.steps.iter().enumerate() {
         let id = format!("{name} {}/{total}", n + 1);
-        let text = step.original.trim().to_owned();
+        let text = crate::redact::url_credentials(step.original.trim()).into_owned();
         ctx.progress.event(Event::Step {
             id: id.clone(),
             text,

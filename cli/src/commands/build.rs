@@ -189,6 +189,8 @@ struct Download {
 
 impl berth_builder::exec::Fetch for Download {
     fn fetch(&self, url: &str, out: &mut dyn Write) -> Result<Option<i64>, String> {
+        // Every message names the URL without its credentials (reqwest's errors name it too).
+        let redact = |m: String| berth_builder::redact::url_credentials(&m).into_owned();
         crate::block_on(async {
             let parsed = reqwest::Url::parse(url).map_err(|e| format!("ADD {url}: {e}"))?;
             let host = match (parsed.host_str(), parsed.port()) {
@@ -225,6 +227,7 @@ impl berth_builder::exec::Fetch for Download {
             }
             Ok(modified)
         })
+        .map_err(redact)
     }
 }
 
@@ -487,7 +490,9 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         )
     };
     let show = |e: berth_builder::dockerfile::ParseError| {
-        UsageError(e.render(&text, &name).trim_end().to_owned())
+        UsageError(
+            berth_builder::redact::url_credentials(e.render(&text, &name).trim_end()).into_owned(),
+        )
     };
     let df = berth_builder::instructions::parse_dockerfile(&text).map_err(show)?;
     let mut build_args = HashMap::new();
@@ -629,7 +634,11 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
                 }
             }
             let e = berth_builder::dockerfile::ParseError::at(line, message);
-            eprintln!("{}", e.render(&text, &name).trim_end());
+            let shown = e.render(&text, &name);
+            eprintln!(
+                "{}",
+                berth_builder::redact::url_credentials(shown.trim_end())
+            );
             return Err(anyhow::anyhow!("the build failed at {name}:{line}"));
         }
         Err(e) => return Err(e.into()),
