@@ -46,6 +46,27 @@ fn dockerfile_dump_and_errors() {
 }
 
 #[test]
+fn secret_looking_arg_and_env_names_warn() {
+    let s = sandbox();
+    std::fs::write(
+        s.path().join("Dockerfile"),
+        "FROM busybox\nARG GITHUB_TOKEN\nENV DB_PASSWORD=x PUBLIC_KEY=y\n",
+    )
+    .unwrap();
+    let out = s.run(&["debug", "dockerfile"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WARNING: Dockerfile:2: SecretsUsedInArgOrEnv")
+            && err.contains("(ARG \"GITHUB_TOKEN\")")
+            && err.contains("WARNING: Dockerfile:3: SecretsUsedInArgOrEnv")
+            && err.contains("(ENV \"DB_PASSWORD\")")
+            && !err.contains("PUBLIC_KEY"),
+        "{err}"
+    );
+}
+
+#[test]
 fn context_from_a_directory_and_from_a_tar_agree() {
     let s = sandbox();
     let ctx = s.path().join("ctx");

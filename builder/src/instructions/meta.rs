@@ -18,6 +18,26 @@ pub struct ArgDef {
     pub default: Option<String>,
 }
 
+/// Whether an ARG or ENV name looks like it holds a secret (BuildKit's
+/// `SecretsUsedInArgOrEnv`): one of its `_`-separated words, in any case, is a secret word,
+/// and none is `public`.
+pub fn looks_secret(name: &str) -> bool {
+    const WORDS: [&str; 10] = [
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ];
+    let words: Vec<String> = name.split('_').map(str::to_ascii_lowercase).collect();
+    words.iter().any(|w| WORDS.contains(&w.as_str())) && !words.iter().any(|w| w == "public")
+}
+
 /// Key/value triplets (key, value, separator) of ENV and LABEL nodes.
 fn pairs(node: &Node, keyword: &str) -> Result<Vec<KeyValue>, String> {
     let words = node.words();
@@ -109,4 +129,60 @@ pub fn check_trigger(child: &Node) -> Result<(), String> {
         _ => {}
     }
     super::parse_instruction(child, &mut Vec::new()).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_names_are_whole_words() {
+        for name in [
+            "PASSWORD",
+            "db_password",
+            "AWS_SECRET_ACCESS_KEY",
+            "GITHUB_TOKEN",
+            "npm_Auth",
+            "apikey",
+            "SSH_KEY_",
+            "Credentials",
+        ] {
+            assert!(looks_secret(name), "{name}");
+        }
+        for name in [
+            "MONKEY",
+            "PASSWORDS_DIR",
+            "TOKENIZER",
+            "KEYBOARD",
+            "PUBLIC_KEY",
+            "public_token",
+            "VERSION",
+            "",
+        ] {
+            assert!(!looks_secret(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn arg_and_env_with_secret_names_warn_at_their_line() {
+        let df = crate::instructions::parse_dockerfile(
+            "ARG NPM_TOKEN\nFROM scratch\nENV A=1 DB_PASSWORD=x\nARG PUBLIC_KEY VERSION\nLABEL token=1\n",
+        )
+        .unwrap();
+        let found: Vec<(usize, &str)> = df
+            .warnings
+            .iter()
+            .filter(|w| w.message.starts_with("SecretsUsedInArgOrEnv"))
+            .map(|w| (w.line, w.message.as_str()))
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, 1);
+        assert!(found[0].1.contains("(ARG \"NPM_TOKEN\")"), "{}", found[0].1);
+        assert_eq!(found[1].0, 3);
+        assert!(
+            found[1].1.contains("(ENV \"DB_PASSWORD\")"),
+            "{}",
+            found[1].1
+        );
+    }
 }

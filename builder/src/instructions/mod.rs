@@ -254,7 +254,22 @@ pub fn parse_instruction(node: &Node, warnings: &mut Vec<Warning>) -> Result<Ins
         }
         "onbuild" => meta::parse_onbuild(node).map(Instruction::Onbuild),
         "env" | "label" | "arg" | "expose" | "user" | "workdir" | "volume" | "stopsignal" => {
-            meta::parse_meta(node)
+            let instruction = meta::parse_meta(node)?;
+            let names: Vec<&str> = match &instruction {
+                Instruction::Env(pairs) => pairs.iter().map(|p| p.key.as_str()).collect(),
+                Instruction::Arg(defs) => defs.iter().map(|d| d.name.as_str()).collect(),
+                _ => Vec::new(),
+            };
+            for name in names.into_iter().filter(|n| meta::looks_secret(n)) {
+                warn(
+                    warnings,
+                    &format!(
+                        "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data ({} {name:?}): their values stay in the image's config and history; use RUN --mount=type=secret",
+                        node.value.to_uppercase()
+                    ),
+                );
+            }
+            Ok(instruction)
         }
         other => Err(unknown_instruction(&node.original, other)),
     }
