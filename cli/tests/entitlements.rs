@@ -162,6 +162,16 @@ fn network_none_holds_for_steps_that_ask_for_the_default() {
             "{name}: the host was reached"
         );
     }
+    // ADD's downloads are berth's own, on the host's network: none of them under none.
+    let ctx = context(
+        &s,
+        "add-url",
+        &format!("FROM busybox\nADD http://127.0.0.1:{port}/f /f\n"),
+    );
+    let o = build(&s, &ctx, &["--network", "none"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--network none"), "{}", text(&o));
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "ADD reached the host");
     // RUN --network=none isolates even when the build has the host's network.
     let ctx = context(
         &s,

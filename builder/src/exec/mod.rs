@@ -242,12 +242,19 @@ pub fn build(
     })
 }
 
-/// Every RUN of the plan (ONBUILD triggers included) checked against the build's network
-/// and entitlements before anything runs.
+/// Every RUN and ADD of the plan (ONBUILD triggers included) checked against the build's
+/// network and entitlements before anything runs.
 fn check_entitlements(graph: &BuildGraph, opts: &BuildOptions) -> Result<(), BuildError> {
     for step in graph.stages.iter().flat_map(|s| &s.steps) {
-        if let Instruction::Run(run) = &step.instruction {
-            policy::run_policy(run, opts.network, &opts.allow).map_err(|m| step_error(step, m))?;
+        match &step.instruction {
+            Instruction::Run(run) => {
+                policy::run_policy(run, opts.network, &opts.allow)
+                    .map_err(|m| step_error(step, m))?;
+            }
+            Instruction::Add(add) => {
+                policy::add_policy(&add.sources, opts.network).map_err(|m| step_error(step, m))?
+            }
+            _ => {}
         }
     }
     Ok(())

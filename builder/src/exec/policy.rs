@@ -13,6 +13,10 @@
 //! | `--security=sandbox` (or nothing) | — | Docker's default capabilities, seccomp |
 //! | `--security=insecure` | `--allow security.insecure` | every capability, no seccomp |
 //!
+//! `ADD http(s)://...` downloads from berth's own process, on the host's network: under
+//! `--network none` a Dockerfile may not download anything (BuildKit fetches regardless of
+//! `--network`; berth takes `none` to mean no network for anything the Dockerfile asks).
+//!
 //! The whole plan is checked before the first step starts, so a build that would need an
 //! entitlement fails at once, cached or not; each RUN is checked again as it starts.
 
@@ -106,6 +110,20 @@ pub fn run_policy(
     })
 }
 
+/// Whether an ADD's sources may be fetched under the build's network.
+pub fn add_policy(sources: &[String], build_network: NetworkMode) -> Result<(), String> {
+    let remote = sources
+        .iter()
+        .find(|s| s.starts_with("http://") || s.starts_with("https://"));
+    match (remote, build_network) {
+        (Some(url), NetworkMode::None) => Err(format!(
+            "ADD {}: the build runs with --network none, which allows no downloads",
+            crate::redact::url_credentials(url)
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +213,16 @@ mod tests {
         assert!(e.contains("--allow network.host"), "{e}");
         let e = run_policy(&run(None, Some("insecure")), NetworkMode::Host, &[]).unwrap_err();
         assert!(e.contains("--allow security.insecure"), "{e}");
+    }
+
+    #[test]
+    fn no_download_under_network_none() {
+        let local = vec!["a.tar".to_owned()];
+        let remote = vec!["a".to_owned(), "https://u:p@h/f".to_owned()];
+        assert!(add_policy(&local, NetworkMode::None).is_ok());
+        assert!(add_policy(&remote, NetworkMode::Host).is_ok());
+        let e = add_policy(&remote, NetworkMode::None).unwrap_err();
+        assert!(e.contains("--network none") && !e.contains("u:p"), "{e}");
     }
 
     #[test]
