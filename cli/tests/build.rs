@@ -10,7 +10,7 @@ use serde_json::Value;
 
 fn sandbox() -> Option<Sandbox> {
     if !is_root() {
-        eprintln!("skipped: builds run containers and need root");
+        berth_test_support::skip("builds run containers and need root");
         return None;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
@@ -618,7 +618,7 @@ fn built_images_save_and_interoperate() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: umoci is not installed");
+        berth_test_support::skip("umoci is not installed");
         return;
     }
     let ctx = context(
@@ -1226,7 +1226,7 @@ ADD a.tar.zst /zst/
 fn tty_progress_under_tmux_shows_running_steps_output_and_cached_steps() {
     let Some(s) = sandbox() else { return };
     if !berth_test_support::Tmux::available() {
-        eprintln!("skipped: tmux is not installed (scripts/test installs it)");
+        berth_test_support::skip("tmux is not installed (scripts/test installs it)");
         return;
     }
     let ctx = context(

@@ -62,7 +62,7 @@ fn finished(what: &str, child: Child) {
 #[test]
 fn eight_builds_beside_pull_rmi_and_prune_match_the_serial_run() {
     if !is_root() {
-        eprintln!("skipped: builds run containers, which needs root");
+        berth_test_support::skip("builds run containers, which needs root");
         return;
     }
     // The serial reference, in its own store.

@@ -129,7 +129,7 @@ fn processes_rooted_under(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn kill_9_during_build_pull_push_rmi_and_prune_leaves_a_clean_store() {
     if !berth_test_support::is_root() {
-        eprintln!("skipped: builds run containers, which needs root");
+        berth_test_support::skip("builds run containers, which needs root");
         return;
     }
     let trials: u64 = std::env::var("BERTH_CRASH_TRIALS")

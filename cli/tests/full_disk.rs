@@ -15,7 +15,7 @@ impl Drop for Mount {
 #[test]
 fn a_full_disk_gives_a_clear_error_and_keeps_the_store() {
     if !is_root() {
-        eprintln!("skipped: mounting a small filesystem needs root");
+        berth_test_support::skip("mounting a small filesystem needs root");
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
@@ -116,12 +116,12 @@ impl Drop for LoopFs {
 #[test]
 fn a_full_disk_during_build_and_pull_keeps_the_store() {
     if !is_root() {
-        eprintln!("skipped: loop mounts need root");
+        berth_test_support::skip("loop mounts need root");
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let Some(fs) = LoopFs::new(&s.path().join("disk.img"), &s.path().join("disk"), 64) else {
-        eprintln!("skipped: mkfs.ext4 or a loop mount is not available");
+        berth_test_support::skip("mkfs.ext4 or a loop mount is not available");
         return;
     };
     let store = fs.0.join("store");

@@ -498,7 +498,7 @@ fn inside(s: &Sandbox, case: &Case, path: &str, image: &str) {
 #[test]
 fn hostile_layers_through_load_pull_and_add() {
     if !is_root() {
-        eprintln!("skipped: needs root (device nodes, overlay, run)");
+        berth_test_support::skip("needs root (device nodes, overlay, run)");
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
@@ -615,7 +615,7 @@ fn hostile_layers_through_load_pull_and_add() {
 #[test]
 fn hostile_contexts_through_copy_and_add() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        berth_test_support::skip("needs root");
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));

@@ -10,7 +10,7 @@ use berth_test_support::{Fault, FaultProxy, RegistryConfig, Sandbox, TestRegistr
 
 fn sandbox() -> Option<Sandbox> {
     if !is_root() {
-        eprintln!("skipped: the images are run, which needs root");
+        berth_test_support::skip("the images are run, which needs root");
         return None;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
@@ -1023,7 +1023,7 @@ fn docker_hub_names_go_to_the_configured_mirror() {
 fn pull_on_a_terminal_shows_a_bar_per_layer_with_totals() {
     let Some(s) = sandbox() else { return };
     if !berth_test_support::Tmux::available() {
-        eprintln!("skipped: tmux is not installed (scripts/test installs it)");
+        berth_test_support::skip("tmux is not installed (scripts/test installs it)");
         return;
     }
     let reg = TestRegistry::start(RegistryConfig::default());

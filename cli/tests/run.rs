@@ -583,7 +583,7 @@ fn stdin_is_passed_only_with_i() {
 fn a_terminal_under_tmux_types_resizes_and_interrupts() {
     let Some(s) = sandbox() else { return };
     if !berth_test_support::Tmux::available() {
-        eprintln!("skipped: tmux is not installed (scripts/test installs it)");
+        berth_test_support::skip("tmux is not installed (scripts/test installs it)");
         return;
     }
     let rc = s.path().join("rc");
@@ -775,7 +775,7 @@ fn detached_with_a_terminal_logs_its_output_and_stops() {
 fn device_nodes_can_be_made_but_only_the_usual_ones_opened() {
     let Some(s) = sandbox() else { return };
     if !berth_runtime_devices() {
-        eprintln!("skipped: no v1 devices controller (no CAP_MKNOD then)");
+        berth_test_support::skip("no v1 devices controller (no CAP_MKNOD then)");
         return;
     }
     // As Docker: CAP_MKNOD, and the devices cgroup stops opening anything but null, zero,

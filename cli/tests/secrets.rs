@@ -132,7 +132,7 @@ fn search_tree(root: &Path, needles: &[(String, Vec<u8>)]) -> usize {
 #[test]
 fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() {
     if !is_root() {
-        eprintln!("skipped: builds run containers, which needs root");
+        berth_test_support::skip("builds run containers, which needs root");
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
@@ -449,7 +449,7 @@ fn add_url_credentials_are_in_nothing_berth_shows_or_stores() {
     const USER: &str = "add-user-Mx81";
     const PASSWORD: &str = "add-pass-Rk27Tz";
     if !is_root() {
-        eprintln!("skipped: needs root (builds run containers)");
+        berth_test_support::skip("needs root (builds run containers)");
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));

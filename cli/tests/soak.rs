@@ -93,7 +93,7 @@ fn open_files() -> i64 {
 #[test]
 fn cached_rebuilds_and_runs_leave_nothing_growing() {
     if !is_root() {
-        eprintln!("skipped: builds and runs need root");
+        berth_test_support::skip("builds and runs need root");
         return;
     }
     let builds = count("BERTH_SOAK_BUILDS", 10);

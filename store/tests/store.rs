@@ -389,7 +389,7 @@ fn pack_then_unpack_keeps_what_a_rootfs_needs() {
 #[test]
 fn whiteouts_become_overlay_whiteouts_and_back() {
     if !berth_test_support::is_root() {
-        eprintln!("skipped: overlay whiteouts need root");
+        berth_test_support::skip("overlay whiteouts need root");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

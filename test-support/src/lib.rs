@@ -122,11 +122,21 @@ impl Sandbox {
     }
 }
 
+/// A test that cannot run here says why ("skipped: needs root") and returns; with
+/// `BERTH_NO_SKIP=1` (set by `scripts/test`, so CI never passes a test that did not run) it
+/// fails instead.
+pub fn skip(why: &str) {
+    if std::env::var_os("BERTH_NO_SKIP").is_some_and(|v| v == "1") {
+        panic!("BERTH_NO_SKIP=1, but this test would be skipped: {why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
 /// A sandbox with the busybox image imported as `busybox`, for tests that run containers;
 /// `None` (and a line saying the test skips) when not running as root.
 pub fn root_sandbox(bin: impl Into<PathBuf>) -> Option<Sandbox> {
     if !is_root() {
-        eprintln!("skipped: containers need root");
+        skip("needs root (containers)");
         return None;
     }
     let s = Sandbox::new(bin);
