@@ -24,7 +24,9 @@ use std::path::Path;
 
 use rustix::fs::FileType;
 
-use super::fsops::{InRoot, Meta, components, copy_file, set_dir_time, write_dir, write_symlink};
+use super::fsops::{
+    InRoot, Meta, components, copy_file, set_dir_time, write_dir, write_fifo, write_symlink,
+};
 use crate::context::ContextEntry;
 use crate::dockerfile::Heredoc;
 use crate::instructions::CopyInst;
@@ -481,8 +483,11 @@ fn copy_entry(
             m.mode = 0o777;
             write_symlink(parent, name, &target, m).map_err(|e| io_msg("copying", src, e))
         }
-        // FIFOs, sockets and devices are not copied (BuildKit copies them from stages; a
-        // build context never carries them).
+        // A FIFO is copied as a FIFO (as BuildKit and Docker's tar context do), made with
+        // mknodat and never opened for its data.
+        FileType::Fifo => write_fifo(parent, name, meta_for(job, tree, &st, false))
+            .map_err(|e| io_msg("copying", src, e)),
+        // Sockets and devices are not copied.
         _ => Ok(()),
     }
 }
@@ -599,7 +604,8 @@ fn unpacked_stream(
 }
 
 /// Whether an ADD source is a tar archive (plain, gzip, zstd, bzip2 or xz): its first block,
-/// decompressed, has the `ustar` magic. A compressed file that is not a tar is copied as is.
+/// decompressed, has the `ustar` magic. A compressed file that is not a tar is copied as is;
+/// anything but a regular file (a FIFO, a device) is never opened, so never an archive.
 fn is_archive(tree: &SourceTree<'_>, path: &str, scratch: &Path) -> bool {
     let Ok(mut f) = tree.root.open_file(path) else {
         return false;
