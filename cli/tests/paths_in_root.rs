@@ -307,3 +307,27 @@ fn a_fifo_in_the_context_never_blocks_add_or_copy() {
     );
     s.assert_clean();
 }
+
+/// A stage (or an image) with a tree nested about 1,900 levels deep (paths still under
+/// PATH_MAX): `COPY --from` copies it instead of overflowing the builder's stack.
+#[test]
+fn copy_from_a_very_deep_tree_does_not_crash() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "deep",
+        "FROM busybox AS st\n\
+         RUN mkdir /deep && cd /deep && i=0; while [ $i -lt 1900 ]; do mkdir d && cd d; i=$((i+1)); done; touch f\n\
+         FROM busybox\n\
+         COPY --from=st /deep /deep\n\
+         RUN find /deep -name f | grep -c /f\n",
+        &[],
+    );
+    let o = run_with_timeout(
+        &s,
+        &["build", "--progress", "plain", ctx.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    s.assert_clean();
+}

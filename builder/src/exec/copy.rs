@@ -492,18 +492,49 @@ fn copy_entry(
     }
 }
 
-/// Copies the contents of directory `src` into the open directory `dest`.
+/// Copies the contents of directory `src` into the open directory `dest`. Subdirectories go
+/// on an explicit stack, not the call stack: an image's tree may be nested about 2,000 levels
+/// (paths up to PATH_MAX), deeper than a thread's stack holds in recursion.
 fn copy_contents(
     job: &CopyJob<'_>,
     tree: &SourceTree<'_>,
     src: &str,
     dest: &OwnedFd,
 ) -> Result<(), String> {
-    let names = tree
-        .root
-        .list(if src.is_empty() { "." } else { src })
-        .map_err(|e| io_msg("listing", src, e))?;
-    for name in names {
+    /// A directory being copied: its path in the source tree, the directory written for it,
+    /// its names not yet copied, and the metadata whose mtime it gets when done.
+    struct Level {
+        src: String,
+        dest: OwnedFd,
+        names: std::vec::IntoIter<Vec<u8>>,
+        done: Option<Meta>,
+    }
+    let open = |src: String, dest: OwnedFd, done: Option<Meta>| -> Result<Level, String> {
+        let names = tree
+            .root
+            .list(if src.is_empty() { "." } else { &src })
+            .map_err(|e| io_msg("listing", &src, e))?;
+        Ok(Level {
+            src,
+            dest,
+            names: names.into_iter(),
+            done,
+        })
+    };
+    let top = dest
+        .try_clone()
+        .map_err(|e| io_msg("copying into", src, e))?;
+    let mut stack = vec![open(src.to_owned(), top, None)?];
+    while let Some(level) = stack.last_mut() {
+        let Some(name) = level.names.next() else {
+            let level = stack.pop().expect("not empty");
+            if let Some(m) = level.done {
+                set_dir_time(&level.dest, m)
+                    .map_err(|e| io_msg("setting times of", &level.src, e))?;
+            }
+            continue;
+        };
+        let src = &level.src;
         let name = String::from_utf8(name).map_err(|n| {
             format!(
                 "{src}/{}: names that are not UTF-8 are not supported in COPY",
@@ -515,18 +546,23 @@ fn copy_contents(
         } else {
             format!("{src}/{name}")
         };
-        if tree.filter.is_some() {
-            let is_dir = tree
-                .root
-                .lstat(&path)
-                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
-            if !tree.included(&path, is_dir) || !excluded_ok(job, &path) {
-                continue;
-            }
-        } else if !excluded_ok(job, &path) {
+        let st = tree
+            .root
+            .lstat(&path)
+            .map_err(|e| io_msg("reading", &path, e))?;
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if (tree.filter.is_some() && !tree.included(&path, is_dir)) || !excluded_ok(job, &path) {
             continue;
         }
-        copy_entry(job, tree, &path, dest, &name)?;
+        if is_dir {
+            let m = meta_for(job, tree, &st, true);
+            let fd =
+                write_dir(&level.dest, &name, Some(m)).map_err(|e| io_msg("creating", &path, e))?;
+            let next = open(path, fd, Some(m))?;
+            stack.push(next);
+        } else {
+            copy_entry(job, tree, &path, &level.dest, &name)?;
+        }
     }
     Ok(())
 }
