@@ -108,3 +108,48 @@ fn unchanged_rescan_reads_nothing_and_digests_ignore_times() {
         all(&changed)
     );
 }
+
+/// A context past its limits (entries, path length, depth) is refused with an error that
+/// names the limit, before anything is read; an excluded directory does not count.
+#[test]
+fn context_limits_are_enforced_with_a_clear_error() {
+    use berth_builder::context::{ContextError, Limits, Matcher, scan_within};
+    let limits = Limits {
+        entries: 20,
+        path_len: 64,
+        depth: 4,
+    };
+    let scan = |dir: &Path, ignore: &str| {
+        scan_within(
+            dir,
+            &Matcher::parse(ignore).unwrap(),
+            &mut StatIndex::default(),
+            &limits,
+        )
+    };
+    let too_large = |r: Result<_, ContextError>, what: &str| match r {
+        Err(e @ ContextError::TooLarge { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(what), "{text}");
+            assert!(text.contains(".dockerignore"), "{text}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("accepted a context past its limits ({what})"),
+    };
+    let many = tempfile::tempdir().unwrap();
+    for i in 0..30 {
+        write(many.path(), &format!("big/f{i}"), "x");
+    }
+    too_large(scan(many.path(), ""), "more than 20 entries");
+    assert!(scan(many.path(), "big\n").is_ok());
+
+    let long = tempfile::tempdir().unwrap();
+    write(long.path(), &format!("{}/f", "n".repeat(70)), "x");
+    too_large(scan(long.path(), ""), "longer than 64 bytes");
+
+    let deep = tempfile::tempdir().unwrap();
+    write(deep.path(), "a/b/c/d/e/f", "x");
+    too_large(scan(deep.path(), ""), "more than 4 directories deep");
+    write(deep.path(), "a/b/c/d/e/f", "x");
+    assert!(scan(deep.path(), "a/b/c\n").is_ok());
+}

@@ -31,6 +31,34 @@ pub enum ContextError {
     },
     #[error(transparent)]
     Ignore(#[from] ignore::IgnoreError),
+    /// The context is past one of its [`Limits`].
+    #[error("the build context {what}: exclude what the build does not need in .dockerignore")]
+    TooLarge { what: String },
+}
+
+/// Bounds on a build context, checked as it is walked (before anything is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Entries walked (files, directories, links, ...). Each included one is kept in memory
+    /// (a few hundred bytes) and in the stat index; a million is far above real contexts
+    /// (the Linux kernel's tree has under 100,000 files) and bounds memory to a few hundred
+    /// MiB.
+    pub entries: u64,
+    /// Bytes in a path relative to the context: PATH_MAX, beyond which a path cannot be
+    /// resolved by COPY anyway.
+    pub path_len: usize,
+    /// Directories deep: each level is a recursion in COPY and an open directory in the walk.
+    pub depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            entries: 1_000_000,
+            path_len: 4096,
+            depth: 256,
+        }
+    }
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContextError {
@@ -158,8 +186,11 @@ fn errno_io(what: String) -> impl FnOnce(rustix::io::Errno) -> ContextError {
 /// Walks the tree in name order with `openat`/`getdents`/`fstatat` relative to each open
 /// directory (no path lookup per file: on this kind of VM a stat through a full path costs
 /// noticeably more), calling `visit` for each entry; `visit` says whether to enter a directory.
+/// A directory is opened only when its turn comes, so the walk holds one open directory per
+/// level, not one per directory seen. Stops with [`ContextError::TooLarge`] past `limits`.
 fn walk(
     root: &Path,
+    limits: &Limits,
     mut visit: impl FnMut(Found) -> Result<bool, ContextError>,
 ) -> Result<(), ContextError> {
     use rustix::fs::{AtFlags, Mode, OFlags};
@@ -170,8 +201,25 @@ fn walk(
         Mode::empty(),
     )
     .map_err(errno_io(format!("opening {}", root.display())))?;
-    let mut stack: Vec<(DirFd, String)> = vec![(std::sync::Arc::new(root_fd), String::new())];
-    while let Some((dir, prefix)) = stack.pop() {
+    /// A directory to walk: where it is (`None`: the root), its path with a trailing `/`,
+    /// its depth.
+    type Pending = (Option<(DirFd, std::ffi::CString)>, String, usize);
+    let mut stack: Vec<Pending> = vec![(None, String::new(), 0)];
+    let root_fd: DirFd = std::sync::Arc::new(root_fd);
+    let mut walked = 0u64;
+    while let Some((at, prefix, depth)) = stack.pop() {
+        let dir: DirFd = match at {
+            None => root_fd.clone(),
+            Some((parent, name)) => std::sync::Arc::new(
+                rustix::fs::openat(
+                    &*parent,
+                    &name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(errno_io(format!("opening {prefix}")))?,
+            ),
+        };
         let mut names: Vec<std::ffi::CString> = rustix::fs::Dir::read_from(&*dir)
             .map_err(errno_io(format!("reading {}/{prefix}", root.display())))?
             .filter_map(|e| e.ok())
@@ -179,9 +227,24 @@ fn walk(
             .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
             .collect();
         names.sort();
+        walked += names.len() as u64;
+        if walked > limits.entries {
+            return Err(ContextError::TooLarge {
+                what: format!("has more than {} entries", limits.entries),
+            });
+        }
         let mut subdirs = Vec::new();
         for name in names {
             let rel = format!("{prefix}{}", String::from_utf8_lossy(name.as_bytes()));
+            if rel.len() > limits.path_len {
+                return Err(ContextError::TooLarge {
+                    what: format!(
+                        "has a path longer than {} bytes: {}...",
+                        limits.path_len,
+                        &rel[..rel.floor_char_boundary(80)]
+                    ),
+                });
+            }
             let stat = rustix::fs::statat(&*dir, &name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(errno_io(format!("reading {rel}")))?;
             let is_dir = rustix::fs::FileType::from_raw_mode(stat.st_mode)
@@ -202,14 +265,15 @@ fn walk(
                 dir: dir.clone(),
                 name: name.clone(),
             })? {
-                let fd = rustix::fs::openat(
-                    &*dir,
-                    &name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(errno_io(format!("opening {sub_prefix}")))?;
-                subdirs.push((std::sync::Arc::new(fd), sub_prefix));
+                if depth + 1 > limits.depth {
+                    return Err(ContextError::TooLarge {
+                        what: format!(
+                            "is more than {} directories deep at {sub_prefix}",
+                            limits.depth
+                        ),
+                    });
+                }
+                subdirs.push((Some((dir.clone(), name)), sub_prefix, depth + 1));
             }
         }
         // Depth-first in name order: the first name is popped first.
@@ -218,17 +282,28 @@ fn walk(
     Ok(())
 }
 
-/// Scans `root`, reusing digests from `index` for unchanged files and updating it.
+/// Scans `root`, reusing digests from `index` for unchanged files and updating it, within
+/// the default [`Limits`].
 pub fn scan(
     root: &Path,
     matcher: &Matcher,
     index: &mut StatIndex,
 ) -> Result<ScannedContext, ContextError> {
+    scan_within(root, matcher, index, &Limits::default())
+}
+
+/// [`scan`] with explicit limits.
+pub fn scan_within(
+    root: &Path,
+    matcher: &Matcher,
+    index: &mut StatIndex,
+    limits: &Limits,
+) -> Result<ScannedContext, ContextError> {
     use rustix::fs::{FileType, Mode, OFlags};
     let mut entries = BTreeMap::new();
     let mut stats = ScanStats::default();
     let mut seen: HashMap<String, (StatKey, Digest)> = HashMap::with_capacity(index.entries.len());
-    walk(root, |f| {
+    walk(root, limits, |f| {
         let ft = FileType::from_raw_mode(f.stat.st_mode);
         if matcher.excluded(&f.rel) {
             return Ok(ft == FileType::Directory && matcher.may_include_under(&f.rel));
@@ -257,13 +332,25 @@ pub fn scan(
             let digest = match index.entries.remove(&f.rel) {
                 Some((k, d)) if k == key => d,
                 _ => {
+                    // Non-blocking, then checked: a file swapped for a FIFO since the
+                    // stat above is refused, never waited on.
                     let fd = rustix::fs::openat(
                         &*f.dir,
                         &f.name,
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                         Mode::empty(),
                     )
                     .map_err(errno_io(format!("opening {}", f.rel)))?;
+                    let now =
+                        rustix::fs::fstat(&fd).map_err(errno_io(format!("opening {}", f.rel)))?;
+                    if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile {
+                        return Err(ContextError::Io {
+                            context: format!("opening {}", f.rel),
+                            source: std::io::Error::other("changed while the context was read"),
+                        });
+                    }
+                    rustix::fs::fcntl_setfl(&fd, OFlags::empty())
+                        .map_err(errno_io(format!("opening {}", f.rel)))?;
                     stats.files_read += 1;
                     stats.bytes_read += key.size;
                     hash_reader(std::fs::File::from(fd), &f.rel)?

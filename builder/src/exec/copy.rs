@@ -24,7 +24,9 @@ use std::path::Path;
 
 use rustix::fs::FileType;
 
-use super::fsops::{InRoot, Meta, components, copy_file, set_dir_time, write_dir, write_symlink};
+use super::fsops::{
+    InRoot, Meta, components, copy_file, set_dir_time, write_dir, write_fifo, write_symlink,
+};
 use crate::context::ContextEntry;
 use crate::dockerfile::Heredoc;
 use crate::instructions::CopyInst;
@@ -482,24 +484,58 @@ fn copy_entry(
             m.mode = 0o777;
             write_symlink(parent, name, &target, m).map_err(|e| io_msg("copying", src, e))
         }
-        // FIFOs, sockets and devices are not copied (BuildKit copies them from stages; a
-        // build context never carries them).
+        // A FIFO is copied as a FIFO (as BuildKit and Docker's tar context do), made with
+        // mknodat and never opened for its data.
+        FileType::Fifo => write_fifo(parent, name, meta_for(job, tree, &st, false))
+            .map_err(|e| io_msg("copying", src, e)),
+        // Sockets and devices are not copied.
         _ => Ok(()),
     }
 }
 
-/// Copies the contents of directory `src` into the open directory `dest`.
+/// Copies the contents of directory `src` into the open directory `dest`. Subdirectories go
+/// on an explicit stack, not the call stack: an image's tree may be nested about 2,000 levels
+/// (paths up to PATH_MAX), deeper than a thread's stack holds in recursion.
 fn copy_contents(
     job: &CopyJob<'_>,
     tree: &SourceTree<'_>,
     src: &str,
     dest: &OwnedFd,
 ) -> Result<(), String> {
-    let names = tree
-        .root
-        .list(if src.is_empty() { "." } else { src })
-        .map_err(|e| io_msg("listing", src, e))?;
-    for name in names {
+    /// A directory being copied: its path in the source tree, the directory written for it,
+    /// its names not yet copied, and the metadata whose mtime it gets when done.
+    struct Level {
+        src: String,
+        dest: OwnedFd,
+        names: std::vec::IntoIter<Vec<u8>>,
+        done: Option<Meta>,
+    }
+    let open = |src: String, dest: OwnedFd, done: Option<Meta>| -> Result<Level, String> {
+        let names = tree
+            .root
+            .list(if src.is_empty() { "." } else { &src })
+            .map_err(|e| io_msg("listing", &src, e))?;
+        Ok(Level {
+            src,
+            dest,
+            names: names.into_iter(),
+            done,
+        })
+    };
+    let top = dest
+        .try_clone()
+        .map_err(|e| io_msg("copying into", src, e))?;
+    let mut stack = vec![open(src.to_owned(), top, None)?];
+    while let Some(level) = stack.last_mut() {
+        let Some(name) = level.names.next() else {
+            let level = stack.pop().expect("not empty");
+            if let Some(m) = level.done {
+                set_dir_time(&level.dest, m)
+                    .map_err(|e| io_msg("setting times of", &level.src, e))?;
+            }
+            continue;
+        };
+        let src = &level.src;
         let name = String::from_utf8(name).map_err(|n| {
             format!(
                 "{src}/{}: names that are not UTF-8 are not supported in COPY",
@@ -511,18 +547,23 @@ fn copy_contents(
         } else {
             format!("{src}/{name}")
         };
-        if tree.filter.is_some() {
-            let is_dir = tree
-                .root
-                .lstat(&path)
-                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
-            if !tree.included(&path, is_dir) || !excluded_ok(job, &path) {
-                continue;
-            }
-        } else if !excluded_ok(job, &path) {
+        let st = tree
+            .root
+            .lstat(&path)
+            .map_err(|e| io_msg("reading", &path, e))?;
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if (tree.filter.is_some() && !tree.included(&path, is_dir)) || !excluded_ok(job, &path) {
             continue;
         }
-        copy_entry(job, tree, &path, dest, &name)?;
+        if is_dir {
+            let m = meta_for(job, tree, &st, true);
+            let fd =
+                write_dir(&level.dest, &name, Some(m)).map_err(|e| io_msg("creating", &path, e))?;
+            let next = open(path, fd, Some(m))?;
+            stack.push(next);
+        } else {
+            copy_entry(job, tree, &path, &level.dest, &name)?;
+        }
     }
     Ok(())
 }
@@ -600,7 +641,8 @@ fn unpacked_stream(
 }
 
 /// Whether an ADD source is a tar archive (plain, gzip, zstd, bzip2 or xz): its first block,
-/// decompressed, has the `ustar` magic. A compressed file that is not a tar is copied as is.
+/// decompressed, has the `ustar` magic. A compressed file that is not a tar is copied as is;
+/// anything but a regular file (a FIFO, a device) is never opened, so never an archive.
 fn is_archive(tree: &SourceTree<'_>, path: &str, scratch: &Path) -> bool {
     let Ok(mut f) = tree.root.open_file(path) else {
         return false;

@@ -889,33 +889,36 @@ fn prepare_mounts(
 
 /// Removes what the runtime created only to mount on (an empty file or directory that no
 /// lower layer has), so it does not end up in the layer.
+///
+/// The upper dir and the lowers are the step's: every path is looked up in them with no
+/// symlink allowed anywhere in it ([`fsops::Resolve::NoSymlinks`]) and the last component
+/// removed with `unlinkat` on that resolved parent. The runtime made the stubs under real
+/// directories, so a symlink on the way means the step changed the path itself (`mv /d
+/// /d.moved; ln -s /host/dir /d`): what is there then is the step's, and is kept. Nothing is
+/// followed, so nothing outside the upper dir can be removed.
 fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], extra: &[String]) {
-    let in_lowers = |rel: &str| {
-        lowers
-            .iter()
-            .any(|l| l.join(rel).symlink_metadata().is_ok())
+    use fsops::{InRoot, Resolve};
+    let Ok(up) = InRoot::open_with(upper, Resolve::NoSymlinks) else {
+        return;
     };
+    let lowers: Vec<InRoot> = lowers
+        .iter()
+        .filter_map(|l| InRoot::open_with(l, Resolve::NoSymlinks).ok())
+        .collect();
+    let in_lowers = |rel: &str| lowers.iter().any(|l| l.lstat(rel).is_ok());
     let extra: Vec<&str> = extra.iter().map(|s| s.trim_start_matches('/')).collect();
     for rel in extra.iter().copied().chain(MOUNT_STUBS.iter().copied()) {
-        let p = upper.join(rel);
-        let Ok(meta) = p.symlink_metadata() else {
-            continue;
-        };
-        if in_lowers(rel) {
+        if up.lstat(rel).is_err() || in_lowers(rel) {
             continue;
         }
-        if meta.is_dir() {
-            let _ = std::fs::remove_dir(&p); // only when empty
-        } else if meta.is_file() && meta.len() == 0 {
-            let _ = std::fs::remove_file(&p);
-        }
+        let _ = up.remove_empty(rel);
     }
     // Directories made only to hold a mount point (`/run/secrets` for a secret).
     for rel in &extra {
         let mut dir = Path::new(rel).parent();
         while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
             let s = d.to_string_lossy();
-            if in_lowers(&s) || std::fs::remove_dir(upper.join(d)).is_err() {
+            if in_lowers(&s) || !up.remove_empty_dir(&s).unwrap_or(false) {
                 break;
             }
             dir = d.parent();
@@ -924,23 +927,23 @@ fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], extra: &[String]) {
     // A directory copied up only to hold a stub (`/etc` for `/etc/hosts`) and now empty, with
     // the same mode and owner as below: nothing changed in it.
     for rel in ["etc"] {
-        let p = upper.join(rel);
-        let Ok(meta) = p.symlink_metadata() else {
+        let Ok(dir) = up.open_dir(rel) else {
             continue;
         };
-        let lower = lowers
-            .iter()
-            .rev()
-            .find_map(|l| l.join(rel).symlink_metadata().ok());
-        use std::os::unix::fs::MetadataExt;
-        let opaque = rustix::fs::lgetxattr(&p, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok();
+        let Ok(meta) = rustix::fs::fstat(&dir) else {
+            continue;
+        };
+        let lower = lowers.iter().rev().find_map(|l| l.lstat(rel).ok());
+        let opaque = rustix::fs::fgetxattr(&dir, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok();
+        let is_dir = |mode: u32| {
+            rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::Directory
+        };
         if let Some(l) = lower
-            && meta.is_dir()
             && !opaque
-            && l.is_dir()
-            && (l.mode(), l.uid(), l.gid()) == (meta.mode(), meta.uid(), meta.gid())
+            && is_dir(l.st_mode)
+            && (l.st_mode, l.st_uid, l.st_gid) == (meta.st_mode, meta.st_uid, meta.st_gid)
         {
-            let _ = std::fs::remove_dir(&p); // only when empty
+            let _ = up.remove_empty_dir(rel);
         }
     }
 }

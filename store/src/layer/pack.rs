@@ -104,7 +104,7 @@ pub fn pack(dir: &Path, out: impl Write, options: &PackOptions) -> Result<()> {
                 links.insert((meta.dev(), meta.ino()), rel.clone());
             }
             header.set_size(meta.len());
-            let file = std::fs::File::open(entry.path())
+            let file = open_same_file(entry.path(), &meta)
                 .ctx(|| format!("opening {}", entry.path().display()))?;
             append(&mut builder, &rel, &header, file, &xattrs)?;
         } else {
@@ -129,6 +129,26 @@ pub fn pack(dir: &Path, out: impl Write, options: &PackOptions) -> Result<()> {
         }
     }
     builder.finish().ctx(|| "finishing layer tar".into())
+}
+
+/// Opens the regular file `meta` describes, neither following a symlink nor blocking on a
+/// FIFO put in its place since, and checks it is still that file (so the tar's header and
+/// its contents describe one file).
+fn open_same_file(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let now = rustix::fs::fstat(&fd)?;
+    if (now.st_dev, now.st_ino) != (meta.dev(), meta.ino())
+        || rustix::fs::FileType::from_raw_mode(now.st_mode) != rustix::fs::FileType::RegularFile
+    {
+        return Err(std::io::Error::other("changed while the layer was packed"));
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(std::fs::File::from(fd))
 }
 
 fn header_for(
