@@ -646,23 +646,15 @@ const MOUNT_STUBS: &[&str] = &[
     "etc",
 ];
 
-/// What a RUN step's `--mount`s became; secret files are removed and cache locks released
-/// on drop.
+/// What a RUN step's `--mount`s became; the secrets' directory is removed and cache locks
+/// released on drop.
 #[derive(Debug, Default)]
 struct PreparedMounts {
     binds: Vec<(PathBuf, String, bool)>,
     tmpfs: Vec<(String, Option<u64>)>,
     targets: Vec<String>,
-    secret_files: Vec<PathBuf>,
+    secrets: Option<mounts::SecretDir>,
     _locks: Vec<berth_store::lock::FileLock>,
-}
-
-impl Drop for PreparedMounts {
-    fn drop(&mut self) {
-        for f in &self.secret_files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
 }
 
 /// Copies `source` out of a tree (snapshots mounted read-only, or the build context) into
@@ -796,35 +788,22 @@ fn prepare_mounts(
                     }
                     continue;
                 };
-                let base = if Path::new("/dev/shm").is_dir() {
-                    PathBuf::from("/dev/shm")
-                } else {
-                    own.clone()
+                let secrets = match &mut p.secrets {
+                    Some(dir) => dir,
+                    none => none.insert(
+                        mounts::SecretDir::create(work)
+                            .map_err(|e| err(format!("a directory for secrets: {e}")))?,
+                    ),
                 };
-                let file = base.join(format!(
-                    "berth-secret-{}-{}",
-                    std::process::id(),
-                    Digest::of(format!("{}{n}{id}", work.display()).as_bytes()).hex()
-                ));
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&file)
-                        .map_err(|e| err(format!("writing secret {id:?}: {e}")))?;
-                    p.secret_files.push(file.clone());
-                    std::io::Write::write_all(&mut f, &value)
-                        .map_err(|e| err(format!("writing secret {id:?}: {e}")))?;
-                }
-                std::os::unix::fs::chown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
-                    .map_err(|e| err(e.to_string()))?;
-                std::fs::set_permissions(
-                    &file,
-                    std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o400)),
-                )
-                .map_err(|e| err(e.to_string()))?;
+                let file = secrets
+                    .write(
+                        &format!("secret-{n}"),
+                        &value,
+                        m.mode.unwrap_or(0o400),
+                        m.uid.unwrap_or(0),
+                        m.gid.unwrap_or(0),
+                    )
+                    .map_err(|e| err(format!("writing secret {id:?}: {e}")))?;
                 p.binds.push((file, target.clone(), true));
             }
             mounts::Kind::Bind => {

@@ -9,12 +9,15 @@
 //!   container never sees more than the source, and `rw` writes are thrown away;
 //! - `type=tmpfs` (`size`): an empty tmpfs;
 //! - `type=secret` (`id`, `target` default `/run/secrets/<id>`, `required`, `mode`, `uid`,
-//!   `gid`): the secret given with `--secret id=...,src=FILE|env=VAR`, written to a file on
-//!   `/dev/shm` (memory, never the disk) for the step only and bind-mounted read-only. The
-//!   secret's value never enters the cache key, the history, a layer or the logs.
+//!   `gid`): the secret given with `--secret id=...,src=FILE|env=VAR`, written for the step
+//!   only into a [`SecretDir`] (a directory on `/dev/shm`, memory, never the disk, that no
+//!   other user can enter) and bind-mounted read-only. `mode` is what the step sees; on the
+//!   host the file is out of every other user's reach whatever its mode. The secret's value
+//!   never enters the cache key, the history, a layer or the logs.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 /// Where a `--secret` comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,99 @@ impl Secret {
             },
             Secret::Env(v) => Ok(std::env::var_os(v).map(|s| s.into_encoded_bytes())),
         }
+    }
+}
+
+/// A directory for a step's secret files that only berth's user can enter: `mode 0700`,
+/// made by `mkdir` under a fresh random name (an existing name, which another user may have
+/// made first, is never used), then checked through the descriptor it was opened with (a
+/// directory, not a link, owned by this user, 0700). Files are created inside it relative to
+/// that descriptor, exclusively, never following a link. Removed with its files on drop.
+#[derive(Debug)]
+pub struct SecretDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl SecretDir {
+    /// On `/dev/shm` (a tmpfs) when there is one, else under `fallback`.
+    pub fn create(fallback: &Path) -> std::io::Result<SecretDir> {
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() { shm } else { fallback };
+        let mut tries = 0;
+        loop {
+            let mut random = [0u8; 16];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+            let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            let path = base.join(format!("berth-secrets-{name}"));
+            match rustix::fs::mkdir(&path, rustix::fs::Mode::from_raw_mode(0o700)) {
+                Ok(()) => return SecretDir::open(path),
+                Err(rustix::io::Errno::EXIST) if tries < 16 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn open(path: PathBuf) -> std::io::Result<SecretDir> {
+        use rustix::fs::{FileType, Mode, OFlags};
+        let refuse = |path: &Path| {
+            let _ = std::fs::remove_dir(path);
+            std::io::Error::other(format!(
+                "{}: not a private directory of this user",
+                path.display()
+            ))
+        };
+        let fd = match rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(_) => return Err(refuse(&path)),
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory
+            || st.st_uid != rustix::process::geteuid().as_raw()
+        {
+            return Err(refuse(&path));
+        }
+        // mkdir's mode went through the umask, which can only have taken bits away.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))?;
+        Ok(SecretDir { path, fd })
+    }
+
+    /// Writes `value` to a new file `name` in the directory, owned by `uid:gid` with `mode`;
+    /// returns its path, for the bind mount.
+    pub fn write(
+        &self,
+        name: &str,
+        value: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<PathBuf> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::openat(
+            self.fd.as_fd(),
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut file = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut file, value)?;
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))?;
+        Ok(self.path.join(name))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -235,6 +331,33 @@ mod tests {
         assert!(MountSpec::parse("type=bind").is_err());
         assert!(MountSpec::parse("type=cache,target=/c,bogus=1").is_err());
         assert!(MountSpec::parse("type=nope,target=/c").is_err());
+    }
+
+    #[test]
+    fn a_secret_dir_is_private_and_goes_with_its_files() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SecretDir::create(tmp.path()).unwrap();
+        let path = dir.path().to_owned();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        let me = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        let file = dir.write("s", b"value", 0o444, me, gid).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"value");
+        assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o7777, 0o444);
+        assert!(
+            dir.write("s", b"again", 0o400, me, gid).is_err(),
+            "never over an existing file"
+        );
+        std::os::unix::fs::symlink("/etc/passwd", path.join("l")).unwrap();
+        assert!(
+            dir.write("l", b"x", 0o400, me, gid).is_err(),
+            "never through a link"
+        );
+        drop(dir);
+        assert!(!path.exists());
     }
 
     #[test]
