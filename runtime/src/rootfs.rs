@@ -6,8 +6,14 @@
 //! propagates to the host while host mounts still propagate in; mount the overlay rootfs;
 //! the spec's mounts in order (with `/dev`'s device nodes right after the `/dev` tmpfs);
 //! masked paths (`/dev/null` over files, an empty read-only tmpfs over directories);
-//! read-only paths (bind, then remount read-only); `pivot_root` into the rootfs with the old
-//! root detached. Because every mount lives in the container's namespace, they all vanish
+//! read-only paths (bind, then made read-only); `pivot_root` into the rootfs with the old
+//! root detached.
+//!
+//! Binds are recursive (`rbind`, as Docker's `-v`), so a bound directory brings the mounts
+//! below it; read-only, `nosuid`, `nodev` and `noexec` are then set on the whole bound tree,
+//! never on its top mount alone, and its propagation made private ([`restrict_tree`]): with
+//! `-v /:/host:ro`, the host's `/proc` and `/sys` below are read-only too, and a mount made on
+//! the host later does not appear in the container. Because every mount lives in the container's namespace, they all vanish
 //! with its last process: nothing is left on the host to unmount.
 
 use std::path::{Path, PathBuf};
@@ -56,6 +62,12 @@ pub enum Op {
     Devices(PathBuf),
     Mask(PathBuf),
     ReadOnly(PathBuf),
+    /// [`restrict_tree`]: `attrs` on the mount at the path and every mount below it,
+    /// propagation private.
+    Restrict {
+        target: PathBuf,
+        attrs: MsFlags,
+    },
     Pivot(PathBuf),
 }
 
@@ -111,6 +123,137 @@ pub fn parse_options(options: &[String]) -> (MsFlags, Vec<String>) {
     }
     (flags, data)
 }
+
+/// The per-mount flags that [`restrict_tree`] sets.
+const RESTRICTIONS: MsFlags = MsFlags::MS_RDONLY
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// The mounts at and below `target` in `/proc/self/mountinfo` text, top-down (a parent before
+/// its children, as the kernel lists them), each with its per-mount flags (`ro`, `nosuid`,
+/// `nodev`, `noexec` and the atime ones), which a bind remount would otherwise reset.
+pub fn mounts_under(mountinfo: &str, target: &Path) -> Vec<(PathBuf, MsFlags)> {
+    let mut found = Vec::new();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(point), Some(options)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_mountinfo(point));
+        if !point.starts_with(target) {
+            continue;
+        }
+        let (flags, _) = parse_options(
+            &options
+                .split(',')
+                .filter(|o| *o != "rw")
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        );
+        found.push((point, flags));
+    }
+    found
+}
+
+/// A mount point as mountinfo writes it: space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+        .into_string()
+        .unwrap_or_else(|s| s.to_string_lossy().into_owned())
+}
+
+/// Sets `attrs` (read-only, `nosuid`, `nodev`, `noexec`) on the mount at `target` and on every
+/// mount below it, and makes them all private, so that a recursive bind is as restricted as
+/// asked in each of its submounts and nothing propagates between it and the host.
+///
+/// One `mount_setattr(AT_RECURSIVE)` where the kernel has it (5.12+). Elsewhere: the subtree
+/// made private first (no host mount can appear in it meanwhile), then each mount that
+/// `/proc/self/mountinfo` lists at or below `target` remounted (`MS_REMOUNT|MS_BIND`) with
+/// `attrs` added to the flags it has, which such a remount would otherwise clear. A listed
+/// mount that the path no longer reaches (hidden under a later mount at or above it: ENOENT,
+/// or EINVAL for a path that is no mount point in this view) is skipped: nothing can reach it
+/// through the bind either.
+pub fn restrict_tree(sys: &mut dyn Sys, target: &Path, attrs: MsFlags) -> Result<(), RuntimeError> {
+    match sys.set_tree_attrs(target, attrs) {
+        Err(nix::Error::ENOSYS | nix::Error::EPERM) => remount_tree(sys, target, attrs),
+        other => other.map_err(|errno| RuntimeError::Setup {
+            what: format!("restricting {}", target.display()),
+            errno,
+        }),
+    }
+}
+
+/// [`restrict_tree`] without `mount_setattr`: mount by mount, from the mount table of the
+/// calling thread's namespace.
+pub fn remount_tree(sys: &mut dyn Sys, target: &Path, attrs: MsFlags) -> Result<(), RuntimeError> {
+    let fail = |what: String| move |errno: nix::Error| RuntimeError::Setup { what, errno };
+    sys.mount(
+        None,
+        target,
+        None,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(fail(format!("making {} private", target.display())))?;
+    if attrs.is_empty() {
+        return Ok(());
+    }
+    let info = sys
+        .read_file(Path::new(MOUNTINFO))
+        .map_err(fail(format!("reading {MOUNTINFO}")))?;
+    let mounts = mounts_under(&info, target);
+    if mounts.is_empty() {
+        return Err(fail(format!("finding the mount at {}", target.display()))(
+            nix::Error::ENOENT,
+        ));
+    }
+    for (point, flags) in mounts {
+        let keep = flags
+            & (RESTRICTIONS
+                | MsFlags::MS_NOATIME
+                | MsFlags::MS_NODIRATIME
+                | MsFlags::MS_STRICTATIME
+                | MsFlags::MS_RELATIME);
+        match sys.mount(
+            None,
+            &point,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | keep | attrs,
+            None,
+        ) {
+            Ok(()) => {}
+            Err(nix::Error::ENOENT | nix::Error::EINVAL) if point != target => {}
+            Err(e) => return Err(fail(format!("restricting {}", point.display()))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The mount table of the calling thread's mount namespace (the builder's views unshare it
+/// for one thread; `/proc/self` would show the process's).
+const MOUNTINFO: &str = "/proc/thread-self/mountinfo";
 
 /// The rootfs setup for `spec`, as a value.
 pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError> {
@@ -192,20 +335,11 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
                 flags: MsFlags::MS_BIND | (flags & MsFlags::MS_REC),
                 data: None,
             });
-            let remount = flags
-                & (MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV
-                    | MsFlags::MS_NOEXEC);
-            if !remount.is_empty() {
-                ops.push(Op::Mount {
-                    source: None,
-                    target,
-                    fstype: None,
-                    flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | remount,
-                    data: None,
-                });
-            }
+            // Always, also with no flag to set: the propagation becomes private.
+            ops.push(Op::Restrict {
+                target,
+                attrs: flags & RESTRICTIONS,
+            });
         } else {
             ops.push(Op::Mount {
                 source,
@@ -355,18 +489,17 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                         None,
                     )
                     .map_err(fail(format!("binding {}", p.display())))?;
-                    sys.mount(
-                        None,
-                        &p,
-                        None,
-                        MsFlags::MS_BIND
-                            | MsFlags::MS_REMOUNT
-                            | MsFlags::MS_RDONLY
-                            | MsFlags::MS_REC,
-                        None,
-                    )
-                    .map_err(fail(format!("making {} read-only", p.display())))?;
+                    restrict_tree(sys, &p, MsFlags::MS_RDONLY)?;
                 }
+            }
+            Op::Restrict { target, attrs } => {
+                let Some(target) = at(sys, target, Create::Nothing)? else {
+                    return Err(RuntimeError::Setup {
+                        what: format!("restricting {}", target.display()),
+                        errno: nix::Error::ENOENT,
+                    });
+                };
+                restrict_tree(sys, &target, *attrs)?;
             }
             Op::Pivot(root) => {
                 sys.chdir(root)
@@ -462,9 +595,11 @@ mod tests {
             "mount sysfs /c/rootfs/sys type=sysfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC",
             "touch /c/rootfs/etc/hosts",
             "mount /c/hosts /c/rootfs/etc/hosts type=- flags=MS_BIND|MS_REC",
+            "mount_setattr /c/rootfs/etc/hosts AT_RECURSIVE set=- propagation=MS_PRIVATE",
             "mount /dev/null /c/rootfs/proc/kcore type=- flags=MS_BIND",
             "mount tmpfs /c/rootfs/sys/firmware type=tmpfs flags=MS_RDONLY",
-            "mount - /c/rootfs/proc/sys type=- flags=MS_RDONLY|MS_REMOUNT|MS_BIND|MS_REC",
+            "mount /c/rootfs/proc/sys /c/rootfs/proc/sys type=- flags=MS_BIND|MS_REC",
+            "mount_setattr /c/rootfs/proc/sys AT_RECURSIVE set=MS_RDONLY propagation=MS_PRIVATE",
             "chdir /c/rootfs",
             "pivot_root . .; umount2 . MNT_DETACH; chdir /",
         ];
@@ -478,6 +613,157 @@ mod tests {
         assert!(
             !calls.contains("/proc/keys"),
             "masked paths that do not exist are skipped"
+        );
+    }
+
+    fn with_binds(binds: Vec<(PathBuf, String, bool)>) -> Spec {
+        build_spec(
+            Path::new("/c/rootfs"),
+            &ProcessSettings {
+                binds,
+                ..settings()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_read_only_bind_is_read_only_through_its_whole_tree() {
+        let spec = with_binds(vec![
+            ("/data".into(), "/r".into(), true),
+            ("/rw".into(), "/w".into(), false),
+        ]);
+        let mut sys = RecordingSys::default();
+        apply(
+            &mut sys,
+            &plan(&spec, &RootfsSource::Directory("/b".into())).unwrap(),
+        )
+        .unwrap();
+        let calls = sys.calls.join("\n");
+        let want = "mount /data /c/rootfs/r type=- flags=MS_BIND|MS_REC data=-\n\
+                    mount_setattr /c/rootfs/r AT_RECURSIVE set=MS_RDONLY propagation=MS_PRIVATE\n";
+        assert!(calls.contains(want), "{calls}");
+        // A read-write bind is recursive too, and private.
+        let want = "mount /rw /c/rootfs/w type=- flags=MS_BIND|MS_REC data=-\n\
+                    mount_setattr /c/rootfs/w AT_RECURSIVE set=- propagation=MS_PRIVATE\n";
+        assert!(calls.contains(want), "{calls}");
+        assert!(!calls.contains("MS_REMOUNT"), "{calls}");
+    }
+
+    #[test]
+    fn without_mount_setattr_every_submount_is_remounted_keeping_its_flags() {
+        let spec = with_binds(vec![("/data".into(), "/r".into(), true)]);
+        // What the kernel lists once the bind is made: the bind, two submounts (one of them
+        // nosuid,nodev,noexec as /proc is, one with a space in its name), a mount hidden under
+        // a later one, and mounts elsewhere, one of them a name that merely starts alike.
+        let mountinfo = "\
+1 0 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+40 1 8:1 /data /c/rootfs/r rw,relatime - ext4 /dev/sda1 rw
+41 40 0:5 / /c/rootfs/r/proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+42 40 0:6 / /c/rootfs/r/my\\040disk rw,noatime - tmpfs tmpfs rw
+43 40 0:7 / /c/rootfs/r/gone rw - tmpfs tmpfs rw
+44 1 0:8 / /c/rootfs/rr rw - tmpfs tmpfs rw
+";
+        let mut sys = RecordingSys {
+            no_mount_setattr: true,
+            ..Default::default()
+        };
+        sys.contents.insert(
+            MOUNTINFO.into(),
+            std::collections::VecDeque::from([mountinfo.to_owned()]),
+        );
+        apply(
+            &mut sys,
+            &plan(&spec, &RootfsSource::Directory("/b".into())).unwrap(),
+        )
+        .unwrap();
+        let calls = sys.calls.join("\n");
+        let want = "\
+mount /data /c/rootfs/r type=- flags=MS_BIND|MS_REC data=-
+mount_setattr /c/rootfs/r AT_RECURSIVE set=MS_RDONLY propagation=MS_PRIVATE
+mount - /c/rootfs/r type=- flags=MS_REC|MS_PRIVATE data=-
+mount - /c/rootfs/r type=- flags=MS_RDONLY|MS_REMOUNT|MS_BIND|MS_RELATIME data=-
+mount - /c/rootfs/r/proc type=- flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND|MS_RELATIME data=-
+mount - /c/rootfs/r/my disk type=- flags=MS_RDONLY|MS_REMOUNT|MS_NOATIME|MS_BIND data=-
+mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_REMOUNT|MS_BIND data=-
+";
+        assert!(calls.contains(want), "{calls}");
+        assert!(!calls.contains("/c/rootfs/rr"), "{calls}");
+    }
+
+    /// The fallback against the kernel: a tree of two tmpfs mounts bound recursively, then
+    /// remounted read-only mount by mount, in a mount namespace of a thread.
+    #[test]
+    fn the_remount_fallback_makes_a_real_tree_read_only() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (mounts)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b b"));
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut sys = crate::sys::LinuxSys;
+                    sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                    sys.mount(
+                        None,
+                        Path::new("/"),
+                        None,
+                        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                        None,
+                    )
+                    .unwrap();
+                    std::fs::create_dir_all(&a).unwrap();
+                    std::fs::create_dir_all(&b).unwrap();
+                    let tmpfs = |sys: &mut crate::sys::LinuxSys, at: &Path, flags| {
+                        sys.mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some("size=1m"))
+                            .unwrap()
+                    };
+                    tmpfs(&mut sys, &a, MsFlags::empty());
+                    std::fs::create_dir(a.join("sub")).unwrap();
+                    tmpfs(
+                        &mut sys,
+                        &a.join("sub"),
+                        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    );
+                    let src = a.display().to_string();
+                    sys.mount(
+                        Some(&src),
+                        &b,
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None,
+                    )
+                    .unwrap();
+                    remount_tree(&mut sys, &b, MsFlags::MS_RDONLY).unwrap();
+                    for p in [b.join("x"), b.join("sub/x")] {
+                        let e = std::fs::write(&p, "x").unwrap_err();
+                        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{}", p.display());
+                    }
+                    // The source stays writable; the submount kept nosuid,nodev.
+                    std::fs::write(a.join("sub/x"), "x").unwrap();
+                    let info = sys.read_file(Path::new(MOUNTINFO)).unwrap();
+                    let sub = mounts_under(&info, &b.join("sub"));
+                    assert_eq!(sub.len(), 1, "{info}");
+                    assert!(
+                        sub[0]
+                            .1
+                            .contains(MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV),
+                        "{info}"
+                    );
+                })
+                .join()
+                .unwrap()
+        });
+    }
+
+    #[test]
+    fn mountinfo_names_are_unescaped() {
+        let info = "1 0 0:1 / /a\\134b\\011c\\012d rw - tmpfs t rw\n";
+        assert_eq!(
+            mounts_under(info, Path::new("/")),
+            [(PathBuf::from("/a\\b\tc\nd"), MsFlags::empty())]
         );
     }
 

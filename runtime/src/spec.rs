@@ -52,8 +52,13 @@ pub struct ProcessSettings {
     pub init: bool,
     /// `-t`: the container's stdio is a terminal whose slave is bound onto `/dev/console`.
     pub console: Option<PathBuf>,
-    /// Bind mounts: host source, container destination, read-only.
+    /// Bind mounts (recursive): host source, container destination, read-only (the whole
+    /// bound tree).
     pub binds: Vec<(PathBuf, String, bool)>,
+    /// Read-only `nodev` overlays: host lower directories (bottom first), container
+    /// destination. The builder shows the build context so, with `.dockerignore`d names
+    /// whited out in the top layer.
+    pub overlays: Vec<(Vec<PathBuf>, String)>,
     /// tmpfs mounts: container destination, size limit in bytes.
     pub tmpfs: Vec<(String, Option<u64>)>,
     /// The cgroup, relative to each hierarchy (`berth/<id>`); empty: none.
@@ -303,6 +308,10 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
             &["rbind", "rprivate"]
         };
         mounts.push(mount(dest, "bind", &source.display().to_string(), options)?);
+    }
+    for (lowers, dest) in &settings.overlays {
+        let data = crate::views::overlay_data(lowers, None, false);
+        mounts.push(mount(dest, "overlay", "overlay", &["ro", "nodev", &data])?);
     }
     for (dest, size) in &settings.tmpfs {
         let size = size.map(|s| format!("size={s}"));

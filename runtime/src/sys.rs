@@ -42,6 +42,12 @@ pub trait Sys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> SysResult<()>;
+    /// Sets `attrs` (any of `MS_RDONLY`, `MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC`) on the mount at
+    /// `target` and on every mount below it, and makes their propagation private, in one call:
+    /// `mount_setattr(2)` with `AT_RECURSIVE` (Linux 5.12+). Where the kernel lacks the call
+    /// (ENOSYS, or EPERM from a seccomp filter that does not know it), the caller remounts
+    /// each mount of the subtree instead ([`crate::rootfs::restrict_tree`]).
+    fn set_tree_attrs(&mut self, target: &Path, attrs: MsFlags) -> SysResult<()>;
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()>;
     fn mknod_char(&mut self, node: &DeviceNode) -> SysResult<()>;
     fn symlink(&mut self, target: &str, link: &Path) -> SysResult<()>;
@@ -263,6 +269,58 @@ impl Sys for LinuxSys {
         data: Option<&str>,
     ) -> SysResult<()> {
         nix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn set_tree_attrs(&mut self, target: &Path, attrs: MsFlags) -> SysResult<()> {
+        use std::os::unix::ffi::OsStrExt;
+        /// `struct mount_attr` of `<linux/mount.h>` (MOUNT_ATTR_SIZE_VER0).
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        // MOUNT_ATTR_* of <linux/mount.h>: a stable ABI.
+        const MOUNT_ATTR_RDONLY: u64 = 0x1;
+        const MOUNT_ATTR_NOSUID: u64 = 0x2;
+        const MOUNT_ATTR_NODEV: u64 = 0x4;
+        const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+        let mut attr_set = 0;
+        for (flag, attr) in [
+            (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+            (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+            (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+            (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        ] {
+            if attrs.contains(flag) {
+                attr_set |= attr;
+            }
+        }
+        let attr = MountAttr {
+            attr_set,
+            attr_clr: 0,
+            propagation: libc::MS_PRIVATE,
+            userns_fd: 0,
+        };
+        let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+        // SAFETY: `path` is a NUL-terminated string and `attr` a `struct mount_attr` of the
+        // size passed; both outlive the call, and the kernel only reads them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc < 0 {
+            Err(nix::Error::last())
+        } else {
+            Ok(())
+        }
     }
 
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {
@@ -655,6 +713,8 @@ pub struct RecordingSys {
     pub reaped: std::collections::VecDeque<nix::sys::wait::WaitStatus>,
     /// Answer EINVAL to mounts with overlayfs's `volatile` (a kernel before 5.10).
     pub refuse_volatile: bool,
+    /// Answer ENOSYS to `set_tree_attrs` (a kernel before 5.12).
+    pub no_mount_setattr: bool,
 }
 
 impl RecordingSys {
@@ -698,6 +758,23 @@ impl Sys for RecordingSys {
         ))?;
         if self.refuse_volatile && data.is_some_and(|d| d.contains("volatile")) {
             return Err(nix::Error::EINVAL);
+        }
+        Ok(())
+    }
+
+    fn set_tree_attrs(&mut self, target: &Path, attrs: MsFlags) -> SysResult<()> {
+        let names: Vec<&str> = attrs.iter_names().map(|(name, _)| name).collect();
+        self.record(format!(
+            "mount_setattr {} AT_RECURSIVE set={} propagation=MS_PRIVATE",
+            target.display(),
+            if names.is_empty() {
+                "-".to_owned()
+            } else {
+                names.join("|")
+            }
+        ))?;
+        if self.no_mount_setattr {
+            return Err(nix::Error::ENOSYS);
         }
         Ok(())
     }

@@ -670,23 +670,16 @@ const MOUNT_STUBS: &[&str] = &[
     "etc",
 ];
 
-/// What a RUN step's `--mount`s became; secret files are removed and cache locks released
-/// on drop.
+/// What a RUN step's `--mount`s became; the secrets' directory is removed and cache locks
+/// released on drop.
 #[derive(Debug, Default)]
 struct PreparedMounts {
     binds: Vec<(PathBuf, String, bool)>,
+    overlays: Vec<(Vec<PathBuf>, String)>,
     tmpfs: Vec<(String, Option<u64>)>,
     targets: Vec<String>,
-    secret_files: Vec<PathBuf>,
+    secrets: Option<mounts::SecretDir>,
     _locks: Vec<berth_store::lock::FileLock>,
-}
-
-impl Drop for PreparedMounts {
-    fn drop(&mut self) {
-        for f in &self.secret_files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
 }
 
 /// Copies `source` out of a tree (snapshots mounted read-only, or the build context) into
@@ -820,35 +813,22 @@ fn prepare_mounts(
                     }
                     continue;
                 };
-                let base = if Path::new("/dev/shm").is_dir() {
-                    PathBuf::from("/dev/shm")
-                } else {
-                    own.clone()
+                let secrets = match &mut p.secrets {
+                    Some(dir) => dir,
+                    none => none.insert(
+                        mounts::SecretDir::create(work)
+                            .map_err(|e| err(format!("a directory for secrets: {e}")))?,
+                    ),
                 };
-                let file = base.join(format!(
-                    "berth-secret-{}-{}",
-                    std::process::id(),
-                    Digest::of(format!("{}{n}{id}", work.display()).as_bytes()).hex()
-                ));
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&file)
-                        .map_err(|e| err(format!("writing secret {id:?}: {e}")))?;
-                    p.secret_files.push(file.clone());
-                    std::io::Write::write_all(&mut f, &value)
-                        .map_err(|e| err(format!("writing secret {id:?}: {e}")))?;
-                }
-                std::os::unix::fs::chown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
-                    .map_err(|e| err(e.to_string()))?;
-                std::fs::set_permissions(
-                    &file,
-                    std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o400)),
-                )
-                .map_err(|e| err(e.to_string()))?;
+                let file = secrets
+                    .write(
+                        &format!("secret-{n}"),
+                        &value,
+                        m.mode.unwrap_or(0o400),
+                        m.uid.unwrap_or(0),
+                        m.gid.unwrap_or(0),
+                    )
+                    .map_err(|e| err(format!("writing secret {id:?}: {e}")))?;
                 p.binds.push((file, target.clone(), true));
             }
             mounts::Kind::Bind => {
@@ -858,16 +838,57 @@ fn prepare_mounts(
                     .as_deref()
                     .map(|from| from_snapshots(ctx, from))
                     .transpose()?;
-                let host = if lowers.is_none() && m.readonly {
-                    // Read-only from the context: the source resolved inside the context.
+                if lowers.is_none() {
+                    let context = ctx.context;
+                    let (resolved, dir) =
+                        mounts::resolve_in_context(&context.entries, &source).map_err(err)?;
+                    // The context as scanned: a path that resolves elsewhere now (a name
+                    // replaced by a link since) is refused.
                     let root =
-                        fsops::InRoot::open(&ctx.context.root).map_err(|e| err(e.to_string()))?;
-                    let clean = fsops::components(&source).join("/");
+                        fsops::InRoot::open(&context.root).map_err(|e| err(e.to_string()))?;
                     let real = root
-                        .canonical(if clean.is_empty() { "." } else { &clean })
+                        .canonical(if resolved.is_empty() { "." } else { &resolved })
                         .map_err(|e| err(format!("--mount source {source:?}: {e}")))?;
-                    ctx.context.root.join(real)
-                } else {
+                    if real != resolved {
+                        return Err(err(format!(
+                            "--mount source {source:?}: the build context changed while it was built"
+                        )));
+                    }
+                    // Absolute: the runtime's init mounts it from another directory.
+                    let host = std::fs::canonicalize(&context.root)
+                        .map_err(|e| err(format!("the build context: {e}")))?
+                        .join(&resolved);
+                    if m.readonly && !dir {
+                        p.binds.push((host, target.clone(), true));
+                        p.targets.push(target);
+                        continue;
+                    }
+                    let hide = own.join("hide");
+                    let plain = |path: &Path| !path.to_string_lossy().contains([':', ',', '\\']);
+                    if m.readonly
+                        && plain(&host)
+                        && plain(&hide)
+                        && std::fs::create_dir(&hide).is_ok()
+                        && mounts::hide_ignored(&context.root, &resolved, &context.entries, &hide)
+                            .map_err(|e| err(format!("--mount source {source:?}: {e}")))?
+                    {
+                        p.overlays.push((vec![host, hide], target.clone()));
+                        p.targets.push(target);
+                        continue;
+                    }
+                }
+                // A copy: from a stage or an image, `rw` from the context, or a context
+                // directory that an overlay cannot show (a mount inside it, or a path that
+                // overlayfs's options cannot carry).
+                let source = match (&lowers, ctx.context) {
+                    (None, context) => {
+                        let (resolved, _) =
+                            mounts::resolve_in_context(&context.entries, &source).map_err(err)?;
+                        format!("/{resolved}")
+                    }
+                    (Some(_), _) => source,
+                };
+                let host = {
                     let copy_dir = own.join("copy");
                     std::fs::create_dir_all(&copy_dir).map_err(|e| err(e.to_string()))?;
                     let context = lowers.is_none().then_some(ctx.context);
@@ -1013,6 +1034,7 @@ fn run_step(
         init: false,
         console: None,
         binds: prepared.binds.clone(),
+        overlays: prepared.overlays.clone(),
         tmpfs: prepared.tmpfs.clone(),
         cgroup_path: if device_rules {
             format!(

@@ -4,17 +4,27 @@
 //!   `uid`, `gid` for a new cache): a directory kept in the store (`cache-mounts/`) between
 //!   builds, never part of a layer or of the cache key;
 //! - `type=bind` (the default; `source`, `from=stage|image`, read-only unless `rw`): from the
-//!   context, the source is resolved inside the context (a symlink out of it resolves back
-//!   in); from a stage or an image, the source is first copied out of that tree, so the
-//!   container never sees more than the source, and `rw` writes are thrown away;
+//!   context, the step sees exactly the context the build has after `.dockerignore`, as under
+//!   BuildKit: the source is resolved among the included entries ([`resolve_in_context`]; a
+//!   symlink is followed inside the context; an ignored or missing name is not found), and a
+//!   directory is shown read-only through an overlay whose top layer whites out every
+//!   ignored name below it ([`hide_ignored`]), so nothing is copied and the user's files are
+//!   never written; `rw` binds, and directories holding a mount, are copies. From a stage or
+//!   an image, the source is first copied out of that tree, so the container never sees
+//!   more than the source, and `rw` writes are thrown away;
 //! - `type=tmpfs` (`size`): an empty tmpfs;
 //! - `type=secret` (`id`, `target` default `/run/secrets/<id>`, `required`, `mode`, `uid`,
-//!   `gid`): the secret given with `--secret id=...,src=FILE|env=VAR`, written to a file on
-//!   `/dev/shm` (memory, never the disk) for the step only and bind-mounted read-only. The
-//!   secret's value never enters the cache key, the history, a layer or the logs.
+//!   `gid`): the secret given with `--secret id=...,src=FILE|env=VAR`, written for the step
+//!   only into a [`SecretDir`] (a directory on `/dev/shm`, memory, never the disk, that no
+//!   other user can enter) and bind-mounted read-only. `mode` is what the step sees; on the
+//!   host the file is out of every other user's reach whatever its mode. The secret's value
+//!   never enters the cache key, the history, a layer or the logs.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::context::{ContextEntry, EntryKind};
 
 /// Where a `--secret` comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +65,308 @@ impl Secret {
             },
             Secret::Env(v) => Ok(std::env::var_os(v).map(|s| s.into_encoded_bytes())),
         }
+    }
+}
+
+/// Resolves a bind mount's `source` in the build context as the build sees it: only the
+/// entries `.dockerignore` lets in exist (a directory left out but with included entries
+/// below it exists as their parent); a symlink among them is followed inside the context
+/// (an absolute target from the context's root; 40 links at most). Returns the resolved
+/// path (`""` for the root) and whether it is a directory.
+pub fn resolve_in_context(
+    entries: &BTreeMap<String, ContextEntry>,
+    source: &str,
+) -> Result<(String, bool), String> {
+    let not_found = || format!("{source:?}: not found in the build context");
+    let mut todo: std::collections::VecDeque<String> = source
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_owned)
+        .collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let parent = done.join("/");
+        if !parent.is_empty() && !is_dir_in(entries, &parent) {
+            return Err(not_found());
+        }
+        done.push(c);
+        let path = done.join("/");
+        match entries.get(&path).map(|e| &e.kind) {
+            Some(EntryKind::Symlink(target)) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(format!("{source:?}: too many levels of symbolic links"));
+                }
+                done.pop();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                for c in target.rsplit('/').filter(|c| !c.is_empty() && *c != ".") {
+                    todo.push_front(c.to_owned());
+                }
+            }
+            Some(_) => {}
+            None if is_dir_in(entries, &path) => {}
+            None => return Err(not_found()),
+        }
+    }
+    let path = done.join("/");
+    let dir = path.is_empty() || is_dir_in(entries, &path);
+    Ok((path, dir))
+}
+
+/// Whether `path` is a directory of the filtered context: an included directory, or the
+/// parent of included entries.
+fn is_dir_in(entries: &BTreeMap<String, ContextEntry>, path: &str) -> bool {
+    match entries.get(path).map(|e| &e.kind) {
+        Some(EntryKind::Dir) => true,
+        Some(_) => false,
+        None => {
+            let prefix = format!("{path}/");
+            entries
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&prefix))
+        }
+    }
+}
+
+/// The entries a bind of context path `resolved` (from [`resolve_in_context`]) shows: the
+/// path itself and everything below it.
+pub fn context_selection<'a>(
+    entries: &'a BTreeMap<String, ContextEntry>,
+    resolved: &'a str,
+) -> impl Iterator<Item = &'a ContextEntry> + 'a {
+    entries.values().filter(move |e| {
+        resolved.is_empty()
+            || e.path == resolved
+            || e.path
+                .strip_prefix(resolved)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// Builds in `hide` (an empty directory) the top layer of a read-only overlay over context
+/// directory `dir` (resolved, relative to the context root `root`): a whiteout (the character
+/// device 0:0 overlayfs reads as "no such entry") for every name below `dir` that the
+/// context's `entries` leave out, inside directories given the owner and mode of the ones
+/// they stand over. Names are read from the directories themselves, through descriptors
+/// opened without following links. Returns `false` when a directory below `dir` is another
+/// mount, which an overlay would not show: the caller copies instead.
+pub fn hide_ignored(
+    root: &Path,
+    dir: &str,
+    entries: &BTreeMap<String, ContextEntry>,
+    hide: &Path,
+) -> std::io::Result<bool> {
+    use rustix::fs::{Mode, OFlags};
+    let open = |at: &OwnedFd, name: &str| {
+        rustix::fs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut top = root_fd;
+    for c in dir.split('/').filter(|c| !c.is_empty()) {
+        top = open(&top, c)?;
+    }
+    let hide_fd = rustix::fs::open(
+        hide,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let top_st = rustix::fs::fstat(&top)?;
+    let real_top = top.try_clone()?;
+    // (real directory, its path in the context, its path below `dir`)
+    let mut stack = vec![(top, dir.to_owned(), String::new())];
+    while let Some((fd, path, below)) = stack.pop() {
+        let mut names: Vec<String> = Vec::new();
+        for e in rustix::fs::Dir::read_from(&fd)? {
+            let e = e?;
+            let name = e.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                // A name that is not UTF-8 never matches an entry (the scan keeps names as
+                // UTF-8): hidden.
+                names.push(String::from_utf8_lossy(name).into_owned());
+            }
+        }
+        for name in names {
+            let child = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            let child_below = if below.is_empty() {
+                name.clone()
+            } else {
+                format!("{below}/{name}")
+            };
+            if entries.contains_key(&child) || is_dir_in(entries, &child) {
+                if is_dir_in(entries, &child) {
+                    let sub = open(&fd, &name)?;
+                    if rustix::fs::fstat(&sub)?.st_dev != top_st.st_dev {
+                        return Ok(false);
+                    }
+                    stack.push((sub, child, child_below));
+                }
+                continue;
+            }
+            let parent = mirror_dirs(&hide_fd, &real_top, &below)?;
+            rustix::fs::mknodat(
+                &parent,
+                name.as_str(),
+                rustix::fs::FileType::CharacterDevice,
+                Mode::empty(),
+                0,
+            )?;
+        }
+    }
+    // The overlay's root is its top layer's: the owner and mode of `dir` itself.
+    copy_owner_and_mode(&hide_fd, &top_st)?;
+    Ok(true)
+}
+
+/// Opens (creating) `below` in the whiteout layer; each directory it makes gets the owner
+/// and mode of the real directory it stands over (walked from `real_top`, the bind's source).
+fn mirror_dirs(hide: &OwnedFd, real_top: &OwnedFd, below: &str) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let open = |at: &OwnedFd, name: &str| {
+        rustix::fs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let mut at = hide.try_clone()?;
+    let mut real = real_top.try_clone()?;
+    for c in below.split('/').filter(|c| !c.is_empty()) {
+        real = open(&real, c)?;
+        let made = match rustix::fs::mkdirat(&at, c, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::EXIST) => false,
+            Err(e) => return Err(e.into()),
+        };
+        at = open(&at, c)?;
+        if made {
+            copy_owner_and_mode(&at, &rustix::fs::fstat(&real)?)?;
+        }
+    }
+    Ok(at)
+}
+
+fn copy_owner_and_mode(fd: &OwnedFd, st: &rustix::fs::Stat) -> std::io::Result<()> {
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+    )?;
+    rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    Ok(())
+}
+
+/// A directory for a step's secret files that only berth's user can enter: `mode 0700`,
+/// made by `mkdir` under a fresh random name (an existing name, which another user may have
+/// made first, is never used), then checked through the descriptor it was opened with (a
+/// directory, not a link, owned by this user, 0700). Files are created inside it relative to
+/// that descriptor, exclusively, never following a link. Removed with its files on drop.
+#[derive(Debug)]
+pub struct SecretDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl SecretDir {
+    /// On `/dev/shm` (a tmpfs) when there is one, else under `fallback`.
+    pub fn create(fallback: &Path) -> std::io::Result<SecretDir> {
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() { shm } else { fallback };
+        let mut tries = 0;
+        loop {
+            let mut random = [0u8; 16];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+            let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            let path = base.join(format!("berth-secrets-{name}"));
+            match rustix::fs::mkdir(&path, rustix::fs::Mode::from_raw_mode(0o700)) {
+                Ok(()) => return SecretDir::open(path),
+                Err(rustix::io::Errno::EXIST) if tries < 16 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn open(path: PathBuf) -> std::io::Result<SecretDir> {
+        use rustix::fs::{FileType, Mode, OFlags};
+        let refuse = |path: &Path| {
+            let _ = std::fs::remove_dir(path);
+            std::io::Error::other(format!(
+                "{}: not a private directory of this user",
+                path.display()
+            ))
+        };
+        let fd = match rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(_) => return Err(refuse(&path)),
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory
+            || st.st_uid != rustix::process::geteuid().as_raw()
+        {
+            return Err(refuse(&path));
+        }
+        // mkdir's mode went through the umask, which can only have taken bits away.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))?;
+        Ok(SecretDir { path, fd })
+    }
+
+    /// Writes `value` to a new file `name` in the directory, owned by `uid:gid` with `mode`;
+    /// returns its path, for the bind mount.
+    pub fn write(
+        &self,
+        name: &str,
+        value: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<PathBuf> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::openat(
+            self.fd.as_fd(),
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut file = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut file, value)?;
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))?;
+        Ok(self.path.join(name))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -235,6 +547,79 @@ mod tests {
         assert!(MountSpec::parse("type=bind").is_err());
         assert!(MountSpec::parse("type=cache,target=/c,bogus=1").is_err());
         assert!(MountSpec::parse("type=nope,target=/c").is_err());
+    }
+
+    #[test]
+    fn bind_sources_resolve_among_the_included_entries_only() {
+        let entry = |path: &str, kind: EntryKind| {
+            (
+                path.to_owned(),
+                ContextEntry {
+                    path: path.into(),
+                    kind,
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    size: 0,
+                    digest: None,
+                },
+            )
+        };
+        // `secret` and `dir` are ignored; `dir/keep` is let in again.
+        let entries: BTreeMap<String, ContextEntry> = [
+            entry("a", EntryKind::Dir),
+            entry("a/f", EntryKind::File),
+            entry("dir/keep", EntryKind::File),
+            entry("to-a", EntryKind::Symlink("a".into())),
+            entry("abs", EntryKind::Symlink("/a/f".into())),
+            entry("up", EntryKind::Symlink("../../a".into())),
+            entry("to-secret", EntryKind::Symlink("secret".into())),
+            entry("loop", EntryKind::Symlink("loop".into())),
+        ]
+        .into_iter()
+        .collect();
+        let r = |s: &str| resolve_in_context(&entries, s);
+        assert_eq!(r("/"), Ok(("".into(), true)));
+        assert_eq!(r("./a/"), Ok(("a".into(), true)));
+        assert_eq!(r("to-a/f"), Ok(("a/f".into(), false)));
+        assert_eq!(r("abs"), Ok(("a/f".into(), false)));
+        assert_eq!(r("up"), Ok(("a".into(), true)), "never above the root");
+        assert_eq!(r("dir"), Ok(("dir".into(), true)));
+        for missing in ["secret", "to-secret", "dir/drop", "a/f/x", "nope"] {
+            assert!(r(missing).unwrap_err().contains("not found"), "{missing}");
+        }
+        assert!(r("loop").is_err());
+        let shown: Vec<&str> = context_selection(&entries, "a")
+            .map(|e| e.path.as_str())
+            .collect();
+        assert_eq!(shown, ["a", "a/f"]);
+    }
+
+    #[test]
+    fn a_secret_dir_is_private_and_goes_with_its_files() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SecretDir::create(tmp.path()).unwrap();
+        let path = dir.path().to_owned();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        let me = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        let file = dir.write("s", b"value", 0o444, me, gid).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"value");
+        assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o7777, 0o444);
+        assert!(
+            dir.write("s", b"again", 0o400, me, gid).is_err(),
+            "never over an existing file"
+        );
+        std::os::unix::fs::symlink("/etc/passwd", path.join("l")).unwrap();
+        assert!(
+            dir.write("l", b"x", 0o400, me, gid).is_err(),
+            "never through a link"
+        );
+        drop(dir);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -184,7 +184,16 @@ fn mount_inputs(
         }
         let source = m.source.as_deref().unwrap_or(".");
         let input = match &m.from {
-            None => digest_selection(select(context, source), None).to_string(),
+            // What the step sees: the entries at and below the source resolved as the bind
+            // resolves it (through a symlink, to what it points at).
+            None => match crate::exec::mounts::resolve_in_context(&context.entries, source) {
+                Ok((resolved, _)) => digest_selection(
+                    crate::exec::mounts::context_selection(&context.entries, &resolved),
+                    None,
+                )
+                .to_string(),
+                Err(_) => digest_selection(select(context, source), None).to_string(),
+            },
             Some(from) => from_key(df, planned, resolver, from, platform)?,
         };
         inputs.push(format!("{spec}\0{input}"));

@@ -537,6 +537,7 @@ fn prepare(
         device_rules,
         tmpfs: Vec::new(),
         binds: binds.to_vec(),
+        overlays: Vec::new(),
         console,
         init: args.init,
     };

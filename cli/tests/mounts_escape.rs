@@ -1,0 +1,491 @@
+//! Mounts as a way out: read-only binds that leave a submount writable (`run -v DIR:/r:ro`,
+//! `-v /:/host:ro`, a read-only cache mount, a context with a mount inside), bind mounts from
+//! the context that show what `.dockerignore` excludes or let a step write the user's files,
+//! and a build secret that other local users can read while the step runs. Each attempt must
+//! fail and leave the host as it was. Root only (they mount and run containers).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use berth_test_support::Sandbox;
+
+fn sandbox() -> Option<Sandbox> {
+    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
+}
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A tmpfs mounted on the host for the test's length (detached on drop).
+struct HostMount(PathBuf);
+
+impl HostMount {
+    fn tmpfs(at: &Path) -> HostMount {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
+        HostMount(at.to_owned())
+    }
+}
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn context(s: &Sandbox, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+    let ctx = s.path().join(format!("ctx-{name}"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (path, content) in files {
+        let p = ctx.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    ctx
+}
+
+fn build_in(s: &Sandbox, ctx: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["build", "--progress", "plain", "--no-cache"];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    s.run(&args)
+}
+
+/// `run -v DIR:/r:ro` where DIR holds a mount: the mount below is read-only too (Docker's
+/// `-v` is a recursive bind; the read-only flag must be recursive with it).
+#[test]
+fn a_read_only_volume_is_read_only_in_its_submounts() {
+    let Some(s) = sandbox() else { return };
+    let dir = s.path().join("vol");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("top"), "top\n").unwrap();
+    let sub = HostMount::tmpfs(&dir.join("sub"));
+    std::fs::write(sub.0.join("seen"), "below\n").unwrap();
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/r:ro", dir.display()),
+        "busybox",
+        "sh",
+        "-c",
+        "cat /r/sub/seen; touch /r/new; touch /r/sub/new; echo x >> /r/sub/seen; \
+         mkdir /r/sub/d; rm /r/sub/seen; echo end",
+    ]);
+    let text = out(&o);
+    assert!(text.contains("below"), "the submount is visible:\n{text}");
+    assert!(text.contains("end"), "{text}");
+    assert_eq!(
+        text.matches("Read-only file system").count(),
+        5,
+        "every write refused:\n{text}"
+    );
+    assert!(!dir.join("new").exists());
+    assert!(!sub.0.join("new").exists(), "written below the submount");
+    assert!(!sub.0.join("d").exists());
+    assert_eq!(
+        std::fs::read_to_string(sub.0.join("seen")).unwrap(),
+        "below\n"
+    );
+}
+
+/// `-v /:/host:ro`: the host's procfs and sysfs below it are read-only too (on a writable
+/// `/host/proc`, `/host/proc/sys/kernel/core_pattern` is root on the host). The probe writes
+/// `/proc/sys/kernel/hostname` through the host's procfs, which only names the writer's own
+/// UTS namespace (the container's), so even a failure of this test leaves the host alone.
+#[test]
+fn a_read_only_bind_of_the_host_root_leaves_host_proc_read_only() {
+    let Some(s) = sandbox() else { return };
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "/:/host:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "echo probe > /host/proc/sys/kernel/hostname; echo; hostname; \
+         echo 1 > /host/sys/kernel/mm/ksm/run; echo end",
+    ]);
+    let text = out(&o);
+    assert!(text.contains("end"), "{text}");
+    assert!(
+        !text.contains("\nprobe"),
+        "the host's procfs was written:\n{text}"
+    );
+    assert!(
+        text.matches("Read-only file system").count() >= 1,
+        "the write was refused as read-only:\n{text}"
+    );
+    if Path::new("/sys/kernel/mm/ksm/run").exists() {
+        assert_eq!(
+            text.matches("Read-only file system").count(),
+            2,
+            "sysfs below the bind is read-only too:\n{text}"
+        );
+    }
+}
+
+/// A read-only cache mount whose directory holds a mount (the store is the user's disk; a
+/// mount under it is unusual, but read-only must hold for the whole tree).
+#[test]
+fn a_read_only_cache_mount_is_read_only_in_its_submounts() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "cache",
+        "FROM busybox\nRUN --mount=type=cache,id=c1,target=/c mkdir -p /c/sub\n",
+        &[],
+    );
+    let o = build_in(&s, &ctx, &[]);
+    assert!(o.status.success(), "{}", out(&o));
+    let data = s
+        .store()
+        .join("cache-mounts")
+        .join(berth_oci::Digest::of(b"c1").hex())
+        .join("data");
+    let sub = HostMount::tmpfs(&data.join("sub"));
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=cache,id=c1,target=/c,ro touch /c/sub/x\n",
+    )
+    .unwrap();
+    let o = build_in(&s, &ctx, &[]);
+    let text = out(&o);
+    assert!(
+        !o.status.success(),
+        "the write below the cache mount worked:\n{text}"
+    );
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert!(!sub.0.join("x").exists());
+}
+
+/// A context directory with a mount inside it, bound read-only: nothing below can be written.
+#[test]
+fn a_read_only_context_bind_is_read_only_in_its_submounts() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "ctxsub",
+        "FROM busybox\nRUN --mount=type=bind,target=/ctx sh -c 'touch /ctx/sub/x; touch /ctx/y'\n",
+        &[("keep", "k\n")],
+    );
+    let sub = HostMount::tmpfs(&ctx.join("sub"));
+    let o = build_in(&s, &ctx, &[]);
+    let text = out(&o);
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert!(
+        !sub.0.join("x").exists(),
+        "written below the context's submount"
+    );
+    assert!(!ctx.join("y").exists());
+}
+
+const IGNORED: &str = "ignored-value-Pq81";
+
+fn ignore_context(s: &Sandbox, name: &str, dockerfile: &str) -> PathBuf {
+    let ctx = context(
+        s,
+        name,
+        dockerfile,
+        &[
+            (
+                ".dockerignore",
+                "secret.txt\n.git\ndir\n!dir/keep\n**/*.key\n",
+            ),
+            ("secret.txt", IGNORED),
+            (".git/config", IGNORED),
+            ("dir/keep", "kept\n"),
+            ("dir/drop", IGNORED),
+            ("sub/a.key", IGNORED),
+            ("sub/a.txt", "a\n"),
+            ("keep.txt", "kept\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("secret.txt", ctx.join("link.txt")).unwrap();
+    ctx
+}
+
+/// `.dockerignore`d files do not exist for a bind mount from the context, read-only or not,
+/// as under BuildKit: not in a listing, not as a source, not through a symlink.
+#[test]
+fn a_context_bind_shows_only_what_dockerignore_lets_in() {
+    let Some(s) = sandbox() else { return };
+    let script = "set -e; ls -laR /ctx; cat /ctx/keep.txt /ctx/dir/keep /ctx/sub/a.txt; \
+                  for p in secret.txt .git dir/drop sub/a.key; do \
+                  if test -e /ctx/$p; then echo LEAK $p; cat /ctx/$p; exit 1; fi; done; \
+                  if cat /ctx/link.txt; then exit 1; fi; grep -r . /ctx || true";
+    for opts in ["", ",rw"] {
+        let ctx = ignore_context(
+            &s,
+            &format!("ignore{}", opts.len()),
+            &format!("FROM busybox\nRUN --mount=type=bind,target=/ctx{opts} sh -c '{script}'\n"),
+        );
+        let o = build_in(&s, &ctx, &[]);
+        let text = out(&o);
+        assert!(o.status.success(), "{opts}: {text}");
+        assert!(
+            !text.contains(IGNORED),
+            "{opts}: an ignored file was read:\n{text}"
+        );
+        assert!(text.contains("kept"), "{opts}: {text}");
+    }
+    for (i, source) in [
+        "secret.txt",
+        ".git/config",
+        ".git",
+        "dir/drop",
+        "sub/a.key",
+        "link.txt",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for opts in ["", ",rw"] {
+            let ctx = ignore_context(
+                &s,
+                &format!("src{i}{}", opts.len()),
+                &format!(
+                    "FROM busybox\nRUN --mount=type=bind,source={source},target=/s{opts} \
+                     sh -c 'cat /s || ls -la /s'\n"
+                ),
+            );
+            let o = build_in(&s, &ctx, &[]);
+            let text = out(&o);
+            assert!(
+                !o.status.success(),
+                "{source}{opts}: the mount worked:\n{text}"
+            );
+            assert!(!text.contains(IGNORED), "{source}{opts}: read:\n{text}");
+            assert!(
+                text.contains("not found"),
+                "{source}{opts}: fails as a missing file does:\n{text}"
+            );
+        }
+    }
+    // What is not ignored still binds, a file and a directory kept by an exception.
+    let ctx = ignore_context(
+        &s,
+        "kept",
+        "FROM busybox\nRUN --mount=type=bind,source=dir,target=/d \
+         --mount=type=bind,source=keep.txt,target=/k sh -c 'ls /d; cat /d/keep /k; test ! -e /d/drop'\n",
+    );
+    let o = build_in(&s, &ctx, &[]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(!out(&o).contains(IGNORED), "{}", out(&o));
+}
+
+/// A step's writes through a context bind never reach the user's files: read-only binds
+/// refuse them, `rw` binds keep them for the step only (write, chmod, chown, truncate,
+/// remove, a hard link to the file).
+#[test]
+fn a_context_bind_cannot_modify_the_users_files() {
+    let Some(s) = sandbox() else { return };
+    let script = "echo evil > /ctx/data.txt; chmod 4777 /ctx/data.txt; chown 1:1 /ctx/data.txt; \
+                  truncate -s 0 /ctx/data.txt; touch -d 2001-01-01 /ctx/data.txt; \
+                  ln /ctx/data.txt /ctx/hard; echo more >> /ctx/hard; rm -f /ctx/rm.txt; \
+                  echo new > /ctx/new.txt; chmod 777 /ctx/dir; echo in > /ctx/dir/f; true";
+    for (i, opts) in ["", ",rw"].iter().enumerate() {
+        let ctx = context(
+            &s,
+            &format!("write{i}"),
+            &format!("FROM busybox\nRUN --mount=type=bind,target=/ctx{opts} sh -c '{script}'\n"),
+            &[
+                ("data.txt", "original\n"),
+                ("rm.txt", "x\n"),
+                ("dir/g", "g\n"),
+            ],
+        );
+        std::fs::set_permissions(ctx.join("data.txt"), PermissionsExt::from_mode(0o640)).unwrap();
+        let before = std::fs::metadata(ctx.join("data.txt")).unwrap();
+        let dir_before = std::fs::metadata(ctx.join("dir")).unwrap();
+        let o = build_in(&s, &ctx, &[]);
+        assert!(o.status.success(), "{opts}: {}", out(&o));
+        let after = std::fs::metadata(ctx.join("data.txt")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(ctx.join("data.txt")).unwrap(),
+            "original\n",
+            "{opts}"
+        );
+        assert_eq!(
+            (
+                after.mode(),
+                after.uid(),
+                after.gid(),
+                after.mtime(),
+                after.nlink()
+            ),
+            (
+                before.mode(),
+                before.uid(),
+                before.gid(),
+                before.mtime(),
+                before.nlink()
+            ),
+            "{opts}: the user's file changed"
+        );
+        assert_eq!(
+            std::fs::metadata(ctx.join("dir")).unwrap().mode(),
+            dir_before.mode(),
+            "{opts}"
+        );
+        assert!(ctx.join("rm.txt").exists(), "{opts}");
+        for p in ["new.txt", "hard", "dir/f"] {
+            assert!(!ctx.join(p).exists(), "{opts}: {p} created in the context");
+        }
+    }
+}
+
+const SECRET: &str = "mount-secret-Xr7w3Kq5";
+
+/// Files under `dir` (not following links, at most `depth` levels) that hold `needle`.
+fn files_holding(dir: &Path, needle: &[u8], depth: usize, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() && depth > 0 {
+            files_holding(&e.path(), needle, depth - 1, found);
+        } else if meta.is_file()
+            && meta.len() < 4096
+            && std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        {
+            found.push(e.path());
+        }
+    }
+}
+
+/// Whether uid/gid 65534 can read `path` on the host.
+fn nobody_reads(path: &Path) -> bool {
+    std::process::Command::new("/usr/bin/setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            berth_test_support::BUSYBOX,
+            "cat",
+        ])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && o.stdout
+                    .windows(SECRET.len())
+                    .any(|w| w == SECRET.as_bytes())
+        })
+}
+
+/// A secret mounted `mode=0444` is readable inside the step by any user, and by no other
+/// user on the host while the step runs: wherever berth keeps it, uid 65534 cannot reach it.
+#[test]
+fn a_secret_is_out_of_reach_of_other_users_while_the_step_runs() {
+    let Some(s) = sandbox() else { return };
+    let file = s.path().join("secret-src");
+    std::fs::write(&file, SECRET).unwrap();
+    let ctx = context(
+        &s,
+        "secret",
+        "FROM busybox\nRUN --mount=type=secret,id=tok,mode=0444 \
+         sh -c 'su -s /bin/sh -c \"cat /run/secrets/tok\" nobody >/dev/null \
+         && echo readable-inside-$((40+2)); sleep 4'\n",
+        &[],
+    );
+    let mut child = s
+        .cmd()
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--no-cache",
+            "--secret",
+            &format!("id=tok,src={}", file.display()),
+            ctx.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        let mut found = Vec::new();
+        files_holding(Path::new("/dev/shm"), SECRET.as_bytes(), 4, &mut found);
+        files_holding(&s.store(), SECRET.as_bytes(), 8, &mut found);
+        files_holding(Path::new("/tmp"), SECRET.as_bytes(), 3, &mut found);
+        found.retain(|p| p != &file);
+        for p in &found {
+            assert!(
+                !nobody_reads(p),
+                "uid 65534 reads the secret at {} while the step runs",
+                p.display()
+            );
+        }
+        seen.extend(found);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("readable-inside-42"), "{}", out(&o));
+    assert!(!out(&o).contains(SECRET), "{}", out(&o));
+    assert!(!seen.is_empty(), "the scan never found the secret's file");
+    assert!(
+        seen.iter().all(|p| !p.exists()),
+        "the secret's file outlived the step: {seen:?}"
+    );
+}
+
+/// The cache key of a step with a context bind covers exactly what the bind shows: a source
+/// reached through a symlink is keyed by what the link points at, and an ignored file
+/// changing does not re-run the step.
+#[test]
+fn a_context_bind_is_keyed_by_the_files_it_shows() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(
+        &s,
+        "key",
+        "FROM busybox\nRUN --mount=type=bind,source=link,target=/d cat /d/f\n",
+        &[
+            (".dockerignore", "real/ignored\n"),
+            ("real/f", "one\n"),
+            ("real/ignored", "x\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("real", ctx.join("link")).unwrap();
+    let build = || {
+        let o = s.run(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", out(&o));
+        out(&o)
+    };
+    let first = build();
+    assert!(first.contains("one"), "{first}");
+    std::fs::write(ctx.join("real/ignored"), "y\n").unwrap();
+    assert!(
+        build().contains("CACHED"),
+        "an ignored file is not an input"
+    );
+    std::fs::write(ctx.join("real/f"), "two\n").unwrap();
+    let third = build();
+    assert!(
+        !third.contains("CACHED") && third.contains("two"),
+        "a changed file behind the link re-runs the step:\n{third}"
+    );
+}
