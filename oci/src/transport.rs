@@ -11,13 +11,19 @@
 //!
 //! 1. `src.root_manifest()` once: the manifest or index the source's reference names.
 //! 2. For an index: pick the manifests to copy (one, for the wanted platform, or all with
-//!    [`CopyOptions::all`]) and `src.manifest(desc)` for each.
-//! 3. For each manifest, its config and then its layers: `dst.has_blob(desc)`, and when that
-//!    is false `src.blob(desc)` → `dst.put_blob(desc, reader)`. Blobs of one image are copied
-//!    concurrently, at most [`CopyOptions::concurrency`] at a time. `put_blob` must verify the
-//!    size and digest of what it received against `desc` and keep nothing on a mismatch.
-//! 4. For an index copied whole: `dst.put_manifest(child)` for each child manifest.
-//! 5. `dst.commit(root)` once, last: the destination stores the root manifest and names it.
+//!    [`CopyOptions::all`]) and `src.manifest(desc)` for each. A child that is an index
+//!    itself is refused (nesting is one level deep).
+//! 3. For each manifest, `src.blob(config)` read into memory (at most
+//!    [`limits::MAX_CONFIG`] bytes, digest checked). Every manifest, index and config is
+//!    held to [`crate::limits`] here (layers, entries, history, annotations, sizes), before
+//!    any layer is asked for, so an oversized image is refused at once and leaves nothing.
+//! 4. For each manifest, its config (from memory) and then its layers: `dst.has_blob(desc)`,
+//!    and when that is false `src.blob(desc)` → `dst.put_blob(desc, reader)`. Blobs of one
+//!    image are copied concurrently, at most [`CopyOptions::concurrency`] at a time.
+//!    `put_blob` must verify the size and digest of what it received against `desc` and
+//!    keep nothing on a mismatch.
+//! 5. For an index copied whole: `dst.put_manifest(child)` for each child manifest.
+//! 6. `dst.commit(root)` once, last: the destination stores the root manifest and names it.
 //!    Nothing is visible under the destination's name before this call succeeds, so an
 //!    interrupted copy leaves at most unreferenced blobs behind.
 //!
@@ -31,7 +37,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::io::AsyncRead;
 
 use crate::digest::Digest;
-use crate::limits::LimitError;
+use crate::limits::{self, LimitError};
 use crate::manifest::{Descriptor, ManifestError, ManifestValue, Parsed};
 use crate::platform::Platform;
 
@@ -236,6 +242,7 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
     options: &CopyOptions,
 ) -> Result<CopyOutcome, TransportError> {
     let root = src.root_manifest().await?;
+    limits::check_manifest(&root)?;
     let (root, children) = match &root.value {
         ManifestValue::Manifest(_) => (root, Vec::new()),
         ManifestValue::Index(index) if options.all => {
@@ -251,21 +258,29 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
             (fetch_child(src, desc).await?, Vec::new())
         }
     };
-    let mut blobs: Vec<Descriptor> = Vec::new();
+    let mut blobs: Vec<(Descriptor, Option<Arc<Vec<u8>>>)> = Vec::new();
+    let mut listed = std::collections::HashSet::new();
     for m in children.iter().chain(std::iter::once(&root)) {
         if let ManifestValue::Manifest(manifest) = &m.value {
-            for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
-                if !blobs.iter().any(|b| b.digest == desc.digest) {
-                    blobs.push(desc.clone());
+            if listed.insert(manifest.config.digest.clone()) {
+                let config = read_config(src, &manifest.config).await?;
+                blobs.push((manifest.config.clone(), Some(Arc::new(config))));
+            }
+            for desc in &manifest.layers {
+                if listed.insert(desc.digest.clone()) {
+                    blobs.push((desc.clone(), None));
                 }
             }
         }
     }
-    let copied: Vec<bool> =
-        stream::iter(blobs.iter().map(|desc| copy_blob(src, dst, desc, options)))
-            .buffer_unordered(options.concurrency.max(1))
-            .try_collect()
-            .await?;
+    let copied: Vec<bool> = stream::iter(
+        blobs
+            .iter()
+            .map(|(desc, bytes)| copy_blob(src, dst, desc, bytes.clone(), options)),
+    )
+    .buffer_unordered(options.concurrency.max(1))
+    .try_collect()
+    .await?;
     for child in &children {
         dst.put_manifest(child).await?;
     }
@@ -287,13 +302,82 @@ async fn fetch_child<S: ImageSource>(src: &S, desc: &Descriptor) -> Result<Parse
             found: child.digest,
         });
     }
+    if let ManifestValue::Index(_) = child.value {
+        return Err(TransportError::other(format!(
+            "index entry {} is an index itself: nested indexes are not supported",
+            desc.digest
+        )));
+    }
+    limits::check_manifest(&child)?;
     Ok(child)
 }
 
+/// A config's bytes, read whole (it is small, and held to [`limits::MAX_CONFIG`]), checked
+/// against its descriptor, with its counts held to [`limits::check_config`].
+async fn read_config<S: ImageSource>(
+    src: &S,
+    desc: &Descriptor,
+) -> Result<Vec<u8>, TransportError> {
+    use tokio::io::AsyncReadExt;
+    let what = format!("config {}", desc.digest);
+    let mut bytes = Vec::new();
+    src.blob(desc)
+        .await?
+        .take(limits::MAX_CONFIG + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| TransportError::io(format!("reading {what}"), e))?;
+    if bytes.len() as u64 > limits::MAX_CONFIG {
+        return Err(LimitError::TooLarge {
+            what,
+            limit: limits::MAX_CONFIG,
+        }
+        .into());
+    }
+    if bytes.len() as u64 != desc.size {
+        return Err(TransportError::SizeMismatch {
+            what,
+            expected: desc.size,
+            found: bytes.len() as u64,
+        });
+    }
+    let found = Digest::of(&bytes);
+    if found != desc.digest {
+        return Err(TransportError::DigestMismatch {
+            what,
+            expected: desc.digest.clone(),
+            found,
+        });
+    }
+    // Only the counts are read: any JSON object is accepted here (an artifact's config
+    // need not be an image config); a config that is not one fails where it is used.
+    #[derive(serde::Deserialize)]
+    struct Counts {
+        #[serde(default)]
+        rootfs: Option<RootFsCounts>,
+        #[serde(default)]
+        history: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RootFsCounts {
+        #[serde(default)]
+        diff_ids: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    if let Ok(c) = serde_json::from_slice::<Counts>(&bytes) {
+        let layers = c.rootfs.and_then(|r| r.diff_ids).map_or(0, |d| d.len());
+        limits::check_count(&what, "layers", layers, limits::MAX_LAYERS)?;
+        let history = c.history.map_or(0, |h| h.len());
+        limits::check_count(&what, "history entries", history, limits::MAX_HISTORY)?;
+    }
+    Ok(bytes)
+}
+
+/// Copies one blob; `bytes` when it was read already (a config).
 async fn copy_blob<S: ImageSource, D: ImageDestination>(
     src: &S,
     dst: &D,
     desc: &Descriptor,
+    bytes: Option<Arc<Vec<u8>>>,
     options: &CopyOptions,
 ) -> Result<bool, TransportError> {
     let report = |e: CopyEvent| {
@@ -306,7 +390,10 @@ async fn copy_blob<S: ImageSource, D: ImageDestination>(
         return Ok(false);
     }
     report(CopyEvent::BlobStarted(desc.clone()));
-    let mut reader = src.blob(desc).await?;
+    let mut reader: BlobReader = match bytes {
+        Some(b) => Box::pin(std::io::Cursor::new(b.to_vec())),
+        None => src.blob(desc).await?,
+    };
     if let Some(p) = &options.progress {
         reader = Box::pin(Counting {
             inner: reader,
