@@ -40,6 +40,9 @@ pub const MAX_INDEX_ENTRIES: usize = 1_000;
 pub const MAX_HISTORY: usize = 1_000;
 /// Annotations of one manifest, index or descriptor.
 pub const MAX_ANNOTATIONS: usize = 256;
+/// Manifests and configs of one copy, held in memory together (an index copied whole
+/// with `--all` holds all its children and their configs).
+pub const MAX_HELD_METADATA: u64 = 64 << 20;
 /// Images of one archive (`manifest.json` entries of a docker archive, `index.json`
 /// entries of an OCI archive).
 pub const MAX_ARCHIVE_IMAGES: usize = 1_000;

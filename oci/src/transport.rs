@@ -243,12 +243,16 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
 ) -> Result<CopyOutcome, TransportError> {
     let root = src.root_manifest().await?;
     limits::check_manifest(&root)?;
+    // What is held in memory at once: every manifest and config of this copy.
+    let mut held = Held(root.bytes.len() as u64);
     let (root, children) = match &root.value {
         ManifestValue::Manifest(_) => (root, Vec::new()),
         ManifestValue::Index(index) if options.all => {
             let mut children = Vec::with_capacity(index.manifests.len());
             for desc in &index.manifests {
-                children.push(fetch_child(src, desc).await?);
+                let child = fetch_child(src, desc).await?;
+                held.add(child.bytes.len(), &root)?;
+                children.push(child);
             }
             (root, children)
         }
@@ -264,6 +268,7 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
         if let ManifestValue::Manifest(manifest) = &m.value {
             if listed.insert(manifest.config.digest.clone()) {
                 let config = read_config(src, &manifest.config).await?;
+                held.add(config.len(), &root)?;
                 blobs.push((manifest.config.clone(), Some(Arc::new(config))));
             }
             for desc in &manifest.layers {
@@ -291,6 +296,23 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
         blobs_copied,
         blobs_skipped: copied.len() - blobs_copied,
     })
+}
+
+/// Bytes of manifests and configs held by one copy, capped at
+/// [`limits::MAX_HELD_METADATA`].
+struct Held(u64);
+
+impl Held {
+    fn add(&mut self, n: usize, root: &Parsed) -> Result<(), LimitError> {
+        self.0 += n as u64;
+        if self.0 > limits::MAX_HELD_METADATA {
+            return Err(LimitError::TooLarge {
+                what: format!("the manifests and configs of {}", root.digest),
+                limit: limits::MAX_HELD_METADATA,
+            });
+        }
+        Ok(())
+    }
 }
 
 async fn fetch_child<S: ImageSource>(src: &S, desc: &Descriptor) -> Result<Parsed, TransportError> {
@@ -427,4 +449,143 @@ pub fn select_platform<'a>(
             wanted: wanted.clone(),
             available: with_platform().map(|(_, p)| p.to_string()).collect(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::manifest::{ImageIndex, ImageManifest, to_canonical_json};
+    use crate::media_type;
+
+    /// Blobs and manifests in memory; counts the blobs asked for.
+    #[derive(Default)]
+    struct Memory {
+        root: Option<Parsed>,
+        blobs: HashMap<Digest, Vec<u8>>,
+        asked: Mutex<usize>,
+        stored: Mutex<usize>,
+    }
+
+    impl Memory {
+        fn add(&mut self, bytes: Vec<u8>) -> Digest {
+            let d = Digest::of(&bytes);
+            self.blobs.insert(d.clone(), bytes);
+            d
+        }
+    }
+
+    impl ImageSource for Memory {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        async fn root_manifest(&self) -> Result<Parsed, TransportError> {
+            Ok(self.root.clone().unwrap())
+        }
+        async fn manifest(&self, desc: &Descriptor) -> Result<Parsed, TransportError> {
+            Ok(Parsed::parse(self.blobs[&desc.digest].clone(), None)?)
+        }
+        async fn blob(&self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
+            *self.asked.lock().unwrap() += 1;
+            Ok(Box::pin(std::io::Cursor::new(
+                self.blobs[&desc.digest].clone(),
+            )))
+        }
+    }
+
+    impl ImageDestination for Memory {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        async fn has_blob(&self, _: &Descriptor) -> Result<bool, TransportError> {
+            Ok(false)
+        }
+        async fn put_blob(&self, _: &Descriptor, _: BlobReader) -> Result<(), TransportError> {
+            *self.stored.lock().unwrap() += 1;
+            Ok(())
+        }
+        async fn put_manifest(&self, _: &Parsed) -> Result<(), TransportError> {
+            Ok(())
+        }
+        async fn commit(&self, _: &Parsed) -> Result<(), TransportError> {
+            *self.stored.lock().unwrap() += 1;
+            Ok(())
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// An image of `layers` layers (one blob repeated) whose config has `history` entries.
+    fn image(src: &mut Memory, layers: usize, history: usize) -> Parsed {
+        let layer = src.add(b"layer".to_vec());
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": vec![layer.to_string(); layers]},
+            "history": vec![serde_json::json!({}); history],
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_desc = Descriptor::of(media_type::OCI_CONFIG, &config);
+        src.add(config);
+        let config = config_desc;
+        let layer = Descriptor::new(media_type::OCI_LAYER_TAR, layer, 5);
+        Parsed::from_manifest(&ImageManifest::new_oci(config, vec![layer; layers]))
+    }
+
+    #[test]
+    fn an_image_within_the_limits_is_copied() {
+        let mut src = Memory::default();
+        src.root = Some(image(&mut src, limits::MAX_LAYERS, 10));
+        let dst = Memory::default();
+        block_on(copy_image(&src, &dst, &CopyOptions::default())).unwrap();
+        assert_eq!(*dst.stored.lock().unwrap(), 3, "config, layer, commit");
+        assert_eq!(*src.asked.lock().unwrap(), 2, "the config is read once");
+    }
+
+    #[test]
+    fn too_many_layers_are_refused_before_any_blob_is_read() {
+        let mut src = Memory::default();
+        src.root = Some(image(&mut src, 20_000, 0));
+        let dst = Memory::default();
+        let e = block_on(copy_image(&src, &dst, &CopyOptions::default())).unwrap_err();
+        assert!(e.to_string().contains("20000 layers"), "{e}");
+        assert_eq!(*src.asked.lock().unwrap(), 0);
+        assert_eq!(*dst.stored.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_config_with_too_much_history_is_refused_before_any_layer() {
+        let mut src = Memory::default();
+        src.root = Some(image(&mut src, 1, limits::MAX_HISTORY + 1));
+        let dst = Memory::default();
+        let e = block_on(copy_image(&src, &dst, &CopyOptions::default())).unwrap_err();
+        assert!(e.to_string().contains("history entries"), "{e}");
+        assert_eq!(*src.asked.lock().unwrap(), 1, "only the config");
+        assert_eq!(*dst.stored.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn nested_indexes_are_refused() {
+        let mut src = Memory::default();
+        let inner = to_canonical_json(&ImageIndex::default());
+        let inner_desc = Descriptor::of(media_type::OCI_INDEX, &inner);
+        src.add(inner);
+        let inner = inner_desc;
+        let mut outer = ImageIndex::default();
+        outer.manifests.push(inner);
+        src.root = Some(Parsed::parse(to_canonical_json(&outer), None).unwrap());
+        let dst = Memory::default();
+        let options = CopyOptions {
+            all: true,
+            ..Default::default()
+        };
+        let e = block_on(copy_image(&src, &dst, &options)).unwrap_err();
+        assert!(e.to_string().contains("nested"), "{e}");
+    }
 }
