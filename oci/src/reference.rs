@@ -211,6 +211,11 @@ fn split_domain(name: &str) -> (String, String) {
     (domain, path)
 }
 
+/// Whether `tag` is a valid tag name (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
+pub fn is_valid_tag(tag: &str) -> bool {
+    check_tag(tag).is_ok()
+}
+
 fn check_tag(tag: &str) -> Result<(), String> {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let ok = !tag.is_empty()

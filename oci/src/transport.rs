@@ -11,13 +11,19 @@
 //!
 //! 1. `src.root_manifest()` once: the manifest or index the source's reference names.
 //! 2. For an index: pick the manifests to copy (one, for the wanted platform, or all with
-//!    [`CopyOptions::all`]) and `src.manifest(desc)` for each.
-//! 3. For each manifest, its config and then its layers: `dst.has_blob(desc)`, and when that
-//!    is false `src.blob(desc)` → `dst.put_blob(desc, reader)`. Blobs of one image are copied
-//!    concurrently, at most [`CopyOptions::concurrency`] at a time. `put_blob` must verify the
-//!    size and digest of what it received against `desc` and keep nothing on a mismatch.
-//! 4. For an index copied whole: `dst.put_manifest(child)` for each child manifest.
-//! 5. `dst.commit(root)` once, last: the destination stores the root manifest and names it.
+//!    [`CopyOptions::all`]) and `src.manifest(desc)` for each. A child that is an index
+//!    itself is refused (nesting is one level deep).
+//! 3. For each manifest, `src.blob(config)` read into memory (at most
+//!    [`limits::MAX_CONFIG`] bytes, digest checked). Every manifest, index and config is
+//!    held to [`crate::limits`] here (layers, entries, history, annotations, sizes), before
+//!    any layer is asked for, so an oversized image is refused at once and leaves nothing.
+//! 4. For each manifest, its config (from memory) and then its layers: `dst.has_blob(desc)`,
+//!    and when that is false `src.blob(desc)` → `dst.put_blob(desc, reader)`. Blobs of one
+//!    image are copied concurrently, at most [`CopyOptions::concurrency`] at a time.
+//!    `put_blob` must verify the size and digest of what it received against `desc` and
+//!    keep nothing on a mismatch.
+//! 5. For an index copied whole: `dst.put_manifest(child)` for each child manifest.
+//! 6. `dst.commit(root)` once, last: the destination stores the root manifest and names it.
 //!    Nothing is visible under the destination's name before this call succeeds, so an
 //!    interrupted copy leaves at most unreferenced blobs behind.
 //!
@@ -31,7 +37,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::io::AsyncRead;
 
 use crate::digest::Digest;
-use crate::limits::LimitError;
+use crate::limits::{self, LimitError};
 use crate::manifest::{Descriptor, ManifestError, ManifestValue, Parsed};
 use crate::platform::Platform;
 
@@ -236,12 +242,17 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
     options: &CopyOptions,
 ) -> Result<CopyOutcome, TransportError> {
     let root = src.root_manifest().await?;
+    limits::check_manifest(&root)?;
+    // What is held in memory at once: every manifest and config of this copy.
+    let mut held = Held(root.bytes.len() as u64);
     let (root, children) = match &root.value {
         ManifestValue::Manifest(_) => (root, Vec::new()),
         ManifestValue::Index(index) if options.all => {
             let mut children = Vec::with_capacity(index.manifests.len());
             for desc in &index.manifests {
-                children.push(fetch_child(src, desc).await?);
+                let child = fetch_child(src, desc).await?;
+                held.add(child.bytes.len(), &root)?;
+                children.push(child);
             }
             (root, children)
         }
@@ -251,21 +262,30 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
             (fetch_child(src, desc).await?, Vec::new())
         }
     };
-    let mut blobs: Vec<Descriptor> = Vec::new();
+    let mut blobs: Vec<(Descriptor, Option<Arc<Vec<u8>>>)> = Vec::new();
+    let mut listed = std::collections::HashSet::new();
     for m in children.iter().chain(std::iter::once(&root)) {
         if let ManifestValue::Manifest(manifest) = &m.value {
-            for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
-                if !blobs.iter().any(|b| b.digest == desc.digest) {
-                    blobs.push(desc.clone());
+            if listed.insert(manifest.config.digest.clone()) {
+                let config = read_config(src, &manifest.config).await?;
+                held.add(config.len(), &root)?;
+                blobs.push((manifest.config.clone(), Some(Arc::new(config))));
+            }
+            for desc in &manifest.layers {
+                if listed.insert(desc.digest.clone()) {
+                    blobs.push((desc.clone(), None));
                 }
             }
         }
     }
-    let copied: Vec<bool> =
-        stream::iter(blobs.iter().map(|desc| copy_blob(src, dst, desc, options)))
-            .buffer_unordered(options.concurrency.max(1))
-            .try_collect()
-            .await?;
+    let copied: Vec<bool> = stream::iter(
+        blobs
+            .iter()
+            .map(|(desc, bytes)| copy_blob(src, dst, desc, bytes.clone(), options)),
+    )
+    .buffer_unordered(options.concurrency.max(1))
+    .try_collect()
+    .await?;
     for child in &children {
         dst.put_manifest(child).await?;
     }
@@ -278,6 +298,23 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
     })
 }
 
+/// Bytes of manifests and configs held by one copy, capped at
+/// [`limits::MAX_HELD_METADATA`].
+struct Held(u64);
+
+impl Held {
+    fn add(&mut self, n: usize, root: &Parsed) -> Result<(), LimitError> {
+        self.0 += n as u64;
+        if self.0 > limits::MAX_HELD_METADATA {
+            return Err(LimitError::TooLarge {
+                what: format!("the manifests and configs of {}", root.digest),
+                limit: limits::MAX_HELD_METADATA,
+            });
+        }
+        Ok(())
+    }
+}
+
 async fn fetch_child<S: ImageSource>(src: &S, desc: &Descriptor) -> Result<Parsed, TransportError> {
     let child = src.manifest(desc).await?;
     if child.digest != desc.digest {
@@ -287,13 +324,82 @@ async fn fetch_child<S: ImageSource>(src: &S, desc: &Descriptor) -> Result<Parse
             found: child.digest,
         });
     }
+    if let ManifestValue::Index(_) = child.value {
+        return Err(TransportError::other(format!(
+            "index entry {} is an index itself: nested indexes are not supported",
+            desc.digest
+        )));
+    }
+    limits::check_manifest(&child)?;
     Ok(child)
 }
 
+/// A config's bytes, read whole (it is small, and held to [`limits::MAX_CONFIG`]), checked
+/// against its descriptor, with its counts held to [`limits::check_config`].
+async fn read_config<S: ImageSource>(
+    src: &S,
+    desc: &Descriptor,
+) -> Result<Vec<u8>, TransportError> {
+    use tokio::io::AsyncReadExt;
+    let what = format!("config {}", desc.digest);
+    let mut bytes = Vec::new();
+    src.blob(desc)
+        .await?
+        .take(limits::MAX_CONFIG + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| TransportError::io(format!("reading {what}"), e))?;
+    if bytes.len() as u64 > limits::MAX_CONFIG {
+        return Err(LimitError::TooLarge {
+            what,
+            limit: limits::MAX_CONFIG,
+        }
+        .into());
+    }
+    if bytes.len() as u64 != desc.size {
+        return Err(TransportError::SizeMismatch {
+            what,
+            expected: desc.size,
+            found: bytes.len() as u64,
+        });
+    }
+    let found = Digest::of(&bytes);
+    if found != desc.digest {
+        return Err(TransportError::DigestMismatch {
+            what,
+            expected: desc.digest.clone(),
+            found,
+        });
+    }
+    // Only the counts are read: any JSON object is accepted here (an artifact's config
+    // need not be an image config); a config that is not one fails where it is used.
+    #[derive(serde::Deserialize)]
+    struct Counts {
+        #[serde(default)]
+        rootfs: Option<RootFsCounts>,
+        #[serde(default)]
+        history: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RootFsCounts {
+        #[serde(default)]
+        diff_ids: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    if let Ok(c) = serde_json::from_slice::<Counts>(&bytes) {
+        let layers = c.rootfs.and_then(|r| r.diff_ids).map_or(0, |d| d.len());
+        limits::check_count(&what, "layers", layers, limits::MAX_LAYERS)?;
+        let history = c.history.map_or(0, |h| h.len());
+        limits::check_count(&what, "history entries", history, limits::MAX_HISTORY)?;
+    }
+    Ok(bytes)
+}
+
+/// Copies one blob; `bytes` when it was read already (a config).
 async fn copy_blob<S: ImageSource, D: ImageDestination>(
     src: &S,
     dst: &D,
     desc: &Descriptor,
+    bytes: Option<Arc<Vec<u8>>>,
     options: &CopyOptions,
 ) -> Result<bool, TransportError> {
     let report = |e: CopyEvent| {
@@ -306,7 +412,10 @@ async fn copy_blob<S: ImageSource, D: ImageDestination>(
         return Ok(false);
     }
     report(CopyEvent::BlobStarted(desc.clone()));
-    let mut reader = src.blob(desc).await?;
+    let mut reader: BlobReader = match bytes {
+        Some(b) => Box::pin(std::io::Cursor::new(b.to_vec())),
+        None => src.blob(desc).await?,
+    };
     if let Some(p) = &options.progress {
         reader = Box::pin(Counting {
             inner: reader,
@@ -340,4 +449,143 @@ pub fn select_platform<'a>(
             wanted: wanted.clone(),
             available: with_platform().map(|(_, p)| p.to_string()).collect(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::manifest::{ImageIndex, ImageManifest, to_canonical_json};
+    use crate::media_type;
+
+    /// Blobs and manifests in memory; counts the blobs asked for.
+    #[derive(Default)]
+    struct Memory {
+        root: Option<Parsed>,
+        blobs: HashMap<Digest, Vec<u8>>,
+        asked: Mutex<usize>,
+        stored: Mutex<usize>,
+    }
+
+    impl Memory {
+        fn add(&mut self, bytes: Vec<u8>) -> Digest {
+            let d = Digest::of(&bytes);
+            self.blobs.insert(d.clone(), bytes);
+            d
+        }
+    }
+
+    impl ImageSource for Memory {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        async fn root_manifest(&self) -> Result<Parsed, TransportError> {
+            Ok(self.root.clone().unwrap())
+        }
+        async fn manifest(&self, desc: &Descriptor) -> Result<Parsed, TransportError> {
+            Ok(Parsed::parse(self.blobs[&desc.digest].clone(), None)?)
+        }
+        async fn blob(&self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
+            *self.asked.lock().unwrap() += 1;
+            Ok(Box::pin(std::io::Cursor::new(
+                self.blobs[&desc.digest].clone(),
+            )))
+        }
+    }
+
+    impl ImageDestination for Memory {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        async fn has_blob(&self, _: &Descriptor) -> Result<bool, TransportError> {
+            Ok(false)
+        }
+        async fn put_blob(&self, _: &Descriptor, _: BlobReader) -> Result<(), TransportError> {
+            *self.stored.lock().unwrap() += 1;
+            Ok(())
+        }
+        async fn put_manifest(&self, _: &Parsed) -> Result<(), TransportError> {
+            Ok(())
+        }
+        async fn commit(&self, _: &Parsed) -> Result<(), TransportError> {
+            *self.stored.lock().unwrap() += 1;
+            Ok(())
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// An image of `layers` layers (one blob repeated) whose config has `history` entries.
+    fn image(src: &mut Memory, layers: usize, history: usize) -> Parsed {
+        let layer = src.add(b"layer".to_vec());
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": vec![layer.to_string(); layers]},
+            "history": vec![serde_json::json!({}); history],
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_desc = Descriptor::of(media_type::OCI_CONFIG, &config);
+        src.add(config);
+        let config = config_desc;
+        let layer = Descriptor::new(media_type::OCI_LAYER_TAR, layer, 5);
+        Parsed::from_manifest(&ImageManifest::new_oci(config, vec![layer; layers]))
+    }
+
+    #[test]
+    fn an_image_within_the_limits_is_copied() {
+        let mut src = Memory::default();
+        src.root = Some(image(&mut src, limits::MAX_LAYERS, 10));
+        let dst = Memory::default();
+        block_on(copy_image(&src, &dst, &CopyOptions::default())).unwrap();
+        assert_eq!(*dst.stored.lock().unwrap(), 3, "config, layer, commit");
+        assert_eq!(*src.asked.lock().unwrap(), 2, "the config is read once");
+    }
+
+    #[test]
+    fn too_many_layers_are_refused_before_any_blob_is_read() {
+        let mut src = Memory::default();
+        src.root = Some(image(&mut src, 20_000, 0));
+        let dst = Memory::default();
+        let e = block_on(copy_image(&src, &dst, &CopyOptions::default())).unwrap_err();
+        assert!(e.to_string().contains("20000 layers"), "{e}");
+        assert_eq!(*src.asked.lock().unwrap(), 0);
+        assert_eq!(*dst.stored.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_config_with_too_much_history_is_refused_before_any_layer() {
+        let mut src = Memory::default();
+        src.root = Some(image(&mut src, 1, limits::MAX_HISTORY + 1));
+        let dst = Memory::default();
+        let e = block_on(copy_image(&src, &dst, &CopyOptions::default())).unwrap_err();
+        assert!(e.to_string().contains("history entries"), "{e}");
+        assert_eq!(*src.asked.lock().unwrap(), 1, "only the config");
+        assert_eq!(*dst.stored.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn nested_indexes_are_refused() {
+        let mut src = Memory::default();
+        let inner = to_canonical_json(&ImageIndex::default());
+        let inner_desc = Descriptor::of(media_type::OCI_INDEX, &inner);
+        src.add(inner);
+        let inner = inner_desc;
+        let mut outer = ImageIndex::default();
+        outer.manifests.push(inner);
+        src.root = Some(Parsed::parse(to_canonical_json(&outer), None).unwrap());
+        let dst = Memory::default();
+        let options = CopyOptions {
+            all: true,
+            ..Default::default()
+        };
+        let e = block_on(copy_image(&src, &dst, &options)).unwrap_err();
+        assert!(e.to_string().contains("nested"), "{e}");
+    }
 }

@@ -8,10 +8,13 @@
 //! requests are retried with backoff on network errors, `5xx` and `429` (`Retry-After`
 //! honoured, at most 10 s).
 //!
-//! Credentials go only to the registry they are for: the `Authorization` header is set per
-//! request on this registry's URLs, and reqwest drops it on a redirect to another host (a
-//! blob served from object storage gets no credentials). Token requests go to the realm the
-//! registry named, with the registry's credentials, as Docker does.
+//! Every request goes through one function, [`Registry::exchange`], which follows redirects
+//! itself (reqwest's own following is off) and asks [`crate::origin`] about every URL: the
+//! request's, each redirect's, and through the callers every URL a registry hands back (tags
+//! `Link`, upload `Location`, the token realm). Credentials go only to the origin (scheme,
+//! host, port) they are for: the registry's, or the realm the registry itself named (as
+//! Docker does); a URL on another origin is followed without them, and only a response from
+//! the registry's own origin is answered with credentials when it asks for them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +29,18 @@ use reqwest::{Method, StatusCode};
 use crate::auth::{Challenge, TokenResponse, parse_challenges};
 use crate::creds::Credentials;
 use crate::error::{RegistryError, decode_error_body};
+use crate::origin::{self, Credential, Origin};
+use reqwest::Url;
+
+/// Redirects followed for one request (Go's and reqwest's default).
+const MAX_REDIRECTS: usize = 10;
+
+/// A request body for [`Registry::exchange`]: bytes may be sent again (after a retry or a
+/// redirect); a stream is sent once, and a redirect in answer to it is returned as it is.
+enum Payload {
+    Bytes(bytes::Bytes),
+    Stream(Option<reqwest::Body>),
+}
 
 /// How registries are reached.
 #[derive(Debug, Clone)]
@@ -140,6 +155,9 @@ pub struct Registry {
     pub name: String,
     /// `https://host` or `http://host`.
     pub base: String,
+    /// `base` as a URL, and its origin: the only one the credentials go to.
+    base_url: Url,
+    origin: Origin,
     http: reqwest::Client,
     creds: Option<Credentials>,
     tokens: Mutex<HashMap<String, Token>>,
@@ -240,6 +258,7 @@ impl Registry {
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| RegistryError::Protocol {
                 registry: name.to_owned(),
@@ -260,9 +279,19 @@ impl Registry {
                 base = format!("http://{host}");
             }
         }
+        let base_url = Url::parse(&base).map_err(|e| RegistryError::Protocol {
+            registry: name.to_owned(),
+            message: format!("not a registry address: {e}"),
+        })?;
+        let origin = Origin::of(&base_url).ok_or_else(|| RegistryError::Protocol {
+            registry: name.to_owned(),
+            message: "not a registry address".into(),
+        })?;
         Ok(Arc::new(Registry {
             name: name.to_owned(),
             base,
+            base_url,
+            origin,
             http,
             creds,
             tokens: Mutex::new(HashMap::new()),
@@ -276,12 +305,123 @@ impl Registry {
         &self.tls
     }
 
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_owned()
-        } else {
-            format!("{}{path}", self.base)
+    /// `reference` (a path on the registry, or a URL the registry handed back), resolved
+    /// against `base` (the URL of the response it came in; the registry's when `None`) and
+    /// checked by [`origin::resolve`]. `what` names it in errors.
+    pub fn resolve(
+        &self,
+        base: Option<&Url>,
+        reference: &str,
+        what: &str,
+    ) -> Result<Url, RegistryError> {
+        origin::resolve(base.unwrap_or(&self.base_url), reference, what).map_err(|error| {
+            RegistryError::Url {
+                registry: self.name.clone(),
+                error,
+            }
+        })
+    }
+
+    /// Whether `url` is on the registry's own origin.
+    pub fn is_own(&self, url: &Url) -> bool {
+        Origin::of(url).as_ref() == Some(&self.origin)
+    }
+
+    /// Sends one request and follows its redirects. Every URL goes through
+    /// [`origin::resolve`], and `credential` is attached to a URL only on its own origin
+    /// ([`Credential::for_url`]). A body is never carried to another origin by a redirect
+    /// (a token form holds a secret): such a redirect is an error. The outer error is a
+    /// refused URL; the inner one a transport failure, which the caller may retry.
+    async fn exchange(
+        &self,
+        mut method: Method,
+        mut url: Url,
+        headers: &HeaderMap,
+        mut body: Payload,
+        credential: Option<&Credential>,
+    ) -> Result<Result<reqwest::Response, reqwest::Error>, RegistryError> {
+        let first = Origin::of(&url);
+        for _ in 0..=MAX_REDIRECTS {
+            let mut rb = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(h) = credential.and_then(|c| c.for_url(&url)) {
+                rb = rb.header(AUTHORIZATION, HeaderValue::from_str(h).expect("ASCII"));
+            }
+            let replayable = match &mut body {
+                Payload::Bytes(b) => {
+                    rb = rb.body(b.clone());
+                    !b.is_empty()
+                }
+                Payload::Stream(s) => {
+                    if let Some(s) = s.take() {
+                        rb = rb.body(s);
+                    }
+                    false
+                }
+            };
+            let resp = match rb.send().await {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let status = resp.status();
+            let location = resp.headers().get(reqwest::header::LOCATION);
+            let followed = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+                && !matches!(body, Payload::Stream(_));
+            let (true, Some(location)) = (followed, location) else {
+                return Ok(Ok(resp));
+            };
+            let location = location.to_str().unwrap_or("\u{fffd}");
+            let next = self.resolve(Some(&url), location, "a redirect")?;
+            // 303, and 301/302 after a POST, turn into a GET without the body (as browsers
+            // and Go do); 307/308 send the same request again.
+            if status == StatusCode::SEE_OTHER
+                || (method == Method::POST && matches!(status.as_u16(), 301 | 302))
+            {
+                method = Method::GET;
+                body = Payload::Bytes(bytes::Bytes::new());
+            } else if replayable && Origin::of(&next) != first {
+                return Err(RegistryError::Protocol {
+                    registry: self.name.clone(),
+                    message: format!(
+                        "a redirect would carry a request body to another origin ({}): refused",
+                        Origin::of(&next).map_or_else(String::new, |o| o.to_string())
+                    ),
+                });
+            }
+            url = next;
         }
+        Err(RegistryError::Protocol {
+            registry: self.name.clone(),
+            message: format!("more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
+    /// Sends a body that can be read only once (a blob upload) to `url`, with the
+    /// credentials cached for `scopes` if `url` is on the registry's origin. No retry, and a
+    /// redirect comes back as the response.
+    pub async fn send_stream(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: reqwest::Body,
+        scopes: &[String],
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = self.resolve(None, url, "an upload URL")?;
+        let credential = self
+            .cached(scopes)
+            .map(|h| Credential::new(self.origin.clone(), h));
+        self.exchange(
+            method,
+            url,
+            &headers,
+            Payload::Stream(Some(body)),
+            credential.as_ref(),
+        )
+        .await?
+        .map_err(|e| network_error(&self.name, &e))
     }
 
     fn basic_header(&self) -> Option<String> {
@@ -371,7 +511,12 @@ impl Registry {
         for s in scopes {
             query.push(("scope", s));
         }
-        let send = match &self.creds {
+        // The realm is a URL the registry named: checked like any other, and the one
+        // origin besides the registry's that the credentials go to.
+        let mut url = self.resolve(None, realm, "the token realm")?;
+        let realm_origin = Origin::of(&url).expect("resolve gives http(s) URLs with a host");
+        let mut headers = HeaderMap::new();
+        let (method, body, credential) = match &self.creds {
             Some(c) if c.is_identity_token() => {
                 let mut form = query.clone();
                 form.extend([
@@ -379,19 +524,30 @@ impl Registry {
                     ("refresh_token", c.secret.as_str()),
                     ("client_id", "berth"),
                 ]);
-                self.http.post(realm).form(&form).send().await
+                headers.insert(
+                    reqwest::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                );
+                (Method::POST, bytes::Bytes::from(form_encode(&form)), None)
             }
-            Some(c) => {
-                self.http
-                    .get(realm)
-                    .query(&query)
-                    .basic_auth(&c.username, Some(&c.secret))
-                    .send()
-                    .await
+            other => {
+                url.query_pairs_mut().extend_pairs(&query);
+                let credential = other.as_ref().map(|_| {
+                    Credential::new(realm_origin, self.basic_header().expect("credentials"))
+                });
+                (Method::GET, bytes::Bytes::new(), credential)
             }
-            None => self.http.get(realm).query(&query).send().await,
         };
-        let resp = send.map_err(|e| network_error(&self.name, &e))?;
+        let resp = self
+            .exchange(
+                method,
+                url,
+                &headers,
+                Payload::Bytes(body),
+                credential.as_ref(),
+            )
+            .await?
+            .map_err(|e| network_error(&self.name, &e))?;
         let status = resp.status();
         let body = read_limited(&self.name, resp, limits::MAX_TOKEN).await?;
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -442,18 +598,22 @@ impl Registry {
             || req.body.is_some()
             || req.method == Method::DELETE;
         let mut attempt = 0u32;
+        let url = self.resolve(None, &req.path, &req.what)?;
         loop {
-            let mut rb = self
-                .http
-                .request(req.method.clone(), self.url(&req.path))
-                .headers(req.headers.clone());
-            if let Some(a) = &auth {
-                rb = rb.header(AUTHORIZATION, HeaderValue::from_str(a).expect("ASCII"));
-            }
-            if let Some(b) = &req.body {
-                rb = rb.body(b.clone());
-            }
-            let resp = match rb.send().await {
+            let credential = auth
+                .as_ref()
+                .map(|a| Credential::new(self.origin.clone(), a.clone()));
+            let body = Payload::Bytes(req.body.clone().unwrap_or_default());
+            let sent = self
+                .exchange(
+                    req.method.clone(),
+                    url.clone(),
+                    &req.headers,
+                    body,
+                    credential.as_ref(),
+                )
+                .await?;
+            let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
                     if idempotent
@@ -468,13 +628,18 @@ impl Registry {
                 }
             };
             let status = resp.status();
-            let challenges: Vec<Challenge> = resp
-                .headers()
-                .get_all(WWW_AUTHENTICATE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(parse_challenges)
-                .collect();
+            // Only the registry's own origin is answered with credentials: a challenge from
+            // another one (after a redirect) could name a realm of its choosing.
+            let challenges: Vec<Challenge> = if self.is_own(resp.url()) {
+                resp.headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(parse_challenges)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let insufficient = challenges
                 .iter()
                 .any(|c| c.param("error") == Some("insufficient_scope"));
@@ -592,14 +757,11 @@ impl Registry {
             Err(self.status_error(&req, resp).await)
         }
     }
+}
 
-    /// The raw HTTP client, for streaming uploads (which cannot be replayed).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    /// The Authorization value cached for `scopes`, if any.
-    pub fn auth_for(&self, scopes: &[String]) -> Option<String> {
-        self.cached(scopes)
-    }
+/// `application/x-www-form-urlencoded` of `pairs`.
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let mut u = Url::parse("http://form.invalid/").expect("a valid URL");
+    u.query_pairs_mut().extend_pairs(pairs);
+    u.query().unwrap_or_default().to_owned()
 }

@@ -53,6 +53,12 @@ pub enum RegistryError {
     },
     #[error("{registry}: {message}")]
     Protocol { registry: String, message: String },
+    /// A URL the registry handed back that berth does not follow.
+    #[error("{registry}: {error}")]
+    Url {
+        registry: String,
+        error: crate::origin::UrlError,
+    },
     #[error("credentials: {0}")]
     Credentials(#[from] crate::creds::CredentialError),
 }

@@ -7,6 +7,7 @@
 //! | [`auth`] | `WWW-Authenticate` headers → challenges; token responses |
 //! | [`creds`] | `config.json` / `auth.json` / credential helpers → credentials; login and logout writes |
 //! | [`tls`] | system roots + `certs.d` → a rustls client config |
+//! | [`origin`] | a URL a registry handed back → the URL followed, and whether credentials go along |
 //! | [`client`] | a registry: scheme, HTTP client, the authentication flow, retries |
 //! | [`remote`] | a repository: manifests, blobs, uploads, tags; [`Remote`] is an `ImageSource` and an `ImageDestination` |
 //! | [`error`] | what failed, in words a user can act on |
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod client;
 pub mod creds;
 pub mod error;
+pub mod origin;
 pub mod remote;
 pub mod tls;
 

@@ -128,41 +128,74 @@ impl Remote {
         Ok(parsed)
     }
 
-    /// The tags of the repository (following `Link` pagination).
+    /// The tags of the repository, following `Link` pagination: each next page is a URL
+    /// the registry handed back, resolved and checked by [`crate::origin`] (another origin
+    /// gets no credentials). A page seen before, more than [`limits::MAX_TAG_PAGES`] pages
+    /// or [`limits::MAX_TAGS`] tags, and a tag that is not a valid tag name are errors.
     pub async fn tags(&self) -> Result<Vec<String>, RegistryError> {
+        let protocol = |message: String| RegistryError::Protocol {
+            registry: self.registry.name.clone(),
+            message: format!("{}: tag list: {message}", self.repository),
+        };
         let mut out = Vec::new();
-        let mut path = format!("/v2/{}/tags/list?n=1000", self.repository);
+        let mut seen = std::collections::HashSet::new();
+        let mut url = self
+            .registry
+            .resolve(
+                None,
+                &format!("/v2/{}/tags/list?n=1000", self.repository),
+                "tags",
+            )?
+            .to_string();
         loop {
-            let req = self.request(Method::GET, path.clone(), "tags", false);
+            if !seen.insert(url.clone()) {
+                return Err(protocol(format!(
+                    "the registry links back to a page it already sent (after {} pages)",
+                    seen.len()
+                )));
+            }
+            if seen.len() > limits::MAX_TAG_PAGES {
+                return Err(protocol(format!(
+                    "more than {} pages: refused",
+                    limits::MAX_TAG_PAGES
+                )));
+            }
+            let req = self.request(Method::GET, url.clone(), "tags", false);
             let resp = self.registry.send(&req).await?;
             if !resp.status().is_success() {
                 return Err(self.registry.status_error(&req, resp).await);
             }
-            let next = resp
-                .headers()
-                .get("link")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|l| l.split(';').next())
-                .map(|u| {
-                    u.trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .to_owned()
-                });
-            let body = read_limited(&self.registry.name, resp, limits::MAX_MANIFEST).await?;
+            let next = match next_link(resp.headers()) {
+                Some(n) => Some(
+                    self.registry
+                        .resolve(Some(resp.url()), &n, "the tags Link")?,
+                ),
+                None => None,
+            };
+            let body = read_limited(&self.registry.name, resp, limits::MAX_TAG_PAGE).await?;
             #[derive(serde::Deserialize)]
             struct Tags {
                 #[serde(default)]
                 tags: Option<Vec<String>>,
             }
-            let t: Tags = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                registry: self.registry.name.clone(),
-                message: format!("unreadable tag list: {e}"),
-            })?;
-            out.extend(t.tags.unwrap_or_default());
+            let t: Tags =
+                serde_json::from_slice(&body).map_err(|e| protocol(format!("unreadable: {e}")))?;
+            for tag in t.tags.unwrap_or_default() {
+                if !berth_oci::reference::is_valid_tag(&tag) {
+                    let shown: String = tag.chars().take(40).collect();
+                    return Err(protocol(format!("{shown:?} is not a valid tag name")));
+                }
+                if out.len() >= limits::MAX_TAGS {
+                    return Err(protocol(format!(
+                        "more than {} tags: refused",
+                        limits::MAX_TAGS
+                    )));
+                }
+                out.push(tag);
+            }
             match next {
-                Some(n) if !n.is_empty() => path = n,
-                _ => return Ok(out),
+                Some(n) => url = n.to_string(),
+                None => return Ok(out),
             }
         }
     }
@@ -214,6 +247,7 @@ impl Remote {
             // Mounted from the other repository: nothing to upload.
             StatusCode::CREATED => Ok(None),
             StatusCode::ACCEPTED => {
+                let base = resp.url().clone();
                 let loc = resp
                     .headers()
                     .get(LOCATION)
@@ -223,18 +257,18 @@ impl Remote {
                         message: "an upload without a Location".into(),
                     })?
                     .to_owned();
-                Ok(Some(self.absolute(&loc)))
+                Ok(Some(self.absolute(&base, &loc)?))
             }
             _ => Err(self.registry.status_error(&req, resp).await),
         }
     }
 
-    fn absolute(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_owned()
-        } else {
-            format!("{}{location}", self.registry.base)
-        }
+    /// An upload `Location` from a response to `base`, resolved and checked.
+    fn absolute(&self, base: &reqwest::Url, location: &str) -> Result<String, RegistryError> {
+        Ok(self
+            .registry
+            .resolve(Some(base), location, "an upload Location")?
+            .to_string())
     }
 
     fn with_digest(location: &str, digest: &Digest) -> String {
@@ -250,45 +284,42 @@ impl Remote {
         len: u64,
         extra: &[(&str, String)],
     ) -> Result<reqwest::Response, RegistryError> {
-        let mut rb = self
-            .registry
-            .http()
-            .request(method, url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, len)
-            .body(body);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         for (k, v) in extra {
-            rb = rb.header(*k, v);
+            let value = HeaderValue::from_str(v).map_err(|_| RegistryError::Protocol {
+                registry: self.registry.name.clone(),
+                message: format!("a {k} header that is not ASCII"),
+            })?;
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                RegistryError::Protocol {
+                    registry: self.registry.name.clone(),
+                    message: format!("{k:?} is not a header name"),
+                }
+            })?;
+            headers.insert(name, value);
         }
-        if let Some(a) = self.registry.auth_for(&self.push_scope()) {
-            rb = rb.header(reqwest::header::AUTHORIZATION, a);
-        }
-        rb.send().await.map_err(|e| RegistryError::Network {
-            registry: self.registry.name.clone(),
-            message: e.to_string(),
-        })
+        self.registry
+            .send_stream(method, &url, headers, body, &self.push_scope())
+            .await
     }
 
     /// How many bytes of an upload the registry holds (its `Range: 0-END` header; the
     /// distribution spec's upload status), and the upload's location from now on.
     async fn upload_status(&self, location: &str) -> Result<(u64, String), RegistryError> {
-        let mut rb = self.registry.http().get(location);
-        if let Some(a) = self.registry.auth_for(&self.push_scope()) {
-            rb = rb.header(reqwest::header::AUTHORIZATION, a);
-        }
-        let resp = rb.send().await.map_err(|e| RegistryError::Network {
-            registry: self.registry.name.clone(),
-            message: e.to_string(),
-        })?;
+        let req = self.request(Method::GET, location.to_owned(), "an upload's status", true);
+        let resp = self.registry.send(&req).await?;
         if resp.status() != StatusCode::NO_CONTENT {
-            let req = self.request(Method::GET, location.to_owned(), "an upload's status", true);
             return Err(self.registry.status_error(&req, resp).await);
         }
-        let at = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map_or_else(|| location.to_owned(), |l| self.absolute(l));
+        let at = match resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
+            Some(l) => self.absolute(resp.url(), l)?,
+            None => location.to_owned(),
+        };
         // `0-0` means nothing yet: distribution writes it for an empty upload too.
         let committed = resp
             .headers()
@@ -463,7 +494,7 @@ impl Remote {
             let failure = match sent {
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                     if let Some(l) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
-                        *location = self.absolute(l);
+                        *location = self.absolute(resp.url(), l)?;
                     }
                     return Ok(chunk);
                 }
@@ -532,6 +563,14 @@ impl Remote {
         }
         Ok(())
     }
+}
+
+/// The URL of a `Link` header's first link (`<URL>; rel="next"`).
+fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = headers.get("link")?.to_str().ok()?;
+    let url = link.split(';').next()?.trim();
+    let url = url.strip_prefix('<')?.strip_suffix('>')?;
+    (!url.is_empty()).then(|| url.to_owned())
 }
 
 type Reconnect =

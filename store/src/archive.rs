@@ -14,7 +14,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_oci::limits::{MAX_CONFIG, MAX_LAYOUT_FILE, MAX_MANIFEST, read_limited};
+use berth_oci::limits::{
+    MAX_ARCHIVE_IMAGES, MAX_ARCHIVE_MEMBERS, MAX_CONFIG, MAX_LAYERS, MAX_LAYOUT_FILE, MAX_MANIFEST,
+    check_count, read_limited,
+};
 use berth_oci::manifest::{ANNOTATION_REF_NAME, to_canonical_json};
 use berth_oci::media_type::{self, Compression};
 use berth_oci::{
@@ -127,6 +130,11 @@ impl Archive {
             .map_err(|e| malformed(&path.display().to_string(), e))?
         {
             let entry = entry.map_err(|e| malformed(&path.display().to_string(), e))?;
+            if members.len() >= MAX_ARCHIVE_MEMBERS {
+                let what = path.display().to_string();
+                let e = check_count(&what, "files", members.len() + 1, MAX_ARCHIVE_MEMBERS);
+                return Err(malformed(&what, e.expect_err("over the limit")));
+            }
             if entry.header().entry_type().is_file() {
                 members.insert(
                     member_name(&entry.path_bytes()),
@@ -189,6 +197,13 @@ impl Archive {
         let index: ImageIndex =
             serde_json::from_slice(&self.read_member("index.json", MAX_LAYOUT_FILE)?)
                 .map_err(|e| malformed("index.json", e))?;
+        check_count(
+            "index.json",
+            "images",
+            index.manifests.len(),
+            MAX_ARCHIVE_IMAGES,
+        )
+        .map_err(|e| malformed("index.json", e))?;
         let mut out: Vec<ArchivedImage> = Vec::new();
         for desc in &index.manifests {
             let name = desc
@@ -237,8 +252,18 @@ impl Archive {
         let entries: Vec<DockerManifestEntry> =
             serde_json::from_slice(&self.read_member("manifest.json", MAX_LAYOUT_FILE)?)
                 .map_err(|e| malformed("manifest.json", e))?;
+        check_count("manifest.json", "images", entries.len(), MAX_ARCHIVE_IMAGES)
+            .map_err(|e| malformed("manifest.json", e))?;
         let mut out = Vec::new();
         for entry in entries {
+            // Before any layer is hashed: each is read whole for its digest.
+            check_count(
+                &format!("manifest.json entry {}", entry.config),
+                "layers",
+                entry.layers.len(),
+                MAX_LAYERS,
+            )
+            .map_err(|e| malformed("manifest.json", e))?;
             let config_bytes =
                 self.read_member(&member_name(entry.config.as_bytes()), MAX_CONFIG)?;
             let config = Descriptor::of(media_type::OCI_CONFIG, &config_bytes);

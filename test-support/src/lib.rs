@@ -23,7 +23,7 @@ pub mod proxy;
 mod raw_tar;
 pub mod registry;
 pub mod tmux;
-pub use proxy::{Fault, FaultProxy};
+pub use proxy::{Fault, FaultProxy, Recorder, Rewrite, RewritingProxy};
 pub use raw_tar::RawTar;
 pub use registry::{RegistryConfig, TestRegistry};
 pub use tmux::Tmux;

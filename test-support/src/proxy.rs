@@ -205,3 +205,336 @@ fn serve(
         }
     }
 }
+
+/// A change a [`RewritingProxy`] makes to the registry's answers: for requests whose
+/// request line contains `path_part`, the URL in the response header `header` (`Link` or
+/// `Location`) gets `origin` (`scheme://host:port`, or `""` to leave it relative) instead
+/// of its own. A `Link` the registry did not send is added, pointing at the request's own
+/// path and query: a next page that is the same page.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub path_part: &'static str,
+    pub header: &'static str,
+    pub origin: String,
+}
+
+/// A proxy in front of a registry that rewrites URLs in its answers (a hostile registry
+/// made from a real one). With a TLS identity it speaks HTTPS to its clients (the registry
+/// behind it stays plain HTTP), and a plain-HTTP connection to its port is not passed on but
+/// recorded, as a [`Recorder`] records it: the same host and port with another scheme.
+#[derive(Debug)]
+pub struct RewritingProxy {
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    plain: Arc<Mutex<Vec<String>>>,
+    certs: Option<(tempfile::TempDir, String)>,
+}
+
+impl RewritingProxy {
+    pub fn start(target: String, rewrites: Vec<Rewrite>, tls: bool) -> RewritingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        RewritingProxy::on(listener, target, rewrites, tls)
+    }
+
+    /// As [`RewritingProxy::start`], on a listener the test chose.
+    pub fn on(
+        listener: TcpListener,
+        target: String,
+        rewrites: Vec<Rewrite>,
+        tls: bool,
+    ) -> RewritingProxy {
+        let host = listener.local_addr().unwrap().to_string();
+        let plain = Arc::new(Mutex::new(Vec::new()));
+        let mut certs = None;
+        let mut server_config = None;
+        if tls {
+            let (config, ca_pem) = tls_identity();
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join(&host)).unwrap();
+            std::fs::write(dir.path().join(&host).join("ca.crt"), &ca_pem).unwrap();
+            certs = Some((dir, ca_pem));
+            server_config = Some(Arc::new(config));
+        }
+        let rewrites = Arc::new(rewrites);
+        let plain2 = plain.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let (target, rewrites, plain, server_config) = (
+                    target.clone(),
+                    rewrites.clone(),
+                    plain2.clone(),
+                    server_config.clone(),
+                );
+                std::thread::spawn(move || {
+                    let _ = serve_rewriting(client, &target, &rewrites, &plain, server_config);
+                });
+            }
+        });
+        RewritingProxy { host, plain, certs }
+    }
+
+    /// The request heads that reached the TLS port over plain HTTP.
+    pub fn plain_requests(&self) -> Vec<String> {
+        self.plain.lock().unwrap().clone()
+    }
+
+    /// A certs.d-style directory with the proxy's CA (TLS only), for `BERTH_CERTS_DIR`.
+    pub fn certs_dir(&self) -> Option<std::path::PathBuf> {
+        self.certs.as_ref().map(|(d, _)| d.path().to_owned())
+    }
+}
+
+/// A server config for 127.0.0.1 signed by a fresh CA, and that CA's PEM.
+fn tls_identity() -> (rustls::ServerConfig, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "berth test proxy CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    (config, ca.pem())
+}
+
+fn serve_rewriting(
+    client: TcpStream,
+    target: &str,
+    rewrites: &[Rewrite],
+    plain: &Mutex<Vec<String>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    let Some(config) = tls else {
+        return relay(BufReader::new(client), target, rewrites, false);
+    };
+    let mut first = [0u8; 1];
+    if client.peek(&mut first)? == 1 && first[0].is_ascii_uppercase() {
+        // Plain HTTP on the TLS port: recorded, never passed on.
+        return record(client, plain);
+    }
+    let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    relay(
+        BufReader::new(rustls::StreamOwned::new(conn, client)),
+        target,
+        rewrites,
+        true,
+    )
+}
+
+/// Passes requests on one by one, and their answers back with the rewrites applied. Behind
+/// TLS, the registry is told so (`X-Forwarded-Proto`), so the URLs it writes say `https`.
+fn relay<S: Read + Write>(
+    mut client: BufReader<S>,
+    target: &str,
+    rewrites: &[Rewrite],
+    tls: bool,
+) -> std::io::Result<()> {
+    let server = TcpStream::connect(target)?;
+    let mut to_server = server.try_clone()?;
+    let mut from_server = BufReader::new(server);
+    loop {
+        let Some((request_line, head, body)) = read_message(&mut client, None)? else {
+            return Ok(());
+        };
+        match head.iter().position(|b| *b == b'\n') {
+            Some(end) if tls => {
+                to_server.write_all(&head[..=end])?;
+                to_server.write_all(b"X-Forwarded-Proto: https\r\n")?;
+                to_server.write_all(&head[end + 1..])?;
+            }
+            _ => to_server.write_all(&head)?,
+        }
+        to_server.write_all(&body)?;
+        let head_only = request_line.starts_with("HEAD ");
+        let Some((_, head, body)) = read_message(&mut from_server, Some(head_only))? else {
+            return Ok(());
+        };
+        let head = rewrite_head(&String::from_utf8_lossy(&head), &request_line, rewrites);
+        let out = client.get_mut();
+        out.write_all(head.as_bytes())?;
+        out.write_all(&body)?;
+        out.flush()?;
+    }
+}
+
+/// An HTTP/1.1 message: its first line, its head as sent, its body.
+type Message = (String, Vec<u8>, Vec<u8>);
+
+/// One HTTP/1.1 message: its first line, its head as sent and its body. `response` is
+/// `Some(head_only)` for a response (no body after a HEAD, a 204 or a 304; until the end of
+/// the connection when it has neither a length nor chunks).
+fn read_message(
+    reader: &mut impl BufRead,
+    response: Option<bool>,
+) -> std::io::Result<Option<Message>> {
+    let mut head = Vec::new();
+    let mut first = String::new();
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if first.is_empty() {
+            first = line.trim_end().to_owned();
+        }
+        head.extend_from_slice(line.as_bytes());
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse::<usize>().ok();
+        }
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = Vec::new();
+    let no_body = response
+        .is_some_and(|head_only| head_only || first.contains(" 204 ") || first.contains(" 304 "));
+    if no_body {
+    } else if chunked {
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line)?;
+            body.extend_from_slice(size_line.as_bytes());
+            let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
+            let mut chunk = vec![0u8; size + 2];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk);
+            if size == 0 {
+                break;
+            }
+        }
+    } else if let Some(n) = length {
+        body.resize(n, 0);
+        reader.read_exact(&mut body)?;
+    } else if response.is_some() {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok(Some((first, head, body)))
+}
+
+fn rewrite_head(head: &str, request_line: &str, rewrites: &[Rewrite]) -> String {
+    let mut lines: Vec<String> = head
+        .trim_end_matches("\r\n")
+        .split("\r\n")
+        .map(str::to_owned)
+        .collect();
+    let request_target = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
+    for r in rewrites
+        .iter()
+        .filter(|r| request_line.contains(r.path_part))
+    {
+        let prefix = format!("{}:", r.header.to_ascii_lowercase());
+        let found = lines
+            .iter()
+            .position(|l| l.to_ascii_lowercase().starts_with(&prefix));
+        let value = found.map(|i| lines[i][prefix.len()..].trim().to_owned());
+        let linked = r.header.eq_ignore_ascii_case("link");
+        let url = match &value {
+            Some(v) if linked => v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned(),
+            Some(v) => v.clone(),
+            None => request_target.clone(),
+        };
+        let path = match url.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
+            None => url,
+        };
+        let new = if linked {
+            format!("{}: <{}{path}>; rel=\"next\"", r.header, r.origin)
+        } else {
+            format!("{}: {}{path}", r.header, r.origin)
+        };
+        match found {
+            Some(i) => lines[i] = new,
+            None if linked => lines.push(new),
+            None => {}
+        }
+    }
+    format!("{}\r\n\r\n", lines.join("\r\n"))
+}
+
+/// A listener that stands for another origin: it records the head of every request it gets
+/// (so a test can see whether an `Authorization` header came) and answers each with an empty
+/// tag list, then closes the connection.
+#[derive(Debug)]
+pub struct Recorder {
+    /// `ADDR:PORT`.
+    pub host: String,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    /// On `addr` (`127.0.0.2:0`, or a port chosen to match another listener's).
+    pub fn start(addr: &str) -> std::io::Result<Recorder> {
+        let listener = TcpListener::bind(addr)?;
+        let host = listener.local_addr()?.to_string();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let heads2 = heads.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let heads = heads2.clone();
+                std::thread::spawn(move || {
+                    let _ = record(client, &heads);
+                });
+            }
+        });
+        Ok(Recorder { host, heads })
+    }
+
+    /// Every request head received, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+fn record(client: TcpStream, heads: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    heads.lock().unwrap().push(head);
+    let body = br#"{"name":"elsewhere","tags":["from-another-origin"]}"#;
+    let mut out = client;
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    out.write_all(body)?;
+    let _ = out.shutdown(Shutdown::Write);
+    Ok(())
+}
