@@ -1345,3 +1345,83 @@ fn buildkit_details_found_by_comparing() {
     );
     s.assert_clean();
 }
+
+/// An OCI archive of an image of `n` one-file layers, tagged `name`.
+fn archive_of_layers(path: &Path, name: &str, n: usize) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "f", &b"x\n"[..]).unwrap();
+    let layer = tar.into_inner().unwrap();
+    let digest = berth_oci::Digest::of(&layer).to_string();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": berth_oci::Platform::host().architecture, "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": vec![digest.clone(); n]},
+    }))
+    .unwrap();
+    let layer_desc = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": layer.len(),
+    });
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": berth_oci::Digest::of(&config).to_string(), "size": config.len()},
+        "layers": vec![layer_desc; n],
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": berth_oci::Digest::of(&manifest).to_string(), "size": manifest.len(),
+                       "annotations": {"io.containerd.image.name": name}}],
+    }))
+    .unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut add = |name: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, data).unwrap();
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json".into(), &index);
+    for blob in [&layer, &config, &manifest] {
+        add(
+            format!("blobs/sha256/{}", berth_oci::Digest::of(blob).hex()),
+            blob,
+        );
+    }
+    std::fs::write(path, out.into_inner().unwrap()).unwrap();
+}
+
+/// A build never makes an image berth (or Docker) would refuse to pull: on a base of 125
+/// layers (the most an image may have), a layer step is refused before it runs; a config
+/// step is still fine.
+#[test]
+fn a_build_stops_at_the_layer_limit() {
+    let Some(s) = sandbox() else { return };
+    let archive = s.path().join("tall.tar");
+    archive_of_layers(&archive, "tall:125", 125);
+    s.ok(&["load", "-q", "-i", archive.to_str().unwrap()]);
+    let ctx = context(
+        &s,
+        "layers-126",
+        &[
+            ("a", "a"),
+            ("Dockerfile", "FROM tall:125\nENV A=1\nCOPY a /a\n"),
+        ],
+    );
+    let b = build(&s, &ctx, &["-t", "layers:126"]);
+    assert_eq!(b.code, 1, "{}", b.stderr);
+    assert!(
+        b.stderr.contains("Dockerfile:3") && b.stderr.contains("more than 125 layers"),
+        "{}",
+        b.stderr
+    );
+    assert!(!b.stderr.contains("committed"), "{}", b.stderr);
+    s.assert_clean();
+}

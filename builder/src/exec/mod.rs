@@ -260,6 +260,28 @@ fn check_entitlements(graph: &BuildGraph, opts: &BuildOptions) -> Result<(), Bui
     Ok(())
 }
 
+/// An image every tool can pull and run: no more layers than Docker allows (each one is an
+/// overlay lower directory) and a bounded history, the limits berth itself applies to the
+/// images it reads.
+fn check_image_limits(state: &StageState, step: &Step) -> Result<(), BuildError> {
+    use berth_oci::limits::{MAX_HISTORY, MAX_LAYERS};
+    if step.kind == StepKind::Layer && state.layers.len() >= MAX_LAYERS {
+        return Err(step_error(
+            step,
+            format!(
+                "the image would have more than {MAX_LAYERS} layers, the most an image may have: join RUN, COPY and ADD steps"
+            ),
+        ));
+    }
+    if state.config.history.len() >= MAX_HISTORY {
+        return Err(step_error(
+            step,
+            format!("the image would have more than {MAX_HISTORY} history entries"),
+        ));
+    }
+    Ok(())
+}
+
 fn step_error(step: &Step, message: String) -> BuildError {
     BuildError::Step {
         line: step.line,
@@ -344,6 +366,7 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
             text,
         });
         let started = Instant::now();
+        check_image_limits(&state, step)?;
         match step.kind {
             StepKind::Config => {
                 config::apply(
