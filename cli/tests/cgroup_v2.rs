@@ -6,7 +6,8 @@
 //! v1 side only. Here the same checks run in a qemu guest ([`berth_test_support::guest`])
 //! booted from Debian's kernel: `--memory` kills with 137 and says so, `--pids-limit` stops
 //! a fork bomb, `--cpus 0.5` holds a busy loop near half a core, the v2 files hold the
-//! limits while a detached container runs, and no cgroup or mount is left afterwards.
+//! limits while a detached container runs, and no cgroup or mount is left afterwards. And,
+//! with no devices cgroup at all, a device node from an image layer cannot be opened.
 //!
 //! The guest needs no root on the host. Without a guest kernel (`scripts/guest-kernel`
 //! fetches one; `scripts/test` runs it) the test skips, saying so, unless
@@ -54,18 +55,23 @@ berth system check >/dev/null 2>&1
 echo "@@ store-check $?"
 "#;
 
-#[test]
-fn memory_pids_and_cpu_limits_are_enforced_on_a_pure_cgroup_v2_kernel() {
-    let kernel = match GuestKernel::find() {
-        Ok(k) => k,
+/// The guest kernel, or `None` (the test skips, saying so) when there is none.
+fn guest_kernel() -> Option<GuestKernel> {
+    match GuestKernel::find() {
+        Ok(k) => Some(k),
         Err(why) if std::env::var_os("BERTH_REQUIRE_GUEST").is_some_and(|v| v == "1") => {
             panic!("BERTH_REQUIRE_GUEST=1 but {why}")
         }
         Err(why) => {
             eprintln!("skipped: {why}");
-            return;
+            None
         }
-    };
+    }
+}
+
+#[test]
+fn memory_pids_and_cpu_limits_are_enforced_on_a_pure_cgroup_v2_kernel() {
+    let Some(kernel) = guest_kernel() else { return };
     let mut guest = Guest::new(&kernel);
     guest
         .add_binary(env!("CARGO_BIN_EXE_berth").as_ref(), "berth")
@@ -126,4 +132,43 @@ fn memory_pids_and_cpu_limits_are_enforced_on_a_pure_cgroup_v2_kernel() {
     assert_eq!(out.value("other-cgroups"), "0", "{console}");
     assert_eq!(out.value("mounts-same"), "yes", "{console}");
     assert_eq!(out.value("store-check"), "0", "{console}");
+}
+
+/// Device nodes where no devices cgroup enforces Docker's rules (berth loads no BPF device
+/// program on v2): a char node 1:5 in an image layer, outside `/dev`, cannot be opened
+/// (the rootfs is `nodev`), a container cannot make one (no `CAP_MKNOD`), and `/dev`'s own
+/// nodes work; `--privileged` is trusted with them.
+const DEVICE_CHECKS: &str = r#"
+export BERTH_ROOT=/tmp/store
+echo "@@ v1-lines $(grep -vc '^0::' /proc/self/cgroup)"
+cp -a /rootfs /rootfs-node && mknod /rootfs-node/node c 1 5
+berth import --change 'CMD ["/bin/sh"]' /rootfs-node nodes >/dev/null 2>&1 || echo "@@ import-failed"
+try='if head -c1 "$1" >/dev/null 2>/tmp/e; then echo opened; else echo "refused $(cat /tmp/e)"; fi'
+echo "@@ image-node $(berth run --rm nodes sh -c "$try" sh /node 2>&1)"
+echo "@@ dev-zero $(berth run --rm nodes sh -c "$try" sh /dev/zero 2>&1)"
+echo "@@ mknod $(berth run --rm nodes sh -c 'mknod /made c 1 5 2>/dev/null && echo made || echo refused' 2>&1)"
+echo "@@ privileged $(berth run --rm --privileged nodes sh -c "$try" sh /node 2>&1)"
+"#;
+
+#[test]
+fn a_device_node_from_an_image_cannot_be_opened_without_a_devices_cgroup() {
+    let Some(kernel) = guest_kernel() else { return };
+    let mut guest = Guest::new(&kernel);
+    guest
+        .add_binary(env!("CARGO_BIN_EXE_berth").as_ref(), "berth")
+        .add_module("overlay")
+        .add_busybox_rootfs("/rootfs");
+    let out = guest.boot(DEVICE_CHECKS, "cgroup_no_v1=all", Duration::from_secs(300));
+    let console = &out.console;
+    assert_eq!(out.value("exit"), "0", "{console}");
+    assert_eq!(out.value("v1-lines"), "0", "{console}");
+    assert!(out.values("import-failed").next().is_none(), "{console}");
+    assert!(
+        out.value("image-node").starts_with("refused")
+            && out.value("image-node").contains("Permission denied"),
+        "{console}"
+    );
+    assert_eq!(out.value("dev-zero"), "opened", "{console}");
+    assert_eq!(out.value("mknod"), "refused", "{console}");
+    assert_eq!(out.value("privileged"), "opened", "{console}");
 }

@@ -779,13 +779,18 @@ fn device_nodes_can_be_made_but_only_the_usual_ones_opened() {
         return;
     }
     // As Docker: CAP_MKNOD, and the devices cgroup stops opening anything but null, zero,
-    // full, random, urandom, tty, console, ptmx and the pts.
+    // full, random, urandom, tty, console, ptmx and the pts: in /dev's tmpfs, the cgroup
+    // decides. Outside /dev the rootfs is nodev besides, so no node there opens at all.
     let out = s.ok(&[
         "run", "--rm", "busybox", "sh", "-c",
-        "mknod /null2 c 1 3 && echo made; echo x > /null2 && echo null-opened; \
-         mknod /sda b 8 0 && echo made-disk; head -c 1 /sda 2>&1 | grep -q 'not permitted' && echo disk-refused",
+        "mknod /dev/null2 c 1 3 && echo made; echo x > /dev/null2 && echo null-opened; \
+         mknod /dev/sda b 8 0 && echo made-disk; head -c 1 /dev/sda 2>&1 | grep -q 'not permitted' && echo disk-refused; \
+         mknod /null3 c 1 3 && echo made-outside; echo x 2>&1 > /null3 | grep -q 'Permission denied' && echo nodev-refused",
     ]);
-    assert_eq!(out, "made\nnull-opened\nmade-disk\ndisk-refused\n");
+    assert_eq!(
+        out,
+        "made\nnull-opened\nmade-disk\ndisk-refused\nmade-outside\nnodev-refused\n"
+    );
     // In a build too: the node is kept in the layer.
     let ctx = s.path().join("mknod-ctx");
     std::fs::create_dir_all(&ctx).unwrap();

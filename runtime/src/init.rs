@@ -321,13 +321,25 @@ fn container_child(
         .as_ref()
         .is_some_and(|r| r.readonly() == Some(true))
     {
+        // A bind remount sets the per-mount flags it is given and clears the others: nodev
+        // is given again.
+        let nodev = if spec
+            .annotations()
+            .as_ref()
+            .is_some_and(|a| a.contains_key(crate::spec::ANNOTATION_NODEV))
+        {
+            nix::mount::MsFlags::MS_NODEV
+        } else {
+            nix::mount::MsFlags::empty()
+        };
         sys.mount(
             None,
             Path::new("/"),
             None,
             nix::mount::MsFlags::MS_BIND
                 | nix::mount::MsFlags::MS_REMOUNT
-                | nix::mount::MsFlags::MS_RDONLY,
+                | nix::mount::MsFlags::MS_RDONLY
+                | nodev,
             None,
         )
         .map_err(setup("making the rootfs read-only"))?;
@@ -342,8 +354,18 @@ fn container_child(
         .and_then(|a| a.get(ANNOTATION_USER))
         .cloned()
         .unwrap_or_default();
-    let passwd = sys.read_file(Path::new("/etc/passwd")).unwrap_or_default();
-    let group = sys.read_file(Path::new("/etc/group")).unwrap_or_default();
+    // The image's files, after pivot_root: nothing outside the container is reachable, and a
+    // FIFO, a device or a huge file is refused instead of read (a missing one is empty).
+    let mut image_file = |path: &str| match sys.read_image_file(Path::new(path)) {
+        Ok(text) => Ok(text),
+        Err(nix::Error::ENOENT) => Ok(String::new()),
+        Err(e) => Err(ChildError::Exec {
+            code: EXIT_SETUP,
+            message: format!("reading {path} of the image: {}", e.desc()),
+        }),
+    };
+    let passwd = image_file("/etc/passwd")?;
+    let group = image_file("/etc/group")?;
     let user = crate::user::resolve(&user_spec, &passwd, &group).map_err(|e| ChildError::Exec {
         code: EXIT_SETUP,
         message: e.to_string(),
@@ -658,8 +680,8 @@ mod tests {
                 "unshare CloneFlags(CLONE_NEWCGROUP)",
                 "pdeathsig SIGKILL",
                 "mount - / type=- flags=MS_REC|MS_SLAVE",
-                "mount overlay /c/rootfs type=overlay",
-                "mount proc /c/rootfs/proc",
+                "mount overlay /c/rootfs type=overlay flags=MS_NODEV",
+                "mount proc fd:/c/rootfs/proc",
                 "pivot_root",
                 "sethostname box",
                 "loopback up",

@@ -6,15 +6,25 @@
 //! propagates to the host while host mounts still propagate in; mount the overlay rootfs;
 //! the spec's mounts in order (with `/dev`'s device nodes right after the `/dev` tmpfs);
 //! masked paths (`/dev/null` over files, an empty read-only tmpfs over directories);
-//! read-only paths (bind, then made read-only); `pivot_root` into the rootfs with the old
-//! root detached.
+//! read-only paths (bound, read-only); `pivot_root` into the rootfs with the old root
+//! detached.
+//!
+//! Every target is resolved inside the rootfs and held open; the mount goes onto the held
+//! descriptor ([`crate::sys::InRoot`]), never onto the path walked again.
 //!
 //! Binds are recursive (`rbind`, as Docker's `-v`), so a bound directory brings the mounts
-//! below it; read-only, `nosuid`, `nodev` and `noexec` are then set on the whole bound tree,
-//! never on its top mount alone, and its propagation made private ([`restrict_tree`]): with
-//! `-v /:/host:ro`, the host's `/proc` and `/sys` below are read-only too, and a mount made on
-//! the host later does not appear in the container. Because every mount lives in the container's namespace, they all vanish
-//! with its last process: nothing is left on the host to unmount.
+//! below it; read-only, `nosuid`, `nodev` and `noexec` are set on the whole bound tree, never
+//! on its top mount alone, and its propagation made private, before it is attached
+//! ([`bind`]): with `-v /:/host:ro`, the host's `/proc` and `/sys` below are read-only too,
+//! and a mount made on the host later does not appear in the container.
+//!
+//! Not privileged, the rootfs and every bind are `nodev`: a device node that an image layer,
+//! a RUN step or a bound directory holds cannot be opened, whether or not a devices cgroup
+//! enforces Docker's rules (cgroup v2 has none without a BPF program). Only `/dev`'s own tmpfs,
+//! with the nodes berth makes there, is not.
+//!
+//! Because every mount lives in the container's namespace, they all vanish with its last
+//! process: nothing is left on the host to unmount.
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +33,7 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use crate::RuntimeError;
-use crate::sys::{Create, DeviceNode, Sys};
+use crate::sys::{Create, DeviceNode, InRoot, Sys};
 
 /// Where the rootfs comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,10 +72,12 @@ pub enum Op {
     Devices(PathBuf),
     Mask(PathBuf),
     ReadOnly(PathBuf),
-    /// [`restrict_tree`]: `attrs` on the mount at the path and every mount below it,
-    /// propagation private.
-    Restrict {
+    /// A bind of `source` (its whole tree when `recursive`) with `attrs` on each of its
+    /// mounts and their propagation private, set before it is attached ([`bind`]).
+    Bind {
+        source: PathBuf,
         target: PathBuf,
+        recursive: bool,
         attrs: MsFlags,
     },
     Pivot(PathBuf),
@@ -124,7 +136,7 @@ pub fn parse_options(options: &[String]) -> (MsFlags, Vec<String>) {
     (flags, data)
 }
 
-/// The per-mount flags that [`restrict_tree`] sets.
+/// The per-mount flags that a bind may set ([`Sys::bind_tree`]).
 const RESTRICTIONS: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_NOSUID)
     .union(MsFlags::MS_NODEV)
@@ -184,29 +196,14 @@ fn unescape_mountinfo(field: &str) -> String {
         .unwrap_or_else(|s| s.to_string_lossy().into_owned())
 }
 
-/// Sets `attrs` (read-only, `nosuid`, `nodev`, `noexec`) on the mount at `target` and on every
-/// mount below it, and makes them all private, so that a recursive bind is as restricted as
-/// asked in each of its submounts and nothing propagates between it and the host.
-///
-/// One `mount_setattr(AT_RECURSIVE)` where the kernel has it (5.12+). Elsewhere: the subtree
-/// made private first (no host mount can appear in it meanwhile), then each mount that
-/// `/proc/self/mountinfo` lists at or below `target` remounted (`MS_REMOUNT|MS_BIND`) with
-/// `attrs` added to the flags it has, which such a remount would otherwise clear. A listed
-/// mount that the path no longer reaches (hidden under a later mount at or above it: ENOENT,
-/// or EINVAL for a path that is no mount point in this view) is skipped: nothing can reach it
-/// through the bind either.
-pub fn restrict_tree(sys: &mut dyn Sys, target: &Path, attrs: MsFlags) -> Result<(), RuntimeError> {
-    match sys.set_tree_attrs(target, attrs) {
-        Err(nix::Error::ENOSYS | nix::Error::EPERM) => remount_tree(sys, target, attrs),
-        other => other.map_err(|errno| RuntimeError::Setup {
-            what: format!("restricting {}", target.display()),
-            errno,
-        }),
-    }
-}
-
-/// [`restrict_tree`] without `mount_setattr`: mount by mount, from the mount table of the
-/// calling thread's namespace.
+/// What [`Sys::bind_tree`] sets, for a kernel without `mount_setattr` (before 5.12), on a tree
+/// already bound at `target`: the subtree made private first (no host mount can appear in it
+/// meanwhile), then each mount that `/proc/self/mountinfo` lists at or below `target` remounted
+/// (`MS_REMOUNT|MS_BIND`) with `attrs` added to the flags it has, which such a remount would
+/// otherwise clear. A listed mount that the path no longer reaches (hidden under a later mount
+/// at or above it: ENOENT, or EINVAL for a path that is no mount point in this view) is
+/// skipped: nothing can reach it through the bind either. These remounts go by path, so on
+/// such kernels a path component swapped meanwhile is not guarded against.
 pub fn remount_tree(sys: &mut dyn Sys, target: &Path, attrs: MsFlags) -> Result<(), RuntimeError> {
     let fail = |what: String| move |errno: nix::Error| RuntimeError::Setup { what, errno };
     sys.mount(
@@ -276,6 +273,17 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
         flags: MsFlags::MS_SLAVE | MsFlags::MS_REC,
         data: None,
     }];
+    // Not privileged: no device node is opened through the rootfs or any mount of the spec
+    // but /dev's own tmpfs ([`crate::spec::ANNOTATION_NODEV`]).
+    let nodev = spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::spec::ANNOTATION_NODEV));
+    let root_attrs = if nodev {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::empty()
+    };
     ops.push(match source {
         RootfsSource::Overlay {
             lowers,
@@ -294,7 +302,7 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
                 source: Some("overlay".into()),
                 target: root.clone(),
                 fstype: Some("overlay".into()),
-                flags: MsFlags::empty(),
+                flags: root_attrs,
                 data: Some(crate::views::overlay_data(
                     &lowers,
                     Some((upper.as_path(), work.as_path())),
@@ -302,12 +310,11 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
                 )),
             }
         }
-        RootfsSource::Directory(dir) => Op::Mount {
-            source: Some(dir.display().to_string()),
+        RootfsSource::Directory(dir) => Op::Bind {
+            source: dir.clone(),
             target: root.clone(),
-            fstype: None,
-            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
-            data: None,
+            recursive: true,
+            attrs: root_attrs,
         },
     });
     for m in spec.mounts().as_deref().unwrap_or_default() {
@@ -328,16 +335,11 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
             .map(|s| s.display().to_string())
             .or_else(|| fstype.clone());
         if is_bind {
-            ops.push(Op::Mount {
-                source,
-                target: target.clone(),
-                fstype: None,
-                flags: MsFlags::MS_BIND | (flags & MsFlags::MS_REC),
-                data: None,
-            });
-            // Always, also with no flag to set: the propagation becomes private.
-            ops.push(Op::Restrict {
+            // Always restricted, also with no flag to set: the propagation becomes private.
+            ops.push(Op::Bind {
+                source: source.map(PathBuf::from).unwrap_or_default(),
                 target,
+                recursive: flags.contains(MsFlags::MS_REC),
                 attrs: flags & RESTRICTIONS,
             });
         } else {
@@ -376,25 +378,61 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
     Ok(ops)
 }
 
+/// Binds `source` onto `target` with `attrs` on its whole tree ([`Sys::bind_tree`]); on a
+/// kernel without `open_tree`/`mount_setattr`, a plain bind onto the held target, then each
+/// mount remounted ([`remount_tree`], by the path the target had when it was resolved).
+pub fn bind(
+    sys: &mut dyn Sys,
+    source: &Path,
+    target: &InRoot,
+    recursive: bool,
+    attrs: MsFlags,
+) -> Result<(), RuntimeError> {
+    let fail = |what: String| move |errno: nix::Error| RuntimeError::Setup { what, errno };
+    match sys.bind_tree(source, target, recursive, attrs) {
+        Err(nix::Error::ENOSYS | nix::Error::EPERM) => {
+            let rec = if recursive {
+                MsFlags::MS_REC
+            } else {
+                MsFlags::empty()
+            };
+            sys.mount(
+                Some(&source.display().to_string()),
+                target.target(),
+                None,
+                MsFlags::MS_BIND | rec,
+                None,
+            )
+            .map_err(fail(format!("binding {}", target.path().display())))?;
+            remount_tree(sys, target.path(), attrs)
+        }
+        other => other.map_err(fail(format!("binding {}", target.path().display()))),
+    }
+}
+
 /// Applies the ops in order. Every path under the root is resolved inside it first
 /// ([`Sys::resolve_in_root`]): an image's symlinks (`/dev -> /host/dir`, `/etc -> /`) are
 /// followed within the rootfs and can never make the runtime create or mount anything outside
-/// it. Masked and read-only paths that do not exist are skipped (the kernel may not have them),
-/// as runc does.
+/// it. What is mounted or created there goes through the descriptor the resolution holds
+/// ([`InRoot::target`]), never through the path again, so a component swapped for a symlink
+/// meanwhile (in a volume or cache mount shared with a running container or step) changes
+/// nothing. Masked and read-only paths that do not exist are skipped (the kernel may not have
+/// them), as runc does.
 pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
     let fail = |what: String| move |e: nix::Error| RuntimeError::Setup { what, errno: e };
     let root = ops.iter().find_map(|o| match o {
         Op::Pivot(r) => Some(r.clone()),
         _ => None,
     });
-    // A path of the plan, resolved: inside the root when under it (but not the root itself).
+    // A path of the plan, resolved and held: inside the root when under it (but not the root
+    // itself).
     let at =
-        |sys: &mut dyn Sys, p: &Path, create: Create| -> Result<Option<PathBuf>, RuntimeError> {
+        |sys: &mut dyn Sys, p: &Path, create: Create| -> Result<Option<InRoot>, RuntimeError> {
             let Some(root) = root
                 .as_ref()
                 .filter(|r| p.starts_with(r) && p != r.as_path())
             else {
-                return Ok(Some(p.to_owned()));
+                return Ok(Some(InRoot::unresolved(p)));
             };
             match sys.resolve_in_root(root, p.strip_prefix(root).expect("under root"), create) {
                 Ok(resolved) => Ok(Some(resolved)),
@@ -402,6 +440,10 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 Err(e) => Err(fail(format!("resolving {} in the rootfs", p.display()))(e)),
             }
         };
+    let missing = |what: &str, p: &Path| RuntimeError::Setup {
+        what: format!("{what} {}", p.display()),
+        errno: nix::Error::ENOENT,
+    };
     for op in ops {
         match op {
             Op::Mount {
@@ -412,14 +454,11 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 data,
             } => {
                 let Some(target) = at(sys, target, Create::Nothing)? else {
-                    return Err(RuntimeError::Setup {
-                        what: format!("mounting {}", target.display()),
-                        errno: nix::Error::ENOENT,
-                    });
+                    return Err(missing("mounting", target));
                 };
                 let mut result = sys.mount(
                     source.as_deref(),
-                    &target,
+                    target.target(),
                     fstype.as_deref(),
                     *flags,
                     data.as_deref(),
@@ -431,13 +470,13 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 ) {
                     result = sys.mount(
                         source.as_deref(),
-                        &target,
+                        target.target(),
                         fstype.as_deref(),
                         *flags,
                         Some(&plain),
                     );
                 }
-                result.map_err(fail(format!("mounting {}", target.display())))?
+                result.map_err(fail(format!("mounting {}", target.path().display())))?
             }
             Op::Mkdir(p) => {
                 at(sys, p, Create::Dir)?;
@@ -446,10 +485,12 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 at(sys, p, Create::File)?;
             }
             Op::Devices(dev) => {
-                let dev = at(sys, dev, Create::Nothing)?.unwrap_or_else(|| dev.clone());
-                for node in default_devices(&dev) {
+                let Some(dev) = at(sys, dev, Create::Nothing)? else {
+                    return Err(missing("creating devices in", dev));
+                };
+                for node in default_devices(dev.target()) {
                     sys.mknod_char(&node)
-                        .map_err(fail(format!("creating {}", node.path.display())))?;
+                        .map_err(fail(format!("creating /dev/{}", display_name(&node.path))))?;
                 }
                 for (link, target) in [
                     ("fd", "/proc/self/fd"),
@@ -459,7 +500,7 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                     ("ptmx", "pts/ptmx"),
                     ("core", "/proc/kcore"),
                 ] {
-                    sys.symlink(target, &dev.join(link))
+                    sys.symlink(target, &dev.target().join(link))
                         .map_err(fail(format!("linking /dev/{link}")))?;
                 }
             }
@@ -467,39 +508,36 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 let Some(p) = at(sys, p, Create::Nothing)? else {
                     continue;
                 };
-                if sys.is_dir(&p) {
-                    sys.mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, None)
-                        .map_err(fail(format!("masking {}", p.display())))?;
-                } else if sys.exists(&p) {
-                    sys.mount(Some("/dev/null"), &p, None, MsFlags::MS_BIND, None)
-                        .map_err(fail(format!("masking {}", p.display())))?;
+                if sys.is_dir(p.target()) {
+                    sys.mount(
+                        Some("tmpfs"),
+                        p.target(),
+                        Some("tmpfs"),
+                        MsFlags::MS_RDONLY,
+                        None,
+                    )
+                    .map_err(fail(format!("masking {}", p.path().display())))?;
+                } else if sys.exists(p.target()) {
+                    sys.mount(Some("/dev/null"), p.target(), None, MsFlags::MS_BIND, None)
+                        .map_err(fail(format!("masking {}", p.path().display())))?;
                 }
             }
             Op::ReadOnly(p) => {
                 let Some(p) = at(sys, p, Create::Nothing)? else {
                     continue;
                 };
-                if sys.exists(&p) {
-                    let src = p.display().to_string();
-                    sys.mount(
-                        Some(&src),
-                        &p,
-                        None,
-                        MsFlags::MS_BIND | MsFlags::MS_REC,
-                        None,
-                    )
-                    .map_err(fail(format!("binding {}", p.display())))?;
-                    restrict_tree(sys, &p, MsFlags::MS_RDONLY)?;
-                }
+                bind(sys, p.target(), &p, true, MsFlags::MS_RDONLY)?;
             }
-            Op::Restrict { target, attrs } => {
+            Op::Bind {
+                source,
+                target,
+                recursive,
+                attrs,
+            } => {
                 let Some(target) = at(sys, target, Create::Nothing)? else {
-                    return Err(RuntimeError::Setup {
-                        what: format!("restricting {}", target.display()),
-                        errno: nix::Error::ENOENT,
-                    });
+                    return Err(missing("binding", target));
                 };
-                restrict_tree(sys, &target, *attrs)?;
+                bind(sys, source, &target, *recursive, *attrs)?;
             }
             Op::Pivot(root) => {
                 sys.chdir(root)
@@ -509,6 +547,13 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
         }
     }
     Ok(())
+}
+
+/// The last component of a path, for messages.
+fn display_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -548,8 +593,9 @@ mod tests {
                 .iter()
                 .filter(|c| c.starts_with("mount overlay"))
                 .collect();
-            let volatile = format!("mount overlay /c/rootfs type=overlay flags=- {data},volatile");
-            let plain = format!("mount overlay /c/rootfs type=overlay flags=- {data}");
+            let volatile =
+                format!("mount overlay /c/rootfs type=overlay flags=MS_NODEV {data},volatile");
+            let plain = format!("mount overlay /c/rootfs type=overlay flags=MS_NODEV {data}");
             if refuse {
                 assert_eq!(overlays, [&volatile, &plain]);
             } else {
@@ -586,20 +632,20 @@ mod tests {
         let calls = sys.calls.join("\n");
         let expected_order = [
             "mount - / type=- flags=MS_REC|MS_SLAVE",
-            "mount overlay /c/rootfs type=overlay flags=- data=lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work,redirect_dir=off,index=off,metacopy=off",
-            "mount proc /c/rootfs/proc type=proc",
-            "mount tmpfs /c/rootfs/dev type=tmpfs",
-            "mknod /c/rootfs/dev/null c 1:3 666",
-            "symlink /c/rootfs/dev/ptmx -> pts/ptmx",
-            "mount devpts /c/rootfs/dev/pts type=devpts",
-            "mount sysfs /c/rootfs/sys type=sysfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC",
+            // Not privileged: the rootfs is nodev, /dev's own tmpfs is not.
+            "mount overlay /c/rootfs type=overlay flags=MS_NODEV data=lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work,redirect_dir=off,index=off,metacopy=off",
+            // Every target inside the rootfs is mounted onto through its held descriptor.
+            "mount proc fd:/c/rootfs/proc type=proc",
+            "mount tmpfs fd:/c/rootfs/dev type=tmpfs flags=MS_NOSUID|MS_STRICTATIME data=",
+            "mknod fd:/c/rootfs/dev/null c 1:3 666",
+            "symlink fd:/c/rootfs/dev/ptmx -> pts/ptmx",
+            "mount devpts fd:/c/rootfs/dev/pts type=devpts",
+            "mount sysfs fd:/c/rootfs/sys type=sysfs flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC",
             "touch /c/rootfs/etc/hosts",
-            "mount /c/hosts /c/rootfs/etc/hosts type=- flags=MS_BIND|MS_REC",
-            "mount_setattr /c/rootfs/etc/hosts AT_RECURSIVE set=- propagation=MS_PRIVATE",
-            "mount /dev/null /c/rootfs/proc/kcore type=- flags=MS_BIND",
-            "mount tmpfs /c/rootfs/sys/firmware type=tmpfs flags=MS_RDONLY",
-            "mount /c/rootfs/proc/sys /c/rootfs/proc/sys type=- flags=MS_BIND|MS_REC",
-            "mount_setattr /c/rootfs/proc/sys AT_RECURSIVE set=MS_RDONLY propagation=MS_PRIVATE",
+            "bind_tree /c/hosts fd:/c/rootfs/etc/hosts AT_RECURSIVE set=MS_NODEV propagation=MS_PRIVATE",
+            "mount /dev/null fd:/c/rootfs/proc/kcore type=- flags=MS_BIND",
+            "mount tmpfs fd:/c/rootfs/sys/firmware type=tmpfs flags=MS_RDONLY",
+            "bind_tree fd:/c/rootfs/proc/sys fd:/c/rootfs/proc/sys AT_RECURSIVE set=MS_RDONLY propagation=MS_PRIVATE",
             "chdir /c/rootfs",
             "pivot_root . .; umount2 . MNT_DETACH; chdir /",
         ];
@@ -640,14 +686,15 @@ mod tests {
         )
         .unwrap();
         let calls = sys.calls.join("\n");
-        let want = "mount /data /c/rootfs/r type=- flags=MS_BIND|MS_REC data=-\n\
-                    mount_setattr /c/rootfs/r AT_RECURSIVE set=MS_RDONLY propagation=MS_PRIVATE\n";
+        // Restricted before it is attached, onto the held target; nodev, not privileged.
+        let want = "bind_tree /data fd:/c/rootfs/r AT_RECURSIVE set=MS_RDONLY|MS_NODEV propagation=MS_PRIVATE\n";
         assert!(calls.contains(want), "{calls}");
         // A read-write bind is recursive too, and private.
-        let want = "mount /rw /c/rootfs/w type=- flags=MS_BIND|MS_REC data=-\n\
-                    mount_setattr /c/rootfs/w AT_RECURSIVE set=- propagation=MS_PRIVATE\n";
+        let want =
+            "bind_tree /rw fd:/c/rootfs/w AT_RECURSIVE set=MS_NODEV propagation=MS_PRIVATE\n";
         assert!(calls.contains(want), "{calls}");
         assert!(!calls.contains("MS_REMOUNT"), "{calls}");
+        assert!(!calls.contains("mount /data"), "{calls}");
     }
 
     #[test]
@@ -663,6 +710,7 @@ mod tests {
 42 40 0:6 / /c/rootfs/r/my\\040disk rw,noatime - tmpfs tmpfs rw
 43 40 0:7 / /c/rootfs/r/gone rw - tmpfs tmpfs rw
 44 1 0:8 / /c/rootfs/rr rw - tmpfs tmpfs rw
+45 1 8:1 /c/hosts /c/rootfs/etc/hosts rw - ext4 /dev/sda1 rw
 ";
         let mut sys = RecordingSys {
             no_mount_setattr: true,
@@ -674,18 +722,27 @@ mod tests {
         );
         apply(
             &mut sys,
-            &plan(&spec, &RootfsSource::Directory("/b".into())).unwrap(),
+            &plan(
+                &spec,
+                &RootfsSource::Overlay {
+                    lowers: vec!["/s/a".into()],
+                    upper: "/c/upper".into(),
+                    work: "/c/work".into(),
+                    volatile: false,
+                },
+            )
+            .unwrap(),
         )
         .unwrap();
         let calls = sys.calls.join("\n");
         let want = "\
-mount /data /c/rootfs/r type=- flags=MS_BIND|MS_REC data=-
-mount_setattr /c/rootfs/r AT_RECURSIVE set=MS_RDONLY propagation=MS_PRIVATE
+bind_tree /data fd:/c/rootfs/r AT_RECURSIVE set=MS_RDONLY|MS_NODEV propagation=MS_PRIVATE
+mount /data fd:/c/rootfs/r type=- flags=MS_BIND|MS_REC data=-
 mount - /c/rootfs/r type=- flags=MS_REC|MS_PRIVATE data=-
-mount - /c/rootfs/r type=- flags=MS_RDONLY|MS_REMOUNT|MS_BIND|MS_RELATIME data=-
+mount - /c/rootfs/r type=- flags=MS_RDONLY|MS_NODEV|MS_REMOUNT|MS_BIND|MS_RELATIME data=-
 mount - /c/rootfs/r/proc type=- flags=MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND|MS_RELATIME data=-
-mount - /c/rootfs/r/my disk type=- flags=MS_RDONLY|MS_REMOUNT|MS_NOATIME|MS_BIND data=-
-mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_REMOUNT|MS_BIND data=-
+mount - /c/rootfs/r/my disk type=- flags=MS_RDONLY|MS_NODEV|MS_REMOUNT|MS_NOATIME|MS_BIND data=-
+mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_NODEV|MS_REMOUNT|MS_BIND data=-
 ";
         assert!(calls.contains(want), "{calls}");
         assert!(!calls.contains("/c/rootfs/rr"), "{calls}");
@@ -782,6 +839,23 @@ mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_REMOUNT|MS_BIND data=-
             !ops.iter()
                 .any(|o| matches!(o, Op::Mask(_) | Op::ReadOnly(_)))
         );
+        // Trusted with every device: nothing is nodev but the kernel filesystems.
+        let ops = plan(
+            &spec,
+            &RootfsSource::Overlay {
+                lowers: vec!["/s/a".into()],
+                upper: "/c/upper".into(),
+                work: "/c/work".into(),
+                volatile: false,
+            },
+        )
+        .unwrap();
+        assert!(ops.iter().all(|o| match o {
+            Op::Mount { fstype, flags, .. } if fstype.as_deref() == Some("overlay") =>
+                !flags.contains(MsFlags::MS_NODEV),
+            Op::Bind { attrs, .. } => !attrs.contains(MsFlags::MS_NODEV),
+            _ => true,
+        }));
         let caps = spec
             .process()
             .as_ref()

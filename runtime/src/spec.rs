@@ -20,6 +20,10 @@ pub const ANNOTATION_USER: &str = "berth.user";
 /// `unconfined`. berth does not interpret OCI seccomp JSON.
 pub const ANNOTATION_SECCOMP: &str = "berth.seccomp";
 
+/// Annotation present when the container is not privileged: the rootfs and every bind are
+/// mounted `nodev` (see rootfs.rs), so only the nodes in `/dev`'s own tmpfs can be opened.
+pub const ANNOTATION_NODEV: &str = "berth.nodev";
+
 /// Annotation with the host path of the terminal to bind onto `/dev/console` (`run -t`).
 pub const ANNOTATION_CONSOLE: &str = "berth.console";
 
@@ -301,13 +305,24 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
             &["nosuid", "noexec", "nodev"],
         )?,
     ];
+    // Not privileged, no device node is opened through a bind, whatever its source holds.
+    let bind_options = |ro: bool| {
+        let mut options = vec!["rbind", "rprivate"];
+        if ro {
+            options.push("ro");
+        }
+        if !settings.privileged {
+            options.push("nodev");
+        }
+        options
+    };
     for (source, dest, ro) in &settings.binds {
-        let options: &[&str] = if *ro {
-            &["rbind", "rprivate", "ro"]
-        } else {
-            &["rbind", "rprivate"]
-        };
-        mounts.push(mount(dest, "bind", &source.display().to_string(), options)?);
+        mounts.push(mount(
+            dest,
+            "bind",
+            &source.display().to_string(),
+            &bind_options(*ro),
+        )?);
     }
     for (lowers, dest) in &settings.overlays {
         let data = crate::views::overlay_data(lowers, None, false);
@@ -326,7 +341,7 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
             dest,
             "bind",
             &file.display().to_string(),
-            &["rbind", "rprivate"],
+            &bind_options(false),
         )?);
     }
     let mut namespaces = vec![
@@ -422,6 +437,9 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
     }
     if let Some(c) = &settings.console {
         annotations.insert(ANNOTATION_CONSOLE.to_owned(), c.display().to_string());
+    }
+    if !settings.privileged {
+        annotations.insert(ANNOTATION_NODEV.to_owned(), "1".to_owned());
     }
     annotations.insert(
         ANNOTATION_SECCOMP.to_owned(),

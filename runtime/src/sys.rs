@@ -29,11 +29,67 @@ pub enum Create {
     File,
 }
 
+/// A path resolved inside a root and held open (an `O_PATH` descriptor) until it is dropped.
+///
+/// [`InRoot::target`] names the held descriptor itself (`/proc/self/fd/N`), so that what is
+/// mounted or created there lands on the very directory or file that was resolved, even if a
+/// component of its path is renamed or replaced by a symlink meanwhile (a volume or cache mount
+/// that another container or RUN step shares): the path is not walked again. The way runc
+/// mounts since CVE-2021-30465.
+#[derive(Debug)]
+pub struct InRoot {
+    path: PathBuf,
+    target: PathBuf,
+    _fd: Option<OwnedFd>,
+}
+
+impl InRoot {
+    /// A path that needs no resolving (outside any root: the host paths berth chose itself).
+    pub fn unresolved(path: &Path) -> InRoot {
+        InRoot {
+            path: path.to_owned(),
+            target: path.to_owned(),
+            _fd: None,
+        }
+    }
+
+    /// Where the resolved file was on the host when it was resolved: for messages, and for
+    /// what must match it in `/proc/self/mountinfo`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path to hand to the kernel: `/proc/self/fd/N` of the held descriptor
+    /// ([`RecordingSys`]: `fd:PATH`, so that its record shows which calls went through one).
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+}
+
+/// The most the runtime reads of a file of the container's image (`/etc/passwd`,
+/// `/etc/group`).
+pub const MAX_IMAGE_FILE: u64 = 16 << 20;
+
 pub trait Sys {
     /// Resolves `rel` inside `root` as if `root` were `/` (symlinks in the image followed
     /// within it, never out: `openat2(RESOLVE_IN_ROOT)`), creating what `create` says when
-    /// missing, and returns the resolved path on the host, for mounting onto.
-    fn resolve_in_root(&mut self, root: &Path, rel: &Path, create: Create) -> SysResult<PathBuf>;
+    /// missing, and holds the result open, for mounting onto ([`InRoot`]).
+    fn resolve_in_root(&mut self, root: &Path, rel: &Path, create: Create) -> SysResult<InRoot>;
+    /// A bind mount of `source`'s tree (only its top mount unless `recursive`) onto `target`,
+    /// restricted before it is attached: `attrs` (any of `MS_RDONLY`, `MS_NOSUID`, `MS_NODEV`,
+    /// `MS_NOEXEC`) set on each of its mounts and their propagation private
+    /// (`open_tree(OPEN_TREE_CLONE)`, `mount_setattr(AT_RECURSIVE)` on the detached copy, then
+    /// `move_mount` onto the held target), so no process ever sees it less restricted, and
+    /// nothing is looked up by path after `target` was resolved. Where the kernel lacks these
+    /// calls (ENOSYS; EPERM from a seccomp filter that does not know them), nothing is mounted
+    /// and the caller binds and remounts instead ([`crate::rootfs::remount_tree`]).
+    fn bind_tree(
+        &mut self,
+        source: &Path,
+        target: &InRoot,
+        recursive: bool,
+        attrs: MsFlags,
+    ) -> SysResult<()>;
     fn mount(
         &mut self,
         source: Option<&str>,
@@ -42,12 +98,6 @@ pub trait Sys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> SysResult<()>;
-    /// Sets `attrs` (any of `MS_RDONLY`, `MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC`) on the mount at
-    /// `target` and on every mount below it, and makes their propagation private, in one call:
-    /// `mount_setattr(2)` with `AT_RECURSIVE` (Linux 5.12+). Where the kernel lacks the call
-    /// (ENOSYS, or EPERM from a seccomp filter that does not know it), the caller remounts
-    /// each mount of the subtree instead ([`crate::rootfs::restrict_tree`]).
-    fn set_tree_attrs(&mut self, target: &Path, attrs: MsFlags) -> SysResult<()>;
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()>;
     fn mknod_char(&mut self, node: &DeviceNode) -> SysResult<()>;
     fn symlink(&mut self, target: &str, link: &Path) -> SysResult<()>;
@@ -113,8 +163,13 @@ pub trait Sys {
     fn set_parent_death_signal(&mut self, signal: nix::sys::signal::Signal) -> SysResult<()>;
     /// A new session with the terminal on stdin as its controlling terminal.
     fn take_controlling_terminal(&mut self) -> SysResult<()>;
-    /// A small file's text: `/etc/passwd`, `/proc/self/mountinfo`, cgroup files, the bundle.
+    /// A small file's text: `/proc/self/mountinfo`, cgroup files, the bundle.
     fn read_file(&mut self, path: &Path) -> SysResult<String>;
+    /// A file of the container's image, read by PID 1 after `pivot_root` (`/etc/passwd`,
+    /// `/etc/group`): only a regular file (opened non-blocking, never a FIFO or a device that
+    /// could hang or feed the start forever: EINVAL), and at most [`MAX_IMAGE_FILE`] bytes
+    /// (EFBIG).
+    fn read_image_file(&mut self, path: &Path) -> SysResult<String>;
     /// Writes `value` to an existing file (cgroup files).
     fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()>;
     /// `mkdir -p`.
@@ -236,7 +291,7 @@ impl LinuxSys {
 }
 
 impl Sys for LinuxSys {
-    fn resolve_in_root(&mut self, root: &Path, rel: &Path, create: Create) -> SysResult<PathBuf> {
+    fn resolve_in_root(&mut self, root: &Path, rel: &Path, create: Create) -> SysResult<InRoot> {
         use nix::fcntl::OFlag;
         use std::os::fd::AsRawFd;
         let root_fd = nix::fcntl::open(
@@ -257,7 +312,71 @@ impl Sys for LinuxSys {
             }
             Err(e) => return Err(e),
         };
-        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(io_to_nix)
+        let target = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        Ok(InRoot {
+            path: std::fs::read_link(&target).map_err(io_to_nix)?,
+            target,
+            _fd: Some(fd),
+        })
+    }
+
+    fn bind_tree(
+        &mut self,
+        source: &Path,
+        target: &InRoot,
+        recursive: bool,
+        attrs: MsFlags,
+    ) -> SysResult<()> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        // <linux/mount.h>: a stable ABI.
+        const OPEN_TREE_CLONE: libc::c_uint = 1;
+        const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+        const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+        // A target outside any root (the rootfs mount point itself) is a path berth chose.
+        let opened;
+        let target_fd = match &target._fd {
+            Some(fd) => fd,
+            None => {
+                opened = nix::fcntl::open(
+                    target.path(),
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )?;
+                &opened
+            }
+        };
+        let source = CString::new(source.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+        let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+        if recursive {
+            flags |= libc::AT_RECURSIVE as libc::c_uint;
+        }
+        // SAFETY: `source` is a NUL-terminated string that outlives the call; open_tree
+        // returns a new descriptor or -1.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags) };
+        if rc < 0 {
+            return Err(nix::Error::last());
+        }
+        // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
+        let tree = unsafe { OwnedFd::from_raw_fd(rc as i32) };
+        set_tree_attrs_at(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, attrs)?;
+        // SAFETY: both descriptors are open and owned here for the length of the call; the
+        // empty paths are NUL-terminated literals.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                target_fd.as_raw_fd(),
+                c"".as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+            )
+        };
+        if rc < 0 {
+            return Err(nix::Error::last());
+        }
+        Ok(())
     }
 
     fn mount(
@@ -269,58 +388,6 @@ impl Sys for LinuxSys {
         data: Option<&str>,
     ) -> SysResult<()> {
         nix::mount::mount(source, target, fstype, flags, data)
-    }
-
-    fn set_tree_attrs(&mut self, target: &Path, attrs: MsFlags) -> SysResult<()> {
-        use std::os::unix::ffi::OsStrExt;
-        /// `struct mount_attr` of `<linux/mount.h>` (MOUNT_ATTR_SIZE_VER0).
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        // MOUNT_ATTR_* of <linux/mount.h>: a stable ABI.
-        const MOUNT_ATTR_RDONLY: u64 = 0x1;
-        const MOUNT_ATTR_NOSUID: u64 = 0x2;
-        const MOUNT_ATTR_NODEV: u64 = 0x4;
-        const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-        let mut attr_set = 0;
-        for (flag, attr) in [
-            (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
-            (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
-            (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
-            (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
-        ] {
-            if attrs.contains(flag) {
-                attr_set |= attr;
-            }
-        }
-        let attr = MountAttr {
-            attr_set,
-            attr_clr: 0,
-            propagation: libc::MS_PRIVATE,
-            userns_fd: 0,
-        };
-        let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
-        // SAFETY: `path` is a NUL-terminated string and `attr` a `struct mount_attr` of the
-        // size passed; both outlive the call, and the kernel only reads them.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if rc < 0 {
-            Err(nix::Error::last())
-        } else {
-            Ok(())
-        }
     }
 
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {
@@ -568,6 +635,28 @@ impl Sys for LinuxSys {
         std::fs::read_to_string(path).map_err(io_to_nix)
     }
 
+    fn read_image_file(&mut self, path: &Path) -> SysResult<String> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(io_to_nix)?;
+        let meta = file.metadata().map_err(io_to_nix)?;
+        if !meta.is_file() {
+            return Err(nix::Error::EINVAL);
+        }
+        let mut text = String::new();
+        file.take(MAX_IMAGE_FILE + 1)
+            .read_to_string(&mut text)
+            .map_err(io_to_nix)?;
+        if text.len() as u64 > MAX_IMAGE_FILE {
+            return Err(nix::Error::EFBIG);
+        }
+        Ok(text)
+    }
+
     fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()> {
         std::fs::write(path, value).map_err(io_to_nix)
     }
@@ -621,6 +710,58 @@ impl LinuxSys {
         } else {
             Ok(())
         }
+    }
+}
+
+/// `mount_setattr(dirfd, path, flags | AT_RECURSIVE)`: `attrs` set on the mount there and on
+/// every mount below it, their propagation made private.
+fn set_tree_attrs_at(dirfd: i32, path: &CStr, flags: i32, attrs: MsFlags) -> SysResult<()> {
+    /// `struct mount_attr` of `<linux/mount.h>` (MOUNT_ATTR_SIZE_VER0).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    // MOUNT_ATTR_* of <linux/mount.h>: a stable ABI.
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    let mut attr_set = 0;
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ] {
+        if attrs.contains(flag) {
+            attr_set |= attr;
+        }
+    }
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a NUL-terminated string and `attr` a `struct mount_attr` of the size
+    // passed; both outlive the call, and the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            (libc::AT_RECURSIVE | flags) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(nix::Error::last())
+    } else {
+        Ok(())
     }
 }
 
@@ -692,7 +833,8 @@ fn io_to_nix(e: std::io::Error) -> nix::Error {
 }
 
 /// Records calls instead of making them; `exists`/`is_dir`/`executable` answer from the
-/// given lists, `read_file` from `contents`.
+/// given lists, `read_file` from `contents`. `resolve_in_root` adds what it creates to the
+/// lists and answers ENOENT for what is in neither, as the kernel would.
 #[derive(Debug, Default)]
 pub struct RecordingSys {
     pub calls: Vec<String>,
@@ -713,8 +855,15 @@ pub struct RecordingSys {
     pub reaped: std::collections::VecDeque<nix::sys::wait::WaitStatus>,
     /// Answer EINVAL to mounts with overlayfs's `volatile` (a kernel before 5.10).
     pub refuse_volatile: bool,
-    /// Answer ENOSYS to `set_tree_attrs` (a kernel before 5.12).
+    /// Answer ENOSYS to `bind_tree` (a kernel before 5.12).
     pub no_mount_setattr: bool,
+}
+
+/// The path a [`RecordingSys`] target (`fd:PATH`) was resolved from: it answers as that path.
+fn held(path: &Path) -> &Path {
+    path.to_str()
+        .and_then(|p| p.strip_prefix("fd:"))
+        .map_or(path, Path::new)
 }
 
 impl RecordingSys {
@@ -725,14 +874,55 @@ impl RecordingSys {
 }
 
 impl Sys for RecordingSys {
-    fn resolve_in_root(&mut self, root: &Path, rel: &Path, create: Create) -> SysResult<PathBuf> {
+    fn resolve_in_root(&mut self, root: &Path, rel: &Path, create: Create) -> SysResult<InRoot> {
         let path = root.join(rel);
+        let exists = self.exists(&path);
         match create {
-            Create::Dir => self.record(format!("mkdir {} 755", path.display()))?,
-            Create::File => self.record(format!("touch {}", path.display()))?,
+            Create::Dir => {
+                self.record(format!("mkdir {} 755", path.display()))?;
+                if !exists {
+                    self.dirs.push(path.clone());
+                }
+            }
+            Create::File => {
+                self.record(format!("touch {}", path.display()))?;
+                if !exists {
+                    self.files.push(path.clone());
+                }
+            }
+            Create::Nothing if !exists => return Err(nix::Error::ENOENT),
             Create::Nothing => {}
         }
-        Ok(path)
+        Ok(InRoot {
+            target: PathBuf::from(format!("fd:{}", path.display())),
+            path,
+            _fd: None,
+        })
+    }
+
+    fn bind_tree(
+        &mut self,
+        source: &Path,
+        target: &InRoot,
+        recursive: bool,
+        attrs: MsFlags,
+    ) -> SysResult<()> {
+        let names: Vec<&str> = attrs.iter_names().map(|(name, _)| name).collect();
+        self.record(format!(
+            "bind_tree {} {}{} set={} propagation=MS_PRIVATE",
+            source.display(),
+            target.target().display(),
+            if recursive { " AT_RECURSIVE" } else { "" },
+            if names.is_empty() {
+                "-".to_owned()
+            } else {
+                names.join("|")
+            }
+        ))?;
+        if self.no_mount_setattr {
+            return Err(nix::Error::ENOSYS);
+        }
+        Ok(())
     }
 
     fn mount(
@@ -762,23 +952,6 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
-    fn set_tree_attrs(&mut self, target: &Path, attrs: MsFlags) -> SysResult<()> {
-        let names: Vec<&str> = attrs.iter_names().map(|(name, _)| name).collect();
-        self.record(format!(
-            "mount_setattr {} AT_RECURSIVE set={} propagation=MS_PRIVATE",
-            target.display(),
-            if names.is_empty() {
-                "-".to_owned()
-            } else {
-                names.join("|")
-            }
-        ))?;
-        if self.no_mount_setattr {
-            return Err(nix::Error::ENOSYS);
-        }
-        Ok(())
-    }
-
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {
         self.record(format!("umount {} {flags:?}", target.display()))
     }
@@ -798,10 +971,12 @@ impl Sys for RecordingSys {
     }
 
     fn exists(&mut self, path: &Path) -> bool {
+        let path = held(path);
         self.files.iter().chain(&self.dirs).any(|p| p == path)
     }
 
     fn is_dir(&mut self, path: &Path) -> bool {
+        let path = held(path);
         self.dirs.iter().any(|p| p == path)
     }
 
@@ -944,6 +1119,10 @@ impl Sys for RecordingSys {
         text.ok_or(nix::Error::ENOENT)
     }
 
+    fn read_image_file(&mut self, path: &Path) -> SysResult<String> {
+        self.read_file(path)
+    }
+
     fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()> {
         self.record(format!("write {} {value}", path.display()))
     }
@@ -992,15 +1171,15 @@ mod tests {
         std::os::unix::fs::symlink("../../../..", root.join("up")).unwrap();
         let mut sys = LinuxSys;
         // `etc -> /` is the root itself: etc/hostsfile lands at <root>/hostsfile.
-        let p = sys
-            .resolve_in_root(&root, Path::new("etc/hostsfile"), Create::File)
-            .unwrap();
+        let mut resolve = |rel: &str, create| {
+            sys.resolve_in_root(&root, Path::new(rel), create)
+                .map(|r| r.path().to_owned())
+        };
+        let p = resolve("etc/hostsfile", Create::File).unwrap();
         assert_eq!(p, std::fs::canonicalize(&root).unwrap().join("hostsfile"));
         // `dev -> <outside>` points at <root>/<outside path>, which does not exist: as runc's
         // MkdirAllInRoot, its target is created inside the root; nothing outside.
-        let p = sys
-            .resolve_in_root(&root, Path::new("dev/shm"), Create::Dir)
-            .unwrap();
+        let p = resolve("dev/shm", Create::Dir).unwrap();
         let inside = std::fs::canonicalize(&root)
             .unwrap()
             .join(outside.strip_prefix("/").unwrap())
@@ -1009,13 +1188,8 @@ mod tests {
         // A loop of dangling links ends in ELOOP.
         std::os::unix::fs::symlink("l2", root.join("l1")).unwrap();
         std::os::unix::fs::symlink("l1", root.join("l2")).unwrap();
-        assert_eq!(
-            sys.resolve_in_root(&root, Path::new("l1/x"), Create::Dir),
-            Err(nix::Error::ELOOP)
-        );
-        let p = sys
-            .resolve_in_root(&root, Path::new("up/escaped"), Create::Dir)
-            .unwrap();
+        assert_eq!(resolve("l1/x", Create::Dir), Err(nix::Error::ELOOP));
+        let p = resolve("up/escaped", Create::Dir).unwrap();
         assert!(
             p.starts_with(std::fs::canonicalize(&root).unwrap()),
             "{}",
@@ -1027,9 +1201,148 @@ mod tests {
             "nothing created outside"
         );
         assert!(!Path::new("/hostsfile").exists());
+        assert_eq!(resolve("missing", Create::Nothing), Err(nix::Error::ENOENT));
+    }
+
+    /// In a mount namespace of a thread, as root: `f` with a scratch directory.
+    fn in_mount_namespace(f: impl FnOnce(&Path) + Send) {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (mounts)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(tmp.path()).unwrap();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut sys = LinuxSys;
+                    sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                    sys.mount(
+                        None,
+                        Path::new("/"),
+                        None,
+                        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                        None,
+                    )
+                    .unwrap();
+                    f(&dir)
+                })
+                .join()
+                .unwrap()
+        });
+    }
+
+    /// A target resolved, then a component of its path replaced by a symlink to outside the
+    /// root (what a container sharing a volume can do between the resolution and the mount):
+    /// the mount and the bind still land on what was resolved, never outside.
+    #[test]
+    fn a_mount_goes_onto_the_resolved_target_even_when_its_path_is_swapped() {
+        in_mount_namespace(|dir| {
+            let (root, outside) = (dir.join("root"), dir.join("outside"));
+            std::fs::create_dir_all(root.join("vol/sub")).unwrap();
+            std::fs::create_dir_all(outside.join("sub")).unwrap();
+            let src = dir.join("src");
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::write(src.join("mark"), "m").unwrap();
+            let mut sys = LinuxSys;
+            let tmpfs = sys
+                .resolve_in_root(&root, Path::new("vol/sub"), Create::Nothing)
+                .unwrap();
+            std::fs::create_dir_all(root.join("vol2/sub2")).unwrap();
+            let bound = sys
+                .resolve_in_root(&root, Path::new("vol2/sub2"), Create::Nothing)
+                .unwrap();
+            // The swap: `vol` and `vol2` moved away, symlinks to outside in their place.
+            std::fs::rename(root.join("vol"), root.join("vol.moved")).unwrap();
+            std::os::unix::fs::symlink(&outside, root.join("vol")).unwrap();
+            std::fs::rename(root.join("vol2"), root.join("vol2.moved")).unwrap();
+            std::fs::create_dir_all(outside.join("sub2")).unwrap();
+            std::os::unix::fs::symlink(&outside, root.join("vol2")).unwrap();
+            sys.mount(
+                Some("tmpfs"),
+                tmpfs.target(),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("size=1m"),
+            )
+            .unwrap();
+            std::fs::write(root.join("vol.moved/sub/x"), "x").unwrap();
+            bind_or_skip(&mut sys, &src, &bound);
+            assert!(root.join("vol2.moved/sub2/mark").exists());
+            // Nothing appeared outside: no mount there, no file.
+            assert_eq!(std::fs::read_dir(outside.join("sub")).unwrap().count(), 0);
+            assert_eq!(std::fs::read_dir(outside.join("sub2")).unwrap().count(), 0);
+            let info = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+            assert!(!info.contains(&*outside.to_string_lossy()), "{info}");
+        });
+    }
+
+    fn bind_or_skip(sys: &mut LinuxSys, src: &Path, target: &InRoot) {
+        match sys.bind_tree(src, target, true, MsFlags::MS_RDONLY | MsFlags::MS_NODEV) {
+            Ok(()) => {}
+            Err(nix::Error::ENOSYS) => eprintln!("skipped: the kernel has no mount_setattr"),
+            Err(e) => panic!("bind_tree: {e}"),
+        }
+    }
+
+    /// `bind_tree` attaches the source's whole tree, with the flags on every mount of it.
+    #[test]
+    fn a_bound_tree_is_restricted_in_every_mount() {
+        in_mount_namespace(|dir| {
+            let (src, root) = (dir.join("src"), dir.join("root"));
+            std::fs::create_dir_all(src.join("sub")).unwrap();
+            std::fs::create_dir_all(root.join("t")).unwrap();
+            let mut sys = LinuxSys;
+            sys.mount(
+                Some("tmpfs"),
+                &src.join("sub"),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("size=1m"),
+            )
+            .unwrap();
+            let target = sys
+                .resolve_in_root(&root, Path::new("t"), Create::Nothing)
+                .unwrap();
+            bind_or_skip(&mut sys, &src, &target);
+            for p in [root.join("t/x"), root.join("t/sub/x")] {
+                let e = std::fs::write(&p, "x").unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{}", p.display());
+            }
+            let info = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+            let under = crate::rootfs::mounts_under(&info, &root.join("t"));
+            assert_eq!(under.len(), 2, "{info}");
+            for (p, flags) in under {
+                assert!(
+                    flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_NODEV),
+                    "{}: {info}",
+                    p.display()
+                );
+            }
+            std::fs::write(src.join("sub/x"), "x").unwrap();
+        });
+    }
+
+    /// A FIFO, a device or an oversized file as an image's `/etc/passwd` is refused at once.
+    #[test]
+    fn image_files_must_be_small_regular_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let mut sys = LinuxSys;
+        assert_eq!(sys.read_image_file(&fifo), Err(nix::Error::EINVAL));
         assert_eq!(
-            sys.resolve_in_root(&root, Path::new("missing"), Create::Nothing),
-            Err(nix::Error::ENOENT)
+            sys.read_image_file(Path::new("/dev/zero")),
+            Err(nix::Error::EINVAL)
+        );
+        let big = tmp.path().join("big");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_IMAGE_FILE + 1).unwrap();
+        assert_eq!(sys.read_image_file(&big), Err(nix::Error::EFBIG));
+        std::fs::write(&big, "root:x:0:0::/:/bin/sh\n").unwrap();
+        assert_eq!(
+            sys.read_image_file(&big).unwrap(),
+            "root:x:0:0::/:/bin/sh\n"
         );
     }
 }
