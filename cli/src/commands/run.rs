@@ -166,6 +166,10 @@ pub struct ContainerRecord {
     /// The process that runs the container: `berth run` itself, or its monitor with `-d`.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// That process's start time (`/proc/PID/stat` field 22): with the PID, what names the
+    /// process; a PID alone may have been reused by an unrelated process since.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     #[serde(default)]
     pub auto_remove: bool,
     #[serde(default)]
@@ -301,6 +305,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         status: "running".into(),
         exit_code: None,
         pid: Some(std::process::id()),
+        pid_start: crate::commands::lifecycle::start_time(std::process::id()),
         auto_remove: args.rm,
         memory: args.memory,
     };
@@ -345,8 +350,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             .process_group(0)
             .spawn()?;
         drop(terminal);
+        // The monitor is our child and not yet waited for: its /proc entry stays while it
+        // runs and as a zombie after.
         let running = ContainerRecord {
             pid: Some(child.id()),
+            pid_start: crate::commands::lifecycle::start_time(child.id()),
             ..record
         };
         store.write_container_record(&id, &serde_json::to_vec(&running)?)?;
@@ -393,6 +401,7 @@ fn finish(store: &Store, record: ContainerRecord, code: i32) -> anyhow::Result<(
             status: "exited".into(),
             exit_code: Some(code),
             pid: None,
+            pid_start: None,
             ..record
         };
         store.write_container_record(&id, &serde_json::to_vec(&done)?)?;
