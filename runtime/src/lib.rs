@@ -36,6 +36,7 @@ pub mod tty;
 pub mod user;
 pub mod views;
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -85,21 +86,28 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Writes `config.json` and `rootfs.json` into `dir` (which must exist).
+    /// Writes `config.json` and `rootfs.json` into `dir` (which must exist), readable by
+    /// the user running berth alone: the spec holds the container's environment (`-e`
+    /// values, often secrets). The store's rule for its files (berth-store's `files`).
     pub fn write(dir: &Path, spec: &Spec, source: &RootfsSource) -> Result<Bundle, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_owned();
             move |source| RuntimeError::Io { what, source }
         };
-        spec.save(dir.join("config.json"))
-            .map_err(|e| RuntimeError::Spec(e.to_string()))?;
-        std::fs::write(
-            dir.join("rootfs.json"),
-            serde_json::to_vec(source).expect("plain data"),
+        let config = serde_json::to_vec(spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        write_private(&dir.join("config.json"), &config).map_err(io("writing config.json"))?;
+        write_private(
+            &dir.join("rootfs.json"),
+            &serde_json::to_vec(source).expect("plain data"),
         )
         .map_err(io("writing rootfs.json"))?;
         if let Some(root) = spec.root() {
-            std::fs::create_dir_all(root.path()).map_err(io("creating the rootfs mount point"))?;
+            // Covered by the container's root once mounted: its own mode is never seen.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root.path())
+                .map_err(io("creating the rootfs mount point"))?;
         }
         Ok(Bundle {
             dir: dir.to_owned(),
@@ -217,4 +225,19 @@ impl Bundle {
         c.arg("__init").arg(&self.dir);
         c
     }
+}
+
+/// Writes a file only its owner can read (`0600` whatever the umask), never through a
+/// symlink at `path`.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
 }

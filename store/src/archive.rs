@@ -103,7 +103,8 @@ impl Archive {
             (path.to_owned(), None)
         } else {
             let tmp = unique_tmp_path(tmp_dir, "archive");
-            let mut out = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+            let mut out =
+                crate::files::create_file(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
             let reader = crate::layer::decompress(
                 std::io::BufReader::with_capacity(
                     1 << 20,
@@ -536,10 +537,12 @@ fn append_uncompressed_layer<W: Write>(
     }
     let tmp = unique_tmp_path(&store.tmp_dir(), "layer");
     let result = (|| {
+        use std::os::unix::fs::OpenOptionsExt;
         let mut out = File::options()
             .create_new(true)
             .read(true)
             .write(true)
+            .mode(crate::files::PRIVATE_FILE)
             .open(&tmp)
             .ctx(|| format!("creating {}", tmp.display()))?;
         let mut digester = Digester::new();

@@ -219,10 +219,12 @@ pub enum Expect<'a> {
 
 impl BlobWriter {
     pub(crate) fn new(tmp_dir: &Path, blobs_dir: &Path) -> Result<BlobWriter> {
+        use std::os::unix::fs::OpenOptionsExt;
         let tmp_path = crate::layout::unique_tmp_path(tmp_dir, "blob");
         let file = File::options()
             .write(true)
             .create_new(true)
+            .mode(crate::files::PRIVATE_FILE)
             .open(&tmp_path)
             .ctx(|| format!("creating {}", tmp_path.display()))?;
         Ok(BlobWriter {

@@ -195,11 +195,11 @@ impl Store {
             .root()
             .join("cache-mounts")
             .join(Digest::of(id.as_bytes()).hex());
-        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        crate::files::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         let data = dir.join("data");
         if !data.is_dir() {
             let tmp = unique_tmp_path(&dir, "new");
-            std::fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+            crate::files::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
             let (mode, uid, gid) = owner;
             std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
                 .ctx(|| format!("chown {}", tmp.display()))?;
@@ -240,12 +240,17 @@ impl Store {
         Ok(removed)
     }
 
-    /// A fresh scratch directory for a build step.
+    /// A fresh scratch directory for a build step: `upper/` (the root of the step's tree, so
+    /// [`crate::files::TREE_ROOT`]) and overlay's `work/`.
     pub fn work_dir(&self, what: &str) -> Result<WorkDir> {
         let path = unique_tmp_path(&self.tmp_dir(), what);
-        for sub in ["upper", "work"] {
+        crate::files::create_dir(&path).ctx(|| format!("creating {}", path.display()))?;
+        for (sub, mode) in [
+            ("upper", crate::files::TREE_ROOT),
+            ("work", crate::files::PRIVATE_DIR),
+        ] {
             let p = path.join(sub);
-            std::fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+            crate::files::create_dir_mode(&p, mode).ctx(|| format!("creating {}", p.display()))?;
         }
         Ok(WorkDir { path })
     }

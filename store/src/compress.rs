@@ -296,7 +296,7 @@ impl Store {
         let (digest, size) =
             blob.commit_announcing(Expect::Any, |digest, size| tee.compressed(digest, size))?;
         let dir = self.root().join("compressed");
-        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        crate::files::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         atomic_write(
             &self.compressed_record_path(&layer.digest, c),
             &serde_json::to_vec(&Record {

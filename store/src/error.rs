@@ -39,6 +39,17 @@ pub enum StoreError {
     InUse { image: String, container: String },
     #[error("the store is busy: another berth process holds it ({what})")]
     Busy { what: String },
+    #[error("refusing {path}: {reason}; remove it if berth should make it again")]
+    UnsafeFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("invalid {what} name {name:?}: {rule}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        rule: &'static str,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

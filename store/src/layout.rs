@@ -13,6 +13,9 @@
 //!
 //! Snapshot directories are named by the chain-id's hex alone: overlayfs separates lower
 //! dirs with `:`, so no path under the store may contain one.
+//!
+//! The root and every directory above are private to the user running berth (files.rs);
+//! opening a store an older berth left open to other users closes these top levels.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +28,21 @@ use crate::lock::FileLock;
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 
+/// The directories under the root, parents before children.
+const TOP_DIRS: [&str; 11] = [
+    "blobs",
+    "blobs/sha256",
+    "snapshots",
+    "cache",
+    "cache-mounts",
+    "compressed",
+    "contexts",
+    "containers",
+    "locks",
+    "tmp",
+    "volumes",
+];
+
 /// An opened store. Holds the shared store lock (lock.rs) for its whole life.
 #[derive(Debug)]
 pub struct Store {
@@ -33,23 +51,27 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store at `root`, creating the layout if missing, and removes what killed
-    /// processes left in `tmp/` when no other process is using the store.
+    /// Opens the store at `root`, creating the layout if missing (private to the user
+    /// running berth), closes its top levels to other users if an older berth left them
+    /// open, and removes what killed processes left in `tmp/` when no other process is
+    /// using the store.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root: PathBuf = root.into();
-        for dir in [
-            "blobs/sha256",
-            "snapshots",
-            "cache",
-            "cache-mounts",
-            "contexts",
-            "containers",
-            "locks",
-            "tmp",
-            "volumes",
-        ] {
+        crate::files::create_dir_all(&root).ctx(|| format!("creating {}", root.display()))?;
+        let mut was_open = crate::files::tighten(&root)?;
+        for dir in TOP_DIRS {
             let p = root.join(dir);
-            std::fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+            match crate::files::create_dir(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    was_open |= crate::files::tighten(&p)?
+                }
+                Err(e) => return Err(e).ctx(|| format!("creating {}", p.display())),
+            }
+        }
+        if was_open {
+            // An older berth's store: its locks too (each is also checked when opened).
+            crate::files::tighten_files_in(&root.join("locks"))?;
         }
         let lock = FileLock::shared(&root.join("locks/store.lock"))?;
         let store = Store { root, lock };
@@ -157,7 +179,7 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8], tmp_dir: &Path, durable: b
     use std::io::Write;
     let tmp = unique_tmp_path(tmp_dir, "write");
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::files::create_new_file(&tmp)?;
         f.write_all(bytes)?;
         if durable {
             f.sync_all()?;

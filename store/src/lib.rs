@@ -6,13 +6,14 @@
 //! | on disk | module | what it does |
 //! |---|---|---|
 //! | `oci-layout`, the directories | [`layout`] | opens the store ([`Store::open`]), cleans `tmp/` |
+//! | every directory and file's mode | [`files`] | private to the user running berth; locks nobody else can open |
 //! | `locks/` | [`lock`] | the lock order between processes |
 //! | `blobs/sha256/<hex>` | [`blobs`], [`images`] | verified writes ([`BlobWriter`]); reading images by name or ID |
 //! | `index.json` | [`index`] | tags: names → manifest descriptors |
 //! | `snapshots/<chain-hex>/` | [`snapshots`], [`layer`] | layers unpacked safely; directories packed deterministically |
 //! | `cache/<key>`, `tmp/` work dirs | [`cache`] | build cache records; committing an overlay upper dir as a layer |
 //! | `compressed/<diff-id>.<alg>` | [`compress`] | layers compressed on the way out, once, on all cores |
-//! | `containers/<id>/container.json` | [`containers`] | which images containers keep alive |
+//! | `containers/<id>/container.json`, `volumes/<name>/_data` | [`containers`] | which images containers keep alive; named volumes |
 //! | — | [`gc`], [`check`] | removing unreferenced content; verifying everything |
 //! | archives | [`archive`] | `oci-archive` and `docker-archive` files, read and written |
 //! | — | [`transport`] | the store as an `ImageSource` / `ImageDestination` |
@@ -28,6 +29,7 @@ pub mod compress;
 pub mod containers;
 pub mod contexts;
 pub mod error;
+pub mod files;
 mod fsutil;
 pub mod gc;
 pub mod images;

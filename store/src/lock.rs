@@ -13,7 +13,10 @@
 //! callers convert only at points where they have nothing in flight under `tmp/`.
 //!
 //! Locks are `flock(2)` on files that are never deleted, so a killed process releases its
-//! locks with its file descriptors and nothing is ever stale.
+//! locks with its file descriptors and nothing is ever stale. `flock` needs only an open
+//! descriptor, read-only will do, so a lock another user could open is one they could hold
+//! forever: lock files are private, in private directories, and a symlink, a non-regular
+//! file or another user's file in a lock's place is refused ([`crate::files::open_lock`]).
 
 use std::fs::File;
 use std::path::Path;
@@ -30,13 +33,7 @@ pub struct FileLock {
 
 impl FileLock {
     fn open(path: &Path) -> Result<File> {
-        File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .ctx(|| format!("opening lock {}", path.display()))
+        crate::files::open_lock(path)
     }
 
     pub fn shared(path: &Path) -> Result<FileLock> {

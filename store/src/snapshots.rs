@@ -49,7 +49,9 @@ impl Store {
         options: &UnpackOptions,
     ) -> Result<UnpackReport> {
         let tmp = unique_tmp_path(&self.tmp_dir(), "snapshot");
-        std::fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+        // The layer's root `/`: the image's `./` entry, if any, sets its own mode.
+        crate::files::create_dir_mode(&tmp, crate::files::TREE_ROOT)
+            .ctx(|| format!("creating {}", tmp.display()))?;
         let result = (|| {
             let blob = std::io::BufReader::with_capacity(1 << 20, self.open_blob(&layer.digest)?);
             let reader = crate::layer::decompress(blob, layer_compression(layer))

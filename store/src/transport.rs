@@ -181,7 +181,7 @@ impl ImageDestination for StoreDestination {
         let (spent, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
         if let berth_oci::media_type::Kind::Layer(compression) = desc.kind() {
             let dir = crate::layout::unique_tmp_path(&self.store.tmp_dir(), "early");
-            if std::fs::create_dir(&dir).is_ok() {
+            if crate::files::create_dir_mode(&dir, crate::files::TREE_ROOT).is_ok() {
                 let (tx, rx) = tokio::sync::mpsc::channel::<std::sync::Arc<Vec<u8>>>(16);
                 let into = dir.clone();
                 let task = tokio::task::spawn_blocking(move || {

@@ -474,7 +474,8 @@ fn execute(
         move |e: std::io::Error| step_error(step, format!("{what}: {e}"))
     };
     let empty = work.path.join("empty");
-    std::fs::create_dir_all(&empty).map_err(io("creating a work dir"))?;
+    berth_store::files::ensure_dir_mode(&empty, berth_store::files::TREE_ROOT)
+        .map_err(io("creating a work dir"))?;
     match &step.instruction {
         Instruction::Run(run) => run_step(ctx, state, step, id, &work.path, run)?,
         Instruction::Copy(c) | Instruction::Add(c) => {
@@ -540,7 +541,7 @@ fn in_view<T: Send>(
     f: impl FnOnce(&Path, Option<&Path>) -> Result<T, String> + Send,
 ) -> Result<T, String> {
     let merged = work.join("merged");
-    std::fs::create_dir_all(&merged).map_err(|e| e.to_string())?;
+    berth_store::files::create_dir_all(&merged).map_err(|e| e.to_string())?;
     let mut views = vec![View {
         lowers: state.snapshots.clone(),
         upper: Some((work.join("upper"), work.join("work"))),
@@ -548,7 +549,7 @@ fn in_view<T: Send>(
     }];
     if let Some(lowers) = source {
         let target = work.join("source");
-        std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+        berth_store::files::create_dir_all(&target).map_err(|e| e.to_string())?;
         views.push(View {
             lowers,
             upper: None,
@@ -600,8 +601,9 @@ fn resolve_owner(
     }
     let spec = spec.to_owned();
     let probe = work.join("probe");
-    let _ = std::fs::create_dir_all(probe.join("upper"));
-    let _ = std::fs::create_dir_all(probe.join("work"));
+    let _ =
+        berth_store::files::ensure_dir_mode(&probe.join("upper"), berth_store::files::TREE_ROOT);
+    let _ = berth_store::files::create_dir_all(&probe.join("work"));
     let lookup = in_view(state, &probe, None, move |root, _| {
         let r = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
         let read = |p: &str| {
@@ -650,7 +652,7 @@ fn copy_step(
         .map(|from| from_snapshots(ctx, from))
         .transpose()?;
     let scratch = work.join("scratch");
-    std::fs::create_dir_all(&scratch).map_err(|e| err(e.to_string()))?;
+    berth_store::files::create_dir_all(&scratch).map_err(|e| err(e.to_string()))?;
     let job = copy::CopyJob {
         inst: c,
         add,

@@ -3,13 +3,19 @@
 //! signals sent to that process reach the container's PID 1; SIGKILL goes to the container's
 //! init (the process's child), whose death ends PID 1, so the runner still records the exit
 //! and removes the cgroup.
+//!
+//! A PID alone does not name a process: when berth was killed before it recorded the end,
+//! the PID may since belong to an unrelated process. So a record keeps the runner's start
+//! time with its PID, and a signal goes only through a pidfd opened on a process whose start
+//! time matches ([`Process::verified`]); the container's init, only when it is that
+//! process's child. A record without a start time (an older berth's) is never signalled.
 
 use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use berth_store::Store;
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
 use crate::UsageError;
 use crate::commands::run::{ContainerRecord, records};
@@ -28,10 +34,89 @@ pub fn find(store: &Store, want: &str) -> anyhow::Result<ContainerRecord> {
     }
 }
 
+/// Whether the container's runner is still running: the recorded PID holds a process
+/// started when the recorded one was.
 pub fn alive(r: &ContainerRecord) -> bool {
-    r.status == "running"
-        && r.pid
-            .is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    r.status == "running" && runner_running(r)
+}
+
+fn runner_running(r: &ContainerRecord) -> bool {
+    match (r.pid, r.pid_start) {
+        (Some(pid), Some(start)) => start_time(pid) == Some(start),
+        _ => false,
+    }
+}
+
+/// A process's `/proc/PID/stat` fields after the command name (which may hold spaces and
+/// parentheses): `[0]` is field 3 (state), `[1]` field 4 (the parent), `[19]` field 22
+/// (the start time, in clock ticks after boot).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().collect())
+}
+
+/// `(start time, parent PID)` from a `stat` file's text.
+fn parse_stat(stat: &str) -> Option<(u64, u32)> {
+    let fields = stat_fields(stat)?;
+    Some((fields.get(19)?.parse().ok()?, fields.get(1)?.parse().ok()?))
+}
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`), `None` when there is
+/// no such process.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(start, _)| start)
+}
+
+/// A process held by a pidfd, known to be the one meant: signals sent through it can reach
+/// no other process, even if the PID is reused meanwhile.
+struct Process {
+    pidfd: OwnedFd,
+}
+
+impl Process {
+    /// The process `pid` if it started at `start` (and, with `parent`, is that process's
+    /// child). `/proc/PID` is opened first: that directory stays bound to the process it
+    /// named, so its `stat` is read again after the pidfd is opened; if it still reads, the
+    /// process never left, the PID was never reused, and the pidfd is that process's.
+    fn verified(pid: u32, start: Option<u64>, parent: Option<u32>) -> Option<Process> {
+        use rustix::fs::{Mode, OFlags};
+        let dir = rustix::fs::open(
+            format!("/proc/{pid}"),
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let read_stat = || -> Option<(u64, u32)> {
+            let fd = rustix::fs::openat(
+                &dir,
+                "stat",
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            let mut text = String::new();
+            std::fs::File::from(fd).read_to_string(&mut text).ok()?;
+            parse_stat(&text)
+        };
+        let (started, ppid) = read_stat()?;
+        if start.is_some_and(|s| s != started) || parent.is_some_and(|p| p != ppid) {
+            return None;
+        }
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32)?,
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok()?;
+        read_stat()?;
+        Some(Process { pidfd })
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(s) = rustix::process::Signal::from_named_raw(signal as i32) {
+            let _ = rustix::process::pidfd_send_signal(&self.pidfd, s);
+        }
+    }
 }
 
 /// The container's init: the runner's child.
@@ -60,28 +145,34 @@ pub fn wait_for_init(runner: u32) -> Option<i32> {
 
 /// Sends a signal to the container: through its runner, which forwards it to PID 1; SIGKILL
 /// (which cannot be forwarded) to the container's init, never to the runner, so the runner
-/// still records the end.
+/// still records the end. Only a runner whose start time matches the record's is signalled,
+/// and only its own child as its init.
 fn send(r: &ContainerRecord, signal: Signal) {
-    let Some(pid) = r.pid else { return };
-    let target = if signal == Signal::SIGKILL {
-        match wait_for_init(pid) {
-            Some(init) => init,
-            None => return, // the container has already ended
+    let (Some(pid), Some(start)) = (r.pid, r.pid_start) else {
+        return;
+    };
+    let Some(runner) = Process::verified(pid, Some(start), None) else {
+        return; // the runner has ended; its PID may be someone else's now
+    };
+    if signal == Signal::SIGKILL {
+        // The container has already ended when there is no init.
+        if let Some(init) = wait_for_init(pid)
+            && let Some(init) = Process::verified(init as u32, None, Some(pid))
+            // The runner is still the recorded one, so the init is its child.
+            && Process::verified(pid, Some(start), None).is_some()
+        {
+            init.signal(signal);
         }
     } else {
-        pid as i32
-    };
-    let _ = nix::sys::signal::kill(Pid::from_raw(target), signal);
+        runner.signal(signal);
+    }
 }
 
 /// Waits until the runner has exited; `false` on timeout.
 fn wait_exit(r: &ContainerRecord, timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if !r
-            .pid
-            .is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-        {
+        if !runner_running(r) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -196,7 +287,7 @@ pub struct LogsArgs {
 
 pub fn logs(store: &Store, args: LogsArgs) -> anyhow::Result<u8> {
     let r = find(store, &args.container)?;
-    let path = store.containers_dir().join(&r.id).join("log");
+    let path = store.container_dir(&r.id)?.join("log");
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(_) => {

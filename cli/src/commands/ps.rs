@@ -15,16 +15,12 @@ pub struct Args {
     quiet: bool,
 }
 
-fn running(pid: Option<u32>) -> bool {
-    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-}
-
 pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let mut rows = Vec::new();
     let mut list = records(store)?;
     list.sort_by(|a, b| b.created.cmp(&a.created));
     for r in list {
-        let up = r.status == "running" && running(r.pid);
+        let up = crate::commands::lifecycle::alive(&r);
         if !up && !args.all {
             continue;
         }

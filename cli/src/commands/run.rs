@@ -113,19 +113,13 @@ pub fn parse_volume(store: &Store, spec: &str) -> anyhow::Result<(PathBuf, Strin
         }
         p
     } else {
-        let valid = !src.is_empty()
-            && src
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !valid {
-            return Err(UsageError(format!(
-                "invalid volume name {src:?}: use letters, digits, '_', '.', '-'"
-            ))
-            .into());
+        match store.volume(src) {
+            Ok(data) => data,
+            Err(e @ berth_store::StoreError::InvalidName { .. }) => {
+                return Err(UsageError(e.to_string()).into());
+            }
+            Err(e) => return Err(e.into()),
         }
-        let data = store.root().join("volumes").join(src).join("_data");
-        std::fs::create_dir_all(&data)?;
-        data
     };
     Ok((source, dst.to_owned(), ro))
 }
@@ -172,6 +166,10 @@ pub struct ContainerRecord {
     /// The process that runs the container: `berth run` itself, or its monitor with `-d`.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// That process's start time (`/proc/PID/stat` field 22): with the PID, what names the
+    /// process; a PID alone may have been reused by an unrelated process since.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     #[serde(default)]
     pub auto_remove: bool,
     #[serde(default)]
@@ -307,6 +305,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         status: "running".into(),
         exit_code: None,
         pid: Some(std::process::id()),
+        pid_start: crate::commands::lifecycle::start_time(std::process::id()),
         auto_remove: args.rm,
         memory: args.memory,
     };
@@ -333,7 +332,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     };
     let exe = std::fs::read_link("/proc/self/exe")?;
     if args.detach {
-        let log = std::fs::File::create(dir.join("log"))?;
+        let log = berth_store::files::create_file(&dir.join("log"))?;
         let mut monitor = std::process::Command::new(&exe);
         // `-dt`: the terminal goes to the monitor, which copies what the container writes
         // to it into the log (with the terminal's CRLFs, as Docker's log of a `-t`
@@ -351,8 +350,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             .process_group(0)
             .spawn()?;
         drop(terminal);
+        // The monitor is our child and not yet waited for: its /proc entry stays while it
+        // runs and as a zombie after.
         let running = ContainerRecord {
             pid: Some(child.id()),
+            pid_start: crate::commands::lifecycle::start_time(child.id()),
             ..record
         };
         store.write_container_record(&id, &serde_json::to_vec(&running)?)?;
@@ -399,6 +401,7 @@ fn finish(store: &Store, record: ContainerRecord, code: i32) -> anyhow::Result<(
             status: "exited".into(),
             exit_code: Some(code),
             pid: None,
+            pid_start: None,
             ..record
         };
         store.write_container_record(&id, &serde_json::to_vec(&done)?)?;
@@ -464,27 +467,41 @@ fn prepare(
         console,
     } = setup;
     let (lowers, hostname, binds) = (&lowers[..], hostname.as_str(), &binds[..]);
-    for sub in ["upper", "work", "rootfs"] {
-        std::fs::create_dir_all(dir.join(sub))?;
+    // The container's directory is private (the store's files.rs); below it, what the
+    // container sees keeps the modes it shows inside: the upper dir is its `/`, the /etc
+    // files are readable by its users.
+    use berth_store::files::{self, PRIVATE_DIR, SHOWN_FILE, TREE_ROOT};
+    for (sub, mode) in [
+        ("upper", TREE_ROOT),
+        ("work", PRIVATE_DIR),
+        ("rootfs", PRIVATE_DIR),
+    ] {
+        files::ensure_dir_mode(&dir.join(sub), mode)?;
     }
     // The stand-in lower of an image without layers (see `RootfsSource::Overlay`); one inode
     // less per container otherwise.
     if lowers.is_empty() {
-        std::fs::create_dir_all(dir.join("empty"))?;
+        files::ensure_dir_mode(&dir.join("empty"), TREE_ROOT)?;
     }
-    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
-    std::fs::write(
-        dir.join("hosts"),
+    files::write_mode(
+        &dir.join("hostname"),
+        format!("{hostname}\n").as_bytes(),
+        SHOWN_FILE,
+    )?;
+    files::write_mode(
+        &dir.join("hosts"),
         format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-        ),
+        )
+        .as_bytes(),
+        SHOWN_FILE,
     )?;
     let resolv = if args.network == "host" {
         std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
     } else {
         String::new()
     };
-    std::fs::write(dir.join("resolv.conf"), resolv)?;
+    files::write_mode(&dir.join("resolv.conf"), resolv.as_bytes(), SHOWN_FILE)?;
     let cfg = &image.config.config;
     let device_rules = !args.privileged && berth_runtime::cgroups::devices_enforceable();
     let settings = ProcessSettings {
