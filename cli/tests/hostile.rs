@@ -410,6 +410,24 @@ fn corpus(h: &Host) -> Vec<Case> {
         layers: vec![many.finish()],
         expect: Accepted(Some("test $(ls /many | wc -l) = 100000 && echo ok")),
     });
+    // A GNU long name of 4 MiB (a path is at most 4 KiB): the tar crate would read any
+    // declared size whole into memory before the entry it names.
+    cases.push(Case {
+        name: "huge_long_name",
+        layers: vec![{
+            let mut raw = Vec::new();
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::GNULongName);
+            h.set_path("././@LongLink").unwrap();
+            h.set_size(4 << 20);
+            h.set_cksum();
+            raw.extend_from_slice(h.as_bytes());
+            raw.extend(std::iter::repeat_n(b'a', 4 << 20));
+            raw.extend(RawTar::new().file("f", b"x").finish());
+            raw
+        }],
+        expect: Refused("tar extension header of 4194304 bytes"),
+    });
     // A gzip bomb: 96 MiB of zeros against a 56 MiB limit (BERTH_MAX_LAYER_SIZE below; the
     // 100k-entry tar is 51 MiB).
     cases.push(Case {

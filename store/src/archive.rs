@@ -125,7 +125,10 @@ impl Archive {
         };
         let mut members = HashMap::new();
         let file = File::open(&tar_path).ctx(|| format!("opening {}", tar_path.display()))?;
-        let mut tar = tar::Archive::new(std::io::BufReader::new(file));
+        let mut tar = tar::Archive::new(crate::layer::guard::TarGuard::new(
+            std::io::BufReader::new(file),
+            crate::layer::guard::Limits::default(),
+        ));
         for entry in tar
             .entries()
             .map_err(|e| malformed(&path.display().to_string(), e))?

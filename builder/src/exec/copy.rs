@@ -691,7 +691,7 @@ fn extract(
     let out = job.scratch.join("add");
     std::fs::create_dir_all(&out).map_err(|e| io_msg("creating", "scratch", e))?;
     berth_store::layer::unpack::unpack(stream, &out, &Default::default())
-        .map_err(|e| format!("extracting {src}: {e}"))?;
+        .map_err(|e| format!("extracting {src}: {}", with_causes(&e)))?;
     let inner = SourceTree {
         root: InRoot::open(&out).map_err(|e| io_msg("opening", "scratch", e))?,
         filter: None,
@@ -709,6 +709,21 @@ fn extract(
     copy_contents(&unpacked, &inner, "", dest)?;
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
+}
+
+/// An error and the errors under it, as one line (`reading layer entry: a tar extension
+/// header of ...`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Layers: tar streams in, snapshot directories out ([`unpack`]); directories in,
-//! deterministic tar streams out ([`pack`]).
+//! deterministic tar streams out ([`pack`]). Every tar berth reads passes a [`guard`] that
+//! bounds what its headers can make the reader hold.
 
+pub mod guard;
 pub mod gzip;
 pub mod pack;
 pub mod unpack;

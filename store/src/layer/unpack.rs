@@ -77,7 +77,10 @@ pub fn unpack(reader: impl Read, dest: &Path, options: &UnpackOptions) -> Result
         left: options.max_bytes,
         exceeded: exceeded.clone(),
     };
-    let mut archive = tar::Archive::new(ThreadedDigestingReader::new(capped));
+    let mut archive = tar::Archive::new(super::guard::TarGuard::new(
+        ThreadedDigestingReader::new(capped),
+        super::guard::Limits::default(),
+    ));
     let root = rustix::fs::open(
         dest,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -99,7 +102,7 @@ pub fn unpack(reader: impl Read, dest: &Path, options: &UnpackOptions) -> Result
         });
     }
     result?;
-    let mut rest = archive.into_inner();
+    let mut rest = archive.into_inner().into_inner();
     std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| {
         if exceeded.get() {
             StoreError::LayerTooLarge {
