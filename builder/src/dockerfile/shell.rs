@@ -67,6 +67,7 @@ impl Lex {
             pos: 0,
             env,
             lex: self.clone(),
+            depth: 0,
         };
         sw.process_stop_on_any(&[], false)
             .map_err(|reason| ShellError {
@@ -125,7 +126,13 @@ struct ShellWord<'a> {
     pos: usize,
     env: &'a HashMap<String, String>,
     lex: Lex,
+    /// Expansions and quotes open around the current position.
+    depth: usize,
 }
+
+/// Expansions nested deeper than this are refused: each level is a frame of the recursive
+/// descent, and a Dockerfile must not be able to overflow berth's stack.
+const MAX_NESTING: usize = 64;
 
 type R<T> = Result<T, String>;
 
@@ -149,11 +156,16 @@ impl ShellWord<'_> {
         stops: &[char],
         raw_escapes: bool,
     ) -> R<(String, Vec<String>)> {
+        if self.depth >= MAX_NESTING {
+            return Err(format!("expansions nested more than {MAX_NESTING} deep"));
+        }
         let saved = self.lex.raw_escapes;
         if raw_escapes {
             self.lex.raw_escapes = true;
         }
+        self.depth += 1;
         let result = self.stop_on_any(stops);
+        self.depth -= 1;
         self.lex.raw_escapes = saved;
         result
     }
@@ -520,4 +532,24 @@ fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> R<String> {
     let reversed: String = value.chars().rev().collect();
     let trimmed = trim_prefix(&reverse_pattern(pattern), &reversed, greedy)?;
     Ok(trimmed.chars().rev().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let env = HashMap::new();
+        let lex = Lex::new('\\');
+        let nested = |n: usize| format!("{}y{}", "${x:-".repeat(n), "}".repeat(n));
+        assert_eq!(lex.process_word(&nested(40), &env).unwrap(), "y");
+        for word in [
+            nested(100_000),
+            format!("{}y{}", "\"${x:-".repeat(50_000), "}\"".repeat(50_000)),
+        ] {
+            let e = lex.process_word(&word, &env).unwrap_err();
+            assert!(e.reason.contains("nested more than 64 deep"), "{}", e.reason);
+        }
+    }
 }
