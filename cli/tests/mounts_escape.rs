@@ -543,7 +543,7 @@ fn host_secrets(s: &Sandbox) -> (PathBuf, PathBuf) {
 
 /// A context file bind's source is swapped for a symlink to a host file after it was checked
 /// and before the step runs (red-team finding 3, made deterministic): the step sees the file
-/// that was checked, never the host's.
+/// that was checked, or fails when that file no longer exists; never the host's.
 #[test]
 fn a_context_file_swapped_for_a_symlink_after_its_check_is_not_bound() {
     let Some(s) = sandbox() else { return };
@@ -557,6 +557,28 @@ fn a_context_file_swapped_for_a_symlink_after_its_check_is_not_bound() {
     );
     let f = ctx.join("f");
     let o = build_swapping_in_between(&s, &ctx, move || swap_for_symlink(&f, &host_file));
+    let text = out(&o);
+    assert!(!text.contains(HOST_ONLY), "a host file was bound:\n{text}");
+    // The file that was checked is gone from the context (replaced): the kernel binds no
+    // removed file, so the step fails, saying so.
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("removed or replaced since it was opened"),
+        "{text}"
+    );
+    // Renamed away but still there, the file that was checked is what the step sees.
+    let ctx = context(
+        &s,
+        "swap-file-kept",
+        "FROM busybox\nRUN --mount=type=bind,source=f,target=/x \
+         --mount=type=secret,id=gate,target=/gate cat /x\n",
+        &[("f", "benign-file\n")],
+    );
+    let (f, host_file) = (ctx.join("f"), s.path().join("host-only/shadow"));
+    let o = build_swapping_in_between(&s, &ctx, move || {
+        std::fs::rename(&f, f.with_extension("moved")).unwrap();
+        swap_for_symlink(&f, &host_file);
+    });
     let text = out(&o);
     assert!(!text.contains(HOST_ONLY), "a host file was bound:\n{text}");
     assert!(o.status.success(), "{text}");
@@ -583,7 +605,10 @@ fn a_context_directory_swapped_for_a_symlink_after_its_check_is_not_shown() {
         swap_for_symlink(&d, &host_dir);
     });
     let text = out(&o);
-    assert!(!text.contains(HOST_ONLY), "a host directory was shown:\n{text}");
+    assert!(
+        !text.contains(HOST_ONLY),
+        "a host directory was shown:\n{text}"
+    );
     assert!(o.status.success(), "{text}");
     assert!(text.contains("benign-dir"), "{text}");
 }
@@ -610,7 +635,10 @@ fn a_context_root_swapped_for_a_symlink_after_the_scan_is_not_read() {
         swap_for_symlink(&c, &host_dir);
     });
     let text = out(&o);
-    assert!(!text.contains(HOST_ONLY), "the host directory was read:\n{text}");
+    assert!(
+        !text.contains(HOST_ONLY),
+        "the host directory was read:\n{text}"
+    );
     assert!(o.status.success(), "{text}");
     assert!(text.contains("benign-root"), "{text}");
 }
