@@ -571,7 +571,8 @@ fn a_context_file_swapped_for_a_symlink_after_its_check_is_not_bound() {
         &s,
         "swap-file-kept",
         "FROM busybox\nRUN --mount=type=bind,source=f,target=/x \
-         --mount=type=secret,id=gate,target=/gate cat /x\n",
+         --mount=type=secret,id=gate,target=/gate \
+         sh -c 'cat /x; echo FDS $(ls /proc/self/fd | tr \"\\n\" \" \")'\n",
         &[("f", "benign-file\n")],
     );
     let (f, host_file) = (ctx.join("f"), s.path().join("host-only/shadow"));
@@ -583,6 +584,12 @@ fn a_context_file_swapped_for_a_symlink_after_its_check_is_not_bound() {
     assert!(!text.contains(HOST_ONLY), "a host file was bound:\n{text}");
     assert!(o.status.success(), "{text}");
     assert!(text.contains("benign-file"), "{text}");
+    // The descriptors handed to the step's init are not the step's: `ls` sees its stdio and
+    // the directory it lists.
+    assert!(
+        text.lines().any(|l| l.trim_end().ends_with("FDS 0 1 2 3")),
+        "{text}"
+    );
 }
 
 /// The same for a read-only directory bind (an overlay whose lower layer is the context

@@ -630,6 +630,54 @@ mod tests {
         assert_eq!(shown, ["a", "a/f"]);
     }
 
+    /// What is opened is what was resolved: a source swapped for a symlink, a parent
+    /// swapped for one, or a file swapped for a directory (or back) is refused, and a swap
+    /// after the open does not change what the descriptor names.
+    #[test]
+    fn a_bind_source_is_opened_as_resolved_or_refused() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let (ctx, outside) = (tmp.path().join("ctx"), tmp.path().join("outside"));
+        std::fs::create_dir_all(ctx.join("d")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(ctx.join("f"), "in").unwrap();
+        std::fs::write(ctx.join("d/f"), "in d").unwrap();
+        std::fs::write(outside.join("f"), "OUTSIDE").unwrap();
+        let root = rustix::fs::open(
+            &ctx,
+            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let read = |fd: &OwnedFd, rel: &str| {
+            let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd));
+            let path = if rel.is_empty() {
+                fd_path
+            } else {
+                format!("{fd_path}/{rel}")
+            };
+            std::fs::read_to_string(path).unwrap()
+        };
+        // Opened, then swapped: the descriptors still name the originals.
+        let f = open_bind_source(root.as_fd(), "f", false).unwrap();
+        let d = open_bind_source(root.as_fd(), "d", true).unwrap();
+        let whole = open_bind_source(root.as_fd(), "", true).unwrap();
+        std::fs::rename(ctx.join("f"), ctx.join("f.old")).unwrap();
+        symlink(outside.join("f"), ctx.join("f")).unwrap();
+        std::fs::rename(ctx.join("d"), ctx.join("d.old")).unwrap();
+        symlink(&outside, ctx.join("d")).unwrap();
+        assert_eq!(read(&f, ""), "in");
+        assert_eq!(read(&d, "f"), "in d");
+        assert_eq!(read(&whole, "f.old"), "in");
+        // Swapped before the open: refused.
+        for (path, dir) in [("f", false), ("d", true), ("d/f", false), ("f.old", true)] {
+            let e = open_bind_source(root.as_fd(), path, dir).unwrap_err();
+            assert!(e.contains("changed while it was built"), "{path}: {e}");
+        }
+        assert!(open_bind_source(root.as_fd(), "d.old", false).is_err());
+        assert!(open_bind_source(root.as_fd(), "../outside/f", false).is_err());
+    }
+
     #[test]
     fn a_secret_dir_is_private_and_goes_with_its_files() {
         use std::os::unix::fs::MetadataExt;
