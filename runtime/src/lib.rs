@@ -317,3 +317,29 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the form [`fd_source`] writes names a handed-down tree: the init's own held
+    /// paths (`/proc/self/fd/N`), stdio and anything else are bound as paths.
+    #[test]
+    fn only_fd_sources_are_handed_down_trees() {
+        let fd = std::fs::File::open("/").unwrap();
+        let source = fd_source(std::os::fd::AsFd::as_fd(&fd));
+        assert_eq!(
+            handed_down_tree(&source),
+            Some(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        );
+        for other in [
+            "/proc/self/fd/7",
+            "/proc/thread-self/fd/1",
+            "/proc/thread-self/fd/7/x",
+            "/proc/thread-self/fd/-7",
+            "/data",
+        ] {
+            assert_eq!(handed_down_tree(Path::new(other)), None, "{other}");
+        }
+    }
+}
