@@ -489,3 +489,163 @@ fn a_context_bind_is_keyed_by_the_files_it_shows() {
         "a changed file behind the link re-runs the step:\n{third}"
     );
 }
+
+/// Blocks a build in the middle of preparing its RUN step's mounts: a `--secret` whose source
+/// is a FIFO (as `--secret src=<(command)` is) is read when its mount is prepared, so the
+/// build waits there until `swap` has run. Mounts listed before the secret are prepared (their
+/// sources resolved and checked) before the swap, mounts after it after the swap.
+fn build_swapping_in_between(
+    s: &Sandbox,
+    ctx: &Path,
+    swap: impl FnOnce() + Send + 'static,
+) -> std::process::Output {
+    let fifo = s.path().join(format!(
+        "secret-fifo-{}",
+        ctx.file_name().unwrap().to_string_lossy()
+    ));
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // Opening for writing waits for the build to open it for reading.
+            let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            swap();
+            w.write_all(b"gate").unwrap();
+        })
+    };
+    let secret = format!("id=gate,src={}", fifo.display());
+    let o = build_in(s, ctx, &["--secret", &secret]);
+    writer.join().unwrap();
+    o
+}
+
+/// Replaces `path` with a symlink to `to` in one rename, as a local user who owns the
+/// context does (`mv -T`).
+fn swap_for_symlink(path: &Path, to: &Path) {
+    let tmp = path.with_extension("swap");
+    std::os::unix::fs::symlink(to, &tmp).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+const HOST_ONLY: &str = "HOST-ONLY-MARKER-7171";
+
+/// A host file and directory no build may show (root-only, outside the context).
+fn host_secrets(s: &Sandbox) -> (PathBuf, PathBuf) {
+    let dir = s.path().join("host-only");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = dir.join("shadow");
+    std::fs::write(&file, format!("{HOST_ONLY}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (file, dir)
+}
+
+/// A context file bind's source is swapped for a symlink to a host file after it was checked
+/// and before the step runs (red-team finding 3, made deterministic): the step sees the file
+/// that was checked, or fails when that file no longer exists; never the host's.
+#[test]
+fn a_context_file_swapped_for_a_symlink_after_its_check_is_not_bound() {
+    let Some(s) = sandbox() else { return };
+    let (host_file, _) = host_secrets(&s);
+    let ctx = context(
+        &s,
+        "swap-file",
+        "FROM busybox\nRUN --mount=type=bind,source=f,target=/x \
+         --mount=type=secret,id=gate,target=/gate cat /x\n",
+        &[("f", "benign-file\n")],
+    );
+    let f = ctx.join("f");
+    let o = build_swapping_in_between(&s, &ctx, move || swap_for_symlink(&f, &host_file));
+    let text = out(&o);
+    assert!(!text.contains(HOST_ONLY), "a host file was bound:\n{text}");
+    // The file that was checked is gone from the context (replaced): the kernel binds no
+    // removed file, so the step fails, saying so.
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("removed or replaced since it was opened"),
+        "{text}"
+    );
+    // Renamed away but still there, the file that was checked is what the step sees.
+    let ctx = context(
+        &s,
+        "swap-file-kept",
+        "FROM busybox\nRUN --mount=type=bind,source=f,target=/x \
+         --mount=type=secret,id=gate,target=/gate \
+         sh -c 'cat /x; echo FDS $(ls /proc/self/fd | tr \"\\n\" \" \")'\n",
+        &[("f", "benign-file\n")],
+    );
+    let (f, host_file) = (ctx.join("f"), s.path().join("host-only/shadow"));
+    let o = build_swapping_in_between(&s, &ctx, move || {
+        std::fs::rename(&f, f.with_extension("moved")).unwrap();
+        swap_for_symlink(&f, &host_file);
+    });
+    let text = out(&o);
+    assert!(!text.contains(HOST_ONLY), "a host file was bound:\n{text}");
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("benign-file"), "{text}");
+    // The descriptors handed to the step's init are not the step's: `ls` sees its stdio and
+    // the directory it lists.
+    assert!(
+        text.lines().any(|l| l.trim_end().ends_with("FDS 0 1 2 3")),
+        "{text}"
+    );
+}
+
+/// The same for a read-only directory bind (an overlay whose lower layer is the context
+/// directory): swapped for a symlink to a host directory after its check, the step still
+/// sees the directory that was checked.
+#[test]
+fn a_context_directory_swapped_for_a_symlink_after_its_check_is_not_shown() {
+    let Some(s) = sandbox() else { return };
+    let (_, host_dir) = host_secrets(&s);
+    let ctx = context(
+        &s,
+        "swap-dir",
+        "FROM busybox\nRUN --mount=type=bind,source=d,target=/x \
+         --mount=type=secret,id=gate,target=/gate sh -c 'ls -la /x; cat /x/*'\n",
+        &[("d/inside", "benign-dir\n")],
+    );
+    let d = ctx.join("d");
+    let o = build_swapping_in_between(&s, &ctx, move || {
+        std::fs::rename(&d, d.with_extension("moved")).unwrap();
+        swap_for_symlink(&d, &host_dir);
+    });
+    let text = out(&o);
+    assert!(
+        !text.contains(HOST_ONLY),
+        "a host directory was shown:\n{text}"
+    );
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("benign-dir"), "{text}");
+}
+
+/// The whole context directory swapped for a symlink to a host directory after the context
+/// was scanned (its owner may own the directory above it, as in a CI workspace): binds and
+/// COPY still read the context that was scanned.
+#[test]
+fn a_context_root_swapped_for_a_symlink_after_the_scan_is_not_read() {
+    let Some(s) = sandbox() else { return };
+    let (_, host_dir) = host_secrets(&s);
+    let ctx = context(
+        &s,
+        "swap-root",
+        "FROM busybox\nRUN --mount=type=secret,id=gate,target=/gate \
+         --mount=type=bind,target=/x --mount=type=bind,source=shadow,target=/y \
+         sh -c 'ls -la /x; cat /x/shadow /y'\nCOPY shadow /copied\nRUN cat /copied\n",
+        &[("shadow", "benign-root\n")],
+    );
+    let moved = ctx.with_extension("moved");
+    let c = ctx.clone();
+    let o = build_swapping_in_between(&s, &ctx, move || {
+        std::fs::rename(&c, &moved).unwrap();
+        swap_for_symlink(&c, &host_dir);
+    });
+    let text = out(&o);
+    assert!(
+        !text.contains(HOST_ONLY),
+        "the host directory was read:\n{text}"
+    );
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("benign-root"), "{text}");
+}

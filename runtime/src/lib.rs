@@ -180,18 +180,43 @@ impl Bundle {
     /// for it without touching the process's signal mask, so several may run at once from
     /// different threads (the builder's parallel stages). Then, as [`Bundle::run`], cleans up
     /// its cgroup.
+    ///
+    /// `inherit`: descriptors the init receives under the same numbers, for mount sources
+    /// named `/proc/thread-self/fd/N` in the spec ([`fd_source`], [`detached_tree`]): the init
+    /// mounts what each descriptor was opened on, whatever its path names by then. They stay close-on-exec in
+    /// this process (a container started meanwhile by another thread never gets them) and are
+    /// closed, with every descriptor above 2, before the container's command runs.
     pub fn run_captured(
         &self,
         exe: &Path,
         stdout: std::process::Stdio,
         stderr: std::process::Stdio,
+        inherit: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<Outcome, RuntimeError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
         let cgroup = self.cgroup()?;
         let mut command = self.init_command(exe);
         command
             .stdin(std::process::Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
+        if !inherit.is_empty() {
+            let fds: Vec<i32> = inherit.iter().map(|fd| fd.as_raw_fd()).collect();
+            // SAFETY: the closure runs in the child between fork and exec; it only reads a
+            // vector built before the fork and calls fcntl, which is async-signal-safe. The
+            // descriptors are open: `inherit` borrows them for the length of this call.
+            unsafe {
+                command.pre_exec(move || {
+                    for &fd in &fds {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         let io = |source| RuntimeError::Io {
             what: "running the container init".into(),
             source,
@@ -227,6 +252,57 @@ impl Bundle {
     }
 }
 
+/// A copy of the mount tree at `fd` (a file or directory, with the mounts below it),
+/// detached: not in any mount namespace, so nothing can reach it by a path, and fixed to what
+/// `fd` was opened on. Made by the caller in its own mount namespace (`open_tree` with
+/// `OPEN_TREE_CLONE | AT_RECURSIVE`) and handed to a container's init as a mount source
+/// named by [`fd_source`]: a bind of it is attached as it is (a mount of another namespace
+/// cannot be cloned again from inside a new one), an overlay takes it as a lower layer
+/// (`lowerdir=/proc/self/fd/N`).
+pub fn detached_tree(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> Result<std::os::fd::OwnedFd, RuntimeError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint
+        | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: `fd` is open for the length of the call and the path is a NUL-terminated
+    // literal; open_tree returns a new descriptor or -1.
+    let rc = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    if rc < 0 {
+        return Err(RuntimeError::Setup {
+            what: "cloning a mount source".into(),
+            errno: nix::Error::last(),
+        });
+    }
+    // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
+}
+
+/// The mount source that names handed-down descriptor `fd` in the init:
+/// `/proc/thread-self/fd/N` (the init is single-threaded, so this is its `/proc/self/fd/N`).
+/// The form is reserved for trees handed down: the init's own held paths are
+/// `/proc/self/fd/N`. Pass the descriptor (a [`detached_tree`]) in [`Bundle::run_captured`]'s
+/// `inherit`.
+pub fn fd_source(fd: std::os::fd::BorrowedFd<'_>) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("{FD_SOURCE_PREFIX}{}", fd.as_raw_fd()))
+}
+
+const FD_SOURCE_PREFIX: &str = "/proc/thread-self/fd/";
+
+/// The descriptor a bind source names when it is a handed-down tree ([`fd_source`]).
+pub(crate) fn handed_down_tree(source: &Path) -> Option<i32> {
+    source
+        .to_str()?
+        .strip_prefix(FD_SOURCE_PREFIX)?
+        .parse()
+        .ok()
+        .filter(|&fd: &i32| fd > 2)
+}
+
 /// Writes a file only its owner can read (`0600` whatever the umask), never through a
 /// symlink at `path`.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -240,4 +316,30 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the form [`fd_source`] writes names a handed-down tree: the init's own held
+    /// paths (`/proc/self/fd/N`), stdio and anything else are bound as paths.
+    #[test]
+    fn only_fd_sources_are_handed_down_trees() {
+        let fd = std::fs::File::open("/").unwrap();
+        let source = fd_source(std::os::fd::AsFd::as_fd(&fd));
+        assert_eq!(
+            handed_down_tree(&source),
+            Some(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        );
+        for other in [
+            "/proc/self/fd/7",
+            "/proc/thread-self/fd/1",
+            "/proc/thread-self/fd/7/x",
+            "/proc/thread-self/fd/-7",
+            "/data",
+        ] {
+            assert_eq!(handed_down_tree(Path::new(other)), None, "{other}");
+        }
+    }
 }

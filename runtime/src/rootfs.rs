@@ -396,15 +396,27 @@ pub fn bind(
             } else {
                 MsFlags::empty()
             };
-            sys.mount(
-                Some(&source.display().to_string()),
-                target.target(),
-                None,
-                MsFlags::MS_BIND | rec,
-                None,
-            )
-            .map_err(fail(format!("binding {}", target.path().display())))?;
+            // A handed-down tree is attached by `bind_tree` even where it could not be
+            // restricted first.
+            if crate::handed_down_tree(source).is_none() {
+                sys.mount(
+                    Some(&source.display().to_string()),
+                    target.target(),
+                    None,
+                    MsFlags::MS_BIND | rec,
+                    None,
+                )
+                .map_err(fail(format!("binding {}", target.path().display())))?;
+            }
             remount_tree(sys, target.path(), attrs)
+        }
+        // The kernel attaches no mount whose source was removed (`ENOENT`): a handed-down
+        // file replaced or deleted since it was opened.
+        Err(nix::Error::ENOENT) if crate::handed_down_tree(source).is_some() => {
+            Err(fail(format!(
+                "binding {}: its source was removed or replaced since it was opened",
+                target.path().display()
+            ))(nix::Error::ENOENT))
         }
         other => other.map_err(fail(format!("binding {}", target.path().display()))),
     }

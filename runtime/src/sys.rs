@@ -346,27 +346,46 @@ impl Sys for LinuxSys {
                 &opened
             }
         };
-        let source = CString::new(source.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
-        let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-        if recursive {
-            flags |= libc::AT_RECURSIVE as libc::c_uint;
+        // A detached tree handed down by the caller (`/proc/thread-self/fd/N`, see
+        // `crate::detached_tree`) is restricted and attached as it is: a mount that lives in
+        // another mount namespace cannot be cloned again here.
+        let handed = crate::handed_down_tree(source);
+        let tree;
+        let tree_fd = match handed {
+            Some(fd) => fd,
+            None => {
+                let source =
+                    CString::new(source.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+                let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+                if recursive {
+                    flags |= libc::AT_RECURSIVE as libc::c_uint;
+                }
+                // SAFETY: `source` is a NUL-terminated string that outlives the call;
+                // open_tree returns a new descriptor or -1.
+                let rc = unsafe {
+                    libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags)
+                };
+                if rc < 0 {
+                    return Err(nix::Error::last());
+                }
+                // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
+                tree = unsafe { OwnedFd::from_raw_fd(rc as i32) };
+                tree.as_raw_fd()
+            }
+        };
+        let restricted = set_tree_attrs_at(tree_fd, c"", libc::AT_EMPTY_PATH, attrs);
+        // A handed-down tree cannot be bound again by path: on a kernel without
+        // mount_setattr it is attached anyway, and the caller remounts it (`rootfs::bind`).
+        if handed.is_none() {
+            restricted?;
         }
-        // SAFETY: `source` is a NUL-terminated string that outlives the call; open_tree
-        // returns a new descriptor or -1.
-        let rc =
-            unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags) };
-        if rc < 0 {
-            return Err(nix::Error::last());
-        }
-        // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
-        let tree = unsafe { OwnedFd::from_raw_fd(rc as i32) };
-        set_tree_attrs_at(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, attrs)?;
-        // SAFETY: both descriptors are open and owned here for the length of the call; the
-        // empty paths are NUL-terminated literals.
+        // SAFETY: both descriptors are open for the length of the call (the tree owned here
+        // or handed down to this process, the target held above); the empty paths are
+        // NUL-terminated literals.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_move_mount,
-                tree.as_raw_fd(),
+                tree_fd,
                 c"".as_ptr(),
                 target_fd.as_raw_fd(),
                 c"".as_ptr(),
@@ -376,7 +395,7 @@ impl Sys for LinuxSys {
         if rc < 0 {
             return Err(nix::Error::last());
         }
-        Ok(())
+        restricted
     }
 
     fn mount(

@@ -100,7 +100,12 @@ pub struct ScanStats {
 
 #[derive(Debug, Clone)]
 pub struct ScannedContext {
+    /// The path the context was given by (for messages; never opened again).
     pub root: PathBuf,
+    /// The context directory the scan walked, held open: every later read of the context
+    /// (COPY, ADD, `RUN --mount=type=bind`) starts from it, so replacing the directory (or a
+    /// parent of it) by a symlink after the scan changes nothing.
+    pub dir: std::sync::Arc<std::os::fd::OwnedFd>,
     pub entries: BTreeMap<String, ContextEntry>,
     pub stats: ScanStats,
 }
@@ -189,23 +194,18 @@ fn errno_io(what: String) -> impl FnOnce(rustix::io::Errno) -> ContextError {
 /// A directory is opened only when its turn comes, so the walk holds one open directory per
 /// level, not one per directory seen. Stops with [`ContextError::TooLarge`] past `limits`.
 fn walk(
+    root_fd: &std::sync::Arc<std::os::fd::OwnedFd>,
     root: &Path,
     limits: &Limits,
     mut visit: impl FnMut(Found) -> Result<bool, ContextError>,
 ) -> Result<(), ContextError> {
     use rustix::fs::{AtFlags, Mode, OFlags};
     type DirFd = std::sync::Arc<std::os::fd::OwnedFd>;
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno_io(format!("opening {}", root.display())))?;
     /// A directory to walk: where it is (`None`: the root), its path with a trailing `/`,
     /// its depth.
     type Pending = (Option<(DirFd, std::ffi::CString)>, String, usize);
     let mut stack: Vec<Pending> = vec![(None, String::new(), 0)];
-    let root_fd: DirFd = std::sync::Arc::new(root_fd);
+    let root_fd: DirFd = root_fd.clone();
     let mut walked = 0u64;
     while let Some((at, prefix, depth)) = stack.pop() {
         let dir: DirFd = match at {
@@ -303,7 +303,15 @@ pub fn scan_within(
     let mut entries = BTreeMap::new();
     let mut stats = ScanStats::default();
     let mut seen: HashMap<String, (StatKey, Digest)> = HashMap::with_capacity(index.entries.len());
-    walk(root, limits, |f| {
+    let root_dir = std::sync::Arc::new(
+        rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_io(format!("opening {}", root.display())))?,
+    );
+    walk(&root_dir, root, limits, |f| {
         let ft = FileType::from_raw_mode(f.stat.st_mode);
         if matcher.excluded(&f.rel) {
             return Ok(ft == FileType::Directory && matcher.may_include_under(&f.rel));
@@ -376,6 +384,7 @@ pub fn scan_within(
     index.entries = seen;
     Ok(ScannedContext {
         root: root.to_owned(),
+        dir: root_dir,
         entries,
         stats,
     })

@@ -28,6 +28,7 @@ pub mod policy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -663,7 +664,7 @@ fn copy_step(
         fetch: ctx.opts.fetch.as_deref(),
         exclude_base: String::new(),
     };
-    let context_root = ctx.context.root.clone();
+    let context = ctx.context;
     let entries = &ctx.context.entries;
     let from_stage = source.is_some();
     in_view(state, work, source, |root, src| {
@@ -675,7 +676,7 @@ fn copy_step(
             }
         } else {
             copy::SourceTree {
-                root: fsops::InRoot::open(&context_root).map_err(|e| e.to_string())?,
+                root: context_root(context).map_err(|e| e.to_string())?,
                 filter: Some(entries),
             }
         };
@@ -705,6 +706,16 @@ struct PreparedMounts {
     targets: Vec<String>,
     secrets: Option<mounts::SecretDir>,
     _locks: Vec<berth_store::lock::FileLock>,
+    /// Detached copies of the context files and directories that `binds` and `overlays` name
+    /// as `/proc/thread-self/fd/N`, handed to the step's init
+    /// ([`berth_runtime::Bundle::run_captured`]).
+    fds: Vec<OwnedFd>,
+}
+
+/// The scanned context directory as a root, reopened through the descriptor the scan held
+/// ([`ScannedContext::dir`]), never through the context's path.
+fn context_root(context: &ScannedContext) -> std::io::Result<fsops::InRoot> {
+    fsops::InRoot::open(&berth_runtime::fd_source(context.dir.as_fd()))
 }
 
 /// Copies `source` out of a tree (snapshots mounted read-only, or the build context) into
@@ -774,7 +785,7 @@ pub fn export_tree(
         .map_err(|e| e.to_string())?,
         (None, Some(context)) => {
             let tree = copy::SourceTree {
-                root: fsops::InRoot::open(&context.root).map_err(|e| e.to_string())?,
+                root: context_root(context).map_err(|e| e.to_string())?,
                 filter: Some(&context.entries),
             };
             let dir = is_dir(&tree.root)?;
@@ -867,38 +878,39 @@ fn prepare_mounts(
                     let context = ctx.context;
                     let (resolved, dir) =
                         mounts::resolve_in_context(&context.entries, &source).map_err(err)?;
-                    // The context as scanned: a path that resolves elsewhere now (a name
-                    // replaced by a link since) is refused.
-                    let root =
-                        fsops::InRoot::open(&context.root).map_err(|e| err(e.to_string()))?;
-                    let real = root
-                        .canonical(if resolved.is_empty() { "." } else { &resolved })
+                    // Opened in the context as scanned, and mounted from a detached copy of
+                    // what was opened: a name replaced by a link since the scan is refused,
+                    // and one replaced after this open changes nothing.
+                    let fd = mounts::open_bind_source(context.dir.as_fd(), &resolved, dir)
                         .map_err(|e| err(format!("--mount source {source:?}: {e}")))?;
-                    if real != resolved {
-                        return Err(err(format!(
-                            "--mount source {source:?}: the build context changed while it was built"
-                        )));
-                    }
-                    // Absolute: the runtime's init mounts it from another directory.
-                    let host = std::fs::canonicalize(&context.root)
-                        .map_err(|e| err(format!("the build context: {e}")))?
-                        .join(&resolved);
+                    let detached = || {
+                        berth_runtime::detached_tree(fd.as_fd())
+                            .map_err(|e| err(format!("--mount source {source:?}: {e}")))
+                    };
                     if m.readonly && !dir {
-                        p.binds.push((host, target.clone(), true));
+                        let tree = detached()?;
+                        p.binds.push((
+                            berth_runtime::fd_source(tree.as_fd()),
+                            target.clone(),
+                            true,
+                        ));
                         p.targets.push(target);
+                        p.fds.push(tree);
                         continue;
                     }
                     let hide = own.join("hide");
                     let plain = |path: &Path| !path.to_string_lossy().contains([':', ',', '\\']);
                     if m.readonly
-                        && plain(&host)
                         && plain(&hide)
                         && std::fs::create_dir(&hide).is_ok()
-                        && mounts::hide_ignored(&context.root, &resolved, &context.entries, &hide)
+                        && mounts::hide_ignored(&fd, &resolved, &context.entries, &hide)
                             .map_err(|e| err(format!("--mount source {source:?}: {e}")))?
                     {
-                        p.overlays.push((vec![host, hide], target.clone()));
+                        let tree = detached()?;
+                        let lower = berth_runtime::fd_source(tree.as_fd());
+                        p.overlays.push((vec![lower, hide], target.clone()));
                         p.targets.push(target);
+                        p.fds.push(tree);
                         continue;
                     }
                 }
@@ -1112,7 +1124,8 @@ fn run_step(
                 });
             }
         });
-        bundle.run_captured(&ctx.opts.exe, writer.into(), writer2.into())
+        let inherit: Vec<_> = prepared.fds.iter().map(|fd| fd.as_fd()).collect();
+        bundle.run_captured(&ctx.opts.exe, writer.into(), writer2.into(), &inherit)
     })
     .map_err(|e| err(e.to_string()))?;
     remove_mount_stubs(&work.join("upper"), &state.snapshots, &prepared.targets);

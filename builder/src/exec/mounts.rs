@@ -9,7 +9,10 @@
 //!   symlink is followed inside the context; an ignored or missing name is not found), and a
 //!   directory is shown read-only through an overlay whose top layer whites out every
 //!   ignored name below it ([`hide_ignored`]), so nothing is copied and the user's files are
-//!   never written; `rw` binds, and directories holding a mount, are copies. From a stage or
+//!   never written; `rw` binds, and directories holding a mount, are copies. The source is
+//!   opened in the scanned context directory ([`open_bind_source`]) and mounted from that
+//!   descriptor, never by path, so a name swapped for a symlink after the check mounts
+//!   nothing else. From a stage or
 //!   an image, the source is first copied out of that tree, so the container never sees
 //!   more than the source, and `rw` writes are thrown away;
 //! - `type=tmpfs` (`size`): an empty tmpfs;
@@ -21,7 +24,7 @@
 //!   never enters the cache key, the history, a layer or the logs.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::context::{ContextEntry, EntryKind};
@@ -151,15 +154,55 @@ pub fn context_selection<'a>(
     })
 }
 
+/// Opens a bind mount's `source` (resolved by [`resolve_in_context`], `""` for the root) in
+/// the context directory `root` that the scan walked, for the runtime to mount from the
+/// descriptor: what was resolved is what is mounted, whatever the path names by the time the
+/// step starts. The resolved path has no symlink left (the scan's were followed), so any
+/// symlink now on the way, or in its place, means the context changed since the scan: an
+/// error (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). A directory is opened for
+/// reading ([`hide_ignored`] lists it), anything else as `O_PATH` (never opened for its data:
+/// a FIFO cannot block).
+pub fn open_bind_source(
+    root: BorrowedFd<'_>,
+    resolved: &str,
+    dir: bool,
+) -> Result<OwnedFd, String> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let changed = || format!("{resolved:?}: the build context changed while it was built");
+    let path = if resolved.is_empty() { "." } else { resolved };
+    let flags = if dir {
+        OFlags::RDONLY | OFlags::DIRECTORY
+    } else {
+        OFlags::PATH
+    };
+    let fd = rustix::fs::openat2(
+        root,
+        path,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT => changed(),
+        e => format!("{resolved:?}: {e}"),
+    })?;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd).map_err(|e| e.to_string())?.st_mode);
+    if kind == FileType::Symlink || (kind == FileType::Directory) != dir {
+        return Err(changed());
+    }
+    Ok(fd)
+}
+
 /// Builds in `hide` (an empty directory) the top layer of a read-only overlay over context
-/// directory `dir` (resolved, relative to the context root `root`): a whiteout (the character
-/// device 0:0 overlayfs reads as "no such entry") for every name below `dir` that the
-/// context's `entries` leave out, inside directories given the owner and mode of the ones
-/// they stand over. Names are read from the directories themselves, through descriptors
-/// opened without following links. Returns `false` when a directory below `dir` is another
-/// mount, which an overlay would not show: the caller copies instead.
+/// directory `top` (opened by [`open_bind_source`]; `dir` is its resolved path in the
+/// context): a whiteout (the character device 0:0 overlayfs reads as "no such entry") for
+/// every name below `dir` that the context's `entries` leave out, inside directories given
+/// the owner and mode of the ones they stand over. Names are read from the directories
+/// themselves, through descriptors opened from `top` without following links. Returns `false`
+/// when a directory below `dir` is another mount, which an overlay would not show: the caller
+/// copies instead.
 pub fn hide_ignored(
-    root: &Path,
+    top: &OwnedFd,
     dir: &str,
     entries: &BTreeMap<String, ContextEntry>,
     hide: &Path,
@@ -173,15 +216,7 @@ pub fn hide_ignored(
             Mode::empty(),
         )
     };
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut top = root_fd;
-    for c in dir.split('/').filter(|c| !c.is_empty()) {
-        top = open(&top, c)?;
-    }
+    let top = top.try_clone()?;
     let hide_fd = rustix::fs::open(
         hide,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -593,6 +628,54 @@ mod tests {
             .map(|e| e.path.as_str())
             .collect();
         assert_eq!(shown, ["a", "a/f"]);
+    }
+
+    /// What is opened is what was resolved: a source swapped for a symlink, a parent
+    /// swapped for one, or a file swapped for a directory (or back) is refused, and a swap
+    /// after the open does not change what the descriptor names.
+    #[test]
+    fn a_bind_source_is_opened_as_resolved_or_refused() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let (ctx, outside) = (tmp.path().join("ctx"), tmp.path().join("outside"));
+        std::fs::create_dir_all(ctx.join("d")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(ctx.join("f"), "in").unwrap();
+        std::fs::write(ctx.join("d/f"), "in d").unwrap();
+        std::fs::write(outside.join("f"), "OUTSIDE").unwrap();
+        let root = rustix::fs::open(
+            &ctx,
+            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let read = |fd: &OwnedFd, rel: &str| {
+            let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd));
+            let path = if rel.is_empty() {
+                fd_path
+            } else {
+                format!("{fd_path}/{rel}")
+            };
+            std::fs::read_to_string(path).unwrap()
+        };
+        // Opened, then swapped: the descriptors still name the originals.
+        let f = open_bind_source(root.as_fd(), "f", false).unwrap();
+        let d = open_bind_source(root.as_fd(), "d", true).unwrap();
+        let whole = open_bind_source(root.as_fd(), "", true).unwrap();
+        std::fs::rename(ctx.join("f"), ctx.join("f.old")).unwrap();
+        symlink(outside.join("f"), ctx.join("f")).unwrap();
+        std::fs::rename(ctx.join("d"), ctx.join("d.old")).unwrap();
+        symlink(&outside, ctx.join("d")).unwrap();
+        assert_eq!(read(&f, ""), "in");
+        assert_eq!(read(&d, "f"), "in d");
+        assert_eq!(read(&whole, "f.old"), "in");
+        // Swapped before the open: refused.
+        for (path, dir) in [("f", false), ("d", true), ("d/f", false), ("f.old", true)] {
+            let e = open_bind_source(root.as_fd(), path, dir).unwrap_err();
+            assert!(e.contains("changed while it was built"), "{path}: {e}");
+        }
+        assert!(open_bind_source(root.as_fd(), "d.old", false).is_err());
+        assert!(open_bind_source(root.as_fd(), "../outside/f", false).is_err());
     }
 
     #[test]
