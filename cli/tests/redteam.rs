@@ -452,3 +452,20 @@ fn ps_and_history_do_not_print_escapes_from_an_image() {
         "history printed an escape: {history:?}"
     );
 }
+
+/// `run --name` takes Docker's names only: a name with an escape, a `/` or `..` is a usage
+/// error before anything is created (a name is printed by `ps` and looked up by `rm`).
+#[test]
+fn run_refuses_a_container_name_docker_refuses() {
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    for name in ["a\x1b]0;TITLE\x07", "../x", "a/b", "x", ".hidden"] {
+        let o = s.run(&["run", "--name", name, "busybox", "true"]);
+        assert_eq!(o.status.code(), Some(2), "{name:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("container name"),
+            "{name:?}: {}",
+            text(&o)
+        );
+    }
+    assert!(s.ok(&["ps", "-a", "-q"]).trim().is_empty());
+}
