@@ -525,3 +525,29 @@ fn an_oci_dir_is_read_and_written_inside_itself() {
     let _ = s.run(&["copy", "store:busybox", &format!("oci:{}", dest.display())]);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "VICTIM\n");
 }
+
+/// `--output type=local` keeps an image's setuid files (the export is the image's tree), so
+/// the directories berth makes for DEST are 0700: no other local user reaches those files.
+#[test]
+fn an_exported_setuid_file_is_out_of_other_users_reach() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(&s, "suid");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN cp /bin/busybox /suid && chmod 4755 /suid\n",
+    )
+    .unwrap();
+    let out = s.path().join("out");
+    let dest = out.join("sub");
+    s.ok(&[
+        "build",
+        "-q",
+        "--output",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&dest.join("suid")), 0o4755, "the image's mode is kept");
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&dest), 0o700);
+}
