@@ -153,3 +153,101 @@ fn context_limits_are_enforced_with_a_clear_error() {
     write(deep.path(), "a/b/c/d/e/f", "x");
     assert!(scan(deep.path(), "a/b/c\n").is_ok());
 }
+
+/// The context's `.dockerignore` is the context's: a symlink is resolved inside the context
+/// (never reaching a host file), a FIFO or a device is refused without blocking, and a file
+/// past the size limit is an error, not memory exhaustion.
+#[test]
+fn the_contexts_ignore_file_stays_in_the_context() {
+    let host = tempfile::tempdir().unwrap();
+    write(host.path(), "outside", "main.go\n");
+    for target in outside_links(host.path()) {
+        let dir = tree();
+        std::os::unix::fs::symlink(&target, dir.path().join(".dockerignore")).unwrap();
+        let m = load_matcher(dir.path(), None).unwrap();
+        assert!(!m.excluded("main.go"), "{target}: a host file was read");
+    }
+    // A link inside the context is followed, as BuildKit does.
+    let dir = tree();
+    write(dir.path(), "ignore/real", "main.go\n");
+    std::os::unix::fs::symlink("/ignore/real", dir.path().join(".dockerignore")).unwrap();
+    assert!(load_matcher(dir.path(), None).unwrap().excluded("main.go"));
+    for make in ["fifo", "dev"] {
+        let dir = tree();
+        special(&dir.path().join(".dockerignore"), make);
+        let start = std::time::Instant::now();
+        // A FIFO is refused; `/dev/zero` resolves inside the context, where it is missing.
+        match load_matcher(dir.path(), None) {
+            Err(_) => assert_eq!(make, "fifo"),
+            Ok(m) => assert!(make == "dev" && !m.excluded("main.go")),
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
+    let dir = tree();
+    std::fs::write(dir.path().join(".dockerignore"), vec![b'#'; 5 << 20]).unwrap();
+    assert!(load_matcher(dir.path(), None).is_err());
+}
+
+/// The context's Dockerfile (the default one, or `-f` naming a path inside the context)
+/// follows the same rules; `-f` naming a file outside the context is the user's and is read
+/// as given.
+#[test]
+fn the_contexts_dockerfile_stays_in_the_context() {
+    use berth_builder::context::{MAX_DOCKERFILE, read_dockerfile};
+    let host = tempfile::tempdir().unwrap();
+    write(host.path(), "outside", "main.go\n");
+    for target in outside_links(host.path()) {
+        let dir = tree();
+        std::fs::remove_file(dir.path().join("Dockerfile")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("Dockerfile")).unwrap();
+        let e = read_dockerfile(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("Dockerfile"), "{e}");
+        for named in ["Dockerfile", "x/../Dockerfile", "./Dockerfile"] {
+            let df = dir.path().join(named);
+            assert!(read_dockerfile(dir.path(), Some(&df)).is_err(), "{named}");
+        }
+    }
+    for make in ["fifo", "dev"] {
+        let dir = tree();
+        std::fs::remove_file(dir.path().join("Dockerfile")).unwrap();
+        special(&dir.path().join("Dockerfile"), make);
+        let start = std::time::Instant::now();
+        assert!(read_dockerfile(dir.path(), None).is_err(), "{make}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
+    let dir = tree();
+    let big = vec![b'#'; MAX_DOCKERFILE as usize + 1];
+    std::fs::write(dir.path().join("Dockerfile"), &big).unwrap();
+    let e = read_dockerfile(dir.path(), None).unwrap_err().to_string();
+    assert!(e.contains("limit"), "{e}");
+    let dir = tree();
+    assert_eq!(
+        read_dockerfile(dir.path(), Some(&host.path().join("outside"))).unwrap(),
+        b"main.go\n"
+    );
+}
+
+/// Symlinks that point at `outside` from a context: absolute, and climbing far above it.
+fn outside_links(host: &Path) -> [String; 2] {
+    let outside = host.join("outside").display().to_string();
+    [
+        outside.clone(),
+        format!("../../../../../../../../..{outside}"),
+    ]
+}
+
+/// Makes a FIFO (`fifo`) or a link to `/dev/zero` (`dev`) at `p`.
+fn special(p: &Path, make: &str) {
+    if make == "fifo" {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+    } else {
+        std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    }
+}

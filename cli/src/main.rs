@@ -105,7 +105,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            // Errors quote Dockerfiles, images and registries: no escape reaches the terminal.
+            eprintln!("Error: {}", output::terminal_safe_text(&format!("{e:#}")));
             ExitCode::from(exit_code(&e, is_run))
         }
     }

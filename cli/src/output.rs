@@ -71,8 +71,80 @@ pub fn since(created: Option<&str>) -> String {
         .unwrap_or_else(|| "N/A".into())
 }
 
+/// Whether `c` must not reach a terminal raw: C0 and C1 control characters and DEL (ESC
+/// starts every escape sequence; U+009B is an 8-bit CSI) and the bidirectional overrides
+/// and isolates, which reorder what is shown.
+fn unsafe_for_terminal(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text from an image, a container or a registry made safe to print on a terminal: every
+/// control character (ESC, BEL, CR, newline, ...) and bidirectional override is shown as
+/// an escape (`\u{1b}`, `\n`) instead of being sent. Applying it twice changes nothing.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(unsafe_for_terminal) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_for_terminal(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`terminal_safe`] for text of several lines (an error, a rendered Dockerfile excerpt):
+/// newlines and tabs are kept, every other control character is escaped.
+pub fn terminal_safe_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s
+        .chars()
+        .any(|c| c != '\n' && c != '\t' && unsafe_for_terminal(c))
+    {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    s.split('\n')
+        .map(|line| {
+            line.split('\t')
+                .map(|part| terminal_safe(part).into_owned())
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into()
+}
+
+/// JSON made safe to print on a terminal: serde escapes C0 characters inside strings, not
+/// DEL, C1 or the bidirectional overrides; those are written as `\u` escapes here. They
+/// occur only inside JSON strings, so the result is the same JSON value (raw C0 characters
+/// can only be the JSON's own whitespace, and are kept).
+pub fn json_terminal_safe(json: &str) -> std::borrow::Cow<'_, str> {
+    let escape = |c: char| c > '\u{1f}' && unsafe_for_terminal(c);
+    if !json.chars().any(escape) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if escape(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Prints rows as left-aligned columns separated by at least three spaces, like Docker.
+/// Every cell goes through [`terminal_safe`]: cells hold text from images and containers.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| terminal_safe(c).into_owned()).collect())
+        .collect();
+    let rows = &rows[..];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -146,5 +218,36 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
         assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3 hours");
         assert_eq!(human_duration(Duration::from_secs(3 * 86400)), "3 days");
+    }
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::*;
+
+    #[test]
+    fn terminal_safe_leaves_no_control_character() {
+        for s in [
+            "\u{1b}]52;c;cHduZWQ=\u{7}",
+            "a\u{9b}2Jb",
+            "\u{7f}\r\n\t",
+            "x\u{202e}y\u{2066}",
+        ] {
+            let safe = terminal_safe(s);
+            assert!(!safe.chars().any(unsafe_for_terminal), "{safe:?}");
+            assert_eq!(terminal_safe(&safe), safe, "idempotent");
+            let json = serde_json::to_string_pretty(&serde_json::json!({ "k": [s] })).unwrap();
+            let safe = json_terminal_safe(&json);
+            assert!(
+                !safe.chars().any(|c| c != '\n' && unsafe_for_terminal(c)),
+                "{safe:?}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+            assert_eq!(back["k"][0], s);
+        }
+        assert!(matches!(
+            terminal_safe("plain ünïcode"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -457,3 +457,102 @@ fn ps_and_history_do_not_print_escapes_from_an_image() {
         "history printed an escape: {history:?}"
     );
 }
+
+/// `run --name` takes Docker's names only: a name with an escape, a `/` or `..` is a usage
+/// error before anything is created (a name is printed by `ps` and looked up by `rm`).
+#[test]
+fn run_refuses_a_container_name_docker_refuses() {
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    for name in ["a\x1b]0;TITLE\x07", "../x", "a/b", "x", ".hidden"] {
+        let o = s.run(&["run", "--name", name, "busybox", "true"]);
+        assert_eq!(o.status.code(), Some(2), "{name:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("container name"),
+            "{name:?}: {}",
+            text(&o)
+        );
+    }
+    assert!(s.ok(&["ps", "-a", "-q"]).trim().is_empty());
+}
+
+/// An `oci:` directory is read inside itself: an `index.json` linked to `/dev/zero` or to a
+/// host file, or a blob linked out of the layout, is never read from the host; a copy *to*
+/// a layout whose `index.json` and blob names are planted symlinks replaces the links and
+/// leaves their targets alone.
+#[test]
+fn an_oci_dir_is_read_and_written_inside_itself() {
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    s.import_busybox("busybox");
+    // A layout berth made, then tampered with.
+    let good = s.path().join("good");
+    s.ok(&["copy", "store:busybox", &format!("oci:{}", good.display())]);
+    let host = s.path().join("host-index.json");
+    std::fs::copy(good.join("index.json"), &host).unwrap();
+    for target in ["/dev/zero", host.to_str().unwrap()] {
+        let dir = s.path().join("links");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        std::os::unix::fs::symlink(target, dir.join("index.json")).unwrap();
+        let mut cmd = s.cmd();
+        cmd.args(["copy", &format!("oci:{}", dir.display()), "store:x"]);
+        let o = run_with_timeout(cmd, Duration::from_secs(20)).expect("berth copy hung");
+        assert!(!o.status.success(), "{target}: {}", text(&o));
+    }
+    // A blob (the manifest) that links to a host copy of itself.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(good.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = good
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let outside = s.path().join("manifest-outside");
+    std::fs::rename(&blob, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &blob).unwrap();
+    let o = s.run(&["copy", &format!("oci:{}", good.display()), "store:y"]);
+    assert!(!o.status.success(), "a blob outside the layout was read");
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::rename(&outside, &blob).unwrap();
+    // A destination with planted symlinks.
+    let dest = s.path().join("dest");
+    std::fs::create_dir_all(dest.join("blobs/sha256")).unwrap();
+    let victim = s.path().join("victim");
+    std::fs::write(&victim, "VICTIM\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dest.join("index.json")).unwrap();
+    std::os::unix::fs::symlink(&victim, dest.join(".index.json.tmp")).unwrap();
+    for entry in std::fs::read_dir(good.join("blobs/sha256")).unwrap() {
+        let name = entry.unwrap().file_name();
+        std::os::unix::fs::symlink(&victim, dest.join("blobs/sha256").join(&name)).unwrap();
+        let mut tmp = name.clone();
+        tmp.push(".tmp");
+        std::os::unix::fs::symlink(&victim, dest.join("blobs/sha256").join(tmp)).unwrap();
+    }
+    let _ = s.run(&["copy", "store:busybox", &format!("oci:{}", dest.display())]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "VICTIM\n");
+}
+
+/// `--output type=local` keeps an image's setuid files (the export is the image's tree), so
+/// the directories berth makes for DEST are 0700: no other local user reaches those files.
+#[test]
+fn an_exported_setuid_file_is_out_of_other_users_reach() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(&s, "suid");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN cp /bin/busybox /suid && chmod 4755 /suid\n",
+    )
+    .unwrap();
+    let out = s.path().join("out");
+    let dest = out.join("sub");
+    s.ok(&[
+        "build",
+        "-q",
+        "--output",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&dest.join("suid")), 0o4755, "the image's mode is kept");
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&dest), 0o700);
+}

@@ -195,6 +195,18 @@ impl Root {
         Ok(std::fs::File::from(fd))
     }
 
+    /// Opens a regular file for reading, following symlinks (its final component included)
+    /// inside the root, as BuildKit resolves a context's Dockerfile; anything but a regular
+    /// file is refused without blocking.
+    pub fn open_file_following(&self, path: &str) -> io::Result<std::fs::File> {
+        let fd = self.open_at(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+        if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+            return Err(not_regular(path));
+        }
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+        Ok(std::fs::File::from(fd))
+    }
+
     /// Opens a directory (not following its final component) for reading, `fgetxattr`, ...
     pub fn open_dir(&self, path: &str) -> io::Result<OwnedFd> {
         self.open_at(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW)

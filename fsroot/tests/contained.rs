@@ -211,6 +211,9 @@ fn run_case(seed: u64, resolve: Resolve) {
                 if let Ok(f) = r.open_file(&path) {
                     assert_inside(&f, &root);
                 }
+                if let Ok(f) = r.open_file_following(&path) {
+                    assert_inside(&f, &root);
+                }
             }
             7 => {
                 if let Ok(c) = r.canonical(&path) {

@@ -5,8 +5,10 @@
 //! They live beside the store because an OCI archive is the store's own on-disk format in a
 //! tar. Reading does not unpack the archive: one pass indexes where each member's bytes sit
 //! in the (uncompressed) tar, and blobs are then read in place. A compressed archive
-//! (`docker save | gzip`) is first decompressed into the store's `tmp/`. Member names are
-//! only looked up, never used as paths, so a hostile archive cannot write anywhere.
+//! (`docker save | gzip`) is first decompressed into the store's `tmp/`, bounded (see
+//! [`DecompressLimits`]: a small bomb cannot fill the disk) and removed on every path out,
+//! errors included. Member names are only looked up, never used as paths, so a hostile
+//! archive cannot write anywhere.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -46,15 +48,94 @@ pub struct Archive {
     path: PathBuf,
     members: HashMap<String, (u64, u64)>,
     format: ArchiveFormat,
-    /// A decompressed copy to delete on drop.
-    temp: Option<PathBuf>,
+    /// A decompressed copy, deleted with the archive.
+    _temp: Option<TempFile>,
 }
 
-impl Drop for Archive {
+/// A file in the store's `tmp/`, removed when dropped (on success and on every error).
+#[derive(Debug)]
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
     fn drop(&mut self) {
-        if let Some(t) = &self.temp {
-            let _ = std::fs::remove_file(t);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Bounds on decompressing an archive into the store's `tmp/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecompressLimits {
+    /// Decompressed bytes allowed: `BERTH_MAX_ARCHIVE_SIZE`, by default 64 GiB (the size
+    /// one layer may have, `BERTH_MAX_LAYER_SIZE`).
+    pub max_bytes: u64,
+    /// Free bytes the filesystem holding the store must keep: decompressing stops before
+    /// it would leave less. `BERTH_MIN_FREE_SPACE`, by default the smaller of 1 GiB and 5%
+    /// of the filesystem; `0` turns the check off.
+    pub reserve: Option<u64>,
+}
+
+impl DecompressLimits {
+    pub fn from_env() -> DecompressLimits {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        DecompressLimits {
+            max_bytes: var("BERTH_MAX_ARCHIVE_SIZE").unwrap_or(64 << 30),
+            reserve: var("BERTH_MIN_FREE_SPACE"),
         }
+    }
+}
+
+/// Copies `reader` into `out` (a file on `dir`'s filesystem), at most `limits.max_bytes`,
+/// stopping before the filesystem would keep less than the reserve free.
+fn copy_bounded(
+    mut reader: impl Read,
+    out: &mut File,
+    dir: &Path,
+    limits: DecompressLimits,
+    what: &str,
+) -> Result<u64> {
+    const CHECK_EVERY: u64 = 64 << 20;
+    let reserve = |dir: &Path| -> Result<Option<(u64, u64)>> {
+        let st = rustix::fs::statvfs(dir)
+            .map_err(|e| StoreError::io(format!("statvfs {}", dir.display()), e.into()))?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        let total = st.f_blocks.saturating_mul(st.f_frsize);
+        let want = limits.reserve.unwrap_or((1u64 << 30).min(total / 20));
+        Ok((want > 0).then_some((free, want)))
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    let mut next_check = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| StoreError::io(format!("decompressing {what}"), e))?;
+        if n == 0 {
+            return Ok(written);
+        }
+        written += n as u64;
+        if written > limits.max_bytes {
+            return Err(malformed(
+                what,
+                format!(
+                    "it decompresses past the {}-byte limit (set BERTH_MAX_ARCHIVE_SIZE to raise it)",
+                    limits.max_bytes
+                ),
+            ));
+        }
+        if written >= next_check {
+            if let Some((free, want)) = reserve(dir)?
+                && free < want + CHECK_EVERY
+            {
+                return Err(StoreError::NoSpace {
+                    context: format!(
+                        "decompressing {what} would leave less than {want} bytes free (BERTH_MIN_FREE_SPACE)"
+                    ),
+                });
+            }
+            next_check = written + CHECK_EVERY;
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| StoreError::io(format!("decompressing {what}"), e))?;
     }
 }
 
@@ -91,8 +172,14 @@ fn malformed(what: &str, reason: impl ToString) -> StoreError {
 }
 
 impl Archive {
-    /// Indexes an archive file, decompressing it into `tmp_dir` first when needed.
+    /// Indexes an archive file, decompressing it into `tmp_dir` first when needed (bounded
+    /// by [`DecompressLimits::from_env`]).
     pub fn open(path: &Path, tmp_dir: &Path) -> Result<Archive> {
+        Archive::open_with(path, tmp_dir, DecompressLimits::from_env())
+    }
+
+    /// [`Archive::open`] with explicit limits.
+    pub fn open_with(path: &Path, tmp_dir: &Path, limits: DecompressLimits) -> Result<Archive> {
         let mut file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
         let mut head = [0u8; 4];
         let n = file
@@ -105,6 +192,8 @@ impl Archive {
             let tmp = unique_tmp_path(tmp_dir, "archive");
             let mut out =
                 crate::files::create_file(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+            // From here the file is removed however this function returns.
+            let guard = TempFile(tmp.clone());
             let reader = crate::layer::decompress(
                 std::io::BufReader::with_capacity(
                     1 << 20,
@@ -113,15 +202,14 @@ impl Archive {
                 compression,
             )
             .ctx(|| "decompressing archive".into())?;
-            let copied = std::io::copy(&mut { reader }, &mut out);
-            if let Err(e) = copied {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(StoreError::io(
-                    format!("decompressing {}", path.display()),
-                    e,
-                ));
-            }
-            (tmp.clone(), Some(tmp))
+            copy_bounded(
+                reader,
+                &mut out,
+                tmp_dir,
+                limits,
+                &path.display().to_string(),
+            )?;
+            (tmp, Some(guard))
         };
         let mut members = HashMap::new();
         let file = File::open(&tar_path).ctx(|| format!("opening {}", tar_path.display()))?;
@@ -160,7 +248,7 @@ impl Archive {
             path: tar_path,
             members,
             format,
-            temp,
+            _temp: temp,
         })
     }
 
@@ -584,4 +672,59 @@ fn append_uncompressed_layer<W: Write>(
     })();
     let _ = std::fs::remove_file(&tmp);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gzip of `n` zero bytes: what comes out is not an archive.
+    fn zeros_gz(n: usize) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; n]).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn left(tmp: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(tmp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+
+    /// Decompression stops at the byte limit and at the free-space reserve, with a clear
+    /// error, and leaves nothing in tmp/ either way (nor when the result is no archive).
+    #[test]
+    fn decompression_is_bounded_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let bomb = dir.path().join("bomb.tar.gz");
+        std::fs::write(&bomb, zeros_gz(8 << 20)).unwrap();
+        let limits = DecompressLimits {
+            max_bytes: 1 << 20,
+            reserve: Some(0),
+        };
+        let e = Archive::open_with(&bomb, &tmp, limits)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BERTH_MAX_ARCHIVE_SIZE"), "{e}");
+        assert!(left(&tmp).is_empty(), "{:?}", left(&tmp));
+        let limits = DecompressLimits {
+            max_bytes: 64 << 30,
+            reserve: Some(u64::MAX / 4),
+        };
+        let e = Archive::open_with(&bomb, &tmp, limits).unwrap_err();
+        assert!(matches!(e, StoreError::NoSpace { .. }), "{e}");
+        assert!(left(&tmp).is_empty(), "{:?}", left(&tmp));
+        let limits = DecompressLimits {
+            max_bytes: 64 << 30,
+            reserve: Some(0),
+        };
+        let e = Archive::open_with(&bomb, &tmp, limits)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("malformed") || e.contains("neither"), "{e}");
+        assert!(left(&tmp).is_empty(), "{:?}", left(&tmp));
+    }
 }

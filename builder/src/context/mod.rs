@@ -31,6 +31,9 @@ pub enum ContextError {
     },
     #[error(transparent)]
     Ignore(#[from] ignore::IgnoreError),
+    /// A Dockerfile or ignore file past its size limit.
+    #[error(transparent)]
+    Limit(#[from] berth_oci::limits::LimitError),
     /// The context is past one of its [`Limits`].
     #[error("the build context {what}: exclude what the build does not need in .dockerignore")]
     TooLarge { what: String },
@@ -146,30 +149,142 @@ impl StatIndex {
     }
 }
 
-/// The ignore file for a build: `<dockerfile>.dockerignore` beside the Dockerfile wins over
-/// `<context>/.dockerignore`.
-pub fn ignore_file(context: &Path, dockerfile: Option<&Path>) -> Option<PathBuf> {
-    if let Some(df) = dockerfile {
-        let mut name = df.file_name()?.to_os_string();
-        name.push(".dockerignore");
-        let beside = df.with_file_name(name);
-        if beside.is_file() {
-            return Some(beside);
-        }
-    }
-    Some(context.join(".dockerignore")).filter(|p| p.is_file())
+/// The largest Dockerfile read. Dockerfiles are text of a few KiB; a generated one of a
+/// few hundred KiB is unusual. A file past this is refused, so a context whose Dockerfile
+/// links to `/dev/zero`-like content cannot exhaust memory.
+pub const MAX_DOCKERFILE: u64 = 4 << 20;
+/// The largest `.dockerignore` read (each line becomes a pattern held in memory).
+pub const MAX_IGNORE_FILE: u64 = 4 << 20;
+
+/// Where a file of the build (the Dockerfile, an ignore file) is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildFile {
+    /// A path inside the context (relative, `/`-separated): the context's own file, read
+    /// through [`berth_fsroot::Root`] with its symlinks resolved inside the context, as
+    /// BuildKit's file sync does, regular files only, without blocking.
+    InContext(String),
+    /// A path outside the context that the user named (`-f /elsewhere/Dockerfile`): theirs,
+    /// read as given (a pipe such as `-f <(generate)` included).
+    Host(PathBuf),
 }
 
-/// The matcher for a build (empty when there is no ignore file).
-pub fn load_matcher(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher, ContextError> {
-    match ignore_file(context, dockerfile) {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(io(format!("reading {}", path.display())))?;
-            Ok(Matcher::parse(&text)?)
+/// Lexically normalised absolute form of `p` (`.` and `..` folded, no symlink followed).
+fn lexical_absolute(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
         }
-        None => Ok(Matcher::default()),
     }
+    out
+}
+
+/// Classifies `path` (as the user wrote it) against the context: inside it when, made
+/// absolute, it lies under the context directory as written or as canonicalised (the
+/// context's own path is the user's; nothing inside the context is followed to decide).
+pub fn build_file(context: &Path, path: &Path) -> BuildFile {
+    let abs = lexical_absolute(path);
+    let bases = [
+        Some(lexical_absolute(context)),
+        std::fs::canonicalize(context).ok(),
+    ];
+    for base in bases.into_iter().flatten() {
+        if let Ok(rel) = abs.strip_prefix(&base) {
+            return BuildFile::InContext(rel.to_string_lossy().into_owned());
+        }
+    }
+    BuildFile::Host(path.to_owned())
+}
+
+impl BuildFile {
+    fn describe(&self, context: &Path) -> String {
+        match self {
+            BuildFile::InContext(rel) => context.join(rel).display().to_string(),
+            BuildFile::Host(p) => p.display().to_string(),
+        }
+    }
+
+    /// The file's bytes, at most `limit` of them. `Ok(None)`: it does not exist (a dangling
+    /// symlink, or one whose target is missing inside the context, included).
+    pub fn read(&self, context: &Path, limit: u64) -> Result<Option<Vec<u8>>, ContextError> {
+        let what = self.describe(context);
+        let opened = match self {
+            BuildFile::InContext(rel) => berth_fsroot::Root::open(context)
+                .map_err(io(format!("opening the context {}", context.display())))?
+                .open_file_following(rel),
+            BuildFile::Host(p) => std::fs::File::open(p),
+        };
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(ContextError::Io {
+                    context: format!("reading {what}"),
+                    source: e,
+                });
+            }
+        };
+        Ok(Some(berth_oci::limits::read_limited(file, limit, &what)?))
+    }
+}
+
+/// The Dockerfile of a build: `-f FILE` when given, else `CONTEXT/Dockerfile`.
+pub fn dockerfile(context: &Path, file: Option<&Path>) -> BuildFile {
+    match file {
+        Some(f) => build_file(context, f),
+        None => BuildFile::InContext("Dockerfile".into()),
+    }
+}
+
+/// Reads the Dockerfile of a build (see [`dockerfile`] and [`BuildFile`]), at most
+/// [`MAX_DOCKERFILE`] bytes.
+pub fn read_dockerfile(context: &Path, file: Option<&Path>) -> Result<Vec<u8>, ContextError> {
+    let source = dockerfile(context, file);
+    source
+        .read(context, MAX_DOCKERFILE)?
+        .ok_or_else(|| ContextError::Io {
+            context: format!("reading {}", source.describe(context)),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                match source {
+                    BuildFile::InContext(_) => {
+                        "no such file in the context (its symlinks are resolved inside it)"
+                    }
+                    BuildFile::Host(_) => "no such file",
+                },
+            ),
+        })
+}
+
+/// The ignore files for a build, in order of preference: `<dockerfile>.dockerignore`
+/// beside the Dockerfile, then `<context>/.dockerignore`; the first that exists is used.
+pub fn ignore_files(context: &Path, dockerfile: Option<&Path>) -> Vec<BuildFile> {
+    let mut files = Vec::new();
+    if let Some(df) = dockerfile
+        && let Some(name) = df.file_name()
+    {
+        let mut name = name.to_os_string();
+        name.push(".dockerignore");
+        files.push(build_file(context, &df.with_file_name(name)));
+    }
+    files.push(BuildFile::InContext(".dockerignore".into()));
+    files
+}
+
+/// The matcher for a build (empty when there is no ignore file). An ignore file in the
+/// context is read inside it (see [`BuildFile`]), at most [`MAX_IGNORE_FILE`] bytes.
+pub fn load_matcher(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher, ContextError> {
+    for file in ignore_files(context, dockerfile) {
+        if let Some(bytes) = file.read(context, MAX_IGNORE_FILE)? {
+            return Ok(Matcher::parse(&String::from_utf8_lossy(&bytes))?);
+        }
+    }
+    Ok(Matcher::default())
 }
 
 /// One directory entry found by [`walk`], with its stat data.

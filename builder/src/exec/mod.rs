@@ -797,10 +797,18 @@ pub fn export_tree(
 }
 
 /// `build --output type=local,dest=DIR`: an image's files, merged, written into `dest`.
+/// Files keep their modes, setuid and setgid bits included (the export is the image's
+/// tree). So that no other local user can run a setuid-root file from it, every directory
+/// berth makes for `dest` is `0700`; an existing `dest` keeps the mode its owner gave it.
 pub fn export_rootfs(store: &Store, image: &berth_store::Image, dest: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
     let lowers = store.ensure_snapshots(image).map_err(|e| e.to_string())?;
     let work = store.work_dir("export").map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dest)
+        .map_err(|e| format!("creating {}: {e}", dest.display()))?;
     export_tree(None, Some(lowers), "/", &work.path, dest).map(|_| ())
 }
 

@@ -481,8 +481,10 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             "Dockerfile".to_owned(),
         )
     } else {
-        let bytes = std::fs::read(&file)
-            .map_err(|e| UsageError(format!("reading {}: {e}", file.display())))?;
+        // The context's Dockerfile is read inside the context (symlinks resolved there,
+        // regular files only, bounded); one the user names outside it is read as given.
+        let bytes = berth_builder::context::read_dockerfile(&args.context, args.file.as_deref())
+            .map_err(|e| UsageError(format!("{:#}", anyhow::Error::from(e))))?;
         (
             String::from_utf8_lossy(&bytes).into_owned(),
             file.file_name()

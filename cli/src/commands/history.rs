@@ -2,7 +2,7 @@
 
 use berth_store::Store;
 
-use crate::output::{human_size, print_table, since};
+use crate::output::{human_size, print_table, since, terminal_safe};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,7 +31,9 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         } else {
             "<missing>".to_owned()
         };
-        let mut created_by = h.created_by.clone().unwrap_or_default();
+        // The image's text, escaped before it is cut (an escape is never cut in two).
+        let mut created_by =
+            terminal_safe(h.created_by.as_deref().unwrap_or_default()).into_owned();
         if !args.no_trunc && created_by.chars().count() > 45 {
             created_by = created_by.chars().take(44).collect::<String>() + "…";
         }

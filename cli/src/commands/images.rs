@@ -2,7 +2,7 @@
 
 use berth_store::Store;
 
-use crate::output::{human_size, print_table, since};
+use crate::output::{human_size, json_terminal_safe, print_table, since};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -115,7 +115,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
                     "UniqueSize": "N/A",
                     "VirtualSize": human_size(r.size),
                 });
-                println!("{line}");
+                println!("{}", json_terminal_safe(&line.to_string()));
             }
         }
         other => {

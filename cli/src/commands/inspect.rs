@@ -14,7 +14,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     for name in &args.images {
         out.push(describe(&store.resolve(name)?));
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    // Configs are the image's text: shown without the control characters serde leaves.
+    println!(
+        "{}",
+        crate::output::json_terminal_safe(&serde_json::to_string_pretty(&out)?)
+    );
     Ok(0)
 }
 

@@ -3,7 +3,7 @@
 use berth_store::Store;
 
 use crate::commands::run::records;
-use crate::output::{print_table, since};
+use crate::output::{print_table, since, terminal_safe};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -33,7 +33,8 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         } else {
             format!("Exited ({})", r.exit_code.unwrap_or(-1))
         };
-        let mut command = r.command.join(" ");
+        // The image's command, escaped before it is cut (an escape is never cut in two).
+        let mut command = terminal_safe(&r.command.join(" ")).into_owned();
         if command.chars().count() > 20 {
             command = command.chars().take(19).collect::<String>() + "…";
         }

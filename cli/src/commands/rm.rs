@@ -22,7 +22,10 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         let record = match find(store, want) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("Error: {e:#}");
+                eprintln!(
+                    "Error: {}",
+                    crate::output::terminal_safe_text(&format!("{e:#}"))
+                );
                 failed = true;
                 continue;
             }

@@ -18,7 +18,10 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let mut failed = false;
     for name in &args.images {
         if let Err(e) = remove(store, name, args.force) {
-            eprintln!("Error: {e:#}");
+            eprintln!(
+                "Error: {}",
+                crate::output::terminal_safe_text(&format!("{e:#}"))
+            );
             failed = true;
         }
     }

@@ -18,6 +18,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::UsageError;
 
+/// A container name: Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, so a name is never a path
+/// and never carries a terminal escape.
+fn container_name(name: &str) -> Result<String, String> {
+    let mut bytes = name.bytes();
+    let valid = name.len() >= 2
+        && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(
+            "a container name is [a-zA-Z0-9][a-zA-Z0-9_.-]+ (at least 2 characters), as in Docker"
+                .into(),
+        )
+    }
+}
+
 #[derive(clap::Args, Debug)]
 #[command(trailing_var_arg = true)]
 pub struct Args {
@@ -36,8 +53,8 @@ pub struct Args {
     /// Run in the background; print the container ID (output goes to `berth logs`)
     #[arg(short = 'd', long)]
     detach: bool,
-    /// Name the container
-    #[arg(long)]
+    /// Name the container ([a-zA-Z0-9][a-zA-Z0-9_.-]+, as Docker)
+    #[arg(long, value_parser = container_name)]
     name: Option<String>,
     /// Set an environment variable (KEY=VALUE, or KEY to copy it from here)
     #[arg(short = 'e', long = "env")]
