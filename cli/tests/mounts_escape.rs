@@ -649,3 +649,34 @@ fn a_context_root_swapped_for_a_symlink_after_the_scan_is_not_read() {
     assert!(o.status.success(), "{text}");
     assert!(text.contains("benign-root"), "{text}");
 }
+
+/// A context file changed after the scan took its digest and before COPY reads it: the layer
+/// would hold content its cache key does not describe, and a later build of the same key (by
+/// another user of a shared build host, say) would be given it. The build fails instead, and
+/// nothing is recorded under the key; the next build copies what the file now holds.
+#[test]
+fn a_context_file_changed_after_the_scan_never_enters_a_layer() {
+    let Some(s) = sandbox() else { return };
+    for (n, changed) in ["f", "dir/g"].into_iter().enumerate() {
+        let ctx = context(
+            &s,
+            &format!("changed-after-scan-{n}"),
+            "FROM busybox\nRUN --mount=type=secret,id=gate,target=/gate true\nCOPY f dir /copied/\nRUN cat /copied/f /copied/g\n",
+            &[("f", "scanned\n"), ("dir/g", "scanned-g\n")],
+        );
+        let path = ctx.join(changed);
+        let o =
+            build_swapping_in_between(&s, &ctx, move || std::fs::write(&path, "POISON\n").unwrap());
+        let text = out(&o);
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("changed in the build context while the build ran")
+                && !text.contains("POISON\n"),
+            "{text}"
+        );
+        // The next build scans the file as it is now and copies exactly that.
+        let o = build_in(&s, &ctx, &["--secret", "id=gate,env=PATH"]);
+        let text = out(&o);
+        assert!(o.status.success() && text.contains("POISON"), "{text}");
+    }
+}

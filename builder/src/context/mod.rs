@@ -90,6 +90,10 @@ pub struct ContextEntry {
     pub size: u64,
     /// Regular files only.
     pub digest: Option<Digest>,
+    /// Regular files only: the file as it was when `digest` was taken. Whoever reads the file
+    /// later for the build (COPY, ADD) checks it still is that file, so no content that the
+    /// cache key does not describe ever enters a layer.
+    pub version: Option<StatKey>,
 }
 
 /// What a scan did.
@@ -113,15 +117,30 @@ pub struct ScannedContext {
     pub stats: ScanStats,
 }
 
-/// Stat data that says whether a file may have changed.
+/// Stat data that says whether a file may have changed: a write, a truncation, a `chmod`,
+/// a `touch` or a replacement all change it (the kernel moves `ctime` on every change, and
+/// only root can set it back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct StatKey {
+pub struct StatKey {
     size: u64,
     mtime_ns: i64,
     ctime_ns: i64,
     ino: u64,
     dev: u64,
     mode: u32,
+}
+
+impl StatKey {
+    pub fn of(st: &rustix::fs::Stat) -> StatKey {
+        StatKey {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+            ino: st.st_ino,
+            dev: st.st_dev,
+            mode: st.st_mode,
+        }
+    }
 }
 
 /// path → (stat data, content digest) from the previous scan of the same context.
@@ -442,18 +461,12 @@ pub fn scan_within(
             _ => EntryKind::Other,
         };
         let st = &f.stat;
+        let mut version = None;
         let digest = if kind == EntryKind::File {
             stats.files += 1;
-            let key = StatKey {
-                size: st.st_size as u64,
-                mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
-                ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
-                ino: st.st_ino,
-                dev: st.st_dev,
-                mode: st.st_mode,
-            };
-            let digest = match index.entries.remove(&f.rel) {
-                Some((k, d)) if k == key => d,
+            let key = StatKey::of(st);
+            let (key, digest) = match index.entries.remove(&f.rel) {
+                Some((k, d)) if k == key => (k, d),
                 _ => {
                     // Non-blocking, then checked: a file swapped for a FIFO since the
                     // stat above is refused, never waited on.
@@ -476,10 +489,26 @@ pub fn scan_within(
                         .map_err(errno_io(format!("opening {}", f.rel)))?;
                     stats.files_read += 1;
                     stats.bytes_read += key.size;
-                    hash_reader(std::fs::File::from(fd), &f.rel)?
+                    let file = std::fs::File::from(fd);
+                    let digest = hash_reader(&file, &f.rel)?;
+                    // The digest describes one version of the file, or the scan fails: a
+                    // file written while it was read has no digest.
+                    let after =
+                        rustix::fs::fstat(&file).map_err(errno_io(format!("reading {}", f.rel)))?;
+                    let read = StatKey::of(&now);
+                    if StatKey::of(&after) != read || read != key {
+                        return Err(ContextError::Io {
+                            context: format!("reading {}", f.rel),
+                            source: std::io::Error::other(
+                                "the file changed while it was read: build again, or leave it out with .dockerignore",
+                            ),
+                        });
+                    }
+                    (read, digest)
                 }
             };
             seen.insert(f.rel.clone(), (key, digest.clone()));
+            version = Some(key);
             Some(digest)
         } else {
             None
@@ -492,6 +521,7 @@ pub fn scan_within(
             gid: st.st_gid,
             size: st.st_size as u64,
             digest,
+            version,
         };
         entries.insert(f.rel, entry);
         Ok(true)

@@ -549,7 +549,11 @@ mod tests {
             format!("{}y{}", "\"${x:-".repeat(50_000), "}\"".repeat(50_000)),
         ] {
             let e = lex.process_word(&word, &env).unwrap_err();
-            assert!(e.reason.contains("nested more than 64 deep"), "{}", e.reason);
+            assert!(
+                e.reason.contains("nested more than 64 deep"),
+                "{}",
+                e.reason
+            );
         }
     }
 }

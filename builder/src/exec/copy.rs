@@ -40,6 +40,27 @@ pub struct SourceTree<'a> {
 }
 
 impl SourceTree<'_> {
+    /// For a build context's file, whether `file` (open for `path`) is still the version whose
+    /// digest is in the cache key; an error if it is not, so a file changed after the scan
+    /// never enters a layer recorded under a key that describes other content. `false` when
+    /// there is nothing to check (a stage, an image).
+    fn unchanged_since_scan(&self, path: &str, file: &std::fs::File) -> Result<bool, String> {
+        let Some(version) = self
+            .filter
+            .and_then(|entries| entries.get(path))
+            .and_then(|e| e.version)
+        else {
+            return Ok(false);
+        };
+        let now = rustix::fs::fstat(file).map_err(|e| io_msg("reading", path, e.into()))?;
+        if crate::context::StatKey::of(&now) != version {
+            return Err(format!(
+                "{path:?} changed in the build context while the build ran: build again"
+            ));
+        }
+        Ok(true)
+    }
+
     fn included(&self, path: &str, is_dir: bool) -> bool {
         let Some(entries) = self.filter else {
             return true;
@@ -472,8 +493,18 @@ fn copy_entry(
                 .root
                 .open_file(src)
                 .map_err(|e| io_msg("opening", src, e))?;
-            copy_file(parent, name, file, meta_for(job, tree, &st, false))
-                .map_err(|e| io_msg("copying", src, e))
+            let check = tree.unchanged_since_scan(src, &file)?;
+            copy_file(
+                parent,
+                name,
+                file.try_clone().map_err(|e| io_msg("opening", src, e))?,
+                meta_for(job, tree, &st, false),
+            )
+            .map_err(|e| io_msg("copying", src, e))?;
+            if check {
+                tree.unchanged_since_scan(src, &file)?;
+            }
+            Ok(())
         }
         FileType::Symlink => {
             let target = tree

@@ -597,6 +597,7 @@ mod tests {
                     gid: 0,
                     size: 0,
                     digest: None,
+                    version: None,
                 },
             )
         };

@@ -269,7 +269,11 @@ impl Plain {
 impl Progress for Plain {
     fn event(&self, event: Event) {
         let line = match &event {
-            Event::Step { id, text } => format!("#{} [{id}] {text}", self.number(id)),
+            Event::Step { id, text } => format!(
+                "#{} [{id}] {}",
+                self.number(id),
+                crate::output::terminal_safe(text)
+            ),
             Event::Cached { id } => format!("#{} CACHED", self.number(id)),
             Event::Output { id, line } => format!("#{} {line}", self.number(id)),
             Event::Committed {
@@ -413,7 +417,7 @@ impl Progress for Tty {
                 let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
                 bar.set_style(style(" {spinner} {elapsed:>4} {msg}"));
                 bar.enable_steady_tick(Duration::from_millis(120));
-                let title = format!("[{id}] {text}");
+                let title = format!("[{id}] {}", crate::output::terminal_safe(&text));
                 bar.set_message(title.clone());
                 bars.insert(id, (bar, title, Vec::new()));
             }
@@ -422,7 +426,14 @@ impl Progress for Tty {
                     if last.len() == TTY_OUTPUT_LINES {
                         last.remove(0);
                     }
-                    last.push(line.chars().take(100).collect());
+                    // The live view draws lines inside its own: a step's escapes must not
+                    // move the cursor or rewrite the terminal under it.
+                    last.push(
+                        crate::output::terminal_safe(&line)
+                            .chars()
+                            .take(100)
+                            .collect(),
+                    );
                     let mut message = title.clone();
                     for l in last.iter() {
                         message.push_str("\n        | ");
@@ -569,8 +580,11 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     if !quiet {
         for w in &warnings {
             match w.line {
-                0 => eprintln!("WARNING: {}", w.message),
-                line => eprintln!("WARNING: {name}:{line}: {}", w.message),
+                0 => eprintln!("WARNING: {}", crate::output::terminal_safe(&w.message)),
+                line => eprintln!(
+                    "WARNING: {name}:{line}: {}",
+                    crate::output::terminal_safe(&w.message)
+                ),
             }
         }
     }
@@ -639,7 +653,9 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             let shown = e.render(&text, &name);
             eprintln!(
                 "{}",
-                berth_builder::redact::url_credentials(shown.trim_end())
+                crate::output::terminal_safe_text(&berth_builder::redact::url_credentials(
+                    shown.trim_end()
+                ))
             );
             return Err(anyhow::anyhow!("the build failed at {name}:{line}"));
         }
