@@ -89,7 +89,7 @@ impl<R: Read> TarGuard<R> {
                     if self.have == BLOCK {
                         self.have = 0;
                         self.phase = match self.phase {
-                            Phase::SparseExtension { data } => self.after_sparse_block(data),
+                            Phase::SparseExtension { data } => self.after_sparse_block(data)?,
                             _ => self.after_header()?,
                         };
                     }
@@ -116,9 +116,9 @@ impl<R: Read> TarGuard<R> {
         Ok(())
     }
 
-    fn after_sparse_block(&self, data: u64) -> Phase {
+    fn after_sparse_block(&self, data: u64) -> io::Result<Phase> {
         if self.block[504] == 1 {
-            Phase::SparseExtension { data }
+            Ok(Phase::SparseExtension { data })
         } else {
             data_phase(data, 0)
         }
@@ -148,7 +148,7 @@ impl<R: Read> TarGuard<R> {
                 )));
             }
             let collect = if kind == b'x' { size } else { 0 };
-            return Ok(data_phase(size, collect));
+            return data_phase(size, collect);
         }
         self.pax_size = None;
         self.entries += 1;
@@ -161,20 +161,22 @@ impl<R: Read> TarGuard<R> {
         if kind == b'S' && gnu && h[482] == 1 {
             return Ok(Phase::SparseExtension { data: size });
         }
-        Ok(data_phase(size, 0))
+        data_phase(size, 0)
     }
 }
 
-fn data_phase(size: u64, collect: u64) -> Phase {
-    let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
-    if padded == 0 {
+fn data_phase(size: u64, collect: u64) -> io::Result<Phase> {
+    let padded = size
+        .checked_next_multiple_of(BLOCK as u64)
+        .ok_or_else(|| invalid(format!("a tar entry of {size} bytes")))?;
+    Ok(if padded == 0 {
         Phase::Header
     } else {
         Phase::Data {
             left: padded,
             collect,
         }
-    }
+    })
 }
 
 fn invalid(message: String) -> io::Error {
@@ -343,6 +345,45 @@ mod tests {
             let mut archive = tar::Archive::new(TarGuard::new(&raw[..], Limits::default()));
             let first = archive.entries().unwrap().next().unwrap();
             assert!(first.is_err());
+        }
+    }
+
+    #[test]
+    fn mutated_archives_never_panic_and_pass_unchanged_what_they_pass() {
+        let limits = Limits {
+            extension: 4096,
+            entries: 64,
+        };
+        for seed in 0..3000u64 {
+            let (mut bytes, _) = varied_archive(seed % 40);
+            // Flip, set and truncate bytes where headers live, the way a fuzzer would.
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            for _ in 0..(seed % 6 + 1) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x as usize) % bytes.len();
+                bytes[at] = match x % 4 {
+                    0 => 0xff,
+                    1 => b'7',
+                    2 => 0,
+                    _ => bytes[at] ^ (x >> 8) as u8,
+                };
+            }
+            if seed % 5 == 0 {
+                bytes.truncate((x as usize) % bytes.len());
+            }
+            match through(&bytes, limits, (seed % 700 + 1) as usize) {
+                Ok(out) => assert_eq!(out, bytes, "seed {seed}"),
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::InvalidData, "seed {seed}"),
+            }
+            let mut archive = tar::Archive::new(TarGuard::new(&bytes[..], limits));
+            if let Ok(entries) = archive.entries() {
+                for entry in entries.take(128) {
+                    let Ok(mut entry) = entry else { break };
+                    let _ = io::copy(&mut entry, &mut io::sink());
+                }
+            }
         }
     }
 
