@@ -527,9 +527,9 @@ fn detached_containers_logs_stop_kill_wait_rm() {
     s.ok(&["rm", "bg"]);
 
     // kill (SIGKILL) ends it with 137; stop of a process ignoring SIGTERM falls back to SIGKILL.
-    s.ok(&["run", "-d", "--name", "k", "busybox", "sleep", "100"]);
-    s.ok(&["kill", "k"]);
-    assert_eq!(s.ok(&["wait", "k"]).trim(), "137");
+    s.ok(&["run", "-d", "--name", "kk", "busybox", "sleep", "100"]);
+    s.ok(&["kill", "kk"]);
+    assert_eq!(s.ok(&["wait", "kk"]).trim(), "137");
     s.ok(&[
         "run",
         "-d",
@@ -550,7 +550,7 @@ fn detached_containers_logs_stop_kill_wait_rm() {
     s.ok(&["rm", "-f", "busy"]);
     s.ok(&["run", "-d", "--rm", "--name", "gone", "busybox", "true"]);
     std::thread::sleep(Duration::from_millis(500));
-    s.ok(&["rm", "k", "stubborn"]);
+    s.ok(&["rm", "kk", "stubborn"]);
     assert!(!s.ok(&["ps", "-a"]).contains("gone"));
     assert_eq!(
         std::fs::read_dir(s.store().join("containers"))

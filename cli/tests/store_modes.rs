@@ -258,7 +258,7 @@ fn other_users_cannot_enter_the_store_exec_its_setuid_files_or_take_its_locks() 
 fn an_old_open_store_is_closed_by_the_next_command() {
     let Some(s) = sandbox() else { return };
     let store = s.store();
-    s.ok(&["run", "--name", "c", "-v", "v1:/v", "busybox", "true"]);
+    s.ok(&["run", "--name", "cc", "-v", "v1:/v", "busybox", "true"]);
     // What an older berth left: everything open to every user.
     let open_dirs = [
         "",
