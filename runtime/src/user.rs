@@ -17,6 +17,21 @@ pub enum UserError {
     NoUser(String),
     #[error("unable to find group {0}: no matching entries in group file")]
     NoGroup(String),
+    /// An id that is not a number: the entry is refused, never read as 0 (root), as runc.
+    #[error("the {file} entry of {name:?} has an invalid id {id:?}")]
+    BadId {
+        file: &'static str,
+        name: String,
+        id: String,
+    },
+}
+
+fn id(file: &'static str, name: &str, text: &str) -> Result<u32, UserError> {
+    text.parse().map_err(|_| UserError::BadId {
+        file,
+        name: name.to_owned(),
+        id: text.to_owned(),
+    })
 }
 
 pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, UserError> {
@@ -36,8 +51,8 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
         by_name.or_else(|| by_id.and_then(|id| entries.iter().find(|f| f[2].parse() == Ok(id))));
     let (uid, mut gid, name, home) = match (entry, by_id) {
         (Some(f), _) if by_name.is_some() || by_id.is_some() => (
-            f[2].parse().unwrap_or(0),
-            f[3].parse().unwrap_or(0),
+            id("/etc/passwd", f[0], f[2])?,
+            id("/etc/passwd", f[0], f[3])?,
             Some(f[0].to_owned()),
             f[5].to_owned(),
         ),
@@ -52,7 +67,7 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
         .collect();
     if let Some(g) = grp {
         gid = match groups_table.iter().find(|f| f[0] == g) {
-            Some(f) => f[2].parse().unwrap_or(0),
+            Some(f) => id("/etc/group", f[0], f[2])?,
             None => g.parse().map_err(|_| UserError::NoGroup(g.to_owned()))?,
         };
     }
@@ -84,6 +99,22 @@ mod tests {
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
     const GROUP: &str = "root:x:0:\napp:x:1000:\nwheel:x:10:app,other\nstaff:x:50:\n";
+
+    #[test]
+    fn an_id_that_is_not_a_number_is_refused_never_root() {
+        let passwd = "app:x:99999999999:1000::/home/app:/bin/sh\nb:x:5:x1::/:/bin/sh\n";
+        let group = "g:x:abc:\n";
+        for (spec, file) in [
+            ("app", "/etc/passwd"),
+            ("b", "/etc/passwd"),
+            ("0:g", "/etc/group"),
+        ] {
+            match resolve(spec, passwd, group) {
+                Err(UserError::BadId { file: f, .. }) => assert_eq!(f, file, "{spec}"),
+                other => panic!("{spec}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn resolves_names_ids_and_groups() {

@@ -243,6 +243,36 @@ pub fn build(
     })
 }
 
+/// The longest line of a step's output berth holds: a longer one is passed on in pieces of
+/// this size, so a step that writes gigabytes without a newline cannot make berth hold them.
+const MAX_OUTPUT_LINE: usize = 64 << 10;
+
+/// The next line of a step's output (without its `\n`), at most [`MAX_OUTPUT_LINE`] bytes;
+/// `None` at the end or on an error.
+fn next_output_line(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    loop {
+        let available = match reader.fill_buf() {
+            Ok([]) => return (!line.is_empty()).then_some(line),
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return (!line.is_empty()).then_some(line),
+        };
+        let room = MAX_OUTPUT_LINE - line.len();
+        let take = available.len().min(room);
+        if let Some(end) = available[..take].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&available[..end]);
+            reader.consume(end + 1);
+            return Some(line);
+        }
+        line.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if line.len() == MAX_OUTPUT_LINE {
+            return Some(line);
+        }
+    }
+}
+
 /// Every RUN and ADD of the plan (ONBUILD triggers included) checked against the build's
 /// network and entitlements before anything runs.
 fn check_entitlements(graph: &BuildGraph, opts: &BuildOptions) -> Result<(), BuildError> {
@@ -1114,8 +1144,8 @@ fn run_step(
         let progress = ctx.progress;
         let id = id.to_owned();
         scope.spawn(move || {
-            for line in std::io::BufReader::new(reader).split(b'\n') {
-                let Ok(line) = line else { break };
+            let mut reader = std::io::BufReader::new(reader);
+            while let Some(line) = next_output_line(&mut reader) {
                 let line = String::from_utf8_lossy(&line)
                     .trim_end_matches('\r')
                     .to_owned();
@@ -1153,4 +1183,31 @@ fn run_step(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_are_split_at_newlines_and_capped() {
+        let long = vec![b'a'; MAX_OUTPUT_LINE * 2 + 10];
+        let mut input = b"one\ntwo\r\n\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\nlast");
+        let mut reader = std::io::BufReader::with_capacity(1000, &input[..]);
+        let mut lines = Vec::new();
+        while let Some(l) = next_output_line(&mut reader) {
+            lines.push(l);
+        }
+        let sizes: Vec<usize> = lines.iter().map(Vec::len).collect();
+        assert_eq!(
+            sizes,
+            [3, 4, 0, MAX_OUTPUT_LINE, MAX_OUTPUT_LINE, 10, 4],
+            "{:?}",
+            &lines[..3]
+        );
+        assert_eq!(lines[0], b"one");
+        assert_eq!(lines[6], b"last");
+    }
 }

@@ -275,7 +275,13 @@ impl Progress for Plain {
                 crate::output::terminal_safe(text)
             ),
             Event::Cached { id } => format!("#{} CACHED", self.number(id)),
-            Event::Output { id, line } => format!("#{} {line}", self.number(id)),
+            // A step's output shows as text: its escapes never reach the terminal (or a
+            // terminal that shows the log file).
+            Event::Output { id, line } => format!(
+                "#{} {}",
+                self.number(id),
+                crate::output::terminal_safe(line)
+            ),
             Event::Committed {
                 id,
                 digest,
@@ -404,9 +410,13 @@ impl Progress for Tty {
         let mut bars = self.bars.lock().expect("no panics");
         if let Some(log) = &self.log {
             let line = match &event {
-                Event::Step { id, text } => format!("[{id}] {text}"),
+                Event::Step { id, text } => {
+                    format!("[{id}] {}", crate::output::terminal_safe(text))
+                }
                 Event::Cached { id } => format!("[{id}] CACHED"),
-                Event::Output { id, line } => format!("[{id}] {line}"),
+                Event::Output { id, line } => {
+                    format!("[{id}] {}", crate::output::terminal_safe(line))
+                }
                 Event::Committed { id, size, .. } => format!("[{id}] layer of {size} bytes"),
                 Event::Done { id, elapsed } => format!("[{id}] DONE {:.1}s", elapsed.as_secs_f64()),
             };
@@ -646,7 +656,7 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         }) => {
             if quiet {
                 for l in &tail {
-                    eprintln!("{l}");
+                    eprintln!("{}", crate::output::terminal_safe(l));
                 }
             }
             let e = berth_builder::dockerfile::ParseError::at(line, message);
