@@ -203,6 +203,41 @@ fn an_xz_bomb_in_add_is_bounded() {
     );
 }
 
+/// The same bomb as a tar (`ADD bomb.tar.xz /b/`): unpacking reads the decoder as it goes,
+/// so it stops at the layer limit with an error naming it, having written no file near
+/// the bomb's size.
+#[test]
+fn an_xz_tar_bomb_in_add_stops_at_the_layer_limit() {
+    let Some(s) = sandbox() else { return };
+    let ctx = context(&s, "xztar");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "mkdir d && head -c 209715200 /dev/zero > d/zeros && tar -cf - d | xz -1 -T1 > bomb.tar.xz && rm -r d",
+        )
+        .current_dir(&ctx)
+        .status()
+        .expect("xz");
+    assert!(status.success());
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nADD bomb.tar.xz /b/\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--fsize={}", 64 << 20))
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["build", "--no-cache", "--progress", "plain"])
+        .arg(&ctx)
+        .env("BERTH_ROOT", s.store())
+        .env("BERTH_MAX_LAYER_SIZE", "10000000");
+    let o = cmd.output().expect("prlimit (util-linux)");
+    use std::os::unix::process::ExitStatusExt;
+    assert_ne!(o.status.signal(), Some(libc_sigxfsz()), "{}", text(&o));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("10000000"), "{}", text(&o));
+}
+
 fn libc_sigxfsz() -> i32 {
     nix::sys::signal::Signal::SIGXFSZ as i32
 }
