@@ -5,6 +5,7 @@
 
 mod commands;
 mod output;
+mod output_file;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -229,6 +229,9 @@ fn retry_after(resp: &reqwest::Response) -> Option<u64> {
         .ok()
 }
 
+/// The longest a bearer token is kept, whatever `expires_in` the token service gives.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 60 * 60;
+
 pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200 * (1 << attempt.min(5)))
 }
@@ -582,11 +585,19 @@ impl Registry {
             registry: self.name.clone(),
             message: "the token response holds no token".into(),
         })?;
-        // Expire a little early; 60 s when the service says nothing (the spec's default).
-        let secs = t.expires_in.unwrap_or(60).max(10);
+        // Expire a little early; 60 s when the service says nothing (the spec's default). The
+        // lifetime is the server's number: held between 10 s and a day, so no arithmetic on it
+        // overflows and a token is asked for again at least daily.
+        let secs = t
+            .expires_in
+            .unwrap_or(60)
+            .clamp(10, MAX_TOKEN_LIFETIME_SECS);
+        let now = Instant::now();
         Ok(Token {
             value: value.to_owned(),
-            expires: Instant::now() + Duration::from_secs(secs - secs / 10),
+            expires: now
+                .checked_add(Duration::from_secs(secs - secs / 10))
+                .unwrap_or(now),
         })
     }
 

@@ -327,7 +327,7 @@ impl Remote {
             .and_then(|v| v.to_str().ok())
             .and_then(|r| r.split_once('-'))
             .and_then(|(_, end)| end.trim().parse::<u64>().ok())
-            .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
+            .map_or(0, |end| if end == 0 { 0 } else { end.saturating_add(1) });
         Ok((committed, at))
     }
 

@@ -418,7 +418,7 @@ pub fn copy(
                     copy_contents(job, tree, &real, &fd)?;
                     continue;
                 }
-                if job.add && inst.unpack != Some(false) && is_archive(tree, &real, job.scratch) {
+                if job.add && inst.unpack != Some(false) && is_archive(tree, &real) {
                     let fd = dest
                         .mkdir_all(&dest_path, Some(created_dir_meta))
                         .map_err(|e| io_msg("creating", &dest_path, e))?;
@@ -646,35 +646,32 @@ fn packing_of(head: &[u8]) -> Packing {
     }
 }
 
-/// The decompressed stream of a file packed as `packing` (xz through a scratch file: the
-/// pure-Rust decoder writes, it does not read).
-fn unpacked_stream(
-    file: std::fs::File,
-    packing: Packing,
-    scratch: &Path,
-) -> std::io::Result<Box<dyn Read>> {
+/// Memory the xz decoder may use (its dictionary, which the stream's block headers declare):
+/// `xz -9` needs 65 MiB; a header asking for more is refused before anything is allocated.
+const XZ_MEMORY_LIMIT_KIB: u32 = 256 << 10;
+
+/// The decompressed stream of a file packed as `packing`. Every decoder reads as it is read
+/// from, so a caller decodes no more than it asks for: the archive sniff 512 bytes, the
+/// unpacker at most its layer limit.
+fn unpacked_stream(file: std::fs::File, packing: Packing) -> std::io::Result<Box<dyn Read>> {
     let reader = std::io::BufReader::new(file);
     Ok(match packing {
         Packing::Tar => Box::new(reader),
         Packing::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         Packing::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
         Packing::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
-        Packing::Xz => {
-            std::fs::create_dir_all(scratch)?;
-            let path = scratch.join("xz-decoded");
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
-            let mut input = reader;
-            lzma_rs::xz_decompress(&mut input, &mut out).map_err(std::io::Error::other)?;
-            drop(out);
-            Box::new(std::io::BufReader::new(std::fs::File::open(&path)?))
-        }
+        Packing::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(
+            reader,
+            true,
+            XZ_MEMORY_LIMIT_KIB,
+        )),
     })
 }
 
 /// Whether an ADD source is a tar archive (plain, gzip, zstd, bzip2 or xz): its first block,
 /// decompressed, has the `ustar` magic. A compressed file that is not a tar is copied as is;
 /// anything but a regular file (a FIFO, a device) is never opened, so never an archive.
-fn is_archive(tree: &SourceTree<'_>, path: &str, scratch: &Path) -> bool {
+fn is_archive(tree: &SourceTree<'_>, path: &str) -> bool {
     let Ok(mut f) = tree.root.open_file(path) else {
         return false;
     };
@@ -684,7 +681,7 @@ fn is_archive(tree: &SourceTree<'_>, path: &str, scratch: &Path) -> bool {
     let Ok(f) = tree.root.open_file(path) else {
         return false;
     };
-    let Ok(mut stream) = unpacked_stream(f, packing, &scratch.join("probe")) else {
+    let Ok(mut stream) = unpacked_stream(f, packing) else {
         return false;
     };
     let mut head = vec![0u8; 512];
@@ -695,7 +692,6 @@ fn is_archive(tree: &SourceTree<'_>, path: &str, scratch: &Path) -> bool {
             Ok(k) => got += k,
         }
     }
-    let _ = std::fs::remove_dir_all(scratch.join("probe"));
     got == 512 && &head[257..262] == b"ustar"
 }
 
@@ -717,8 +713,7 @@ fn extract(
         .root
         .open_file(src)
         .map_err(|e| io_msg("opening", src, e))?;
-    let stream = unpacked_stream(file, packing, &job.scratch.join("xz"))
-        .map_err(|e| io_msg("decompressing", src, e))?;
+    let stream = unpacked_stream(file, packing).map_err(|e| io_msg("decompressing", src, e))?;
     let out = job.scratch.join("add");
     std::fs::create_dir_all(&out).map_err(|e| io_msg("creating", "scratch", e))?;
     berth_store::layer::unpack::unpack(stream, &out, &Default::default())

@@ -367,27 +367,14 @@ fn write_output(
         image.clone()
     };
     let images = [(image, tags.to_vec())];
-    let tmp = out.dest.with_file_name(format!(
-        ".{}.berth-tmp",
-        out.dest
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let result = (|| -> anyhow::Result<()> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    crate::output_file::write_atomically(&out.dest, crate::output_file::ARCHIVE_MODE, |f| {
         match out.kind.as_str() {
-            "docker" => berth_store::archive::write_docker_archive(store, &images, &mut f)?,
-            _ => berth_store::archive::write_oci_archive(store, &images, &mut f)?,
+            "docker" => berth_store::archive::write_docker_archive(store, &images, f)?,
+            _ => berth_store::archive::write_oci_archive(store, &images, f)?,
         }
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, &out.dest)?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| e.context(format!("writing {}", out.dest.display())))
+    })
+    .map_err(|e| e.context(format!("writing {}", out.dest.display())))
 }
 
 /// How many of a running step's last output lines the tty view shows under it.
@@ -599,9 +586,9 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         }
     }
     let log = match &args.log_file {
-        Some(p) => Some(Mutex::new(std::fs::File::create(p).map_err(|e| {
-            UsageError(format!("creating the log file {}: {e}", p.display()))
-        })?)),
+        Some(p) => Some(Mutex::new(crate::output_file::open_append_log(p).map_err(
+            |e| UsageError(format!("creating the log file {}: {e:#}", p.display())),
+        )?)),
         None => None,
     };
     let tty = match args.progress.as_str() {
@@ -702,7 +689,12 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         }
     }
     if let Some(p) = &args.iidfile {
-        std::fs::write(p, id.to_string())?;
+        crate::output_file::write_bytes(
+            p,
+            id.to_string().as_bytes(),
+            crate::output_file::PUBLIC_MODE,
+        )
+        .map_err(|e| e.context(format!("writing --iidfile {}", p.display())))?;
     }
     if quiet {
         println!("{id}");

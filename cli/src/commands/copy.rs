@@ -241,13 +241,15 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
                 .transpose()?
                 .into_iter()
                 .collect();
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-            if oci {
-                berth_store::archive::write_oci_archive(&store, &[(image, names)], &mut f)?;
-            } else {
-                berth_store::archive::write_docker_archive(&store, &[(image, names)], &mut f)?;
-            }
-            std::io::Write::flush(&mut f)?;
+            crate::output_file::write_atomically(&path, crate::output_file::ARCHIVE_MODE, |f| {
+                if oci {
+                    berth_store::archive::write_oci_archive(&store, &[(image, names)], f)?;
+                } else {
+                    berth_store::archive::write_docker_archive(&store, &[(image, names)], f)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.context(format!("writing {}", path.display())))?;
         }
         println!(
             "Copied {} to {}: {} blob(s) copied, {} already there; digest {}",

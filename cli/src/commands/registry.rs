@@ -401,7 +401,12 @@ pub fn push(store: Arc<Store>, args: PushArgs) -> anyhow::Result<u8> {
         args.quiet,
     ))?;
     if let Some(p) = &args.digestfile {
-        std::fs::write(p, digest.to_string())?;
+        crate::output_file::write_bytes(
+            p,
+            digest.to_string().as_bytes(),
+            crate::output_file::PUBLIC_MODE,
+        )
+        .map_err(|e| e.context(format!("writing --digestfile {}", p.display())))?;
     }
     println!("{}: digest: {digest}", dest.tag().unwrap_or("latest"));
     Ok(0)

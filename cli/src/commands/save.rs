@@ -73,23 +73,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
                 images.len(),
                 path.display()
             ));
-            let tmp = path.with_file_name(format!(
-                ".{}.berth-tmp",
-                path.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            let result = (|| -> anyhow::Result<()> {
-                let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-                write(&mut file)?;
-                file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-                std::fs::rename(&tmp, path)?;
+            crate::output_file::write_atomically(path, crate::output_file::ARCHIVE_MODE, |f| {
+                write(f)?;
                 Ok(())
-            })();
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            result.map_err(|e| e.context(format!("writing {}", path.display())))?;
+            })
+            .map_err(|e| e.context(format!("writing {}", path.display())))?;
             progress.finish(format!("Saved {}", path.display()));
         }
     }
