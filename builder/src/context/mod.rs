@@ -11,6 +11,7 @@
 //! a link out of the context cannot make the scan read outside it.
 
 pub mod ignore;
+pub mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;

@@ -15,7 +15,11 @@
 //!   through the same safe unpacker as image layers.
 //!
 //! Both trees are accessed through [`InRoot`], so neither a context symlink nor an image
-//! symlink can lead a read or a write outside its tree.
+//! symlink can lead a read or a write outside its tree. A context source is resolved among
+//! the entries the scan included ([`crate::context::resolve`]), never on the disk: a symlink
+//! to a file `.dockerignore` excludes is not found, as in BuildKit. Everything copied from the
+//! context is then checked against the scan (type, link target, a file's version), so what
+//! enters the layer is what the cache key describes.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -27,7 +31,8 @@ use rustix::fs::FileType;
 use super::fsops::{
     InRoot, Meta, components, copy_file, set_dir_time, write_dir, write_fifo, write_symlink,
 };
-use crate::context::ContextEntry;
+use crate::context::resolve::{self, glob_match, has_glob};
+use crate::context::{ContextEntry, EntryKind};
 use crate::dockerfile::Heredoc;
 use crate::instructions::CopyInst;
 
@@ -41,24 +46,47 @@ pub struct SourceTree<'a> {
 
 impl SourceTree<'_> {
     /// For a build context's file, whether `file` (open for `path`) is still the version whose
-    /// digest is in the cache key; an error if it is not, so a file changed after the scan
-    /// never enters a layer recorded under a key that describes other content. `false` when
-    /// there is nothing to check (a stage, an image).
+    /// digest is in the cache key; an error if it is not, or if the scan found no file there,
+    /// so a file changed after the scan never enters a layer recorded under a key that
+    /// describes other content. `false` when there is nothing to check (a stage, an image).
     fn unchanged_since_scan(&self, path: &str, file: &std::fs::File) -> Result<bool, String> {
-        let Some(version) = self
-            .filter
-            .and_then(|entries| entries.get(path))
-            .and_then(|e| e.version)
-        else {
+        let Some(entries) = self.filter else {
             return Ok(false);
+        };
+        let Some(version) = entries.get(path).and_then(|e| e.version) else {
+            return Err(changed(path));
         };
         let now = rustix::fs::fstat(file).map_err(|e| io_msg("reading", path, e.into()))?;
         if crate::context::StatKey::of(&now) != version {
-            return Err(format!(
-                "{path:?} changed in the build context while the build ran: build again"
-            ));
+            return Err(changed(path));
         }
         Ok(true)
+    }
+
+    /// For a build context, that `path` (whose `lstat` is `st`) is what the scan found
+    /// there: an included entry of the same type (a directory may be the parent of included
+    /// entries), a symlink with the same target. Anything else appeared or changed after the
+    /// scan and is refused.
+    fn as_scanned(&self, path: &str, st: &rustix::fs::Stat) -> Result<(), String> {
+        let Some(entries) = self.filter else {
+            return Ok(());
+        };
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let same = match (entries.get(path).map(|e| &e.kind), ft) {
+            (Some(EntryKind::Dir), FileType::Directory) => true,
+            (None, FileType::Directory) => resolve::is_dir_in(entries, path),
+            (Some(EntryKind::File), FileType::RegularFile) => true,
+            (Some(EntryKind::Symlink(target)), FileType::Symlink) => self
+                .root
+                .read_link(path)
+                .is_ok_and(|t| t == target.as_bytes()),
+            (Some(EntryKind::Other), ft) => !matches!(
+                ft,
+                FileType::Directory | FileType::RegularFile | FileType::Symlink
+            ),
+            _ => false,
+        };
+        if same { Ok(()) } else { Err(changed(path)) }
     }
 
     fn included(&self, path: &str, is_dir: bool) -> bool {
@@ -80,6 +108,10 @@ impl SourceTree<'_> {
     fn is_context(&self) -> bool {
         self.filter.is_some()
     }
+}
+
+fn changed(path: &str) -> String {
+    format!("{path:?} changed in the build context while the build ran: build again")
 }
 
 /// `--chmod`: octal, or symbolic clauses (`u+x,go-w`) applied to each source's mode.
@@ -176,10 +208,6 @@ pub struct CopyJob<'a> {
     pub fetch: Option<&'a dyn super::Fetch>,
 }
 
-fn has_glob(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
 fn io_msg(what: &str, path: &str, e: std::io::Error) -> String {
     if e.raw_os_error() == Some(libc::ENOSPC) {
         // The destination is a snapshot in the store: say so, as the store's own errors do.
@@ -188,18 +216,8 @@ fn io_msg(what: &str, path: &str, e: std::io::Error) -> String {
     format!("{what} {path:?}: {e}")
 }
 
-/// Go's `filepath.Match` on whole paths, component by component.
-fn glob_match(pattern: &str, path: &str) -> bool {
-    let p = components(pattern);
-    let c = components(path);
-    p.len() == c.len()
-        && p.iter().zip(&c).all(|(p, c)| {
-            crate::context::ignore::Matcher::from_patterns(&[(0, (*p).to_owned())])
-                .is_ok_and(|m| m.excluded(c))
-        })
-}
-
-/// Every path in `tree` matching a wildcard source.
+/// Every path in a stage's or image's `tree` matching a wildcard source (a context's are
+/// matched among its scanned entries, [`resolve::sources`]).
 fn expand_glob(tree: &SourceTree<'_>, pattern: &str) -> Result<Vec<String>, String> {
     let parts = components(pattern);
     let fixed = parts.iter().take_while(|c| !has_glob(c)).count();
@@ -257,7 +275,8 @@ pub fn copy(
         mtime: (0, 0),
     };
     enum Src {
-        Path(String),
+        /// The path as written (or matched), and the path it resolves to in the tree.
+        Path(String, String),
         Heredoc(String, String),
         Url(String),
     }
@@ -278,8 +297,26 @@ pub fn copy(
         if job.add && (s.starts_with("git@") || s.ends_with(".git")) {
             return Err(format!("ADD {s}: git sources are not supported yet"));
         }
+        if let Some(entries) = tree.filter {
+            let found = resolve::sources(entries, s).map_err(|e| match e {
+                resolve::ResolveError::NotFound(name) => {
+                    format!("{:?}: not found", format!("/{name}"))
+                }
+                e => e.to_string(),
+            })?;
+            if has_glob(s) {
+                wildcard = true;
+                if found.is_empty() {
+                    return Err(format!(
+                        "no source files were specified: {s:?} matches nothing"
+                    ));
+                }
+            }
+            sources.extend(found.into_iter().map(|f| Src::Path(f.name, f.resolved)));
+            continue;
+        }
         let clean = components(s).join("/");
-        if has_glob(s) {
+        let names = if has_glob(s) {
             wildcard = true;
             let matches = expand_glob(tree, &clean)?;
             if matches.is_empty() {
@@ -287,18 +324,20 @@ pub fn copy(
                     "no source files were specified: {s:?} matches nothing"
                 ));
             }
-            sources.extend(matches.into_iter().map(Src::Path));
+            matches
         } else {
-            let is_dir = tree
-                .root
-                .stat(&clean)
-                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
-            if (tree.root.lstat(&clean).is_err() && !clean.is_empty())
-                || !tree.included(&clean, is_dir)
-            {
+            if tree.root.lstat(&clean).is_err() && !clean.is_empty() {
                 return Err(format!("{:?}: not found", format!("/{clean}")));
             }
-            sources.push(Src::Path(clean));
+            vec![clean]
+        };
+        for path in names {
+            // A stage's or image's own symlink is followed, inside its tree.
+            let real = tree
+                .root
+                .canonical(&path)
+                .map_err(|e| io_msg("resolving", &path, e))?;
+            sources.push(Src::Path(path, real));
         }
     }
     let multiple = sources.len() > 1 || (wildcard && inst.sources.len() > 1);
@@ -393,15 +432,12 @@ pub fn copy(
                 super::fsops::write_file(&parent, file, &mut content.as_bytes(), meta)
                     .map_err(|e| io_msg("writing", &target, e))?;
             }
-            Src::Path(path) => {
-                let real = tree
-                    .root
-                    .canonical(&path)
-                    .map_err(|e| io_msg("resolving", &path, e))?;
+            Src::Path(path, real) => {
                 let st = tree
                     .root
                     .lstat(&real)
                     .map_err(|e| io_msg("reading", &path, e))?;
+                tree.as_scanned(&real, &st)?;
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                     let into = if inst.parents && !path.is_empty() {
                         format!("{dest_path}/{path}")
@@ -422,7 +458,18 @@ pub fn copy(
                     let fd = dest
                         .mkdir_all(&dest_path, Some(created_dir_meta))
                         .map_err(|e| io_msg("creating", &dest_path, e))?;
+                    // `extract` opens the archive by its path: the file there is checked
+                    // against the scan before and after.
+                    let check = |tree: &SourceTree<'_>| -> Result<bool, String> {
+                        let file = tree
+                            .root
+                            .open_file(&real)
+                            .map_err(|e| io_msg("opening", &path, e))?;
+                        tree.unchanged_since_scan(&real, &file)
+                    };
+                    check(tree)?;
                     extract(job, tree, &real, &fd)?;
+                    check(tree)?;
                     continue;
                 }
                 let base = components(&path)
@@ -481,6 +528,7 @@ fn copy_entry(
         .root
         .lstat(src)
         .map_err(|e| io_msg("reading", src, e))?;
+    tree.as_scanned(src, &st)?;
     match FileType::from_raw_mode(st.st_mode) {
         FileType::Directory => {
             let m = meta_for(job, tree, &st, true);
@@ -587,6 +635,7 @@ fn copy_contents(
             continue;
         }
         if is_dir {
+            tree.as_scanned(&path, &st)?;
             let m = meta_for(job, tree, &st, true);
             let fd =
                 write_dir(&level.dest, &name, Some(m)).map_err(|e| io_msg("creating", &path, e))?;

@@ -743,9 +743,14 @@ struct PreparedMounts {
 }
 
 /// The scanned context directory as a root, reopened through the descriptor the scan held
-/// ([`ScannedContext::dir`]), never through the context's path.
+/// ([`ScannedContext::dir`]), never through the context's path. Paths in it are resolved
+/// among the scanned entries first ([`crate::context::resolve`]), so they hold no symlink:
+/// one met on the way appeared after the scan and fails the lookup (`ELOOP`).
 fn context_root(context: &ScannedContext) -> std::io::Result<fsops::InRoot> {
-    fsops::InRoot::open(&berth_runtime::fd_source(context.dir.as_fd()))
+    fsops::InRoot::open_with(
+        &berth_runtime::fd_source(context.dir.as_fd()),
+        fsops::Resolve::NoSymlinks,
+    )
 }
 
 /// Copies `source` out of a tree (snapshots mounted read-only, or the build context) into
@@ -788,7 +793,8 @@ pub fn export_tree(
         exclude_base: String::new(),
     };
     let is_dir = |root: &fsops::InRoot| {
-        root.stat(source)
+        // Relative: a context root takes no absolute path (`RESOLVE_BENEATH`).
+        root.stat(source.trim_start_matches('/'))
             .map(|s| {
                 rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Directory
             })

@@ -27,7 +27,8 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use crate::context::{ContextEntry, EntryKind};
+use crate::context::ContextEntry;
+use crate::context::resolve::is_dir_in;
 
 /// Where a `--secret` comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,72 +72,14 @@ impl Secret {
     }
 }
 
-/// Resolves a bind mount's `source` in the build context as the build sees it: only the
-/// entries `.dockerignore` lets in exist (a directory left out but with included entries
-/// below it exists as their parent); a symlink among them is followed inside the context
-/// (an absolute target from the context's root; 40 links at most). Returns the resolved
-/// path (`""` for the root) and whether it is a directory.
+/// Resolves a bind mount's `source` in the build context as the build sees it
+/// ([`crate::context::resolve::resolve`]: only included entries exist, symlinks are followed
+/// among them). Returns the resolved path (`""` for the root) and whether it is a directory.
 pub fn resolve_in_context(
     entries: &BTreeMap<String, ContextEntry>,
     source: &str,
 ) -> Result<(String, bool), String> {
-    let not_found = || format!("{source:?}: not found in the build context");
-    let mut todo: std::collections::VecDeque<String> = source
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(str::to_owned)
-        .collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(c) = todo.pop_front() {
-        if c == ".." {
-            done.pop();
-            continue;
-        }
-        let parent = done.join("/");
-        if !parent.is_empty() && !is_dir_in(entries, &parent) {
-            return Err(not_found());
-        }
-        done.push(c);
-        let path = done.join("/");
-        match entries.get(&path).map(|e| &e.kind) {
-            Some(EntryKind::Symlink(target)) => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(format!("{source:?}: too many levels of symbolic links"));
-                }
-                done.pop();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                for c in target.rsplit('/').filter(|c| !c.is_empty() && *c != ".") {
-                    todo.push_front(c.to_owned());
-                }
-            }
-            Some(_) => {}
-            None if is_dir_in(entries, &path) => {}
-            None => return Err(not_found()),
-        }
-    }
-    let path = done.join("/");
-    let dir = path.is_empty() || is_dir_in(entries, &path);
-    Ok((path, dir))
-}
-
-/// Whether `path` is a directory of the filtered context: an included directory, or the
-/// parent of included entries.
-fn is_dir_in(entries: &BTreeMap<String, ContextEntry>, path: &str) -> bool {
-    match entries.get(path).map(|e| &e.kind) {
-        Some(EntryKind::Dir) => true,
-        Some(_) => false,
-        None => {
-            let prefix = format!("{path}/");
-            entries
-                .range(prefix.clone()..)
-                .next()
-                .is_some_and(|(k, _)| k.starts_with(&prefix))
-        }
-    }
+    crate::context::resolve::resolve(entries, source).map_err(|e| e.to_string())
 }
 
 /// The entries a bind of context path `resolved` (from [`resolve_in_context`]) shows: the
@@ -145,13 +88,7 @@ pub fn context_selection<'a>(
     entries: &'a BTreeMap<String, ContextEntry>,
     resolved: &'a str,
 ) -> impl Iterator<Item = &'a ContextEntry> + 'a {
-    entries.values().filter(move |e| {
-        resolved.is_empty()
-            || e.path == resolved
-            || e.path
-                .strip_prefix(resolved)
-                .is_some_and(|rest| rest.starts_with('/'))
-    })
+    crate::context::resolve::below(entries, resolved)
 }
 
 /// Opens a bind mount's `source` (resolved by [`resolve_in_context`], `""` for the root) in
@@ -560,6 +497,7 @@ impl MountSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::EntryKind;
 
     #[test]
     fn mount_specs_parse_with_buildkit_defaults() {

@@ -10,9 +10,10 @@
 //! - a step that makes a layer (RUN, COPY, ADD) chains on the previous layer key, adding its
 //!   expanded instruction and flags, the platform, and what it can see: for RUN the
 //!   environment (ENV and the ARGs in scope, proxy ARGs excepted), user, working directory
-//!   and shell; for COPY/ADD from the context the digest of the selected sources (contents,
-//!   modes, ownership after `--chown`; never times or inodes); for `COPY --from` the source
-//!   stage's last layer key;
+//!   and shell; for COPY/ADD from the context each source's name, where it resolves (symlinks
+//!   followed among the included entries, as the copy follows them) and the digest of the
+//!   entries there (contents, modes, ownership after `--chown`; never times or inodes); for
+//!   `COPY --from` the source stage's last layer key;
 //! - a step that only changes the config (ENV, LABEL, CMD, ...) gets a key of its own but does
 //!   not extend the chain, so a changed LABEL rebuilds no layer (as BuildKit, where such
 //!   instructions make no LLB operation). What they change reaches later layers only through
@@ -124,8 +125,9 @@ fn key(parts: &[&str]) -> Digest {
     Digest::of(s.as_bytes())
 }
 
-/// The entries a COPY source pattern selects (a path, or a glob as Go's filepath.Match, with
-/// a directory selecting everything under it), relative to the context root.
+/// The entries a pattern matches as written (a path, or a glob as Go's filepath.Match, with
+/// a directory selecting everything under it), relative to the context root, no symlink
+/// followed. COPY and ADD sources are keyed through [`crate::context::resolve`] instead.
 pub fn select<'a>(context: &'a ScannedContext, source: &str) -> Vec<&'a ContextEntry> {
     let pattern = source
         .trim_start_matches("./")
@@ -400,13 +402,20 @@ pub fn plan(
                         Some(from) => {
                             from_key(df, &planned, resolver, from, &platform).map_err(err)?
                         }
-                        None => {
-                            let mut selected: Vec<&ContextEntry> = Vec::new();
-                            for s in &c.sources {
-                                selected.extend(select(context, s));
-                            }
-                            digest_selection(selected, numeric_chown(&c.chown)).to_string()
-                        }
+                        // Each source as the copy resolves it: a symlink (the source's
+                        // own, or a directory on its way) is keyed by what it points at.
+                        None => c
+                            .sources
+                            .iter()
+                            .map(|s| {
+                                crate::context::resolve::source_key(
+                                    &context.entries,
+                                    s,
+                                    numeric_chown(&c.chown),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n"),
                     };
                     // `--link`: the layer is made apart from the image below it, so its key
                     // leaves the parent out and the layer is reused on any base.
