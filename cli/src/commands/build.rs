@@ -272,7 +272,7 @@ impl Progress for Plain {
             Event::Step { id, text } => format!(
                 "#{} [{id}] {}",
                 self.number(id),
-                crate::output::terminal_safe(text)
+                crate::output::terminal_safe_text(text)
             ),
             Event::Cached { id } => format!("#{} CACHED", self.number(id)),
             // A step's output shows as text: its escapes never reach the terminal (or a
@@ -280,7 +280,7 @@ impl Progress for Plain {
             Event::Output { id, line } => format!(
                 "#{} {}",
                 self.number(id),
-                crate::output::terminal_safe(line)
+                crate::output::terminal_safe_text(line)
             ),
             Event::Committed {
                 id,
@@ -398,11 +398,11 @@ impl Progress for Tty {
         if let Some(log) = &self.log {
             let line = match &event {
                 Event::Step { id, text } => {
-                    format!("[{id}] {}", crate::output::terminal_safe(text))
+                    format!("[{id}] {}", crate::output::terminal_safe_text(text))
                 }
                 Event::Cached { id } => format!("[{id}] CACHED"),
                 Event::Output { id, line } => {
-                    format!("[{id}] {}", crate::output::terminal_safe(line))
+                    format!("[{id}] {}", crate::output::terminal_safe_text(line))
                 }
                 Event::Committed { id, size, .. } => format!("[{id}] layer of {size} bytes"),
                 Event::Done { id, elapsed } => format!("[{id}] DONE {:.1}s", elapsed.as_secs_f64()),
@@ -414,7 +414,7 @@ impl Progress for Tty {
                 let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
                 bar.set_style(style(" {spinner} {elapsed:>4} {msg}"));
                 bar.enable_steady_tick(Duration::from_millis(120));
-                let title = format!("[{id}] {}", crate::output::terminal_safe(&text));
+                let title = format!("[{id}] {}", crate::output::terminal_safe_text(&text));
                 bar.set_message(title.clone());
                 bars.insert(id, (bar, title, Vec::new()));
             }
@@ -426,7 +426,7 @@ impl Progress for Tty {
                     // The live view draws lines inside its own: a step's escapes must not
                     // move the cursor or rewrite the terminal under it.
                     last.push(
-                        crate::output::terminal_safe(&line)
+                        crate::output::terminal_safe_text(&line)
                             .chars()
                             .take(100)
                             .collect(),
@@ -577,10 +577,10 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     if !quiet {
         for w in &warnings {
             match w.line {
-                0 => eprintln!("WARNING: {}", crate::output::terminal_safe(&w.message)),
+                0 => eprintln!("WARNING: {}", crate::output::terminal_safe_text(&w.message)),
                 line => eprintln!(
                     "WARNING: {name}:{line}: {}",
-                    crate::output::terminal_safe(&w.message)
+                    crate::output::terminal_safe_text(&w.message)
                 ),
             }
         }
@@ -643,7 +643,7 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         }) => {
             if quiet {
                 for l in &tail {
-                    eprintln!("{}", crate::output::terminal_safe(l));
+                    eprintln!("{}", crate::output::terminal_safe_text(l));
                 }
             }
             let e = berth_builder::dockerfile::ParseError::at(line, message);
