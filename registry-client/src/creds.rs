@@ -10,6 +10,7 @@
 //! A [`Credentials`] value never prints its secret: its `Debug` shows the user name only.
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -223,28 +224,35 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>, CredentialError> {
     Ok(None)
 }
 
+/// Replaces the credentials file: a temporary file with a random name beside it, created
+/// `O_EXCL` and `0600` (a name another user planted in a shared directory is never followed,
+/// truncated or reused), written, synced, then renamed over `path` (a symlink planted at
+/// `path` is replaced, not followed). Missing parent directories are made `0700`.
 fn write_json(path: &PathBuf, json: &Map<String, Value>) -> Result<(), CredentialError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let err = |e: std::io::Error| CredentialError::File {
         path: path.clone(),
         message: e.to_string(),
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".berth-credentials-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
         .map_err(err)?;
     let bytes = serde_json::to_vec_pretty(&Value::Object(json.clone())).expect("plain JSON");
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
+    tmp.write_all(&bytes)
+        .and_then(|()| tmp.as_file().sync_all())
         .map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 /// The credential helper the file names for `registry` (`credHelpers`, else `credsStore`).
