@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 /// path goes through a random `O_EXCL` temporary (`cli/src/output_file.rs`).
 #[test]
 fn logout_does_not_write_through_a_planted_temporary_name() {
-    if unsafe { libc_geteuid() } != 0 {
-        eprintln!("skipped: needs root");
+    if !berth_test_support::is_root() {
+        berth_test_support::skip("needs root (planting a file for root to write through)");
         return;
     }
     let dir = std::env::temp_dir().join(format!("berth-rt3-auth-{}", std::process::id()));
@@ -55,9 +55,4 @@ fn logout_does_not_write_through_a_planted_temporary_name() {
         "logout wrote the credentials file through a symlink planted at its temporary name: \
          the file it pointed at now holds {after:?}"
     );
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
