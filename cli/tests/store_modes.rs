@@ -329,7 +329,10 @@ fn a_rootless_store_still_works() {
     let rootfs = s.path().join("busybox-rootfs");
     let berth = Path::new(env!("CARGO_BIN_EXE_berth"));
     if !nobody_can_stat(berth) {
-        eprintln!("skipped: uid {NOBODY} cannot reach {}", berth.display());
+        berth_test_support::skip(&format!(
+            "needs uid {NOBODY} to reach {} (a rootless run of the binary)",
+            berth.display()
+        ));
         return;
     }
     let run = |args: &[&str]| {

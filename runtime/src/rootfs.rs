@@ -765,7 +765,7 @@ mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_NODEV|MS_REMOUNT|MS_BIND data
     #[test]
     fn the_remount_fallback_makes_a_real_tree_read_only() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root (mounts)");
+            berth_test_support::skip("needs root (mounts)");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

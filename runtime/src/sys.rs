@@ -1226,7 +1226,7 @@ mod tests {
     /// In a mount namespace of a thread, as root: `f` with a scratch directory.
     fn in_mount_namespace(f: impl FnOnce(&Path) + Send) {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root (mounts)");
+            berth_test_support::skip("needs root (mounts)");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -1299,7 +1299,7 @@ mod tests {
     fn bind_or_skip(sys: &mut LinuxSys, src: &Path, target: &InRoot) {
         match sys.bind_tree(src, target, true, MsFlags::MS_RDONLY | MsFlags::MS_NODEV) {
             Ok(()) => {}
-            Err(nix::Error::ENOSYS) => eprintln!("skipped: the kernel has no mount_setattr"),
+            Err(nix::Error::ENOSYS) => berth_test_support::skip("needs mount_setattr (Linux 5.12)"),
             Err(e) => panic!("bind_tree: {e}"),
         }
     }
