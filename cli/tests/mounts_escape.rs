@@ -530,6 +530,9 @@ fn swap_for_symlink(path: &Path, to: &Path) {
 
 const HOST_ONLY: &str = "HOST-ONLY-MARKER-7171";
 
+/// How a step whose live context bind changed under it fails.
+const CONTEXT_CHANGED: &str = "the build context changed while the step could read it";
+
 /// A host file and directory no build may show (root-only, outside the context).
 fn host_secrets(s: &Sandbox) -> (PathBuf, PathBuf) {
     let dir = s.path().join("host-only");
@@ -582,8 +585,13 @@ fn a_context_file_swapped_for_a_symlink_after_its_check_is_not_bound() {
     });
     let text = out(&o);
     assert!(!text.contains(HOST_ONLY), "a host file was bound:\n{text}");
-    assert!(o.status.success(), "{text}");
     assert!(text.contains("benign-file"), "{text}");
+    // The step saw what was checked; the context changed under it all the same, so its
+    // result is not kept.
+    assert!(
+        o.status.code() == Some(1) && text.contains(CONTEXT_CHANGED),
+        "{text}"
+    );
     // The descriptors handed to the step's init are not the step's: `ls` sees its stdio and
     // the directory it lists.
     assert!(
@@ -616,8 +624,11 @@ fn a_context_directory_swapped_for_a_symlink_after_its_check_is_not_shown() {
         !text.contains(HOST_ONLY),
         "a host directory was shown:\n{text}"
     );
-    assert!(o.status.success(), "{text}");
     assert!(text.contains("benign-dir"), "{text}");
+    assert!(
+        o.status.code() == Some(1) && text.contains(CONTEXT_CHANGED),
+        "{text}"
+    );
 }
 
 /// The whole context directory swapped for a symlink to a host directory after the context
@@ -631,8 +642,7 @@ fn a_context_root_swapped_for_a_symlink_after_the_scan_is_not_read() {
         &s,
         "swap-root",
         "FROM busybox\nRUN --mount=type=secret,id=gate,target=/gate \
-         --mount=type=bind,target=/x --mount=type=bind,source=shadow,target=/y \
-         sh -c 'ls -la /x; cat /x/shadow /y'\nCOPY shadow /copied\nRUN cat /copied\n",
+         --mount=type=bind,source=shadow,target=/y cat /y\nCOPY shadow /copied\nRUN cat /copied\n",
         &[("shadow", "benign-root\n")],
     );
     let moved = ctx.with_extension("moved");
@@ -678,5 +688,41 @@ fn a_context_file_changed_after_the_scan_never_enters_a_layer() {
         let o = build_in(&s, &ctx, &["--secret", "id=gate,env=PATH"]);
         let text = out(&o);
         assert!(o.status.success() && text.contains("POISON"), "{text}");
+    }
+}
+
+/// A context directory bound into a RUN step shows the live context: a file written (or
+/// replaced) after the scan took its digest is seen by the step, whose cache key describes
+/// the scanned content. The step fails rather than leave a layer under that key; the next
+/// build scans and keys what the context now holds.
+#[test]
+fn a_context_file_changed_under_a_live_bind_fails_the_step() {
+    let Some(s) = sandbox() else { return };
+    for (n, how) in ["write", "replace"].into_iter().enumerate() {
+        let ctx = context(
+            &s,
+            &format!("live-bind-{n}"),
+            "FROM busybox\nRUN --mount=type=bind,source=d,target=/d \
+             --mount=type=secret,id=gate,target=/gate cat /d/f > /seen\nRUN cat /seen\n",
+            &[("d/f", "scanned\n")],
+        );
+        let path = ctx.join("d/f");
+        let o = build_swapping_in_between(&s, &ctx, move || match how {
+            "write" => std::fs::write(&path, "POISON\n").unwrap(),
+            _ => {
+                let new = path.with_extension("new");
+                std::fs::write(&new, "POISON\n").unwrap();
+                std::fs::rename(&new, &path).unwrap();
+            }
+        });
+        let text = out(&o);
+        assert_eq!(o.status.code(), Some(1), "{how}: {text}");
+        assert!(text.contains(CONTEXT_CHANGED), "{how}: {text}");
+        let o = build_in(&s, &ctx, &["--secret", "id=gate,env=PATH"]);
+        assert!(
+            o.status.success() && out(&o).contains("POISON"),
+            "{}",
+            out(&o)
+        );
     }
 }

@@ -91,9 +91,10 @@ pub struct ContextEntry {
     pub size: u64,
     /// Regular files only.
     pub digest: Option<Digest>,
-    /// Regular files only: the file as it was when `digest` was taken. Whoever reads the file
-    /// later for the build (COPY, ADD) checks it still is that file, so no content that the
-    /// cache key does not describe ever enters a layer.
+    /// Regular files: the file as it was when `digest` was taken; directories: as the scan
+    /// listed them. Whoever reads them later for the build (COPY, ADD, a RUN step's bind)
+    /// checks they still are, so no content that the cache key does not describe ever enters
+    /// a layer.
     pub version: Option<StatKey>,
 }
 
@@ -114,6 +115,9 @@ pub struct ScannedContext {
     /// (COPY, ADD, `RUN --mount=type=bind`) starts from it, so replacing the directory (or a
     /// parent of it) by a symlink after the scan changes nothing.
     pub dir: std::sync::Arc<std::os::fd::OwnedFd>,
+    /// The context directory as the scan found it (its times move when an entry in it is
+    /// added, removed or renamed).
+    pub root_version: StatKey,
     pub entries: BTreeMap<String, ContextEntry>,
     pub stats: ScanStats,
 }
@@ -446,6 +450,9 @@ pub fn scan_within(
         )
         .map_err(errno_io(format!("opening {}", root.display())))?,
     );
+    let root_version = StatKey::of(
+        &rustix::fs::fstat(&*root_dir).map_err(errno_io(format!("reading {}", root.display())))?,
+    );
     walk(&root_dir, root, limits, |f| {
         let ft = FileType::from_raw_mode(f.stat.st_mode);
         if matcher.excluded(&f.rel) {
@@ -512,6 +519,9 @@ pub fn scan_within(
             version = Some(key);
             Some(digest)
         } else {
+            if kind == EntryKind::Dir {
+                version = Some(StatKey::of(st));
+            }
             None
         };
         let entry = ContextEntry {
@@ -531,6 +541,7 @@ pub fn scan_within(
     Ok(ScannedContext {
         root: root.to_owned(),
         dir: root_dir,
+        root_version,
         entries,
         stats,
     })

@@ -740,6 +740,45 @@ struct PreparedMounts {
     /// as `/proc/thread-self/fd/N`, handed to the step's init
     /// ([`berth_runtime::Bundle::run_captured`]).
     fds: Vec<OwnedFd>,
+    /// Context paths (resolved, `""` for the root) a bind shows live, not as a copy: checked
+    /// after the step against the scan ([`check_live_binds`]).
+    live: Vec<String>,
+}
+
+/// After a step that bound context paths live: every entry at and below them is still as the
+/// scan found it (a file's version, a directory's, the context root's), or the step fails
+/// and nothing is recorded. A file written, or renamed and put back, while the step could read
+/// it moved a time the kernel keeps, so the step's output is never cached under a key that
+/// describes other content.
+fn check_live_binds(context: &ScannedContext, live: &[String]) -> Result<(), String> {
+    if live.is_empty() {
+        return Ok(());
+    }
+    let changed = |path: &str| {
+        format!(
+            "the build context changed while the step could read it ({}): build again",
+            if path.is_empty() { "." } else { path }
+        )
+    };
+    let root = context_root(context).map_err(|e| e.to_string())?;
+    for resolved in live {
+        if resolved.is_empty() {
+            let now = rustix::fs::fstat(&*context.dir).map_err(|e| e.to_string())?;
+            if crate::context::StatKey::of(&now) != context.root_version {
+                return Err(changed(""));
+            }
+        }
+        for entry in mounts::context_selection(&context.entries, resolved) {
+            let Some(version) = entry.version else {
+                continue;
+            };
+            match root.lstat(&entry.path) {
+                Ok(st) if crate::context::StatKey::of(&st) == version => {}
+                _ => return Err(changed(&entry.path)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The scanned context directory as a root, reopened through the descriptor the scan held
@@ -940,6 +979,7 @@ fn prepare_mounts(
                         ));
                         p.targets.push(target);
                         p.fds.push(tree);
+                        p.live.push(resolved);
                         continue;
                     }
                     let hide = own.join("hide");
@@ -955,6 +995,7 @@ fn prepare_mounts(
                         p.overlays.push((vec![lower, hide], target.clone()));
                         p.targets.push(target);
                         p.fds.push(tree);
+                        p.live.push(resolved);
                         continue;
                     }
                 }
@@ -1172,6 +1213,7 @@ fn run_step(
         bundle.run_captured(&ctx.opts.exe, writer.into(), writer2.into(), &inherit)
     })
     .map_err(|e| err(e.to_string()))?;
+    let live = check_live_binds(ctx.context, &prepared.live);
     remove_mount_stubs(&work.join("upper"), &state.snapshots, &prepared.targets);
     drop(prepared);
     if outcome.exit_code != 0 {
@@ -1188,7 +1230,7 @@ fn run_step(
             tail: tail.into_inner().expect("no panics").into(),
         });
     }
-    Ok(())
+    live.map_err(err)
 }
 
 #[cfg(test)]
