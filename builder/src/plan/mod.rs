@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use berth_oci::{Digest, ImageConfig};
 
-use crate::context::{ContextEntry, Matcher, ScannedContext, digest_selection};
+use crate::context::{ScannedContext, digest_selection};
 use crate::dockerfile::ParseError;
 use crate::dockerfile::shell::Lex;
 use crate::instructions::stages::{
@@ -125,27 +125,6 @@ fn key(parts: &[&str]) -> Digest {
     Digest::of(s.as_bytes())
 }
 
-/// The entries a pattern matches as written (a path, or a glob as Go's filepath.Match, with
-/// a directory selecting everything under it), relative to the context root, no symlink
-/// followed. COPY and ADD sources are keyed through [`crate::context::resolve`] instead.
-pub fn select<'a>(context: &'a ScannedContext, source: &str) -> Vec<&'a ContextEntry> {
-    let pattern = source
-        .trim_start_matches("./")
-        .trim_start_matches('/')
-        .trim_end_matches('/');
-    if pattern.is_empty() || pattern == "." {
-        return context.entries.values().collect();
-    }
-    let Ok(m) = Matcher::from_patterns(&[(0, pattern.to_owned())]) else {
-        return Vec::new();
-    };
-    context
-        .entries
-        .values()
-        .filter(|e| m.excluded(&e.path))
-        .collect()
-}
-
 /// What `--from=` names, for a cache key: a stage of this build (its layer key) or an image
 /// (its manifest for `platform`).
 fn from_key(
@@ -194,7 +173,8 @@ fn mount_inputs(
                     None,
                 )
                 .to_string(),
-                Err(_) => digest_selection(select(context, source), None).to_string(),
+                // Nothing to show: the step fails when it prepares the mount.
+                Err(e) => format!("unresolved {source:?}: {e}"),
             },
             Some(from) => from_key(df, planned, resolver, from, platform)?,
         };
