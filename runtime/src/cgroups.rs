@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::RuntimeError;
-use crate::sys::{LinuxSys, Sys};
+use crate::sys::Sys;
+use crate::sys::linux::LinuxSys;
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
@@ -397,7 +398,7 @@ impl Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::RecordingSys;
+    use crate::sys::recording::RecordingSys;
 
     const V1: &str = "\
 30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755

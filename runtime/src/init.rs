@@ -19,24 +19,14 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::RuntimeError;
+use crate::contract::{
+    ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP, ANNOTATION_USER, EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND, EXIT_SETUP, FORWARDED,
+};
 use crate::rootfs::{RootfsSource, apply, plan};
-use crate::sys::{LinuxSys, Sys, cstrings};
-use crate::{RuntimeError, spec::ANNOTATION_USER};
-
-/// Signals forwarded from the init to the container.
-pub(crate) const FORWARDED: &[Signal] = &[
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
-
-pub const EXIT_SETUP: i32 = 125;
-pub const EXIT_NOT_EXECUTABLE: i32 = 126;
-pub const EXIT_NOT_FOUND: i32 = 127;
+use crate::sys::linux::LinuxSys;
+use crate::sys::{Sys, cstrings};
 
 /// Reads a bundle written by [`crate::Bundle::write`].
 pub fn read_bundle(sys: &mut dyn Sys, bundle: &Path) -> Result<(Spec, RootfsSource), RuntimeError> {
@@ -175,7 +165,7 @@ pub fn run_foreground_forked(
     bundle: &Path,
     interactive: bool,
 ) -> Option<Result<i32, RuntimeError>> {
-    if !crate::sys::single_threaded() {
+    if !crate::sys::linux::single_threaded() {
         return None;
     }
     let set = signal_set();
@@ -187,7 +177,7 @@ pub fn run_foreground_forked(
     let sys = &mut LinuxSys;
     let child = match sys.fork() {
         Ok(ForkResult::Child) => {
-            let code = match crate::sys::forked_init_stdio(!interactive) {
+            let code = match crate::sys::linux::forked_init_stdio(!interactive) {
                 Ok(()) => main(bundle),
                 Err(e) => {
                     eprintln!("berth: preparing the container init: {e}");
@@ -308,7 +298,7 @@ fn container_child(
     let with_init = spec
         .annotations()
         .as_ref()
-        .is_some_and(|a| a.contains_key(crate::pid1::ANNOTATION_INIT));
+        .is_some_and(|a| a.contains_key(ANNOTATION_INIT));
     apply(sys, &plan(spec, source)?)?;
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         sys.sethostname(h).map_err(setup("setting the hostname"))?;
@@ -326,7 +316,7 @@ fn container_child(
         let nodev = if spec
             .annotations()
             .as_ref()
-            .is_some_and(|a| a.contains_key(crate::spec::ANNOTATION_NODEV))
+            .is_some_and(|a| a.contains_key(ANNOTATION_NODEV))
         {
             nix::mount::MsFlags::MS_NODEV
         } else {
@@ -409,7 +399,7 @@ fn container_child(
     let seccomp = spec
         .annotations()
         .as_ref()
-        .and_then(|a| a.get(crate::spec::ANNOTATION_SECCOMP))
+        .and_then(|a| a.get(ANNOTATION_SECCOMP))
         .map(String::as_str);
     let identity = crate::privileges::Identity {
         uid: user.uid,
@@ -504,7 +494,7 @@ mod tests {
 
     #[test]
     fn the_supervisor_forwards_what_it_should_and_returns_the_exit_code() {
-        let mut sys = crate::sys::RecordingSys::default();
+        let mut sys = crate::sys::recording::RecordingSys::default();
         sys.signals.extend([
             Signal::SIGWINCH,
             Signal::SIGINT,
@@ -578,7 +568,9 @@ mod tests {
         }
     }
 
-    fn recording(settings: &ProcessSettings) -> (crate::sys::RecordingSys, Spec, RootfsSource) {
+    fn recording(
+        settings: &ProcessSettings,
+    ) -> (crate::sys::recording::RecordingSys, Spec, RootfsSource) {
         let spec = build_spec(Path::new("/c/rootfs"), settings).unwrap();
         let source = RootfsSource::Overlay {
             lowers: vec!["/s/a".into()],
@@ -586,7 +578,7 @@ mod tests {
             work: "/c/work".into(),
             volatile: false,
         };
-        let mut sys = crate::sys::RecordingSys::default();
+        let mut sys = crate::sys::recording::RecordingSys::default();
         sys.contents.insert(
             "/proc/self/mountinfo".into(),
             ["39 30 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n".to_string()].into(),
@@ -623,7 +615,11 @@ mod tests {
             serde_json::to_value(&read_source).unwrap(),
             serde_json::to_value(&source).unwrap()
         );
-        let err = read_bundle(&mut crate::sys::RecordingSys::default(), dir.path()).unwrap_err();
+        let err = read_bundle(
+            &mut crate::sys::recording::RecordingSys::default(),
+            dir.path(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("config.json"), "{err}");
     }
 

@@ -7,12 +7,13 @@
 //! | [`spec`] | process settings → an OCI [`Spec`] with Docker's defaults |
 //! | [`rootfs`] | spec + rootfs source → the mount plan (a value) → applied through [`sys::Sys`] |
 //! | [`init`] | `berth __init BUNDLE`: namespaces, PID 1, signal forwarding, exit codes |
+//! | [`contract`] | what the spec tells the init beyond OCI (annotations) and what the init answers (exit codes); the signals it forwards |
 //! | [`user`] | `USER` + the container's passwd/group → ids, groups, home |
 //! | [`privileges`] | user, groups, capabilities, seccomp → applied in a tested order |
 //! | [`caps`] | the spec's capability sets → the process's |
 //! | [`seccomp`] | the default profile → BPF programs |
 //! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
-//! | [`sys`] | every call the init and PID 1 make (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, rlimits, fds, fork, the sync pipe, signals, reaping, exec, the parent-death signal, the controlling terminal, cgroup files, the container's passwd and PATH lookups), behind one trait with a recording fake; on berth's own side, the pseudo-terminal's master (tty) calls nix directly |
+//! | [`sys`] | every call the init and PID 1 make (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, rlimits, fds, fork, the sync pipe, signals, reaping, exec, the parent-death signal, the controlling terminal, cgroup files, the container's passwd and PATH lookups), behind one trait; [`sys::linux`] makes them, [`sys::recording`] records them for tests; on berth's own side, the pseudo-terminal's master (tty) calls nix directly |
 //! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
 //! | [`views`] | overlay views mounted in a thread's private mount namespace (the builder's COPY) |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
@@ -25,6 +26,7 @@
 
 pub mod caps;
 pub mod cgroups;
+pub mod contract;
 pub mod init;
 pub mod pid1;
 pub mod privileges;
@@ -116,14 +118,14 @@ impl Bundle {
 
     /// The container's cgroup, when its spec asks for one.
     fn cgroup(&self) -> Result<Option<cgroups::Cgroup>, RuntimeError> {
-        let (spec, _) = init::read_bundle(&mut sys::LinuxSys, &self.dir)?;
+        let (spec, _) = init::read_bundle(&mut sys::linux::LinuxSys, &self.dir)?;
         Ok(spec
             .linux()
             .as_ref()
             .and_then(|l| l.cgroups_path().clone())
             .map(|p| {
                 cgroups::Cgroup::for_limits(
-                    &mut sys::LinuxSys,
+                    &mut sys::linux::LinuxSys,
                     &p.to_string_lossy(),
                     &cgroups::Limits::from_spec(&spec),
                 )
@@ -166,9 +168,9 @@ impl Bundle {
         };
         let oom_killed = cgroup
             .as_ref()
-            .is_some_and(|c| c.oom_killed(&mut sys::LinuxSys));
+            .is_some_and(|c| c.oom_killed(&mut sys::linux::LinuxSys));
         if let Some(c) = &cgroup {
-            c.destroy(&mut sys::LinuxSys)?;
+            c.destroy(&mut sys::linux::LinuxSys)?;
         }
         Ok(Outcome {
             exit_code: result?,
@@ -229,13 +231,13 @@ impl Bundle {
             status
                 .code()
                 .or_else(|| status.signal().map(|s| 128 + s))
-                .unwrap_or(init::EXIT_SETUP)
+                .unwrap_or(contract::EXIT_SETUP)
         };
         let oom_killed = cgroup
             .as_ref()
-            .is_some_and(|c| c.oom_killed(&mut sys::LinuxSys));
+            .is_some_and(|c| c.oom_killed(&mut sys::linux::LinuxSys));
         if let Some(c) = &cgroup {
-            c.destroy(&mut sys::LinuxSys)?;
+            c.destroy(&mut sys::linux::LinuxSys)?;
         }
         Ok(Outcome {
             exit_code,

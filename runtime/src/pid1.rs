@@ -13,10 +13,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 
+use crate::contract::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP, FORWARDED};
 use crate::sys::Sys;
-
-/// Annotation asking for `--init`.
-pub const ANNOTATION_INIT: &str = "berth.init";
 
 /// PID 1's life: runs `program` (argv, env as given) as its child and returns the exit
 /// code to exit with. Called in the container's PID 1 after all setup, in place of exec.
@@ -29,12 +27,12 @@ pub fn run(
 ) -> i32 {
     let _ = sys.set_dumpable(false);
     let mut set = SigSet::empty();
-    for s in crate::init::FORWARDED {
+    for s in FORWARDED {
         set.add(*s);
     }
     set.add(Signal::SIGCHLD);
     if sys.block_signals(&set).is_err() {
-        return crate::init::EXIT_SETUP;
+        return EXIT_SETUP;
     }
     let child = match sys.fork() {
         Ok(ForkResult::Child) => {
@@ -42,19 +40,19 @@ pub fn run(
             let err = sys.execve(program, argv, env);
             eprintln!("berth: exec {program:?}: {}", err.desc());
             return if err == nix::Error::ENOENT {
-                crate::init::EXIT_NOT_FOUND
+                EXIT_NOT_FOUND
             } else {
-                crate::init::EXIT_NOT_EXECUTABLE
+                EXIT_NOT_EXECUTABLE
             };
         }
         Ok(ForkResult::Parent { child }) => child,
-        Err(_) => return crate::init::EXIT_SETUP,
+        Err(_) => return EXIT_SETUP,
     };
     loop {
         let signal = match sys.wait_signal(&set) {
             Ok(s) => s,
             Err(nix::Error::EINTR) => continue,
-            Err(_) => return crate::init::EXIT_SETUP,
+            Err(_) => return EXIT_SETUP,
         };
         if signal != Signal::SIGCHLD {
             let _ = sys.kill(child, signal);
@@ -84,7 +82,7 @@ fn reap(sys: &mut dyn Sys, command: Pid) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::RecordingSys;
+    use crate::sys::recording::RecordingSys;
 
     fn cstr(s: &str) -> std::ffi::CString {
         std::ffi::CString::new(s).unwrap()
@@ -129,7 +127,7 @@ mod tests {
             ..RecordingSys::default()
         };
         let code = run(&mut sys, &cstr("/missing"), &[cstr("missing")], &[]);
-        assert_eq!(code, crate::init::EXIT_NOT_FOUND);
+        assert_eq!(code, EXIT_NOT_FOUND);
         assert_eq!(
             sys.calls,
             [

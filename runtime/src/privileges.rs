@@ -65,7 +65,7 @@ pub fn drop_privileges(sys: &mut dyn Sys, id: &Identity<'_>) -> Result<(), Runti
 mod tests {
     use super::*;
     use crate::spec::{ProcessSettings, build_spec};
-    use crate::sys::RecordingSys;
+    use crate::sys::recording::RecordingSys;
 
     fn order(calls: &[String]) -> Vec<&str> {
         calls

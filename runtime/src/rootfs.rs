@@ -264,7 +264,7 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
     let console = spec
         .annotations()
         .as_ref()
-        .and_then(|a| a.get(crate::spec::ANNOTATION_CONSOLE))
+        .and_then(|a| a.get(crate::contract::ANNOTATION_CONSOLE))
         .cloned();
     let mut ops = vec![Op::Mount {
         source: None,
@@ -274,11 +274,11 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
         data: None,
     }];
     // Not privileged: no device node is opened through the rootfs or any mount of the spec
-    // but /dev's own tmpfs ([`crate::spec::ANNOTATION_NODEV`]).
+    // but /dev's own tmpfs ([`crate::contract::ANNOTATION_NODEV`]).
     let nodev = spec
         .annotations()
         .as_ref()
-        .is_some_and(|a| a.contains_key(crate::spec::ANNOTATION_NODEV));
+        .is_some_and(|a| a.contains_key(crate::contract::ANNOTATION_NODEV));
     let root_attrs = if nodev {
         MsFlags::MS_NODEV
     } else {
@@ -572,7 +572,7 @@ fn display_name(p: &Path) -> String {
 mod tests {
     use super::*;
     use crate::spec::{NetworkMode, ProcessSettings, build_spec};
-    use crate::sys::RecordingSys;
+    use crate::sys::recording::RecordingSys;
 
     fn settings() -> ProcessSettings {
         ProcessSettings {
@@ -773,7 +773,7 @@ mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_NODEV|MS_REMOUNT|MS_BIND data
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let mut sys = crate::sys::LinuxSys;
+                    let mut sys = crate::sys::linux::LinuxSys;
                     sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
                     sys.mount(
                         None,
@@ -785,7 +785,7 @@ mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_NODEV|MS_REMOUNT|MS_BIND data
                     .unwrap();
                     std::fs::create_dir_all(&a).unwrap();
                     std::fs::create_dir_all(&b).unwrap();
-                    let tmpfs = |sys: &mut crate::sys::LinuxSys, at: &Path, flags| {
+                    let tmpfs = |sys: &mut crate::sys::linux::LinuxSys, at: &Path, flags| {
                         sys.mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some("size=1m"))
                             .unwrap()
                     };

@@ -19,8 +19,8 @@
 //!
 //! [`default_program`] compiles all of that into one BPF program that searches the call
 //! number (see there for why not seccompiler, which the tests keep as the reference). It is
-//! installed with `seccomp(2)` directly (sys.rs), without `no_new_privs`: Docker does not set
-//! it, and setuid programs inside containers must keep working. Installing without
+//! installed with `seccomp(2)` directly (sys/linux.rs), without `no_new_privs`: Docker does
+//! not set it, and setuid programs inside containers must keep working. Installing without
 //! `no_new_privs` needs CAP_SYS_ADMIN, which the init still holds at that point.
 //! `--privileged` installs nothing.
 //!

@@ -11,21 +11,9 @@ use oci_spec::runtime::{
 };
 
 use crate::RuntimeError;
-
-/// Annotation carrying the unresolved `USER` (name or id, `[:group]`); the init resolves it
-/// in the container's own `/etc/passwd` and `/etc/group` after pivot_root.
-pub const ANNOTATION_USER: &str = "berth.user";
-
-/// Annotation naming the seccomp profile: `default` (berth's built-in, see seccomp.rs) or
-/// `unconfined`. berth does not interpret OCI seccomp JSON.
-pub const ANNOTATION_SECCOMP: &str = "berth.seccomp";
-
-/// Annotation present when the container is not privileged: the rootfs and every bind are
-/// mounted `nodev` (see rootfs.rs), so only the nodes in `/dev`'s own tmpfs can be opened.
-pub const ANNOTATION_NODEV: &str = "berth.nodev";
-
-/// Annotation with the host path of the terminal to bind onto `/dev/console` (`run -t`).
-pub const ANNOTATION_CONSOLE: &str = "berth.console";
+use crate::contract::{
+    ANNOTATION_CONSOLE, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP, ANNOTATION_USER,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
@@ -433,7 +421,7 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
     let mut annotations = std::collections::HashMap::new();
     annotations.insert(ANNOTATION_USER.to_owned(), settings.user.clone());
     if settings.init {
-        annotations.insert(crate::pid1::ANNOTATION_INIT.to_owned(), "1".to_owned());
+        annotations.insert(ANNOTATION_INIT.to_owned(), "1".to_owned());
     }
     if let Some(c) = &settings.console {
         annotations.insert(ANNOTATION_CONSOLE.to_owned(), c.display().to_string());

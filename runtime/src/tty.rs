@@ -33,12 +33,13 @@ impl Terminal {
     /// Opens a pty sized like the user's terminal (when stdout is one; else 24×80, as a
     /// detached `docker run -t` gets).
     pub fn open() -> Result<Terminal, RuntimeError> {
-        let size = crate::sys::window_size(std::io::stdout().as_fd()).or(Some(nix::pty::Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        }));
+        let size =
+            crate::sys::linux::window_size(std::io::stdout().as_fd()).or(Some(nix::pty::Winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            }));
         let pty =
             nix::pty::openpty(size.as_ref(), None).map_err(setup("opening a pseudo-terminal"))?;
         let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))
@@ -80,7 +81,7 @@ impl Terminal {
         let mut parts = handed.splitn(3, ',');
         let mut fd = || -> Result<OwnedFd, RuntimeError> {
             let n: i32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-            let fd = crate::sys::take_inherited_fd(n).ok_or_else(bad)?;
+            let fd = crate::sys::linux::take_inherited_fd(n).ok_or_else(bad)?;
             nix::fcntl::fcntl(
                 &fd,
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
@@ -189,8 +190,8 @@ pub struct TerminalMaster {
 
 impl TerminalMaster {
     pub fn resize(&self) {
-        if let Some(size) = crate::sys::window_size(std::io::stdout().as_fd()) {
-            crate::sys::set_window_size(self.master.as_fd(), &size);
+        if let Some(size) = crate::sys::linux::window_size(std::io::stdout().as_fd()) {
+            crate::sys::linux::set_window_size(self.master.as_fd(), &size);
         }
     }
 

@@ -15,7 +15,8 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
 use crate::RuntimeError;
-use crate::sys::{LinuxSys, Sys};
+use crate::sys::Sys;
+use crate::sys::linux::LinuxSys;
 
 /// One merged tree to mount.
 #[derive(Debug, Clone)]
@@ -141,7 +142,7 @@ pub fn with_views<T: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::RecordingSys;
+    use crate::sys::recording::RecordingSys;
 
     #[test]
     fn views_mount_as_documented() {

@@ -343,7 +343,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let bundle = match prepare(&dir, &args, &image, setup) {
         Ok(b) => b,
         Err(e) => {
-            finish(store, record, berth_runtime::init::EXIT_SETUP)?;
+            finish(store, record, berth_runtime::contract::EXIT_SETUP)?;
             return Err(e);
         }
     };
@@ -388,7 +388,9 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     finish(
         store,
         record,
-        *result.as_ref().unwrap_or(&berth_runtime::init::EXIT_SETUP),
+        *result
+            .as_ref()
+            .unwrap_or(&berth_runtime::contract::EXIT_SETUP),
     )?;
     result.map(|c| c.clamp(0, 255) as u8)
 }
@@ -451,7 +453,7 @@ pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
         Ok(c) => *c,
         Err(e) => {
             eprintln!("berth: {e:#}");
-            berth_runtime::init::EXIT_SETUP
+            berth_runtime::contract::EXIT_SETUP
         }
     };
     let fresh: ContainerRecord =
