@@ -21,6 +21,14 @@ use std::path::{Path, PathBuf};
 use berth_oci::{Descriptor, Digest, Digester};
 
 use crate::error::{IoContext, Result, StoreError};
+use crate::layout::Store;
+
+impl Store {
+    /// A writer for a new blob.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        BlobWriter::new(&self.tmp_dir(), &self.blobs_dir())
+    }
+}
 
 /// A blob being written.
 #[derive(Debug)]

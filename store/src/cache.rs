@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use berth_oci::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{IoContext, Result, StoreError};
+use crate::error::{IoContext, Result};
 use crate::layer::pack::{PackOptions, pack};
 use crate::layout::{Store, atomic_write, unique_tmp_path};
 use crate::{BlobWriter, Expect};
@@ -305,20 +305,7 @@ impl Store {
             None => diff_id.clone(),
             Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
         };
-        let target = self.snapshot_path(&chain_id);
-        match std::fs::rename(upper, &target) {
-            Ok(()) => crate::layout::sync_dir(&self.snapshots_dir())?,
-            // Another build made the same snapshot first: the same bytes, keep theirs.
-            Err(e)
-                if target.is_dir()
-                    && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {}
-            Err(e) => {
-                return Err(StoreError::io(
-                    format!("renaming into {}", target.display()),
-                    e,
-                ));
-            }
-        }
+        self.place_snapshot(upper, &chain_id)?;
         Ok(CachedLayer {
             diff_id,
             size,

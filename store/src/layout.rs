@@ -1,4 +1,6 @@
-//! The store's directory layout: a root path in, an opened [`Store`] out.
+//! The store itself: a root path in, an opened [`Store`] out, its directories laid out as
+//! below. The modules of the store's parts (blobs, images, index, snapshots, cache,
+//! containers, …) add their methods to [`Store`] in their own files.
 //!
 //! ```text
 //! <root>/oci-layout, index.json   an OCI image layout (image-layout.md): skopeo/umoci read it
@@ -20,9 +22,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use berth_oci::Digest;
+use berth_oci::manifest::to_canonical_json;
+use berth_oci::{Digest, ImageIndex};
 
-use crate::blobs::BlobWriter;
 use crate::error::{IoContext, Result};
 use crate::lock::FileLock;
 
@@ -85,7 +87,11 @@ impl Store {
         if !store.root.join("index.json").exists() {
             let _guard = store.index_lock()?;
             if !store.root.join("index.json").exists() {
-                crate::index::write_index(&store, &berth_oci::ImageIndex::default())?;
+                atomic_write(
+                    &store.root.join("index.json"),
+                    &to_canonical_json(&ImageIndex::default()),
+                    &store.tmp_dir(),
+                )?;
             }
         }
         if store.lock.try_upgrade()? {
@@ -130,11 +136,6 @@ impl Store {
 
     pub(crate) fn store_lock(&self) -> &FileLock {
         &self.lock
-    }
-
-    /// A writer for a new blob (blobs.rs).
-    pub fn blob_writer(&self) -> Result<BlobWriter> {
-        BlobWriter::new(&self.tmp_dir(), &self.blobs_dir())
     }
 
     /// Removes everything under `tmp/`. Only called with the store lock held exclusive.

@@ -5,7 +5,7 @@
 //!
 //! | on disk | module | what it does |
 //! |---|---|---|
-//! | `oci-layout`, the directories | [`layout`] | opens the store ([`Store::open`]), cleans `tmp/` |
+//! | `oci-layout`, the directories | [`layout`] | the store itself: [`Store`], opened ([`Store::open`]), the paths under its root, atomic file writes; cleans `tmp/` |
 //! | every directory and file's mode | [`files`] | private to the user running berth; locks nobody else can open |
 //! | `locks/` | [`lock`] | the lock order between processes |
 //! | `blobs/sha256/<hex>` | [`blobs`], [`images`] | verified writes ([`BlobWriter`]); reading images by name or ID |
@@ -15,7 +15,9 @@
 //! | `compressed/<diff-id>.<alg>` | [`compress`] | layers compressed on the way out, once, on all cores |
 //! | `containers/<id>/container.json`, `volumes/<name>/_data` | [`containers`] | which images containers keep alive; named volumes |
 //! | — | [`gc`], [`check`] | removing unreferenced content; verifying everything |
+//! | `contexts/<key>` | [`contexts`] | the builder's stat → digest index of a build context |
 //! | archives | [`archive`] | `oci-archive` and `docker-archive` files, read and written |
+//! | another OCI image layout (`oci:DIR`) | [`oci_dir`] | that directory as an `ImageSource` / `ImageDestination` (`berth copy`); not the store |
 //! | — | [`transport`] | the store as an `ImageSource` / `ImageDestination` |
 //!
 //! Crossing the boundary: [`Store`], [`Image`], [`StoreError`], the transport adapters and the
@@ -36,8 +38,8 @@ pub mod images;
 pub mod index;
 pub mod layer;
 pub mod layout;
-pub mod layout_dir;
 pub mod lock;
+pub mod oci_dir;
 pub mod snapshots;
 pub mod transport;
 

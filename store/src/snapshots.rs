@@ -7,7 +7,7 @@
 //! complete or absent; when two processes unpack the same layer at once, the first rename
 //! wins and the second copy is dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_oci::config::chain_ids;
 use berth_oci::{Descriptor, Digest};
@@ -63,23 +63,30 @@ impl Store {
                     found: report.diff_id,
                 });
             }
-            let target = self.snapshot_path(chain);
-            match std::fs::rename(&tmp, &target) {
-                Ok(()) => {}
-                Err(e)
-                    if target.is_dir()
-                        && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {}
-                Err(e) => {
-                    return Err(StoreError::io(
-                        format!("renaming into {}", target.display()),
-                        e,
-                    ));
-                }
-            }
-            crate::layout::sync_dir(&self.snapshots_dir())?;
+            self.place_snapshot(&tmp, chain)?;
             Ok(report)
         })();
         let _ = crate::fsutil::remove_all(&tmp);
         result
+    }
+
+    /// Renames the complete directory `from` into place as the snapshot `chain`, and syncs
+    /// `snapshots/`. When another process placed the same snapshot first (the same bytes),
+    /// theirs is kept and `from` is left for the caller to remove.
+    pub(crate) fn place_snapshot(&self, from: &Path, chain: &Digest) -> Result<()> {
+        let target = self.snapshot_path(chain);
+        match std::fs::rename(from, &target) {
+            Ok(()) => {}
+            Err(e)
+                if target.is_dir()
+                    && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {}
+            Err(e) => {
+                return Err(StoreError::io(
+                    format!("renaming into {}", target.display()),
+                    e,
+                ));
+            }
+        }
+        crate::layout::sync_dir(&self.snapshots_dir())
     }
 }

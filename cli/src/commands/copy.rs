@@ -14,7 +14,7 @@ use berth_oci::transport::{
 };
 use berth_registry_client::Remote;
 use berth_store::archive::{Archive, ArchiveSource};
-use berth_store::layout_dir::LayoutDir;
+use berth_store::oci_dir::LayoutDir;
 use berth_store::{Store, StoreDestination, StoreSource};
 
 use crate::UsageError;
