@@ -166,16 +166,7 @@ impl Bundle {
                 result
             }
         };
-        let oom_killed = cgroup
-            .as_ref()
-            .is_some_and(|c| c.oom_killed(&mut sys::linux::LinuxSys));
-        if let Some(c) = &cgroup {
-            c.destroy(&mut sys::linux::LinuxSys)?;
-        }
-        Ok(Outcome {
-            exit_code: result?,
-            oom_killed,
-        })
+        Bundle::finish(cgroup, result)
     }
 
     /// Runs the container with the given stdout and stderr (stdin is `/dev/null`) and waits
@@ -233,6 +224,15 @@ impl Bundle {
                 .or_else(|| status.signal().map(|s| 128 + s))
                 .unwrap_or(contract::EXIT_SETUP)
         };
+        Bundle::finish(cgroup, Ok(exit_code))
+    }
+
+    /// The outcome of a container that ended with `exit_code`: whether the OOM killer struck
+    /// in its cgroup, which is then removed with whatever is left in it.
+    fn finish(
+        cgroup: Option<cgroups::Cgroup>,
+        exit_code: Result<i32, RuntimeError>,
+    ) -> Result<Outcome, RuntimeError> {
         let oom_killed = cgroup
             .as_ref()
             .is_some_and(|c| c.oom_killed(&mut sys::linux::LinuxSys));
@@ -240,7 +240,7 @@ impl Bundle {
             c.destroy(&mut sys::linux::LinuxSys)?;
         }
         Ok(Outcome {
-            exit_code,
+            exit_code: exit_code?,
             oom_killed,
         })
     }

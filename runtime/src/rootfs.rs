@@ -452,9 +452,12 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 Err(e) => Err(fail(format!("resolving {} in the rootfs", p.display()))(e)),
             }
         };
-    let missing = |what: &str, p: &Path| RuntimeError::Setup {
-        what: format!("{what} {}", p.display()),
-        errno: nix::Error::ENOENT,
+    // A path that must exist in the rootfs, for `what` to be done at it.
+    let existing = |sys: &mut dyn Sys, what: &str, p: &Path| -> Result<InRoot, RuntimeError> {
+        at(sys, p, Create::Nothing)?.ok_or_else(|| RuntimeError::Setup {
+            what: format!("{what} {}", p.display()),
+            errno: nix::Error::ENOENT,
+        })
     };
     for op in ops {
         match op {
@@ -465,9 +468,7 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 flags,
                 data,
             } => {
-                let Some(target) = at(sys, target, Create::Nothing)? else {
-                    return Err(missing("mounting", target));
-                };
+                let target = existing(sys, "mounting", target)?;
                 let mut result = sys.mount(
                     source.as_deref(),
                     target.target(),
@@ -497,9 +498,7 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 at(sys, p, Create::File)?;
             }
             Op::Devices(dev) => {
-                let Some(dev) = at(sys, dev, Create::Nothing)? else {
-                    return Err(missing("creating devices in", dev));
-                };
+                let dev = existing(sys, "creating devices in", dev)?;
                 for node in default_devices(dev.target()) {
                     sys.mknod_char(&node)
                         .map_err(fail(format!("creating /dev/{}", display_name(&node.path))))?;
@@ -546,9 +545,7 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 recursive,
                 attrs,
             } => {
-                let Some(target) = at(sys, target, Create::Nothing)? else {
-                    return Err(missing("binding", target));
-                };
+                let target = existing(sys, "binding", target)?;
                 bind(sys, source, &target, *recursive, *attrs)?;
             }
             Op::Pivot(root) => {
@@ -572,6 +569,7 @@ fn display_name(p: &Path) -> String {
 mod tests {
     use super::*;
     use crate::spec::{NetworkMode, ProcessSettings, build_spec};
+    use crate::sys::linux::{LinuxSys, in_private_mount_namespace};
     use crate::sys::recording::RecordingSys;
 
     fn settings() -> ProcessSettings {
@@ -770,61 +768,44 @@ mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_NODEV|MS_REMOUNT|MS_BIND data
         }
         let tmp = tempfile::tempdir().unwrap();
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b b"));
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let mut sys = crate::sys::linux::LinuxSys;
-                    sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-                    sys.mount(
-                        None,
-                        Path::new("/"),
-                        None,
-                        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-                        None,
-                    )
-                    .unwrap();
-                    std::fs::create_dir_all(&a).unwrap();
-                    std::fs::create_dir_all(&b).unwrap();
-                    let tmpfs = |sys: &mut crate::sys::linux::LinuxSys, at: &Path, flags| {
-                        sys.mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some("size=1m"))
-                            .unwrap()
-                    };
-                    tmpfs(&mut sys, &a, MsFlags::empty());
-                    std::fs::create_dir(a.join("sub")).unwrap();
-                    tmpfs(
-                        &mut sys,
-                        &a.join("sub"),
-                        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    );
-                    let src = a.display().to_string();
-                    sys.mount(
-                        Some(&src),
-                        &b,
-                        None,
-                        MsFlags::MS_BIND | MsFlags::MS_REC,
-                        None,
-                    )
-                    .unwrap();
-                    remount_tree(&mut sys, &b, MsFlags::MS_RDONLY).unwrap();
-                    for p in [b.join("x"), b.join("sub/x")] {
-                        let e = std::fs::write(&p, "x").unwrap_err();
-                        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{}", p.display());
-                    }
-                    // The source stays writable; the submount kept nosuid,nodev.
-                    std::fs::write(a.join("sub/x"), "x").unwrap();
-                    let info = sys.read_file(Path::new(MOUNTINFO)).unwrap();
-                    let sub = mounts_under(&info, &b.join("sub"));
-                    assert_eq!(sub.len(), 1, "{info}");
-                    assert!(
-                        sub[0]
-                            .1
-                            .contains(MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV),
-                        "{info}"
-                    );
-                })
-                .join()
-                .unwrap()
-        });
+        in_private_mount_namespace(|sys| {
+            std::fs::create_dir_all(&a).unwrap();
+            std::fs::create_dir_all(&b).unwrap();
+            let tmpfs = |sys: &mut LinuxSys, at: &Path, flags| {
+                sys.mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some("size=1m"))
+                    .unwrap()
+            };
+            tmpfs(sys, &a, MsFlags::empty());
+            std::fs::create_dir(a.join("sub")).unwrap();
+            tmpfs(sys, &a.join("sub"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+            let src = a.display().to_string();
+            sys.mount(
+                Some(&src),
+                &b,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .unwrap();
+            remount_tree(sys, &b, MsFlags::MS_RDONLY).unwrap();
+            for p in [b.join("x"), b.join("sub/x")] {
+                let e = std::fs::write(&p, "x").unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{}", p.display());
+            }
+            // The source stays writable; the submount kept nosuid,nodev.
+            std::fs::write(a.join("sub/x"), "x").unwrap();
+            let info = sys.read_file(Path::new(MOUNTINFO)).unwrap();
+            let sub = mounts_under(&info, &b.join("sub"));
+            assert_eq!(sub.len(), 1, "{info}");
+            assert!(
+                sub[0]
+                    .1
+                    .contains(MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV),
+                "{info}"
+            );
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]

@@ -12,6 +12,14 @@ use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
 
 use crate::RuntimeError;
 
+/// Another descriptor for the same end of the terminal.
+fn duplicate(end: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
+    end.try_clone().map_err(|source| RuntimeError::Io {
+        what: "duplicating the terminal".into(),
+        source,
+    })
+}
+
 fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
     move |errno| RuntimeError::Setup {
         what: what.to_owned(),
@@ -106,15 +114,7 @@ impl Terminal {
 
     /// The container's stdin, stdout and stderr: the slave, three times.
     pub fn slave_stdio(&self) -> Result<[std::process::Stdio; 3], RuntimeError> {
-        let dup = || {
-            self.slave
-                .try_clone()
-                .map(std::process::Stdio::from)
-                .map_err(|e| RuntimeError::Io {
-                    what: "duplicating the terminal".into(),
-                    source: e,
-                })
-        };
+        let dup = || duplicate(&self.slave).map(std::process::Stdio::from);
         Ok([dup()?, dup()?, dup()?])
     }
 
@@ -137,15 +137,7 @@ impl Terminal {
         &self,
         interactive: bool,
     ) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
-        let clone = || {
-            self.master
-                .try_clone()
-                .map(std::fs::File::from)
-                .map_err(|e| RuntimeError::Io {
-                    what: "duplicating the terminal".into(),
-                    source: e,
-                })
-        };
+        let clone = || duplicate(&self.master).map(std::fs::File::from);
         let mut from = clone()?;
         if interactive {
             let mut to = clone()?;

@@ -12,11 +12,10 @@
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
-use nix::sched::CloneFlags;
 
 use crate::RuntimeError;
 use crate::sys::Sys;
-use crate::sys::linux::LinuxSys;
+use crate::sys::linux::in_private_mount_namespace;
 
 /// One merged tree to mount.
 #[derive(Debug, Clone)]
@@ -108,34 +107,12 @@ pub fn with_views<T: Send>(
     empty: &Path,
     f: impl FnOnce(&[PathBuf]) -> T + Send,
 ) -> Result<T, RuntimeError> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let mut sys = LinuxSys;
-                sys.unshare(CloneFlags::CLONE_NEWNS)
-                    .map_err(|errno| RuntimeError::Setup {
-                        what: "creating a mount namespace".into(),
-                        errno,
-                    })?;
-                sys.mount(
-                    None,
-                    Path::new("/"),
-                    None,
-                    MsFlags::MS_SLAVE | MsFlags::MS_REC,
-                    None,
-                )
-                .map_err(|errno| RuntimeError::Setup {
-                    what: "making mounts private".into(),
-                    errno,
-                })?;
-                for v in views {
-                    mount_view(&mut sys, v, empty)?;
-                }
-                let targets: Vec<PathBuf> = views.iter().map(|v| v.target.clone()).collect();
-                Ok(f(&targets))
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    in_private_mount_namespace(|sys| {
+        for v in views {
+            mount_view(sys, v, empty)?;
+        }
+        let targets: Vec<PathBuf> = views.iter().map(|v| v.target.clone()).collect();
+        Ok(f(&targets))
     })
 }
 

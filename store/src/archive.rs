@@ -403,6 +403,15 @@ impl ArchiveSource {
     pub fn new(archive: Arc<Archive>, image: ArchivedImage) -> ArchiveSource {
         ArchiveSource { archive, image }
     }
+
+    /// The member holding the bytes `desc` names (`what` it is, for the error).
+    fn member_of(&self, what: &str, desc: &Descriptor) -> Result<&str, TransportError> {
+        let name = self.image.blobs.get(&desc.digest);
+        name.map(String::as_str)
+            .ok_or_else(|| TransportError::NotFound {
+                what: format!("{what} {}", desc.digest),
+            })
+    }
 }
 
 impl ImageSource for ArchiveSource {
@@ -415,13 +424,7 @@ impl ImageSource for ArchiveSource {
     }
 
     async fn manifest(&self, desc: &Descriptor) -> Result<Parsed, TransportError> {
-        let name = self
-            .image
-            .blobs
-            .get(&desc.digest)
-            .ok_or_else(|| TransportError::NotFound {
-                what: format!("manifest {}", desc.digest),
-            })?;
+        let name = self.member_of("manifest", desc)?;
         let bytes = self
             .archive
             .read_member(name, MAX_MANIFEST)
@@ -430,13 +433,7 @@ impl ImageSource for ArchiveSource {
     }
 
     async fn blob(&self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
-        let name = self
-            .image
-            .blobs
-            .get(&desc.digest)
-            .ok_or_else(|| TransportError::NotFound {
-                what: format!("blob {}", desc.digest),
-            })?;
+        let name = self.member_of("blob", desc)?;
         let (offset, size) = self
             .archive
             .member(name)

@@ -657,6 +657,37 @@ pub fn forked_init_stdio(null_stdin: bool) -> SysResult<()> {
     Ok(())
 }
 
+/// Runs `f` on a new thread in a mount namespace of its own, which receives the host's mounts
+/// but passes none back (`unshare(CLONE_NEWNS)`, then `/` made a recursive slave), and waits
+/// for it; a panic in `f` goes on in the caller.
+pub fn in_private_mount_namespace<T: Send>(
+    f: impl FnOnce(&mut LinuxSys) -> Result<T, crate::RuntimeError> + Send,
+) -> Result<T, crate::RuntimeError> {
+    let setup = |what: &str| {
+        let what = what.to_owned();
+        move |errno| crate::RuntimeError::Setup { what, errno }
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut sys = LinuxSys;
+                sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                    .map_err(setup("creating a mount namespace"))?;
+                sys.mount(
+                    None,
+                    Path::new("/"),
+                    None,
+                    MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                    None,
+                )
+                .map_err(setup("making mounts private"))?;
+                f(&mut sys)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// The window size of a terminal, if `fd` is one.
 pub fn window_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<nix::pty::Winsize> {
     use std::os::fd::AsRawFd;
@@ -739,24 +770,7 @@ mod tests {
         }
         let tmp = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tmp.path()).unwrap();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let mut sys = LinuxSys;
-                    sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-                    sys.mount(
-                        None,
-                        Path::new("/"),
-                        None,
-                        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-                        None,
-                    )
-                    .unwrap();
-                    f(&dir)
-                })
-                .join()
-                .unwrap()
-        });
+        in_private_mount_namespace(|_| Ok(f(&dir))).unwrap();
     }
 
     /// A target resolved, then a component of its path replaced by a symlink to outside the
