@@ -1,8 +1,10 @@
 //! A crate's source files → its module tree and every path one module writes to another.
 //! Modules are found by following `mod name;` from the crate root (`lib.rs`, `main.rs`, each
 //! `bin/*.rs`) as rustc does, and `mod name { … }` within a file. References are the paths
-//! of `use` declarations (use-groups expanded) and the `crate::`, `super::` and `self::` paths
-//! in code; a bare path names a child module or another crate, never a sibling.
+//! of `use` declarations (use-groups expanded) and the paths in code: `crate::`, `super::`
+//! and `self::` ones, and those that start with a name a `use` brought into scope, by name
+//! or by a glob (`use super::*` then `sibling::f()`). Not seen: what a method call reaches
+//! through its receiver's type, and macros named without a path.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,18 +23,16 @@ pub struct Reference {
     pub line: usize,
 }
 
-/// A name a `use` declaration brings into a module's scope, kept to follow re-exports:
-/// `crate::Name` where the root has `pub use rootfs::Name` is a reference to `rootfs`.
-#[derive(Debug, Clone)]
-struct Binding {
-    path: Vec<String>,
-}
-
 /// One crate: its modules (each with the file it is in) and the references between them.
 #[derive(Debug, Default)]
 pub struct Crate {
     pub modules: BTreeMap<ModPath, String>,
-    bindings: BTreeMap<ModPath, BTreeMap<String, Binding>>,
+    /// The names module-level `use` declarations bring into each module: name → path. They
+    /// resolve paths that start with the name, and re-exports (`crate::Name` where the root
+    /// has `pub use rootfs::Name` is a reference to `rootfs`).
+    bindings: BTreeMap<ModPath, BTreeMap<String, Vec<String>>>,
+    /// The modules each module glob-imports (`use super::*`), as written without the `*`.
+    globs: BTreeMap<ModPath, Vec<Vec<String>>>,
     pub references: Vec<Reference>,
 }
 
@@ -44,7 +44,8 @@ struct FileItems {
     /// `mod name { … }`.
     pub inline: Vec<ModPath>,
     pub references: Vec<Reference>,
-    /// Names bound by module-level `use` declarations: (module, name, path).
+    /// Names bound by module-level `use` declarations: (module, name, path); a glob binds
+    /// `*`.
     bindings: Vec<(ModPath, String, Vec<String>)>,
 }
 
@@ -98,11 +99,13 @@ impl Crate {
         for inline in items.inline {
             self.modules.insert(inline, shown.to_owned());
         }
-        for (module, name, path) in items.bindings {
-            self.bindings
-                .entry(module)
-                .or_default()
-                .insert(name, Binding { path });
+        for (module, name, mut path) in items.bindings {
+            if name == "*" {
+                path.pop();
+                self.globs.entry(module).or_default().push(path);
+            } else {
+                self.bindings.entry(module).or_default().insert(name, path);
+            }
         }
         self.references.extend(items.references);
         items.declared
@@ -144,7 +147,7 @@ fn parse(source: &str, module: &ModPath, file: &str) -> FileItems {
                 use_tree(&tokens, &mut i, Vec::new(), &mut leaves);
                 for (path, alias, line) in leaves {
                     if at_module_level && let Some(name) = alias.or_else(|| path.last().cloned()) {
-                        if name != "*" && name != "_" {
+                        if name != "_" {
                             items.bindings.push((from.clone(), name, path.clone()));
                         }
                     }
@@ -164,8 +167,12 @@ fn parse(source: &str, module: &ModPath, file: &str) -> FileItems {
                 braces.pop();
                 i += 1;
             }
-            "crate" | "super" | "self"
-                if text(i + 1) == "::" && text(i.wrapping_sub(1)) != "::" =>
+            // A path: `crate::`, `super::`, `self::` or a name, then `::` and a name.
+            word if is_ident(word)
+                && word != "Self"
+                && text(i + 1) == "::"
+                && is_ident(text(i + 2))
+                && text(i.wrapping_sub(1)) != "::" =>
             {
                 let line = tokens[i].line;
                 let mut path = vec![text(i).to_owned()];
@@ -257,23 +264,60 @@ impl Crate {
     /// The module a path written in `from` names, and what follows it (an item, or nothing):
     /// `crate::sys::Sys` from anywhere → (`sys`, `[Sys]`). None for a path into another crate.
     pub fn resolve(&self, from: &ModPath, path: &[String]) -> Option<(ModPath, Vec<String>)> {
-        let (mut base, mut k) = match path.first()?.as_str() {
-            "crate" => (ModPath::new(), 1),
-            "self" => (from.clone(), 1),
-            "super" => (from[..from.len().saturating_sub(1)].to_vec(), 1),
-            first => {
-                let mut child = from.clone();
-                child.push(first.to_owned());
-                if !self.modules.contains_key(&child) {
-                    return None;
-                }
-                (from.clone(), 0)
-            }
+        self.resolve_within(from, path, 8)
+    }
+
+    /// [`Crate::resolve`], following at most `depth` `use` bindings.
+    fn resolve_within(
+        &self,
+        from: &ModPath,
+        path: &[String],
+        depth: u32,
+    ) -> Option<(ModPath, Vec<String>)> {
+        let mut base = match path.first()?.as_str() {
+            "crate" => ModPath::new(),
+            "self" => from.clone(),
+            "super" => from[..from.len().saturating_sub(1)].to_vec(),
+            _ => return self.resolve_name(from, path, depth),
         };
+        let mut k = 1;
         while path.get(k).is_some_and(|s| s == "super") {
             base.pop();
             k += 1;
         }
+        Some(self.descend(base, &path[k..]))
+    }
+
+    /// A path that starts with a name, written in `from`: a child module of `from`, a name a
+    /// `use` in `from` binds, or a child module or name of a module `from` glob-imports.
+    fn resolve_name(
+        &self,
+        from: &ModPath,
+        path: &[String],
+        depth: u32,
+    ) -> Option<(ModPath, Vec<String>)> {
+        let mut child = from.clone();
+        child.push(path.first()?.clone());
+        if self.modules.contains_key(&child) {
+            return Some(self.descend(from.clone(), path));
+        }
+        let depth = depth.checked_sub(1)?;
+        if let Some(bound) = self.bindings.get(from).and_then(|b| b.get(&path[0])) {
+            let full: Vec<String> = bound.iter().chain(&path[1..]).cloned().collect();
+            return self.resolve_within(from, &full, depth);
+        }
+        self.globs.get(from).into_iter().flatten().find_map(|glob| {
+            let (module, rest) = self.resolve_within(from, glob, depth)?;
+            let whole = rest.is_empty() && module != *from;
+            whole
+                .then(|| self.resolve_name(&module, path, depth))
+                .flatten()
+        })
+    }
+
+    /// From module `base`, down through the leading segments of `path` that name modules.
+    fn descend(&self, mut base: ModPath, path: &[String]) -> (ModPath, Vec<String>) {
+        let mut k = 0;
         while let Some(segment) = path.get(k) {
             let mut child = base.clone();
             child.push(segment.clone());
@@ -283,27 +327,22 @@ impl Crate {
             base = child;
             k += 1;
         }
-        Some((base, path[k..].to_vec()))
+        (base, path[k..].to_vec())
     }
 
-    /// The module a reference really depends on: as [`Crate::resolve`], then through `use`
-    /// bindings of an ancestor (`crate::Name` where the root re-exports `rootfs::Name`), so
+    /// The module a reference really depends on: as [`Crate::resolve`], then on through the
+    /// names an ancestor binds (`crate::Name` where the root re-exports `rootfs::Name`), so
     /// that a re-export hides no edge.
     pub fn target(&self, reference: &Reference) -> Option<ModPath> {
         let (mut module, mut rest) = self.resolve(&reference.from, &reference.path)?;
         for _ in 0..8 {
-            if !reference.from.starts_with(&module) {
+            if rest.is_empty() || !reference.from.starts_with(&module) {
                 break;
             }
-            let Some(name) = rest.first() else { break };
-            let Some(binding) = self.bindings.get(&module).and_then(|b| b.get(name)) else {
+            let Some(next) = self.resolve_name(&module, &rest, 8) else {
                 break;
             };
-            let Some((next, mut next_rest)) = self.resolve(&module, &binding.path) else {
-                break;
-            };
-            next_rest.extend(rest.into_iter().skip(1));
-            (module, rest) = (next, next_rest);
+            (module, rest) = next;
         }
         Some(module)
     }
@@ -371,6 +410,46 @@ mod tests {
                 "m::tests super::*",
                 "m::tests::deeper super::super::x::y",
                 "m crate::q"
+            ]
+        );
+    }
+
+    #[test]
+    fn names_brought_in_by_a_use_or_a_glob_lead_to_their_module() {
+        let mut krate = Crate::default();
+        let m = |p: &str| -> ModPath {
+            p.split("::")
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        krate.add("", &m(""), "lib.rs");
+        krate.add("", &m("a"), "a.rs");
+        krate.add("", &m("b"), "b.rs");
+        krate.add("", &m("b::inner"), "b/inner.rs");
+        krate.add(
+            "use crate::b;\nmod tests {\n  use super::super::*;\n  fn t() { a::f(); }\n}\nfn g() { b::inner::h(); std::fs::read(); T::new(); }",
+            &m("c"),
+            "c.rs",
+        );
+        let found: Vec<String> = krate
+            .references
+            .iter()
+            .filter_map(|r| {
+                Some(format!(
+                    "{} {}",
+                    r.path.join("::"),
+                    krate.target(r)?.join("::")
+                ))
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "crate::b b",
+                "super::super::* ",
+                "a::f a",
+                "b::inner::h b::inner"
             ]
         );
     }
