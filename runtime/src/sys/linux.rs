@@ -770,7 +770,11 @@ mod tests {
         }
         let tmp = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tmp.path()).unwrap();
-        in_private_mount_namespace(|_| Ok(f(&dir))).unwrap();
+        in_private_mount_namespace(|_| {
+            f(&dir);
+            Ok(())
+        })
+        .unwrap();
     }
 
     /// A target resolved, then a component of its path replaced by a symlink to outside the

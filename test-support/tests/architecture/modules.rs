@@ -146,10 +146,9 @@ fn parse(source: &str, module: &ModPath, file: &str) -> FileItems {
                 i += 1;
                 use_tree(&tokens, &mut i, Vec::new(), &mut leaves);
                 for (path, alias, line) in leaves {
-                    if at_module_level && let Some(name) = alias.or_else(|| path.last().cloned()) {
-                        if name != "_" {
-                            items.bindings.push((from.clone(), name, path.clone()));
-                        }
+                    let name = alias.or_else(|| path.last().cloned());
+                    if at_module_level && let Some(name) = name.filter(|n| n != "_") {
+                        items.bindings.push((from.clone(), name, path.clone()));
                     }
                     items.references.push(Reference {
                         from: from.clone(),
