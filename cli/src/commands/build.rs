@@ -97,7 +97,7 @@ pub struct Args {
     #[arg(long)]
     push: bool,
     #[command(flatten)]
-    tls: crate::commands::registry::TlsArgs,
+    tls: crate::wiring::TlsArgs,
     /// The build context directory
     context: PathBuf,
 }
@@ -156,7 +156,7 @@ impl Resolver for StoreResolver {
         if !self.quiet {
             eprintln!("pulling {} ({wanted}) for FROM", reference.familiar());
         }
-        crate::block_on(crate::commands::registry::pull_image(
+        crate::block_on(crate::transfer::pull_image(
             self.store.clone(),
             &reference,
             &self.options,
@@ -362,7 +362,7 @@ fn write_output(
         return Ok(());
     }
     let image = if out.kind == "oci" {
-        store.distribution_image(image, crate::commands::save::compression(compression))?
+        store.distribution_image(image, crate::wiring::compression(compression))?
     } else {
         image.clone()
     };
@@ -552,7 +552,7 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         .unwrap_or_default();
     let context = berth_builder::context::scan(&args.context, &matcher, &mut index)?;
     store.write_context_index(&args.context, &index.to_bytes())?;
-    let registry_options = crate::commands::registry::options(&args.tls);
+    let registry_options = crate::wiring::options(&args.tls);
     let graph = berth_builder::plan::plan(
         &df,
         &build_args,
@@ -675,7 +675,7 @@ pub fn run(shared: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             return Err(UsageError("--push needs a name: -t REGISTRY/NAME:TAG".into()).into());
         }
         for t in &tags {
-            let digest = crate::block_on(crate::commands::registry::push_image(
+            let digest = crate::block_on(crate::transfer::push_image(
                 shared.clone(),
                 &image,
                 t,
