@@ -15,7 +15,14 @@
 
 pub mod context;
 pub mod dockerfile;
+pub mod error;
 pub mod exec;
 pub mod instructions;
 pub mod plan;
 pub mod redact;
+pub mod session;
+
+pub use error::{BuildError, Location, ResolveError};
+pub use session::{
+    BuildRequest, DockerfileSource, Exporter, LocalExport, Outcome, Services, build,
+};

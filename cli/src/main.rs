@@ -6,8 +6,12 @@
 mod change;
 mod commands;
 mod containers;
+mod download;
+mod exporters;
 mod output;
 mod output_file;
+mod progress;
+mod resolver;
 mod transfer;
 mod wiring;
 

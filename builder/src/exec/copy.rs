@@ -361,7 +361,7 @@ pub fn copy(
                 let file = job.scratch.join("download");
                 let mut out =
                     std::fs::File::create(&file).map_err(|e| io_msg("creating", "download", e))?;
-                let modified = fetch.fetch(&url, &mut out)?;
+                let modified = fetch.fetch(&url, &mut out).map_err(|e| e.to_string())?;
                 drop(out);
                 let mut data =
                     std::fs::File::open(&file).map_err(|e| io_msg("reading", "download", e))?;

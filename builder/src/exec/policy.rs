@@ -26,6 +26,7 @@ use std::str::FromStr;
 use berth_runtime::spec::NetworkMode;
 
 use crate::instructions::Run;
+use crate::instructions::commands::{RunNetwork, RunSecurity};
 
 /// A privilege beyond the sandbox that only the command line can grant (`--allow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,22 +88,20 @@ pub fn run_policy(
             ))
         }
     };
-    let network = match run.network.as_deref() {
-        None | Some("default") => build_network,
-        Some("none") => NetworkMode::None,
-        Some("host") => {
+    let network = match run.network {
+        RunNetwork::Default => build_network,
+        RunNetwork::None => NetworkMode::None,
+        RunNetwork::Host => {
             needs(Entitlement::NetworkHost, "RUN --network=host")?;
             NetworkMode::Host
         }
-        Some(other) => return Err(format!("unsupported network mode {other:?}")),
     };
-    let privileged = match run.security.as_deref() {
-        None | Some("sandbox") => false,
-        Some("insecure") => {
+    let privileged = match run.security {
+        RunSecurity::Sandbox => false,
+        RunSecurity::Insecure => {
             needs(Entitlement::SecurityInsecure, "RUN --security=insecure")?;
             true
         }
-        Some(other) => return Err(format!("unsupported security mode {other:?}")),
     };
     Ok(RunPolicy {
         network,
@@ -127,15 +126,23 @@ pub fn add_policy(sources: &[String], build_network: NetworkMode) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instructions::Command;
+    use crate::instructions::Instruction;
 
-    fn run(network: Option<&str>, security: Option<&str>) -> Run {
-        Run {
-            command: Command::Shell("true".into()),
-            mounts: Vec::new(),
-            network: network.map(str::to_owned),
-            security: security.map(str::to_owned),
-            heredocs: Vec::new(),
+    /// `RUN [--network=N] [--security=S] true` as the Dockerfile parser makes it; `None` when
+    /// the parser refuses the flags.
+    fn run(network: Option<&str>, security: Option<&str>) -> Option<Run> {
+        let mut line = "RUN".to_owned();
+        if let Some(n) = network {
+            line.push_str(&format!(" --network={n}"));
+        }
+        if let Some(s) = security {
+            line.push_str(&format!(" --security={s}"));
+        }
+        let df =
+            crate::instructions::parse_dockerfile(&format!("FROM scratch\n{line} true\n")).ok()?;
+        match &df.stages[0].instructions[0].instruction {
+            Instruction::Run(r) => Some(r.clone()),
+            _ => None,
         }
     }
 
@@ -197,8 +204,8 @@ mod tests {
             (None, Some("root"), Host, ALL, None),
         ];
         for (i, (net, sec, build, allowed, want)) in cases.iter().enumerate() {
-            let got = run_policy(&run(*net, *sec), *build, allowed)
-                .ok()
+            let got = run(*net, *sec)
+                .and_then(|r| run_policy(&r, *build, allowed).ok())
                 .map(|p| (p.network, p.privileged));
             assert_eq!(
                 got, *want,
@@ -209,9 +216,9 @@ mod tests {
 
     #[test]
     fn a_refusal_names_the_flag_to_pass() {
-        let e = run_policy(&run(Some("host"), None), NetworkMode::None, &[]).unwrap_err();
+        let e = run_policy(&run(Some("host"), None).unwrap(), NetworkMode::None, &[]).unwrap_err();
         assert!(e.contains("--allow network.host"), "{e}");
-        let e = run_policy(&run(None, Some("insecure")), NetworkMode::Host, &[]).unwrap_err();
+        let e = run_policy(&run(None, Some("insecure")).unwrap(), NetworkMode::Host, &[]).unwrap_err();
         assert!(e.contains("--allow security.insecure"), "{e}");
     }
 
