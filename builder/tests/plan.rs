@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
+use berth_builder::ResolveError;
 use berth_builder::context::{Matcher, ScannedContext, StatIndex, scan};
 use berth_builder::instructions::parse_dockerfile;
 use berth_builder::instructions::stages::Platforms;
-use berth_builder::ResolveError;
 use berth_builder::plan::{Base, BaseImage, BuildGraph, Resolver, StepKind, plan};
 use berth_oci::{Digest, ImageConfig};
 

@@ -218,7 +218,12 @@ mod tests {
     fn a_refusal_names_the_flag_to_pass() {
         let e = run_policy(&run(Some("host"), None).unwrap(), NetworkMode::None, &[]).unwrap_err();
         assert!(e.contains("--allow network.host"), "{e}");
-        let e = run_policy(&run(None, Some("insecure")).unwrap(), NetworkMode::Host, &[]).unwrap_err();
+        let e = run_policy(
+            &run(None, Some("insecure")).unwrap(),
+            NetworkMode::Host,
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains("--allow security.insecure"), "{e}");
     }
 

@@ -7,9 +7,9 @@
 //! registries (`--tls-verify=false`, `BERTH_INSECURE_REGISTRIES`, and loopback registries that
 //! do not answer HTTPS); mirrors for Docker Hub from `BERTH_REGISTRY_MIRRORS`.
 //!
-//! Progress: one line per layer as it starts and completes (`<short digest>: Pull complete`),
-//! then the manifest digest, as `docker pull` prints. A live bar per layer with byte totals
-//! is not written yet.
+//! Progress ([`crate::transfer`]): on a terminal a bar per blob with bytes and rate; else a
+//! line per blob as it starts and ends (`<short digest>: Copying (size)`, `Done`, `Already
+//! exists`); then the manifest digest, as `docker pull` prints.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
