@@ -185,13 +185,15 @@ trait Builder {
 }
 
 struct Berth {
+    /// `berth`, or `baseline` for the binary of `BERTH_BENCH_BASELINE`.
+    name: &'static str,
     bin: PathBuf,
     store: PathBuf,
 }
 
 impl Builder for Berth {
     fn name(&self) -> &str {
-        "berth"
+        self.name
     }
     fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
         let mut c = Command::new(&self.bin);
@@ -308,9 +310,25 @@ fn main() {
         .arg(&archive)
         .arg("busybox"));
     let mut builders: Vec<Box<dyn Builder>> = vec![Box::new(Berth {
+        name: "berth",
         bin: bin.clone(),
         store: store.clone(),
     })];
+    // Another berth binary (an earlier commit's) measured in the same run, with a store of
+    // its own: a change's effect on build times, against the same machine's noise.
+    if let Some(baseline) = std::env::var_os("BERTH_BENCH_BASELINE").map(PathBuf::from) {
+        let store = work.join("baseline-store");
+        run(Command::new(&baseline)
+            .env("BERTH_ROOT", &store)
+            .args(["import", "-c", "CMD [\"sh\"]"])
+            .arg(&rootfs)
+            .arg("busybox"));
+        builders.push(Box::new(Berth {
+            name: "baseline",
+            bin: baseline,
+            store,
+        }));
+    }
     let _dockerd = match (
         which("docker").filter(|p| p.starts_with("/usr/bin")),
         Dockerd::start(&work),
