@@ -81,6 +81,69 @@ pub enum ResolveError {
     Store(#[from] StoreError),
 }
 
+/// Why a step's own work failed (COPY, ADD, WORKDIR, a RUN's mounts and policy, a config
+/// instruction), before its Dockerfile line is attached ([`BuildError::Step`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// What the instruction asks cannot be done: a source not found, a value out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// The build's policy refuses it (`--allow`, `--network none`).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// A file operation failed (`action` the path: creating, reading, copying ...).
+    #[error("{action} {path:?}: {source}")]
+    Io {
+        action: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The build context changed since the scan, under a step that reads it.
+    #[error("{0}")]
+    ContextChanged(String),
+    /// A download for `ADD http(s)://`.
+    #[error("{0}")]
+    Download(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Mounting or running what the step needs.
+    #[error(transparent)]
+    Runtime(#[from] berth_runtime::RuntimeError),
+}
+
+impl StepError {
+    /// `action path: error`; a full disk is said to be the store's, where the step writes.
+    pub fn io(action: &str, path: &str, source: std::io::Error) -> StepError {
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return StepError::Store(StoreError::io(format!("{action} {path:?}"), source));
+        }
+        StepError::Io {
+            action: action.to_owned(),
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// [`StepError::io`] for a host path.
+    pub fn io_at(action: &str, path: &std::path::Path, source: std::io::Error) -> StepError {
+        StepError::io(action, &path.to_string_lossy(), source)
+    }
+}
+
+/// A message of what the instruction asks that cannot be done.
+impl From<String> for StepError {
+    fn from(message: String) -> StepError {
+        StepError::Invalid(message)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(message: &str) -> StepError {
+        StepError::Invalid(message.to_owned())
+    }
+}
+
 /// Why an export of the built image (an `--output`, a push) failed.
 pub type ExportError = Box<dyn std::error::Error + Send + Sync>;
 

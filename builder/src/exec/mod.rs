@@ -284,8 +284,9 @@ fn check_image_limits(state: &StageState, step: &Step) -> Result<(), BuildError>
     Ok(())
 }
 
-fn step_error(step: &Step, message: String) -> BuildError {
-    BuildError::step(step.line, message)
+/// A step's failure at its line.
+fn step_error(step: &Step, e: impl std::fmt::Display) -> BuildError {
+    BuildError::step(step.line, e.to_string())
 }
 
 /// The starting state of a stage.

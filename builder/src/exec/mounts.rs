@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use super::{Ctx, context_root, from_snapshots, fsops, step_error};
 use crate::context::resolve::is_dir_in;
 use crate::context::{ContextEntry, ScannedContext};
-use crate::error::BuildError;
+use crate::error::{BuildError, StepError};
 use crate::plan::Step;
 
 /// Where a `--secret` comes from.
@@ -64,12 +64,16 @@ impl Secret {
     }
 
     /// The value; `None` when the file or variable does not exist.
-    pub fn read(&self) -> Result<Option<Vec<u8>>, String> {
+    pub fn read(&self) -> Result<Option<Vec<u8>>, StepError> {
         match self {
             Secret::File(p) => match std::fs::read(p) {
                 Ok(b) => Ok(Some(b)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("reading secret file {}: {e}", p.display())),
+                Err(e) => Err(StepError::io(
+                    "reading secret file",
+                    &p.to_string_lossy(),
+                    e,
+                )),
             },
             Secret::Env(v) => Ok(std::env::var_os(v).map(|s| s.into_encoded_bytes())),
         }
@@ -88,9 +92,13 @@ pub fn open_bind_source(
     root: BorrowedFd<'_>,
     resolved: &str,
     dir: bool,
-) -> Result<OwnedFd, String> {
+) -> Result<OwnedFd, StepError> {
     use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
-    let changed = || format!("{resolved:?}: the build context changed while it was built");
+    let changed = || {
+        StepError::ContextChanged(format!(
+            "{resolved:?}: the build context changed while it was built"
+        ))
+    };
     let path = if resolved.is_empty() { "." } else { resolved };
     let flags = if dir {
         OFlags::RDONLY | OFlags::DIRECTORY
@@ -106,9 +114,10 @@ pub fn open_bind_source(
     )
     .map_err(|e| match e {
         rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT => changed(),
-        e => format!("{resolved:?}: {e}"),
+        e => StepError::io("opening", resolved, e.into()),
     })?;
-    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd).map_err(|e| e.to_string())?.st_mode);
+    let stat = rustix::fs::fstat(&fd).map_err(|e| StepError::io("opening", resolved, e.into()))?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
     if kind == FileType::Symlink || (kind == FileType::Directory) != dir {
         return Err(changed());
     }
@@ -351,15 +360,15 @@ pub(super) struct PreparedMounts {
 /// and nothing is recorded. A file written, or renamed and put back, while the step could read
 /// it moved a time the kernel keeps, so the step's output is never cached under a key that
 /// describes other content.
-pub(super) fn check_live_binds(context: &ScannedContext, live: &[String]) -> Result<(), String> {
+pub(super) fn check_live_binds(context: &ScannedContext, live: &[String]) -> Result<(), StepError> {
     if live.is_empty() {
         return Ok(());
     }
     let changed = |path: &str| {
-        format!(
+        StepError::ContextChanged(format!(
             "the build context changed while the step could read it ({}): build again",
             if path.is_empty() { "." } else { path }
-        )
+        ))
     };
     let root = context_root(context).map_err(|e| e.to_string())?;
     for resolved in live {
@@ -388,13 +397,12 @@ pub(super) fn prepare_mounts(
     work: &Path,
     run: &crate::instructions::Run,
 ) -> Result<PreparedMounts, BuildError> {
-    let err = |m: String| step_error(step, m);
     let mut p = PreparedMounts::default();
     for (n, m) in run.mounts.iter().enumerate() {
         // Made absolute by the plan.
         let target = m.target.clone();
         let own = work.join(format!("mount-{n}"));
-        std::fs::create_dir_all(&own).map_err(|e| err(e.to_string()))?;
+        std::fs::create_dir_all(&own).map_err(|e| step_error(step, e))?;
         match m.kind {
             crate::instructions::mounts::Kind::Tmpfs => p.tmpfs.push((target.clone(), m.size)),
             crate::instructions::mounts::Kind::Cache => {
@@ -416,24 +424,27 @@ pub(super) fn prepare_mounts(
             crate::instructions::mounts::Kind::Secret => {
                 let id = m.id.clone().unwrap_or_default();
                 let value = match ctx.opts.secrets.get(&id) {
-                    Some(s) => s.read().map_err(err)?,
+                    Some(s) => s.read().map_err(|e| step_error(step, e))?,
                     None => None,
                 };
                 let Some(value) = value else {
                     if m.required {
-                        return Err(err(format!(
-                            "secret {id:?} is required but was not given: pass --secret id={id},src=FILE"
-                        )));
+                        return Err(step_error(
+                            step,
+                            format!(
+                                "secret {id:?} is required but was not given: pass --secret id={id},src=FILE"
+                            ),
+                        ));
                     }
                     continue;
                 };
-                let secrets = match &mut p.secrets {
-                    Some(dir) => dir,
-                    none => none.insert(
-                        SecretDir::create(work)
-                            .map_err(|e| err(format!("a directory for secrets: {e}")))?,
-                    ),
-                };
+                let secrets =
+                    match &mut p.secrets {
+                        Some(dir) => dir,
+                        none => none.insert(SecretDir::create(work).map_err(|e| {
+                            step_error(step, format!("a directory for secrets: {e}"))
+                        })?),
+                    };
                 let file = secrets
                     .write(
                         &format!("secret-{n}"),
@@ -442,7 +453,7 @@ pub(super) fn prepare_mounts(
                         m.uid.unwrap_or(0),
                         m.gid.unwrap_or(0),
                     )
-                    .map_err(|e| err(format!("writing secret {id:?}: {e}")))?;
+                    .map_err(|e| step_error(step, format!("writing secret {id:?}: {e}")))?;
                 p.binds.push((file, target.clone(), true));
             }
             crate::instructions::mounts::Kind::Bind => {
@@ -456,15 +467,16 @@ pub(super) fn prepare_mounts(
                     let context = ctx.context;
                     let (resolved, dir) =
                         crate::context::resolve::resolve(&context.entries, &source)
-                            .map_err(|e| err(e.to_string()))?;
+                            .map_err(|e| step_error(step, e))?;
                     // Opened in the context as scanned, and mounted from a detached copy of
                     // what was opened: a name replaced by a link since the scan is refused,
                     // and one replaced after this open changes nothing.
                     let fd = open_bind_source(context.dir.as_fd(), &resolved, dir)
-                        .map_err(|e| err(format!("--mount source {source:?}: {e}")))?;
+                        .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?;
                     let detached = || {
-                        berth_runtime::detached_tree(fd.as_fd())
-                            .map_err(|e| err(format!("--mount source {source:?}: {e}")))
+                        berth_runtime::detached_tree(fd.as_fd()).map_err(|e| {
+                            step_error(step, format!("--mount source {source:?}: {e}"))
+                        })
                     };
                     if m.readonly && !dir {
                         let tree = detached()?;
@@ -483,8 +495,9 @@ pub(super) fn prepare_mounts(
                     if m.readonly
                         && plain(&hide)
                         && std::fs::create_dir(&hide).is_ok()
-                        && hide_ignored(&fd, &resolved, &context.entries, &hide)
-                            .map_err(|e| err(format!("--mount source {source:?}: {e}")))?
+                        && hide_ignored(&fd, &resolved, &context.entries, &hide).map_err(|e| {
+                            step_error(step, format!("--mount source {source:?}: {e}"))
+                        })?
                     {
                         let tree = detached()?;
                         let lower = berth_runtime::fd_source(tree.as_fd());
@@ -502,17 +515,17 @@ pub(super) fn prepare_mounts(
                     (None, context) => {
                         let (resolved, _) =
                             crate::context::resolve::resolve(&context.entries, &source)
-                                .map_err(|e| err(e.to_string()))?;
+                                .map_err(|e| step_error(step, e))?;
                         format!("/{resolved}")
                     }
                     (Some(_), _) => source,
                 };
                 let host = {
                     let copy_dir = own.join("copy");
-                    std::fs::create_dir_all(&copy_dir).map_err(|e| err(e.to_string()))?;
+                    std::fs::create_dir_all(&copy_dir).map_err(|e| step_error(step, e))?;
                     let context = lowers.is_none().then_some(ctx.context);
                     let dir = super::output::export_tree(context, lowers, &source, &own, &copy_dir)
-                        .map_err(|e| err(format!("--mount source {source:?}: {e}")))?;
+                        .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?;
                     if dir {
                         copy_dir
                     } else {
@@ -621,7 +634,7 @@ mod tests {
         // Swapped before the open: refused.
         for (path, dir) in [("f", false), ("d", true), ("d/f", false), ("f.old", true)] {
             let e = open_bind_source(root.as_fd(), path, dir).unwrap_err();
-            assert!(e.contains("changed while it was built"), "{path}: {e}");
+            assert!(matches!(e, StepError::ContextChanged(_)), "{path}: {e}");
         }
         assert!(open_bind_source(root.as_fd(), "d.old", false).is_err());
         assert!(open_bind_source(root.as_fd(), "../outside/f", false).is_err());

@@ -1,6 +1,7 @@
 //! Trees copied out of a build: an image's files for `--output type=local`, and the source of
 //! a bind mount that must be a copy (from a stage or an image, or `rw` from the context).
 
+use crate::error::StepError;
 use std::path::{Path, PathBuf};
 
 use berth_runtime::views::{View, with_views};
@@ -18,11 +19,11 @@ pub fn export_tree(
     source: &str,
     scratch: &Path,
     dest_dir: &Path,
-) -> Result<bool, String> {
+) -> Result<bool, StepError> {
     let mount = scratch.join("tree");
     let empty = scratch.join("empty");
     for d in [&mount, &empty] {
-        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(d).map_err(|e| StepError::io_at("creating", d, e))?;
     }
     let inst = crate::instructions::CopyInst {
         sources: vec![source.to_owned()],
@@ -54,9 +55,10 @@ pub fn export_tree(
             .map(|s| {
                 rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Directory
             })
-            .map_err(|e| format!("{source:?}: {e}"))
+            .map_err(|e| StepError::io("reading", source, e))
     };
-    let dest = fsops::InRoot::open(dest_dir).map_err(|e| e.to_string())?;
+    let dest =
+        fsops::InRoot::open(dest_dir).map_err(|e| StepError::io_at("opening", dest_dir, e))?;
     match (lowers, context) {
         (Some(lowers), _) => with_views(
             &[View {
@@ -67,17 +69,18 @@ pub fn export_tree(
             &empty,
             |targets| {
                 let tree = copy::SourceTree {
-                    root: fsops::InRoot::open(&targets[0]).map_err(|e| e.to_string())?,
+                    root: fsops::InRoot::open(&targets[0])
+                        .map_err(|e| StepError::io_at("opening", &targets[0], e))?,
                     filter: None,
                 };
                 let dir = is_dir(&tree.root)?;
                 copy::copy(&job, &tree, &dest, &[]).map(|()| dir)
             },
-        )
-        .map_err(|e| e.to_string())?,
+        )?,
         (None, Some(context)) => {
             let tree = copy::SourceTree {
-                root: context_root(context).map_err(|e| e.to_string())?,
+                root: context_root(context)
+                    .map_err(|e| StepError::io("opening", "the build context", e))?,
                 filter: Some(&context.entries),
             };
             let dir = is_dir(&tree.root)?;
@@ -92,10 +95,14 @@ pub fn export_tree(
 /// Files keep their modes, setuid and setgid bits included (the export is the image's
 /// tree). So that no other local user can run a setuid-root file from it, every directory
 /// berth makes for `dest` is `0700`; an existing `dest` keeps the mode its owner gave it.
-pub fn export_rootfs(store: &Store, image: &berth_store::Image, dest: &Path) -> Result<(), String> {
+pub fn export_rootfs(
+    store: &Store,
+    image: &berth_store::Image,
+    dest: &Path,
+) -> Result<(), StepError> {
     use std::os::unix::fs::DirBuilderExt;
-    let lowers = store.ensure_snapshots(image).map_err(|e| e.to_string())?;
-    let work = store.work_dir("export").map_err(|e| e.to_string())?;
+    let lowers = store.ensure_snapshots(image)?;
+    let work = store.work_dir("export")?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -25,6 +25,7 @@ use std::str::FromStr;
 
 use berth_runtime::spec::NetworkMode;
 
+use crate::error::StepError;
 use crate::instructions::Run;
 use crate::instructions::commands::{RunNetwork, RunSecurity};
 
@@ -78,14 +79,14 @@ pub fn run_policy(
     run: &Run,
     build_network: NetworkMode,
     allowed: &[Entitlement],
-) -> Result<RunPolicy, String> {
+) -> Result<RunPolicy, StepError> {
     let needs = |e: Entitlement, what: &str| {
         if allowed.contains(&e) {
             Ok(())
         } else {
-            Err(format!(
+            Err(StepError::NotAllowed(format!(
                 "{what} is not allowed: the build must be started with --allow {e}"
-            ))
+            )))
         }
     };
     let network = match run.network {
@@ -110,15 +111,15 @@ pub fn run_policy(
 }
 
 /// Whether an ADD's sources may be fetched under the build's network.
-pub fn add_policy(sources: &[String], build_network: NetworkMode) -> Result<(), String> {
+pub fn add_policy(sources: &[String], build_network: NetworkMode) -> Result<(), StepError> {
     let remote = sources
         .iter()
         .find(|s| s.starts_with("http://") || s.starts_with("https://"));
     match (remote, build_network) {
-        (Some(url), NetworkMode::None) => Err(format!(
+        (Some(url), NetworkMode::None) => Err(StepError::NotAllowed(format!(
             "ADD {}: the build runs with --network none, which allows no downloads",
             crate::redact::url_credentials(url)
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -217,14 +218,15 @@ mod tests {
     #[test]
     fn a_refusal_names_the_flag_to_pass() {
         let e = run_policy(&run(Some("host"), None).unwrap(), NetworkMode::None, &[]).unwrap_err();
-        assert!(e.contains("--allow network.host"), "{e}");
+        assert!(matches!(e, StepError::NotAllowed(_)), "{e}");
+        assert!(e.to_string().contains("--allow network.host"), "{e}");
         let e = run_policy(
             &run(None, Some("insecure")).unwrap(),
             NetworkMode::Host,
             &[],
         )
         .unwrap_err();
-        assert!(e.contains("--allow security.insecure"), "{e}");
+        assert!(e.to_string().contains("--allow security.insecure"), "{e}");
     }
 
     #[test]
@@ -234,6 +236,8 @@ mod tests {
         assert!(add_policy(&local, NetworkMode::None).is_ok());
         assert!(add_policy(&remote, NetworkMode::Host).is_ok());
         let e = add_policy(&remote, NetworkMode::None).unwrap_err();
+        assert!(matches!(e, StepError::NotAllowed(_)), "{e}");
+        let e = e.to_string();
         assert!(e.contains("--network none") && !e.contains("u:p"), "{e}");
     }
 

@@ -12,7 +12,7 @@ use berth_runtime::{Bundle, RootfsSource};
 
 use super::mounts::{check_live_binds, prepare_mounts};
 use super::{Ctx, Event, StageState, fsops, policy, step_error};
-use crate::error::{BuildError, Location};
+use crate::error::{BuildError, Location, StepError};
 use crate::instructions::Command;
 use crate::plan::Step;
 
@@ -126,7 +126,7 @@ pub(super) fn run_step(
     work: &Path,
     run: &crate::instructions::Run,
 ) -> Result<(), BuildError> {
-    let err = |m: String| step_error(step, m);
+    let err = |m: StepError| step_error(step, m);
     let sc = &step.context;
     let args: Vec<String> = match &run.command {
         Command::Exec(a) => a.clone(),
@@ -146,7 +146,7 @@ pub(super) fn run_step(
     // The plan's environment has PATH (the image's, or the default).
     let env = sc.env.clone();
     let write = |name: &str, text: String| {
-        std::fs::write(work.join(name), text).map_err(|e| err(format!("writing {name}: {e}")))
+        std::fs::write(work.join(name), text).map_err(|e| err(StepError::io("writing", name, e)))
     };
     write("hostname", "buildkitsandbox\n".into())?;
     write(
@@ -199,7 +199,7 @@ pub(super) fn run_step(
         rlimits: ctx.opts.ulimits.clone(),
         device_rules,
     };
-    let spec = build_spec(&work.join("rootfs"), &settings).map_err(|e| err(e.to_string()))?;
+    let spec = build_spec(&work.join("rootfs"), &settings).map_err(|e| step_error(step, e))?;
     let source = RootfsSource::Overlay {
         lowers: state.snapshots.clone(),
         upper: work.join("upper"),
@@ -207,9 +207,9 @@ pub(super) fn run_step(
         // The upper becomes a snapshot: the sync at unmount makes it durable.
         volatile: false,
     };
-    let bundle = Bundle::write(work, &spec, &source).map_err(|e| err(e.to_string()))?;
-    let (reader, writer) = std::io::pipe().map_err(|e| err(e.to_string()))?;
-    let writer2 = writer.try_clone().map_err(|e| err(e.to_string()))?;
+    let bundle = Bundle::write(work, &spec, &source).map_err(|e| step_error(step, e))?;
+    let (reader, writer) = std::io::pipe().map_err(|e| step_error(step, e))?;
+    let writer2 = writer.try_clone().map_err(|e| step_error(step, e))?;
     let tail = Mutex::new(std::collections::VecDeque::<String>::new());
     let outcome = std::thread::scope(|scope| {
         let tail = &tail;
@@ -237,7 +237,7 @@ pub(super) fn run_step(
         let inherit: Vec<_> = prepared.fds.iter().map(|fd| fd.as_fd()).collect();
         bundle.run_captured(&ctx.opts.exe, writer.into(), writer2.into(), &inherit)
     })
-    .map_err(|e| err(e.to_string()))?;
+    .map_err(|e| step_error(step, e))?;
     let live = check_live_binds(ctx.context, &prepared.live);
     remove_mount_stubs(&work.join("upper"), &state.snapshots, &prepared.targets);
     drop(prepared);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use berth_runtime::views::{View, with_views};
 
 use super::{Ctx, StageState, context_root, copy, from_snapshots, fsops, step_error};
-use crate::error::BuildError;
+use crate::error::{BuildError, StepError};
 use crate::plan::Step;
 
 /// WORKDIR: `dir` (absolute) made in the tree, owned by the step's USER.
@@ -19,7 +19,7 @@ pub(super) fn make_workdir(
 ) -> Result<(), BuildError> {
     let owner = resolve_owner(state, work, &step.context.user).map_err(|m| step_error(step, m))?;
     in_view(state, work, None, |root, _| {
-        let dest = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
+        let dest = fsops::InRoot::open(root).map_err(|e| StepError::io_at("opening", root, e))?;
         dest.mkdir_all(
             dir,
             Some(fsops::Meta {
@@ -30,7 +30,7 @@ pub(super) fn make_workdir(
             }),
         )
         .map(|_| ())
-        .map_err(|e| format!("creating {dir}: {e}"))
+        .map_err(|e| StepError::io("creating", dir, e))
     })
     .map_err(|m| step_error(step, m))
 }
@@ -41,10 +41,11 @@ fn in_view<T: Send>(
     state: &StageState,
     work: &Path,
     source: Option<Vec<PathBuf>>,
-    f: impl FnOnce(&Path, Option<&Path>) -> Result<T, String> + Send,
-) -> Result<T, String> {
+    f: impl FnOnce(&Path, Option<&Path>) -> Result<T, StepError> + Send,
+) -> Result<T, StepError> {
     let merged = work.join("merged");
-    berth_store::files::create_dir_all(&merged).map_err(|e| e.to_string())?;
+    berth_store::files::create_dir_all(&merged)
+        .map_err(|e| StepError::io_at("creating", &merged, e))?;
     let mut views = vec![View {
         lowers: state.snapshots.clone(),
         upper: Some((work.join("upper"), work.join("work"))),
@@ -52,7 +53,8 @@ fn in_view<T: Send>(
     }];
     if let Some(lowers) = source {
         let target = work.join("source");
-        berth_store::files::create_dir_all(&target).map_err(|e| e.to_string())?;
+        berth_store::files::create_dir_all(&target)
+            .map_err(|e| StepError::io_at("creating", &target, e))?;
         views.push(View {
             lowers,
             upper: None,
@@ -61,8 +63,7 @@ fn in_view<T: Send>(
     }
     with_views(&views, &work.join("empty"), |targets| {
         f(&targets[0], targets.get(1).map(PathBuf::as_path))
-    })
-    .map_err(|e| e.to_string())?
+    })?
 }
 
 /// `--chown` / USER names resolved in the image's `/etc/passwd` and `/etc/group`.
@@ -70,7 +71,7 @@ fn resolve_owner(
     state: &StageState,
     work: &Path,
     spec: &str,
-) -> Result<Option<(u32, u32)>, String> {
+) -> Result<Option<(u32, u32)>, StepError> {
     if spec.is_empty() {
         return Ok(None);
     }
@@ -91,7 +92,7 @@ fn resolve_owner(
         berth_store::files::ensure_dir_mode(&probe.join("upper"), berth_store::files::TREE_ROOT);
     let _ = berth_store::files::create_dir_all(&probe.join("work"));
     let lookup = in_view(state, &probe, None, move |root, _| {
-        let r = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
+        let r = fsops::InRoot::open(root).map_err(|e| StepError::io_at("opening", root, e))?;
         let read = |p: &str| {
             r.open_file(p)
                 .ok()
@@ -120,7 +121,7 @@ pub(super) fn copy_step(
     c: &crate::instructions::CopyInst,
     add: bool,
 ) -> Result<(), BuildError> {
-    let err = |m: String| step_error(step, m);
+    let err = |m| step_error(step, m);
     let owner = match &c.chown {
         Some(spec) => resolve_owner(state, work, spec).map_err(err)?,
         None => None,
@@ -130,7 +131,7 @@ pub(super) fn copy_step(
         .as_deref()
         .map(copy::Chmod::parse)
         .transpose()
-        .map_err(err)?;
+        .map_err(|m| step_error(step, m))?;
     // Where the sources come from: another stage, an image, or the context.
     let source = c
         .from
@@ -138,7 +139,7 @@ pub(super) fn copy_step(
         .map(|from| from_snapshots(ctx, from))
         .transpose()?;
     let scratch = work.join("scratch");
-    berth_store::files::create_dir_all(&scratch).map_err(|e| err(e.to_string()))?;
+    berth_store::files::create_dir_all(&scratch).map_err(|e| step_error(step, e))?;
     let job = copy::CopyJob {
         inst: c,
         add,
@@ -153,15 +154,17 @@ pub(super) fn copy_step(
     let entries = &ctx.context.entries;
     let from_stage = source.is_some();
     in_view(state, work, source, |root, src| {
-        let dest = fsops::InRoot::open(root).map_err(|e| e.to_string())?;
+        let dest = fsops::InRoot::open(root).map_err(|e| StepError::io_at("opening", root, e))?;
         let tree = if from_stage {
             copy::SourceTree {
-                root: fsops::InRoot::open(src.expect("mounted")).map_err(|e| e.to_string())?,
+                root: fsops::InRoot::open(src.expect("mounted"))
+                    .map_err(|e| StepError::io("opening", "the source", e))?,
                 filter: None,
             }
         } else {
             copy::SourceTree {
-                root: context_root(context).map_err(|e| e.to_string())?,
+                root: context_root(context)
+                    .map_err(|e| StepError::io("opening", "the build context", e))?,
                 filter: Some(entries),
             }
         };
