@@ -197,18 +197,9 @@ impl Builder for Berth {
     }
     fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
         let mut c = Command::new(&self.bin);
-        c.env("BERTH_ROOT", &self.store).args([
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            &format!("bench-{}", w.name.to_lowercase()),
-        ]);
-        if no_cache {
-            c.arg("--no-cache");
-        }
-        c.arg(dir);
-        run(&mut c)
+        c.env("BERTH_ROOT", &self.store)
+            .args(["build", "--progress", "plain"]);
+        build_as(c, w, dir, no_cache)
     }
 }
 
@@ -225,20 +216,8 @@ impl Builder for Docker {
         let mut c = Command::new(&self.bin);
         c.env("DOCKER_HOST", &self.host)
             .env("DOCKER_BUILDKIT", "1")
-            .args([
-                "build",
-                "--network",
-                "host",
-                "--progress",
-                "plain",
-                "-t",
-                &format!("bench-{}", w.name.to_lowercase()),
-            ]);
-        if no_cache {
-            c.arg("--no-cache");
-        }
-        c.arg(dir);
-        run(&mut c)
+            .args(["build", "--network", "host", "--progress", "plain"]);
+        build_as(c, w, dir, no_cache)
     }
 }
 
@@ -266,15 +245,20 @@ impl Builder for Buildah {
                 "host",
                 "--isolation",
                 "chroot",
-                "-t",
-                &format!("bench-{}", w.name.to_lowercase()),
             ]);
-        if no_cache {
-            c.arg("--no-cache");
-        }
-        c.arg(dir);
-        run(&mut c)
+        build_as(c, w, dir, no_cache)
     }
+}
+
+/// A builder's build command `c`, finished the same way for all: the workload's tag, the
+/// cache flag, the context; run and measured.
+fn build_as(mut c: Command, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
+    c.args(["-t", &format!("bench-{}", w.name.to_lowercase())]);
+    if no_cache {
+        c.arg("--no-cache");
+    }
+    c.arg(dir);
+    run(&mut c)
 }
 
 fn touch(p: &Path) {

@@ -365,13 +365,7 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
         check_image_limits(&state, step)?;
         match step.kind {
             StepKind::Config => {
-                config::apply(
-                    &mut state.config,
-                    &mut state.cfg,
-                    &step.instruction,
-                    &step.context.shell,
-                )
-                .map_err(|m| step_error(step, m))?;
+                apply_config(&mut state, step)?;
                 // BuildKit leaves ONBUILD out of the history (and records ARG).
                 if !matches!(step.instruction, Instruction::Onbuild(_)) {
                     state.config.history.push(config::history(
@@ -423,13 +417,7 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
                     state.created = Some(created.clone());
                 }
                 if let Instruction::Workdir(_) = &step.instruction {
-                    config::apply(
-                        &mut state.config,
-                        &mut state.cfg,
-                        &step.instruction,
-                        &step.context.shell,
-                    )
-                    .map_err(|m| step_error(step, m))?;
+                    apply_config(&mut state, step)?;
                 }
                 let empty = layer.is_none();
                 if let Some(l) = layer {
@@ -455,6 +443,17 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
         });
     }
     Ok(state)
+}
+
+/// What a step changes in the image config.
+fn apply_config(state: &mut StageState, step: &Step) -> Result<(), BuildError> {
+    config::apply(
+        &mut state.config,
+        &mut state.cfg,
+        &step.instruction,
+        &step.context.shell,
+    )
+    .map_err(|m| step_error(step, m))
 }
 
 /// Runs one layer step over a fresh upper dir and commits it.

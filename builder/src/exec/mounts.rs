@@ -139,14 +139,7 @@ pub fn hide_ignored(
     hide: &Path,
 ) -> std::io::Result<bool> {
     use rustix::fs::{Mode, OFlags};
-    let open = |at: &OwnedFd, name: &str| {
-        rustix::fs::openat(
-            at,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    };
+    let open = open_dir;
     let top = top.try_clone()?;
     let hide_fd = rustix::fs::open(
         hide,
@@ -204,18 +197,22 @@ pub fn hide_ignored(
     Ok(true)
 }
 
+/// The directory `name` in `at`, never through a symlink.
+fn open_dir(at: &OwnedFd, name: &str) -> rustix::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::openat(
+        at,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Opens (creating) `below` in the whiteout layer; each directory it makes gets the owner
 /// and mode of the real directory it stands over (walked from `real_top`, the bind's source).
 fn mirror_dirs(hide: &OwnedFd, real_top: &OwnedFd, below: &str) -> std::io::Result<OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    let open = |at: &OwnedFd, name: &str| {
-        rustix::fs::openat(
-            at,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    };
+    use rustix::fs::Mode;
+    let open = open_dir;
     let mut at = hide.try_clone()?;
     let mut real = real_top.try_clone()?;
     for c in below.split('/').filter(|c| !c.is_empty()) {
