@@ -4,7 +4,7 @@
 //! --layers`) where installed; a peer that is absent is skipped and said so.
 //!
 //! `cargo build --release && cargo run --release -p berth-bench --bin builds [RUNS] [W1,W2,W3,W4]`
-//! as root. Workloads (DESIGN goals in issue 6):
+//! as root. Workloads (DESIGN.md's goals):
 //! - W1: a ~10-step Dockerfile;
 //! - W2: an app with a 5,000-file / 200 MB context (manifest COPY, RUN, `COPY . .`, RUN);
 //! - W3: four independent ~2 s CPU stages joined at the end;
