@@ -281,12 +281,15 @@ fn main() {
     // The busybox base for every builder.
     let rootfs = work.join("rootfs");
     berth_test_support::busybox_rootfs(&rootfs);
+    let import = |bin: &Path, store: &Path| {
+        run(Command::new(bin)
+            .env("BERTH_ROOT", store)
+            .args(["import", "-c", "CMD [\"sh\"]"])
+            .arg(&rootfs)
+            .arg("busybox"));
+    };
     let store = work.join("store");
-    run(Command::new(&bin)
-        .env("BERTH_ROOT", &store)
-        .args(["import", "-c", "CMD [\"sh\"]"])
-        .arg(&rootfs)
-        .arg("busybox"));
+    import(&bin, &store);
     let archive = work.join("busybox-docker.tar");
     run(Command::new(&bin)
         .env("BERTH_ROOT", &store)
@@ -302,11 +305,7 @@ fn main() {
     // its own: a change's effect on build times, against the same machine's noise.
     if let Some(baseline) = std::env::var_os("BERTH_BENCH_BASELINE").map(PathBuf::from) {
         let store = work.join("baseline-store");
-        run(Command::new(&baseline)
-            .env("BERTH_ROOT", &store)
-            .args(["import", "-c", "CMD [\"sh\"]"])
-            .arg(&rootfs)
-            .arg("busybox"));
+        import(&baseline, &store);
         builders.push(Box::new(Berth {
             name: "baseline",
             bin: baseline,
