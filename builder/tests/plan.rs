@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use berth_builder::ResolveError;
 use berth_builder::context::{Matcher, ScannedContext, StatIndex, scan};
 use berth_builder::instructions::parse_dockerfile;
 use berth_builder::instructions::stages::Platforms;
@@ -11,11 +12,11 @@ use berth_oci::{Digest, ImageConfig};
 struct Images(HashMap<String, BaseImage>);
 
 impl Resolver for Images {
-    fn resolve(&self, name: &str, _platform: Option<&str>) -> Result<BaseImage, String> {
+    fn resolve(&self, name: &str, _platform: Option<&str>) -> Result<BaseImage, ResolveError> {
         self.0
             .get(name)
             .cloned()
-            .ok_or_else(|| format!("no such image: {name}"))
+            .ok_or_else(|| ResolveError::NotFound(name.to_owned()))
     }
 }
 
@@ -241,6 +242,7 @@ fn an_unknown_base_image_names_its_line() {
         &ctx,
     )
     .unwrap_err();
-    assert_eq!(err.start_line, 3);
-    assert!(err.message.contains("no such image: nosuch"));
+    let at = err.location().expect("a located error");
+    assert_eq!(at.start_line, 3);
+    assert!(err.to_string().contains("no such image: nosuch"), "{err}");
 }

@@ -3,13 +3,20 @@
 //! crate prints. Errors are printed with their whole chain and mapped to Docker's exit codes
 //! (DESIGN.md): 0 success, 1 failure, 2 bad usage or bad input.
 
+mod change;
 mod commands;
+mod containers;
+mod download;
+mod exporters;
 mod output;
 mod output_file;
+mod progress;
+mod resolver;
+mod transfer;
+mod wiring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -115,12 +122,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let root = cli.root.unwrap_or_else(berth_store::default_root);
-    let open = || -> anyhow::Result<Arc<berth_store::Store>> {
-        let store = berth_store::Store::open(&root).map_err(|e| {
-            anyhow::Error::new(e).context(format!("opening the store at {}", root.display()))
-        })?;
-        Ok(Arc::new(store))
-    };
+    let open = || wiring::open_store(&root);
     match cli.command {
         Command::Build(args) => commands::build::run(open()?, args),
         Command::Pull(args) => commands::registry::pull(open()?, args),

@@ -198,6 +198,16 @@ impl Progress {
     }
 }
 
+/// Now as RFC 3339, or `SOURCE_DATE_EPOCH` when set (reproducible images).
+pub fn now_rfc3339() -> String {
+    let t = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+        .unwrap_or_else(std::time::SystemTime::now);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,7 @@
-//! Which images containers use: `containers/<id>/container.json` in, references out; and
-//! named volumes: a name in, `volumes/<name>/_data` out.
-//!
-//! The runtime issue owns the full container state; the store reads only the fields that
-//! keep an image alive (`rmi` refuses, gc keeps its blobs and snapshots).
+//! Containers' records (`containers/<id>/container.json`: what runs, from which image, by
+//! which process, and how it ended) and named volumes (a name in, `volumes/<name>/_data`
+//! out). A record's image stays alive while the record exists (`rmi` refuses, gc keeps its
+//! blobs and snapshots).
 //!
 //! Names that become paths are checked here, so none can climb out of its directory: a
 //! container ID is hex, a volume name is Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -14,14 +13,35 @@ use berth_oci::Digest;
 use crate::error::{IoContext, Result, StoreError};
 use crate::layout::Store;
 
-/// The part of a container's record the store cares about.
+/// `containers/<id>/container.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ContainerUse {
+pub struct ContainerRecord {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
-    /// Manifest digest of the image the container runs.
+    /// Manifest digest of the image the container runs (keeps the image alive).
     pub image: Digest,
+    #[serde(default)]
+    pub image_name: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub created: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// The process that runs the container: `berth run` itself, or its monitor with `-d`.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// That process's start time (`/proc/PID/stat` field 22): with the PID, what names the
+    /// process; a PID alone may have been reused by an unrelated process since.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
+    #[serde(default)]
+    pub auto_remove: bool,
+    #[serde(default)]
+    pub memory: Option<i64>,
 }
 
 impl Store {
@@ -80,26 +100,20 @@ impl Store {
 
     /// Replaces `containers/<id>/container.json` atomically (rename, no fsync: see
     /// `layout::replace_file`).
-    pub fn write_container_record(&self, id: &str, json: &[u8]) -> Result<()> {
+    pub fn write_container_record(&self, record: &ContainerRecord) -> Result<()> {
+        let json = serde_json::to_vec(record).expect("a record serializes");
         crate::layout::replace_file(
-            &self.container_dir(id)?.join("container.json"),
-            json,
+            &self.container_dir(&record.id)?.join("container.json"),
+            &json,
             &self.tmp_dir(),
             false,
         )
     }
 
-    /// Every `container.json`, raw.
-    pub fn container_records(&self) -> Result<Vec<Vec<u8>>> {
-        let mut out = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(self.containers_dir()) {
-            for entry in dir.flatten() {
-                if let Ok(bytes) = std::fs::read(entry.path().join("container.json")) {
-                    out.push(bytes);
-                }
-            }
-        }
-        Ok(out)
+    /// One container's record, as written in `containers/<id>/container.json`.
+    pub fn container_record(&self, dir: &std::path::Path) -> Option<ContainerRecord> {
+        let bytes = std::fs::read(dir.join("container.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Removes a container's directory (its upper dir with it).
@@ -107,20 +121,15 @@ impl Store {
         crate::fsutil::remove_all(&self.container_dir(id)?)
     }
 
-    /// Every container record in the store.
-    pub fn container_uses(&self) -> Result<Vec<ContainerUse>> {
-        let mut out = Vec::new();
+    /// Every container record in the store (a record that does not read, left by a crash
+    /// mid-write of an older berth, is passed over).
+    pub fn container_records(&self) -> Result<Vec<ContainerRecord>> {
         let Ok(dir) = std::fs::read_dir(self.containers_dir()) else {
-            return Ok(out);
+            return Ok(Vec::new());
         };
-        for entry in dir.flatten() {
-            let path = entry.path().join("container.json");
-            if let Ok(bytes) = std::fs::read(&path)
-                && let Ok(record) = serde_json::from_slice::<ContainerUse>(&bytes)
-            {
-                out.push(record);
-            }
-        }
-        Ok(out)
+        Ok(dir
+            .flatten()
+            .filter_map(|entry| self.container_record(&entry.path()))
+            .collect())
     }
 }

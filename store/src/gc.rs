@@ -83,7 +83,7 @@ impl Store {
         let mut marks = Marks::default();
         let index = crate::index::read_index(self)?;
         let mut roots: Vec<Descriptor> = index.manifests;
-        for c in self.container_uses()? {
+        for c in self.container_records()? {
             roots.push(Descriptor::new(
                 berth_oci::media_type::OCI_MANIFEST,
                 c.image,

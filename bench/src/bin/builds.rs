@@ -4,7 +4,7 @@
 //! --layers`) where installed; a peer that is absent is skipped and said so.
 //!
 //! `cargo build --release && cargo run --release -p berth-bench --bin builds [RUNS] [W1,W2,W3,W4]`
-//! as root. Workloads (DESIGN goals in issue 6):
+//! as root. Workloads (DESIGN.md's goals):
 //! - W1: a ~10-step Dockerfile;
 //! - W2: an app with a 5,000-file / 200 MB context (manifest COPY, RUN, `COPY . .`, RUN);
 //! - W3: four independent ~2 s CPU stages joined at the end;
@@ -185,28 +185,21 @@ trait Builder {
 }
 
 struct Berth {
+    /// `berth`, or `baseline` for the binary of `BERTH_BENCH_BASELINE`.
+    name: &'static str,
     bin: PathBuf,
     store: PathBuf,
 }
 
 impl Builder for Berth {
     fn name(&self) -> &str {
-        "berth"
+        self.name
     }
     fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
         let mut c = Command::new(&self.bin);
-        c.env("BERTH_ROOT", &self.store).args([
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            &format!("bench-{}", w.name.to_lowercase()),
-        ]);
-        if no_cache {
-            c.arg("--no-cache");
-        }
-        c.arg(dir);
-        run(&mut c)
+        c.env("BERTH_ROOT", &self.store)
+            .args(["build", "--progress", "plain"]);
+        build_as(c, w, dir, no_cache)
     }
 }
 
@@ -223,20 +216,8 @@ impl Builder for Docker {
         let mut c = Command::new(&self.bin);
         c.env("DOCKER_HOST", &self.host)
             .env("DOCKER_BUILDKIT", "1")
-            .args([
-                "build",
-                "--network",
-                "host",
-                "--progress",
-                "plain",
-                "-t",
-                &format!("bench-{}", w.name.to_lowercase()),
-            ]);
-        if no_cache {
-            c.arg("--no-cache");
-        }
-        c.arg(dir);
-        run(&mut c)
+            .args(["build", "--network", "host", "--progress", "plain"]);
+        build_as(c, w, dir, no_cache)
     }
 }
 
@@ -264,15 +245,20 @@ impl Builder for Buildah {
                 "host",
                 "--isolation",
                 "chroot",
-                "-t",
-                &format!("bench-{}", w.name.to_lowercase()),
             ]);
-        if no_cache {
-            c.arg("--no-cache");
-        }
-        c.arg(dir);
-        run(&mut c)
+        build_as(c, w, dir, no_cache)
     }
+}
+
+/// A builder's build command `c`, finished the same way for all: the workload's tag, the
+/// cache flag, the context; run and measured.
+fn build_as(mut c: Command, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
+    c.args(["-t", &format!("bench-{}", w.name.to_lowercase())]);
+    if no_cache {
+        c.arg("--no-cache");
+    }
+    c.arg(dir);
+    run(&mut c)
 }
 
 fn touch(p: &Path) {
@@ -295,12 +281,15 @@ fn main() {
     // The busybox base for every builder.
     let rootfs = work.join("rootfs");
     berth_test_support::busybox_rootfs(&rootfs);
+    let import = |bin: &Path, store: &Path| {
+        run(Command::new(bin)
+            .env("BERTH_ROOT", store)
+            .args(["import", "-c", "CMD [\"sh\"]"])
+            .arg(&rootfs)
+            .arg("busybox"));
+    };
     let store = work.join("store");
-    run(Command::new(&bin)
-        .env("BERTH_ROOT", &store)
-        .args(["import", "-c", "CMD [\"sh\"]"])
-        .arg(&rootfs)
-        .arg("busybox"));
+    import(&bin, &store);
     let archive = work.join("busybox-docker.tar");
     run(Command::new(&bin)
         .env("BERTH_ROOT", &store)
@@ -308,9 +297,21 @@ fn main() {
         .arg(&archive)
         .arg("busybox"));
     let mut builders: Vec<Box<dyn Builder>> = vec![Box::new(Berth {
+        name: "berth",
         bin: bin.clone(),
         store: store.clone(),
     })];
+    // Another berth binary (an earlier commit's) measured in the same run, with a store of
+    // its own: a change's effect on build times, against the same machine's noise.
+    if let Some(baseline) = std::env::var_os("BERTH_BENCH_BASELINE").map(PathBuf::from) {
+        let store = work.join("baseline-store");
+        import(&baseline, &store);
+        builders.push(Box::new(Berth {
+            name: "baseline",
+            bin: baseline,
+            store,
+        }));
+    }
     let _dockerd = match (
         which("docker").filter(|p| p.starts_with("/usr/bin")),
         Dockerd::start(&work),

@@ -16,7 +16,7 @@
 //!   into an OCI layout (download and verify, no unpacking, which favours skopeo); buildah
 //!   pulls into its storage (unpacks, like berth).
 //!
-//! Goals (issue 7): each berth time ≤ 0.5× skopeo's; peak memory under 100 MiB.
+//! Goals: each berth time ≤ 0.5× skopeo's; peak memory under 100 MiB.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

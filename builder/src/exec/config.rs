@@ -132,12 +132,9 @@ pub fn apply(
             }
         }
         Instruction::User(u) => c.user = Some(u.clone()),
+        // The plan made the path absolute.
         Instruction::Workdir(w) => {
-            let current = c.working_dir.clone().filter(|w| !w.is_empty());
-            c.working_dir = Some(crate::plan::resolve_workdir(
-                current.as_deref().unwrap_or("/"),
-                w,
-            ));
+            c.working_dir = Some(w.clone());
         }
         Instruction::Cmd(cmd) => {
             c.cmd = Some(command_vec(cmd, shell));
@@ -263,7 +260,7 @@ pub fn created_by(step: &Step) -> String {
             let sources = crate::redact::url_credentials(&c.sources.join(" ")).into_owned();
             format!("{keyword} {sources} {} # buildkit", c.dest)
         }
-        Instruction::Workdir(_) => format!("WORKDIR {}", ctx_workdir_after(step)),
+        Instruction::Workdir(w) => format!("WORKDIR {w}"),
         Instruction::Cmd(c) => format!("CMD {}", go_quoted_list(&command_vec(c, &ctx.shell))),
         Instruction::Entrypoint(c) => {
             format!("ENTRYPOINT {}", go_quoted_list(&command_vec(c, &ctx.shell)))
@@ -315,13 +312,6 @@ pub fn created_by(step: &Step) -> String {
             )
         }
         Instruction::Onbuild(t) => format!("ONBUILD {}", crate::redact::url_credentials(t)),
-    }
-}
-
-fn ctx_workdir_after(step: &Step) -> String {
-    match &step.instruction {
-        Instruction::Workdir(w) => crate::plan::resolve_workdir(&step.context.workdir, w),
-        _ => step.context.workdir.clone(),
     }
 }
 

@@ -21,6 +21,7 @@
 //! context is then checked against the scan (type, link target, a file's version), so what
 //! enters the layer is what the cache key describes.
 
+use crate::error::StepError;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -49,7 +50,7 @@ impl SourceTree<'_> {
     /// digest is in the cache key; an error if it is not, or if the scan found no file there,
     /// so a file changed after the scan never enters a layer recorded under a key that
     /// describes other content. `false` when there is nothing to check (a stage, an image).
-    fn unchanged_since_scan(&self, path: &str, file: &std::fs::File) -> Result<bool, String> {
+    fn unchanged_since_scan(&self, path: &str, file: &std::fs::File) -> Result<bool, StepError> {
         let Some(entries) = self.filter else {
             return Ok(false);
         };
@@ -67,7 +68,7 @@ impl SourceTree<'_> {
     /// there: an included entry of the same type (a directory may be the parent of included
     /// entries), a symlink with the same target. Anything else appeared or changed after the
     /// scan and is refused.
-    fn as_scanned(&self, path: &str, st: &rustix::fs::Stat) -> Result<(), String> {
+    fn as_scanned(&self, path: &str, st: &rustix::fs::Stat) -> Result<(), StepError> {
         let Some(entries) = self.filter else {
             return Ok(());
         };
@@ -110,8 +111,10 @@ impl SourceTree<'_> {
     }
 }
 
-fn changed(path: &str) -> String {
-    format!("{path:?} changed in the build context while the build ran: build again")
+fn changed(path: &str) -> StepError {
+    StepError::ContextChanged(format!(
+        "{path:?} changed in the build context while the build ran: build again"
+    ))
 }
 
 /// `--chmod`: octal, or symbolic clauses (`u+x,go-w`) applied to each source's mode.
@@ -208,17 +211,13 @@ pub struct CopyJob<'a> {
     pub fetch: Option<&'a dyn super::Fetch>,
 }
 
-fn io_msg(what: &str, path: &str, e: std::io::Error) -> String {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
-        // The destination is a snapshot in the store: say so, as the store's own errors do.
-        return berth_store::StoreError::io(format!("{what} {path:?}"), e).to_string();
-    }
-    format!("{what} {path:?}: {e}")
+fn io_msg(what: &str, path: &str, e: std::io::Error) -> StepError {
+    StepError::io(what, path, e)
 }
 
 /// Every path in a stage's or image's `tree` matching a wildcard source (a context's are
 /// matched among its scanned entries, [`resolve::sources`]).
-fn expand_glob(tree: &SourceTree<'_>, pattern: &str) -> Result<Vec<String>, String> {
+fn expand_glob(tree: &SourceTree<'_>, pattern: &str) -> Result<Vec<String>, StepError> {
     let parts = components(pattern);
     let fixed = parts.iter().take_while(|c| !has_glob(c)).count();
     let mut found = Vec::new();
@@ -263,7 +262,7 @@ pub fn copy(
     tree: &SourceTree<'_>,
     dest: &InRoot,
     heredocs: &[Heredoc],
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let inst = job.inst;
     let dest_raw = inst.dest.as_str();
     let dir_syntax = dest_raw.ends_with('/') || dest_raw.ends_with("/.") || dest_raw == ".";
@@ -295,7 +294,9 @@ pub fn copy(
             continue;
         }
         if job.add && (s.starts_with("git@") || s.ends_with(".git")) {
-            return Err(format!("ADD {s}: git sources are not supported yet"));
+            return Err(StepError::Invalid(format!(
+                "ADD {s}: git sources are not supported yet"
+            )));
         }
         if let Some(entries) = tree.filter {
             let found = resolve::sources(entries, s).map_err(|e| match e {
@@ -307,9 +308,9 @@ pub fn copy(
             if has_glob(s) {
                 wildcard = true;
                 if found.is_empty() {
-                    return Err(format!(
+                    return Err(StepError::Invalid(format!(
                         "no source files were specified: {s:?} matches nothing"
-                    ));
+                    )));
                 }
             }
             sources.extend(found.into_iter().map(|f| Src::Path(f.name, f.resolved)));
@@ -320,14 +321,17 @@ pub fn copy(
             wildcard = true;
             let matches = expand_glob(tree, &clean)?;
             if matches.is_empty() {
-                return Err(format!(
+                return Err(StepError::Invalid(format!(
                     "no source files were specified: {s:?} matches nothing"
-                ));
+                )));
             }
             matches
         } else {
             if tree.root.lstat(&clean).is_err() && !clean.is_empty() {
-                return Err(format!("{:?}: not found", format!("/{clean}")));
+                return Err(StepError::Invalid(format!(
+                    "{:?}: not found",
+                    format!("/{clean}")
+                )));
             }
             vec![clean]
         };
@@ -361,7 +365,9 @@ pub fn copy(
                 let file = job.scratch.join("download");
                 let mut out =
                     std::fs::File::create(&file).map_err(|e| io_msg("creating", "download", e))?;
-                let modified = fetch.fetch(&url, &mut out)?;
+                let modified = fetch
+                    .fetch(&url, &mut out)
+                    .map_err(|e| StepError::Download(e.to_string()))?;
                 drop(out);
                 let mut data =
                     std::fs::File::open(&file).map_err(|e| io_msg("reading", "download", e))?;
@@ -379,9 +385,9 @@ pub fn copy(
                     }
                     let found = digester.finish();
                     if found.to_string() != *want {
-                        return Err(format!(
+                        return Err(StepError::Invalid(format!(
                             "ADD {shown}: checksum mismatch: expected {want}, the download is {found}"
-                        ));
+                        )));
                     }
                     data =
                         std::fs::File::open(&file).map_err(|e| io_msg("reading", "download", e))?;
@@ -460,7 +466,7 @@ pub fn copy(
                         .map_err(|e| io_msg("creating", &dest_path, e))?;
                     // `extract` opens the archive by its path: the file there is checked
                     // against the scan before and after.
-                    let check = |tree: &SourceTree<'_>| -> Result<bool, String> {
+                    let check = |tree: &SourceTree<'_>| -> Result<bool, StepError> {
                         let file = tree
                             .root
                             .open_file(&real)
@@ -523,7 +529,7 @@ fn copy_entry(
     src: &str,
     parent: &OwnedFd,
     name: &str,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let st = tree
         .root
         .lstat(src)
@@ -580,7 +586,7 @@ fn copy_contents(
     tree: &SourceTree<'_>,
     src: &str,
     dest: &OwnedFd,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     /// A directory being copied: its path in the source tree, the directory written for it,
     /// its names not yet copied, and the metadata whose mtime it gets when done.
     struct Level {
@@ -589,7 +595,7 @@ fn copy_contents(
         names: std::vec::IntoIter<Vec<u8>>,
         done: Option<Meta>,
     }
-    let open = |src: String, dest: OwnedFd, done: Option<Meta>| -> Result<Level, String> {
+    let open = |src: String, dest: OwnedFd, done: Option<Meta>| -> Result<Level, StepError> {
         let names = tree
             .root
             .list(if src.is_empty() { "." } else { &src })
@@ -750,7 +756,7 @@ fn extract(
     tree: &SourceTree<'_>,
     src: &str,
     dest: &OwnedFd,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let file = tree
         .root
         .open_file(src)

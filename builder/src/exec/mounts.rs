@@ -1,11 +1,12 @@
-//! `RUN --mount=...`: parsing BuildKit's mount specs and preparing each for the container.
+//! `RUN --mount=...` (parsed by [`crate::instructions::mounts`]): preparing each for the
+//! container.
 //!
 //! - `type=cache` (`id` defaults to the target; `sharing=shared|private|locked`; `mode`,
 //!   `uid`, `gid` for a new cache): a directory kept in the store (`cache-mounts/`) between
 //!   builds, never part of a layer or of the cache key;
 //! - `type=bind` (the default; `source`, `from=stage|image`, read-only unless `rw`): from the
 //!   context, the step sees exactly the context the build has after `.dockerignore`, as under
-//!   BuildKit: the source is resolved among the included entries ([`resolve_in_context`]; a
+//!   BuildKit: the source is resolved among the included entries ([`crate::context::resolve::resolve`]; a
 //!   symlink is followed inside the context; an ignored or missing name is not found), and a
 //!   directory is shown read-only through an overlay whose top layer whites out every
 //!   ignored name below it ([`hide_ignored`]), so nothing is copied and the user's files are
@@ -27,8 +28,11 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use crate::context::ContextEntry;
+use super::{Ctx, context_root, from_snapshots, fsops, step_error};
 use crate::context::resolve::is_dir_in;
+use crate::context::{ContextEntry, ScannedContext};
+use crate::error::{BuildError, StepError};
+use crate::plan::Step;
 
 /// Where a `--secret` comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,38 +64,23 @@ impl Secret {
     }
 
     /// The value; `None` when the file or variable does not exist.
-    pub fn read(&self) -> Result<Option<Vec<u8>>, String> {
+    pub fn read(&self) -> Result<Option<Vec<u8>>, StepError> {
         match self {
             Secret::File(p) => match std::fs::read(p) {
                 Ok(b) => Ok(Some(b)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("reading secret file {}: {e}", p.display())),
+                Err(e) => Err(StepError::io(
+                    "reading secret file",
+                    &p.to_string_lossy(),
+                    e,
+                )),
             },
             Secret::Env(v) => Ok(std::env::var_os(v).map(|s| s.into_encoded_bytes())),
         }
     }
 }
 
-/// Resolves a bind mount's `source` in the build context as the build sees it
-/// ([`crate::context::resolve::resolve`]: only included entries exist, symlinks are followed
-/// among them). Returns the resolved path (`""` for the root) and whether it is a directory.
-pub fn resolve_in_context(
-    entries: &BTreeMap<String, ContextEntry>,
-    source: &str,
-) -> Result<(String, bool), String> {
-    crate::context::resolve::resolve(entries, source).map_err(|e| e.to_string())
-}
-
-/// The entries a bind of context path `resolved` (from [`resolve_in_context`]) shows: the
-/// path itself and everything below it.
-pub fn context_selection<'a>(
-    entries: &'a BTreeMap<String, ContextEntry>,
-    resolved: &'a str,
-) -> impl Iterator<Item = &'a ContextEntry> + 'a {
-    crate::context::resolve::below(entries, resolved)
-}
-
-/// Opens a bind mount's `source` (resolved by [`resolve_in_context`], `""` for the root) in
+/// Opens a bind mount's `source` (resolved by [`crate::context::resolve::resolve`], `""` for the root) in
 /// the context directory `root` that the scan walked, for the runtime to mount from the
 /// descriptor: what was resolved is what is mounted, whatever the path names by the time the
 /// step starts. The resolved path has no symlink left (the scan's were followed), so any
@@ -103,9 +92,13 @@ pub fn open_bind_source(
     root: BorrowedFd<'_>,
     resolved: &str,
     dir: bool,
-) -> Result<OwnedFd, String> {
+) -> Result<OwnedFd, StepError> {
     use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
-    let changed = || format!("{resolved:?}: the build context changed while it was built");
+    let changed = || {
+        StepError::ContextChanged(format!(
+            "{resolved:?}: the build context changed while it was built"
+        ))
+    };
     let path = if resolved.is_empty() { "." } else { resolved };
     let flags = if dir {
         OFlags::RDONLY | OFlags::DIRECTORY
@@ -121,9 +114,10 @@ pub fn open_bind_source(
     )
     .map_err(|e| match e {
         rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT => changed(),
-        e => format!("{resolved:?}: {e}"),
+        e => StepError::io("opening", resolved, e.into()),
     })?;
-    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd).map_err(|e| e.to_string())?.st_mode);
+    let stat = rustix::fs::fstat(&fd).map_err(|e| StepError::io("opening", resolved, e.into()))?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
     if kind == FileType::Symlink || (kind == FileType::Directory) != dir {
         return Err(changed());
     }
@@ -145,14 +139,7 @@ pub fn hide_ignored(
     hide: &Path,
 ) -> std::io::Result<bool> {
     use rustix::fs::{Mode, OFlags};
-    let open = |at: &OwnedFd, name: &str| {
-        rustix::fs::openat(
-            at,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    };
+    let open = open_dir;
     let top = top.try_clone()?;
     let hide_fd = rustix::fs::open(
         hide,
@@ -210,18 +197,22 @@ pub fn hide_ignored(
     Ok(true)
 }
 
+/// The directory `name` in `at`, never through a symlink.
+fn open_dir(at: &OwnedFd, name: &str) -> rustix::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::openat(
+        at,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Opens (creating) `below` in the whiteout layer; each directory it makes gets the owner
 /// and mode of the real directory it stands over (walked from `real_top`, the bind's source).
 fn mirror_dirs(hide: &OwnedFd, real_top: &OwnedFd, below: &str) -> std::io::Result<OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    let open = |at: &OwnedFd, name: &str| {
-        rustix::fs::openat(
-            at,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    };
+    use rustix::fs::Mode;
+    let open = open_dir;
     let mut at = hide.try_clone()?;
     let mut real = real_top.try_clone()?;
     for c in below.split('/').filter(|c| !c.is_empty()) {
@@ -342,185 +333,214 @@ impl Drop for SecretDir {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Bind,
-    Cache,
-    Tmpfs,
-    Secret,
+/// What a RUN step's `--mount`s became; the secrets' directory is removed and cache locks
+/// released on drop.
+#[derive(Debug, Default)]
+pub(super) struct PreparedMounts {
+    pub(super) binds: Vec<(PathBuf, String, bool)>,
+    pub(super) overlays: Vec<(Vec<PathBuf>, String)>,
+    pub(super) tmpfs: Vec<(String, Option<u64>)>,
+    pub(super) targets: Vec<String>,
+    pub(super) secrets: Option<SecretDir>,
+    _locks: Vec<berth_store::lock::FileLock>,
+    /// Detached copies of the context files and directories that `binds` and `overlays` name
+    /// as `/proc/thread-self/fd/N`, handed to the step's init
+    /// ([`berth_runtime::Bundle::run_captured`]).
+    pub(super) fds: Vec<OwnedFd>,
+    /// Context paths (resolved, `""` for the root) a bind shows live, not as a copy: checked
+    /// after the step against the scan ([`check_live_binds`]).
+    pub(super) live: Vec<String>,
 }
 
-/// One parsed `--mount`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountSpec {
-    pub kind: Kind,
-    pub target: String,
-    pub source: Option<String>,
-    pub from: Option<String>,
-    pub id: Option<String>,
-    pub sharing: berth_store::CacheSharing,
-    pub readonly: bool,
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub required: bool,
-    pub size: Option<u64>,
-}
-
-fn size(v: &str) -> Result<u64, String> {
-    let lower = v.to_ascii_lowercase();
-    let end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let n: u64 = lower[..end]
-        .parse()
-        .map_err(|_| format!("invalid size {v:?}"))?;
-    let shift = match lower[end..].trim_end_matches('b') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        u => return Err(format!("invalid size {v:?}: unknown unit {u:?}")),
+/// After a step that bound context paths live: every entry at and below them is still as the
+/// scan found it (a file's version, a directory's, the context root's), or the step fails
+/// and nothing is recorded. A file written, or renamed and put back, while the step could read
+/// it moved a time the kernel keeps, so the step's output is never cached under a key that
+/// describes other content.
+pub(super) fn check_live_binds(context: &ScannedContext, live: &[String]) -> Result<(), StepError> {
+    if live.is_empty() {
+        return Ok(());
+    }
+    let changed = |path: &str| {
+        StepError::ContextChanged(format!(
+            "the build context changed while the step could read it ({}): build again",
+            if path.is_empty() { "." } else { path }
+        ))
     };
-    Ok(n << shift)
-}
-
-impl MountSpec {
-    pub fn parse(spec: &str) -> Result<MountSpec, String> {
-        let mut fields: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for part in spec.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = match part.split_once('=') {
-                Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_owned())),
-                None => (part.to_ascii_lowercase(), None),
-            };
-            fields.insert(k, v);
-        }
-        let get = |names: &[&str]| names.iter().find_map(|n| fields.get(*n).cloned().flatten());
-        let flag = |name: &str| match fields.get(name) {
-            None => Ok(false),
-            Some(None) => Ok(true),
-            Some(Some(v)) => match v.as_str() {
-                "true" | "1" => Ok(true),
-                "false" | "0" => Ok(false),
-                _ => Err(format!(
-                    "--mount {spec:?}: {name}={v}: expected true or false"
-                )),
-            },
-        };
-        let kind = match get(&["type"]).as_deref().unwrap_or("bind") {
-            "bind" => Kind::Bind,
-            "cache" => Kind::Cache,
-            "tmpfs" => Kind::Tmpfs,
-            "secret" => Kind::Secret,
-            "ssh" => return Err("RUN --mount=type=ssh is not supported yet".into()),
-            t => return Err(format!("--mount {spec:?}: unknown type {t:?}")),
-        };
-        for k in fields.keys() {
-            let known = [
-                "type",
-                "target",
-                "dst",
-                "destination",
-                "source",
-                "src",
-                "from",
-                "id",
-                "sharing",
-                "readonly",
-                "ro",
-                "rw",
-                "readwrite",
-                "mode",
-                "uid",
-                "gid",
-                "required",
-                "size",
-            ];
-            if !known.contains(&k.as_str()) {
-                return Err(format!("--mount {spec:?}: unknown option {k:?}"));
+    let root = context_root(context).map_err(|e| e.to_string())?;
+    for resolved in live {
+        if resolved.is_empty() {
+            let now = rustix::fs::fstat(&*context.dir).map_err(|e| e.to_string())?;
+            if crate::context::StatKey::of(&now) != context.root_version {
+                return Err(changed(""));
             }
         }
-        let id = get(&["id"]);
-        let target = match (get(&["target", "dst", "destination"]), kind, &id) {
-            (Some(t), _, _) => t,
-            (None, Kind::Secret, Some(id)) => format!("/run/secrets/{id}"),
-            _ => return Err(format!("--mount {spec:?}: the target is missing")),
-        };
-        let octal = |name: &str| {
-            get(&[name])
-                .map(|v| {
-                    u32::from_str_radix(&v, 8)
-                        .map_err(|_| format!("--mount {spec:?}: invalid {name} {v:?}"))
-                })
-                .transpose()
-        };
-        let number = |name: &str| {
-            get(&[name])
-                .map(|v| {
-                    v.parse::<u32>()
-                        .map_err(|_| format!("--mount {spec:?}: invalid {name} {v:?}"))
-                })
-                .transpose()
-        };
-        let rw = flag("rw")? || flag("readwrite")?;
-        let ro = flag("readonly")? || flag("ro")?;
-        Ok(MountSpec {
-            kind,
-            id: id.clone().or_else(|| match kind {
-                Kind::Cache => Some(target.clone()),
-                Kind::Secret => target.rsplit('/').next().map(str::to_owned),
-                _ => None,
-            }),
-            target,
-            source: get(&["source", "src"]),
-            from: get(&["from"]),
-            sharing: match get(&["sharing"]).as_deref().unwrap_or("shared") {
-                "shared" => berth_store::CacheSharing::Shared,
-                "private" => berth_store::CacheSharing::Private,
-                "locked" => berth_store::CacheSharing::Locked,
-                s => return Err(format!("--mount {spec:?}: unknown sharing {s:?}")),
-            },
-            readonly: match kind {
-                Kind::Bind => !rw,
-                Kind::Secret => true,
-                _ => ro,
-            },
-            mode: octal("mode")?,
-            uid: number("uid")?,
-            gid: number("gid")?,
-            required: flag("required")?,
-            size: get(&["size"]).map(|v| size(&v)).transpose()?,
-        })
+        for entry in crate::context::resolve::below(&context.entries, resolved) {
+            let Some(version) = entry.version else {
+                continue;
+            };
+            match root.lstat(&entry.path) {
+                Ok(st) if crate::context::StatKey::of(&st) == version => {}
+                _ => return Err(changed(&entry.path)),
+            }
+        }
     }
+    Ok(())
+}
+
+pub(super) fn prepare_mounts(
+    ctx: &Ctx<'_>,
+    step: &Step,
+    work: &Path,
+    run: &crate::instructions::Run,
+) -> Result<PreparedMounts, BuildError> {
+    let mut p = PreparedMounts::default();
+    for (n, m) in run.mounts.iter().enumerate() {
+        // Made absolute by the plan.
+        let target = m.target.clone();
+        let own = work.join(format!("mount-{n}"));
+        std::fs::create_dir_all(&own).map_err(|e| step_error(step, e))?;
+        match m.kind {
+            crate::instructions::mounts::Kind::Tmpfs => p.tmpfs.push((target.clone(), m.size)),
+            crate::instructions::mounts::Kind::Cache => {
+                let id = m.id.clone().unwrap_or_else(|| target.clone());
+                let owner = (
+                    m.mode.unwrap_or(0o755),
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                );
+                match ctx.store.cache_mount(&id, owner, m.sharing)? {
+                    Some((dir, lock)) => {
+                        p.binds.push((dir, target.clone(), m.readonly));
+                        p._locks.extend(lock);
+                    }
+                    // `sharing=private` and the cache is in use: a fresh one for this step.
+                    None => p.binds.push((own.clone(), target.clone(), m.readonly)),
+                }
+            }
+            crate::instructions::mounts::Kind::Secret => {
+                let id = m.id.clone().unwrap_or_default();
+                let value = match ctx.opts.secrets.get(&id) {
+                    Some(s) => s.read().map_err(|e| step_error(step, e))?,
+                    None => None,
+                };
+                let Some(value) = value else {
+                    if m.required {
+                        return Err(step_error(
+                            step,
+                            format!(
+                                "secret {id:?} is required but was not given: pass --secret id={id},src=FILE"
+                            ),
+                        ));
+                    }
+                    continue;
+                };
+                let secrets =
+                    match &mut p.secrets {
+                        Some(dir) => dir,
+                        none => none.insert(SecretDir::create(work).map_err(|e| {
+                            step_error(step, format!("a directory for secrets: {e}"))
+                        })?),
+                    };
+                let file = secrets
+                    .write(
+                        &format!("secret-{n}"),
+                        &value,
+                        m.mode.unwrap_or(0o400),
+                        m.uid.unwrap_or(0),
+                        m.gid.unwrap_or(0),
+                    )
+                    .map_err(|e| step_error(step, format!("writing secret {id:?}: {e}")))?;
+                p.binds.push((file, target.clone(), true));
+            }
+            crate::instructions::mounts::Kind::Bind => {
+                let source = m.source.clone().unwrap_or_else(|| "/".into());
+                let lowers = m
+                    .from
+                    .as_deref()
+                    .map(|from| from_snapshots(ctx, from))
+                    .transpose()?;
+                if lowers.is_none() {
+                    let context = ctx.context;
+                    let (resolved, dir) =
+                        crate::context::resolve::resolve(&context.entries, &source)
+                            .map_err(|e| step_error(step, e))?;
+                    // Opened in the context as scanned, and mounted from a detached copy of
+                    // what was opened: a name replaced by a link since the scan is refused,
+                    // and one replaced after this open changes nothing.
+                    let fd = open_bind_source(context.dir.as_fd(), &resolved, dir)
+                        .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?;
+                    let detached = || {
+                        berth_runtime::detached_tree(fd.as_fd()).map_err(|e| {
+                            step_error(step, format!("--mount source {source:?}: {e}"))
+                        })
+                    };
+                    if m.readonly && !dir {
+                        let tree = detached()?;
+                        p.binds.push((
+                            berth_runtime::fd_source(tree.as_fd()),
+                            target.clone(),
+                            true,
+                        ));
+                        p.targets.push(target);
+                        p.fds.push(tree);
+                        p.live.push(resolved);
+                        continue;
+                    }
+                    let hide = own.join("hide");
+                    let plain = |path: &Path| !path.to_string_lossy().contains([':', ',', '\\']);
+                    if m.readonly
+                        && plain(&hide)
+                        && std::fs::create_dir(&hide).is_ok()
+                        && hide_ignored(&fd, &resolved, &context.entries, &hide).map_err(|e| {
+                            step_error(step, format!("--mount source {source:?}: {e}"))
+                        })?
+                    {
+                        let tree = detached()?;
+                        let lower = berth_runtime::fd_source(tree.as_fd());
+                        p.overlays.push((vec![lower, hide], target.clone()));
+                        p.targets.push(target);
+                        p.fds.push(tree);
+                        p.live.push(resolved);
+                        continue;
+                    }
+                }
+                // A copy: from a stage or an image, `rw` from the context, or a context
+                // directory that an overlay cannot show (a mount inside it, or a path that
+                // overlayfs's options cannot carry).
+                let source = match (&lowers, ctx.context) {
+                    (None, context) => {
+                        let (resolved, _) =
+                            crate::context::resolve::resolve(&context.entries, &source)
+                                .map_err(|e| step_error(step, e))?;
+                        format!("/{resolved}")
+                    }
+                    (Some(_), _) => source,
+                };
+                let host = {
+                    let copy_dir = own.join("copy");
+                    std::fs::create_dir_all(&copy_dir).map_err(|e| step_error(step, e))?;
+                    let context = lowers.is_none().then_some(ctx.context);
+                    let dir = super::output::export_tree(context, lowers, &source, &own, &copy_dir)
+                        .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?;
+                    if dir {
+                        copy_dir
+                    } else {
+                        copy_dir.join(fsops::components(&source).last().copied().unwrap_or("file"))
+                    }
+                };
+                p.binds.push((host, target.clone(), m.readonly));
+            }
+        }
+        p.targets.push(target);
+    }
+    Ok(p)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::context::EntryKind;
-
-    #[test]
-    fn mount_specs_parse_with_buildkit_defaults() {
-        let c = MountSpec::parse("type=cache,target=/root/.cache").unwrap();
-        assert_eq!(c.kind, Kind::Cache);
-        assert_eq!(c.id.as_deref(), Some("/root/.cache"));
-        assert!(!c.readonly);
-        let b = MountSpec::parse("target=/src,source=go.mod").unwrap();
-        assert_eq!(b.kind, Kind::Bind);
-        assert!(b.readonly);
-        assert!(!MountSpec::parse("target=/src,rw").unwrap().readonly);
-        let s = MountSpec::parse("type=secret,id=token,required").unwrap();
-        assert_eq!(s.target, "/run/secrets/token");
-        assert!(s.required);
-        let t = MountSpec::parse("type=tmpfs,target=/t,size=64m").unwrap();
-        assert_eq!(t.size, Some(64 << 20));
-        let l = MountSpec::parse("type=cache,target=/c,sharing=locked,mode=0700,uid=5").unwrap();
-        assert_eq!(l.sharing, berth_store::CacheSharing::Locked);
-        assert_eq!((l.mode, l.uid), (Some(0o700), Some(5)));
-        assert!(MountSpec::parse("type=bind").is_err());
-        assert!(MountSpec::parse("type=cache,target=/c,bogus=1").is_err());
-        assert!(MountSpec::parse("type=nope,target=/c").is_err());
-    }
 
     #[test]
     fn bind_sources_resolve_among_the_included_entries_only() {
@@ -552,7 +572,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let r = |s: &str| resolve_in_context(&entries, s);
+        let r = |s: &str| crate::context::resolve::resolve(&entries, s).map_err(|e| e.to_string());
         assert_eq!(r("/"), Ok(("".into(), true)));
         assert_eq!(r("./a/"), Ok(("a".into(), true)));
         assert_eq!(r("to-a/f"), Ok(("a/f".into(), false)));
@@ -563,7 +583,7 @@ mod tests {
             assert!(r(missing).unwrap_err().contains("not found"), "{missing}");
         }
         assert!(r("loop").is_err());
-        let shown: Vec<&str> = context_selection(&entries, "a")
+        let shown: Vec<&str> = crate::context::resolve::below(&entries, "a")
             .map(|e| e.path.as_str())
             .collect();
         assert_eq!(shown, ["a", "a/f"]);
@@ -611,7 +631,7 @@ mod tests {
         // Swapped before the open: refused.
         for (path, dir) in [("f", false), ("d", true), ("d/f", false), ("f.old", true)] {
             let e = open_bind_source(root.as_fd(), path, dir).unwrap_err();
-            assert!(e.contains("changed while it was built"), "{path}: {e}");
+            assert!(matches!(e, StepError::ContextChanged(_)), "{path}: {e}");
         }
         assert!(open_bind_source(root.as_fd(), "d.old", false).is_err());
         assert!(open_bind_source(root.as_fd(), "../outside/f", false).is_err());

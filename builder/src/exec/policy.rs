@@ -25,7 +25,9 @@ use std::str::FromStr;
 
 use berth_runtime::spec::NetworkMode;
 
+use crate::error::StepError;
 use crate::instructions::Run;
+use crate::instructions::commands::{RunNetwork, RunSecurity};
 
 /// A privilege beyond the sandbox that only the command line can grant (`--allow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,32 +79,30 @@ pub fn run_policy(
     run: &Run,
     build_network: NetworkMode,
     allowed: &[Entitlement],
-) -> Result<RunPolicy, String> {
+) -> Result<RunPolicy, StepError> {
     let needs = |e: Entitlement, what: &str| {
         if allowed.contains(&e) {
             Ok(())
         } else {
-            Err(format!(
+            Err(StepError::NotAllowed(format!(
                 "{what} is not allowed: the build must be started with --allow {e}"
-            ))
+            )))
         }
     };
-    let network = match run.network.as_deref() {
-        None | Some("default") => build_network,
-        Some("none") => NetworkMode::None,
-        Some("host") => {
+    let network = match run.network {
+        RunNetwork::Default => build_network,
+        RunNetwork::None => NetworkMode::None,
+        RunNetwork::Host => {
             needs(Entitlement::NetworkHost, "RUN --network=host")?;
             NetworkMode::Host
         }
-        Some(other) => return Err(format!("unsupported network mode {other:?}")),
     };
-    let privileged = match run.security.as_deref() {
-        None | Some("sandbox") => false,
-        Some("insecure") => {
+    let privileged = match run.security {
+        RunSecurity::Sandbox => false,
+        RunSecurity::Insecure => {
             needs(Entitlement::SecurityInsecure, "RUN --security=insecure")?;
             true
         }
-        Some(other) => return Err(format!("unsupported security mode {other:?}")),
     };
     Ok(RunPolicy {
         network,
@@ -111,15 +111,15 @@ pub fn run_policy(
 }
 
 /// Whether an ADD's sources may be fetched under the build's network.
-pub fn add_policy(sources: &[String], build_network: NetworkMode) -> Result<(), String> {
+pub fn add_policy(sources: &[String], build_network: NetworkMode) -> Result<(), StepError> {
     let remote = sources
         .iter()
         .find(|s| s.starts_with("http://") || s.starts_with("https://"));
     match (remote, build_network) {
-        (Some(url), NetworkMode::None) => Err(format!(
+        (Some(url), NetworkMode::None) => Err(StepError::NotAllowed(format!(
             "ADD {}: the build runs with --network none, which allows no downloads",
             crate::redact::url_credentials(url)
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -127,15 +127,23 @@ pub fn add_policy(sources: &[String], build_network: NetworkMode) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instructions::Command;
+    use crate::instructions::Instruction;
 
-    fn run(network: Option<&str>, security: Option<&str>) -> Run {
-        Run {
-            command: Command::Shell("true".into()),
-            mounts: Vec::new(),
-            network: network.map(str::to_owned),
-            security: security.map(str::to_owned),
-            heredocs: Vec::new(),
+    /// `RUN [--network=N] [--security=S] true` as the Dockerfile parser makes it; `None` when
+    /// the parser refuses the flags.
+    fn run(network: Option<&str>, security: Option<&str>) -> Option<Run> {
+        let mut line = "RUN".to_owned();
+        if let Some(n) = network {
+            line.push_str(&format!(" --network={n}"));
+        }
+        if let Some(s) = security {
+            line.push_str(&format!(" --security={s}"));
+        }
+        let df =
+            crate::instructions::parse_dockerfile(&format!("FROM scratch\n{line} true\n")).ok()?;
+        match &df.stages[0].instructions[0].instruction {
+            Instruction::Run(r) => Some(r.clone()),
+            _ => None,
         }
     }
 
@@ -197,8 +205,8 @@ mod tests {
             (None, Some("root"), Host, ALL, None),
         ];
         for (i, (net, sec, build, allowed, want)) in cases.iter().enumerate() {
-            let got = run_policy(&run(*net, *sec), *build, allowed)
-                .ok()
+            let got = run(*net, *sec)
+                .and_then(|r| run_policy(&r, *build, allowed).ok())
                 .map(|p| (p.network, p.privileged));
             assert_eq!(
                 got, *want,
@@ -209,10 +217,16 @@ mod tests {
 
     #[test]
     fn a_refusal_names_the_flag_to_pass() {
-        let e = run_policy(&run(Some("host"), None), NetworkMode::None, &[]).unwrap_err();
-        assert!(e.contains("--allow network.host"), "{e}");
-        let e = run_policy(&run(None, Some("insecure")), NetworkMode::Host, &[]).unwrap_err();
-        assert!(e.contains("--allow security.insecure"), "{e}");
+        let e = run_policy(&run(Some("host"), None).unwrap(), NetworkMode::None, &[]).unwrap_err();
+        assert!(matches!(e, StepError::NotAllowed(_)), "{e}");
+        assert!(e.to_string().contains("--allow network.host"), "{e}");
+        let e = run_policy(
+            &run(None, Some("insecure")).unwrap(),
+            NetworkMode::Host,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--allow security.insecure"), "{e}");
     }
 
     #[test]
@@ -222,6 +236,8 @@ mod tests {
         assert!(add_policy(&local, NetworkMode::None).is_ok());
         assert!(add_policy(&remote, NetworkMode::Host).is_ok());
         let e = add_policy(&remote, NetworkMode::None).unwrap_err();
+        assert!(matches!(e, StepError::NotAllowed(_)), "{e}");
+        let e = e.to_string();
         assert!(e.contains("--network none") && !e.contains("u:p"), "{e}");
     }
 

@@ -1,6 +1,7 @@
 //! RUN, CMD, ENTRYPOINT, SHELL and HEALTHCHECK: command lines in shell or exec form.
 
 use super::flags::{Flags, Kind};
+use super::mounts::MountSpec;
 use crate::dockerfile::{Heredoc, Node};
 
 /// Shell form (run through SHELL) or exec form (a JSON array).
@@ -13,13 +14,32 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
     pub command: Command,
-    /// `--mount` specs as written (`type=cache,target=/root/.cache`).
-    pub mounts: Vec<String>,
-    /// `--network=default|none|host`.
-    pub network: Option<String>,
-    /// `--security=insecure|sandbox`.
-    pub security: Option<String>,
+    /// `--mount`s (`type=cache,target=/root/.cache`); the plan makes their targets absolute.
+    pub mounts: Vec<MountSpec>,
+    pub network: RunNetwork,
+    pub security: RunSecurity,
     pub heredocs: Vec<Heredoc>,
+}
+
+/// `RUN --network=default|none|host`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunNetwork {
+    /// The build's network (`--network` of `berth build`).
+    #[default]
+    Default,
+    None,
+    /// Needs the `network.host` entitlement.
+    Host,
+}
+
+/// `RUN --security=sandbox|insecure`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunSecurity {
+    #[default]
+    Sandbox,
+    /// Every capability, no seccomp, no masked paths; needs the `security.insecure`
+    /// entitlement.
+    Insecure,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,29 +75,39 @@ pub fn parse_run(node: &Node) -> Result<Run, String> {
             ("security", Kind::String),
         ],
     )?;
-    if let Some(n) = f.string("network")
-        && !matches!(n.as_str(), "default" | "none" | "host")
-    {
-        return Err(format!(
-            "unsupported network mode {n:?}: use default, none or host"
-        ));
-    }
-    if let Some(s) = f.string("security")
-        && !matches!(s.as_str(), "sandbox" | "insecure")
-    {
-        return Err(format!(
-            "unsupported security mode {s:?}: use sandbox or insecure"
-        ));
-    }
+    let network = match f.string("network").as_deref() {
+        None | Some("default") => RunNetwork::Default,
+        Some("none") => RunNetwork::None,
+        Some("host") => RunNetwork::Host,
+        Some(n) => {
+            return Err(format!(
+                "unsupported network mode {n:?}: use default, none or host"
+            ));
+        }
+    };
+    let security = match f.string("security").as_deref() {
+        None | Some("sandbox") => RunSecurity::Sandbox,
+        Some("insecure") => RunSecurity::Insecure,
+        Some(s) => {
+            return Err(format!(
+                "unsupported security mode {s:?}: use sandbox or insecure"
+            ));
+        }
+    };
+    let mounts = f
+        .list("mount")
+        .iter()
+        .map(|spec| MountSpec::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
     let command = command_of(node);
     if matches!(&command, Command::Shell(s) if s.is_empty()) {
         return Err("RUN requires at least one argument".into());
     }
     Ok(Run {
         command,
-        mounts: f.list("mount"),
-        network: f.string("network"),
-        security: f.string("security"),
+        mounts,
+        network,
+        security,
         heredocs: super::heredocs(node),
     })
 }

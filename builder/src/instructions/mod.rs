@@ -17,6 +17,7 @@ pub mod copy;
 pub mod expand;
 pub mod flags;
 pub mod meta;
+pub mod mounts;
 pub mod stages;
 
 use crate::dockerfile::{Heredoc, Node, ParseError, Warning, parse};

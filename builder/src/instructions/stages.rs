@@ -224,12 +224,6 @@ pub fn find_stage(df: &Dockerfile, reference: &str) -> Option<usize> {
         .filter(|i| *i < df.stages.len())
 }
 
-/// The `from=` of a `--mount` spec.
-fn mount_from(spec: &str) -> Option<String> {
-    spec.split(',')
-        .find_map(|kv| kv.strip_prefix("from=").map(str::to_owned))
-}
-
 /// Each stage's dependencies on other stages, found by walking it with its scope so that
 /// `COPY --from=$STAGE` resolves.
 pub fn dependencies(
@@ -259,10 +253,8 @@ pub fn dependencies(
             match &inst {
                 Instruction::Copy(c) => refs.extend(c.from.clone()),
                 Instruction::Run(r) => {
-                    for m in &r.mounts {
-                        if let Some(f) = mount_from(m) {
-                            refs.push(lex.process_word(&f, &scope.vars()).map_err(&e)?);
-                        }
+                    for f in r.mounts.iter().filter_map(|m| m.from.as_deref()) {
+                        refs.push(lex.process_word(f, &scope.vars()).map_err(&e)?);
                     }
                 }
                 _ => {}

@@ -24,16 +24,13 @@ use std::collections::{BTreeSet, HashMap};
 use berth_oci::{Digest, ImageConfig};
 
 use crate::context::{ScannedContext, digest_selection};
-use crate::dockerfile::ParseError;
 use crate::dockerfile::shell::Lex;
+use crate::error::{BuildError, Location, ResolveError};
 use crate::instructions::stages::{
     PROXY_ARGS, Platforms, StageScope, dependencies, find_stage, global_scope, onbuild_triggers,
     resolve_from, target_stages,
 };
 use crate::instructions::{Command, Dockerfile, Instruction};
-
-/// `PATH` when the image sets none (Docker's default for Linux).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Bumped whenever the encoding changes, so old cache records stop matching.
 pub const KEY_VERSION: &str = "berth-cache-v1";
@@ -45,9 +42,17 @@ pub struct BaseImage {
     pub config: ImageConfig,
 }
 
-/// Finds `FROM` images (the store, or a registry through `cli`).
+/// Finds `FROM` and `--from` images (the store, or a registry through `cli`).
 pub trait Resolver {
-    fn resolve(&self, name: &str, platform: Option<&str>) -> Result<BaseImage, String>;
+    fn resolve(&self, name: &str, platform: Option<&str>) -> Result<BaseImage, ResolveError>;
+}
+
+/// `env` with `PATH` first when it has none (Docker's default for Linux): a stage's
+/// environment from the start, so `ENV PATH=/x:$PATH` extends it, and the image's config.
+pub fn default_path(env: &mut Vec<String>) {
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={}", berth_runtime::DEFAULT_PATH));
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,14 +138,23 @@ fn from_key(
     resolver: &dyn Resolver,
     from: &str,
     platform: &str,
-) -> Result<String, String> {
+    at: &Location,
+) -> Result<String, BuildError> {
     Ok(match find_stage(df, from) {
         Some(j) => planned
             .iter()
             .find(|p| p.index == j)
             .map(|p| p.layer_key.to_string())
             .unwrap_or_default(),
-        None => resolver.resolve(from, Some(platform))?.manifest.to_string(),
+        None => resolver
+            .resolve(from, Some(platform))
+            .map_err(|source| BuildError::Base {
+                at: at.clone(),
+                name: from.to_owned(),
+                source: Box::new(source),
+            })?
+            .manifest
+            .to_string(),
     })
 }
 
@@ -155,30 +169,26 @@ fn mount_inputs(
     resolver: &dyn Resolver,
     context: &ScannedContext,
     platform: &str,
-) -> Result<String, String> {
-    use crate::exec::mounts::{Kind, MountSpec};
+    at: &Location,
+) -> Result<String, BuildError> {
+    use crate::context::resolve::{below, resolve};
+    use crate::instructions::mounts::Kind;
     let mut inputs = Vec::new();
-    for spec in &run.mounts {
-        let m = MountSpec::parse(spec)?;
-        if m.kind != Kind::Bind {
-            continue;
-        }
+    for m in run.mounts.iter().filter(|m| m.kind == Kind::Bind) {
         let source = m.source.as_deref().unwrap_or(".");
         let input = match &m.from {
             // What the step sees: the entries at and below the source resolved as the bind
             // resolves it (through a symlink, to what it points at).
-            None => match crate::exec::mounts::resolve_in_context(&context.entries, source) {
-                Ok((resolved, _)) => digest_selection(
-                    crate::exec::mounts::context_selection(&context.entries, &resolved),
-                    None,
-                )
-                .to_string(),
+            None => match resolve(&context.entries, source) {
+                Ok((resolved, _)) => {
+                    digest_selection(below(&context.entries, &resolved), None).to_string()
+                }
                 // Nothing to show: the step fails when it prepares the mount.
                 Err(e) => format!("unresolved {source:?}: {e}"),
             },
-            Some(from) => from_key(df, planned, resolver, from, platform)?,
+            Some(from) => from_key(df, planned, resolver, from, platform, at)?,
         };
-        inputs.push(format!("{spec}\0{input}"));
+        inputs.push(format!("{}\0{input}", m.spec));
     }
     Ok(inputs.join("\n"))
 }
@@ -218,7 +228,7 @@ pub fn plan(
     platforms: &Platforms,
     resolver: &dyn Resolver,
     context: &ScannedContext,
-) -> Result<BuildGraph, ParseError> {
+) -> Result<BuildGraph, BuildError> {
     let global = global_scope(df, build_args, platforms)?;
     let deps = dependencies(df, build_args, &global)?;
     let needed = target_stages(df, target, &deps)?;
@@ -231,6 +241,15 @@ pub fn plan(
         // A FROM without --platform builds for the target platform (as BuildKit).
         let base_platform = base_platform.or_else(|| Some(platform.clone()));
         let lower = base_name.to_lowercase();
+        let resolve_base = |name: &str, platform: Option<&str>| {
+            resolver
+                .resolve(name, platform)
+                .map_err(|source| BuildError::Base {
+                    at: Location::line(stage.from_line),
+                    name: name.to_owned(),
+                    source: Box::new(source),
+                })
+        };
         let earlier = df.stages[..i]
             .iter()
             .position(|s| s.from.name.as_deref() == Some(lower.as_str()));
@@ -243,9 +262,7 @@ pub fn plan(
                 .expect("dependencies come first");
             (Base::Stage(j), from.layer_key.clone(), from.end.env.clone())
         } else {
-            let image = resolver
-                .resolve(&base_name, base_platform.as_deref())
-                .map_err(|m| ParseError::at(stage.from_line, m))?;
+            let image = resolve_base(&base_name, base_platform.as_deref())?;
             let env = image.config.config.env.clone().unwrap_or_default();
             (
                 Base::Image {
@@ -259,9 +276,7 @@ pub fn plan(
         // As BuildKit, a stage's environment has PATH from the start (the default when the
         // base sets none), so `ENV PATH=/x:$PATH` extends it.
         let mut env = env;
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.insert(0, format!("PATH={}", DEFAULT_PATH));
-        }
+        default_path(&mut env);
         let mut scope = StageScope::new(&env);
         let (mut user, mut workdir, mut shell) = (
             String::new(),
@@ -286,9 +301,7 @@ pub fn plan(
                 triggers = onbuild_triggers(&on_build, df.escape)?;
             }
             Base::Image { .. } => {
-                let image = resolver
-                    .resolve(&base_name, base_platform.as_deref())
-                    .map_err(|m| ParseError::at(stage.from_line, m))?;
+                let image = resolve_base(&base_name, base_platform.as_deref())?;
                 let c = &image.config.config;
                 user = c.user.clone().unwrap_or_default();
                 workdir = c
@@ -311,10 +324,19 @@ pub fn plan(
         }
         let mut steps = Vec::new();
         for located in triggers.iter().chain(&stage.instructions) {
-            let err = |m: String| ParseError::span(located.start_line, located.end_line, m);
-            let inst = scope
+            let at = Location::lines(located.start_line, located.end_line);
+            let mut inst = scope
                 .apply(&located.instruction, build_args, &global, &lex)
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|e| BuildError::Dockerfile {
+                    at: at.clone(),
+                    message: e.to_string(),
+                })?;
+            // RUN's mount targets, made absolute once, against the working directory.
+            if let Instruction::Run(run) = &mut inst {
+                for m in &mut run.mounts {
+                    m.target = resolve_workdir(&workdir, &m.target);
+                }
+            }
             let written = format!("{inst:?}");
             let mut run_env: Vec<String> =
                 scope.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -362,8 +384,8 @@ pub fn plan(
                         Command::Exec(a) => a.join("\0"),
                         Command::Shell(s) => format!("{}\0{s}", shell.join("\0")),
                     };
-                    let mounted = mount_inputs(df, run, &planned, resolver, context, &platform)
-                        .map_err(err)?;
+                    let mounted =
+                        mount_inputs(df, run, &planned, resolver, context, &platform, &at)?;
                     let k = key(&[
                         &layer_key.to_string(),
                         "RUN",
@@ -379,9 +401,7 @@ pub fn plan(
                 }
                 Instruction::Copy(c) | Instruction::Add(c) => {
                     let sources = match &c.from {
-                        Some(from) => {
-                            from_key(df, &planned, resolver, from, &platform).map_err(err)?
-                        }
+                        Some(from) => from_key(df, &planned, resolver, from, &platform, &at)?,
                         // Each source as the copy resolves it: a symlink (the source's
                         // own, or a directory on its way) is keyed by what it points at.
                         None => c
@@ -434,6 +454,10 @@ pub fn plan(
             };
             if kind == StepKind::Layer {
                 layer_key = step_key.clone();
+            }
+            // The step carries the directory WORKDIR makes, absolute.
+            if let Instruction::Workdir(w) = &mut inst {
+                w.clone_from(&workdir);
             }
             steps.push(Step {
                 line: located.start_line,

@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
     compression: String,
     #[command(flatten)]
-    tls: crate::commands::registry::TlsArgs,
+    tls: crate::wiring::TlsArgs,
     src: String,
     dst: String,
 }
@@ -183,11 +183,11 @@ fn archive_source(
 pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     let src_end = parse_end(&args.src)?;
     let dst_end = parse_end(&args.dst)?;
-    let options = crate::commands::registry::options(&args.tls);
+    let options = crate::wiring::options(&args.tls);
     let leaves = !matches!(dst_end, End::Store(_));
     crate::block_on(async {
         let src = match &src_end {
-            End::Docker(r) => Source::Remote(crate::commands::registry::remote(r, &options).await?),
+            End::Docker(r) => Source::Remote(crate::transfer::remote(r, &options).await?),
             End::Oci(p, r) => Source::Layout(LayoutDir::new(p, r.as_deref())),
             End::OciArchive(p, r) | End::DockerArchive(p, r) => {
                 archive_source(&store, p, r.as_deref())?
@@ -195,10 +195,8 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             End::Store(name) => {
                 let image = store.resolve(name)?;
                 let image = if leaves {
-                    store.distribution_image(
-                        &image,
-                        crate::commands::save::compression(&args.compression),
-                    )?
+                    store
+                        .distribution_image(&image, crate::wiring::compression(&args.compression))?
                 } else {
                     image
                 };
@@ -211,7 +209,7 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         };
         let (dest, archive): (Dest, Option<(PathBuf, bool, Option<String>)>) = match &dst_end {
             End::Docker(r) => (
-                Dest::Remote(crate::commands::registry::remote(r, &options).await?),
+                Dest::Remote(crate::transfer::remote(r, &options).await?),
                 None,
             ),
             End::Oci(p, r) => (Dest::Layout(LayoutDir::new(p, r.as_deref())), None),

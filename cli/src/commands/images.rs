@@ -33,7 +33,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let filter = args
         .repository
         .as_deref()
-        .map(crate::commands::parse_reference)
+        .map(crate::wiring::parse_reference)
         .transpose()?;
     let mut rows = Vec::new();
     for image in store.images()? {

@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
-    let name = crate::commands::parse_reference(&args.name)?;
+    let name = crate::wiring::parse_reference(&args.name)?;
     let platform = match &args.platform {
         Some(p) => p
             .parse::<Platform>()
@@ -39,14 +39,14 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         None => Platform::host(),
     };
     let mut config = ImageConfig {
-        created: Some(now_rfc3339()),
+        created: Some(crate::output::now_rfc3339()),
         architecture: platform.architecture.clone(),
         os: platform.os.clone(),
         variant: platform.variant.clone(),
         ..Default::default()
     };
     for change in &args.changes {
-        crate::commands::change::apply(&mut config.config, change)?;
+        crate::change::apply(&mut config.config, change)?;
     }
     let progress = Progress::start(format!("Importing {}", args.source.display()));
     let (diff_id, size) = if args.source.is_dir() {
@@ -87,14 +87,4 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     ));
     println!("{}", image.id());
     Ok(0)
-}
-
-/// Now as RFC 3339, or `SOURCE_DATE_EPOCH` when set (reproducible images).
-pub fn now_rfc3339() -> String {
-    let t = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
-        .unwrap_or_else(std::time::SystemTime::now);
-    humantime::format_rfc3339_seconds(t).to_string()
 }

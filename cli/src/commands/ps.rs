@@ -2,7 +2,6 @@
 
 use berth_store::Store;
 
-use crate::commands::run::records;
 use crate::output::{print_table, since, terminal_safe};
 
 #[derive(clap::Args, Debug)]
@@ -17,10 +16,10 @@ pub struct Args {
 
 pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let mut rows = Vec::new();
-    let mut list = records(store)?;
+    let mut list = store.container_records()?;
     list.sort_by(|a, b| b.created.cmp(&a.created));
     for r in list {
-        let up = crate::commands::lifecycle::alive(&r);
+        let up = crate::containers::alive(&r);
         if !up && !args.all {
             continue;
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use berth_store::Store;
 
-use crate::commands::lifecycle::{alive, find};
+use crate::containers::{alive, find, stop_one};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -36,7 +36,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
                 failed = true;
                 continue;
             }
-            crate::commands::lifecycle::stop_one(&record, Duration::ZERO);
+            stop_one(&record, Duration::ZERO);
         }
         store.remove_container(&record.id)?;
         println!("{want}");

@@ -40,7 +40,7 @@ fn remove(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
         .ok()
         .filter(|r| image.tags.contains(r));
     let users: Vec<_> = store
-        .container_uses()?
+        .container_records()?
         .into_iter()
         .filter(|c| c.image == image.root.digest)
         .collect();

@@ -14,7 +14,7 @@ use berth_oci::Digest;
 use berth_runtime::spec::{NetworkMode, ProcessSettings, build_spec};
 use berth_runtime::{Bundle, RootfsSource};
 use berth_store::Store;
-use serde::{Deserialize, Serialize};
+use berth_store::containers::ContainerRecord;
 
 use crate::UsageError;
 
@@ -167,40 +167,6 @@ pub fn parse_memory(s: &str) -> Result<i64, String> {
     Ok(bytes)
 }
 
-/// `containers/<id>/container.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ContainerRecord {
-    pub id: String,
-    pub name: Option<String>,
-    /// Manifest digest (keeps the image alive, see the store's containers.rs).
-    pub image: Digest,
-    pub image_name: String,
-    pub command: Vec<String>,
-    pub created: String,
-    pub status: String,
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    /// The process that runs the container: `berth run` itself, or its monitor with `-d`.
-    #[serde(default)]
-    pub pid: Option<u32>,
-    /// That process's start time (`/proc/PID/stat` field 22): with the PID, what names the
-    /// process; a PID alone may have been reused by an unrelated process since.
-    #[serde(default)]
-    pub pid_start: Option<u64>,
-    #[serde(default)]
-    pub auto_remove: bool,
-    #[serde(default)]
-    pub memory: Option<i64>,
-}
-
-pub fn records(store: &Store) -> anyhow::Result<Vec<ContainerRecord>> {
-    Ok(store
-        .container_records()?
-        .iter()
-        .filter_map(|b| serde_json::from_slice(b).ok())
-        .collect())
-}
-
 fn new_id() -> String {
     let mut seed = Vec::new();
     seed.extend_from_slice(&std::process::id().to_le_bytes());
@@ -297,7 +263,8 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         .into());
     }
     if let Some(name) = &args.name
-        && records(store)?
+        && store
+            .container_records()?
             .iter()
             .any(|r| r.name.as_deref() == Some(name))
     {
@@ -318,15 +285,15 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         image: image.root.digest.clone(),
         image_name: args.image.clone(),
         command: command.clone(),
-        created: crate::commands::import::now_rfc3339(),
+        created: crate::output::now_rfc3339(),
         status: "running".into(),
         exit_code: None,
         pid: Some(std::process::id()),
-        pid_start: crate::commands::lifecycle::start_time(std::process::id()),
+        pid_start: crate::containers::start_time(std::process::id()),
         auto_remove: args.rm,
         memory: args.memory,
     };
-    store.write_container_record(&id, &serde_json::to_vec(&record)?)?;
+    store.write_container_record(&record)?;
     let terminal = if args.tty {
         Some(berth_runtime::tty::Terminal::open()?)
     } else {
@@ -371,12 +338,12 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         // runs and as a zombie after.
         let running = ContainerRecord {
             pid: Some(child.id()),
-            pid_start: crate::commands::lifecycle::start_time(child.id()),
+            pid_start: crate::containers::start_time(child.id()),
             ..record
         };
-        store.write_container_record(&id, &serde_json::to_vec(&running)?)?;
+        store.write_container_record(&running)?;
         // Return once the container has started, as `docker run -d` does.
-        crate::commands::lifecycle::wait_for_init(child.id());
+        crate::containers::wait_for_init(child.id());
         println!("{id}");
         return Ok(0);
     }
@@ -415,7 +382,6 @@ fn finish(store: &Store, record: ContainerRecord, code: i32) -> anyhow::Result<(
     if record.auto_remove {
         store.remove_container(&record.id)?;
     } else {
-        let id = record.id.clone();
         let done = ContainerRecord {
             status: "exited".into(),
             exit_code: Some(code),
@@ -423,7 +389,7 @@ fn finish(store: &Store, record: ContainerRecord, code: i32) -> anyhow::Result<(
             pid_start: None,
             ..record
         };
-        store.write_container_record(&id, &serde_json::to_vec(&done)?)?;
+        store.write_container_record(&done)?;
     }
     Ok(())
 }
@@ -434,8 +400,9 @@ const MONITOR_TTY: &str = "BERTH_MONITOR_TTY";
 /// `berth __monitor DIR`: runs a detached container (started by `run -d`) and records its end.
 /// It holds no store lock while the container runs.
 pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
-    let record: ContainerRecord =
-        serde_json::from_slice(&std::fs::read(dir.join("container.json"))?)?;
+    let record = store
+        .container_record(dir)
+        .ok_or_else(|| anyhow::anyhow!("{}: no container record", dir.display()))?;
     let exe = std::fs::read_link("/proc/self/exe")?;
     let bundle = Bundle {
         dir: dir.to_owned(),
@@ -456,8 +423,7 @@ pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
             berth_runtime::contract::EXIT_SETUP
         }
     };
-    let fresh: ContainerRecord =
-        serde_json::from_slice(&std::fs::read(dir.join("container.json"))?).unwrap_or(record);
+    let fresh = store.container_record(dir).unwrap_or(record);
     finish(store, fresh, code)?;
     Ok(0)
 }

@@ -26,15 +26,6 @@ pub struct Args {
     images: Vec<String>,
 }
 
-pub fn compression(name: &str) -> berth_oci::media_type::Compression {
-    use berth_oci::media_type::Compression;
-    match name {
-        "zstd" => Compression::Zstd,
-        "none" => Compression::None,
-        _ => Compression::Gzip,
-    }
-}
-
 pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let mut images = Vec::new();
     for name in &args.images {
@@ -47,7 +38,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             None => image.tags.clone(),
         };
         let image = if args.format == "oci" {
-            store.distribution_image(&image, compression(&args.compression))?
+            store.distribution_image(&image, crate::wiring::compression(&args.compression))?
         } else {
             image
         };

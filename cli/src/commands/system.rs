@@ -63,7 +63,7 @@ pub fn run(store: &Store, command: Command) -> anyhow::Result<u8> {
 
 fn df(store: &Store) -> anyhow::Result<u8> {
     let images = store.images()?;
-    let containers = store.container_uses()?;
+    let containers = store.container_records()?;
     let used: std::collections::HashSet<_> = containers.iter().map(|c| c.image.clone()).collect();
     let mut blobs: std::collections::HashMap<berth_oci::Digest, u64> = Default::default();
     let mut active_blobs: std::collections::HashSet<berth_oci::Digest> = Default::default();
@@ -184,7 +184,7 @@ fn prune(
     let mut untagged = 0;
     if all && !build_cache {
         let used: std::collections::HashSet<_> = store
-            .container_uses()?
+            .container_records()?
             .into_iter()
             .map(|c| c.image)
             .collect();

@@ -11,7 +11,7 @@ pub struct Args {
 }
 
 pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
-    let target = crate::commands::parse_reference(&args.target)?;
+    let target = crate::wiring::parse_reference(&args.target)?;
     if target.digest().is_some() {
         return Err(
             crate::UsageError(format!("{}: a tag cannot name a digest", args.target)).into(),

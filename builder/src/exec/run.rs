@@ -1,0 +1,287 @@
+//! RUN: the step's command in a container of the runtime over the stage's tree (an overlay
+//! whose upper dir becomes the layer), with its `--mount`s, network and privileges; its
+//! output streamed line by line to the progress view, the last lines kept for the error.
+
+use std::io::BufRead;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use berth_runtime::spec::{NetworkMode, ProcessSettings, build_spec};
+use berth_runtime::{Bundle, RootfsSource};
+
+use super::mounts::{check_live_binds, prepare_mounts};
+use super::{Ctx, Event, StageState, fsops, policy, step_error};
+use crate::error::{BuildError, Location, StepError};
+use crate::instructions::Command;
+use crate::plan::Step;
+
+/// The longest line of a step's output berth holds: a longer one is passed on in pieces of
+/// this size, so a step that writes gigabytes without a newline cannot make berth hold them.
+const MAX_OUTPUT_LINE: usize = 64 << 10;
+
+/// The next line of a step's output (without its `\n`), at most [`MAX_OUTPUT_LINE`] bytes;
+/// `None` at the end or on an error.
+fn next_output_line(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    loop {
+        let available = match reader.fill_buf() {
+            Ok([]) => return (!line.is_empty()).then_some(line),
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return (!line.is_empty()).then_some(line),
+        };
+        let room = MAX_OUTPUT_LINE - line.len();
+        let take = available.len().min(room);
+        if let Some(end) = available[..take].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&available[..end]);
+            reader.consume(end + 1);
+            return Some(line);
+        }
+        line.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if line.len() == MAX_OUTPUT_LINE {
+            return Some(line);
+        }
+    }
+}
+
+/// The paths the runtime may create as mount points in the upper dir.
+const MOUNT_STUBS: &[&str] = &[
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+    "proc",
+    "sys",
+    "dev",
+    "etc",
+];
+
+/// Removes what the runtime created only to mount on (an empty file or directory that no
+/// lower layer has), so it does not end up in the layer.
+///
+/// The upper dir and the lowers are the step's: every path is looked up in them with no
+/// symlink allowed anywhere in it ([`fsops::Resolve::NoSymlinks`]) and the last component
+/// removed with `unlinkat` on that resolved parent. The runtime made the stubs under real
+/// directories, so a symlink on the way means the step changed the path itself (`mv /d
+/// /d.moved; ln -s /host/dir /d`): what is there then is the step's, and is kept. Nothing is
+/// followed, so nothing outside the upper dir can be removed.
+fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], extra: &[String]) {
+    use fsops::{InRoot, Resolve};
+    let Ok(up) = InRoot::open_with(upper, Resolve::NoSymlinks) else {
+        return;
+    };
+    let lowers: Vec<InRoot> = lowers
+        .iter()
+        .filter_map(|l| InRoot::open_with(l, Resolve::NoSymlinks).ok())
+        .collect();
+    let in_lowers = |rel: &str| lowers.iter().any(|l| l.lstat(rel).is_ok());
+    let extra: Vec<&str> = extra.iter().map(|s| s.trim_start_matches('/')).collect();
+    for rel in extra.iter().copied().chain(MOUNT_STUBS.iter().copied()) {
+        if up.lstat(rel).is_err() || in_lowers(rel) {
+            continue;
+        }
+        let _ = up.remove_empty(rel);
+    }
+    // Directories made only to hold a mount point (`/run/secrets` for a secret).
+    for rel in &extra {
+        let mut dir = Path::new(rel).parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            let s = d.to_string_lossy();
+            if in_lowers(&s) || !up.remove_empty_dir(&s).unwrap_or(false) {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+    // A directory copied up only to hold a stub (`/etc` for `/etc/hosts`) and now empty, with
+    // the same mode and owner as below: nothing changed in it.
+    for rel in ["etc"] {
+        let Ok(dir) = up.open_dir(rel) else {
+            continue;
+        };
+        let Ok(meta) = rustix::fs::fstat(&dir) else {
+            continue;
+        };
+        let lower = lowers.iter().rev().find_map(|l| l.lstat(rel).ok());
+        let opaque = rustix::fs::fgetxattr(&dir, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok();
+        let is_dir = |mode: u32| {
+            rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::Directory
+        };
+        if let Some(l) = lower
+            && !opaque
+            && is_dir(l.st_mode)
+            && (l.st_mode, l.st_uid, l.st_gid) == (meta.st_mode, meta.st_uid, meta.st_gid)
+        {
+            let _ = up.remove_empty_dir(rel);
+        }
+    }
+}
+
+pub(super) fn run_step(
+    ctx: &Ctx<'_>,
+    state: &StageState,
+    step: &Step,
+    id: &str,
+    work: &Path,
+    run: &crate::instructions::Run,
+) -> Result<(), BuildError> {
+    let err = |m: StepError| step_error(step, m);
+    let sc = &step.context;
+    let args: Vec<String> = match &run.command {
+        Command::Exec(a) => a.clone(),
+        Command::Shell(s) => {
+            let script = match (s.trim().strip_prefix("<<"), run.heredocs.first()) {
+                (Some(_), Some(h)) if s.split_whitespace().count() == 1 => h.content.clone(),
+                _ => s.clone(),
+            };
+            sc.shell.iter().cloned().chain([script]).collect()
+        }
+    };
+    let policy::RunPolicy {
+        network,
+        privileged,
+    } = policy::run_policy(run, ctx.opts.network, &ctx.opts.allow).map_err(err)?;
+    let prepared = prepare_mounts(ctx, step, work, run)?;
+    // The plan's environment has PATH (the image's, or the default).
+    let env = sc.env.clone();
+    let write = |name: &str, text: String| {
+        std::fs::write(work.join(name), text).map_err(|e| err(StepError::io("writing", name, e)))
+    };
+    write("hostname", "buildkitsandbox\n".into())?;
+    write(
+        "hosts",
+        "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
+    )?;
+    write(
+        "resolv.conf",
+        if network == NetworkMode::Host {
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        } else {
+            String::new()
+        },
+    )?;
+    // Docker's device rules (and with them CAP_MKNOD, so a RUN step can make device nodes,
+    // as under BuildKit) when the devices cgroup can enforce them.
+    let device_rules = !privileged && berth_runtime::cgroups::devices_enforceable();
+    let settings = ProcessSettings {
+        args: args.clone(),
+        env,
+        cwd: sc.workdir.clone(),
+        user: sc.user.clone(),
+        hostname: "buildkitsandbox".into(),
+        network,
+        read_only: false,
+        privileged,
+        etc_files: vec![
+            (work.join("hosts"), "/etc/hosts"),
+            (work.join("hostname"), "/etc/hostname"),
+            (work.join("resolv.conf"), "/etc/resolv.conf"),
+        ],
+        init: false,
+        console: None,
+        binds: prepared.binds.clone(),
+        overlays: prepared.overlays.clone(),
+        tmpfs: prepared.tmpfs.clone(),
+        cgroup_path: if device_rules {
+            format!(
+                "berth/{}",
+                work.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            )
+        } else {
+            String::new()
+        },
+        memory: None,
+        cpus: None,
+        pids_limit: None,
+        rlimits: ctx.opts.ulimits.clone(),
+        device_rules,
+    };
+    let spec = build_spec(&work.join("rootfs"), &settings).map_err(|e| step_error(step, e))?;
+    let source = RootfsSource::Overlay {
+        lowers: state.snapshots.clone(),
+        upper: work.join("upper"),
+        work: work.join("work"),
+        // The upper becomes a snapshot: the sync at unmount makes it durable.
+        volatile: false,
+    };
+    let bundle = Bundle::write(work, &spec, &source).map_err(|e| step_error(step, e))?;
+    let (reader, writer) = std::io::pipe().map_err(|e| step_error(step, e))?;
+    let writer2 = writer.try_clone().map_err(|e| step_error(step, e))?;
+    let tail = Mutex::new(std::collections::VecDeque::<String>::new());
+    let outcome = std::thread::scope(|scope| {
+        let tail = &tail;
+        let progress = ctx.progress;
+        let id = id.to_owned();
+        scope.spawn(move || {
+            let mut reader = std::io::BufReader::new(reader);
+            while let Some(line) = next_output_line(&mut reader) {
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_owned();
+                {
+                    let mut t = tail.lock().expect("no panics");
+                    t.push_back(line.clone());
+                    if t.len() > 20 {
+                        t.pop_front();
+                    }
+                }
+                progress.event(Event::Output {
+                    id: id.clone(),
+                    line,
+                });
+            }
+        });
+        let inherit: Vec<_> = prepared.fds.iter().map(|fd| fd.as_fd()).collect();
+        bundle.run_captured(&ctx.opts.exe, writer.into(), writer2.into(), &inherit)
+    })
+    .map_err(|e| step_error(step, e))?;
+    let live = check_live_binds(ctx.context, &prepared.live);
+    remove_mount_stubs(&work.join("upper"), &state.snapshots, &prepared.targets);
+    drop(prepared);
+    if outcome.exit_code != 0 {
+        let shown = match &run.command {
+            Command::Exec(a) => serde_json::to_string(a).expect("strings"),
+            Command::Shell(s) => format!("{} {s}", sc.shell.join(" ")),
+        };
+        return Err(BuildError::Step {
+            at: Location::line(step.line),
+            message: format!(
+                "process \"{shown}\" did not complete successfully: exit code: {}",
+                outcome.exit_code
+            ),
+            exit_code: Some(outcome.exit_code),
+            tail: tail.into_inner().expect("no panics").into(),
+        });
+    }
+    live.map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_are_split_at_newlines_and_capped() {
+        let long = vec![b'a'; MAX_OUTPUT_LINE * 2 + 10];
+        let mut input = b"one\ntwo\r\n\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\nlast");
+        let mut reader = std::io::BufReader::with_capacity(1000, &input[..]);
+        let mut lines = Vec::new();
+        while let Some(l) = next_output_line(&mut reader) {
+            lines.push(l);
+        }
+        let sizes: Vec<usize> = lines.iter().map(Vec::len).collect();
+        assert_eq!(
+            sizes,
+            [3, 4, 0, MAX_OUTPUT_LINE, MAX_OUTPUT_LINE, 10, 4],
+            "{:?}",
+            &lines[..3]
+        );
+        assert_eq!(lines[0], b"one");
+        assert_eq!(lines[6], b"last");
+    }
+}

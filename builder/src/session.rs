@@ -1,0 +1,238 @@
+//! A build as one call: [`build`] takes the request (what `berth build`'s flags say) and the
+//! services the caller wires in (the store, a [`Resolver`] for base images, a [`Fetch`] for
+//! `ADD http(s)://`, a [`Progress`] view, [`Exporter`]s for the outputs), and runs the whole
+//! path: the Dockerfile read and parsed, the context scanned (its stat index kept in the
+//! store), the plan made, the steps run or found in the cache, the image written and tagged,
+//! then exported. Every failure is a [`BuildError`], located in the Dockerfile where it has a
+//! place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_oci::{Platform, Reference};
+use berth_runtime::spec::{NetworkMode, Rlimit};
+use berth_store::{Image, Store};
+
+use crate::error::{BuildError, ExportError};
+use crate::exec::policy::Entitlement;
+use crate::exec::{BuildOptions, Event, Fetch, Progress, mounts::Secret};
+use crate::instructions::stages;
+use crate::plan::Resolver;
+
+/// Where the Dockerfile comes from.
+#[derive(Debug, Clone)]
+pub enum DockerfileSource {
+    /// `-f PATH` (or `CONTEXT/Dockerfile` when `None`): a file inside the context is read
+    /// inside it (symlinks resolved there, regular files only, bounded); one outside it is
+    /// read as given.
+    File(Option<PathBuf>),
+    /// The text itself (`-f -`), with the name errors give it.
+    Text { text: String, name: String },
+}
+
+/// What to build, and how: `berth build`'s flags, parsed.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub context: PathBuf,
+    pub dockerfile: DockerfileSource,
+    pub build_args: HashMap<String, String>,
+    pub target: Option<String>,
+    /// The target platform (default: the host's).
+    pub platform: Option<Platform>,
+    /// `--timestamp`: every time in the image, as `SOURCE_DATE_EPOCH`.
+    pub timestamp: Option<u64>,
+    /// `SOURCE_DATE_EPOCH` from the caller's environment, used when neither `timestamp` nor
+    /// the build arg of that name is given.
+    pub env_epoch: Option<String>,
+    /// `--secret` specs (`id=ID,src=FILE` or `id=ID,env=VAR`).
+    pub secrets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<Reference>,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    /// The network of RUN steps: the host's or none.
+    pub network: NetworkMode,
+    pub allow: Vec<Entitlement>,
+    pub ulimits: Vec<Rlimit>,
+    /// Stages run at once.
+    pub jobs: usize,
+    /// The `berth` binary, re-executed as each RUN step's container init.
+    pub exe: PathBuf,
+}
+
+/// Writes or sends the built image somewhere (`--output`, a push).
+pub trait Exporter {
+    /// What it does, for messages: `--output DEST`, `push NAME`.
+    fn describe(&self) -> String;
+    fn export(&self, store: &Store, image: &Image, tags: &[Reference]) -> Result<(), ExportError>;
+}
+
+/// `--output type=local,dest=DIR`: the image's files, merged, written into `DIR`
+/// ([`crate::exec::output::export_rootfs`]).
+#[derive(Debug, Clone)]
+pub struct LocalExport {
+    pub dest: PathBuf,
+}
+
+impl Exporter for LocalExport {
+    fn describe(&self) -> String {
+        format!("--output {}", self.dest.display())
+    }
+
+    fn export(&self, store: &Store, image: &Image, _tags: &[Reference]) -> Result<(), ExportError> {
+        crate::exec::output::export_rootfs(store, image, &self.dest).map_err(ExportError::from)
+    }
+}
+
+/// What the caller wires into a build.
+pub struct Services<'a> {
+    pub store: &'a Store,
+    pub resolver: &'a dyn Resolver,
+    pub fetch: Option<Arc<dyn Fetch>>,
+    pub progress: &'a dyn Progress,
+    /// Run in order once the image is in the store and tagged.
+    pub exporters: Vec<Box<dyn Exporter + 'a>>,
+}
+
+impl std::fmt::Debug for Services<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let exporters: Vec<String> = self.exporters.iter().map(|e| e.describe()).collect();
+        f.debug_struct("Services")
+            .field("store", &self.store.root())
+            .field("fetch", &self.fetch)
+            .field("exporters", &exporters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A finished build.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The image, in the store, tagged with every requested name (untagged when none).
+    pub image: Image,
+    /// Layer steps run / taken from the cache.
+    pub executed: usize,
+    pub cached: usize,
+}
+
+/// Runs the build `request` with `services`.
+pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome, BuildError> {
+    let store = services.store;
+    let (text, name) = read_dockerfile(request)?;
+    let locate = |e: BuildError| e.locate(&text, &name);
+    let df = crate::instructions::parse_dockerfile(&text).map_err(|e| locate(e.into()))?;
+    let epoch = source_date_epoch(request)?;
+    let mut platforms = stages::Platforms::default();
+    if let Some(p) = &request.platform {
+        platforms.target = p.clone();
+    }
+    let mut secrets = BTreeMap::new();
+    for spec in &request.secrets {
+        let (id, secret) = Secret::parse(spec).map_err(BuildError::Usage)?;
+        secrets.insert(id, secret);
+    }
+    // The context: .dockerignore, then a scan that reuses the saved stat index.
+    let dockerfile_path = match &request.dockerfile {
+        DockerfileSource::File(p) => p.as_deref(),
+        DockerfileSource::Text { .. } => None,
+    };
+    let matcher = crate::context::load_matcher(&request.context, dockerfile_path)?;
+    let mut index = store
+        .read_context_index(&request.context)
+        .map(|b| crate::context::StatIndex::from_bytes(&b))
+        .unwrap_or_default();
+    let context = crate::context::scan(&request.context, &matcher, &mut index)?;
+    store.write_context_index(&request.context, &index.to_bytes())?;
+    let graph = crate::plan::plan(
+        &df,
+        &request.build_args,
+        request.target.as_deref(),
+        &platforms,
+        services.resolver,
+        &context,
+    )
+    .map_err(locate)?;
+    let needed: Vec<usize> = graph.stages.iter().map(|s| s.index).collect();
+    let mut warnings = df.warnings.clone();
+    warnings.extend(stages::unused_build_args_warning(
+        &stages::unused_build_args(&df, &needed, &request.build_args),
+    ));
+    for w in warnings {
+        services.progress.event(Event::Warning {
+            file: name.clone(),
+            line: w.line,
+            message: w.message,
+        });
+    }
+    let options = BuildOptions {
+        exe: request.exe.clone(),
+        no_cache: request.no_cache,
+        no_cache_filter: request.no_cache_filter.clone(),
+        labels: request.labels.clone(),
+        network: request.network,
+        allow: request.allow.clone(),
+        epoch,
+        platform: platforms.target.clone(),
+        jobs: request.jobs,
+        secrets,
+        fetch: services.fetch.clone(),
+        ulimits: request.ulimits.clone(),
+    };
+    let built = crate::exec::build(store, &df, &graph, &context, &options, services.progress)
+        .map_err(locate)?;
+    let desc = built.manifest.descriptor();
+    if request.tags.is_empty() {
+        store.add_untagged(&desc)?;
+    }
+    for t in &request.tags {
+        store.set_tag(t, &desc)?;
+    }
+    let image = store.resolve(&desc.digest.to_string())?;
+    for exporter in &services.exporters {
+        exporter
+            .export(store, &image, &request.tags)
+            .map_err(|source| BuildError::Export {
+                what: exporter.describe(),
+                source,
+            })?;
+    }
+    Ok(Outcome {
+        image,
+        executed: built.executed,
+        cached: built.cached,
+    })
+}
+
+/// The Dockerfile's text and the name errors give it.
+fn read_dockerfile(request: &BuildRequest) -> Result<(String, String), BuildError> {
+    match &request.dockerfile {
+        DockerfileSource::Text { text, name } => Ok((text.clone(), name.clone())),
+        DockerfileSource::File(path) => {
+            let bytes = crate::context::read_dockerfile(&request.context, path.as_deref())
+                .map_err(BuildError::ReadDockerfile)?;
+            let name = path
+                .as_deref()
+                .and_then(|p| p.file_name())
+                .map_or("Dockerfile".into(), |n| n.to_string_lossy().into_owned());
+            Ok((String::from_utf8_lossy(&bytes).into_owned(), name))
+        }
+    }
+}
+
+/// `--timestamp`, else the `SOURCE_DATE_EPOCH` build arg, else the environment's.
+fn source_date_epoch(request: &BuildRequest) -> Result<Option<u64>, BuildError> {
+    if let Some(t) = request.timestamp {
+        return Ok(Some(t));
+    }
+    request
+        .build_args
+        .get("SOURCE_DATE_EPOCH")
+        .or(request.env_epoch.as_ref())
+        .map(|s| {
+            s.parse::<u64>().map_err(|_| {
+                BuildError::Usage(format!("SOURCE_DATE_EPOCH {s:?}: expected seconds"))
+            })
+        })
+        .transpose()
+}

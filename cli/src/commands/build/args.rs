@@ -1,0 +1,137 @@
+//! `berth build`'s flags, and the [`BuildRequest`] they make.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use berth_builder::{BuildRequest, DockerfileSource};
+use berth_oci::Reference;
+use berth_runtime::spec::NetworkMode;
+
+use crate::UsageError;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Name and optionally tag the image (name:tag); may be repeated
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from stdin)
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build this stage (and what it needs) instead of the last one
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not use the cache for these stages
+    #[arg(long)]
+    pub no_cache_filter: Vec<String>,
+    /// Target platform (os/arch[/variant]) for FROM resolution and TARGETPLATFORM
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Output: auto, plain, tty or quiet
+    #[arg(long, default_value = "auto", value_parser = ["auto", "plain", "tty", "quiet"])]
+    pub progress: String,
+    /// Print only the image ID (same as --progress=quiet)
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the image ID to this file
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Set a label on the image (KEY=VALUE)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Network for RUN steps: default (the host's), none or host
+    #[arg(long, default_value = "default", value_parser = ["default", "none", "host"])]
+    pub network: String,
+    /// Grant an entitlement to the Dockerfile: network.host (RUN --network=host),
+    /// security.insecure (RUN --security=insecure); may be repeated or comma-separated
+    #[arg(long = "allow", value_delimiter = ',')]
+    pub allow: Vec<berth_builder::exec::policy::Entitlement>,
+    /// A resource limit for RUN steps, NAME=SOFT[:HARD] (as `run --ulimit`)
+    #[arg(long = "ulimit", value_parser = berth_runtime::spec::Rlimit::parse)]
+    pub ulimits: Vec<berth_runtime::spec::Rlimit>,
+    /// Set every time in the image to this Unix time (as SOURCE_DATE_EPOCH)
+    #[arg(long)]
+    pub timestamp: Option<u64>,
+    /// Keep the full output of every RUN step in this file
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// A secret for `RUN --mount=type=secret` (id=ID,src=FILE or id=ID,env=VAR); never stored
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Also write the result: type=oci,dest=FILE | type=docker,dest=FILE | type=local,dest=DIR
+    /// (a bare path is type=local)
+    #[arg(short = 'o', long)]
+    pub output: Vec<String>,
+    /// Layer compression for --output type=oci and --push: gzip, zstd or none
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    pub compression: String,
+    /// Check the registry for a newer version of every FROM image
+    #[arg(long)]
+    pub pull: bool,
+    /// Push every -t name to its registry when the build is done
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub tls: crate::wiring::TlsArgs,
+    /// The build context directory
+    pub context: PathBuf,
+}
+
+impl Args {
+    /// The build these flags ask for (the Dockerfile from stdin for `-f -`; a `--build-arg`
+    /// without a value taken from the environment, and left out when it has none there).
+    pub fn request(&self, tags: &[Reference]) -> anyhow::Result<BuildRequest> {
+        let dockerfile = match &self.file {
+            Some(f) if f.as_os_str() == "-" => DockerfileSource::Text {
+                text: std::io::read_to_string(std::io::stdin())?,
+                name: "Dockerfile".into(),
+            },
+            f => DockerfileSource::File(f.clone()),
+        };
+        let build_args: HashMap<String, String> = key_values(&self.build_args, "--build-arg")?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.or_else(|| std::env::var(&k).ok())?)))
+            .collect();
+        let labels: BTreeMap<String, String> = key_values(&self.labels, "--label")?
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect();
+        Ok(BuildRequest {
+            context: self.context.clone(),
+            dockerfile,
+            build_args,
+            target: self.target.clone(),
+            platform: self.platform.as_deref().map(str::parse).transpose()?,
+            timestamp: self.timestamp,
+            env_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+            secrets: self.secrets.clone(),
+            labels,
+            tags: tags.to_vec(),
+            no_cache: self.no_cache,
+            no_cache_filter: self.no_cache_filter.clone(),
+            network: match self.network.as_str() {
+                "none" => NetworkMode::None,
+                _ => NetworkMode::Host,
+            },
+            allow: self.allow.clone(),
+            ulimits: self.ulimits.clone(),
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            exe: std::fs::read_link("/proc/self/exe")?,
+        })
+    }
+}
+
+fn key_values(list: &[String], what: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    list.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), Some(v.to_owned()))),
+            None if !kv.is_empty() => Ok((kv.clone(), None)),
+            _ => Err(UsageError(format!("{what} {kv:?}: expected KEY=VALUE")).into()),
+        })
+        .collect()
+}

@@ -1,0 +1,116 @@
+//! `berth build [OPTIONS] CONTEXT`: the flags parsed and wired to one call of
+//! [`berth_builder::build`], with the store, the base-image resolver that pulls
+//! ([`crate::resolver`]), downloads for `ADD` ([`crate::download`]), the progress view
+//! ([`crate::progress`]) and the outputs ([`crate::exporters`]).
+//!
+//! RUN steps get the host's network by default (`--network default` is `host`: berth has no
+//! bridge network, and builds expect to reach package mirrors); `--network none` isolates
+//! them. A Dockerfile cannot widen that: `RUN --network=host` needs `--allow network.host`,
+//! `RUN --security=insecure` needs `--allow security.insecure`.
+
+mod args;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use berth_builder::{BuildError, Services};
+use berth_oci::Reference;
+use berth_store::Store;
+
+pub use args::Args;
+
+use crate::UsageError;
+
+pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    if !args.context.is_dir() {
+        let shown = args.context.display();
+        return Err(UsageError(format!("context {shown} is not a directory")).into());
+    }
+    let quiet = args.quiet || args.progress == "quiet";
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.push && tags.is_empty() {
+        return Err(UsageError("--push needs a name: -t REGISTRY/NAME:TAG".into()).into());
+    }
+    let registry = crate::wiring::options(&args.tls);
+    let mut exporters = Vec::new();
+    for spec in &args.output {
+        exporters.push(crate::exporters::parse_output(spec, &args.compression)?);
+    }
+    if args.push {
+        exporters.push(Box::new(crate::exporters::Push {
+            store: store.clone(),
+            options: registry.clone(),
+            compression: args.compression.clone(),
+            quiet,
+        }) as Box<dyn berth_builder::Exporter>);
+    }
+    let request = args.request(&tags)?;
+    let resolver = crate::resolver::StoreResolver {
+        store: store.clone(),
+        pull: args.pull,
+        quiet,
+        options: registry.clone(),
+        pulled: Mutex::new(Default::default()),
+    };
+    let progress = crate::progress::view(&args.progress, quiet, args.log_file.as_deref())?;
+    let services = Services {
+        store: &store,
+        resolver: &resolver,
+        fetch: Some(Arc::new(crate::download::Download {
+            certs_dirs: registry.certs_dirs.clone(),
+        })),
+        progress: &*progress,
+        exporters,
+    };
+    let built = berth_builder::build(&request, &services).map_err(|e| failed(e, quiet))?;
+    let id = built.image.id().clone();
+    if let Some(p) = &args.iidfile {
+        crate::output_file::write_bytes(
+            p,
+            id.to_string().as_bytes(),
+            crate::output_file::PUBLIC_MODE,
+        )
+        .map_err(|e| e.context(format!("writing --iidfile {}", p.display())))?;
+    }
+    if quiet {
+        println!("{id}");
+        return Ok(0);
+    }
+    let names: Vec<String> = tags.iter().map(|t| t.familiar()).collect();
+    let named = match names.is_empty() {
+        true => String::new(),
+        false => format!(" as {}", names.join(", ")),
+    };
+    let (seconds, run, cached) = (
+        started.elapsed().as_secs_f64(),
+        built.executed,
+        built.cached,
+    );
+    eprintln!("built {id}{named} in {seconds:.1}s ({run} steps run, {cached} cached)");
+    Ok(0)
+}
+
+/// A failed build as the user sees it: a failed step's excerpt (after its last lines of
+/// output under `--quiet`) and where it failed; the Dockerfile's own errors are usage errors.
+fn failed(e: BuildError, quiet: bool) -> anyhow::Error {
+    let safe = crate::output::terminal_safe_text;
+    match e {
+        BuildError::Step { at, tail, .. } => {
+            if quiet {
+                tail.iter().for_each(|l| eprintln!("{}", safe(l)));
+            }
+            eprintln!("{}", safe(at.excerpt().trim_end()));
+            anyhow::anyhow!("the build failed at {at}")
+        }
+        e @ (BuildError::Dockerfile { .. } | BuildError::Base { .. } | BuildError::Usage(_)) => {
+            UsageError(e.to_string()).into()
+        }
+        BuildError::ReadDockerfile(e) => UsageError(format!("{:#}", anyhow::Error::from(e))).into(),
+        e => e.into(),
+    }
+}
