@@ -349,7 +349,9 @@ fn main() {
         None => println!("buildah: not installed: skipped"),
     }
     let loads = workloads(&work.join("ctx"), &which_ones);
-    println!("\nmedians of {runs} runs (W4 cold: 1); ratio = berth / BuildKit\n");
+    println!(
+        "\nmedians of {runs} runs in rounds (W4 cold: 1); ratio = berth / BuildKit; range: min–max per builder\n"
+    );
     println!(
         "{:<4} {:<8} {}",
         "",
@@ -368,28 +370,33 @@ fn main() {
             None => vec!["cold", "no-op"],
         };
         for phase in phases {
-            let mut cells = Vec::new();
-            for b in &builders {
-                let n = if w.name == "W4" && phase == "cold" {
-                    1
-                } else {
-                    runs
-                };
-                let mut times = Vec::new();
-                if phase != "cold" {
+            let n = if w.name == "W4" && phase == "cold" {
+                1
+            } else {
+                runs
+            };
+            if phase != "cold" {
+                for b in &builders {
                     b.build(w, &w.dir, false); // warm the cache
                 }
-                for i in 0..n {
-                    match phase {
-                        "change" => {
-                            let p = w.change.as_ref().unwrap();
-                            let mut text = std::fs::read(p).unwrap();
-                            text.extend_from_slice(format!("\nchange {i}\n").as_bytes());
-                            std::fs::write(p, text).unwrap();
-                        }
-                        "touch" => touch(w.change.as_ref().unwrap()),
-                        _ => {}
+            }
+            // Rounds: each changes the context once, then every builder builds, the first
+            // one rotating, so no builder always runs first (after the change) or last.
+            let mut times = vec![Vec::new(); builders.len()];
+            for i in 0..n {
+                match phase {
+                    "change" => {
+                        let p = w.change.as_ref().unwrap();
+                        let mut text = std::fs::read(p).unwrap();
+                        text.extend_from_slice(format!("\nchange {i}\n").as_bytes());
+                        std::fs::write(p, text).unwrap();
                     }
+                    "touch" => touch(w.change.as_ref().unwrap()),
+                    _ => {}
+                }
+                for k in 0..builders.len() {
+                    let j = (i + k) % builders.len();
+                    let b = &builders[j];
                     let (t, rss, err) = b.build(w, &w.dir, phase == "cold");
                     if b.name() == "berth" {
                         peak = peak.max(rss);
@@ -401,23 +408,32 @@ fn main() {
                                 .join("\n");
                         }
                     }
-                    times.push(t);
+                    times[j].push(t);
                 }
-                cells.push(median(times));
             }
+            let spread: Vec<(Duration, Duration)> = times
+                .iter()
+                .map(|t| (*t.iter().min().unwrap(), *t.iter().max().unwrap()))
+                .collect();
+            let cells: Vec<Duration> = times.into_iter().map(median).collect();
             let ratio = if cells.len() > 1 && builders[1].name() == "BuildKit" {
                 format!("{:>10.2}", cells[0].as_secs_f64() / cells[1].as_secs_f64())
             } else {
                 "         -".into()
             };
             println!(
-                "{:<4} {:<8} {}{ratio}",
+                "{:<4} {:<8} {}{ratio}   range {}",
                 w.name,
                 phase,
                 cells
                     .iter()
                     .map(|c| format!("{:>9.3}s", c.as_secs_f64()))
-                    .collect::<String>()
+                    .collect::<String>(),
+                spread
+                    .iter()
+                    .map(|(lo, hi)| format!("{:.3}–{:.3}", lo.as_secs_f64(), hi.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             );
         }
         if w.name == "W3" {
