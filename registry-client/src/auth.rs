@@ -154,10 +154,10 @@ pub struct TokenResponse {
 
 impl TokenResponse {
     pub fn bearer(&self) -> Option<&str> {
-        self.token
-            .as_deref()
-            .or(self.access_token.as_deref())
-            .filter(|t| !t.is_empty())
+        [&self.token, &self.access_token]
+            .into_iter()
+            .filter_map(Option::as_deref)
+            .find(|t| !t.is_empty())
     }
 }
 
@@ -268,6 +268,11 @@ mod tests {
         assert_eq!(
             token(r#"{"token":"t","access_token":"a"}"#).bearer(),
             Some("t")
+        );
+        // An empty `token` does not hide the `access_token` (Docker takes either).
+        assert_eq!(
+            token(r#"{"token":"","access_token":"a"}"#).bearer(),
+            Some("a")
         );
         assert_eq!(token(r#"{"token":""}"#).bearer(), None);
         assert_eq!(token("{}").bearer(), None);
