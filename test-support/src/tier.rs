@@ -75,7 +75,7 @@ pub(crate) fn skip_unless_required(required: &[&str], what: &str) {
 /// A test file's tier, declared once at its top as a `const`, so the tier reads there and
 /// each test asks for a sandbox in one line:
 ///
-/// ```ignore
+/// ```text
 /// const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 ///
 /// let Some(s) = ROOT.sandbox() else { return };
