@@ -27,6 +27,10 @@ fn skopeo_reads_the_store_directly() {
 
 #[test]
 fn oci_archive_is_read_by_skopeo_and_umoci_and_loads_back_with_the_same_id() {
+    // skopeo unpacks an oci-archive with the owners its entries name (root).
+    if !berth_test_support::needs_root("skopeo unpacks the archive as its owners") {
+        return;
+    }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let id = s.import_busybox("busybox:latest");
     let digest = manifest_digest(&s, "busybox");

@@ -799,6 +799,11 @@ mod tests {
         r
     }
 
+    /// The request most tests send: `GET` of a manifest.
+    async fn get(reg: &Registry) -> Result<reqwest::Response, RegistryError> {
+        reg.send(&request(Method::GET, "/v2/a/b/manifests/1")).await
+    }
+
     fn user() -> Option<Credentials> {
         Some(Credentials {
             username: "u".into(),
@@ -833,7 +838,7 @@ mod tests {
     async fn server_errors_are_retried_three_times_then_returned() {
         let server = always(503, &[("Retry-After", "0")]);
         let reg = connect(&server.host, None).await;
-        let resp = reg.send(&request(Method::GET, "/v2/a/b/manifests/1")).await;
+        let resp = get(&reg).await;
         assert_eq!(resp.unwrap().status(), 503);
         assert_eq!(
             server.requests().len(),
@@ -851,7 +856,7 @@ mod tests {
         });
         let reg = connect(&server.host, None).await;
         let started = Instant::now();
-        let resp = reg.send(&request(Method::GET, "/v2/a/b/manifests/1")).await;
+        let resp = get(&reg).await;
         assert_eq!(resp.unwrap().status(), 200);
         assert_eq!(server.requests().len(), 2);
         assert!(started.elapsed() >= backoff(0), "{:?}", started.elapsed());
@@ -861,10 +866,7 @@ mod tests {
     async fn rate_limits_are_retried_then_reported_with_their_wait() {
         let server = always(429, &[("Retry-After", "0")]);
         let reg = connect(&server.host, None).await;
-        let e = reg
-            .send(&request(Method::GET, "/v2/a/b/manifests/1"))
-            .await
-            .unwrap_err();
+        let e = get(&reg).await.unwrap_err();
         assert!(
             matches!(
                 e,
@@ -884,10 +886,7 @@ mod tests {
         let server = always(429, &[("Retry-After", "11")]);
         let reg = connect(&server.host, None).await;
         let started = Instant::now();
-        let e = reg
-            .send(&request(Method::GET, "/v2/a/b/manifests/1"))
-            .await
-            .unwrap_err();
+        let e = get(&reg).await.unwrap_err();
         assert!(
             matches!(
                 e,
@@ -927,10 +926,7 @@ mod tests {
         for status in [400, 403, 404, 405] {
             let server = always(status, &[]);
             let reg = connect(&server.host, None).await;
-            let resp = reg
-                .send(&request(Method::GET, "/v2/a/b/manifests/1"))
-                .await
-                .unwrap();
+            let resp = get(&reg).await.unwrap();
             assert_eq!(resp.status(), status);
             assert_eq!(server.requests().len(), 1, "{status}");
         }
@@ -946,10 +942,7 @@ mod tests {
             .port();
         let reg = connect(&format!("127.0.0.1:{port}"), None).await;
         let started = Instant::now();
-        let e = reg
-            .send(&request(Method::GET, "/v2/a/b/manifests/1"))
-            .await
-            .unwrap_err();
+        let e = get(&reg).await.unwrap_err();
         let took = started.elapsed();
         assert!(matches!(e, RegistryError::Network { .. }), "{e}");
         assert!(e.is_retryable());
@@ -984,10 +977,7 @@ mod tests {
     async fn without_credentials_a_challenge_asks_for_a_login() {
         let server = always(401, &[("WWW-Authenticate", "Basic realm=\"registry\"")]);
         let reg = connect(&server.host, None).await;
-        let e = reg
-            .send(&request(Method::GET, "/v2/a/b/manifests/1"))
-            .await
-            .unwrap_err();
+        let e = get(&reg).await.unwrap_err();
         assert!(
             matches!(&e, RegistryError::Unauthorized { message, .. } if message.contains("berth login")),
             "{e}"
@@ -1003,10 +993,7 @@ mod tests {
             secret: "wrong-pw-4242".into(),
         };
         let reg = connect(&server.host, Some(wrong)).await;
-        let e = reg
-            .send(&request(Method::GET, "/v2/a/b/manifests/1"))
-            .await
-            .unwrap_err();
+        let e = get(&reg).await.unwrap_err();
         assert!(
             matches!(&e, RegistryError::Unauthorized { message, .. } if message.contains("refused the credentials")),
             "{e}"
@@ -1081,7 +1068,7 @@ mod tests {
             secret: "refresh-me".into(),
         };
         let reg = connect(&server.host, Some(identity)).await;
-        let resp = reg.send(&request(Method::GET, "/v2/a/b/manifests/1")).await;
+        let resp = get(&reg).await;
         assert_eq!(resp.unwrap().status(), 200);
         let asked = &tokens.requests()[0];
         assert_eq!(asked.method, "POST");
@@ -1115,10 +1102,7 @@ mod tests {
                 Answer::status(401).header("WWW-Authenticate", &challenge)
             });
             let reg = connect(&server.host, None).await;
-            let e = reg
-                .send(&request(Method::GET, "/v2/a/b/manifests/1"))
-                .await
-                .unwrap_err();
+            let e = get(&reg).await.unwrap_err();
             assert!(matches!(e, RegistryError::Protocol { .. }), "{body}: {e}");
         }
     }
@@ -1201,10 +1185,7 @@ mod tests {
     async fn a_redirect_loop_ends_after_10_hops() {
         let server = always(302, &[("Location", "/v2/a/b/manifests/1")]);
         let reg = connect(&server.host, None).await;
-        let e = reg
-            .send(&request(Method::GET, "/v2/a/b/manifests/1"))
-            .await
-            .unwrap_err();
+        let e = get(&reg).await.unwrap_err();
         assert!(
             matches!(&e, RegistryError::Protocol { message, .. } if message.contains("more than 10 redirects")),
             "{e}"
@@ -1242,10 +1223,7 @@ mod tests {
             let server =
                 ScriptedServer::start(move |_| Answer::status(302).header("Location", location));
             let reg = connect(&server.host, None).await;
-            let e = reg
-                .send(&request(Method::GET, "/v2/a/b/manifests/1"))
-                .await
-                .unwrap_err();
+            let e = get(&reg).await.unwrap_err();
             assert!(matches!(e, RegistryError::Url { .. }), "{location}: {e}");
             assert!(!e.to_string().contains("pw"), "{e}");
         }
