@@ -73,6 +73,7 @@ impl Sandbox {
     /// modes stand between another user and the store. `None` when a directory above it
     /// is closed to others, after [`skip`] said so: what another user cannot reach would
     /// prove nothing.
+    #[track_caller]
     pub fn open_to_others(self) -> Option<Sandbox> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o755))

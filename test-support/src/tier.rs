@@ -27,6 +27,7 @@ pub fn is_root() -> bool {
 
 /// The root tier: `true` as root; otherwise says `skipped: needs root (<why>)` and gives
 /// `false` (the test returns), or fails under `BERTH_REQUIRE_ROOT=1` or `BERTH_NO_SKIP=1`.
+#[track_caller]
 pub fn needs_root(why: &str) -> bool {
     if is_root() {
         return true;
@@ -40,6 +41,7 @@ pub fn needs_root(why: &str) -> bool {
 
 /// `present`, or else [`skip`]`(what)` and `false`:
 /// `if !needs("umoci", umoci.is_ok()) { return; }`.
+#[track_caller]
 pub fn needs(what: &str, present: bool) -> bool {
     if !present {
         skip(what);
@@ -49,11 +51,13 @@ pub fn needs(what: &str, present: bool) -> bool {
 
 /// A test that cannot run here for want of `what` (a tool, a kernel feature, a file) says
 /// `skipped: needs <what>` before it returns; under `BERTH_NO_SKIP=1` it fails instead.
+#[track_caller]
 pub fn skip(what: &str) {
     skip_unless_required(&["BERTH_NO_SKIP"], what);
 }
 
 /// Panics when one of `required` is `1`; otherwise says the test is skipped.
+#[track_caller]
 pub(crate) fn skip_unless_required(required: &[&str], what: &str) {
     if let Some(var) = required
         .iter()
@@ -107,6 +111,7 @@ impl Tier {
 
     /// A sandbox for one test; `None` when not root, after [`needs_root`] said the test
     /// skips (or failed it, under `BERTH_REQUIRE_ROOT=1`).
+    #[track_caller]
     pub fn sandbox(&self) -> Option<Sandbox> {
         if !needs_root("runs containers") {
             return None;

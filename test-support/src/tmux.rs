@@ -11,6 +11,7 @@ pub struct Tmux {
 impl Tmux {
     /// Whether tmux is installed; when it is not, the test skips, saying so
     /// ([`crate::needs`]).
+    #[track_caller]
     pub fn needed() -> bool {
         let installed = Command::new("tmux").arg("-V").output().is_ok();
         crate::needs("tmux (scripts/test installs it)", installed)
