@@ -3,31 +3,12 @@
 //! a user would see it: the config (`berth inspect`), the files (a container listing them,
 //! or the layer tars themselves), and the cache (`CACHED` lines, steps run).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use berth_test_support::{Sandbox, is_root};
+use berth_test_support::{Sandbox, TallImage, Tier, assert_success};
 use serde_json::Value;
 
-fn sandbox() -> Option<Sandbox> {
-    if !is_root() {
-        berth_test_support::skip("builds run containers and need root");
-        return None;
-    }
-    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    s.import_busybox("busybox");
-    Some(s)
-}
-
-/// A context directory with these files (path, contents); returns its path.
-fn context(s: &Sandbox, name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = s.path().join(name);
-    for (path, contents) in files {
-        let p = dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, contents).unwrap();
-    }
-    dir
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 struct Build {
     code: i32,
@@ -96,9 +77,8 @@ fn last_layer(s: &Sandbox, image: &str) -> Vec<String> {
 
 #[test]
 fn config_instructions_match_the_dockerfile_reference() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
         "ctx",
         &[(
             "Dockerfile",
@@ -189,8 +169,7 @@ ENTRYPOINT ["/bin/echo"]
     ]);
     assert_eq!(out, "65534 /srv\n65534 /srv/sub\n");
     // An ENTRYPOINT resets a CMD inherited from the base.
-    let ctx2 = context(
-        &s,
+    let ctx2 = s.context(
         "ctx2",
         &[("Dockerfile", "FROM busybox\nENTRYPOINT [\"/bin/echo\"]\n")],
     );
@@ -201,11 +180,8 @@ ENTRYPOINT ["/bin/echo"]
 
 #[test]
 fn copy_follows_docker_rules_for_sources_and_destinations() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "ctx",
-        &[
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("ctx", &[
             (
                 "Dockerfile",
                 r#"FROM busybox
@@ -228,8 +204,7 @@ COPY link-to-one /followed
             ("y.md", "y\n"),
             ("secret.key", "never copied\n"),
             (".dockerignore", "secret.key\n"),
-        ],
-    );
+        ]);
     std::os::unix::fs::symlink("one.txt", ctx.join("link-to-one")).unwrap();
     std::os::unix::fs::symlink("a", ctx.join("dir/link")).unwrap();
     build_ok(&s, &ctx, &["-t", "copy:1"]);
@@ -264,8 +239,7 @@ one
     );
     assert_eq!(owned, "1000:1001\n0\n");
     // Several sources need a directory destination.
-    let bad = context(
-        &s,
+    let bad = s.context(
         "bad",
         &[
             ("Dockerfile", "FROM busybox\nCOPY a b /nodir\n"),
@@ -286,13 +260,10 @@ one
 
 #[test]
 fn copy_never_leaves_the_context_or_the_image_root() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let host_dir = s.path().join("host-target");
     std::fs::create_dir_all(&host_dir).unwrap();
-    let ctx = context(
-        &s,
-        "ctx",
-        &[
+    let ctx = s.context("ctx", &[
             (
                 "Dockerfile",
                 &format!(
@@ -302,8 +273,7 @@ fn copy_never_leaves_the_context_or_the_image_root() {
                 ),
             ),
             ("f", "data\n"),
-        ],
-    );
+        ]);
     build_ok(&s, &ctx, &["-t", "esc:1"]);
     assert_eq!(
         std::fs::read_dir(&host_dir).unwrap().count(),
@@ -314,7 +284,7 @@ fn copy_never_leaves_the_context_or_the_image_root() {
     let inside = sh(&s, "esc:1", &format!("cat {0}/f {0}/g", host_dir.display()));
     assert_eq!(inside, "data\ndata\n");
     // A context symlink pointing out of the context resolves inside it: not found.
-    let ctx2 = context(&s, "ctx2", &[("Dockerfile", "FROM busybox\nCOPY out /x\n")]);
+    let ctx2 = s.context("ctx2", &[("Dockerfile", "FROM busybox\nCOPY out /x\n")]);
     std::os::unix::fs::symlink("/etc/passwd", ctx2.join("out")).unwrap();
     let b = build(&s, &ctx2, &[]);
     assert_eq!(b.code, 1, "{}", b.stderr);
@@ -323,15 +293,11 @@ fn copy_never_leaves_the_context_or_the_image_root() {
 
 #[test]
 fn run_output_failures_and_whiteouts() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "ctx",
-        &[(
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("ctx", &[(
             "Dockerfile",
             "FROM busybox\nRUN echo to-stdout; echo to-stderr >&2\nRUN rm /bin/vi && rm -r /home && mkdir /opq && touch /opq/f\nRUN [\"/bin/sh\", \"-c\", \"echo exec form\"]\n",
-        )],
-    );
+        )]);
     let err = build_ok(&s, &ctx, &["-t", "run:1"]);
     assert!(
         err.contains("#1 to-stdout") && err.contains("#1 to-stderr"),
@@ -372,8 +338,7 @@ fn run_output_failures_and_whiteouts() {
         "{l:?}"
     );
     // A failing step: exit 1, the command, its exit code, the line.
-    let bad = context(
-        &s,
+    let bad = s.context(
         "bad",
         &[(
             "Dockerfile",
@@ -386,7 +351,7 @@ fn run_output_failures_and_whiteouts() {
     assert!(b.stderr.contains("exit code: 7"), "{}", b.stderr);
     assert!(b.stderr.contains("Dockerfile:3"), "{}", b.stderr);
     // A syntax error is bad input: exit 2 with the line.
-    let syntax = context(&s, "syntax", &[("Dockerfile", "FROM busybox\nRUNN x\n")]);
+    let syntax = s.context("syntax", &[("Dockerfile", "FROM busybox\nRUNN x\n")]);
     let b = build(&s, &syntax, &[]);
     assert_eq!(b.code, 2, "{}", b.stderr);
     assert!(b.stderr.contains("Dockerfile:2"), "{}", b.stderr);
@@ -395,19 +360,15 @@ fn run_output_failures_and_whiteouts() {
 
 #[test]
 fn the_cache_reuses_unchanged_steps_and_only_those() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "ctx",
-        &[
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("ctx", &[
             (
                 "Dockerfile",
                 "FROM busybox\nCOPY a.txt /\nRUN cat /a.txt > /copy\nARG LATE=1\nRUN echo $LATE > /late\nCOPY b.txt /\n",
             ),
             ("a.txt", "a\n"),
             ("b.txt", "b\n"),
-        ],
-    );
+        ]);
     let first = build_ok(&s, &ctx, &["-t", "c:1"]);
     assert!(!first.contains("CACHED"));
     let id = image_id(&s, "c:1");
@@ -447,9 +408,8 @@ fn the_cache_reuses_unchanged_steps_and_only_those() {
 
 #[test]
 fn multi_stage_targets_parallel_stages_and_copy_from() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
         "ctx",
         &[(
             "Dockerfile",
@@ -496,18 +456,14 @@ RUN env | grep FROM_BASE || echo no-inherited-env
 
 #[test]
 fn add_extracts_local_archives_and_onbuild_runs_in_children() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "ctx",
-        &[
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("ctx", &[
             (
                 "Dockerfile",
                 "FROM busybox\nADD files.tar.gz /unpacked/\nADD plain.txt /plain.txt\nONBUILD RUN touch /onbuilt\n",
             ),
             ("plain.txt", "plain\n"),
-        ],
-    );
+        ]);
     {
         let f = std::fs::File::create(ctx.join("files.tar.gz")).unwrap();
         let gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
@@ -559,11 +515,7 @@ fn add_extracts_local_archives_and_onbuild_runs_in_children() {
         ),
         "751 12:34\nin\nplain\n1\n"
     );
-    let child = context(
-        &s,
-        "child",
-        &[("Dockerfile", "FROM add:1\nRUN ls /onbuilt\n")],
-    );
+    let child = s.context("child", &[("Dockerfile", "FROM add:1\nRUN ls /onbuilt\n")]);
     build_ok(&s, &child, &["-t", "child:1"]);
     assert_eq!(sh(&s, "child:1", "ls /onbuilt"), "/onbuilt\n");
     assert!(inspect(&s, "child:1")["Config"]["OnBuild"].is_null());
@@ -572,9 +524,8 @@ fn add_extracts_local_archives_and_onbuild_runs_in_children() {
 
 #[test]
 fn source_date_epoch_makes_no_cache_builds_reproducible() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
         "ctx",
         &[
             (
@@ -612,17 +563,14 @@ fn source_date_epoch_makes_no_cache_builds_reproducible() {
 
 #[test]
 fn built_images_save_and_interoperate() {
-    let Some(s) = sandbox() else { return };
-    if std::process::Command::new("umoci")
+    let Some(s) = ROOT.sandbox() else { return };
+    let umoci = std::process::Command::new("umoci")
         .arg("--version")
-        .output()
-        .is_err()
-    {
-        berth_test_support::skip("umoci is not installed");
+        .output();
+    if !berth_test_support::needs("umoci (scripts/test installs it)", umoci.is_ok()) {
         return;
     }
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "ctx",
         &[(
             "Dockerfile",
@@ -638,11 +586,7 @@ fn built_images_save_and_interoperate() {
         .arg(&bundle)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "umoci unpack");
     assert_eq!(
         std::fs::read_to_string(bundle.join("rootfs/hi")).unwrap(),
         "hi\n"
@@ -651,14 +595,11 @@ fn built_images_save_and_interoperate() {
 
 #[test]
 fn run_mounts_cache_bind_tmpfs_and_secrets() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let secret_value = "s3cr3t-value-0123456789";
     let secret_file = s.path().join("token.txt");
     std::fs::write(&secret_file, secret_value).unwrap();
-    let ctx = context(
-        &s,
-        "ctx",
-        &[
+    let ctx = s.context("ctx", &[
             (
                 "Dockerfile",
                 r#"FROM busybox AS tools
@@ -675,8 +616,7 @@ RUN --mount=type=secret,id=token,target=/etc/tok,mode=0440 stat -c '%a' /etc/tok
 "#,
             ),
             ("conf/app.conf", "setting=1\n"),
-        ],
-    );
+        ]);
     let dockerfile = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
     let sha = berth_oci::Digest::of(secret_value.as_bytes())
         .hex()
@@ -758,11 +698,8 @@ RUN --mount=type=secret,id=token,target=/etc/tok,mode=0440 stat -c '%a' /etc/tok
 
 #[test]
 fn copy_link_layers_are_reused_on_any_base_and_parents_keeps_paths() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "ctx",
-        &[
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("ctx", &[
             ("Dockerfile", "FROM busybox\nCOPY --link f /app/f\n"),
             (
                 "Dockerfile.other",
@@ -771,8 +708,7 @@ fn copy_link_layers_are_reused_on_any_base_and_parents_keeps_paths() {
             ("f", "f\n"),
             ("a/b/c.txt", "c\n"),
             ("d/e.txt", "e\n"),
-        ],
-    );
+        ]);
     build_ok(&s, &ctx, &["-t", "link:1"]);
     let other = ctx.join("Dockerfile.other");
     let err = build_ok(&s, &ctx, &["-t", "link:2", "-f", other.to_str().unwrap()]);
@@ -795,15 +731,11 @@ fn copy_link_layers_are_reused_on_any_base_and_parents_keeps_paths() {
 
 #[test]
 fn prune_build_cache_keeps_what_tagged_images_need() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "ctx",
-        &[(
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("ctx", &[(
             "Dockerfile",
             "FROM busybox\nRUN --mount=type=cache,target=/c echo x > /c/f && echo kept > /kept\nRUN echo gone > /gone\n",
-        )],
-    );
+        )]);
     build_ok(&s, &ctx, &["-t", "p:1"]);
     // A recent cache survives `--filter until=24h`.
     let out = s.ok(&[
@@ -829,9 +761,8 @@ fn prune_build_cache_keeps_what_tagged_images_need() {
 
 #[test]
 fn output_writes_oci_docker_and_local_results() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
         "ctx",
         &[(
             "Dockerfile",
@@ -952,7 +883,7 @@ fn http_server(body: Vec<u8>, count: usize) -> u16 {
 
 #[test]
 fn add_downloads_remote_files_with_checksums() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     // A tar, to show remote archives are never extracted.
     let mut tar_bytes = Vec::new();
     {
@@ -966,16 +897,12 @@ fn add_downloads_remote_files_with_checksums() {
     }
     let sha = berth_oci::Digest::of(&tar_bytes).to_string();
     let port = http_server(tar_bytes.clone(), 10);
-    let ctx = context(
-        &s,
-        "ctx",
-        &[(
+    let ctx = s.context("ctx", &[(
             "Dockerfile",
             &format!(
                 "FROM busybox\nADD http://127.0.0.1:{port}/files/arch.tar /dl/\nADD --checksum={sha} http://127.0.0.1:{port}/files/arch.tar?x=1 /named.tar\n"
             ),
-        )],
-    );
+        )]);
     // Downloads are berth's own, on the host's network (under `--network none` a Dockerfile
     // may download nothing: cli/tests/entitlements.rs).
     build_ok(&s, &ctx, &["-t", "url:1"]);
@@ -991,23 +918,18 @@ fn add_downloads_remote_files_with_checksums() {
         )
     );
     // A wrong checksum fails the build and says so.
-    let bad = context(
-        &s,
-        "bad",
-        &[(
+    let bad = s.context("bad", &[(
             "Dockerfile",
             &format!(
                 "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/files/arch.tar /x\n",
                 "0".repeat(64)
             ),
-        )],
-    );
+        )]);
     let b = build(&s, &bad, &[]);
     assert_eq!(b.code, 1);
     assert!(b.stderr.contains("checksum mismatch"), "{}", b.stderr);
     // A missing file: the server's answer.
-    let missing = context(
-        &s,
+    let missing = s.context(
         "missing",
         &[(
             "Dockerfile",
@@ -1021,11 +943,8 @@ fn add_downloads_remote_files_with_checksums() {
 
 #[test]
 fn labels_iidfile_log_file_no_cache_filter_exclude_heredocs_and_healthcheck_none() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "ctx",
-        &[
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("ctx", &[
             (
                 "Dockerfile",
                 "FROM busybox AS base\nHEALTHCHECK CMD true\nRUN echo base-ran\n\nFROM base\nHEALTHCHECK NONE\nCOPY --exclude=*.log --exclude=skip dir /d/\nCOPY <<EOT /made-by-heredoc\nline one\nline two\nEOT\nRUN for i in 1 2 3; do echo log-line-$i; done\n",
@@ -1033,8 +952,7 @@ fn labels_iidfile_log_file_no_cache_filter_exclude_heredocs_and_healthcheck_none
             ("dir/keep.txt", "k\n"),
             ("dir/noise.log", "n\n"),
             ("dir/skip/x", "x\n"),
-        ],
-    );
+        ]);
     let iid = s.path().join("iid");
     let log = s.path().join("build.log");
     build_ok(
@@ -1081,20 +999,16 @@ fn labels_iidfile_log_file_no_cache_filter_exclude_heredocs_and_healthcheck_none
 
 #[test]
 fn platform_args_and_from_platform() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let host = if cfg!(target_arch = "x86_64") {
         "linux/amd64"
     } else {
         "linux/arm64"
     };
-    let ctx = context(
-        &s,
-        "ctx",
-        &[(
+    let ctx = s.context("ctx", &[(
             "Dockerfile",
             "ARG TARGETPLATFORM\nFROM --platform=$BUILDPLATFORM busybox\nARG TARGETPLATFORM\nARG TARGETARCH\nRUN echo \"$TARGETPLATFORM $TARGETARCH\" > /platform\n",
-        )],
-    );
+        )]);
     build_ok(&s, &ctx, &["-t", "plat:1", "--platform", host]);
     let arch = host.split('/').nth(1).unwrap();
     assert_eq!(
@@ -1116,7 +1030,7 @@ fn logged(stderr: &str) -> Vec<String> {
 
 #[test]
 fn cache_mount_sharing_modes_shared_locked_and_private() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     for mode in ["shared", "locked", "private"] {
         let step = |name: &str| {
             format!(
@@ -1128,7 +1042,7 @@ fn cache_mount_sharing_modes_shared_locked_and_private() {
             step("a"),
             step("b")
         );
-        let ctx = context(&s, mode, &[("Dockerfile", &dockerfile)]);
+        let ctx = s.context(mode, &[("Dockerfile", &dockerfile)]);
         let err = build_ok(&s, &ctx, &["-t", &format!("share:{mode}")]);
         let log = logged(&err);
         match mode {
@@ -1156,9 +1070,8 @@ fn cache_mount_sharing_modes_shared_locked_and_private() {
 
 #[test]
 fn from_images_and_indexes_binds_keyed_by_content_and_zstd_add() {
-    let Some(s) = sandbox() else { return };
-    let other = context(
-        &s,
+    let Some(s) = ROOT.sandbox() else { return };
+    let other = s.context(
         "other",
         &[(
             "Dockerfile",
@@ -1166,8 +1079,7 @@ fn from_images_and_indexes_binds_keyed_by_content_and_zstd_add() {
         )],
     );
     build_ok(&s, &other, &["-t", "other:1"]);
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "ctx",
         &[
             (
@@ -1226,19 +1138,14 @@ ADD a.tar.zst /zst/
 
 #[test]
 fn tty_progress_under_tmux_shows_running_steps_output_and_cached_steps() {
-    let Some(s) = sandbox() else { return };
-    if !berth_test_support::Tmux::available() {
-        berth_test_support::skip("tmux is not installed (scripts/test installs it)");
+    let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::Tmux::needed() {
         return;
     }
-    let ctx = context(
-        &s,
-        "ctx",
-        &[(
+    let ctx = s.context("ctx", &[(
             "Dockerfile",
             "FROM busybox\nRUN for i in 1 2 3 4 5 6 7 8; do echo tick-$i; sleep 0.4; done\nRUN echo second\n",
-        )],
-    );
+        )]);
     for round in 0..2 {
         let rc = s.path().join(format!("rc-{round}"));
         // `--progress auto` (the default): stderr is tmux's terminal, so the live view.
@@ -1296,15 +1203,11 @@ fn tty_progress_under_tmux_shows_running_steps_output_and_cached_steps() {
 /// change nothing still making a (empty) layer.
 #[test]
 fn buildkit_details_found_by_comparing() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "ctx",
-        &[(
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("ctx", &[(
             "Dockerfile",
             "ARG G=1\nFROM busybox AS base\nONBUILD RUN touch /trig\n\nFROM base\nARG G\nARG UNSET\nRUN true\nUSER 1000\nRUN id > /tmp/id\nWORKDIR /tmp\n",
-        )],
-    );
+        )]);
     build_ok(&s, &ctx, &["-t", "bk:1", "--build-arg", "G=2"]);
     let c = inspect(&s, "bk:1");
     let created_by: Vec<&str> = c["History"]
@@ -1348,69 +1251,16 @@ fn buildkit_details_found_by_comparing() {
     s.assert_clean();
 }
 
-/// An OCI archive of an image of `n` one-file layers, tagged `name`.
-fn archive_of_layers(path: &Path, name: &str, n: usize) {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(2);
-    h.set_mode(0o644);
-    h.set_cksum();
-    tar.append_data(&mut h, "f", &b"x\n"[..]).unwrap();
-    let layer = tar.into_inner().unwrap();
-    let digest = berth_oci::Digest::of(&layer).to_string();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": berth_oci::Platform::host().architecture, "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": vec![digest.clone(); n]},
-    }))
-    .unwrap();
-    let layer_desc = serde_json::json!({
-        "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": layer.len(),
-    });
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": berth_oci::Digest::of(&config).to_string(), "size": config.len()},
-        "layers": vec![layer_desc; n],
-    }))
-    .unwrap();
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": berth_oci::Digest::of(&manifest).to_string(), "size": manifest.len(),
-                       "annotations": {"io.containerd.image.name": name}}],
-    }))
-    .unwrap();
-    let mut out = tar::Builder::new(Vec::new());
-    let mut add = |name: String, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        out.append_data(&mut h, name, data).unwrap();
-    };
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json".into(), &index);
-    for blob in [&layer, &config, &manifest] {
-        add(
-            format!("blobs/sha256/{}", berth_oci::Digest::of(blob).hex()),
-            blob,
-        );
-    }
-    std::fs::write(path, out.into_inner().unwrap()).unwrap();
-}
-
 /// A build never makes an image berth (or Docker) would refuse to pull: on a base of 125
 /// layers (the most an image may have), a layer step is refused before it runs; a config
 /// step is still fine.
 #[test]
 fn a_build_stops_at_the_layer_limit() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let archive = s.path().join("tall.tar");
-    archive_of_layers(&archive, "tall:125", 125);
+    std::fs::write(&archive, TallImage::new(125).oci_archive("tall:125")).unwrap();
     s.ok(&["load", "-q", "-i", archive.to_str().unwrap()]);
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "layers-126",
         &[
             ("a", "a"),

@@ -55,23 +55,11 @@ berth system check >/dev/null 2>&1
 echo "@@ store-check $?"
 "#;
 
-/// The guest kernel, or `None` (the test skips, saying so) when there is none.
-fn guest_kernel() -> Option<GuestKernel> {
-    match GuestKernel::find() {
-        Ok(k) => Some(k),
-        Err(why) if std::env::var_os("BERTH_REQUIRE_GUEST").is_some_and(|v| v == "1") => {
-            panic!("BERTH_REQUIRE_GUEST=1 but {why}")
-        }
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            None
-        }
-    }
-}
-
 #[test]
 fn memory_pids_and_cpu_limits_are_enforced_on_a_pure_cgroup_v2_kernel() {
-    let Some(kernel) = guest_kernel() else { return };
+    let Some(kernel) = GuestKernel::needed() else {
+        return;
+    };
     let mut guest = Guest::new(&kernel);
     guest
         .add_binary(env!("CARGO_BIN_EXE_berth").as_ref(), "berth")
@@ -152,7 +140,9 @@ echo "@@ privileged $(berth run --rm --privileged nodes sh -c "$try" sh /node 2>
 
 #[test]
 fn a_device_node_from_an_image_cannot_be_opened_without_a_devices_cgroup() {
-    let Some(kernel) = guest_kernel() else { return };
+    let Some(kernel) = GuestKernel::needed() else {
+        return;
+    };
     let mut guest = Guest::new(&kernel);
     guest
         .add_binary(env!("CARGO_BIN_EXE_berth").as_ref(), "berth")

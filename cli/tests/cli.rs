@@ -3,13 +3,9 @@
 
 use berth_test_support::{Sandbox, assert_snapshot, redact};
 
-fn sandbox() -> Sandbox {
-    Sandbox::new(env!("CARGO_BIN_EXE_berth"))
-}
-
 #[test]
 fn images_table_and_json() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     s.import_busybox("busybox:1.0");
     s.ok(&["tag", "busybox:1.0", "localhost:5000/team/app:dev"]);
     assert_snapshot("images_table", &redact(&s.ok(&["images"]), s.path()));
@@ -29,7 +25,7 @@ fn images_table_and_json() {
 
 #[test]
 fn inspect_has_docker_fields() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let id = s.import_busybox("busybox");
     let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", "busybox"])).unwrap();
     let i = &v[0];
@@ -55,7 +51,7 @@ fn inspect_has_docker_fields() {
 
 #[test]
 fn history_lists_the_import() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     s.import_busybox("busybox");
     assert_snapshot(
         "history",
@@ -65,7 +61,7 @@ fn history_lists_the_import() {
 
 #[test]
 fn bad_reference_is_exit_2_with_the_reason() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     s.import_busybox("busybox");
     let out = s.run(&["tag", "busybox", "Bad/Name"]);
     assert_eq!(out.status.code(), Some(2));
@@ -78,7 +74,7 @@ fn bad_reference_is_exit_2_with_the_reason() {
 
 #[test]
 fn rmi_follows_docker_rules() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let id = s.import_busybox("busybox:a");
     s.ok(&["tag", "busybox:a", "busybox:b"]);
     // An ID with two names needs -f.
@@ -129,7 +125,7 @@ fn rmi_follows_docker_rules() {
 
 #[test]
 fn system_check_reports_damage_with_exit_1() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     s.import_busybox("busybox");
     s.assert_clean();
     let blobs = s.store().join("blobs/sha256");
@@ -150,7 +146,7 @@ fn system_check_reports_damage_with_exit_1() {
 
 #[test]
 fn import_tarball_with_changes_and_prune() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let rootfs = s.path().join("r");
     berth_test_support::busybox_rootfs(&rootfs);
     let tgz = s.path().join("r.tar.gz");

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use berth_test_support::{RegistryConfig, Sandbox, TestRegistry, is_root};
+use berth_test_support::{RegistryConfig, Sandbox, TestRegistry, assert_success};
 
 const EPOCH: &str = "1700000000";
 
@@ -49,20 +49,12 @@ fn berth(s: &Sandbox) -> Command {
 }
 
 fn finished(what: &str, child: Child) {
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&child.wait_with_output().unwrap(), what);
 }
 
 #[test]
 fn eight_builds_beside_pull_rmi_and_prune_match_the_serial_run() {
-    if !is_root() {
-        berth_test_support::skip("builds run containers, which needs root");
+    if !berth_test_support::needs_root("runs containers") {
         return;
     }
     // The serial reference, in its own store.
@@ -85,11 +77,7 @@ fn eight_builds_beside_pull_rmi_and_prune_match_the_serial_run() {
             .args(["build", "-q", "-t", &tag, ctx.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "the serial build");
         expected.push(serial.image_id(&tag));
     }
 
@@ -166,11 +154,7 @@ fn eight_builds_beside_pull_rmi_and_prune_match_the_serial_run() {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "the rebuild after the prune");
         assert_eq!(s.image_id(&format!("app{i}:1")), expected[i]);
     }
     s.assert_clean();

@@ -3,19 +3,10 @@
 //! and keyed by what they resolve to.
 
 use std::os::unix::fs::symlink;
-use std::path::PathBuf;
 
-use berth_test_support::Sandbox;
+use berth_test_support::{Sandbox, Tier};
 
-fn sandbox() -> Option<Sandbox> {
-    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
-}
-
-fn context(s: &Sandbox, name: &str) -> PathBuf {
-    let ctx = s.path().join(format!("ctx-{name}"));
-    std::fs::create_dir_all(&ctx).unwrap();
-    ctx
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 fn build(s: &Sandbox, ctx: &std::path::Path, dockerfile: &str) -> (bool, String) {
     std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
@@ -39,8 +30,8 @@ fn build(s: &Sandbox, ctx: &std::path::Path, dockerfile: &str) -> (bool, String)
 /// a link to an ignored file is not found however it is reached.
 #[test]
 fn symlinked_and_wildcard_sources_reach_included_entries_only() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "links");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("links", &[]);
     std::fs::create_dir_all(ctx.join("real")).unwrap();
     std::fs::create_dir_all(ctx.join("secret")).unwrap();
     std::fs::write(ctx.join("real/f.txt"), "F\n").unwrap();
@@ -84,8 +75,8 @@ fn symlinked_and_wildcard_sources_reach_included_entries_only() {
 /// A source through a symlinked directory is keyed by the files it reaches.
 #[test]
 fn a_source_through_a_symlinked_directory_is_keyed_by_its_files() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "key");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("key", &[]);
     std::fs::create_dir_all(ctx.join("real")).unwrap();
     std::fs::write(ctx.join("real/f"), "OLD\n").unwrap();
     symlink("real", ctx.join("dir")).unwrap();

@@ -128,8 +128,7 @@ fn processes_rooted_under(dir: &std::path::Path) -> Vec<String> {
 /// ID of the reference build (SOURCE_DATE_EPOCH makes it reproducible).
 #[test]
 fn kill_9_during_build_pull_push_rmi_and_prune_leaves_a_clean_store() {
-    if !berth_test_support::is_root() {
-        berth_test_support::skip("builds run containers, which needs root");
+    if !berth_test_support::needs_root("runs containers") {
         return;
     }
     let trials: u64 = std::env::var("BERTH_CRASH_TRIALS")

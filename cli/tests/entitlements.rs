@@ -5,36 +5,18 @@
 //! error that names the flag.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use berth_test_support::Sandbox;
+use berth_test_support::{Sandbox, Tier, printed};
 
-fn sandbox() -> Option<Sandbox> {
-    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
-}
-
-fn context(s: &Sandbox, name: &str, dockerfile: &str) -> PathBuf {
-    let ctx = s.path().join(format!("ctx-{name}"));
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-    ctx
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 fn build(s: &Sandbox, ctx: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["build", "--progress", "plain"];
     args.extend_from_slice(extra);
     args.push(ctx.to_str().unwrap());
     s.run(&args)
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A service on the host's loopback that counts the connections it gets.
@@ -58,14 +40,11 @@ fn host_service() -> (u16, Arc<AtomicUsize>) {
 
 #[test]
 fn security_insecure_needs_the_entitlement_and_fails_before_any_step() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "insecure",
-        "FROM busybox\nRUN echo first-step-ran\nRUN --security=insecure grep CapEff /proc/self/status\n",
-    );
+    let Some(s) = ROOT.sandbox() else { return };
+    let dockerfile = "FROM busybox\nRUN echo first-step-ran\nRUN --security=insecure grep CapEff /proc/self/status\n";
+    let ctx = s.context("insecure", &[("Dockerfile", dockerfile)]);
     let o = build(&s, &ctx, &["-t", "ins:1"]);
-    let t = text(&o);
+    let t = printed(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("--allow security.insecure"), "{t}");
     assert!(
@@ -80,7 +59,7 @@ fn security_insecure_needs_the_entitlement_and_fails_before_any_step() {
 
     // Granted: every capability (a full effective set, not Docker's default 00000000a80425fb).
     let o = build(&s, &ctx, &["-t", "ins:1", "--allow", "security.insecure"]);
-    let t = text(&o);
+    let t = printed(&o);
     assert!(o.status.success(), "{t}");
     let caps = t
         .lines()
@@ -96,7 +75,7 @@ fn security_insecure_needs_the_entitlement_and_fails_before_any_step() {
 
     // The step is cached now; the cache does not stand in for the entitlement.
     let o = build(&s, &ctx, &["-t", "ins:1"]);
-    let t = text(&o);
+    let t = printed(&o);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -107,16 +86,18 @@ fn security_insecure_needs_the_entitlement_and_fails_before_any_step() {
 
 #[test]
 fn run_network_host_needs_the_entitlement_even_when_the_build_is_isolated() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (port, hits) = host_service();
     let wget = format!("echo GET | nc -w 3 127.0.0.1 {port} || echo unreachable");
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "nethost",
-        &format!("FROM busybox\nRUN --network=host {wget}\n"),
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nRUN --network=host {wget}\n"),
+        )],
     );
     let o = build(&s, &ctx, &["--network", "none"]);
-    let t = text(&o);
+    let t = printed(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("--allow network.host"), "{t}");
     assert_eq!(
@@ -128,7 +109,7 @@ fn run_network_host_needs_the_entitlement_even_when_the_build_is_isolated() {
     // Without --network none the default is still the host's network, but RUN's own flag
     // still needs the entitlement.
     let o = build(&s, &ctx, &[]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 
     let o = build(
@@ -136,7 +117,7 @@ fn run_network_host_needs_the_entitlement_even_when_the_build_is_isolated() {
         &ctx,
         &["--network", "none", "--allow", "network.host", "--no-cache"],
     );
-    let t = text(&o);
+    let t = printed(&o);
     assert!(o.status.success(), "{t}");
     assert!(
         t.contains("hello"),
@@ -147,13 +128,16 @@ fn run_network_host_needs_the_entitlement_even_when_the_build_is_isolated() {
 
 #[test]
 fn network_none_holds_for_steps_that_ask_for_the_default() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (port, hits) = host_service();
     let wget = format!("echo GET | nc -w 3 127.0.0.1 {port} || echo unreachable");
     for (name, flag) in [("plain", ""), ("default", "--network=default ")] {
-        let ctx = context(&s, name, &format!("FROM busybox\nRUN {flag}{wget}\n"));
+        let ctx = s.context(
+            name,
+            &[("Dockerfile", &format!("FROM busybox\nRUN {flag}{wget}\n"))],
+        );
         let o = build(&s, &ctx, &["--network", "none", "--no-cache"]);
-        let t = text(&o);
+        let t = printed(&o);
         assert!(o.status.success(), "{t}");
         assert!(t.contains("unreachable"), "{name}: {t}");
         assert_eq!(
@@ -163,39 +147,48 @@ fn network_none_holds_for_steps_that_ask_for_the_default() {
         );
     }
     // ADD's downloads are berth's own, on the host's network: none of them under none.
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "add-url",
-        &format!("FROM busybox\nADD http://127.0.0.1:{port}/f /f\n"),
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD http://127.0.0.1:{port}/f /f\n"),
+        )],
     );
     let o = build(&s, &ctx, &["--network", "none"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("--network none"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(printed(&o).contains("--network none"), "{}", printed(&o));
     assert_eq!(hits.load(Ordering::SeqCst), 0, "ADD reached the host");
     // RUN --network=none isolates even when the build has the host's network.
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "none",
-        &format!("FROM busybox\nRUN --network=none {wget}\n"),
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nRUN --network=none {wget}\n"),
+        )],
     );
     let o = build(&s, &ctx, &["--allow", "network.host"]);
-    assert!(text(&o).contains("unreachable"), "{}", text(&o));
+    assert!(printed(&o).contains("unreachable"), "{}", printed(&o));
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
 #[test]
 fn an_onbuild_trigger_of_a_base_image_needs_the_entitlement_too() {
-    let Some(s) = sandbox() else { return };
-    let base = context(
-        &s,
+    let Some(s) = ROOT.sandbox() else { return };
+    let base = s.context(
         "onbuild-base",
-        "FROM busybox\nONBUILD RUN --security=insecure echo trigger-ran\n",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nONBUILD RUN --security=insecure echo trigger-ran\n",
+        )],
     );
     let o = build(&s, &base, &["-t", "trigger-base:1"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let child = context(&s, "onbuild-child", "FROM trigger-base:1\nRUN echo child\n");
+    assert!(o.status.success(), "{}", printed(&o));
+    let child = s.context(
+        "onbuild-child",
+        &[("Dockerfile", "FROM trigger-base:1\nRUN echo child\n")],
+    );
     let o = build(&s, &child, &[]);
-    let t = text(&o);
+    let t = printed(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("--allow security.insecure"), "{t}");
     assert!(!t.contains("trigger-ran\n"), "{t}");
@@ -204,8 +197,8 @@ fn an_onbuild_trigger_of_a_base_image_needs_the_entitlement_too() {
 #[test]
 fn an_unknown_entitlement_is_a_usage_error() {
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    let ctx = context(&s, "unknown", "FROM scratch\n");
+    let ctx = s.context("unknown", &[("Dockerfile", "FROM scratch\n")]);
     let o = build(&s, &ctx, &["--allow", "device"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("network.host"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
+    assert!(printed(&o).contains("network.host"), "{}", printed(&o));
 }

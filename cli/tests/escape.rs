@@ -5,11 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_test_support::Sandbox;
+use berth_test_support::{Sandbox, Tier, printed};
 
-fn sandbox() -> Option<Sandbox> {
-    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 /// `<sandbox>/host` holding `keep`: escapes aim at it.
 fn sentinel(s: &Sandbox) -> PathBuf {
@@ -33,28 +31,15 @@ fn assert_sentinel(dir: &Path, what: &str) {
     );
 }
 
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn build(
     s: &Sandbox,
     name: &str,
     dockerfile: &str,
     files: &[(&str, &str)],
 ) -> std::process::Output {
-    let ctx = s.path().join(format!("ctx-{name}"));
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-    for (path, content) in files {
-        let p = ctx.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
+    let mut all = vec![("Dockerfile", dockerfile)];
+    all.extend_from_slice(files);
+    let ctx = s.context(name, &all);
     s.run(&[
         "build",
         "--progress",
@@ -73,7 +58,7 @@ fn sha(path: &str) -> String {
 /// leaked, from which `..` climbs to the host's root.
 #[test]
 fn workdir_through_a_leaked_fd_cannot_reach_the_host() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let host = sentinel(&s);
     let climb = format!("../../../../../../..{}/keep", host.display());
     for fd in 3..=12 {
@@ -87,7 +72,7 @@ fn workdir_through_a_leaked_fd_cannot_reach_the_host() {
             "-c",
             &format!("cat {climb} 2>/dev/null; ls /proc/self/fd"),
         ]);
-        let text = out(&o);
+        let text = printed(&o);
         assert!(
             !text.contains("host-secret"),
             "fd {fd}: the host was read:\n{text}"
@@ -112,7 +97,7 @@ fn workdir_through_a_leaked_fd_cannot_reach_the_host() {
         &format!("FROM busybox\nWORKDIR /proc/self/fd/7\nRUN cat {climb} || true\n"),
         &[],
     );
-    assert!(!out(&o).contains("host-secret"), "{}", out(&o));
+    assert!(!printed(&o).contains("host-secret"), "{}", printed(&o));
     let o = build(
         &s,
         "run-fds",
@@ -122,7 +107,7 @@ fn workdir_through_a_leaked_fd_cannot_reach_the_host() {
     assert!(
         o.status.success(),
         "a RUN step sees only its own descriptors:\n{}",
-        out(&o)
+        printed(&o)
     );
     assert_sentinel(&host, "workdir /proc/self/fd");
     s.assert_clean();
@@ -133,7 +118,7 @@ fn workdir_through_a_leaked_fd_cannot_reach_the_host() {
 /// writing to it.
 #[test]
 fn the_runtime_binary_cannot_be_overwritten_from_inside() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let berth = env!("CARGO_BIN_EXE_berth");
     let before = sha(berth);
     let rootfs = s.path().join("evil");
@@ -164,7 +149,7 @@ fn the_runtime_binary_cannot_be_overwritten_from_inside() {
         "for p in /proc/[0-9]*; do (echo pwn >> $p/exe) 2>/dev/null && echo WROTE $p; \
          done; (cat /proc/1/exe > /dev/null) 2>/dev/null && echo READ_INIT; echo done",
     ]);
-    let text = out(&o);
+    let text = printed(&o);
     assert!(text.contains("done"), "{text}");
     assert!(
         !text.contains("WROTE") && !text.contains("READ_INIT"),
@@ -180,7 +165,7 @@ fn the_runtime_binary_cannot_be_overwritten_from_inside() {
 /// read-only path writable or to mount onto the host.
 #[test]
 fn planted_symlinks_do_not_unmask_procfs_or_steer_mounts() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let host = sentinel(&s);
     let rootfs = s.path().join("planted");
     berth_test_support::busybox_rootfs(&rootfs);
@@ -206,7 +191,7 @@ fn planted_symlinks_do_not_unmask_procfs_or_steer_mounts() {
          touch /sys/pwned && echo SYSW; \
          test -c /dev/null && echo NULL_IS_DEV",
     ]);
-    let text = out(&o);
+    let text = printed(&o);
     assert!(
         !text.contains("CORE") && !text.contains("SYSRQ") && !text.contains("SYSW"),
         "{text}"
@@ -230,7 +215,7 @@ fn planted_symlinks_do_not_unmask_procfs_or_steer_mounts() {
         .env("BERTH_ROOT", s.store())
         .output()
         .unwrap();
-    let text = out(&o);
+    let text = printed(&o);
     assert!(text.contains("CONSOLE_OK"), "{text}");
     assert_eq!(
         std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
@@ -243,7 +228,7 @@ fn planted_symlinks_do_not_unmask_procfs_or_steer_mounts() {
 /// any succeeds.
 #[test]
 fn run_steps_cannot_mount_unshare_ptrace_or_touch_the_kernel() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let me = std::process::id();
     let host = sentinel(&s);
     let h = host.display();
@@ -272,7 +257,7 @@ fn run_steps_cannot_mount_unshare_ptrace_or_touch_the_kernel() {
         ),
         &[],
     );
-    let text = out(&o);
+    let text = printed(&o);
     assert!(
         o.status.success() && text.contains("ALL_REFUSED"),
         "an attempt succeeded:\n{text}"
@@ -287,7 +272,7 @@ fn run_steps_cannot_mount_unshare_ptrace_or_touch_the_kernel() {
 /// stubs after the step, none of which may touch the host.
 #[test]
 fn run_mount_sources_and_targets_stay_inside() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let host = sentinel(&s);
     let h = host.display().to_string();
     // A bind source that is a symlink out of the context: resolved inside it.
@@ -304,9 +289,9 @@ fn run_mount_sources_and_targets_stay_inside() {
     std::os::unix::fs::symlink(&host, ctx.join("link")).unwrap();
     let o = s.run(&["build", "-t", "esc:bind-link", ctx.to_str().unwrap()]);
     assert!(
-        !out(&o).contains("host-secret"),
+        !printed(&o).contains("host-secret"),
         "the bind followed a link out of the context:\n{}",
-        out(&o)
+        printed(&o)
     );
     assert!(!o.status.success());
     // A climbing bind source.
@@ -318,7 +303,7 @@ fn run_mount_sources_and_targets_stay_inside() {
         ),
         &ctx_files,
     );
-    assert!(!out(&o).contains("host-secret"), "{}", out(&o));
+    assert!(!printed(&o).contains("host-secret"), "{}", printed(&o));
     // A bind from a stage whose source is a symlink to an absolute path: inside the stage.
     let o = build(
         &s,
@@ -328,7 +313,7 @@ fn run_mount_sources_and_targets_stay_inside() {
         ),
         &[],
     );
-    assert!(!out(&o).contains("host-secret"), "{}", out(&o));
+    assert!(!printed(&o).contains("host-secret"), "{}", printed(&o));
     // Mount targets behind a symlink the image made: the mounts land inside the rootfs, and
     // removing the stubs afterwards does not remove the host's file.
     let o = build(
@@ -343,8 +328,8 @@ fn run_mount_sources_and_targets_stay_inside() {
         ),
         &ctx_files,
     );
-    assert!(o.status.success(), "{}", out(&o));
-    assert!(!out(&o).contains("host-secret"), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
+    assert!(!printed(&o).contains("host-secret"), "{}", printed(&o));
     // A cache id that climbs stays a name under the store's cache directory.
     let o = build(
         &s,
@@ -354,7 +339,7 @@ fn run_mount_sources_and_targets_stay_inside() {
         ),
         &[],
     );
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     assert_sentinel(&host, "RUN --mount");
     s.assert_clean();
 }
@@ -377,7 +362,7 @@ fn syscall_probe(dir: &Path) -> PathBuf {
         .arg(&src)
         .output()
         .expect("rustc");
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     bin
 }
 
@@ -396,7 +381,7 @@ fn probe_answers(text: &str) -> std::collections::BTreeMap<String, String> {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn the_seccomp_filter_is_dockers_allowlist_with_enosys_for_newer_calls() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let ctx = s.path().join("ctx-probe");
     std::fs::create_dir_all(&ctx).unwrap();
     syscall_probe(&ctx);

@@ -2,17 +2,13 @@
 
 use berth_test_support::{RawTar, Sandbox};
 
-fn sandbox() -> Sandbox {
-    Sandbox::new(env!("CARGO_BIN_EXE_berth"))
-}
-
 fn with_stdin(s: &Sandbox, args: &[&str], input: &[u8]) -> std::process::Output {
     berth_test_support::output_with_stdin(s.cmd().args(args), input)
 }
 
 #[test]
 fn dockerfile_dump_and_errors() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     std::fs::write(
         s.path().join("Dockerfile"),
         "FROM busybox AS base\nMAINTAINER me\nCOPY --chown=1 a /b\n",
@@ -47,7 +43,7 @@ fn dockerfile_dump_and_errors() {
 
 #[test]
 fn secret_looking_arg_and_env_names_warn() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     std::fs::write(
         s.path().join("Dockerfile"),
         "FROM busybox\nARG GITHUB_TOKEN\nENV DB_PASSWORD=x PUBLIC_KEY=y\n",
@@ -68,7 +64,7 @@ fn secret_looking_arg_and_env_names_warn() {
 
 #[test]
 fn context_from_a_directory_and_from_a_tar_agree() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let ctx = s.path().join("ctx");
     std::fs::create_dir_all(ctx.join("docs")).unwrap();
     std::fs::write(ctx.join("main.go"), "x").unwrap();
@@ -92,7 +88,7 @@ fn context_from_a_directory_and_from_a_tar_agree() {
 
 #[test]
 fn a_hostile_context_tar_stays_inside() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let marker = s.path().join("escaped");
     let tar = RawTar::new()
         .file(&format!("../../../../../../{}", marker.display()), b"x")
@@ -105,7 +101,7 @@ fn a_hostile_context_tar_stays_inside() {
 
 #[test]
 fn build_args_targets_and_cycles_from_the_cli() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     std::fs::write(s.path().join("Dockerfile"), "ARG BASE=busybox\nFROM $BASE AS a\nARG USED\nFROM a AS b\nFROM scratch AS c\nCOPY --from=a /x /x\n").unwrap();
     let out = s.run(&[
         "debug",

@@ -2,7 +2,7 @@
 //! command fails with a clear "no space" error; the store stays clean, keeps what it had,
 //! frees the partial write, and works afterwards.
 
-use berth_test_support::{Sandbox, is_root};
+use berth_test_support::Sandbox;
 
 struct Mount(std::path::PathBuf);
 
@@ -14,8 +14,7 @@ impl Drop for Mount {
 
 #[test]
 fn a_full_disk_gives_a_clear_error_and_keeps_the_store() {
-    if !is_root() {
-        berth_test_support::skip("mounting a small filesystem needs root");
+    if !berth_test_support::needs_root("mounts a tmpfs") {
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
@@ -115,13 +114,12 @@ impl Drop for LoopFs {
 /// store, nothing left in tmp/, and a small build that still works.
 #[test]
 fn a_full_disk_during_build_and_pull_keeps_the_store() {
-    if !is_root() {
-        berth_test_support::skip("loop mounts need root");
+    if !berth_test_support::needs_root("loop mounts") {
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let Some(fs) = LoopFs::new(&s.path().join("disk.img"), &s.path().join("disk"), 64) else {
-        berth_test_support::skip("mkfs.ext4 or a loop mount is not available");
+        berth_test_support::skip("mkfs.ext4 and a loop mount");
         return;
     };
     let store = fs.0.join("store");

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use berth_oci::Digest;
-use berth_test_support::{RawTar, RegistryConfig, Sandbox, TestRegistry, is_root};
+use berth_test_support::{RawTar, RegistryConfig, Sandbox, TestRegistry};
 
 /// What a case must give on every path.
 #[derive(Clone, Copy, Debug)]
@@ -515,8 +515,7 @@ fn inside(s: &Sandbox, case: &Case, path: &str, image: &str) {
 
 #[test]
 fn hostile_layers_through_load_pull_and_add() {
-    if !is_root() {
-        berth_test_support::skip("needs root (device nodes, overlay, run)");
+    if !berth_test_support::needs_root("device nodes, overlay, containers") {
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
@@ -632,17 +631,14 @@ fn hostile_layers_through_load_pull_and_add() {
 
 #[test]
 fn hostile_contexts_through_copy_and_add() {
-    if !is_root() {
-        berth_test_support::skip("needs root");
+    if !berth_test_support::needs_root("runs containers") {
         return;
     }
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     let host = Host::new(&s);
     s.import_busybox("busybox");
     let build = |name: &str, dockerfile: &str, setup: &dyn Fn(&Path)| {
-        let ctx = s.path().join(format!("ctx-{name}"));
-        std::fs::create_dir_all(&ctx).unwrap();
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        let ctx = s.context(name, &[("Dockerfile", dockerfile)]);
         setup(&ctx);
         let out = s.run(&[
             "build",

@@ -7,19 +7,9 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use berth_test_support::Sandbox;
+use berth_test_support::{Sandbox, Tier, printed};
 
-fn sandbox() -> Option<Sandbox> {
-    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
-}
-
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 /// A tmpfs mounted on the host for the test's length (detached on drop).
 struct HostMount(PathBuf);
@@ -45,18 +35,6 @@ impl Drop for HostMount {
     }
 }
 
-fn context(s: &Sandbox, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-    let ctx = s.path().join(format!("ctx-{name}"));
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-    for (path, content) in files {
-        let p = ctx.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
-    ctx
-}
-
 fn build_in(s: &Sandbox, ctx: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["build", "--progress", "plain", "--no-cache"];
     args.extend_from_slice(extra);
@@ -68,7 +46,7 @@ fn build_in(s: &Sandbox, ctx: &Path, extra: &[&str]) -> std::process::Output {
 /// `-v` is a recursive bind; the read-only flag must be recursive with it).
 #[test]
 fn a_read_only_volume_is_read_only_in_its_submounts() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let dir = s.path().join("vol");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("top"), "top\n").unwrap();
@@ -85,7 +63,7 @@ fn a_read_only_volume_is_read_only_in_its_submounts() {
         "cat /r/sub/seen; touch /r/new; touch /r/sub/new; echo x >> /r/sub/seen; \
          mkdir /r/sub/d; rm /r/sub/seen; echo end",
     ]);
-    let text = out(&o);
+    let text = printed(&o);
     assert!(text.contains("below"), "the submount is visible:\n{text}");
     assert!(text.contains("end"), "{text}");
     assert_eq!(
@@ -108,7 +86,7 @@ fn a_read_only_volume_is_read_only_in_its_submounts() {
 /// UTS namespace (the container's), so even a failure of this test leaves the host alone.
 #[test]
 fn a_read_only_bind_of_the_host_root_leaves_host_proc_read_only() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let o = s.run(&[
         "run",
         "--rm",
@@ -120,7 +98,7 @@ fn a_read_only_bind_of_the_host_root_leaves_host_proc_read_only() {
         "echo probe > /host/proc/sys/kernel/hostname; echo; hostname; \
          echo 1 > /host/sys/kernel/mm/ksm/run; echo end",
     ]);
-    let text = out(&o);
+    let text = printed(&o);
     assert!(text.contains("end"), "{text}");
     assert!(
         !text.contains("\nprobe"),
@@ -143,15 +121,16 @@ fn a_read_only_bind_of_the_host_root_leaves_host_proc_read_only() {
 /// mount under it is unusual, but read-only must hold for the whole tree).
 #[test]
 fn a_read_only_cache_mount_is_read_only_in_its_submounts() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
         "cache",
-        "FROM busybox\nRUN --mount=type=cache,id=c1,target=/c mkdir -p /c/sub\n",
-        &[],
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=cache,id=c1,target=/c mkdir -p /c/sub\n",
+        )],
     );
     let o = build_in(&s, &ctx, &[]);
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     let data = s
         .store()
         .join("cache-mounts")
@@ -164,7 +143,7 @@ fn a_read_only_cache_mount_is_read_only_in_its_submounts() {
     )
     .unwrap();
     let o = build_in(&s, &ctx, &[]);
-    let text = out(&o);
+    let text = printed(&o);
     assert!(
         !o.status.success(),
         "the write below the cache mount worked:\n{text}"
@@ -176,16 +155,13 @@ fn a_read_only_cache_mount_is_read_only_in_its_submounts() {
 /// A context directory with a mount inside it, bound read-only: nothing below can be written.
 #[test]
 fn a_read_only_context_bind_is_read_only_in_its_submounts() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "ctxsub",
-        "FROM busybox\nRUN --mount=type=bind,target=/ctx sh -c 'touch /ctx/sub/x; touch /ctx/y'\n",
-        &[("keep", "k\n")],
-    );
+    let Some(s) = ROOT.sandbox() else { return };
+    let dockerfile =
+        "FROM busybox\nRUN --mount=type=bind,target=/ctx sh -c 'touch /ctx/sub/x; touch /ctx/y'\n";
+    let ctx = s.context("ctxsub", &[("Dockerfile", dockerfile), ("keep", "k\n")]);
     let sub = HostMount::tmpfs(&ctx.join("sub"));
     let o = build_in(&s, &ctx, &[]);
-    let text = out(&o);
+    let text = printed(&o);
     assert!(!o.status.success(), "{text}");
     assert!(text.contains("Read-only file system"), "{text}");
     assert!(
@@ -198,11 +174,10 @@ fn a_read_only_context_bind_is_read_only_in_its_submounts() {
 const IGNORED: &str = "ignored-value-Pq81";
 
 fn ignore_context(s: &Sandbox, name: &str, dockerfile: &str) -> PathBuf {
-    let ctx = context(
-        s,
+    let ctx = s.context(
         name,
-        dockerfile,
         &[
+            ("Dockerfile", dockerfile),
             (
                 ".dockerignore",
                 "secret.txt\n.git\ndir\n!dir/keep\n**/*.key\n",
@@ -224,7 +199,7 @@ fn ignore_context(s: &Sandbox, name: &str, dockerfile: &str) -> PathBuf {
 /// as under BuildKit: not in a listing, not as a source, not through a symlink.
 #[test]
 fn a_context_bind_shows_only_what_dockerignore_lets_in() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let script = "set -e; ls -laR /ctx; cat /ctx/keep.txt /ctx/dir/keep /ctx/sub/a.txt; \
                   for p in secret.txt .git dir/drop sub/a.key; do \
                   if test -e /ctx/$p; then echo LEAK $p; cat /ctx/$p; exit 1; fi; done; \
@@ -236,7 +211,7 @@ fn a_context_bind_shows_only_what_dockerignore_lets_in() {
             &format!("FROM busybox\nRUN --mount=type=bind,target=/ctx{opts} sh -c '{script}'\n"),
         );
         let o = build_in(&s, &ctx, &[]);
-        let text = out(&o);
+        let text = printed(&o);
         assert!(o.status.success(), "{opts}: {text}");
         assert!(
             !text.contains(IGNORED),
@@ -265,7 +240,7 @@ fn a_context_bind_shows_only_what_dockerignore_lets_in() {
                 ),
             );
             let o = build_in(&s, &ctx, &[]);
-            let text = out(&o);
+            let text = printed(&o);
             assert!(
                 !o.status.success(),
                 "{source}{opts}: the mount worked:\n{text}"
@@ -285,8 +260,8 @@ fn a_context_bind_shows_only_what_dockerignore_lets_in() {
          --mount=type=bind,source=keep.txt,target=/k sh -c 'ls /d; cat /d/keep /k; test ! -e /d/drop'\n",
     );
     let o = build_in(&s, &ctx, &[]);
-    assert!(o.status.success(), "{}", out(&o));
-    assert!(!out(&o).contains(IGNORED), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
+    assert!(!printed(&o).contains(IGNORED), "{}", printed(&o));
 }
 
 /// A step's writes through a context bind never reach the user's files: read-only binds
@@ -294,17 +269,21 @@ fn a_context_bind_shows_only_what_dockerignore_lets_in() {
 /// remove, a hard link to the file).
 #[test]
 fn a_context_bind_cannot_modify_the_users_files() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let script = "echo evil > /ctx/data.txt; chmod 4777 /ctx/data.txt; chown 1:1 /ctx/data.txt; \
                   truncate -s 0 /ctx/data.txt; touch -d 2001-01-01 /ctx/data.txt; \
                   ln /ctx/data.txt /ctx/hard; echo more >> /ctx/hard; rm -f /ctx/rm.txt; \
                   echo new > /ctx/new.txt; chmod 777 /ctx/dir; echo in > /ctx/dir/f; true";
     for (i, opts) in ["", ",rw"].iter().enumerate() {
-        let ctx = context(
-            &s,
+        let ctx = s.context(
             &format!("write{i}"),
-            &format!("FROM busybox\nRUN --mount=type=bind,target=/ctx{opts} sh -c '{script}'\n"),
             &[
+                (
+                    "Dockerfile",
+                    &format!(
+                        "FROM busybox\nRUN --mount=type=bind,target=/ctx{opts} sh -c '{script}'\n"
+                    ),
+                ),
                 ("data.txt", "original\n"),
                 ("rm.txt", "x\n"),
                 ("dir/g", "g\n"),
@@ -314,7 +293,7 @@ fn a_context_bind_cannot_modify_the_users_files() {
         let before = std::fs::metadata(ctx.join("data.txt")).unwrap();
         let dir_before = std::fs::metadata(ctx.join("dir")).unwrap();
         let o = build_in(&s, &ctx, &[]);
-        assert!(o.status.success(), "{opts}: {}", out(&o));
+        assert!(o.status.success(), "{opts}: {}", printed(&o));
         let after = std::fs::metadata(ctx.join("data.txt")).unwrap();
         assert_eq!(
             std::fs::read_to_string(ctx.join("data.txt")).unwrap(),
@@ -398,16 +377,17 @@ fn nobody_reads(path: &Path) -> bool {
 /// user on the host while the step runs: wherever berth keeps it, uid 65534 cannot reach it.
 #[test]
 fn a_secret_is_out_of_reach_of_other_users_while_the_step_runs() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let file = s.path().join("secret-src");
     std::fs::write(&file, SECRET).unwrap();
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "secret",
-        "FROM busybox\nRUN --mount=type=secret,id=tok,mode=0444 \
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=secret,id=tok,mode=0444 \
          sh -c 'su -s /bin/sh -c \"cat /run/secrets/tok\" nobody >/dev/null \
          && echo readable-inside-$((40+2)); sleep 4'\n",
-        &[],
+        )],
     );
     let mut child = s
         .cmd()
@@ -443,9 +423,13 @@ fn a_secret_is_out_of_reach_of_other_users_while_the_step_runs() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", out(&o));
-    assert!(out(&o).contains("readable-inside-42"), "{}", out(&o));
-    assert!(!out(&o).contains(SECRET), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
+    assert!(
+        printed(&o).contains("readable-inside-42"),
+        "{}",
+        printed(&o)
+    );
+    assert!(!printed(&o).contains(SECRET), "{}", printed(&o));
     assert!(!seen.is_empty(), "the scan never found the secret's file");
     assert!(
         seen.iter().all(|p| !p.exists()),
@@ -458,12 +442,14 @@ fn a_secret_is_out_of_reach_of_other_users_while_the_step_runs() {
 /// changing does not re-run the step.
 #[test]
 fn a_context_bind_is_keyed_by_the_files_it_shows() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
         "key",
-        "FROM busybox\nRUN --mount=type=bind,source=link,target=/d cat /d/f\n",
         &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=type=bind,source=link,target=/d cat /d/f\n",
+            ),
             (".dockerignore", "real/ignored\n"),
             ("real/f", "one\n"),
             ("real/ignored", "x\n"),
@@ -472,8 +458,8 @@ fn a_context_bind_is_keyed_by_the_files_it_shows() {
     std::os::unix::fs::symlink("real", ctx.join("link")).unwrap();
     let build = || {
         let o = s.run(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", out(&o));
-        out(&o)
+        assert!(o.status.success(), "{}", printed(&o));
+        printed(&o)
     };
     let first = build();
     assert!(first.contains("one"), "{first}");
@@ -549,18 +535,22 @@ fn host_secrets(s: &Sandbox) -> (PathBuf, PathBuf) {
 /// that was checked, or fails when that file no longer exists; never the host's.
 #[test]
 fn a_context_file_swapped_for_a_symlink_after_its_check_is_not_bound() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (host_file, _) = host_secrets(&s);
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "swap-file",
-        "FROM busybox\nRUN --mount=type=bind,source=f,target=/x \
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=type=bind,source=f,target=/x \
          --mount=type=secret,id=gate,target=/gate cat /x\n",
-        &[("f", "benign-file\n")],
+            ),
+            ("f", "benign-file\n"),
+        ],
     );
     let f = ctx.join("f");
     let o = build_swapping_in_between(&s, &ctx, move || swap_for_symlink(&f, &host_file));
-    let text = out(&o);
+    let text = printed(&o);
     assert!(!text.contains(HOST_ONLY), "a host file was bound:\n{text}");
     // The file that was checked is gone from the context (replaced): the kernel binds no
     // removed file, so the step fails, saying so.
@@ -570,20 +560,24 @@ fn a_context_file_swapped_for_a_symlink_after_its_check_is_not_bound() {
         "{text}"
     );
     // Renamed away but still there, the file that was checked is what the step sees.
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "swap-file-kept",
-        "FROM busybox\nRUN --mount=type=bind,source=f,target=/x \
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=type=bind,source=f,target=/x \
          --mount=type=secret,id=gate,target=/gate \
          sh -c 'cat /x; echo FDS $(ls /proc/self/fd | tr \"\\n\" \" \")'\n",
-        &[("f", "benign-file\n")],
+            ),
+            ("f", "benign-file\n"),
+        ],
     );
     let (f, host_file) = (ctx.join("f"), s.path().join("host-only/shadow"));
     let o = build_swapping_in_between(&s, &ctx, move || {
         std::fs::rename(&f, f.with_extension("moved")).unwrap();
         swap_for_symlink(&f, &host_file);
     });
-    let text = out(&o);
+    let text = printed(&o);
     assert!(!text.contains(HOST_ONLY), "a host file was bound:\n{text}");
     assert!(text.contains("benign-file"), "{text}");
     // The step saw what was checked; the context changed under it all the same, so its
@@ -605,21 +599,25 @@ fn a_context_file_swapped_for_a_symlink_after_its_check_is_not_bound() {
 /// sees the directory that was checked.
 #[test]
 fn a_context_directory_swapped_for_a_symlink_after_its_check_is_not_shown() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (_, host_dir) = host_secrets(&s);
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "swap-dir",
-        "FROM busybox\nRUN --mount=type=bind,source=d,target=/x \
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=type=bind,source=d,target=/x \
          --mount=type=secret,id=gate,target=/gate sh -c 'ls -la /x; cat /x/*'\n",
-        &[("d/inside", "benign-dir\n")],
+            ),
+            ("d/inside", "benign-dir\n"),
+        ],
     );
     let d = ctx.join("d");
     let o = build_swapping_in_between(&s, &ctx, move || {
         std::fs::rename(&d, d.with_extension("moved")).unwrap();
         swap_for_symlink(&d, &host_dir);
     });
-    let text = out(&o);
+    let text = printed(&o);
     assert!(
         !text.contains(HOST_ONLY),
         "a host directory was shown:\n{text}"
@@ -636,14 +634,18 @@ fn a_context_directory_swapped_for_a_symlink_after_its_check_is_not_shown() {
 /// COPY still read the context that was scanned.
 #[test]
 fn a_context_root_swapped_for_a_symlink_after_the_scan_is_not_read() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (_, host_dir) = host_secrets(&s);
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "swap-root",
-        "FROM busybox\nRUN --mount=type=secret,id=gate,target=/gate \
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=type=secret,id=gate,target=/gate \
          --mount=type=bind,source=shadow,target=/y cat /y\nCOPY shadow /copied\nRUN cat /copied\n",
-        &[("shadow", "benign-root\n")],
+            ),
+            ("shadow", "benign-root\n"),
+        ],
     );
     let moved = ctx.with_extension("moved");
     let c = ctx.clone();
@@ -651,7 +653,7 @@ fn a_context_root_swapped_for_a_symlink_after_the_scan_is_not_read() {
         std::fs::rename(&c, &moved).unwrap();
         swap_for_symlink(&c, &host_dir);
     });
-    let text = out(&o);
+    let text = printed(&o);
     assert!(
         !text.contains(HOST_ONLY),
         "the host directory was read:\n{text}"
@@ -666,18 +668,21 @@ fn a_context_root_swapped_for_a_symlink_after_the_scan_is_not_read() {
 /// nothing is recorded under the key; the next build copies what the file now holds.
 #[test]
 fn a_context_file_changed_after_the_scan_never_enters_a_layer() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     for (n, changed) in ["f", "dir/g"].into_iter().enumerate() {
-        let ctx = context(
-            &s,
+        let dockerfile = "FROM busybox\nRUN --mount=type=secret,id=gate,target=/gate true\nCOPY f dir /copied/\nRUN cat /copied/f /copied/g\n";
+        let ctx = s.context(
             &format!("changed-after-scan-{n}"),
-            "FROM busybox\nRUN --mount=type=secret,id=gate,target=/gate true\nCOPY f dir /copied/\nRUN cat /copied/f /copied/g\n",
-            &[("f", "scanned\n"), ("dir/g", "scanned-g\n")],
+            &[
+                ("Dockerfile", dockerfile),
+                ("f", "scanned\n"),
+                ("dir/g", "scanned-g\n"),
+            ],
         );
         let path = ctx.join(changed);
         let o =
             build_swapping_in_between(&s, &ctx, move || std::fs::write(&path, "POISON\n").unwrap());
-        let text = out(&o);
+        let text = printed(&o);
         assert_eq!(o.status.code(), Some(1), "{text}");
         assert!(
             text.contains("changed in the build context while the build ran")
@@ -686,7 +691,7 @@ fn a_context_file_changed_after_the_scan_never_enters_a_layer() {
         );
         // The next build scans the file as it is now and copies exactly that.
         let o = build_in(&s, &ctx, &["--secret", "id=gate,env=PATH"]);
-        let text = out(&o);
+        let text = printed(&o);
         assert!(o.status.success() && text.contains("POISON"), "{text}");
     }
 }
@@ -697,14 +702,18 @@ fn a_context_file_changed_after_the_scan_never_enters_a_layer() {
 /// build scans and keys what the context now holds.
 #[test]
 fn a_context_file_changed_under_a_live_bind_fails_the_step() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     for (n, how) in ["write", "replace"].into_iter().enumerate() {
-        let ctx = context(
-            &s,
+        let ctx = s.context(
             &format!("live-bind-{n}"),
-            "FROM busybox\nRUN --mount=type=bind,source=d,target=/d \
+            &[
+                (
+                    "Dockerfile",
+                    "FROM busybox\nRUN --mount=type=bind,source=d,target=/d \
              --mount=type=secret,id=gate,target=/gate cat /d/f > /seen\nRUN cat /seen\n",
-            &[("d/f", "scanned\n")],
+                ),
+                ("d/f", "scanned\n"),
+            ],
         );
         let path = ctx.join("d/f");
         let o = build_swapping_in_between(&s, &ctx, move || match how {
@@ -715,14 +724,14 @@ fn a_context_file_changed_under_a_live_bind_fails_the_step() {
                 std::fs::rename(&new, &path).unwrap();
             }
         });
-        let text = out(&o);
+        let text = printed(&o);
         assert_eq!(o.status.code(), Some(1), "{how}: {text}");
         assert!(text.contains(CONTEXT_CHANGED), "{how}: {text}");
         let o = build_in(&s, &ctx, &["--secret", "id=gate,env=PATH"]);
         assert!(
-            o.status.success() && out(&o).contains("POISON"),
+            o.status.success() && printed(&o).contains("POISON"),
             "{}",
-            out(&o)
+            printed(&o)
         );
     }
 }

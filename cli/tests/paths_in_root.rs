@@ -8,11 +8,9 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use berth_test_support::Sandbox;
+use berth_test_support::{Sandbox, Tier, printed};
 
-fn sandbox() -> Option<Sandbox> {
-    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 /// Every entry under `dir` (relative path → kind and contents), not following symlinks.
 fn tree(dir: &Path) -> BTreeMap<String, String> {
@@ -54,26 +52,6 @@ fn sentinel(s: &Sandbox) -> (PathBuf, BTreeMap<String, String>) {
     (dir, before)
 }
 
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn context(s: &Sandbox, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-    let ctx = s.path().join(format!("ctx-{name}"));
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-    for (path, content) in files {
-        let p = ctx.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
-    ctx
-}
-
 /// Runs `berth ARGS`, killed after `limit` (a hang fails the test instead of hanging it).
 fn run_with_timeout(s: &Sandbox, args: &[&str], limit: Duration) -> std::process::Output {
     let mut child = s
@@ -94,7 +72,7 @@ fn run_with_timeout(s: &Sandbox, args: &[&str], limit: Duration) -> std::process
             let o = child.wait_with_output().unwrap();
             panic!(
                 "berth {args:?} still running after {limit:?} (killed):\n{}",
-                out(&o)
+                printed(&o)
             );
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -106,7 +84,7 @@ fn run_with_timeout(s: &Sandbox, args: &[&str], limit: Duration) -> std::process
 /// follow them (it removed the host's empty files and directories named like the stubs).
 #[test]
 fn mount_stub_cleanup_does_not_follow_symlinks_the_step_made() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (host, before) = sentinel(&s);
     let h = host.display();
     let dockerfile = format!(
@@ -117,7 +95,10 @@ fn mount_stub_cleanup_does_not_follow_symlinks_the_step_made() {
          --mount=type=secret,id=s,target=/d/s --mount=type=tmpfs,target=/e/y/z \
          mv /d /d.moved && ln -s {h} /d && mv /e /e.moved && ln -s {h} /e\n"
     );
-    let ctx = context(&s, "stubs", &dockerfile, &[("f", "context-file\n")]);
+    let ctx = s.context(
+        "stubs",
+        &[("Dockerfile", &dockerfile), ("f", "context-file\n")],
+    );
     let secret = s.path().join("secret");
     std::fs::write(&secret, "s3cret").unwrap();
     let o = s.run(&[
@@ -130,7 +111,7 @@ fn mount_stub_cleanup_does_not_follow_symlinks_the_step_made() {
         "paths:stubs",
         ctx.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     assert_eq!(
         tree(&host),
         before,
@@ -143,7 +124,7 @@ fn mount_stub_cleanup_does_not_follow_symlinks_the_step_made() {
 /// `/etc`): the step replaces `/etc` with a symlink to the host.
 #[test]
 fn runtime_stub_cleanup_does_not_follow_a_replaced_etc() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (host, before) = sentinel(&s);
     let h = host.display();
     let dockerfile = format!(
@@ -152,7 +133,7 @@ fn runtime_stub_cleanup_does_not_follow_a_replaced_etc() {
          COPY --from=b /bin /bin\n\
          RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mv /etc /etc.moved && /bin/busybox ln -s {h} /etc\"]\n"
     );
-    let ctx = context(&s, "etc", &dockerfile, &[]);
+    let ctx = s.context("etc", &[("Dockerfile", &dockerfile)]);
     let o = s.run(&[
         "build",
         "--progress",
@@ -161,7 +142,7 @@ fn runtime_stub_cleanup_does_not_follow_a_replaced_etc() {
         "paths:etc",
         ctx.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     assert_eq!(
         tree(&host),
         before,
@@ -175,7 +156,7 @@ fn runtime_stub_cleanup_does_not_follow_a_replaced_etc() {
 /// on the host.
 #[test]
 fn workdir_and_copy_through_a_symlinked_parent_stay_in_the_image() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (host, before) = sentinel(&s);
     let h = host.display();
     let dockerfile = format!(
@@ -190,11 +171,13 @@ fn workdir_and_copy_through_a_symlinked_parent_stay_in_the_image() {
          COPY dir/ /app/sub/\n\
          RUN ls -la {h} {h}/sub {h}/new\n"
     );
-    let ctx = context(
-        &s,
+    let ctx = s.context(
         "workdir",
-        &dockerfile,
-        &[("f", "from-context\n"), ("dir/g", "g\n")],
+        &[
+            ("Dockerfile", &dockerfile),
+            ("f", "from-context\n"),
+            ("dir/g", "g\n"),
+        ],
     );
     let o = s.run(&[
         "build",
@@ -204,7 +187,7 @@ fn workdir_and_copy_through_a_symlinked_parent_stay_in_the_image() {
         "paths:workdir",
         ctx.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     assert_eq!(tree(&host), before, "WORKDIR or COPY wrote on the host");
     // Inside the image, everything landed under the host path's name.
     let listing = s.ok(&[
@@ -224,7 +207,7 @@ fn workdir_and_copy_through_a_symlinked_parent_stay_in_the_image() {
 /// export writes the links as links and never through them.
 #[test]
 fn local_output_never_writes_through_symlinks() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (host, before) = sentinel(&s);
     let h = host.display();
     let dockerfile = format!(
@@ -232,7 +215,7 @@ fn local_output_never_writes_through_symlinks() {
          RUN ln -s {h} /abs && ln -s ../../../../../../../..{h} /climb && mkdir /d \
          && ln -s {h}/keep /d/keep && echo image > /x\n"
     );
-    let ctx = context(&s, "export", &dockerfile, &[]);
+    let ctx = s.context("export", &[("Dockerfile", &dockerfile)]);
     let dest = s.path().join("dest");
     std::fs::create_dir_all(dest.join("d")).unwrap();
     // Already in DEST: symlinks to the host where the image has a directory and files.
@@ -248,7 +231,7 @@ fn local_output_never_writes_through_symlinks() {
         &format!("type=local,dest={}", dest.display()),
         ctx.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     assert_eq!(tree(&host), before, "the export wrote on the host");
     let got = tree(&dest);
     assert_eq!(got["abs"], format!("link {h}"));
@@ -262,13 +245,9 @@ fn local_output_never_writes_through_symlinks() {
 /// and copy it as a FIFO, never opening it.
 #[test]
 fn a_fifo_in_the_context_never_blocks_add_or_copy() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "fifo",
-        "FROM busybox\nADD x.tar /\nCOPY x.tar /copied\nADD dir/ /dir/\nCOPY dir/ /dir2/\nRUN test -p /x.tar && test -p /copied && test -p /dir/p && test -p /dir2/p\n",
-        &[("dir/f", "f\n")],
-    );
+    let Some(s) = ROOT.sandbox() else { return };
+    let dockerfile = "FROM busybox\nADD x.tar /\nCOPY x.tar /copied\nADD dir/ /dir/\nCOPY dir/ /dir2/\nRUN test -p /x.tar && test -p /copied && test -p /dir/p && test -p /dir2/p\n";
+    let ctx = s.context("fifo", &[("Dockerfile", dockerfile), ("dir/f", "f\n")]);
     for p in [ctx.join("x.tar"), ctx.join("dir/p")] {
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     }
@@ -284,21 +263,18 @@ fn a_fifo_in_the_context_never_blocks_add_or_copy() {
         ],
         Duration::from_secs(60),
     );
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     // An image whose /etc/passwd is a FIFO: `--chown=NAME` reads it to find the user, and
     // fails at once instead of waiting on it.
-    let ctx = context(
-        &s,
-        "fifo-passwd",
-        "FROM busybox\nRUN rm /etc/passwd && mkfifo /etc/passwd\nCOPY --chown=nobody f /f\n",
-        &[("f", "f\n")],
-    );
+    let dockerfile =
+        "FROM busybox\nRUN rm /etc/passwd && mkfifo /etc/passwd\nCOPY --chown=nobody f /f\n";
+    let ctx = s.context("fifo-passwd", &[("Dockerfile", dockerfile), ("f", "f\n")]);
     let o = run_with_timeout(
         &s,
         &["build", "--progress", "plain", ctx.to_str().unwrap()],
         Duration::from_secs(60),
     );
-    assert!(!o.status.success(), "{}", out(&o));
+    assert!(!o.status.success(), "{}", printed(&o));
     assert!(
         std::fs::symlink_metadata(s.path().join("ctx-fifo/x.tar"))
             .unwrap()
@@ -312,22 +288,18 @@ fn a_fifo_in_the_context_never_blocks_add_or_copy() {
 /// PATH_MAX): `COPY --from` copies it instead of overflowing the builder's stack.
 #[test]
 fn copy_from_a_very_deep_tree_does_not_crash() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(
-        &s,
-        "deep",
-        "FROM busybox AS st\n\
+    let Some(s) = ROOT.sandbox() else { return };
+    let dockerfile = "FROM busybox AS st\n\
          RUN mkdir /deep && cd /deep && i=0; while [ $i -lt 1900 ]; do mkdir d && cd d; i=$((i+1)); done; touch f\n\
          FROM busybox\n\
          COPY --from=st /deep /deep\n\
-         RUN find /deep -name f | grep -c /f\n",
-        &[],
-    );
+         RUN find /deep -name f | grep -c /f\n";
+    let ctx = s.context("deep", &[("Dockerfile", dockerfile)]);
     let o = run_with_timeout(
         &s,
         &["build", "--progress", "plain", ctx.to_str().unwrap()],
         Duration::from_secs(120),
     );
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     s.assert_clean();
 }

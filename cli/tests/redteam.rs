@@ -6,25 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_test_support::Sandbox;
+use berth_test_support::{Sandbox, Tier, printed};
 
-fn sandbox() -> Option<Sandbox> {
-    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn context(s: &Sandbox, name: &str) -> PathBuf {
-    let ctx = s.path().join(format!("ctx-{name}"));
-    std::fs::create_dir_all(&ctx).unwrap();
-    ctx
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
+/// For tests in which another local user tries the store: the sandbox open to others.
+const OPEN_TO_OTHERS: Tier = ROOT.open_to_others();
 
 /// Runs `cmd`; `None` when it had not finished after `limit` (it is then killed, by its PID).
 fn run_with_timeout(mut cmd: Command, limit: Duration) -> Option<Output> {
@@ -60,19 +46,6 @@ fn as_nobody(args: &[&str]) -> Output {
         .expect("setpriv (util-linux)")
 }
 
-/// The sandbox's directories are 0700 (tempfile); a real store sits under /var/lib (0755).
-fn open_sandbox_to_others(s: &Sandbox) {
-    std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut p = s.path().parent();
-    while let Some(d) = p {
-        let mode = std::fs::metadata(d).unwrap().permissions().mode();
-        if mode & 0o001 == 0 {
-            berth_test_support::skip(&format!("{} is not searchable by others", d.display()));
-        }
-        p = d.parent();
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The build context's Dockerfile is read by path: a symlink leaves the context.
 
@@ -81,20 +54,20 @@ fn open_sandbox_to_others(s: &Sandbox) {
 /// resolves the Dockerfile inside the context.
 #[test]
 fn a_dockerfile_symlink_in_the_context_does_not_read_host_files() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     // A host file outside the context.
     let host = s.path().join("host-file");
     std::fs::write(&host, "HOST-FILE-MARKER-4242 not for the build\n").unwrap();
-    let ctx = context(&s, "dfl");
+    let ctx = s.context("dfl", &[]);
     std::os::unix::fs::symlink(&host, ctx.join("Dockerfile")).unwrap();
     let o = s.run(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
-    let t = text(&o);
+    let t = printed(&o);
     assert!(
         !t.contains("HOST-FILE-MARKER-4242"),
         "a host file was read: {t}"
     );
 
-    let ctx = context(&s, "env");
+    let ctx = s.context("env", &[]);
     std::os::unix::fs::symlink("/proc/self/environ", ctx.join("Dockerfile")).unwrap();
     let o = s
         .cmd()
@@ -107,7 +80,7 @@ fn a_dockerfile_symlink_in_the_context_does_not_read_host_files() {
         ])
         .output()
         .unwrap();
-    let t = text(&o);
+    let t = printed(&o);
     assert!(
         !t.contains("env-secret-value-4242"),
         "berth's environment (a --secret env value) was shown: {t}"
@@ -117,8 +90,8 @@ fn a_dockerfile_symlink_in_the_context_does_not_read_host_files() {
 /// A FIFO named Dockerfile in the context hangs the build forever (`std::fs::read`).
 #[test]
 fn a_dockerfile_fifo_in_the_context_does_not_hang_the_build() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "fifo");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("fifo", &[]);
     nix::unistd::mkfifo(
         &ctx.join("Dockerfile"),
         nix::sys::stat::Mode::from_bits_truncate(0o644),
@@ -137,11 +110,11 @@ fn a_dockerfile_fifo_in_the_context_does_not_hang_the_build() {
 /// hand); `mounts_escape.rs` has the deterministic tests.
 #[test]
 fn a_context_bind_source_swapped_for_a_symlink_does_not_reach_the_host() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let secret = s.path().join("root-only");
     std::fs::write(&secret, "ROOT-ONLY-MARKER-4242\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let ctx = context(&s, "race");
+    let ctx = s.context("race", &[]);
     std::fs::write(ctx.join("f"), "benign\n").unwrap();
     std::fs::write(ctx.join("f.real"), "benign\n").unwrap();
     std::fs::write(
@@ -170,7 +143,7 @@ fn a_context_bind_source_swapped_for_a_symlink_does_not_reach_the_host() {
             "plain",
             ctx.to_str().unwrap(),
         ]);
-        let t = text(&o);
+        let t = printed(&o);
         if t.contains("ROOT-ONLY-MARKER-4242") {
             leaked = Some(t);
             break;
@@ -194,9 +167,10 @@ fn a_context_bind_source_swapped_for_a_symlink_does_not_reach_the_host() {
 /// reaches all of them, because the store is created 0755 and its files 0644.
 #[test]
 fn another_user_reaches_nothing_in_the_store() {
-    let Some(s) = sandbox() else { return };
-    open_sandbox_to_others(&s);
-    let ctx = context(&s, "suid");
+    let Some(s) = OPEN_TO_OTHERS.sandbox() else {
+        return;
+    };
+    let ctx = s.context("suid", &[]);
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN cp /bin/busybox /bin/suid-copy && chmod 4755 /bin/suid-copy\n",
@@ -253,9 +227,10 @@ fn another_user_reaches_nothing_in_the_store() {
 /// it (`b 254 0`: the host's disk, mode 0666). Shown with a harmless `c 1 3`.
 #[test]
 fn a_device_node_from_a_layer_cannot_be_opened_by_another_user() {
-    let Some(s) = sandbox() else { return };
-    open_sandbox_to_others(&s);
-    let ctx = context(&s, "mknod");
+    let Some(s) = OPEN_TO_OTHERS.sandbox() else {
+        return;
+    };
+    let ctx = s.context("mknod", &[]);
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN mknod /node c 1 3 && chmod 666 /node || true\n",
@@ -268,7 +243,7 @@ fn a_device_node_from_a_layer_cannot_be_opened_by_another_user() {
         .map(|e| e.path().join("node"))
         .find(|p| p.symlink_metadata().is_ok())
     else {
-        berth_test_support::skip("no CAP_MKNOD in RUN here (cgroup v2)");
+        berth_test_support::skip("CAP_MKNOD in RUN steps (not given here: cgroup v2)");
         return;
     };
     let o = as_nobody(&[
@@ -290,7 +265,7 @@ fn a_device_node_from_a_layer_cannot_be_opened_by_another_user() {
 /// PID (and SIGKILL its first child). Uses ns_last_pid to put a process at the old PID.
 #[test]
 fn kill_does_not_signal_a_process_that_reused_the_pid() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let id = s
         .ok(&["run", "-d", "busybox", "sleep", "300"])
         .trim()
@@ -342,7 +317,7 @@ fn kill_does_not_signal_a_process_that_reused_the_pid() {
         let _ = child.wait();
     }
     let Some(mut victim) = victim else {
-        berth_test_support::skip("could not place a process at the old PID");
+        berth_test_support::skip("a process at the old PID (none could be placed there)");
         return;
     };
     std::thread::sleep(Duration::from_millis(200));
@@ -438,8 +413,8 @@ fn an_oci_dir_with_a_fifo_index_does_not_hang() {
 /// screen clears that hide output).
 #[test]
 fn ps_and_history_do_not_print_escapes_from_an_image() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "esc");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("esc", &[]);
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN true \"\x1b]0;TITLE\x07\"\nCMD [\"sh\", \"-c\", \"\\u001b]52;c;cHduZWQ=\\u0007 true\"]\n",
@@ -465,11 +440,11 @@ fn run_refuses_a_container_name_docker_refuses() {
     let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     for name in ["a\x1b]0;TITLE\x07", "../x", "a/b", "x", ".hidden"] {
         let o = s.run(&["run", "--name", name, "busybox", "true"]);
-        assert_eq!(o.status.code(), Some(2), "{name:?}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(2), "{name:?}: {}", printed(&o));
         assert!(
-            text(&o).contains("container name"),
+            printed(&o).contains("container name"),
             "{name:?}: {}",
-            text(&o)
+            printed(&o)
         );
     }
     assert!(s.ok(&["ps", "-a", "-q"]).trim().is_empty());
@@ -497,7 +472,7 @@ fn an_oci_dir_is_read_and_written_inside_itself() {
         let mut cmd = s.cmd();
         cmd.args(["copy", &format!("oci:{}", dir.display()), "store:x"]);
         let o = run_with_timeout(cmd, Duration::from_secs(20)).expect("berth copy hung");
-        assert!(!o.status.success(), "{target}: {}", text(&o));
+        assert!(!o.status.success(), "{target}: {}", printed(&o));
     }
     // A blob (the manifest) that links to a host copy of itself.
     let index: serde_json::Value =
@@ -535,8 +510,8 @@ fn an_oci_dir_is_read_and_written_inside_itself() {
 /// the directories berth makes for DEST are 0700: no other local user reaches those files.
 #[test]
 fn an_exported_setuid_file_is_out_of_other_users_reach() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "suid");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("suid", &[]);
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN cp /bin/busybox /suid && chmod 4755 /suid\n",

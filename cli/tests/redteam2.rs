@@ -4,29 +4,12 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_test_support::Sandbox;
+use berth_test_support::{Sandbox, Tier, printed};
 
-fn sandbox() -> Option<Sandbox> {
-    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn context(s: &Sandbox, name: &str) -> PathBuf {
-    let ctx = s.path().join(format!("ctx-{name}"));
-    std::fs::create_dir_all(&ctx).unwrap();
-    ctx
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 // ---------------------------------------------------------------------------------------
 // `.dockerignore` is bypassed by a symlink named as a COPY/ADD source.
@@ -40,8 +23,8 @@ fn context(s: &Sandbox, name: &str) -> PathBuf {
 /// for the token `actions/checkout` leaves there.
 #[test]
 fn a_symlink_source_does_not_copy_a_file_dockerignore_excludes() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "ignored");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("ignored", &[]);
     std::fs::create_dir_all(ctx.join(".git")).unwrap();
     std::fs::write(
         ctx.join(".git/config"),
@@ -66,7 +49,7 @@ fn a_symlink_source_does_not_copy_a_file_dockerignore_excludes() {
         "ign",
         ctx.to_str().unwrap(),
     ]);
-    let t = text(&o);
+    let t = printed(&o);
     assert!(
         !t.contains("DOTENV-SECRET-4242") && !t.contains("GIT-TOKEN-4242"),
         "a file .dockerignore excludes entered the build through a symlink:\n{t}"
@@ -86,8 +69,8 @@ fn a_symlink_source_does_not_copy_a_file_dockerignore_excludes() {
 /// it resolves to.
 #[test]
 fn the_cache_key_of_a_symlinked_copy_source_covers_what_it_points_at() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "cache");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("cache", &[]);
     std::fs::create_dir_all(ctx.join("real")).unwrap();
     std::fs::write(ctx.join("real/f"), "PR-CONTENT\n").unwrap();
     std::fs::write(ctx.join("realfile"), "PR-CONTENT\n").unwrap();
@@ -122,7 +105,7 @@ fn the_cache_key_of_a_symlinked_copy_source_covers_what_it_points_at() {
 /// writes through a random `os.CreateTemp` name.
 #[test]
 fn an_output_archive_is_not_written_through_a_planted_temporary_name() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let shared = s.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     // A directory another user may write (no sticky bit: as a group-shared workspace).
@@ -133,7 +116,7 @@ fn an_output_archive_is_not_written_through_a_planted_temporary_name() {
     let planted = shared.join(".out.tar.berth-tmp");
     std::os::unix::fs::symlink(&victim, &planted).unwrap();
     std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
-    let ctx = context(&s, "out");
+    let ctx = s.context("out", &[]);
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo x > /x\n").unwrap();
     let dest = shared.join("out.tar");
     let _ = s.run(&[
@@ -176,8 +159,8 @@ fn an_output_archive_is_not_written_through_a_planted_temporary_name() {
 /// size limited to 64 MiB (a bounded berth never writes a file that large for this build).
 #[test]
 fn an_xz_bomb_in_add_is_bounded() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "xz");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("xz", &[]);
     let status = Command::new("sh")
         .arg("-c")
         .arg("head -c 209715200 /dev/zero | xz -1 -T1 > bomb.xz")
@@ -199,7 +182,7 @@ fn an_xz_bomb_in_add_is_bounded() {
         o.status.signal(),
         Some(libc_sigxfsz()),
         "berth wrote a file over 64 MiB for a 10 MB layer limit (xz decoded to disk without bound):\n{}",
-        text(&o)
+        printed(&o)
     );
 }
 
@@ -208,8 +191,8 @@ fn an_xz_bomb_in_add_is_bounded() {
 /// the bomb's size.
 #[test]
 fn an_xz_tar_bomb_in_add_stops_at_the_layer_limit() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "xztar");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("xztar", &[]);
     let status = Command::new("sh")
         .arg("-c")
         .arg(
@@ -233,9 +216,9 @@ fn an_xz_tar_bomb_in_add_stops_at_the_layer_limit() {
         .env("BERTH_MAX_LAYER_SIZE", "10000000");
     let o = cmd.output().expect("prlimit (util-linux)");
     use std::os::unix::process::ExitStatusExt;
-    assert_ne!(o.status.signal(), Some(libc_sigxfsz()), "{}", text(&o));
-    assert!(!o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("10000000"), "{}", text(&o));
+    assert_ne!(o.status.signal(), Some(libc_sigxfsz()), "{}", printed(&o));
+    assert!(!o.status.success(), "{}", printed(&o));
+    assert!(printed(&o).contains("10000000"), "{}", printed(&o));
 }
 
 fn libc_sigxfsz() -> i32 {
@@ -252,8 +235,8 @@ fn libc_sigxfsz() -> i32 {
 /// 2 MiB. Here 128 MiB of output must not make berth grow by more than 64 MiB.
 #[test]
 fn a_step_output_line_without_newline_is_not_held_in_memory() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "line");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("line", &[]);
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN head -c 134217728 /dev/zero | tr '\\0' a\n",
@@ -350,9 +333,9 @@ fn a_huge_token_lifetime_does_not_panic() {
         o.status.code(),
         Some(101),
         "berth panicked on a token response:\n{}",
-        text(&o)
+        printed(&o)
     );
-    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+    assert!(!printed(&o).contains("panicked"), "{}", printed(&o));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -364,8 +347,8 @@ fn a_huge_token_lifetime_does_not_panic() {
 /// user's terminal.
 #[test]
 fn a_step_cannot_send_escapes_to_the_terminal() {
-    let Some(s) = sandbox() else { return };
-    let ctx = context(&s, "esc");
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context("esc", &[]);
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN printf 'A\\033]0;PWNED\\007\\033[2J\\n'; exit 3\n",

@@ -13,8 +13,7 @@ use std::process::{Command, Stdio};
 /// path goes through a random `O_EXCL` temporary (`cli/src/output_file.rs`).
 #[test]
 fn logout_does_not_write_through_a_planted_temporary_name() {
-    if !berth_test_support::is_root() {
-        berth_test_support::skip("needs root (planting a file for root to write through)");
+    if !berth_test_support::needs_root("plants a file for root to write through") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("berth-rt3-auth-{}", std::process::id()));

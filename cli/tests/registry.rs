@@ -6,17 +6,11 @@
 
 use std::path::Path;
 
-use berth_test_support::{Fault, FaultProxy, RegistryConfig, Sandbox, TestRegistry, is_root};
+use berth_test_support::{
+    Fault, FaultProxy, RegistryConfig, Sandbox, TestRegistry, Tier, assert_success, tool,
+};
 
-fn sandbox() -> Option<Sandbox> {
-    if !is_root() {
-        berth_test_support::skip("the images are run, which needs root");
-        return None;
-    }
-    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    s.import_busybox("busybox");
-    Some(s)
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 /// A berth command with its own Docker config directory (credentials) and CA directory.
 fn berth(s: &Sandbox, reg: &TestRegistry, args: &[&str]) -> std::process::Output {
@@ -30,14 +24,7 @@ fn berth(s: &Sandbox, reg: &TestRegistry, args: &[&str]) -> std::process::Output
 }
 
 fn ok(s: &Sandbox, reg: &TestRegistry, args: &[&str]) -> String {
-    let out = berth(s, reg, args);
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    assert_success(&berth(s, reg, args), &format!("berth {args:?}"))
 }
 
 fn fail(s: &Sandbox, reg: &TestRegistry, args: &[&str]) -> String {
@@ -47,13 +34,13 @@ fn fail(s: &Sandbox, reg: &TestRegistry, args: &[&str]) -> String {
 }
 
 fn build_app(s: &Sandbox, name: &str) {
-    let ctx = s.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN echo pushed-and-pulled > /msg\nCMD [\"cat\", \"/msg\"]\n",
-    )
-    .unwrap();
+    let ctx = s.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo pushed-and-pulled > /msg\nCMD [\"cat\", \"/msg\"]\n",
+        )],
+    );
     s.ok(&["build", "-q", "-t", name, ctx.to_str().unwrap()]);
 }
 
@@ -61,23 +48,9 @@ fn digest_of(out: &str) -> String {
     out.split("digest: ").nth(1).unwrap().trim().to_owned()
 }
 
-fn tool(name: &str, args: &[&str], dir: &Path) -> String {
-    let out = std::process::Command::new(name)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn push_pull_round_trip_and_interop_with_skopeo_and_umoci() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     let name = format!("{}/team/app:1.0", reg.host);
     build_app(&s, &name);
@@ -160,7 +133,7 @@ fn push_pull_round_trip_and_interop_with_skopeo_and_umoci() {
 
 #[test]
 fn htpasswd_over_tls_login_logout_and_clear_errors() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig {
         htpasswd: vec![("alice".into(), "correct horse".into())],
         tls: true,
@@ -212,11 +185,7 @@ fn htpasswd_over_tls_login_logout_and_clear_errors() {
             .unwrap()
     };
     let out = login("correct horse\n");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "login");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
     let config = s.path().join("docker-config/config.json");
     let mode = std::fs::metadata(&config).unwrap().permissions();
@@ -234,11 +203,7 @@ fn htpasswd_over_tls_login_logout_and_clear_errors() {
         .args(["pull", &name])
         .output()
         .unwrap();
-    assert!(
-        pulled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
+    assert_success(&pulled, "pull into the other store");
     assert!(String::from_utf8_lossy(&pulled.stdout).contains(&digest_of(&push)));
     // Without the CA: a TLS error that says where the CA goes.
     let no_ca = s
@@ -270,7 +235,7 @@ fn htpasswd_over_tls_login_logout_and_clear_errors() {
 
 #[test]
 fn token_auth_with_scopes_and_anonymous_pull() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig {
         token_users: vec![("bob".into(), "s3cret".into())],
         anonymous_pull: true,
@@ -298,11 +263,7 @@ fn token_auth_with_scopes_and_anonymous_pull() {
             c.wait_with_output()
         })
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "login --password-stdin");
     let digest = digest_of(&ok(&s, &reg, &["push", &name]));
     assert!(reg.tokens_issued() >= 2);
     // Pushing the same image to another repository mounts its blobs from the first.
@@ -317,30 +278,28 @@ fn token_auth_with_scopes_and_anonymous_pull() {
         .args(["pull", &copy])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "the anonymous pull");
     assert_eq!(other.ok(&["run", "--rm", &copy]), "pushed-and-pulled\n");
 }
 
 #[test]
 fn build_pulls_its_base_and_pushes_the_result() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     let base = format!("{}/base/busybox:1", reg.host);
     s.ok(&["tag", "busybox", &base]);
     ok(&s, &reg, &["push", &base]);
     // A store without the base: FROM pulls it; --push sends the result.
     let builder = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    let ctx = builder.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {base}\nRUN echo built-on-a-pulled-base > /msg\nCMD [\"cat\", \"/msg\"]\n"),
-    )
-    .unwrap();
+    let ctx = builder.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {base}\nRUN echo built-on-a-pulled-base > /msg\nCMD [\"cat\", \"/msg\"]\n"
+            ),
+        )],
+    );
     let built = format!("{}/apps/built:1", reg.host);
     let out = berth(
         &builder,
@@ -384,7 +343,7 @@ fn build_pulls_its_base_and_pushes_the_result() {
 
 #[test]
 fn copy_between_store_layouts_archives_and_registries() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     build_app(&s, "app:1");
     let dir = s.path().join("layout");
@@ -488,7 +447,7 @@ fn cutting_proxy(target: String, cut_after: usize) -> String {
 
 #[test]
 fn a_dropped_download_resumes_and_verifies() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     // A layer of 3 MiB of incompressible bytes, so the cut lands inside a blob.
     let name = format!("{}/big/app:1", reg.host);
@@ -514,7 +473,7 @@ fn layout_blob(dir: &Path, bytes: &[u8]) -> (String, usize) {
 
 #[test]
 fn multi_platform_index_pulls_the_platform_asked_for_and_copies_whole() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     // Two images that say which platform they are for: busybox plus /arch.
     for (arch, platform) in [("amd64", "linux/amd64"), ("arm64", "linux/arm64")] {
@@ -617,13 +576,13 @@ fn multi_platform_index_pulls_the_platform_asked_for_and_copies_whole() {
     );
     // FROM --platform (and build --platform) pick that platform's image, pulling it when the
     // store holds another one; without emulation only non-RUN steps are used here.
-    let ctx = third.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM --platform=linux/arm64 {name}\nLABEL picked=yes\n"),
-    )
-    .unwrap();
+    let ctx = third.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM --platform=linux/arm64 {name}\nLABEL picked=yes\n"),
+        )],
+    );
     let build = |sb: &Sandbox, extra: &[&str], tag: &str| {
         let mut args = vec!["build", "-q", "-t", tag];
         args.extend_from_slice(extra);
@@ -675,7 +634,7 @@ fn multi_platform_index_pulls_the_platform_asked_for_and_copies_whole() {
 
 #[test]
 fn add_https_url_trusts_the_certs_d_ca() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig {
         tls: true,
         ..Default::default()
@@ -687,13 +646,13 @@ fn add_https_url_trusts_the_certs_d_ca() {
     let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", &name])).unwrap();
     let config = v[0]["Id"].as_str().unwrap().to_owned();
     let url = format!("https://{}/v2/files/app/blobs/{config}", reg.host);
-    let ctx = s.path().join("https-ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM busybox\nADD --checksum={config} {url} /config.json\n"),
-    )
-    .unwrap();
+    let ctx = s.context(
+        "https-ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD --checksum={config} {url} /config.json\n"),
+        )],
+    );
     ok(
         &s,
         &reg,
@@ -728,7 +687,7 @@ fn fault(method: &'static str, path_part: &'static str, answer: &'static str) ->
 
 #[test]
 fn pulls_retry_5xx_and_429_with_retry_after_and_a_lasting_limit_is_clear() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     let name = format!("{}/retry/app:1", reg.host);
     build_app(&s, &name);
@@ -785,7 +744,7 @@ fn pulls_retry_5xx_and_429_with_retry_after_and_a_lasting_limit_is_clear() {
 
 #[test]
 fn large_layers_upload_in_chunks_and_a_failed_chunk_resumes() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     // The second chunk fails once (the proxy answers 503 in the registry's place).
     let proxy = FaultProxy::start(
@@ -832,7 +791,7 @@ fn large_layers_upload_in_chunks_and_a_failed_chunk_resumes() {
 
 #[test]
 fn a_push_to_a_second_repository_mounts_and_uploads_nothing() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     let a = format!("{}/team/a:1", reg.host);
     build_app(&s, &a);
@@ -861,7 +820,7 @@ fn a_push_to_a_second_repository_mounts_and_uploads_nothing() {
 
 #[test]
 fn credential_helpers_store_get_and_erase() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig {
         tls: true,
         htpasswd: vec![("helper-user".into(), "helper-pass-123".into())],
@@ -906,11 +865,7 @@ fn credential_helpers_store_get_and_erase() {
         &["login", "-u", "helper-user", "--password-stdin", &reg.host],
         "helper-pass-123\n",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "login through the helper");
     let config = std::fs::read_to_string(config_dir.join("config.json")).unwrap();
     assert!(
         !config.contains("helper-pass-123") && !config.contains("auth\""),
@@ -925,20 +880,12 @@ fn credential_helpers_store_get_and_erase() {
     let name = format!("{}/helped/app:1", reg.host);
     build_app(&s, &name);
     let out = run(&["push", &name], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "push with the helper's credentials");
     let calls = std::fs::read_to_string(kept.join("calls")).unwrap();
     assert!(calls.lines().any(|c| c == "get"), "{calls}");
     // logout erases it; then the registry wants a login again.
     let out = run(&["logout", &reg.host], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "pull with the helper's credentials");
     assert!(!kept.join("stored.json").exists());
     let out = run(&["pull", &name], "");
     assert_eq!(out.status.code(), Some(1));
@@ -951,7 +898,7 @@ fn credential_helpers_store_get_and_erase() {
 
 #[test]
 fn mutual_tls_sends_the_client_certificate_from_certs_d() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig {
         tls: true,
         client_certs: true,
@@ -987,7 +934,7 @@ fn mutual_tls_sends_the_client_certificate_from_certs_d() {
 
 #[test]
 fn docker_hub_names_go_to_the_configured_mirror() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let mirror = TestRegistry::start(RegistryConfig::default());
     let on_mirror = format!("{}/library/busybox:mirrored", mirror.host);
     build_app(&s, &on_mirror);
@@ -999,11 +946,7 @@ fn docker_hub_names_go_to_the_configured_mirror() {
         .args(["pull", "busybox:mirrored"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "the pull through the mirror");
     assert!(
         mirror
             .requests()
@@ -1021,9 +964,8 @@ fn docker_hub_names_go_to_the_configured_mirror() {
 
 #[test]
 fn pull_on_a_terminal_shows_a_bar_per_layer_with_totals() {
-    let Some(s) = sandbox() else { return };
-    if !berth_test_support::Tmux::available() {
-        berth_test_support::skip("tmux is not installed (scripts/test installs it)");
+    let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::Tmux::needed() {
         return;
     }
     let reg = TestRegistry::start(RegistryConfig::default());
@@ -1082,7 +1024,7 @@ fn build_big(s: &Sandbox, name: &str, size: usize) -> Vec<u8> {
 
 #[test]
 fn a_blob_corrupted_on_the_registry_fails_the_pull_and_leaves_the_store_intact() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     let name = format!("{}/corrupt/app:1", reg.host);
     build_big(&s, &name, 1 << 20);
@@ -1125,7 +1067,7 @@ fn a_blob_corrupted_on_the_registry_fails_the_pull_and_leaves_the_store_intact()
 
 #[test]
 fn a_registry_stopped_mid_pull_and_started_again_lets_the_next_pull_complete() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let mut reg = TestRegistry::start(RegistryConfig::default());
     let name = format!("{}/stop/app:1", reg.host);
     let data = build_big(&s, &name, 16 << 20);
@@ -1172,7 +1114,7 @@ fn a_registry_stopped_mid_pull_and_started_again_lets_the_next_pull_complete() {
 
 #[test]
 fn a_token_without_push_scope_gives_a_clear_error() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig {
         token_users: vec![
             ("writer".into(), "writer-pass".into()),
@@ -1214,7 +1156,7 @@ fn a_token_without_push_scope_gives_a_clear_error() {
 
 #[test]
 fn the_first_push_compresses_while_uploading_and_keeps_the_compressed_blob() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let reg = TestRegistry::start(RegistryConfig::default());
     let name = format!("{}/stream/app:1", reg.host);
     build_big(&s, &name, 20 << 20);

@@ -11,18 +11,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_test_support::{
-    Recorder, RegistryConfig, Rewrite, RewritingProxy, Sandbox, TestRegistry,
+    Recorder, RegistryConfig, Rewrite, RewritingProxy, Sandbox, TallImage, TestRegistry,
+    assert_success,
 };
 
 const USER: &str = "hostile-user";
 const PASSWORD: &str = "pw-never-elsewhere";
-
-/// A sandbox with `busybox` imported, and its own Docker config directory.
-fn sandbox() -> Sandbox {
-    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    s.import_busybox("busybox");
-    s
-}
 
 fn berth(s: &Sandbox, certs: Option<PathBuf>) -> Command {
     let mut c = s.cmd();
@@ -41,14 +35,7 @@ fn run(s: &Sandbox, certs: Option<PathBuf>, args: &[&str]) -> Output {
 }
 
 fn ok(s: &Sandbox, certs: Option<PathBuf>, args: &[&str]) -> String {
-    let out = run(s, certs, args);
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    assert_success(&run(s, certs, args), &format!("berth {args:?}"))
 }
 
 /// A registry asking for a password, behind a proxy with `rewrites`; the image pushed and
@@ -99,7 +86,7 @@ fn same_port_on_two_hosts() -> (TcpListener, Recorder) {
 
 #[test]
 fn a_tags_link_to_another_host_gets_no_credentials() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth")).with_busybox();
     let (listener, recorder) = same_port_on_two_hosts();
     let rewrites = vec![Rewrite {
         path_part: "/tags/list",
@@ -119,7 +106,7 @@ fn a_tags_link_to_another_host_gets_no_credentials() {
 
 #[test]
 fn a_tags_link_to_another_port_gets_no_credentials() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth")).with_busybox();
     let recorder = Recorder::start("127.0.0.1:0").unwrap();
     let rewrites = vec![Rewrite {
         path_part: "/tags/list",
@@ -138,7 +125,7 @@ fn a_tags_link_to_another_port_gets_no_credentials() {
 
 #[test]
 fn a_tags_link_to_the_same_port_over_plain_http_is_refused() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth")).with_busybox();
     // The registry is reached over HTTPS (the proxy terminates TLS); the link names the
     // same host and port over http: another origin, and a downgrade.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -166,7 +153,7 @@ fn a_tags_link_to_the_same_port_over_plain_http_is_refused() {
 
 #[test]
 fn an_upload_location_on_another_host_gets_no_credentials() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth")).with_busybox();
     let (listener, recorder) = same_port_on_two_hosts();
     let rewrites = vec![Rewrite {
         path_part: "/blobs/uploads/",
@@ -193,7 +180,7 @@ fn an_upload_location_on_another_host_gets_no_credentials() {
 
 #[test]
 fn a_tags_link_to_a_non_http_scheme_or_with_userinfo_is_refused() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth")).with_busybox();
     for (origin, expected) in [
         ("ftp://127.0.0.2:21".to_owned(), "scheme"),
         ("http://user:pw@127.0.0.2:1".to_owned(), "user name"),
@@ -234,7 +221,7 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Option<Output> {
 
 #[test]
 fn a_tags_link_back_to_the_same_page_ends_with_an_error() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth")).with_busybox();
     let reg = TestRegistry::start(RegistryConfig::default());
     // Every tags page names itself (a relative URL) as the next one.
     let proxy = RewritingProxy::start(
@@ -258,39 +245,8 @@ fn a_tags_link_back_to_the_same_page_ends_with_an_error() {
 
 // --- resource bombs -------------------------------------------------------------------
 
+/// A manifest of this many layers (one small layer, listed again and again) is a bomb.
 const LAYERS: usize = 20_000;
-
-/// One small layer, a config naming it `LAYERS` times, and a manifest listing it as many
-/// times: (layer, config, manifest) bytes.
-fn layer_bomb() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(2);
-    h.set_mode(0o644);
-    h.set_cksum();
-    tar.append_data(&mut h, "f", &b"x\n"[..]).unwrap();
-    let layer = tar.into_inner().unwrap();
-    let layer_digest = berth_oci::Digest::of(&layer).to_string();
-    let diff_ids = vec![serde_json::json!(layer_digest); LAYERS];
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap();
-    let layer_desc = serde_json::json!({
-        "mediaType": "application/vnd.oci.image.layer.v1.tar",
-        "digest": layer_digest, "size": layer.len(),
-    });
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": berth_oci::Digest::of(&config).to_string(), "size": config.len()},
-        "layers": vec![layer_desc; LAYERS],
-    }))
-    .unwrap();
-    (layer, config, manifest)
-}
 
 /// One HTTP/1.1 request on a fresh connection: the status code and the `Location` header.
 fn http(host: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
@@ -343,10 +299,10 @@ fn assert_refused_at_once(s: &Sandbox, out: Output, took: Duration, before: (usi
 
 #[test]
 fn a_manifest_of_20000_layers_is_refused_at_once_by_pull() {
-    let s = sandbox();
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth")).with_busybox();
     let reg = TestRegistry::start(RegistryConfig::default());
-    let (layer, config, manifest) = layer_bomb();
-    for blob in [&layer, &config] {
+    let bomb = TallImage::new(LAYERS);
+    for blob in [&bomb.layer, &bomb.config] {
         let digest = berth_oci::Digest::of(blob);
         let (status, location) = http(
             &reg.host,
@@ -373,7 +329,7 @@ fn a_manifest_of_20000_layers_is_refused_at_once_by_pull() {
         "PUT",
         "/v2/bomb/app/manifests/big",
         "application/vnd.oci.image.manifest.v1+json",
-        &manifest,
+        &bomb.manifest,
     );
     assert_eq!(status, 201, "the registry took the manifest");
     let before = (
@@ -391,34 +347,9 @@ fn a_manifest_of_20000_layers_is_refused_at_once_by_pull() {
 
 #[test]
 fn a_manifest_of_20000_layers_is_refused_at_once_by_load() {
-    let s = sandbox();
-    let (layer, config, manifest) = layer_bomb();
-    let manifest_digest = berth_oci::Digest::of(&manifest);
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": manifest_digest.to_string(), "size": manifest.len(),
-                       "annotations": {"io.containerd.image.name": "bomb:latest"}}],
-    }))
-    .unwrap();
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut add = |name: String, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        tar.append_data(&mut h, name, data).unwrap();
-    };
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json".into(), &index);
-    for blob in [&layer, &config, &manifest] {
-        add(
-            format!("blobs/sha256/{}", berth_oci::Digest::of(blob).hex()),
-            blob,
-        );
-    }
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth")).with_busybox();
     let archive = s.path().join("bomb.tar");
-    std::fs::write(&archive, tar.into_inner().unwrap()).unwrap();
+    std::fs::write(&archive, TallImage::new(LAYERS).oci_archive("bomb:latest")).unwrap();
     let before = (
         store_entries(&s, "snapshots"),
         store_entries(&s, "blobs/sha256"),

@@ -4,11 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_test_support::{Sandbox, scripts};
+use berth_test_support::{Sandbox, Tier, assert_success, scripts};
 
-fn sandbox() -> Option<Sandbox> {
-    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 fn sh(s: &Sandbox, script: &str) -> (i32, String, String) {
     let out = s.run(&["run", "--rm", "busybox", "sh", "-c", script]);
@@ -31,7 +29,7 @@ fn overlay_mounts() -> usize {
 fn the_command_starts_with_no_signal_ignored_or_blocked() {
     // berth ignores SIGPIPE (every Rust program does) and glibc's posix_spawn leaves its two
     // internal signals ignored: none of that may reach the container, with or without --init.
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     for init in [&[][..], &["--init"][..]] {
         let mut args = vec!["run", "--rm"];
         args.extend_from_slice(init);
@@ -44,11 +42,7 @@ fn the_command_starts_with_no_signal_ignored_or_blocked() {
         ]);
         let out = s.run(&args);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "berth run");
         assert_eq!(
             text, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
             "{init:?}"
@@ -63,7 +57,7 @@ fn the_command_starts_with_no_signal_ignored_or_blocked() {
 
 #[test]
 fn pid_hostname_network_and_fds_are_the_containers() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (code, out, err) = sh(
         &s,
         "echo $$; hostname; ls /sys/class/net; ls /proc/self/fd; ps -o pid | tail -n +2 | wc -l",
@@ -92,7 +86,7 @@ fn pid_hostname_network_and_fds_are_the_containers() {
 
 #[test]
 fn ps_sees_only_the_containers_processes() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (_, out, _) = sh(&s, "sleep 5 & ps -o pid,comm");
     let pids: Vec<&str> = out.lines().skip(1).collect();
     assert!(pids.len() <= 3, "{out}");
@@ -100,7 +94,7 @@ fn ps_sees_only_the_containers_processes() {
 
 #[test]
 fn dangerous_operations_fail_and_the_host_is_untouched() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let (_, out, err) = sh(
         &s,
         "mkdir -p /mnt; mount -t tmpfs x /mnt && echo MOUNTED; \
@@ -146,7 +140,7 @@ fn dangerous_operations_fail_and_the_host_is_untouched() {
 
 #[test]
 fn exit_codes_follow_docker() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     assert_eq!(sh(&s, "exit 7").0, 7);
     let out = s.run(&["run", "--rm", "busybox", "nosuchcommand"]);
     assert_eq!(out.status.code(), Some(127));
@@ -162,7 +156,7 @@ fn exit_codes_follow_docker() {
 
 #[test]
 fn sigterm_to_berth_run_reaches_pid_1() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let mut child = s
         .cmd()
         .args([
@@ -195,7 +189,7 @@ fn sigterm_to_berth_run_reaches_pid_1() {
 
 #[test]
 fn env_workdir_user_and_entrypoint() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let out = s.ok(&[
         "run",
         "--rm",
@@ -233,7 +227,7 @@ fn env_workdir_user_and_entrypoint() {
 
 #[test]
 fn containers_leave_no_mounts_and_keep_their_image() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let before = overlay_mounts();
     s.ok(&["run", "--name", "kept", "busybox", "true"]);
     assert_eq!(overlay_mounts(), before, "no mount left on the host");
@@ -261,7 +255,7 @@ fn containers_leave_no_mounts_and_keep_their_image() {
 
 #[test]
 fn pid_1_killed_from_the_host_gives_128_plus_signal() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let mut child = s
         .cmd()
         .args(["run", "--rm", "busybox", "sleep", "31337"])
@@ -288,7 +282,7 @@ fn pid_1_killed_from_the_host_gives_128_plus_signal() {
 
 #[test]
 fn privileged_lifts_the_defaults() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let out = s.ok(&[
         "run",
         "--rm",
@@ -323,7 +317,7 @@ fn berth_cgroups() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn memory_limit_kills_with_137_and_says_so() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let out = s.run(&[
         "run",
         "--rm",
@@ -355,7 +349,7 @@ fn memory_limit_kills_with_137_and_says_so() {
 
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let count = scripts::fork_bomb_under(&s, "20");
     assert!(count <= 20, "{count} processes under --pids-limit 20");
     assert!(count >= 10, "the limit still allows some: {count}");
@@ -363,7 +357,7 @@ fn pids_limit_stops_a_fork_bomb() {
 
 #[test]
 fn cpus_holds_a_busy_loop_near_the_quota() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let ratio = |args: &[&str]| {
         let mut all = vec!["run", "--rm"];
         all.extend_from_slice(args);
@@ -387,7 +381,7 @@ fn cpus_holds_a_busy_loop_near_the_quota() {
 
 #[test]
 fn cgroups_are_removed_after_the_container() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let before = berth_cgroups();
     s.ok(&[
         "run",
@@ -411,7 +405,7 @@ fn image_symlinks_cannot_steer_mounts_onto_the_host() {
     // Regression: mount targets were created with host path calls, so an image whose /etc
     // pointed at a host directory made the runtime create hosts, hostname and resolv.conf
     // there (a /dev link would be covered by the /dev tmpfs, hence a directory each).
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let rootfs = s.path().join("evil");
     berth_test_support::busybox_rootfs(&rootfs);
     let mut host_dirs = Vec::new();
@@ -440,7 +434,7 @@ fn image_symlinks_cannot_steer_mounts_onto_the_host() {
 
 #[test]
 fn bind_mounts_and_named_volumes() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let host = s.path().join("host");
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("f"), "from the host").unwrap();
@@ -498,7 +492,7 @@ fn bind_mounts_and_named_volumes() {
 
 #[test]
 fn detached_containers_logs_stop_kill_wait_rm() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let before = overlay_mounts();
     let id = s
         .ok(&[
@@ -563,7 +557,7 @@ fn detached_containers_logs_stop_kill_wait_rm() {
 
 #[test]
 fn stdin_is_passed_only_with_i() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let with = |args: &[&str]| {
         let mut c = s.cmd();
         c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -581,9 +575,8 @@ fn stdin_is_passed_only_with_i() {
 
 #[test]
 fn a_terminal_under_tmux_types_resizes_and_interrupts() {
-    let Some(s) = sandbox() else { return };
-    if !berth_test_support::Tmux::available() {
-        berth_test_support::skip("tmux is not installed (scripts/test installs it)");
+    let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::Tmux::needed() {
         return;
     }
     let rc = s.path().join("rc");
@@ -632,7 +625,7 @@ fn a_terminal_under_tmux_types_resizes_and_interrupts() {
 
 #[test]
 fn init_reaps_forwards_and_hides_its_binary() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let out = s.run(&["run", "--rm", "--init", "busybox", "sh", "-c", "cat /proc/1/comm; readlink /proc/1/exe || echo EXE_HIDDEN; (sleep 0.1 &); sleep 0.6; ps -o stat | grep -c Z; exit 4"]);
     assert_eq!(out.status.code(), Some(4), "the command's exit code");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -670,7 +663,7 @@ fn init_reaps_forwards_and_hides_its_binary() {
 
 #[test]
 fn ulimits_are_set_for_the_command_and_bad_ones_refused() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let out = s.ok(&[
         "run",
         "--rm",
@@ -702,13 +695,10 @@ fn ulimits_are_set_for_the_command_and_bad_ones_refused() {
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "100\n200\n");
     // In a build's RUN steps as well.
-    let ctx = s.path().join("ulimit-ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN test $(ulimit -n) = 777\n",
-    )
-    .unwrap();
+    let ctx = s.context(
+        "ulimit-ctx",
+        &[("Dockerfile", "FROM busybox\nRUN test $(ulimit -n) = 777\n")],
+    );
     s.ok(&["build", "--ulimit", "nofile=777", ctx.to_str().unwrap()]);
     for bad in ["nofile", "nofile=2:1", "as=10", "bogus=1", "nofile=x"] {
         let out = s.run(&["run", "--rm", "--ulimit", bad, "busybox", "true"]);
@@ -723,7 +713,7 @@ fn ulimits_are_set_for_the_command_and_bad_ones_refused() {
 
 #[test]
 fn detached_with_a_terminal_logs_its_output_and_stops() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let id = s
         .ok(&[
             "run",
@@ -773,9 +763,9 @@ fn detached_with_a_terminal_logs_its_output_and_stops() {
 
 #[test]
 fn device_nodes_can_be_made_but_only_the_usual_ones_opened() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     if !berth_runtime_devices() {
-        berth_test_support::skip("no v1 devices controller (no CAP_MKNOD then)");
+        berth_test_support::skip("a v1 devices controller (without one, RUN has no CAP_MKNOD)");
         return;
     }
     // As Docker: CAP_MKNOD, and the devices cgroup stops opening anything but null, zero,
@@ -792,13 +782,13 @@ fn device_nodes_can_be_made_but_only_the_usual_ones_opened() {
         "made\nnull-opened\nmade-disk\ndisk-refused\nmade-outside\nnodev-refused\n"
     );
     // In a build too: the node is kept in the layer.
-    let ctx = s.path().join("mknod-ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN mknod /dev-null-copy c 1 3\n",
-    )
-    .unwrap();
+    let ctx = s.context(
+        "mknod-ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN mknod /dev-null-copy c 1 3\n",
+        )],
+    );
     s.ok(&["build", "-t", "nodes:1", ctx.to_str().unwrap()]);
     let out = s.ok(&[
         "run",

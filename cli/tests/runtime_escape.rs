@@ -8,19 +8,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_test_support::Sandbox;
+use berth_test_support::{Sandbox, Tier, printed};
 
-fn sandbox() -> Option<Sandbox> {
-    berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))
-}
-
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 fn mknod(path: &Path, major: u64, minor: u64) {
     nix::sys::stat::mknod(
@@ -49,10 +39,10 @@ const TRY_OPEN: &str = "if head -c1 \"$1\" >/dev/null 2>/tmp/e; then echo OPEN\"
 
 #[test]
 fn a_device_node_from_an_image_layer_cannot_be_opened() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     image_with_a_node(&s);
     let o = s.run(&["run", "--rm", "nodes", "sh", "-c", TRY_OPEN, "sh", "/node"]);
-    let text = out(&o);
+    let text = printed(&o);
     assert!(text.contains("REFUSED"), "{text}");
     assert!(text.contains("Permission denied"), "{text}");
     // /dev's own nodes stay usable.
@@ -66,7 +56,7 @@ fn a_device_node_from_an_image_layer_cannot_be_opened() {
         "sh",
         "/dev/zero",
     ]);
-    assert!(out(&o).contains("OPENED"), "{}", out(&o));
+    assert!(printed(&o).contains("OPENED"), "{}", printed(&o));
     // --privileged is trusted with every device, as under Docker.
     let o = s.run(&[
         "run",
@@ -79,12 +69,12 @@ fn a_device_node_from_an_image_layer_cannot_be_opened() {
         "sh",
         "/node",
     ]);
-    assert!(out(&o).contains("OPENED"), "{}", out(&o));
+    assert!(printed(&o).contains("OPENED"), "{}", printed(&o));
 }
 
 #[test]
 fn a_device_node_in_a_bound_directory_cannot_be_opened() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let dir = s.path().join("hostdir");
     std::fs::create_dir_all(&dir).unwrap();
     mknod(&dir.join("node"), 1, 5);
@@ -92,7 +82,7 @@ fn a_device_node_in_a_bound_directory_cannot_be_opened() {
     let o = s.run(&[
         "run", "--rm", "-v", &bind, "busybox", "sh", "-c", TRY_OPEN, "sh", "/v/node",
     ]);
-    assert!(out(&o).contains("REFUSED"), "{}", out(&o));
+    assert!(printed(&o).contains("REFUSED"), "{}", printed(&o));
     // A named volume too.
     let o = s.run(&[
         "run",
@@ -105,26 +95,21 @@ fn a_device_node_in_a_bound_directory_cannot_be_opened() {
         "mknod /v/made c 1 5 2>/dev/null; [ -c /v/made ] || echo NOT-MADE; \
          head -c1 /v/made >/dev/null 2>&1 && echo OPENED; true",
     ]);
-    assert!(!out(&o).contains("OPENED"), "{}", out(&o));
+    assert!(!printed(&o).contains("OPENED"), "{}", printed(&o));
 }
 
 #[test]
 fn a_run_step_cannot_open_a_device_node_from_its_image_or_its_own() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     image_with_a_node(&s);
-    let ctx = s.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!(
-            "FROM nodes\n\
-             RUN sh -c '{TRY_OPEN}' sh /node\n\
-             RUN mknod /made c 1 5 && echo MA\"\"DE || echo NOT-MA\"\"DE; \
-                 if [ -c /made ]; then sh -c '{TRY_OPEN}' sh /made; fi\n\
-             RUN sh -c '{TRY_OPEN}' sh /dev/zero\n"
-        ),
-    )
-    .unwrap();
+    let dockerfile = format!(
+        "FROM nodes\n\
+         RUN sh -c '{TRY_OPEN}' sh /node\n\
+         RUN mknod /made c 1 5 && echo MA\"\"DE || echo NOT-MA\"\"DE; \
+             if [ -c /made ]; then sh -c '{TRY_OPEN}' sh /made; fi\n\
+         RUN sh -c '{TRY_OPEN}' sh /dev/zero\n"
+    );
+    let ctx = s.context("ctx", &[("Dockerfile", &dockerfile)]);
     let o = s.run(&[
         "build",
         "--progress",
@@ -134,7 +119,7 @@ fn a_run_step_cannot_open_a_device_node_from_its_image_or_its_own() {
         "made",
         ctx.to_str().unwrap(),
     ]);
-    let text = out(&o);
+    let text = printed(&o);
     assert!(o.status.success(), "{text}");
     assert_eq!(text.matches("OPENED").count(), 1, "only /dev/zero: {text}");
     assert!(text.matches("REFUSED").count() >= 1, "{text}");
@@ -147,7 +132,7 @@ fn a_run_step_cannot_open_a_device_node_from_its_image_or_its_own() {
         );
         assert_eq!(text.matches("REFUSED").count(), 2, "{text}");
         let o = s.run(&["run", "--rm", "made", "sh", "-c", TRY_OPEN, "sh", "/made"]);
-        assert!(out(&o).contains("REFUSED"), "{}", out(&o));
+        assert!(printed(&o).contains("REFUSED"), "{}", printed(&o));
     }
 }
 
@@ -163,7 +148,7 @@ fn root_options(mountinfo: &str) -> String {
 
 #[test]
 fn the_rootfs_is_nodev_unless_privileged() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let plain = s.ok(&["run", "--rm", "busybox", "cat", "/proc/self/mountinfo"]);
     assert!(
         root_options(&plain).split(',').any(|o| o == "nodev"),
@@ -201,7 +186,7 @@ fn the_rootfs_is_nodev_unless_privileged() {
 /// the command starts, and must neither hang on it nor follow it anywhere.
 #[test]
 fn a_fifo_as_etc_passwd_does_not_hang_the_start() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let rootfs = s.path().join("rootfs-fifo");
     berth_test_support::busybox_rootfs(&rootfs);
     std::fs::remove_file(rootfs.join("etc/passwd")).unwrap();
@@ -228,6 +213,6 @@ fn a_fifo_as_etc_passwd_does_not_hang_the_start() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(125), "{}", out(&o));
-    assert!(out(&o).contains("/etc/passwd"), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(125), "{}", printed(&o));
+    assert!(printed(&o).contains("/etc/passwd"), "{}", printed(&o));
 }

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use base64::Engine;
-use berth_test_support::{RegistryConfig, Sandbox, TestRegistry, is_root};
+use berth_test_support::{RegistryConfig, Sandbox, TestRegistry, Tier, assert_success};
+
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 const FILE_SECRET: &str = "file-secret-Q7xk2Lw9";
 const ENV_SECRET: &str = "env-secret-Vb3m8Rt1";
@@ -51,15 +53,6 @@ fn berth(s: &Sandbox, regs: &[&TestRegistry], args: &[&str], stdin: &str) -> Out
             .args(args),
         stdin.as_bytes(),
     )
-}
-
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The bytes of a file, and its decompressed bytes when it is gzip or zstd.
@@ -131,12 +124,7 @@ fn search_tree(root: &Path, needles: &[(String, Vec<u8>)]) -> usize {
 
 #[test]
 fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() {
-    if !is_root() {
-        berth_test_support::skip("builds run containers, which needs root");
-        return;
-    }
-    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    s.import_busybox("busybox");
+    let Some(s) = ROOT.sandbox() else { return };
     let basic = TestRegistry::start(RegistryConfig {
         tls: true,
         htpasswd: vec![("sec-user".into(), REGISTRY_PASSWORD.into())],
@@ -212,14 +200,14 @@ fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() 
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         "",
     );
-    ok(&out, "build");
+    assert_success(&out, "build");
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("file-secret-seen") && text.contains("env-secret-seen"),
         "{text}"
     );
     // Again from the cache, and once more with --no-cache and SOURCE_DATE_EPOCH.
-    ok(
+    assert_success(
         &run(
             &mut printed,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -229,7 +217,7 @@ fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() 
     );
     let mut nc = build_args("app:nc");
     nc.insert(1, "--no-cache".into());
-    ok(
+    assert_success(
         &run(
             &mut printed,
             &nc.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -264,7 +252,7 @@ fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() 
         2,
         format!("type=oci,dest={}", s.path().join("out/oci.tar").display()),
     );
-    ok(
+    assert_success(
         &run(
             &mut printed,
             &outb.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -272,7 +260,7 @@ fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() 
         ),
         "build --output",
     );
-    ok(
+    assert_success(
         &run(
             &mut printed,
             &[
@@ -285,13 +273,13 @@ fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() 
         ),
         "save",
     );
-    ok(
+    assert_success(
         &run(&mut printed, &["history", "--no-trunc", "app:1"], ""),
         "history",
     );
-    ok(&run(&mut printed, &["inspect", "app:1"], ""), "inspect");
+    assert_success(&run(&mut printed, &["inspect", "app:1"], ""), "inspect");
     let out = run(&mut printed, &["run", "--rm", "app:1"], "");
-    ok(&out, "run");
+    assert_success(&out, "run");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "proxy-seen");
 
     // Registry with htpasswd: a wrong password first, then the right one; push and pull.
@@ -301,7 +289,7 @@ fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() 
         "wrong-Password-x\n",
     );
     assert_eq!(wrong.status.code(), Some(1));
-    ok(
+    assert_success(
         &run(
             &mut printed,
             &["login", "-u", "sec-user", "--password-stdin", &basic.host],
@@ -310,10 +298,10 @@ fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() 
         "login",
     );
     let remote = format!("{}/sec/app:1", basic.host);
-    ok(&run(&mut printed, &["push", "app:1", &remote], ""), "push");
-    ok(&run(&mut printed, &["pull", &remote], ""), "pull");
+    assert_success(&run(&mut printed, &["push", "app:1", &remote], ""), "push");
+    assert_success(&run(&mut printed, &["pull", &remote], ""), "pull");
     // Token auth: login, push, pull, and a push refused for lack of scope.
-    ok(
+    assert_success(
         &run(
             &mut printed,
             &["login", "-u", "tok-user", "--password-stdin", &token.host],
@@ -322,12 +310,12 @@ fn secrets_passwords_tokens_and_proxy_credentials_are_in_nothing_berth_writes() 
         "token login",
     );
     let tremote = format!("{}/sec/app:1", token.host);
-    ok(
+    assert_success(
         &run(&mut printed, &["push", "app:1", &tremote], ""),
         "token push",
     );
-    ok(&run(&mut printed, &["pull", &tremote], ""), "token pull");
-    ok(&run(&mut printed, &["system", "check"], ""), "check");
+    assert_success(&run(&mut printed, &["pull", &tremote], ""), "token pull");
+    assert_success(&run(&mut printed, &["system", "check"], ""), "check");
 
     // What to look for: each secret as written, and the login as Docker encodes it.
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
@@ -448,12 +436,7 @@ fn basic_auth_server(
 fn add_url_credentials_are_in_nothing_berth_shows_or_stores() {
     const USER: &str = "add-user-Mx81";
     const PASSWORD: &str = "add-pass-Rk27Tz";
-    if !is_root() {
-        berth_test_support::skip("needs root (builds run containers)");
-        return;
-    }
-    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    s.import_busybox("busybox");
+    let Some(s) = ROOT.sandbox() else { return };
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     let (port, served) = basic_auth_server(basic, b"remote-file\n");
     let ctx = s.path().join("ctx-add-url");
@@ -482,7 +465,7 @@ fn add_url_credentials_are_in_nothing_berth_shows_or_stores() {
         ],
         "",
     );
-    ok(&out, "build");
+    assert_success(&out, "build");
     printed.keep("build", &out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("remote-file"));
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -491,7 +474,7 @@ fn add_url_credentials_are_in_nothing_berth_shows_or_stores() {
         &["inspect", "addurl:1"],
     ] {
         let out = berth(&s, &[], args, "");
-        ok(&out, args[0]);
+        assert_success(&out, args[0]);
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("xxxxx@127.0.0.1"),
             "{}",

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use berth_test_support::{Sandbox, is_root};
+use berth_test_support::Tier;
+
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -92,14 +94,9 @@ fn open_files() -> i64 {
 
 #[test]
 fn cached_rebuilds_and_runs_leave_nothing_growing() {
-    if !is_root() {
-        berth_test_support::skip("builds and runs need root");
-        return;
-    }
+    let Some(s) = ROOT.sandbox() else { return };
     let builds = count("BERTH_SOAK_BUILDS", 10);
     let runs = count("BERTH_SOAK_RUNS", 10);
-    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
-    s.import_busybox("busybox");
     let ctx = s.path().join("ctx");
     std::fs::create_dir_all(ctx.join("src")).unwrap();
     std::fs::write(

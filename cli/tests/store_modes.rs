@@ -14,17 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use berth_test_support::Sandbox;
+use berth_test_support::{Sandbox, Tier};
 
 const NOBODY: u32 = 65534;
 
 /// A root sandbox whose own directory any user may traverse, so that only the store's modes
 /// stand between another user and the store.
-fn sandbox() -> Option<Sandbox> {
-    let s = berth_test_support::root_sandbox(env!("CARGO_BIN_EXE_berth"))?;
-    std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    Some(s)
-}
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth")).open_to_others();
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
@@ -110,7 +106,7 @@ fn setuid_image(s: &Sandbox) {
 
 #[test]
 fn other_users_cannot_enter_the_store_exec_its_setuid_files_or_take_its_locks() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let store = s.store();
     assert!(
         nobody_can_stat(s.path()),
@@ -141,13 +137,7 @@ fn other_users_cannot_enter_the_store_exec_its_setuid_files_or_take_its_locks() 
         "echo started; sleep 1000",
     ]);
     let _bg = Removed(&s, "bg");
-    let ctx = s.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM suid\nRUN --mount=type=cache,id=c1,target=/c cp /bin/busybox /c/id && chmod 4755 /c/id\n",
-    )
-    .unwrap();
+    let ctx = s.context("ctx", &[("Dockerfile", "FROM suid\nRUN --mount=type=cache,id=c1,target=/c cp /bin/busybox /c/id && chmod 4755 /c/id\n")]);
     s.ok(&["build", "-q", "-t", "built", ctx.to_str().unwrap()]);
 
     // Setuid files where an image, a container, a volume and a cache mount keep them.
@@ -256,7 +246,7 @@ fn other_users_cannot_enter_the_store_exec_its_setuid_files_or_take_its_locks() 
 
 #[test]
 fn an_old_open_store_is_closed_by_the_next_command() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let store = s.store();
     s.ok(&["run", "--name", "cc", "-v", "v1:/v", "busybox", "true"]);
     // What an older berth left: everything open to every user.
@@ -293,7 +283,7 @@ fn an_old_open_store_is_closed_by_the_next_command() {
 
 #[test]
 fn a_lock_that_is_a_symlink_or_not_ours_is_refused() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let store = s.store();
     let target = s.path().join("elsewhere");
     std::fs::write(&target, "untouched").unwrap();
@@ -322,7 +312,7 @@ fn a_lock_that_is_a_symlink_or_not_ours_is_refused() {
 /// A non-root user's own store works under the same rules.
 #[test]
 fn a_rootless_store_still_works() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let home = s.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -330,7 +320,7 @@ fn a_rootless_store_still_works() {
     let berth = Path::new(env!("CARGO_BIN_EXE_berth"));
     if !nobody_can_stat(berth) {
         berth_test_support::skip(&format!(
-            "needs uid {NOBODY} to reach {} (a rootless run of the binary)",
+            "uid {NOBODY} to reach {} (a rootless run of the binary)",
             berth.display()
         ));
         return;
@@ -431,7 +421,7 @@ fn fake_record(s: &Sandbox, name: &str, pid: u32) {
 
 #[test]
 fn a_reused_pid_is_never_signalled() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let mut victim = unrelated_process();
     let pid = victim.0.id();
     fake_record(&s, "stale", pid);
@@ -463,7 +453,7 @@ fn a_reused_pid_is_never_signalled() {
 /// The real thing still works: a detached container is stopped and killed through its record.
 #[test]
 fn stop_and_kill_still_reach_a_real_container() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     let _guards = [
         Removed(&s, "real"),
         Removed(&s, "real2"),
@@ -483,7 +473,7 @@ fn stop_and_kill_still_reach_a_real_container() {
 
 #[test]
 fn volume_names_cannot_climb_out_of_volumes() {
-    let Some(s) = sandbox() else { return };
+    let Some(s) = ROOT.sandbox() else { return };
     for bad in ["..", ".", "a/b", "../x", ".hidden", "a:b"] {
         let spec = format!("{bad}:/x");
         let out = s.run(&["run", "--rm", "-v", &spec, "busybox", "true"]);

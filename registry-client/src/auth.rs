@@ -154,10 +154,10 @@ pub struct TokenResponse {
 
 impl TokenResponse {
     pub fn bearer(&self) -> Option<&str> {
-        self.token
-            .as_deref()
-            .or(self.access_token.as_deref())
-            .filter(|t| !t.is_empty())
+        [&self.token, &self.access_token]
+            .into_iter()
+            .filter_map(Option::as_deref)
+            .find(|t| !t.is_empty())
     }
 }
 
@@ -201,6 +201,88 @@ mod tests {
         assert!(cs[2].is("negotiate"));
         assert_eq!(one("Bearer").params.len(), 0);
         assert_eq!(one("Bearer abc123==").params.len(), 0);
+    }
+
+    #[test]
+    fn quoted_commas_and_spaces_stay_in_the_value() {
+        let cs = parse_challenges(
+            r#"Bearer scope="repository:a/b:pull,push repository:c/d:pull",realm="https://r.example/token", Basic realm="x""#,
+        );
+        assert_eq!(cs.len(), 2, "{cs:?}");
+        assert_eq!(
+            cs[0].param("scope"),
+            Some("repository:a/b:pull,push repository:c/d:pull")
+        );
+        assert_eq!(cs[0].param("realm"), Some("https://r.example/token"));
+        assert!(cs[1].is("basic"));
+        // An escaped backslash, and an escaped quote before a comma.
+        let c = one(r#"Bearer realm="a\\b", service="x\",y""#);
+        assert_eq!(c.param("realm"), Some("a\\b"));
+        assert_eq!(c.param("service"), Some("x\",y"));
+    }
+
+    #[test]
+    fn parameter_names_are_case_insensitive_and_values_are_kept_as_sent() {
+        let c = one(r#"BEARER Realm="https://R.example/Token", SERVICE=Reg.Example"#);
+        assert!(c.is("bearer") && c.is("Bearer"));
+        assert_eq!(c.param("realm"), Some("https://R.example/Token"));
+        assert_eq!(c.param("service"), Some("Reg.Example"));
+        assert_eq!(c.param("Realm"), None, "names are looked up lowercased");
+    }
+
+    #[test]
+    fn a_malformed_part_ends_the_parse_and_keeps_what_came_before() {
+        // Junk after a value: the realm is kept, the service after the junk is not.
+        let c = one(r#"Bearer realm="r" junk, service="s""#);
+        assert_eq!(c.param("realm"), Some("r"));
+        assert_eq!(c.param("service"), None);
+        // An unterminated quoted value is dropped, the values before it kept.
+        let c = one(r#"Bearer realm="r", service="unterminated"#);
+        assert_eq!(c.param("realm"), Some("r"));
+        assert_eq!(c.param("service"), None);
+        // A name without `=` or value: not a parameter.
+        let cs = parse_challenges("Bearer realm=, Basic realm=\"b\"");
+        assert_eq!(cs[0].param("realm"), None, "{cs:?}");
+        assert_eq!(cs[1].param("realm"), Some("b"), "{cs:?}");
+        // Nothing that starts like a scheme: nothing at all.
+        assert!(parse_challenges("=\"x\"").is_empty());
+        assert!(parse_challenges(" , ,").is_empty());
+    }
+
+    #[test]
+    fn token68_credentials_are_skipped_up_to_the_next_challenge() {
+        let cs = parse_challenges(r#"Negotiate abc/+==, Bearer realm="r""#);
+        assert_eq!(cs.len(), 2, "{cs:?}");
+        assert!(cs[0].is("negotiate") && cs[0].params.is_empty());
+        assert_eq!(cs[1].param("realm"), Some("r"));
+    }
+
+    fn token(json: &str) -> TokenResponse {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn token_responses_give_token_or_access_token() {
+        assert_eq!(token(r#"{"token":"t"}"#).bearer(), Some("t"));
+        assert_eq!(token(r#"{"access_token":"a"}"#).bearer(), Some("a"));
+        assert_eq!(
+            token(r#"{"token":"t","access_token":"a"}"#).bearer(),
+            Some("t")
+        );
+        // An empty `token` does not hide the `access_token` (Docker takes either).
+        assert_eq!(
+            token(r#"{"token":"","access_token":"a"}"#).bearer(),
+            Some("a")
+        );
+        assert_eq!(token(r#"{"token":""}"#).bearer(), None);
+        assert_eq!(token("{}").bearer(), None);
+        let t = token(
+            r#"{"token":"t","expires_in":300,"refresh_token":"r","issued_at":"2024-01-01T00:00:00Z","other":1}"#,
+        );
+        assert_eq!(t.expires_in, Some(300));
+        assert_eq!(t.refresh_token.as_deref(), Some("r"));
+        // A lifetime that is not a whole number of seconds is not a token response.
+        assert!(serde_json::from_str::<TokenResponse>(r#"{"token":"t","expires_in":-1}"#).is_err());
     }
 
     #[test]

@@ -776,3 +776,512 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
     u.query_pairs_mut().extend_pairs(pairs);
     u.query().unwrap_or_default().to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_test_support::{Answer, ScriptedServer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const SCOPE: &str = "repository:a/b:pull";
+
+    async fn connect(host: &str, creds: Option<Credentials>) -> Arc<Registry> {
+        let options = Options {
+            certs_dirs: Vec::new(),
+            ..Options::default()
+        };
+        Registry::connect(host, &options, creds).await.unwrap()
+    }
+
+    fn request(method: Method, path: &str) -> Request {
+        let mut r = Request::new(method, path.into(), "a/b", "the manifest");
+        r.scopes = vec![SCOPE.to_owned()];
+        r
+    }
+
+    /// The request most tests send: `GET` of a manifest.
+    async fn get(reg: &Registry) -> Result<reqwest::Response, RegistryError> {
+        reg.send(&request(Method::GET, "/v2/a/b/manifests/1")).await
+    }
+
+    fn user() -> Option<Credentials> {
+        Some(Credentials {
+            username: "u".into(),
+            secret: "p".into(),
+        })
+    }
+
+    fn basic(user: &str, secret: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+        )
+    }
+
+    /// A server that answers `status` (with these headers) to everything.
+    fn always(status: u16, headers: &'static [(&'static str, &'static str)]) -> ScriptedServer {
+        ScriptedServer::start(move |_| {
+            headers
+                .iter()
+                .fold(Answer::status(status), |a, (n, v)| a.header(n, v))
+        })
+    }
+
+    #[test]
+    fn backoff_doubles_from_200_ms_and_stops_at_6_4_s() {
+        let waits: Vec<u128> = (0..8).map(|a| backoff(a).as_millis()).collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 6400, 6400]);
+        assert_eq!(backoff(u32::MAX), Duration::from_millis(6400));
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_three_times_then_returned() {
+        let server = always(503, &[("Retry-After", "0")]);
+        let reg = connect(&server.host, None).await;
+        let resp = get(&reg).await;
+        assert_eq!(resp.unwrap().status(), 503);
+        assert_eq!(
+            server.requests().len(),
+            4,
+            "the first try and three retries"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_error_that_passes_costs_one_retry_after_a_backoff() {
+        let tries = AtomicUsize::new(0);
+        let server = ScriptedServer::start(move |_| match tries.fetch_add(1, Ordering::SeqCst) {
+            0 => Answer::status(500),
+            _ => Answer::status(200).body("ok"),
+        });
+        let reg = connect(&server.host, None).await;
+        let started = Instant::now();
+        let resp = get(&reg).await;
+        assert_eq!(resp.unwrap().status(), 200);
+        assert_eq!(server.requests().len(), 2);
+        assert!(started.elapsed() >= backoff(0), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn rate_limits_are_retried_then_reported_with_their_wait() {
+        let server = always(429, &[("Retry-After", "0")]);
+        let reg = connect(&server.host, None).await;
+        let e = get(&reg).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RegistryError::RateLimited {
+                    retry_after: Some(0),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.is_retryable());
+        assert_eq!(server.requests().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_longer_than_10_s_is_not_waited_for() {
+        let server = always(429, &[("Retry-After", "11")]);
+        let reg = connect(&server.host, None).await;
+        let started = Instant::now();
+        let e = get(&reg).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RegistryError::RateLimited {
+                    retry_after: Some(11),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(server.requests().len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn only_requests_that_can_be_sent_again_are_retried() {
+        let server = always(503, &[("Retry-After", "0")]);
+        let reg = connect(&server.host, None).await;
+        let mut upload = request(Method::PUT, "/v2/a/b/blobs/uploads/1");
+        upload.body = Some(bytes::Bytes::from_static(b"blob"));
+        let cases = [
+            (request(Method::POST, "/v2/a/b/blobs/uploads/"), 1),
+            (request(Method::PATCH, "/v2/a/b/blobs/uploads/1"), 1),
+            (upload, 4),
+            (request(Method::DELETE, "/v2/a/b/manifests/1"), 4),
+        ];
+        for (req, tries) in cases {
+            let before = server.requests().len();
+            let resp = reg.send(&req).await.unwrap();
+            assert_eq!(resp.status(), 503);
+            assert_eq!(server.requests().len() - before, tries, "{}", req.method);
+        }
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_returned_at_once() {
+        for status in [400, 403, 404, 405] {
+            let server = always(status, &[]);
+            let reg = connect(&server.host, None).await;
+            let resp = get(&reg).await.unwrap();
+            assert_eq!(resp.status(), status);
+            assert_eq!(server.requests().len(), 1, "{status}");
+        }
+    }
+
+    /// A refused connection is retried after 0.2, 0.4 and 0.8 s, then reported.
+    #[tokio::test]
+    async fn refused_connections_are_retried_three_times_with_backoff() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let reg = connect(&format!("127.0.0.1:{port}"), None).await;
+        let started = Instant::now();
+        let e = get(&reg).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(e, RegistryError::Network { .. }), "{e}");
+        assert!(e.is_retryable());
+        let waits = backoff(0) + backoff(1) + backoff(2);
+        assert!(
+            took >= waits && took < waits + backoff(3),
+            "{took:?}: three retries wait {waits:?}"
+        );
+    }
+
+    /// A registry asking for `Basic`: the credentials are sent once asked for, then with
+    /// every request.
+    #[tokio::test]
+    async fn a_basic_challenge_is_answered_with_the_credentials_then_they_go_up_front() {
+        let server = ScriptedServer::start(|r| match r.header("authorization") {
+            Some(a) if a == basic("u", "p") => Answer::status(200),
+            _ => Answer::status(401).header("WWW-Authenticate", "Basic realm=\"registry\""),
+        });
+        let reg = connect(&server.host, user()).await;
+        let req = request(Method::GET, "/v2/a/b/manifests/1");
+        assert_eq!(reg.send(&req).await.unwrap().status(), 200);
+        assert_eq!(reg.send(&req).await.unwrap().status(), 200);
+        let auths: Vec<Option<String>> = server
+            .requests()
+            .iter()
+            .map(|r| r.header("authorization").map(str::to_owned))
+            .collect();
+        assert_eq!(auths, [None, Some(basic("u", "p")), Some(basic("u", "p"))]);
+    }
+
+    #[tokio::test]
+    async fn without_credentials_a_challenge_asks_for_a_login() {
+        let server = always(401, &[("WWW-Authenticate", "Basic realm=\"registry\"")]);
+        let reg = connect(&server.host, None).await;
+        let e = get(&reg).await.unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Unauthorized { message, .. } if message.contains("berth login")),
+            "{e}"
+        );
+        assert!(!e.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_are_refused_after_one_answer() {
+        let server = always(401, &[("WWW-Authenticate", "Basic realm=\"registry\"")]);
+        let wrong = Credentials {
+            username: "u".into(),
+            secret: "wrong-pw-4242".into(),
+        };
+        let reg = connect(&server.host, Some(wrong)).await;
+        let e = get(&reg).await.unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Unauthorized { message, .. } if message.contains("refused the credentials")),
+            "{e}"
+        );
+        assert!(!format!("{e} {e:?}").contains("wrong-pw-4242"));
+        assert_eq!(server.requests().len(), 2);
+    }
+
+    /// A token registry on one port, its token service (the realm it names) on another: the
+    /// token is asked for with the service and the scopes, with the credentials (the realm
+    /// is the one other origin they go to), and is used until it expires.
+    #[tokio::test]
+    async fn a_bearer_challenge_is_answered_with_a_token_for_the_scopes_and_it_is_kept() {
+        let tokens = ScriptedServer::start(|r| {
+            if r.header("authorization") == Some(basic("u", "p").as_str()) {
+                Answer::status(200).body(r#"{"token":"T1","expires_in":300}"#)
+            } else {
+                Answer::status(401)
+            }
+        });
+        let realm = format!("http://{}/token", tokens.host);
+        let challenge = format!("Bearer realm=\"{realm}\",service=\"svc\",scope=\"{SCOPE}\"");
+        let server = ScriptedServer::start(move |r| match r.header("authorization") {
+            Some("Bearer T1") => Answer::status(200),
+            _ => Answer::status(401).header("WWW-Authenticate", &challenge),
+        });
+        let reg = connect(&server.host, user()).await;
+        let req = request(Method::GET, "/v2/a/b/manifests/1");
+        for _ in 0..3 {
+            assert_eq!(reg.send(&req).await.unwrap().status(), 200);
+        }
+        let asked = tokens.requests();
+        assert_eq!(asked.len(), 1, "one token for three requests");
+        let url = Url::parse(&format!("http://x{}", asked[0].path)).unwrap();
+        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(
+            query,
+            [
+                ("service".to_owned(), "svc".to_owned()),
+                ("scope".to_owned(), SCOPE.to_owned())
+            ]
+        );
+        assert_eq!(
+            server.requests().len(),
+            4,
+            "one 401, then the token three times"
+        );
+        assert!(
+            server
+                .requests()
+                .iter()
+                .all(|r| r.header("authorization") != Some(basic("u", "p").as_str())),
+            "the password never goes to the registry when it asks for a token"
+        );
+    }
+
+    /// An identity token is exchanged through the OAuth2 refresh-token grant, in a form,
+    /// never as a header.
+    #[tokio::test]
+    async fn an_identity_token_is_sent_in_a_refresh_token_grant() {
+        let tokens = ScriptedServer::start(|_| Answer::status(200).body(r#"{"access_token":"A"}"#));
+        let challenge = format!(
+            "Bearer realm=\"http://{}/token\",service=\"svc\"",
+            tokens.host
+        );
+        let server = ScriptedServer::start(move |r| match r.header("authorization") {
+            Some("Bearer A") => Answer::status(200),
+            _ => Answer::status(401).header("WWW-Authenticate", &challenge),
+        });
+        let identity = Credentials {
+            username: "<token>".into(),
+            secret: "refresh-me".into(),
+        };
+        let reg = connect(&server.host, Some(identity)).await;
+        let resp = get(&reg).await;
+        assert_eq!(resp.unwrap().status(), 200);
+        let asked = &tokens.requests()[0];
+        assert_eq!(asked.method, "POST");
+        assert_eq!(asked.header("authorization"), None);
+        let body = String::from_utf8(asked.body.clone()).unwrap();
+        let form: Vec<(String, String)> = Url::parse(&format!("http://x/?{body}"))
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        for pair in [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "refresh-me"),
+            ("client_id", "berth"),
+            ("service", "svc"),
+            ("scope", SCOPE),
+        ] {
+            assert!(
+                form.contains(&(pair.0.to_owned(), pair.1.to_owned())),
+                "{pair:?} in {form:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_answer_without_a_token_is_a_protocol_error() {
+        for body in ["{}", r#"{"token":""}"#, "not json"] {
+            let tokens = ScriptedServer::start(move |_| Answer::status(200).body(body));
+            let challenge = format!("Bearer realm=\"http://{}/token\"", tokens.host);
+            let server = ScriptedServer::start(move |_| {
+                Answer::status(401).header("WWW-Authenticate", &challenge)
+            });
+            let reg = connect(&server.host, None).await;
+            let e = get(&reg).await.unwrap_err();
+            assert!(matches!(e, RegistryError::Protocol { .. }), "{body}: {e}");
+        }
+    }
+
+    /// A fresh token that still lacks the scope: the credentials may not do it.
+    #[tokio::test]
+    async fn insufficient_scope_after_a_fresh_token_is_denied() {
+        let tokens = ScriptedServer::start(|_| Answer::status(200).body(r#"{"token":"T"}"#));
+        let challenge = format!(
+            "Bearer realm=\"http://{}/token\",scope=\"repository:a/b:push\",error=\"insufficient_scope\"",
+            tokens.host
+        );
+        let server = ScriptedServer::start(move |_| {
+            Answer::status(403).header("WWW-Authenticate", &challenge)
+        });
+        let reg = connect(&server.host, user()).await;
+        let e = reg
+            .send(&request(Method::PUT, "/v2/a/b/manifests/1"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Denied { message, .. } if message.contains("to push to it") && message.contains("repository:a/b:push")),
+            "{e}"
+        );
+        assert_eq!(server.requests().len(), 2);
+        let asked = Url::parse(&format!("http://x{}", tokens.requests()[0].path)).unwrap();
+        let scopes: Vec<String> = asked
+            .query_pairs()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        assert_eq!(
+            scopes,
+            [SCOPE, "repository:a/b:push"],
+            "the scope asked for is added"
+        );
+    }
+
+    /// A redirect to another origin (a blob on object storage) is followed without the
+    /// registry's `Authorization`; one on the registry's own origin keeps it.
+    #[tokio::test]
+    async fn credentials_do_not_follow_a_redirect_to_another_origin() {
+        let storage = ScriptedServer::start(|_| Answer::status(200).body("blob"));
+        let elsewhere = format!("http://{}/blob", storage.host);
+        let server =
+            ScriptedServer::start(
+                move |r| match (r.header("authorization"), r.path.as_str()) {
+                    (None, _) => {
+                        Answer::status(401).header("WWW-Authenticate", "Basic realm=\"r\"")
+                    }
+                    (Some(_), "/v2/a/b/blobs/own") => {
+                        Answer::status(307).header("Location", "/v2/a/b/blobs/moved")
+                    }
+                    (Some(_), "/v2/a/b/blobs/other") => {
+                        Answer::status(307).header("Location", &elsewhere)
+                    }
+                    (Some(_), _) => Answer::status(200),
+                },
+            );
+        let reg = connect(&server.host, user()).await;
+        for path in ["/v2/a/b/blobs/own", "/v2/a/b/blobs/other"] {
+            let resp = reg.send(&request(Method::GET, path)).await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+        }
+        let moved = server
+            .requests()
+            .into_iter()
+            .find(|r| r.path == "/v2/a/b/blobs/moved")
+            .expect("the same-origin redirect was followed");
+        assert_eq!(
+            moved.header("authorization"),
+            Some(basic("u", "p").as_str())
+        );
+        let fetched = storage.requests();
+        assert_eq!(fetched.len(), 1);
+        assert_eq!(fetched[0].header("authorization"), None);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_loop_ends_after_10_hops() {
+        let server = always(302, &[("Location", "/v2/a/b/manifests/1")]);
+        let reg = connect(&server.host, None).await;
+        let e = get(&reg).await.unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Protocol { message, .. } if message.contains("more than 10 redirects")),
+            "{e}"
+        );
+        assert_eq!(server.requests().len(), 11);
+    }
+
+    /// A body (an upload, a token form with a secret) is never carried to another origin.
+    #[tokio::test]
+    async fn a_redirect_does_not_carry_a_body_to_another_origin() {
+        let other = ScriptedServer::start(|_| Answer::status(201));
+        let location = format!("http://{}/take", other.host);
+        let server =
+            ScriptedServer::start(move |_| Answer::status(307).header("Location", &location));
+        let reg = connect(&server.host, None).await;
+        let mut req = request(Method::PUT, "/v2/a/b/blobs/uploads/1");
+        req.body = Some(bytes::Bytes::from_static(b"secret body"));
+        let e = reg.send(&req).await.unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Protocol { message, .. } if message.contains("another origin")),
+            "{e}"
+        );
+        assert!(other.requests().is_empty());
+    }
+
+    /// A URL the registry hands back with a scheme other than http(s), or with a user
+    /// name in it, is refused before anything is sent.
+    #[tokio::test]
+    async fn hostile_redirects_are_refused() {
+        for location in [
+            "file:///etc/passwd",
+            "http://user:pw@127.0.0.1:1/x",
+            "ftp://127.0.0.1/x",
+        ] {
+            let server =
+                ScriptedServer::start(move |_| Answer::status(302).header("Location", location));
+            let reg = connect(&server.host, None).await;
+            let e = get(&reg).await.unwrap_err();
+            assert!(matches!(e, RegistryError::Url { .. }), "{location}: {e}");
+            assert!(!e.to_string().contains("pw"), "{e}");
+        }
+    }
+
+    #[test]
+    fn loopback_registries_may_use_plain_http_and_no_others() {
+        let o = Options {
+            certs_dirs: Vec::new(),
+            ..Options::default()
+        };
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "127.1.2.3:80",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(o.is_insecure(host), "{host}");
+        }
+        for host in [
+            "localhost.example.com",
+            "127.0.0.1.nip.io",
+            "10.0.0.1:5000",
+            "[::2]:5000",
+            "reg.example:5000",
+            "docker.io",
+        ] {
+            assert!(!o.is_insecure(host), "{host}");
+        }
+        let named = Options {
+            insecure: vec!["reg.example:5000".into()],
+            ..o.clone()
+        };
+        assert!(named.is_insecure("reg.example:5000"));
+        assert!(!named.is_insecure("reg.example:5001"));
+        assert!(!named.is_insecure("reg.example"));
+        let unverified = Options {
+            tls_verify: false,
+            ..o
+        };
+        assert!(unverified.is_insecure("reg.example"));
+    }
+
+    #[test]
+    fn docker_hub_is_served_from_its_api_host() {
+        assert_eq!(api_host("docker.io"), "registry-1.docker.io");
+        assert_eq!(api_host("ghcr.io"), "ghcr.io");
+        assert_eq!(api_host("127.0.0.1:5000"), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn form_values_are_encoded() {
+        assert_eq!(
+            form_encode(&[("scope", "repository:a/b:pull,push"), ("x", "a b&c=d+e")]),
+            "scope=repository%3Aa%2Fb%3Apull%2Cpush&x=a+b%26c%3Dd%2Be"
+        );
+    }
+}

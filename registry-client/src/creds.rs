@@ -194,8 +194,13 @@ fn from_auths(auths: &Map<String, Value>, registry: &str) -> Option<Credentials>
 
 /// The credentials for `registry` (`host[:port]`, `docker.io` for Docker Hub), if any.
 pub fn lookup(registry: &str) -> Result<Option<Credentials>, CredentialError> {
-    for file in auth_files() {
-        let Some(json) = read_json(&file)? else {
+    lookup_in(&auth_files(), registry)
+}
+
+/// [`lookup`] in these files, in order: the first that names the registry decides.
+fn lookup_in(files: &[PathBuf], registry: &str) -> Result<Option<Credentials>, CredentialError> {
+    for file in files {
+        let Some(json) = read_json(file)? else {
             continue;
         };
         let helpers = json.get("credHelpers").and_then(Value::as_object);
@@ -361,5 +366,141 @@ mod tests {
             !format!("{c:?}").contains("pa:ss"),
             "Debug never shows the secret"
         );
+    }
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn auths_keys_match_in_any_of_dockers_spellings() {
+        for key in [
+            "reg.example:5000",
+            "https://reg.example:5000",
+            "http://reg.example:5000/v1/",
+            "https://reg.example:5000/v2/",
+        ] {
+            let auths: Map<String, Value> =
+                serde_json::from_value(serde_json::json!({ key: {"auth": b64("u:p")} })).unwrap();
+            let c = from_auths(&auths, "reg.example:5000");
+            assert_eq!(c.map(|c| c.secret), Some("p".into()), "{key}");
+            // Another port, or the host without it, is another registry.
+            assert!(from_auths(&auths, "reg.example").is_none(), "{key}");
+            assert!(from_auths(&auths, "reg.example:5001").is_none(), "{key}");
+        }
+        let hub: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "registry-1.docker.io": {"auth": b64("hub:pw")}
+        }))
+        .unwrap();
+        assert_eq!(from_auths(&hub, "docker.io").unwrap().username, "hub");
+    }
+
+    #[test]
+    fn unusable_auths_entries_give_no_credentials() {
+        let auths: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "no-colon": {"auth": b64("justauser")},
+            "not-base64": {"auth": "%%%"},
+            "not-utf8": {"auth": base64::engine::general_purpose::STANDARD.encode([0xff, b':', 0xfe])},
+            "empty": {},
+            "padded": {"auth": format!("  {}\n", b64("u:p:q"))},
+            "empty-token": {"identitytoken": "", "auth": b64("u:p")},
+        }))
+        .unwrap();
+        for r in ["no-colon", "not-base64", "not-utf8", "empty"] {
+            assert!(from_auths(&auths, r).is_none(), "{r}");
+        }
+        // The first colon splits: a password may hold colons. Whitespace around is ignored.
+        let c = from_auths(&auths, "padded").unwrap();
+        assert_eq!((c.username.as_str(), c.secret.as_str()), ("u", "p:q"));
+        // An empty identity token is no token: the password is used.
+        let c = from_auths(&auths, "empty-token").unwrap();
+        assert!(!c.is_identity_token());
+        assert_eq!(c.secret, "p");
+    }
+
+    #[test]
+    fn a_registrys_own_helper_comes_before_the_store_for_all() {
+        let json: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "credHelpers": {"https://reg.example:5000": "own"},
+            "credsStore": "all",
+        }))
+        .unwrap();
+        assert_eq!(
+            helper_for(&json, "reg.example:5000").as_deref(),
+            Some("own")
+        );
+        assert_eq!(helper_for(&json, "other.example").as_deref(), Some("all"));
+        assert_eq!(helper_for(&Map::new(), "reg.example:5000"), None);
+    }
+
+    #[test]
+    fn the_first_file_that_names_the_registry_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = dir.path().join("auth.json");
+        let config = dir.path().join("config.json");
+        let missing = dir.path().join("missing.json");
+        let entry = |user: &str| serde_json::json!({ "auth": b64(&format!("{user}:pw")) });
+        std::fs::write(
+            &auth,
+            serde_json::json!({"auths": {"both.example": entry("from-auth-json")}}).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            &config,
+            serde_json::json!({"auths": {
+                "both.example": entry("from-config-json"),
+                "second.example": entry("only-in-config"),
+            }})
+            .to_string(),
+        )
+        .unwrap();
+        let files = [missing, auth.clone(), config.clone()];
+        let user = |r: &str| lookup_in(&files, r).unwrap().map(|c| c.username);
+        assert_eq!(user("both.example").as_deref(), Some("from-auth-json"));
+        assert_eq!(user("second.example").as_deref(), Some("only-in-config"));
+        assert_eq!(user("none.example"), None);
+        // A file that is not a JSON object is an error naming it, not "no credentials".
+        for bad in ["{not json", "[1, 2]"] {
+            std::fs::write(&auth, bad).unwrap();
+            let e = lookup_in(&files, "both.example").unwrap_err();
+            assert!(
+                matches!(&e, CredentialError::File { path, .. } if *path == auth),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_credentials_file_is_replaced_private_and_never_written_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "VICTIM").unwrap();
+        let path = dir.path().join("new/dir/config.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let json: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({"auths": {}, "kept": 1})).unwrap();
+        write_json(&path, &json).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "VICTIM");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file(), "the link was replaced by a file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(read_json(&path).unwrap(), Some(json));
+        // Missing parents are made private.
+        let deep = dir.path().join("a/b/auth.json");
+        write_json(&deep, &Map::new()).unwrap();
+        let mode = std::fs::metadata(deep.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Nothing is left beside the file.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["config.json"]);
     }
 }

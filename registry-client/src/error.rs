@@ -143,5 +143,96 @@ mod tests {
             Some("manifest unknown (MANIFEST_UNKNOWN)")
         );
         assert_eq!(decode_error_body(b"<html>"), None);
+        let body = br#"{"errors":[{"code":"DENIED"},{"message":"no"},{"code":"","message":""}]}"#;
+        assert_eq!(decode_error_body(body).as_deref(), Some("DENIED; no"));
+        assert_eq!(decode_error_body(br#"{"errors":[]}"#), None);
+    }
+
+    fn status(status: u16) -> RegistryError {
+        RegistryError::Status {
+            registry: "r".into(),
+            repository: "a/b".into(),
+            what: "the manifest".into(),
+            status,
+            message: "m".into(),
+        }
+    }
+
+    /// Retried: the network, a rate limit, a server error. Not: what the same request will
+    /// get again (a refusal, a missing manifest, a bad digest, a 4xx).
+    #[test]
+    fn only_failures_that_may_pass_next_time_are_retryable() {
+        let network = RegistryError::Network {
+            registry: "r".into(),
+            message: "connection refused".into(),
+        };
+        let limited = RegistryError::RateLimited {
+            registry: "r".into(),
+            retry_after: Some(3),
+        };
+        for e in [network, limited, status(500), status(503)] {
+            assert!(e.is_retryable(), "{e}");
+            assert!(
+                matches!(
+                    TransportError::from(e),
+                    TransportError::Other {
+                        retryable: true,
+                        ..
+                    }
+                ),
+                "the transport error keeps it"
+            );
+        }
+        let unauthorized = RegistryError::Unauthorized {
+            registry: "r".into(),
+            repository: "a/b".into(),
+            message: "log in".into(),
+        };
+        let tls = RegistryError::Tls {
+            registry: "r".into(),
+            message: "unknown issuer".into(),
+        };
+        for e in [unauthorized, tls, status(400), status(404), status(499)] {
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
+
+    #[test]
+    fn not_found_and_digest_mismatch_keep_their_kind_across_the_transport() {
+        let e = TransportError::from(RegistryError::NotFound {
+            registry: "r".into(),
+            repository: "a/b".into(),
+            what: "manifest 1".into(),
+        });
+        assert!(
+            matches!(&e, TransportError::NotFound { what } if what == "r/a/b: manifest 1"),
+            "{e:?}"
+        );
+        let (expected, found) = (Digest::of(b"a"), Digest::of(b"b"));
+        let e = TransportError::from(RegistryError::DigestMismatch {
+            registry: "r".into(),
+            repository: "a/b".into(),
+            what: "layer".into(),
+            expected: expected.clone(),
+            found: found.clone(),
+        });
+        assert!(
+            matches!(&e, TransportError::DigestMismatch { expected: x, found: y, .. } if *x == expected && *y == found),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_says_when_to_try_again() {
+        let e = RegistryError::RateLimited {
+            registry: "r".into(),
+            retry_after: Some(7),
+        };
+        assert!(e.to_string().ends_with("; try again in 7 s"), "{e}");
+        let e = RegistryError::RateLimited {
+            registry: "r".into(),
+            retry_after: None,
+        };
+        assert!(!e.to_string().contains("try again"), "{e}");
     }
 }

@@ -212,6 +212,40 @@ mod tests {
         ));
     }
 
+    /// URLs written to look like the registry's to a person (or to a naive parser) name
+    /// another host, and get no credentials; ones that are not URLs at all are refused.
+    #[test]
+    fn lookalike_urls_get_no_credentials() {
+        let base = registry();
+        for r in [
+            "http://evil.example#@127.0.0.1:5000/x",
+            "http://evil.example\\@127.0.0.1:5000/x",
+            "http://evil.example?@127.0.0.1:5000/x",
+            "http://127.0.0.1.evil.example:5000/x",
+            "http://127.0.0.1%2eevil.example:5000/x",
+            "http://[::ffff:127.0.0.1]:5000/x",
+            "http://0:5000/x",
+            "http:///127.0.0.2:5000/x",
+        ] {
+            assert_eq!(carried(&base, r), Ok(false), "{r}");
+        }
+        assert!(matches!(
+            carried(&base, "http://127.0.0.1:5000%2f@evil.example/x"),
+            Err(UrlError::Userinfo { .. })
+        ));
+        for r in [
+            "http://127.0.0.1:5000.evil.example/x",
+            "http://127.0.0.1:99999/x",
+            "http://[127.0.0.1]:5000/x",
+        ] {
+            assert!(
+                matches!(resolve(&base, r, "l"), Err(UrlError::Malformed { .. })),
+                "{r}: {:?}",
+                resolve(&base, r, "l")
+            );
+        }
+    }
+
     /// A small deterministic generator (xorshift), so failures replay.
     struct Rng(u64);
     impl Rng {

@@ -762,8 +762,7 @@ mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_NODEV|MS_REMOUNT|MS_BIND data
     /// remounted read-only mount by mount, in a mount namespace of a thread.
     #[test]
     fn the_remount_fallback_makes_a_real_tree_read_only() {
-        if !nix::unistd::geteuid().is_root() {
-            berth_test_support::skip("needs root (mounts)");
+        if !berth_test_support::needs_root("mounts") {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

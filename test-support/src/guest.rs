@@ -31,6 +31,23 @@ pub struct GuestKernel {
 }
 
 impl GuestKernel {
+    /// The guest tier: the kernel [`GuestKernel::find`] finds, or `None` after saying
+    /// `skipped: needs the qemu guest (<what is missing>)` (the guest needs no root);
+    /// `BERTH_REQUIRE_GUEST=1` makes that a failure.
+    #[track_caller]
+    pub fn needed() -> Option<GuestKernel> {
+        match GuestKernel::find() {
+            Ok(kernel) => Some(kernel),
+            Err(why) => {
+                crate::tier::skip_unless_required(
+                    &["BERTH_REQUIRE_GUEST"],
+                    &format!("the qemu guest ({why})"),
+                );
+                None
+            }
+        }
+    }
+
     /// The kernel under `BERTH_GUEST_KERNEL`, or else `target/guest-kernel` of the workspace;
     /// `Err` says what is missing.
     pub fn find() -> Result<GuestKernel, String> {

@@ -1,16 +1,20 @@
-//! Test support (dev-only): per-test sandboxes with their own store root, a tiny base image
-//! made from Debian's busybox-static (imported, never downloaded), a runner for the `berth`
-//! binary, hand-made tar streams for hostile-input tests, and snapshot comparison with
+//! Test support (dev-only): per-test sandboxes with their own store root, the test tiers
+//! (what a test needs, and what it says when that is missing), a tiny base image made from
+//! Debian's busybox-static (imported, never downloaded), a runner for the `berth` binary,
+//! hand-made tar streams and images for hostile-input tests, and snapshot comparison with
 //! digests, IDs, paths and times redacted.
 //!
 //! | item | for |
 //! |---|---|
 //! | [`Sandbox`] | a temp dir with `store/`; runs `berth --root <store>` |
+//! | [`Tier`], [`needs_root`], [`needs`], [`skip`] | the tiers: a test that cannot run here says `skipped: needs …` (see [`tier`]) |
 //! | [`busybox_rootfs`] | a rootfs directory with `/bin/busybox` and its applet links |
 //! | [`RawTar`] | tar streams with any names and link targets (`../x`, `/etc/passwd`) |
+//! | [`TallImage`] | an image of many layers, as blobs and as an OCI archive |
 //! | [`redact`], [`assert_snapshot`] | stable CLI output comparisons (`BERTH_BLESS=1` rewrites) |
-//!
+//! | [`printed`], [`assert_success`], [`tool`] | a command's output as text, or a failure; running skopeo, umoci |
 //! | [`TestRegistry`] | a real `docker-registry` on a free 127.0.0.1 port: htpasswd, TLS, token auth |
+//! | [`ScriptedServer`] | an HTTP server on 127.0.0.1 whose every [`Answer`] the test writes |
 //! | [`guest::Guest`] | a Linux guest under qemu (pure cgroup v2), booted from Debian's kernel |
 //!
 //! No test reaches beyond 127.0.0.1.
@@ -18,14 +22,21 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod certs;
 pub mod guest;
+mod images;
 pub mod proxy;
 mod raw_tar;
 pub mod registry;
+pub mod scripted;
+pub mod tier;
 pub mod tmux;
+pub use images::TallImage;
 pub use proxy::{Fault, FaultProxy, Recorder, Rewrite, RewritingProxy};
 pub use raw_tar::RawTar;
 pub use registry::{RegistryConfig, TestRegistry};
+pub use scripted::{Answer, ScriptedServer};
+pub use tier::{Tier, is_root, needs, needs_root, skip};
 pub use tmux::Tmux;
 
 /// The busybox-static binary from Debian.
@@ -48,6 +59,39 @@ impl Sandbox {
         Sandbox {
             dir,
             bin: bin.into(),
+        }
+    }
+
+    /// This sandbox with the busybox image imported as `busybox`.
+    pub fn with_busybox(self) -> Sandbox {
+        self.import_busybox("busybox");
+        self
+    }
+
+    /// This sandbox with its own directory open to every user (0755; tempfile makes it
+    /// 0700, where a real store sits under /var/lib, 0755), so that only the store's own
+    /// modes stand between another user and the store. `None` when a directory above it
+    /// is closed to others, after [`skip`] said so: what another user cannot reach would
+    /// prove nothing.
+    #[track_caller]
+    pub fn open_to_others(self) -> Option<Sandbox> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("opening the sandbox");
+        let closed = self
+            .path()
+            .ancestors()
+            .skip(1)
+            .find(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0));
+        match closed {
+            Some(d) => {
+                skip(&format!(
+                    "every directory above the sandbox searchable by others ({} is not)",
+                    d.display()
+                ));
+                None
+            }
+            None => Some(self),
         }
     }
 
@@ -75,15 +119,21 @@ impl Sandbox {
 
     /// Runs `berth ARGS`, panicking with its output unless it exits 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        assert_success(&self.run(args), &format!("berth {args:?}"))
+    }
+
+    /// A build context, `<sandbox>/ctx-<name>`, holding `files` (path, contents), parent
+    /// directories made; an empty directory when there are none. Returns its path.
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.path().join(format!("ctx-{name}"));
+        std::fs::create_dir_all(&dir).expect("making the context");
+        for (path, contents) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().expect("a path in the context"))
+                .expect("making the context");
+            std::fs::write(p, contents).expect("writing the context");
+        }
+        dir
     }
 
     /// Imports the busybox rootfs as `name` and returns the image ID line.
@@ -122,26 +172,36 @@ impl Sandbox {
     }
 }
 
-/// A test that cannot run here says why ("skipped: needs root") and returns; with
-/// `BERTH_NO_SKIP=1` (set by `scripts/test`, so CI never passes a test that did not run) it
-/// fails instead.
-pub fn skip(why: &str) {
-    if std::env::var_os("BERTH_NO_SKIP").is_some_and(|v| v == "1") {
-        panic!("BERTH_NO_SKIP=1, but this test would be skipped: {why}");
-    }
-    eprintln!("skipped: {why}");
+/// What a command printed: its stdout, then its stderr (for messages and searches).
+pub fn printed(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
-/// A sandbox with the busybox image imported as `busybox`, for tests that run containers;
-/// `None` (and a line saying the test skips) when not running as root.
-pub fn root_sandbox(bin: impl Into<PathBuf>) -> Option<Sandbox> {
-    if !is_root() {
-        skip("needs root (containers)");
-        return None;
-    }
-    let s = Sandbox::new(bin);
-    s.import_busybox("busybox");
-    Some(s)
+/// Panics with `what` and everything the command printed unless it exited 0; returns its
+/// stdout.
+pub fn assert_success(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        printed(out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a tool `scripts/test` installs (skopeo, umoci) in `dir`, panicking unless it exits 0;
+/// returns its stdout.
+pub fn tool(name: &str, args: &[&str], dir: &Path) -> String {
+    let out = Command::new(name)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{name} is required ({e}); scripts/test installs it"));
+    assert_success(&out, &format!("{name} {args:?}"))
 }
 
 /// Runs `cmd` with `input` on its stdin (stdout and stderr captured).
@@ -312,11 +372,6 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// Whether the tests run as root (namespaces, device nodes, ownership).
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 /// Deterministic incompressible bytes (xorshift64), for big test files and benchmarks.
 pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.max(1);
@@ -328,4 +383,19 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
             state as u8
         })
         .collect()
+}
+
+/// Serves each connection `listener` accepts on a thread of its own, with `handle`, until
+/// the test process ends.
+fn serve_each(
+    listener: std::net::TcpListener,
+    handle: impl Fn(std::net::TcpStream) + Send + Sync + 'static,
+) {
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(conn));
+        }
+    });
 }

@@ -51,19 +51,8 @@ impl FaultProxy {
         let forwarded = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let faults = Arc::new(Mutex::new(faults));
         let (seen2, forwarded2) = (seen.clone(), forwarded.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                let (target, faults, seen, forwarded) = (
-                    target.clone(),
-                    faults.clone(),
-                    seen2.clone(),
-                    forwarded2.clone(),
-                );
-                std::thread::spawn(move || {
-                    let _ = serve(client, &target, &faults, &seen, &forwarded, bytes_per_sec);
-                });
-            }
+        crate::serve_each(listener, move |client| {
+            let _ = serve(client, &target, &faults, &seen2, &forwarded2, bytes_per_sec);
         });
         FaultProxy {
             host,
@@ -257,19 +246,8 @@ impl RewritingProxy {
         }
         let rewrites = Arc::new(rewrites);
         let plain2 = plain.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                let (target, rewrites, plain, server_config) = (
-                    target.clone(),
-                    rewrites.clone(),
-                    plain2.clone(),
-                    server_config.clone(),
-                );
-                std::thread::spawn(move || {
-                    let _ = serve_rewriting(client, &target, &rewrites, &plain, server_config);
-                });
-            }
+        crate::serve_each(listener, move |client| {
+            let _ = serve_rewriting(client, &target, &rewrites, &plain2, server_config.clone());
         });
         RewritingProxy { host, plain, certs }
     }
@@ -287,19 +265,8 @@ impl RewritingProxy {
 
 /// A server config for 127.0.0.1 signed by a fresh CA, and that CA's PEM.
 fn tls_identity() -> (rustls::ServerConfig, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "berth test proxy CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let ca = crate::certs::TestCa::new("berth test proxy CA");
+    let (cert, key) = ca.server_cert();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -311,7 +278,7 @@ fn tls_identity() -> (rustls::ServerConfig, String) {
         rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
     )
     .unwrap();
-    (config, ca.pem())
+    (config, ca.cert.pem())
 }
 
 fn serve_rewriting(

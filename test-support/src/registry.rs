@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use crate::certs::TestCa;
+
 /// What the registry asks of clients.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryConfig {
@@ -101,19 +103,8 @@ impl TestRegistry {
         let mut ca_pem = None;
         let mut client_pem = None;
         if config.tls {
-            let ca_key = rcgen::KeyPair::generate().unwrap();
-            let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            ca_params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, "berth test CA");
-            let ca = ca_params.self_signed(&ca_key).unwrap();
-            let key = rcgen::KeyPair::generate().unwrap();
-            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-            params
-                .subject_alt_names
-                .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            let ca = TestCa::new("berth test CA");
+            let (cert, key) = ca.server_cert();
             std::fs::write(dir.path().join("server.crt"), cert.pem()).unwrap();
             std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
             yaml.push_str(&format!(
@@ -130,15 +121,17 @@ impl TestRegistry {
                     .push(rcgen::DnType::CommonName, "berth test client");
                 client_params.extended_key_usages =
                     vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-                let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
-                std::fs::write(dir.path().join("client-ca.crt"), ca.pem()).unwrap();
+                let client = client_params
+                    .signed_by(&client_key, &ca.cert, &ca.key)
+                    .unwrap();
+                std::fs::write(dir.path().join("client-ca.crt"), ca.cert.pem()).unwrap();
                 yaml.push_str(&format!(
                     "    clientcas:\n      - {}\n",
                     dir.path().join("client-ca.crt").display()
                 ));
                 client_pem = Some((client.pem(), client_key.serialize_pem()));
             }
-            ca_pem = Some(ca.pem());
+            ca_pem = Some(ca.cert.pem());
         }
         if !config.htpasswd.is_empty() {
             let mut lines = String::new();

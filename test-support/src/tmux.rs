@@ -9,9 +9,12 @@ pub struct Tmux {
 }
 
 impl Tmux {
-    /// Whether tmux is installed (tests that need it skip, saying so, when it is not).
-    pub fn available() -> bool {
-        Command::new("tmux").arg("-V").output().is_ok()
+    /// Whether tmux is installed; when it is not, the test skips, saying so
+    /// ([`crate::needs`]).
+    #[track_caller]
+    pub fn needed() -> bool {
+        let installed = Command::new("tmux").arg("-V").output().is_ok();
+        crate::needs("tmux (scripts/test installs it)", installed)
     }
 
     /// Runs `command` (a shell command line) on a `width`×`height` terminal.

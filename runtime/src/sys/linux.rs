@@ -764,8 +764,7 @@ mod tests {
 
     /// In a mount namespace of a thread, as root: `f` with a scratch directory.
     fn in_mount_namespace(f: impl FnOnce(&Path) + Send) {
-        if !nix::unistd::geteuid().is_root() {
-            berth_test_support::skip("needs root (mounts)");
+        if !berth_test_support::needs_root("mounts") {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -812,7 +811,9 @@ mod tests {
             )
             .unwrap();
             std::fs::write(root.join("vol.moved/sub/x"), "x").unwrap();
-            bind_or_skip(&mut sys, &src, &bound);
+            if !bind_or_skip(&mut sys, &src, &bound) {
+                return;
+            }
             assert!(root.join("vol2.moved/sub2/mark").exists());
             // Nothing appeared outside: no mount there, no file.
             assert_eq!(std::fs::read_dir(outside.join("sub")).unwrap().count(), 0);
@@ -822,10 +823,14 @@ mod tests {
         });
     }
 
-    fn bind_or_skip(sys: &mut LinuxSys, src: &Path, target: &InRoot) {
+    /// `bind_tree`, read-only; `false` (the test skips) on a kernel without mount_setattr.
+    fn bind_or_skip(sys: &mut LinuxSys, src: &Path, target: &InRoot) -> bool {
         match sys.bind_tree(src, target, true, MsFlags::MS_RDONLY | MsFlags::MS_NODEV) {
-            Ok(()) => {}
-            Err(nix::Error::ENOSYS) => berth_test_support::skip("needs mount_setattr (Linux 5.12)"),
+            Ok(()) => true,
+            Err(nix::Error::ENOSYS) => {
+                berth_test_support::skip("mount_setattr (Linux 5.12)");
+                false
+            }
             Err(e) => panic!("bind_tree: {e}"),
         }
     }
@@ -849,7 +854,9 @@ mod tests {
             let target = sys
                 .resolve_in_root(&root, Path::new("t"), Create::Nothing)
                 .unwrap();
-            bind_or_skip(&mut sys, &src, &target);
+            if !bind_or_skip(&mut sys, &src, &target) {
+                return;
+            }
             for p in [root.join("t/x"), root.join("t/sub/x")] {
                 let e = std::fs::write(&p, "x").unwrap_err();
                 assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{}", p.display());
