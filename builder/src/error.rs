@@ -91,13 +91,13 @@ pub enum StepError {
     /// The build's policy refuses it (`--allow`, `--network none`).
     #[error("{0}")]
     NotAllowed(String),
-    /// A file operation failed (`action` the path: creating, reading, copying ...).
-    #[error("{action} {path:?}: {source}")]
+    /// A file operation failed (`action` the path: creating, reading, copying ...). The
+    /// message holds the OS error: a step's error is shown as one line.
+    #[error("{action} {path:?}: {error}")]
     Io {
         action: String,
         path: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The build context changed since the scan, under a step that reads it.
     #[error("{0}")]
@@ -121,7 +121,7 @@ impl StepError {
         StepError::Io {
             action: action.to_owned(),
             path: path.to_owned(),
-            source,
+            error: source,
         }
     }
 
@@ -152,18 +152,19 @@ pub enum BuildError {
     /// The request itself: a value of a flag (exit code 2 in the CLI).
     #[error("{0}")]
     Usage(String),
-    /// The Dockerfile or its ignore file could not be read.
+    /// The Dockerfile could not be read.
     #[error(transparent)]
     ReadDockerfile(ContextError),
     /// The Dockerfile: its syntax, or what planning found wrong in it.
     #[error("{}", excerpt_or(at, message))]
     Dockerfile { at: Location, message: String },
     /// A `FROM` or `--from` image.
-    #[error("{}", excerpt_or(at, &format!("base image {name:?}: {source}")))]
+    #[error("{}", excerpt_or(at, &format!("base image {name:?}: {error}")))]
     Base {
         at: Location,
         name: String,
-        source: Box<ResolveError>,
+        /// Shown in the message (not a separate cause, which would print it twice).
+        error: Box<ResolveError>,
     },
     /// A step failed; for a RUN whose process ran, `exit_code` is its code.
     #[error("{}", excerpt_or(at, message))]
@@ -179,9 +180,10 @@ pub enum BuildError {
     Context(#[from] ContextError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Writing or sending the built image (`what`: `--output DEST`, `push NAME`).
-    #[error("{what}: {source}")]
-    Export { what: String, source: ExportError },
+    /// Writing or sending the built image (`what`: `--output DEST`, `writing FILE`, `push`).
+    /// The message holds the error's own text, once.
+    #[error("{what}: {error}")]
+    Export { what: String, error: ExportError },
 }
 
 fn excerpt_or(at: &Location, message: &str) -> String {
@@ -216,7 +218,7 @@ impl BuildError {
     /// Dockerfile's text; URL credentials in it are left out of the excerpt).
     pub fn locate(mut self, source: &str, file: &str) -> BuildError {
         let message = match &self {
-            BuildError::Base { name, source, .. } => format!("base image {name:?}: {source}"),
+            BuildError::Base { name, error, .. } => format!("base image {name:?}: {error}"),
             BuildError::Dockerfile { message, .. } | BuildError::Step { message, .. } => {
                 message.clone()
             }
@@ -245,5 +247,57 @@ impl From<ParseError> for BuildError {
             at: Location::lines(e.start_line, e.end_line),
             message: e.message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error and its causes, as `{:#}` prints a chain: each cause after a colon.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_cause_is_shown_once() {
+        let disk = || std::io::Error::other("disk on fire");
+        let export = BuildError::Export {
+            what: "writing out.tar".into(),
+            error: Box::new(StepError::io("creating", "out.tar", disk())),
+        };
+        let base = BuildError::Base {
+            at: Location::line(1),
+            name: "app".into(),
+            error: Box::new(ResolveError::Pull("registry said no".into())),
+        };
+        for (e, inner) in [
+            (&export as &dyn std::error::Error, "disk on fire"),
+            (&base, "registry said no"),
+        ] {
+            let shown = chain(e);
+            assert_eq!(shown.matches(inner).count(), 1, "{shown}");
+        }
+        assert_eq!(
+            chain(&export),
+            "writing out.tar: creating \"out.tar\": disk on fire"
+        );
+    }
+
+    #[test]
+    fn a_located_error_shows_its_lines_without_credentials() {
+        let text = "FROM scratch\nADD https://user:secret@example.invalid/f /f\n";
+        let e = BuildError::step(2, "ADD https://user:secret@example.invalid/f: refused")
+            .locate(text, "Dockerfile");
+        let at = e.location().expect("located");
+        assert_eq!(at.to_string(), "Dockerfile:2");
+        assert!(at.excerpt().contains(">>>"), "{}", at.excerpt());
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 }

@@ -63,7 +63,7 @@ pub struct BuildRequest {
 
 /// Writes or sends the built image somewhere (`--output`, a push).
 pub trait Exporter {
-    /// What it does, for messages: `--output DEST`, `push NAME`.
+    /// What it does, for messages: `--output DEST`, `writing FILE`, `push`.
     fn describe(&self) -> String;
     fn export(&self, store: &Store, image: &Image, tags: &[Reference]) -> Result<(), ExportError>;
 }
@@ -192,9 +192,9 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
     for exporter in &services.exporters {
         exporter
             .export(store, &image, &request.tags)
-            .map_err(|source| BuildError::Export {
+            .map_err(|error| BuildError::Export {
                 what: exporter.describe(),
-                source,
+                error,
             })?;
     }
     Ok(Outcome {

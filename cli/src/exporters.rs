@@ -32,6 +32,12 @@ pub fn parse_output(spec: &str, compression: &str) -> anyhow::Result<Box<dyn Exp
             _ => return Err(usage().into()),
         }
     }
+    if let Some(k @ ("registry" | "image")) = kind.as_deref() {
+        return Err(UsageError(format!(
+            "--output type={k} is not supported: use --push with -t REGISTRY/NAME:TAG"
+        ))
+        .into());
+    }
     let (Some(kind), Some(dest)) = (kind, dest) else {
         return Err(usage().into());
     };
@@ -47,12 +53,6 @@ pub fn parse_output(spec: &str, compression: &str) -> anyhow::Result<Box<dyn Exp
             dest,
             compression: crate::wiring::compression(compression),
         }),
-        "registry" | "image" => {
-            return Err(UsageError(format!(
-                "--output type={kind} is not supported: use --push with -t REGISTRY/NAME:TAG"
-            ))
-            .into());
-        }
         _ => return Err(usage().into()),
     })
 }

@@ -33,7 +33,7 @@ use crate::instructions::stages::{
 use crate::instructions::{Command, Dockerfile, Instruction};
 
 /// Bumped whenever the encoding changes, so old cache records stop matching.
-pub const KEY_VERSION: &str = "berth-cache-v1";
+pub const KEY_VERSION: &str = "berth-cache-v2";
 
 /// A base image, as the resolver found it.
 #[derive(Debug, Clone)]
@@ -151,7 +151,7 @@ fn from_key(
             .map_err(|source| BuildError::Base {
                 at: at.clone(),
                 name: from.to_owned(),
-                source: Box::new(source),
+                error: Box::new(source),
             })?
             .manifest
             .to_string(),
@@ -247,7 +247,7 @@ pub fn plan(
                 .map_err(|source| BuildError::Base {
                     at: Location::line(stage.from_line),
                     name: name.to_owned(),
-                    source: Box::new(source),
+                    error: Box::new(source),
                 })
         };
         let earlier = df.stages[..i]

@@ -1,4 +1,5 @@
-//! One file per command: clap arguments → one library call → printed result.
+//! One module per command: clap arguments → one library call → printed result. What two
+//! commands share lives in the crate's shared modules (`wiring`, `transfer`, `containers`).
 
 pub mod build;
 pub mod copy;

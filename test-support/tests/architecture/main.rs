@@ -124,8 +124,9 @@ fn test_support_has_no_module_circles() {
     assert_no_circles("test-support");
 }
 
-/// Each command is one file from clap arguments to a library call; what two commands share
-/// belongs to `commands` itself or to a library, not to one of them.
+/// Each command is one module from clap arguments to a library call; what two commands share
+/// belongs to a shared module of the CLI (`wiring`, `transfer`, `containers`) or to a
+/// library, not to one of them.
 #[test]
 fn cli_commands_use_no_other_command() {
     let commands = vec!["commands".to_owned()];
