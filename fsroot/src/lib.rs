@@ -120,6 +120,11 @@ impl Root {
         Root::open_with(path, Resolve::NoSymlinks)
     }
 
+    /// A root over a directory already open.
+    pub fn from_fd(fd: OwnedFd, resolve: Resolve) -> Root {
+        Root { fd, resolve }
+    }
+
     pub fn open_with(path: &Path, resolve: Resolve) -> io::Result<Root> {
         let fd = rustix::fs::open(
             path,
@@ -409,6 +414,25 @@ pub fn write_file(
     let fd = OwnedFd::from(file);
     set_meta(&fd, m)?;
     rustix::fs::futimens(&fd, &timestamps(m))?;
+    Ok(())
+}
+
+/// Makes `name` in `dir` a hard link to `from` in `from_dir` (never following a symlink at
+/// `from`), replacing what is at `name` (but not a directory: an error).
+pub fn write_hard_link(
+    dir: &OwnedFd,
+    name: &str,
+    from_dir: &OwnedFd,
+    from: &str,
+) -> io::Result<()> {
+    check_name(name)?;
+    check_name(from)?;
+    if clear(dir, name)? {
+        return Err(io::Error::other(format!(
+            "cannot overwrite directory {name:?} with a file"
+        )));
+    }
+    rustix::fs::linkat(from_dir, from, dir, name, AtFlags::empty())?;
     Ok(())
 }
 

@@ -72,12 +72,21 @@ pub struct ContainerConfig {
     pub extra: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The layers of an image, by diff-id. Its `type` is always `layers` (the only value the
+/// image spec defines): that is also its default, so a config made from nothing (`FROM
+/// scratch`) is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
     pub diff_ids: Vec<Digest>,
+}
+
+impl Default for RootFs {
+    fn default() -> RootFs {
+        RootFs::layers(Vec::new())
+    }
 }
 
 impl RootFs {

@@ -100,8 +100,15 @@ pub struct ImageManifest {
 }
 
 impl ImageManifest {
-    /// An OCI manifest for a config and its layers, as berth writes them.
-    pub fn new_oci(config: Descriptor, layers: Vec<Descriptor>) -> ImageManifest {
+    /// An OCI manifest for a config and its layers, as berth writes them. Docker media types
+    /// of the config and the layers become their OCI twins
+    /// ([`media_type::oci_equivalent`]): one manifest, one family of types.
+    pub fn new_oci(mut config: Descriptor, mut layers: Vec<Descriptor>) -> ImageManifest {
+        let relabel = |d: &mut Descriptor| {
+            d.media_type = media_type::oci_equivalent(&d.media_type).to_owned();
+        };
+        relabel(&mut config);
+        layers.iter_mut().for_each(relabel);
         ImageManifest {
             schema_version: 2,
             media_type: Some(media_type::OCI_MANIFEST.to_owned()),
@@ -302,6 +309,19 @@ mod tests {
         ));
         assert!(Parsed::parse(b"not json".to_vec(), None).is_err());
         assert!(Parsed::parse(br#"{"mediaType":"text/plain"}"#.to_vec(), None).is_err());
+    }
+
+    #[test]
+    fn an_oci_manifest_lists_only_oci_types() {
+        let cfg = Descriptor::of(media_type::DOCKER_CONFIG, b"{}");
+        let docker = Descriptor::of(media_type::DOCKER_LAYER_GZIP, b"a");
+        let oci = Descriptor::of(media_type::OCI_LAYER_TAR, b"b");
+        let m = ImageManifest::new_oci(cfg.clone(), vec![docker.clone(), oci.clone()]);
+        assert_eq!(m.config.media_type, media_type::OCI_CONFIG);
+        assert_eq!(m.config.digest, cfg.digest);
+        assert_eq!(m.layers[0].media_type, media_type::OCI_LAYER_GZIP);
+        assert_eq!(m.layers[0].digest, docker.digest);
+        assert_eq!(m.layers[1], oci);
     }
 
     #[test]

@@ -63,6 +63,20 @@ impl Compression {
     }
 }
 
+/// The OCI media type for the same bytes as `media_type`: Docker's layer and config types
+/// map to their OCI twins, every other type is returned as it is. An OCI manifest lists
+/// only OCI types (strict readers such as umoci refuse a mix), so a layer that came with a
+/// Docker type is relabelled, not rewritten, when an OCI manifest lists it.
+pub fn oci_equivalent(media_type: &str) -> &str {
+    match media_type {
+        DOCKER_LAYER_GZIP => OCI_LAYER_GZIP,
+        DOCKER_LAYER_TAR => OCI_LAYER_TAR,
+        DOCKER_LAYER_FOREIGN_GZIP => OCI_LAYER_NONDIST_GZIP,
+        DOCKER_CONFIG => OCI_CONFIG,
+        other => other,
+    }
+}
+
 /// What a media type names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -91,6 +105,22 @@ pub fn kind(media_type: &str) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_types_have_oci_twins_of_the_same_kind() {
+        for t in [
+            DOCKER_LAYER_GZIP,
+            DOCKER_LAYER_TAR,
+            DOCKER_LAYER_FOREIGN_GZIP,
+            DOCKER_CONFIG,
+        ] {
+            let oci = oci_equivalent(t);
+            assert!(oci.starts_with("application/vnd.oci."), "{t} -> {oci}");
+            assert_eq!(kind(oci), kind(t));
+        }
+        assert_eq!(oci_equivalent(OCI_LAYER_ZSTD), OCI_LAYER_ZSTD);
+        assert_eq!(oci_equivalent("text/plain"), "text/plain");
+    }
 
     #[test]
     fn classifies_oci_and_docker_types() {

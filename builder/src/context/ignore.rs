@@ -174,24 +174,16 @@ impl Matcher {
     }
 
     /// Whether a walk must enter an excluded directory because a `!` pattern may re-include
-    /// something inside it.
+    /// something inside it. As BuildKit's context walk decides it: only an exception whose
+    /// text starts with the directory's path (`!docs/keep.md` for `docs`) opens it; an
+    /// exception that starts with a wildcard (`!*/keep`, `!**/keep`) re-includes nothing
+    /// under a directory that is itself excluded.
     pub fn may_include_under(&self, dir: &str) -> bool {
-        let dir_parts: Vec<&str> = dir.split('/').collect();
-        self.patterns.iter().filter(|p| p.exclusion).any(|p| {
-            let parts: Vec<&str> = p.text.split('/').collect();
-            for (i, d) in dir_parts.iter().enumerate() {
-                match parts.get(i) {
-                    None => return false,
-                    Some(&"**") => return true,
-                    Some(pp) => {
-                        if compile(pp).map(|r| !r.is_match(d)).unwrap_or(true) {
-                            return false;
-                        }
-                    }
-                }
-            }
-            true
-        })
+        let dir_slash = format!("{}/", clean(dir));
+        self.patterns
+            .iter()
+            .filter(|p| p.exclusion)
+            .any(|p| format!("{}/", p.text).starts_with(&dir_slash))
     }
 }
 
@@ -312,6 +304,13 @@ mod tests {
         assert!(!x.excluded("docs/keep.md"));
         assert!(x.may_include_under("docs"));
         assert!(!m("docs\n").may_include_under("docs"));
+        // An exception that starts with a wildcard does not open an excluded directory.
+        let x = m("dir\n!*/sub1*\n");
+        assert!(!x.may_include_under("dir"));
+        assert!(!m("dir\n!**/keep\n").may_include_under("dir"));
+        assert!(m("dir\n!dir/sub1/f\n").may_include_under("dir"));
+        assert!(m("dir\n!dir/sub1/f\n").may_include_under("dir/sub1"));
+        assert!(!m("dir\n!dir/sub1/f\n").may_include_under("dir/sub2"));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct Lex {
     pub raw_escapes: bool,
     /// Leave `$UNSET` and `${UNSET…}` as written instead of expanding to "".
     pub skip_unset_env: bool,
+    /// Treat quote characters as plain characters (the body of a heredoc whose delimiter is
+    /// unquoted: variables and escapes are processed, quotes are text).
+    pub skip_process_quotes: bool,
 }
 
 impl Lex {
@@ -36,6 +39,7 @@ impl Lex {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset_env: false,
+            skip_process_quotes: false,
         }
     }
 
@@ -183,12 +187,12 @@ impl ShellWord<'_> {
                     result.push_str(&value);
                     words.add_string(&value);
                 }
-                '\'' => {
+                '\'' if !self.lex.skip_process_quotes => {
                     let value = self.process_single_quote()?;
                     result.push_str(&value);
                     words.add_raw_string(&value);
                 }
-                '"' => {
+                '"' if !self.lex.skip_process_quotes => {
                     let value = self.process_double_quote()?;
                     result.push_str(&value);
                     words.add_raw_string(&value);

@@ -30,7 +30,8 @@ use std::path::Path;
 use rustix::fs::FileType;
 
 use super::fsops::{
-    InRoot, Meta, components, copy_file, set_dir_time, write_dir, write_fifo, write_symlink,
+    InRoot, Meta, Resolve, components, copy_file, set_dir_time, write_dir, write_fifo,
+    write_hard_link, write_symlink,
 };
 use crate::context::resolve::{self, glob_match, has_glob};
 use crate::context::{ContextEntry, EntryKind};
@@ -280,7 +281,6 @@ pub fn copy(
         Url(String),
     }
     let mut sources = Vec::new();
-    let mut wildcard = false;
     for s in &inst.sources {
         if let Some(name) = s.strip_prefix("<<") {
             let name = name.trim_start_matches('-').trim_matches(['"', '\'']);
@@ -305,27 +305,13 @@ pub fn copy(
                 }
                 e => e.to_string(),
             })?;
-            if has_glob(s) {
-                wildcard = true;
-                if found.is_empty() {
-                    return Err(StepError::Invalid(format!(
-                        "no source files were specified: {s:?} matches nothing"
-                    )));
-                }
-            }
+            // A wildcard that matches nothing copies nothing, as in BuildKit.
             sources.extend(found.into_iter().map(|f| Src::Path(f.name, f.resolved)));
             continue;
         }
         let clean = components(s).join("/");
         let names = if has_glob(s) {
-            wildcard = true;
-            let matches = expand_glob(tree, &clean)?;
-            if matches.is_empty() {
-                return Err(StepError::Invalid(format!(
-                    "no source files were specified: {s:?} matches nothing"
-                )));
-            }
-            matches
+            expand_glob(tree, &clean)?
         } else {
             if tree.root.lstat(&clean).is_err() && !clean.is_empty() {
                 return Err(StepError::Invalid(format!(
@@ -344,8 +330,10 @@ pub fn copy(
             sources.push(Src::Path(path, real));
         }
     }
-    let multiple = sources.len() > 1 || (wildcard && inst.sources.len() > 1);
-    if sources.len() > 1 && !dir_syntax {
+    // The reference's rule is checked on the sources as written: the matches of one
+    // wildcard are each copied as if alone (a directory's contents into the destination, a
+    // file to it, or into it when it is a directory by then), as BuildKit copies them.
+    if inst.sources.len() > 1 && !dir_syntax {
         return Err(
             "when using COPY with more than one source file, the destination must be a directory and end with a /"
                 .into(),
@@ -486,7 +474,7 @@ pub fn copy(
                 let target = if inst.parents {
                     // `--parents`: the source's path is kept under the destination.
                     format!("{dest_path}/{path}")
-                } else if dir_syntax || multiple || dest_is_dir(&dest_path) {
+                } else if dir_syntax || dest_is_dir(&dest_path) {
                     format!("{dest_path}/{base}")
                 } else {
                     dest_path.clone()
@@ -581,6 +569,9 @@ fn copy_entry(
 /// Copies the contents of directory `src` into the open directory `dest`. Subdirectories go
 /// on an explicit stack, not the call stack: an image's tree may be nested about 2,000 levels
 /// (paths up to PATH_MAX), deeper than a thread's stack holds in recursion.
+///
+/// Regular files that are hard links to each other under `src` are hard links to each other
+/// under `dest` (BuildKit keeps links within one source; two sources are copied apart).
 fn copy_contents(
     job: &CopyJob<'_>,
     tree: &SourceTree<'_>,
@@ -591,26 +582,38 @@ fn copy_contents(
     /// its names not yet copied, and the metadata whose mtime it gets when done.
     struct Level {
         src: String,
+        /// The directory's path below `dest`.
+        rel: String,
         dest: OwnedFd,
         names: std::vec::IntoIter<Vec<u8>>,
         done: Option<Meta>,
     }
-    let open = |src: String, dest: OwnedFd, done: Option<Meta>| -> Result<Level, StepError> {
-        let names = tree
-            .root
-            .list(if src.is_empty() { "." } else { &src })
-            .map_err(|e| io_msg("listing", &src, e))?;
-        Ok(Level {
-            src,
-            dest,
-            names: names.into_iter(),
-            done,
-        })
-    };
+    let open =
+        |src: String, rel: String, dest: OwnedFd, done: Option<Meta>| -> Result<Level, StepError> {
+            let names = tree
+                .root
+                .list(if src.is_empty() { "." } else { &src })
+                .map_err(|e| io_msg("listing", &src, e))?;
+            Ok(Level {
+                src,
+                rel,
+                dest,
+                names: names.into_iter(),
+                done,
+            })
+        };
     let top = dest
         .try_clone()
         .map_err(|e| io_msg("copying into", src, e))?;
-    let mut stack = vec![open(src.to_owned(), top, None)?];
+    // The first copy of each multiply-linked source file, by (device, inode): its path
+    // below `dest`, found again with no symlink followed.
+    let written = InRoot::from_fd(
+        dest.try_clone()
+            .map_err(|e| io_msg("copying into", src, e))?,
+        Resolve::NoSymlinks,
+    );
+    let mut linked: std::collections::HashMap<(u64, u64), String> = Default::default();
+    let mut stack = vec![open(src.to_owned(), String::new(), top, None)?];
     while let Some(level) = stack.last_mut() {
         let Some(name) = level.names.next() else {
             let level = stack.pop().expect("not empty");
@@ -632,6 +635,11 @@ fn copy_contents(
         } else {
             format!("{src}/{name}")
         };
+        let rel = if level.rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{}/{name}", level.rel)
+        };
         let st = tree
             .root
             .lstat(&path)
@@ -645,8 +653,24 @@ fn copy_contents(
             let m = meta_for(job, tree, &st, true);
             let fd =
                 write_dir(&level.dest, &name, Some(m)).map_err(|e| io_msg("creating", &path, e))?;
-            let next = open(path, fd, Some(m))?;
+            let next = open(path, rel, fd, Some(m))?;
             stack.push(next);
+        } else if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_nlink > 1 {
+            let inode = (st.st_dev, st.st_ino);
+            if let Some(first) = linked.get(&inode) {
+                tree.as_scanned(&path, &st)?;
+                let linked_to = written.parent_of(first).and_then(|found| {
+                    let (dir, from) = found.ok_or_else(|| std::io::Error::other("the root"))?;
+                    write_hard_link(&level.dest, &name, &dir, from)
+                });
+                if linked_to.is_ok() {
+                    continue;
+                }
+                // The first copy was replaced since (by a later entry of the same name):
+                // this one is copied on its own.
+            }
+            copy_entry(job, tree, &path, &level.dest, &name)?;
+            linked.entry(inode).or_insert(rel);
         } else {
             copy_entry(job, tree, &path, &level.dest, &name)?;
         }

@@ -12,5 +12,5 @@
 
 pub use berth_fsroot::{
     Meta, Resolve, Root as InRoot, components, copy_file, set_dir_time, write_dir, write_fifo,
-    write_file, write_symlink,
+    write_file, write_hard_link, write_symlink,
 };

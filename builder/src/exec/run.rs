@@ -118,6 +118,74 @@ fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], extra: &[String]) {
     }
 }
 
+/// Where a RUN heredoc that starts with `#!` is put, read-only, to be run as a program.
+const SCRIPT_DIR: &str = "/dev/pipes";
+
+/// What a RUN step runs.
+enum Line {
+    /// The process's arguments.
+    Args(Vec<String>),
+    /// A heredoc with a `#!` line, written into the host directory `host` as `name`.
+    Script { host: PathBuf, name: String },
+}
+
+/// A RUN step's command line, with its heredocs as the current Dockerfile frontend runs
+/// them: a command that is a single heredoc runs the heredoc's body with the shell (or, when
+/// the body starts with `#!`, as a program of its own); any other command is given to the
+/// shell with each heredoc's body and delimiter after it, so the shell feeds them to the
+/// commands that read them (`cat <<EOF > f`, `sh -s <<EOF`, several in one line).
+fn command_line(
+    run: &crate::instructions::Run,
+    shell: &[String],
+    work: &Path,
+) -> Result<Line, StepError> {
+    let script = match &run.command {
+        Command::Exec(args) => {
+            if !run.heredocs.is_empty() {
+                return Err(StepError::Invalid(
+                    "a RUN heredoc needs the shell form of RUN".into(),
+                ));
+            }
+            return Ok(Line::Args(args.clone()));
+        }
+        Command::Shell(s) => s,
+    };
+    let whole = crate::dockerfile::parser::parse_heredoc(script.trim())
+        .ok()
+        .flatten();
+    let script = match (whole, run.heredocs.as_slice()) {
+        (_, []) => script.clone(),
+        (Some(_), [doc]) if doc.content.starts_with("#!") => {
+            // The program is named after the delimiter, as BuildKit names it.
+            let name = doc.name.clone();
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+                return Err(StepError::Invalid(format!(
+                    "the heredoc delimiter {name:?} cannot name a file"
+                )));
+            }
+            let dir = work.join("pipes");
+            std::fs::create_dir_all(&dir).map_err(|e| StepError::io_at("creating", &dir, e))?;
+            let file = dir.join(&name);
+            std::fs::write(&file, &doc.content)
+                .map_err(|e| StepError::io_at("writing", &file, e))?;
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(|e| StepError::io_at("writing", &file, e))?;
+            return Ok(Line::Script { host: dir, name });
+        }
+        (Some(_), [doc]) => doc.content.clone(),
+        (_, docs) => {
+            let mut line = script.clone();
+            for doc in docs {
+                line.push('\n');
+                line.push_str(&doc.content);
+                line.push_str(&doc.name);
+            }
+            line
+        }
+    };
+    Ok(Line::Args(shell.iter().cloned().chain([script]).collect()))
+}
+
 pub(super) fn run_step(
     ctx: &Ctx<'_>,
     state: &StageState,
@@ -128,21 +196,19 @@ pub(super) fn run_step(
 ) -> Result<(), BuildError> {
     let err = |m: StepError| step_error(step, m);
     let sc = &step.context;
-    let args: Vec<String> = match &run.command {
-        Command::Exec(a) => a.clone(),
-        Command::Shell(s) => {
-            let script = match (s.trim().strip_prefix("<<"), run.heredocs.first()) {
-                (Some(_), Some(h)) if s.split_whitespace().count() == 1 => h.content.clone(),
-                _ => s.clone(),
-            };
-            sc.shell.iter().cloned().chain([script]).collect()
-        }
-    };
     let policy::RunPolicy {
         network,
         privileged,
     } = policy::run_policy(run, ctx.opts.network, &ctx.opts.allow).map_err(err)?;
-    let prepared = prepare_mounts(ctx, step, work, run)?;
+    let mut prepared = prepare_mounts(ctx, step, work, run)?;
+    let args = match command_line(run, &sc.shell, work).map_err(err)? {
+        Line::Args(args) => args,
+        Line::Script { host, name } => {
+            prepared.binds.push((host, SCRIPT_DIR.to_owned(), true));
+            prepared.targets.push(SCRIPT_DIR.to_owned());
+            vec![format!("{SCRIPT_DIR}/{name}")]
+        }
+    };
     // The plan's environment has PATH (the image's, or the default).
     let env = sc.env.clone();
     let write = |name: &str, text: String| {

@@ -72,7 +72,8 @@ fn resolve_owner(
     work: &Path,
     spec: &str,
 ) -> Result<Option<(u32, u32)>, StepError> {
-    if spec.is_empty() {
+    // `--chown=${UNSET}:${UNSET}` is `:` after expansion: no owner given, as in BuildKit.
+    if spec.is_empty() || spec == ":" {
         return Ok(None);
     }
     let numeric = {

@@ -99,12 +99,9 @@ pub fn parse_run(node: &Node) -> Result<Run, String> {
         .iter()
         .map(|spec| MountSpec::parse(spec))
         .collect::<Result<Vec<_>, _>>()?;
-    let command = command_of(node);
-    if matches!(&command, Command::Shell(s) if s.is_empty()) {
-        return Err("RUN requires at least one argument".into());
-    }
+    // `RUN` alone runs the shell with an empty command, as in BuildKit.
     Ok(Run {
-        command,
+        command: command_of(node),
         mounts,
         network,
         security,

@@ -6,7 +6,25 @@
 use std::collections::HashMap;
 
 use super::{ArgDef, CopyInst, Instruction, KeyValue};
+use crate::dockerfile::Heredoc;
 use crate::dockerfile::shell::{Lex, ShellError};
+
+/// The body of a COPY or ADD heredoc: with an unquoted delimiter, variables and escapes are
+/// processed and quotes are text (BuildKit's raw expansion, always with `\` as the escape);
+/// with a quoted one, the body is kept as written.
+fn expand_heredoc(h: &Heredoc, vars: &HashMap<String, String>) -> Result<Heredoc, ShellError> {
+    if !h.expand {
+        return Ok(h.clone());
+    }
+    let lex = Lex {
+        skip_process_quotes: true,
+        ..Lex::new('\\')
+    };
+    Ok(Heredoc {
+        content: lex.process_word(&h.content, vars)?,
+        ..h.clone()
+    })
+}
 
 /// Expands the words of `inst` that the builder expands.
 pub fn expand(
@@ -41,6 +59,11 @@ pub fn expand(
                 chmod: opt(&c.chmod)?,
                 exclude: list(&c.exclude)?,
                 checksum: opt(&c.checksum)?,
+                heredocs: c
+                    .heredocs
+                    .iter()
+                    .map(|h| expand_heredoc(h, vars))
+                    .collect::<Result<_, _>>()?,
                 ..c.clone()
             };
             if matches!(inst, Instruction::Copy(_)) {

@@ -139,7 +139,8 @@ impl MountSpec {
             }),
             target,
             source: get(&["source", "src"]),
-            from: get(&["from"]),
+            // `from=` with no value is the build context, as in BuildKit.
+            from: get(&["from"]).filter(|f| !f.is_empty()),
             sharing: match get(&["sharing"]).as_deref().unwrap_or("shared") {
                 "shared" => berth_store::CacheSharing::Shared,
                 "private" => berth_store::CacheSharing::Private,

@@ -1,0 +1,382 @@
+//! Dockerfiles whose images must be BuildKit's, each checked the way `bench compare` found
+//! them differing: what a strict tool (umoci) accepts, RUN and COPY heredocs, hard links,
+//! wildcard sources, and the small forms BuildKit accepts (`RUN` alone, `--chown` empty after
+//! expansion, `from=` empty, `.dockerignore` exceptions under an excluded directory).
+
+use std::path::Path;
+
+use berth_test_support::{Sandbox, Tier, assert_success, tool};
+use serde_json::Value;
+
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
+
+fn build_ok(s: &Sandbox, ctx: &Path, tag: &str) {
+    let out = s.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        tag,
+        ctx.to_str().unwrap(),
+    ]);
+    assert_success(&out, "build");
+}
+
+fn sh(s: &Sandbox, image: &str, script: &str) -> String {
+    s.ok(&["run", "--rm", image, "sh", "-c", script])
+}
+
+/// The image's manifest and config, as the store holds them.
+fn manifest_and_config(s: &Sandbox, image: &str) -> (Value, Value) {
+    let image = format!("docker.io/library/{image}");
+    let raw: Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{image}", s.store().display()),
+        ],
+        s.path(),
+    ))
+    .unwrap();
+    let config: Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci:{}:{image}", s.store().display()),
+        ],
+        s.path(),
+    ))
+    .unwrap();
+    (raw, config)
+}
+
+/// `umoci unpack` of the image saved as an OCI archive: the strictest reader at hand.
+fn umoci_unpacks(s: &Sandbox, image: &str) {
+    let dir = s
+        .path()
+        .join(format!("umoci-{}", image.replace([':', '/'], "-")));
+    std::fs::create_dir_all(dir.join("layout")).unwrap();
+    s.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        dir.join("x.tar").to_str().unwrap(),
+        image,
+    ]);
+    tool("tar", &["-C", "layout", "-xf", "x.tar"], &dir);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("layout/index.json")).unwrap()).unwrap();
+    let name = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tool(
+        "umoci",
+        &["unpack", "--image", &format!("layout:{name}"), "bundle"],
+        &dir,
+    );
+}
+
+#[test]
+fn scratch_images_and_docker_typed_bases_make_images_umoci_accepts() {
+    let Some(s) = ROOT.sandbox() else { return };
+    // FROM scratch: the config's rootfs.type is "layers".
+    let ctx = s.context(
+        "scratch",
+        &[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "x\n")],
+    );
+    build_ok(&s, &ctx, "scratch:1");
+    let (manifest, config) = manifest_and_config(&s, "scratch:1");
+    assert_eq!(config["rootfs"]["type"], "layers", "{config}");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    umoci_unpacks(&s, "scratch:1");
+
+    // A base that came with Docker's media types: pushed, copied by skopeo as Docker schema 2,
+    // pulled back. The image built on it lists only OCI types.
+    let registry = berth_test_support::registry::TestRegistry::start(Default::default());
+    let host = &registry.host;
+    s.ok(&["push", "busybox", &format!("{host}/base:oci")]);
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+            &format!("docker://{host}/base:oci"),
+            &format!("docker://{host}/base:docker"),
+        ],
+        s.path(),
+    );
+    s.ok(&["pull", &format!("{host}/base:docker")]);
+    let pulled: Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{host}/base:docker"),
+        ],
+        s.path(),
+    ))
+    .unwrap();
+    assert_eq!(
+        pulled["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    let ctx = s.context(
+        "ondocker",
+        &[(
+            "Dockerfile",
+            &format!("FROM {host}/base:docker\nRUN echo on > /on\n"),
+        )],
+    );
+    build_ok(&s, &ctx, "ondocker:1");
+    let (manifest, _) = manifest_and_config(&s, "ondocker:1");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    for layer in manifest["layers"].as_array().unwrap() {
+        let t = layer["mediaType"].as_str().unwrap();
+        assert!(
+            t.starts_with("application/vnd.oci.image.layer."),
+            "{manifest}"
+        );
+    }
+    umoci_unpacks(&s, "ondocker:1");
+    s.ok(&["push", "ondocker:1", &format!("{host}/ondocker:1")]);
+    let pushed: Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{host}/ondocker:1"),
+        ],
+        s.path(),
+    ))
+    .unwrap();
+    for layer in pushed["layers"].as_array().unwrap() {
+        let t = layer["mediaType"].as_str().unwrap();
+        assert!(
+            t.starts_with("application/vnd.oci.image.layer."),
+            "{pushed}"
+        );
+    }
+    s.assert_clean();
+}
+
+#[test]
+fn run_heredocs_feed_their_commands_and_copy_heredocs_expand() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let dockerfile = r#"FROM busybox
+ARG WHO=world
+ENV GREETING=hello
+RUN cat <<EOF > /cat
+line one
+$GREETING
+EOF
+RUN <<'EOF' sh -s -- arg1
+echo "ran with $1" > /sh-s
+EOF
+RUN sh <<EOF
+echo sh-stdin > /sh-stdin
+EOF
+RUN <<EOT sh
+echo eot > /eot
+EOT
+RUN <<A cat > /a && <<B cat > /b
+from a
+A
+from b
+B
+RUN <<EOF
+echo whole > /whole
+EOF
+RUN <<EOF
+#!/bin/sh
+echo "shebang $0" > /shebang
+EOF
+RUN <<-EOF
+	echo chomped > /chomped
+	EOF
+COPY <<EOF /expanded
+$GREETING ${WHO} "quoted" 'single' \$GREETING
+EOF
+COPY <<"EOF" /literal
+$GREETING ${WHO}
+EOF
+COPY <<-EOF /copy-chomped
+	$WHO
+	EOF
+"#;
+    let ctx = s.context("heredocs", &[("Dockerfile", dockerfile)]);
+    build_ok(&s, &ctx, "heredocs:1");
+    let out = sh(
+        &s,
+        "heredocs:1",
+        "for f in /cat /sh-s /sh-stdin /eot /a /b /whole /shebang /chomped /expanded /literal /copy-chomped; do echo \"$f: $(cat $f)\"; done; ls /dev/pipes 2>&1 | head -1",
+    );
+    assert_eq!(
+        out,
+        "/cat: line one
+hello
+/sh-s: ran with arg1
+/sh-stdin: sh-stdin
+/eot: eot
+/a: from a
+/b: from b
+/whole: whole
+/shebang: shebang /dev/pipes/EOF
+/chomped: chomped
+/expanded: hello world \"quoted\" 'single' $GREETING
+/literal: $GREETING ${WHO}
+/copy-chomped: world
+ls: /dev/pipes: No such file or directory
+"
+    );
+    // A build arg changes an expanded COPY heredoc, so its step runs again.
+    let out = s.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--build-arg",
+        "WHO=there",
+        "-t",
+        "heredocs:2",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_success(&out, "build with WHO=there");
+    assert_eq!(
+        sh(&s, "heredocs:2", "cat /expanded /copy-chomped"),
+        "hello there \"quoted\" 'single' $GREETING\nthere\n"
+    );
+    s.assert_clean();
+}
+
+#[test]
+fn hard_links_stay_linked_within_a_source() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "links",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY d /cd/\nCOPY s1 s2 /two/\nCOPY . /all/\nADD arch.tar /x/\n",
+            ),
+            ("d/a", "hi\n"),
+            ("s1", "x\n"),
+        ],
+    );
+    std::fs::create_dir_all(ctx.join("d/sub")).unwrap();
+    std::fs::hard_link(ctx.join("d/a"), ctx.join("d/sub/b")).unwrap();
+    std::fs::hard_link(ctx.join("d/a"), ctx.join("top")).unwrap();
+    std::fs::hard_link(ctx.join("s1"), ctx.join("s2")).unwrap();
+    tool("tar", &["-cf", "arch.tar", "d"], &ctx);
+    build_ok(&s, &ctx, "links:1");
+    let inode = |image: &str, a: &str, b: &str| {
+        let out = sh(&s, image, &format!("stat -c %i {a} {b}"));
+        let v: Vec<&str> = out.lines().collect();
+        v[0] == v[1]
+    };
+    assert!(
+        inode("links:1", "/cd/a", "/cd/sub/b"),
+        "COPY of a directory"
+    );
+    assert!(
+        inode("links:1", "/all/d/a", "/all/top"),
+        "COPY of the context"
+    );
+    assert!(inode("links:1", "/all/s1", "/all/s2"));
+    assert!(
+        inode("links:1", "/x/d/a", "/x/d/sub/b"),
+        "ADD of a local tar"
+    );
+    assert!(
+        !inode("links:1", "/two/s1", "/two/s2"),
+        "two sources are copied apart"
+    );
+    s.assert_clean();
+}
+
+#[test]
+fn wildcards_and_the_small_forms_buildkit_accepts() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "wild",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox
+COPY *.txt /testdir
+COPY *.nomatch /empty/
+COPY nothing* /none
+COPY d* /dd
+COPY top.txt d* /m/
+RUN mkdir /ex && echo x > /ex/keep
+COPY *.txt /ex
+RUN
+COPY --chown=${UNSET}:${UNSET} a.txt /owned
+RUN --mount=type=bind,from=,target=/ctx cat /ctx/a.txt > /from-context
+COPY . /c/
+",
+            ),
+            ("a.txt", "a\n"),
+            ("b.txt", "b\n"),
+            ("top.txt", "t\n"),
+            ("d1/f", "1\n"),
+            ("d2/g", "2\n"),
+            ("dir/sub1/f", "1\n"),
+            ("dir/sub2/f", "2\n"),
+            ("dir/keep/f", "k\n"),
+            // BuildKit enters an excluded directory only for an exception that starts with its
+            // path: `*/sub1*` re-includes nothing under `dir`.
+            (".dockerignore", "dir\n!*/sub1*\n"),
+        ],
+    );
+    build_ok(&s, &ctx, "wild:1");
+    let out = sh(
+        &s,
+        "wild:1",
+        "cd /; cat testdir; ls empty none 2>&1; ls dd m ex; stat -c '%u:%g' owned; cat from-context; ls c",
+    );
+    // The matches of `*.txt` (a, b, top) each went to /testdir: the last one is left.
+    assert_eq!(
+        out,
+        "t
+ls: empty: No such file or directory
+ls: none: No such file or directory
+dd:
+f
+g
+
+ex:
+a.txt
+b.txt
+keep
+top.txt
+
+m:
+f
+g
+top.txt
+0:0
+a
+Dockerfile
+a.txt
+b.txt
+d1
+d2
+top.txt
+"
+    );
+    s.assert_clean();
+}
