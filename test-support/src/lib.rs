@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod certs;
+pub mod corpus;
+pub mod dockerd;
 pub mod guest;
 mod images;
 pub mod proxy;

@@ -1,22 +1,28 @@
-//! Builds each context under `testdata/compare/` with berth and with BuildKit (Debian's
-//! `docker.io`: a `dockerd` of its own, as `builds` starts it) and compares what a user
-//! would compare: the image config (Env, Cmd, Entrypoint, WorkingDir, User, ExposedPorts,
-//! Volumes, Labels, StopSignal, Healthcheck, OnBuild, Shell, Author), the history
-//! (instructions, which made a layer) and the final filesystem tree (every path's type,
-//! mode, owner, size, link target and content digest; times are not compared, nor the
-//! files Docker itself adds: `/.dockerenv`, `/etc/hosts`, `/etc/hostname`,
-//! `/etc/resolv.conf`, `/etc/mtab`, `/dev`, `/proc`, `/sys`). Prints each difference and ends with
+//! Builds each case of `testdata/compare/` ([`berth_test_support::corpus`]) with berth and
+//! with BuildKit (Debian's `docker.io`: a `dockerd` of its own) and compares what a user would
+//! compare: the image config (Env, Cmd, Entrypoint, WorkingDir, User, ExposedPorts, Volumes,
+//! Labels, StopSignal, Healthcheck, OnBuild, Shell, Author), the history (instructions, which
+//! made a layer) and the final filesystem tree (every path's type, mode, owner, size, link
+//! target, hard-link group and content digest; times are not compared, nor the files Docker
+//! itself adds: `/.dockerenv`, `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`,
+//! `/etc/mtab`, `/dev`, `/proc`, `/sys`). Both trees come from the same place: each image is
+//! loaded into the dockerd (berth's as a docker archive) and exported from a container.
+//!
+//! A `FAILS` case must fail with both builders. A `NEWER` case (a feature Docker 20.10's
+//! BuildKit lacks) is compared with its reviewed `EXPECTED` text; `--record` writes that file
+//! from berth's result, for review. Prints each difference and ends with
 //! `N identical, M differ`.
 //!
-//! `cargo build --release && cargo run --release -p berth-bench --bin compare [CASE...]`
-//! as root. Kept out of CI: it needs docker.io.
+//! `cargo build --release && cargo run --release -p berth-bench --bin compare [--record] [CASE...]`
+//! as root. Kept out of CI: it needs docker.io and takes minutes.
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use berth_bench::{Dockerd, which};
+use berth_test_support::corpus::{self, Kind};
 
 fn sh(mut c: impl std::borrow::BorrowMut<Command>) -> String {
     let c = c.borrow_mut();
@@ -29,22 +35,32 @@ fn sh(mut c: impl std::borrow::BorrowMut<Command>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// path → description, from a tar stream of a whole filesystem.
+/// path → description, from a tar stream of a whole filesystem. A hard link is described as
+/// the file it links to, and every member of a group of hard links names the others.
 fn tree_of_tar(r: impl Read) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
+    let mut links: Vec<(String, String)> = Vec::new();
     let mut a = tar::Archive::new(r);
+    let clean = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_owned()
+    };
     for e in a.entries().unwrap() {
         let mut e = e.unwrap();
-        let name = String::from_utf8_lossy(&e.path_bytes())
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-            .to_owned();
+        let name = clean(&e.path_bytes());
         let h = e.header().clone();
-        let kind = format!("{:?}", h.entry_type());
         let link = e
             .link_name_bytes()
             .map(|l| String::from_utf8_lossy(&l).into_owned())
             .unwrap_or_default();
+        if h.entry_type() == tar::EntryType::Link {
+            links.push((name, clean(link.as_bytes())));
+            continue;
+        }
+        let kind = format!("{:?}", h.entry_type());
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
         let digest = if h.entry_type().is_file() {
@@ -73,6 +89,28 @@ fn tree_of_tar(r: impl Read) -> BTreeMap<String, String> {
                 },
             ),
         );
+    }
+    // Groups: every name linked to a first one.
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, target) in &links {
+        groups
+            .entry(target.clone())
+            .or_insert_with(|| vec![target.clone()])
+            .push(name.clone());
+    }
+    for members in groups.values() {
+        let first = out.get(&members[0]).cloned().unwrap_or_default();
+        for m in members {
+            let others: Vec<&str> = members
+                .iter()
+                .filter(|o| *o != m)
+                .map(String::as_str)
+                .collect();
+            out.insert(
+                m.clone(),
+                format!("{first} [hard link with {}]", others.join(", ")),
+            );
+        }
     }
     out
 }
@@ -167,20 +205,79 @@ fn config_from_docker_archive(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&files[config]).unwrap()
 }
 
+/// The comparison text of one image: its config lines, then its tree's.
+fn describe(
+    config: &serde_json::Value,
+    tree: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = config_of(config)
+        .into_iter()
+        .map(|(k, v)| (format!("config {k}"), v))
+        .collect();
+    for (p, v) in tree {
+        if !ignored(p) {
+            out.insert(format!("/{p}"), v.clone());
+        }
+    }
+    out
+}
+
+fn as_text(d: &BTreeMap<String, String>) -> String {
+    d.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+}
+
+fn from_text(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut last: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with("      ")
+            && let Some(k) = &last
+        {
+            let v: &mut String = out.get_mut(k).expect("inserted");
+            v.push('\n');
+            v.push_str(line);
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(": ") {
+            out.insert(k.to_owned(), v.to_owned());
+            last = Some(k.to_owned());
+        } else if let Some(k) = line.strip_suffix(':') {
+            out.insert(k.to_owned(), String::new());
+            last = Some(k.to_owned());
+        }
+    }
+    out
+}
+
+fn differences(
+    reference: &str,
+    want: &BTreeMap<String, String>,
+    got: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (k, v) in want {
+        match got.get(k) {
+            Some(g) if g == v => {}
+            Some(g) => diffs.push(format!("  {k}:\n    {reference}: {v}\n    berth:    {g}")),
+            None => diffs.push(format!("  {k}: only in {reference}'s ({v})")),
+        }
+    }
+    for (k, v) in got {
+        if !want.contains_key(k) {
+            diffs.push(format!("  {k}: only in berth's ({v})"));
+        }
+    }
+    diffs
+}
+
 fn main() {
     let root = std::env::current_dir().unwrap();
     let berth = root.join("target/release/berth");
     assert!(berth.exists(), "build berth first: cargo build --release");
-    let cases_dir = root.join("testdata/compare");
-    let wanted: Vec<String> = std::env::args().skip(1).collect();
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&cases_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("Dockerfile").is_file())
-        .filter(|p| wanted.is_empty() || wanted.iter().any(|w| p.ends_with(w)))
-        .collect();
-    cases.sort();
+    let mut wanted: Vec<String> = std::env::args().skip(1).collect();
+    let record = wanted.iter().any(|a| a == "--record");
+    wanted.retain(|a| a != "--record");
+    let cases = corpus::cases(&wanted);
     let work = std::env::temp_dir().join(format!("berth-compare-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     let rootfs = work.join("rootfs");
@@ -225,93 +322,147 @@ fn main() {
         c
     };
     sh(d(&["load", "-i", archive.to_str().unwrap()]));
-    let (mut same, mut differ) = (0, 0);
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let tag = format!("cmp-{name}");
-        sh(b(&["build", "-q", "-t", &tag, case.to_str().unwrap()]));
-        sh(d(&[
-            "build",
-            "-q",
-            "--network",
-            "host",
-            "-t",
-            &tag,
-            case.to_str().unwrap(),
-        ]));
-        // Configs.
-        let ba = work.join(format!("{name}-berth.tar"));
-        sh(b(&[
-            "save",
-            "--format",
-            "docker",
-            "-o",
-            ba.to_str().unwrap(),
-            &tag,
-        ]));
-        let da = work.join(format!("{name}-docker.tar"));
-        sh(d(&["save", "-o", da.to_str().unwrap(), &tag]));
-        let bc = config_of(&config_from_docker_archive(&ba));
-        let dc = config_of(&config_from_docker_archive(&da));
-        let mut diffs = Vec::new();
-        for (k, v) in &dc {
-            if bc.get(k) != Some(v) {
-                diffs.push(format!(
-                    "  config {k}:\n    BuildKit: {v}\n    berth:    {}",
-                    bc.get(k).map_or("-", String::as_str)
-                ));
-            }
-        }
-        // Trees.
-        let local = work.join(format!("{name}-rootfs"));
-        sh(b(&[
-            "build",
-            "-q",
-            "-t",
-            &tag,
-            "-o",
-            local.to_str().unwrap(),
-            case.to_str().unwrap(),
-        ]));
-        let exported = work.join(format!("{name}-berth-fs.tar"));
-        sh(Command::new("tar")
-            .args(["--numeric-owner", "-C"])
-            .arg(&local)
-            .args(["-cf"])
-            .arg(&exported)
-            .arg("."));
-        let bt = tree_of_tar(std::fs::File::open(&exported).unwrap());
-        let cid = sh(d(&["create", &tag])).trim().to_owned();
-        let dfs = work.join(format!("{name}-docker-fs.tar"));
-        sh(d(&["export", "-o", dfs.to_str().unwrap(), &cid]));
+    // `busybox-docker`, for both builders, through a registry of our own.
+    let registry = berth_test_support::TestRegistry::start(Default::default());
+    let reference = corpus::docker_typed_base(&b, &registry.host);
+    sh(d(&["pull", "-q", &reference]));
+    sh(d(&["tag", &reference, "busybox-docker"]));
+    // An image's comparison text: config and history from its docker archive, the tree from
+    // a container of it, both through the dockerd.
+    let image_text = |tag: &str, archive: &Path| {
+        let config = config_from_docker_archive(archive);
+        let cid = sh(d(&["create", tag])).trim().to_owned();
+        let fs = work.join("fs.tar");
+        sh(d(&["export", "-o", fs.to_str().unwrap(), &cid]));
         sh(d(&["rm", &cid]));
-        let dt = tree_of_tar(std::fs::File::open(&dfs).unwrap());
-        for (p, v) in &dt {
-            if ignored(p) {
-                continue;
+        let tree = tree_of_tar(std::fs::File::open(&fs).unwrap());
+        describe(&config, &tree)
+    };
+    let (mut same, mut differ) = (0, 0);
+    let mut by_kind: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for case in &cases {
+        let name = &case.name;
+        let ctx = case.prepare(&work.join("cases"));
+        let tag = format!("cmp-{name}");
+        let berth_tag = format!("cmp-berth-{name}");
+        let built = b(&["build", "-q", "-t", &tag, ctx.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let kind_name = match case.kind {
+            Kind::Builds => "BuildKit",
+            Kind::Fails => "must fail",
+            Kind::Newer => "reviewed (newer frontend)",
+        };
+        let mut diffs = Vec::new();
+        let berth_ok = built.status.success();
+        let berth_err = String::from_utf8_lossy(&built.stderr).into_owned();
+        let berth_text = berth_ok.then(|| {
+            let ba = work.join(format!("{name}-berth.tar"));
+            sh(b(&[
+                "save",
+                "--format",
+                "docker",
+                "-o",
+                ba.to_str().unwrap(),
+                &tag,
+            ]));
+            // Loaded under its own name, so BuildKit's image of the same tag stays apart.
+            let loaded = sh(d(&["load", "-q", "-i", ba.to_str().unwrap()]));
+            assert!(loaded.contains(&tag), "{loaded}");
+            sh(d(&["tag", &tag, &berth_tag]));
+            sh(d(&["rmi", &tag]));
+            let text = image_text(&berth_tag, &ba);
+            sh(d(&["rmi", &berth_tag]));
+            let _ = std::fs::remove_file(&ba);
+            text
+        });
+        match case.kind {
+            Kind::Fails => {
+                let dk = d(&[
+                    "build",
+                    "-q",
+                    "--network",
+                    "host",
+                    "-t",
+                    &tag,
+                    ctx.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap();
+                if berth_ok {
+                    diffs.push("  berth built it; it must fail".to_owned());
+                }
+                if dk.status.success() {
+                    diffs.push("  BuildKit built it; it must fail".to_owned());
+                    let _ = d(&["rmi", &tag]).output();
+                }
             }
-            match bt.get(p) {
-                Some(bv) if bv == v => {}
-                Some(bv) => diffs.push(format!("  /{p}:\n    BuildKit: {v}\n    berth:    {bv}")),
-                None => diffs.push(format!("  /{p}: only in BuildKit's ({v})")),
+            Kind::Newer => match (&berth_text, case.expected()) {
+                (None, _) => diffs.push(format!("  berth failed:\n{berth_err}")),
+                (Some(text), _) if record => {
+                    std::fs::write(case.dir.join("EXPECTED"), as_text(text)).unwrap();
+                    println!("{name}: EXPECTED recorded from berth's result: review it");
+                }
+                (Some(_), None) => diffs.push("  no EXPECTED recorded".to_owned()),
+                (Some(text), Some(expected)) => {
+                    diffs = differences("EXPECTED", &from_text(&expected), text);
+                }
+            },
+            Kind::Builds => {
+                let dk = d(&[
+                    "build",
+                    "-q",
+                    "--network",
+                    "host",
+                    "-t",
+                    &tag,
+                    ctx.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap();
+                match (&berth_text, dk.status.success()) {
+                    (None, false) => diffs.push(format!(
+                        "  both failed:\n    BuildKit: {}\n    berth: {berth_err}",
+                        String::from_utf8_lossy(&dk.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                    )),
+                    (None, true) => diffs.push(format!("  berth failed:\n{berth_err}")),
+                    (Some(_), false) => diffs.push(format!(
+                        "  BuildKit failed:\n{}",
+                        String::from_utf8_lossy(&dk.stderr)
+                    )),
+                    (Some(text), true) => {
+                        let da = work.join(format!("{name}-docker.tar"));
+                        sh(d(&["save", "-o", da.to_str().unwrap(), &tag]));
+                        let reference = image_text(&tag, &da);
+                        let _ = std::fs::remove_file(&da);
+                        diffs = differences("BuildKit", &reference, text);
+                    }
+                }
+                let _ = d(&["rmi", &tag]).output();
             }
         }
-        for (p, v) in &bt {
-            if !ignored(p) && !dt.contains_key(p) {
-                diffs.push(format!("  /{p}: only in berth's ({v})"));
-            }
-        }
+        let _ = b(&["rmi", &tag]).output();
+        let _ = std::fs::remove_dir_all(&ctx);
+        let counts = by_kind.entry(kind_name).or_default();
         if diffs.is_empty() {
-            println!("{name}: identical");
+            println!("{name}: identical ({kind_name})");
             same += 1;
+            counts.0 += 1;
         } else {
             println!(
-                "{name}: {} difference(s)\n{}",
+                "{name}: {} difference(s) ({kind_name})\n{}",
                 diffs.len(),
                 diffs.join("\n")
             );
             differ += 1;
+            counts.1 += 1;
         }
+    }
+    for (kind, (s, dif)) in &by_kind {
+        println!("  {kind}: {s} identical, {dif} differ");
     }
     println!("{same} identical, {differ} differ");
     let _ = std::fs::remove_dir_all(&work);
