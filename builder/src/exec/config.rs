@@ -147,7 +147,12 @@ pub fn apply(
             }
         }
         Instruction::Shell(s) => c.shell = Some(s.clone()),
-        Instruction::StopSignal(s) => c.stop_signal = Some(s.clone()),
+        Instruction::StopSignal(s) => {
+            if !is_signal(s) {
+                return Err(format!("Invalid signal: {s}"));
+            }
+            c.stop_signal = Some(s.clone());
+        }
         Instruction::Healthcheck(h) => {
             c.healthcheck = Some(match h {
                 Healthcheck::None => json!({"Test": ["NONE"]}),
@@ -325,9 +330,47 @@ pub fn history(created: &str, created_by: String, empty_layer: bool) -> History 
     }
 }
 
+/// Whether `s` names a Linux signal as Docker reads STOPSIGNAL: a number from 1 to 255, or a
+/// name with or without `SIG` in any case (`TERM`, `sigkill`, `RTMIN+3`, `RTMAX-1`).
+fn is_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u8>() {
+        return n != 0;
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "RTMIN", "RTMAX",
+    ];
+    let offset = |rest: &str| rest.parse::<u8>().is_ok_and(|n| (1..=15).contains(&n));
+    NAMES.contains(&name)
+        || name.strip_prefix("RTMIN+").is_some_and(offset)
+        || name.strip_prefix("RTMAX-").is_some_and(offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_signals_as_docker_reads_them() {
+        for ok in [
+            "SIGTERM",
+            "term",
+            "9",
+            "255",
+            "SIGRTMIN+3",
+            "RTMAX-1",
+            "sigwinch",
+        ] {
+            assert!(is_signal(ok), "{ok}");
+        }
+        for bad in ["SIGNOTREAL", "0", "256", "RTMIN+16", "", "SIG", "-1"] {
+            assert!(!is_signal(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn go_durations() {

@@ -280,6 +280,16 @@ pub fn copy(
         Heredoc(String, String),
         Url(String),
     }
+    if inst.checksum.is_some()
+        && let Some(local) = inst
+            .sources
+            .iter()
+            .find(|s| !(s.contains("://") || s.starts_with("git@")))
+    {
+        return Err(StepError::Invalid(format!(
+            "ADD --checksum applies to remote sources only, not to {local:?}"
+        )));
+    }
     let mut sources = Vec::new();
     for s in &inst.sources {
         if let Some(name) = s.strip_prefix("<<") {
