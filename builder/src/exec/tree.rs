@@ -105,13 +105,51 @@ fn resolve_owner(
                 .unwrap_or_default()
         };
         let (passwd, group) = (read("etc/passwd"), read("etc/group"));
-        // `user` alone means that user's primary group, as Docker's --chown.
-        let user =
-            berth_runtime::user::resolve(&spec, &passwd, &group).map_err(|e| e.to_string())?;
-        Ok((user.uid, user.gid))
+        chown_ids(&spec, &passwd, &group)
     });
     let _ = std::fs::remove_dir_all(&probe);
     lookup.map(Some)
+}
+
+/// `--chown=user[:group]` against the image's `/etc/passwd` and `/etc/group` text, as
+/// BuildKit resolves it: a number is an id (a user id alone is also the group); a user name
+/// gives its uid and primary group; a group name its gid; a name the files do not list (or
+/// files that are missing) leaves the id 0. An entry whose id is not a number is refused,
+/// never read as root.
+fn chown_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), StepError> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let find = |text: &str, name: &str, min: usize| -> Option<Vec<String>> {
+        text.lines()
+            .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
+            .find(|f| f.len() >= min && f[0] == name)
+    };
+    let id = |file: &str, f: &[String], i: usize| -> Result<u32, StepError> {
+        f[i].parse().map_err(|_| {
+            StepError::Invalid(format!(
+                "the {file} entry of {:?} has an invalid id {:?}",
+                f[0], f[i]
+            ))
+        })
+    };
+    let (mut uid, mut gid) = (0, 0);
+    if let Ok(n) = user.parse::<u32>() {
+        (uid, gid) = (n, n);
+    } else if !user.is_empty()
+        && let Some(f) = find(passwd, user, 7)
+    {
+        (uid, gid) = (id("/etc/passwd", &f, 2)?, id("/etc/passwd", &f, 3)?);
+    }
+    if let Some(g) = grp.filter(|g| !g.is_empty()) {
+        if let Ok(n) = g.parse::<u32>() {
+            gid = n;
+        } else if let Some(f) = find(group, g, 4) {
+            gid = id("/etc/group", &f, 2)?;
+        }
+    }
+    Ok((uid, gid))
 }
 
 pub(super) fn copy_step(
@@ -172,4 +210,26 @@ pub(super) fn copy_step(
         copy::copy(&job, &tree, &dest, &c.heredocs)
     })
     .map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chown_ids;
+
+    #[test]
+    fn chown_resolves_as_buildkit_unknown_names_are_id_0() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:1000:1001::/home/app:/bin/sh\n";
+        let group = "root:x:0:\nnogroup:x:65534:\nstaff:x:50:\n";
+        let ids = |s: &str| chown_ids(s, passwd, group).unwrap();
+        assert_eq!(ids("app"), (1000, 1001));
+        assert_eq!(ids("app:staff"), (1000, 50));
+        assert_eq!(ids("1234"), (1234, 1234));
+        assert_eq!(ids("1234:nosuchgroup"), (1234, 1234));
+        assert_eq!(ids("nosuchuser"), (0, 0));
+        assert_eq!(ids("nosuchuser:nogroup"), (0, 65534));
+        assert_eq!(ids("nobody:nosuchgroup"), (65534, 65534));
+        assert_eq!(ids(":staff"), (0, 50));
+        assert_eq!(chown_ids("app", "", "").unwrap(), (0, 0), "no passwd file");
+        assert!(chown_ids("bad", "bad:x:nan:0::/:/bin/sh\n", "").is_err());
+    }
 }
