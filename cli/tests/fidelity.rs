@@ -380,3 +380,21 @@ top.txt
     );
     s.assert_clean();
 }
+
+#[test]
+fn run_mount_values_expand_args_and_env() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "mountargs",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS src\nRUN echo from-src > /hi\nFROM busybox\nARG S=src\nENV T=/m\nRUN --mount=from=$S,target=${T} cat /m/hi > /copied\n",
+        )],
+    );
+    build_ok(&s, &ctx, "mountargs:1");
+    assert_eq!(
+        sh(&s, "mountargs:1", "cat /copied; ls /m 2>&1 || true"),
+        "from-src\nls: /m: No such file or directory\n"
+    );
+    s.assert_clean();
+}

@@ -1,10 +1,12 @@
 //! Word expansion per instruction (the Dockerfile reference's list): ADD, COPY, ENV, EXPOSE,
 //! FROM, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR (and ONBUILD triggers of those, when they
-//! run) are expanded by the builder; RUN, CMD, ENTRYPOINT and SHELL are left to the shell.
+//! run) and the values of RUN's `--mount`s are expanded by the builder; RUN's command, CMD,
+//! ENTRYPOINT and SHELL are left to the shell.
 //! Every word of one instruction sees the same variables (`ENV a=1 b=$a` uses the old `a`).
 
 use std::collections::HashMap;
 
+use super::mounts::MountSpec;
 use super::{ArgDef, CopyInst, Instruction, KeyValue};
 use crate::dockerfile::Heredoc;
 use crate::dockerfile::shell::{Lex, ShellError};
@@ -23,6 +25,31 @@ fn expand_heredoc(h: &Heredoc, vars: &HashMap<String, String>) -> Result<Heredoc
     Ok(Heredoc {
         content: lex.process_word(&h.content, vars)?,
         ..h.clone()
+    })
+}
+
+/// A `RUN --mount` with variables in its values (`from=$STAGE`, `target=${DIR}`): each
+/// value expanded with the step's variables, as BuildKit expands them, and the spec read
+/// again. The expanded spec is the one the cache key holds.
+fn expand_mount(
+    m: &MountSpec,
+    lex: &Lex,
+    vars: &HashMap<String, String>,
+) -> Result<MountSpec, ShellError> {
+    if !m.spec.contains('$') {
+        return Ok(m.clone());
+    }
+    let fields = m
+        .spec
+        .split(',')
+        .map(|part| match part.split_once('=') {
+            Some((k, v)) => Ok(format!("{k}={}", lex.process_word(v, vars)?)),
+            None => Ok(part.to_owned()),
+        })
+        .collect::<Result<Vec<_>, ShellError>>()?;
+    MountSpec::parse(&fields.join(",")).map_err(|reason| ShellError {
+        word: m.spec.clone(),
+        reason,
     })
 }
 
@@ -89,6 +116,14 @@ pub fn expand(
         Instruction::User(u) => Instruction::User(w(u)?),
         Instruction::Workdir(d) => Instruction::Workdir(w(d)?),
         Instruction::StopSignal(s) => Instruction::StopSignal(w(s)?),
+        Instruction::Run(r) => Instruction::Run(super::Run {
+            mounts: r
+                .mounts
+                .iter()
+                .map(|m| expand_mount(m, lex, vars))
+                .collect::<Result<_, _>>()?,
+            ..r.clone()
+        }),
         other => other.clone(),
     })
 }
