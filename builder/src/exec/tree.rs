@@ -66,6 +66,9 @@ fn in_view<T: Send>(
     })?
 }
 
+/// The largest `/etc/passwd` or `/etc/group` read to resolve `--chown`.
+const MAX_ACCOUNTS_FILE: u64 = 16 << 20;
+
 /// `--chown` / USER names resolved in the image's `/etc/passwd` and `/etc/group`.
 fn resolve_owner(
     state: &StageState,
@@ -94,17 +97,33 @@ fn resolve_owner(
     let _ = berth_store::files::create_dir_all(&probe.join("work"));
     let lookup = in_view(state, &probe, None, move |root, _| {
         let r = fsops::InRoot::open(root).map_err(|e| StepError::io_at("opening", root, e))?;
-        let read = |p: &str| {
-            r.open_file(p)
-                .ok()
-                .and_then(|mut f| {
-                    let mut s = String::new();
-                    std::io::Read::read_to_string(&mut f, &mut s).ok()?;
-                    Some(s)
-                })
-                .unwrap_or_default()
+        // A file that is not there lists no one (BuildKit's rule); one that cannot be read
+        // as a regular file, or is larger than any real one, fails the step.
+        let read = |p: &str| -> Result<String, StepError> {
+            let mut text = String::new();
+            let file = match r.open_file(p) {
+                Ok(f) => f,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+                {
+                    return Ok(text);
+                }
+                Err(e) => return Err(StepError::io("reading", p, e)),
+            };
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(file, MAX_ACCOUNTS_FILE + 1),
+                &mut text,
+            )
+            .map_err(|e| StepError::io("reading", p, e))?;
+            if text.len() as u64 > MAX_ACCOUNTS_FILE {
+                return Err(StepError::Invalid(format!(
+                    "/{p} is larger than {MAX_ACCOUNTS_FILE} bytes"
+                )));
+            }
+            Ok(text)
         };
-        let (passwd, group) = (read("etc/passwd"), read("etc/group"));
+        let (passwd, group) = (read("etc/passwd")?, read("etc/group")?);
         chown_ids(&spec, &passwd, &group)
     });
     let _ = std::fs::remove_dir_all(&probe);
