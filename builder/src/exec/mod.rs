@@ -83,6 +83,8 @@ pub struct BuildOptions {
     /// `--secret`s by id.
     pub secrets: BTreeMap<String, mounts::Secret>,
     pub fetch: Option<std::sync::Arc<dyn Fetch>>,
+    /// Checks out `ADD <git URL>` sources (the same fetcher that resolved their refs).
+    pub git: Option<std::sync::Arc<crate::git::Git>>,
     /// `--ulimit`s for RUN steps (not part of the cache key, as BuildKit).
     pub ulimits: Vec<berth_runtime::spec::Rlimit>,
 }

@@ -78,7 +78,8 @@ pub struct Args {
     pub push: bool,
     #[command(flatten)]
     pub tls: crate::wiring::TlsArgs,
-    /// The build context directory
+    /// The build context: a directory, or a git URL (`https://HOST/REPO.git#REF:SUBDIR`,
+    /// `git://...`, `git@HOST:REPO.git`)
     pub context: PathBuf,
 }
 
