@@ -48,6 +48,8 @@ pub struct BuildRequest {
     pub env_epoch: Option<String>,
     /// `--secret` specs (`id=ID,src=FILE` or `id=ID,env=VAR`).
     pub secrets: Vec<String>,
+    /// `--ssh` specs (`default`, `ID`, `ID=SOCKET` or `ID=KEY[,KEY]`).
+    pub ssh: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<Reference>,
     pub no_cache: bool,
@@ -145,6 +147,8 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         let (id, secret) = Secret::parse(spec).map_err(BuildError::Usage)?;
         secrets.insert(id, secret);
     }
+    let ssh = crate::exec::ssh::Sources::new(&request.ssh, &store.tmp_dir())
+        .map_err(BuildError::Usage)?;
     // The context: .dockerignore, then a scan that reuses the saved stat index.
     let dockerfile_path = match &request.dockerfile {
         DockerfileSource::File(p) => p.as_deref(),
@@ -198,6 +202,7 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         secrets,
         fetch: services.fetch.clone(),
         git: Some(git.clone()),
+        ssh: Arc::new(ssh),
         ulimits: request.ulimits.clone(),
     };
     let built = crate::exec::build(store, &df, &graph, &context, &options, services.progress)

@@ -94,11 +94,12 @@ pub fn parse_run(node: &Node) -> Result<Run, String> {
             ));
         }
     };
-    let mounts = f
+    let mut mounts = f
         .list("mount")
         .iter()
         .map(|spec| MountSpec::parse(spec))
         .collect::<Result<Vec<_>, _>>()?;
+    super::mounts::number_ssh_targets(&mut mounts);
     let command = command_of(node);
     if matches!(&command, Command::Shell(s) if s.is_empty()) {
         return Err("RUN requires at least one argument".into());
