@@ -413,9 +413,17 @@ impl Git {
         let fetched = run
             .git(
                 &repo,
-                &["fetch", "-q", "--depth=1", "--no-tags", "origin", &fetch],
+                &[
+                    "fetch",
+                    "-q",
+                    "--depth=1",
+                    "--no-tags",
+                    "--",
+                    "origin",
+                    &fetch,
+                ],
             )
-            .or_else(|_| run.git(&repo, &["fetch", "-q", "--no-tags", "origin", &fetch]));
+            .or_else(|_| run.git(&repo, &["fetch", "-q", "--no-tags", "--", "origin", &fetch]));
         let head = |run: &mut Run<'_>| {
             run.git(
                 &repo,
@@ -426,7 +434,7 @@ impl Git {
         if fetched.is_err() || head(&mut run).ok().as_deref() != Some(commit) {
             // The ref moved since it was resolved, or the server will not send a commit by
             // its id: everything, then the commit asked for.
-            run.git(&repo, &["fetch", "-q", "--no-tags", "origin", commit])
+            run.git(&repo, &["fetch", "-q", "--no-tags", "--", "origin", commit])
                 .or_else(|_| {
                     run.git(
                         &repo,
@@ -434,6 +442,7 @@ impl Git {
                             "fetch",
                             "-q",
                             "--tags",
+                            "--",
                             "origin",
                             "+refs/heads/*:refs/remotes/origin/*",
                         ],

@@ -408,3 +408,46 @@ fn git_fetches_are_bounded_in_size_and_time() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn add_git_fetches_submodules_unless_asked_not_to() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let served = s.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let port = serve(served.clone(), false);
+    let lib = s.path().join("lib");
+    repo(&lib, &[("libfile", "from the submodule\n", 0o644)]);
+    publish(&lib, &served, "lib");
+    let main = s.path().join("main");
+    repo(&main, &[("README", "main\n", 0o644)]);
+    git(
+        &main,
+        &[
+            "submodule",
+            "add",
+            "-q",
+            &format!("http://127.0.0.1:{port}/lib.git"),
+            "lib",
+        ],
+    );
+    commit(&main, &[], "with a submodule");
+    publish(&main, &served, "main");
+    let url = format!("http://127.0.0.1:{port}/main.git");
+    let ctx = s.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD {url} /m\nADD {url}?submodules=false /n\n"),
+        )],
+    );
+    let (ok, out) = build(&s, ctx.to_str().unwrap(), &["-t", "sub:1"], &[]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        sh(
+            &s,
+            "sub:1",
+            "cat /m/lib/libfile; ls -A /m /m/lib /n/lib | tr '\\n' ' '"
+        ),
+        "from the submodule\n/m: .gitmodules README lib  /m/lib: libfile  /n/lib: "
+    );
+}
