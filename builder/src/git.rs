@@ -165,6 +165,20 @@ impl GitRef {
         url_credentials(&self.url()).into_owned()
     }
 
+    /// The remote with no userinfo at all (`scheme://host/path`), for a kept `.git`'s
+    /// config: a credential never enters the image, and no placeholder user either.
+    fn without_credentials(&self) -> String {
+        let url = self.url();
+        match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                let host = rest[..end].rsplit('@').next().unwrap_or("");
+                format!("{scheme}://{host}{}", &rest[end..])
+            }
+            None => url,
+        }
+    }
+
     fn uses_ssh(&self) -> bool {
         let lower = self.remote.to_ascii_lowercase();
         lower.starts_with("ssh://") || !lower.contains("://")
@@ -481,7 +495,10 @@ impl Git {
             })?;
         }
         if keep_git_dir {
-            run.git(&repo, &["remote", "set-url", "origin", &r.shown()])?;
+            run.git(
+                &repo,
+                &["remote", "set-url", "origin", &r.without_credentials()],
+            )?;
         } else {
             remove_git_dirs(&repo)
                 .map_err(|e| GitError(format!("{}: removing .git: {e}", r.shown())))?;
@@ -810,6 +827,9 @@ mod tests {
         assert_eq!(r.reference, "v1.0");
         assert_eq!(r.subdir, "b/c");
         assert_eq!(r.shown(), "https://xxxxx@host/r.git");
+        assert_eq!(r.without_credentials(), "https://host/r.git");
+        let scp = parsed("git@host:org/r.git#main");
+        assert_eq!(scp.without_credentials(), "git@host:org/r.git");
         let r = parsed("https://host/r.git#:sub");
         assert_eq!((r.reference.as_str(), r.subdir.as_str()), ("", "sub"));
         let r = parsed("https://host/r.git?tag=v2&subdir=x&keep-git-dir=true&submodules=false");

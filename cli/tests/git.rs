@@ -214,7 +214,7 @@ fn add_git_checks_out_refs_and_subdirs_with_gits_modes() {
         "cd /all && stat -c '%a %u:%g %n' README bin/run.sh sub sub/inner.txt && \
          readlink readme-link; readlink escape; ls -A /all | tr '\\n' ' '; echo; \
          cat /all/README /tag/README; ls /devsub | tr '\\n' ' '; echo; \
-         cat /kept/.git/HEAD; grep -c s3cret /kept/.git/config; \
+         cat /kept/.git/HEAD; grep -c -e s3cret -e user@ -e xxxxx /kept/.git/config; \
          ls -A /esc | tr '\\n' ' '; echo; stat -c '%u:%g' /esc/README; ls -A /up | tr '\\n' ' '",
     );
     let want = format!(
@@ -442,6 +442,28 @@ fn add_git_fetches_submodules_unless_asked_not_to() {
     );
     let (ok, out) = build(&s, ctx.to_str().unwrap(), &["-t", "sub:1"], &[]);
     assert!(ok, "{out}");
+    // A submodule on the local disk (a `file` URL or a path) is never fetched.
+    let local = s.path().join("local");
+    repo(&local, &[("README", "local\n", 0o644)]);
+    git(
+        &local,
+        &["submodule", "add", "-q", lib.to_str().unwrap(), "lib"],
+    );
+    commit(&local, &[], "with a local submodule");
+    publish(&local, &served, "local");
+    let bad = s.context(
+        "bad",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD http://127.0.0.1:{port}/local.git /l\n"),
+        )],
+    );
+    let (ok, out) = build(&s, bad.to_str().unwrap(), &[], &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("git submodule failed") && out.contains("transport 'file' not allowed"),
+        "{out}"
+    );
     assert_eq!(
         sh(
             &s,

@@ -260,7 +260,12 @@ fn forward(mut client: UnixStream, agent: &Path) -> std::io::Result<()> {
         }
         let up = match &mut upstream {
             Some(up) => up,
-            none => none.insert(UnixStream::connect(agent)?),
+            none => {
+                let up = UnixStream::connect(agent)?;
+                // An agent may wait for its user to confirm a signature, not forever.
+                up.set_read_timeout(Some(Duration::from_secs(300)))?;
+                none.insert(up)
+            }
         };
         up.write_all(&request)?;
         let answer = read_message(up)?
