@@ -345,7 +345,25 @@ fn a_git_url_is_a_build_context() {
     publish(&src, &served, "ctx");
     let port = serve(served, false);
     let url = format!("http://127.0.0.1:{port}/ctx.git");
-    let (ok, out) = build(&s, &format!("{url}#main:app"), &["-t", "x:1"], &[]);
+    // The user's git config is never read: one that sends every fetch of this server to a
+    // port where nothing listens (and one in the environment) changes nothing.
+    let home = s.path().join("home");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let redirect = format!(
+        "[url \"http://127.0.0.1:{dead_port}/\"]\n\tinsteadOf = http://127.0.0.1:{port}/\n"
+    );
+    write(&home.join(".gitconfig"), &redirect, 0o644);
+    write(&home.join(".config/git/config"), &redirect, 0o644);
+    let parameters = format!("'url.http://127.0.0.1:{dead_port}/.insteadof'='{url}'");
+    let xdg = home.join(".config");
+    let home_env = [
+        ("HOME", home.to_str().unwrap()),
+        ("XDG_CONFIG_HOME", xdg.to_str().unwrap()),
+        ("GIT_CONFIG_PARAMETERS", &parameters),
+    ];
+    let (ok, out) = build(&s, &format!("{url}#main:app"), &["-t", "x:1"], &home_env);
     assert!(ok, "{out}");
     assert_eq!(
         sh(
