@@ -1,11 +1,13 @@
 //! Git sources end to end: `ADD <git URL>` and a git URL as the build context, against real
 //! repositories made with the system `git` and served over loopback HTTP by a static file
 //! server in the test (git's "dumb" HTTP protocol: a bare repository after
-//! `git update-server-info`). The ADD tests run containers (the root tier); the context's
-//! limits fail before any step runs.
+//! `git update-server-info`, where no shallow fetch is possible) or by `git http-backend`
+//! behind a small CGI server (the "smart" protocol, where each fetch is one commit deep).
+//! The ADD tests run containers (the root tier); the context's limits fail before any step
+//! runs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use berth_test_support::{Sandbox, Tier, assert_success, printed};
 
@@ -489,5 +491,140 @@ fn add_git_fetches_submodules_unless_asked_not_to() {
             "cat /m/lib/libfile; ls -A /m /m/lib /n/lib | tr '\\n' ' '"
         ),
         "from the submodule\n/m: .gitmodules README lib  /m/lib: libfile  /n/lib: "
+    );
+}
+
+/// `git http-backend` (git's "smart" HTTP) behind a CGI server on a free loopback port,
+/// serving the repositories under `root`; one request per connection, until the test ends.
+fn serve_smart(root: PathBuf) -> u16 {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let mut headers = Vec::new();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.trim().split_once(':') {
+                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                }
+            }
+            let header = |k: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let mut body = Vec::new();
+            if header("transfer-encoding") == "chunked" {
+                loop {
+                    let mut size = String::new();
+                    reader.read_line(&mut size).unwrap();
+                    let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                    let mut chunk = vec![0; n + 2];
+                    reader.read_exact(&mut chunk).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&chunk[..n]);
+                }
+            } else if let Ok(n) = header("content-length").parse::<usize>() {
+                body.resize(n, 0);
+                reader.read_exact(&mut body).unwrap();
+            }
+            let mut parts = line.split(' ');
+            let method = parts.next().unwrap_or("GET").to_owned();
+            let target = parts.next().unwrap_or("/");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let mut child = Command::new("git")
+                .arg("http-backend")
+                .env("GIT_PROJECT_ROOT", &root)
+                .env("GIT_HTTP_EXPORT_ALL", "1")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("PATH_INFO", path)
+                .env("QUERY_STRING", query)
+                .env("REQUEST_METHOD", &method)
+                .env("CONTENT_TYPE", header("content-type"))
+                .env("CONTENT_LENGTH", body.len().to_string())
+                .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+                .env("GIT_PROTOCOL", header("git-protocol"))
+                .env("REMOTE_ADDR", "127.0.0.1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&body);
+            });
+            let out = child.wait_with_output().unwrap().stdout;
+            let split = out
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|i| (i, 4))
+                .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+            let Some((end, skip)) = split else { continue };
+            let head = String::from_utf8_lossy(&out[..end]).into_owned();
+            let mut status = "200 OK".to_owned();
+            let mut response = String::new();
+            for h in head.lines() {
+                match h.strip_prefix("Status:") {
+                    Some(st) => status = st.trim().to_owned(),
+                    None => response.push_str(&format!("{h}\r\n")),
+                }
+            }
+            let body = &out[end + skip..];
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            let _ = stream.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_git_over_smart_http_fetches_one_commit_deep() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let r = served_repo(&s);
+    let port = serve_smart(r.served.clone());
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let tag = git(&r.src, &["rev-parse", "v1^{commit}"]);
+    let ctx = s.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox\n\
+                 ADD --keep-git-dir=true {url}#master /k\n\
+                 ADD --keep-git-dir=true {url}#{tag} /c\n\
+                 ADD {url}#dev:sub /d\n"
+            ),
+        )],
+    );
+    let (ok, out) = build(&s, ctx.to_str().unwrap(), &["-t", "smart:1"], &[]);
+    assert!(ok, "{out}");
+    // A shallow clone (`.git/shallow` names the one commit fetched) of each ref.
+    let head = git(&r.src, &["rev-parse", "master"]);
+    assert_eq!(
+        sh(
+            &s,
+            "smart:1",
+            "cat /k/README /k/.git/shallow /c/README /c/.git/shallow; ls /d | tr '\\n' ' '"
+        ),
+        format!("two\n{head}\none\n{tag}\ndev.txt inner.txt ")
     );
 }
