@@ -628,3 +628,61 @@ fn add_git_over_smart_http_fetches_one_commit_deep() {
         format!("two\n{head}\none\n{tag}\ndev.txt inner.txt ")
     );
 }
+
+/// `git daemon` (the `git://` protocol) on a free loopback port, serving `root`; killed (by
+/// its PID) on drop.
+struct Daemon(std::process::Child, u16);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn git_daemon(root: &Path) -> Daemon {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let child = Command::new("git")
+        .arg("daemon")
+        .arg("--export-all")
+        .arg("--reuseaddr")
+        .arg("--listen=127.0.0.1")
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", root.display()))
+        .arg(root)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed().as_secs() < 10, "git daemon did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Daemon(child, port)
+}
+
+#[test]
+fn add_git_over_the_git_protocol() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let r = served_repo(&s);
+    let daemon = git_daemon(&r.served);
+    let url = format!("git://127.0.0.1:{}/repo.git", daemon.1);
+    let ctx = s.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD {url}#v1 /t\nADD {url}#dev:sub /d\n"),
+        )],
+    );
+    let (ok, out) = build(&s, ctx.to_str().unwrap(), &["-t", "gitproto:1"], &[]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        sh(&s, "gitproto:1", "cat /t/README; ls /d | tr '\\n' ' '"),
+        "one\ndev.txt inner.txt "
+    );
+}
