@@ -7,6 +7,7 @@
 //! | [`context`] | a context directory → included entries with content digests (.dockerignore, stat index) |
 //! | [`plan`] | typed stages + build inputs + resolved bases + context → the `BuildGraph`: stages, waves, cache keys |
 //! | [`exec`] | the graph → steps run (or found in the cache), layers committed, the image written |
+//! | [`git`] | a git URL (BuildKit's rules) → the commit its ref names, and a bounded checkout of it in a private directory |
 //! | [`redact`] | text → the same text without the credentials of URLs in it |
 //! | [`error`] | every failure of a build: one [`BuildError`], located in the Dockerfile |
 //! | [`session`] | a [`BuildRequest`] and the caller's [`Services`] → the whole build, one call |
@@ -20,6 +21,7 @@ pub mod context;
 pub mod dockerfile;
 pub mod error;
 pub mod exec;
+pub mod git;
 pub mod instructions;
 pub mod plan;
 pub mod redact;

@@ -17,6 +17,7 @@ use berth_store::{Image, Store};
 use crate::error::{BuildError, ExportError};
 use crate::exec::policy::Entitlement;
 use crate::exec::{BuildOptions, Event, Fetch, Progress, mounts::Secret};
+use crate::git::Git;
 use crate::instructions::stages;
 use crate::plan::Resolver;
 
@@ -47,6 +48,8 @@ pub struct BuildRequest {
     pub env_epoch: Option<String>,
     /// `--secret` specs (`id=ID,src=FILE` or `id=ID,env=VAR`).
     pub secrets: Vec<String>,
+    /// `--ssh` specs (`default`, `ID`, `ID=SOCKET` or `ID=KEY[,KEY]`).
+    pub ssh: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<Reference>,
     pub no_cache: bool,
@@ -119,6 +122,18 @@ pub struct Outcome {
 /// Runs the build `request` with `services`.
 pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome, BuildError> {
     let store = services.store;
+    let git = Arc::new(Git::new(store.tmp_dir(), crate::git::Limits::from_env()));
+    // A git URL as the context: checked out (kept until the build ends), then read as a
+    // directory.
+    let checkout = git_context(request, &git)?;
+    let in_checkout;
+    let request = match &checkout {
+        Some((_, dir)) => {
+            in_checkout = checked_out_request(request, dir);
+            &in_checkout
+        }
+        None => request,
+    };
     let (text, name) = read_dockerfile(request)?;
     let locate = |e: BuildError| e.locate(&text, &name);
     let df = crate::instructions::parse_dockerfile(&text).map_err(|e| locate(e.into()))?;
@@ -132,18 +147,26 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         let (id, secret) = Secret::parse(spec).map_err(BuildError::Usage)?;
         secrets.insert(id, secret);
     }
+    let ssh = crate::exec::ssh::Sources::new(&request.ssh, &store.tmp_dir())
+        .map_err(BuildError::Usage)?;
     // The context: .dockerignore, then a scan that reuses the saved stat index.
     let dockerfile_path = match &request.dockerfile {
         DockerfileSource::File(p) => p.as_deref(),
         DockerfileSource::Text { .. } => None,
     };
     let matcher = crate::context::load_matcher(&request.context, dockerfile_path)?;
-    let mut index = store
-        .read_context_index(&request.context)
-        .map(|b| crate::context::StatIndex::from_bytes(&b))
-        .unwrap_or_default();
+    // A checkout is new every build: its stat index would never be read again.
+    let mut index = match checkout {
+        Some(_) => Default::default(),
+        None => store
+            .read_context_index(&request.context)
+            .map(|b| crate::context::StatIndex::from_bytes(&b))
+            .unwrap_or_default(),
+    };
     let context = crate::context::scan(&request.context, &matcher, &mut index)?;
-    store.write_context_index(&request.context, &index.to_bytes())?;
+    if checkout.is_none() {
+        store.write_context_index(&request.context, &index.to_bytes())?;
+    }
     let graph = crate::plan::plan(
         &df,
         &request.build_args,
@@ -151,6 +174,7 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         &platforms,
         services.resolver,
         &context,
+        Some(&git),
     )
     .map_err(locate)?;
     let needed: Vec<usize> = graph.stages.iter().map(|s| s.index).collect();
@@ -177,6 +201,8 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         jobs: request.jobs,
         secrets,
         fetch: services.fetch.clone(),
+        git: Some(git.clone()),
+        ssh: Arc::new(ssh),
         ulimits: request.ulimits.clone(),
     };
     let built = crate::exec::build(store, &df, &graph, &context, &options, services.progress)
@@ -202,6 +228,65 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         executed: built.executed,
         cached: built.cached,
     })
+}
+
+/// The context as a git URL (BuildKit's rules; a path that exists is a directory, never a
+/// URL): the checkout, with the directory the build reads (its subdirectory, resolved inside
+/// it). The `.git` directory is not part of the context.
+fn git_context(
+    request: &BuildRequest,
+    git: &Git,
+) -> Result<Option<(crate::git::Checkout, PathBuf)>, BuildError> {
+    let Some(text) = request.context.to_str() else {
+        return Ok(None);
+    };
+    if request.context.symlink_metadata().is_ok() {
+        return Ok(None);
+    }
+    let Some(r) = crate::git::GitRef::parse(text) else {
+        return Ok(None);
+    };
+    let shown = crate::redact::url_credentials(text).into_owned();
+    let r = r.map_err(|m| BuildError::Usage(format!("context {shown}: {m}")))?;
+    let failed = |e: crate::git::GitError| BuildError::Usage(format!("context: {e}"));
+    let commit = git.resolve(&r, None).map_err(failed)?;
+    let checkout = git
+        .checkout(&r, &commit, r.keep_git_dir == Some(true))
+        .map_err(failed)?;
+    let root = berth_fsroot::Root::open(&checkout.root())
+        .map_err(|e| BuildError::Usage(format!("context {shown}: {e}")))?;
+    let sub = if r.subdir.is_empty() { "." } else { &r.subdir };
+    let dir = root
+        .canonical(sub)
+        .ok()
+        .filter(|real| {
+            root.stat(real)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        })
+        .ok_or_else(|| {
+            BuildError::Usage(format!(
+                "context {shown}: {:?} is not a directory of the repository",
+                r.subdir
+            ))
+        })?;
+    let dir = checkout.root().join(dir);
+    Ok(Some((checkout, dir)))
+}
+
+/// The request with a checkout as its context: `-f` relative to it (as BuildKit reads the
+/// Dockerfile from a git context).
+fn checked_out_request(request: &BuildRequest, dir: &std::path::Path) -> BuildRequest {
+    let dockerfile = match &request.dockerfile {
+        DockerfileSource::File(Some(p)) if p.is_relative() => {
+            DockerfileSource::File(Some(dir.join(p)))
+        }
+        other => other.clone(),
+    };
+    BuildRequest {
+        context: dir.to_owned(),
+        dockerfile,
+        ..request.clone()
+    }
 }
 
 /// The Dockerfile's text and the name errors give it.

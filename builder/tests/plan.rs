@@ -57,7 +57,7 @@ fn graph(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    plan(&df, &args, target, &Platforms::default(), imgs, ctx).unwrap()
+    plan(&df, &args, target, &Platforms::default(), imgs, ctx, None).unwrap()
 }
 
 fn keys(g: &BuildGraph) -> Vec<String> {
@@ -240,6 +240,7 @@ fn an_unknown_base_image_names_its_line() {
         &Platforms::default(),
         &images("m"),
         &ctx,
+        None,
     )
     .unwrap_err();
     let at = err.location().expect("a located error");

@@ -210,6 +210,8 @@ pub struct CopyJob<'a> {
     pub scratch: &'a Path,
     /// Downloads ADD's `http(s)://` sources (cli provides it).
     pub fetch: Option<&'a dyn super::Fetch>,
+    /// ADD's git source, checked out (the top of its work tree).
+    pub git: Option<&'a Path>,
 }
 
 fn io_msg(what: &str, path: &str, e: std::io::Error) -> StepError {
@@ -279,6 +281,8 @@ pub fn copy(
         Path(String, String),
         Heredoc(String, String),
         Url(String),
+        /// A git source's subdirectory in its checkout.
+        Git(String, String),
     }
     if inst.checksum.is_some()
         && let Some(local) = inst
@@ -299,14 +303,16 @@ pub fn copy(
                 continue;
             }
         }
+        if job.add
+            && let Some(r) = crate::git::GitRef::for_add(s)
+        {
+            let r = r.map_err(|m| format!("ADD {}: {m}", crate::redact::url_credentials(s)))?;
+            sources.push(Src::Git(r.shown(), r.subdir));
+            continue;
+        }
         if job.add && (s.starts_with("http://") || s.starts_with("https://")) {
             sources.push(Src::Url(s.clone()));
             continue;
-        }
-        if job.add && (s.starts_with("git@") || s.ends_with(".git")) {
-            return Err(StepError::Invalid(format!(
-                "ADD {s}: git sources are not supported yet"
-            )));
         }
         if let Some(entries) = tree.filter {
             let found = resolve::sources(entries, s).map_err(|e| match e {
@@ -355,6 +361,45 @@ pub fn copy(
     };
     for src in sources {
         match src {
+            Src::Git(shown, subdir) => {
+                let root = job
+                    .git
+                    .ok_or_else(|| format!("ADD {shown}: git sources are not available here"))?;
+                let tree = SourceTree {
+                    root: InRoot::open(root)
+                        .map_err(|e| io_msg("opening the checkout of", &shown, e))?,
+                    filter: None,
+                };
+                // The subdirectory is resolved inside the checkout: `..` and symlinks stay
+                // in it.
+                let top = if subdir.is_empty() {
+                    "."
+                } else {
+                    subdir.as_str()
+                };
+                let real = tree.root.canonical(top).map_err(|e| {
+                    format!("ADD {shown}: the subdirectory {subdir:?} of the checkout: {e}")
+                })?;
+                let is_dir = tree
+                    .root
+                    .lstat(&real)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+                if !is_dir {
+                    return Err(StepError::Invalid(format!(
+                        "ADD {shown}: {subdir:?} is not a directory of the repository"
+                    )));
+                }
+                let fd = dest
+                    .mkdir_all(&dest_path, Some(created_dir_meta))
+                    .map_err(|e| io_msg("creating", &dest_path, e))?;
+                // Files from git belong to root unless `--chown` says otherwise.
+                let job = &CopyJob {
+                    exclude_base: real.clone(),
+                    owner: Some(job.owner.unwrap_or((0, 0))),
+                    ..job.clone()
+                };
+                copy_contents(job, &tree, &real, &fd)?;
+            }
             Src::Url(url) => {
                 let shown = crate::redact::url_credentials(&url).into_owned();
                 let fetch = job
@@ -819,6 +864,7 @@ fn extract(
         chmod: None,
         scratch: job.scratch,
         fetch: None,
+        git: None,
         exclude_base: String::new(),
     };
     copy_contents(&unpacked, &inner, "", dest)?;

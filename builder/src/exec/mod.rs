@@ -31,6 +31,7 @@ pub mod mounts;
 pub mod output;
 pub mod policy;
 pub mod run;
+pub mod ssh;
 pub mod tree;
 
 use std::collections::{BTreeMap, HashMap};
@@ -83,6 +84,10 @@ pub struct BuildOptions {
     /// `--secret`s by id.
     pub secrets: BTreeMap<String, mounts::Secret>,
     pub fetch: Option<std::sync::Arc<dyn Fetch>>,
+    /// `--ssh` sources for `RUN --mount=type=ssh`.
+    pub ssh: std::sync::Arc<ssh::Sources>,
+    /// Checks out `ADD <git URL>` sources (the same fetcher that resolved their refs).
+    pub git: Option<std::sync::Arc<crate::git::Git>>,
     /// `--ulimit`s for RUN steps (not part of the cache key, as BuildKit).
     pub ulimits: Vec<berth_runtime::spec::Rlimit>,
 }

@@ -23,6 +23,10 @@
 //!   other user can enter) and bind-mounted read-only. `mode` is what the step sees; on the
 //!   host the file is out of every other user's reach whatever its mode. The secret's value
 //!   never enters the cache key, the history, a layer or the logs.
+//! - `type=ssh` (`id` default `default`, `target` default `/run/buildkit/ssh_agent.N`,
+//!   `required`, `mode` default `0600`, `uid`, `gid`): a socket of berth's own in the same
+//!   private directory as secrets, forwarding to the agent `--ssh ID` gave
+//!   ([`super::ssh::Proxy`]), bound onto the target.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -342,6 +346,8 @@ pub(super) struct PreparedMounts {
     pub(super) tmpfs: Vec<(String, Option<u64>)>,
     pub(super) targets: Vec<String>,
     pub(super) secrets: Option<SecretDir>,
+    /// The sockets of `type=ssh` mounts (in the secrets' directory), served until dropped.
+    pub(super) ssh: Vec<super::ssh::Proxy>,
     _locks: Vec<berth_store::lock::FileLock>,
     /// Detached copies of the context files and directories that `binds` and `overlays` name
     /// as `/proc/thread-self/fd/N`, handed to the step's init
@@ -452,6 +458,38 @@ pub(super) fn prepare_mounts(
                     )
                     .map_err(|e| step_error(step, format!("writing secret {id:?}: {e}")))?;
                 p.binds.push((file, target.clone(), true));
+            }
+            crate::instructions::mounts::Kind::Ssh => {
+                let id = m.id.as_deref().unwrap_or("default");
+                let Some(agent) = ctx.opts.ssh.socket(id) else {
+                    if m.required {
+                        return Err(step_error(
+                            step,
+                            format!(
+                                "no ssh agent given for id {id:?}, which is required: pass --ssh {id}[=SOCKET|KEY]"
+                            ),
+                        ));
+                    }
+                    continue;
+                };
+                let dir =
+                    match &mut p.secrets {
+                        Some(dir) => dir,
+                        none => none.insert(SecretDir::create(work).map_err(|e| {
+                            step_error(step, format!("a directory for secrets: {e}"))
+                        })?),
+                    };
+                let proxy = super::ssh::Proxy::start(
+                    dir.path().join(format!("ssh-{n}")),
+                    agent.to_owned(),
+                    m.mode.unwrap_or(0o600),
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                )
+                .map_err(|e| step_error(step, format!("the socket for ssh {id:?}: {e}")))?;
+                p.binds
+                    .push((proxy.path().to_owned(), target.clone(), true));
+                p.ssh.push(proxy);
             }
             crate::instructions::mounts::Kind::Bind => {
                 let source = m.source.clone().unwrap_or_else(|| "/".into());

@@ -47,6 +47,7 @@ pub fn export_tree(
         chmod: None,
         scratch,
         fetch: None,
+        git: None,
         exclude_base: String::new(),
     };
     let is_dir = |root: &fsops::InRoot| {

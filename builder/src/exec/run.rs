@@ -209,8 +209,16 @@ pub(super) fn run_step(
             vec![format!("{SCRIPT_DIR}/{name}")]
         }
     };
-    // The plan's environment has PATH (the image's, or the default).
-    let env = sc.env.clone();
+    // The plan's environment has PATH (the image's, or the default). An ssh mount's socket
+    // is `SSH_AUTH_SOCK` (the first one's) unless the step sets it; only for the process,
+    // never in the image or the key.
+    let mut env = sc.env.clone();
+    let ssh = crate::instructions::mounts::Kind::Ssh;
+    if let Some(first) = run.mounts.iter().find(|m| m.kind == ssh)
+        && !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK="))
+    {
+        env.push(format!("SSH_AUTH_SOCK={}", first.target));
+    }
     let write = |name: &str, text: String| {
         std::fs::write(work.join(name), text).map_err(|e| err(StepError::io("writing", name, e)))
     };

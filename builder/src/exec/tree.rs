@@ -198,6 +198,12 @@ pub(super) fn copy_step(
         .transpose()?;
     let scratch = work.join("scratch");
     berth_store::files::create_dir_all(&scratch).map_err(|e| step_error(step, e))?;
+    // A git source is checked out before the tree is mounted, at the commit its key holds.
+    let checkout = match (add, crate::plan::git_source(c)) {
+        (true, Some(r)) => Some(git_checkout(ctx, c, r).map_err(err)?),
+        _ => None,
+    };
+    let checkout_root = checkout.as_ref().map(|c| c.root());
     let job = copy::CopyJob {
         inst: c,
         add,
@@ -206,6 +212,7 @@ pub(super) fn copy_step(
         chmod,
         scratch: &scratch,
         fetch: ctx.opts.fetch.as_deref(),
+        git: checkout_root.as_deref(),
         exclude_base: String::new(),
     };
     let context = ctx.context;
@@ -229,6 +236,27 @@ pub(super) fn copy_step(
         copy::copy(&job, &tree, &dest, &c.heredocs)
     })
     .map_err(err)
+}
+
+/// `ADD <git URL>`: the commit the plan resolved (the build's fetcher asked the remote once
+/// for it), checked out in a private directory.
+fn git_checkout(
+    ctx: &Ctx<'_>,
+    c: &crate::instructions::CopyInst,
+    r: Result<crate::git::GitRef, String>,
+) -> Result<crate::git::Checkout, StepError> {
+    let r = r.map_err(StepError::Invalid)?;
+    let git = ctx
+        .opts
+        .git
+        .as_deref()
+        .ok_or_else(|| StepError::Invalid("git sources are not available here".into()))?;
+    let commit = git
+        .resolve(&r, c.checksum.as_deref())
+        .map_err(|e| StepError::Download(e.to_string()))?;
+    let keep = c.keep_git_dir || r.keep_git_dir == Some(true);
+    git.checkout(&r, &commit, keep)
+        .map_err(|e| StepError::Download(e.to_string()))
 }
 
 #[cfg(test)]

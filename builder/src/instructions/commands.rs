@@ -94,11 +94,12 @@ pub fn parse_run(node: &Node) -> Result<Run, String> {
             ));
         }
     };
-    let mounts = f
+    let mut mounts = f
         .list("mount")
         .iter()
         .map(|spec| MountSpec::parse(spec))
         .collect::<Result<Vec<_>, _>>()?;
+    super::mounts::number_ssh_targets(&mut mounts);
     // `RUN` alone runs the shell with an empty command, as in BuildKit.
     Ok(Run {
         command: command_of(node),

@@ -1,7 +1,8 @@
 //! `RUN --mount=...`: BuildKit's mount specs parsed once, when the Dockerfile is, with
 //! BuildKit's defaults (a bind by default, read-only unless `rw`; a cache's `id` is its
-//! target; a secret's target is `/run/secrets/<id>`). What each becomes for the container is
-//! [`crate::exec::mounts`]'s.
+//! target; a secret's target is `/run/secrets/<id>`; an ssh socket's id is `default` and its
+//! target `/run/buildkit/ssh_agent.N`, N its place among the step's ssh mounts). What each
+//! becomes for the container is [`crate::exec::mounts`]'s.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ pub enum Kind {
     Cache,
     Tmpfs,
     Secret,
+    Ssh,
 }
 
 /// One parsed `--mount`.
@@ -77,7 +79,7 @@ impl MountSpec {
             "cache" => Kind::Cache,
             "tmpfs" => Kind::Tmpfs,
             "secret" => Kind::Secret,
-            "ssh" => return Err("RUN --mount=type=ssh is not supported yet".into()),
+            "ssh" => Kind::Ssh,
             t => return Err(format!("--mount {spec:?}: unknown type {t:?}")),
         };
         for k in fields.keys() {
@@ -109,6 +111,8 @@ impl MountSpec {
         let target = match (get(&["target", "dst", "destination"]), kind, &id) {
             (Some(t), _, _) => t,
             (None, Kind::Secret, Some(id)) => format!("/run/secrets/{id}"),
+            // Numbered once the step's mounts are known ([`number_ssh_targets`]).
+            (None, Kind::Ssh, _) => String::new(),
             _ => return Err(format!("--mount {spec:?}: the target is missing")),
         };
         let octal = |name: &str| {
@@ -127,6 +131,9 @@ impl MountSpec {
                 })
                 .transpose()
         };
+        if kind == Kind::Ssh && get(&["source", "src"]).is_some() {
+            return Err(format!("--mount {spec:?}: ssh does not support source"));
+        }
         let rw = flag("rw")? || flag("readwrite")?;
         let ro = flag("readonly")? || flag("ro")?;
         Ok(MountSpec {
@@ -135,6 +142,7 @@ impl MountSpec {
             id: id.clone().or_else(|| match kind {
                 Kind::Cache => Some(target.clone()),
                 Kind::Secret => target.rsplit('/').next().map(str::to_owned),
+                Kind::Ssh => Some("default".into()),
                 _ => None,
             }),
             target,
@@ -149,7 +157,7 @@ impl MountSpec {
             },
             readonly: match kind {
                 Kind::Bind => !rw,
-                Kind::Secret => true,
+                Kind::Secret | Kind::Ssh => true,
                 _ => ro,
             },
             mode: octal("mode")?,
@@ -158,6 +166,20 @@ impl MountSpec {
             required: flag("required")?,
             size: get(&["size"]).map(|v| size(&v)).transpose()?,
         })
+    }
+}
+
+/// An ssh mount without a target gets `/run/buildkit/ssh_agent.N`, N its place among the
+/// step's ssh mounts (as BuildKit's LLB).
+pub fn number_ssh_targets(mounts: &mut [MountSpec]) {
+    for (n, m) in mounts
+        .iter_mut()
+        .filter(|m| m.kind == Kind::Ssh)
+        .enumerate()
+    {
+        if m.target.is_empty() {
+            m.target = format!("/run/buildkit/ssh_agent.{n}");
+        }
     }
 }
 
@@ -186,5 +208,22 @@ mod tests {
         assert!(MountSpec::parse("type=bind").is_err());
         assert!(MountSpec::parse("type=cache,target=/c,bogus=1").is_err());
         assert!(MountSpec::parse("type=nope,target=/c").is_err());
+    }
+
+    #[test]
+    fn ssh_mounts_default_to_the_default_id_and_numbered_sockets() {
+        let mut m = vec![
+            MountSpec::parse("type=ssh").unwrap(),
+            MountSpec::parse("type=cache,target=/c").unwrap(),
+            MountSpec::parse("type=ssh,id=work,target=/s,required,mode=0666,uid=5").unwrap(),
+            MountSpec::parse("type=ssh,id=other").unwrap(),
+        ];
+        number_ssh_targets(&mut m);
+        assert_eq!(m[0].id.as_deref(), Some("default"));
+        assert_eq!(m[0].target, "/run/buildkit/ssh_agent.0");
+        assert_eq!((m[2].target.as_str(), m[2].required), ("/s", true));
+        assert_eq!((m[2].mode, m[2].uid), (Some(0o666), Some(5)));
+        assert_eq!(m[3].target, "/run/buildkit/ssh_agent.2");
+        assert!(MountSpec::parse("type=ssh,source=x").is_err());
     }
 }

@@ -26,6 +26,7 @@ use berth_oci::{Digest, ImageConfig};
 use crate::context::{ScannedContext, digest_selection};
 use crate::dockerfile::shell::Lex;
 use crate::error::{BuildError, Location, ResolveError};
+use crate::git::{Git, GitRef};
 use crate::instructions::stages::{
     PROXY_ARGS, Platforms, StageScope, dependencies, find_stage, global_scope, onbuild_triggers,
     resolve_from, target_stages,
@@ -220,7 +221,25 @@ fn numeric_chown(chown: &Option<String>) -> Option<(u32, u32)> {
     Some((u.parse().ok()?, g.parse().ok()?))
 }
 
-/// Computes the plan.
+/// `ADD`'s git source, if it has one (a git URL by BuildKit's rules).
+pub fn git_source(c: &crate::instructions::CopyInst) -> Option<Result<GitRef, String>> {
+    c.sources.iter().find_map(|s| GitRef::for_add(s))
+}
+
+/// The commit an `ADD <git URL>` checks out: the key of its content (as BuildKit's, where
+/// a new commit invalidates the step and the same commit finds it in the cache).
+fn git_commit(c: &crate::instructions::CopyInst, git: Option<&Git>) -> Result<String, String> {
+    let r = git_source(c).expect("a git source")?;
+    if c.sources.len() != 1 {
+        return Err("when using a git source, only one source is allowed".into());
+    }
+    let git = git.ok_or("git sources are not available here")?;
+    git.resolve(&r, c.checksum.as_deref())
+        .map_err(|e| e.to_string())
+}
+
+/// Computes the plan. `git` resolves the refs of `ADD <git URL>` (the only part of a plan
+/// that asks a remote); without it such a step is an error.
 pub fn plan(
     df: &Dockerfile,
     build_args: &HashMap<String, String>,
@@ -228,6 +247,7 @@ pub fn plan(
     platforms: &Platforms,
     resolver: &dyn Resolver,
     context: &ScannedContext,
+    git: Option<&Git>,
 ) -> Result<BuildGraph, BuildError> {
     let global = global_scope(df, build_args, platforms)?;
     let deps = dependencies(df, build_args, &global)?;
@@ -400,8 +420,14 @@ pub fn plan(
                     (StepKind::Layer, k)
                 }
                 Instruction::Copy(c) | Instruction::Add(c) => {
+                    let add = matches!(inst, Instruction::Add(_));
                     let sources = match &c.from {
                         Some(from) => from_key(df, &planned, resolver, from, &platform, &at)?,
+                        None if add && git_source(c).is_some() => {
+                            let commit = git_commit(c, git)
+                                .map_err(|m| BuildError::step(located.start_line, m))?;
+                            format!("git\0{commit}")
+                        }
                         // Each source as the copy resolves it: a symlink (the source's
                         // own, or a directory on its way) is keyed by what it points at.
                         None => c

@@ -63,6 +63,10 @@ pub struct Args {
     /// A secret for `RUN --mount=type=secret` (id=ID,src=FILE or id=ID,env=VAR); never stored
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// An ssh agent for `RUN --mount=type=ssh`: `default` (or `ID`) forwards $SSH_AUTH_SOCK,
+    /// `ID=SOCKET` another agent, `ID=KEY[,KEY]` private key files; may be repeated
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
     /// Also write the result: type=oci,dest=FILE | type=docker,dest=FILE | type=local,dest=DIR
     /// (a bare path is type=local)
     #[arg(short = 'o', long)]
@@ -78,7 +82,8 @@ pub struct Args {
     pub push: bool,
     #[command(flatten)]
     pub tls: crate::wiring::TlsArgs,
-    /// The build context directory
+    /// The build context: a directory, or a git URL (`https://HOST/REPO.git#REF:SUBDIR`,
+    /// `git://...`, `git@HOST:REPO.git`)
     pub context: PathBuf,
 }
 
@@ -110,6 +115,7 @@ impl Args {
             timestamp: self.timestamp,
             env_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
             secrets: self.secrets.clone(),
+            ssh: self.ssh.clone(),
             labels,
             tags: tags.to_vec(),
             no_cache: self.no_cache,

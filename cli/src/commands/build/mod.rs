@@ -23,7 +23,13 @@ use crate::UsageError;
 
 pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     let started = Instant::now();
-    if !args.context.is_dir() {
+    // A git URL names no local path (a path that exists is never taken for one).
+    let git_url = args.context.symlink_metadata().is_err()
+        && args
+            .context
+            .to_str()
+            .is_some_and(|c| berth_builder::git::GitRef::parse(c).is_some());
+    if !args.context.is_dir() && !git_url {
         let shown = args.context.display();
         return Err(UsageError(format!("context {shown} is not a directory")).into());
     }
