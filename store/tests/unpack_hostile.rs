@@ -32,6 +32,7 @@ fn options() -> UnpackOptions {
     UnpackOptions {
         max_bytes: 1 << 30,
         privileged: berth_test_support::is_root(),
+        ..Default::default()
     }
 }
 

@@ -9,6 +9,7 @@
 //! `RUN --security=insecure` needs `--allow security.insecure`.
 
 mod args;
+mod context;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,10 +24,6 @@ use crate::UsageError;
 
 pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     let started = Instant::now();
-    if !args.context.is_dir() {
-        let shown = args.context.display();
-        return Err(UsageError(format!("context {shown} is not a directory")).into());
-    }
     let quiet = args.quiet || args.progress == "quiet";
     let tags = args
         .tags
@@ -49,7 +46,14 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             quiet,
         }) as Box<dyn berth_builder::Exporter>);
     }
-    let request = args.request(&tags)?;
+    let stdin_dockerfile = args.file.as_deref().is_some_and(|f| f.as_os_str() == "-");
+    let context = context::open(
+        &store,
+        &args.context,
+        stdin_dockerfile,
+        &registry.certs_dirs,
+    )?;
+    let request = args.request(&tags, &context)?;
     let resolver = crate::resolver::StoreResolver {
         store: store.clone(),
         pull: args.pull,

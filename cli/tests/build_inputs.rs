@@ -1,0 +1,272 @@
+//! `berth build`'s inputs and outputs beyond a context directory (the root tier): a context
+//! or a Dockerfile on stdin, a context URL, the `Containerfile` fallback, `--output` to a
+//! tar or to stdout, and `RUN --mount=type=secret,env=`. Each test checks the image built
+//! (its files, its config) the way a user would, and the hostile-tar tests check nothing is
+//! written outside the context.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use berth_test_support::{RawTar, Sandbox, Tier, assert_success, output_with_stdin, printed};
+
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
+
+fn with_stdin(s: &Sandbox, args: &[&str], input: &[u8]) -> Output {
+    output_with_stdin(s.cmd().args(args), input)
+}
+
+/// As [`output_with_stdin`], for a command that may stop reading before the end (a limit).
+fn with_stdin_cut(cmd: &mut std::process::Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(input);
+    child.wait_with_output().unwrap()
+}
+
+fn sh(s: &Sandbox, image: &str, script: &str) -> String {
+    s.ok(&["run", "--rm", image, "sh", "-c", script])
+}
+
+/// `tar -c` of `dir`'s contents with `flags` (`""`, `"z"`, `"j"`, `"J"`).
+fn tar_of(dir: &Path, flags: &str) -> Vec<u8> {
+    let out = std::process::Command::new("tar")
+        .args([
+            "-C",
+            dir.to_str().unwrap(),
+            &format!("-c{flags}f"),
+            "-",
+            ".",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Names under `root` outside `inside` (and not `inside`'s parents): what a hostile tar
+/// must never create.
+fn written_outside(root: &Path, inside: &[PathBuf]) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .map(|e| e.path().to_owned())
+        .filter(|p| !inside.iter().any(|i| p.starts_with(i) || i.starts_with(p)))
+        .collect()
+}
+
+/// What the store's `tmp/` holds (a received context must be gone after the build).
+fn store_tmp(s: &Sandbox) -> Vec<String> {
+    std::fs::read_dir(s.store().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_tar_on_stdin_is_the_context_plain_gzip_bzip2_and_xz() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "tar",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY . /ctx/\n\
+                 RUN --mount=type=bind,target=/c stat -c '%h %i' /c/a /c/sub/h > /links\n",
+            ),
+            ("a", "alpha"),
+            ("sub/b", "beta"),
+            (".dockerignore", "ignored\n"),
+            ("ignored", "no"),
+        ],
+    );
+    std::fs::hard_link(ctx.join("a"), ctx.join("sub/h")).unwrap();
+    for (i, flags) in ["", "z", "j", "J"].iter().enumerate() {
+        let tag = format!("fromtar{i}");
+        let out = with_stdin(&s, &["build", "-t", &tag, "-"], &tar_of(&ctx, flags));
+        assert_success(&out, &format!("build from a tar -c{flags}"));
+        let listing = sh(
+            &s,
+            &tag,
+            "cat /ctx/a /ctx/sub/b /ctx/sub/h; echo; ls -a /ctx",
+        );
+        assert!(listing.starts_with("alphabetaalpha\n"), "{listing}");
+        assert!(!listing.contains("ignored"), "{listing}");
+        // The hard link in the tar is one file with two names in the context (as a RUN
+        // step's bind of the context shows it).
+        let links = sh(&s, &tag, "cat /links");
+        let lines: Vec<&str> = links.lines().collect();
+        assert_eq!(lines.len(), 2, "{links}");
+        assert_eq!(lines[0], lines[1], "{links}");
+        assert!(lines[0].starts_with("2 "), "{links}");
+    }
+    assert_eq!(store_tmp(&s), Vec::<String>::new());
+}
+
+#[test]
+fn a_tar_on_stdin_takes_f_as_a_path_inside_it() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "f",
+        &[
+            ("build/app.Dockerfile", "FROM busybox\nCOPY data /data\n"),
+            ("data", "d"),
+        ],
+    );
+    let tar = tar_of(&ctx, "z");
+    let out = with_stdin(
+        &s,
+        &["build", "-t", "f", "-f", "build/app.Dockerfile", "-"],
+        &tar,
+    );
+    assert_success(&out, "build -f inside the tar");
+    assert_eq!(sh(&s, "f", "cat /data"), "d");
+    // Missing: the error names no temporary directory of berth's.
+    let out = with_stdin(&s, &["build", "-"], &tar);
+    assert!(!out.status.success());
+    let err = printed(&out);
+    assert!(
+        err.contains("neither Dockerfile nor Containerfile") && err.contains("stdin"),
+        "{err}"
+    );
+    // stdin cannot be both.
+    let out = with_stdin(&s, &["build", "-f", "-", "-"], &tar);
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains("stdin cannot be both"),
+        "{}",
+        printed(&out)
+    );
+}
+
+#[test]
+fn a_dockerfile_on_stdin_builds_with_an_empty_context() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let df = b"FROM busybox\nRUN echo built > /x\nLABEL from=stdin\n";
+    let out = with_stdin(&s, &["build", "-t", "plain", "-"], df);
+    assert_success(&out, "build - < Dockerfile");
+    assert_eq!(sh(&s, "plain", "cat /x"), "built\n");
+    let inspect = s.ok(&["inspect", "plain"]);
+    assert!(inspect.contains("\"from\": \"stdin\""), "{inspect}");
+    // The context is empty: nothing to COPY.
+    let out = with_stdin(&s, &["build", "-"], b"FROM busybox\nCOPY x /x\n");
+    assert!(!out.status.success());
+    assert!(printed(&out).contains("not found"), "{}", printed(&out));
+    // -f - with a directory context is still the Dockerfile from stdin.
+    let ctx = s.context("dir", &[("payload", "p")]);
+    let out = with_stdin(
+        &s,
+        &["build", "-t", "dash-f", "-f", "-", ctx.to_str().unwrap()],
+        b"FROM busybox\nCOPY payload /payload\n",
+    );
+    assert_success(&out, "build -f - DIR");
+    assert_eq!(sh(&s, "dash-f", "cat /payload"), "p");
+    assert_eq!(store_tmp(&s), Vec::<String>::new());
+}
+
+#[test]
+fn a_hostile_context_tar_climbing_out_fails_and_writes_nothing_outside() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let before = written_outside(s.path(), &[s.store()]);
+    let tar = RawTar::new()
+        .file("Dockerfile", b"FROM busybox\nCOPY . /ctx/\n")
+        .file("../../../../../../../escaped", b"x")
+        .file("a/../../escaped2", b"y")
+        .finish();
+    let out = with_stdin(&s, &["build", "-"], &tar);
+    assert!(!out.status.success());
+    let err = printed(&out);
+    assert!(err.contains("climbs out"), "{err}");
+    assert_eq!(written_outside(s.path(), &[s.store()]), before);
+    assert!(!Path::new("/escaped").exists() && !Path::new("/escaped2").exists());
+    // A hard link to a file above the root is refused the same way.
+    let tar = RawTar::new()
+        .file("Dockerfile", b"FROM busybox\n")
+        .hardlink("h", "../../../../etc/passwd")
+        .finish();
+    let out = with_stdin(&s, &["build", "-"], &tar);
+    assert!(!out.status.success());
+    assert!(printed(&out).contains("climbs out"), "{}", printed(&out));
+    assert_eq!(store_tmp(&s), Vec::<String>::new());
+}
+
+#[test]
+fn a_hostile_context_tar_through_a_symlink_stays_in_the_context() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let outside = s.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let tar = RawTar::new()
+        .file("Dockerfile", b"FROM busybox\nCOPY . /ctx/\n")
+        .symlink("abs", outside.to_str().unwrap())
+        .file("abs/planted", b"through an absolute link")
+        .symlink("rel", "../../../../../../..")
+        .file("rel/tmp/planted2", b"through a climbing link")
+        .char_device("dev", 1, 3)
+        .finish();
+    let out = with_stdin(&s, &["build", "-t", "links", "-"], &tar);
+    assert_success(&out, "build from a tar with links out");
+    // Nothing beside the sandbox's store, nothing at the host's paths.
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(!Path::new("/tmp/planted2").exists());
+    // The files landed where the links point when the context is the root, as Docker's
+    // chrooted untar puts them; the links are links, the device node was skipped.
+    let shown = sh(
+        &s,
+        "links",
+        &format!(
+            "cat /ctx{}/planted; echo; cat /ctx/tmp/planted2; echo; readlink /ctx/abs; \
+             ls /ctx/dev 2>&1 || true",
+            outside.display()
+        ),
+    );
+    assert!(
+        shown.starts_with("through an absolute link\nthrough a climbing link\n"),
+        "{shown}"
+    );
+    assert!(shown.contains(outside.to_str().unwrap()), "{shown}");
+    assert!(shown.contains("No such file"), "{shown}");
+}
+
+#[test]
+fn a_context_tar_past_its_entry_and_size_limits_fails_clearly() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let mut tar = RawTar::new();
+    tar.file("Dockerfile", b"FROM busybox\n");
+    for i in 0..300 {
+        tar.file(&format!("f{i}"), b"");
+    }
+    let out = with_stdin_cut(
+        s.cmd()
+            .env("BERTH_MAX_CONTEXT_ENTRIES", "100")
+            .args(["build", "-"]),
+        &tar.finish(),
+    );
+    assert!(!out.status.success());
+    let err = printed(&out);
+    assert!(
+        err.contains("more than 100 entries") && err.contains("BERTH_MAX_CONTEXT_ENTRIES"),
+        "{err}"
+    );
+    let big = RawTar::new()
+        .file("Dockerfile", b"FROM busybox\n")
+        .file("big", &vec![7u8; 1 << 20])
+        .finish();
+    let out = with_stdin_cut(
+        s.cmd()
+            .env("BERTH_MAX_CONTEXT_SIZE", "65536")
+            .args(["build", "-"]),
+        &big,
+    );
+    assert!(!out.status.success());
+    let err = printed(&out);
+    assert!(
+        err.contains("more than 65536 bytes") && err.contains("BERTH_MAX_CONTEXT_SIZE"),
+        "{err}"
+    );
+    assert_eq!(store_tmp(&s), Vec::<String>::new());
+}
