@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use berth_test_support::scripted::{Answer, ScriptedServer};
 use berth_test_support::{RawTar, Sandbox, Tier, assert_success, output_with_stdin, printed};
 
 const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
@@ -269,4 +270,81 @@ fn a_context_tar_past_its_entry_and_size_limits_fails_clearly() {
         "{err}"
     );
     assert_eq!(store_tmp(&s), Vec::<String>::new());
+}
+
+/// A loopback server answering `GET /NAME` with `files`' NAME, 404 for anything else.
+fn serve(files: Vec<(&'static str, Vec<u8>)>) -> ScriptedServer {
+    ScriptedServer::start(move |req| {
+        match files
+            .iter()
+            .find(|(name, _)| req.path == format!("/{name}"))
+        {
+            Some((_, body)) => Answer::status(200).body(body.clone()),
+            None => Answer::status(404),
+        }
+    })
+}
+
+#[test]
+fn a_context_url_is_downloaded_and_unpacked_or_is_the_dockerfile() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "url",
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY . /ctx/\n"),
+            ("a", "from the url"),
+            ("sub/b", "b"),
+        ],
+    );
+    let hostile = RawTar::new()
+        .file("Dockerfile", b"FROM busybox\n")
+        .file("../../../../escaped-url", b"x")
+        .finish();
+    let server = serve(vec![
+        ("ctx.tar.gz", tar_of(&ctx, "z")),
+        ("ctx.tar", tar_of(&ctx, "")),
+        (
+            "Dockerfile",
+            b"FROM busybox\nRUN echo remote > /r\n".to_vec(),
+        ),
+        ("hostile.tar", hostile),
+    ]);
+    let url = |name: &str| format!("http://{}/{name}", server.host);
+    s.ok(&["build", "-t", "remote-gz", &url("ctx.tar.gz")]);
+    assert_eq!(
+        sh(&s, "remote-gz", "cat /ctx/a /ctx/sub/b"),
+        "from the urlb"
+    );
+    s.ok(&["build", "-t", "remote-tar", &url("ctx.tar")]);
+    assert_eq!(sh(&s, "remote-tar", "cat /ctx/a"), "from the url");
+    // Not an archive: the download is the Dockerfile, the context is empty.
+    s.ok(&["build", "-t", "remote-df", &url("Dockerfile")]);
+    assert_eq!(sh(&s, "remote-df", "cat /r"), "remote\n");
+    // A missing file, a hostile tar: clear failures, nothing written outside.
+    let out = s.run(&["build", &url("missing.tar")]);
+    assert!(!out.status.success());
+    assert!(printed(&out).contains("404"), "{}", printed(&out));
+    let out = s.run(&["build", &url("hostile.tar")]);
+    assert!(!out.status.success());
+    assert!(printed(&out).contains("climbs out"), "{}", printed(&out));
+    assert!(!s.path().join("escaped-url").exists() && !Path::new("/escaped-url").exists());
+    // A download past the size limit stops there.
+    let out = s
+        .cmd()
+        .env("BERTH_MAX_CONTEXT_SIZE", "100")
+        .args(["build", &url("ctx.tar")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains("more than 100 bytes"),
+        "{}",
+        printed(&out)
+    );
+    assert_eq!(store_tmp(&s), Vec::<String>::new());
+    // A git URL is not fetched as a tarball.
+    let out = s.run(&["build", &format!("http://{}/repo.git", server.host)]);
+    assert!(!out.status.success());
+    assert!(printed(&out).contains("git contexts"), "{}", printed(&out));
+    assert!(server.requests().iter().all(|r| r.path != "/repo.git"));
 }
