@@ -348,3 +348,44 @@ fn a_context_url_is_downloaded_and_unpacked_or_is_the_dockerfile() {
     assert!(printed(&out).contains("git contexts"), "{}", printed(&out));
     assert!(server.requests().iter().all(|r| r.path != "/repo.git"));
 }
+
+#[test]
+fn containerfile_is_the_fallback_and_dockerfile_wins() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let only = s.context(
+        "containerfile",
+        &[("Containerfile", "FROM busybox\nLABEL file=containerfile\n")],
+    );
+    s.ok(&["build", "-t", "cf", only.to_str().unwrap()]);
+    assert!(
+        s.ok(&["inspect", "cf"])
+            .contains("\"file\": \"containerfile\"")
+    );
+    let both = s.context(
+        "both",
+        &[
+            ("Containerfile", "FROM busybox\nLABEL file=containerfile\n"),
+            ("Dockerfile", "FROM busybox\nLABEL file=dockerfile\n"),
+        ],
+    );
+    s.ok(&["build", "-t", "df", both.to_str().unwrap()]);
+    assert!(
+        s.ok(&["inspect", "df"])
+            .contains("\"file\": \"dockerfile\"")
+    );
+    // In a context from stdin too.
+    let out = with_stdin(&s, &["build", "-t", "cf-tar", "-"], &tar_of(&only, ""));
+    assert_success(&out, "build - with a Containerfile");
+    assert!(
+        s.ok(&["inspect", "cf-tar"])
+            .contains("\"file\": \"containerfile\"")
+    );
+    let none = s.context("none", &[("README", "x")]);
+    let out = s.run(&["build", none.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = printed(&out);
+    assert!(
+        err.contains("neither Dockerfile nor Containerfile") && err.contains("ctx-none"),
+        "{err}"
+    );
+}
