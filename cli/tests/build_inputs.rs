@@ -389,3 +389,161 @@ fn containerfile_is_the_fallback_and_dockerfile_wins() {
         "{err}"
     );
 }
+
+/// The entries of a tar stream: name → (type byte, contents).
+fn tar_entries(bytes: &[u8]) -> std::collections::BTreeMap<String, (u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let kind = e.header().entry_type().as_byte();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            (name, (kind, data))
+        })
+        .collect()
+}
+
+fn output_context(s: &Sandbox) -> PathBuf {
+    s.context(
+        "out",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY hello /app/hello\nRUN chmod 0750 /app/hello && \
+                 ln /app/hello /app/hard && ln -s hello /app/soft\n",
+            ),
+            ("hello", "hello, tar"),
+        ],
+    )
+}
+
+#[test]
+fn output_type_tar_writes_the_files_as_a_tar() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = output_context(&s);
+    let dest = s.path().join("rootfs.tar");
+    s.ok(&[
+        "build",
+        "-o",
+        &format!("type=tar,dest={}", dest.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&dest).unwrap();
+    let entries = tar_entries(&bytes);
+    assert_eq!(entries["app/hello"], (b'0', b"hello, tar".to_vec()));
+    // The export's tree is type=local's, where hard links are copied as files.
+    assert!(entries["app/hard"] == (b'0', b"hello, tar".to_vec()) || entries["app/hard"].0 == b'1');
+    assert_eq!(entries["app/soft"].0, b'2');
+    assert!(entries.contains_key("bin/busybox"), "{:?}", entries.keys());
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let hello = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_str() == Some("app/hello"))
+        .unwrap();
+    assert_eq!(hello.header().mode().unwrap() & 0o7777, 0o750);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(store_tmp(&s), Vec::<String>::new());
+}
+
+#[test]
+fn output_dash_writes_a_tar_of_the_files_to_stdout_and_nothing_else() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = output_context(&s);
+    for args in [
+        vec!["build", "-o", "-"],
+        vec!["build", "-q", "--output", "type=tar,dest=-"],
+        vec!["build", "--progress", "plain", "-o", "-"],
+    ] {
+        let mut all = args.clone();
+        all.push(ctx.to_str().unwrap());
+        let out = s.run(&all);
+        assert_success(&out, &format!("{all:?}"));
+        let entries = tar_entries(&out.stdout);
+        assert_eq!(entries["app/hello"].1, b"hello, tar", "{all:?}");
+        // The tar is all of stdout: the ID and the progress went to stderr.
+        assert_eq!(
+            tar::Archive::new(&out.stdout[..])
+                .entries()
+                .unwrap()
+                .count(),
+            entries.len()
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("sha256:"),
+            "{all:?}"
+        );
+        assert!(!s.path().join("-").exists(), "a directory named - was made");
+    }
+    // A directory cannot go to stdout, and stdout takes one output.
+    let out = s.run(&["build", "-o", "type=local,dest=-", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains("cannot go to stdout"),
+        "{}",
+        printed(&out)
+    );
+    let out = s.run(&[
+        "build",
+        "-o",
+        "-",
+        "-o",
+        "type=oci,dest=-",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains("only one --output"),
+        "{}",
+        printed(&out)
+    );
+    assert!(!s.path().join("-").exists());
+}
+
+#[test]
+fn output_oci_and_docker_archives_to_stdout() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = output_context(&s);
+    let out = s.run(&[
+        "build",
+        "-t",
+        "out:1",
+        "-o",
+        "type=oci,dest=-",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_success(&out, "build -o type=oci,dest=-");
+    let oci = tar_entries(&out.stdout);
+    assert!(
+        oci.contains_key("oci-layout") && oci.contains_key("index.json"),
+        "{:?}",
+        oci.keys()
+    );
+    let out = s.run(&[
+        "build",
+        "-t",
+        "out:1",
+        "-o",
+        "type=docker,dest=-",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_success(&out, "build -o type=docker,dest=-");
+    let docker = tar_entries(&out.stdout);
+    assert!(docker.contains_key("manifest.json"), "{:?}", docker.keys());
+    // What went to stdout loads back as the image.
+    let archive = s.path().join("docker.tar");
+    std::fs::write(&archive, &out.stdout).unwrap();
+    let loaded = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    loaded.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(loaded.image_id("out:1"), s.image_id("out:1"));
+}

@@ -64,8 +64,9 @@ pub struct Args {
     /// A secret for `RUN --mount=type=secret` (id=ID,src=FILE or id=ID,env=VAR); never stored
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
-    /// Also write the result: type=oci,dest=FILE | type=docker,dest=FILE | type=local,dest=DIR
-    /// (a bare path is type=local)
+    /// Also write the result: type=oci|docker,dest=FILE (an image archive), type=tar,dest=FILE
+    /// (the files as a tar), type=local,dest=DIR (the files); dest=- is stdout; a bare path
+    /// is type=local, `-` is type=tar,dest=-
     #[arg(short = 'o', long)]
     pub output: Vec<String>,
     /// Layer compression for --output type=oci and --push: gzip, zstd or none

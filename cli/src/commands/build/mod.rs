@@ -34,10 +34,9 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         return Err(UsageError("--push needs a name: -t REGISTRY/NAME:TAG".into()).into());
     }
     let registry = crate::wiring::options(&args.tls);
-    let mut exporters = Vec::new();
-    for spec in &args.output {
-        exporters.push(crate::exporters::parse_output(spec, &args.compression)?);
-    }
+    let mut exporters = crate::exporters::parse_outputs(&args.output, &args.compression)?;
+    // An output on stdout has it to itself: the image ID goes to stderr then.
+    let stdout_taken = crate::exporters::to_stdout(&args.output);
     if args.push {
         exporters.push(Box::new(crate::exporters::Push {
             store: store.clone(),
@@ -82,7 +81,10 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         .map_err(|e| e.context(format!("writing --iidfile {}", p.display())))?;
     }
     if quiet {
-        println!("{id}");
+        match stdout_taken {
+            true => eprintln!("{id}"),
+            false => println!("{id}"),
+        }
         return Ok(0);
     }
     let names: Vec<String> = tags.iter().map(|t| t.familiar()).collect();
