@@ -547,3 +547,97 @@ fn output_oci_and_docker_archives_to_stdout() {
     loaded.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert_eq!(loaded.image_id("out:1"), s.image_id("out:1"));
 }
+
+/// Files under `root` whose bytes contain `needle`.
+fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            std::fs::read(e.path())
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        })
+        .map(|e| e.path().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_secret_mount_with_env_sets_the_variable_and_nothing_keeps_it() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let value = "tok-4f1e-never-stored";
+    let ctx = s.context(
+        "secret-env",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN --mount=type=secret,id=tok,env=TOKEN \
+             case \"$TOKEN\" in tok-4f1e-*) echo env-only ${#TOKEN} > /seen;; esac && \
+             ls /run/secrets >> /seen 2>&1 || true\n\
+             RUN --mount=type=secret,id=tok,env=TOKEN,target=/run/t \
+             [\"sh\", \"-c\", \"test \\\"$TOKEN\\\" = \\\"$(cat /run/t)\\\" && echo both >> /seen\"]\n\
+             RUN --mount=type=secret,id=absent,env=NOPE echo \"${NOPE-unset}\" >> /seen\n",
+        )],
+    );
+    let log = s.path().join("build.log");
+    let out = s
+        .cmd()
+        .env("TOKEN_SRC", value)
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "sec",
+            "--secret",
+            "id=tok,env=TOKEN_SRC",
+            "--log-file",
+            log.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "build with a secret in env");
+    assert!(!printed(&out).contains(value));
+    let seen = sh(&s, "sec", "cat /seen");
+    // In the environment only: no /run/secrets made for it.
+    assert!(
+        seen.starts_with(&format!("env-only {}\n", value.len())),
+        "{seen}"
+    );
+    assert!(seen.contains("No such file"), "{seen}");
+    assert!(seen.contains("both\n"), "{seen}");
+    assert!(seen.ends_with("unset\n"), "{seen}");
+    // Not in the image's config or history, not anywhere in the store or the log.
+    let history = s.ok(&["history", "--no-trunc", "sec"]);
+    assert!(
+        history.contains("TOKEN") && !history.contains(value),
+        "{history}"
+    );
+    assert!(!s.ok(&["inspect", "sec"]).contains(value));
+    assert_eq!(
+        files_containing(s.path(), value.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    // The cache key does not hold the value: another value, the same steps, cached.
+    let out = s
+        .cmd()
+        .env("TOKEN_SRC", "another-value")
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--secret",
+            "id=tok,env=TOKEN_SRC",
+            ctx.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "build again");
+    assert!(
+        printed(&out).contains("(0 steps run, 3 cached)"),
+        "{}",
+        printed(&out)
+    );
+}
