@@ -22,7 +22,7 @@
 //! enters the layer is what the cache key describes.
 
 use crate::error::StepError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -210,6 +210,47 @@ pub struct CopyJob<'a> {
     pub scratch: &'a Path,
     /// Downloads ADD's `http(s)://` sources (cli provides it).
     pub fetch: Option<&'a dyn super::Fetch>,
+    /// The files of several names copied so far, so each further name becomes a hard link.
+    pub links: &'a HardLinks,
+}
+
+/// Files with more than one name (hard links) copied by one COPY: (device, inode) → the
+/// directory the first name was written in and the name there, so the next name of the
+/// same file in the source is linked to that copy, as BuildKit's copy does. At most
+/// [`HardLinks::KEPT`] files are remembered (each holds its directory open); past that, and
+/// where a link cannot be made (a name already there), a name is copied as a file.
+#[derive(Debug, Default)]
+pub struct HardLinks(std::sync::Mutex<HashMap<(u64, u64), (OwnedFd, String)>>);
+
+impl HardLinks {
+    const KEPT: usize = 256;
+
+    /// Links `name` in `parent` to the copy of the file `st` describes, if one was made.
+    fn link(&self, st: &rustix::fs::Stat, parent: &OwnedFd, name: &str) -> bool {
+        let map = self.0.lock().expect("no panics");
+        let Some((dir, first)) = map.get(&(st.st_dev, st.st_ino)) else {
+            return false;
+        };
+        rustix::fs::linkat(
+            dir,
+            first.as_str(),
+            parent,
+            name,
+            rustix::fs::AtFlags::empty(),
+        )
+        .is_ok()
+    }
+
+    /// Remembers that the file `st` describes was copied to `name` in `parent`.
+    fn remember(&self, st: &rustix::fs::Stat, parent: &OwnedFd, name: &str) {
+        let mut map = self.0.lock().expect("no panics");
+        if map.len() >= Self::KEPT || map.contains_key(&(st.st_dev, st.st_ino)) {
+            return;
+        }
+        if let Ok(dir) = parent.try_clone() {
+            map.insert((st.st_dev, st.st_ino), (dir, name.to_owned()));
+        }
+    }
 }
 
 fn io_msg(what: &str, path: &str, e: std::io::Error) -> StepError {
@@ -544,6 +585,18 @@ fn copy_entry(
             set_dir_time(&fd, m).map_err(|e| io_msg("setting times of", src, e))
         }
         FileType::RegularFile => {
+            let several_names = st.st_nlink > 1;
+            if several_names && job.links.link(&st, parent, name) {
+                // The same file as a name copied before; from a context, still the version
+                // the scan found under this name.
+                if let Some(entries) = tree.filter
+                    && entries.get(src).and_then(|e| e.version)
+                        != Some(crate::context::StatKey::of(&st))
+                {
+                    return Err(changed(src));
+                }
+                return Ok(());
+            }
             let file = tree
                 .root
                 .open_file(src)
@@ -558,6 +611,9 @@ fn copy_entry(
             .map_err(|e| io_msg("copying", src, e))?;
             if check {
                 tree.unchanged_since_scan(src, &file)?;
+            }
+            if several_names {
+                job.links.remember(&st, parent, name);
             }
             Ok(())
         }
@@ -732,7 +788,9 @@ fn extract(
         root: InRoot::open(&out).map_err(|e| io_msg("opening", "scratch", e))?,
         filter: None,
     };
+    let links = HardLinks::default();
     let unpacked = CopyJob {
+        links: &links,
         inst: job.inst,
         add: true,
         workdir: job.workdir,

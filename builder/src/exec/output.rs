@@ -39,7 +39,9 @@ pub fn export_tree(
         unpack: Some(false),
         heredocs: Vec::new(),
     };
+    let links = copy::HardLinks::default();
     let job = copy::CopyJob {
+        links: &links,
         inst: &inst,
         add: false,
         workdir: "/",

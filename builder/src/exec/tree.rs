@@ -140,7 +140,9 @@ pub(super) fn copy_step(
         .transpose()?;
     let scratch = work.join("scratch");
     berth_store::files::create_dir_all(&scratch).map_err(|e| step_error(step, e))?;
+    let links = copy::HardLinks::default();
     let job = copy::CopyJob {
+        links: &links,
         inst: c,
         add,
         workdir: &step.context.workdir,
