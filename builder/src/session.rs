@@ -24,7 +24,8 @@ use crate::plan::Resolver;
 /// Where the Dockerfile comes from.
 #[derive(Debug, Clone)]
 pub enum DockerfileSource {
-    /// `-f PATH` (or `CONTEXT/Dockerfile` when `None`): a file inside the context is read
+    /// `-f PATH` (when `None`: `CONTEXT/Dockerfile`, else `CONTEXT/Containerfile`, as Buildah
+    /// and Podman look for it): a file inside the context is read
     /// inside it (symlinks resolved there, regular files only, bounded); one outside it is
     /// read as given.
     File(Option<PathBuf>),
@@ -36,6 +37,10 @@ pub enum DockerfileSource {
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub context: PathBuf,
+    /// Where the context came from when the caller received it as a stream (`stdin`, a
+    /// URL) and unpacked it into `context` for this build only: messages name it so, and
+    /// no stat index is kept for a directory no build will see again.
+    pub received_from: Option<String>,
     pub dockerfile: DockerfileSource,
     pub build_args: HashMap<String, String>,
     pub target: Option<String>,
@@ -134,7 +139,20 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         }
         None => request,
     };
-    let (text, name) = read_dockerfile(request)?;
+    let dockerfile = match &request.dockerfile {
+        DockerfileSource::File(None) => {
+            let shown = request
+                .received_from
+                .clone()
+                .unwrap_or_else(|| request.context.display().to_string());
+            DockerfileSource::File(crate::context::default_dockerfile(
+                &request.context,
+                &shown,
+            )?)
+        }
+        d => d.clone(),
+    };
+    let (text, name) = read_dockerfile(request, &dockerfile)?;
     let locate = |e: BuildError| e.locate(&text, &name);
     let df = crate::instructions::parse_dockerfile(&text).map_err(|e| locate(e.into()))?;
     let epoch = source_date_epoch(request)?;
@@ -150,21 +168,23 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
     let ssh = crate::exec::ssh::Sources::new(&request.ssh, &store.tmp_dir())
         .map_err(BuildError::Usage)?;
     // The context: .dockerignore, then a scan that reuses the saved stat index.
-    let dockerfile_path = match &request.dockerfile {
+    let dockerfile_path = match &dockerfile {
         DockerfileSource::File(p) => p.as_deref(),
         DockerfileSource::Text { .. } => None,
     };
     let matcher = crate::context::load_matcher(&request.context, dockerfile_path)?;
-    // A checkout is new every build: its stat index would never be read again.
-    let mut index = match checkout {
-        Some(_) => Default::default(),
-        None => store
+    // A checkout or a received context is new every build: its stat index would never be
+    // read again.
+    let keep_index = request.received_from.is_none() && checkout.is_none();
+    let mut index = match keep_index {
+        true => store
             .read_context_index(&request.context)
             .map(|b| crate::context::StatIndex::from_bytes(&b))
             .unwrap_or_default(),
+        false => Default::default(),
     };
     let context = crate::context::scan(&request.context, &matcher, &mut index)?;
-    if checkout.is_none() {
+    if keep_index {
         store.write_context_index(&request.context, &index.to_bytes())?;
     }
     let graph = crate::plan::plan(
@@ -290,8 +310,11 @@ fn checked_out_request(request: &BuildRequest, dir: &std::path::Path) -> BuildRe
 }
 
 /// The Dockerfile's text and the name errors give it.
-fn read_dockerfile(request: &BuildRequest) -> Result<(String, String), BuildError> {
-    match &request.dockerfile {
+fn read_dockerfile(
+    request: &BuildRequest,
+    dockerfile: &DockerfileSource,
+) -> Result<(String, String), BuildError> {
+    match dockerfile {
         DockerfileSource::Text { text, name } => Ok((text.clone(), name.clone())),
         DockerfileSource::File(path) => {
             let bytes = crate::context::read_dockerfile(&request.context, path.as_deref())

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let outside = tmp.path().join("a/outside");
     std::fs::create_dir_all(&dest).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
-    let options = berth_store::layer::unpack::UnpackOptions { max_bytes: 16 << 20, privileged: false };
+    let options = berth_store::layer::unpack::UnpackOptions { max_bytes: 16 << 20, privileged: false, ..Default::default() };
     let _ = berth_store::layer::unpack::unpack(data, &dest, &options);
     for entry in walkdir::WalkDir::new(tmp.path()).into_iter().flatten() {
         let p = entry.path();

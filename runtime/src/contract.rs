@@ -24,6 +24,15 @@ pub const ANNOTATION_CONSOLE: &str = "berth.console";
 /// Annotation asking for `--init`: PID 1 is [`pid1`](crate::pid1), the command its child.
 pub const ANNOTATION_INIT: &str = "berth.init";
 
+/// Annotation listing environment variables whose values the init reads from descriptors
+/// it inherits (a build secret's `env=`): JSON `[["NAME", FD], ...]`. The value never
+/// enters the spec, so it is never written with the bundle.
+pub const ANNOTATION_ENV_FDS: &str = "berth.env-fds";
+
+/// The largest value read for [`ANNOTATION_ENV_FDS`]: 512 KiB, far above a token or a key;
+/// a longer one fails the start (and `execve` refuses a string past its own limit).
+pub const MAX_ENV_FD_VALUE: usize = 512 << 10;
+
 /// The container could not be set up (or the runtime failed).
 pub const EXIT_SETUP: i32 = 125;
 /// The command was found but cannot be executed.

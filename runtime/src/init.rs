@@ -21,12 +21,41 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::RuntimeError;
 use crate::contract::{
-    ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP, ANNOTATION_USER, EXIT_NOT_EXECUTABLE,
-    EXIT_NOT_FOUND, EXIT_SETUP, FORWARDED,
+    ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP, ANNOTATION_USER,
+    EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP, FORWARDED, MAX_ENV_FD_VALUE,
 };
 use crate::rootfs::{RootfsSource, apply, plan};
 use crate::sys::linux::LinuxSys;
 use crate::sys::{Sys, cstrings};
+
+/// Sets the variables [`ANNOTATION_ENV_FDS`] names from the descriptors it names (replacing
+/// a variable of the same name), before the descriptors are closed.
+fn env_from_fds(sys: &mut dyn Sys, spec: &Spec, env: &mut Vec<String>) -> Result<(), ChildError> {
+    let Some(list) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_ENV_FDS))
+    else {
+        return Ok(());
+    };
+    let setup = |message: String| ChildError::Exec {
+        code: EXIT_SETUP,
+        message,
+    };
+    let pairs: Vec<(String, i32)> =
+        serde_json::from_str(list).map_err(|e| setup(format!("{ANNOTATION_ENV_FDS}: {e}")))?;
+    for (name, fd) in pairs {
+        let value = sys
+            .read_fd(fd, MAX_ENV_FD_VALUE)
+            .map_err(|e| setup(format!("reading the value of {name}: {}", e.desc())))?;
+        let value = String::from_utf8(value)
+            .map_err(|_| setup(format!("the value of {name} is not UTF-8")))?;
+        let prefix = format!("{name}=");
+        env.retain(|e| !e.starts_with(&prefix));
+        env.push(format!("{prefix}{value}"));
+    }
+    Ok(())
+}
 
 /// Reads a bundle written by [`crate::Bundle::write`].
 pub fn read_bundle(sys: &mut dyn Sys, bundle: &Path) -> Result<(Spec, RootfsSource), RuntimeError> {
@@ -365,6 +394,7 @@ fn container_child(
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
+    env_from_fds(sys, spec, &mut env)?;
     let cwd = process.cwd();
     sys.create_dirs(cwd).map_err(|e| ChildError::Exec {
         code: EXIT_SETUP,
@@ -584,6 +614,38 @@ mod tests {
             ["39 30 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n".to_string()].into(),
         );
         (sys, spec, source)
+    }
+
+    /// A build secret's `env=`: the value comes from the inherited descriptor, replaces a
+    /// variable of that name, and is never in the spec written to the bundle.
+    #[test]
+    fn env_from_descriptors_sets_the_variable_and_stays_out_of_the_spec() {
+        let spec = build_spec(
+            Path::new("/r"),
+            &ProcessSettings {
+                env_fds: vec![("TOKEN".into(), 7)],
+                ..settings()
+            },
+        )
+        .unwrap();
+        assert!(
+            !serde_json::to_string(&spec)
+                .unwrap()
+                .contains("s3cret-value")
+        );
+        let mut sys = crate::sys::recording::RecordingSys::default();
+        sys.contents
+            .insert("fd:7".into(), ["s3cret-value".to_string()].into());
+        let mut env = vec!["PATH=/bin".to_string(), "TOKEN=old".to_string()];
+        assert!(env_from_fds(&mut sys, &spec, &mut env).is_ok());
+        assert_eq!(env, ["PATH=/bin", "TOKEN=s3cret-value"]);
+        // Too long a value fails the start, naming the variable, not the value.
+        sys.contents
+            .insert("fd:7".into(), ["x".repeat(MAX_ENV_FD_VALUE + 1)].into());
+        let Err(ChildError::Exec { message, .. }) = env_from_fds(&mut sys, &spec, &mut env) else {
+            panic!("a value past the limit was taken");
+        };
+        assert!(message.contains("TOKEN"), "{message}");
     }
 
     fn settings() -> ProcessSettings {

@@ -12,7 +12,8 @@ use oci_spec::runtime::{
 
 use crate::RuntimeError;
 use crate::contract::{
-    ANNOTATION_CONSOLE, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP, ANNOTATION_USER,
+    ANNOTATION_CONSOLE, ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP,
+    ANNOTATION_USER,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,6 +67,10 @@ pub struct ProcessSettings {
     /// Enforce Docker's device rules through the devices cgroup (and grant CAP_MKNOD, as
     /// Docker does). Needs `cgroup_path` and [`crate::cgroups::devices_enforceable`].
     pub device_rules: bool,
+    /// Environment variables set from descriptors the init inherits (name, descriptor
+    /// number), read by the init before the command runs ([`ANNOTATION_ENV_FDS`]): a
+    /// build secret's value reaches the process without being written into the bundle.
+    pub env_fds: Vec<(String, i32)>,
 }
 
 /// One resource limit, by Docker's `--ulimit` name (`nofile`, `nproc`, ...).
@@ -420,6 +425,12 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
     let linux = linux.build().map_err(e)?;
     let mut annotations = std::collections::HashMap::new();
     annotations.insert(ANNOTATION_USER.to_owned(), settings.user.clone());
+    if !settings.env_fds.is_empty() {
+        annotations.insert(
+            ANNOTATION_ENV_FDS.to_owned(),
+            serde_json::to_string(&settings.env_fds).expect("plain data"),
+        );
+    }
     if settings.init {
         annotations.insert(ANNOTATION_INIT.to_owned(), "1".to_owned());
     }

@@ -32,6 +32,7 @@ fn options() -> UnpackOptions {
     UnpackOptions {
         max_bytes: 1 << 30,
         privileged: berth_test_support::is_root(),
+        ..Default::default()
     }
 }
 
@@ -398,5 +399,54 @@ fn names_with_newlines_and_invalid_utf8_are_kept_inside() {
             .is_file()
     );
     assert_eq!(std::fs::read_dir(&s.dest).unwrap().count(), 2);
+    assert_host_untouched(&s);
+}
+
+fn context_options() -> UnpackOptions {
+    UnpackOptions {
+        build_context: true,
+        max_entries: 50,
+        ..options()
+    }
+}
+
+/// A build context's tar: `..` that climbs out is refused (names and hard-link targets),
+/// `..` that stays inside is fine, `.wh.` names are plain files, and the entry count is
+/// bounded; nothing lands outside either way.
+#[test]
+fn a_build_context_refuses_climbing_names_and_keeps_wh_names() {
+    let s = scene();
+    let unpack_context = |tar: &mut RawTar| unpack(&tar.finish()[..], &s.dest, &context_options());
+    for tar in [
+        RawTar::new().file("../pwned", b"x"),
+        RawTar::new().file("a/../../pwned", b"x"),
+        RawTar::new().file("f", b"x").hardlink("h", "../outside/x"),
+    ] {
+        let err = unpack_context(tar).unwrap_err();
+        assert!(err.to_string().contains("climbs out"), "{err}");
+        assert_host_untouched(&s);
+    }
+    unpack_context(
+        RawTar::new()
+            .file("a/../kept", b"k")
+            .file(".wh.kept", b"not a whiteout")
+            .file("d/.wh..wh..opq", b"plain"),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(s.dest.join("kept")).unwrap(), b"k");
+    assert_eq!(
+        std::fs::read(s.dest.join(".wh.kept")).unwrap(),
+        b"not a whiteout"
+    );
+    assert!(s.dest.join("d/.wh..wh..opq").is_file());
+    let mut many = RawTar::new();
+    for i in 0..60 {
+        many.file(&format!("n{i}"), b"");
+    }
+    let err = unpack_context(&mut many).unwrap_err();
+    assert!(
+        format!("{err:?}").contains("more than 50 entries"),
+        "{err:?}"
+    );
     assert_host_untouched(&s);
 }

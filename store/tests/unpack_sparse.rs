@@ -16,6 +16,7 @@ fn unpack_checked(tar: &RawTar, dest: &std::path::Path) {
         &UnpackOptions {
             max_bytes: 1 << 30,
             privileged: false,
+            ..Default::default()
         },
     )
     .unwrap();

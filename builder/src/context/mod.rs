@@ -10,6 +10,7 @@
 //! Symlinks are recorded as links (their targets are never followed here), so a link loop or
 //! a link out of the context cannot make the scan read outside it.
 
+pub mod archive;
 pub mod ignore;
 pub mod resolve;
 
@@ -35,6 +36,9 @@ pub enum ContextError {
     /// A Dockerfile or ignore file past its size limit.
     #[error(transparent)]
     Limit(#[from] berth_oci::limits::LimitError),
+    /// A context received as a stream ([`archive::receive`]) that cannot be used.
+    #[error("the build context from {from}: {reason}")]
+    Archive { from: String, reason: String },
     /// The context is past one of its [`Limits`].
     #[error("the build context {what}: exclude what the build does not need in .dockerignore")]
     TooLarge { what: String },
@@ -263,6 +267,30 @@ pub fn dockerfile(context: &Path, file: Option<&Path>) -> BuildFile {
         Some(f) => build_file(context, f),
         None => BuildFile::InContext("Dockerfile".into()),
     }
+}
+
+/// The Dockerfile of a build without `-f`: `None` for `CONTEXT/Dockerfile` when it exists,
+/// else `CONTEXT/Containerfile` (Buildah's and Podman's name) when that exists; an error
+/// naming both, and the context as `shown`, when neither does. Both are looked up inside the
+/// context (symlinks resolved there).
+pub fn default_dockerfile(context: &Path, shown: &str) -> Result<Option<PathBuf>, ContextError> {
+    let root = berth_fsroot::Root::open(context)
+        .map_err(io(format!("opening the context {}", context.display())))?;
+    for name in ["Dockerfile", "Containerfile"] {
+        match root.open_file_following(name) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Anything else there (a FIFO, a directory) is the Dockerfile, refused when read.
+            _ if name == "Dockerfile" => return Ok(None),
+            _ => return Ok(Some(context.join(name))),
+        }
+    }
+    Err(ContextError::Io {
+        context: format!("reading the Dockerfile of the build context {shown}"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "neither Dockerfile nor Containerfile is in it (give another with -f)",
+        ),
+    })
 }
 
 /// Reads the Dockerfile of a build (see [`dockerfile`] and [`BuildFile`]), at most
@@ -581,24 +609,4 @@ pub fn digest_selection<'a>(
         .collect();
     lines.sort();
     Digest::of(lines.concat().as_bytes())
-}
-
-/// A context given as a tar stream (`berth build -`): unpacked into `dest` (an empty
-/// directory) by the store's layer unpacker, so its names get the same protection as a
-/// layer's (nothing lands outside `dest`). Plain, gzip or zstd.
-pub fn from_tar(reader: impl Read, dest: &Path) -> Result<(), ContextError> {
-    let mut reader = std::io::BufReader::new(reader);
-    let head = std::io::BufRead::fill_buf(&mut reader).map_err(io("reading the context tar"))?;
-    let compression = berth_oci::media_type::Compression::sniff(head);
-    let plain = berth_store::layer::decompress(reader, compression)
-        .map_err(io("decompressing the context tar"))?;
-    let options = berth_store::layer::unpack::UnpackOptions {
-        privileged: false,
-        ..Default::default()
-    };
-    berth_store::layer::unpack::unpack(plain, dest, &options).map_err(|e| ContextError::Io {
-        context: "unpacking the context tar".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(())
 }

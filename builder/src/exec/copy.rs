@@ -33,6 +33,7 @@ use super::fsops::{
     InRoot, Meta, Resolve, components, copy_file, set_dir_time, write_dir, write_fifo,
     write_hard_link, write_symlink,
 };
+use crate::context::archive::{packing_of, unpacked_stream};
 use crate::context::resolve::{self, glob_match, has_glob};
 use crate::context::{ContextEntry, EntryKind};
 use crate::dockerfile::Heredoc;
@@ -754,52 +755,6 @@ fn excluded_ok(job: &CopyJob<'_>, path: &str) -> bool {
         .map(|(i, p)| (i, p.clone()))
         .collect();
     crate::context::ignore::Matcher::from_patterns(&patterns).map_or(true, |m| !m.excluded(path))
-}
-
-/// How an ADD source is packed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Packing {
-    Tar,
-    Gzip,
-    Zstd,
-    Bzip2,
-    Xz,
-}
-
-fn packing_of(head: &[u8]) -> Packing {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Packing::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Packing::Zstd
-    } else if head.starts_with(b"BZh") {
-        Packing::Bzip2
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Packing::Xz
-    } else {
-        Packing::Tar
-    }
-}
-
-/// Memory the xz decoder may use (its dictionary, which the stream's block headers declare):
-/// `xz -9` needs 65 MiB; a header asking for more is refused before anything is allocated.
-const XZ_MEMORY_LIMIT_KIB: u32 = 256 << 10;
-
-/// The decompressed stream of a file packed as `packing`. Every decoder reads as it is read
-/// from, so a caller decodes no more than it asks for: the archive sniff 512 bytes, the
-/// unpacker at most its layer limit.
-fn unpacked_stream(file: std::fs::File, packing: Packing) -> std::io::Result<Box<dyn Read>> {
-    let reader = std::io::BufReader::new(file);
-    Ok(match packing {
-        Packing::Tar => Box::new(reader),
-        Packing::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Packing::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
-        Packing::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
-        Packing::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(
-            reader,
-            true,
-            XZ_MEMORY_LIMIT_KIB,
-        )),
-    })
 }
 
 /// Whether an ADD source is a tar archive (plain, gzip, zstd, bzip2 or xz): its first block,

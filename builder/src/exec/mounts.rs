@@ -21,15 +21,18 @@
 //!   `gid`): the secret given with `--secret id=...,src=FILE|env=VAR`, written for the step
 //!   only into a [`SecretDir`] (a directory on `/dev/shm`, memory, never the disk, that no
 //!   other user can enter) and bind-mounted read-only. `mode` is what the step sees; on the
-//!   host the file is out of every other user's reach whatever its mode. The secret's value
-//!   never enters the cache key, the history, a layer or the logs.
+//!   host the file is out of every other user's reach whatever its mode. With `env=NAME` the
+//!   value is also (without a `target`, only) the step's variable `NAME`: the step's init
+//!   inherits the secret file open and reads the value from it, so it is never written into
+//!   the bundle's spec. The secret's value never enters the cache key, the history, a layer
+//!   or the logs.
 //! - `type=ssh` (`id` default `default`, `target` default `/run/buildkit/ssh_agent.N`,
 //!   `required`, `mode` default `0600`, `uid`, `gid`): a socket of berth's own in the same
 //!   private directory as secrets, forwarding to the agent `--ssh ID` gave
 //!   ([`super::ssh::Proxy`]), bound onto the target.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::{Ctx, context_root, from_snapshots, fsops, step_error};
@@ -353,6 +356,8 @@ pub(super) struct PreparedMounts {
     /// as `/proc/thread-self/fd/N`, handed to the step's init
     /// ([`berth_runtime::Bundle::run_captured`]).
     pub(super) fds: Vec<OwnedFd>,
+    /// `type=secret,env=NAME`: the variable and the descriptor in `fds` holding its value.
+    pub(super) env_fds: Vec<(String, i32)>,
     /// Context paths (resolved, `""` for the root) a bind shows live, not as a copy: checked
     /// after the step against the scan ([`check_live_binds`]).
     pub(super) live: Vec<String>,
@@ -457,6 +462,18 @@ pub(super) fn prepare_mounts(
                         m.gid.unwrap_or(0),
                     )
                     .map_err(|e| step_error(step, format!("writing secret {id:?}: {e}")))?;
+                if let Some(name) = &m.env {
+                    // Handed to the step's init as a descriptor it reads the value from, so
+                    // the value is never written into the bundle's spec.
+                    let fd = std::fs::File::open(&file)
+                        .map_err(|e| step_error(step, format!("opening secret {id:?}: {e}")))?;
+                    let fd = OwnedFd::from(fd);
+                    p.env_fds.push((name.clone(), fd.as_raw_fd()));
+                    p.fds.push(fd);
+                }
+                if target.is_empty() {
+                    continue;
+                }
                 p.binds.push((file, target.clone(), true));
             }
             crate::instructions::mounts::Kind::Ssh => {
@@ -647,7 +664,7 @@ mod tests {
         )
         .unwrap();
         let read = |fd: &OwnedFd, rel: &str| {
-            let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd));
+            let fd_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
             let path = if rel.is_empty() {
                 fd_path
             } else {

@@ -272,6 +272,7 @@ pub(super) fn run_step(
         pids_limit: None,
         rlimits: ctx.opts.ulimits.clone(),
         device_rules,
+        env_fds: prepared.env_fds.clone(),
     };
     let spec = build_spec(&work.join("rootfs"), &settings).map_err(|e| step_error(step, e))?;
     let source = RootfsSource::Overlay {

@@ -32,6 +32,9 @@ pub struct MountSpec {
     pub gid: Option<u32>,
     pub required: bool,
     pub size: Option<u64>,
+    /// `type=secret,env=NAME`: the secret's value in the step's environment variable
+    /// `NAME`; without a `target`, in the environment only (no file).
+    pub env: Option<String>,
 }
 
 fn size(v: &str) -> Result<u64, String> {
@@ -50,6 +53,16 @@ fn size(v: &str) -> Result<u64, String> {
         u => return Err(format!("invalid size {v:?}: unknown unit {u:?}")),
     };
     Ok(n << shift)
+}
+
+/// An environment variable's name as a shell takes it: a letter or `_`, then letters, digits
+/// and `_` (no `=`, which would set another variable's value).
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl MountSpec {
@@ -102,17 +115,31 @@ impl MountSpec {
                 "gid",
                 "required",
                 "size",
+                "env",
             ];
             if !known.contains(&k.as_str()) {
                 return Err(format!("--mount {spec:?}: unknown option {k:?}"));
             }
         }
         let id = get(&["id"]);
+        let env = get(&["env"]);
+        match (&env, kind) {
+            (Some(name), Kind::Secret) if !valid_env_name(name) => {
+                return Err(format!("--mount {spec:?}: invalid env name {name:?}"));
+            }
+            (Some(_), Kind::Secret) | (None, _) => {}
+            (Some(_), _) => return Err(format!("--mount {spec:?}: env is for type=secret")),
+        }
         let target = match (get(&["target", "dst", "destination"]), kind, &id) {
             (Some(t), _, _) => t,
+            // A secret for the environment only has no file.
+            (None, Kind::Secret, Some(_)) if env.is_some() => String::new(),
             (None, Kind::Secret, Some(id)) => format!("/run/secrets/{id}"),
             // Numbered once the step's mounts are known ([`number_ssh_targets`]).
             (None, Kind::Ssh, _) => String::new(),
+            (None, Kind::Secret, None) if env.is_some() => {
+                return Err(format!("--mount {spec:?}: the id is missing"));
+            }
             _ => return Err(format!("--mount {spec:?}: the target is missing")),
         };
         let octal = |name: &str| {
@@ -165,6 +192,7 @@ impl MountSpec {
             gid: number("gid")?,
             required: flag("required")?,
             size: get(&["size"]).map(|v| size(&v)).transpose()?,
+            env,
         })
     }
 }
@@ -186,6 +214,25 @@ pub fn number_ssh_targets(mounts: &mut [MountSpec]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_env_mounts_have_a_file_only_with_a_target() {
+        let e = MountSpec::parse("type=secret,id=tok,env=TOKEN").unwrap();
+        assert_eq!(e.env.as_deref(), Some("TOKEN"));
+        assert_eq!(e.target, "");
+        assert_eq!(e.id.as_deref(), Some("tok"));
+        let both = MountSpec::parse("type=secret,id=tok,env=TOKEN,target=/t").unwrap();
+        assert_eq!(
+            (both.target.as_str(), both.env.as_deref()),
+            ("/t", Some("TOKEN"))
+        );
+        let by_target = MountSpec::parse("type=secret,target=/s/tok,env=T").unwrap();
+        assert_eq!(by_target.id.as_deref(), Some("tok"));
+        assert!(MountSpec::parse("type=secret,env=T").is_err());
+        assert!(MountSpec::parse("type=secret,id=a,env=A=B").is_err());
+        assert!(MountSpec::parse("type=secret,id=a,env=").is_err());
+        assert!(MountSpec::parse("type=cache,target=/c,env=T").is_err());
+    }
 
     #[test]
     fn mount_specs_parse_with_buildkit_defaults() {

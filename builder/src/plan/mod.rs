@@ -353,7 +353,8 @@ pub fn plan(
                 })?;
             // RUN's mount targets, made absolute once, against the working directory.
             if let Instruction::Run(run) = &mut inst {
-                for m in &mut run.mounts {
+                // An environment-only secret has none.
+                for m in run.mounts.iter_mut().filter(|m| !m.target.is_empty()) {
                     m.target = resolve_workdir(&workdir, &m.target);
                 }
             }

@@ -29,7 +29,7 @@ pub enum Command {
         /// Print only the counts and the context digest
         #[arg(short, long)]
         quiet: bool,
-        /// The context directory, or `-` for a tar (plain, gzip, zstd) on stdin
+        /// The context directory, or `-` for a tar (plain, gzip, zstd, bzip2, xz) on stdin
         context: PathBuf,
     },
 }
@@ -54,7 +54,16 @@ fn context_list(file: Option<PathBuf>, quiet: bool, context: PathBuf) -> anyhow:
     let _unpacked;
     let root = if context.as_os_str() == "-" {
         let dir = tempfile::tempdir()?;
-        berth_builder::context::from_tar(std::io::stdin().lock(), dir.path())?;
+        let limits = berth_builder::context::archive::Limits::from_env();
+        let received = berth_builder::context::archive::receive(
+            std::io::stdin().lock(),
+            dir.path(),
+            &limits,
+            "stdin",
+        )?;
+        if received != berth_builder::context::archive::Received::Context {
+            return Err(UsageError("stdin is not a tar archive".into()).into());
+        }
         let path = dir.path().to_owned();
         _unpacked = dir;
         path

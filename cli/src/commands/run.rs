@@ -542,6 +542,7 @@ fn prepare(
         overlays: Vec::new(),
         console,
         init: args.init,
+        env_fds: Vec::new(),
     };
     if let Some(c) = args.cpus
         && !(c > 0.0 && c <= std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)

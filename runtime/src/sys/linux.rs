@@ -507,6 +507,27 @@ impl Sys for LinuxSys {
         Ok(text)
     }
 
+    fn read_fd(&mut self, fd: i32, limit: usize) -> SysResult<Vec<u8>> {
+        // SAFETY: `fd` was handed to this process to be read here; it is only borrowed for
+        // this call and never closed through the borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let mut out = vec![0u8; limit + 1];
+        let mut got = 0;
+        while got < out.len() {
+            match nix::sys::uio::pread(fd, &mut out[got..], got as i64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if got > limit {
+            return Err(nix::Error::EFBIG);
+        }
+        out.truncate(got);
+        Ok(out)
+    }
+
     fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()> {
         std::fs::write(path, value).map_err(io_to_nix)
     }

@@ -176,6 +176,9 @@ pub trait Sys {
     /// could hang or feed the start forever: EINVAL), and at most [`MAX_IMAGE_FILE`] bytes
     /// (EFBIG).
     fn read_image_file(&mut self, path: &Path) -> SysResult<String>;
+    /// The contents of the file open as descriptor `fd` (read from its start, whatever its
+    /// offset), at most `limit` bytes (EFBIG past it).
+    fn read_fd(&mut self, fd: i32, limit: usize) -> SysResult<Vec<u8>>;
     /// Writes `value` to an existing file (cgroup files).
     fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()>;
     /// `mkdir -p`.

@@ -300,6 +300,14 @@ impl Sys for RecordingSys {
         self.read_file(path)
     }
 
+    fn read_fd(&mut self, fd: i32, limit: usize) -> SysResult<Vec<u8>> {
+        let text = self.read_file(Path::new(&format!("fd:{fd}")))?;
+        if text.len() > limit {
+            return Err(nix::Error::EFBIG);
+        }
+        Ok(text.into_bytes())
+    }
+
     fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()> {
         self.record(format!("write {} {value}", path.display()))
     }

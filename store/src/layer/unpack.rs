@@ -43,6 +43,12 @@ pub struct UnpackOptions {
     pub max_bytes: u64,
     /// Apply ownership and make device nodes (true when running as root).
     pub privileged: bool,
+    /// Entries allowed (the tar guard's count, checked before an entry's bytes are read).
+    pub max_entries: u64,
+    /// The tar is a build context, not a layer: `.wh.` names are ordinary names, and a name
+    /// or hard-link target whose `..` climbs above the root is refused (as Docker's untar
+    /// refuses a breakout) instead of being folded into the root.
+    pub build_context: bool,
 }
 
 impl Default for UnpackOptions {
@@ -54,6 +60,8 @@ impl Default for UnpackOptions {
         UnpackOptions {
             max_bytes,
             privileged: rustix::process::geteuid().is_root(),
+            max_entries: super::guard::Limits::default().entries,
+            build_context: false,
         }
     }
 }
@@ -79,7 +87,10 @@ pub fn unpack(reader: impl Read, dest: &Path, options: &UnpackOptions) -> Result
     };
     let mut archive = tar::Archive::new(super::guard::TarGuard::new(
         ThreadedDigestingReader::new(capped),
-        super::guard::Limits::default(),
+        super::guard::Limits {
+            entries: options.max_entries,
+            ..Default::default()
+        },
     ));
     let root = rustix::fs::open(
         dest,
@@ -316,6 +327,21 @@ pub fn clean_components(path: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// Whether a `..` in `path` goes above the root it is relative to (`a/../../b`, `../x`;
+/// a leading `/` counts as the root itself, as in [`clean_components`]).
+fn climbs_out(path: &[u8]) -> bool {
+    let mut depth = 0usize;
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." if depth == 0 => return true,
+            b".." => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 fn join(components: &[Vec<u8>]) -> Vec<u8> {
     components.join(&b'/')
 }
@@ -435,6 +461,12 @@ impl State<'_> {
             return Ok(());
         }
         let meta = read_meta(&mut entry)?;
+        if self.options.build_context && climbs_out(&raw_path) {
+            return Err(hostile(
+                &raw_path,
+                "the name climbs out of the archive's root",
+            ));
+        }
         let components = clean_components(&raw_path);
         let Some((name, parent)) = components.split_last() else {
             if kind.is_dir() {
@@ -450,7 +482,9 @@ impl State<'_> {
                 "a non-directory entry names the layer root",
             ));
         };
-        if let Some(target) = name.strip_prefix(b".wh.") {
+        if let Some(target) = name.strip_prefix(b".wh.")
+            && !self.options.build_context
+        {
             return self.whiteout(&raw_path, parent, target);
         }
         let parent_fd = self.ensure_dir(parent)?;
@@ -542,6 +576,12 @@ impl State<'_> {
                     .link_name_bytes()
                     .ok_or_else(|| hostile(&raw_path, "hard link without a target"))?
                     .into_owned();
+                if self.options.build_context && climbs_out(&target) {
+                    return Err(hostile(
+                        &raw_path,
+                        "the hard link's target climbs out of the root",
+                    ));
+                }
                 let target_components = clean_components(&target);
                 let Some((target_name, target_parent)) = target_components.split_last() else {
                     return Err(hostile(&raw_path, "hard link to the layer root"));

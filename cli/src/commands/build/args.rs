@@ -14,7 +14,8 @@ pub struct Args {
     /// Name and optionally tag the image (name:tag); may be repeated
     #[arg(short = 't', long = "tag")]
     pub tags: Vec<String>,
-    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from stdin)
+    /// The Dockerfile (default: CONTEXT/Dockerfile, else CONTEXT/Containerfile; `-` reads it
+    /// from stdin; inside the archive for a context from stdin or a URL)
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
     /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
@@ -67,8 +68,9 @@ pub struct Args {
     /// `ID=SOCKET` another agent, `ID=KEY[,KEY]` private key files; may be repeated
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
-    /// Also write the result: type=oci,dest=FILE | type=docker,dest=FILE | type=local,dest=DIR
-    /// (a bare path is type=local)
+    /// Also write the result: type=oci|docker,dest=FILE (an image archive), type=tar,dest=FILE
+    /// (the files as a tar), type=local,dest=DIR (the files); dest=- is stdout; a bare path
+    /// is type=local, `-` is type=tar,dest=-
     #[arg(short = 'o', long)]
     pub output: Vec<String>,
     /// Layer compression for --output type=oci and --push: gzip, zstd or none
@@ -82,21 +84,41 @@ pub struct Args {
     pub push: bool,
     #[command(flatten)]
     pub tls: crate::wiring::TlsArgs,
-    /// The build context: a directory, or a git URL (`https://HOST/REPO.git#REF:SUBDIR`,
-    /// `git://...`, `git@HOST:REPO.git`)
+    /// The build context: a directory, `-` (a tar on stdin, plain or gzip, zstd, bzip2 or xz
+    /// compressed, or a Dockerfile, with an empty context), an http(s) URL of either, or a
+    /// git URL (`https://HOST/REPO.git#REF:SUBDIR`, `git://...`, `git@HOST:REPO.git`)
     pub context: PathBuf,
 }
 
 impl Args {
     /// The build these flags ask for (the Dockerfile from stdin for `-f -`; a `--build-arg`
     /// without a value taken from the environment, and left out when it has none there).
-    pub fn request(&self, tags: &[Reference]) -> anyhow::Result<BuildRequest> {
-        let dockerfile = match &self.file {
-            Some(f) if f.as_os_str() == "-" => DockerfileSource::Text {
+    pub fn request(
+        &self,
+        tags: &[Reference],
+        context: &super::context::Context,
+    ) -> anyhow::Result<BuildRequest> {
+        let dockerfile = match (&self.file, &context.dockerfile) {
+            (Some(f), Some(_)) if f.as_os_str() != "-" => {
+                return Err(UsageError(format!(
+                    "-f {}: the context from {} is a Dockerfile, not an archive",
+                    f.display(),
+                    context.received_from.as_deref().unwrap_or("stdin"),
+                ))
+                .into());
+            }
+            (_, Some(text)) => DockerfileSource::Text {
+                text: String::from_utf8_lossy(text).into_owned(),
+                name: "Dockerfile".into(),
+            },
+            (Some(f), None) if f.as_os_str() == "-" => DockerfileSource::Text {
                 text: std::io::read_to_string(std::io::stdin())?,
                 name: "Dockerfile".into(),
             },
-            f => DockerfileSource::File(f.clone()),
+            (Some(f), None) if context.received_from.is_some() => {
+                DockerfileSource::File(Some(super::context::dockerfile_in(&context.dir, f)))
+            }
+            (f, None) => DockerfileSource::File(f.clone()),
         };
         let build_args: HashMap<String, String> = key_values(&self.build_args, "--build-arg")?
             .into_iter()
@@ -107,7 +129,8 @@ impl Args {
             .map(|(k, v)| (k, v.unwrap_or_default()))
             .collect();
         Ok(BuildRequest {
-            context: self.context.clone(),
+            context: context.dir.clone(),
+            received_from: context.received_from.clone(),
             dockerfile,
             build_args,
             target: self.target.clone(),

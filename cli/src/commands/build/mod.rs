@@ -9,6 +9,7 @@
 //! `RUN --security=insecure` needs `--allow security.insecure`.
 
 mod args;
+mod context;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,16 +24,6 @@ use crate::UsageError;
 
 pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     let started = Instant::now();
-    // A git URL names no local path (a path that exists is never taken for one).
-    let git_url = args.context.symlink_metadata().is_err()
-        && args
-            .context
-            .to_str()
-            .is_some_and(|c| berth_builder::git::GitRef::parse(c).is_some());
-    if !args.context.is_dir() && !git_url {
-        let shown = args.context.display();
-        return Err(UsageError(format!("context {shown} is not a directory")).into());
-    }
     let quiet = args.quiet || args.progress == "quiet";
     let tags = args
         .tags
@@ -43,10 +34,9 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         return Err(UsageError("--push needs a name: -t REGISTRY/NAME:TAG".into()).into());
     }
     let registry = crate::wiring::options(&args.tls);
-    let mut exporters = Vec::new();
-    for spec in &args.output {
-        exporters.push(crate::exporters::parse_output(spec, &args.compression)?);
-    }
+    let mut exporters = crate::exporters::parse_outputs(&args.output, &args.compression)?;
+    // An output on stdout has it to itself: the image ID goes to stderr then.
+    let stdout_taken = crate::exporters::to_stdout(&args.output);
     if args.push {
         exporters.push(Box::new(crate::exporters::Push {
             store: store.clone(),
@@ -55,7 +45,14 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             quiet,
         }) as Box<dyn berth_builder::Exporter>);
     }
-    let request = args.request(&tags)?;
+    let stdin_dockerfile = args.file.as_deref().is_some_and(|f| f.as_os_str() == "-");
+    let context = context::open(
+        &store,
+        &args.context,
+        stdin_dockerfile,
+        &registry.certs_dirs,
+    )?;
+    let request = args.request(&tags, &context)?;
     let resolver = crate::resolver::StoreResolver {
         store: store.clone(),
         pull: args.pull,
@@ -84,7 +81,10 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         .map_err(|e| e.context(format!("writing --iidfile {}", p.display())))?;
     }
     if quiet {
-        println!("{id}");
+        match stdout_taken {
+            true => eprintln!("{id}"),
+            false => println!("{id}"),
+        }
         return Ok(0);
     }
     let names: Vec<String> = tags.iter().map(|t| t.familiar()).collect();
