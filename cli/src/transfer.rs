@@ -43,14 +43,14 @@ fn printer(quiet: bool) -> Option<Arc<dyn Fn(CopyEvent) + Send + Sync>> {
         return Some(Arc::new(BlobBars::default().into_printer()));
     }
     Some(Arc::new(|e: CopyEvent| match e {
-        CopyEvent::BlobSkipped(d) => eprintln!("{}: Already exists", short(&d.digest)),
-        CopyEvent::BlobStarted(d) => eprintln!(
+        CopyEvent::BlobSkipped(d) => errln!("{}: Already exists", short(&d.digest)),
+        CopyEvent::BlobStarted(d) => errln!(
             "{}: Copying ({})",
             short(&d.digest),
             crate::output::human_size(d.size)
         ),
         CopyEvent::BlobProgress(..) => {}
-        CopyEvent::BlobDone(d) => eprintln!("{}: Done", short(&d.digest)),
+        CopyEvent::BlobDone(d) => errln!("{}: Done", short(&d.digest)),
     }))
 }
 

@@ -249,9 +249,13 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             })
             .map_err(|e| e.context(format!("writing {}", path.display())))?;
         }
-        println!(
+        outln!(
             "Copied {} to {}: {} blob(s) copied, {} already there; digest {}",
-            args.src, args.dst, outcome.blobs_copied, outcome.blobs_skipped, outcome.root.digest
+            args.src,
+            args.dst,
+            outcome.blobs_copied,
+            outcome.blobs_skipped,
+            outcome.root.digest
         );
         anyhow::Ok(())
     })?;

@@ -15,7 +15,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         out.push(describe(&store.resolve(name)?));
     }
     // Configs are the image's text: shown without the control characters serde leaves.
-    println!(
+    outln!(
         "{}",
         crate::output::json_terminal_safe(&serde_json::to_string_pretty(&out)?)
     );

@@ -56,7 +56,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
                 )
                 .into());
             }
-            write(&mut std::io::BufWriter::new(std::io::stdout().lock()))?;
+            write(&mut std::io::BufWriter::new(crate::stdio::Stdout))?;
         }
         Some(path) => {
             let progress = Progress::start(format!(

@@ -78,7 +78,7 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         .map_err(|e| e.context(format!("writing --iidfile {}", p.display())))?;
     }
     if quiet {
-        println!("{id}");
+        outln!("{id}");
         return Ok(0);
     }
     let names: Vec<String> = tags.iter().map(|t| t.familiar()).collect();
@@ -91,7 +91,7 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         built.executed,
         built.cached,
     );
-    eprintln!("built {id}{named} in {seconds:.1}s ({run} steps run, {cached} cached)");
+    errln!("built {id}{named} in {seconds:.1}s ({run} steps run, {cached} cached)");
     Ok(0)
 }
 
@@ -102,9 +102,9 @@ fn failed(e: BuildError, quiet: bool) -> anyhow::Error {
     match e {
         BuildError::Step { at, tail, .. } => {
             if quiet {
-                tail.iter().for_each(|l| eprintln!("{}", safe(l)));
+                tail.iter().for_each(|l| errln!("{}", safe(l)));
             }
-            eprintln!("{}", safe(at.excerpt().trim_end()));
+            errln!("{}", safe(at.excerpt().trim_end()));
             anyhow::anyhow!("the build failed at {at}")
         }
         e @ (BuildError::Dockerfile { .. } | BuildError::Base { .. } | BuildError::Usage(_)) => {
