@@ -240,7 +240,7 @@ impl Exporter for Push {
             ))
             .map_err(|e| format!("{}: {e:#}", t.familiar()))?;
             if !self.quiet {
-                eprintln!("pushed {} ({digest})", t.familiar());
+                errln!("pushed {} ({digest})", t.familiar());
             }
         }
         Ok(())

@@ -3,6 +3,9 @@
 //! crate prints. Errors are printed with their whole chain and mapped to Docker's exit codes
 //! (DESIGN.md): 0 success, 1 failure, 2 bad usage or bad input.
 
+#[macro_use]
+mod stdio;
+
 mod change;
 mod commands;
 mod containers;
@@ -110,11 +113,19 @@ fn main() -> ExitCode {
         // The container init: a fresh single-threaded process; it opens no store.
         std::process::exit(berth_runtime::init::main(bundle));
     }
-    match run(cli) {
+    let result = run(cli);
+    match result.and_then(|code| {
+        stdio::finish()
+            .map(|()| code)
+            .map_err(|e| anyhow::Error::new(e).context("writing to stdout"))
+    }) {
         Ok(code) => ExitCode::from(code),
+        // Stdout's reader went away (`berth save | head -c 1`): the command had nothing left
+        // to do but write, so it ends quietly, as `berth images | head -1` does.
+        Err(e) if stdio::is_stdout_gone(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // Errors quote Dockerfiles, images and registries: no escape reaches the terminal.
-            eprintln!("Error: {}", output::terminal_safe_text(&format!("{e:#}")));
+            errln!("Error: {}", output::terminal_safe_text(&format!("{e:#}")));
             ExitCode::from(exit_code(&e, is_run))
         }
     }

@@ -161,7 +161,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{cell:<w$}   ", w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -184,7 +184,7 @@ impl Progress {
             bar.set_message(message);
             Progress { bar: Some(bar) }
         } else {
-            eprintln!("{message}");
+            errln!("{message}");
             Progress { bar: None }
         }
     }
@@ -193,7 +193,7 @@ impl Progress {
         let message = message.into();
         match self.bar {
             Some(bar) => bar.finish_with_message(message),
-            None => eprintln!("{message}"),
+            None => errln!("{message}"),
         }
     }
 }

@@ -117,7 +117,7 @@ impl Progress for Plain {
             let _ = writeln!(log.lock().expect("no panics"), "{line}");
         }
         if !self.quiet {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     }
 }
@@ -150,7 +150,7 @@ impl Progress for Tty {
             if let Some(log) = &self.log {
                 let _ = writeln!(log.lock().expect("no panics"), "{shown}");
             }
-            self.multi.suspend(|| eprintln!("{shown}"));
+            self.multi.suspend(|| errln!("{shown}"));
             return;
         }
         if let Some(log) = &self.log {

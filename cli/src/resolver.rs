@@ -62,7 +62,7 @@ impl Resolver for StoreResolver {
         };
         let reference = Reference::parse(name).map_err(|e| failed(e.to_string()))?;
         if !self.quiet {
-            eprintln!("pulling {} ({wanted}) for FROM", reference.familiar());
+            errln!("pulling {} ({wanted}) for FROM", reference.familiar());
         }
         crate::block_on(crate::transfer::pull_image(
             self.store.clone(),

@@ -43,14 +43,14 @@ fn printer(quiet: bool) -> Option<Arc<dyn Fn(CopyEvent) + Send + Sync>> {
         return Some(Arc::new(BlobBars::default().into_printer()));
     }
     Some(Arc::new(|e: CopyEvent| match e {
-        CopyEvent::BlobSkipped(d) => eprintln!("{}: Already exists", short(&d.digest)),
-        CopyEvent::BlobStarted(d) => eprintln!(
+        CopyEvent::BlobSkipped(d) => errln!("{}: Already exists", short(&d.digest)),
+        CopyEvent::BlobStarted(d) => errln!(
             "{}: Copying ({})",
             short(&d.digest),
             crate::output::human_size(d.size)
         ),
         CopyEvent::BlobProgress(..) => {}
-        CopyEvent::BlobDone(d) => eprintln!("{}: Done", short(&d.digest)),
+        CopyEvent::BlobDone(d) => errln!("{}: Done", short(&d.digest)),
     }))
 }
 
@@ -102,7 +102,8 @@ impl BlobBars {
     }
 }
 
-/// Pulls `reference` into the store and names it; returns the manifest digest.
+/// Pulls `reference` into the store, names it and records where it came from
+/// (`RepoDigests`); returns the manifest digest.
 pub async fn pull_image(
     store: Arc<Store>,
     reference: &Reference,
@@ -111,7 +112,7 @@ pub async fn pull_image(
     quiet: bool,
 ) -> anyhow::Result<berth_oci::Digest> {
     let remote = remote(reference, options).await?;
-    let dst = StoreDestination::new(store, vec![reference.clone()]);
+    let dst = StoreDestination::new(store.clone(), vec![reference.clone()]);
     let outcome = copy_image(
         &remote,
         &dst,
@@ -122,10 +123,30 @@ pub async fn pull_image(
         },
     )
     .await?;
+    record_repo_digest(
+        &store,
+        &outcome.root.digest,
+        reference,
+        &outcome.source_root.digest,
+    )?;
     Ok(outcome.root.digest)
 }
 
-/// Pushes a store image to `dest`; returns the pushed manifest digest.
+/// Records in the store that the image `root` is `repository@digest` in a registry, where
+/// `reference` names the repository (`RepoDigests`).
+pub fn record_repo_digest(
+    store: &Store,
+    root: &berth_oci::Digest,
+    reference: &Reference,
+    digest: &berth_oci::Digest,
+) -> anyhow::Result<()> {
+    store
+        .add_repo_digest(root, &reference.with_digest(digest.clone()))
+        .map_err(|e| anyhow::Error::new(e).context("recording the image's repository digest"))
+}
+
+/// Pushes a store image to `dest` and records where it went (`RepoDigests`); returns the
+/// pushed manifest digest.
 pub async fn push_image(
     store: Arc<Store>,
     image: &berth_store::Image,
@@ -198,6 +219,7 @@ pub async fn push_image(
         },
     )
     .await?;
+    record_repo_digest(&store, &image.root.digest, dest, &outcome.root.digest)?;
     Ok(outcome.root.digest)
 }
 

@@ -560,6 +560,11 @@ fn multi_platform_index_pulls_the_platform_asked_for_and_copies_whole() {
     let other = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
     ok(&other, &reg, &["pull", "--platform", "linux/arm64", &name]);
     assert_eq!(arch_of(&other, &name), "arm64");
+    // Its `RepoDigests` name the index the registry has, as Docker's do.
+    assert_eq!(
+        repo_digests(&other, &name),
+        [format!("{}/multi/app@{digest}", reg.host)]
+    );
     let host_arch = if cfg!(target_arch = "x86_64") {
         "amd64"
     } else {
@@ -1216,4 +1221,107 @@ fn the_first_push_compresses_while_uploading_and_keeps_the_compressed_blob() {
         !during.iter().any(|r| r.starts_with("PATCH ")),
         "{during:#?}"
     );
+}
+
+/// The `RepoDigests` of `image` as `berth inspect` shows them.
+fn repo_digests(s: &Sandbox, image: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", image])).unwrap();
+    v[0]["RepoDigests"]
+        .as_array()
+        .expect("RepoDigests is an array")
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn repo_digests_record_each_push_and_pull_and_go_with_the_image() {
+    let reg = TestRegistry::start(RegistryConfig::default());
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth")).with_busybox();
+    let team = format!("{}/team/app:1", reg.host);
+    s.ok(&["tag", "busybox", &team]);
+    assert!(repo_digests(&s, &team).is_empty());
+    // A push records the digest of the manifest as the registry stores it (its layers
+    // compressed: not the store's manifest).
+    let pushed = digest_of(&ok(&s, &reg, &["push", &team]));
+    let local: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", &team])).unwrap();
+    assert_ne!(local[0]["Descriptor"]["digest"], pushed.as_str());
+    let in_team = format!("{}/team/app@{pushed}", reg.host);
+    assert_eq!(repo_digests(&s, &team), vec![in_team.clone()]);
+    assert_eq!(repo_digests(&s, "busybox"), vec![in_team.clone()]);
+    // A second push of the same image changes nothing; pushes to four more repositories at
+    // once (four processes writing the store's index) are each recorded.
+    ok(&s, &reg, &["push", &team]);
+    let others: Vec<String> = (0..4)
+        .map(|i| format!("{}/other{i}/app:2", reg.host))
+        .collect();
+    std::thread::scope(|scope| {
+        for name in &others {
+            let (s, reg) = (&s, &reg);
+            scope.spawn(move || ok(s, reg, &["push", "busybox", name]));
+        }
+    });
+    let all = repo_digests(&s, "busybox");
+    assert_eq!(all.len(), 5, "{all:?}");
+    assert_eq!(all[0], in_team);
+    for i in 0..4 {
+        assert!(
+            all.contains(&format!("{}/other{i}/app@{pushed}", reg.host)),
+            "{all:?}"
+        );
+    }
+    // A pull records where it came from; the digest is the one the push made.
+    let puller = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let out = ok(&puller, &reg, &["pull", &team]);
+    assert!(out.contains(&format!("Digest: {pushed}")), "{out}");
+    assert_eq!(repo_digests(&puller, &team), vec![in_team.clone()]);
+    // A name the image gets later shares them; a pull by digest shows once.
+    puller.ok(&["tag", &team, "local:1"]);
+    assert_eq!(repo_digests(&puller, "local:1"), vec![in_team.clone()]);
+    ok(&puller, &reg, &["pull", &in_team]);
+    assert_eq!(repo_digests(&puller, &team), vec![in_team.clone()]);
+    // Removing the last tag of a repository drops that repository's digests (Docker's
+    // rule); removing the image drops them all.
+    s.ok(&["rmi", &team]);
+    let left = repo_digests(&s, "busybox");
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(!left.contains(&in_team), "{left:?}");
+    s.ok(&["rmi", "-f", "busybox"]);
+    let index = std::fs::read_to_string(s.store().join("index.json")).unwrap();
+    assert!(!index.contains(&pushed), "{index}");
+    // Pulled again after its removal, the image has its digest again, once.
+    let again = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    ok(&again, &reg, &["pull", &team]);
+    again.ok(&["rmi", &team]);
+    assert!(
+        !std::fs::read_to_string(again.store().join("index.json"))
+            .unwrap()
+            .contains(&pushed)
+    );
+    ok(&again, &reg, &["pull", &team]);
+    assert_eq!(repo_digests(&again, &team), vec![in_team.clone()]);
+    // `copy` records both ways too.
+    let copied = format!("{}/copied/app:1", reg.host);
+    ok(
+        &again,
+        &reg,
+        &["copy", &team, &format!("docker://{copied}")],
+    );
+    assert_eq!(
+        repo_digests(&again, &team),
+        [in_team.clone(), format!("{}/copied/app@{pushed}", reg.host)]
+    );
+    ok(
+        &puller,
+        &reg,
+        &["copy", &format!("docker://{copied}"), "store:mine:1"],
+    );
+    assert!(
+        repo_digests(&puller, "mine:1").contains(&format!("{}/copied/app@{pushed}", reg.host)),
+        "{:?}",
+        repo_digests(&puller, "mine:1")
+    );
+    s.assert_clean();
+    puller.assert_clean();
+    again.assert_clean();
 }

@@ -231,6 +231,9 @@ impl Default for CopyOptions {
 pub struct CopyOutcome {
     /// The manifest or index committed at the destination.
     pub root: Descriptor,
+    /// The source's root as it named it: the index when one platform's manifest was taken
+    /// from it (what Docker's `RepoDigests` name after a pull), else `root`.
+    pub source_root: Descriptor,
     pub blobs_copied: usize,
     pub blobs_skipped: usize,
 }
@@ -243,6 +246,7 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
 ) -> Result<CopyOutcome, TransportError> {
     let root = src.root_manifest().await?;
     limits::check_manifest(&root)?;
+    let source_root = root.descriptor();
     // What is held in memory at once: every manifest and config of this copy.
     let mut held = Held(root.bytes.len() as u64);
     let (root, children) = match &root.value {
@@ -293,6 +297,7 @@ pub async fn copy_image<S: ImageSource, D: ImageDestination>(
     let blobs_copied = copied.iter().filter(|c| **c).count();
     Ok(CopyOutcome {
         root: root.descriptor(),
+        source_root,
         blobs_copied,
         blobs_skipped: copied.len() - blobs_copied,
     })

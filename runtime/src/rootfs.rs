@@ -60,6 +60,12 @@ pub enum RootfsSource {
 /// One step of the rootfs setup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
+    /// The overlay rootfs ([`Sys::mount_overlay`]).
+    Overlay {
+        overlay: crate::sys::Overlay,
+        target: PathBuf,
+        flags: MsFlags,
+    },
     Mount {
         source: Option<String>,
         target: PathBuf,
@@ -291,23 +297,22 @@ pub fn plan(spec: &Spec, source: &RootfsSource) -> Result<Vec<Op>, RuntimeError>
             work,
             volatile,
         } => {
-            // overlayfs lists lower dirs topmost first; with no layer, an empty upper-only
-            // image still needs one lower, so the work dir's sibling `empty` stands in.
+            // With no layer, an empty upper-only image still needs one lower, so the work
+            // dir's sibling `empty` stands in.
             let lowers = if lowers.is_empty() {
                 vec![work.with_file_name("empty")]
             } else {
                 lowers.clone()
             };
-            Op::Mount {
-                source: Some("overlay".into()),
+            crate::views::check_layer_count(&lowers)?;
+            Op::Overlay {
+                overlay: crate::sys::Overlay {
+                    lowers,
+                    upper: Some((upper.clone(), work.clone())),
+                    volatile: *volatile,
+                },
                 target: root.clone(),
-                fstype: Some("overlay".into()),
                 flags: root_attrs,
-                data: Some(crate::views::overlay_data(
-                    &lowers,
-                    Some((upper.as_path(), work.as_path())),
-                    *volatile,
-                )),
             }
         }
         RootfsSource::Directory(dir) => Op::Bind {
@@ -469,27 +474,35 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 data,
             } => {
                 let target = existing(sys, "mounting", target)?;
-                let mut result = sys.mount(
+                sys.mount(
                     source.as_deref(),
                     target.target(),
                     fstype.as_deref(),
                     *flags,
                     data.as_deref(),
-                );
+                )
+                .map_err(fail(format!("mounting {}", target.path().display())))?
+            }
+            Op::Overlay {
+                overlay,
+                target,
+                flags,
+            } => {
+                let target = existing(sys, "mounting", target)?;
+                let mut result = sys.mount_overlay(overlay, target.target(), *flags);
                 // A kernel without overlayfs's `volatile` (before 5.10) answers EINVAL.
-                if let (Err(nix::Error::EINVAL), Some(plain)) = (
-                    result,
-                    data.as_deref().and_then(crate::views::without_volatile),
-                ) {
-                    result = sys.mount(
-                        source.as_deref(),
-                        target.target(),
-                        fstype.as_deref(),
-                        *flags,
-                        Some(&plain),
-                    );
+                if let (Err(nix::Error::EINVAL), true) = (result, overlay.volatile) {
+                    let plain = crate::sys::Overlay {
+                        volatile: false,
+                        ..overlay.clone()
+                    };
+                    result = sys.mount_overlay(&plain, target.target(), *flags);
                 }
-                result.map_err(fail(format!("mounting {}", target.path().display())))?
+                result.map_err(fail(format!(
+                    "mounting the overlay of {} layers on {}",
+                    overlay.lowers.len(),
+                    target.path().display()
+                )))?
             }
             Op::Mkdir(p) => {
                 at(sys, p, Create::Dir)?;
@@ -843,8 +856,7 @@ mount - /c/rootfs/r/gone type=- flags=MS_RDONLY|MS_NODEV|MS_REMOUNT|MS_BIND data
         )
         .unwrap();
         assert!(ops.iter().all(|o| match o {
-            Op::Mount { fstype, flags, .. } if fstype.as_deref() == Some("overlay") =>
-                !flags.contains(MsFlags::MS_NODEV),
+            Op::Overlay { flags, .. } => !flags.contains(MsFlags::MS_NODEV),
             Op::Bind { attrs, .. } => !attrs.contains(MsFlags::MS_NODEV),
             _ => true,
         }));

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 
 use crate::RuntimeError;
-use crate::sys::Sys;
 use crate::sys::linux::in_private_mount_namespace;
+use crate::sys::{MAX_OVERLAY_LOWERS, Overlay, Sys};
 
 /// One merged tree to mount.
 #[derive(Debug, Clone)]
@@ -28,38 +28,29 @@ pub struct View {
     pub target: PathBuf,
 }
 
-/// Overlay mount data for `lowers` (bottom first) and an optional upper. The options make
-/// the upper a plain diff: no redirects, no index, no metacopy, whatever the kernel default;
-/// `volatile` adds overlayfs's option of that name (no syncs of the upper filesystem).
+/// Overlay mount data for `lowers` (bottom first) and an optional upper, for an overlay of
+/// the spec's mounts ([`Overlay::data`]).
 pub fn overlay_data(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, volatile: bool) -> String {
-    let lower = lowers
-        .iter()
-        .rev()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    let mut data = format!("lowerdir={lower}");
-    if let Some((upper, work)) = upper {
-        data.push_str(&format!(
-            ",upperdir={},workdir={}",
-            upper.display(),
-            work.display()
-        ));
+    Overlay {
+        lowers: lowers.to_vec(),
+        upper: upper.map(|(u, w)| (u.to_owned(), w.to_owned())),
+        volatile,
     }
-    data.push_str(",redirect_dir=off,index=off,metacopy=off");
-    if volatile && upper.is_some() {
-        data.push_str(VOLATILE);
-    }
-    data
+    .data()
 }
 
-const VOLATILE: &str = ",volatile";
-
-/// Overlay mount data with `volatile` taken out, for a retry on a kernel that refused it;
-/// `None` when `data` has no such option.
-pub fn without_volatile(data: &str) -> Option<String> {
-    data.ends_with(VOLATILE)
-        .then(|| data[..data.len() - VOLATILE.len()].to_owned())
+/// Refuses more lower layers than overlayfs stacks, before anything is mounted.
+pub fn check_layer_count(lowers: &[PathBuf]) -> Result<(), RuntimeError> {
+    if lowers.len() > MAX_OVERLAY_LOWERS {
+        return Err(RuntimeError::Setup {
+            what: format!(
+                "an image of {} layers: overlayfs stacks at most {MAX_OVERLAY_LOWERS}",
+                lowers.len()
+            ),
+            errno: nix::Error::E2BIG,
+        });
+    }
+    Ok(())
 }
 
 fn mount_view(sys: &mut dyn Sys, view: &View, empty: &Path) -> Result<(), RuntimeError> {
@@ -83,19 +74,18 @@ fn mount_view(sys: &mut dyn Sys, view: &View, empty: &Path) -> Result<(), Runtim
             while lowers.len() < if upper.is_some() { 1 } else { 2 } {
                 lowers.insert(0, empty.to_owned());
             }
-            let data = overlay_data(
-                &lowers,
-                upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
-                false,
-            );
-            sys.mount(
-                Some("overlay"),
-                target,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(&data),
-            )
-            .map_err(err(format!("mounting an overlay on {}", target.display())))
+            check_layer_count(&lowers)?;
+            let overlay = Overlay {
+                lowers,
+                upper: upper.clone(),
+                volatile: false,
+            };
+            sys.mount_overlay(&overlay, target, MsFlags::empty())
+                .map_err(err(format!(
+                    "mounting an overlay of {} layers on {}",
+                    overlay.lowers.len(),
+                    target.display()
+                )))
         }
     }
 }
@@ -144,5 +134,25 @@ mod tests {
                 "mount overlay /t type=overlay flags=- data=lowerdir=/b:/a,upperdir=/u,workdir=/w,redirect_dir=off,index=off,metacopy=off",
             ]
         );
+    }
+
+    #[test]
+    fn more_layers_than_overlayfs_stacks_are_refused_before_any_mount() {
+        let mut sys = RecordingSys::default();
+        let lowers: Vec<PathBuf> = (0..=MAX_OVERLAY_LOWERS)
+            .map(|i| PathBuf::from(format!("/s/{i}")))
+            .collect();
+        let view = View {
+            lowers,
+            upper: Some((PathBuf::from("/u"), PathBuf::from("/w"))),
+            target: PathBuf::from("/t"),
+        };
+        let e = mount_view(&mut sys, &view, Path::new("/e")).unwrap_err();
+        assert!(
+            e.to_string().contains("an image of 501 layers")
+                && e.to_string().contains("at most 500"),
+            "{e}"
+        );
+        assert!(sys.calls.is_empty());
     }
 }

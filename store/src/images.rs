@@ -29,6 +29,9 @@ pub struct Image {
     pub config: ImageConfig,
     /// Every name pointing at `root`.
     pub tags: Vec<Reference>,
+    /// Where registries store this image: `repository@digest` of each repository it was
+    /// pulled from or pushed to, the digest of the manifest as that registry has it.
+    pub repo_digests: Vec<Reference>,
 }
 
 impl Image {
@@ -154,12 +157,17 @@ impl Store {
                 ),
             });
         }
-        let tags = self
-            .tags()?
+        let entries: Vec<_> = self
+            .roots()?
             .into_iter()
-            .filter(|t| t.manifest.digest == root.digest)
-            .map(|t| t.reference)
+            .filter(|(_, d)| d.digest == root.digest)
             .collect();
+        let repo_digests = entries
+            .iter()
+            .map(|(_, d)| crate::index::repo_digests(d))
+            .find(|l| !l.is_empty())
+            .unwrap_or_default();
+        let tags = entries.into_iter().filter_map(|(name, _)| name).collect();
         // The root as a plain descriptor: the index entry's annotations are the store's.
         let root = Descriptor::new(root.media_type.clone(), root.digest.clone(), root.size);
         Ok(Image {
@@ -169,6 +177,7 @@ impl Store {
             config_bytes,
             config,
             tags,
+            repo_digests,
         })
     }
 

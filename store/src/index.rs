@@ -6,6 +6,12 @@
 //! Every change is a read-modify-write under `locks/index.lock` with an atomic replace, so
 //! concurrent processes lose no tag. A re-tagged image whose last name is gone is not kept
 //! as a `<none>` image: its blobs are reclaimed by the next gc.
+//!
+//! An image's `RepoDigests` (each `repository@digest` it was pulled from or pushed to, the
+//! digest of the manifest as that registry stores it) ride on its entries too: the
+//! annotation [`ANNOTATION_REPO_DIGESTS`], the same on every entry of that root. They go
+//! when the image's last entry goes, and a repository's go when its last tag on the image
+//! is removed, as Docker's.
 
 use berth_oci::limits::{MAX_LAYOUT_FILE, read_limited};
 use berth_oci::manifest::{ANNOTATION_REF_NAME, to_canonical_json};
@@ -13,6 +19,13 @@ use berth_oci::{Descriptor, ImageIndex, Reference};
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::layout::{Store, atomic_write};
+
+/// The annotation on an index entry listing its image's repository digests: full
+/// references (`127.0.0.1:5000/app@sha256:…`), comma-separated.
+pub const ANNOTATION_REPO_DIGESTS: &str = "berth.repo-digests";
+
+/// How many repository digests an image keeps; past that the oldest go first.
+const MAX_REPO_DIGESTS: usize = 64;
 
 /// One name in the index.
 #[derive(Debug, Clone)]
@@ -47,6 +60,47 @@ fn ref_name(desc: &Descriptor) -> Option<&str> {
     desc.annotations
         .get(ANNOTATION_REF_NAME)
         .map(String::as_str)
+}
+
+/// The repository digests an entry carries (those berth cannot parse left out).
+pub(crate) fn repo_digests(desc: &Descriptor) -> Vec<Reference> {
+    desc.annotations
+        .get(ANNOTATION_REPO_DIGESTS)
+        .map(|list| {
+            list.split(',')
+                .filter_map(|r| Reference::parse(r).ok())
+                .filter(|r| r.digest().is_some())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The repository digests of `root` in the index: those of its first entry that has any.
+fn root_repo_digests(index: &ImageIndex, root: &berth_oci::Digest) -> Vec<Reference> {
+    index
+        .manifests
+        .iter()
+        .filter(|d| &d.digest == root)
+        .map(repo_digests)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+}
+
+/// Sets the repository digests of every entry of `root`.
+fn set_root_repo_digests(index: &mut ImageIndex, root: &berth_oci::Digest, list: &[Reference]) {
+    let joined = list
+        .iter()
+        .map(Reference::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for d in index.manifests.iter_mut().filter(|d| &d.digest == root) {
+        if joined.is_empty() {
+            d.annotations.remove(ANNOTATION_REPO_DIGESTS);
+        } else {
+            d.annotations
+                .insert(ANNOTATION_REPO_DIGESTS.to_owned(), joined.clone());
+        }
+    }
 }
 
 impl Store {
@@ -123,6 +177,7 @@ impl Store {
     pub fn set_tag(&self, reference: &Reference, manifest: &Descriptor) -> Result<()> {
         let name = reference.to_string();
         self.update_index(|index| {
+            let kept = root_repo_digests(index, &manifest.digest);
             index.manifests.retain(|d| {
                 ref_name(d) != Some(name.as_str())
                     && !(ref_name(d).is_none() && d.digest == manifest.digest)
@@ -136,6 +191,7 @@ impl Store {
             desc.annotations
                 .insert(ANNOTATION_REF_NAME.to_owned(), name.clone());
             index.manifests.push(desc);
+            set_root_repo_digests(index, &manifest.digest, &kept);
             index
                 .manifests
                 .sort_by(|a, b| ref_name(a).cmp(&ref_name(b)));
@@ -148,14 +204,55 @@ impl Store {
         let name = reference.to_string();
         let mut removed = false;
         self.update_index(|index| {
-            let before = index.manifests.len();
-            index
+            let Some(at) = index
                 .manifests
-                .retain(|d| ref_name(d) != Some(name.as_str()));
-            removed = index.manifests.len() != before;
-            removed
+                .iter()
+                .position(|d| ref_name(d) == Some(name.as_str()))
+            else {
+                return false;
+            };
+            let root = index.manifests.remove(at).digest;
+            removed = true;
+            // The image's digests in that repository go with its last tag there.
+            let repository = reference.repository();
+            let tagged_there = index.manifests.iter().any(|d| {
+                d.digest == root
+                    && ref_name(d)
+                        .and_then(|n| Reference::parse(n).ok())
+                        .is_some_and(|r| r.repository() == repository)
+            });
+            if !tagged_there {
+                let mut list = root_repo_digests(index, &root);
+                list.retain(|r| r.repository() != repository);
+                set_root_repo_digests(index, &root, &list);
+            }
+            true
         })?;
         Ok(removed)
+    }
+
+    /// Adds `repo_digest` (`repository@digest`: where a registry stores the image `root`, as
+    /// a pull or a push found it) to the image's `RepoDigests`. Nothing when the index has
+    /// no entry of `root` (the image was removed meanwhile).
+    pub fn add_repo_digest(&self, root: &berth_oci::Digest, repo_digest: &Reference) -> Result<()> {
+        if repo_digest.digest().is_none() || repo_digest.tag().is_some() {
+            return Err(StoreError::Malformed {
+                what: format!("repository digest {repo_digest}"),
+                reason: "not repository@digest".into(),
+            });
+        }
+        self.update_index(|index| {
+            let mut list = root_repo_digests(index, root);
+            if list.contains(repo_digest) || !index.manifests.iter().any(|d| &d.digest == root) {
+                return false;
+            }
+            list.push(repo_digest.clone());
+            if list.len() > MAX_REPO_DIGESTS {
+                list.drain(..list.len() - MAX_REPO_DIGESTS);
+            }
+            set_root_repo_digests(index, root, &list);
+            true
+        })
     }
 
     /// Read-modify-write of `index.json` under the index lock; `change` returns whether it

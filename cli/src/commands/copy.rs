@@ -186,6 +186,8 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     let options = crate::wiring::options(&args.tls);
     let leaves = !matches!(dst_end, End::Store(_));
     crate::block_on(async {
+        // The store image a copy to a registry starts from, whose `RepoDigests` it adds to.
+        let mut local_root = None;
         let src = match &src_end {
             End::Docker(r) => Source::Remote(crate::transfer::remote(r, &options).await?),
             End::Oci(p, r) => Source::Layout(LayoutDir::new(p, r.as_deref())),
@@ -194,6 +196,7 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             }
             End::Store(name) => {
                 let image = store.resolve(name)?;
+                local_root = Some(image.root.digest.clone());
                 let image = if leaves {
                     store
                         .distribution_image(&image, crate::wiring::compression(&args.compression))?
@@ -231,6 +234,19 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             ),
         };
         let outcome = copy_image(&src, &dest, &copy).await?;
+        // Where a registry stores the image, as Docker's pull and push record it.
+        match (&src_end, &dst_end, &local_root) {
+            (End::Docker(r), End::Store(_), _) => crate::transfer::record_repo_digest(
+                &store,
+                &outcome.root.digest,
+                r,
+                &outcome.source_root.digest,
+            )?,
+            (End::Store(_), End::Docker(r), Some(root)) => {
+                crate::transfer::record_repo_digest(&store, root, r, &outcome.root.digest)?
+            }
+            _ => {}
+        }
         if let Some((path, oci, name)) = archive {
             let image = store.load_image(&outcome.root)?;
             let names = name
@@ -249,9 +265,13 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             })
             .map_err(|e| e.context(format!("writing {}", path.display())))?;
         }
-        println!(
+        outln!(
             "Copied {} to {}: {} blob(s) copied, {} already there; digest {}",
-            args.src, args.dst, outcome.blobs_copied, outcome.blobs_skipped, outcome.root.digest
+            args.src,
+            args.dst,
+            outcome.blobs_copied,
+            outcome.blobs_skipped,
+            outcome.root.digest
         );
         anyhow::Ok(())
     })?;

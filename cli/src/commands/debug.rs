@@ -85,10 +85,10 @@ fn context_list(file: Option<PathBuf>, quiet: bool, context: PathBuf) -> anyhow:
                 (EntryKind::Dir, _) => "dir".into(),
                 _ => "other".into(),
             };
-            println!("{:o} {}:{} {} {}", e.mode, e.uid, e.gid, e.path, what);
+            outln!("{:o} {}:{} {} {}", e.mode, e.uid, e.gid, e.path, what);
         }
     }
-    println!(
+    outln!(
         "{} entries, {} files, context digest {}",
         scanned.entries.len(),
         scanned.stats.files,
@@ -137,15 +137,15 @@ fn dockerfile(file: PathBuf, build_args: &[String], target: Option<&str>) -> any
     ));
     for w in &warnings {
         match w.line {
-            0 => eprintln!("WARNING: {}", w.message),
-            line => eprintln!("WARNING: {name}:{line}: {}", w.message),
+            0 => errln!("WARNING: {}", w.message),
+            line => errln!("WARNING: {name}:{line}: {}", w.message),
         }
     }
     let names: Vec<String> = needed
         .iter()
         .map(|&i| typed.stages[i].display_name())
         .collect();
-    eprintln!("stages to build: {}", names.join(", "));
-    println!("{}", parsed.ast.dump());
+    errln!("stages to build: {}", names.join(", "));
+    outln!("{}", parsed.ast.dump());
     Ok(0)
 }

@@ -77,7 +77,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     if args.quiet {
         let mut seen = std::collections::HashSet::new();
         for r in rows.iter().filter(|r| seen.insert(r.id.clone())) {
-            println!("{}", r.id);
+            outln!("{}", r.id);
         }
         return Ok(0);
     }
@@ -115,7 +115,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
                     "UniqueSize": "N/A",
                     "VirtualSize": human_size(r.size),
                 });
-                println!("{}", json_terminal_safe(&line.to_string()));
+                outln!("{}", json_terminal_safe(&line.to_string()));
             }
         }
         other => {

@@ -85,6 +85,6 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         name.familiar(),
         crate::output::human_size(size)
     ));
-    println!("{}", image.id());
+    outln!("{}", image.id());
     Ok(0)
 }

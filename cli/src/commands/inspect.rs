@@ -15,7 +15,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         out.push(describe(&store.resolve(name)?));
     }
     // Configs are the image's text: shown without the control characters serde leaves.
-    println!(
+    outln!(
         "{}",
         crate::output::json_terminal_safe(&serde_json::to_string_pretty(&out)?)
     );
@@ -31,15 +31,22 @@ pub fn describe(image: &Image) -> Value {
         .filter(|t| t.tag().is_some())
         .map(|t| t.familiar())
         .collect();
-    let repo_digests: Vec<String> = image
-        .tags
-        .iter()
-        .filter(|t| t.domain() != "localhost" || t.digest().is_some())
-        .filter_map(|t| {
-            t.digest()
-                .map(|d| format!("{}@{d}", t.familiar_repository()))
-        })
-        .collect();
+    // Each `repository@digest` a registry stores the image as (recorded by pulls and
+    // pushes), and the names that pin a digest themselves.
+    let mut repo_digests: Vec<String> = Vec::new();
+    let pinned = image.tags.iter().filter_map(|t| {
+        t.digest()
+            .map(|d| format!("{}@{d}", t.familiar_repository()))
+    });
+    let recorded = image.repo_digests.iter().filter_map(|r| {
+        r.digest()
+            .map(|d| format!("{}@{d}", r.familiar_repository()))
+    });
+    for r in recorded.chain(pinned) {
+        if !repo_digests.contains(&r) {
+            repo_digests.push(r);
+        }
+    }
     json!({
         "Id": image.id().to_string(),
         "RepoTags": repo_tags,

@@ -1,7 +1,7 @@
 //! `berth logs|stop|kill|wait CONTAINER`: acting on containers through their records
 //! ([`crate::containers`] finds them and signals them safely).
 
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::time::Duration;
 
 use berth_store::Store;
@@ -23,7 +23,7 @@ pub struct StopArgs {
 pub fn stop(store: &Store, args: StopArgs) -> anyhow::Result<u8> {
     for name in &args.containers {
         stop_one(&find(store, name)?, Duration::from_secs(args.time));
-        println!("{name}");
+        outln!("{name}");
     }
     Ok(0)
 }
@@ -59,7 +59,7 @@ pub fn kill(store: &Store, args: KillArgs) -> anyhow::Result<u8> {
             return Err(anyhow::anyhow!("container {name} is not running"));
         }
         send(&r, signal);
-        println!("{name}");
+        outln!("{name}");
     }
     Ok(0)
 }
@@ -91,7 +91,7 @@ pub fn wait(store: &Store, args: WaitArgs) -> anyhow::Result<u8> {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        println!("{code}");
+        outln!("{code}");
     }
     Ok(0)
 }
@@ -116,21 +116,23 @@ pub fn logs(store: &Store, args: LogsArgs) -> anyhow::Result<u8> {
             ));
         }
     };
-    let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = file.read(&mut buf)?;
         if n > 0 {
-            out.write_all(&buf[..n])?;
+            crate::stdio::write_stdout(&buf[..n])?;
             continue;
         }
-        out.flush()?;
         if !args.follow || !alive(&find(store, &r.id).unwrap_or_else(|_| r.clone())) {
             // One last read: output written just before the end.
             let pos = file.stream_position()?;
             file.seek(std::io::SeekFrom::Start(pos))?;
             let n = file.read(&mut buf)?;
-            out.write_all(&buf[..n])?;
+            crate::stdio::write_stdout(&buf[..n])?;
+            break;
+        }
+        // A reader that went away while the container is quiet ends `-f` too.
+        if crate::stdio::stdout_gone() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -62,7 +62,7 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         p.finish("Done");
     }
     for line in lines {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(0)
 }

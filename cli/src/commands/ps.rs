@@ -24,7 +24,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             continue;
         }
         if args.quiet {
-            println!("{}", &r.id[..12]);
+            outln!("{}", &r.id[..12]);
             continue;
         }
         let status = if up {

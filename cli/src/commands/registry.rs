@@ -11,7 +11,7 @@
 //! line per blob as it starts and ends (`<short digest>: Copying (size)`, `Done`, `Already
 //! exists`); then the manifest digest, as `docker pull` prints.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ pub fn pull(store: Arc<Store>, args: PullArgs) -> anyhow::Result<u8> {
         .transpose()?;
     let options = options(&args.tls);
     if !args.quiet {
-        eprintln!(
+        errln!(
             "{}: Pulling from {}",
             reference.tag().unwrap_or("latest"),
             reference.familiar_repository()
@@ -55,11 +55,11 @@ pub fn pull(store: Arc<Store>, args: PullArgs) -> anyhow::Result<u8> {
         store, &reference, &options, platform, args.quiet,
     ))?;
     if args.quiet {
-        println!("{}", reference.familiar());
+        outln!("{}", reference.familiar());
     } else {
-        println!("Digest: {digest}");
-        println!("Status: Downloaded {}", reference.familiar());
-        println!("{reference}");
+        outln!("Digest: {digest}");
+        outln!("Status: Downloaded {}", reference.familiar());
+        outln!("{reference}");
     }
     Ok(0)
 }
@@ -87,7 +87,7 @@ pub fn push(store: Arc<Store>, args: PushArgs) -> anyhow::Result<u8> {
     let dest = Reference::parse(args.dest.as_deref().unwrap_or(&args.image))?;
     let options = options(&args.tls);
     if !args.quiet {
-        eprintln!("The push refers to repository [{}]", dest.repository());
+        errln!("The push refers to repository [{}]", dest.repository());
     }
     let digest = crate::block_on(push_image(
         store.clone(),
@@ -105,7 +105,7 @@ pub fn push(store: Arc<Store>, args: PushArgs) -> anyhow::Result<u8> {
         )
         .map_err(|e| e.context(format!("writing --digestfile {}", p.display())))?;
     }
-    println!("{}: digest: {digest}", dest.tag().unwrap_or("latest"));
+    outln!("{}: digest: {digest}", dest.tag().unwrap_or("latest"));
     Ok(0)
 }
 
@@ -134,8 +134,7 @@ pub struct LoginArgs {
 }
 
 fn prompt(label: &str, hidden: bool) -> anyhow::Result<String> {
-    eprint!("{label}: ");
-    std::io::stderr().flush()?;
+    err!("{label}: ");
     let stdin = std::io::stdin();
     let restore = if hidden && stdin.is_terminal() {
         let old = rustix::termios::tcgetattr(&stdin)?;
@@ -150,7 +149,7 @@ fn prompt(label: &str, hidden: bool) -> anyhow::Result<String> {
     let read = stdin.read_line(&mut line);
     if let Some(old) = restore {
         rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &old)?;
-        eprintln!();
+        errln!();
     }
     read?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
@@ -170,7 +169,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
             return Err(UsageError("--password and --password-stdin are exclusive".into()).into());
         }
         (Some(p), false) => {
-            eprintln!(
+            errln!(
                 "WARNING! Using --password on the command line is insecure: use --password-stdin."
             );
             p
@@ -196,8 +195,8 @@ pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
         registry.ping().await
     })?;
     let place = creds::store(&name, &creds)?;
-    eprintln!("Credentials saved in {place}");
-    println!("Login Succeeded");
+    errln!("Credentials saved in {place}");
+    outln!("Login Succeeded");
     Ok(0)
 }
 
@@ -209,9 +208,9 @@ pub struct LogoutArgs {
 pub fn logout(args: LogoutArgs) -> anyhow::Result<u8> {
     let name = registry_name(args.registry.as_deref());
     if creds::erase(&name)? {
-        println!("Removing login credentials for {name}");
+        outln!("Removing login credentials for {name}");
     } else {
-        println!("Not logged in to {name}");
+        outln!("Not logged in to {name}");
     }
     Ok(0)
 }
@@ -232,7 +231,7 @@ pub fn tags(args: TagsArgs) -> anyhow::Result<u8> {
         anyhow::Ok(r.tags().await?)
     })?;
     for t in tags {
-        println!("{t}");
+        outln!("{t}");
     }
     Ok(0)
 }

@@ -22,7 +22,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         let record = match find(store, want) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!(
+                errln!(
                     "Error: {}",
                     crate::output::terminal_safe_text(&format!("{e:#}"))
                 );
@@ -32,14 +32,14 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         };
         if alive(&record) {
             if !args.force {
-                eprintln!("Error: container {want} is running: stop it first, or use -f");
+                errln!("Error: container {want} is running: stop it first, or use -f");
                 failed = true;
                 continue;
             }
             stop_one(&record, Duration::ZERO);
         }
         store.remove_container(&record.id)?;
-        println!("{want}");
+        outln!("{want}");
     }
     Ok(if failed { 1 } else { 0 })
 }

@@ -18,7 +18,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let mut failed = false;
     for name in &args.images {
         if let Err(e) = remove(store, name, args.force) {
-            eprintln!(
+            errln!(
                 "Error: {}",
                 crate::output::terminal_safe_text(&format!("{e:#}"))
             );
@@ -27,7 +27,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     }
     match store.try_gc()? {
         Some(_) => {}
-        None => eprintln!(
+        None => errln!(
             "note: another berth process is using the store; run `berth system prune` later to reclaim space"
         ),
     }
@@ -69,11 +69,11 @@ fn remove(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
     };
     for r in &untag {
         store.remove_tag(r)?;
-        println!("Untagged: {}", r.familiar());
+        outln!("Untagged: {}", r.familiar());
     }
     if untag.len() == image.tags.len() {
         store.remove_root(&image.root)?;
-        println!("Deleted: {}", image.id());
+        outln!("Deleted: {}", image.id());
     }
     Ok(())
 }

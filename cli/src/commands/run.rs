@@ -344,7 +344,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         store.write_container_record(&running)?;
         // Return once the container has started, as `docker run -d` does.
         crate::containers::wait_for_init(child.id());
-        println!("{id}");
+        outln!("{id}");
         return Ok(0);
     }
     let io = berth_runtime::RunIo {
@@ -372,7 +372,7 @@ fn execute(
     let outcome = bundle.run(exe, io)?;
     if outcome.oom_killed {
         let limit = memory.map_or("none".into(), crate::output::human_size_binary);
-        eprintln!("berth: the container ran out of memory (limit {limit}) and was killed");
+        errln!("berth: the container ran out of memory (limit {limit}) and was killed");
     }
     Ok(outcome.exit_code)
 }
@@ -419,7 +419,7 @@ pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
     let code = match &result {
         Ok(c) => *c,
         Err(e) => {
-            eprintln!("berth: {e:#}");
+            errln!("berth: {e:#}");
             berth_runtime::contract::EXIT_SETUP
         }
     };

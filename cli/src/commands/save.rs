@@ -56,7 +56,10 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
                 )
                 .into());
             }
-            write(&mut std::io::BufWriter::new(std::io::stdout().lock()))?;
+            let mut out = std::io::BufWriter::new(crate::stdio::Stdout);
+            write(&mut out)?;
+            // Its last bytes, and their error (a drop would lose it).
+            std::io::Write::flush(&mut out)?;
         }
         Some(path) => {
             let progress = Progress::start(format!(

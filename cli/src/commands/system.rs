@@ -163,7 +163,7 @@ fn prune(
         } else {
             "all unnamed images and unreferenced content"
         };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+        err!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
@@ -191,17 +191,22 @@ fn prune(
         for tag in store.tags()? {
             if !used.contains(&tag.manifest.digest) {
                 store.remove_tag(&tag.reference)?;
-                println!("untagged: {}", tag.reference.familiar());
+                outln!("untagged: {}", tag.reference.familiar());
                 untagged += 1;
             }
         }
     }
     let report = store.gc()?;
-    println!(
+    outln!(
         "Deleted {} unnamed image(s), {} name(s), {} build cache record(s), {} cache mount(s), {} blob(s), {} snapshot(s)",
-        removed_untagged, untagged, records, mounts, report.blobs_removed, report.snapshots_removed
+        removed_untagged,
+        untagged,
+        records,
+        mounts,
+        report.blobs_removed,
+        report.snapshots_removed
     );
-    println!(
+    outln!(
         "\nTotal reclaimed space: {}",
         human_size(report.bytes_freed)
     );
@@ -213,16 +218,16 @@ fn check(store: &Store) -> anyhow::Result<u8> {
     if faults.is_empty() {
         let blobs = count(&store.blobs_dir());
         let images = store.roots()?.len();
-        println!(
+        outln!(
             "store {} is clean: {blobs} blobs and {images} image name(s) verified",
             store.root().display()
         );
         return Ok(0);
     }
     for fault in &faults {
-        println!("{fault}");
+        outln!("{fault}");
     }
-    eprintln!(
+    errln!(
         "{} fault(s) found in {}",
         faults.len(),
         store.root().display()

@@ -240,6 +240,21 @@ impl Sys for LinuxSys {
         nix::mount::mount(source, target, fstype, flags, data)
     }
 
+    fn mount_overlay(
+        &mut self,
+        overlay: &super::Overlay,
+        target: &Path,
+        flags: MsFlags,
+    ) -> SysResult<()> {
+        if overlay.lowers.len() > super::MAX_OVERLAY_LOWERS || !OVERLAY_FLAGS.contains(flags) {
+            return Err(nix::Error::EINVAL);
+        }
+        match overlay_by_fsconfig(overlay, target, flags)? {
+            ByFsconfig::Mounted => Ok(()),
+            ByFsconfig::Unsupported => overlay_by_mount(overlay, target, flags),
+        }
+    }
+
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {
         nix::mount::umount2(target, flags)
     }
@@ -584,6 +599,235 @@ impl LinuxSys {
     }
 }
 
+/// `MS_RDONLY`, `MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC` as the new mount API's
+/// `MOUNT_ATTR_*` (other flags have no attribute and are left out).
+fn mount_attrs(flags: MsFlags) -> u64 {
+    // MOUNT_ATTR_* of <linux/mount.h>: a stable ABI.
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    let mut attrs = 0;
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ] {
+        if flags.contains(flag) {
+            attrs |= attr;
+        }
+    }
+    attrs
+}
+
+/// The flags an overlay may be mounted with: those with a `MOUNT_ATTR_*`.
+const OVERLAY_FLAGS: MsFlags = MsFlags::MS_RDONLY
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// What became of an overlay mounted through `fsconfig`.
+enum ByFsconfig {
+    Mounted,
+    /// The kernel has no `fsopen` (before 5.2, or a seccomp filter that refuses it) or no
+    /// `lowerdir+` (before 6.8): nothing was mounted.
+    Unsupported,
+}
+
+/// `fsconfig(fd, FSCONFIG_SET_STRING or FSCONFIG_SET_FLAG, key, value)`.
+fn fsconfig_set(fs: &OwnedFd, key: &str, value: Option<&str>) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    // FSCONFIG_* of <linux/mount.h>: a stable ABI.
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    let key = CString::new(key).map_err(|_| nix::Error::EINVAL)?;
+    let value = value
+        .map(|v| CString::new(v).map_err(|_| nix::Error::EINVAL))
+        .transpose()?;
+    let (cmd, value_ptr) = match &value {
+        Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+        None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+    };
+    // SAFETY: `fs` is an open fs context; `key` and `value` are NUL-terminated strings (or
+    // null for a flag) that outlive the call, and the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            cmd,
+            key.as_ptr(),
+            value_ptr,
+            0 as libc::c_int,
+        )
+    };
+    if rc < 0 {
+        Err(nix::Error::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Mounts an overlay through the new mount API, one `lowerdir+` per layer (bottom first),
+/// then attaches it on `target`.
+fn overlay_by_fsconfig(
+    overlay: &super::Overlay,
+    target: &Path,
+    flags: MsFlags,
+) -> SysResult<ByFsconfig> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    // <linux/mount.h>: a stable ABI.
+    const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    // SAFETY: the name is a NUL-terminated literal; fsopen returns a new descriptor or -1.
+    let rc = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
+    if rc < 0 {
+        return match nix::Error::last() {
+            nix::Error::ENOSYS | nix::Error::EPERM => Ok(ByFsconfig::Unsupported),
+            e => Err(e),
+        };
+    }
+    // SAFETY: fsopen returned a fresh descriptor that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(rc as i32) };
+    // overlayfs stacks `lowerdir+` in the order given, topmost first.
+    for (i, lower) in overlay.lowers.iter().rev().enumerate() {
+        let lower = lower.to_str().ok_or(nix::Error::EINVAL)?;
+        match fsconfig_set(&fs, "lowerdir+", Some(lower)) {
+            Ok(()) => {}
+            // An unknown key: a kernel before 6.8.
+            Err(nix::Error::EINVAL) if i == 0 => return Ok(ByFsconfig::Unsupported),
+            Err(e) => return Err(e),
+        }
+    }
+    for (key, value) in overlay.options() {
+        fsconfig_set(&fs, key, value.as_deref())?;
+    }
+    // SAFETY: `fs` is an open fs context; no key or value is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0 as libc::c_int,
+        )
+    };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: `fs` is an fs context whose superblock was just created; fsmount returns a
+    // new descriptor or -1.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            mount_attrs(flags) as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: fsmount returned a fresh descriptor that nothing else owns.
+    let mnt = unsafe { OwnedFd::from_raw_fd(rc as i32) };
+    let target = CString::new(target.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    // SAFETY: `mnt` is open for the length of the call; the empty path and `target` are
+    // NUL-terminated strings that outlive it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(ByFsconfig::Mounted)
+}
+
+/// The most `mount(2)` takes as data: one page, its NUL included.
+const MOUNT_DATA_MAX: usize = 4095;
+
+/// Mounts an overlay with `mount(2)`. When the layers' paths do not fit in a page, each
+/// layer is opened (`O_PATH`) and named by its descriptor, relative to
+/// `/proc/thread-self/fd` made the working directory for the call (`lowerdir=12:11:10`):
+/// the kernel resolves relative lower dirs from there, and the names are a few bytes each,
+/// so overlayfs's 500 layers fit. The descriptors pin the very directories given, and the
+/// working directory is set back before returning.
+pub(crate) fn overlay_by_mount(
+    overlay: &super::Overlay,
+    target: &Path,
+    flags: MsFlags,
+) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    let data = overlay.data();
+    if data.len() <= MOUNT_DATA_MAX {
+        return nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            flags,
+            Some(data.as_str()),
+        );
+    }
+    // Only absolute paths mean the same from the other working directory.
+    let absolute = |p: &Path| p.is_absolute();
+    if !absolute(target)
+        || !overlay.lowers.iter().all(|p| absolute(p))
+        || !overlay
+            .upper
+            .as_ref()
+            .is_none_or(|(u, w)| absolute(u) && absolute(w))
+    {
+        return Err(nix::Error::EINVAL);
+    }
+    let held = overlay
+        .lowers
+        .iter()
+        .map(|p| {
+            nix::fcntl::open(
+                p,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+        })
+        .collect::<SysResult<Vec<OwnedFd>>>()?;
+    let names: Vec<String> = held
+        .iter()
+        .rev()
+        .map(|fd| fd.as_raw_fd().to_string())
+        .collect();
+    let data = overlay.data_with_lowers(&names);
+    if data.len() > MOUNT_DATA_MAX {
+        return Err(nix::Error::E2BIG);
+    }
+    let back = nix::fcntl::open(
+        ".",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    nix::unistd::chdir("/proc/thread-self/fd")?;
+    let mounted = nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        flags,
+        Some(data.as_str()),
+    );
+    nix::unistd::fchdir(&back)?;
+    mounted
+}
+
 /// `mount_setattr(dirfd, path, flags | AT_RECURSIVE)`: `attrs` set on the mount there and on
 /// every mount below it, their propagation made private.
 fn set_tree_attrs_at(dirfd: i32, path: &CStr, flags: i32, attrs: MsFlags) -> SysResult<()> {
@@ -595,22 +839,7 @@ fn set_tree_attrs_at(dirfd: i32, path: &CStr, flags: i32, attrs: MsFlags) -> Sys
         propagation: u64,
         userns_fd: u64,
     }
-    // MOUNT_ATTR_* of <linux/mount.h>: a stable ABI.
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
-    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-    let mut attr_set = 0;
-    for (flag, attr) in [
-        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
-        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
-        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
-        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
-    ] {
-        if attrs.contains(flag) {
-            attr_set |= attr;
-        }
-    }
+    let attr_set = mount_attrs(attrs);
     let attr = MountAttr {
         attr_set,
         attr_clr: 0,
@@ -919,5 +1148,72 @@ mod tests {
             sys.read_image_file(&big).unwrap(),
             "root:x:0:0::/:/bin/sh\n"
         );
+    }
+
+    /// `n` lower layers under `dir` with long names, each holding its own file `f<i>` and its
+    /// version of `top`, and an upper.
+    fn tall_overlay(dir: &Path, n: usize) -> super::super::Overlay {
+        let lowers: Vec<PathBuf> = (0..n)
+            .map(|i| {
+                let l = dir.join(format!("{i:03}-{}", "x".repeat(150)));
+                std::fs::create_dir_all(&l).unwrap();
+                std::fs::write(l.join(format!("f{i}")), "").unwrap();
+                std::fs::write(l.join("top"), i.to_string()).unwrap();
+                l
+            })
+            .collect();
+        std::fs::create_dir_all(dir.join("upper")).unwrap();
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        super::super::Overlay {
+            lowers,
+            upper: Some((dir.join("upper"), dir.join("work"))),
+            volatile: false,
+        }
+    }
+
+    /// The merged tree of a `n`-layer [`tall_overlay`] mounted on `target` is every layer,
+    /// the topmost winning.
+    fn assert_merged(target: &Path, n: usize) {
+        for i in 0..n {
+            assert!(target.join(format!("f{i}")).exists(), "layer {i} missing");
+        }
+        assert_eq!(
+            std::fs::read_to_string(target.join("top")).unwrap(),
+            (n - 1).to_string()
+        );
+        std::fs::write(target.join("new"), "upper").unwrap();
+    }
+
+    /// 130 layers whose paths take four pages: through `lowerdir+`, and through `mount(2)`
+    /// with the layers named by descriptor (the fallback for kernels before 6.8), with the
+    /// working directory left as it was.
+    #[test]
+    fn an_overlay_of_more_layers_than_a_page_of_paths_mounts_both_ways() {
+        in_mount_namespace(|dir| {
+            let n = 130;
+            let overlay = tall_overlay(&dir.join("a"), n);
+            assert!(overlay.data().len() > 4 * 4096, "the paths overflow a page");
+            let target = dir.join("a/merged");
+            std::fs::create_dir_all(&target).unwrap();
+            LinuxSys
+                .mount_overlay(&overlay, &target, MsFlags::MS_NODEV)
+                .unwrap();
+            assert_merged(&target, n);
+
+            let overlay = tall_overlay(&dir.join("b"), n);
+            let target = dir.join("b/merged");
+            std::fs::create_dir_all(&target).unwrap();
+            let cwd = std::env::current_dir().unwrap();
+            overlay_by_mount(&overlay, &target, MsFlags::MS_NODEV).unwrap();
+            assert_eq!(std::env::current_dir().unwrap(), cwd);
+            assert_merged(&target, n);
+            assert!(
+                std::fs::read_to_string("/proc/thread-self/mountinfo")
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.contains(&*target.to_string_lossy()) && l.contains("nodev")),
+                "mounted nodev"
+            );
+        });
     }
 }

@@ -72,6 +72,64 @@ impl InRoot {
     }
 }
 
+/// An overlay to mount ([`Sys::mount_overlay`]). Its options make the upper a plain diff: no
+/// redirects, no index, no metacopy, whatever the kernel's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// Lower directories, bottom layer first.
+    pub lowers: Vec<PathBuf>,
+    /// A writable upper directory and its work directory; `None`: read-only.
+    pub upper: Option<(PathBuf, PathBuf)>,
+    /// overlayfs's `volatile`: no syncs of the upper filesystem (only with an upper).
+    pub volatile: bool,
+}
+
+/// The most lower layers overlayfs stacks (the kernel's `OVL_MAX_STACK`).
+pub const MAX_OVERLAY_LOWERS: usize = 500;
+
+impl Overlay {
+    /// The options besides the lower layers, as `(key, value)`; `None`: a flag.
+    pub fn options(&self) -> Vec<(&'static str, Option<String>)> {
+        let mut options = Vec::new();
+        if let Some((upper, work)) = &self.upper {
+            options.push(("upperdir", Some(upper.display().to_string())));
+            options.push(("workdir", Some(work.display().to_string())));
+        }
+        for key in ["redirect_dir", "index", "metacopy"] {
+            options.push((key, Some("off".to_owned())));
+        }
+        if self.volatile && self.upper.is_some() {
+            options.push(("volatile", None));
+        }
+        options
+    }
+
+    /// `mount(2)`'s data: `lowerdir=` the layers topmost first, then the options.
+    pub fn data(&self) -> String {
+        let lowers: Vec<String> = self
+            .lowers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
+        self.data_with_lowers(&lowers)
+    }
+
+    /// `mount(2)`'s data with the lower layers named by `lowers` (topmost first).
+    pub fn data_with_lowers(&self, lowers: &[String]) -> String {
+        let mut data = format!("lowerdir={}", lowers.join(":"));
+        for (key, value) in self.options() {
+            data.push(',');
+            data.push_str(key);
+            if let Some(v) = value {
+                data.push('=');
+                data.push_str(&v);
+            }
+        }
+        data
+    }
+}
+
 /// The most the runtime reads of a file of the container's image (`/etc/passwd`,
 /// `/etc/group`).
 pub const MAX_IMAGE_FILE: u64 = 16 << 20;
@@ -104,6 +162,11 @@ pub trait Sys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> SysResult<()>;
+    /// Mounts `overlay` on `target` (an absolute path) with `flags` (any of `MS_RDONLY`,
+    /// `MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC`), each lower layer given on its own (`fsopen`,
+    /// `fsconfig(lowerdir+)`, Linux 6.8), so the layers' paths are not bound by a page;
+    /// older kernels get `mount(2)` with the layers named as short as it takes.
+    fn mount_overlay(&mut self, overlay: &Overlay, target: &Path, flags: MsFlags) -> SysResult<()>;
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()>;
     fn mknod_char(&mut self, node: &DeviceNode) -> SysResult<()>;
     fn symlink(&mut self, target: &str, link: &Path) -> SysResult<()>;

@@ -129,6 +129,22 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
+    /// Recorded as the `mount(2)` of the same overlay.
+    fn mount_overlay(
+        &mut self,
+        overlay: &super::Overlay,
+        target: &Path,
+        flags: MsFlags,
+    ) -> SysResult<()> {
+        self.mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            flags,
+            Some(&overlay.data()),
+        )
+    }
+
     fn umount(&mut self, target: &Path, flags: MntFlags) -> SysResult<()> {
         self.record(format!("umount {} {flags:?}", target.display()))
     }

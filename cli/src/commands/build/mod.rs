@@ -82,8 +82,8 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     }
     if quiet {
         match stdout_taken {
-            true => eprintln!("{id}"),
-            false => println!("{id}"),
+            true => errln!("{id}"),
+            false => outln!("{id}"),
         }
         return Ok(0);
     }
@@ -97,7 +97,7 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         built.executed,
         built.cached,
     );
-    eprintln!("built {id}{named} in {seconds:.1}s ({run} steps run, {cached} cached)");
+    errln!("built {id}{named} in {seconds:.1}s ({run} steps run, {cached} cached)");
     Ok(0)
 }
 
@@ -108,9 +108,9 @@ fn failed(e: BuildError, quiet: bool) -> anyhow::Error {
     match e {
         BuildError::Step { at, tail, .. } => {
             if quiet {
-                tail.iter().for_each(|l| eprintln!("{}", safe(l)));
+                tail.iter().for_each(|l| errln!("{}", safe(l)));
             }
-            eprintln!("{}", safe(at.excerpt().trim_end()));
+            errln!("{}", safe(at.excerpt().trim_end()));
             anyhow::anyhow!("the build failed at {at}")
         }
         e @ (BuildError::Dockerfile { .. } | BuildError::Base { .. } | BuildError::Usage(_)) => {
