@@ -4,7 +4,8 @@
 //!
 //! - `SETUP`: a POSIX shell script run in a copy of the case before the build, for what git
 //!   cannot keep (hard links, symlinks, special modes, empty directories, FIFOs);
-//! - `FAILS`: the build must fail, with every builder (one line: why);
+//! - `FAILS`: the build must fail, with every builder (one line: why; with `NEWER` too, only
+//!   under the current frontend, so Docker 20.10 is not asked);
 //! - `NEWER`: the case uses a feature of the current Dockerfile frontend that Docker 20.10's
 //!   BuildKit lacks (one line: which); it is compared with `EXPECTED`;
 //! - `EXPECTED`: the comparison text of the reviewed result, for a `NEWER` case;

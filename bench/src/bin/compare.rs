@@ -8,7 +8,8 @@
 //! `/etc/mtab`, `/dev`, `/proc`, `/sys`). Both trees come from the same place: each image is
 //! loaded into the dockerd (berth's as a docker archive) and exported from a container.
 //!
-//! A `FAILS` case must fail with both builders. A `NEWER` case (a feature Docker 20.10's
+//! A `FAILS` case must fail with both builders (with berth only, when it is also `NEWER`). A
+//! `NEWER` case (a feature Docker 20.10's
 //! BuildKit lacks) is compared with its reviewed `EXPECTED` text; `--record` writes that file
 //! from berth's result, for review. Prints each difference and ends with
 //! `N identical, M differ`.
@@ -210,9 +211,15 @@ fn describe(
     config: &serde_json::Value,
     tree: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
+    // A config value on one line (a RUN heredoc's history holds newlines).
     let mut out: BTreeMap<String, String> = config_of(config)
         .into_iter()
-        .map(|(k, v)| (format!("config {k}"), v))
+        .map(|(k, v)| {
+            (
+                format!("config {k}"),
+                v.replace('\\', "\\\\").replace('\n', "\\n"),
+            )
+        })
         .collect();
     for (p, v) in tree {
         if !ignored(p) {
@@ -331,7 +338,8 @@ fn main() {
     // a container of it, both through the dockerd.
     let image_text = |tag: &str, archive: &Path| {
         let config = config_from_docker_archive(archive);
-        let cid = sh(d(&["create", tag])).trim().to_owned();
+        // A command of its own: some images name none, and Docker refuses to create those.
+        let cid = sh(d(&["create", tag, "/none"])).trim().to_owned();
         let fs = work.join("fs.tar");
         sh(d(&["export", "-o", fs.to_str().unwrap(), &cid]));
         sh(d(&["rm", &cid]));
@@ -392,7 +400,10 @@ fn main() {
                 if berth_ok {
                     diffs.push("  berth built it; it must fail".to_owned());
                 }
-                if dk.status.success() {
+                // A case that fails only under the current frontend: 20.10's answer is not
+                // the reference.
+                let newer = case.dir.join("NEWER").exists();
+                if dk.status.success() && !newer {
                     diffs.push("  BuildKit built it; it must fail".to_owned());
                     let _ = d(&["rmi", &tag]).output();
                 }

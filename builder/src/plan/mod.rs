@@ -33,8 +33,10 @@ use crate::instructions::stages::{
 };
 use crate::instructions::{Command, Dockerfile, Instruction};
 
-/// Bumped whenever the encoding changes, so old cache records stop matching.
-pub const KEY_VERSION: &str = "berth-cache-v2";
+/// Bumped whenever the encoding changes, or what a step makes of the same inputs does (v3:
+/// COPY keeps hard links, copies wildcard matches one by one and resolves `--chown` as
+/// BuildKit), so old cache records stop matching.
+pub const KEY_VERSION: &str = "berth-cache-v3";
 
 /// A base image, as the resolver found it.
 #[derive(Debug, Clone)]
