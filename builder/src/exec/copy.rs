@@ -129,10 +129,12 @@ pub enum Chmod {
 impl Chmod {
     pub fn parse(s: &str) -> Result<Chmod, String> {
         if !s.is_empty() && s.chars().all(|c| c.is_digit(8)) {
+            // BuildKit applies an octal mode as Go's `os.FileMode`, whose permission bits are
+            // the low nine: setuid, setgid and sticky given this way are dropped.
             return u32::from_str_radix(s, 8)
                 .ok()
                 .filter(|m| *m <= 0o7777)
-                .map(Chmod::Octal)
+                .map(|m| Chmod::Octal(m & 0o777))
                 .ok_or_else(|| format!("invalid --chmod {s:?}"));
         }
         let mut clauses = Vec::new();
@@ -849,7 +851,8 @@ mod tests {
     #[test]
     fn chmod_octal_and_symbolic() {
         assert_eq!(Chmod::parse("755").unwrap().apply(0o600, false), 0o755);
-        assert_eq!(Chmod::parse("4755").unwrap().apply(0, false), 0o4755);
+        // As BuildKit: an octal mode keeps only the permission bits.
+        assert_eq!(Chmod::parse("4755").unwrap().apply(0, false), 0o755);
         assert_eq!(Chmod::parse("u+x").unwrap().apply(0o644, false), 0o744);
         assert_eq!(Chmod::parse("go-r").unwrap().apply(0o644, false), 0o600);
         assert_eq!(Chmod::parse("a=r").unwrap().apply(0o755, false), 0o444);
