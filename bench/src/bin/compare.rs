@@ -214,12 +214,7 @@ fn describe(
     // A config value on one line (a RUN heredoc's history holds newlines).
     let mut out: BTreeMap<String, String> = config_of(config)
         .into_iter()
-        .map(|(k, v)| {
-            (
-                format!("config {k}"),
-                v.replace('\\', "\\\\").replace('\n', "\\n"),
-            )
-        })
+        .map(|(k, v)| (format!("config {k}"), v.replace('\n', "\\n")))
         .collect();
     for (p, v) in tree {
         if !ignored(p) {
