@@ -68,6 +68,10 @@ fn a_dockerfile_specific_ignore_file_wins() {
     assert!(m.excluded("pkg/util.go") && !m.excluded("main.go"));
     let m = load_matcher(dir.path(), Some(&dir.path().join("Dockerfile"))).unwrap();
     assert!(m.excluded("main.go"));
+    // Buildah's and Podman's `.containerignore` comes before `.dockerignore`.
+    write(dir.path(), ".containerignore", "pkg\n");
+    let m = load_matcher(dir.path(), Some(&dir.path().join("Dockerfile"))).unwrap();
+    assert!(m.excluded("pkg/util.go") && !m.excluded("main.go"));
 }
 
 #[test]

@@ -314,7 +314,8 @@ pub fn read_dockerfile(context: &Path, file: Option<&Path>) -> Result<Vec<u8>, C
 }
 
 /// The ignore files for a build, in order of preference: `<dockerfile>.dockerignore`
-/// beside the Dockerfile, then `<context>/.dockerignore`; the first that exists is used.
+/// beside the Dockerfile, then `<context>/.containerignore` (Buildah's and Podman's name),
+/// then `<context>/.dockerignore`; the first that exists is used.
 pub fn ignore_files(context: &Path, dockerfile: Option<&Path>) -> Vec<BuildFile> {
     let mut files = Vec::new();
     if let Some(df) = dockerfile
@@ -324,6 +325,7 @@ pub fn ignore_files(context: &Path, dockerfile: Option<&Path>) -> Vec<BuildFile>
         name.push(".dockerignore");
         files.push(build_file(context, &df.with_file_name(name)));
     }
+    files.push(BuildFile::InContext(".containerignore".into()));
     files.push(BuildFile::InContext(".dockerignore".into()));
     files
 }
