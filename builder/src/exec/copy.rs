@@ -8,6 +8,8 @@
 //!   destination, or inside it when the destination is (or will be) a directory;
 //! - a source's own symlink is followed (within its tree); symlinks inside directories are
 //!   copied as symlinks;
+//! - the destination's symlinks are followed inside the image, its last name included: a
+//!   COPY onto a link to a file writes that file, onto a dangling link creates its target;
 //! - files keep their mode and mtime; context files are owned by 0:0 and stage files keep
 //!   their owner, unless `--chown`; `--chmod` (octal or symbolic) replaces the mode;
 //!   directories the copy creates are 0755, owned by the `--chown` user;
@@ -83,10 +85,6 @@ impl SourceTree<'_> {
                 .root
                 .read_link(path)
                 .is_ok_and(|t| t == target.as_bytes()),
-            (Some(EntryKind::Other), ft) => !matches!(
-                ft,
-                FileType::Directory | FileType::RegularFile | FileType::Symlink
-            ),
             _ => false,
         };
         if same { Ok(()) } else { Err(changed(path)) }
@@ -315,15 +313,36 @@ pub fn copy(
             sources.push(Src::Url(s.clone()));
             continue;
         }
+        // `--parents` keeps each source's path under the destination, from its `/./` pivot
+        // on when it has one (`./x/./y/a.txt` lands at `y/a.txt`).
+        let pivot = inst
+            .parents
+            .then(|| s.split_once("/./"))
+            .flatten()
+            .map(|(before, _)| components(before).join("/"));
+        let kept = |name: String| -> String {
+            match &pivot {
+                Some(p) if name == *p => String::new(),
+                Some(p) if !p.is_empty() => name
+                    .strip_prefix(&format!("{p}/"))
+                    .map(str::to_owned)
+                    .unwrap_or(name),
+                _ => name,
+            }
+        };
         if let Some(entries) = tree.filter {
-            let found = resolve::sources(entries, s).map_err(|e| match e {
+            let found = resolve::sources_for(entries, s, inst.parents).map_err(|e| match e {
                 resolve::ResolveError::NotFound(name) => {
                     format!("{:?}: not found", format!("/{name}"))
                 }
                 e => e.to_string(),
             })?;
             // A wildcard that matches nothing copies nothing, as in BuildKit.
-            sources.extend(found.into_iter().map(|f| Src::Path(f.name, f.resolved)));
+            sources.extend(
+                found
+                    .into_iter()
+                    .map(|f| Src::Path(kept(f.name), f.resolved)),
+            );
             continue;
         }
         let clean = components(s).join("/");
@@ -344,7 +363,7 @@ pub fn copy(
                 .root
                 .canonical(&path)
                 .map_err(|e| io_msg("resolving", &path, e))?;
-            sources.push(Src::Path(path, real));
+            sources.push(Src::Path(kept(path), real));
         }
     }
     // The reference's rule is checked on the sources as written: the matches of one
@@ -361,6 +380,14 @@ pub fn copy(
             .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
     };
     for src in sources {
+        // The destination with every symlink in it followed inside the image, its last
+        // name included (a link to a file is written through, a dangling link creates its
+        // target), as BuildKit resolves it for each source.
+        let dest_path = format!(
+            "/{}",
+            dest.follow(&dest_path)
+                .map_err(|e| io_msg("resolving", &dest_path, e))?
+        );
         match src {
             Src::Git(shown, subdir) => {
                 let root = job
