@@ -640,8 +640,8 @@ fn copy_entry(
             m.mode = 0o777;
             write_symlink(parent, name, &target, m).map_err(|e| io_msg("copying", src, e))
         }
-        // A FIFO is copied as a FIFO (as BuildKit and Docker's tar context do), made with
-        // mknodat and never opened for its data.
+        // A FIFO from a stage or an image (a context has none) is copied as a FIFO, made
+        // with mknodat and never opened for its data.
         FileType::Fifo => write_fifo(parent, name, meta_for(job, tree, &st, false))
             .map_err(|e| io_msg("copying", src, e)),
         // Sockets and devices are not copied.
