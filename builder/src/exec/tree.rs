@@ -80,7 +80,7 @@ fn resolve_owner(
     if spec.is_empty() {
         return Ok(None);
     }
-    if !spec.split(':').any(|part| named(part)) {
+    if !spec.split(':').any(named) {
         return chown_ids(spec, "", "").map(Some);
     }
     let spec = spec.to_owned();
