@@ -519,7 +519,12 @@ fn copy_parents_keeps_paths_from_the_pivot_and_doublestar_matches_any_depth() {
         &[
             (
                 "Dockerfile",
-                "FROM busybox
+                "FROM busybox AS st
+RUN mkdir -p /src/x/y && echo a > /src/a.txt && echo b > /src/x/b.txt \\
+ && echo c > /src/x/y/c.txt && echo d > /src/x/y/d.md
+FROM busybox
+COPY --from=st --parents /src/**/*.txt /stage/
+COPY --from=st --parents /src/./x/*.txt /stagepivot/
 COPY --parents x/a.txt y/a.txt /parents/
 COPY --parents ./x/./y/*.txt /pivot/
 COPY --parents ./x/./y/a.txt /pivot1/
@@ -542,7 +547,7 @@ COPY --parents src/x/*.txt /one-level/
     let out = sh(
         &s,
         "parents:1",
-        "cd /; find parents pivot pivot1 tree deep one-level -type f | sort",
+        "cd /; find parents pivot pivot1 tree deep one-level stage stagepivot -type f | sort",
     );
     assert_eq!(
         out,
@@ -555,6 +560,10 @@ parents/y/a.txt
 pivot/y/a.txt
 pivot/y/b.txt
 pivot1/y/a.txt
+stage/src/a.txt
+stage/src/x/b.txt
+stage/src/x/y/c.txt
+stagepivot/x/b.txt
 tree/src/a.txt
 tree/src/x/b.txt
 tree/src/x/y/c.txt

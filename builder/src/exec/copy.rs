@@ -219,9 +219,19 @@ fn io_msg(what: &str, path: &str, e: std::io::Error) -> StepError {
 
 /// Every path in a stage's or image's `tree` matching a wildcard source (a context's are
 /// matched among its scanned entries, [`resolve::sources`]).
-fn expand_glob(tree: &SourceTree<'_>, pattern: &str) -> Result<Vec<String>, StepError> {
+/// With `parents` (`COPY --parents`), a `**` component matches any number of directories,
+/// none included, and nothing below a matched directory is listed again (see
+/// [`resolve::sources_for`]).
+fn expand_glob(
+    tree: &SourceTree<'_>,
+    pattern: &str,
+    parents: bool,
+) -> Result<Vec<String>, StepError> {
     let parts = components(pattern);
     let fixed = parts.iter().take_while(|c| !has_glob(c)).count();
+    if parents && parts[fixed..].contains(&"**") {
+        return expand_any_depth(tree, &parts[..fixed].join("/"), &parts.join("/"));
+    }
     let mut found = Vec::new();
     let mut frontier = vec![parts[..fixed].join("/")];
     for depth in fixed..parts.len() {
@@ -252,6 +262,43 @@ fn expand_glob(tree: &SourceTree<'_>, pattern: &str) -> Result<Vec<String>, Step
             .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
         if tree.included(&path, is_dir) {
             found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The paths below `base` in a stage's or image's `tree` that `pattern` (with `**`) matches
+/// as a whole; symlinks are matched, never entered, and a matched directory is not entered.
+fn expand_any_depth(
+    tree: &SourceTree<'_>,
+    base: &str,
+    pattern: &str,
+) -> Result<Vec<String>, StepError> {
+    let matcher = crate::context::Matcher::from_patterns(&[(0, pattern.to_owned())])
+        .map_err(|e| StepError::Invalid(format!("{pattern:?}: {e}")))?;
+    let mut found = Vec::new();
+    let mut stack = vec![base.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(names) = tree.root.list(if dir.is_empty() { "." } else { &dir }) else {
+            continue;
+        };
+        for name in names.into_iter().rev() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            let path = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            if matcher.excluded(&path) {
+                found.push(path);
+            } else if tree
+                .root
+                .lstat(&path)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
+            {
+                stack.push(path);
+            }
         }
     }
     found.sort();
@@ -347,7 +394,7 @@ pub fn copy(
         }
         let clean = components(s).join("/");
         let names = if has_glob(s) {
-            expand_glob(tree, &clean)?
+            expand_glob(tree, &clean, inst.parents)?
         } else {
             if tree.root.lstat(&clean).is_err() && !clean.is_empty() {
                 return Err(StepError::Invalid(format!(
