@@ -398,3 +398,177 @@ fn run_mount_values_expand_args_and_env() {
     );
     s.assert_clean();
 }
+
+#[test]
+fn chown_with_an_empty_part_is_id_0() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "chownempty",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS owned
+RUN echo s > /s && chown 5:6 /s
+FROM busybox
+COPY --chown=7: f /user-empty-group
+COPY --chown=:7 f /group-only
+COPY --chown=7 f /user-only
+COPY --from=owned --chown=${UNSET}:${UNSET} /s /both-empty
+COPY --from=owned /s /kept
+",
+            ),
+            ("f", "x\n"),
+        ],
+    );
+    build_ok(&s, &ctx, "chownempty:1");
+    let out = sh(
+        &s,
+        "chownempty:1",
+        "cd /; stat -c '%n %u:%g' user-empty-group group-only user-only both-empty kept",
+    );
+    assert_eq!(
+        out,
+        "user-empty-group 7:0\ngroup-only 0:7\nuser-only 7:7\nboth-empty 0:0\nkept 5:6\n"
+    );
+    s.assert_clean();
+}
+
+#[test]
+fn fifos_are_not_part_of_the_context() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "fifoctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY regular /regular\nCOPY . /ctx/\n",
+            ),
+            ("regular", "r\n"),
+        ],
+    );
+    nix::unistd::mkfifo(
+        &ctx.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    build_ok(&s, &ctx, "fifoctx:1");
+    assert_eq!(sh(&s, "fifoctx:1", "ls -A /ctx"), "Dockerfile\nregular\n");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY pipe /x\n").unwrap();
+    let out = s.run(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        berth_test_support::printed(&out).contains("\"/pipe\": not found"),
+        "{}",
+        berth_test_support::printed(&out)
+    );
+    s.assert_clean();
+}
+
+/// COPY onto a symlink in the image follows it inside the image, as BuildKit resolves the
+/// destination: a link to a file is written through (the link stays), a dangling link
+/// creates its target (and the target's missing parents), a link on the way or to a
+/// directory leads into that directory. A link aimed above the root stays in the image.
+#[test]
+fn copy_onto_a_symlink_follows_it_inside_the_image() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let host = s.path().display().to_string();
+    let dockerfile = format!(
+        "FROM busybox
+RUN ln -s /etc/passwd /p && ln -s /nowhere/x /q && mkdir /real && ln -s /real /d \\
+ && ln -s /real /dirlink && ln -s ../../../..{host}/escaped /up && ln -s /../..{host} /uphost
+COPY f /p
+COPY f /q
+COPY f /d/
+COPY dir /dirlink
+COPY f /up
+COPY f /uphost/
+"
+    );
+    let ctx = s.context(
+        "ontolink",
+        &[
+            ("Dockerfile", dockerfile.as_str()),
+            ("f", "x\n"),
+            ("dir/g", "g\n"),
+        ],
+    );
+    build_ok(&s, &ctx, "ontolink:1");
+    let out = sh(
+        &s,
+        "ontolink:1",
+        &format!(
+            "for l in /p /q /up; do readlink $l; done; cat /etc/passwd /nowhere/x /real/f /real/g {host}/escaped {host}/f; test -L /d && test -L /dirlink && echo links"
+        ),
+    );
+    assert_eq!(
+        out,
+        format!("/etc/passwd\n/nowhere/x\n../../../..{host}/escaped\nx\nx\nx\ng\nx\nx\nlinks\n")
+    );
+    assert!(!s.path().join("escaped").exists(), "written on the host");
+    assert!(!s.path().join("f").exists(), "written on the host");
+    s.assert_clean();
+}
+
+/// `COPY --parents`: the sources' paths kept under the destination, from a `/./` pivot on
+/// when there is one; `**` matches any number of directories, none included.
+#[test]
+fn copy_parents_keeps_paths_from_the_pivot_and_doublestar_matches_any_depth() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "parents",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS st
+RUN mkdir -p /src/x/y && echo a > /src/a.txt && echo b > /src/x/b.txt \\
+ && echo c > /src/x/y/c.txt && echo d > /src/x/y/d.md
+FROM busybox
+COPY --from=st --parents /src/**/*.txt /stage/
+COPY --from=st --parents /src/./x/*.txt /stagepivot/
+COPY --parents x/a.txt y/a.txt /parents/
+COPY --parents ./x/./y/*.txt /pivot/
+COPY --parents ./x/./y/a.txt /pivot1/
+COPY --parents src/ /tree/
+COPY --parents ./src/**/*.txt /deep/
+COPY --parents src/x/*.txt /one-level/
+",
+            ),
+            ("x/a.txt", "x/a\n"),
+            ("x/y/a.txt", "x/y/a\n"),
+            ("x/y/b.txt", "x/y/b\n"),
+            ("y/a.txt", "y/a\n"),
+            ("src/a.txt", "a\n"),
+            ("src/x/b.txt", "b\n"),
+            ("src/x/y/c.txt", "c\n"),
+            ("src/x/y/d.md", "d\n"),
+        ],
+    );
+    build_ok(&s, &ctx, "parents:1");
+    let out = sh(
+        &s,
+        "parents:1",
+        "cd /; find parents pivot pivot1 tree deep one-level stage stagepivot -type f | sort",
+    );
+    assert_eq!(
+        out,
+        "deep/src/a.txt
+deep/src/x/b.txt
+deep/src/x/y/c.txt
+one-level/src/x/b.txt
+parents/x/a.txt
+parents/y/a.txt
+pivot/y/a.txt
+pivot/y/b.txt
+pivot1/y/a.txt
+stage/src/a.txt
+stage/src/x/b.txt
+stage/src/x/y/c.txt
+stagepivot/x/b.txt
+tree/src/a.txt
+tree/src/x/b.txt
+tree/src/x/y/c.txt
+tree/src/x/y/d.md
+"
+    );
+    s.assert_clean();
+}

@@ -1,7 +1,8 @@
 //! Paths on a step's or a container's tree stay inside that tree: real builds, as root, in
 //! which a RUN step or an image plants symlinks to a host directory (a sentinel beside the
 //! store) where berth later creates, removes or writes files. After each build the sentinel
-//! must be exactly as it was. Also: a FIFO in the build context never blocks a build.
+//! must be exactly as it was. Also: a FIFO in the build context never blocks a build (it is
+//! not part of the context).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileTypeExt;
@@ -241,12 +242,13 @@ fn local_output_never_writes_through_symlinks() {
     assert!(got.contains_key("bin/busybox"));
 }
 
-/// A FIFO in the context: `ADD` (which sniffs files for archives) and `COPY` finish at once
-/// and copy it as a FIFO, never opening it.
+/// A FIFO in the context is not part of the context (BuildKit's transfer never sends one):
+/// `ADD` (which sniffs files for archives) and `COPY` of a directory holding one finish at
+/// once without it, and naming it fails at once as not found; nothing ever opens it.
 #[test]
 fn a_fifo_in_the_context_never_blocks_add_or_copy() {
     let Some(s) = ROOT.sandbox() else { return };
-    let dockerfile = "FROM busybox\nADD x.tar /\nCOPY x.tar /copied\nADD dir/ /dir/\nCOPY dir/ /dir2/\nRUN test -p /x.tar && test -p /copied && test -p /dir/p && test -p /dir2/p\n";
+    let dockerfile = "FROM busybox\nADD dir/ /dir/\nCOPY dir/ /dir2/\nCOPY . /ctx/\nRUN test -f /dir/f && test -f /dir2/f && ! test -e /dir/p && ! test -e /dir2/p && ! test -e /ctx/x.tar && ! test -e /ctx/dir/p\n";
     let ctx = s.context("fifo", &[("Dockerfile", dockerfile), ("dir/f", "f\n")]);
     for p in [ctx.join("x.tar"), ctx.join("dir/p")] {
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
@@ -264,6 +266,16 @@ fn a_fifo_in_the_context_never_blocks_add_or_copy() {
         Duration::from_secs(60),
     );
     assert!(o.status.success(), "{}", printed(&o));
+    for step in ["ADD x.tar /", "COPY x.tar /copied", "COPY dir/p /p"] {
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\n{step}\n")).unwrap();
+        let o = run_with_timeout(
+            &s,
+            &["build", "--progress", "plain", ctx.to_str().unwrap()],
+            Duration::from_secs(60),
+        );
+        assert!(!o.status.success(), "{step}: {}", printed(&o));
+        assert!(printed(&o).contains("not found"), "{step}: {}", printed(&o));
+    }
     // An image whose /etc/passwd is a FIFO: `--chown=NAME` reads it to find the user, and
     // fails at once instead of waiting on it.
     let dockerfile =

@@ -189,6 +189,62 @@ impl Root {
             .into_owned())
     }
 
+    /// The path `path` names with every symlink in it followed inside the root, its last
+    /// component included, as a path relative to the root: an absolute link target starts
+    /// again at the root, `..` stops there. Unlike [`Root::canonical`] the path need not
+    /// exist: from the first name that is not there (or a dangling link's target) on, the
+    /// rest is kept as written, with `..` taken lexically. At most 40 links are followed
+    /// (`ELOOP` past that, as the kernel). The answer is a name to resolve in the root again,
+    /// never a promise: every use still goes through the root's own resolution.
+    pub fn follow(&self, path: &str) -> io::Result<String> {
+        let mut todo: std::collections::VecDeque<String> =
+            components(path).into_iter().map(str::to_owned).collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut links = 0;
+        let mut missing = false;
+        while let Some(name) = todo.pop_front() {
+            if name == ".." {
+                done.pop();
+                continue;
+            }
+            done.push(name);
+            if missing {
+                continue;
+            }
+            let here = done.join("/");
+            let st = match self.lstat(&here) {
+                Ok(st) => st,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
+                continue;
+            }
+            links += 1;
+            if links > 40 {
+                return Err(io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            let target = self.read_link(&here)?;
+            let target = String::from_utf8(target).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the link {here:?} has a target that is not UTF-8"),
+                )
+            })?;
+            done.pop();
+            if target.starts_with('/') {
+                done.clear();
+            }
+            for c in components(&target).into_iter().rev() {
+                todo.push_front(c.to_owned());
+            }
+        }
+        Ok(done.join("/"))
+    }
+
     /// Opens a regular file for reading; its final component is not followed, and anything
     /// but a regular file (a FIFO, a device, a socket) is refused without blocking.
     pub fn open_file(&self, path: &str) -> io::Result<std::fs::File> {
@@ -518,6 +574,34 @@ mod tests {
     fn components_drop_dots_and_empties_but_keep_dotdot() {
         assert_eq!(components("/a//./b/../c/"), ["a", "b", "..", "c"]);
         assert!(components("/").is_empty());
+    }
+
+    #[test]
+    fn follow_resolves_every_link_in_the_root_even_where_nothing_exists() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        std::fs::create_dir_all(p.join("etc")).unwrap();
+        std::fs::write(p.join("etc/passwd"), "").unwrap();
+        let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, p.join(at)).unwrap();
+        link("/etc/passwd", "p");
+        link("/nowhere/x", "q");
+        link("../../../host/file", "up");
+        link("/../../etc/../etc", "e");
+        link("e/passwd", "chain");
+        link("loop", "loop");
+        link("/real", "d");
+        let r = Root::open(p).unwrap();
+        assert_eq!(r.follow("/p").unwrap(), "etc/passwd");
+        assert_eq!(r.follow("/q").unwrap(), "nowhere/x");
+        assert_eq!(r.follow("up").unwrap(), "host/file");
+        assert_eq!(r.follow("/chain").unwrap(), "etc/passwd");
+        assert_eq!(r.follow("/d/f").unwrap(), "real/f");
+        assert_eq!(r.follow("/new/../etc/./passwd").unwrap(), "etc/passwd");
+        assert_eq!(r.follow("/").unwrap(), "");
+        assert_eq!(
+            r.follow("/loop").unwrap_err().raw_os_error(),
+            Some(libc::ELOOP)
+        );
     }
 
     #[test]

@@ -79,8 +79,6 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink(String),
-    /// FIFOs, sockets, devices: listed, never read.
-    Other,
 }
 
 /// One included path.
@@ -496,7 +494,9 @@ pub fn scan_within(
                 EntryKind::Symlink(String::from_utf8_lossy(target.as_bytes()).into_owned())
             }
             FileType::RegularFile => EntryKind::File,
-            _ => EntryKind::Other,
+            // FIFOs, sockets and devices are not part of a context (BuildKit's transfer
+            // never sends them): left out here, never opened.
+            _ => return Ok(false),
         };
         let st = &f.stat;
         let mut version = None;

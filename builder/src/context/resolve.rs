@@ -144,6 +144,18 @@ pub fn sources(
     entries: &BTreeMap<String, ContextEntry>,
     source: &str,
 ) -> Result<Vec<Source>, ResolveError> {
+    sources_for(entries, source, false)
+}
+
+/// [`sources`], and with `parents` (`COPY --parents`, whose sources BuildKit matches as
+/// include patterns) a `**` component matches any number of directories, none included
+/// (`src/**/*.txt` matches `src/a.txt` and `src/x/y/c.txt`); a directory that matches
+/// brings everything below it, so nothing below a match is listed again.
+pub fn sources_for(
+    entries: &BTreeMap<String, ContextEntry>,
+    source: &str,
+    parents: bool,
+) -> Result<Vec<Source>, ResolveError> {
     let all: Vec<&str> = parts(source).collect();
     let clean = all.join("/");
     if !has_glob(source) {
@@ -163,8 +175,9 @@ pub fn sources(
         Ok((_, false)) | Err(ResolveError::NotFound(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    // The names `depth` levels below `base`: included entries, and the directories that
-    // hold included entries.
+    let any_depth = parents && all[fixed..].contains(&"**");
+    // The names `depth` levels below `base` (any depth for `**`): included entries, and the
+    // directories that hold included entries.
     let mut names = BTreeSet::new();
     for e in below(entries, &base) {
         let rel = if base.is_empty() {
@@ -175,12 +188,25 @@ pub fn sources(
                 None => continue,
             }
         };
+        if any_depth {
+            let mut at = 0;
+            while let Some(i) = rel[at..].find('/') {
+                names.insert(rel[..at + i].to_owned());
+                at += i + 1;
+            }
+            names.insert(rel.to_owned());
+            continue;
+        }
         let mut cs = rel.split('/');
         let first: Vec<&str> = cs.by_ref().take(depth).collect();
         if first.len() == depth {
             names.insert(first.join("/"));
         }
     }
+    let deep = any_depth
+        .then(|| super::Matcher::from_patterns(&[(0, pattern.clone())]).ok())
+        .flatten();
+    let mut matched: Vec<String> = Vec::new();
     let join = |a: &str, b: &str| {
         if a.is_empty() {
             b.to_owned()
@@ -190,7 +216,17 @@ pub fn sources(
     };
     let mut found = Vec::new();
     for rel in names {
-        if !glob_match(&pattern, &rel) {
+        if let Some(m) = &deep {
+            // Names sorted: a match's parent directory, if it matched, came before it.
+            let below_a_match = matched.iter().any(|d| {
+                rel.strip_prefix(d.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            });
+            if below_a_match || !m.excluded(&rel) {
+                continue;
+            }
+            matched.push(rel.clone());
+        } else if !glob_match(&pattern, &rel) {
             continue;
         }
         let name = join(&prefix, &rel);
@@ -216,8 +252,9 @@ pub fn source_key(
     entries: &BTreeMap<String, ContextEntry>,
     source: &str,
     chown: Option<(u32, u32)>,
+    parents: bool,
 ) -> String {
-    match sources(entries, source) {
+    match sources_for(entries, source, parents) {
         Ok(found) => {
             let mut key = format!("{source}\0found");
             for s in found {
@@ -249,6 +286,33 @@ mod tests {
                 version: None,
             },
         )
+    }
+
+    #[test]
+    fn doublestar_in_parents_sources_matches_any_depth_none_included() {
+        let c: BTreeMap<_, _> = [
+            entry("src/a.txt", EntryKind::File, "a"),
+            entry("src/x/b.txt", EntryKind::File, "b"),
+            entry("src/x/y/c.txt", EntryKind::File, "c"),
+            entry("src/x/y/d.md", EntryKind::File, "d"),
+        ]
+        .into_iter()
+        .collect();
+        let names = |s: &str, parents: bool| -> Vec<String> {
+            sources_for(&c, s, parents)
+                .unwrap()
+                .into_iter()
+                .map(|f| f.name)
+                .collect()
+        };
+        assert_eq!(
+            names("./src/**/*.txt", true),
+            ["src/a.txt", "src/x/b.txt", "src/x/y/c.txt"]
+        );
+        // A matched directory brings what is below it: nothing below it is listed again.
+        assert_eq!(names("src/**", true), ["src/a.txt", "src/x"]);
+        // Without `--parents`, `**` is `*`: one name.
+        assert_eq!(names("src/**/*.txt", false), ["src/x/b.txt"]);
     }
 
     /// `.env` and `.git` are ignored (absent from the entries); `dir` is ignored but
@@ -321,12 +385,15 @@ mod tests {
     #[test]
     fn the_key_covers_what_a_link_points_at() {
         let mut c = context();
-        let before = source_key(&c, "to-a/", None);
-        let file_before = source_key(&c, "y.txt", None);
+        let before = source_key(&c, "to-a/", None, false);
+        let file_before = source_key(&c, "y.txt", None, false);
         c.insert("a/f".into(), entry("a/f", EntryKind::File, "changed").1);
-        assert_ne!(source_key(&c, "to-a/", None), before);
-        assert_ne!(source_key(&c, "y.txt", None), file_before);
+        assert_ne!(source_key(&c, "to-a/", None, false), before);
+        assert_ne!(source_key(&c, "y.txt", None, false), file_before);
         // Same content reached under another name is another key.
-        assert_ne!(source_key(&c, "y.txt", None), source_key(&c, "a/f", None));
+        assert_ne!(
+            source_key(&c, "y.txt", None, false),
+            source_key(&c, "a/f", None, false)
+        );
     }
 }

@@ -8,6 +8,8 @@
 //!   destination, or inside it when the destination is (or will be) a directory;
 //! - a source's own symlink is followed (within its tree); symlinks inside directories are
 //!   copied as symlinks;
+//! - the destination's symlinks are followed inside the image, its last name included: a
+//!   COPY onto a link to a file writes that file, onto a dangling link creates its target;
 //! - files keep their mode and mtime; context files are owned by 0:0 and stage files keep
 //!   their owner, unless `--chown`; `--chmod` (octal or symbolic) replaces the mode;
 //!   directories the copy creates are 0755, owned by the `--chown` user;
@@ -83,10 +85,6 @@ impl SourceTree<'_> {
                 .root
                 .read_link(path)
                 .is_ok_and(|t| t == target.as_bytes()),
-            (Some(EntryKind::Other), ft) => !matches!(
-                ft,
-                FileType::Directory | FileType::RegularFile | FileType::Symlink
-            ),
             _ => false,
         };
         if same { Ok(()) } else { Err(changed(path)) }
@@ -223,9 +221,19 @@ fn io_msg(what: &str, path: &str, e: std::io::Error) -> StepError {
 
 /// Every path in a stage's or image's `tree` matching a wildcard source (a context's are
 /// matched among its scanned entries, [`resolve::sources`]).
-fn expand_glob(tree: &SourceTree<'_>, pattern: &str) -> Result<Vec<String>, StepError> {
+/// With `parents` (`COPY --parents`), a `**` component matches any number of directories,
+/// none included, and nothing below a matched directory is listed again (see
+/// [`resolve::sources_for`]).
+fn expand_glob(
+    tree: &SourceTree<'_>,
+    pattern: &str,
+    parents: bool,
+) -> Result<Vec<String>, StepError> {
     let parts = components(pattern);
     let fixed = parts.iter().take_while(|c| !has_glob(c)).count();
+    if parents && parts[fixed..].contains(&"**") {
+        return expand_any_depth(tree, &parts[..fixed].join("/"), &parts.join("/"));
+    }
     let mut found = Vec::new();
     let mut frontier = vec![parts[..fixed].join("/")];
     for depth in fixed..parts.len() {
@@ -256,6 +264,43 @@ fn expand_glob(tree: &SourceTree<'_>, pattern: &str) -> Result<Vec<String>, Step
             .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
         if tree.included(&path, is_dir) {
             found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The paths below `base` in a stage's or image's `tree` that `pattern` (with `**`) matches
+/// as a whole; symlinks are matched, never entered, and a matched directory is not entered.
+fn expand_any_depth(
+    tree: &SourceTree<'_>,
+    base: &str,
+    pattern: &str,
+) -> Result<Vec<String>, StepError> {
+    let matcher = crate::context::Matcher::from_patterns(&[(0, pattern.to_owned())])
+        .map_err(|e| StepError::Invalid(format!("{pattern:?}: {e}")))?;
+    let mut found = Vec::new();
+    let mut stack = vec![base.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(names) = tree.root.list(if dir.is_empty() { "." } else { &dir }) else {
+            continue;
+        };
+        for name in names.into_iter().rev() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            let path = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            if matcher.excluded(&path) {
+                found.push(path);
+            } else if tree
+                .root
+                .lstat(&path)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
+            {
+                stack.push(path);
+            }
         }
     }
     found.sort();
@@ -317,20 +362,41 @@ pub fn copy(
             sources.push(Src::Url(s.clone()));
             continue;
         }
+        // `--parents` keeps each source's path under the destination, from its `/./` pivot
+        // on when it has one (`./x/./y/a.txt` lands at `y/a.txt`).
+        let pivot = inst
+            .parents
+            .then(|| s.split_once("/./"))
+            .flatten()
+            .map(|(before, _)| components(before).join("/"));
+        let kept = |name: String| -> String {
+            match &pivot {
+                Some(p) if name == *p => String::new(),
+                Some(p) if !p.is_empty() => name
+                    .strip_prefix(&format!("{p}/"))
+                    .map(str::to_owned)
+                    .unwrap_or(name),
+                _ => name,
+            }
+        };
         if let Some(entries) = tree.filter {
-            let found = resolve::sources(entries, s).map_err(|e| match e {
+            let found = resolve::sources_for(entries, s, inst.parents).map_err(|e| match e {
                 resolve::ResolveError::NotFound(name) => {
                     format!("{:?}: not found", format!("/{name}"))
                 }
                 e => e.to_string(),
             })?;
             // A wildcard that matches nothing copies nothing, as in BuildKit.
-            sources.extend(found.into_iter().map(|f| Src::Path(f.name, f.resolved)));
+            sources.extend(
+                found
+                    .into_iter()
+                    .map(|f| Src::Path(kept(f.name), f.resolved)),
+            );
             continue;
         }
         let clean = components(s).join("/");
         let names = if has_glob(s) {
-            expand_glob(tree, &clean)?
+            expand_glob(tree, &clean, inst.parents)?
         } else {
             if tree.root.lstat(&clean).is_err() && !clean.is_empty() {
                 return Err(StepError::Invalid(format!(
@@ -346,7 +412,7 @@ pub fn copy(
                 .root
                 .canonical(&path)
                 .map_err(|e| io_msg("resolving", &path, e))?;
-            sources.push(Src::Path(path, real));
+            sources.push(Src::Path(kept(path), real));
         }
     }
     // The reference's rule is checked on the sources as written: the matches of one
@@ -363,6 +429,14 @@ pub fn copy(
             .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
     };
     for src in sources {
+        // The destination with every symlink in it followed inside the image, its last
+        // name included (a link to a file is written through, a dangling link creates its
+        // target), as BuildKit resolves it for each source.
+        let dest_path = format!(
+            "/{}",
+            dest.follow(&dest_path)
+                .map_err(|e| io_msg("resolving", &dest_path, e))?
+        );
         match src {
             Src::Git(shown, subdir) => {
                 let root = job
@@ -615,8 +689,8 @@ fn copy_entry(
             m.mode = 0o777;
             write_symlink(parent, name, &target, m).map_err(|e| io_msg("copying", src, e))
         }
-        // A FIFO is copied as a FIFO (as BuildKit and Docker's tar context do), made with
-        // mknodat and never opened for its data.
+        // A FIFO from a stage or an image (a context has none) is copied as a FIFO, made
+        // with mknodat and never opened for its data.
         FileType::Fifo => write_fifo(parent, name, meta_for(job, tree, &st, false))
             .map_err(|e| io_msg("copying", src, e)),
         // Sockets and devices are not copied.

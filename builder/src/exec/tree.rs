@@ -75,20 +75,13 @@ fn resolve_owner(
     work: &Path,
     spec: &str,
 ) -> Result<Option<(u32, u32)>, StepError> {
-    // `--chown=${UNSET}:${UNSET}` is `:` after expansion: no owner given, as in BuildKit.
-    if spec.is_empty() || spec == ":" {
+    // No `--chown` at all; `:` (what `--chown=${UNSET}:${UNSET}` expands to) is an owner,
+    // 0:0, as in BuildKit.
+    if spec.is_empty() {
         return Ok(None);
     }
-    let numeric = {
-        let (u, g) = spec.split_once(':').unwrap_or((spec, ""));
-        u.parse::<u32>().ok().zip(if g.is_empty() {
-            u.parse::<u32>().ok()
-        } else {
-            g.parse::<u32>().ok()
-        })
-    };
-    if let Some(ids) = numeric {
-        return Ok(Some(ids));
+    if !spec.split(':').any(named) {
+        return chown_ids(spec, "", "").map(Some);
     }
     let spec = spec.to_owned();
     let probe = work.join("probe");
@@ -130,10 +123,17 @@ fn resolve_owner(
     lookup.map(Some)
 }
 
+/// Whether a part of `--chown=user:group` names an account to look up: neither empty, nor
+/// `root`, nor a number.
+fn named(part: &str) -> bool {
+    !(part.is_empty() || part == "root" || part.parse::<u32>().is_ok())
+}
+
 /// `--chown=user[:group]` against the image's `/etc/passwd` and `/etc/group` text, as
-/// BuildKit resolves it: a number is an id (a user id alone is also the group); a user name
-/// gives its uid and primary group; a group name its gid; a name the files do not list (or
-/// files that are missing) leaves the id 0. An entry whose id is not a number is refused,
+/// BuildKit resolves it: a number is an id (a user id alone is also the group); an empty part
+/// and `root` are id 0 (so `7:` is 7:0 and `:` is 0:0); a user name gives its uid and primary
+/// group; a group name its gid; a name the files do not list (or files that are missing)
+/// leaves the id as it was (0 for a user). An entry whose id is not a number is refused,
 /// never read as root.
 fn chown_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), StepError> {
     let (user, grp) = match spec.split_once(':') {
@@ -153,16 +153,21 @@ fn chown_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), StepEr
             ))
         })
     };
+    let number = |part: &str| -> Option<u32> {
+        if part.is_empty() || part == "root" {
+            Some(0)
+        } else {
+            part.parse().ok()
+        }
+    };
     let (mut uid, mut gid) = (0, 0);
-    if let Ok(n) = user.parse::<u32>() {
+    if let Some(n) = number(user) {
         (uid, gid) = (n, n);
-    } else if !user.is_empty()
-        && let Some(f) = find(passwd, user, 7)
-    {
+    } else if let Some(f) = find(passwd, user, 7) {
         (uid, gid) = (id("/etc/passwd", &f, 2)?, id("/etc/passwd", &f, 3)?);
     }
-    if let Some(g) = grp.filter(|g| !g.is_empty()) {
-        if let Ok(n) = g.parse::<u32>() {
+    if let Some(g) = grp {
+        if let Some(n) = number(g) {
             gid = n;
         } else if let Some(f) = find(group, g, 4) {
             gid = id("/etc/group", &f, 2)?;
@@ -276,6 +281,10 @@ mod tests {
         assert_eq!(ids("nosuchuser:nogroup"), (0, 65534));
         assert_eq!(ids("nobody:nosuchgroup"), (65534, 65534));
         assert_eq!(ids(":staff"), (0, 50));
+        assert_eq!(ids("7:"), (7, 0), "an empty group is id 0");
+        assert_eq!(ids("app:"), (1000, 0));
+        assert_eq!(ids(":"), (0, 0));
+        assert_eq!(ids("root:staff"), (0, 50));
         assert_eq!(chown_ids("app", "", "").unwrap(), (0, 0), "no passwd file");
         assert!(chown_ids("bad", "bad:x:nan:0::/:/bin/sh\n", "").is_err());
     }

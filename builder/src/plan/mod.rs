@@ -218,9 +218,17 @@ pub fn resolve_workdir(current: &str, w: &str) -> String {
 }
 
 fn numeric_chown(chown: &Option<String>) -> Option<(u32, u32)> {
-    let c = chown.as_deref()?;
+    let c = chown.as_deref().filter(|c| !c.is_empty())?;
     let (u, g) = c.split_once(':').unwrap_or((c, c));
-    Some((u.parse().ok()?, g.parse().ok()?))
+    // An empty part is id 0, as the copy resolves it.
+    let id = |s: &str| {
+        if s.is_empty() {
+            Some(0)
+        } else {
+            s.parse().ok()
+        }
+    };
+    Some((id(u)?, id(g)?))
 }
 
 /// `ADD`'s git source, if it has one (a git URL by BuildKit's rules).
@@ -441,6 +449,7 @@ pub fn plan(
                                     &context.entries,
                                     s,
                                     numeric_chown(&c.chown),
+                                    c.parents,
                                 )
                             })
                             .collect::<Vec<_>>()
