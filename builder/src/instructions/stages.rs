@@ -20,7 +20,8 @@ use super::{ArgDef, Dockerfile, Instruction, Located, Stage};
 use crate::dockerfile::shell::Lex;
 use crate::dockerfile::{ParseError, Warning};
 
-/// Build args that need no ARG declaration and never reach the history or cache keys.
+/// Build args that need no ARG declaration and never reach the cache keys; they reach RUN's
+/// history only when the stage declares them with ARG.
 pub const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",

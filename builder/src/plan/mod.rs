@@ -80,9 +80,9 @@ pub struct Step {
     pub original: String,
     pub kind: StepKind,
     pub key: Digest,
-    /// What the step runs with: for RUN, the environment (ENV, then the ARGs in scope that
-    /// ENV does not shadow, proxy ARGs included), and for every step the user, working
-    /// directory and shell in effect before it.
+    /// What the step runs with: for RUN, the environment (ENV and ARG values, the later of
+    /// the two winning for a name, then the proxy build args not declared), and for every
+    /// step the user, working directory (cleaned) and shell in effect before it.
     pub context: StepContext,
 }
 
