@@ -297,6 +297,15 @@ fn run_history_lists_every_declared_arg_with_the_value_the_step_sees() {
         h[3],
         "RUN |3 HTTP_PROXY=http://x A=2 B= /bin/sh -c true # buildkit"
     );
+    // A declared proxy arg's URL credentials stay out of the image.
+    let (h, _) = history(
+        "FROM busybox\nARG https_proxy\nRUN true\n",
+        &[("https_proxy", "http://user:pass@127.0.0.1:9")],
+    );
+    assert_eq!(
+        h[1],
+        "RUN |1 https_proxy=http://xxxxx@127.0.0.1:9 /bin/sh -c true # buildkit"
+    );
     // A stage built on another starts with its ARGs.
     let (h, _) = history(
         "FROM busybox AS base\nARG P=1\nFROM base\nARG C=2\nRUN true\n",

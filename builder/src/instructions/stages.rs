@@ -21,7 +21,7 @@ use crate::dockerfile::shell::Lex;
 use crate::dockerfile::{ParseError, Warning};
 
 /// Build args that need no ARG declaration and never reach the cache keys; they reach RUN's
-/// history only when the stage declares them with ARG.
+/// history only when the stage declares them with ARG, and then without URL credentials.
 pub const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",

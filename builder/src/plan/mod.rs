@@ -382,13 +382,19 @@ pub fn plan(
             let step_context = StepContext {
                 env: run_env,
                 // Each with the value the step sees (a later ENV's, say); one declared without
-                // a value and never set shows as `NAME=` (as BuildKit's history).
+                // a value and never set shows as `NAME=` (as BuildKit's history). A declared
+                // proxy arg is listed with the credentials of its URL hidden (BuildKit writes
+                // them into the image; berth does not).
                 args: scope
                     .args
                     .iter()
                     .map(|(k, v)| {
                         let seen = scope.get(k).map(str::to_owned).or_else(|| v.clone());
-                        (k.clone(), seen.unwrap_or_default())
+                        let mut seen = seen.unwrap_or_default();
+                        if PROXY_ARGS.contains(&k.as_str()) {
+                            seen = crate::redact::url_credentials(&seen).into_owned();
+                        }
+                        (k.clone(), seen)
                     })
                     .collect(),
                 user: user.clone(),
