@@ -382,3 +382,14 @@ fn durations_print_as_go_prints_them() {
         ["0s", "999ns", "1.5µs", "100ms", "2s", "1m30.5s", "1h0m0s"]
     );
 }
+
+#[test]
+fn a_missing_path_is_added_after_the_base_environment() {
+    let mut env = vec!["A=1".to_owned()];
+    berth_builder::plan::default_path(&mut env);
+    assert_eq!(env[0], "A=1");
+    assert!(env[1].starts_with("PATH=/usr/local/sbin:"), "{env:?}");
+    let mut env = vec!["PATH=/bin".to_owned(), "A=1".to_owned()];
+    berth_builder::plan::default_path(&mut env);
+    assert_eq!(env, ["PATH=/bin", "A=1"]);
+}

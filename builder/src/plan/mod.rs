@@ -48,11 +48,12 @@ pub trait Resolver {
     fn resolve(&self, name: &str, platform: Option<&str>) -> Result<BaseImage, ResolveError>;
 }
 
-/// `env` with `PATH` first when it has none (Docker's default for Linux): a stage's
-/// environment from the start, so `ENV PATH=/x:$PATH` extends it, and the image's config.
+/// `env` with `PATH` (Docker's default for Linux) added after the rest when it has none, as
+/// BuildKit adds it: a stage's environment from the start, so `ENV PATH=/x:$PATH` extends
+/// it, and the image's config.
 pub fn default_path(env: &mut Vec<String>) {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, format!("PATH={}", berth_runtime::DEFAULT_PATH));
+        env.push(format!("PATH={}", berth_runtime::DEFAULT_PATH));
     }
 }
 
