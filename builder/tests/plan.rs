@@ -247,3 +247,149 @@ fn an_unknown_base_image_names_its_line() {
     assert_eq!(at.start_line, 3);
     assert!(err.to_string().contains("no such image: nosuch"), "{err}");
 }
+
+/// The `created_by` of every step of the last stage, and the stage's steps.
+fn history(text: &str, args: &[(&str, &str)]) -> (Vec<String>, BuildGraph) {
+    let (_d, ctx) = context(&[]);
+    let g = graph(text, args, None, &images("h"), &ctx);
+    let last = g.stages.last().unwrap();
+    let h = last
+        .steps
+        .iter()
+        .map(berth_builder::exec::config::created_by)
+        .collect();
+    (h, g)
+}
+
+#[test]
+fn run_history_shows_the_args_the_process_gets_with_its_heredocs() {
+    let (h, _) = history(
+        "FROM busybox\nRUN <<EOF\necho one > /one\necho two > /two\nEOF\n\
+         RUN <<EOF\n#!/bin/sh\necho hi\nEOF\n\
+         RUN <<EOF sh -e\necho x\nEOF\n\
+         RUN <<A cat > /a && <<-B cat > /b\nfrom a\nA\n\tfrom b\n\tB\n\
+         RUN [\"echo\", \"a b\"]\n",
+        &[],
+    );
+    assert_eq!(
+        h,
+        [
+            "RUN /bin/sh -c echo one > /one\necho two > /two\n # buildkit",
+            "RUN /bin/sh -c /dev/pipes/EOF # buildkit",
+            "RUN /bin/sh -c <<EOF sh -e\necho x\nEOF # buildkit",
+            // The shell is given a `<<-` body as written, tabs and all.
+            "RUN /bin/sh -c <<A cat > /a && <<-B cat > /b\nfrom a\nA\n\tfrom b\nB # buildkit",
+            "RUN echo a b # buildkit",
+        ]
+    );
+}
+
+#[test]
+fn run_history_lists_every_declared_arg_with_the_value_the_step_sees() {
+    let (h, _) = history("FROM busybox\nARG L\nENV L=e\nRUN true\n", &[]);
+    assert_eq!(h[2], "RUN |1 L=e /bin/sh -c true # buildkit");
+    // Declared proxy args are listed; undeclared ones given as build args are not.
+    let (h, _) = history(
+        "FROM busybox\nARG HTTP_PROXY=http://x\nARG A=1 B\nARG A=2\nRUN true\n",
+        &[("HTTPS_PROXY", "http://y")],
+    );
+    assert_eq!(
+        h[3],
+        "RUN |3 HTTP_PROXY=http://x A=2 B= /bin/sh -c true # buildkit"
+    );
+    // A declared proxy arg's URL credentials stay out of the image.
+    let (h, _) = history(
+        "FROM busybox\nARG https_proxy\nRUN true\n",
+        &[("https_proxy", "http://user:pass@127.0.0.1:9")],
+    );
+    assert_eq!(
+        h[1],
+        "RUN |1 https_proxy=http://xxxxx@127.0.0.1:9 /bin/sh -c true # buildkit"
+    );
+    // A stage built on another starts with its ARGs.
+    let (h, _) = history(
+        "FROM busybox AS base\nARG P=1\nFROM base\nARG C=2\nRUN true\n",
+        &[],
+    );
+    assert_eq!(h[1], "RUN |2 P=1 C=2 /bin/sh -c true # buildkit");
+}
+
+#[test]
+fn a_later_arg_wins_over_an_earlier_env_for_the_steps() {
+    let (h, g) = history(
+        "FROM busybox\nENV V=env\nARG V=arg\nENV W=$V\nRUN echo $V\nARG X=arg\nENV X=env\nRUN true\n",
+        &[],
+    );
+    let steps = &g.stages[0].steps;
+    let run = &steps[3].context;
+    assert!(run.env.contains(&"V=arg".to_owned()), "{:?}", run.env);
+    assert!(run.env.contains(&"W=arg".to_owned()), "{:?}", run.env);
+    assert_eq!(h[3], "RUN |1 V=arg /bin/sh -c echo $V # buildkit");
+    assert!(steps[6].context.env.contains(&"X=env".to_owned()));
+    assert_eq!(h[6], "RUN |2 V=arg X=env /bin/sh -c true # buildkit");
+    // The image's Env is ENV's alone.
+    assert!(g.stages[0].end.env.contains(&"V=env".to_owned()));
+}
+
+#[test]
+fn an_absolute_workdir_is_kept_as_written_and_a_relative_one_joined() {
+    let (h, g) = history(
+        "FROM busybox\nWORKDIR /w/x/..\nRUN pwd\nWORKDIR y/../z\nRUN pwd\nWORKDIR /a//b/\n",
+        &[],
+    );
+    assert_eq!(
+        [h[0].as_str(), h[2].as_str(), h[4].as_str()],
+        ["WORKDIR /w/x/..", "WORKDIR /w/z", "WORKDIR /a//b/"]
+    );
+    let steps = &g.stages[0].steps;
+    // Steps run in the cleaned directory.
+    assert_eq!(steps[1].context.workdir, "/w");
+    assert_eq!(steps[3].context.workdir, "/w/z");
+    assert_eq!(g.stages[0].end.workdir, "/a/b");
+}
+
+#[test]
+fn healthcheck_history_is_the_config_printed_as_the_current_frontend_does() {
+    let (h, _) = history(
+        "FROM busybox\nHEALTHCHECK NONE\n\
+         HEALTHCHECK --interval=90s --timeout=1500ms --start-period=1h --start-interval=2s --retries=3 CMD curl -f x\n\
+         HEALTHCHECK CMD [\"/bin/check\", \"a b\"]\n",
+        &[],
+    );
+    assert_eq!(
+        h,
+        [
+            "HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}",
+            "HEALTHCHECK {Test:[CMD-SHELL curl -f x] Interval:1m30s Timeout:1.5s StartPeriod:1h0m0s StartInterval:2s Retries:3}",
+            "HEALTHCHECK {Test:[CMD /bin/check a b] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}",
+        ]
+    );
+}
+
+#[test]
+fn durations_print_as_go_prints_them() {
+    use berth_builder::exec::config::go_duration_string as d;
+    assert_eq!(
+        [
+            d(0),
+            d(999),
+            d(1_500),
+            d(100_000_000),
+            d(2_000_000_000),
+            d(90_500_000_000),
+            d(3_600_000_000_000)
+        ],
+        ["0s", "999ns", "1.5µs", "100ms", "2s", "1m30.5s", "1h0m0s"]
+    );
+}
+
+#[test]
+fn a_missing_path_is_added_after_the_base_environment() {
+    let mut env = vec!["A=1".to_owned()];
+    berth_builder::plan::default_path(&mut env);
+    assert_eq!(env[0], "A=1");
+    assert!(env[1].starts_with("PATH=/usr/local/sbin:"), "{env:?}");
+    let mut env = vec!["PATH=/bin".to_owned(), "A=1".to_owned()];
+    berth_builder::plan::default_path(&mut env);
+    assert_eq!(env, ["PATH=/bin", "A=1"]);
+}

@@ -145,7 +145,7 @@ ENTRYPOINT ["/bin/echo"]
         "VOLUME [/data]",
         "SHELL [/bin/sh -ec]",
         "CMD [\"/bin/sh\" \"-ec\" \"echo hi\"]",
-        "HEALTHCHECK &{[\"CMD-SHELL\" \"wget -q localhost || exit 1\"] \"30s\" \"5s\" \"0s\" '\\x02'}",
+        "HEALTHCHECK {Test:[CMD-SHELL wget -q localhost || exit 1] Interval:30s Timeout:5s StartPeriod:0s StartInterval:0s Retries:2}",
     ] {
         assert!(
             created_by.contains(&expected),

@@ -572,3 +572,80 @@ tree/src/x/y/d.md
     );
     s.assert_clean();
 }
+
+/// The config and history BuildKit's current frontend writes: the empty image's WorkingDir
+/// and PATH, an absolute WORKDIR kept as written (the step running in the cleaned one), a
+/// later ARG winning over an earlier ENV for the steps (not for the config), and RUN history
+/// with the process's arguments (heredoc bodies included) and the stage's ARGs.
+#[test]
+fn config_and_history_are_the_current_frontends() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "scratch-config",
+        &[("Dockerfile", "FROM scratch\nLABEL only=config\n")],
+    );
+    build_ok(&s, &ctx, "scratch-config:1");
+    let (_, config) = manifest_and_config(&s, "scratch-config:1");
+    assert_eq!(config["config"]["WorkingDir"], "/", "{config}");
+    assert_eq!(
+        config["config"]["Env"],
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    );
+
+    let dockerfile = "FROM busybox
+ENV V=env
+ARG V=arg
+ENV W=$V
+RUN echo $V $W > /v
+WORKDIR /w/x/..
+RUN pwd > /pwd
+RUN <<EOF
+echo one > /one
+EOF
+HEALTHCHECK --interval=2s --start-interval=1s --retries=3 CMD true
+";
+    let ctx = s.context("history", &[("Dockerfile", dockerfile)]);
+    build_ok(&s, &ctx, "history:1");
+    assert_eq!(
+        sh(&s, "history:1", "cat /v /pwd /one"),
+        "arg arg\n/w\none\n"
+    );
+    let (_, config) = manifest_and_config(&s, "history:1");
+    let c = &config["config"];
+    assert_eq!(c["WorkingDir"], "/w/x/..", "{config}");
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"V=env") && env.contains(&"W=arg"), "{env:?}");
+    // skopeo's config has no Healthcheck (not an OCI field): berth's inspect shows the blob's.
+    let inspected: Value = serde_json::from_str(&s.ok(&["inspect", "history:1"])).unwrap();
+    assert_eq!(
+        inspected[0]["Config"]["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "true"], "Interval": 2_000_000_000u64,
+            "StartInterval": 1_000_000_000u64, "Retries": 3})
+    );
+    let history: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["created_by"].as_str())
+        .collect();
+    let ours = &history[history.len() - 8..];
+    assert_eq!(
+        ours,
+        [
+            "ENV V=env",
+            "ARG V=arg",
+            "ENV W=arg",
+            "RUN |1 V=arg /bin/sh -c echo $V $W > /v # buildkit",
+            "WORKDIR /w/x/..",
+            "RUN |1 V=arg /bin/sh -c pwd > /pwd # buildkit",
+            "RUN |1 V=arg /bin/sh -c echo one > /one\n # buildkit",
+            "HEALTHCHECK {Test:[CMD-SHELL true] Interval:2s Timeout:0s StartPeriod:0s StartInterval:1s Retries:3}",
+        ]
+    );
+    s.assert_clean();
+}

@@ -30,8 +30,11 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heredoc {
     pub name: String,
-    /// The lines between, each with its newline.
+    /// The lines between, each with its newline (with `<<-`, their leading tabs stripped).
     pub content: String,
+    /// The lines between as written (tabs kept): what a RUN gives its shell along with a
+    /// `<<-` it leaves to the shell.
+    pub raw: String,
     /// Unquoted delimiter: the content is expanded.
     pub expand: bool,
     /// `<<-`: leading tabs are stripped.

@@ -186,6 +186,7 @@ pub fn parse(text: &str) -> Result<ParseResult, ParseError> {
                         format!("unterminated heredoc {}", doc.name),
                     ));
                 }
+                doc.raw.clone_from(&doc.content);
                 if doc.chomp {
                     doc.content = doc
                         .content
@@ -256,6 +257,7 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
         expand: name == raw_name,
         name,
         content: String::new(),
+        raw: String::new(),
         chomp,
         file_descriptor: fd,
     }))

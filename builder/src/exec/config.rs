@@ -207,29 +207,52 @@ fn go_quoted_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(" "))
 }
 
-/// A duration as Go prints one (`10s`, `1m30s`, `0s`), from the Dockerfile's text.
-fn go_duration_text(d: &Option<String>) -> String {
-    let Some(text) = d else {
+/// `n / div` as Go prints a duration's number: the fraction without trailing zeros.
+fn go_fraction(n: u64, div: u64) -> String {
+    let (whole, rest) = (n / div, n % div);
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let width = div.ilog10() as usize;
+    let digits = format!("{rest:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// A duration in nanoseconds as Go's `time.Duration` prints it: `0s`, `100ms`, `1.5s`,
+/// `1m30s`, `1h0m0s`.
+pub fn go_duration_string(ns: i64) -> String {
+    if ns == 0 {
         return "0s".into();
+    }
+    let sign = if ns < 0 { "-" } else { "" };
+    let u = ns.unsigned_abs();
+    let text = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", go_fraction(u, 1_000))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", go_fraction(u, 1_000_000))
+    } else {
+        let secs = u / 1_000_000_000;
+        let s = go_fraction(secs % 60 * 1_000_000_000 + u % 1_000_000_000, 1_000_000_000);
+        let (h, m) = (secs / 3600, secs / 60 % 60);
+        if h > 0 {
+            format!("{h}h{m}m{s}s")
+        } else if m > 0 {
+            format!("{m}m{s}s")
+        } else {
+            format!("{s}s")
+        }
     };
-    let Ok(ns) = go_duration(text) else {
-        return text.clone();
-    };
-    let secs = ns / 1_000_000_000;
-    let rest = ns % 1_000_000_000;
-    if rest != 0 || ns == 0 {
-        return if ns == 0 { "0s".into() } else { text.clone() };
+    format!("{sign}{text}")
+}
+
+/// An optional HEALTHCHECK duration as Go prints the config's field (`0s` when not given).
+fn go_duration_text(d: &Option<String>) -> String {
+    match d {
+        None => "0s".into(),
+        Some(text) => go_duration(text).map_or_else(|_| text.clone(), go_duration_string),
     }
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    out.push_str(&format!("{s}s"));
-    out
 }
 
 /// BuildKit's `created_by` for a step (the formats of dockerfile2llb, Go's `%v` included).
@@ -244,10 +267,11 @@ pub fn created_by(step: &Step) -> String {
     };
     match &step.instruction {
         Instruction::Run(run) => {
-            let command = match &run.command {
-                Command::Exec(a) => a.join(" "),
-                Command::Shell(s) => format!("{} {s}", ctx.shell.join(" ")),
-            };
+            // The process's arguments as the step runs them (heredocs included); a command
+            // that cannot run fails its step before any history is written.
+            let command = super::run::run_args(run, &ctx.shell)
+                .map(|a| a.args.join(" "))
+                .unwrap_or_else(|e| e);
             let args = if ctx.args.is_empty() {
                 String::new()
             } else {
@@ -294,26 +318,37 @@ pub fn created_by(step: &Step) -> String {
         Instruction::User(u) => format!("USER {u}"),
         Instruction::StopSignal(s) => format!("STOPSIGNAL {s}"),
         Instruction::Maintainer(m) => format!("MAINTAINER {m}"),
-        Instruction::Healthcheck(Healthcheck::None) => "HEALTHCHECK NONE".into(),
-        Instruction::Healthcheck(Healthcheck::Check {
-            test,
-            interval,
-            timeout,
-            start_period,
-            retries,
-            ..
-        }) => {
-            let r = retries.unwrap_or(0);
-            let rune = match char::from_u32(r) {
-                Some(c) if c.is_ascii_graphic() || c == ' ' => format!("'{c}'"),
-                _ => format!("'\\x{r:02x}'"),
+        // The current frontend prints the config with Go's `%+v`:
+        // `HEALTHCHECK {Test:[CMD-SHELL true] Interval:10s Timeout:0s StartPeriod:0s
+        // StartInterval:0s Retries:0}`.
+        Instruction::Healthcheck(h) => {
+            let none = vec!["NONE".to_owned()];
+            let (test, interval, timeout, start_period, start_interval, retries) = match h {
+                Healthcheck::None => (&none, &None, &None, &None, &None, &None),
+                Healthcheck::Check {
+                    test,
+                    interval,
+                    timeout,
+                    start_period,
+                    start_interval,
+                    retries,
+                } => (
+                    test,
+                    interval,
+                    timeout,
+                    start_period,
+                    start_interval,
+                    retries,
+                ),
             };
             format!(
-                "HEALTHCHECK &{{{} {} {} {} {rune}}}",
-                go_quoted_list(test),
-                crate::dockerfile::ast::go_quote(&go_duration_text(interval)),
-                crate::dockerfile::ast::go_quote(&go_duration_text(timeout)),
-                crate::dockerfile::ast::go_quote(&go_duration_text(start_period)),
+                "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                go_list(test),
+                go_duration_text(interval),
+                go_duration_text(timeout),
+                go_duration_text(start_period),
+                go_duration_text(start_interval),
+                retries.unwrap_or(0),
             )
         }
         Instruction::Onbuild(t) => format!("ONBUILD {}", crate::redact::url_credentials(t)),

@@ -297,11 +297,16 @@ fn step_error(step: &Step, e: impl std::fmt::Display) -> BuildError {
 /// The starting state of a stage.
 fn base_state(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildError> {
     let mut state = match &stage.base {
+        // BuildKit's empty image: WorkingDir `/` and the default PATH (added below).
         Base::Scratch => StageState {
             config: ImageConfig {
                 architecture: ctx.opts.platform.architecture.clone(),
                 os: ctx.opts.platform.os.clone(),
                 variant: ctx.opts.platform.variant.clone(),
+                config: berth_oci::config::ContainerConfig {
+                    working_dir: Some("/".into()),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             layers: Vec::new(),
@@ -491,7 +496,13 @@ fn execute(
                 tree::copy_step(ctx, state, step, &work.path, c, add)?;
             }
         }
-        Instruction::Workdir(dir) => tree::make_workdir(state, step, &work.path, dir)?,
+        // The config keeps an absolute WORKDIR as written; the directory made is cleaned.
+        Instruction::Workdir(dir) => tree::make_workdir(
+            state,
+            step,
+            &work.path,
+            &crate::plan::resolve_workdir("/", dir),
+        )?,
         _ => unreachable!("only layer steps execute"),
     }
     let started = Instant::now();

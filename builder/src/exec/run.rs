@@ -121,69 +121,69 @@ fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], extra: &[String]) {
 /// Where a RUN heredoc that starts with `#!` is put, read-only, to be run as a program.
 const SCRIPT_DIR: &str = "/dev/pipes";
 
-/// What a RUN step runs.
-enum Line {
-    /// The process's arguments.
-    Args(Vec<String>),
-    /// A heredoc with a `#!` line, written into the host directory `host` as `name`.
-    Script { host: PathBuf, name: String },
+/// What a RUN step runs: the process's arguments, as the current Dockerfile frontend makes
+/// them (and records them in the history, so both come from here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunArgs {
+    pub args: Vec<String>,
+    /// A heredoc with a `#!` line, run as a program of its own: its name (the delimiter)
+    /// and body, which the step puts in [`SCRIPT_DIR`].
+    pub script: Option<(String, String)>,
 }
 
-/// A RUN step's command line, with its heredocs as the current Dockerfile frontend runs
-/// them: a command that is a single heredoc runs the heredoc's body with the shell (or, when
-/// the body starts with `#!`, as a program of its own); any other command is given to the
-/// shell with each heredoc's body and delimiter after it, so the shell feeds them to the
-/// commands that read them (`cat <<EOF > f`, `sh -s <<EOF`, several in one line).
-fn command_line(
+/// A RUN step's process arguments, with its heredocs as the current Dockerfile frontend runs
+/// them: a shell-form command that is a single heredoc runs the heredoc's body with the
+/// shell (or, when the body starts with `#!`, the shell runs it as a program of its own,
+/// `/dev/pipes/<delimiter>`); any other command is given to the shell with each heredoc's
+/// body (as written) and delimiter after it, so the shell feeds them to the commands that
+/// read them (`cat <<EOF > f`, `sh -s <<EOF`, several in one line).
+pub(crate) fn run_args(
     run: &crate::instructions::Run,
     shell: &[String],
-    work: &Path,
-) -> Result<Line, StepError> {
+) -> Result<RunArgs, String> {
     let script = match &run.command {
         Command::Exec(args) => {
             if !run.heredocs.is_empty() {
-                return Err(StepError::Invalid(
-                    "a RUN heredoc needs the shell form of RUN".into(),
-                ));
+                return Err("a RUN heredoc needs the shell form of RUN".into());
             }
-            return Ok(Line::Args(args.clone()));
+            return Ok(RunArgs {
+                args: args.clone(),
+                script: None,
+            });
         }
         Command::Shell(s) => s,
     };
     let whole = crate::dockerfile::parser::parse_heredoc(script.trim())
         .ok()
         .flatten();
-    let script = match (whole, run.heredocs.as_slice()) {
+    let mut program = None;
+    let line = match (whole, run.heredocs.as_slice()) {
         (_, []) => script.clone(),
         (Some(_), [doc]) if doc.content.starts_with("#!") => {
             // The program is named after the delimiter, as BuildKit names it.
             let name = doc.name.clone();
             if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-                return Err(StepError::Invalid(format!(
-                    "the heredoc delimiter {name:?} cannot name a file"
-                )));
+                return Err(format!("the heredoc delimiter {name:?} cannot name a file"));
             }
-            let dir = work.join("pipes");
-            std::fs::create_dir_all(&dir).map_err(|e| StepError::io_at("creating", &dir, e))?;
-            let file = dir.join(&name);
-            std::fs::write(&file, &doc.content)
-                .map_err(|e| StepError::io_at("writing", &file, e))?;
-            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .map_err(|e| StepError::io_at("writing", &file, e))?;
-            return Ok(Line::Script { host: dir, name });
+            let path = format!("{SCRIPT_DIR}/{name}");
+            program = Some((name, doc.content.clone()));
+            path
         }
         (Some(_), [doc]) => doc.content.clone(),
         (_, docs) => {
             let mut line = script.clone();
             for doc in docs {
                 line.push('\n');
-                line.push_str(&doc.content);
+                line.push_str(&doc.raw);
                 line.push_str(&doc.name);
             }
             line
         }
     };
-    Ok(Line::Args(shell.iter().cloned().chain([script]).collect()))
+    Ok(RunArgs {
+        args: shell.iter().cloned().chain([line]).collect(),
+        script: program,
+    })
 }
 
 pub(super) fn run_step(
@@ -201,14 +201,18 @@ pub(super) fn run_step(
         privileged,
     } = policy::run_policy(run, ctx.opts.network, &ctx.opts.allow).map_err(err)?;
     let mut prepared = prepare_mounts(ctx, step, work, run)?;
-    let args = match command_line(run, &sc.shell, work).map_err(err)? {
-        Line::Args(args) => args,
-        Line::Script { host, name } => {
-            prepared.binds.push((host, SCRIPT_DIR.to_owned(), true));
-            prepared.targets.push(SCRIPT_DIR.to_owned());
-            vec![format!("{SCRIPT_DIR}/{name}")]
-        }
-    };
+    let RunArgs { args, script } =
+        run_args(run, &sc.shell).map_err(|m| err(StepError::Invalid(m)))?;
+    if let Some((name, body)) = script {
+        let dir = work.join("pipes");
+        std::fs::create_dir_all(&dir).map_err(|e| err(StepError::io_at("creating", &dir, e)))?;
+        let file = dir.join(&name);
+        std::fs::write(&file, &body).map_err(|e| err(StepError::io_at("writing", &file, e)))?;
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(|e| err(StepError::io_at("writing", &file, e)))?;
+        prepared.binds.push((dir, SCRIPT_DIR.to_owned(), true));
+        prepared.targets.push(SCRIPT_DIR.to_owned());
+    }
     // The plan's environment has PATH (the image's, or the default). An ssh mount's socket
     // is `SSH_AUTH_SOCK` (the first one's) unless the step sets it; only for the process,
     // never in the image or the key.

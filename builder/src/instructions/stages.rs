@@ -20,7 +20,8 @@ use super::{ArgDef, Dockerfile, Instruction, Located, Stage};
 use crate::dockerfile::shell::Lex;
 use crate::dockerfile::{ParseError, Warning};
 
-/// Build args that need no ARG declaration and never reach the history or cache keys.
+/// Build args that need no ARG declaration and never reach the cache keys; they reach RUN's
+/// history only when the stage declares them with ARG, and then without URL credentials.
 pub const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",
@@ -123,34 +124,52 @@ pub fn resolve_from(
 /// The variables in scope inside a stage as its instructions run.
 #[derive(Debug, Clone, Default)]
 pub struct StageScope {
-    /// ARGs declared in this stage, with their values (absent: declared without a value).
+    /// ARGs declared in the stage, each at the place of its first declaration with its latest
+    /// value (absent: declared without a value), as RUN's history lists them.
     pub args: Vec<(String, Option<String>)>,
-    /// ENV in effect, in order (starting from the base image's).
+    /// ENV in effect, in order (starting from the base image's): the image config's Env.
     pub env: Vec<(String, String)>,
+    /// What steps see: ENV and ARG values together, where the later of an ENV and an ARG of
+    /// one name wins (an `ARG V=a` after `ENV V=e` gives `a`, as BuildKit's build state),
+    /// each name where it was last set.
+    pub vars: Vec<(String, String)>,
 }
 
 impl StageScope {
     /// A scope starting from the base image's `KEY=VALUE` environment.
     pub fn new(base_env: &[String]) -> StageScope {
-        StageScope {
+        let env: Vec<(String, String)> = base_env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let mut scope = StageScope {
             args: Vec::new(),
-            env: base_env
-                .iter()
-                .filter_map(|e| e.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            env: Vec::new(),
+            vars: Vec::new(),
+        };
+        for (k, v) in &env {
+            scope.set_env(k, v);
         }
+        scope
     }
 
-    /// Variables for expansion: ARG values, shadowed by ENV.
+    /// Variables for expansion: the step's variables.
     pub fn vars(&self) -> HashMap<String, String> {
-        let mut m: HashMap<String, String> = self
-            .args
+        self.vars.iter().cloned().collect()
+    }
+
+    /// The value a step sees for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
             .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .collect();
-        m.extend(self.env.iter().cloned());
-        m
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set_var(&mut self, key: &str, value: &str) {
+        self.vars.retain(|(k, _)| k != key);
+        self.vars.push((key.to_owned(), value.to_owned()));
     }
 
     /// Declares ARGs: the build arg, else the default (expanded), else the global value.
@@ -167,8 +186,13 @@ impl StageScope {
                 (None, Some(default)) => Some(lex.process_word(default, &self.vars())?),
                 (None, None) => global.get(&d.name).cloned(),
             };
-            self.args.retain(|(k, _)| k != &d.name);
-            self.args.push((d.name.clone(), value));
+            if let Some(v) = &value {
+                self.set_var(&d.name, v);
+            }
+            match self.args.iter_mut().find(|(k, _)| k == &d.name) {
+                Some(arg) => arg.1 = value,
+                None => self.args.push((d.name.clone(), value)),
+            }
         }
         Ok(())
     }
@@ -176,6 +200,7 @@ impl StageScope {
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_owned(), value.to_owned()));
+        self.set_var(key, value);
     }
 
     /// Applies an instruction's effect on the scope (ARG, ENV), expanding as the builder does;

@@ -50,11 +50,12 @@ pub trait Resolver {
     fn resolve(&self, name: &str, platform: Option<&str>) -> Result<BaseImage, ResolveError>;
 }
 
-/// `env` with `PATH` first when it has none (Docker's default for Linux): a stage's
-/// environment from the start, so `ENV PATH=/x:$PATH` extends it, and the image's config.
+/// `env` with `PATH` (Docker's default for Linux) added after the rest when it has none, as
+/// BuildKit adds it: a stage's environment from the start, so `ENV PATH=/x:$PATH` extends
+/// it, and the image's config.
 pub fn default_path(env: &mut Vec<String>) {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, format!("PATH={}", berth_runtime::DEFAULT_PATH));
+        env.push(format!("PATH={}", berth_runtime::DEFAULT_PATH));
     }
 }
 
@@ -82,9 +83,9 @@ pub struct Step {
     pub original: String,
     pub kind: StepKind,
     pub key: Digest,
-    /// What the step runs with: for RUN, the environment (ENV, then the ARGs in scope that
-    /// ENV does not shadow, proxy ARGs included), and for every step the user, working
-    /// directory and shell in effect before it.
+    /// What the step runs with: for RUN, the environment (ENV and ARG values, the later of
+    /// the two winning for a name, then the proxy build args not declared), and for every
+    /// step the user, working directory (cleaned) and shell in effect before it.
     pub context: StepContext,
 }
 
@@ -92,8 +93,9 @@ pub struct Step {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepContext {
     pub env: Vec<String>,
-    /// ARGs declared in the stage with a value, in declaration order (RUN history shows them
-    /// as BuildKit does, `|N K=V ...`); proxy ARGs left out.
+    /// The ARGs declared in the stage (and the stages it is built on), in order of first
+    /// declaration, each with the value the step sees: RUN's history shows them as BuildKit
+    /// does, `|N K=V ...`.
     pub args: Vec<(String, String)>,
     pub user: String,
     pub workdir: String,
@@ -111,6 +113,9 @@ pub struct PlannedStage {
     pub deps: BTreeSet<usize>,
     /// The state after the last step (a later stage built on this one starts there).
     pub end: StepContext,
+    /// The variables after the last step: a stage built on this one starts with them, ARGs
+    /// included (as BuildKit's stage starts from its base stage's build state).
+    pub end_scope: StageScope,
 }
 
 #[derive(Debug, Clone)]
@@ -318,6 +323,12 @@ pub fn plan(
             Base::Stage(j) => {
                 let end = &planned.iter().find(|p| p.index == *j).expect("planned").end;
                 (user, workdir, shell) = (end.user.clone(), end.workdir.clone(), end.shell.clone());
+                scope = planned
+                    .iter()
+                    .find(|p| p.index == *j)
+                    .expect("planned")
+                    .end_scope
+                    .clone();
                 // The parent stage's own ONBUILD triggers run first here, as BuildKit runs
                 // them for a stage used as a base too.
                 let on_build: Vec<String> = df.stages[*j]
@@ -334,11 +345,7 @@ pub fn plan(
                 let image = resolve_base(&base_name, base_platform.as_deref())?;
                 let c = &image.config.config;
                 user = c.user.clone().unwrap_or_default();
-                workdir = c
-                    .working_dir
-                    .clone()
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or_else(|| "/".into());
+                workdir = resolve_workdir("/", c.working_dir.as_deref().unwrap_or_default());
                 if let Some(s) = c.shell.clone().filter(|s| !s.is_empty()) {
                     shell = s;
                 }
@@ -353,6 +360,7 @@ pub fn plan(
             (t.start_line, t.end_line) = (stage.from_line, stage.from_line);
         }
         let mut steps = Vec::new();
+        let mut configured = String::new();
         for located in triggers.iter().chain(&stage.instructions) {
             let at = Location::lines(located.start_line, located.end_line);
             let mut inst = scope
@@ -370,33 +378,35 @@ pub fn plan(
             }
             let written = format!("{inst:?}");
             let mut run_env: Vec<String> =
-                scope.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            for (k, v) in &scope.args {
-                if let Some(v) = v
-                    && !scope.env.iter().any(|(e, _)| e == k)
-                {
-                    run_env.push(format!("{k}={v}"));
-                }
-            }
+                scope.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
             // Proxy build args reach RUN without an ARG (Docker's predefined ARGs), and stay
-            // out of the cache key and the history.
+            // out of the cache key and, undeclared, out of the history.
             let mut proxies: Vec<_> = build_args
                 .iter()
                 .filter(|(k, _)| PROXY_ARGS.contains(&k.as_str()))
                 .filter(|(k, _)| !scope.args.iter().any(|(a, _)| a == *k))
-                .filter(|(k, _)| !scope.env.iter().any(|(e, _)| e == *k))
+                .filter(|(k, _)| scope.get(k).is_none())
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             proxies.sort();
             run_env.extend(proxies);
             let step_context = StepContext {
                 env: run_env,
+                // Each with the value the step sees (a later ENV's, say); one declared without
+                // a value and never set shows as `NAME=` (as BuildKit's history). A declared
+                // proxy arg is listed with the credentials of its URL hidden (BuildKit writes
+                // them into the image; berth does not).
                 args: scope
                     .args
                     .iter()
-                    .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
-                    // An ARG declared without a value shows as `NAME=` (as BuildKit's history).
-                    .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+                    .map(|(k, v)| {
+                        let seen = scope.get(k).map(str::to_owned).or_else(|| v.clone());
+                        let mut seen = seen.unwrap_or_default();
+                        if PROXY_ARGS.contains(&k.as_str()) {
+                            seen = crate::redact::url_credentials(&seen).into_owned();
+                        }
+                        (k.clone(), seen)
+                    })
                     .collect(),
                 user: user.clone(),
                 workdir: workdir.clone(),
@@ -468,6 +478,14 @@ pub fn plan(
                 Instruction::Workdir(w) => {
                     // WORKDIR creates the directory (owned by USER), so it is a layer step;
                     // when the directory exists the diff is empty and no layer is made.
+                    // The config keeps an absolute path as written and joins a relative one
+                    // to the current directory (so cleaning it), as BuildKit; the directory
+                    // made, and the one later steps run in, is the cleaned path.
+                    configured = if w.starts_with('/') {
+                        w.clone()
+                    } else {
+                        resolve_workdir(&workdir, w)
+                    };
                     workdir = resolve_workdir(&workdir, w);
                     let k = key(&[
                         &layer_key.to_string(),
@@ -493,9 +511,9 @@ pub fn plan(
             if kind == StepKind::Layer {
                 layer_key = step_key.clone();
             }
-            // The step carries the directory WORKDIR makes, absolute.
+            // The step carries the image config's WorkingDir, absolute.
             if let Instruction::Workdir(w) = &mut inst {
-                w.clone_from(&workdir);
+                w.clone_from(&configured);
             }
             steps.push(Step {
                 line: located.start_line,
@@ -521,6 +539,7 @@ pub fn plan(
             layer_key,
             deps: deps[i].clone(),
             end,
+            end_scope: scope,
         });
     }
     let skipped = (0..df.stages.len())
