@@ -631,7 +631,9 @@ const OVERLAY_FLAGS: MsFlags = MsFlags::MS_RDONLY
 enum ByFsconfig {
     Mounted,
     /// The kernel has no `fsopen` (before 5.2, or a seccomp filter that refuses it) or no
-    /// `lowerdir+` (before 6.8): nothing was mounted.
+    /// `lowerdir+` (before 6.8): nothing was mounted. An overlayfs without its own mount
+    /// parameters (before 6.5) takes every key through the legacy option string and refuses
+    /// `lowerdir+` only when the superblock is created, or once the options pass a page.
     Unsupported,
 }
 
@@ -693,12 +695,12 @@ fn overlay_by_fsconfig(
     // SAFETY: fsopen returned a fresh descriptor that nothing else owns.
     let fs = unsafe { OwnedFd::from_raw_fd(rc as i32) };
     // overlayfs stacks `lowerdir+` in the order given, topmost first.
-    for (i, lower) in overlay.lowers.iter().rev().enumerate() {
+    for lower in overlay.lowers.iter().rev() {
         let lower = lower.to_str().ok_or(nix::Error::EINVAL)?;
         match fsconfig_set(&fs, "lowerdir+", Some(lower)) {
             Ok(()) => {}
-            // An unknown key: a kernel before 6.8.
-            Err(nix::Error::EINVAL) if i == 0 => return Ok(ByFsconfig::Unsupported),
+            // An unknown key (before 6.8), or the legacy option string full (before 6.5).
+            Err(nix::Error::EINVAL) => return Ok(ByFsconfig::Unsupported),
             Err(e) => return Err(e),
         }
     }
@@ -717,7 +719,12 @@ fn overlay_by_fsconfig(
         )
     };
     if rc < 0 {
-        return Err(nix::Error::last());
+        return match nix::Error::last() {
+            // `lowerdir+` refused as the superblock is made (an overlayfs before 6.5):
+            // nothing is mounted, and `mount(2)` says what else may be wrong.
+            nix::Error::EINVAL => Ok(ByFsconfig::Unsupported),
+            e => Err(e),
+        };
     }
     // SAFETY: `fs` is an fs context whose superblock was just created; fsmount returns a
     // new descriptor or -1.
