@@ -379,19 +379,22 @@ fn main() {
             let _ = std::fs::remove_file(&ba);
             text
         });
+        let buildkit = || {
+            d(&[
+                "build",
+                "-q",
+                "--network",
+                "host",
+                "-t",
+                &tag,
+                ctx.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+        };
         match case.kind {
             Kind::Fails => {
-                let dk = d(&[
-                    "build",
-                    "-q",
-                    "--network",
-                    "host",
-                    "-t",
-                    &tag,
-                    ctx.to_str().unwrap(),
-                ])
-                .output()
-                .unwrap();
+                let dk = buildkit();
                 if berth_ok {
                     diffs.push("  berth built it; it must fail".to_owned());
                 }
@@ -415,17 +418,7 @@ fn main() {
                 }
             },
             Kind::Builds => {
-                let dk = d(&[
-                    "build",
-                    "-q",
-                    "--network",
-                    "host",
-                    "-t",
-                    &tag,
-                    ctx.to_str().unwrap(),
-                ])
-                .output()
-                .unwrap();
+                let dk = buildkit();
                 match (&berth_text, dk.status.success()) {
                     (None, false) => diffs.push(format!(
                         "  both failed:\n    BuildKit: {}\n    berth: {berth_err}",
