@@ -96,7 +96,7 @@ impl GitRef {
         let mut seen = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let (k, v) = (percent_decode(k)?, percent_decode(v)?);
+            let (k, v) = (percent_decode(k, true)?, percent_decode(v, true)?);
             if seen.contains(&k) {
                 return Err(format!("query {k:?} has multiple values"));
             }
@@ -180,9 +180,39 @@ impl GitRef {
     }
 
     fn uses_ssh(&self) -> bool {
-        let lower = self.remote.to_ascii_lowercase();
+        let lower = self.url().to_ascii_lowercase();
         lower.starts_with("ssh://") || !lower.contains("://")
     }
+
+    /// The URL git is given on its command line: over ssh as written (the user is a login
+    /// name), otherwise without userinfo, whose credentials reach git only through
+    /// [`GitRef::credentials`] (so no command line, `ps` or `.git/config` shows them).
+    fn fetch_url(&self) -> String {
+        match self.uses_ssh() {
+            true => self.url(),
+            false => self.without_credentials(),
+        }
+    }
+
+    /// The `user:password@` of an http(s) or git URL (percent-decoded) and the `host[:port]`
+    /// they are for.
+    fn credentials(&self) -> Option<(String, String, String)> {
+        if self.uses_ssh() {
+            return None;
+        }
+        let url = self.url();
+        let (_, rest) = url.split_once("://")?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (userinfo, host) = rest[..end].rsplit_once('@')?;
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let decode = |v: &str| percent_decode(v, false).unwrap_or_else(|_| v.to_owned());
+        Some((host.to_owned(), decode(user), decode(password)))
+    }
+}
+
+/// `s` in single quotes for `sh`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// `user@host:path`, as BuildKit's `sshutil` regex: `^[a-zA-Z0-9-_]+@[a-zA-Z0-9-.]+:`.
@@ -216,7 +246,8 @@ fn clean_subdir(s: &str) -> String {
     parts.join("/")
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+/// `%XX` escapes decoded; in a query (`query`), `+` is a space.
+fn percent_decode(s: &str, query: bool) -> Result<String, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -226,11 +257,11 @@ fn percent_decode(s: &str) -> Result<String, String> {
                 let hex = s
                     .get(i + 1..i + 3)
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("invalid escape in query {s:?}"))?;
+                    .ok_or_else(|| format!("invalid escape in {s:?}"))?;
                 out.push(hex);
                 i += 3;
             }
-            b'+' => {
+            b'+' if query => {
                 out.push(b' ');
                 i += 1;
             }
@@ -388,7 +419,7 @@ impl Git {
             &[
                 "ls-remote",
                 "--",
-                &r.url(),
+                &r.fetch_url(),
                 reference,
                 &format!("{reference}^{{}}"),
             ],
@@ -423,7 +454,7 @@ impl Git {
             &checkout.dir.0,
             &["init", "-q", "--template=", "--", "repo"],
         )?;
-        run.git(&repo, &["remote", "add", "origin", &r.url()])?;
+        run.git(&repo, &["remote", "add", "origin", &r.fetch_url()])?;
         let fetched = run
             .git(
                 &repo,
@@ -641,20 +672,26 @@ impl<'a> Run<'a> {
             }
         }
         if self.r.uses_ssh() {
-            // The host's agent and known hosts, never its ssh config; no prompt.
-            if let Some(sock) = std::env::var_os("SSH_AUTH_SOCK") {
-                c.env("SSH_AUTH_SOCK", sock);
-            }
+            // No identity of the host's: not its agent, its key files or its ssh config (a
+            // Dockerfile must not fetch what the builder's user may read); its known hosts
+            // only; no prompt.
             let known = std::env::var_os("HOME")
                 .map(|h| Path::new(&h).join(".ssh/known_hosts"))
-                .unwrap_or_default();
+                .unwrap_or_else(|| "/dev/null".into());
             c.env(
                 "GIT_SSH_COMMAND",
                 format!(
-                    "ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile={}",
-                    known.display()
+                    "ssh -F /dev/null -o BatchMode=yes -o IdentityAgent=none -o IdentitiesOnly=yes -o IdentityFile=/dev/null -o UserKnownHostsFile={}",
+                    shell_quote(&known.to_string_lossy())
                 ),
             );
+        }
+        // Credentials of the URL, through the environment of this git only, to the URL's own
+        // host only.
+        if let Some((host, user, password)) = self.r.credentials() {
+            c.env("BERTH_GIT_HOST", host)
+                .env("BERTH_GIT_USERNAME", user)
+                .env("BERTH_GIT_PASSWORD", password);
         }
         for setting in [
             "protocol.allow=never",
@@ -666,6 +703,9 @@ impl<'a> Run<'a> {
             "core.fsmonitor=false",
             "core.symlinks=true",
             "credential.helper=",
+            "credential.helper=!f() { test \"$1\" = get || exit 0; h=; while IFS= read -r l; do case \"$l\" in host=*) h=\"${l#host=}\";; esac; done; test -n \"$BERTH_GIT_HOST\" && test \"$h\" = \"$BERTH_GIT_HOST\" || exit 0; printf 'username=%s\\npassword=%s\\n' \"$BERTH_GIT_USERNAME\" \"$BERTH_GIT_PASSWORD\"; }; f",
+            "maintenance.auto=false",
+            "gc.auto=0",
             "advice.detachedHead=false",
             "init.defaultBranch=master",
             "submodule.recurse=false",
@@ -786,6 +826,63 @@ mod tests {
 
     fn parsed(s: &str) -> GitRef {
         GitRef::parse(s).expect("a git URL").expect("valid")
+    }
+
+    /// The environment and arguments git would be started with for `r`.
+    fn started_with(r: &GitRef) -> (Vec<(String, String)>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new(dir.path().to_owned(), Limits::from_env());
+        let run = Run::new(&git, r, dir.path());
+        let c = run.command(dir.path());
+        let env = c
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+            .collect();
+        let args = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        (env, args)
+    }
+
+    #[test]
+    fn url_credentials_reach_git_only_through_its_environment_for_their_host() {
+        let r = parsed("https://u%2B1:p%40ss+word@host:8443/r.git#main");
+        assert_eq!(r.fetch_url(), "https://host:8443/r.git");
+        assert_eq!(
+            r.credentials(),
+            Some(("host:8443".into(), "u+1".into(), "p@ss+word".into()))
+        );
+        let (env, args) = started_with(&r);
+        assert!(env.contains(&("BERTH_GIT_PASSWORD".into(), "p@ss+word".into())));
+        assert!(env.contains(&("BERTH_GIT_HOST".into(), "host:8443".into())));
+        assert!(
+            args.iter()
+                .all(|a| !a.contains("p@ss") && !a.contains("p%40ss"))
+        );
+        assert!(parsed("https://host/r.git").credentials().is_none());
+    }
+
+    #[test]
+    fn ssh_remotes_get_no_identity_of_the_host() {
+        // SAFETY: a test of this process's own environment; no other test reads it.
+        unsafe { std::env::set_var("SSH_AUTH_SOCK", "/tmp/agent.sock") };
+        for url in ["git@host:o/r.git", "ssh://git@host/o/r.git"] {
+            let r = parsed(url);
+            assert_eq!(r.fetch_url(), r.url(), "{url}: the login name stays");
+            assert!(r.credentials().is_none());
+            let (env, _) = started_with(&r);
+            assert!(env.iter().all(|(k, _)| k != "SSH_AUTH_SOCK"), "{url}");
+            let ssh = &env.iter().find(|(k, _)| k == "GIT_SSH_COMMAND").unwrap().1;
+            for o in [
+                "IdentityAgent=none",
+                "IdentitiesOnly=yes",
+                "IdentityFile=/dev/null",
+                "-F /dev/null",
+            ] {
+                assert!(ssh.contains(o), "{ssh}");
+            }
+        }
     }
 
     #[test]

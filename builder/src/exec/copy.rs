@@ -336,7 +336,7 @@ pub fn copy(
         && let Some(local) = inst
             .sources
             .iter()
-            .find(|s| !(s.contains("://") || s.starts_with("git@")))
+            .find(|s| !(s.contains("://") || crate::git::GitRef::for_add(s).is_some()))
     {
         return Err(StepError::Invalid(format!(
             "ADD --checksum applies to remote sources only, not to {local:?}"

@@ -204,11 +204,18 @@ pub(super) fn run_step(
     let RunArgs { args, script } =
         run_args(run, &sc.shell).map_err(|m| err(StepError::Invalid(m)))?;
     if let Some((name, body)) = script {
+        // Readable and runnable by the step's user whatever berth's umask (the step's work
+        // directory keeps everyone else out).
         let dir = work.join("pipes");
-        std::fs::create_dir_all(&dir).map_err(|e| err(StepError::io_at("creating", &dir, e)))?;
         let file = dir.join(&name);
-        std::fs::write(&file, &body).map_err(|e| err(StepError::io_at("writing", &file, e)))?;
-        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        let mode = |p: &Path| {
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        };
+        std::fs::create_dir(&dir)
+            .and_then(|()| mode(&dir))
+            .map_err(|e| err(StepError::io_at("creating", &dir, e)))?;
+        std::fs::write(&file, &body)
+            .and_then(|()| mode(&file))
             .map_err(|e| err(StepError::io_at("writing", &file, e)))?;
         prepared.binds.push((dir, SCRIPT_DIR.to_owned(), true));
         prepared.targets.push(SCRIPT_DIR.to_owned());

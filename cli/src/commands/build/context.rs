@@ -152,6 +152,9 @@ fn download(url: &str, path: &Path, certs_dirs: &[PathBuf], limit: u64) -> anyho
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            // A server that stops answering fails the build instead of holding it.
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .read_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| e.to_string())?;
         let mut resp = client
