@@ -16,20 +16,6 @@ fn with_stdin(s: &Sandbox, args: &[&str], input: &[u8]) -> Output {
     output_with_stdin(s.cmd().args(args), input)
 }
 
-/// As [`output_with_stdin`], for a command that may stop reading before the end (a limit).
-fn with_stdin_cut(cmd: &mut std::process::Command, input: &[u8]) -> Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(input);
-    child.wait_with_output().unwrap()
-}
-
 fn sh(s: &Sandbox, image: &str, script: &str) -> String {
     s.ok(&["run", "--rm", image, "sh", "-c", script])
 }
@@ -140,7 +126,7 @@ fn a_tar_on_stdin_takes_f_as_a_path_inside_it() {
         err.contains("neither Dockerfile nor Containerfile") && err.contains("stdin"),
         "{err}"
     );
-    // stdin cannot be both.
+    // stdin cannot be both; berth refuses before reading it.
     let out = with_stdin(&s, &["build", "-f", "-", "-"], &tar);
     assert!(!out.status.success());
     assert!(
@@ -246,7 +232,7 @@ fn a_context_tar_past_its_entry_and_size_limits_fails_clearly() {
     for i in 0..300 {
         tar.file(&format!("f{i}"), b"");
     }
-    let out = with_stdin_cut(
+    let out = output_with_stdin(
         s.cmd()
             .env("BERTH_MAX_CONTEXT_ENTRIES", "100")
             .args(["build", "-"]),
@@ -262,7 +248,7 @@ fn a_context_tar_past_its_entry_and_size_limits_fails_clearly() {
         .file("Dockerfile", b"FROM busybox\n")
         .file("big", &vec![7u8; 1 << 20])
         .finish();
-    let out = with_stdin_cut(
+    let out = output_with_stdin(
         s.cmd()
             .env("BERTH_MAX_CONTEXT_SIZE", "65536")
             .args(["build", "-"]),
