@@ -184,6 +184,9 @@ pub enum BuildError {
     /// The message holds the error's own text, once.
     #[error("{what}: {error}")]
     Export { what: String, error: ExportError },
+    /// An imported cache (`--cache-from`) gave a blob that is not what it said, or none.
+    #[error("{0}")]
+    Cache(String),
 }
 
 fn excerpt_or(at: &Location, message: &str) -> String {

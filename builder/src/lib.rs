@@ -17,6 +17,7 @@
 //! client; the builder never imports it), an [`exec::Fetch`] for `ADD http(s)://`, an
 //! [`exec::Progress`] view and the [`Exporter`]s of the result.
 
+pub mod cache;
 pub mod context;
 pub mod dockerfile;
 pub mod error;

@@ -67,6 +67,9 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// The `berth` binary, re-executed as each RUN step's container init.
     pub exe: PathBuf,
+    /// `--cache-to type=inline`: the image's config carries the cache records of its own
+    /// steps ([`crate::cache::INLINE_FIELD`]).
+    pub inline_cache: bool,
 }
 
 /// Writes or sends the built image somewhere (`--output`, a push).
@@ -101,6 +104,8 @@ pub struct Services<'a> {
     pub progress: &'a dyn Progress,
     /// Run in order once the image is in the store and tagged.
     pub exporters: Vec<Box<dyn Exporter + 'a>>,
+    /// Caches from elsewhere (`--cache-from`), looked up in order after the store's.
+    pub cache_from: Vec<Arc<crate::cache::Imported>>,
 }
 
 impl std::fmt::Debug for Services<'_> {
@@ -122,6 +127,11 @@ pub struct Outcome {
     /// Layer steps run / taken from the cache.
     pub executed: usize,
     pub cached: usize,
+    /// Every layer step with its cache record, the stages the image holds and the cache
+    /// mounts used: what `--cache-to` exports.
+    pub steps: Vec<crate::exec::StepRecord>,
+    pub image_stages: std::collections::BTreeSet<usize>,
+    pub cache_mounts: std::collections::BTreeSet<String>,
 }
 
 /// Runs the build `request` with `services`.
@@ -224,6 +234,8 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         git: Some(git.clone()),
         ssh: Arc::new(ssh),
         ulimits: request.ulimits.clone(),
+        imports: services.cache_from.clone(),
+        inline_cache: request.inline_cache,
     };
     let built = crate::exec::build(store, &df, &graph, &context, &options, services.progress)
         .map_err(locate)?;
@@ -247,6 +259,9 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         image,
         executed: built.executed,
         cached: built.cached,
+        steps: built.steps,
+        image_stages: built.image_stages,
+        cache_mounts: built.cache_mounts,
     })
 }
 

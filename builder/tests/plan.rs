@@ -31,6 +31,7 @@ fn images(manifest_seed: &str) -> Images {
         "busybox".to_owned(),
         BaseImage {
             manifest: Digest::of(manifest_seed.as_bytes()),
+            id: Digest::of(format!("config {manifest_seed}").as_bytes()),
             config,
         },
     )]))

@@ -90,6 +90,11 @@ impl Progress for Plain {
                 crate::output::terminal_safe_text(text)
             ),
             Event::Cached { id } => format!("#{} CACHED", self.number(id)),
+            Event::Miss { id, reason } => format!(
+                "#{} cache miss: {}",
+                self.number(id),
+                crate::output::terminal_safe_text(reason)
+            ),
             // A step's output shows as text: its escapes never reach the terminal (or a
             // terminal that shows the log file).
             Event::Output { id, line } => format!(
@@ -159,6 +164,10 @@ impl Progress for Tty {
                     format!("[{id}] {}", crate::output::terminal_safe_text(text))
                 }
                 Event::Cached { id } => format!("[{id}] CACHED"),
+                Event::Miss { id, reason } => format!(
+                    "[{id}] cache miss: {}",
+                    crate::output::terminal_safe_text(reason)
+                ),
                 Event::Output { id, line } => {
                     format!("[{id}] {}", crate::output::terminal_safe_text(line))
                 }
@@ -198,7 +207,7 @@ impl Progress for Tty {
                     bar.set_message(message);
                 }
             }
-            Event::Committed { .. } | Event::Warning { .. } => {}
+            Event::Committed { .. } | Event::Warning { .. } | Event::Miss { .. } => {}
             Event::Cached { id } => {
                 if let Some((bar, title, _)) = bars.get(&id) {
                     bar.set_style(style(" = CACHED {msg}"));

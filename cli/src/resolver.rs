@@ -31,6 +31,7 @@ impl Resolver for StoreResolver {
         };
         let found = |image: berth_store::Image| BaseImage {
             manifest: image.manifest.digest.clone(),
+            id: image.id().clone(),
             config: image.config,
         };
         let platform_of = |image: &berth_store::Image| {

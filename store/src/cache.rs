@@ -57,8 +57,8 @@ impl std::io::Write for ChunkSender {
     }
 }
 
-/// What a cached step made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a cached step made, and what its key was made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheRecord {
     /// `None`: the step changed no file.
     pub layer: Option<CachedLayer>,
@@ -66,8 +66,21 @@ pub struct CacheRecord {
     /// cached rebuild gives the same image).
     #[serde(default)]
     pub created: u64,
-    /// Seconds since the epoch when the record was last used by a build.
+    /// Seconds since the epoch when the record was last used by a build (set by
+    /// [`Store::cache_store`]).
+    #[serde(default)]
     pub used: u64,
+    /// The key the step chained on (the builder's), to find the records of the other
+    /// builds of a step when its key misses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Digest>,
+    /// Where the step sits (the builder's stage and instruction text).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub site: String,
+    /// What the key was made of, by name (the builder's; values are digests or public
+    /// text).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub inputs: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,17 +142,11 @@ impl Store {
         }
     }
 
-    /// Records what the step with `key` made.
-    pub fn cache_store(
-        &self,
-        key: &Digest,
-        layer: Option<CachedLayer>,
-        created: u64,
-    ) -> Result<()> {
+    /// Records what the step with `key` made (its last use: now).
+    pub fn cache_store(&self, key: &Digest, record: &CacheRecord) -> Result<()> {
         let record = CacheRecord {
-            layer,
-            created,
             used: now(),
+            ..record.clone()
         };
         atomic_write(
             &self.cache_path(key),

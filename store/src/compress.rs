@@ -311,6 +311,49 @@ impl Store {
             .unwrap_or_else(|| Descriptor::new(media_type::OCI_LAYER_GZIP, digest, size)))
     }
 
+    /// Takes in a layer that arrived compressed (a remote cache's): `compressed` is a blob
+    /// already in the store, verified by its descriptor. Decompresses it into the store's
+    /// uncompressed blob `diff_id` of `size` bytes (reading no further, nor past the layer
+    /// limit, so a bomb stops there; a mismatch keeps nothing), and
+    /// records `compressed` as its compressed form, so the layer leaves the machine as the
+    /// same blob it came as.
+    pub fn adopt_compressed_layer(
+        &self,
+        compressed: &Descriptor,
+        diff_id: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let c = layer_compression(compressed);
+        if !self.has_blob(diff_id) {
+            let file = std::io::BufReader::new(self.open_blob(&compressed.digest)?);
+            let tar = crate::layer::decompress_digest_checked(file, c)
+                .ctx(|| format!("decompressing layer {}", compressed.digest))?;
+            let limit = size.min(crate::layer::unpack::UnpackOptions::default().max_bytes);
+            let mut w = self.blob_writer()?;
+            let copied = std::io::copy(&mut tar.take(limit.saturating_add(1)), &mut w)
+                .ctx(|| format!("decompressing layer {}", compressed.digest))?;
+            if copied > limit {
+                return Err(crate::error::StoreError::LayerTooLarge { limit });
+            }
+            let tar_desc = Descriptor::new(media_type::OCI_LAYER_TAR, diff_id.clone(), size);
+            w.commit(Expect::Descriptor(&tar_desc))?;
+        }
+        if c == Compression::None {
+            return Ok(());
+        }
+        let dir = self.root().join("compressed");
+        crate::files::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        atomic_write(
+            &self.compressed_record_path(diff_id, c),
+            &serde_json::to_vec(&Record {
+                digest: compressed.digest.clone(),
+                size: compressed.size,
+            })
+            .expect("plain data"),
+            &self.tmp_dir(),
+        )
+    }
+
     /// The image with its layers as they should leave the machine: a manifest (written to
     /// the store) over the same config, with uncompressed layers compressed. The image
     /// itself when nothing needs compressing.

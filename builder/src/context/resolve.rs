@@ -267,6 +267,28 @@ pub fn source_key(
     }
 }
 
+/// Each context entry a COPY or ADD source copies, by its path in the context, with the
+/// digest of what the copy writes from it (as [`source_key`] digests them all together), added
+/// to `out`: what a cache miss names when a file changed. A source that does not resolve adds
+/// nothing.
+pub fn source_files(
+    entries: &BTreeMap<String, ContextEntry>,
+    source: &str,
+    chown: Option<(u32, u32)>,
+    parents: bool,
+    out: &mut BTreeMap<String, String>,
+) {
+    let Ok(found) = sources_for(entries, source, parents) else {
+        return;
+    };
+    for s in found {
+        for e in below(entries, &s.resolved) {
+            let digest = digest_selection([e], chown);
+            out.insert(e.path.clone(), digest.to_string());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

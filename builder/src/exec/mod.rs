@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use berth_oci::{Descriptor, Digest, ImageConfig, Parsed, Platform};
 use berth_runtime::spec::NetworkMode;
-use berth_store::{CachedLayer, Store};
+use berth_store::{CacheRecord, CachedLayer, Store};
 
 use crate::context::ScannedContext;
 use crate::error::BuildError;
@@ -90,6 +90,10 @@ pub struct BuildOptions {
     pub git: Option<std::sync::Arc<crate::git::Git>>,
     /// `--ulimit`s for RUN steps (not part of the cache key, as BuildKit).
     pub ulimits: Vec<berth_runtime::spec::Rlimit>,
+    /// Caches from elsewhere (`--cache-from`), looked up in order after the store's.
+    pub imports: Vec<std::sync::Arc<crate::cache::Imported>>,
+    /// Write the image's own cache records into its config (`--cache-to type=inline`).
+    pub inline_cache: bool,
 }
 
 /// What a build reports as it goes (cli prints it).
@@ -109,6 +113,12 @@ pub enum Event {
     },
     Cached {
         id: String,
+    },
+    /// A layer step's key was in no cache: why (which input changed since an earlier build
+    /// of it).
+    Miss {
+        id: String,
+        reason: String,
     },
     /// One line of a RUN step's output.
     Output {
@@ -140,6 +150,32 @@ pub struct Built {
     /// Layer steps run / taken from the cache.
     pub executed: usize,
     pub cached: usize,
+    /// Every layer step of the build with its cache record, in the order they ran: what a
+    /// cache export writes.
+    pub steps: Vec<StepRecord>,
+    /// The stages whose layers the image holds (the target and the stages it is built on).
+    pub image_stages: std::collections::BTreeSet<usize>,
+    /// The ids of the `RUN --mount=type=cache` directories the build used.
+    pub cache_mounts: std::collections::BTreeSet<String>,
+}
+
+/// A layer step of a build as a cache export needs it.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub stage: usize,
+    /// The key the step was looked up by.
+    pub key: Digest,
+    pub record: CacheRecord,
+    /// Where the layer was found when it came from an imported cache (it may never have
+    /// been fetched).
+    pub imported: Option<(std::sync::Arc<crate::cache::Imported>, crate::cache::Layer)>,
+}
+
+/// A layer taken from an imported cache and not fetched yet.
+#[derive(Debug, Clone)]
+struct Pending {
+    from: std::sync::Arc<crate::cache::Imported>,
+    layer: crate::cache::Layer,
 }
 
 /// A stage's state as its steps run.
@@ -153,6 +189,9 @@ struct StageState {
     /// When the newest layer so far was made (RFC 3339): the `created` of history entries
     /// and of the image, so an unchanged rebuild gives the same image ID.
     created: Option<String>,
+    /// Layers found in an imported cache and not in the store yet, by diff-id: fetched when
+    /// a step must see the tree, or the image is written.
+    pending: BTreeMap<Digest, Pending>,
 }
 
 fn rfc3339(secs: u64) -> String {
@@ -175,6 +214,14 @@ struct Ctx<'a> {
     created: String,
     done: Mutex<HashMap<usize, StageState>>,
     counts: Mutex<(usize, usize)>,
+    /// The keys of the steps this build ran, with their lines.
+    ran: Mutex<HashMap<Digest, usize>>,
+    steps: Mutex<Vec<StepRecord>>,
+    /// Records of imported steps, kept in the store once their layers are.
+    adopted: Mutex<Vec<(Digest, CacheRecord)>>,
+    /// The store's records as earlier builds, read at the first miss.
+    earlier: std::sync::OnceLock<Vec<crate::cache::explain::Earlier>>,
+    cache_mounts: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Runs the build; the target stage's image is written to the store (untagged: the caller
@@ -196,6 +243,11 @@ pub fn build(
         created: rfc3339(opts.epoch.unwrap_or_else(now_secs)),
         done: Mutex::new(HashMap::new()),
         counts: Mutex::new((0, 0)),
+        ran: Mutex::new(HashMap::new()),
+        steps: Mutex::new(Vec::new()),
+        adopted: Mutex::new(Vec::new()),
+        earlier: std::sync::OnceLock::new(),
+        cache_mounts: Mutex::new(Default::default()),
     };
     check_entitlements(graph, opts)?;
     for wave in &graph.waves {
@@ -239,6 +291,34 @@ pub fn build(
         Some(_) => ctx.created.clone(),
         None => state.created.clone().unwrap_or_else(|| ctx.created.clone()),
     });
+    // The image in the store holds its layers: the imported ones are fetched now.
+    fetch_pending(&ctx, &state)?;
+    for (key, record) in ctx.adopted.lock().expect("no panics").drain(..) {
+        if record
+            .layer
+            .as_ref()
+            .is_none_or(|l| store.has_blob(&l.diff_id))
+        {
+            store.cache_store(&key, &record)?;
+        }
+    }
+    let mut image_stages = std::collections::BTreeSet::new();
+    let mut at = Some(target);
+    while let Some(stage) = at {
+        image_stages.insert(stage.index);
+        at = match stage.base {
+            Base::Stage(j) => graph.stages.iter().find(|s| s.index == j),
+            _ => None,
+        };
+    }
+    let steps = ctx.steps.into_inner().expect("no panics");
+    if opts.inline_cache {
+        let inline = inline_cache(&state, &steps, &image_stages);
+        state.config.extra.insert(
+            crate::cache::INLINE_FIELD.into(),
+            serde_json::to_value(inline).expect("plain data"),
+        );
+    }
     let manifest = store.write_image(&state.config, state.layers.clone())?;
     let (executed, cached) = *ctx.counts.lock().expect("no panics");
     Ok(Built {
@@ -246,7 +326,164 @@ pub fn build(
         config: state.config,
         executed,
         cached,
+        steps,
+        image_stages,
+        cache_mounts: ctx.cache_mounts.into_inner().expect("no panics"),
     })
+}
+
+/// The inline cache of an image: the records of the steps whose layers it holds, each layer
+/// named by its index in the image.
+fn inline_cache(
+    state: &StageState,
+    steps: &[StepRecord],
+    image_stages: &std::collections::BTreeSet<usize>,
+) -> crate::cache::InlineCache {
+    let index: HashMap<&Digest, usize> = state
+        .config
+        .rootfs
+        .diff_ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d, i))
+        .collect();
+    let records = steps
+        .iter()
+        .filter(|s| image_stages.contains(&s.stage))
+        .filter_map(|s| {
+            let layer = match &s.record.layer {
+                Some(l) => Some(*index.get(&l.diff_id)?),
+                None => None,
+            };
+            Some(crate::cache::InlineRecord {
+                key: s.key.clone(),
+                parent: s.record.parent.clone(),
+                site: s.record.site.clone(),
+                layer,
+                size: s.record.layer.as_ref().map_or(0, |l| l.size),
+                created: s.record.created,
+            })
+        })
+        .collect();
+    crate::cache::InlineCache {
+        version: 1,
+        records,
+    }
+}
+
+/// Fetches the state's layers that are still in an imported cache into the store (each blob
+/// verified by its digest, its tar by its diff-id).
+fn fetch_pending(ctx: &Ctx<'_>, state: &StageState) -> Result<(), BuildError> {
+    for (diff_id, p) in &state.pending {
+        if ctx.store.has_blob(diff_id) {
+            continue;
+        }
+        let blob = &p.layer.blob;
+        let failed = |e: String| {
+            BuildError::Cache(format!(
+                "--cache-from {}: layer {}: {e}",
+                p.from.source.describe(),
+                blob.digest
+            ))
+        };
+        crate::cache::fetch_blob(ctx.store, &p.from, blob).map_err(failed)?;
+        ctx.store
+            .adopt_compressed_layer(blob, diff_id, p.layer.size)
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Makes the state's tree exist on disk: its imported layers fetched and unpacked into
+/// their snapshots. Cheap when nothing is pending.
+fn materialize(ctx: &Ctx<'_>, state: &StageState) -> Result<(), BuildError> {
+    if state.pending.is_empty() {
+        return Ok(());
+    }
+    fetch_pending(ctx, state)?;
+    let diff_ids = &state.config.rootfs.diff_ids;
+    let chains = berth_oci::config::chain_ids(diff_ids);
+    for (i, diff_id) in diff_ids.iter().enumerate() {
+        if !state.pending.contains_key(diff_id) || ctx.store.snapshot_path(&chains[i]).is_dir() {
+            continue;
+        }
+        let size = state.layers.get(i).map_or(0, |l| l.size);
+        let layer = CachedLayer {
+            diff_id: diff_id.clone(),
+            size,
+            chain_id: chains[i].clone(),
+        };
+        ctx.store
+            .ensure_cached_snapshot(&layer, i.checked_sub(1).map(|p| &chains[p]))?;
+    }
+    Ok(())
+}
+
+/// A layer step's key found in a cache: the store's, else an imported one.
+enum Hit {
+    Local(CacheRecord),
+    Imported(std::sync::Arc<crate::cache::Imported>, crate::cache::Record),
+}
+
+fn lookup(ctx: &Ctx<'_>, key: &Digest) -> Option<Hit> {
+    if let Some(r) = ctx.store.cache_lookup(key) {
+        return Some(Hit::Local(r));
+    }
+    ctx.opts
+        .imports
+        .iter()
+        .find_map(|i| Some(Hit::Imported(i.clone(), i.lookup(key)?.clone())))
+}
+
+/// Why `step` missed: a step before it ran, or what changed since the closest earlier build
+/// of it in the store or an imported cache.
+fn why_missed(ctx: &Ctx<'_>, step: &Step) -> String {
+    use crate::cache::explain::{Earlier, closeness, explain};
+    if let Some(line) = ctx.ran.lock().expect("no panics").get(&step.parent) {
+        return format!("the step it builds on ran (line {line})");
+    }
+    let local = ctx.earlier.get_or_init(|| {
+        ctx.store
+            .cache_records()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, r)| r.parent.is_some())
+            .map(|(_, r)| Earlier {
+                parent: r.parent,
+                site: r.site,
+                inputs: Some(r.inputs),
+            })
+            .collect()
+    });
+    let best_local = local
+        .iter()
+        .filter_map(|e| Some((closeness(&step.parent, &step.site, e)?, e)))
+        .max_by_key(|(c, _)| *c);
+    let best_imported = ctx
+        .opts
+        .imports
+        .iter()
+        .flat_map(|i| i.config.records.iter().map(move |r| (i, r)))
+        .filter_map(|(i, r)| {
+            let e = Earlier {
+                parent: r.parent.clone(),
+                site: r.site.clone(),
+                inputs: None,
+            };
+            Some((closeness(&step.parent, &step.site, &e)?, i, r))
+        })
+        .max_by_key(|(c, ..)| *c);
+    let chosen = match (best_local, best_imported) {
+        (Some((cl, e)), Some((ci, ..))) if cl >= ci => Some(e.clone()),
+        (_, Some((_, i, r))) => Some(Earlier {
+            parent: r.parent.clone(),
+            site: r.site.clone(),
+            inputs: i.inputs(r),
+        }),
+        (Some((_, e)), None) => Some(e.clone()),
+        (None, None) => None,
+    };
+    explain(&step.parent, &step.inputs, chosen.as_ref())
 }
 
 /// Every RUN and ADD of the plan (ONBUILD triggers included) checked against the build's
@@ -314,6 +551,7 @@ fn base_state(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildEr
             chain: None,
             cfg: Default::default(),
             created: None,
+            pending: BTreeMap::new(),
         },
         Base::Stage(j) => {
             let mut s = ctx
@@ -344,6 +582,7 @@ fn base_state(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildEr
                 chain,
                 cfg: Default::default(),
                 created: image.config.created.clone(),
+                pending: BTreeMap::new(),
             }
         }
     };
@@ -390,13 +629,18 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
                     Some(e) => Digest::of(format!("{}\0epoch={e}", step.key).as_bytes()),
                     None => step.key.clone(),
                 };
-                let cached = if no_cache {
-                    None
-                } else {
-                    ctx.store.cache_lookup(&key)
+                let hit = if no_cache { None } else { lookup(ctx, &key) };
+                let described = |layer: Option<CachedLayer>, created: u64| CacheRecord {
+                    layer,
+                    created,
+                    used: 0,
+                    parent: Some(step.parent.clone()),
+                    site: step.site.clone(),
+                    inputs: step.inputs.clone(),
                 };
-                let layer = match cached {
-                    Some(record) => {
+                let mut imported = None;
+                let (layer, created) = match hit {
+                    Some(Hit::Local(record)) => {
                         ctx.progress.event(Event::Cached { id: id.clone() });
                         ctx.counts.lock().expect("no panics").1 += 1;
                         let layer = match &record.layer {
@@ -410,18 +654,68 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
                             0 => now_secs(),
                             c => c,
                         };
-                        ctx.store.cache_store(&key, record.layer.clone(), created)?;
+                        ctx.store
+                            .cache_store(&key, &described(record.layer.clone(), created))?;
                         (layer, created)
                     }
+                    Some(Hit::Imported(from, record)) => {
+                        ctx.progress.event(Event::Cached { id: id.clone() });
+                        ctx.counts.lock().expect("no panics").1 += 1;
+                        imported = record.layer.clone().map(|l| (from.clone(), l));
+                        let layer = record.layer.as_ref().map(|l| {
+                            let chain_id = match &state.chain {
+                                None => l.diff_id.clone(),
+                                Some(parent) => {
+                                    Digest::of(format!("{parent} {}", l.diff_id).as_bytes())
+                                }
+                            };
+                            if !ctx.store.has_blob(&l.diff_id) {
+                                state.pending.insert(
+                                    l.diff_id.clone(),
+                                    Pending {
+                                        from: from.clone(),
+                                        layer: l.clone(),
+                                    },
+                                );
+                            }
+                            CachedLayer {
+                                diff_id: l.diff_id.clone(),
+                                size: l.size,
+                                chain_id,
+                            }
+                        });
+                        ctx.adopted
+                            .lock()
+                            .expect("no panics")
+                            .push((key.clone(), described(layer.clone(), record.created)));
+                        (layer, record.created)
+                    }
                     None => {
+                        if !no_cache {
+                            ctx.progress.event(Event::Miss {
+                                id: id.clone(),
+                                reason: why_missed(ctx, step),
+                            });
+                        }
                         ctx.counts.lock().expect("no panics").0 += 1;
+                        materialize(ctx, &state)?;
                         let layer = execute(ctx, &state, step, &id)?;
+                        ctx.ran
+                            .lock()
+                            .expect("no panics")
+                            .insert(step.key.clone(), step.line);
                         let created = ctx.opts.epoch.unwrap_or_else(now_secs);
-                        ctx.store.cache_store(&key, layer.clone(), created)?;
+                        ctx.store
+                            .cache_store(&key, &described(layer.clone(), created))?;
                         (layer, created)
                     }
                 };
-                let (layer, created) = layer;
+                ctx.steps.lock().expect("no panics").push(StepRecord {
+                    stage: stage.index,
+                    key: key.clone(),
+                    record: described(layer.clone(), created),
+                    imported,
+                });
                 let created = rfc3339(ctx.opts.epoch.unwrap_or(created));
                 if state.created.as_ref().is_none_or(|c| *c < created) {
                     state.created = Some(created.clone());
@@ -521,13 +815,17 @@ fn execute(
 /// The snapshots of `--from=`: a stage of this build (by name or index), else an image.
 fn from_snapshots(ctx: &Ctx<'_>, from: &str) -> Result<Vec<PathBuf>, BuildError> {
     match crate::instructions::stages::find_stage(ctx.df, from) {
-        Some(j) => Ok(ctx
-            .done
-            .lock()
-            .expect("no panics")
-            .get(&j)
-            .map(|s| s.snapshots.clone())
-            .expect("dependencies run first")),
+        Some(j) => {
+            let state = ctx
+                .done
+                .lock()
+                .expect("no panics")
+                .get(&j)
+                .cloned()
+                .expect("dependencies run first");
+            materialize(ctx, &state)?;
+            Ok(state.snapshots)
+        }
         None => {
             let image = ctx.store.resolve_for(from, &ctx.opts.platform)?;
             Ok(ctx.store.ensure_snapshots(&image)?)

@@ -6,7 +6,7 @@
 //!
 //! Cache keys (DESIGN.md) are sha256 of a canonical encoding, versioned by [`KEY_VERSION`]:
 //! - a stage starts from its base: `scratch`, an earlier stage's last layer key, or an
-//!   image's manifest digest;
+//!   image's ID (its config digest: the same for any form of its manifest);
 //! - a step that makes a layer (RUN, COPY, ADD) chains on the previous layer key, adding its
 //!   expanded instruction and flags, the platform, and what it can see: for RUN the
 //!   environment (ENV and the ARGs in scope, proxy ARGs excepted), user, working directory
@@ -19,7 +19,7 @@
 //!   instructions make no LLB operation). What they change reaches later layers only through
 //!   what those layers see (their environment, user, working directory).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use berth_oci::{Digest, ImageConfig};
 
@@ -33,15 +33,17 @@ use crate::instructions::stages::{
 };
 use crate::instructions::{Command, Dockerfile, Instruction};
 
-/// Bumped whenever the encoding changes, or what a step makes of the same inputs does (v3:
-/// COPY keeps hard links, copies wildcard matches one by one and resolves `--chown` as
-/// BuildKit), so old cache records stop matching.
-pub const KEY_VERSION: &str = "berth-cache-v3";
+/// Bumped whenever the encoding changes, or what a step makes of the same inputs does (v4:
+/// a base image is keyed by its ID, not its manifest), so old cache records stop matching.
+pub const KEY_VERSION: &str = "berth-cache-v4";
 
 /// A base image, as the resolver found it.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
     pub manifest: Digest,
+    /// The image ID (its config's digest): what cache keys name, so the same image keys the
+    /// same whatever form its manifest has (pulled compressed, or built here uncompressed).
+    pub id: Digest,
     pub config: ImageConfig,
 }
 
@@ -83,6 +85,14 @@ pub struct Step {
     pub original: String,
     pub kind: StepKind,
     pub key: Digest,
+    /// The key this step chains on: the previous layer step's, the base's, or `link` for
+    /// `COPY --link`.
+    pub parent: Digest,
+    /// Where the step sits, to match it with earlier builds of it: the stage and the
+    /// instruction as written.
+    pub site: String,
+    /// What a layer step's key was made of, by name ([`Inputs`]); empty for config steps.
+    pub inputs: Inputs,
     /// What the step runs with: for RUN, the environment (ENV and ARG values, the later of
     /// the two winning for a name, then the proxy build args not declared), and for every
     /// step the user, working directory (cleaned) and shell in effect before it.
@@ -129,6 +139,23 @@ pub struct BuildGraph {
     pub waves: Vec<Vec<usize>>,
 }
 
+/// What a layer step's cache key was made of, by name, so a miss can say which input changed
+/// (`cache::explain`): `instruction` (as written), `expanded` (its digest after expansion),
+/// `base` (the stage's base), `from` (what `--from` names), `git` (the commit), `mounts`
+/// (what bind mounts show), `file PATH` (each context entry a COPY or ADD copies, when there
+/// are at most [`MAX_EXPLAINED_FILES`]; else `files`), `arg NAME` and `env NAME` (digests of
+/// the values: a value never leaves the build through a cache record), `user`, `workdir`,
+/// `shell`, `platform`.
+pub type Inputs = BTreeMap<String, String>;
+
+/// Past this many files a COPY's inputs keep one digest of them all.
+pub const MAX_EXPLAINED_FILES: usize = 20_000;
+
+/// The link parent of `COPY --link` steps.
+fn link_parent() -> Digest {
+    key(&["link"])
+}
+
 fn key(parts: &[&str]) -> Digest {
     let mut s = String::from(KEY_VERSION);
     for p in parts {
@@ -139,7 +166,7 @@ fn key(parts: &[&str]) -> Digest {
 }
 
 /// What `--from=` names, for a cache key: a stage of this build (its layer key) or an image
-/// (its manifest for `platform`).
+/// (its ID for `platform`).
 fn from_key(
     df: &Dockerfile,
     planned: &[PlannedStage],
@@ -161,7 +188,7 @@ fn from_key(
                 name: from.to_owned(),
                 error: Box::new(source),
             })?
-            .manifest
+            .id
             .to_string(),
     })
 }
@@ -288,14 +315,28 @@ pub fn plan(
         let earlier = df.stages[..i]
             .iter()
             .position(|s| s.from.name.as_deref() == Some(lower.as_str()));
-        let (base, mut layer_key, env) = if base_name == "scratch" {
-            (Base::Scratch, key(&["scratch"]), Vec::new())
+        let stage_name = stage.from.name.clone().unwrap_or_else(|| i.to_string());
+        let (base, mut layer_key, env, base_input) = if base_name == "scratch" {
+            (
+                Base::Scratch,
+                key(&["scratch"]),
+                Vec::new(),
+                "scratch".to_owned(),
+            )
         } else if let Some(j) = earlier {
             let from = planned
                 .iter()
                 .find(|p| p.index == j)
                 .expect("dependencies come first");
-            (Base::Stage(j), from.layer_key.clone(), from.end.env.clone())
+            (
+                Base::Stage(j),
+                from.layer_key.clone(),
+                from.end.env.clone(),
+                format!(
+                    "stage {}",
+                    from.name.clone().unwrap_or_else(|| j.to_string())
+                ),
+            )
         } else {
             let image = resolve_base(&base_name, base_platform.as_deref())?;
             let env = image.config.config.env.clone().unwrap_or_default();
@@ -304,8 +345,9 @@ pub fn plan(
                     name: base_name.clone(),
                     manifest: image.manifest.clone(),
                 },
-                key(&["image", &image.manifest.to_string()]),
+                key(&["image", &image.id.to_string()]),
                 env,
+                format!("{base_name} (image {})", image.id),
             )
         };
         // As BuildKit, a stage's environment has PATH from the start (the default when the
@@ -412,6 +454,15 @@ pub fn plan(
                 workdir: workdir.clone(),
                 shell: shell.clone(),
             };
+            let parent = layer_key.clone();
+            let mut inputs = Inputs::new();
+            let hidden = |v: &str| Digest::of(v.as_bytes()).to_string();
+            inputs.insert("instruction".into(), located.original.trim().to_owned());
+            inputs.insert("expanded".into(), hidden(&written));
+            inputs.insert("base".into(), base_input.clone());
+            inputs.insert("platform".into(), platform.clone());
+            inputs.insert("user".into(), user.clone());
+            inputs.insert("workdir".into(), workdir.clone());
             let (kind, step_key) = match &inst {
                 Instruction::Run(run) => {
                     let mut visible: Vec<String> = scope
@@ -427,6 +478,20 @@ pub fn plan(
                     };
                     let mounted =
                         mount_inputs(df, run, &planned, resolver, context, &platform, &at)?;
+                    for (k, v) in scope.vars() {
+                        if PROXY_ARGS.contains(&k.as_str()) {
+                            continue;
+                        }
+                        let kind = match scope.args.iter().any(|(a, _)| *a == k) {
+                            true => "arg",
+                            false => "env",
+                        };
+                        inputs.insert(format!("{kind} {k}"), hidden(&v));
+                    }
+                    inputs.insert("shell".into(), shell.join(" "));
+                    if !mounted.is_empty() {
+                        inputs.insert("mounts".into(), hidden(&mounted));
+                    }
                     let k = key(&[
                         &layer_key.to_string(),
                         "RUN",
@@ -443,36 +508,62 @@ pub fn plan(
                 Instruction::Copy(c) | Instruction::Add(c) => {
                     let add = matches!(inst, Instruction::Add(_));
                     let sources = match &c.from {
-                        Some(from) => from_key(df, &planned, resolver, from, &platform, &at)?,
+                        Some(from) => {
+                            let k = from_key(df, &planned, resolver, from, &platform, &at)?;
+                            inputs.insert("from".into(), format!("{from} {k}"));
+                            k
+                        }
                         None if add && git_source(c).is_some() => {
                             let commit = git_commit(c, git)
                                 .map_err(|m| BuildError::step(located.start_line, m))?;
+                            inputs.insert("git".into(), commit.clone());
                             format!("git\0{commit}")
                         }
                         // Each source as the copy resolves it: a symlink (the source's
                         // own, or a directory on its way) is keyed by what it points at.
-                        None => c
-                            .sources
-                            .iter()
-                            .map(|s| {
-                                crate::context::resolve::source_key(
+                        None => {
+                            let chown = numeric_chown(&c.chown);
+                            let mut files = BTreeMap::new();
+                            for s in &c.sources {
+                                crate::context::resolve::source_files(
                                     &context.entries,
                                     s,
-                                    numeric_chown(&c.chown),
+                                    chown,
                                     c.parents,
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("\n"),
+                                    &mut files,
+                                );
+                            }
+                            let keyed: Vec<String> = c
+                                .sources
+                                .iter()
+                                .map(|s| {
+                                    crate::context::resolve::source_key(
+                                        &context.entries,
+                                        s,
+                                        chown,
+                                        c.parents,
+                                    )
+                                })
+                                .collect();
+                            let keyed = keyed.join("\n");
+                            if files.len() <= MAX_EXPLAINED_FILES {
+                                inputs.extend(
+                                    files.into_iter().map(|(p, d)| (format!("file {p}"), d)),
+                                );
+                            } else {
+                                inputs.insert("files".into(), hidden(&keyed));
+                            }
+                            keyed
+                        }
                     };
                     // `--link`: the layer is made apart from the image below it, so its key
                     // leaves the parent out and the layer is reused on any base.
-                    let parent = if c.link {
+                    let chained = if c.link {
                         "link".to_owned()
                     } else {
                         layer_key.to_string()
                     };
-                    let k = key(&[&parent, &written, &sources, &user, &workdir, &platform]);
+                    let k = key(&[&chained, &written, &sources, &user, &workdir, &platform]);
                     (StepKind::Layer, k)
                 }
                 Instruction::Workdir(w) => {
@@ -515,12 +606,19 @@ pub fn plan(
             if let Instruction::Workdir(w) = &mut inst {
                 w.clone_from(&configured);
             }
+            let link = matches!(&inst, Instruction::Copy(c) | Instruction::Add(c) if c.link);
+            if kind == StepKind::Config {
+                inputs.clear();
+            }
             steps.push(Step {
                 line: located.start_line,
                 instruction: inst,
                 original: located.original.clone(),
                 kind,
                 key: step_key,
+                parent: if link { link_parent() } else { parent },
+                site: format!("{stage_name}\0{}", located.original.trim()),
+                inputs,
                 context: step_context,
             });
         }

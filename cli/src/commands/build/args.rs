@@ -76,6 +76,15 @@ pub struct Args {
     /// Layer compression for --output type=oci and --push: gzip, zstd or none
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
     pub compression: String,
+    /// Read a build cache: type=registry,ref=NAME, type=local,src=DIR[,tag=T], or NAME (a
+    /// cache or an image with inline cache records); may be repeated
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
+    /// Write the build cache: type=registry,ref=NAME, type=local,dest=DIR[,tag=T] (each with
+    /// mode=min|max and compression=gzip|zstd), or type=inline (records in the image); may
+    /// be repeated
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
     /// Check the registry for a newer version of every FROM image
     #[arg(long)]
     pub pull: bool,
@@ -151,6 +160,7 @@ impl Args {
             ulimits: self.ulimits.clone(),
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             exe: std::fs::read_link("/proc/self/exe")?,
+            inline_cache: false,
         })
     }
 }

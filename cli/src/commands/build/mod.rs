@@ -9,6 +9,7 @@
 //! `RUN --security=insecure` needs `--allow security.insecure`.
 
 mod args;
+mod cache;
 mod context;
 
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,16 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     if args.push && tags.is_empty() {
         return Err(UsageError("--push needs a name: -t REGISTRY/NAME:TAG".into()).into());
     }
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| cache::parse_from(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| cache::parse_to(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let registry = crate::wiring::options(&args.tls);
     let mut exporters = crate::exporters::parse_outputs(&args.output, &args.compression)?;
     // An output on stdout has it to itself: the image ID goes to stderr then.
@@ -52,7 +63,17 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         stdin_dockerfile,
         &registry.certs_dirs,
     )?;
-    let request = args.request(&tags, &context)?;
+    let mut request = args.request(&tags, &context)?;
+    request.inline_cache = cache_to.iter().any(|t| matches!(t, cache::To::Inline));
+    let platform = request
+        .platform
+        .clone()
+        .unwrap_or_else(berth_oci::Platform::host);
+    let imported = cache::import(&cache_from, &registry, &platform, &|w| {
+        if !quiet {
+            errln!("warning: {}", crate::output::terminal_safe_text(&w));
+        }
+    });
     let resolver = crate::resolver::StoreResolver {
         store: store.clone(),
         pull: args.pull,
@@ -69,8 +90,30 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         })),
         progress: &*progress,
         exporters,
+        cache_from: imported,
     };
     let built = berth_builder::build(&request, &services).map_err(|e| failed(e, quiet))?;
+    let pushed: Vec<Reference> = match args.push {
+        true => tags.clone(),
+        false => Vec::new(),
+    };
+    for to in &cache_to {
+        let written = cache::export(
+            to,
+            &cache::Export {
+                store: &store,
+                steps: &built.steps,
+                image_stages: &built.image_stages,
+                options: &registry,
+                compression: &args.compression,
+                pushed: &pushed,
+            },
+        )
+        .map_err(|e| e.context("--cache-to"))?;
+        if let (Some(w), false) = (written, quiet) {
+            errln!("exported the build cache to {w}");
+        }
+    }
     let id = built.image.id().clone();
     if let Some(p) = &args.iidfile {
         crate::output_file::write_bytes(
