@@ -142,3 +142,215 @@ fn a_second_runner_runs_only_the_steps_after_a_one_file_change() {
     assert_eq!(id_of(&third), id_of(&first));
     assert_success(&three.run(&["system", "check"]), "system check");
 }
+
+/// A build stage with a large intermediate file, and a final stage that copies one file out.
+const STAGES: &str = "FROM REGISTRY/busybox AS build
+COPY src/ /src/
+RUN cat /src/* > /out && dd if=/dev/urandom of=/scratch bs=1024 count=2048 2>/dev/null
+FROM REGISTRY/busybox
+COPY --from=build /out /out
+RUN wc -c < /out > /size
+";
+
+fn stages(s: &Sandbox, reg: &TestRegistry) -> std::path::PathBuf {
+    s.context(
+        "stages",
+        &[
+            ("Dockerfile", &STAGES.replace("REGISTRY", &reg.host)),
+            ("src/a.c", "int a;\n"),
+        ],
+    )
+}
+
+#[test]
+fn mode_max_keeps_every_stage_and_what_is_not_needed_is_never_downloaded() {
+    let Some(one) = ROOT.sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    push_base(&one, &reg);
+    for mode in ["min", "max"] {
+        let to = format!("type=registry,ref={}/stages:{mode},mode={mode}", reg.host);
+        build(&one, &["--cache-to", &to], &stages(&one, &reg));
+    }
+    // mode=min: only the final stage's steps are in the cache. Its COPY --from is keyed by
+    // the build stage's inputs, not its output, so it still hits once that stage ran again.
+    let Some(two) = ROOT.sandbox() else { return };
+    let from = format!("type=registry,ref={}/stages:min", reg.host);
+    let out = build(
+        &two,
+        &["-t", "min", "--cache-from", &from],
+        &stages(&two, &reg),
+    );
+    assert_eq!(counts(&out), (2, 2), "{out}");
+    assert!(
+        out.contains("cache miss: no earlier build of this step is in the cache"),
+        "{out}"
+    );
+    // mode=max: nothing runs, and the build stage's layers (2 MiB of scratch among them)
+    // are never downloaded: only the final stage's are, for the image.
+    let Some(three) = ROOT.sandbox() else { return };
+    let before = downloaded(&reg).len();
+    let from = format!("type=registry,ref={}/stages:max", reg.host);
+    let out = build(
+        &three,
+        &["-t", "max", "--cache-from", &from],
+        &stages(&three, &reg),
+    );
+    assert_eq!(counts(&out), (0, 4), "{out}");
+    let fetched = &downloaded(&reg)[before..];
+    // busybox (config and layer) for the FROM lines, the cache's config, the final stage's
+    // two layers: nothing of the build stage.
+    assert_eq!(fetched.len(), 2 + 1 + 2, "{fetched:?}");
+    assert_eq!(sh(&three, "max", "cat /size"), "7\n");
+    assert_success(&three.run(&["system", "check"]), "system check");
+}
+
+#[test]
+fn the_inline_cache_and_the_local_cache() {
+    let Some(one) = ROOT.sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    push_base(&one, &reg);
+    let image = format!("{}/app:inline", reg.host);
+    let dir = one.path().join("local-cache");
+    let local = format!("type=local,dest={}", dir.display());
+    build(
+        &one,
+        &[
+            "-t",
+            &image,
+            "--push",
+            "--cache-to",
+            "type=inline",
+            "--cache-to",
+            &local,
+        ],
+        &app(&one, &reg, "int main;\n"),
+    );
+    assert!(dir.join("index.json").is_file());
+    // The inline cache: the pushed image itself names the cache.
+    let Some(two) = ROOT.sandbox() else { return };
+    let out = build(
+        &two,
+        &["-t", "app", "--cache-from", &image],
+        &app(&two, &reg, "int main;\n"),
+    );
+    assert_eq!(counts(&out), (0, 4), "{out}");
+    // The local cache, read from the directory.
+    let Some(three) = ROOT.sandbox() else { return };
+    let from = format!("type=local,src={}", dir.display());
+    let out = build(
+        &three,
+        &["-t", "app", "--cache-from", &from],
+        &app(&three, &reg, "int main(void);\n"),
+    );
+    assert_eq!(counts(&out), (2, 2), "{out}");
+    assert_eq!(
+        sh(&three, "app", "cat /built"),
+        "int main(void);\nint util;\n"
+    );
+    // A cache that is not there is a warning; the build goes on.
+    let missing = format!("{}/app:nothing-here", reg.host);
+    let out = build(
+        &three,
+        &["--cache-from", &missing],
+        &app(&three, &reg, "int x;\n"),
+    );
+    assert!(out.contains("warning: --cache-from"), "{out}");
+}
+
+#[test]
+fn a_tampered_cache_blob_is_refused_and_the_store_stays_intact() {
+    let Some(one) = ROOT.sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    push_base(&one, &reg);
+    let to = format!("type=registry,ref={}/app:cache", reg.host);
+    build(&one, &["--cache-to", &to], &app(&one, &reg, "int main;\n"));
+    // Every blob of the registry that is a layer of the steps is replaced by other bytes of
+    // the same size.
+    let blobs = reg.data_dir().join("docker/registry/v2/blobs/sha256");
+    let mut tampered = 0;
+    for prefix in std::fs::read_dir(&blobs).unwrap() {
+        for blob in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+            let data = blob.unwrap().path().join("data");
+            let bytes = std::fs::read(&data).unwrap();
+            // gzip layers: the busybox layer is the largest; leave it and the JSON blobs.
+            if bytes.starts_with(&[0x1f, 0x8b]) && bytes.len() < 100_000 {
+                let mut evil = bytes.clone();
+                let last = evil.len() - 10;
+                evil[last] ^= 0xff;
+                std::fs::write(&data, evil).unwrap();
+                tampered += 1;
+            }
+        }
+    }
+    assert!(tampered >= 4, "{tampered}");
+    let Some(two) = ROOT.sandbox() else { return };
+    let from = format!("type=registry,ref={}/app:cache", reg.host);
+    let out = two.run(&[
+        "build",
+        "-t",
+        "app",
+        "--cache-from",
+        &from,
+        app(&two, &reg, "int main(void);\n").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = printed(&out);
+    assert!(
+        err.contains("--cache-from") && err.contains("digest"),
+        "{err}"
+    );
+    assert!(two.run(&["images", "-q", "app"]).stdout.is_empty());
+    assert_success(&two.run(&["system", "check"]), "system check");
+}
+
+#[test]
+fn two_runners_exporting_to_one_ref_at_once_leave_one_whole_cache() {
+    let Some(one) = ROOT.sandbox() else { return };
+    let Some(two) = ROOT.sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    push_base(&one, &reg);
+    let to = format!("type=registry,ref={}/app:shared,mode=max", reg.host);
+    let (a, b) = (app(&one, &reg, "int one;\n"), app(&two, &reg, "int two;\n"));
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| build(&one, &["--cache-to", &to], &a));
+        let second = scope.spawn(|| build(&two, &["--cache-to", &to], &b));
+        first.join().unwrap();
+        second.join().unwrap();
+    });
+    // Whichever wrote last, a third runner finds a whole cache: one of the two builds hits
+    // completely, and the other hits up to its changed file.
+    let from = format!("type=registry,ref={}/app:shared", reg.host);
+    let mut seen = Vec::new();
+    for main in ["int one;\n", "int two;\n"] {
+        let Some(three) = ROOT.sandbox() else { return };
+        let out = build(&three, &["--cache-from", &from], &app(&three, &reg, main));
+        seen.push(counts(&out));
+    }
+    seen.sort();
+    assert_eq!(seen, vec![(0, 4), (2, 2)]);
+}
+
+#[test]
+fn a_local_miss_names_the_build_arg_or_the_file_that_changed() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.context(
+        "args",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nARG V=1\nRUN echo $V > /v\nCOPY a.txt /a.txt\n",
+            ),
+            ("a.txt", "a"),
+        ],
+    );
+    build(&s, &[], &ctx);
+    let out = build(&s, &["--build-arg", "V=2"], &ctx);
+    assert!(out.contains("cache miss: build arg V changed"), "{out}");
+    std::fs::write(ctx.join("a.txt"), "b").unwrap();
+    let out = build(&s, &["--build-arg", "V=2"], &ctx);
+    assert!(
+        out.contains("cache miss: context file changed: a.txt"),
+        "{out}"
+    );
+    assert_eq!(counts(&out), (1, 1), "{out}");
+}

@@ -17,13 +17,20 @@ pub struct Earlier {
 }
 
 /// How closely an earlier record matches the step that missed: the higher the better (`None`:
-/// not an earlier build of it).
+/// not an earlier build of it). The same parent and place first; then the same parent in the
+/// same stage (the instruction was edited); then the same place on another parent.
 pub fn closeness(step_parent: &Digest, step_site: &str, e: &Earlier) -> Option<u8> {
-    match (e.parent.as_ref() == Some(step_parent), e.site == step_site) {
-        (true, true) => Some(3),
-        (true, false) => Some(2),
-        (false, true) => Some(1),
-        (false, false) => None,
+    let stage = |site: &str| site.split('\0').next().unwrap_or_default().to_owned();
+    let same_parent = e.parent.as_ref() == Some(step_parent);
+    match (
+        same_parent,
+        e.site == step_site,
+        stage(&e.site) == stage(step_site),
+    ) {
+        (true, true, _) => Some(3),
+        (true, false, true) => Some(2),
+        (false, true, _) => Some(1),
+        _ => None,
     }
 }
 
@@ -244,5 +251,19 @@ mod tests {
         );
         assert_eq!(closeness(&p, "s", &e), Some(1));
         assert_eq!(closeness(&p, "t", &e), None);
+        // A sibling on the same parent counts only in the same stage.
+        let sibling = |site: &str| Earlier {
+            parent: Some(p.clone()),
+            site: site.into(),
+            inputs: None,
+        };
+        assert_eq!(
+            closeness(&p, "build\0COPY a /", &sibling("build\0COPY b /")),
+            Some(2)
+        );
+        assert_eq!(
+            closeness(&p, "build\0COPY a /", &sibling("1\0COPY a /")),
+            None
+        );
     }
 }

@@ -422,7 +422,7 @@ fn materialize(ctx: &Ctx<'_>, state: &StageState) -> Result<(), BuildError> {
 /// A layer step's key found in a cache: the store's, else an imported one.
 enum Hit {
     Local(CacheRecord),
-    Imported(std::sync::Arc<crate::cache::Imported>, crate::cache::Record),
+    Imported(std::sync::Arc<crate::cache::Imported>, Box<crate::cache::Record>),
 }
 
 fn lookup(ctx: &Ctx<'_>, key: &Digest) -> Option<Hit> {
@@ -432,7 +432,7 @@ fn lookup(ctx: &Ctx<'_>, key: &Digest) -> Option<Hit> {
     ctx.opts
         .imports
         .iter()
-        .find_map(|i| Some(Hit::Imported(i.clone(), i.lookup(key)?.clone())))
+        .find_map(|i| Some(Hit::Imported(i.clone(), Box::new(i.lookup(key)?.clone()))))
 }
 
 /// Why `step` missed: a step before it ran, or what changed since the closest earlier build
