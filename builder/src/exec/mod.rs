@@ -422,7 +422,10 @@ fn materialize(ctx: &Ctx<'_>, state: &StageState) -> Result<(), BuildError> {
 /// A layer step's key found in a cache: the store's, else an imported one.
 enum Hit {
     Local(CacheRecord),
-    Imported(std::sync::Arc<crate::cache::Imported>, Box<crate::cache::Record>),
+    Imported(
+        std::sync::Arc<crate::cache::Imported>,
+        Box<crate::cache::Record>,
+    ),
 }
 
 fn lookup(ctx: &Ctx<'_>, key: &Digest) -> Option<Hit> {
