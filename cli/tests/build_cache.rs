@@ -354,3 +354,59 @@ fn a_local_miss_names_the_build_arg_or_the_file_that_changed() {
     );
     assert_eq!(counts(&out), (1, 1), "{out}");
 }
+
+#[test]
+fn cache_mount_contents_travel_with_mounts_true() {
+    let Some(one) = ROOT.sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    push_base(&one, &reg);
+    let dockerfile = format!(
+        "FROM {}/busybox\nCOPY deps.txt /deps.txt\n\
+         RUN --mount=type=cache,id=pkgs,target=/var/cache/pkgs \
+         if [ -f /var/cache/pkgs/lib.tgz ]; then echo reused > /status; \
+         else echo fetched > /var/cache/pkgs/lib.tgz; echo fetched > /status; fi\n",
+        reg.host
+    );
+    let ctx = |s: &Sandbox, deps: &str| {
+        s.context("mounts", &[("Dockerfile", &dockerfile), ("deps.txt", deps)])
+    };
+    let to = format!("type=registry,ref={}/app:mounts,mounts=true", reg.host);
+    build(&one, &["-t", "one", "--cache-to", &to], &ctx(&one, "a 1\n"));
+    assert_eq!(sh(&one, "one", "cat /status"), "fetched\n");
+    // Runner two changes a dependency: the RUN runs again, and finds the package cache.
+    let Some(two) = ROOT.sandbox() else { return };
+    let from = format!("type=registry,ref={}/app:mounts", reg.host);
+    let out = build(
+        &two,
+        &["-t", "two", "--cache-from", &from, "--cache-to", &to],
+        &ctx(&two, "a 2\n"),
+    );
+    assert_eq!(counts(&out), (2, 0), "{out}");
+    assert_eq!(sh(&two, "two", "cat /status"), "reused\n");
+    // The same contents export as the same blob: nothing new was uploaded for it.
+    let uploads = |reg: &TestRegistry| {
+        reg.requests()
+            .into_iter()
+            .filter(|r| r.starts_with("PUT ") && r.contains("/blobs/uploads/"))
+            .count()
+    };
+    let before = uploads(&reg);
+    let Some(three) = ROOT.sandbox() else { return };
+    build(
+        &three,
+        &["--cache-from", &from, "--cache-to", &to],
+        &ctx(&three, "a 2\n"),
+    );
+    assert_eq!(uploads(&reg), before, "an unchanged cache uploads nothing");
+    // Without mounts=true the cache holds no mount.
+    let Some(four) = ROOT.sandbox() else { return };
+    let bare = format!("type=registry,ref={}/app:bare", reg.host);
+    build(&one, &["--cache-to", &bare], &ctx(&one, "a 1\n"));
+    let out = build(
+        &four,
+        &["-t", "four", "--cache-from", &bare],
+        &ctx(&four, "a 3\n"),
+    );
+    assert_eq!(counts(&out), (2, 0), "{out}");
+    assert_eq!(sh(&four, "four", "cat /status"), "fetched\n");
+}

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result};
 use crate::layer::pack::{PackOptions, pack};
+
 use crate::layout::{Store, atomic_write, unique_tmp_path};
 use crate::{BlobWriter, Expect};
 
@@ -186,8 +187,59 @@ impl Store {
         Ok(removed)
     }
 
+    fn cache_mount_dir(&self, id: &str) -> PathBuf {
+        self.root()
+            .join("cache-mounts")
+            .join(Digest::of(id.as_bytes()).hex())
+    }
+
+    /// Whether the cache mount `id` has been made.
+    pub fn has_cache_mount(&self, id: &str) -> bool {
+        self.cache_mount_dir(id).join("data").is_dir()
+    }
+
+    /// Packs the cache mount `id` into a blob: a deterministic tar (the same files give the
+    /// same bytes), gzip-compressed. Returns the blob's digest and size and the tar's size;
+    /// `None` when there is no such mount. Holds the mount's lock shared while it reads, so
+    /// no `locked` or `private` step writes meanwhile.
+    pub fn pack_cache_mount(&self, id: &str) -> Result<Option<(Digest, u64, u64)>> {
+        let dir = self.cache_mount_dir(id);
+        let data = dir.join("data");
+        if !data.is_dir() {
+            return Ok(None);
+        }
+        let _lock = crate::lock::FileLock::shared(&dir.join("lock"))?;
+        struct Counting<W> {
+            inner: W,
+            n: u64,
+        }
+        impl<W: std::io::Write> std::io::Write for Counting<W> {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                let n = self.inner.write(b)?;
+                self.n += n as u64;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.inner.flush()
+            }
+        }
+        let writer: BlobWriter = self.blob_writer()?;
+        let gz = flate2::write::GzEncoder::new(writer, flate2::Compression::default());
+        let mut counting = Counting { inner: gz, n: 0 };
+        pack(&data, &mut counting, &PackOptions::default())?;
+        let tar_size = counting.n;
+        let writer = counting
+            .inner
+            .finish()
+            .ctx(|| format!("packing cache mount {id:?}"))?;
+        let (digest, size) = writer.commit(Expect::Any)?;
+        Ok(Some((digest, size, tar_size)))
+    }
+
     /// The directory of a `RUN --mount=type=cache` with this id (`cache-mounts/<sha256 of
-    /// id>/data`), made with `mode`, `uid` and `gid` when it is new. The caller holds the
+    /// id>/data`), made with `mode`, `uid` and `gid` when it is new, holding the files of
+    /// `seed` (a gzip-compressed tar blob in the store, unpacked as a layer is: nothing lands
+    /// outside) when one is given: it appears whole or not at all. The caller holds the
     /// returned lock while the step runs: shared for `sharing=shared`, exclusive for
     /// `locked` (waiting for the others) and `private`, where a busy cache gives `None` and
     /// the caller uses a fresh directory, dropped after the step (BuildKit keeps such extra
@@ -197,16 +249,27 @@ impl Store {
         id: &str,
         owner: (u32, u32, u32),
         sharing: CacheSharing,
+        seed: Option<&Digest>,
     ) -> Result<Option<(PathBuf, Option<crate::lock::FileLock>)>> {
-        let dir = self
-            .root()
-            .join("cache-mounts")
-            .join(Digest::of(id.as_bytes()).hex());
+        let dir = self.cache_mount_dir(id);
         crate::files::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         let data = dir.join("data");
         if !data.is_dir() {
             let tmp = unique_tmp_path(&dir, "new");
             crate::files::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+            if let Some(blob) = seed {
+                let file = std::io::BufReader::new(self.open_blob(blob)?);
+                let tar = crate::layer::decompress(file, berth_oci::media_type::Compression::Gzip)
+                    .ctx(|| format!("reading cache mount {id:?}"))?;
+                if let Err(e) = crate::layer::unpack::unpack(
+                    tar,
+                    &tmp,
+                    &crate::layer::unpack::UnpackOptions::default(),
+                ) {
+                    let _ = crate::fsutil::remove_all(&tmp);
+                    return Err(e);
+                }
+            }
             let (mode, uid, gid) = owner;
             std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
                 .ctx(|| format!("chown {}", tmp.display()))?;

@@ -155,7 +155,8 @@ pub struct Built {
     pub steps: Vec<StepRecord>,
     /// The stages whose layers the image holds (the target and the stages it is built on).
     pub image_stages: std::collections::BTreeSet<usize>,
-    /// The ids of the `RUN --mount=type=cache` directories the build used.
+    /// The ids of the `RUN --mount=type=cache` directories the build's steps name (run or
+    /// cached).
     pub cache_mounts: std::collections::BTreeSet<String>,
 }
 
@@ -221,7 +222,6 @@ struct Ctx<'a> {
     adopted: Mutex<Vec<(Digest, CacheRecord)>>,
     /// The store's records as earlier builds, read at the first miss.
     earlier: std::sync::OnceLock<Vec<crate::cache::explain::Earlier>>,
-    cache_mounts: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Runs the build; the target stage's image is written to the store (untagged: the caller
@@ -247,7 +247,6 @@ pub fn build(
         steps: Mutex::new(Vec::new()),
         adopted: Mutex::new(Vec::new()),
         earlier: std::sync::OnceLock::new(),
-        cache_mounts: Mutex::new(Default::default()),
     };
     check_entitlements(graph, opts)?;
     for wave in &graph.waves {
@@ -328,8 +327,25 @@ pub fn build(
         cached,
         steps,
         image_stages,
-        cache_mounts: ctx.cache_mounts.into_inner().expect("no panics"),
+        cache_mounts: cache_mount_ids(graph),
     })
+}
+
+/// The ids of the cache mounts the graph's RUN steps name (the target when there is no id).
+fn cache_mount_ids(graph: &BuildGraph) -> std::collections::BTreeSet<String> {
+    use crate::instructions::mounts::Kind;
+    graph
+        .stages
+        .iter()
+        .flat_map(|s| &s.steps)
+        .filter_map(|step| match &step.instruction {
+            Instruction::Run(run) => Some(run),
+            _ => None,
+        })
+        .flat_map(|run| &run.mounts)
+        .filter(|m| m.kind == Kind::Cache)
+        .map(|m| m.id.clone().unwrap_or_else(|| m.target.clone()))
+        .collect()
 }
 
 /// The inline cache of an image: the records of the steps whose layers it holds, each layer

@@ -420,7 +420,34 @@ pub(super) fn prepare_mounts(
                     m.uid.unwrap_or(0),
                     m.gid.unwrap_or(0),
                 );
-                match ctx.store.cache_mount(&id, owner, m.sharing)? {
+                // A cache mount this store has never made starts with an imported cache's
+                // files for it, when one has them.
+                let seed = match ctx.store.has_cache_mount(&id) {
+                    true => None,
+                    false => ctx
+                        .opts
+                        .imports
+                        .iter()
+                        .find_map(|i| Some((i, i.mount(&id)?)))
+                        .map(|(i, m)| {
+                            crate::cache::fetch_blob(ctx.store, i, &m.blob)
+                                .map(|()| m.blob.digest.clone())
+                                .map_err(|e| {
+                                    step_error(
+                                        step,
+                                        format!(
+                                            "--cache-from {}: cache mount {id:?}: {e}",
+                                            i.source.describe()
+                                        ),
+                                    )
+                                })
+                        })
+                        .transpose()?,
+                };
+                match ctx
+                    .store
+                    .cache_mount(&id, owner, m.sharing, seed.as_ref())?
+                {
                     Some((dir, lock)) => {
                         p.binds.push((dir, target.clone(), m.readonly));
                         p._locks.extend(lock);

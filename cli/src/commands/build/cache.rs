@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use berth_builder::cache::{
     ARTIFACT_TYPE, CONFIG_TYPE, CacheConfig, CacheSource, INPUTS_TYPE, Imported, InlineCache,
-    Layer, MAX_CONFIG, Record,
+    Layer, MAX_CONFIG, MOUNT_TYPE, MountRecord, Record,
 };
 use berth_builder::exec::{FetchError, StepRecord};
 use berth_oci::media_type::{self, Compression};
@@ -49,12 +49,15 @@ pub enum To {
         reference: Reference,
         mode: Mode,
         compression: Option<String>,
+        /// Also the contents of the `RUN --mount=type=cache` directories the build used.
+        mounts: bool,
     },
     Local {
         dest: PathBuf,
         tag: String,
         mode: Mode,
         compression: Option<String>,
+        mounts: bool,
     },
     Inline,
 }
@@ -112,8 +115,25 @@ pub fn parse_to(spec: &str) -> anyhow::Result<To> {
     let f = fields(
         spec,
         "--cache-to",
-        &["type", "ref", "dest", "tag", "mode", "compression"],
+        &[
+            "type",
+            "ref",
+            "dest",
+            "tag",
+            "mode",
+            "compression",
+            "mounts",
+        ],
     )?;
+    let mounts = match f.get("mounts").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(m) => {
+            return Err(
+                UsageError(format!("--cache-to {spec:?}: mounts {m:?} (true or false)")).into(),
+            );
+        }
+    };
     let mode = match f.get("mode").map(String::as_str) {
         None | Some("min") => Mode::Min,
         Some("max") => Mode::Max,
@@ -136,6 +156,7 @@ pub fn parse_to(spec: &str) -> anyhow::Result<To> {
             reference: reference("--cache-to", f.get("ref"))?,
             mode,
             compression,
+            mounts,
         }),
         Some("local") => Ok(To::Local {
             dest: f
@@ -145,6 +166,7 @@ pub fn parse_to(spec: &str) -> anyhow::Result<To> {
             tag: f.get("tag").cloned().unwrap_or_else(|| "latest".into()),
             mode,
             compression,
+            mounts,
         }),
         Some("inline") if f.len() == 1 => Ok(To::Inline),
         Some("inline") => Err(UsageError(format!(
@@ -310,6 +332,8 @@ fn artifact(
     keep: &dyn Fn(&StepRecord) -> bool,
     c: Compression,
     present: &dyn Fn(&Descriptor) -> bool,
+    mounts: &[String],
+    imports: &[Arc<Imported>],
 ) -> anyhow::Result<(Parsed, Vec<(Descriptor, Bytes)>)> {
     let mut records: Vec<Record> = Vec::new();
     let mut inputs: BTreeMap<Digest, BTreeMap<String, String>> = BTreeMap::new();
@@ -350,6 +374,24 @@ fn artifact(
         });
     }
     records.reverse();
+    // Each cache mount as this store has it, else as an imported cache had it (a build
+    // whose steps were all cached keeps the mounts it was given).
+    let mut mount_records = Vec::new();
+    for id in mounts {
+        if let Some((digest, size, tar)) = store.pack_cache_mount(id)? {
+            mount_records.push(MountRecord {
+                id: id.clone(),
+                blob: Descriptor::new(MOUNT_TYPE, digest, size),
+                size: tar,
+            });
+        } else if let Some((from, m)) = imports.iter().find_map(|i| Some((i, i.mount(id)?))) {
+            if !present(&m.blob) {
+                berth_builder::cache::fetch_blob(store, from, &m.blob)
+                    .map_err(anyhow::Error::msg)?;
+            }
+            mount_records.push(m.clone());
+        }
+    }
     let inputs_bytes = serde_json::to_vec(&inputs).expect("plain data");
     let inputs_desc = Descriptor::new(
         INPUTS_TYPE,
@@ -359,7 +401,7 @@ fn artifact(
     let config = CacheConfig {
         version: 1,
         records,
-        mounts: Vec::new(),
+        mounts: mount_records,
         inputs: Some(inputs_desc.clone()),
     };
     let config_bytes = serde_json::to_vec(&config).expect("plain data");
@@ -431,18 +473,36 @@ pub struct Export<'a> {
     pub compression: &'a str,
     /// The names the image was pushed to: a cache on the same registry mounts from them.
     pub pushed: &'a [Reference],
+    /// The ids of the cache mounts the build's steps name.
+    pub cache_mounts: &'a std::collections::BTreeSet<String>,
+    /// The caches the build read (their mounts are kept when this store has none).
+    pub imports: &'a [Arc<Imported>],
 }
 
 /// Writes the build's cache to `to`; returns what it wrote (for the message).
 pub fn export(to: &To, e: &Export<'_>) -> anyhow::Result<Option<String>> {
-    let (mode, compression) = match to {
+    let (mode, compression, mounts) = match to {
         To::Inline => return Ok(None),
         To::Registry {
-            mode, compression, ..
+            mode,
+            compression,
+            mounts,
+            ..
         }
         | To::Local {
-            mode, compression, ..
-        } => (*mode, compression.as_deref().unwrap_or(e.compression)),
+            mode,
+            compression,
+            mounts,
+            ..
+        } => (
+            *mode,
+            compression.as_deref().unwrap_or(e.compression),
+            *mounts,
+        ),
+    };
+    let mounts: Vec<String> = match mounts {
+        true => e.cache_mounts.iter().cloned().collect(),
+        false => Vec::new(),
     };
     let c = match crate::wiring::compression(compression) {
         Compression::None => Compression::Gzip,
@@ -459,7 +519,8 @@ pub fn export(to: &To, e: &Export<'_>) -> anyhow::Result<Option<String>> {
                 .find(|p| p.domain() == reference.domain() && p.path() != reference.path())
                 .map(|p| p.path().to_owned());
             let present = |d: &Descriptor| rt.block_on(remote.has_blob(d)).unwrap_or(false);
-            let (manifest, blobs) = artifact(e.store, e.steps, &keep, c, &present)?;
+            let (manifest, blobs) =
+                artifact(e.store, e.steps, &keep, c, &present, &mounts, e.imports)?;
             rt.block_on(send(e.store, &remote, &manifest, blobs))?;
             Ok(Some(format!(
                 "{} ({})",
@@ -472,7 +533,8 @@ pub fn export(to: &To, e: &Export<'_>) -> anyhow::Result<Option<String>> {
                 .map_err(|err| anyhow::anyhow!("creating {}: {err}", dest.display()))?;
             let dir = LayoutDir::new(dest.clone(), Some(tag));
             let present = |d: &Descriptor| rt.block_on(dir.has_blob(d)).unwrap_or(false);
-            let (manifest, blobs) = artifact(e.store, e.steps, &keep, c, &present)?;
+            let (manifest, blobs) =
+                artifact(e.store, e.steps, &keep, c, &present, &mounts, e.imports)?;
             rt.block_on(send(e.store, &dir, &manifest, blobs))?;
             Ok(Some(format!("{} ({})", dest.display(), manifest.digest)))
         }

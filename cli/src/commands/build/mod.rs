@@ -90,7 +90,7 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         })),
         progress: &*progress,
         exporters,
-        cache_from: imported,
+        cache_from: imported.clone(),
     };
     let built = berth_builder::build(&request, &services).map_err(|e| failed(e, quiet))?;
     let pushed: Vec<Reference> = match args.push {
@@ -107,6 +107,8 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
                 options: &registry,
                 compression: &args.compression,
                 pushed: &pushed,
+                cache_mounts: &built.cache_mounts,
+                imports: &imported,
             },
         )
         .map_err(|e| e.context("--cache-to"))?;
