@@ -70,6 +70,9 @@ pub struct BuildRequest {
     /// `--cache-to type=inline`: the image's config carries the cache records of its own
     /// steps ([`crate::cache::INLINE_FIELD`]).
     pub inline_cache: bool,
+    /// The image is only sent elsewhere (`-o type=registry`): it is not named in the store,
+    /// and layers an imported cache holds are not fetched for it ([`Outcome::pending`]).
+    pub lazy_layers: bool,
 }
 
 /// Writes or sends the built image somewhere (`--output`, a push).
@@ -132,6 +135,8 @@ pub struct Outcome {
     pub steps: Vec<crate::exec::StepRecord>,
     pub image_stages: std::collections::BTreeSet<usize>,
     pub cache_mounts: std::collections::BTreeSet<String>,
+    /// With `lazy_layers`: the image's layers only an imported cache holds.
+    pub pending: Vec<crate::exec::PendingLayer>,
 }
 
 /// Runs the build `request` with `services`.
@@ -236,17 +241,24 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         ulimits: request.ulimits.clone(),
         imports: services.cache_from.clone(),
         inline_cache: request.inline_cache,
+        lazy_layers: request.lazy_layers,
     };
     let built = crate::exec::build(store, &df, &graph, &context, &options, services.progress)
         .map_err(locate)?;
     let desc = built.manifest.descriptor();
-    if request.tags.is_empty() {
-        store.add_untagged(&desc)?;
-    }
-    for t in &request.tags {
-        store.set_tag(t, &desc)?;
-    }
-    let image = store.resolve(&desc.digest.to_string())?;
+    let image = match request.lazy_layers {
+        // Not named: its config and manifest go at the next gc.
+        true => store.load_image(&desc)?,
+        false => {
+            if request.tags.is_empty() {
+                store.add_untagged(&desc)?;
+            }
+            for t in &request.tags {
+                store.set_tag(t, &desc)?;
+            }
+            store.resolve(&desc.digest.to_string())?
+        }
+    };
     for exporter in &services.exporters {
         exporter
             .export(store, &image, &request.tags)
@@ -262,6 +274,7 @@ pub fn build(request: &BuildRequest, services: &Services<'_>) -> Result<Outcome,
         steps: built.steps,
         image_stages: built.image_stages,
         cache_mounts: built.cache_mounts,
+        pending: built.pending,
     })
 }
 

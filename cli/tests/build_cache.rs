@@ -410,3 +410,48 @@ fn cache_mount_contents_travel_with_mounts_true() {
     assert_eq!(counts(&out), (2, 0), "{out}");
     assert_eq!(sh(&four, "four", "cat /status"), "fetched\n");
 }
+
+#[test]
+fn a_push_only_build_mounts_cached_layers_without_downloading_them() {
+    let Some(one) = ROOT.sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    push_base(&one, &reg);
+    let to = format!("type=registry,ref={}/cache/app:main", reg.host);
+    build(&one, &["--cache-to", &to], &app(&one, &reg, "int main;\n"));
+    let Some(two) = ROOT.sandbox() else { return };
+    let before = downloaded(&reg).len();
+    let dest = format!("{}/app:2", reg.host);
+    let out = build(
+        &two,
+        &[
+            "--cache-from",
+            &format!("{}/cache/app:main", reg.host),
+            "-o",
+            &format!("type=registry,name={dest}"),
+        ],
+        &app(&two, &reg, "int main;\n"),
+    );
+    assert_eq!(counts(&out), (0, 4), "{out}");
+    assert!(out.contains(&format!("pushed {dest}")), "{out}");
+    // Downloaded: busybox for FROM (config and layer: a base image is pulled whole) and the
+    // cache's config. No layer of a step.
+    let fetched = &downloaded(&reg)[before..];
+    assert_eq!(fetched.len(), 3, "{fetched:?}");
+    let mounts = reg
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("POST ") && r.contains("mount=") && r.ends_with(" 201"))
+        .count();
+    assert!(mounts >= 4, "{:?}", reg.requests());
+    // Nothing but the base is named in runner two's store, which stays whole; the pushed
+    // image runs.
+    let images = two.ok(&["images"]);
+    assert!(!images.contains("app"), "{images}");
+    assert_success(&two.run(&["system", "check"]), "system check");
+    let Some(three) = ROOT.sandbox() else { return };
+    three.ok(&["pull", "-q", &dest]);
+    assert_eq!(
+        sh(&three, &dest, "cat /installed /built"),
+        "libfoo 1.2\nran\nint main;\nint util;\n"
+    );
+}

@@ -263,6 +263,23 @@ impl Remote {
         }
     }
 
+    /// Mounts the blob `digest` from the repository `from` of the same registry (`true`), or
+    /// finds it cannot (`false`: the upload the registry opened instead is cancelled).
+    pub async fn mount_blob(&self, digest: &Digest, from: &str) -> Result<bool, RegistryError> {
+        let mounting = Remote {
+            mount_from: Some(from.to_owned()),
+            ..self.clone()
+        };
+        match mounting.upload_location(Some(digest)).await? {
+            None => Ok(true),
+            Some(location) => {
+                let req = self.request(Method::DELETE, location, "a cancelled upload", true);
+                let _ = self.registry.send(&req).await;
+                Ok(false)
+            }
+        }
+    }
+
     /// An upload `Location` from a response to `base`, resolved and checked.
     fn absolute(&self, base: &reqwest::Url, location: &str) -> Result<String, RegistryError> {
         Ok(self

@@ -94,6 +94,9 @@ pub struct BuildOptions {
     pub imports: Vec<std::sync::Arc<crate::cache::Imported>>,
     /// Write the image's own cache records into its config (`--cache-to type=inline`).
     pub inline_cache: bool,
+    /// The image is only sent elsewhere: layers found in an imported cache are not fetched
+    /// for it ([`Built::pending`]).
+    pub lazy_layers: bool,
 }
 
 /// What a build reports as it goes (cli prints it).
@@ -158,6 +161,17 @@ pub struct Built {
     /// The ids of the `RUN --mount=type=cache` directories the build's steps name (run or
     /// cached).
     pub cache_mounts: std::collections::BTreeSet<String>,
+    /// With [`BuildOptions::lazy_layers`]: the image's layers that are not in the store,
+    /// where an imported cache has them.
+    pub pending: Vec<PendingLayer>,
+}
+
+/// A layer of the image that only an imported cache holds.
+#[derive(Debug, Clone)]
+pub struct PendingLayer {
+    pub diff_id: Digest,
+    pub from: std::sync::Arc<crate::cache::Imported>,
+    pub layer: crate::cache::Layer,
 }
 
 /// A layer step of a build as a cache export needs it.
@@ -290,8 +304,21 @@ pub fn build(
         Some(_) => ctx.created.clone(),
         None => state.created.clone().unwrap_or_else(|| ctx.created.clone()),
     });
-    // The image in the store holds its layers: the imported ones are fetched now.
-    fetch_pending(&ctx, &state)?;
+    // The image in the store holds its layers: the imported ones are fetched now, unless
+    // the image only leaves.
+    if !opts.lazy_layers {
+        fetch_pending(&ctx, &state)?;
+    }
+    let pending = state
+        .pending
+        .iter()
+        .filter(|(d, _)| !store.has_blob(d))
+        .map(|(d, p)| PendingLayer {
+            diff_id: d.clone(),
+            from: p.from.clone(),
+            layer: p.layer.clone(),
+        })
+        .collect();
     for (key, record) in ctx.adopted.lock().expect("no panics").drain(..) {
         if record
             .layer
@@ -328,6 +355,7 @@ pub fn build(
         steps,
         image_stages,
         cache_mounts: cache_mount_ids(graph),
+        pending,
     })
 }
 

@@ -161,6 +161,7 @@ impl Args {
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             exe: std::fs::read_link("/proc/self/exe")?,
             inline_cache: false,
+            lazy_layers: false,
         })
     }
 }

@@ -268,13 +268,21 @@ async fn load<S: ImageSource>(src: &S, platform: &Platform) -> anyhow::Result<Op
     Ok(InlineCache::from_image(&config, &manifest.layers)?)
 }
 
+/// A cache read, with the registry repository it came from (blobs of the same registry are
+/// mounted from it instead of being downloaded and uploaded again).
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub cache: Arc<Imported>,
+    pub registry: Option<Reference>,
+}
+
 /// Reads each `--cache-from`; one that cannot be read is a warning (`warn`), not an error.
 pub fn import(
     specs: &[From],
     options: &Options,
     platform: &Platform,
     warn: &dyn Fn(String),
-) -> Vec<Arc<Imported>> {
+) -> Vec<Read> {
     let rt = runtime();
     let mut out = Vec::new();
     for spec in specs {
@@ -306,8 +314,12 @@ pub fn import(
             From::Registry(r) => r.familiar(),
             From::Local { src, .. } => src.display().to_string(),
         };
+        let registry = match spec {
+            From::Registry(r) => Some(r.clone()),
+            From::Local { .. } => None,
+        };
         match loaded {
-            Ok(Some(i)) => out.push(i),
+            Ok(Some(cache)) => out.push(Read { cache, registry }),
             Ok(None) => warn(format!(
                 "--cache-from {name}: the image holds no cache records"
             )),
@@ -333,7 +345,7 @@ fn artifact(
     c: Compression,
     present: &dyn Fn(&Descriptor) -> bool,
     mounts: &[String],
-    imports: &[Arc<Imported>],
+    imports: &[Read],
 ) -> anyhow::Result<(Parsed, Vec<(Descriptor, Bytes)>)> {
     let mut records: Vec<Record> = Vec::new();
     let mut inputs: BTreeMap<Digest, BTreeMap<String, String>> = BTreeMap::new();
@@ -384,7 +396,10 @@ fn artifact(
                 blob: Descriptor::new(MOUNT_TYPE, digest, size),
                 size: tar,
             });
-        } else if let Some((from, m)) = imports.iter().find_map(|i| Some((i, i.mount(id)?))) {
+        } else if let Some((from, m)) = imports
+            .iter()
+            .find_map(|i| Some((&i.cache, i.cache.mount(id)?)))
+        {
             if !present(&m.blob) {
                 berth_builder::cache::fetch_blob(store, from, &m.blob)
                     .map_err(anyhow::Error::msg)?;
@@ -476,7 +491,7 @@ pub struct Export<'a> {
     /// The ids of the cache mounts the build's steps name.
     pub cache_mounts: &'a std::collections::BTreeSet<String>,
     /// The caches the build read (their mounts are kept when this store has none).
-    pub imports: &'a [Arc<Imported>],
+    pub imports: &'a [Read],
 }
 
 /// Writes the build's cache to `to`; returns what it wrote (for the message).
@@ -540,6 +555,72 @@ pub fn export(to: &To, e: &Export<'_>) -> anyhow::Result<Option<String>> {
         }
         To::Inline => unreachable!("returned above"),
     }
+}
+
+/// `-o type=registry,name=NAME` when the image is only sent: layers that only an imported
+/// cache holds are mounted from the cache's repository when it is on the same registry
+/// (nothing downloaded or uploaded), else fetched into the store first; the others are
+/// compressed as `push` does. Returns the pushed manifest's digest.
+pub fn push_lazy(
+    store: &Arc<Store>,
+    image: &berth_store::Image,
+    pending: &[berth_builder::exec::PendingLayer],
+    imports: &[Read],
+    dest: &Reference,
+    options: &Options,
+    compression: &str,
+) -> anyhow::Result<Digest> {
+    let rt = runtime();
+    let mut remote = rt.block_on(crate::transfer::remote(dest, options))?;
+    let same_registry = |r: &&Reference| r.domain() == dest.domain();
+    remote.mount_from = imports
+        .iter()
+        .filter_map(|i| i.registry.as_ref())
+        .find(|r| same_registry(r) && r.path() != dest.path())
+        .map(|r| r.path().to_owned());
+    let mut swapped: std::collections::HashMap<&Digest, &Descriptor> = Default::default();
+    for p in pending {
+        let origin = imports
+            .iter()
+            .find(|i| Arc::ptr_eq(&i.cache, &p.from))
+            .and_then(|i| i.registry.as_ref())
+            .filter(same_registry);
+        let blob = &p.layer.blob;
+        let there = match origin {
+            Some(o) if o.path() == dest.path() => {
+                rt.block_on(remote.has_blob(blob)).unwrap_or(false)
+            }
+            Some(o) => rt
+                .block_on(remote.mount_blob(&blob.digest, o.path()))
+                .unwrap_or(false),
+            None => false,
+        };
+        if !there {
+            berth_builder::cache::fetch_blob(store, &p.from, blob).map_err(anyhow::Error::msg)?;
+        }
+        swapped.insert(&p.diff_id, blob);
+    }
+    let c = crate::wiring::compression(compression);
+    let layers = image
+        .manifest_value
+        .layers
+        .iter()
+        .map(|l| match swapped.get(&l.digest) {
+            Some(blob) => Ok((*blob).clone()),
+            None => store.compressed_layer(l, c),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut manifest = ImageManifest::new_oci(image.manifest_value.config.clone(), layers);
+    manifest.annotations = image.manifest_value.annotations.clone();
+    let parsed = Parsed::from_manifest(&manifest);
+    store.put_bytes(&parsed.media_type, &parsed.bytes)?;
+    let src = berth_store::StoreSource::new(store.clone(), parsed.descriptor());
+    let outcome = rt.block_on(berth_oci::transport::copy_image(
+        &src,
+        &remote,
+        &Default::default(),
+    ))?;
+    Ok(outcome.root.digest)
 }
 
 #[cfg(test)]

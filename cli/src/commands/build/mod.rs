@@ -45,7 +45,20 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         .map(|s| cache::parse_to(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let registry = crate::wiring::options(&args.tls);
-    let mut exporters = crate::exporters::parse_outputs(&args.output, &args.compression)?;
+    // `-o type=registry,name=NAME`: pushed once the build is done; the others are exporters.
+    let (pushes, others): (Vec<String>, Vec<String>) = args
+        .output
+        .iter()
+        .cloned()
+        .partition(|o| o.split(',').any(|p| p == "type=registry"));
+    let push_to = pushes
+        .iter()
+        .map(|o| registry_output(o))
+        .collect::<anyhow::Result<Vec<Vec<Reference>>>>()?
+        .concat();
+    // Only sent elsewhere: nothing is kept in the store, so cached layers need not come here.
+    let lazy = !push_to.is_empty() && others.is_empty() && tags.is_empty() && !args.push;
+    let mut exporters = crate::exporters::parse_outputs(&others, &args.compression)?;
     // An output on stdout has it to itself: the image ID goes to stderr then.
     let stdout_taken = crate::exporters::to_stdout(&args.output);
     if args.push {
@@ -65,6 +78,7 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     )?;
     let mut request = args.request(&tags, &context)?;
     request.inline_cache = cache_to.iter().any(|t| matches!(t, cache::To::Inline));
+    request.lazy_layers = lazy;
     let platform = request
         .platform
         .clone()
@@ -90,13 +104,38 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         })),
         progress: &*progress,
         exporters,
-        cache_from: imported.clone(),
+        cache_from: imported.iter().map(|r| r.cache.clone()).collect(),
     };
     let built = berth_builder::build(&request, &services).map_err(|e| failed(e, quiet))?;
-    let pushed: Vec<Reference> = match args.push {
-        true => tags.clone(),
-        false => Vec::new(),
-    };
+    for dest in &push_to {
+        let digest = match lazy {
+            true => cache::push_lazy(
+                &store,
+                &built.image,
+                &built.pending,
+                &imported,
+                dest,
+                &registry,
+                &args.compression,
+            ),
+            false => crate::block_on(crate::transfer::push_image(
+                store.clone(),
+                &built.image,
+                dest,
+                &registry,
+                &args.compression,
+                quiet,
+            )),
+        }
+        .map_err(|e| e.context(format!("--output type=registry: {}", dest.familiar())))?;
+        if !quiet {
+            errln!("pushed {} ({digest})", dest.familiar());
+        }
+    }
+    let mut pushed: Vec<Reference> = push_to.clone();
+    if args.push {
+        pushed.extend(tags.iter().cloned());
+    }
     for to in &cache_to {
         let written = cache::export(
             to,
@@ -144,6 +183,27 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
     );
     errln!("built {id}{named} in {seconds:.1}s ({run} steps run, {cached} cached)");
     Ok(0)
+}
+
+/// The names of `-o type=registry,name=NAME[,name=NAME2]`.
+fn registry_output(spec: &str) -> anyhow::Result<Vec<Reference>> {
+    let mut names = Vec::new();
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", "registry")) => {}
+            Some(("name", n)) => names.push(crate::wiring::parse_reference(n)?),
+            _ => {
+                return Err(UsageError(format!(
+                    "--output {spec:?}: type=registry takes name=REGISTRY/NAME:TAG"
+                ))
+                .into());
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err(UsageError(format!("--output {spec:?}: type=registry needs name=NAME")).into());
+    }
+    Ok(names)
 }
 
 /// A failed build as the user sees it: a failed step's excerpt (after its last lines of
