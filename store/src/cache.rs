@@ -261,11 +261,13 @@ impl Store {
                 let file = std::io::BufReader::new(self.open_blob(blob)?);
                 let tar = crate::layer::decompress(file, berth_oci::media_type::Compression::Gzip)
                     .ctx(|| format!("reading cache mount {id:?}"))?;
-                if let Err(e) = crate::layer::unpack::unpack(
-                    tar,
-                    &tmp,
-                    &crate::layer::unpack::UnpackOptions::default(),
-                ) {
+                // Ownership is kept (a step may run as another user); device nodes are not
+                // made: a remote cache's files are no image's.
+                let options = crate::layer::unpack::UnpackOptions {
+                    devices: false,
+                    ..Default::default()
+                };
+                if let Err(e) = crate::layer::unpack::unpack(tar, &tmp, &options) {
                     let _ = crate::fsutil::remove_all(&tmp);
                     return Err(e);
                 }

@@ -134,6 +134,7 @@ pub fn receive(
     let options = berth_store::layer::unpack::UnpackOptions {
         max_bytes: limits.bytes,
         privileged: false,
+        devices: false,
         max_entries: limits.entries,
         build_context: true,
     };

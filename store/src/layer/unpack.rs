@@ -43,6 +43,9 @@ pub struct UnpackOptions {
     pub max_bytes: u64,
     /// Apply ownership and make device nodes (true when running as root).
     pub privileged: bool,
+    /// Make device nodes (with `privileged`): off for trees that are no image's layer, such
+    /// as a cache mount's files from a remote cache, where a node is skipped.
+    pub devices: bool,
     /// Entries allowed (the tar guard's count, checked before an entry's bytes are read).
     pub max_entries: u64,
     /// The tar is a build context, not a layer: `.wh.` names are ordinary names, and a name
@@ -60,6 +63,7 @@ impl Default for UnpackOptions {
         UnpackOptions {
             max_bytes,
             privileged: rustix::process::geteuid().is_root(),
+            devices: true,
             max_entries: super::guard::Limits::default().entries,
             build_context: false,
         }
@@ -620,7 +624,8 @@ impl State<'_> {
                     tar::EntryType::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                if file_type != FileType::Fifo && !self.options.privileged {
+                if file_type != FileType::Fifo && !(self.options.privileged && self.options.devices)
+                {
                     self.skipped.push(format!(
                         "{}: device node (needs root)",
                         String::from_utf8_lossy(&raw_path)
