@@ -30,7 +30,8 @@ use std::sync::Arc;
 use berth_oci::{Descriptor, Digest, media_type};
 use serde::{Deserialize, Serialize};
 
-use crate::exec::FetchError;
+/// Why a blob could not be read (the message names what failed).
+pub type BlobError = Box<dyn std::error::Error + Send + Sync>;
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.berth.build-cache.v1";
 pub const CONFIG_TYPE: &str = "application/vnd.berth.build-cache.config.v1+json";
@@ -285,7 +286,7 @@ pub trait CacheSource: Send + Sync {
     /// A name for messages (`docker://host/repo:tag`, `DIR`).
     fn describe(&self) -> String;
     /// Writes the blob's bytes into `out`; the caller verifies them.
-    fn blob(&self, desc: &Descriptor, out: &mut dyn std::io::Write) -> Result<(), FetchError>;
+    fn blob(&self, desc: &Descriptor, out: &mut dyn std::io::Write) -> Result<(), BlobError>;
 }
 
 /// A cache from elsewhere, looked up by key; nothing of it is fetched until a step needs it.

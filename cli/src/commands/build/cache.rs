@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_builder::cache::{
-    ARTIFACT_TYPE, CONFIG_TYPE, CacheConfig, CacheSource, INPUTS_TYPE, Imported, InlineCache,
-    Layer, MAX_CONFIG, MOUNT_TYPE, MountRecord, Record,
+    ARTIFACT_TYPE, BlobError, CONFIG_TYPE, CacheConfig, CacheSource, INPUTS_TYPE, Imported,
+    InlineCache, Layer, MAX_CONFIG, MOUNT_TYPE, MountRecord, Record,
 };
-use berth_builder::exec::{FetchError, StepRecord};
+use berth_builder::exec::StepRecord;
 use berth_oci::media_type::{self, Compression};
 use berth_oci::transport::{ImageDestination, ImageSource, TransportError, select_platform};
 use berth_oci::{Descriptor, Digest, ImageConfig, ImageManifest, ManifestValue, Parsed, Platform};
@@ -201,7 +201,7 @@ impl<S: ImageSource + 'static> CacheSource for Blobs<S> {
         self.src.describe()
     }
 
-    fn blob(&self, desc: &Descriptor, out: &mut dyn std::io::Write) -> Result<(), FetchError> {
+    fn blob(&self, desc: &Descriptor, out: &mut dyn std::io::Write) -> Result<(), BlobError> {
         self.rt.block_on(async {
             let mut reader = self.src.blob(desc).await?;
             let mut buf = vec![0u8; 1 << 20];
