@@ -79,8 +79,9 @@ pub struct CacheRecord {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub site: String,
     /// What the key was made of, by name (the builder's; values are digests or public
-    /// text).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    /// text). Kept beside the record (`cache/<key hex>.inputs`), read only to explain a
+    /// miss ([`Store::cache_inputs`]): a COPY of thousands of files has as many inputs.
+    #[serde(skip)]
     pub inputs: std::collections::BTreeMap<String, String>,
 }
 
@@ -133,6 +134,20 @@ impl Store {
         self.root().join("cache").join(key.hex())
     }
 
+    fn inputs_path(&self, key: &Digest) -> PathBuf {
+        self.root()
+            .join("cache")
+            .join(format!("{}.inputs", key.hex()))
+    }
+
+    /// What the key of the record `key` was made of (empty when it was not kept).
+    pub fn cache_inputs(&self, key: &Digest) -> std::collections::BTreeMap<String, String> {
+        std::fs::read(self.inputs_path(key))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
     /// The record for `key`, if there is one and what it names is still in the store.
     pub fn cache_lookup(&self, key: &Digest) -> Option<CacheRecord> {
         let bytes = std::fs::read(self.cache_path(key)).ok()?;
@@ -143,12 +158,19 @@ impl Store {
         }
     }
 
-    /// Records what the step with `key` made (its last use: now).
+    /// Records what the step with `key` made (its last use: now), and its inputs.
     pub fn cache_store(&self, key: &Digest, record: &CacheRecord) -> Result<()> {
         let record = CacheRecord {
             used: now(),
             ..record.clone()
         };
+        if !record.inputs.is_empty() {
+            atomic_write(
+                &self.inputs_path(key),
+                &serde_json::to_vec(&record.inputs).expect("plain data"),
+                &self.tmp_dir(),
+            )?;
+        }
         atomic_write(
             &self.cache_path(key),
             &serde_json::to_vec(&record).expect("plain data"),
@@ -163,6 +185,9 @@ impl Store {
         for entry in std::fs::read_dir(&dir).ctx(|| format!("reading {}", dir.display()))? {
             let entry = entry.ctx(|| "reading cache".into())?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".inputs") {
+                continue;
+            }
             if let Ok(bytes) = std::fs::read(entry.path())
                 && let Ok(record) = serde_json::from_slice(&bytes)
             {
@@ -181,6 +206,7 @@ impl Store {
             if cutoff.is_none_or(|c| record.used < c) {
                 let path = self.root().join("cache").join(&name);
                 std::fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+                let _ = std::fs::remove_file(path.with_extension("inputs"));
                 removed += 1;
             }
         }

@@ -234,8 +234,9 @@ struct Ctx<'a> {
     steps: Mutex<Vec<StepRecord>>,
     /// Records of imported steps, kept in the store once their layers are.
     adopted: Mutex<Vec<(Digest, CacheRecord)>>,
-    /// The store's records as earlier builds, read at the first miss.
-    earlier: std::sync::OnceLock<Vec<crate::cache::explain::Earlier>>,
+    /// The store's records as earlier builds (by key, their inputs not read yet), read at
+    /// the first miss.
+    earlier: std::sync::OnceLock<Vec<(Digest, crate::cache::explain::Earlier)>>,
 }
 
 /// Runs the build; the target stage's image is written to the store (untagged: the caller
@@ -495,17 +496,21 @@ fn why_missed(ctx: &Ctx<'_>, step: &Step) -> String {
             .unwrap_or_default()
             .into_iter()
             .filter(|(_, r)| r.parent.is_some())
-            .map(|(_, r)| Earlier {
-                parent: r.parent,
-                site: r.site,
-                inputs: Some(r.inputs),
+            .filter_map(|(hex, r)| {
+                let key = format!("sha256:{hex}").parse::<Digest>().ok()?;
+                let earlier = Earlier {
+                    parent: r.parent,
+                    site: r.site,
+                    inputs: None,
+                };
+                Some((key, earlier))
             })
             .collect()
     });
     let best_local = local
         .iter()
-        .filter_map(|e| Some((closeness(&step.parent, &step.site, e)?, e)))
-        .max_by_key(|(c, _)| *c);
+        .filter_map(|(k, e)| Some((closeness(&step.parent, &step.site, e)?, k, e)))
+        .max_by_key(|(c, ..)| *c);
     let best_imported = ctx
         .opts
         .imports
@@ -520,14 +525,18 @@ fn why_missed(ctx: &Ctx<'_>, step: &Step) -> String {
             Some((closeness(&step.parent, &step.site, &e)?, i, r))
         })
         .max_by_key(|(c, ..)| *c);
+    let local_inputs = |key: &Digest, e: &Earlier| Earlier {
+        inputs: Some(ctx.store.cache_inputs(key)).filter(|i| !i.is_empty()),
+        ..e.clone()
+    };
     let chosen = match (best_local, best_imported) {
-        (Some((cl, e)), Some((ci, ..))) if cl >= ci => Some(e.clone()),
+        (Some((cl, k, e)), Some((ci, ..))) if cl >= ci => Some(local_inputs(k, e)),
         (_, Some((_, i, r))) => Some(Earlier {
             parent: r.parent.clone(),
             site: r.site.clone(),
             inputs: i.inputs(r),
         }),
-        (Some((_, e)), None) => Some(e.clone()),
+        (Some((_, k, e)), None) => Some(local_inputs(k, e)),
         (None, None) => None,
     };
     explain(&step.parent, &step.inputs, chosen.as_ref())
@@ -696,13 +705,16 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
                             }
                             None => None,
                         };
-                        // Refresh the record's last use (for `prune --filter until=`).
+                        // Refresh the record's last use (for `prune --filter until=`), at
+                        // most hourly: a cached rebuild writes nothing else.
                         let created = match record.created {
                             0 => now_secs(),
                             c => c,
                         };
-                        ctx.store
-                            .cache_store(&key, &described(record.layer.clone(), created))?;
+                        if now_secs().saturating_sub(record.used) > 3600 || record.created == 0 {
+                            ctx.store
+                                .cache_store(&key, &described(record.layer.clone(), created))?;
+                        }
                         (layer, created)
                     }
                     Some(Hit::Imported(from, record)) => {
