@@ -455,3 +455,92 @@ fn a_push_only_build_mounts_cached_layers_without_downloading_them() {
         "libfoo 1.2\nran\nint main;\nint util;\n"
     );
 }
+
+#[test]
+fn a_cache_on_a_registry_with_tls_and_a_password_uses_the_saved_login() {
+    let Some(one) = ROOT.sandbox() else { return };
+    let Some(two) = ROOT.sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig {
+        htpasswd: vec![("ci".into(), "s3cret".into())],
+        tls: true,
+        ..Default::default()
+    });
+    // Each runner's own credentials and the registry's CA, as `push` and `pull` use them.
+    let berth = |s: &Sandbox, args: &[&str]| {
+        let mut c = s.cmd();
+        c.env("DOCKER_CONFIG", s.path().join("docker-config"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("BERTH_CERTS_DIR", reg.certs_dir())
+            .args(args);
+        c
+    };
+    let login = |s: &Sandbox, password: &str| {
+        let out = berth_test_support::output_with_stdin(
+            &mut berth(s, &["login", "-u", "ci", "--password-stdin", &reg.host]),
+            password.as_bytes(),
+        );
+        assert_success(&out, "login");
+    };
+    login(&one, "s3cret");
+    let base = format!("{}/busybox", reg.host);
+    assert_success(
+        &berth(&one, &["tag", "busybox", &base]).output().unwrap(),
+        "tag",
+    );
+    assert_success(
+        &berth(&one, &["push", "-q", &base]).output().unwrap(),
+        "push",
+    );
+    let cache = format!("type=registry,ref={}/app:cache", reg.host);
+    let ctx = app(&one, &reg, "int main;\n");
+    let out = berth(
+        &one,
+        &["build", "--cache-to", &cache, ctx.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_success(&out, "build --cache-to");
+    // Runner two, logged in: the cache is read through the saved login and the registry's CA.
+    let ctx = app(&two, &reg, "int main;\n");
+    login(&two, "s3cret");
+    let out = berth(
+        &two,
+        &[
+            "build",
+            "--progress=plain",
+            "--cache-from",
+            &cache,
+            ctx.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_success(&out, "build --cache-from");
+    assert_eq!(counts(&printed(&out)), (0, 4), "{}", printed(&out));
+    // Runner three, not logged in (its base is its own): the cache cannot be read, which is
+    // a warning naming why, and the build goes on without it.
+    let Some(three) = ROOT.sandbox() else { return };
+    assert_success(
+        &berth(&three, &["tag", "busybox", &base]).output().unwrap(),
+        "tag",
+    );
+    let out = berth(
+        &three,
+        &[
+            "build",
+            "--progress=plain",
+            "--cache-from",
+            &cache,
+            ctx.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_success(&out, "build without credentials for the cache");
+    let text = printed(&out);
+    assert!(
+        text.contains("warning: --cache-from") && text.contains("authentication required"),
+        "{text}"
+    );
+    assert_eq!(counts(&text), (4, 0), "{text}");
+}
