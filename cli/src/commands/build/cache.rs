@@ -283,8 +283,11 @@ pub fn import(
     platform: &Platform,
     warn: &dyn Fn(String),
 ) -> Vec<Read> {
-    let rt = runtime();
     let mut out = Vec::new();
+    if specs.is_empty() {
+        return out;
+    }
+    let rt = runtime();
     for spec in specs {
         let loaded: anyhow::Result<Option<Arc<Imported>>> = match spec {
             From::Registry(r) => rt.block_on(async {
