@@ -77,6 +77,10 @@ impl Plain {
 }
 
 impl Progress for Plain {
+    fn shows_misses(&self) -> bool {
+        !self.quiet || self.log.is_some()
+    }
+
     fn event(&self, event: Event) {
         let line = match &event {
             Event::Warning {
@@ -141,6 +145,11 @@ struct Tty {
 }
 
 impl Progress for Tty {
+    /// The live view has no room for them; the log file keeps them.
+    fn shows_misses(&self) -> bool {
+        self.log.is_some()
+    }
+
     fn event(&self, event: Event) {
         use std::time::Duration;
         let style = |t: &str| indicatif::ProgressStyle::with_template(t).expect("a valid template");

@@ -25,6 +25,7 @@ pub mod explain;
 pub use explain::explain;
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::sync::Arc;
 
 use berth_oci::{Descriptor, Digest, media_type};
@@ -35,8 +36,8 @@ pub type BlobError = Box<dyn std::error::Error + Send + Sync>;
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.berth.build-cache.v1";
 pub const CONFIG_TYPE: &str = "application/vnd.berth.build-cache.config.v1+json";
-/// Every step's inputs ([`crate::plan::Inputs`]) by key, as JSON.
-pub const INPUTS_TYPE: &str = "application/vnd.berth.build-cache.inputs.v1+json";
+/// Every step's inputs ([`crate::plan::Inputs`]) by key, as gzip-compressed JSON.
+pub const INPUTS_TYPE: &str = "application/vnd.berth.build-cache.inputs.v1+json+gzip";
 /// A cache mount's contents: a gzip-compressed tar.
 pub const MOUNT_TYPE: &str = "application/vnd.berth.build-cache.mount.v1.tar+gzip";
 /// The field of an image config that holds an inline cache.
@@ -346,12 +347,23 @@ impl Imported {
             let mut out = Limited::new(Vec::new(), desc.size);
             self.source.blob(desc, &mut out).ok()?;
             let bytes = out.inner;
-            (Digest::of(&bytes) == desc.digest)
-                .then(|| serde_json::from_slice(&bytes).ok())
-                .flatten()
+            if Digest::of(&bytes) != desc.digest {
+                return None;
+            }
+            let json = flate2::read::GzDecoder::new(&bytes[..]).take(MAX_INPUTS);
+            serde_json::from_reader(json).ok()
         });
         all.as_ref()?.get(&record.key).cloned()
     }
+}
+
+/// The inputs blob of a cache: every record's inputs by key, as gzip-compressed JSON.
+pub fn encode_inputs(inputs: &BTreeMap<Digest, crate::plan::Inputs>) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&serde_json::to_vec(inputs).expect("plain data"))
+        .expect("writing to memory");
+    gz.finish().expect("writing to memory")
 }
 
 /// Fetches `desc` from `from` into the store (unless it is there), verified by its

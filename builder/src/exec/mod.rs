@@ -143,6 +143,12 @@ pub enum Event {
 
 pub trait Progress: Sync {
     fn event(&self, event: Event);
+
+    /// Whether [`Event::Miss`] is shown or kept anywhere: explaining a miss against an
+    /// imported cache downloads its inputs, which nothing else needs.
+    fn shows_misses(&self) -> bool {
+        true
+    }
 }
 
 /// A built image (not yet tagged).
@@ -750,7 +756,7 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
                         (layer, record.created)
                     }
                     None => {
-                        if !no_cache {
+                        if !no_cache && ctx.progress.shows_misses() {
                             ctx.progress.event(Event::Miss {
                                 id: id.clone(),
                                 reason: why_missed(ctx, step),

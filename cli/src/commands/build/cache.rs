@@ -410,7 +410,7 @@ fn artifact(
             mount_records.push(m.clone());
         }
     }
-    let inputs_bytes = serde_json::to_vec(&inputs).expect("plain data");
+    let inputs_bytes = berth_builder::cache::encode_inputs(&inputs);
     let inputs_desc = Descriptor::new(
         INPUTS_TYPE,
         Digest::of(&inputs_bytes),
