@@ -17,7 +17,9 @@
 //!
 //! Runner 2 is fresh for every measured build (a new `BERTH_ROOT`; a new `dockerd` with an
 //! empty data root, started before and stopped after the timed `docker build`; new buildah
-//! roots) and exports nothing:
+//! roots) and exports nothing (should a fresh `dockerd` not start, runner 2 becomes one
+//! daemon emptied by `docker system prune -af` and `docker builder prune -af` before each
+//! build, and the output says so):
 //! - `berth`: `berth build -t w2 --cache-from type=registry,ref=REG/w2-cache:berth` (a local
 //!   image, as BuildKit's docker driver makes);
 //! - `berth push-only`: `berth build --cache-from ... -o type=registry,name=REG/w2:out` (the
@@ -29,6 +31,15 @@
 //! rotating by round): `change` (runner 2 builds the edited context with the cache of the
 //! build before the edit), runner 1 builds the edited context and exports, `no-change`
 //! (runner 2 builds the same context again). Before each timed build the disk is synced.
+//!
+//! On this machine, files deleted in the last minutes make creating new ones slow (berth's
+//! W2 `COPY . .` took 0.9–2.6 s on a quiet machine, 3.0–3.9 s right after a runner's store
+//! was deleted), which a fresh runner does not pay. So runner 2's directories (stores, data
+//! roots) are deleted only at the end of the run, and buildah, whose builds remove their
+//! working containers (thousands of files after `COPY . .`), has its rounds after berth's
+//! and BuildKit's (each block's runners 1 export first): in one rotation of all three, the
+//! tool that came after buildah was the slower one.
+//!
 //! Measured: runner 2's wall time and the bytes the registry served it (`GET` of manifests
 //! and blobs, from the registry's access log). For berth and BuildKit the bytes are also set
 //! against what the build needs, from the image runner 1 pushed (its layers, and its
@@ -87,6 +98,11 @@ trait Tool {
     ) -> Result<(Command, Option<Dockerd>), String>;
     /// `(steps run, steps cached)` from a build's output.
     fn steps(&self, output: &str) -> Option<(usize, usize)>;
+    /// Whether its rounds run apart, after the other tools': its builds delete thousands of
+    /// files, which slows the file creation of whatever runs next on this machine.
+    fn own_rounds(&self) -> bool {
+        false
+    }
     /// The repository and tag of the image runner 1 pushed, when it pushes one; and whether
     /// `row` keeps a local image (so needs every layer).
     fn image(&self, row: usize) -> Option<(&'static str, &'static str, bool)>;
@@ -337,6 +353,10 @@ impl Tool for Buildah {
     fn image(&self, _row: usize) -> Option<(&'static str, &'static str, bool)> {
         None
     }
+    fn own_rounds(&self) -> bool {
+        // Each build removes its working containers, thousands of files after `COPY . .`.
+        true
+    }
 }
 
 /// One timed runner-2 build.
@@ -427,8 +447,8 @@ fn settled_log(reg: &TestRegistry) -> Vec<berth_test_support::Served> {
     }
 }
 
-/// Unmounts whatever is mounted at or under `dir`, deepest first, then removes it.
-fn remove_tree(dir: &Path) {
+/// Unmounts whatever is mounted at or under `dir`, deepest first.
+fn unmount_under(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut under: Vec<&str> = mounts
         .lines()
@@ -443,6 +463,11 @@ fn remove_tree(dir: &Path) {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Unmounts whatever is mounted at or under `dir`, then removes it.
+fn remove_tree(dir: &Path) {
+    unmount_under(dir);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -472,7 +497,10 @@ fn sample(
         drop(daemon);
         m.map(|m| (m, log.into_iter().skip(before).collect::<Vec<_>>()))
     });
-    remove_tree(&scratch);
+    // Kept until the end of the run: deleting thousands of files makes this machine's ext4
+    // slow to create files for minutes after (see docs/BENCHMARKS.md, "The machine"), which
+    // a fresh CI runner does not pay.
+    unmount_under(&scratch);
     let (m, served) = result?;
     let downloads: Vec<_> = served
         .iter()
@@ -617,14 +645,6 @@ fn main() {
         None => println!("buildah: not installed: skipped"),
     }
 
-    // Runner 1 of each tool exports the cache of the first version of the context.
-    tools.retain_mut(|t| match t.seed(&env) {
-        Ok(()) => true,
-        Err(e) => {
-            println!("note: {}: runner 1 failed, skipped: {e}", t.name());
-            false
-        }
-    });
     let rows: Vec<&str> = tools
         .iter()
         .flat_map(|t| t.rows().iter().copied())
@@ -634,40 +654,60 @@ fn main() {
         .iter()
         .map(|_| rows.iter().map(|_| Vec::new()).collect())
         .collect();
+    // The rounds of the tools whose builds delete many files come after the others'.
+    let blocks: [Vec<usize>; 2] = [
+        (0..tools.len())
+            .filter(|&t| !tools[t].own_rounds())
+            .collect(),
+        (0..tools.len())
+            .filter(|&t| tools[t].own_rounds())
+            .collect(),
+    ];
     let mut failed: Vec<bool> = vec![false; tools.len()];
     let mut n = 0;
-    for round in 0..runs {
-        let mut text = std::fs::read(&change).unwrap();
-        text.extend_from_slice(format!("\nchange {round}\n").as_bytes());
-        std::fs::write(&change, text).unwrap();
-        for k in 0..tools.len() {
-            let t = (round + k) % tools.len();
-            if failed[t] {
-                continue;
+    let mut edits = 0;
+    for block in &blocks {
+        // Runner 1 of each tool exports the cache of the context as it is now.
+        for &t in block {
+            if let Err(e) = tools[t].seed(&env) {
+                println!("note: {}: runner 1 failed, skipped: {e}", tools[t].name());
+                failed[t] = true;
             }
-            let first_row: usize = tools[..t].iter().map(|t| t.rows().len()).sum();
-            for (p, phase) in PHASES.iter().enumerate() {
-                if p == 1 {
-                    // Runner 1 builds the edited context: the registry now holds its cache.
-                    if let Err(e) = tools[t].seed(&env) {
-                        println!(
-                            "note: {}: runner 1 failed in round {}, skipped from now on: {e}",
-                            tools[t].name(),
-                            round + 1
-                        );
-                        failed[t] = true;
-                        break;
-                    }
+        }
+        for round in 0..runs {
+            edits += 1;
+            let mut text = std::fs::read(&change).unwrap();
+            text.extend_from_slice(format!("\nchange {edits}\n").as_bytes());
+            std::fs::write(&change, text).unwrap();
+            for k in 0..block.len() {
+                let t = block[(round + k) % block.len()];
+                if failed[t] {
+                    continue;
                 }
-                for row in 0..tools[t].rows().len() {
-                    n += 1;
-                    match sample(&env, tools[t].as_mut(), row, phase, n) {
-                        Ok(s) => samples[p][first_row + row].push(s),
-                        Err(e) => println!(
-                            "note: {} ({phase}, round {}) failed: {e}",
-                            rows[first_row + row],
-                            round + 1
-                        ),
+                let first_row: usize = tools[..t].iter().map(|t| t.rows().len()).sum();
+                for (p, phase) in PHASES.iter().enumerate() {
+                    if p == 1 {
+                        // Runner 1 builds the edited context: the registry now holds its cache.
+                        if let Err(e) = tools[t].seed(&env) {
+                            println!(
+                                "note: {}: runner 1 failed in round {}, skipped from now on: {e}",
+                                tools[t].name(),
+                                round + 1
+                            );
+                            failed[t] = true;
+                            break;
+                        }
+                    }
+                    for row in 0..tools[t].rows().len() {
+                        n += 1;
+                        match sample(&env, tools[t].as_mut(), row, phase, n) {
+                            Ok(s) => samples[p][first_row + row].push(s),
+                            Err(e) => println!(
+                                "note: {} ({phase}, round {}) failed: {e}",
+                                rows[first_row + row],
+                                round + 1
+                            ),
+                        }
                     }
                 }
             }
