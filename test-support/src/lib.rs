@@ -36,7 +36,7 @@ pub mod tmux;
 pub use images::TallImage;
 pub use proxy::{Fault, FaultProxy, Recorder, Rewrite, RewritingProxy};
 pub use raw_tar::RawTar;
-pub use registry::{RegistryConfig, TestRegistry};
+pub use registry::{RegistryConfig, Served, TestRegistry};
 pub use scripted::{Answer, ScriptedServer};
 pub use tier::{Tier, is_root, needs, needs_root, skip};
 pub use tmux::Tmux;

@@ -33,6 +33,17 @@ pub struct RegistryConfig {
     pub client_certs: bool,
 }
 
+/// One request in the registry's access log ([`TestRegistry::served`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub method: String,
+    /// The path with its query.
+    pub path: String,
+    pub status: u16,
+    /// The size of the response's body.
+    pub bytes: u64,
+}
+
 /// A running registry.
 #[derive(Debug)]
 pub struct TestRegistry {
@@ -257,6 +268,17 @@ impl TestRegistry {
     /// The requests the registry served so far, from its access log: `METHOD PATH STATUS`
     /// (`PATH` with its query).
     pub fn requests(&self) -> Vec<String> {
+        self.served()
+            .into_iter()
+            .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+            .collect()
+    }
+
+    /// The requests the registry served so far, with the size of each response's body, from
+    /// its access log (combined log format: `"METHOD PATH PROTO" STATUS BYTES`). The registry
+    /// writes a line once the response has been sent, so a client can exit a moment before
+    /// the line of its last request is there.
+    pub fn served(&self) -> Vec<Served> {
         let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
         log.lines()
             .filter_map(|l| {
@@ -264,8 +286,16 @@ impl TestRegistry {
                 let (request, rest) = rest.split_once('"')?;
                 let mut parts = request.split_whitespace();
                 let (method, path) = (parts.next()?, parts.next()?);
-                let status = rest.split_whitespace().next()?;
-                Some(format!("{method} {path} {status}"))
+                let mut fields = rest.split_whitespace();
+                let status = fields.next()?.parse().ok()?;
+                // `-` when no body was sent.
+                let bytes = fields.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+                Some(Served {
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    status,
+                    bytes,
+                })
             })
             .collect()
     }

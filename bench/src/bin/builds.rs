@@ -17,42 +17,16 @@
 //! with `tar c | sha256sum` over the same upper directory contents.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_bench::{Dockerd, which};
+use berth_bench::{Dockerd, measure, median, w2_app, which, write};
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// Runs a command; returns its wall time, its max RSS in KiB and its stderr. The child is
-/// reaped by `wait4` (for its rusage), not by `Child::wait`.
-#[allow(clippy::zombie_processes)]
+/// Runs a command; returns its wall time, its max RSS in KiB and its output (stdout, then
+/// stderr). A failure ends the benchmark.
 fn run(c: &mut Command) -> (Duration, u64, String) {
-    c.stdout(Stdio::null()).stderr(Stdio::piped());
-    let t = Instant::now();
-    let mut child = c.spawn().unwrap_or_else(|e| panic!("{c:?}: {e}"));
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let mut status = 0;
-    // SAFETY: a plain rusage struct for wait4 to fill, for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for the child we spawned; pointers are to live locals.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let elapsed = t.elapsed();
-    let err = reader.join().unwrap();
-    assert!(
-        pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{c:?} failed:\n{err}"
-    );
-    (elapsed, usage.ru_maxrss as u64, err)
-}
-
-fn write(path: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
+    let m = measure(c).unwrap_or_else(|e| panic!("{e}"));
+    (m.time, m.max_rss_kib, m.output)
 }
 
 struct Workload {
@@ -115,32 +89,10 @@ CMD ["sh", "-c", "cat /app/checksum"]
     }
     if want("W2") {
         let d = base.join("w2");
-        write(
-            &d.join("Dockerfile"),
-            br#"FROM busybox
-WORKDIR /app
-COPY manifest.txt ./
-RUN cat manifest.txt | wc -l > /deps-installed
-COPY . .
-RUN du -s /app > /app-size
-"#,
-        );
-        write(&d.join("manifest.txt"), b"dep-a\ndep-b\n");
-        let mut seed = 1u64;
-        for i in 0..5000 {
-            let len = 40 * 1024;
-            let mut bytes = Vec::with_capacity(len);
-            while bytes.len() < len {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                bytes.extend_from_slice(&seed.to_le_bytes());
-            }
-            write(&d.join(format!("src/d{}/f{i}.bin", i % 50)), &bytes);
-        }
+        let change = w2_app(&d, "busybox");
         out.push(Workload {
             name: "W2",
-            change: Some(d.join("src/d7/f7.bin")),
+            change: Some(change),
             dir: d,
         });
     }
