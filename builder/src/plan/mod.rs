@@ -463,7 +463,10 @@ pub fn plan(
             let parent = layer_key.clone();
             let mut inputs = Inputs::new();
             let hidden = |v: &str| short_digest(&Digest::of(v.as_bytes()));
-            inputs.insert("instruction".into(), located.original.trim().to_owned());
+            // As the progress view shows it: the credentials of URLs in it hidden, for the
+            // text goes into cache records, local and exported.
+            let shown = crate::redact::url_credentials(located.original.trim()).into_owned();
+            inputs.insert("instruction".into(), shown.clone());
             inputs.insert("expanded".into(), hidden(&written));
             inputs.insert("base".into(), base_input.clone());
             inputs.insert("platform".into(), platform.clone());
@@ -623,7 +626,7 @@ pub fn plan(
                 kind,
                 key: step_key,
                 parent: if link { link_parent() } else { parent },
-                site: format!("{stage_name}\0{}", located.original.trim()),
+                site: format!("{stage_name}\0{shown}"),
                 inputs,
                 context: step_context,
             });

@@ -268,6 +268,23 @@ async fn load<S: ImageSource>(src: &S, platform: &Platform) -> anyhow::Result<Op
     Ok(InlineCache::from_image(&config, &manifest.layers)?)
 }
 
+/// The cache `src` holds, looked up by key, its blobs read from `src` through `rt` when the
+/// build asks for them (`None`: an image without inline records).
+async fn imported<S: ImageSource + 'static>(
+    src: S,
+    platform: &Platform,
+    rt: &Arc<tokio::runtime::Runtime>,
+) -> anyhow::Result<Option<Arc<Imported>>> {
+    let config = load(&src, platform).await?;
+    Ok(config.map(|c| {
+        let blobs = Blobs {
+            src,
+            rt: rt.clone(),
+        };
+        Arc::new(Imported::new(Arc::new(blobs), c))
+    }))
+}
+
 /// A cache read, with the registry repository it came from (blobs of the same registry are
 /// mounted from it instead of being downloaded and uploaded again).
 #[derive(Debug, Clone)]
@@ -289,29 +306,16 @@ pub fn import(
     }
     let rt = runtime();
     for spec in specs {
-        let loaded: anyhow::Result<Option<Arc<Imported>>> = match spec {
+        let loaded = match spec {
             From::Registry(r) => rt.block_on(async {
                 let remote = crate::transfer::remote(r, options).await?;
-                let config = load(&remote, platform).await?;
-                Ok(config.map(|c| {
-                    let blobs = Blobs {
-                        src: remote,
-                        rt: rt.clone(),
-                    };
-                    Arc::new(Imported::new(Arc::new(blobs), c))
-                }))
+                imported(remote, platform, &rt).await
             }),
-            From::Local { src, tag } => rt.block_on(async {
-                let dir = LayoutDir::new(src.clone(), Some(tag));
-                let config = load(&dir, platform).await?;
-                Ok(config.map(|c| {
-                    let blobs = Blobs {
-                        src: dir,
-                        rt: rt.clone(),
-                    };
-                    Arc::new(Imported::new(Arc::new(blobs), c))
-                }))
-            }),
+            From::Local { src, tag } => rt.block_on(imported(
+                LayoutDir::new(src.clone(), Some(tag)),
+                platform,
+                &rt,
+            )),
         };
         let name = match spec {
             From::Registry(r) => r.familiar(),
