@@ -284,7 +284,7 @@ pub fn source_files(
     for s in found {
         for e in below(entries, &s.resolved) {
             let digest = digest_selection([e], chown);
-            out.insert(e.path.clone(), crate::plan::short_digest(&digest));
+            out.insert(e.path.clone(), super::short_digest(&digest));
         }
     }
 }

@@ -148,12 +148,6 @@ pub struct BuildGraph {
 /// `shell`, `platform`.
 pub type Inputs = BTreeMap<String, String>;
 
-/// The first 64 bits of a digest, in hex: enough to tell two values of one input apart,
-/// and a quarter of the bytes in a cache's inputs.
-pub fn short_digest(d: &Digest) -> String {
-    d.hex()[..16].to_owned()
-}
-
 /// Past this many files a COPY's inputs keep one digest of them all.
 pub const MAX_EXPLAINED_FILES: usize = 20_000;
 
@@ -462,7 +456,7 @@ pub fn plan(
             };
             let parent = layer_key.clone();
             let mut inputs = Inputs::new();
-            let hidden = |v: &str| short_digest(&Digest::of(v.as_bytes()));
+            let hidden = |v: &str| crate::context::short_digest(&Digest::of(v.as_bytes()));
             // As the progress view shows it: the credentials of URLs in it hidden, for the
             // text goes into cache records, local and exported.
             let shown = crate::redact::url_credentials(located.original.trim()).into_owned();
