@@ -33,6 +33,7 @@ fn images(manifest_seed: &str) -> Images {
             manifest: Digest::of(manifest_seed.as_bytes()),
             id: Digest::of(format!("config {manifest_seed}").as_bytes()),
             config,
+            remote: None,
         },
     )]))
 }

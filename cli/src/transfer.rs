@@ -31,6 +31,52 @@ pub async fn remote(reference: &Reference, options: &Options) -> anyhow::Result<
     Ok(Remote::new(registry, reference.path(), &at))
 }
 
+/// An async runtime of its own for code that calls into registries from plain threads (the
+/// builder's stages).
+pub fn runtime() -> Arc<tokio::runtime::Runtime> {
+    Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("building the async runtime"),
+    )
+}
+
+/// The blobs of any transport source, read from a plain thread for the builder (an imported
+/// cache's, a base image's left in its registry).
+pub struct SyncBlobs<S> {
+    pub src: S,
+    pub rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl<S: berth_oci::transport::ImageSource + 'static> berth_builder::cache::CacheSource
+    for SyncBlobs<S>
+{
+    fn describe(&self) -> String {
+        self.src.describe()
+    }
+
+    fn blob(
+        &self,
+        desc: &berth_oci::Descriptor,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), berth_builder::cache::BlobError> {
+        use tokio::io::AsyncReadExt;
+        self.rt.block_on(async {
+            let mut reader = self.src.blob(desc).await?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = reader.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                out.write_all(&buf[..n])?;
+            }
+        })
+    }
+}
+
 fn short(d: &berth_oci::Digest) -> &str {
     &d.hex()[..12]
 }

@@ -433,26 +433,54 @@ fn a_push_only_build_mounts_cached_layers_without_downloading_them() {
     );
     assert_eq!(counts(&out), (0, 4), "{out}");
     assert!(out.contains(&format!("pushed {dest}")), "{out}");
-    // Downloaded: busybox for FROM (config and layer: a base image is pulled whole) and the
-    // cache's config. No layer of a step.
+    // Downloaded: busybox's config (what FROM sets) and the cache's config. No layer: not
+    // the base image's, nor a step's.
     let fetched = &downloaded(&reg)[before..];
-    assert_eq!(fetched.len(), 3, "{fetched:?}");
+    assert_eq!(fetched.len(), 2, "{fetched:?}");
     let mounts = reg
         .requests()
         .into_iter()
         .filter(|r| r.starts_with("POST ") && r.contains("mount=") && r.ends_with(" 201"))
         .count();
-    assert!(mounts >= 4, "{:?}", reg.requests());
-    // Nothing but the base is named in runner two's store, which stays whole; the pushed
-    // image runs.
+    assert!(mounts >= 5, "{:?}", reg.requests());
+    // Nothing is named in runner two's store (its own busybox aside): not the app, not the
+    // registry's busybox. The store stays whole; the pushed image runs.
     let images = two.ok(&["images"]);
     assert!(!images.contains("app"), "{images}");
+    assert!(!images.contains(&reg.host), "{images}");
     assert_success(&two.run(&["system", "check"]), "system check");
     let Some(three) = ROOT.sandbox() else { return };
     three.ok(&["pull", "-q", &dest]);
     assert_eq!(
         sh(&three, &dest, "cat /installed /built"),
         "libfoo 1.2\nran\nint main;\nint util;\n"
+    );
+    // A change: the steps that run see the base image's tree, which is fetched for them
+    // (and only then), and the pushed image is whole.
+    let Some(four) = ROOT.sandbox() else { return };
+    let before = downloaded(&reg).len();
+    let dest = format!("{}/app:3", reg.host);
+    let out = build(
+        &four,
+        &[
+            "--cache-from",
+            &format!("{}/cache/app:main", reg.host),
+            "-o",
+            &format!("type=registry,name={dest}"),
+        ],
+        &app(&four, &reg, "int main(void);\n"),
+    );
+    assert_eq!(counts(&out), (2, 2), "{out}");
+    // Busybox's config and layer, the cache's config (and its inputs, to explain the miss),
+    // and the two cached layers below the change.
+    let fetched = &downloaded(&reg)[before..];
+    assert!(fetched.len() >= 5, "{fetched:?}");
+    assert_success(&four.run(&["system", "check"]), "system check");
+    let Some(five) = ROOT.sandbox() else { return };
+    five.ok(&["pull", "-q", &dest]);
+    assert_eq!(
+        sh(&five, &dest, "cat /installed /built; ls /bin/busybox"),
+        "libfoo 1.2\nran\nint main(void);\nint util;\n/bin/busybox\n"
     );
 }
 

@@ -339,9 +339,28 @@ async fn fetch_child<S: ImageSource>(src: &S, desc: &Descriptor) -> Result<Parse
     Ok(child)
 }
 
+/// One platform's manifest as the source names it (through its index when the root is one),
+/// held to the limits [`copy_image`] holds it to; no blob is read. Returns the source's root
+/// beside it.
+pub async fn platform_manifest<S: ImageSource>(
+    src: &S,
+    wanted: &Platform,
+) -> Result<(Descriptor, Parsed), TransportError> {
+    let root = src.root_manifest().await?;
+    limits::check_manifest(&root)?;
+    let source_root = root.descriptor();
+    let manifest = match &root.value {
+        ManifestValue::Manifest(_) => root,
+        ManifestValue::Index(index) => {
+            fetch_child(src, select_platform(&index.manifests, wanted)?).await?
+        }
+    };
+    Ok((source_root, manifest))
+}
+
 /// A config's bytes, read whole (it is small, and held to [`limits::MAX_CONFIG`]), checked
 /// against its descriptor, with its counts held to [`limits::check_config`].
-async fn read_config<S: ImageSource>(
+pub async fn read_config<S: ImageSource>(
     src: &S,
     desc: &Descriptor,
 ) -> Result<Vec<u8>, TransportError> {

@@ -168,16 +168,20 @@ pub struct Built {
     /// cached).
     pub cache_mounts: std::collections::BTreeSet<String>,
     /// With [`BuildOptions::lazy_layers`]: the image's layers that are not in the store,
-    /// where an imported cache has them.
+    /// where an imported cache or the base image's registry has them.
     pub pending: Vec<PendingLayer>,
 }
 
-/// A layer of the image that only an imported cache holds.
+/// A layer of the image that is only elsewhere: in an imported cache, or in the registry of
+/// a base image that was left there.
 #[derive(Debug, Clone)]
 pub struct PendingLayer {
-    pub diff_id: Digest,
+    /// The layer as the image's manifest names it (an imported step's tar, by its diff-id;
+    /// a base image's blob as its registry has it).
+    pub digest: Digest,
     pub from: std::sync::Arc<crate::cache::Imported>,
-    pub layer: crate::cache::Layer,
+    /// The blob that holds it there.
+    pub blob: Descriptor,
 }
 
 /// A layer step of a build as a cache export needs it.
@@ -192,11 +196,35 @@ pub struct StepRecord {
     pub imported: Option<(std::sync::Arc<crate::cache::Imported>, crate::cache::Layer)>,
 }
 
-/// A layer taken from an imported cache and not fetched yet.
+/// A layer of a stage's image that is not in the store yet, and where it is.
 #[derive(Debug, Clone)]
-struct Pending {
-    from: std::sync::Arc<crate::cache::Imported>,
-    layer: crate::cache::Layer,
+enum Pending {
+    /// A step's layer from an imported cache: the image names the tar (by its diff-id); the
+    /// cache holds it compressed.
+    Step {
+        from: std::sync::Arc<crate::cache::Imported>,
+        layer: crate::cache::Layer,
+    },
+    /// A layer of a base image left in its registry: the image names the blob itself.
+    Base {
+        from: std::sync::Arc<crate::cache::Imported>,
+        blob: Descriptor,
+    },
+}
+
+impl Pending {
+    fn from(&self) -> &std::sync::Arc<crate::cache::Imported> {
+        match self {
+            Pending::Step { from, .. } | Pending::Base { from, .. } => from,
+        }
+    }
+
+    fn blob(&self) -> &Descriptor {
+        match self {
+            Pending::Step { layer, .. } => &layer.blob,
+            Pending::Base { blob, .. } => blob,
+        }
+    }
 }
 
 /// A stage's state as its steps run.
@@ -210,8 +238,8 @@ struct StageState {
     /// When the newest layer so far was made (RFC 3339): the `created` of history entries
     /// and of the image, so an unchanged rebuild gives the same image ID.
     created: Option<String>,
-    /// Layers found in an imported cache and not in the store yet, by diff-id: fetched when
-    /// a step must see the tree, or the image is written.
+    /// Layers that are not in the store yet, by their digest in `layers`: fetched when a
+    /// step must see the tree, or the image is written.
     pending: BTreeMap<Digest, Pending>,
 }
 
@@ -321,9 +349,9 @@ pub fn build(
         .iter()
         .filter(|(d, _)| !store.has_blob(d))
         .map(|(d, p)| PendingLayer {
-            diff_id: d.clone(),
-            from: p.from.clone(),
-            layer: p.layer.clone(),
+            digest: d.clone(),
+            from: p.from().clone(),
+            blob: p.blob().clone(),
         })
         .collect();
     for (key, record) in ctx.adopted.lock().expect("no panics").drain(..) {
@@ -422,50 +450,65 @@ fn inline_cache(
     }
 }
 
-/// Fetches the state's layers that are still in an imported cache into the store (each blob
-/// verified by its digest, its tar by its diff-id).
+/// Fetches the state's pending layers into the store.
 fn fetch_pending(ctx: &Ctx<'_>, state: &StageState) -> Result<(), BuildError> {
-    for (diff_id, p) in &state.pending {
-        if ctx.store.has_blob(diff_id) {
-            continue;
-        }
-        let blob = &p.layer.blob;
-        let failed = |e: String| {
-            BuildError::Cache(format!(
-                "--cache-from {}: layer {}: {e}",
-                p.from.source.describe(),
-                blob.digest
-            ))
+    for (digest, p) in &state.pending {
+        fetch_one(ctx, digest, p)?;
+    }
+    Ok(())
+}
+
+/// Fetches one pending layer into the store as the image names it (`digest`): its blob,
+/// verified by its descriptor; for an imported step's layer, also the tar inside it,
+/// verified by its diff-id. (A base image's blob is checked against its diff-id when it is
+/// unpacked, as a pulled image's is.)
+fn fetch_one(ctx: &Ctx<'_>, digest: &Digest, p: &Pending) -> Result<(), BuildError> {
+    if ctx.store.has_blob(digest) {
+        return Ok(());
+    }
+    let (from, blob) = (p.from(), p.blob());
+    let failed = |e: String| {
+        let what = match p {
+            Pending::Step { .. } => "--cache-from ",
+            Pending::Base { .. } => "base image ",
         };
-        crate::cache::fetch_blob(ctx.store, &p.from, blob).map_err(failed)?;
+        BuildError::Cache(format!(
+            "{what}{}: layer {}: {e}",
+            from.source.describe(),
+            blob.digest
+        ))
+    };
+    crate::cache::fetch_blob(ctx.store, from, blob).map_err(failed)?;
+    if let Pending::Step { layer, .. } = p {
         ctx.store
-            .adopt_compressed_layer(blob, diff_id, p.layer.size)
+            .adopt_compressed_layer(blob, digest, layer.size)
             .map_err(|e| failed(e.to_string()))?;
     }
     Ok(())
 }
 
-/// Makes the state's tree exist on disk: its imported layers fetched and unpacked into
-/// their snapshots. Cheap when nothing is pending.
+/// Makes the state's tree exist on disk: each pending layer without a snapshot fetched and
+/// unpacked into one. Cheap when nothing is pending.
 fn materialize(ctx: &Ctx<'_>, state: &StageState) -> Result<(), BuildError> {
     if state.pending.is_empty() {
         return Ok(());
     }
-    fetch_pending(ctx, state)?;
     let diff_ids = &state.config.rootfs.diff_ids;
     let chains = berth_oci::config::chain_ids(diff_ids);
-    for (i, diff_id) in diff_ids.iter().enumerate() {
-        if !state.pending.contains_key(diff_id) || ctx.store.snapshot_path(&chains[i]).is_dir() {
+    for (i, layer) in state.layers.iter().enumerate() {
+        let Some(p) = state.pending.get(&layer.digest) else {
+            continue;
+        };
+        if ctx.store.snapshot_path(&chains[i]).is_dir() {
             continue;
         }
-        let size = state.layers.get(i).map_or(0, |l| l.size);
-        let layer = CachedLayer {
-            diff_id: diff_id.clone(),
-            size,
-            chain_id: chains[i].clone(),
-        };
-        ctx.store
-            .ensure_cached_snapshot(&layer, i.checked_sub(1).map(|p| &chains[p]))?;
+        fetch_one(ctx, &layer.digest, p)?;
+        ctx.store.unpack_snapshot(
+            layer,
+            &diff_ids[i],
+            &chains[i],
+            &berth_store::layer::unpack::UnpackOptions::default(),
+        )?;
     }
     Ok(())
 }
@@ -628,6 +671,36 @@ fn base_state(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildEr
             s.config.config.on_build = None;
             s
         }
+        Base::Image {
+            remote: Some(remote),
+            ..
+        } => {
+            let diff_ids = &remote.config.rootfs.diff_ids;
+            let chains = berth_oci::config::chain_ids(diff_ids);
+            let pending = remote
+                .layers
+                .iter()
+                .filter(|l| !ctx.store.has_blob(&l.digest))
+                .map(|l| {
+                    let p = Pending::Base {
+                        from: remote.from.clone(),
+                        blob: l.clone(),
+                    };
+                    (l.digest.clone(), p)
+                })
+                .collect();
+            let mut config = remote.config.clone();
+            config.config.on_build = None;
+            StageState {
+                config,
+                layers: remote.layers.clone(),
+                snapshots: chains.iter().map(|c| ctx.store.snapshot_path(c)).collect(),
+                chain: chains.last().cloned(),
+                cfg: Default::default(),
+                created: remote.config.created.clone(),
+                pending,
+            }
+        }
         Base::Image { manifest, .. } => {
             let image = ctx.store.image_by_manifest(manifest)?;
             let snapshots = ctx.store.ensure_snapshots(&image)?;
@@ -737,7 +810,7 @@ fn run_stage(ctx: &Ctx<'_>, stage: &PlannedStage) -> Result<StageState, BuildErr
                             if !ctx.store.has_blob(&l.diff_id) {
                                 state.pending.insert(
                                     l.diff_id.clone(),
-                                    Pending {
+                                    Pending::Step {
                                         from: from.clone(),
                                         layer: l.clone(),
                                     },

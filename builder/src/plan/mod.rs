@@ -20,6 +20,7 @@
 //!   what those layers see (their environment, user, working directory).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use berth_oci::{Digest, ImageConfig};
 
@@ -45,11 +46,31 @@ pub struct BaseImage {
     /// same whatever form its manifest has (pulled compressed, or built here uncompressed).
     pub id: Digest,
     pub config: ImageConfig,
+    /// Set when the image was left in its registry: its layers are read from there only when
+    /// a step must see its tree or the image is kept here.
+    pub remote: Option<Arc<RemoteLayers>>,
+}
+
+/// The layers of a `FROM` image that is not in the store: its manifest's descriptors
+/// (`layers[i]` holds `config.rootfs.diff_ids[i]`), and where their blobs are.
+#[derive(Debug)]
+pub struct RemoteLayers {
+    pub layers: Vec<berth_oci::Descriptor>,
+    pub config: ImageConfig,
+    /// The registry repository the image came from, as a cache with no records: a blob is
+    /// fetched from it, and checked against its descriptor, when a step needs it.
+    pub from: Arc<crate::cache::Imported>,
 }
 
 /// Finds `FROM` and `--from` images (the store, or a registry through `cli`).
 pub trait Resolver {
     fn resolve(&self, name: &str, platform: Option<&str>) -> Result<BaseImage, ResolveError>;
+
+    /// A `FROM` image: as [`Resolver::resolve`], or one whose layers stay in the registry
+    /// ([`BaseImage::remote`]) when the build may leave them there.
+    fn resolve_base(&self, name: &str, platform: Option<&str>) -> Result<BaseImage, ResolveError> {
+        self.resolve(name, platform)
+    }
 }
 
 /// `env` with `PATH` (Docker's default for Linux) added after the rest when it has none, as
@@ -61,11 +82,15 @@ pub fn default_path(env: &mut Vec<String>) {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Base {
     Scratch,
     Stage(usize),
-    Image { name: String, manifest: Digest },
+    Image {
+        name: String,
+        manifest: Digest,
+        remote: Option<Arc<RemoteLayers>>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,7 +330,7 @@ pub fn plan(
         let lower = base_name.to_lowercase();
         let resolve_base = |name: &str, platform: Option<&str>| {
             resolver
-                .resolve(name, platform)
+                .resolve_base(name, platform)
                 .map_err(|source| BuildError::Base {
                     at: Location::line(stage.from_line),
                     name: name.to_owned(),
@@ -344,6 +369,7 @@ pub fn plan(
                 Base::Image {
                     name: base_name.clone(),
                     manifest: image.manifest.clone(),
+                    remote: image.remote.clone(),
                 },
                 key(&["image", &image.id.to_string()]),
                 env,

@@ -11,14 +11,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_builder::cache::{
-    ARTIFACT_TYPE, BlobError, CONFIG_TYPE, CacheConfig, CacheSource, INPUTS_TYPE, Imported,
-    InlineCache, Layer, MAX_CONFIG, MOUNT_TYPE, MountRecord, Record,
+    ARTIFACT_TYPE, CONFIG_TYPE, CacheConfig, INPUTS_TYPE, Imported, InlineCache, Layer, MAX_CONFIG,
+    MOUNT_TYPE, MountRecord, Record,
 };
 use berth_builder::exec::StepRecord;
+use berth_oci::Reference;
 use berth_oci::media_type::{self, Compression};
-use berth_oci::transport::{ImageDestination, ImageSource, TransportError, select_platform};
+use berth_oci::transport::{
+    ImageDestination, ImageSource, TransportError, platform_manifest, read_config,
+};
 use berth_oci::{Descriptor, Digest, ImageConfig, ImageManifest, ManifestValue, Parsed, Platform};
-use berth_oci::{Reference, limits};
 use berth_registry_client::Options;
 use berth_store::Store;
 use berth_store::oci_dir::LayoutDir;
@@ -180,42 +182,6 @@ pub fn parse_to(spec: &str) -> anyhow::Result<To> {
     }
 }
 
-fn runtime() -> Arc<tokio::runtime::Runtime> {
-    Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("building the async runtime"),
-    )
-}
-
-/// An imported cache's blobs, from any transport source.
-struct Blobs<S> {
-    src: S,
-    rt: Arc<tokio::runtime::Runtime>,
-}
-
-impl<S: ImageSource + 'static> CacheSource for Blobs<S> {
-    fn describe(&self) -> String {
-        self.src.describe()
-    }
-
-    fn blob(&self, desc: &Descriptor, out: &mut dyn std::io::Write) -> Result<(), BlobError> {
-        self.rt.block_on(async {
-            let mut reader = self.src.blob(desc).await?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = reader.read(&mut buf).await?;
-                if n == 0 {
-                    return Ok(());
-                }
-                out.write_all(&buf[..n])?;
-            }
-        })
-    }
-}
-
 /// A blob read whole, no larger than `limit`, checked against its descriptor.
 async fn read_small<S: ImageSource>(
     src: &S,
@@ -239,17 +205,9 @@ async fn read_small<S: ImageSource>(
 
 /// The records of a cache artifact or of an image's inline cache (`None`: an image without).
 async fn load<S: ImageSource>(src: &S, platform: &Platform) -> anyhow::Result<Option<CacheConfig>> {
-    let root = src.root_manifest().await?;
-    let manifest = match root.value {
-        ManifestValue::Manifest(m) => m,
-        ManifestValue::Index(index) => {
-            let desc = select_platform(&index.manifests, platform)?;
-            let child = src.manifest(desc).await?;
-            match (child.digest == desc.digest, child.value) {
-                (true, ManifestValue::Manifest(m)) => m,
-                _ => anyhow::bail!("index entry {} is not the manifest it names", desc.digest),
-            }
-        }
+    let (_, manifest) = platform_manifest(src, platform).await?;
+    let ManifestValue::Manifest(manifest) = manifest.value else {
+        anyhow::bail!("{} is an index inside an index", manifest.digest);
     };
     if manifest.artifact_type.as_deref() == Some(ARTIFACT_TYPE)
         || manifest.config.media_type == CONFIG_TYPE
@@ -257,13 +215,7 @@ async fn load<S: ImageSource>(src: &S, platform: &Platform) -> anyhow::Result<Op
         let bytes = read_small(src, &manifest.config, MAX_CONFIG).await?;
         return Ok(Some(CacheConfig::parse(&bytes, &manifest.layers)?));
     }
-    limits::check_count(
-        "the image",
-        "layers",
-        manifest.layers.len(),
-        limits::MAX_LAYERS,
-    )?;
-    let bytes = read_small(src, &manifest.config, limits::MAX_CONFIG).await?;
+    let bytes = read_config(src, &manifest.config).await?;
     let config = ImageConfig::parse(&bytes)?;
     Ok(InlineCache::from_image(&config, &manifest.layers)?)
 }
@@ -277,7 +229,7 @@ async fn imported<S: ImageSource + 'static>(
 ) -> anyhow::Result<Option<Arc<Imported>>> {
     let config = load(&src, platform).await?;
     Ok(config.map(|c| {
-        let blobs = Blobs {
+        let blobs = crate::transfer::SyncBlobs {
             src,
             rt: rt.clone(),
         };
@@ -304,7 +256,7 @@ pub fn import(
     if specs.is_empty() {
         return out;
     }
-    let rt = runtime();
+    let rt = crate::transfer::runtime();
     for spec in specs {
         let loaded = match spec {
             From::Registry(r) => rt.block_on(async {
@@ -531,7 +483,7 @@ pub fn export(to: &To, e: &Export<'_>) -> anyhow::Result<Option<String>> {
         c => c,
     };
     let keep = |s: &StepRecord| mode == Mode::Max || e.image_stages.contains(&s.stage);
-    let rt = runtime();
+    let rt = crate::transfer::runtime();
     match to {
         To::Registry { reference, .. } => {
             let mut remote = rt.block_on(crate::transfer::remote(reference, e.options))?;
@@ -577,7 +529,7 @@ pub fn push_lazy(
     options: &Options,
     compression: &str,
 ) -> anyhow::Result<Digest> {
-    let rt = runtime();
+    let rt = crate::transfer::runtime();
     let mut remote = rt.block_on(crate::transfer::remote(dest, options))?;
     let same_registry = |r: &&Reference| r.domain() == dest.domain();
     remote.mount_from = imports
@@ -592,7 +544,7 @@ pub fn push_lazy(
             .find(|i| Arc::ptr_eq(&i.cache, &p.from))
             .and_then(|i| i.registry.as_ref())
             .filter(same_registry);
-        let blob = &p.layer.blob;
+        let blob = &p.blob;
         let there = match origin {
             Some(o) if o.path() == dest.path() => {
                 rt.block_on(remote.has_blob(blob)).unwrap_or(false)
@@ -605,7 +557,7 @@ pub fn push_lazy(
         if !there {
             berth_builder::cache::fetch_blob(store, &p.from, blob).map_err(anyhow::Error::msg)?;
         }
-        swapped.insert(&p.diff_id, blob);
+        swapped.insert(&p.digest, blob);
     }
     let c = crate::wiring::compression(compression);
     let layers = image

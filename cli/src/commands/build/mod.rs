@@ -12,7 +12,7 @@ mod args;
 mod cache;
 mod context;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use berth_builder::{BuildError, Services};
@@ -88,13 +88,13 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             errln!("warning: {}", crate::output::terminal_safe_text(&w));
         }
     });
-    let resolver = crate::resolver::StoreResolver {
-        store: store.clone(),
-        pull: args.pull,
+    let resolver = crate::resolver::StoreResolver::new(
+        store.clone(),
+        args.pull,
         quiet,
-        options: registry.clone(),
-        pulled: Mutex::new(Default::default()),
-    };
+        registry.clone(),
+        lazy,
+    );
     let progress = crate::progress::view(&args.progress, quiet, args.log_file.as_deref())?;
     let services = Services {
         store: &store,
@@ -107,13 +107,27 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         cache_from: imported.iter().map(|r| r.cache.clone()).collect(),
     };
     let built = berth_builder::build(&request, &services).map_err(|e| failed(e, quiet))?;
+    // Base images left in their registries are sources like imported caches.
+    let sources: Vec<cache::Read> = imported
+        .iter()
+        .cloned()
+        .chain(
+            resolver
+                .left_in_registry()
+                .into_iter()
+                .map(|(cache, r)| cache::Read {
+                    cache,
+                    registry: Some(r),
+                }),
+        )
+        .collect();
     for dest in &push_to {
         let digest = match lazy {
             true => cache::push_lazy(
                 &store,
                 &built.image,
                 &built.pending,
-                &imported,
+                &sources,
                 dest,
                 &registry,
                 &args.compression,
