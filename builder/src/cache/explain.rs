@@ -6,7 +6,7 @@
 
 use berth_oci::Digest;
 
-use crate::plan::Inputs;
+use super::Inputs;
 
 /// An earlier build of a step, as a cache record describes it.
 #[derive(Debug, Clone)]

@@ -36,7 +36,7 @@ pub type BlobError = Box<dyn std::error::Error + Send + Sync>;
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.berth.build-cache.v1";
 pub const CONFIG_TYPE: &str = "application/vnd.berth.build-cache.config.v1+json";
-/// Every step's inputs ([`crate::plan::Inputs`]) by key, as gzip-compressed JSON.
+/// Every step's inputs ([`Inputs`]) by key, as gzip-compressed JSON.
 pub const INPUTS_TYPE: &str = "application/vnd.berth.build-cache.inputs.v1+json+gzip";
 /// A cache mount's contents: a gzip-compressed tar.
 pub const MOUNT_TYPE: &str = "application/vnd.berth.build-cache.mount.v1.tar+gzip";
@@ -81,6 +81,15 @@ pub struct Record {
     /// the Dockerfile's, computed again).
     pub created: u64,
 }
+
+/// What a layer step's cache key was made of, by name, so a miss can say which input changed
+/// ([`explain`]): `instruction` (as written), `expanded` (its digest after expansion),
+/// `base` (the stage's base), `from` (what `--from` names), `git` (the commit), `mounts`
+/// (what bind mounts show), `file PATH` (each context entry a COPY or ADD copies, when there
+/// are at most [`crate::plan::MAX_EXPLAINED_FILES`]; else `files`), `arg NAME` and `env NAME` (digests of
+/// the values: a value never leaves the build through a cache record), `user`, `workdir`,
+/// `shell`, `platform`.
+pub type Inputs = BTreeMap<String, String>;
 
 /// A layer as it travels: the compressed blob, and the tar inside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,7 +305,7 @@ pub struct Imported {
     pub config: CacheConfig,
     by_key: HashMap<Digest, usize>,
     mounts: BTreeMap<String, usize>,
-    inputs: std::sync::OnceLock<Option<HashMap<Digest, crate::plan::Inputs>>>,
+    inputs: std::sync::OnceLock<Option<HashMap<Digest, Inputs>>>,
 }
 
 impl std::fmt::Debug for Imported {
@@ -341,7 +350,7 @@ impl Imported {
 
     /// A step's inputs, the cache's inputs blob fetched at the first call (`None` when the
     /// cache has none or they cannot be read: they only explain).
-    pub fn inputs(&self, record: &Record) -> Option<crate::plan::Inputs> {
+    pub fn inputs(&self, record: &Record) -> Option<Inputs> {
         let all = self.inputs.get_or_init(|| {
             let desc = self.config.inputs.as_ref()?;
             let mut out = Limited::new(Vec::new(), desc.size);
@@ -358,7 +367,7 @@ impl Imported {
 }
 
 /// The inputs blob of a cache: every record's inputs by key, as gzip-compressed JSON.
-pub fn encode_inputs(inputs: &BTreeMap<Digest, crate::plan::Inputs>) -> Vec<u8> {
+pub fn encode_inputs(inputs: &BTreeMap<Digest, Inputs>) -> Vec<u8> {
     use std::io::Write;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&serde_json::to_vec(inputs).expect("plain data"))

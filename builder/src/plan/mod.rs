@@ -164,14 +164,7 @@ pub struct BuildGraph {
     pub waves: Vec<Vec<usize>>,
 }
 
-/// What a layer step's cache key was made of, by name, so a miss can say which input changed
-/// (`cache::explain`): `instruction` (as written), `expanded` (its digest after expansion),
-/// `base` (the stage's base), `from` (what `--from` names), `git` (the commit), `mounts`
-/// (what bind mounts show), `file PATH` (each context entry a COPY or ADD copies, when there
-/// are at most [`MAX_EXPLAINED_FILES`]; else `files`), `arg NAME` and `env NAME` (digests of
-/// the values: a value never leaves the build through a cache record), `user`, `workdir`,
-/// `shell`, `platform`.
-pub type Inputs = BTreeMap<String, String>;
+pub use crate::cache::Inputs;
 
 /// Past this many files a COPY's inputs keep one digest of them all.
 pub const MAX_EXPLAINED_FILES: usize = 20_000;
