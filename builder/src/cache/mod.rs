@@ -1,6 +1,6 @@
 //! Build caches that leave the machine: berth's cache artifact (its types, parsed and held to
 //! limits), caches imported from elsewhere (`--cache-from`), and what a miss says about
-//! why it missed ([`explain`]).
+//! why it missed ([`mod@explain`]).
 //!
 //! | module | in → out |
 //! |---|---|
@@ -83,7 +83,7 @@ pub struct Record {
 }
 
 /// What a layer step's cache key was made of, by name, so a miss can say which input changed
-/// ([`explain`]): `instruction` (as written), `expanded` (its digest after expansion),
+/// ([`mod@explain`]): `instruction` (as written), `expanded` (its digest after expansion),
 /// `base` (the stage's base), `from` (what `--from` names), `git` (the commit), `mounts`
 /// (what bind mounts show), `file PATH` (each context entry a COPY or ADD copies, when there
 /// are at most [`crate::plan::MAX_EXPLAINED_FILES`]; else `files`), `arg NAME` and `env NAME` (digests of
