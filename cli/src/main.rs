@@ -99,6 +99,16 @@ enum Command {
         #[command(subcommand)]
         command: commands::system::Command,
     },
+    /// Show berth's version, commit and store format
+    Version(commands::info::VersionArgs),
+    /// Show the store's contents and what this machine gives containers
+    Info(commands::info::InfoArgs),
+    /// Write a shell completion script (bash, zsh, fish) to stdout
+    Completion(commands::completion::Args),
+    /// Writes the man pages (berth.1, berth-build.1, ...) into DIR (internal: used by
+    /// scripts/install-docs)
+    #[command(name = "__man", hide = true)]
+    Man { dir: PathBuf },
 }
 
 /// An error that is the user's input, not berth's failure: exit code 2.
@@ -161,6 +171,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Debug { command } => commands::debug::run(command),
         Command::Monitor { dir } => commands::run::monitor(&*open()?, &dir),
         Command::Init { .. } => unreachable!("handled in main"),
+        Command::Version(args) => commands::info::version(args),
+        Command::Info(args) => commands::info::info(&*open()?, args),
+        Command::Completion(args) => {
+            commands::completion::completion(<Cli as clap::CommandFactory>::command(), args)
+        }
+        Command::Man { dir } => {
+            commands::completion::man_pages(<Cli as clap::CommandFactory>::command(), &dir)
+        }
     }
 }
 

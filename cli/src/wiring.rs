@@ -44,6 +44,12 @@ pub struct TlsArgs {
     tls_verify: bool,
 }
 
+impl Default for TlsArgs {
+    fn default() -> TlsArgs {
+        TlsArgs { tls_verify: true }
+    }
+}
+
 /// The registry client's options: the environment's (mirrors, insecure registries) with the
 /// command's TLS flag and the certificate directories of `BERTH_CERTS_DIR` first.
 pub fn options(tls: &TlsArgs) -> Options {

@@ -30,6 +30,11 @@ use crate::lock::FileLock;
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 
+/// The version of the store's layout as this berth reads and writes it (`berth version`
+/// reports it): raised when a store written by this berth can no longer be read by an older
+/// one, or the other way round.
+pub const FORMAT_VERSION: u32 = 1;
+
 /// The directories under the root, parents before children.
 const TOP_DIRS: [&str; 11] = [
     "blobs",

@@ -49,7 +49,7 @@ pub use check::Fault;
 pub use error::{Result, StoreError};
 pub use gc::GcReport;
 pub use images::Image;
-pub use layout::Store;
+pub use layout::{FORMAT_VERSION, Store};
 pub use transport::{StoreDestination, StoreSource};
 
 /// Default store root: `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`

@@ -2,11 +2,13 @@
 //! commands share lives in the crate's shared modules (`wiring`, `transfer`, `containers`).
 
 pub mod build;
+pub mod completion;
 pub mod copy;
 pub mod debug;
 pub mod history;
 pub mod images;
 pub mod import;
+pub mod info;
 pub mod inspect;
 pub mod lifecycle;
 pub mod load;

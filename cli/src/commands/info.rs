@@ -1,0 +1,310 @@
+//! `berth version` (what this binary is) and `berth info` (the store and what this machine
+//! gives containers), as `docker version` and `docker info` print them: `Key: value` lines
+//! under headings, or one JSON object with `--format json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use berth_store::Store;
+
+#[derive(clap::Args, Debug)]
+pub struct VersionArgs {
+    /// Output format: `table` (Docker's `Key: value` lines) or `json`
+    #[arg(short, long, default_value = "table")]
+    pub format: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Output format: `table` (Docker's `Key: value` lines) or `json`
+    #[arg(short, long, default_value = "table")]
+    pub format: String,
+}
+
+/// The version of the store's on-disk format this berth reads and writes, and of its cache
+/// keys (a change of either makes older stores or caches unreadable or cold).
+fn store_format() -> String {
+    format!(
+        "{} (OCI image layout 1.0.0; cache keys {})",
+        berth_store::FORMAT_VERSION,
+        berth_builder::plan::KEY_VERSION
+    )
+}
+
+fn os_arch() -> String {
+    let p = berth_oci::Platform::host();
+    format!("{}/{}", p.os, p.architecture)
+}
+
+pub fn version(args: VersionArgs) -> anyhow::Result<u8> {
+    let fields = json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "GitCommit": env!("BERTH_GIT_COMMIT"),
+        "RustVersion": env!("BERTH_RUSTC_VERSION"),
+        "Os": berth_oci::Platform::host().os,
+        "Arch": berth_oci::Platform::host().architecture,
+        "StoreFormat": store_format(),
+    });
+    match args.format.as_str() {
+        "json" => outln!("{}", json!({ "Client": fields })),
+        "table" => {
+            outln!("Client:");
+            for (key, label) in [
+                ("Version", "Version"),
+                ("GitCommit", "Git commit"),
+                ("RustVersion", "Rust version"),
+                ("StoreFormat", "Store format"),
+            ] {
+                outln!(
+                    " {:<14}{}",
+                    format!("{label}:"),
+                    fields[key].as_str().unwrap_or("")
+                );
+            }
+            outln!(" {:<14}{}", "OS/Arch:", os_arch());
+        }
+        other => {
+            return Err(
+                crate::UsageError(format!("unknown format {other:?}: use table or json")).into(),
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// The cgroup hierarchies this machine has mounted: `2` (unified only), `1 (hybrid: ...)`
+/// or `1`.
+fn cgroup_version(mountinfo: &str) -> String {
+    let mut v1 = false;
+    let mut unified = None;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = left.split_whitespace().nth(4).unwrap_or_default();
+        match right.split_whitespace().next() {
+            Some("cgroup2") => unified = Some(mount_point.to_owned()),
+            Some("cgroup") => v1 = true,
+            _ => {}
+        }
+    }
+    match (v1, unified) {
+        (false, Some(_)) => "2".into(),
+        (true, Some(at)) => format!("1 (hybrid: the unified hierarchy at {at})"),
+        (true, None) => "1".into(),
+        (false, None) => "none mounted".into(),
+    }
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// Whether the kernel gives processes seccomp filters (`Seccomp:` in /proc/self/status).
+fn seccomp() -> &'static str {
+    match read("/proc/self/status").is_some_and(|s| s.contains("\nSeccomp:")) {
+        true => "supported (berth's default profile on every container and RUN step)",
+        false => "not supported by this kernel",
+    }
+}
+
+fn overlay() -> &'static str {
+    match read("/proc/filesystems").is_some_and(|s| s.lines().any(|l| l.ends_with("\toverlay"))) {
+        true => "supported",
+        false => "not loaded (modprobe overlay)",
+    }
+}
+
+/// User namespaces: the kernel's limit, and whether users without privileges may make them.
+fn user_namespaces() -> String {
+    let max = read("/proc/sys/user/max_user_namespaces")
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if max == 0 {
+        return "not available (user.max_user_namespaces is 0)".into();
+    }
+    let debian = read("/proc/sys/kernel/unprivileged_userns_clone").map(|s| s.trim() == "1");
+    let apparmor =
+        read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").map(|s| s.trim() == "1");
+    let unprivileged = match (debian, apparmor) {
+        (Some(false), _) => "not for unprivileged users (kernel.unprivileged_userns_clone=0)",
+        (_, Some(true)) => "restricted by AppArmor for unprivileged users",
+        _ => "unprivileged users too",
+    };
+    format!("supported, {unprivileged}")
+}
+
+/// Bytes of the files under `root`, each inode once (snapshots and blobs may share none,
+/// but a hard link is never counted twice); symlinks are not followed.
+fn tree_size(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .same_file_system(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file() && seen.insert((m.dev(), m.ino())))
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The registries configured for this user: mirrors, TLS directories, and those with saved
+/// credentials (their names only).
+fn registries() -> Value {
+    let options = crate::wiring::options(&Default::default());
+    let mut logged_in = std::collections::BTreeSet::new();
+    for file in berth_registry_client::creds::auth_files() {
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue;
+        };
+        if bytes.len() > 1 << 20 {
+            continue;
+        }
+        if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(&bytes)
+            && let Some(Value::Object(auths)) = o.get("auths")
+        {
+            logged_in.extend(
+                auths
+                    .keys()
+                    .map(|k| crate::output::terminal_safe_text(k).into_owned()),
+            );
+        }
+    }
+    json!({
+        "Mirrors": options.mirrors,
+        "Insecure": options.insecure,
+        "CertsDirs": options.certs_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
+        "LoggedIn": logged_in,
+    })
+}
+
+pub fn info(store: &Store, args: InfoArgs) -> anyhow::Result<u8> {
+    let containers = store.container_records()?;
+    let running = containers
+        .iter()
+        .filter(|c| crate::containers::alive(c))
+        .count();
+    let volumes = std::fs::read_dir(store.root().join("volumes"))
+        .map(|d| d.filter_map(Result::ok).count())
+        .unwrap_or(0);
+    let euid = nix::unistd::geteuid();
+    let fields = json!({
+        "StoreRoot": store.root().display().to_string(),
+        "StoreSize": tree_size(store.root()),
+        "Images": store.images()?.len(),
+        "Containers": containers.len(),
+        "ContainersRunning": running,
+        "ContainersStopped": containers.len() - running,
+        "CacheRecords": store.cache_records()?.len(),
+        "Volumes": volumes,
+        "CgroupVersion": cgroup_version(&read("/proc/self/mountinfo").unwrap_or_default()),
+        "Rootless": !euid.is_root(),
+        "Seccomp": seccomp(),
+        "Overlay": overlay(),
+        "UserNamespaces": user_namespaces(),
+        "KernelVersion": nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        "OSArch": os_arch(),
+        "Registries": registries(),
+    });
+    match args.format.as_str() {
+        "json" => outln!("{fields}"),
+        "table" => print_info(&fields),
+        other => {
+            return Err(
+                crate::UsageError(format!("unknown format {other:?}: use table or json")).into(),
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn print_info(f: &Value) {
+    let s = |k: &str| match &f[k] {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let list = |v: &Value| {
+        let items: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match items.is_empty() {
+            true => "none".to_owned(),
+            false => items.join(", "),
+        }
+    };
+    let rows: BTreeMap<u8, (&str, String)> = BTreeMap::from([
+        (0, ("Store root", s("StoreRoot"))),
+        (
+            1,
+            (
+                "Store size",
+                crate::output::human_size(f["StoreSize"].as_u64().unwrap_or(0)),
+            ),
+        ),
+        (2, ("Images", s("Images"))),
+        (
+            3,
+            (
+                "Containers",
+                format!(
+                    "{} (running {}, stopped {})",
+                    s("Containers"),
+                    s("ContainersRunning"),
+                    s("ContainersStopped")
+                ),
+            ),
+        ),
+        (4, ("Build cache records", s("CacheRecords"))),
+        (5, ("Volumes", s("Volumes"))),
+        (6, ("Cgroup version", s("CgroupVersion"))),
+        (7, ("Rootless", s("Rootless"))),
+        (8, ("Seccomp", s("Seccomp"))),
+        (9, ("Overlay", s("Overlay"))),
+        (10, ("User namespaces", s("UserNamespaces"))),
+        (11, ("Kernel version", s("KernelVersion"))),
+        (12, ("OS/Arch", s("OSArch"))),
+        (13, ("Registry mirrors", list(&f["Registries"]["Mirrors"]))),
+        (
+            14,
+            ("Registry TLS dirs", list(&f["Registries"]["CertsDirs"])),
+        ),
+        (
+            15,
+            ("Insecure registries", list(&f["Registries"]["Insecure"])),
+        ),
+        (16, ("Logged in to", list(&f["Registries"]["LoggedIn"]))),
+    ]);
+    for (label, value) in rows.values() {
+        outln!("{:<22}{}", format!("{label}:"), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_layouts_are_told_apart() {
+        let v1 = "30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        let unified = "41 30 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        let pure = "30 25 0:26 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup_version(pure), "2");
+        assert_eq!(cgroup_version(v1), "1");
+        assert_eq!(
+            cgroup_version(&format!("{v1}{unified}")),
+            "1 (hybrid: the unified hierarchy at /sys/fs/cgroup/unified)"
+        );
+        assert_eq!(cgroup_version(""), "none mounted");
+    }
+}
