@@ -10,6 +10,7 @@ mod change;
 mod commands;
 mod containers;
 mod download;
+mod examples;
 mod exporters;
 mod output;
 mod output_file;
@@ -116,8 +117,14 @@ enum Command {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// The command line as clap derives it, with the examples of the main commands.
+fn command() -> clap::Command {
+    examples::add(<Cli as clap::CommandFactory>::command())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches())
+        .unwrap_or_else(|e| e.exit());
     let is_run = matches!(cli.command, Command::Run(_));
     if let Command::Init { bundle } = &cli.command {
         // The container init: a fresh single-threaded process; it opens no store.
@@ -173,12 +180,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Init { .. } => unreachable!("handled in main"),
         Command::Version(args) => commands::info::version(args),
         Command::Info(args) => commands::info::info(&*open()?, args),
-        Command::Completion(args) => {
-            commands::completion::completion(<Cli as clap::CommandFactory>::command(), args)
-        }
-        Command::Man { dir } => {
-            commands::completion::man_pages(<Cli as clap::CommandFactory>::command(), &dir)
-        }
+        Command::Completion(args) => commands::completion::completion(command(), args),
+        Command::Man { dir } => commands::completion::man_pages(command(), &dir),
     }
 }
 
@@ -214,6 +217,65 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 mod tests {
     #[test]
     fn cli_definition_is_consistent() {
-        <super::Cli as clap::CommandFactory>::command().debug_assert();
+        super::command().debug_assert();
+    }
+
+    /// The visible commands and their arguments, with their full names (`berth system prune`).
+    fn visible(cmd: &clap::Command, name: &str, out: &mut Vec<(String, clap::Command)>) {
+        out.push((name.to_owned(), cmd.clone()));
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() != "help" {
+                visible(sub, &format!("{name} {}", sub.get_name()), out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_argument_and_flag_is_described() {
+        let mut cmd = super::command();
+        cmd.build();
+        let mut all = Vec::new();
+        visible(&cmd, "berth", &mut all);
+        let mut missing = Vec::new();
+        for (name, c) in &all {
+            if c.get_about().is_none() {
+                missing.push(format!("{name}: no about"));
+            }
+            for arg in c.get_arguments().filter(|a| !a.is_hide_set()) {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{name}: {}", arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undescribed:\n{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn the_main_commands_show_examples() {
+        let mut cmd = super::command();
+        cmd.build();
+        let mut all = Vec::new();
+        visible(&cmd, "berth", &mut all);
+        for main in [
+            "berth build",
+            "berth run",
+            "berth pull",
+            "berth push",
+            "berth images",
+            "berth ps",
+            "berth inspect",
+            "berth copy",
+            "berth login",
+            "berth system prune",
+        ] {
+            let (_, c) = all.iter().find(|(n, _)| n == main).expect(main);
+            let after = c.get_after_long_help().map(|h| h.to_string());
+            assert!(
+                after
+                    .as_deref()
+                    .is_some_and(|h| h.contains("Examples:") && h.contains(main)),
+                "{main}: no examples in its long help"
+            );
+        }
     }
 }

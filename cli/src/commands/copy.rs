@@ -29,7 +29,9 @@ pub struct Args {
     compression: String,
     #[command(flatten)]
     tls: crate::wiring::TlsArgs,
+    /// Where the image is: TRANSPORT:NAME (docker://, oci:, oci-archive:, docker-archive:, store:)
     src: String,
+    /// Where it goes, in the same form
     dst: String,
 }
 

@@ -12,6 +12,7 @@ pub struct Args {
     /// Print sizes in bytes and dates as RFC 3339
     #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
     human: bool,
+    /// The image by name or ID
     image: String,
 }
 

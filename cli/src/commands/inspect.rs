@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Images by name or ID
     #[arg(required = true)]
     images: Vec<String>,
 }

@@ -16,6 +16,7 @@ pub struct StopArgs {
     /// Seconds to wait after SIGTERM before SIGKILL
     #[arg(short = 't', long = "time", default_value_t = 10)]
     time: u64,
+    /// Containers by name or ID (or a unique ID prefix)
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -33,6 +34,7 @@ pub struct KillArgs {
     /// Signal to send (name like KILL, TERM, SIGHUP, or a number)
     #[arg(short = 's', long = "signal", default_value = "KILL")]
     signal: String,
+    /// Containers by name or ID (or a unique ID prefix)
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -66,6 +68,7 @@ pub fn kill(store: &Store, args: KillArgs) -> anyhow::Result<u8> {
 
 #[derive(clap::Args, Debug)]
 pub struct WaitArgs {
+    /// Containers by name or ID (or a unique ID prefix)
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -101,6 +104,7 @@ pub struct LogsArgs {
     /// Follow the output until the container stops
     #[arg(short = 'f', long)]
     follow: bool,
+    /// The container by name or ID (or a unique ID prefix)
     container: String,
 }
 

@@ -33,6 +33,7 @@ pub struct PullArgs {
     quiet: bool,
     #[command(flatten)]
     tls: TlsArgs,
+    /// The image to pull: NAME[:TAG] or NAME@DIGEST (a name without a registry is Docker Hub's)
     image: String,
 }
 
@@ -72,6 +73,7 @@ pub struct PushArgs {
     /// Write the pushed manifest digest to this file
     #[arg(long)]
     digestfile: Option<PathBuf>,
+    /// No progress: only the line with the pushed digest
     #[arg(short, long)]
     quiet: bool,
     #[command(flatten)]
@@ -119,6 +121,7 @@ fn registry_name(arg: Option<&str>) -> String {
 
 #[derive(clap::Args, Debug)]
 pub struct LoginArgs {
+    /// The user name (asked for on a terminal when not given)
     #[arg(short, long)]
     username: Option<String>,
     /// The password (visible in the process list: prefer --password-stdin)
@@ -202,6 +205,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<u8> {
 
 #[derive(clap::Args, Debug)]
 pub struct LogoutArgs {
+    /// The registry whose saved credentials are removed (default: Docker Hub)
     registry: Option<String>,
 }
 

@@ -12,6 +12,7 @@ pub struct Args {
     /// Remove even a running container (it is killed)
     #[arg(short, long)]
     force: bool,
+    /// Containers by name or ID (or a unique ID prefix)
     #[arg(required = true)]
     containers: Vec<String>,
 }

@@ -10,6 +10,7 @@ pub struct Args {
     /// Remove even when several names or a container use the image
     #[arg(short, long)]
     force: bool,
+    /// Images by name or ID (a name only removes that name while others are left)
     #[arg(required = true)]
     images: Vec<String>,
 }

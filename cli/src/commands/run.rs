@@ -99,7 +99,9 @@ pub struct Args {
     /// given are inherited from berth, as Docker's containers inherit the daemon's
     #[arg(long = "ulimit", value_parser = berth_runtime::spec::Rlimit::parse)]
     ulimits: Vec<berth_runtime::spec::Rlimit>,
+    /// The image to run, by name or ID
     image: String,
+    /// The command and its arguments (default: the image's ENTRYPOINT and CMD)
     command: Vec<String>,
 }
 

@@ -22,6 +22,7 @@ pub struct Args {
     /// Layer compression in an OCI archive: gzip, zstd or none
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
     compression: String,
+    /// Images by name or ID (every name given is kept in the archive)
     #[arg(required = true)]
     images: Vec<String>,
 }
