@@ -168,7 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Save(args) => commands::save::run(&*open()?, args),
         Command::Load(args) => commands::load::run(open()?, args),
         Command::System { command } => commands::system::run(&*open()?, command),
-        Command::Run(args) => commands::run::run(&*open()?, args),
+        Command::Run(args) => commands::run::run(open()?, args),
         Command::Ps(args) => commands::ps::run(&*open()?, args),
         Command::Rm(args) => commands::rm::run(&*open()?, args),
         Command::Logs(args) => commands::lifecycle::logs(&*open()?, args),

@@ -154,8 +154,49 @@ fn exit_codes_follow_docker() {
     // PID 1 ignores signals sent from inside its namespace (as in Docker); a child killed
     // by a signal reports 128+N through the shell.
     assert_eq!(sh(&s, "sh -c 'kill -9 $$'; exit $?").0, 137);
-    let out = s.run(&["run", "--rm", "nosuchimage"]);
+    let out = s.run(&["run", "--rm", "--pull", "never", "nosuchimage"]);
     assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn run_pulls_an_image_the_store_does_not_have() {
+    let Some(one) = ROOT.sandbox() else { return };
+    let Some(two) = ROOT.sandbox() else { return };
+    let reg = berth_test_support::TestRegistry::start(Default::default());
+    let name = format!("{}/tools/busybox:1", reg.host);
+    one.ok(&["tag", "busybox", &name]);
+    one.ok(&["push", "-q", &name]);
+    // --pull never: the store's or nothing.
+    let out = two.run(&["run", "--rm", "--pull", "never", &name, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such image"),
+        "{out:?}"
+    );
+    // Missing (the default): pulled, named, run.
+    let out = two.run(&["run", "--rm", &name, "echo", "pulled"]);
+    assert_success(&out, "run of an image only the registry has");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pulled\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unable to find image"),
+        "{out:?}"
+    );
+    assert!(two.ok(&["images"]).contains("tools/busybox"));
+    let manifests = |reg: &berth_test_support::TestRegistry| {
+        reg.requests()
+            .iter()
+            .filter(|r| r.starts_with("GET ") && r.contains("/manifests/"))
+            .count()
+    };
+    // Now in the store: not asked for again, unless --pull always.
+    let before = manifests(&reg);
+    two.ok(&["run", "--rm", &name, "true"]);
+    assert_eq!(manifests(&reg), before);
+    two.ok(&["run", "--rm", "--pull", "always", &name, "true"]);
+    assert!(manifests(&reg) > before);
+    // A registry that does not have it: 125, and the registry's answer.
+    let out = two.run(&["run", "--rm", &format!("{}/nothing:1", reg.host)]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
 }
 
 #[test]
@@ -603,8 +644,12 @@ fn a_terminal_under_tmux_types_resizes_and_interrupts() {
         );
     };
     wait_for("/ #");
-    term.keys(&["echo typed-$((40+2)); stty size; tty", "Enter"]);
+    term.keys(&[
+        "echo typed-$((40+2)); stty size; tty; echo term-$TERM",
+        "Enter",
+    ]);
     wait_for("typed-42");
+    wait_for("term-xterm");
     wait_for("30 100");
     wait_for("/dev/console");
     term.resize(120, 40);

@@ -1,7 +1,8 @@
 //! `berth run IMAGE [COMMAND [ARG...]]`: an image's snapshots as overlay lower dirs plus a
 //! per-container upper dir, run in the foreground by the runtime. Docker's rules for the
 //! command (ENTRYPOINT + CMD, `--entrypoint` resets CMD), the environment (image ENV, then
-//! `--env-file`, then `-e`; `PATH` defaulted, `HOSTNAME` set) and exit codes (the
+//! `--env-file`, then `-e`; `PATH` defaulted, `HOSTNAME` set, `TERM=xterm` with `-t`), the
+//! image (pulled when the store does not have it, `--pull missing`) and exit codes (the
 //! container's own; 125 when berth failed; 126/127 when the command cannot run).
 //!
 //! The default network is `none` (only `lo`): berth has no bridge network yet, and an
@@ -99,6 +100,10 @@ pub struct Args {
     /// given are inherited from berth, as Docker's containers inherit the daemon's
     #[arg(long = "ulimit", value_parser = berth_runtime::spec::Rlimit::parse)]
     ulimits: Vec<berth_runtime::spec::Rlimit>,
+    /// When to pull the image: `missing` (when the store does not have it), `always` or
+    /// `never`
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
     /// The image to run, by name or ID
     image: String,
     /// The command and its arguments (default: the image's ENTRYPOINT and CMD)
@@ -245,11 +250,45 @@ fn environment(image_env: &[String], args: &Args, hostname: &str) -> anyhow::Res
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         set(&mut env, format!("HOSTNAME={hostname}"));
     }
+    // As Docker: a terminal is an xterm unless the image or the command line says otherwise.
+    if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        set(&mut env, "TERM=xterm".to_owned());
+    }
     Ok(env)
 }
 
-pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
-    let image = store.resolve(&args.image)?;
+/// The image to run: the store's, pulled first with `--pull always`, or when the store does
+/// not have it with `--pull missing` (Docker's default).
+fn image_to_run(store: &std::sync::Arc<Store>, args: &Args) -> anyhow::Result<berth_store::Image> {
+    let found = match args.pull.as_str() {
+        "always" => Err(berth_store::StoreError::NoSuchImage(args.image.clone())),
+        _ => store.resolve(&args.image),
+    };
+    match found {
+        Err(berth_store::StoreError::NoSuchImage(_)) if args.pull != "never" => {}
+        other => return Ok(other?),
+    }
+    let reference = crate::wiring::parse_reference(&args.image)?;
+    if args.pull == "missing" {
+        errln!(
+            "Unable to find image '{}' locally",
+            crate::output::terminal_safe_text(&reference.familiar())
+        );
+    }
+    crate::block_on(crate::transfer::pull_image(
+        store.clone(),
+        &reference,
+        &crate::wiring::options(&Default::default()),
+        None,
+        false,
+    ))
+    .map_err(|e| e.context(format!("pulling {}", reference.familiar())))?;
+    Ok(store.resolve(&reference.to_string())?)
+}
+
+pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
+    let image = image_to_run(&store, &args)?;
+    let store = &*store;
     let cfg = &image.config.config;
     let command = command_line(
         cfg.entrypoint.as_deref(),
