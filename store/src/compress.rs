@@ -295,17 +295,7 @@ impl Store {
         tee.end();
         let (digest, size) =
             blob.commit_announcing(Expect::Any, |digest, size| tee.compressed(digest, size))?;
-        let dir = self.root().join("compressed");
-        crate::files::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        atomic_write(
-            &self.compressed_record_path(&layer.digest, c),
-            &serde_json::to_vec(&Record {
-                digest: digest.clone(),
-                size,
-            })
-            .expect("plain data"),
-            &self.tmp_dir(),
-        )?;
+        self.record_compressed(&layer.digest, c, &digest, size)?;
         Ok(self
             .compressed_variant(&layer.digest, c)
             .unwrap_or_else(|| Descriptor::new(media_type::OCI_LAYER_GZIP, digest, size)))
@@ -341,13 +331,25 @@ impl Store {
         if c == Compression::None {
             return Ok(());
         }
+        self.record_compressed(diff_id, c, &compressed.digest, compressed.size)
+    }
+
+    /// Records the blob `digest` of `size` bytes as the `c`-compressed form of the layer
+    /// whose tar is `diff_id`.
+    fn record_compressed(
+        &self,
+        diff_id: &Digest,
+        c: Compression,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
         let dir = self.root().join("compressed");
         crate::files::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         atomic_write(
             &self.compressed_record_path(diff_id, c),
             &serde_json::to_vec(&Record {
-                digest: compressed.digest.clone(),
-                size: compressed.size,
+                digest: digest.clone(),
+                size,
             })
             .expect("plain data"),
             &self.tmp_dir(),
