@@ -11,10 +11,12 @@ mod commands;
 mod containers;
 mod download;
 mod exporters;
+mod filters;
 mod output;
 mod output_file;
 mod progress;
 mod resolver;
+mod template;
 mod transfer;
 mod wiring;
 
