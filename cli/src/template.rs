@@ -259,7 +259,6 @@ fn lex_action(s: &str) -> Result<(Option<Vec<Tok>>, usize, bool), TemplateError>
     }
     let mut toks = Vec::new();
     let mut i = 0;
-    let b = s.as_bytes();
     loop {
         let rest = &s[i..];
         let Some(c) = rest.chars().next() else {
@@ -375,7 +374,6 @@ fn lex_action(s: &str) -> Result<(Option<Vec<Tok>>, usize, bool), TemplateError>
                 toks.push(Tok::Ident(name));
             }
             other => {
-                let _ = b;
                 return err(format!("unexpected {other:?} in action"));
             }
         }
@@ -391,7 +389,7 @@ struct Parser {
 }
 
 /// How a list of nodes ended.
-enum End {
+enum Stop {
     Eof,
     End,
     Else(Vec<Tok>),
@@ -408,15 +406,15 @@ impl Template {
         };
         let (nodes, end) = p.list()?;
         match end {
-            End::Eof => Ok(Template { nodes }),
-            End::End => err("unexpected {{end}}"),
-            End::Else(_) => err("unexpected {{else}}"),
+            Stop::Eof => Ok(Template { nodes }),
+            Stop::End => err("unexpected {{end}}"),
+            Stop::Else(_) => err("unexpected {{else}}"),
         }
     }
 }
 
 impl Parser {
-    fn list(&mut self) -> Result<(Vec<Node>, End), TemplateError> {
+    fn list(&mut self) -> Result<(Vec<Node>, Stop), TemplateError> {
         let mut nodes = Vec::new();
         while let Some(piece) = self.pieces.next() {
             let toks = match piece {
@@ -432,8 +430,8 @@ impl Parser {
                 _ => "",
             };
             match keyword {
-                "end" if toks.len() == 1 => return Ok((nodes, End::End)),
-                "else" => return Ok((nodes, End::Else(toks[1..].to_vec()))),
+                "end" if toks.len() == 1 => return Ok((nodes, Stop::End)),
+                "else" => return Ok((nodes, Stop::Else(toks[1..].to_vec()))),
                 "if" | "range" | "with" => {
                     let kind = keyword.to_owned();
                     nodes.push(self.block(&kind, &toks[1..])?);
@@ -444,7 +442,7 @@ impl Parser {
                 _ => nodes.push(Node::Action(pipe(&toks, 0)?)),
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, Stop::Eof))
     }
 
     /// `if`/`range`/`with` after its keyword: the body, an `else` (or `else if`, `else
@@ -460,22 +458,22 @@ impl Parser {
         }
         let (body, end) = self.list()?;
         let otherwise = match end {
-            End::Eof => {
+            Stop::Eof => {
                 return err(format!(
                     "unexpected end of template: {{{{{kind}}}}} has no {{{{end}}}}"
                 ));
             }
-            End::End => Vec::new(),
-            End::Else(rest) if rest.is_empty() => {
+            Stop::End => Vec::new(),
+            Stop::Else(rest) if rest.is_empty() => {
                 let (otherwise, end) = self.list()?;
-                if !matches!(end, End::End) {
+                if !matches!(end, Stop::End) {
                     return err(format!(
                         "{{{{{kind}}}}} ... {{{{else}}}} has no {{{{end}}}}"
                     ));
                 }
                 otherwise
             }
-            End::Else(rest) => match rest.first() {
+            Stop::Else(rest) => match rest.first() {
                 Some(Tok::Ident(k)) if k == "if" || k == "with" => {
                     // `else if` ends at the same `end` as the block it continues.
                     let k = k.clone();
@@ -771,12 +769,6 @@ impl State<'_> {
         otherwise: &[Node],
         dot: &Value,
     ) -> Result<(), TemplateError> {
-        let cmd_only = Pipe {
-            vars: Vec::new(),
-            declare: true,
-            cmds: Vec::new(),
-        };
-        let _ = cmd_only;
         let v = self.eval_cmds(&p.cmds, dot)?;
         let items: Vec<(Value, Value)> = match &v {
             Value::Array(a) => a
@@ -947,10 +939,8 @@ fn fields(v: &Value, names: &[String], hidden: Option<&Value>) -> Result<Value, 
                     .as_object()
                     .map(|o| o.keys().collect())
                     .unwrap_or_default();
-                if i == 0 {
-                    if let Some(Value::Object(h)) = hidden {
-                        known.extend(h.keys());
-                    }
+                if let (0, Some(Value::Object(h))) = (i, hidden) {
+                    known.extend(h.keys());
                 }
                 known.sort();
                 let known: Vec<&str> = known.iter().take(40).map(|s| s.as_str()).collect();
