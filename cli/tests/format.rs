@@ -357,7 +357,17 @@ fn ps_format_and_filters() {
     let Some(s) = ROOT.sandbox() else { return };
     import(&s, "other:2", 2000, &["LABEL b=2"]);
     let other_id = s.image_id("other:2");
-    s.ok(&["run", "-d", "--name", "web", "busybox", "sleep", "100"]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-v",
+        "webdata:/data",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
     s.ok(&["run", "--name", "done", "other:2", "true"]);
     let names = |args: &[&str]| {
         let mut all = vec!["ps", "--format", "{{.Names}}"];
@@ -415,6 +425,9 @@ fn ps_format_and_filters() {
         serde_json::from_str(s.ok(&["ps", "--format", "{{json .}}"]).trim()).unwrap();
     assert_eq!(v["Names"], "web");
     assert_eq!(v["Command"], "\"sleep 100\"");
+    assert_eq!(v["Mounts"], "webdata");
+    assert_eq!(v["State"], "running");
+    assert_eq!(v["Status"], "Up");
     let (code, err) = fails(&s, &["ps", "--format", "{{.Nope}}"]);
     assert_eq!(code, Some(2), "{err}");
     let (code, err) = fails(&s, &["ps", "--filter", "image=x"]);

@@ -44,6 +44,7 @@ pub struct Args {
     /// Fields: .ID .Image .Command .CreatedAt .RunningFor .Ports .State .Status .Names
     /// .Labels .Mounts .Networks, and .Label "KEY" (one label's value). Functions and
     /// blocks as `berth images --help` lists. A field that does not exist is an error.
+    /// (.Ports and .Networks are empty: berth publishes no ports and makes no networks.)
     ///
     /// Examples: `--format '{{.ID}} {{.Status}}'`,
     /// `--format 'table {{.Names}}\t{{.Image}}\t{{.Label "version"}}'`.
@@ -161,7 +162,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             "ID": id,
             "Image": r.image_name,
             "Labels": crate::template::labels_text(&label_map),
-            "Mounts": "",
+            "Mounts": r.mounts.join(","),
             "Names": name,
             "Networks": "",
             "Ports": "",
