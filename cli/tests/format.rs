@@ -273,6 +273,8 @@ fn inspect_format_templates() {
     );
     assert_eq!(code, Some(2), "no digest recorded: {err}");
     assert!(err.contains("out of range"), "{err}");
+    let (code, err) = fails(&s, &["inspect", "--format", "table {{.Id}}", "busybox:1.0"]);
+    assert_eq!(code, Some(2), "inspect has no table: {err}");
 }
 
 #[test]
