@@ -1175,7 +1175,8 @@ fn call(name: &str, args: &[Value]) -> Result<Value, TemplateError> {
     })
 }
 
-/// Go's `printf` for the verbs templates use: `%s %v %d %q %%`, with an optional width.
+/// Go's `printf` for the verbs templates use: `%s %v %d %q %%`, with an optional width
+/// (`%-10s` pads on the right) and, for `%s` and `%v`, a precision (`%.12s` cuts).
 fn printf(format: &str, args: &[Value]) -> Result<String, TemplateError> {
     let mut out = String::new();
     let mut chars = format.chars().peekable();
@@ -1195,6 +1196,16 @@ fn printf(format: &str, args: &[Value]) -> Result<String, TemplateError> {
             width = (width * 10 + d as usize).min(1024);
             chars.next();
         }
+        let mut precision = None;
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            let mut p = 0usize;
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                p = (p * 10 + d as usize).min(1 << 20);
+                chars.next();
+            }
+            precision = Some(p);
+        }
         let verb = chars.next();
         if verb == Some('%') {
             out.push('%');
@@ -1203,10 +1214,11 @@ fn printf(format: &str, args: &[Value]) -> Result<String, TemplateError> {
         let Some(arg) = next.next() else {
             return err("printf: too few arguments");
         };
-        let s = match verb {
-            Some('s' | 'v' | 'd') => to_text(arg),
-            Some('q') => serde_json::to_string(&to_text(arg)).unwrap_or_default(),
-            other => {
+        let s = match (verb, precision) {
+            (Some('s' | 'v'), Some(p)) => to_text(arg).chars().take(p).collect(),
+            (Some('s' | 'v' | 'd'), _) => to_text(arg),
+            (Some('q'), _) => serde_json::to_string(&to_text(arg)).unwrap_or_default(),
+            (other, _) => {
                 return err(format!(
                     "printf: verb %{} not supported",
                     other.unwrap_or(' ')
@@ -1304,6 +1316,10 @@ mod tests {
         assert_eq!(
             ok(r#"{{printf "%s-%d" .Architecture .Size}}"#),
             "amd64-4261234"
+        );
+        assert_eq!(
+            ok(r#"{{.Id | printf "%.8s"}}|{{printf "%-6s|%6s" "ab" "cd"}}"#),
+            "sha256:0|ab    |    cd"
         );
         assert_eq!(ok("{{.Size}}"), "4261234");
         assert_eq!(
