@@ -655,10 +655,11 @@ fn truth(v: &Value) -> bool {
 }
 
 /// A value printed as Go's `fmt.Print` prints it: `[a b]` for lists, `map[k:v]` for maps
-/// (keys sorted), `<nil>` for null.
+/// (keys sorted), and `<no value>` for null (which stands for what Go would have as a nil
+/// map, slice or pointer, or a map's missing key).
 fn print_value(v: &Value, out: &mut String) {
     match v {
-        Value::Null => out.push_str("<nil>"),
+        Value::Null => out.push_str("<no value>"),
         Value::Bool(b) => {
             let _ = write!(out, "{b}");
         }
@@ -908,11 +909,20 @@ fn describe_arg(a: &Arg) -> String {
     }
 }
 
+/// The fields of the rows that are maps in Docker's types.
+const MAP_FIELDS: &[&str] = &["Labels", "Label", "ExposedPorts", "Volumes", "Annotations"];
+
 /// Follows `.A.B` from `v`; a name that is not there is an error listing the names that are.
 fn fields(v: &Value, names: &[String], hidden: Option<&Value>) -> Result<Value, TemplateError> {
     let mut cur = v.clone();
     for (i, name) in names.iter().enumerate() {
         let path = format!(".{}", names[..=i].join("."));
+        // Docker's maps (labels, ports, volumes) are Go maps, not structs: a key they lack,
+        // or a key of a map that is nil, is no value rather than an error.
+        if i > 0 && MAP_FIELDS.contains(&names[i - 1].as_str()) {
+            cur = cur.get(name).cloned().unwrap_or(Value::Null);
+            continue;
+        }
         let next = match &cur {
             Value::Object(o) => o
                 .get(name)
@@ -1326,7 +1336,15 @@ mod tests {
             ok("{{.Config.Labels}}"),
             "map[maintainer:me org.opencontainers.image.version:1.36]"
         );
-        assert_eq!(ok("{{.Config.Cmd}}"), "<nil>");
+        assert_eq!(ok("{{.Config.Cmd}}"), "<no value>");
+        // Maps (labels) are Go maps: a missing key is no value, and false.
+        assert_eq!(ok("{{.Config.Labels.maintainer}}"), "me");
+        assert_eq!(ok("{{.Config.Labels.none}}"), "<no value>");
+        assert_eq!(ok("{{if .Config.Labels.none}}y{{else}}n{{end}}"), "n");
+        assert!(
+            render("{{.Config.Cmd.x}}").is_err(),
+            "a nil list has no fields"
+        );
     }
 
     #[test]

@@ -221,6 +221,8 @@ fn inspect_format_templates() {
     );
     assert_eq!(f(r#"{{join .RepoTags ","}}"#), "busybox:1.0,busybox:2.0\n");
     assert_eq!(f(r#"{{index .Config.Labels "a"}}"#), "1\n");
+    assert_eq!(f("{{.Config.Labels.a}}"), "1\n");
+    assert_eq!(f("{{.Config.Labels.absent}}"), "<no value>\n");
     assert_eq!(
         f("{{.Architecture | upper}}"),
         format!(
