@@ -12,10 +12,12 @@ mod containers;
 mod download;
 mod examples;
 mod exporters;
+mod filters;
 mod output;
 mod output_file;
 mod progress;
 mod resolver;
+mod template;
 mod transfer;
 mod wiring;
 

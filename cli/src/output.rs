@@ -58,6 +58,11 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// An RFC 3339 timestamp as a time; `None` when unreadable.
+pub fn parse_time(rfc3339: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z')).ok()
+}
+
 /// `3 days ago` from an RFC 3339 timestamp; `N/A` when absent or unreadable.
 pub fn since(created: Option<&str>) -> String {
     created

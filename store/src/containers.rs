@@ -42,6 +42,9 @@ pub struct ContainerRecord {
     pub auto_remove: bool,
     #[serde(default)]
     pub memory: Option<i64>,
+    /// What `-v` mounted, as `ps` shows it: a volume's name or a bind's host path.
+    #[serde(default)]
+    pub mounts: Vec<String>,
 }
 
 impl Store {

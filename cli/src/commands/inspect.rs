@@ -5,15 +5,52 @@ use serde_json::{Value, json};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Format the output with a Go template (`json`: the default JSON array)
+    ///
+    /// The template is rendered once per image (a line each) over the JSON object the
+    /// default output prints, addressed by its field names: .Id .RepoTags .RepoDigests
+    /// .Created .Author .Comment .Architecture .Variant .Os .Size .Config (.Config.Env,
+    /// .Config.Cmd, .Config.Labels, ...) .RootFS .History .Descriptor. Functions and blocks
+    /// as `berth images --help` lists. A field that does not exist is an error.
+    ///
+    /// Examples: `-f '{{index .RepoDigests 0}}'`, `-f '{{json .Config.Env}}'`,
+    /// `-f '{{range .RepoTags}}{{println .}}{{end}}'`, `-f '{{index .Config.Labels "k"}}'`.
+    #[arg(short, long, verbatim_doc_comment)]
+    format: Option<String>,
     /// Images by name or ID
     #[arg(required = true)]
     images: Vec<String>,
 }
 
 pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
+    use crate::template::Format;
+    let format = match args.format.as_deref() {
+        None | Some("json") => None,
+        Some(f) => match Format::parse(f).map_err(|e| crate::UsageError(e.to_string()))? {
+            Format::Template {
+                template,
+                table: false,
+            } => Some(template),
+            _ => {
+                return Err(crate::UsageError(format!(
+                    "inspect takes a template or json, not {f:?}"
+                ))
+                .into());
+            }
+        },
+    };
     let mut out = Vec::new();
     for name in &args.images {
         out.push(describe(&store.resolve(name)?));
+    }
+    if let Some(template) = format {
+        for image in &out {
+            let text = template
+                .render(image)
+                .map_err(|e| crate::UsageError(e.to_string()))?;
+            outln!("{text}");
+        }
+        return Ok(0);
     }
     // Configs are the image's text: shown without the control characters serde leaves.
     outln!(

@@ -223,19 +223,51 @@ pub fn logout(args: LogoutArgs) -> anyhow::Result<u8> {
 pub struct TagsArgs {
     #[command(flatten)]
     tls: TlsArgs,
+    /// Output format: `table` (a tag a line, the default), `json`, or a Go template
+    ///
+    /// `json` prints one JSON object per tag; `TEMPLATE` renders a Go template for each (a
+    /// line each); `table TEMPLATE` renders it under a header of the fields' column names,
+    /// aligned at tabs (`\t`). Fields: .Repository .Tag. Functions and blocks as
+    /// `berth images --help` lists. A field that does not exist is an error.
+    ///
+    /// Example: `--format '{{.Repository}}:{{.Tag}}'`.
+    #[arg(long, default_value = "table", verbatim_doc_comment)]
+    format: String,
     /// A repository (`registry/name`)
     repository: String,
 }
 
 pub fn tags(args: TagsArgs) -> anyhow::Result<u8> {
+    use crate::template::Format;
+    let format = Format::parse(&args.format).map_err(|e| crate::UsageError(e.to_string()))?;
     let reference = Reference::parse(&args.repository)?;
     let options = options(&args.tls);
     let tags = crate::block_on(async {
         let r = remote(&reference, &options).await?;
         anyhow::Ok(r.tags().await?)
     })?;
-    for t in tags {
-        outln!("{t}");
+    let repository = reference.familiar_repository();
+    let rows: Vec<serde_json::Value> = tags
+        .iter()
+        .map(|t| serde_json::json!({ "Repository": repository, "Tag": t }))
+        .collect();
+    match format {
+        // A registry's tags are its text: shown escaped.
+        Format::Table => {
+            for t in &tags {
+                outln!("{}", crate::output::terminal_safe(t));
+            }
+        }
+        Format::Json => {
+            for row in &rows {
+                outln!("{}", crate::output::json_terminal_safe(&row.to_string()));
+            }
+        }
+        Format::Template { template, table } => {
+            let headers = serde_json::json!({ "Repository": "REPOSITORY", "Tag": "TAG" });
+            crate::template::print_rows(&template, table, (&headers, None), &rows, &[])
+                .map_err(|e| crate::UsageError(e.to_string()))?;
+        }
     }
     Ok(0)
 }

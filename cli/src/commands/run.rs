@@ -333,6 +333,12 @@ pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
         pid_start: crate::containers::start_time(std::process::id()),
         auto_remove: args.rm,
         memory: args.memory,
+        mounts: args
+            .volumes
+            .iter()
+            .filter_map(|v| v.split(':').next())
+            .map(str::to_owned)
+            .collect(),
     };
     store.write_container_record(&record)?;
     let terminal = if args.tty {
