@@ -1,0 +1,239 @@
+//! `berth volume create|ls|inspect|rm|prune`: the store's volumes (`run -v NAME:/path`
+//! mounts one, `run -v /path` makes an anonymous one). Each is a directory of the store
+//! (`volumes/<name>/_data`, the store's volumes.rs); a volume a container uses, running or
+//! stopped, is kept until that container is removed.
+
+use std::collections::BTreeMap;
+
+use berth_store::Store;
+use berth_store::volumes::{VolumeRecord, VolumeRemoval};
+
+use crate::UsageError;
+use crate::output::{human_size, print_table};
+use crate::prune::{Filters, print_volumes, prune_volumes};
+
+const VOLUME_HELP: &str = "\
+Manage volumes: directories of the store that containers mount with `run -v NAME:/path`
+(made on first use) or `run -v /path` (an anonymous volume). A volume a container uses,
+running or stopped, is kept until that container is removed.
+
+Examples:
+  berth volume create --label app=web data
+  berth run -d -v data:/srv busybox sh -c 'date >> /srv/log'
+  berth volume ls
+  berth volume inspect data
+  berth volume rm data
+  berth volume prune -a -f";
+
+#[derive(clap::Subcommand, Debug)]
+#[command(long_about = VOLUME_HELP)]
+pub enum Command {
+    /// Create a volume (a random name when none is given); prints its name
+    Create(CreateArgs),
+    /// List volumes
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Show volumes' details as JSON
+    Inspect(InspectArgs),
+    /// Remove volumes (refused for a volume a container uses)
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Remove volumes no container uses
+    #[command(long_about = PRUNE_HELP)]
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  berth volume create --label app=web data")]
+pub struct CreateArgs {
+    /// Set a label on the volume (KEY=VALUE, or KEY for an empty value)
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Volume driver: only `local` (a directory of the store) exists
+    #[arg(short = 'd', long, default_value = "local", value_parser = ["local"])]
+    driver: String,
+    /// The volume's name ([a-zA-Z0-9][a-zA-Z0-9_.-]+); a random one when missing
+    name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LsArgs {
+    /// Only print volume names
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    #[arg(required = true, value_name = "VOLUME")]
+    volumes: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RmArgs {
+    /// Do not fail for a volume that does not exist (one in use is still kept)
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true, value_name = "VOLUME")]
+    volumes: Vec<String>,
+}
+
+const PRUNE_HELP: &str = "\
+Remove volumes no container uses (running or stopped). Without -a only anonymous volumes
+(made by `run -v /path`) go, as in Docker 23 and later; with -a named ones too. Asks first
+unless -f.
+
+Examples:
+  berth volume prune -f
+  berth volume prune -a --filter label=tmp -f";
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// Remove every unused volume, named ones too, not only anonymous ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Only volumes that match: `label=KEY[=VALUE]`, `label!=KEY[=VALUE]`
+    #[arg(long, value_name = "FILTER")]
+    filter: Vec<String>,
+}
+
+pub fn run(store: &Store, command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Create(args) => create(store, args),
+        Command::Ls(args) => ls(store, args),
+        Command::Inspect(args) => inspect(store, args),
+        Command::Rm(args) => rm(store, args),
+        Command::Prune(args) => prune(store, args),
+    }
+}
+
+/// `KEY=VALUE` (or `KEY`) labels.
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, UsageError> {
+    let mut out = BTreeMap::new();
+    for l in labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        if k.is_empty() {
+            return Err(UsageError(format!("--label {l:?}: a label needs a key")));
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+fn create(store: &Store, args: CreateArgs) -> anyhow::Result<u8> {
+    let labels = parse_labels(&args.labels)?;
+    let name = args.name.unwrap_or_else(berth_store::volumes::random_name);
+    let (_, record, made) = store.create_volume(&name, labels.clone())?;
+    if !made && !labels.is_empty() && record.labels != labels {
+        return Err(anyhow::anyhow!(
+            "volume {name} already exists with other labels"
+        ));
+    }
+    outln!("{name}");
+    Ok(0)
+}
+
+fn ls(store: &Store, args: LsArgs) -> anyhow::Result<u8> {
+    let volumes = store.volumes()?;
+    if args.quiet {
+        for v in &volumes {
+            outln!("{}", v.name);
+        }
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = volumes
+        .iter()
+        .map(|v| vec!["local".to_owned(), v.name.clone()])
+        .collect();
+    print_table(&["DRIVER", "VOLUME NAME"], &rows);
+    Ok(0)
+}
+
+/// Docker's `volume inspect` object.
+fn inspect_json(store: &Store, v: &VolumeRecord) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "CreatedAt": v.created,
+        "Driver": "local",
+        "Labels": v.labels,
+        "Mountpoint": store.volume_mountpoint(&v.name)?,
+        "Name": v.name,
+        "Options": null,
+        "Scope": "local",
+    }))
+}
+
+fn inspect(store: &Store, args: InspectArgs) -> anyhow::Result<u8> {
+    let mut found = Vec::new();
+    let mut failed = false;
+    for name in &args.volumes {
+        match store.volume_record(name) {
+            Ok(Some(v)) => found.push(inspect_json(store, &v)?),
+            Ok(None) => {
+                errln!("Error: no such volume: {name}");
+                failed = true;
+            }
+            Err(e) => {
+                errln!(
+                    "Error: {}",
+                    crate::output::terminal_safe_text(&e.to_string())
+                );
+                failed = true;
+            }
+        }
+    }
+    let json = serde_json::to_string_pretty(&found)?;
+    outln!("{}", crate::output::json_terminal_safe(&json));
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn rm(store: &Store, args: RmArgs) -> anyhow::Result<u8> {
+    let mut failed = false;
+    for name in &args.volumes {
+        match store.remove_volume(name) {
+            Ok(VolumeRemoval::Removed { .. }) => outln!("{name}"),
+            Ok(VolumeRemoval::Missing) if args.force => {}
+            Ok(VolumeRemoval::Missing) => {
+                errln!("Error: no such volume: {name}");
+                failed = true;
+            }
+            Ok(VolumeRemoval::InUse(users)) => {
+                errln!(
+                    "Error: volume {name} is in use by container(s) {}: remove them first (berth rm)",
+                    users
+                        .iter()
+                        .map(|id| &id[..id.len().min(12)])
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                failed = true;
+            }
+            Err(e) => {
+                errln!(
+                    "Error: {}",
+                    crate::output::terminal_safe_text(&e.to_string())
+                );
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<u8> {
+    let filters = Filters::parse(&args.filter, &["label", "label!"])?;
+    let warning = if args.all {
+        "WARNING! This will remove all local volumes not used by at least one container."
+    } else {
+        "WARNING! This will remove anonymous local volumes not used by at least one container."
+    };
+    if !crate::prune::confirm(warning, args.force)? {
+        return Ok(0);
+    }
+    let (removed, bytes) = prune_volumes(store, args.all, &filters)?;
+    print_volumes(&removed);
+    outln!("Total reclaimed space: {}", human_size(bytes));
+    Ok(0)
+}
