@@ -277,6 +277,28 @@ fn a_volume_a_container_uses_is_kept_until_the_container_is_removed() {
 }
 
 #[test]
+fn run_rm_and_rm_v_take_anonymous_volumes_with_the_container() {
+    let Some(s) = ROOT.sandbox() else { return };
+    s.ok(&[
+        "run", "--rm", "-v", "/anon", "-v", "kept:/k", "busybox", "touch", "/anon/f",
+    ]);
+    assert_eq!(volume_names(&s), ["kept"]);
+    s.ok(&[
+        "run", "--name", "cc", "-v", "/anon", "-v", "kept:/k", "busybox", "true",
+    ]);
+    assert_eq!(volume_names(&s).len(), 2);
+    // Without -v the anonymous volume stays (for `volume prune`).
+    s.ok(&["run", "--name", "dd", "-v", "/anon", "busybox", "true"]);
+    s.ok(&["rm", "dd"]);
+    assert_eq!(volume_names(&s).len(), 3);
+    s.ok(&["rm", "-v", "cc"]);
+    assert_eq!(volume_names(&s).len(), 2);
+    s.ok(&["volume", "prune", "-f"]);
+    assert_eq!(volume_names(&s), ["kept"]);
+    s.assert_clean();
+}
+
+#[test]
 fn container_prune_removes_stopped_containers_only() {
     let Some(s) = ROOT.sandbox() else { return };
     s.ok(&["run", "--name", "done1", "busybox", "true"]);

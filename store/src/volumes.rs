@@ -203,24 +203,38 @@ impl Store {
     }
 
     /// Removes volume `name` unless a container's record names it. Holds the store lock
-    /// exclusive meanwhile (see the module's doc).
+    /// exclusive meanwhile (see the module's doc), waiting for other processes to let go.
     pub fn remove_volume(&self, name: &str) -> Result<VolumeRemoval> {
         let dir = self.volume_dir(name)?;
         self.store_lock().upgrade()?;
-        let result = (|| {
-            if self.volume_record(name)?.is_none() {
-                return Ok(VolumeRemoval::Missing);
-            }
-            let users = self.volume_users(name)?;
-            if !users.is_empty() {
-                return Ok(VolumeRemoval::InUse(users));
-            }
-            let bytes = tree_size(&dir.join("_data"));
-            crate::fsutil::remove_all(&dir)?;
-            Ok(VolumeRemoval::Removed { bytes })
-        })();
+        let result = self.remove_volume_locked(name, &dir);
         self.store_lock().downgrade()?;
         result
+    }
+
+    /// As [`Store::remove_volume`] when no other process is using the store; `None`
+    /// (nothing removed) when one is.
+    pub fn try_remove_volume(&self, name: &str) -> Result<Option<VolumeRemoval>> {
+        let dir = self.volume_dir(name)?;
+        if !self.store_lock().try_upgrade()? {
+            return Ok(None);
+        }
+        let result = self.remove_volume_locked(name, &dir);
+        self.store_lock().downgrade()?;
+        result.map(Some)
+    }
+
+    fn remove_volume_locked(&self, name: &str, dir: &std::path::Path) -> Result<VolumeRemoval> {
+        if self.volume_record(name)?.is_none() {
+            return Ok(VolumeRemoval::Missing);
+        }
+        let users = self.volume_users(name)?;
+        if !users.is_empty() {
+            return Ok(VolumeRemoval::InUse(users));
+        }
+        let bytes = tree_size(&dir.join("_data"));
+        crate::fsutil::remove_all(dir)?;
+        Ok(VolumeRemoval::Removed { bytes })
     }
 }
 

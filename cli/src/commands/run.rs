@@ -38,7 +38,7 @@ fn container_name(name: &str) -> Result<String, String> {
 #[derive(clap::Args, Debug)]
 #[command(trailing_var_arg = true)]
 pub struct Args {
-    /// Remove the container when it exits
+    /// Remove the container when it exits, with the anonymous volumes it made (`-v /path`)
     #[arg(long)]
     rm: bool,
     /// Run a small init as PID 1 that reaps zombies and forwards signals
@@ -413,10 +413,11 @@ fn execute(
     Ok(outcome.exit_code)
 }
 
-/// Records how a container ended, or removes it (`--rm`).
+/// Records how a container ended, or removes it and its anonymous volumes (`--rm`).
 fn finish(store: &Store, record: ContainerRecord, code: i32) -> anyhow::Result<()> {
     if record.auto_remove {
         store.remove_container(&record.id)?;
+        crate::containers::remove_anonymous_volumes(store, &record, false)?;
     } else {
         let done = ContainerRecord {
             status: "exited".into(),
