@@ -88,6 +88,7 @@ enum Command {
     #[command(long_about = commands::attach::HELP)]
     Attach(commands::attach::Args),
     /// Manage volumes
+    #[command(long_about = commands::volume::HELP)]
     Volume {
         #[command(subcommand)]
         command: commands::volume::Command,

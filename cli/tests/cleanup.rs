@@ -205,6 +205,17 @@ fn volumes_are_created_listed_inspected_and_removed_as_in_docker() {
     s.assert_clean();
 }
 
+/// A row of `system df` by its TYPE: the other cells.
+fn df_row(df: &str, name: &str) -> Vec<String> {
+    let line = df.lines().find(|l| l.starts_with(name)).unwrap();
+    line[name.len()..]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// `2026-12-07T18:00:00Z`-shaped.
 fn humantime_like(t: &str) -> bool {
     t.len() == 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T'
@@ -253,6 +264,16 @@ fn a_volume_a_container_uses_is_kept_until_the_container_is_removed() {
     let anon = vols.iter().find(|v| *v != "data").unwrap().clone();
     let v: serde_json::Value = serde_json::from_str(&s.ok(&["volume", "inspect", &anon])).unwrap();
     assert_eq!(v[0]["Labels"]["com.docker.volume.anonymous"], "");
+    // `system df`: two volumes, both in use, nothing reclaimable; one container, running.
+    std::fs::write(s.store().join("volumes/data/_data/g"), vec![1u8; 2000]).unwrap();
+    let df = s.ok(&["system", "df"]);
+    assert_eq!(
+        df_row(&df, "Local Volumes"),
+        ["2", "2", "2kB", "0B (0%)"],
+        "{df}"
+    );
+    assert_eq!(df_row(&df, "Containers")[..2], ["1", "1"], "{df}");
+    assert_eq!(df_row(&df, "Containers")[3], "0B (0%)", "{df}");
     let out = s.run(&["volume", "rm", "-f", "data", &anon]);
     assert_eq!(code(&out), 1, "{}", printed(&out));
     s.ok(&["volume", "prune", "-a", "-f"]);
@@ -263,6 +284,10 @@ fn a_volume_a_container_uses_is_kept_until_the_container_is_removed() {
     // Stopped: still in use until the container goes.
     s.ok(&["volume", "prune", "-f"]);
     assert_eq!(volume_names(&s).len(), 2);
+    let df = s.ok(&["system", "df"]);
+    let row = df_row(&df, "Containers");
+    assert_eq!(row[..2], ["1", "0"], "{df}");
+    assert!(row[3].ends_with("(100%)"), "{df}");
     s.ok(&["rm", &id]);
     // Without -a only the anonymous volume goes; with -a the named one too.
     let out = s.ok(&["volume", "prune", "-f"]);
@@ -670,6 +695,17 @@ fn attach_passes_ctrl_c_to_the_container_unless_sig_proxy_is_off() {
 #[test]
 fn attach_help_says_stdin_is_not_connected() {
     let s = Sandbox::new(BIN);
+    for cmd in [
+        &["volume", "--help"][..],
+        &["volume", "prune", "--help"],
+        &["image", "prune", "--help"],
+        &["container", "prune", "--help"],
+        &["system", "prune", "--help"],
+        &["attach", "--help"],
+    ] {
+        let out = assert_success(&s.run(cmd), &format!("{cmd:?}"));
+        assert!(out.contains("Examples:\n  berth "), "{cmd:?}: {out}");
+    }
     let out = assert_success(&s.run(&["attach", "--help"]), "attach --help");
     assert!(out.contains("Stdin is not connected"), "{out}");
     let out = s.run(&["attach", "--stdin", "x"]);

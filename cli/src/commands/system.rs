@@ -67,13 +67,7 @@ fn df(store: &Store) -> anyhow::Result<u8> {
                 human_size(snapshots),
                 "-".into(),
             ],
-            vec![
-                "Containers".into(),
-                containers.len().to_string(),
-                containers.len().to_string(),
-                human_size(dir_size(&store.containers_dir())),
-                "0B (0%)".into(),
-            ],
+            containers_row(store, &containers)?,
             volumes_row(store, &containers)?,
             vec![
                 "Build Cache".into(),
@@ -85,6 +79,31 @@ fn df(store: &Store) -> anyhow::Result<u8> {
         ],
     );
     Ok(0)
+}
+
+/// Containers: how many, how many run, their size and what `container prune` would free.
+fn containers_row(
+    store: &Store,
+    containers: &[berth_store::containers::ContainerRecord],
+) -> anyhow::Result<Vec<String>> {
+    let (mut size, mut stopped, mut active) = (0, 0, 0);
+    for c in containers {
+        let bytes = dir_size(&store.container_dir(&c.id)?);
+        size += bytes;
+        if crate::containers::alive(c) {
+            active += 1;
+        } else {
+            stopped += bytes;
+        }
+    }
+    let pct = (stopped * 100).checked_div(size).unwrap_or(0);
+    Ok(vec![
+        "Containers".into(),
+        containers.len().to_string(),
+        active.to_string(),
+        human_size(size),
+        format!("{} ({pct}%)", human_size(stopped)),
+    ])
 }
 
 /// Volumes: how many, how many a container uses, their size and what `volume prune -a`

@@ -12,7 +12,7 @@ use crate::UsageError;
 use crate::output::{human_size, print_table};
 use crate::prune::{Filters, print_volumes, prune_volumes};
 
-const VOLUME_HELP: &str = "\
+pub const HELP: &str = "\
 Manage volumes: directories of the store that containers mount with `run -v NAME:/path`
 (made on first use) or `run -v /path` (an anonymous volume). A volume a container uses,
 running or stopped, is kept until that container is removed.
@@ -26,7 +26,6 @@ Examples:
   berth volume prune -a -f";
 
 #[derive(clap::Subcommand, Debug)]
-#[command(long_about = VOLUME_HELP)]
 pub enum Command {
     /// Create a volume (a random name when none is given); prints its name
     Create(CreateArgs),
