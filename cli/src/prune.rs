@@ -257,22 +257,42 @@ pub fn prune_images(store: &Store, all: bool, filters: &Filters) -> anyhow::Resu
         .into_iter()
         .map(|c| c.image)
         .collect();
+    let roots = store.roots()?;
     let mut out = ImagesPruned::default();
-    for image in store.images()? {
-        if used.contains(&image.root.digest) || (!all && !image.tags.is_empty()) {
+    let mut seen = HashSet::new();
+    for (_, root) in &roots {
+        if !seen.insert(root.digest.clone()) || used.contains(&root.digest) {
             continue;
         }
-        let labels = image.config.config.labels.clone().unwrap_or_default();
-        if !filters.matches(image.config.created.as_deref(), &labels) {
+        let names: Vec<_> = roots
+            .iter()
+            .filter(|(n, d)| n.is_some() && d.digest == root.digest)
+            .filter_map(|(n, _)| n.clone())
+            .collect();
+        if !all && !names.is_empty() {
             continue;
         }
-        for tag in &image.tags {
-            if store.remove_tag(tag)? {
-                out.untagged.push(tag.familiar());
+        // An image that does not read (written by another tool) is kept when a filter must
+        // look at it, and shown by its manifest digest.
+        let image = store.load_image(root).ok();
+        if !filters.is_empty() {
+            let Some(image) = &image else { continue };
+            let labels = image.config.config.labels.clone().unwrap_or_default();
+            if !filters.matches(image.config.created.as_deref(), &labels) {
+                continue;
             }
         }
-        store.remove_unnamed(&image.root.digest)?;
-        out.deleted.push(image.id().to_string());
+        for name in &names {
+            if store.remove_tag(name)? {
+                out.untagged.push(name.familiar());
+            }
+        }
+        store.remove_unnamed(&root.digest)?;
+        out.deleted.push(
+            image
+                .as_ref()
+                .map_or(root.digest.to_string(), |i| i.id().to_string()),
+        );
     }
     Ok(out)
 }
