@@ -711,3 +711,30 @@ fn attach_help_says_stdin_is_not_connected() {
     let out = s.run(&["attach", "--stdin", "x"]);
     assert_eq!(code(&out), 2, "{}", printed(&out));
 }
+
+#[test]
+fn attach_ends_quietly_when_its_reader_goes_away() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let id = s
+        .ok(&["run", "-d", "busybox", "sh", "-c", "sleep 30; exit 5"])
+        .trim()
+        .to_owned();
+    let start = Instant::now();
+    let mut child = s
+        .cmd()
+        .args(["attach", &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", printed(&out));
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert!(printed(&out).is_empty(), "{}", printed(&out));
+    // The container goes on.
+    assert!(s.ok(&["ps", "-q"]).contains(&id[..12]));
+    s.ok(&["rm", "-f", &id]);
+    s.assert_clean();
+}

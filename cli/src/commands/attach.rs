@@ -88,7 +88,11 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     };
     let id = r.id.clone();
     // The store lock is not held while following: gc and volume removal go on meanwhile.
-    store.unlocked(|| follow(store, &id, &r, &mut log, signals.as_ref()))??;
+    let ended = store.unlocked(|| follow(store, &id, &r, &mut log, signals.as_ref()))??;
+    if !ended {
+        // Stdout's reader went away: nothing left to show; the container goes on.
+        return Ok(0);
+    }
     // The runner has ended: it recorded the exit just before.
     let code = store
         .container_records()?
@@ -108,15 +112,15 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     }
 }
 
-/// Copies what the log gains to stdout until the container's runner has ended, passing on
-/// the signals that arrive.
+/// Copies what the log gains to stdout until the container's runner has ended (`true`) or
+/// stdout's reader has gone (`false`), passing on the signals that arrive.
 fn follow(
     store: &Store,
     id: &str,
     first: &berth_store::containers::ContainerRecord,
     log: &mut std::fs::File,
     signals: Option<&SignalFd>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         if let Some(fd) = signals {
@@ -141,7 +145,10 @@ fn follow(
                 }
                 crate::stdio::write_stdout(&buf[..n])?;
             }
-            return Ok(());
+            return Ok(true);
+        }
+        if crate::stdio::stdout_gone() {
+            return Ok(false);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
