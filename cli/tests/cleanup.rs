@@ -205,6 +205,28 @@ fn volumes_are_created_listed_inspected_and_removed_as_in_docker() {
     s.assert_clean();
 }
 
+#[test]
+fn removing_a_volume_never_follows_the_symlinks_in_it() {
+    // What a container left in a volume is hostile: links to the host's files.
+    let s = Sandbox::new(BIN);
+    let canary = s.path().join("canary");
+    std::fs::create_dir(&canary).unwrap();
+    std::fs::write(canary.join("keep"), vec![0u8; 100_000]).unwrap();
+    s.ok(&["volume", "create", "trap"]);
+    let data = s.store().join("volumes/trap/_data");
+    std::os::unix::fs::symlink(&canary, data.join("dir-link")).unwrap();
+    std::os::unix::fs::symlink(canary.join("keep"), data.join("file-link")).unwrap();
+    std::fs::create_dir(data.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&canary, data.join("sub/up")).unwrap();
+    let df = s.ok(&["system", "df"]);
+    assert_eq!(df_row(&df, "Local Volumes")[2], "0B", "{df}");
+    let out = s.ok(&["volume", "prune", "-a", "-f"]);
+    assert!(out.ends_with("Total reclaimed space: 0B\n"), "{out}");
+    assert!(volume_names(&s).is_empty());
+    assert_eq!(std::fs::read(canary.join("keep")).unwrap().len(), 100_000);
+    s.assert_clean();
+}
+
 /// A row of `system df` by its TYPE: the other cells.
 fn df_row(df: &str, name: &str) -> Vec<String> {
     let line = df.lines().find(|l| l.starts_with(name)).unwrap();
