@@ -137,6 +137,21 @@ fn volumes_are_created_listed_inspected_and_removed_as_in_docker() {
     assert_eq!(table.lines().collect::<Vec<_>>(), expected);
     assert_eq!(volume_names(&s), names);
 
+    let ls = |f: &[&str]| -> Vec<String> {
+        let mut args = vec!["volume", "ls", "-q"];
+        for f in f {
+            args.extend(["--filter", f]);
+        }
+        s.ok(&args).lines().map(str::to_owned).collect()
+    };
+    assert_eq!(ls(&["label=app"]), ["data"]);
+    assert_eq!(ls(&["label=app=web", "label=tier"]), ["data"]);
+    assert!(ls(&["label=app=db"]).is_empty());
+    assert_eq!(ls(&["name=at"]), ["data"]);
+    assert_eq!(ls(&["dangling=true", "driver=local"]), names);
+    assert!(ls(&["dangling=false"]).is_empty());
+    let out = s.run(&["volume", "ls", "--filter", "size=1"]);
+    assert_eq!(code(&out), 2, "{}", printed(&out));
     let v: serde_json::Value = serde_json::from_str(&s.ok(&["volume", "inspect", "data"])).unwrap();
     let v = &v[0];
     assert_eq!(v["Name"], "data");
@@ -297,6 +312,8 @@ fn a_volume_a_container_uses_is_kept_until_the_container_is_removed() {
     );
     assert_eq!(df_row(&df, "Containers")[..2], ["1", "1"], "{df}");
     assert_eq!(df_row(&df, "Containers")[3], "0B (0%)", "{df}");
+    let used = s.ok(&["volume", "ls", "-q", "--filter", "dangling=false"]);
+    assert_eq!(used.lines().count(), 2, "{used}");
     let out = s.run(&["volume", "rm", "-f", "data", &anon]);
     assert_eq!(code(&out), 1, "{}", printed(&out));
     s.ok(&["volume", "prune", "-a", "-f"]);
@@ -340,8 +357,17 @@ fn run_rm_and_rm_v_take_anonymous_volumes_with_the_container() {
     s.ok(&["rm", "dd"]);
     assert_eq!(volume_names(&s).len(), 3);
     s.ok(&["rm", "-v", "cc"]);
+    let left = volume_names(&s);
+    assert_eq!(left.len(), 2);
+    let anon = left.iter().find(|v| *v != "kept").unwrap();
+    // `system prune` leaves volumes alone unless --volumes, which takes anonymous ones only.
+    s.ok(&["system", "prune", "-f"]);
     assert_eq!(volume_names(&s).len(), 2);
-    s.ok(&["volume", "prune", "-f"]);
+    let out = s.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(
+        out.starts_with(&format!("Deleted Volumes:\n{anon}\n")),
+        "{out}"
+    );
     assert_eq!(volume_names(&s), ["kept"]);
     s.assert_clean();
 }

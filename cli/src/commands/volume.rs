@@ -60,6 +60,70 @@ pub struct LsArgs {
     /// Only print volume names
     #[arg(short, long)]
     quiet: bool,
+    /// Only volumes that match: `dangling=true|false` (no container uses it, or one does),
+    /// `name=TEXT` (a part of the name), `label=KEY[=VALUE]` (every one given), `driver=local`
+    #[arg(short, long, value_name = "FILTER")]
+    filter: Vec<String>,
+}
+
+/// `volume ls --filter`: different keys must all hold, as must every label; several
+/// `name=` or `dangling=` values are alternatives.
+#[derive(Default)]
+struct LsFilter {
+    dangling: Vec<bool>,
+    names: Vec<String>,
+    labels: Vec<(String, Option<String>)>,
+    drivers: Vec<String>,
+}
+
+impl LsFilter {
+    fn parse(values: &[String]) -> Result<LsFilter, UsageError> {
+        let mut f = LsFilter::default();
+        for v in values {
+            let Some((key, value)) = v.split_once('=') else {
+                return Err(UsageError(format!(
+                    "--filter {v:?}: expected KEY=VALUE (dangling, name, label, driver)"
+                )));
+            };
+            match key {
+                "dangling" => f.dangling.push(match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(UsageError(format!(
+                            "--filter {v:?}: dangling is true or false"
+                        )));
+                    }
+                }),
+                "name" => f.names.push(value.to_owned()),
+                "label" => f.labels.push(match value.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                    None => (value.to_owned(), None),
+                }),
+                "driver" => f.drivers.push(value.to_owned()),
+                _ => {
+                    return Err(UsageError(format!(
+                        "--filter {v:?}: invalid filter {key:?} (dangling, name, label, driver)"
+                    )));
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    fn matches(&self, v: &VolumeRecord, used: bool) -> bool {
+        (self.dangling.is_empty() || self.dangling.contains(&!used))
+            && (self.names.is_empty() || self.names.iter().any(|n| v.name.contains(n.as_str())))
+            && (self.drivers.is_empty() || self.drivers.iter().any(|d| d == "local"))
+            && self
+                .labels
+                .iter()
+                .all(|(k, want)| match (v.labels.get(k), want) {
+                    (Some(have), Some(want)) => have == want,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                })
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,7 +200,16 @@ fn create(store: &Store, args: CreateArgs) -> anyhow::Result<u8> {
 }
 
 fn ls(store: &Store, args: LsArgs) -> anyhow::Result<u8> {
-    let volumes = store.volumes()?;
+    let filter = LsFilter::parse(&args.filter)?;
+    let records = store.container_records()?;
+    let volumes: Vec<_> = store
+        .volumes()?
+        .into_iter()
+        .filter(|v| {
+            let used = records.iter().any(|c| c.volumes.contains(&v.name));
+            filter.matches(v, used)
+        })
+        .collect();
     if args.quiet {
         for v in &volumes {
             outln!("{}", v.name);
