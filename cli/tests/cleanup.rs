@@ -757,6 +757,14 @@ fn attach_help_says_stdin_is_not_connected() {
     }
     let out = assert_success(&s.run(&["attach", "--help"]), "attach --help");
     assert!(out.contains("Stdin is not connected"), "{out}");
+    // `--sig-proxy` alone is `--sig-proxy=true`, as Docker's boolean flags.
+    let out = s.run(&["attach", "--sig-proxy", "nosuch"]);
+    assert_eq!(code(&out), 1, "{}", printed(&out));
+    assert!(
+        printed(&out).contains("no such container: nosuch"),
+        "{}",
+        printed(&out)
+    );
     let out = s.run(&["attach", "--stdin", "x"]);
     assert_eq!(code(&out), 2, "{}", printed(&out));
 }

@@ -37,7 +37,15 @@ pub struct Args {
     #[arg(long)]
     no_stdin: bool,
     /// Pass the signals `attach` receives (SIGINT: Ctrl-C, SIGTERM, ...) to the container
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[arg(
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
     sig_proxy: bool,
     container: String,
 }
