@@ -334,7 +334,7 @@ pub fn prune_volumes(
     let mut removed = Vec::new();
     let mut bytes = 0;
     for v in store.volumes()? {
-        if !(all || v.anonymous()) || !filters.matches(None, &v.labels) {
+        if !(all || v.anonymous()) || !filters.matches(Some(&v.created), &v.labels) {
             continue;
         }
         if let berth_store::volumes::VolumeRemoval::Removed { bytes: b } =

@@ -363,6 +363,9 @@ fn run_rm_and_rm_v_take_anonymous_volumes_with_the_container() {
     // `system prune` leaves volumes alone unless --volumes, which takes anonymous ones only.
     s.ok(&["system", "prune", "-f"]);
     assert_eq!(volume_names(&s).len(), 2);
+    // Made just now: not before an hour ago.
+    s.ok(&["system", "prune", "-f", "--volumes", "--filter", "until=1h"]);
+    assert_eq!(volume_names(&s).len(), 2);
     let out = s.ok(&["system", "prune", "-f", "--volumes"]);
     assert!(
         out.starts_with(&format!("Deleted Volumes:\n{anon}\n")),
