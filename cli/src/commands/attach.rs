@@ -20,8 +20,9 @@ Follow a detached container's output (`run -d`) from now on, until it exits; the
 with the container's exit code. Both of its streams arrive on stdout (its log keeps them
 together).
 
-Stdin is not connected: berth's detached containers read /dev/null, so `attach` shows
-output only (--no-stdin says so and is the only mode). With --sig-proxy (the default)
+Stdin is not connected: berth's detached containers read /dev/null (with -dt, a terminal
+only their monitor holds), so `attach` shows output only (--no-stdin says so and is the
+only mode). With --sig-proxy (the default)
 Ctrl-C (SIGINT), SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to `attach` go to the
 container's main process; with --sig-proxy=false Ctrl-C ends `attach` and the container
 keeps running.
@@ -76,7 +77,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     };
     if !args.no_stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         errln!(
-            "note: stdin is not connected: a detached container reads /dev/null (--no-stdin hides this note)"
+            "note: stdin is not connected: nothing can reach a detached container's stdin (--no-stdin hides this note)"
         );
     }
     log.seek(std::io::SeekFrom::End(0))?;
