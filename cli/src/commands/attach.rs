@@ -22,10 +22,12 @@ together).
 
 Stdin is not connected: berth's detached containers read /dev/null (with -dt, a terminal
 only their monitor holds), so `attach` shows output only (--no-stdin says so and is the
-only mode). With --sig-proxy (the default)
-Ctrl-C (SIGINT), SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to `attach` go to the
-container's main process; with --sig-proxy=false Ctrl-C ends `attach` and the container
-keeps running.
+only mode).
+
+With --sig-proxy (the default) Ctrl-C (SIGINT), SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
+SIGUSR2 sent to `attach` go to the container's main process (which may ignore them: a
+PID 1 without a handler does); with --sig-proxy=false Ctrl-C ends `attach` and the
+container keeps running.
 
 Examples:
   berth run -d --name web busybox sh -c 'while :; do date; sleep 1; done'
@@ -34,7 +36,7 @@ Examples:
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Do not attach stdin (berth never does: a detached container's stdin is /dev/null)
+    /// Do not attach stdin (berth never does: nothing reaches a detached container's stdin)
     #[arg(long)]
     no_stdin: bool,
     /// Pass the signals `attach` receives (SIGINT: Ctrl-C, SIGTERM, ...) to the container
