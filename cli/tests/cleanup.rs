@@ -530,6 +530,8 @@ fn prune_prompts_read_stdin_even_when_it_is_not_a_terminal() {
 /// A tmux server of the test's own (its own socket), killed by that socket when dropped.
 struct OwnTmux {
     socket: String,
+    /// The socket's file, which the server may leave behind.
+    path: Option<std::path::PathBuf>,
 }
 
 impl OwnTmux {
@@ -550,7 +552,14 @@ impl OwnTmux {
             .status()
             .expect("running tmux");
         assert!(status.success());
-        OwnTmux { socket }
+        let out = Command::new("tmux")
+            .args(["-L", &socket, "display-message", "-p", "#{socket_path}"])
+            .output()
+            .expect("running tmux");
+        let path = Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .filter(|p| p.ends_with(&socket))
+            .map(std::path::PathBuf::from);
+        OwnTmux { socket, path }
     }
 
     fn screen(&self) -> String {
@@ -590,6 +599,9 @@ impl Drop for OwnTmux {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .output();
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
