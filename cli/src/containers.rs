@@ -191,3 +191,24 @@ pub fn stop_one(r: &ContainerRecord, grace: Duration) {
         wait_exit(r, Duration::from_secs(10));
     }
 }
+
+/// Removes the anonymous volumes (`run -v /path`) a removed container's record named, as
+/// Docker's `run --rm` and `rm -v` do; named volumes stay. Without `wait`, a store another
+/// process is using leaves them to `volume prune`.
+pub fn remove_anonymous_volumes(
+    store: &Store,
+    r: &ContainerRecord,
+    wait: bool,
+) -> anyhow::Result<()> {
+    for name in &r.volumes {
+        if !store.volume_record(name)?.is_some_and(|v| v.anonymous()) {
+            continue;
+        }
+        if wait {
+            store.remove_volume(name)?;
+        } else {
+            store.try_remove_volume(name)?;
+        }
+    }
+    Ok(())
+}

@@ -16,6 +16,7 @@ mod filters;
 mod output;
 mod output_file;
 mod progress;
+mod prune;
 mod resolver;
 mod template;
 mod transfer;
@@ -86,6 +87,25 @@ enum Command {
     Kill(commands::lifecycle::KillArgs),
     /// Wait for containers to stop and print their exit codes
     Wait(commands::lifecycle::WaitArgs),
+    /// Follow a detached container's output until it exits; exit with its code
+    #[command(long_about = commands::attach::HELP)]
+    Attach(commands::attach::Args),
+    /// Manage volumes
+    #[command(long_about = commands::volume::HELP)]
+    Volume {
+        #[command(subcommand)]
+        command: commands::volume::Command,
+    },
+    /// Manage images (`prune`; the other image commands are top-level: images, rmi, ...)
+    Image {
+        #[command(subcommand)]
+        command: commands::prune::ImageCommand,
+    },
+    /// Manage containers (`prune`; the other container commands are top-level: ps, rm, ...)
+    Container {
+        #[command(subcommand)]
+        command: commands::prune::ContainerCommand,
+    },
     /// Inspect how berth reads its inputs
     Debug {
         #[command(subcommand)]
@@ -177,6 +197,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Stop(args) => commands::lifecycle::stop(&*open()?, args),
         Command::Kill(args) => commands::lifecycle::kill(&*open()?, args),
         Command::Wait(args) => commands::lifecycle::wait(&*open()?, args),
+        Command::Attach(args) => commands::attach::run(&*open()?, args),
+        Command::Volume { command } => commands::volume::run(&*open()?, command),
+        Command::Image { command } => commands::prune::image(&*open()?, command),
+        Command::Container { command } => commands::prune::container(&*open()?, command),
         Command::Debug { command } => commands::debug::run(command),
         Command::Monitor { dir } => commands::run::monitor(&*open()?, &dir),
         Command::Init { .. } => unreachable!("handled in main"),

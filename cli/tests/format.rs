@@ -441,3 +441,47 @@ fn ps_format_and_filters() {
     assert_eq!(code, Some(2));
     s.ok(&["rm", "-f", "web", "done"]);
 }
+
+#[test]
+fn volume_ls_and_inspect_format_templates() {
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    s.ok(&["volume", "create", "--label", "team=web", "data"]);
+    s.ok(&["volume", "create", "cache"]);
+    assert_eq!(
+        lines(&s.ok(&[
+            "volume",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}} [{{.Label \"team\"}}]"
+        ])),
+        set(&["data local [web]", "cache local []"])
+    );
+    let table = s.ok(&["volume", "ls", "--format", "table {{.Name}}\\t{{.Labels}}"]);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        rows[0].split_whitespace().collect::<Vec<_>>(),
+        ["VOLUME", "NAME", "LABELS"]
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("data") && r.ends_with("team=web")),
+        "{table}"
+    );
+    let json: Vec<serde_json::Value> = s
+        .ok(&["volume", "ls", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json.len(), 2);
+    assert!(
+        json.iter()
+            .all(|v| v["Driver"] == "local" && v["Scope"] == "local")
+    );
+    let mountpoint = s.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "data"]);
+    assert!(
+        mountpoint.trim_end().ends_with("/volumes/data/_data"),
+        "{mountpoint}"
+    );
+    let (code, err) = fails(&s, &["volume", "ls", "--format", "{{.Nope}}"]);
+    assert_eq!(code, Some(2), "{err}");
+}

@@ -1,16 +1,16 @@
 //! Containers' records (`containers/<id>/container.json`: what runs, from which image, by
-//! which process, and how it ended) and named volumes (a name in, `volumes/<name>/_data`
-//! out). A record's image stays alive while the record exists (`rmi` refuses, gc keeps its
-//! blobs and snapshots).
+//! which process, and how it ended). A record's image stays alive while the record exists
+//! (`rmi` refuses, gc keeps its blobs and snapshots), and so do the volumes it names
+//! (volumes.rs).
 //!
-//! Names that become paths are checked here, so none can climb out of its directory: a
-//! container ID is hex, a volume name is Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+//! A container ID becomes a path: it is checked to be hex, so it never climbs out of
+//! `containers/`.
 
 use serde::{Deserialize, Serialize};
 
 use berth_oci::Digest;
 
-use crate::error::{IoContext, Result, StoreError};
+use crate::error::{Result, StoreError};
 use crate::layout::Store;
 
 /// `containers/<id>/container.json`.
@@ -45,6 +45,9 @@ pub struct ContainerRecord {
     /// What `-v` mounted, as `ps` shows it: a volume's name or a bind's host path.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// The volumes the container mounts (by name): they are kept while the record exists.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 impl Store {
@@ -76,29 +79,6 @@ impl Store {
             });
         }
         Ok(self.containers_dir().join(id))
-    }
-
-    /// The data directory of the named volume `name` (`volumes/<name>/_data`), created if
-    /// missing: private above, the volume's own root open to the container's users. Names
-    /// are Docker's: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, so `..` or `a/b` never name a path.
-    pub fn volume(&self, name: &str) -> Result<std::path::PathBuf> {
-        let mut bytes = name.bytes();
-        let valid = name.len() >= 2
-            && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if !valid {
-            return Err(StoreError::InvalidName {
-                what: "volume",
-                name: name.to_owned(),
-                rule: "a volume name is [a-zA-Z0-9][a-zA-Z0-9_.-]+ (at least 2 characters), as in Docker",
-            });
-        }
-        let dir = self.root().join("volumes").join(name);
-        crate::files::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        let data = dir.join("_data");
-        crate::files::ensure_dir_mode(&data, crate::files::TREE_ROOT)
-            .ctx(|| format!("creating {}", data.display()))?;
-        Ok(data)
     }
 
     /// Replaces `containers/<id>/container.json` atomically (rename, no fsync: see

@@ -161,6 +161,21 @@ impl Store {
         })
     }
 
+    /// Drops the unnamed entry of `root`, if the index has one (its names stay); whether
+    /// there was one.
+    pub fn remove_unnamed(&self, root: &berth_oci::Digest) -> Result<bool> {
+        let mut removed = false;
+        self.update_index(|index| {
+            let before = index.manifests.len();
+            index
+                .manifests
+                .retain(|d| !(ref_name(d).is_none() && d.digest == *root));
+            removed = before != index.manifests.len();
+            removed
+        })?;
+        Ok(removed)
+    }
+
     /// Drops every unnamed root (`system prune`); returns how many.
     pub fn remove_untagged(&self) -> Result<usize> {
         let mut removed = 0;

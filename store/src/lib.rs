@@ -13,7 +13,8 @@
 //! | `snapshots/<chain-hex>/` | [`snapshots`], [`layer`] | layers unpacked safely; directories packed deterministically |
 //! | `cache/<key>`, `tmp/` work dirs | [`cache`] | build cache records; committing an overlay upper dir as a layer |
 //! | `compressed/<diff-id>.<alg>` | [`compress`] | layers compressed on the way out, once, on all cores |
-//! | `containers/<id>/container.json`, `volumes/<name>/_data` | [`containers`] | which images containers keep alive; named volumes |
+//! | `containers/<id>/container.json` | [`containers`] | which images and volumes containers keep alive |
+//! | `volumes/<name>/_data`, `volume.json` | [`volumes`] | volumes: made, listed, removed unless a container uses them |
 //! | — | [`gc`], [`check`] | removing unreferenced content; verifying everything |
 //! | `contexts/<key>` | [`contexts`] | the builder's stat → digest index of a build context |
 //! | archives | [`archive`] | `oci-archive` and `docker-archive` files, read and written |
@@ -42,6 +43,7 @@ pub mod lock;
 pub mod oci_dir;
 pub mod snapshots;
 pub mod transport;
+pub mod volumes;
 
 pub use blobs::{BlobWriter, Expect};
 pub use cache::{CacheRecord, CacheSharing, CachedLayer, WorkDir};

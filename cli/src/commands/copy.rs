@@ -235,6 +235,13 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
                 Some((p.clone(), false, r.clone())),
             ),
         };
+        // An archive's image passes through the store unnamed; the entry that keeps it there
+        // goes once the archive is written, unless the store had the image before.
+        let had: std::collections::HashSet<_> = if archive.is_some() {
+            store.roots()?.into_iter().map(|(_, d)| d.digest).collect()
+        } else {
+            Default::default()
+        };
         let outcome = copy_image(&src, &dest, &copy).await?;
         // Where a registry stores the image, as Docker's pull and push record it.
         match (&src_end, &dst_end, &local_root) {
@@ -250,22 +257,13 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
             _ => {}
         }
         if let Some((path, oci, name)) = archive {
-            let image = store.load_image(&outcome.root)?;
-            let names = name
-                .as_deref()
-                .map(Reference::parse)
-                .transpose()?
-                .into_iter()
-                .collect();
-            crate::output_file::write_atomically(&path, crate::output_file::ARCHIVE_MODE, |f| {
-                if oci {
-                    berth_store::archive::write_oci_archive(&store, &[(image, names)], f)?;
-                } else {
-                    berth_store::archive::write_docker_archive(&store, &[(image, names)], f)?;
-                }
-                Ok(())
-            })
-            .map_err(|e| e.context(format!("writing {}", path.display())))?;
+            let written = write_archive(&store, &outcome.root, &path, oci, name.as_deref());
+            // Its blobs and snapshots go too, as `rmi` does, unless another process is
+            // using the store (then the next `system prune` takes them).
+            if !had.contains(&outcome.root.digest) && store.remove_unnamed(&outcome.root.digest)? {
+                store.try_gc()?;
+            }
+            written?;
         }
         outln!(
             "Copied {} to {}: {} blob(s) copied, {} already there; digest {}",
@@ -278,4 +276,29 @@ pub fn run(store: Arc<Store>, args: Args) -> anyhow::Result<u8> {
         anyhow::Ok(())
     })?;
     Ok(0)
+}
+
+/// Writes the store's image `root` to an archive at `path`, named `name` if given.
+fn write_archive(
+    store: &Store,
+    root: &Descriptor,
+    path: &std::path::Path,
+    oci: bool,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    let image = store.load_image(root)?;
+    let names = name
+        .map(Reference::parse)
+        .transpose()?
+        .into_iter()
+        .collect();
+    crate::output_file::write_atomically(path, crate::output_file::ARCHIVE_MODE, |f| {
+        if oci {
+            berth_store::archive::write_oci_archive(store, &[(image, names)], f)?;
+        } else {
+            berth_store::archive::write_docker_archive(store, &[(image, names)], f)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.context(format!("writing {}", path.display())))
 }

@@ -1,6 +1,7 @@
 //! One module per command: clap arguments → one library call → printed result. What two
 //! commands share lives in the crate's shared modules (`wiring`, `transfer`, `containers`).
 
+pub mod attach;
 pub mod build;
 pub mod completion;
 pub mod copy;
@@ -12,6 +13,7 @@ pub mod info;
 pub mod inspect;
 pub mod lifecycle;
 pub mod load;
+pub mod prune;
 pub mod ps;
 pub mod registry;
 pub mod rm;
@@ -20,3 +22,4 @@ pub mod run;
 pub mod save;
 pub mod system;
 pub mod tag;
+pub mod volume;

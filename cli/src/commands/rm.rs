@@ -1,5 +1,5 @@
-//! `berth rm [-f] CONTAINER...`: remove stopped containers (by name, ID or ID prefix); `-f`
-//! kills a running one first.
+//! `berth rm [-f] [-v] CONTAINER...`: remove stopped containers (by name, ID or ID prefix); `-f`
+//! kills a running one first; `-v` removes the anonymous volumes they made.
 
 use std::time::Duration;
 
@@ -12,6 +12,9 @@ pub struct Args {
     /// Remove even a running container (it is killed)
     #[arg(short, long)]
     force: bool,
+    /// Remove the anonymous volumes the container made (`run -v /path`); named ones stay
+    #[arg(short, long)]
+    volumes: bool,
     /// Containers by name or ID (or a unique ID prefix)
     #[arg(required = true)]
     containers: Vec<String>,
@@ -40,6 +43,9 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             stop_one(&record, Duration::ZERO);
         }
         store.remove_container(&record.id)?;
+        if args.volumes {
+            crate::containers::remove_anonymous_volumes(store, &record, true)?;
+        }
         outln!("{want}");
     }
     Ok(if failed { 1 } else { 0 })

@@ -39,7 +39,7 @@ fn container_name(name: &str) -> Result<String, String> {
 #[derive(clap::Args, Debug)]
 #[command(trailing_var_arg = true)]
 pub struct Args {
-    /// Remove the container when it exits
+    /// Remove the container when it exits, with the anonymous volumes it made (`-v /path`)
     #[arg(long)]
     rm: bool,
     /// Run a small init as PID 1 that reaps zombies and forwards signals
@@ -84,7 +84,8 @@ pub struct Args {
     /// All capabilities, no masked or read-only paths, no seccomp filter
     #[arg(long)]
     privileged: bool,
-    /// Bind mount a host path or a named volume: SRC:DST[:ro|rw]
+    /// Bind mount a host path or a volume: SRC:DST[:ro|rw] (SRC absolute: a host path; else
+    /// a volume's name, made if missing), or DST[:ro|rw] for a new anonymous volume
     #[arg(short = 'v', long = "volume")]
     volumes: Vec<String>,
     /// Memory limit (`32m`, `1g`; binary units)
@@ -110,18 +111,32 @@ pub struct Args {
     command: Vec<String>,
 }
 
+/// One `-v`: what is mounted where, and the volume it is, if it is one.
+pub struct VolumeMount {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+    pub volume: Option<String>,
+}
+
 /// `-v SRC:DST[:ro|rw]`: an absolute SRC is a host path (created as a directory if missing,
-/// as Docker does); otherwise SRC names a volume kept under the store's `volumes/<name>/_data`.
-pub fn parse_volume(store: &Store, spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
+/// as Docker does); otherwise SRC names a volume kept under the store's `volumes/<name>/_data`
+/// (made if missing). `-v DST[:ro|rw]` alone mounts a new anonymous volume (a random name,
+/// Docker's `com.docker.volume.anonymous` label), as Docker does.
+pub fn parse_volume(store: &Store, spec: &str) -> anyhow::Result<VolumeMount> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, ro) = match parts.as_slice() {
-        [src, dst] => (*src, *dst, false),
-        [src, dst, "ro"] => (*src, *dst, true),
-        [src, dst, "rw"] => (*src, *dst, false),
+        [dst] => (None, *dst, false),
+        [dst, "ro"] if dst.starts_with('/') => (None, *dst, true),
+        [dst, "rw"] if dst.starts_with('/') => (None, *dst, false),
+        [src, dst] => (Some(*src), *dst, false),
+        [src, dst, "ro"] => (Some(*src), *dst, true),
+        [src, dst, "rw"] => (Some(*src), *dst, false),
         _ => {
-            return Err(
-                UsageError(format!("invalid volume {spec:?}: expected SRC:DST[:ro|rw]")).into(),
-            );
+            return Err(UsageError(format!(
+                "invalid volume {spec:?}: expected SRC:DST[:ro|rw] or DST[:ro|rw]"
+            ))
+            .into());
         }
     };
     if !dst.starts_with('/') {
@@ -130,22 +145,37 @@ pub fn parse_volume(store: &Store, spec: &str) -> anyhow::Result<(PathBuf, Strin
         ))
         .into());
     }
-    let source = if src.starts_with('/') {
+    let mount = |source, volume| VolumeMount {
+        source,
+        target: dst.to_owned(),
+        read_only: ro,
+        volume,
+    };
+    let Some(src) = src else {
+        let name = berth_store::volumes::random_name();
+        let labels = [(
+            berth_store::volumes::ANONYMOUS_LABEL.to_owned(),
+            String::new(),
+        )]
+        .into_iter()
+        .collect();
+        let (data, _, _) = store.create_volume(&name, labels)?;
+        return Ok(mount(data, Some(name)));
+    };
+    if src.starts_with('/') {
         let p = PathBuf::from(src);
         if !p.exists() {
             std::fs::create_dir_all(&p)?;
         }
-        p
-    } else {
-        match store.volume(src) {
-            Ok(data) => data,
-            Err(e @ berth_store::StoreError::InvalidName { .. }) => {
-                return Err(UsageError(e.to_string()).into());
-            }
-            Err(e) => return Err(e.into()),
+        return Ok(mount(p, None));
+    }
+    match store.volume(src) {
+        Ok(data) => Ok(mount(data, Some(src.to_owned()))),
+        Err(e @ berth_store::StoreError::InvalidName { .. }) => {
+            Err(UsageError(e.to_string()).into())
         }
-    };
-    Ok((source, dst.to_owned(), ro))
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A size as Docker's `RAMInBytes` reads it: a number with an optional `b`, `k`, `m`, `g`,
@@ -311,11 +341,25 @@ pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
     {
         return Err(UsageError(format!("the container name {name:?} is already in use; remove that container first (berth rm {name})")).into());
     }
-    let binds = args
+    let mounts = args
         .volumes
         .iter()
         .map(|v| parse_volume(store, v))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let volumes = mounts.iter().filter_map(|m| m.volume.clone()).collect();
+    // What `ps` shows of them: a volume's name, a bind's host path.
+    let shown = mounts
+        .iter()
+        .map(|m| {
+            m.volume
+                .clone()
+                .unwrap_or_else(|| m.source.display().to_string())
+        })
+        .collect();
+    let binds = mounts
+        .into_iter()
+        .map(|m| (m.source, m.target, m.read_only))
+        .collect();
     let lowers = store.ensure_snapshots(&image)?;
     let id = new_id();
     let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
@@ -333,12 +377,8 @@ pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
         pid_start: crate::containers::start_time(std::process::id()),
         auto_remove: args.rm,
         memory: args.memory,
-        mounts: args
-            .volumes
-            .iter()
-            .filter_map(|v| v.split(':').next())
-            .map(str::to_owned)
-            .collect(),
+        mounts: shown,
+        volumes,
     };
     store.write_container_record(&record)?;
     let terminal = if args.tty {
@@ -424,10 +464,11 @@ fn execute(
     Ok(outcome.exit_code)
 }
 
-/// Records how a container ended, or removes it (`--rm`).
+/// Records how a container ended, or removes it and its anonymous volumes (`--rm`).
 fn finish(store: &Store, record: ContainerRecord, code: i32) -> anyhow::Result<()> {
     if record.auto_remove {
         store.remove_container(&record.id)?;
+        crate::containers::remove_anonymous_volumes(store, &record, false)?;
     } else {
         let done = ContainerRecord {
             status: "exited".into(),

@@ -1,8 +1,5 @@
 //! `berth system df|prune|check`: the store's disk use, cleanup and consistency check.
 
-use crate::UsageError;
-use std::io::IsTerminal;
-
 use berth_store::Store;
 
 use crate::output::{human_size, print_table};
@@ -11,21 +8,9 @@ use crate::output::{human_size, print_table};
 pub enum Command {
     /// Show disk usage
     Df,
-    /// Remove unnamed images and unreferenced content
-    Prune {
-        /// Remove every image no container uses, not only unnamed ones
-        #[arg(short, long)]
-        all: bool,
-        /// Do not ask for confirmation
-        #[arg(short, long)]
-        force: bool,
-        /// Remove only the build cache (records and cache mounts), no images
-        #[arg(long)]
-        build_cache: bool,
-        /// Only build cache unused for longer than this (`until=24h`, `until=90m`)
-        #[arg(long)]
-        filter: Option<String>,
-    },
+    /// Remove stopped containers, unnamed images, the build cache and unreferenced content
+    #[command(long_about = PRUNE_HELP)]
+    Prune(PruneArgs),
     /// Verify every blob and reference in the store (exit 1 when something is wrong)
     Check,
 }
@@ -33,30 +18,7 @@ pub enum Command {
 pub fn run(store: &Store, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Df => df(store),
-        Command::Prune {
-            all,
-            force,
-            build_cache,
-            filter,
-        } => {
-            let older_than = match filter.as_deref() {
-                None => None,
-                Some(f) => {
-                    let Some(d) = f.strip_prefix("until=") else {
-                        return Err(UsageError(format!(
-                            "--filter {f:?}: only until=DURATION is supported (e.g. until=24h)"
-                        ))
-                        .into());
-                    };
-                    Some(
-                        humantime::parse_duration(d)
-                            .map_err(|e| UsageError(format!("--filter {f:?}: {e}")))?
-                            .as_secs(),
-                    )
-                }
-            };
-            prune(store, all, force, build_cache, older_than)
-        }
+        Command::Prune(args) => prune(store, args),
         Command::Check => check(store),
     }
 }
@@ -105,20 +67,8 @@ fn df(store: &Store) -> anyhow::Result<u8> {
                 human_size(snapshots),
                 "-".into(),
             ],
-            vec![
-                "Containers".into(),
-                containers.len().to_string(),
-                containers.len().to_string(),
-                human_size(dir_size(&store.containers_dir())),
-                "0B (0%)".into(),
-            ],
-            vec![
-                "Local Volumes".into(),
-                count(&store.root().join("volumes")).to_string(),
-                "0".into(),
-                human_size(dir_size(&store.root().join("volumes"))),
-                "0B".into(),
-            ],
+            containers_row(store, &containers)?,
+            volumes_row(store, &containers)?,
             vec![
                 "Build Cache".into(),
                 count(&store.root().join("cache")).to_string(),
@@ -129,6 +79,59 @@ fn df(store: &Store) -> anyhow::Result<u8> {
         ],
     );
     Ok(0)
+}
+
+/// Containers: how many, how many run, their size and what `container prune` would free.
+fn containers_row(
+    store: &Store,
+    containers: &[berth_store::containers::ContainerRecord],
+) -> anyhow::Result<Vec<String>> {
+    let (mut size, mut stopped, mut active) = (0, 0, 0);
+    for c in containers {
+        let bytes = dir_size(&store.container_dir(&c.id)?);
+        size += bytes;
+        if crate::containers::alive(c) {
+            active += 1;
+        } else {
+            stopped += bytes;
+        }
+    }
+    let pct = (stopped * 100).checked_div(size).unwrap_or(0);
+    Ok(vec![
+        "Containers".into(),
+        containers.len().to_string(),
+        active.to_string(),
+        human_size(size),
+        format!("{} ({pct}%)", human_size(stopped)),
+    ])
+}
+
+/// Volumes: how many, how many a container uses, their size and what `volume prune -a`
+/// would free.
+fn volumes_row(
+    store: &Store,
+    containers: &[berth_store::containers::ContainerRecord],
+) -> anyhow::Result<Vec<String>> {
+    let volumes = store.volumes()?;
+    let (mut size, mut unused) = (0, 0);
+    let mut active = 0;
+    for v in &volumes {
+        let bytes = dir_size(&store.volume_mountpoint(&v.name)?);
+        size += bytes;
+        if containers.iter().any(|c| c.volumes.contains(&v.name)) {
+            active += 1;
+        } else {
+            unused += bytes;
+        }
+    }
+    let pct = (unused * 100).checked_div(size).unwrap_or(0);
+    Ok(vec![
+        "Local Volumes".into(),
+        volumes.len().to_string(),
+        active.to_string(),
+        human_size(size),
+        format!("{} ({pct}%)", human_size(unused)),
+    ])
 }
 
 fn count(dir: &std::path::Path) -> usize {
@@ -145,71 +148,119 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Docker's `system prune`: unnamed images, unreferenced content and the build cache (the
-/// cache records go; the layers they named go with them unless an image needs them).
-/// `--build-cache` (as `docker builder prune`) leaves images alone.
-fn prune(
-    store: &Store,
+const PRUNE_HELP: &str = "\
+Remove what nothing needs: stopped containers, unnamed (dangling) images, the build cache
+and the blobs and snapshots no image uses any more; with -a every image no container uses;
+with --volumes also anonymous volumes no container uses. Asks first unless -f.
+
+Examples:
+  berth system prune -f
+  berth system prune -a --filter until=24h
+  berth system prune --build-cache --filter until=168h";
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// Remove every image no container uses, not only unnamed ones
+    #[arg(short, long)]
     all: bool,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
     force: bool,
+    /// Remove only the build cache (records and cache mounts): no containers or images
+    #[arg(long)]
     build_cache: bool,
-    older_than: Option<u64>,
-) -> anyhow::Result<u8> {
-    if !force && std::io::stdin().is_terminal() {
-        let what = if build_cache {
-            "the build cache"
-        } else if all {
-            "all images without at least one container associated to them"
+    /// Also remove anonymous volumes (made by `run -v /path`) no container uses
+    #[arg(long)]
+    volumes: bool,
+    /// Only what matches: `until=DURATION|TIMESTAMP` (created, or for the build cache last
+    /// used, before then), `label=KEY[=VALUE]`, `label!=KEY[=VALUE]` (images, containers,
+    /// volumes; the build cache has no labels, so a label filter keeps all of it)
+    #[arg(long, value_name = "FILTER")]
+    filter: Vec<String>,
+}
+
+/// Docker's `system prune`: stopped containers, unnamed images (or with `-a` every image no
+/// container uses), the build cache (the cache records go; the layers they named go with
+/// them unless an image needs them), with `--volumes` anonymous volumes, then garbage.
+/// `--build-cache` (as `docker builder prune`) leaves containers and images alone.
+fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<u8> {
+    let filters = crate::prune::Filters::parse(&args.filter, &["until", "label", "label!"])?;
+    let mut warning = String::from("WARNING! This will remove:");
+    if !args.build_cache {
+        warning.push_str("\n  - all stopped containers");
+        if args.volumes {
+            warning.push_str("\n  - all anonymous volumes not used by at least one container");
+        }
+        warning.push_str(if args.all {
+            "\n  - all images without at least one container associated to them"
         } else {
-            "all unnamed images and unreferenced content"
+            "\n  - all dangling images"
+        });
+    }
+    warning.push_str(if filters.is_empty() {
+        "\n  - all build cache"
+    } else {
+        "\n  - unused build cache"
+    });
+    if !filters.is_empty() {
+        warning.push_str("\n  Items to be pruned will be filtered with:");
+        for f in &args.filter {
+            warning.push_str(&format!("\n  - {}", crate::output::terminal_safe(f)));
+        }
+    }
+    if !crate::prune::confirm(&warning, args.force)? {
+        return Ok(0);
+    }
+    let mut reclaimed = 0;
+    let (containers, images, volumes) = if args.build_cache {
+        (Vec::new(), Default::default(), Vec::new())
+    } else {
+        let (containers, bytes) = crate::prune::prune_containers(store, &filters)?;
+        reclaimed += bytes;
+        let volumes = if args.volumes {
+            let (v, bytes) = crate::prune::prune_volumes(store, false, &filters)?;
+            reclaimed += bytes;
+            v
+        } else {
+            Vec::new()
         };
-        err!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(0);
-        }
-    }
-    let records = store.cache_prune(older_than)?;
-    let mounts = if older_than.is_none() {
-        store.cache_mounts_prune()?
-    } else {
-        0
+        let images = crate::prune::prune_images(store, args.all, &filters)?;
+        (containers, images, volumes)
     };
-    let removed_untagged = if build_cache {
-        0
+    // The build cache has no labels: a label filter selects none of it.
+    let (records, mounts) = if filters.labels.is_empty() && filters.not_labels.is_empty() {
+        let older_than = filters.until.map(|t| {
+            std::time::SystemTime::now()
+                .duration_since(t)
+                .map_or(0, |d| d.as_secs())
+        });
+        let records = store.cache_prune(older_than)?;
+        let mounts = if older_than.is_none() {
+            store.cache_mounts_prune()?
+        } else {
+            0
+        };
+        (records, mounts)
     } else {
-        store.remove_untagged()?
+        (0, 0)
     };
-    let mut untagged = 0;
-    if all && !build_cache {
-        let used: std::collections::HashSet<_> = store
-            .container_records()?
-            .into_iter()
-            .map(|c| c.image)
-            .collect();
-        for tag in store.tags()? {
-            if !used.contains(&tag.manifest.digest) {
-                store.remove_tag(&tag.reference)?;
-                outln!("untagged: {}", tag.reference.familiar());
-                untagged += 1;
-            }
-        }
-    }
     let report = store.gc()?;
+    reclaimed += report.bytes_freed;
+    crate::prune::print_containers(&containers);
+    crate::prune::print_volumes(&volumes);
+    crate::prune::print_images(&images);
     outln!(
-        "Deleted {} unnamed image(s), {} name(s), {} build cache record(s), {} cache mount(s), {} blob(s), {} snapshot(s)",
-        removed_untagged,
-        untagged,
+        "Deleted {} container(s), {} volume(s), {} image(s), {} name(s), {} build cache record(s), {} cache mount(s), {} blob(s), {} snapshot(s)",
+        containers.len(),
+        volumes.len(),
+        images.deleted.len(),
+        images.untagged.len(),
         records,
         mounts,
         report.blobs_removed,
         report.snapshots_removed
     );
-    outln!(
-        "\nTotal reclaimed space: {}",
-        human_size(report.bytes_freed)
-    );
+    outln!("\nTotal reclaimed space: {}", human_size(reclaimed));
     Ok(0)
 }
 
