@@ -96,6 +96,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::volume::Command,
     },
+    /// List networks (berth has Docker's `host` and `none`)
+    Network {
+        #[command(subcommand)]
+        command: commands::network::Command,
+    },
     /// Manage images (`prune`; the other image commands are top-level: images, rmi, ...)
     Image {
         #[command(subcommand)]
@@ -199,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Wait(args) => commands::lifecycle::wait(&*open()?, args),
         Command::Attach(args) => commands::attach::run(&*open()?, args),
         Command::Volume { command } => commands::volume::run(&*open()?, command),
+        Command::Network { command } => commands::network::run(command),
         Command::Image { command } => commands::prune::image(&*open()?, command),
         Command::Container { command } => commands::prune::container(&*open()?, command),
         Command::Debug { command } => commands::debug::run(command),

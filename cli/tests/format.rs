@@ -485,3 +485,48 @@ fn volume_ls_and_inspect_format_templates() {
     let (code, err) = fails(&s, &["volume", "ls", "--format", "{{.Nope}}"]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[test]
+fn network_ls_lists_the_built_in_networks_with_templates_and_filters() {
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    let table = s.ok(&["network", "ls"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"],
+        "{table}"
+    );
+    assert_eq!(rows[1][1..], ["host", "host", "local"], "{table}");
+    assert_eq!(rows[2][1..], ["none", "null", "local"], "{table}");
+    assert_eq!(
+        s.ok(&[
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}}/{{.Driver}}",
+            "--filter",
+            "driver=null"
+        ]),
+        "none/null\n"
+    );
+    assert_eq!(
+        s.ok(&["network", "ls", "-q", "--filter", "name=ho"])
+            .trim()
+            .len(),
+        12
+    );
+    let head = s.ok(&["network", "ls", "--format", "table {{.Name}}\\t{{.Scope}}"]);
+    assert_eq!(
+        head.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "SCOPE"]
+    );
+    let (code, err) = fails(&s, &["network", "ls", "--filter", "colour=red"]);
+    assert_eq!(code, Some(2), "{err}");
+}

@@ -13,6 +13,7 @@ pub mod info;
 pub mod inspect;
 pub mod lifecycle;
 pub mod load;
+pub mod network;
 pub mod prune;
 pub mod ps;
 pub mod registry;
