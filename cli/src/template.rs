@@ -1112,7 +1112,14 @@ fn call(name: &str, args: &[Value]) -> Result<Value, TemplateError> {
                         .get(&to_text(k))
                         .cloned()
                         .unwrap_or_else(|| Value::String(String::new())),
-                    (Value::Null, _) => Value::Null,
+                    // A nil map gives the zero value too; a nil list has no index.
+                    (Value::Null, Value::String(_)) => Value::String(String::new()),
+                    (Value::Null, k) => {
+                        return err(format!(
+                            "index out of range: {} (the list is empty)",
+                            to_text(k)
+                        ));
+                    }
                     (other, _) => return err(format!("can't index a {}", kind(other))),
                 };
             }

@@ -530,3 +530,23 @@ fn network_ls_lists_the_built_in_networks_with_templates_and_filters() {
     let (code, err) = fails(&s, &["network", "ls", "--filter", "colour=red"]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[test]
+fn inspect_templates_see_every_field_of_dockers_struct() {
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    // An image whose config sets no user, environment or labels.
+    import(&s, "bare:1", 1_700_000_000, &[]);
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "[{{.Config.User}}] {{json .Config.Env}} [{{index .Config.Labels \"x\"}}] {{.Config.Tty}} {{len .RepoDigests}}",
+            "bare:1"
+        ]),
+        "[] null [] false 0\n"
+    );
+    // A field Docker's struct does not have is still an error.
+    let (code, err) = fails(&s, &["inspect", "-f", "{{.Config.Colour}}", "bare:1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("Colour"), "{err}");
+}

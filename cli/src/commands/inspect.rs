@@ -46,7 +46,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     if let Some(template) = format {
         for image in &out {
             let text = template
-                .render(image)
+                .render(&with_every_field(image.clone()))
                 .map_err(|e| crate::UsageError(e.to_string()))?;
             outln!("{text}");
         }
@@ -58,6 +58,71 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         crate::output::json_terminal_safe(&serde_json::to_string_pretty(&out)?)
     );
     Ok(0)
+}
+
+/// `image` with every field Docker's image inspect struct has, the absent ones as their
+/// zero values: a template sees Docker's struct, where `{{.Config.User}}` of an image
+/// without a user is empty, not an error (the JSON output leaves them out, as OCI configs do).
+fn with_every_field(mut image: Value) -> Value {
+    let fill = |obj: &mut serde_json::Map<String, Value>, fields: &[(&str, Value)]| {
+        for (k, zero) in fields {
+            obj.entry(k.to_string()).or_insert_with(|| zero.clone());
+        }
+    };
+    let s = || Value::String(String::new());
+    let f = || Value::Bool(false);
+    if let Some(top) = image.as_object_mut() {
+        let size = top.get("Size").cloned().unwrap_or(Value::from(0));
+        fill(
+            top,
+            &[
+                ("Parent", s()),
+                ("Comment", s()),
+                ("Container", s()),
+                ("DockerVersion", s()),
+                ("Author", s()),
+                ("Variant", s()),
+                ("OsVersion", s()),
+                ("VirtualSize", size),
+                ("RepoTags", Value::Array(Vec::new())),
+                ("RepoDigests", Value::Array(Vec::new())),
+                ("Config", Value::Object(Default::default())),
+            ],
+        );
+        if let Some(Value::Object(config)) = top.get_mut("Config") {
+            fill(
+                config,
+                &[
+                    ("Hostname", s()),
+                    ("Domainname", s()),
+                    ("User", s()),
+                    ("AttachStdin", f()),
+                    ("AttachStdout", f()),
+                    ("AttachStderr", f()),
+                    ("ExposedPorts", Value::Null),
+                    ("Tty", f()),
+                    ("OpenStdin", f()),
+                    ("StdinOnce", f()),
+                    ("Env", Value::Null),
+                    ("Cmd", Value::Null),
+                    ("Healthcheck", Value::Null),
+                    ("ArgsEscaped", f()),
+                    ("Image", s()),
+                    ("Volumes", Value::Null),
+                    ("WorkingDir", s()),
+                    ("Entrypoint", Value::Null),
+                    ("NetworkDisabled", f()),
+                    ("MacAddress", s()),
+                    ("OnBuild", Value::Null),
+                    ("Labels", Value::Null),
+                    ("StopSignal", s()),
+                    ("StopTimeout", Value::Null),
+                    ("Shell", Value::Null),
+                ],
+            );
+        }
+    }
+    image
 }
 
 /// The `docker image inspect` shape, with `Descriptor` naming the manifest as newer Docker does.
