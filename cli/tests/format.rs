@@ -550,3 +550,29 @@ fn inspect_templates_see_every_field_of_dockers_struct() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("Colour"), "{err}");
 }
+
+#[test]
+fn system_df_takes_dockers_documented_templates() {
+    let s = Sandbox::new(env!("CARGO_BIN_EXE_berth"));
+    import(&s, "one:1", 1_700_000_000, &[]);
+    let typed = s.ok(&["system", "df", "--format", "{{.Type}}: {{.TotalCount}}"]);
+    assert!(typed.lines().any(|l| l == "Images: 1"), "{typed}");
+    assert!(typed.lines().any(|l| l == "Containers: 0"), "{typed}");
+    let table = s.ok(&[
+        "system",
+        "df",
+        "--format",
+        "table {{.Type}}\\t{{.Size}}\\t{{.Reclaimable}}",
+    ]);
+    let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(head, ["TYPE", "SIZE", "RECLAIMABLE"], "{table}");
+    let rows: Vec<serde_json::Value> = s
+        .ok(&["system", "df", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r["Type"] == "Images" && r["TotalCount"] == "1")
+    );
+}

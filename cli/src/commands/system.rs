@@ -7,7 +7,14 @@ use crate::output::{human_size, print_table};
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Show disk usage
-    Df,
+    Df {
+        /// Output format: `table`, `json` (an object per row), or a Go template over each
+        /// row's fields .Type .TotalCount .Active .Size .Reclaimable, e.g.
+        /// `--format '{{.Type}}: {{.TotalCount}}'` or
+        /// `--format 'table {{.Type}}\t{{.Size}}\t{{.Reclaimable}}'`
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Remove stopped containers, unnamed images, the build cache and unreferenced content
     #[command(long_about = PRUNE_HELP)]
     Prune(PruneArgs),
@@ -17,13 +24,15 @@ pub enum Command {
 
 pub fn run(store: &Store, command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Df => df(store),
+        Command::Df { format } => df(store, &format),
         Command::Prune(args) => prune(store, args),
         Command::Check => check(store),
     }
 }
 
-fn df(store: &Store) -> anyhow::Result<u8> {
+fn df(store: &Store, format: &str) -> anyhow::Result<u8> {
+    use crate::template::Format;
+    let format = Format::parse(format).map_err(|e| crate::UsageError(e.to_string()))?;
     let images = store.images()?;
     let containers = store.container_records()?;
     let used: std::collections::HashSet<_> = containers.iter().map(|c| c.image.clone()).collect();
@@ -46,38 +55,67 @@ fn df(store: &Store) -> anyhow::Result<u8> {
     let snapshots = dir_size(&store.snapshots_dir());
     let reclaimable = total - active;
     let pct = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
-    print_table(
-        &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
-        &[
-            vec![
-                "Images".into(),
-                images.len().to_string(),
-                images
-                    .iter()
-                    .filter(|i| used.contains(&i.root.digest))
-                    .count()
-                    .to_string(),
-                human_size(total),
-                format!("{} ({}%)", human_size(reclaimable), pct(reclaimable, total)),
-            ],
-            vec![
-                "Snapshots".into(),
-                count(&store.snapshots_dir()).to_string(),
-                "-".into(),
-                human_size(snapshots),
-                "-".into(),
-            ],
-            containers_row(store, &containers)?,
-            volumes_row(store, &containers)?,
-            vec![
-                "Build Cache".into(),
-                count(&store.root().join("cache")).to_string(),
-                "0".into(),
-                human_size(dir_size(&store.root().join("cache"))),
-                "0B".into(),
-            ],
+    let header = ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"];
+    let rows = [
+        vec![
+            "Images".into(),
+            images.len().to_string(),
+            images
+                .iter()
+                .filter(|i| used.contains(&i.root.digest))
+                .count()
+                .to_string(),
+            human_size(total),
+            format!("{} ({}%)", human_size(reclaimable), pct(reclaimable, total)),
         ],
-    );
+        vec![
+            "Snapshots".into(),
+            count(&store.snapshots_dir()).to_string(),
+            "-".into(),
+            human_size(snapshots),
+            "-".into(),
+        ],
+        containers_row(store, &containers)?,
+        volumes_row(store, &containers)?,
+        vec![
+            "Build Cache".into(),
+            count(&store.root().join("cache")).to_string(),
+            "0".into(),
+            human_size(dir_size(&store.root().join("cache"))),
+            "0B".into(),
+        ],
+    ];
+    let fields = ["Type", "TotalCount", "Active", "Size", "Reclaimable"];
+    let values: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            let object: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .zip(row)
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::Value::Object(object)
+        })
+        .collect();
+    match format {
+        Format::Table => print_table(&header, &rows),
+        Format::Json => {
+            for v in &values {
+                outln!("{v}");
+            }
+        }
+        Format::Template { template, table } => {
+            let headers = serde_json::Value::Object(
+                fields
+                    .iter()
+                    .zip(header)
+                    .map(|(k, h)| (k.to_string(), serde_json::Value::String(h.to_owned())))
+                    .collect(),
+            );
+            crate::template::print_rows(&template, table, (&headers, None), &values, &[])
+                .map_err(|e| crate::UsageError(e.to_string()))?;
+        }
+    }
     Ok(0)
 }
 
