@@ -145,32 +145,36 @@ pub fn json_terminal_safe(json: &str) -> std::borrow::Cow<'_, str> {
 /// Prints rows as left-aligned columns separated by at least three spaces, like Docker.
 /// Every cell goes through [`terminal_safe`]: cells hold text from images and containers.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(|c| terminal_safe(c).into_owned()).collect())
-        .collect();
-    let rows = &rows[..];
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    lines.extend(
+        rows.iter()
+            .map(|r| r.iter().map(|c| terminal_safe(c).into_owned()).collect()),
+    );
+    print_columns(&lines);
+}
+
+/// Prints lines of cells as left-aligned columns separated by at least three spaces (the
+/// last cell of a line is not padded; trailing spaces are dropped).
+pub fn print_columns(lines: &[Vec<String>]) {
+    let mut widths: Vec<usize> = Vec::new();
+    for cells in lines {
+        if widths.len() < cells.len() {
+            widths.resize(cells.len(), 0);
+        }
+        for (w, cell) in widths.iter_mut().zip(cells) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
+    for cells in lines {
         let mut s = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            if i == last {
+            if i + 1 == cells.len() {
                 s.push_str(cell);
             } else {
                 s.push_str(&format!("{cell:<w$}   ", w = widths[i]));
             }
         }
         outln!("{}", s.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
     }
 }
 

@@ -95,26 +95,11 @@ pub fn print_rows(
         }
         return Ok(());
     }
-    let split: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
-    let columns = split.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0; columns];
-    for cells in &split {
-        for (w, cell) in widths.iter_mut().zip(cells) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for cells in split {
-        let last = cells.len() - 1;
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i == last {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}   ", w = widths[i]));
-            }
-        }
-        outln!("{}", s.trim_end());
-    }
+    let split: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect();
+    crate::output::print_columns(&split);
     Ok(())
 }
 

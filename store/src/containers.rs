@@ -50,6 +50,20 @@ pub struct ContainerRecord {
     pub volumes: Vec<String>,
 }
 
+/// A random ID: 64 hex digits, as Docker's container and volume IDs.
+pub fn random_id() -> String {
+    let mut seed = std::fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
+    seed.extend_from_slice(&std::process::id().to_le_bytes());
+    seed.extend_from_slice(
+        &std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_le_bytes(),
+    );
+    berth_oci::Digest::of(&seed).hex().to_owned()
+}
+
 impl Store {
     /// Runs `f` without holding the store lock: for the life of a container, which may be
     /// long, so gc and prune are not held up. What the container uses stays safe meanwhile:

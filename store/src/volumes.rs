@@ -68,16 +68,7 @@ pub fn check_volume_name(name: &str) -> Result<()> {
 
 /// A random volume name: 64 hex digits, as Docker's.
 pub fn random_name() -> String {
-    let mut seed = std::fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
-    seed.extend_from_slice(&std::process::id().to_le_bytes());
-    seed.extend_from_slice(
-        &std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .to_le_bytes(),
-    );
-    berth_oci::Digest::of(&seed).hex().to_owned()
+    crate::containers::random_id()
 }
 
 impl Store {

@@ -11,7 +11,6 @@
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
-use berth_oci::Digest;
 use berth_runtime::spec::{NetworkMode, ProcessSettings, build_spec};
 use berth_runtime::{Bundle, RootfsSource};
 use berth_store::Store;
@@ -204,22 +203,6 @@ pub fn parse_memory(s: &str) -> Result<i64, String> {
     Ok(bytes)
 }
 
-fn new_id() -> String {
-    let mut seed = Vec::new();
-    seed.extend_from_slice(&std::process::id().to_le_bytes());
-    seed.extend_from_slice(
-        &std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .to_le_bytes(),
-    );
-    if let Ok(bytes) = std::fs::read("/proc/sys/kernel/random/uuid") {
-        seed.extend_from_slice(&bytes);
-    }
-    Digest::of(&seed).hex().to_owned()
-}
-
 /// Docker's combination of ENTRYPOINT, CMD and the command line.
 pub fn command_line(
     entrypoint: Option<&[String]>,
@@ -361,7 +344,7 @@ pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
         .map(|m| (m.source, m.target, m.read_only))
         .collect();
     let lowers = store.ensure_snapshots(&image)?;
-    let id = new_id();
+    let id = berth_store::containers::random_id();
     let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
     let dir = store.create_container_dir(&id)?;
     let record = ContainerRecord {
