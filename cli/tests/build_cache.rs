@@ -485,6 +485,33 @@ fn a_push_only_build_mounts_cached_layers_without_downloading_them() {
 }
 
 #[test]
+fn a_push_only_build_unpacks_a_base_whose_blobs_an_earlier_push_left() {
+    let Some(one) = ROOT.sandbox() else { return };
+    let Some(two) = ROOT.sandbox() else { return };
+    let reg = TestRegistry::start(RegistryConfig::default());
+    push_base(&one, &reg);
+    // The same registry under another name: a push there copies the base's blobs through
+    // the store (no mount across names), leaving them in the store without snapshots.
+    let port = reg.host.rsplit(':').next().unwrap();
+    let base = format!("localhost:{port}/busybox");
+    let only_env = two.context("env", &[("Dockerfile", &format!("FROM {base}\nENV A=1\n"))]);
+    let dest = format!("{}/env:1", reg.host);
+    build(&two, &["-o", &format!("type=registry,name={dest}")], &only_env);
+    // Then a RUN on that base: its tree must be unpacked from the blobs the store has.
+    let run = two.context(
+        "run",
+        &[("Dockerfile", &format!("FROM {base}\nRUN ls /bin/busybox > /seen\n"))],
+    );
+    let dest = format!("{}/run:1", reg.host);
+    let out = build(&two, &["-o", &format!("type=registry,name={dest}")], &run);
+    assert_eq!(counts(&out), (1, 0), "{out}");
+    assert_success(&two.run(&["system", "check"]), "system check");
+    let Some(three) = ROOT.sandbox() else { return };
+    three.ok(&["pull", "-q", &dest]);
+    assert_eq!(sh(&three, &dest, "cat /seen"), "/bin/busybox\n");
+}
+
+#[test]
 fn a_cache_on_a_registry_with_tls_and_a_password_uses_the_saved_login() {
     let Some(one) = ROOT.sandbox() else { return };
     let Some(two) = ROOT.sandbox() else { return };

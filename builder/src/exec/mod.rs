@@ -487,22 +487,19 @@ fn fetch_one(ctx: &Ctx<'_>, digest: &Digest, p: &Pending) -> Result<(), BuildErr
     Ok(())
 }
 
-/// Makes the state's tree exist on disk: each pending layer without a snapshot fetched and
-/// unpacked into one. Cheap when nothing is pending.
+/// Makes the state's tree exist on disk: each layer without a snapshot unpacked into one,
+/// its blob fetched first when it is pending. (A base image left in its registry may have
+/// its blobs in the store, from an earlier push, and no snapshots.)
 fn materialize(ctx: &Ctx<'_>, state: &StageState) -> Result<(), BuildError> {
-    if state.pending.is_empty() {
-        return Ok(());
-    }
     let diff_ids = &state.config.rootfs.diff_ids;
     let chains = berth_oci::config::chain_ids(diff_ids);
     for (i, layer) in state.layers.iter().enumerate() {
-        let Some(p) = state.pending.get(&layer.digest) else {
-            continue;
-        };
         if ctx.store.snapshot_path(&chains[i]).is_dir() {
             continue;
         }
-        fetch_one(ctx, &layer.digest, p)?;
+        if let Some(p) = state.pending.get(&layer.digest) {
+            fetch_one(ctx, &layer.digest, p)?;
+        }
         ctx.store.unpack_snapshot(
             layer,
             &diff_ids[i],
