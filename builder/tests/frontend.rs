@@ -383,3 +383,38 @@ fn directives_only_at_the_top() {
             .is_some()
     );
 }
+
+#[test]
+fn an_instruction_of_very_many_words_is_an_error_not_a_stack_overflow() {
+    // 40,000 ENV pairs: a chain of 120,000 word nodes, run on a 2 MiB thread (the size of
+    // a build's stage threads) so that any recursion over the chain would overflow.
+    let pairs: String = (0..40_000).map(|i| format!(" K{i}=v")).collect();
+    let text = format!("FROM scratch\nENV{pairs}\n");
+    let err = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || parse_dockerfile(&text).map(|_| ()).unwrap_err().to_string())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(err.contains("words"), "{err}");
+    // A long but ordinary instruction still parses.
+    let pairs: String = (0..1_000).map(|i| format!(" K{i}=v")).collect();
+    assert!(parse_dockerfile(&format!("FROM scratch\nENV{pairs}\n")).is_ok());
+}
+
+#[test]
+fn an_instruction_at_the_word_limit_parses_clones_and_compares_on_a_small_stack() {
+    let pairs: String = (0..1_300).map(|i| format!(" K{i}=v")).collect();
+    let text = format!("FROM scratch\nENV{pairs}\n");
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let ast = parse(&text).unwrap().ast;
+            let copy = ast.clone();
+            assert!(copy == ast);
+            assert!(ast.children[1].dump().starts_with("env"));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

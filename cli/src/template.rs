@@ -27,6 +27,10 @@ const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 const MAX_NESTING: usize = 32;
 /// How many nodes one rendering may evaluate (range iterations count each time).
 const MAX_STEPS: u64 = 5_000_000;
+/// How many bytes of values one rendering may make (function results, range items, values
+/// taken from the data), whatever becomes of them: what bounds its time and memory when
+/// values are built in variables and pipelines and never printed.
+const MAX_WORK: usize = 256 * 1024 * 1024;
 
 /// A template the user gave that cannot be parsed or evaluated over the data.
 #[derive(Debug, thiserror::Error)]
@@ -589,6 +593,8 @@ struct State<'a> {
     vars: Vec<(String, Value)>,
     out: String,
     steps: u64,
+    /// Bytes of values made so far ([`MAX_WORK`]).
+    work: usize,
 }
 
 impl Template {
@@ -598,6 +604,15 @@ impl Template {
     }
 
     fn render_with(&self, data: &Value, hidden: Option<&Value>) -> Result<String, TemplateError> {
+        self.render_work(data, hidden).0
+    }
+
+    /// The rendering, and the bytes of values it made.
+    fn render_work(
+        &self,
+        data: &Value,
+        hidden: Option<&Value>,
+    ) -> (Result<String, TemplateError>, usize) {
         let data = sanitize(data);
         let hidden = hidden.map(sanitize);
         let mut st = State {
@@ -606,9 +621,15 @@ impl Template {
             vars: vec![("$".to_owned(), data.clone())],
             out: String::new(),
             steps: 0,
+            work: 0,
         };
-        st.walk(&self.nodes, &data)?;
-        Ok(st.out)
+        let done = st.walk(&self.nodes, &data);
+        (done.map(|()| std::mem::take(&mut st.out)), st.work)
+    }
+
+    #[cfg(test)]
+    fn render_counting(&self, data: &Value) -> (Result<String, TemplateError>, usize) {
+        self.render_work(data, None)
     }
 }
 
@@ -696,7 +717,46 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// The bytes `v` holds, counted up to `limit` (a larger value stops the count there).
+fn size_up_to(v: &Value, limit: usize) -> usize {
+    match v {
+        Value::String(s) => s.len() + 8,
+        Value::Array(a) => {
+            let mut n = 8;
+            for x in a {
+                n += size_up_to(x, limit.saturating_sub(n));
+                if n > limit {
+                    break;
+                }
+            }
+            n
+        }
+        Value::Object(o) => {
+            let mut n = 8;
+            for (k, x) in o {
+                n += k.len() + size_up_to(x, limit.saturating_sub(n));
+                if n > limit {
+                    break;
+                }
+            }
+            n
+        }
+        _ => 8,
+    }
+}
+
 impl State<'_> {
+    /// Charges a value made during the rendering against [`MAX_WORK`].
+    fn made(&mut self, v: Value) -> Result<Value, TemplateError> {
+        self.work += size_up_to(&v, MAX_WORK.saturating_sub(self.work));
+        if self.work > MAX_WORK {
+            return err(format!(
+                "evaluation makes more than {MAX_WORK} bytes of values"
+            ));
+        }
+        Ok(v)
+    }
+
     fn step(&mut self) -> Result<(), TemplateError> {
         self.steps += 1;
         if self.steps > MAX_STEPS {
@@ -770,6 +830,9 @@ impl State<'_> {
                     .collect()
             }
             Value::Null => Vec::new(),
+            Value::Number(n) if n.as_u64().is_some_and(|n| n > MAX_STEPS) => {
+                return err(format!("range over more than {MAX_STEPS} numbers"));
+            }
             Value::Number(n) if n.as_u64().is_some() => (0..n.as_u64().unwrap_or(0))
                 .map(|i| (Value::from(i), Value::from(i)))
                 .collect(),
@@ -778,6 +841,7 @@ impl State<'_> {
         if items.is_empty() {
             return self.walk(otherwise, dot);
         }
+        self.made(v)?;
         let mark = self.vars.len();
         for (key, item) in items {
             self.vars.truncate(mark);
@@ -832,7 +896,8 @@ impl State<'_> {
                 args.push(self.arg(a, dot)?);
             }
             args.extend(piped);
-            return call(name, &args);
+            let v = call(name, &args)?;
+            return self.made(v);
         }
         // A field given arguments is a method call: `.Label "k"` looks the key up.
         if cmd.len() > 1 || piped.is_some() {
@@ -857,7 +922,7 @@ impl State<'_> {
 
     fn arg(&mut self, a: &Arg, dot: &Value) -> Result<Value, TemplateError> {
         match a {
-            Arg::Dot => Ok(dot.clone()),
+            Arg::Dot => self.made(dot.clone()),
             Arg::Lit(v) => Ok(v.clone()),
             Arg::Func(name) => call(name, &[]),
             Arg::Field(names) => {
@@ -866,15 +931,16 @@ impl State<'_> {
                 } else {
                     None
                 };
-                fields(dot, names, hidden)
+                let v = fields(dot, names, hidden)?;
+                self.made(v)
             }
             Arg::Var(name, names) => {
                 let Some((_, v)) = self.vars.iter().rev().find(|(n, _)| n == name) else {
                     return err(format!("undefined variable {name}"));
                 };
-                let v = v.clone();
                 let hidden = if name == "$" { self.hidden } else { None };
-                fields(&v, names, hidden)
+                let v = fields(v, names, hidden)?;
+                self.made(v)
             }
             Arg::Sub(p, names) => {
                 let v = self.eval_cmds(&p.cmds, dot)?;
@@ -899,26 +965,25 @@ const MAP_FIELDS: &[&str] = &["Labels", "Label", "ExposedPorts", "Volumes", "Ann
 
 /// Follows `.A.B` from `v`; a name that is not there is an error listing the names that are.
 fn fields(v: &Value, names: &[String], hidden: Option<&Value>) -> Result<Value, TemplateError> {
-    let mut cur = v.clone();
+    // Walked by reference: only the value reached is copied.
+    const NULL: Value = Value::Null;
+    let mut cur = v;
     for (i, name) in names.iter().enumerate() {
         let path = format!(".{}", names[..=i].join("."));
         // Docker's maps (labels, ports, volumes) are Go maps, not structs: a key they lack,
         // or a key of a map that is nil, is no value rather than an error.
         if i > 0 && MAP_FIELDS.contains(&names[i - 1].as_str()) {
-            cur = cur.get(name).cloned().unwrap_or(Value::Null);
+            cur = cur.get(name).unwrap_or(&NULL);
             continue;
         }
-        let next = match &cur {
-            Value::Object(o) => o
-                .get(name)
-                .or_else(|| {
-                    if i == 0 {
-                        hidden.and_then(|h| h.get(name))
-                    } else {
-                        None
-                    }
-                })
-                .cloned(),
+        let next = match cur {
+            Value::Object(o) => o.get(name).or_else(|| {
+                if i == 0 {
+                    hidden.and_then(|h| h.get(name))
+                } else {
+                    None
+                }
+            }),
             Value::Null => return err(format!("can't evaluate {path}: its parent is nil")),
             other => {
                 return err(format!(
@@ -946,7 +1011,7 @@ fn fields(v: &Value, names: &[String], hidden: Option<&Value>) -> Result<Value, 
             }
         }
     }
-    Ok(cur)
+    Ok(cur.clone())
 }
 
 fn want_args(name: &str, args: &[Value], n: usize) -> Result<(), TemplateError> {
@@ -1434,6 +1499,27 @@ mod tests {
         )
         .unwrap();
         assert!(t.render(&big).is_err());
+        // A range over a huge number, and a value doubled in a variable, are stopped at
+        // once: neither prints anything the output bound would see.
+        let t = Template::parse("{{range 100000000000}}{{end}}").unwrap();
+        assert!(t.render(&json!({})).is_err());
+        let doubling =
+            "{{$x := \"abcdefgh\"}}".to_owned() + &"{{$x = printf \"%s%s\" $x $x}}".repeat(40);
+        let e = Template::parse(&doubling)
+            .unwrap()
+            .render(&json!({}))
+            .unwrap_err();
+        assert!(e.0.contains("bytes of values"), "{e}");
+        // Image data read through `$` inside a range costs the field read, not a copy of
+        // the whole data each time: 20,000 entries of a large config render at once.
+        let env: Vec<Value> = (0..20_000)
+            .map(|i| Value::from(format!("K{i}=v{i}")))
+            .collect();
+        let image = json!({ "Id": "sha256:1", "Config": { "Env": env } });
+        let t = Template::parse("{{range .Config.Env}}{{if $.Id}}{{end}}{{end}}").unwrap();
+        let (out, work) = t.render_counting(&image);
+        assert_eq!(out.unwrap(), "");
+        assert!(work < 4 << 20, "{work} bytes of values made");
         // Text from an image never reaches the output raw.
         let hostile =
             json!({ "Name": "a\u{1b}]52;c;x\u{7}b\u{9b}\u{202e}", "K": {"\u{1b}[2J": "v"} });

@@ -496,11 +496,18 @@ fn a_push_only_build_unpacks_a_base_whose_blobs_an_earlier_push_left() {
     let base = format!("localhost:{port}/busybox");
     let only_env = two.context("env", &[("Dockerfile", &format!("FROM {base}\nENV A=1\n"))]);
     let dest = format!("{}/env:1", reg.host);
-    build(&two, &["-o", &format!("type=registry,name={dest}")], &only_env);
+    build(
+        &two,
+        &["-o", &format!("type=registry,name={dest}")],
+        &only_env,
+    );
     // Then a RUN on that base: its tree must be unpacked from the blobs the store has.
     let run = two.context(
         "run",
-        &[("Dockerfile", &format!("FROM {base}\nRUN ls /bin/busybox > /seen\n"))],
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN ls /bin/busybox > /seen\n"),
+        )],
     );
     let dest = format!("{}/run:1", reg.host);
     let out = build(&two, &["-o", &format!("type=registry,name={dest}")], &run);

@@ -184,6 +184,22 @@ fn info_counts_the_store_and_describes_the_machine() {
         assert!(!v[key].as_str().unwrap().is_empty(), "{key}: {v}");
     }
     assert!(v["Registries"]["LoggedIn"].is_array(), "{v}");
+    // A mirror written with credentials is shown without them.
+    let out = s
+        .cmd()
+        .env(
+            "BERTH_REGISTRY_MIRRORS",
+            "ci:s3cret@mirror.example:5000,plain.example",
+        )
+        .args(["info", "--format", "{{json .Registries.Mirrors}}"])
+        .output()
+        .unwrap();
+    let mirrors = String::from_utf8_lossy(&out.stdout);
+    assert!(!mirrors.contains("s3cret"), "{mirrors}");
+    assert!(
+        mirrors.contains("mirror.example:5000") && mirrors.contains("plain.example"),
+        "{mirrors}"
+    );
     let table = s.ok(&["info"]);
     for key in [
         "Store root:",
@@ -194,7 +210,15 @@ fn info_counts_the_store_and_describes_the_machine() {
     ] {
         assert!(table.contains(key), "{table}");
     }
-    // Unknown formats are usage errors.
-    let bad = s.run(&["info", "--format", "yaml"]);
+    // Templates, as Docker's; a field that does not exist is a usage error.
+    assert_eq!(
+        s.ok(&["info", "--format", "{{.Images}} {{.Containers}}"]),
+        "1 0\n"
+    );
+    let bad = s.run(&["info", "--format", "{{.NoSuchField}}"]);
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert_eq!(
+        s.ok(&["version", "--format", "{{.Client.Version}}"]),
+        format!("{}\n", env!("CARGO_PKG_VERSION"))
+    );
 }

@@ -70,7 +70,7 @@ impl Store {
         {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !marks.snapshots.contains(&name) {
-                report.bytes_freed += crate::fsutil::disk_usage(&entry.path());
+                report.bytes_freed += crate::fsutil::tree_size(&entry.path());
                 crate::fsutil::remove_all(&entry.path())?;
                 report.snapshots_removed += 1;
             }

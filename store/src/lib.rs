@@ -49,6 +49,7 @@ pub use blobs::{BlobWriter, Expect};
 pub use cache::{CacheRecord, CacheSharing, CachedLayer, WorkDir};
 pub use check::Fault;
 pub use error::{Result, StoreError};
+pub use fsutil::tree_size;
 pub use gc::GcReport;
 pub use images::Image;
 pub use layout::{FORMAT_VERSION, Store};

@@ -229,15 +229,10 @@ impl Store {
     }
 }
 
-/// The bytes the regular files under `dir` hold (symlinks are not followed).
+/// The bytes the regular files under `dir` hold ([`crate::tree_size`]: no symlink is
+/// followed, even one a container swaps in while the walk runs).
 pub fn tree_size(dir: &std::path::Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
+    crate::fsutil::tree_size(dir)
 }
 
 #[cfg(test)]

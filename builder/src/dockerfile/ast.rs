@@ -43,12 +43,37 @@ pub struct Heredoc {
     pub file_descriptor: u32,
 }
 
+/// The most words one instruction may have: the parser refuses more, so nothing that walks
+/// a chain (clone, comparison, the dump) goes deeper than this.
+pub const MAX_WORDS: usize = 4_000;
+
+/// A chain of words is dropped one node after the other: a derived drop would recurse once
+/// per word.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let mut next = self.next.take();
+        while let Some(mut node) = next {
+            next = node.next.take();
+        }
+    }
+}
+
 impl Node {
     pub fn leaf(value: impl Into<String>) -> Node {
-        Node {
-            value: value.into(),
-            ..Default::default()
+        let mut n = Node::default();
+        n.value = value.into();
+        n
+    }
+
+    /// How many words follow the keyword.
+    pub fn word_count(&self) -> usize {
+        let mut count = 0;
+        let mut n = self.next.as_deref();
+        while let Some(node) = n {
+            count += 1;
+            n = node.next.as_deref();
         }
+        count
     }
 
     /// The words after the keyword.
@@ -67,11 +92,10 @@ impl Node {
         let words: Vec<String> = words.into_iter().collect();
         let mut next = None;
         for w in words.into_iter().rev() {
-            next = Some(Box::new(Node {
-                value: w,
-                next,
-                ..Default::default()
-            }));
+            let mut n = Node::default();
+            n.value = w;
+            n.next = next;
+            next = Some(Box::new(n));
         }
         next
     }

@@ -40,15 +40,20 @@ pub fn new_node_from_line(
     };
     let keyword = cmd.to_lowercase();
     let (next, json) = dispatch(&keyword, args, d)?;
-    Ok(Node {
-        value: keyword,
-        original: line.to_owned(),
-        flags,
-        next,
-        json,
-        comments,
-        ..Default::default()
-    })
+    let mut node = Node::default();
+    node.value = keyword;
+    node.original = line.to_owned();
+    node.flags = flags;
+    node.next = next;
+    node.json = json;
+    node.comments = comments;
+    if node.word_count() > super::ast::MAX_WORDS {
+        return Err(format!(
+            "more than {} words in one instruction",
+            super::ast::MAX_WORDS
+        ));
+    }
+    Ok(node)
 }
 
 fn dispatch(keyword: &str, args: &str, d: &Directives) -> Parsed {
@@ -333,14 +338,9 @@ fn parse_health_config(rest: &str) -> Parsed {
     }
     let typ = &rest[..sep];
     let (cmd, json) = parse_maybe_json(rest[sep..].trim_start())?;
-    Ok((
-        Some(Box::new(Node {
-            value: typ.to_owned(),
-            next: cmd,
-            ..Default::default()
-        })),
-        json,
-    ))
+    let mut node = Node::leaf(typ);
+    node.next = cmd;
+    Ok((Some(Box::new(node)), json))
 }
 
 fn parse_sub_command(rest: &str, d: &Directives) -> Parsed {
@@ -349,11 +349,7 @@ fn parse_sub_command(rest: &str, d: &Directives) -> Parsed {
     }
     let child = new_node_from_line(rest, d, Vec::new())?;
     let json = child.json;
-    Ok((
-        Some(Box::new(Node {
-            children: vec![child],
-            ..Default::default()
-        })),
-        json,
-    ))
+    let mut node = Node::default();
+    node.children = vec![child];
+    Ok((Some(Box::new(node)), json))
 }

@@ -1,9 +1,8 @@
 //! `berth version` (what this binary is) and `berth info` (the store and what this machine
 //! gives containers), as `docker version` and `docker info` print them: `Key: value` lines
-//! under headings, or one JSON object with `--format json`.
+//! under headings, one JSON object with `--format json`, or a Go template over that object.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::{Value, json};
 
@@ -11,14 +10,16 @@ use berth_store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct VersionArgs {
-    /// Output format: `table` (Docker's `Key: value` lines) or `json`
+    /// Output format: `table` (Docker's `Key: value` lines), `json`, or a Go template over
+    /// the JSON object (`{{.Client.Version}}`, `{{.Client.GitCommit}}`)
     #[arg(short, long, default_value = "table")]
     pub format: String,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    /// Output format: `table` (Docker's `Key: value` lines) or `json`
+    /// Output format: `table` (Docker's `Key: value` lines), `json`, or a Go template over
+    /// the JSON object (`{{.Images}}`, `{{.CgroupVersion}}`, `{{json .Registries}}`)
     #[arg(short, long, default_value = "table")]
     pub format: String,
 }
@@ -47,8 +48,9 @@ pub fn version(args: VersionArgs) -> anyhow::Result<u8> {
         "Arch": berth_oci::Platform::host().architecture,
         "StoreFormat": store_format(),
     });
+    let all = json!({ "Client": fields });
     match args.format.as_str() {
-        "json" => outln!("{}", json!({ "Client": fields })),
+        "json" => outln!("{all}"),
         "table" => {
             outln!("Client:");
             for (key, label) in [
@@ -65,13 +67,27 @@ pub fn version(args: VersionArgs) -> anyhow::Result<u8> {
             }
             outln!(" {:<14}{}", "OS/Arch:", os_arch());
         }
-        other => {
-            return Err(
-                crate::UsageError(format!("unknown format {other:?}: use table or json")).into(),
-            );
-        }
+        template => print_template(template, &all)?,
     }
     Ok(0)
+}
+
+/// `--format TEMPLATE`: the Go template rendered once over the command's JSON object (as
+/// `docker version --format '{{.Client.Version}}'`, `docker info --format '{{json .}}'`).
+fn print_template(format: &str, value: &Value) -> anyhow::Result<()> {
+    use crate::template::Format;
+    let usage = |e: String| crate::UsageError(e);
+    match Format::parse(format).map_err(|e| usage(e.to_string()))? {
+        Format::Template {
+            template,
+            table: false,
+        } => {
+            let text = template.render(value).map_err(|e| usage(e.to_string()))?;
+            outln!("{text}");
+            Ok(())
+        }
+        _ => Err(usage(format!("--format {format:?}: table, json or a template")).into()),
+    }
 }
 
 /// The cgroup hierarchies this machine has mounted: `2` (unified only), `1 (hybrid: ...)`
@@ -136,22 +152,6 @@ fn user_namespaces() -> String {
     format!("supported, {unprivileged}")
 }
 
-/// Bytes of the files under `root`, each inode once (snapshots and blobs may share none,
-/// but a hard link is never counted twice); symlinks are not followed.
-fn tree_size(root: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .same_file_system(true)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file() && seen.insert((m.dev(), m.ino())))
-        .map(|m| m.len())
-        .sum()
-}
-
 /// The registries configured for this user: mirrors, TLS directories, and those with saved
 /// credentials (their names only).
 fn registries() -> Value {
@@ -174,8 +174,18 @@ fn registries() -> Value {
             );
         }
     }
+    // A mirror may be written with `user:password@`: only its address is shown.
+    let mirrors: Vec<String> = options
+        .mirrors
+        .iter()
+        .map(|m| match (m.contains("://"), m.rfind('@')) {
+            (true, _) => berth_builder::redact::url_credentials(m).into_owned(),
+            (false, Some(at)) => format!("xxxxx{}", &m[at..]),
+            (false, None) => m.clone(),
+        })
+        .collect();
     json!({
-        "Mirrors": options.mirrors,
+        "Mirrors": mirrors,
         "Insecure": options.insecure,
         "CertsDirs": options.certs_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
         "LoggedIn": logged_in,
@@ -194,7 +204,7 @@ pub fn info(store: &Store, args: InfoArgs) -> anyhow::Result<u8> {
     let euid = nix::unistd::geteuid();
     let fields = json!({
         "StoreRoot": store.root().display().to_string(),
-        "StoreSize": tree_size(store.root()),
+        "StoreSize": berth_store::tree_size(store.root()),
         "Images": store.images()?.len(),
         "Containers": containers.len(),
         "ContainersRunning": running,
@@ -215,11 +225,7 @@ pub fn info(store: &Store, args: InfoArgs) -> anyhow::Result<u8> {
     match args.format.as_str() {
         "json" => outln!("{fields}"),
         "table" => print_info(&fields),
-        other => {
-            return Err(
-                crate::UsageError(format!("unknown format {other:?}: use table or json")).into(),
-            );
-        }
+        template => print_template(template, &fields)?,
     }
     Ok(0)
 }

@@ -177,13 +177,7 @@ fn count(dir: &std::path::Path) -> usize {
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
+    berth_store::tree_size(dir)
 }
 
 const PRUNE_HELP: &str = "\
