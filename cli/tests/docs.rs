@@ -184,6 +184,24 @@ fn info_counts_the_store_and_describes_the_machine() {
         assert!(!v[key].as_str().unwrap().is_empty(), "{key}: {v}");
     }
     assert!(v["Registries"]["LoggedIn"].is_array(), "{v}");
+    // Registries with saved credentials are named; their secrets never shown.
+    let auth = s.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        r#"{"auths":{"https://reg.example:5000/v1/":{"auth":"Y2k6czNjcmV0"}},"credHelpers":{"helped.example":"pass"}}"#,
+    )
+    .unwrap();
+    let out = s
+        .cmd()
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["info", "--format", "{{json .Registries.LoggedIn}}"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[\"helped.example\",\"reg.example:5000\"]\n",
+        "{out:?}"
+    );
     // A mirror written with credentials is shown without them.
     let out = s
         .cmd()

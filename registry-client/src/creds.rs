@@ -192,6 +192,23 @@ fn from_auths(auths: &Map<String, Value>, registry: &str) -> Option<Credentials>
     })
 }
 
+/// The registries that have saved credentials or a credential helper in the auth files
+/// (names only, normalized; files that cannot be read are passed over).
+pub fn saved_registries() -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for file in auth_files() {
+        let Ok(Some(json)) = read_json(&file) else {
+            continue;
+        };
+        for key in ["auths", "credHelpers"] {
+            if let Some(entries) = json.get(key).and_then(Value::as_object) {
+                names.extend(entries.keys().map(|k| normalize_key(k)));
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
 /// The credentials for `registry` (`host[:port]`, `docker.io` for Docker Hub), if any.
 pub fn lookup(registry: &str) -> Result<Option<Credentials>, CredentialError> {
     lookup_in(&auth_files(), registry)

@@ -156,24 +156,10 @@ fn user_namespaces() -> String {
 /// credentials (their names only).
 fn registries() -> Value {
     let options = crate::wiring::options(&Default::default());
-    let mut logged_in = std::collections::BTreeSet::new();
-    for file in berth_registry_client::creds::auth_files() {
-        let Ok(bytes) = std::fs::read(&file) else {
-            continue;
-        };
-        if bytes.len() > 1 << 20 {
-            continue;
-        }
-        if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(&bytes)
-            && let Some(Value::Object(auths)) = o.get("auths")
-        {
-            logged_in.extend(
-                auths
-                    .keys()
-                    .map(|k| crate::output::terminal_safe_text(k).into_owned()),
-            );
-        }
-    }
+    let logged_in: Vec<String> = berth_registry_client::creds::saved_registries()
+        .iter()
+        .map(|k| crate::output::terminal_safe_text(k).into_owned())
+        .collect();
     // A mirror may be written with `user:password@`: only its address is shown.
     let mirrors: Vec<String> = options
         .mirrors
@@ -198,9 +184,7 @@ pub fn info(store: &Store, args: InfoArgs) -> anyhow::Result<u8> {
         .iter()
         .filter(|c| crate::containers::alive(c))
         .count();
-    let volumes = std::fs::read_dir(store.root().join("volumes"))
-        .map(|d| d.filter_map(Result::ok).count())
-        .unwrap_or(0);
+    let volumes = store.volumes()?.len();
     let euid = nix::unistd::geteuid();
     let fields = json!({
         "StoreRoot": store.root().display().to_string(),
