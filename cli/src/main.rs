@@ -18,6 +18,7 @@ mod output_file;
 mod progress;
 mod prune;
 mod resolver;
+mod rootless;
 mod template;
 mod transfer;
 mod wiring;
@@ -176,7 +177,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    let root = cli.root.unwrap_or_else(berth_store::default_root);
+    let rootless = rootless::enter_if_needed(&cli.command)?;
+    let root = cli
+        .root
+        .unwrap_or_else(|| berth_store::default_root(rootless));
     let open = || wiring::open_store(&root);
     match cli.command {
         Command::Build(args) => commands::build::run(open()?, args),

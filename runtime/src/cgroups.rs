@@ -44,12 +44,15 @@ pub struct DeviceRule {
     pub line: String,
 }
 
-/// Whether device rules can be enforced here: a v1 devices controller. (On v2 they need a
-/// BPF program; berth does not load one, so containers there get no CAP_MKNOD.)
+/// Whether device rules can be enforced here: a v1 devices controller, outside a user
+/// namespace. (On v2 they need a BPF program; berth does not load one, so containers there
+/// get no CAP_MKNOD. In a user namespace no device node can be made at all, and the devices
+/// cgroup is the host's.)
 pub fn devices_enforceable() -> bool {
-    v1_mounts(&LinuxSys.read_file(Path::new(MOUNTINFO)).unwrap_or_default())
-        .iter()
-        .any(|(c, _)| c == "devices")
+    !crate::userns::in_user_namespace()
+        && v1_mounts(&LinuxSys.read_file(Path::new(MOUNTINFO)).unwrap_or_default())
+            .iter()
+            .any(|(c, _)| c == "devices")
 }
 
 impl Limits {

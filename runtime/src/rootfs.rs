@@ -474,14 +474,24 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                 data,
             } => {
                 let target = existing(sys, "mounting", target)?;
-                sys.mount(
+                let mounted = sys.mount(
                     source.as_deref(),
                     target.target(),
                     fstype.as_deref(),
                     *flags,
                     data.as_deref(),
-                )
-                .map_err(fail(format!("mounting {}", target.path().display())))?
+                );
+                match (mounted, fstype.as_deref()) {
+                    // A user namespace may mount sysfs only in a network namespace of its own:
+                    // sharing the host's network (rootless), the host's `/sys` is bound there,
+                    // read-only, as runc does rootless.
+                    (Err(nix::Error::EPERM), Some("sysfs")) => {
+                        bind(sys, Path::new("/sys"), &target, true, *flags | MsFlags::MS_RDONLY)?
+                    }
+                    (other, _) => {
+                        other.map_err(fail(format!("mounting {}", target.path().display())))?
+                    }
+                }
             }
             Op::Overlay {
                 overlay,
@@ -510,11 +520,26 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
             Op::Touch(p) => {
                 at(sys, p, Create::File)?;
             }
-            Op::Devices(dev) => {
-                let dev = existing(sys, "creating devices in", dev)?;
+            Op::Devices(dev_path) => {
+                let dev = existing(sys, "creating devices in", dev_path)?;
                 for node in default_devices(dev.target()) {
-                    sys.mknod_char(&node)
-                        .map_err(fail(format!("creating /dev/{}", display_name(&node.path))))?;
+                    let name = display_name(&node.path);
+                    match sys.mknod_char(&node) {
+                        // In a user namespace no node can be made: the host's own is bound
+                        // onto a file instead (the container's `/dev` is berth's fresh tmpfs).
+                        Err(nix::Error::EPERM) => {
+                            let file = at(sys, &dev_path.join(&name), Create::File)?
+                                .expect("a created file");
+                            bind(
+                                sys,
+                                &Path::new("/dev").join(&name),
+                                &file,
+                                false,
+                                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                            )?;
+                        }
+                        other => other.map_err(fail(format!("creating /dev/{name}")))?,
+                    }
                 }
                 for (link, target) in [
                     ("fd", "/proc/self/fd"),
@@ -604,7 +629,7 @@ mod tests {
             work: "/c/work".into(),
             volatile: true,
         };
-        let data = "data=lowerdir=/s/a,upperdir=/c/upper,workdir=/c/work,redirect_dir=off,index=off,metacopy=off";
+        let data = "data=lowerdir=/s/a,upperdir=/c/upper,workdir=/c/work,redirect_dir=nofollow,index=off,metacopy=off";
         for refuse in [false, true] {
             let mut sys = RecordingSys {
                 refuse_volatile: refuse,
@@ -656,7 +681,7 @@ mod tests {
         let expected_order = [
             "mount - / type=- flags=MS_REC|MS_SLAVE",
             // Not privileged: the rootfs is nodev, /dev's own tmpfs is not.
-            "mount overlay /c/rootfs type=overlay flags=MS_NODEV data=lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work,redirect_dir=off,index=off,metacopy=off",
+            "mount overlay /c/rootfs type=overlay flags=MS_NODEV data=lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work,redirect_dir=nofollow,index=off,metacopy=off",
             // Every target inside the rootfs is mounted onto through its held descriptor.
             "mount proc fd:/c/rootfs/proc type=proc",
             "mount tmpfs fd:/c/rootfs/dev type=tmpfs flags=MS_NOSUID|MS_STRICTATIME data=",

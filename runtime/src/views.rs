@@ -129,9 +129,9 @@ mod tests {
             sys.calls,
             [
                 "mount /a /t type=- flags=MS_BIND|MS_REC data=-",
-                "mount overlay /t type=overlay flags=- data=lowerdir=/b:/a,redirect_dir=off,index=off,metacopy=off",
-                "mount overlay /t type=overlay flags=- data=lowerdir=/e,upperdir=/u,workdir=/w,redirect_dir=off,index=off,metacopy=off",
-                "mount overlay /t type=overlay flags=- data=lowerdir=/b:/a,upperdir=/u,workdir=/w,redirect_dir=off,index=off,metacopy=off",
+                "mount overlay /t type=overlay flags=- data=lowerdir=/b:/a,redirect_dir=nofollow,index=off,metacopy=off",
+                "mount overlay /t type=overlay flags=- data=lowerdir=/e,upperdir=/u,workdir=/w,redirect_dir=nofollow,index=off,metacopy=off",
+                "mount overlay /t type=overlay flags=- data=lowerdir=/b:/a,upperdir=/u,workdir=/w,redirect_dir=nofollow,index=off,metacopy=off",
             ]
         );
     }

@@ -55,10 +55,11 @@ pub use images::Image;
 pub use layout::{FORMAT_VERSION, Store};
 pub use transport::{StoreDestination, StoreSource};
 
-/// Default store root: `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`
-/// (`~/.local/share/berth`). `BERTH_ROOT` or `--root` override it (the CLI decides).
-pub fn default_root() -> std::path::PathBuf {
-    if rustix::process::geteuid().is_root() {
+/// Default store root: `/var/lib/berth` for root, else (and for a rootless berth, root only
+/// inside its user namespace) `$XDG_DATA_HOME/berth` (`~/.local/share/berth`). `BERTH_ROOT`
+/// or `--root` override it (the CLI decides).
+pub fn default_root(rootless: bool) -> std::path::PathBuf {
+    if rustix::process::geteuid().is_root() && !rootless {
         return "/var/lib/berth".into();
     }
     match std::env::var_os("XDG_DATA_HOME") {

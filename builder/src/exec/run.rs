@@ -104,7 +104,8 @@ fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], extra: &[String]) {
             continue;
         };
         let lower = lowers.iter().rev().find_map(|l| l.lstat(rel).ok());
-        let opaque = rustix::fs::fgetxattr(&dir, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok();
+        let opaque =
+            rustix::fs::fgetxattr(&dir, berth_store::layer::opaque_xattr(), &mut [0u8; 4]).is_ok();
         let is_dir = |mode: u32| {
             rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::Directory
         };

@@ -560,6 +560,15 @@ fn prepare(
     files::write_mode(&dir.join("resolv.conf"), resolv.as_bytes(), SHOWN_FILE)?;
     let cfg = &image.config.config;
     let device_rules = !args.privileged && berth_runtime::cgroups::devices_enforceable();
+    let limited = args.memory.is_some() || args.cpus.is_some() || args.pids_limit.is_some();
+    // A rootless berth has no cgroup of its own to put a container in.
+    let limits = limited && !berth_runtime::userns::rootless();
+    if limited && !limits {
+        errln!(
+            "berth: warning: rootless, no cgroup is delegated to berth here: --memory, --cpus \
+             and --pids-limit are not enforced"
+        );
+    }
     let settings = ProcessSettings {
         args: command,
         env: environment(cfg.env.as_deref().unwrap_or_default(), args, hostname)?,
@@ -589,11 +598,7 @@ fn prepare(
         ],
         // A cgroup when there is a limit to enforce, device rules included (the PID
         // namespace already ends every process of the container with its PID 1).
-        cgroup_path: if args.memory.is_some()
-            || args.cpus.is_some()
-            || args.pids_limit.is_some()
-            || device_rules
-        {
+        cgroup_path: if limits || device_rules {
             format!(
                 "berth/{}",
                 dir.file_name()
@@ -603,9 +608,9 @@ fn prepare(
         } else {
             String::new()
         },
-        memory: args.memory,
-        cpus: args.cpus,
-        pids_limit: args.pids_limit,
+        memory: args.memory.filter(|_| limits),
+        cpus: args.cpus.filter(|_| limits),
+        pids_limit: args.pids_limit.filter(|_| limits),
         rlimits: args.ulimits.clone(),
         device_rules,
         tmpfs: Vec::new(),

@@ -896,6 +896,35 @@ pub fn single_threaded() -> bool {
     })
 }
 
+/// Forks a helper process that runs `job` with the read end of one pipe and the write end of
+/// another, then exits; returns the other ends and the helper's PID. Only for a
+/// single-threaded process (the caller checks [`single_threaded`]).
+pub fn fork_helper(
+    job: impl FnOnce(std::fs::File, std::fs::File),
+) -> SysResult<(std::fs::File, std::fs::File, nix::unistd::Pid)> {
+    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (done_read, done_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the caller runs a single thread, so the child may run Rust code after fork;
+    // it ends with `_exit`, running none of the parent's destructors or exit handlers.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            drop(go_write);
+            drop(done_read);
+            job(go_read.into(), done_write.into());
+            // SAFETY: `_exit` ends the process at once; nothing runs after it.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => Ok((go_write.into(), done_read.into(), child)),
+    }
+}
+
+/// Sets an environment variable of this process, which must run a single thread (the caller
+/// checked [`single_threaded`]): no other thread can be reading the environment.
+pub fn set_env_single_threaded(key: &str, value: &str) {
+    // SAFETY: one thread runs, so nothing reads or writes the environment meanwhile.
+    unsafe { std::env::set_var(key, value) }
+}
+
 /// In a child forked from `berth run` to be the container's init: stdin from /dev/null when
 /// asked, and every descriptor above 2 closed, as an exec would have left them (berth opens
 /// all of its files close-on-exec; the store's lock must not live on in the init).

@@ -95,8 +95,16 @@ impl Overlay {
             options.push(("upperdir", Some(upper.display().to_string())));
             options.push(("workdir", Some(work.display().to_string())));
         }
-        for key in ["redirect_dir", "index", "metacopy"] {
+        // Redirects neither made nor followed, so no xattr in a layer steers a lookup; in a
+        // user namespace overlayfs refuses `redirect_dir=off`, which may follow them.
+        options.push(("redirect_dir", Some("nofollow".to_owned())));
+        for key in ["index", "metacopy"] {
             options.push((key, Some("off".to_owned())));
+        }
+        // In a user namespace the trusted xattrs are out of reach: overlayfs keeps its
+        // whiteout and opaque marks in `user.overlay.*` instead (the store writes those).
+        if crate::userns::in_user_namespace() {
+            options.push(("userxattr", None));
         }
         if self.volatile && self.upper.is_some() {
             options.push(("volatile", None));

@@ -11,6 +11,34 @@ use std::io::Read;
 
 use berth_oci::media_type::Compression;
 
+/// The xattr that marks a snapshot directory opaque for overlayfs: `trusted.overlay.opaque`,
+/// or, in a user namespace (rootless), where trusted xattrs are out of reach and the runtime
+/// mounts overlays with `userxattr`, `user.overlay.opaque`. Both names are overlayfs's own:
+/// neither is ever taken from a layer or put into one.
+pub fn opaque_xattr() -> &'static str {
+    if in_user_namespace() {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    }
+}
+
+/// Whether a layer's xattr is overlayfs's own metadata (`trusted.overlay.*`, and the
+/// `user.overlay.*` it reads under `userxattr`), which would steer the overlay.
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// Whether this process runs in a user namespace (its `uid_map` is not the identity): no
+/// trusted xattr or device node can be made there. Read once.
+pub(crate) fn in_user_namespace() -> bool {
+    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().ne(["0", "0", "4294967295"]))
+    })
+}
+
 /// Wraps a layer blob reader in the decompressor its compression needs.
 pub fn decompress<'a>(
     reader: impl std::io::BufRead + 'a,

@@ -69,8 +69,7 @@ pub fn pack(dir: &Path, out: impl Write, options: &PackOptions) -> Result<()> {
             name.push(b'/');
             append(&mut builder, &name, &header, &[][..], &xattrs)?;
             let opaque =
-                rustix::fs::lgetxattr(entry.path(), "trusted.overlay.opaque", &mut [0u8; 4])
-                    .is_ok();
+                rustix::fs::lgetxattr(entry.path(), super::opaque_xattr(), &mut [0u8; 4]).is_ok();
             if options.overlay_whiteouts && opaque {
                 let mut wh = rel.clone();
                 wh.extend_from_slice(b"/.wh..wh..opq");
@@ -232,9 +231,10 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         .split(|&b| b == 0)
         .filter(|k| !k.is_empty())
         .filter(|k| {
-            k.starts_with(b"user.")
-                || *k == b"security.capability"
-                || (k.starts_with(b"trusted.") && !k.starts_with(b"trusted.overlay."))
+            !super::is_overlay_xattr(k)
+                && (k.starts_with(b"user.")
+                    || *k == b"security.capability"
+                    || k.starts_with(b"trusted."))
         })
         .filter_map(|k| {
             let mut value = vec![0u8; 65536];

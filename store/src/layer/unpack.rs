@@ -63,7 +63,8 @@ impl Default for UnpackOptions {
         UnpackOptions {
             max_bytes,
             privileged: rustix::process::geteuid().is_root(),
-            devices: true,
+            // No device node can be made in a user namespace (rootless).
+            devices: !super::in_user_namespace(),
             max_entries: super::guard::Limits::default().entries,
             build_context: false,
         }
@@ -688,7 +689,7 @@ impl State<'_> {
             let fd = self
                 .open_dir(parent, OFlags::RDONLY)
                 .map_err(|e| io_err(raw_path, "opening directory", e))?;
-            return rustix::fs::fsetxattr(&fd, "trusted.overlay.opaque", b"y", XattrFlags::empty())
+            return rustix::fs::fsetxattr(&fd, super::opaque_xattr(), b"y", XattrFlags::empty())
                 .map_err(|e| io_err(raw_path, "marking opaque", e));
         }
         if target.is_empty() || target == b"." || target == b".." || target.contains(&b'/') {
@@ -745,11 +746,12 @@ impl State<'_> {
 
     fn set_xattrs(&mut self, fd: impl AsFd, meta: &Meta, raw_path: &[u8]) -> Result<()> {
         for (name, value) in &meta.xattrs {
-            let allowed = name.starts_with(b"user.")
-                || name == b"security.capability"
-                || (self.options.privileged
-                    && name.starts_with(b"trusted.")
-                    && !name.starts_with(b"trusted.overlay."));
+            let allowed = !super::is_overlay_xattr(name)
+                && (name.starts_with(b"user.")
+                    || name == b"security.capability"
+                    || (self.options.privileged
+                        && !super::in_user_namespace()
+                        && name.starts_with(b"trusted.")));
             if !allowed {
                 self.skipped.push(format!(
                     "{}: xattr {}",
