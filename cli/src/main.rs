@@ -128,6 +128,9 @@ enum Command {
         #[command(subcommand)]
         command: commands::system::Command,
     },
+    /// Run a command in berth's user namespace, where a rootless store's files show their
+    /// owners from the image and can be removed (as root: the command as is)
+    Unshare(commands::unshare::Args),
     /// Show berth's version, commit and store format
     Version(commands::info::VersionArgs),
     /// Show the store's contents and what this machine gives containers
@@ -214,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Debug { command } => commands::debug::run(command),
         Command::Monitor { dir } => commands::run::monitor(&*open()?, &dir),
         Command::Init { .. } => unreachable!("handled in main"),
+        Command::Unshare(args) => commands::unshare::run(args),
         Command::Version(args) => commands::info::version(args),
         Command::Info(args) => commands::info::info(&*open()?, args),
         Command::Completion(args) => commands::completion::completion(command(), args),

@@ -580,7 +580,8 @@ fn built_images_save_and_interoperate() {
     build_ok(&s, &ctx, &["-t", "io:1"]);
     assert_eq!(s.ok(&["run", "--rm", "io:1"]), "hi\n");
     let bundle = s.path().join("bundle");
-    let out = std::process::Command::new("umoci")
+    let out = s
+        .tool_cmd("umoci")
         .args(["unpack", "--image"])
         .arg(format!("{}:docker.io/library/io:1", s.store().display()))
         .arg(&bundle)
@@ -793,7 +794,8 @@ fn output_writes_oci_docker_and_local_results() {
     );
     assert!(local.join("bin/busybox").is_file());
     for (kind, file) in [("oci-archive", &oci), ("docker-archive", &docker)] {
-        let out = std::process::Command::new("skopeo")
+        let out = s
+            .tool_cmd("skopeo")
             .args(["inspect", "--raw"])
             .arg(format!("{kind}:{}", file.display()))
             .output()
@@ -822,7 +824,8 @@ fn output_writes_oci_docker_and_local_results() {
             &format!("type=oci,dest={}", zst.display()),
         ],
     );
-    let raw = std::process::Command::new("skopeo")
+    let raw = s
+        .tool_cmd("skopeo")
         .args(["inspect", "--raw"])
         .arg(format!("oci-archive:{}", zst.display()))
         .output()

@@ -345,8 +345,14 @@ fn run_mount_sources_and_targets_stay_inside() {
 }
 
 /// Compiles `testdata/probes/syscalls.rs` as a static binary into `dir` (rustc is there
-/// wherever these tests are built).
+/// wherever these tests are built), or copies the one `BERTH_SYSCALL_PROBE` names.
 fn syscall_probe(dir: &Path) -> PathBuf {
+    // Built beforehand where this user has no compiler (scripts/test-rootless).
+    if let Some(built) = std::env::var_os("BERTH_SYSCALL_PROBE") {
+        let bin = dir.join("probe");
+        std::fs::copy(built, &bin).expect("copying the prebuilt probe");
+        return bin;
+    }
     let src = berth_test_support::workspace_root().join("testdata/probes/syscalls.rs");
     let bin = dir.join("probe");
     let o = std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))

@@ -2,7 +2,8 @@
 //! `-v /:/host:ro`, a read-only cache mount, a context with a mount inside), bind mounts from
 //! the context that show what `.dockerignore` excludes or let a step write the user's files,
 //! and a build secret that other local users can read while the step runs. Each attempt must
-//! fail and leave the host as it was. Root only (they mount and run containers).
+//! fail and leave the host as it was. They run containers, as root or rootless; the submount
+//! tests mount on the host, as root only.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,11 @@ const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 struct HostMount(PathBuf);
 
 impl HostMount {
-    fn tmpfs(at: &Path) -> HostMount {
+    /// `None` when not root (the test returns after saying it needs root for this mount).
+    fn tmpfs(at: &Path) -> Option<HostMount> {
+        if !berth_test_support::needs_root("a tmpfs mounted on the host inside a bound directory") {
+            return None;
+        }
         std::fs::create_dir_all(at).unwrap();
         nix::mount::mount(
             Some("tmpfs"),
@@ -25,7 +30,7 @@ impl HostMount {
             Some("size=1m"),
         )
         .unwrap();
-        HostMount(at.to_owned())
+        Some(HostMount(at.to_owned()))
     }
 }
 
@@ -50,7 +55,9 @@ fn a_read_only_volume_is_read_only_in_its_submounts() {
     let dir = s.path().join("vol");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("top"), "top\n").unwrap();
-    let sub = HostMount::tmpfs(&dir.join("sub"));
+    let Some(sub) = HostMount::tmpfs(&dir.join("sub")) else {
+        return;
+    };
     std::fs::write(sub.0.join("seen"), "below\n").unwrap();
     let o = s.run(&[
         "run",
@@ -136,7 +143,9 @@ fn a_read_only_cache_mount_is_read_only_in_its_submounts() {
         .join("cache-mounts")
         .join(berth_oci::Digest::of(b"c1").hex())
         .join("data");
-    let sub = HostMount::tmpfs(&data.join("sub"));
+    let Some(sub) = HostMount::tmpfs(&data.join("sub")) else {
+        return;
+    };
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN --mount=type=cache,id=c1,target=/c,ro touch /c/sub/x\n",
@@ -159,7 +168,9 @@ fn a_read_only_context_bind_is_read_only_in_its_submounts() {
     let dockerfile =
         "FROM busybox\nRUN --mount=type=bind,target=/ctx sh -c 'touch /ctx/sub/x; touch /ctx/y'\n";
     let ctx = s.context("ctxsub", &[("Dockerfile", dockerfile), ("keep", "k\n")]);
-    let sub = HostMount::tmpfs(&ctx.join("sub"));
+    let Some(sub) = HostMount::tmpfs(&ctx.join("sub")) else {
+        return;
+    };
     let o = build_in(&s, &ctx, &[]);
     let text = printed(&o);
     assert!(!o.status.success(), "{text}");

@@ -76,11 +76,7 @@ fn push_pull_round_trip_and_interop_with_skopeo_and_umoci() {
         ],
         s.path(),
     );
-    tool(
-        "umoci",
-        &["unpack", "--image", "layout:app", "bundle"],
-        s.path(),
-    );
+    s.tool("umoci", &["unpack", "--image", "layout:app", "bundle"]);
     assert_eq!(
         std::fs::read_to_string(s.path().join("bundle/rootfs/msg")).unwrap(),
         "pushed-and-pulled\n"
@@ -96,7 +92,7 @@ fn push_pull_round_trip_and_interop_with_skopeo_and_umoci() {
     // An image skopeo pushed (from an archive berth saved) is pulled and run by berth.
     s.ok(&["save", "-o", "x.tar", &name]);
     let theirs = format!("{}/skopeo/app:2", reg.host);
-    tool(
+    s.tool(
         "skopeo",
         &[
             "copy",
@@ -104,7 +100,6 @@ fn push_pull_round_trip_and_interop_with_skopeo_and_umoci() {
             "oci-archive:x.tar",
             &format!("docker://{theirs}"),
         ],
-        s.path(),
     );
     ok(&other, &reg, &["pull", &theirs]);
     assert_eq!(other.ok(&["run", "--rm", &theirs]), "pushed-and-pulled\n");
@@ -352,7 +347,7 @@ fn copy_between_store_layouts_archives_and_registries() {
         &reg,
         &["copy", "app:1", &format!("oci:{}:app", dir.display())],
     );
-    tool(
+    s.tool(
         "umoci",
         &[
             "unpack",
@@ -360,7 +355,6 @@ fn copy_between_store_layouts_archives_and_registries() {
             &format!("{}:app", dir.display()),
             "bundle",
         ],
-        s.path(),
     );
     assert_eq!(
         std::fs::read_to_string(s.path().join("bundle/rootfs/msg")).unwrap(),
@@ -373,7 +367,13 @@ fn copy_between_store_layouts_archives_and_registries() {
         &["copy", &format!("oci:{}:app", dir.display()), &remote],
     );
     ok(&s, &reg, &["copy", &remote, "oci-archive:out.tar:copied:1"]);
-    assert!(tool("skopeo", &["inspect", "oci-archive:out.tar"], s.path()).contains("Digest"));
+    let inspect = s
+        .tool_cmd("skopeo")
+        .args(["inspect", "oci-archive:out.tar"])
+        .current_dir(s.path())
+        .output()
+        .unwrap();
+    assert!(assert_success(&inspect, "skopeo inspect").contains("Digest"));
     ok(
         &s,
         &reg,

@@ -360,9 +360,29 @@ fn berth_cgroups() -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Rootless, with no cgroup delegated to berth: a run with `limit` goes on without it and
+/// says so; the test then skips what needs root. `false` when that was the case.
+fn limits_enforced(s: &Sandbox, limit: &[&str]) -> bool {
+    if berth_test_support::is_root() {
+        return true;
+    }
+    let mut args = vec!["run", "--rm", "--pull", "never"];
+    args.extend_from_slice(limit);
+    args.extend_from_slice(&["busybox", "true"]);
+    let out = s.run(&args);
+    let printed = berth_test_support::printed(&out);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("are not enforced"), "{printed}");
+    berth_test_support::needs_root("a cgroup to enforce the limit");
+    false
+}
+
 #[test]
 fn memory_limit_kills_with_137_and_says_so() {
     let Some(s) = ROOT.sandbox() else { return };
+    if !limits_enforced(&s, &["-m", "64m"]) {
+        return;
+    }
     let out = s.run(&[
         "run",
         "--rm",
@@ -395,6 +415,9 @@ fn memory_limit_kills_with_137_and_says_so() {
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
     let Some(s) = ROOT.sandbox() else { return };
+    if !limits_enforced(&s, &["--pids-limit", "20"]) {
+        return;
+    }
     let count = scripts::fork_bomb_under(&s, "20");
     assert!(count <= 20, "{count} processes under --pids-limit 20");
     assert!(count >= 10, "the limit still allows some: {count}");
@@ -403,6 +426,9 @@ fn pids_limit_stops_a_fork_bomb() {
 #[test]
 fn cpus_holds_a_busy_loop_near_the_quota() {
     let Some(s) = ROOT.sandbox() else { return };
+    if !limits_enforced(&s, &["--cpus", "0.5"]) {
+        return;
+    }
     let ratio = |args: &[&str]| {
         let mut all = vec!["run", "--rm"];
         all.extend_from_slice(args);
@@ -813,6 +839,10 @@ fn detached_with_a_terminal_logs_its_output_and_stops() {
 #[test]
 fn device_nodes_can_be_made_but_only_the_usual_ones_opened() {
     let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::needs_root("CAP_MKNOD: no device node can be made in a user namespace")
+    {
+        return;
+    }
     if !berth_runtime_devices() {
         berth_test_support::skip("a v1 devices controller (without one, RUN has no CAP_MKNOD)");
         return;

@@ -40,6 +40,9 @@ const TRY_OPEN: &str = "if head -c1 \"$1\" >/dev/null 2>/tmp/e; then echo OPEN\"
 #[test]
 fn a_device_node_from_an_image_layer_cannot_be_opened() {
     let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::needs_root("mknod of a device node on the host") {
+        return;
+    }
     image_with_a_node(&s);
     let o = s.run(&["run", "--rm", "nodes", "sh", "-c", TRY_OPEN, "sh", "/node"]);
     let text = printed(&o);
@@ -75,6 +78,9 @@ fn a_device_node_from_an_image_layer_cannot_be_opened() {
 #[test]
 fn a_device_node_in_a_bound_directory_cannot_be_opened() {
     let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::needs_root("mknod of a device node on the host") {
+        return;
+    }
     let dir = s.path().join("hostdir");
     std::fs::create_dir_all(&dir).unwrap();
     mknod(&dir.join("node"), 1, 5);
@@ -101,6 +107,9 @@ fn a_device_node_in_a_bound_directory_cannot_be_opened() {
 #[test]
 fn a_run_step_cannot_open_a_device_node_from_its_image_or_its_own() {
     let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::needs_root("mknod of a device node on the host") {
+        return;
+    }
     image_with_a_node(&s);
     let dockerfile = format!(
         "FROM nodes\n\

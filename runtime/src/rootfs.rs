@@ -485,9 +485,13 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                     // A user namespace may mount sysfs only in a network namespace of its own:
                     // sharing the host's network (rootless), the host's `/sys` is bound there,
                     // read-only, as runc does rootless.
-                    (Err(nix::Error::EPERM), Some("sysfs")) => {
-                        bind(sys, Path::new("/sys"), &target, true, *flags | MsFlags::MS_RDONLY)?
-                    }
+                    (Err(nix::Error::EPERM), Some("sysfs")) => bind(
+                        sys,
+                        Path::new("/sys"),
+                        &target,
+                        true,
+                        *flags | MsFlags::MS_RDONLY,
+                    )?,
                     (other, _) => {
                         other.map_err(fail(format!("mounting {}", target.path().display())))?
                     }

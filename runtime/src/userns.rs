@@ -8,7 +8,7 @@
 //! maps the user alone (as `unshare -r` does): files keep their owners only when they are
 //! root's, and a `chown` to another id fails.
 //!
-//! [`enter`] unshares the user namespace in this very process (its PID, signals, terminal and
+//! [`enter`] unshares the user namespace (and a mount namespace) in this very process (its PID, signals, terminal and
 //! exit code stay berth's own): a forked helper, left outside, runs the mapping helpers on it.
 //! It needs a single-threaded process, so `main` calls it before anything starts a thread.
 //! Every descendant (`__init`, `__monitor`, RUN steps) inherits the namespace and finds
@@ -19,6 +19,12 @@ use std::path::Path;
 /// The environment variable a rootless berth sets once inside its namespace: `UID:GID`, the
 /// user's ids outside. Its presence makes the store default to the user's data directory.
 pub const MARKER: &str = "_BERTH_USERNS";
+
+/// What berth unshares: a user namespace, and a mount namespace that it owns, so that berth
+/// may clone and attach mounts (a RUN step's bind sources) as it does as root. Shared mounts
+/// come into it as slaves: nothing mounted there reaches the host.
+const NAMESPACES: nix::sched::CloneFlags =
+    nix::sched::CloneFlags::CLONE_NEWUSER.union(nix::sched::CloneFlags::CLONE_NEWNS);
 
 /// The most ranges taken from `/etc/subuid` or `/etc/subgid` (the kernel takes 340 lines).
 pub const MAX_RANGES: usize = 64;
@@ -190,7 +196,7 @@ pub fn enter(mapping: &Mapping) -> Result<(), UsernsError> {
 fn map_self() -> Result<(), UsernsError> {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(UsernsError::Unshare)?;
+    nix::sched::unshare(NAMESPACES).map_err(UsernsError::Unshare)?;
     let write = |path: &'static str, text: String| {
         std::fs::write(Path::new(path), text).map_err(|e| UsernsError::Map(path, e))
     };
@@ -232,7 +238,7 @@ fn map_with_helpers(mapping: &Mapping) -> Result<(), UsernsError> {
     })
     .map_err(|e| UsernsError::Map("a helper process", std::io::Error::from(e)))?;
     let (mut go, mut done, child) = helper;
-    let unshared = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER);
+    let unshared = nix::sched::unshare(NAMESPACES);
     if unshared.is_ok() {
         let _ = go.write_all(b"g");
     }

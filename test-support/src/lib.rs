@@ -38,7 +38,7 @@ pub use proxy::{Fault, FaultProxy, Recorder, Rewrite, RewritingProxy};
 pub use raw_tar::RawTar;
 pub use registry::{RegistryConfig, Served, TestRegistry};
 pub use scripted::{Answer, ScriptedServer};
-pub use tier::{Tier, is_root, needs, needs_root, skip};
+pub use tier::{Tier, is_root, needs, needs_root, rootless_capable, skip};
 pub use tmux::Tmux;
 
 /// The busybox-static binary from Debian.
@@ -114,6 +114,30 @@ impl Sandbox {
         c
     }
 
+    /// A command for another tool (skopeo, umoci) that reads what berth wrote: rootless, run
+    /// through `berth unshare`, in berth's user namespace, where the files' owners are the
+    /// image's (as `podman unshare` serves rootless Podman's users).
+    pub fn tool_cmd(&self, name: &str) -> Command {
+        if is_root() {
+            return Command::new(name);
+        }
+        let mut c = Command::new(&self.bin);
+        c.args(["unshare", name]);
+        c
+    }
+
+    /// Runs a tool through [`Sandbox::tool_cmd`] in the sandbox's directory, panicking unless
+    /// it exits 0; returns its stdout.
+    pub fn tool(&self, name: &str, args: &[&str]) -> String {
+        let out = self
+            .tool_cmd(name)
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .unwrap_or_else(|e| panic!("{name} is required ({e}); scripts/test installs it"));
+        assert_success(&out, &format!("{name} {args:?}"))
+    }
+
     /// Runs `berth ARGS` and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("running berth")
@@ -171,6 +195,20 @@ impl Sandbox {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+impl Drop for Sandbox {
+    /// Run rootless, the store holds files of subordinate owners that only berth's user
+    /// namespace can remove: `berth unshare rm -rf` goes first, then the directory itself.
+    fn drop(&mut self) {
+        if !is_root() {
+            let _ = Command::new(&self.bin)
+                .args(["unshare", "rm", "-rf", "--"])
+                .arg(self.dir.path())
+                .env_remove("BERTH_ROOT")
+                .output();
+        }
     }
 }
 

@@ -9,12 +9,13 @@
 //! | variable | a test fails instead of skipping when it needs |
 //! |---|---|
 //! | `BERTH_REQUIRE_ROOT=1` | root ([`needs_root`]) |
-//! | `BERTH_NO_SKIP=1` | anything but the guest kernel: root, a tool, a kernel feature, the corpus ([`skip`]) |
+//! | `BERTH_NO_SKIP=1` | a tool, a kernel feature, the corpus ([`skip`]): anything but root and the guest kernel |
 //! | `BERTH_REQUIRE_GUEST=1` | the qemu guest kernel ([`crate::guest::GuestKernel::needed`]) |
 //!
 //! `scripts/test` sets `BERTH_REQUIRE_GUEST=1`, and as root `BERTH_REQUIRE_ROOT=1` and
 //! `BERTH_NO_SKIP=1` (it has installed everything a test needs), so CI never passes a test
-//! that did not run.
+//! that did not run. Its rootless pass (`scripts/test-rootless`) sets only `BERTH_NO_SKIP=1`:
+//! there a test that needs root says so and skips, and nothing else may.
 
 use std::io::Write;
 
@@ -32,11 +33,25 @@ pub fn needs_root(why: &str) -> bool {
     if is_root() {
         return true;
     }
-    skip_unless_required(
-        &["BERTH_REQUIRE_ROOT", "BERTH_NO_SKIP"],
-        &format!("root ({why})"),
-    );
+    skip_unless_required(&["BERTH_REQUIRE_ROOT"], &format!("root ({why})"));
     false
+}
+
+/// Whether the tests run as a user whom berth can run rootless with subordinate ids: not
+/// root, `newuidmap` installed, and a range for the user in `/etc/subuid` and `/etc/subgid`.
+/// CI runs the container suites a second time so (`scripts/test-rootless`).
+pub fn rootless_capable() -> bool {
+    if is_root() || !std::path::Path::new("/usr/bin/newuidmap").exists() {
+        return false;
+    }
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let name = std::env::var("USER").unwrap_or_default();
+    ["/etc/subuid", "/etc/subgid"].iter().all(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.split(':').next().is_some_and(|w| w == uid || w == name))
+        })
+    })
 }
 
 /// `present`, or else [`skip`]`(what)` and `false`:
@@ -109,11 +124,12 @@ impl Tier {
         }
     }
 
-    /// A sandbox for one test; `None` when not root, after [`needs_root`] said the test
-    /// skips (or failed it, under `BERTH_REQUIRE_ROOT=1`).
+    /// A sandbox for one test; `None` when berth can run containers neither as root nor
+    /// rootless ([`rootless_capable`]), after [`needs_root`] said the test skips (or failed
+    /// it, under `BERTH_REQUIRE_ROOT=1`).
     #[track_caller]
     pub fn sandbox(&self) -> Option<Sandbox> {
-        if !needs_root("runs containers") {
+        if !rootless_capable() && !needs_root("runs containers") {
             return None;
         }
         let s = Sandbox::new(self.bin).with_busybox();

@@ -126,30 +126,92 @@ fn seccomp() -> &'static str {
     }
 }
 
-fn overlay() -> &'static str {
-    match read("/proc/filesystems").is_some_and(|s| s.lines().any(|l| l.ends_with("\toverlay"))) {
-        true => "supported",
-        false => "not loaded (modprobe overlay)",
+/// overlayfs: loaded, and rootless, whether the kernel mounts it in a user namespace (5.11).
+fn overlay(rootless: bool) -> &'static str {
+    if !read("/proc/filesystems").is_some_and(|s| s.lines().any(|l| l.ends_with("\toverlay"))) {
+        return "not loaded (modprobe overlay)";
+    }
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    match (rootless, version >= (5, 11)) {
+        (false, _) => "supported",
+        (true, true) => "native, in berth's user namespace (userxattr)",
+        (true, false) => {
+            "unavailable rootless: Linux 5.11 or later mounts overlayfs in a user namespace \
+             (berth has no fuse-overlayfs fallback yet)"
+        }
     }
 }
 
-/// User namespaces: the kernel's limit, and whether users without privileges may make them.
+/// User namespaces: the kernel's limit, whether users without privileges may make them, and
+/// why a rootless berth could not enter its own.
 fn user_namespaces() -> String {
+    if let Some(why) = crate::rootless::not_entered() {
+        return format!("failed: {why}");
+    }
     let max = read("/proc/sys/user/max_user_namespaces")
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0);
     if max == 0 {
-        return "not available (user.max_user_namespaces is 0)".into();
+        return "disabled: user.max_user_namespaces is 0".into();
     }
     let debian = read("/proc/sys/kernel/unprivileged_userns_clone").map(|s| s.trim() == "1");
     let apparmor =
         read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").map(|s| s.trim() == "1");
-    let unprivileged = match (debian, apparmor) {
-        (Some(false), _) => "not for unprivileged users (kernel.unprivileged_userns_clone=0)",
-        (_, Some(true)) => "restricted by AppArmor for unprivileged users",
-        _ => "unprivileged users too",
+    match (debian, apparmor) {
+        (Some(false), _) => "disabled: kernel.unprivileged_userns_clone=0".into(),
+        (_, Some(true)) => {
+            "blocked by AppArmor: kernel.apparmor_restrict_unprivileged_userns=1".into()
+        }
+        _ => "supported, unprivileged users too".into(),
+    }
+}
+
+/// The ids berth runs with: the host's as root; rootless, its namespace's map (inside id →
+/// host id, count), or why only the user's own id is mapped.
+fn id_mapping(rootless: bool) -> String {
+    if !rootless {
+        return "host ids (root)".into();
+    }
+    let map = read("/proc/self/uid_map").unwrap_or_default();
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|f: &Vec<&str>| f.len() == 3)
+        .collect();
+    if lines.len() < 2 {
+        return "single id: no range in /etc/subuid and /etc/subgid for this user (or no \
+                newuidmap): a chown to another id fails"
+            .into();
+    }
+    let ranges: Vec<String> = lines
+        .iter()
+        .map(|f| format!("{} → {} ({})", f[0], f[1], f[2]))
+        .collect();
+    format!("uids {}", ranges.join(", "))
+}
+
+/// The setuid helpers that map subordinate ids.
+fn newuidmap() -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = crate::rootless::on_path("newuidmap") else {
+        return "missing: install uidmap".into();
     };
-    format!("supported, {unprivileged}")
+    let setuid = std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o4000 != 0);
+    let no_new_privs = read("/proc/self/status").is_some_and(|s| {
+        s.lines()
+            .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"]))
+    });
+    match (setuid, no_new_privs) {
+        (false, _) => format!("not setuid: {}", path.display()),
+        (true, true) => "no_new_privs is set: the setuid helper cannot gain privileges".into(),
+        (true, false) => path.display().to_string(),
+    }
 }
 
 /// The registries configured for this user: mirrors, TLS directories, and those with saved
@@ -185,7 +247,7 @@ pub fn info(store: &Store, args: InfoArgs) -> anyhow::Result<u8> {
         .filter(|c| crate::containers::alive(c))
         .count();
     let volumes = store.volumes()?.len();
-    let euid = nix::unistd::geteuid();
+    let rootless = berth_runtime::userns::rootless() || !nix::unistd::geteuid().is_root();
     let fields = json!({
         "StoreRoot": store.root().display().to_string(),
         "StoreSize": berth_store::tree_size(store.root()),
@@ -196,10 +258,22 @@ pub fn info(store: &Store, args: InfoArgs) -> anyhow::Result<u8> {
         "CacheRecords": store.cache_records()?.len(),
         "Volumes": volumes,
         "CgroupVersion": cgroup_version(&read("/proc/self/mountinfo").unwrap_or_default()),
-        "Rootless": !euid.is_root(),
+        "Rootless": rootless,
         "Seccomp": seccomp(),
-        "Overlay": overlay(),
+        "Overlay": overlay(rootless),
         "UserNamespaces": user_namespaces(),
+        "IDMapping": id_mapping(rootless),
+        "Newuidmap": newuidmap(),
+        "Cgroups": if rootless {
+            "none: limits are not enforced (berth uses no delegated cgroup yet)"
+        } else {
+            "a cgroup per container with limits or device rules"
+        },
+        "Network": if rootless {
+            "none: only --network none and host"
+        } else {
+            "none and host"
+        },
         "KernelVersion": nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
@@ -262,18 +336,22 @@ fn print_info(f: &Value) {
         (8, ("Seccomp", s("Seccomp"))),
         (9, ("Overlay", s("Overlay"))),
         (10, ("User namespaces", s("UserNamespaces"))),
-        (11, ("Kernel version", s("KernelVersion"))),
-        (12, ("OS/Arch", s("OSArch"))),
-        (13, ("Registry mirrors", list(&f["Registries"]["Mirrors"]))),
+        (11, ("ID mapping", s("IDMapping"))),
+        (12, ("newuidmap", s("Newuidmap"))),
+        (13, ("Cgroups", s("Cgroups"))),
+        (14, ("Network", s("Network"))),
+        (15, ("Kernel version", s("KernelVersion"))),
+        (16, ("OS/Arch", s("OSArch"))),
+        (17, ("Registry mirrors", list(&f["Registries"]["Mirrors"]))),
         (
-            14,
+            18,
             ("Registry TLS dirs", list(&f["Registries"]["CertsDirs"])),
         ),
         (
-            15,
+            19,
             ("Insecure registries", list(&f["Registries"]["Insecure"])),
         ),
-        (16, ("Logged in to", list(&f["Registries"]["LoggedIn"]))),
+        (20, ("Logged in to", list(&f["Registries"]["LoggedIn"]))),
     ]);
     for (label, value) in rows.values() {
         outln!("{:<22}{}", format!("{label}:"), value);

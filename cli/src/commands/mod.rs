@@ -23,4 +23,5 @@ pub mod run;
 pub mod save;
 pub mod system;
 pub mod tag;
+pub mod unshare;
 pub mod volume;
