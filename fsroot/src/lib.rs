@@ -400,12 +400,25 @@ impl Root {
     }
 }
 
+/// A chown's error, said plainly when the owner has no id in this process's user namespace
+/// (`EINVAL`): rootless, `/etc/subuid` and `/etc/subgid` gave too few ids for it.
+pub fn chown_error(e: rustix::io::Errno, uid: u32, gid: u32) -> io::Error {
+    if e == rustix::io::Errno::INVAL {
+        return io::Error::other(format!(
+            "owner {uid}:{gid} has no id in berth's user namespace (rootless, /etc/subuid and \
+             /etc/subgid give the user too few ids for it)"
+        ));
+    }
+    e.into()
+}
+
 fn set_meta(fd: &OwnedFd, m: Meta) -> io::Result<()> {
     rustix::fs::fchown(
         fd,
         Some(rustix::fs::Uid::from_raw(m.uid)),
         Some(rustix::fs::Gid::from_raw(m.gid)),
-    )?;
+    )
+    .map_err(|e| chown_error(e, m.uid, m.gid))?;
     // After chown, which clears setuid and setgid.
     rustix::fs::fchmod(fd, Mode::from_raw_mode(m.mode))?;
     Ok(())
@@ -512,7 +525,8 @@ pub fn write_symlink(dir: &OwnedFd, name: &str, target: &[u8], m: Meta) -> io::R
         Some(rustix::fs::Uid::from_raw(m.uid)),
         Some(rustix::fs::Gid::from_raw(m.gid)),
         AtFlags::SYMLINK_NOFOLLOW,
-    )?;
+    )
+    .map_err(|e| chown_error(e, m.uid, m.gid))?;
     rustix::fs::utimensat(dir, name, &timestamps(m), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }

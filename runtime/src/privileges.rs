@@ -48,8 +48,15 @@ pub fn drop_privileges(sys: &mut dyn Sys, id: &Identity<'_>) -> Result<(), Runti
         sys.install_seccomp(&crate::seccomp::default_program())
             .map_err(setup("installing the seccomp filter"))?;
     }
-    sys.set_groups(id.groups)
-        .map_err(setup("setting supplementary groups"))?;
+    match sys.set_groups(id.groups) {
+        // A user namespace that maps the user alone denies setgroups (rootless without
+        // subordinate ids): the process keeps the groups it has.
+        Err(nix::Error::EPERM)
+            if sys
+                .read_file(std::path::Path::new("/proc/self/setgroups"))
+                .is_ok_and(|s| s.trim() == "deny") => {}
+        other => other.map_err(setup("setting supplementary groups"))?,
+    }
     sys.set_gid(id.gid).map_err(setup("setting the group"))?;
     if let Some(caps) = id.capabilities {
         sys.limit_bounding(caps)?;

@@ -492,6 +492,24 @@ pub fn apply(sys: &mut dyn Sys, ops: &[Op]) -> Result<(), RuntimeError> {
                         true,
                         *flags | MsFlags::MS_RDONLY,
                     )?,
+                    // devpts refuses a `gid=` that the user namespace does not map (only the
+                    // user's own id mapped, rootless): its ptys then belong to the caller's group.
+                    (Err(nix::Error::EINVAL), Some("devpts")) => {
+                        let data = data.as_deref().map(|d| {
+                            d.split(',')
+                                .filter(|o| !o.starts_with("gid="))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        });
+                        sys.mount(
+                            source.as_deref(),
+                            target.target(),
+                            fstype.as_deref(),
+                            *flags,
+                            data.as_deref(),
+                        )
+                        .map_err(fail(format!("mounting {}", target.path().display())))?
+                    }
                     (other, _) => {
                         other.map_err(fail(format!("mounting {}", target.path().display())))?
                     }

@@ -30,6 +30,7 @@ mod images;
 pub mod proxy;
 mod raw_tar;
 pub mod registry;
+pub mod rootless;
 pub mod scripted;
 pub mod tier;
 pub mod tmux;

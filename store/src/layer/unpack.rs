@@ -358,6 +358,13 @@ fn io_err(what: &[u8], action: &str, e: Errno) -> StoreError {
     )
 }
 
+fn chown_err(what: &[u8], meta: &Meta, e: Errno) -> StoreError {
+    StoreError::io(
+        format!("chown {:?}", String::from_utf8_lossy(what)),
+        berth_fsroot::chown_error(e, uid(meta.uid).as_raw(), gid(meta.gid).as_raw()),
+    )
+}
+
 const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 
 impl State<'_> {
@@ -725,7 +732,7 @@ impl State<'_> {
                 Some(gid(meta.gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| io_err(raw_path, "chown", e))?;
+            .map_err(|e| chown_err(raw_path, meta, e))?;
         }
         rustix::fs::utimensat(
             parent,
@@ -739,7 +746,7 @@ impl State<'_> {
     fn chown_fd(&self, fd: impl AsFd, meta: &Meta, raw_path: &[u8]) -> Result<()> {
         if self.options.privileged {
             rustix::fs::fchown(fd, Some(uid(meta.uid)), Some(gid(meta.gid)))
-                .map_err(|e| io_err(raw_path, "chown", e))?;
+                .map_err(|e| chown_err(raw_path, meta, e))?;
         }
         Ok(())
     }
