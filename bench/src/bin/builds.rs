@@ -155,6 +155,51 @@ impl Builder for Berth {
     }
 }
 
+/// berth run as an unprivileged user (`BERTH_BENCH_ROOTLESS=USER`, a user with ranges in
+/// /etc/subuid): rootless, with a store of its own. The command is started with the user's
+/// ids directly (no PAM session), so its time is berth's.
+struct Rootless {
+    bin: PathBuf,
+    store: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+impl Rootless {
+    fn command(&self) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(&self.bin);
+        c.uid(self.uid)
+            .gid(self.gid)
+            .env_clear()
+            .env("HOME", self.store.parent().unwrap())
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("BERTH_ROOT", &self.store);
+        c
+    }
+}
+
+impl Builder for Rootless {
+    fn name(&self) -> &str {
+        "rootless"
+    }
+    fn build(&self, w: &Workload, dir: &Path, no_cache: bool) -> (Duration, u64, String) {
+        let mut c = self.command();
+        c.args(["build", "--progress", "plain"]);
+        build_as(c, w, dir, no_cache)
+    }
+}
+
+/// The user `name`'s uid and gid, from /etc/passwd.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[0] == name)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+}
+
 struct Docker {
     bin: PathBuf,
     host: String,
@@ -300,6 +345,30 @@ fn main() {
         }
         None => println!("buildah: not installed: skipped"),
     }
+    // Rootless berth, last: its cells against root berth's.
+    let rootless = std::env::var("BERTH_BENCH_ROOTLESS").ok().map(|user| {
+        let (uid, gid) = user_ids(&user).unwrap_or_else(|| panic!("no user {user}"));
+        let home = work.join("rootless");
+        std::fs::create_dir_all(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+        let r = Rootless {
+            bin: bin.clone(),
+            store: home.join("store"),
+            uid,
+            gid,
+        };
+        run(r.command().arg("load").arg("-i").arg(&archive));
+        r
+    });
+    let rootless_at = builders.len();
+    let rootless_again = rootless.as_ref().map(|r| Rootless {
+        bin: r.bin.clone(),
+        store: r.store.clone(),
+        ..*r
+    });
+    if let Some(r) = rootless {
+        builders.push(Box::new(r));
+    }
     let loads = workloads(&work.join("ctx"), &which_ones);
     println!(
         "\nmedians of {runs} runs in rounds (W4 cold: 1); ratio = berth / BuildKit; range: min–max per builder\n"
@@ -368,11 +437,17 @@ fn main() {
                 .map(|t| (*t.iter().min().unwrap(), *t.iter().max().unwrap()))
                 .collect();
             let cells: Vec<Duration> = times.into_iter().map(median).collect();
-            let ratio = if cells.len() > 1 && builders[1].name() == "BuildKit" {
+            let mut ratio = if cells.len() > 1 && builders[1].name() == "BuildKit" {
                 format!("{:>10.2}", cells[0].as_secs_f64() / cells[1].as_secs_f64())
             } else {
                 "         -".into()
             };
+            if rootless_at < cells.len() {
+                ratio.push_str(&format!(
+                    "  rootless÷root {:.2}",
+                    cells[rootless_at].as_secs_f64() / cells[0].as_secs_f64()
+                ));
+            }
             println!(
                 "{:<4} {:<8} {}{ratio}   range {}",
                 w.name,
@@ -395,6 +470,28 @@ fn main() {
                 "W3   one stage alone (berth, cold): {:.2}s; the sum of four: {:.2}s",
                 t.as_secs_f64(),
                 4.0 * t.as_secs_f64()
+            );
+        }
+    }
+    // The same image rootless and as root: each workload once more with a fixed
+    // SOURCE_DATE_EPOCH, in both stores.
+    if let Some(r) = rootless_again {
+        println!();
+        for w in &loads {
+            let id = |mut c: Command| {
+                c.env("SOURCE_DATE_EPOCH", "1700000000")
+                    .args(["build", "-q", "--no-cache"])
+                    .arg(&w.dir);
+                let (_, _, out) = run(&mut c);
+                out.lines().next().unwrap_or_default().trim().to_owned()
+            };
+            let mut as_root = Command::new(&bin);
+            as_root.env("BERTH_ROOT", &store);
+            let (root_id, rootless_id) = (id(as_root), id(r.command()));
+            println!(
+                "{} digests, rootless and root: {} ({root_id}, {rootless_id})",
+                w.name,
+                if root_id == rootless_id { "equal" } else { "DIFFER" }
             );
         }
     }
