@@ -111,3 +111,21 @@ pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }
+
+/// The network of a build's RUN steps when none is asked for: the host's as root (berth has
+/// no bridge yet); rootless, slirp4netns's where it is installed, so a step reaches out
+/// without reaching the host's loopback, else the host's, with a warning.
+pub fn default_build_network() -> berth_runtime::spec::NetworkMode {
+    use berth_runtime::spec::NetworkMode;
+    if !userns::rootless() {
+        return NetworkMode::Host;
+    }
+    if on_path("slirp4netns").is_some() {
+        return NetworkMode::Slirp4netns;
+    }
+    errln!(
+        "berth: warning: rootless without slirp4netns: RUN steps share the host's network, \
+         its loopback included (install slirp4netns for a network of their own)"
+    );
+    NetworkMode::Host
+}

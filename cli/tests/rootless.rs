@@ -181,3 +181,179 @@ fn a_user_without_subordinate_ids_is_warned_and_builds_what_it_can() {
         "{text}"
     );
 }
+
+/// A network namespace the test makes, with a server on an address of its own (10.210.0.1:8080,
+/// standing for the outside) and one on its loopback (127.0.0.1:8081, standing for the
+/// host's): rootless berth runs inside it, so slirp4netns's outbound traffic stays there.
+struct TestNet {
+    name: String,
+    servers: Vec<std::process::Child>,
+}
+
+impl TestNet {
+    fn start(www: &std::path::Path) -> TestNet {
+        let name = format!("berth-slirp-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert_success(&out, &format!("ip {args:?}"));
+        };
+        ip(&["netns", "add", &name]);
+        let net = TestNet {
+            name: name.clone(),
+            servers: Vec::new(),
+        };
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["addr", "add", "10.210.0.1/32", "dev", "lo"],
+        ] {
+            ip(&[&["-n", &name][..], args].concat());
+        }
+        let mut net = net;
+        for at in ["10.210.0.1:8080", "127.0.0.1:8081"] {
+            let child = std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &name, "busybox", "httpd", "-f", "-p", at, "-h",
+                ])
+                .arg(www)
+                .spawn()
+                .unwrap();
+            net.servers.push(child);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        net
+    }
+
+    /// `cmd` (berth as the user) run inside the namespace.
+    fn inside(&self, cmd: &std::process::Command) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &self.name])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        if let Some(dir) = cmd.get_current_dir() {
+            c.current_dir(dir);
+        }
+        c
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Rootless, `run --network slirp4netns` and a build's RUN steps (slirp4netns is their
+/// default rootless) reach a server outside, and never the host's loopback through the
+/// gateway.
+#[test]
+fn slirp4netns_reaches_out_but_never_the_hosts_loopback() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    if !berth_test_support::needs(
+        "slirp4netns (scripts/test installs it)",
+        std::path::Path::new("/usr/bin/slirp4netns").exists(),
+    ) {
+        return;
+    }
+    share_busybox(&s, &user);
+    let www = user.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("outside.txt"), "from outside\n").unwrap();
+    user.give(&www);
+    let net = TestNet::start(&www);
+    // busybox's nc (its static wget crashes on a refused connection).
+    let fetch = "printf 'GET /outside.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 3 10.210.0.1 8080 | tail -n 1; \
+                 nc -w 3 10.0.2.2 8081 </dev/null && echo reached-host-loopback || echo no-host-loopback";
+    let mut run = user.berth(&[]);
+    run.args([
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "slirp4netns",
+        "busybox",
+        "sh",
+        "-c",
+        fetch,
+    ]);
+    let out = net.inside(&run).output().unwrap();
+    let text = printed(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from outside\nno-host-loopback\n",
+        "{text}"
+    );
+    // A build's RUN step, with the build's default network.
+    let ctx = user.path().join("netctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nRUN ({fetch}) > /fetched\n"),
+    )
+    .unwrap();
+    user.give(&ctx);
+    let mut build = user.berth(&[]);
+    build.args(["build", "-t", "net", "netctx"]);
+    let out = net.inside(&build).output().unwrap();
+    assert_success(&out, "rootless build with a network");
+    let mut cat = user.berth(&[]);
+    cat.args(["run", "--rm", "--pull", "never", "net", "cat", "/fetched"]);
+    let out = cat.output().unwrap();
+    assert_eq!(
+        assert_success(&out, "run"),
+        "from outside\nno-host-loopback\n"
+    );
+}
+
+/// `berth info` tells a rootless user what the machine gives it, and what is missing.
+#[test]
+fn info_shows_the_rootless_mapping_and_what_is_missing() {
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    let info = |env: &[(&str, &str)]| -> serde_json::Value {
+        let out = user
+            .berth(env)
+            .args(["info", "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_str(&assert_success(&out, "info")).expect("JSON")
+    };
+    let v = info(&[]);
+    assert_eq!(v["Rootless"], true, "{v}");
+    let mapping = v["IDMapping"].as_str().unwrap();
+    assert!(
+        mapping.starts_with(&format!("uids 0 → {} (1), 1 → ", user.uid)),
+        "{mapping}"
+    );
+    assert_eq!(v["Newuidmap"], "/usr/bin/newuidmap");
+    assert!(v["Cgroups"].as_str().unwrap().starts_with("none"), "{v}");
+    assert!(v["Overlay"].as_str().unwrap().starts_with("native"), "{v}");
+    // Without the helpers on PATH: the user alone, and what to install.
+    let v = info(&[("PATH", "/nonexistent")]);
+    assert!(
+        v["IDMapping"].as_str().unwrap().starts_with("single id"),
+        "{v}"
+    );
+    assert_eq!(v["Newuidmap"], "missing: install uidmap");
+    assert!(
+        v["Network"]
+            .as_str()
+            .unwrap()
+            .contains("install slirp4netns"),
+        "{v}"
+    );
+}

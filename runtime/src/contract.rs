@@ -18,6 +18,11 @@ pub const ANNOTATION_SECCOMP: &str = "berth.seccomp";
 /// mounted `nodev` (see rootfs.rs), so only the nodes in `/dev`'s own tmpfs can be opened.
 pub const ANNOTATION_NODEV: &str = "berth.nodev";
 
+/// Annotation present when the container's network namespace is carried out by slirp4netns:
+/// the init starts it from the host's network namespace once the namespace exists, and
+/// releases PID 1 when `tap0` is configured.
+pub const ANNOTATION_SLIRP4NETNS: &str = "berth.slirp4netns";
+
 /// Annotation with the host path of the terminal to bind onto `/dev/console` (`run -t`).
 pub const ANNOTATION_CONSOLE: &str = "berth.console";
 

@@ -21,8 +21,9 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::RuntimeError;
 use crate::contract::{
-    ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP, ANNOTATION_USER,
-    EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP, FORWARDED, MAX_ENV_FD_VALUE,
+    ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP,
+    ANNOTATION_SLIRP4NETNS, ANNOTATION_USER, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP,
+    FORWARDED, MAX_ENV_FD_VALUE,
 };
 use crate::rootfs::{RootfsSource, apply, plan};
 use crate::sys::linux::LinuxSys;
@@ -142,11 +143,36 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
     if let Some(c) = &cgroup {
         c.create(sys, &limits)?;
     }
+    // slirp4netns is started from the host's network namespace: its launcher is forked
+    // before the unshare; PID 1 waits on `release` until tap0 is configured.
+    let mut slirp = match spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_SLIRP4NETNS))
+    {
+        true => Some(crate::slirp::Launcher::fork()?),
+        false => None,
+    };
     sys.unshare(flags).map_err(setup("creating namespaces"))?;
+    let release = match slirp {
+        Some(_) => Some(
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(setup("making PID 1's release pipe"))?,
+        ),
+        None => None,
+    };
     // This process is single-threaded (a fresh exec of berth that started no threads, or a
     // fork of a single-threaded `berth run`), as `Sys::fork` requires.
     match sys.fork().map_err(setup("fork"))? {
         ForkResult::Child => {
+            if let Some((wait, released)) = release {
+                drop(released);
+                drop(slirp);
+                let mut byte = [0u8];
+                if std::io::Read::read(&mut std::fs::File::from(wait), &mut byte).ok() != Some(1) {
+                    return Ok(EXIT_SETUP);
+                }
+            }
             // PID 1 moves itself into its cgroup before it does anything else (the quick
             // way, see `Cgroup::enter`).
             if let Some(c) = &cgroup
@@ -172,7 +198,19 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 }
             })
         }
-        ForkResult::Parent { child } => Ok(supervise(sys, child, &set, &mut |_| true)),
+        ForkResult::Parent { child } => {
+            if let (Some(launcher), Some((wait, released))) = (slirp.as_mut(), release) {
+                drop(wait);
+                if let Err(e) = launcher.start() {
+                    eprintln!("berth: {}", with_causes(&e));
+                    let _ = sys.kill(child, Signal::SIGKILL);
+                    supervise(sys, child, &set, &mut |_| false);
+                    return Ok(EXIT_SETUP);
+                }
+                let _ = std::io::Write::write_all(&mut std::fs::File::from(released), b"1");
+            }
+            Ok(supervise(sys, child, &set, &mut |_| true))
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //! | [`seccomp`] | the default profile → BPF programs |
 //! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
 //! | [`sys`] | every call the init and PID 1 make (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, rlimits, fds, fork, the sync pipe, signals, reaping, exec, the parent-death signal, the controlling terminal, cgroup files, the container's passwd and PATH lookups), behind one trait; [`sys::linux`] makes them, [`sys::recording`] records them for tests; on berth's own side, the pseudo-terminal's master (tty) calls nix directly |
+//! | [`slirp`] | a private network without root: slirp4netns started on the container's network namespace |
 //! | [`userns`] | rootless: the user namespace berth enters at start, its id mapping from `/etc/subuid` |
 //! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
 //! | [`views`] | overlay views mounted in a thread's private mount namespace (the builder's COPY) |
@@ -33,6 +34,7 @@ pub mod pid1;
 pub mod privileges;
 pub mod rootfs;
 pub mod seccomp;
+pub mod slirp;
 pub mod spec;
 pub mod sys;
 pub mod tty;

@@ -13,7 +13,7 @@ use oci_spec::runtime::{
 use crate::RuntimeError;
 use crate::contract::{
     ANNOTATION_CONSOLE, ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP,
-    ANNOTATION_USER,
+    ANNOTATION_SLIRP4NETNS, ANNOTATION_USER,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,6 +23,43 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
+    /// A new network namespace with `lo` and `tap0`, whose traffic slirp4netns (on `PATH`)
+    /// carries out through its own sockets on the host, without root: outbound access,
+    /// never the host's loopback (`10.0.2.2` is not mapped to it), DNS at `10.0.2.3`.
+    Slirp4netns,
+}
+
+impl NetworkMode {
+    /// Whether the mode gives the container a network namespace of its own.
+    pub fn is_private(self) -> bool {
+        self != NetworkMode::Host
+    }
+
+    /// The container's `/etc/resolv.conf`: the host's on its network, slirp4netns's DNS
+    /// forwarder (10.0.2.3) behind slirp4netns, nothing without a network.
+    pub fn resolv_conf(self) -> String {
+        match self {
+            NetworkMode::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            NetworkMode::Slirp4netns => "nameserver 10.0.2.3\n".to_owned(),
+            NetworkMode::None => String::new(),
+        }
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+
+    /// `none`, `host` or `slirp4netns`.
+    fn from_str(s: &str) -> Result<NetworkMode, String> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            "slirp4netns" => Ok(NetworkMode::Slirp4netns),
+            other => Err(format!(
+                "unknown network {other:?}: none, host or slirp4netns"
+            )),
+        }
+    }
 }
 
 /// What to run, and how.
@@ -344,7 +381,7 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Cgroup,
     ];
-    if settings.network == NetworkMode::None {
+    if settings.network.is_private() {
         namespaces.push(LinuxNamespaceType::Network);
     }
     let namespaces = namespaces
@@ -439,6 +476,9 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
     }
     if !settings.privileged {
         annotations.insert(ANNOTATION_NODEV.to_owned(), "1".to_owned());
+    }
+    if settings.network == NetworkMode::Slirp4netns {
+        annotations.insert(ANNOTATION_SLIRP4NETNS.to_owned(), "1".to_owned());
     }
     annotations.insert(
         ANNOTATION_SECCOMP.to_owned(),

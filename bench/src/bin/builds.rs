@@ -491,7 +491,11 @@ fn main() {
             println!(
                 "{} digests, rootless and root: {} ({root_id}, {rootless_id})",
                 w.name,
-                if root_id == rootless_id { "equal" } else { "DIFFER" }
+                if root_id == rootless_id {
+                    "equal"
+                } else {
+                    "DIFFER"
+                }
             );
         }
     }

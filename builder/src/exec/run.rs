@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use berth_runtime::spec::{NetworkMode, ProcessSettings, build_spec};
+use berth_runtime::spec::{ProcessSettings, build_spec};
 use berth_runtime::{Bundle, RootfsSource};
 
 use super::mounts::{check_live_binds, prepare_mounts};
@@ -239,14 +239,7 @@ pub(super) fn run_step(
         "hosts",
         "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
     )?;
-    write(
-        "resolv.conf",
-        if network == NetworkMode::Host {
-            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
-        } else {
-            String::new()
-        },
-    )?;
+    write("resolv.conf", network.resolv_conf())?;
     // Docker's device rules (and with them CAP_MKNOD, so a RUN step can make device nodes,
     // as under BuildKit) when the devices cgroup can enforce them.
     let device_rules = !privileged && berth_runtime::cgroups::devices_enforceable();

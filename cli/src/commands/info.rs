@@ -196,6 +196,16 @@ fn id_mapping(rootless: bool) -> String {
     format!("uids {}", ranges.join(", "))
 }
 
+/// The networks containers and RUN steps can have here.
+fn network(rootless: bool) -> &'static str {
+    match (crate::rootless::on_path("slirp4netns").is_some(), rootless) {
+        (true, true) => "slirp4netns (RUN steps' default rootless), none, host",
+        (true, false) => "none, host, slirp4netns",
+        (false, true) => "none: only --network none and host (install slirp4netns)",
+        (false, false) => "none and host",
+    }
+}
+
 /// The setuid helpers that map subordinate ids.
 fn newuidmap() -> String {
     use std::os::unix::fs::PermissionsExt;
@@ -269,11 +279,7 @@ pub fn info(store: &Store, args: InfoArgs) -> anyhow::Result<u8> {
         } else {
             "a cgroup per container with limits or device rules"
         },
-        "Network": if rootless {
-            "none: only --network none and host"
-        } else {
-            "none and host"
-        },
+        "Network": network(rootless),
         "KernelVersion": nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),

@@ -71,8 +71,9 @@ pub struct Args {
     /// Override the image's ENTRYPOINT
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Network: `none` (default, only lo) or `host`
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    /// Network: `none` (default, only lo), `host`, or `slirp4netns` (a network of its own
+    /// with outbound access and no way to the host's loopback, without root)
+    #[arg(long, default_value = "none", value_parser = ["none", "host", "slirp4netns"])]
     network: String,
     /// Container host name (default: the short container ID)
     #[arg(long)]
@@ -552,12 +553,12 @@ fn prepare(
         .as_bytes(),
         SHOWN_FILE,
     )?;
-    let resolv = if args.network == "host" {
-        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
-    } else {
-        String::new()
-    };
-    files::write_mode(&dir.join("resolv.conf"), resolv.as_bytes(), SHOWN_FILE)?;
+    let network: NetworkMode = args.network.parse().map_err(UsageError)?;
+    files::write_mode(
+        &dir.join("resolv.conf"),
+        network.resolv_conf().as_bytes(),
+        SHOWN_FILE,
+    )?;
     let cfg = &image.config.config;
     let device_rules = !args.privileged && berth_runtime::cgroups::devices_enforceable();
     let limited = args.memory.is_some() || args.cpus.is_some() || args.pids_limit.is_some();
@@ -584,11 +585,7 @@ fn prepare(
             .or_else(|| cfg.user.clone())
             .unwrap_or_default(),
         hostname: hostname.to_owned(),
-        network: if args.network == "host" {
-            NetworkMode::Host
-        } else {
-            NetworkMode::None
-        },
+        network,
         read_only: args.read_only,
         privileged: args.privileged,
         etc_files: vec![

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use berth_builder::{BuildRequest, DockerfileSource};
 use berth_oci::Reference;
-use berth_runtime::spec::NetworkMode;
 
 use crate::UsageError;
 
@@ -45,8 +44,10 @@ pub struct Args {
     /// Set a label on the image (KEY=VALUE)
     #[arg(long = "label")]
     pub labels: Vec<String>,
-    /// Network for RUN steps: default (the host's), none or host
-    #[arg(long, default_value = "default", value_parser = ["default", "none", "host"])]
+    /// Network for RUN steps: default (the host's; rootless, slirp4netns's where it is
+    /// installed), none, host, or slirp4netns (a network of its own with outbound access and
+    /// no way to the host's loopback, without root)
+    #[arg(long, default_value = "default", value_parser = ["default", "none", "host", "slirp4netns"])]
     pub network: String,
     /// Grant an entitlement to the Dockerfile: network.host (RUN --network=host),
     /// security.insecure (RUN --security=insecure); may be repeated or comma-separated
@@ -153,8 +154,8 @@ impl Args {
             no_cache: self.no_cache,
             no_cache_filter: self.no_cache_filter.clone(),
             network: match self.network.as_str() {
-                "none" => NetworkMode::None,
-                _ => NetworkMode::Host,
+                "default" => crate::rootless::default_build_network(),
+                other => other.parse().map_err(crate::UsageError)?,
             },
             allow: self.allow.clone(),
             ulimits: self.ulimits.clone(),
