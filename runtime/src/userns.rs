@@ -158,10 +158,8 @@ pub enum UsernsError {
 /// Whether this process runs in a user namespace other than the host's (its `uid_map` is not
 /// the identity over every id): trusted xattrs and device nodes are then out of reach.
 pub fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
-        let fields: Vec<&str> = map.split_whitespace().collect();
-        fields != ["0", "0", "4294967295"]
-    })
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().ne(["0", "0", "4294967295"]))
 }
 
 /// Whether this is a rootless berth inside its own namespace (or a descendant of one).
@@ -220,21 +218,29 @@ fn map_with_helpers(mapping: &Mapping) -> Result<(), UsernsError> {
         if go.read(&mut byte).ok() != Some(1) {
             return;
         }
-        for (i, (program, _, args)) in jobs.iter().enumerate() {
-            let status = std::process::Command::new(program)
-                .arg(&pid)
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .status();
-            let answer = match status {
-                Ok(s) if s.success() => continue,
-                Ok(_) => format!("{i}exited with {status:?}"),
-                Err(e) => format!("{i}{e}"),
+        // Both helpers at once: each is a setuid program's start-up, most of the wait.
+        let children: Vec<_> = jobs
+            .iter()
+            .map(|(program, _, args)| {
+                std::process::Command::new(program)
+                    .arg(&pid)
+                    .args(args)
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+            })
+            .collect();
+        let mut answer = "ok".to_owned();
+        for (i, child) in children.into_iter().enumerate() {
+            let failed = match child.map(|mut c| c.wait()) {
+                Ok(Ok(s)) if s.success() => continue,
+                Ok(Ok(s)) => format!("{i}exited with {s}"),
+                Ok(Err(e)) | Err(e) => format!("{i}{e}"),
             };
-            let _ = done.write_all(answer.as_bytes());
-            return;
+            if answer == "ok" {
+                answer = failed;
+            }
         }
-        let _ = done.write_all(b"ok");
+        let _ = done.write_all(answer.as_bytes());
     })
     .map_err(|e| UsernsError::Map("a helper process", std::io::Error::from(e)))?;
     let (mut go, mut done, child) = helper;
