@@ -181,3 +181,47 @@ fn a_user_without_subordinate_ids_is_warned_and_builds_what_it_can() {
         "{text}"
     );
 }
+
+/// The variable a rootless berth sets once inside its user namespace means nothing outside
+/// one: root with it set by hand is still root (its limits enforced, its store
+/// `/var/lib/berth`), and a user with it set still enters the namespace.
+#[test]
+fn the_rootless_marker_is_not_trusted_outside_a_user_namespace() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    let out = s
+        .cmd()
+        .env("_BERTH_USERNS", "1000:1000")
+        .args([
+            "run", "--rm", "--pull", "never", "--memory", "64m", "busybox", "true",
+        ])
+        .output()
+        .unwrap();
+    let text = printed(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("not enforced"),
+        "root's limits stay enforced: {text}"
+    );
+    // Nor does root describe itself as rootless (whose store would be under HOME).
+    let out = s
+        .cmd()
+        .env("_BERTH_USERNS", "1000:1000")
+        .args(["info", "--format", "{{.Rootless}}"])
+        .output()
+        .unwrap();
+    assert_eq!(printed(&out).trim(), "false", "{}", printed(&out));
+    // A user who sets it still enters the namespace: root inside.
+    share_busybox(&s, &user);
+    let out = user
+        .berth(&[("_BERTH_USERNS", "0:0")])
+        .args(["run", "--rm", "--pull", "never", "busybox", "id", "-u"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        assert_success(&out, "rootless run with the marker set"),
+        "0\n"
+    );
+}
