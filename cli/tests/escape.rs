@@ -223,6 +223,36 @@ fn planted_symlinks_do_not_unmask_procfs_or_steer_mounts() {
     );
 }
 
+/// `/sys` in a RUN step (on the host's network) is read-only through and through: rootless,
+/// where sysfs cannot be mounted outside a network namespace of its own, it is the host's
+/// `/sys` bound with every mount below it (the cgroup tree, where a user's delegated cgroup
+/// is theirs to write), and each of those must be read-only too.
+#[test]
+fn every_mount_under_sys_in_a_run_step_is_read_only() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let o = build(
+        &s,
+        "sys-ro",
+        "FROM busybox\nRUN grep -E ' /sys(/| )' /proc/self/mountinfo | sed \"s/^/MOUNT\"\"LINE /\"\n",
+        &[],
+    );
+    let text = printed(&o);
+    assert!(o.status.success(), "{text}");
+    let mounts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once("MOUNTLINE ").map(|(_, m)| m))
+        .collect();
+    assert!(!mounts.is_empty(), "{text}");
+    for m in mounts {
+        // Field 6: the mount's own options.
+        let options = m.split_whitespace().nth(5).unwrap_or_default();
+        assert!(
+            options.split(',').any(|o| o == "ro"),
+            "writable under /sys: {m}"
+        );
+    }
+}
+
 /// What a RUN step may not do: mount, new user namespaces, ptrace or signal host processes,
 /// write /proc/sys or /sys, load modules, make devices. The step runs them all and fails if
 /// any succeeds.

@@ -357,3 +357,143 @@ fn info_shows_the_rootless_mapping_and_what_is_missing() {
         "{v}"
     );
 }
+
+/// The variable a rootless berth sets once inside its user namespace means nothing outside
+/// one: root with it set by hand is still root (its limits enforced, its store
+/// `/var/lib/berth`), and a user with it set still enters the namespace.
+#[test]
+fn the_rootless_marker_is_not_trusted_outside_a_user_namespace() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    let out = s
+        .cmd()
+        .env("_BERTH_USERNS", "1000:1000")
+        .args([
+            "run", "--rm", "--pull", "never", "--memory", "64m", "busybox", "true",
+        ])
+        .output()
+        .unwrap();
+    let text = printed(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("not enforced"),
+        "root's limits stay enforced: {text}"
+    );
+    // Nor does root describe itself as rootless (whose store would be under HOME).
+    let out = s
+        .cmd()
+        .env("_BERTH_USERNS", "1000:1000")
+        .args(["info", "--format", "{{.Rootless}}"])
+        .output()
+        .unwrap();
+    assert_eq!(printed(&out).trim(), "false", "{}", printed(&out));
+    // A user who sets it still enters the namespace: root inside.
+    share_busybox(&s, &user);
+    let out = user
+        .berth(&[("_BERTH_USERNS", "0:0")])
+        .args(["run", "--rm", "--pull", "never", "busybox", "id", "-u"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        assert_success(&out, "rootless run with the marker set"),
+        "0\n"
+    );
+}
+
+/// A RUN step that writes overlayfs's own xattrs (`user.overlay.opaque`, `.redirect`) in a
+/// rootless build, where overlays are mounted with `userxattr` and read those names: the
+/// kernel stores them escaped in the step's upper directory, so neither the next step (over
+/// that directory as a lower) nor the layer (no opaque whiteout) hides the lower files.
+#[test]
+fn a_rootless_run_step_cannot_steer_overlayfs_with_user_overlay_xattrs() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    share_busybox(&s, &user);
+    let ctx = user.path().join("xattr-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let src = berth_test_support::workspace_root().join("testdata/probes/xattr.rs");
+    let o = std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
+        .arg(ctx.join("xattr"))
+        .arg(&src)
+        .output()
+        .expect("rustc");
+    assert!(o.status.success(), "{}", printed(&o));
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         RUN mkdir -p /d/sub && echo lower > /d/keep && echo lower > /d/sub/keep\n\
+         COPY xattr /xattr\n\
+         RUN for n in opaque redirect; do /xattr set /d user.overlay.$n y; \
+             /xattr set /d/sub user.overlay.$n y; done; echo set\n\
+         RUN cat /d/keep /d/sub/keep > /seen\n\
+         RUN cat /seen\n",
+    )
+    .unwrap();
+    user.give(&ctx);
+    let out = user
+        .berth(&[])
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--no-cache",
+            "-t",
+            "steer",
+            "xattr-ctx",
+        ])
+        .output()
+        .unwrap();
+    let text = assert_success(&out, "rootless build");
+    assert!(
+        text.contains("lower\n") || printed(&out).contains("lower"),
+        "{}",
+        printed(&out)
+    );
+    let archive = user.path().join("steer.tar");
+    let out = user
+        .berth(&[])
+        .args(["save", "-o", "steer.tar", "steer"])
+        .output()
+        .unwrap();
+    assert_success(&out, "rootless save");
+    let mut names = Vec::new();
+    let mut outer = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    for entry in outer.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        // Layers leave the store gzip-compressed.
+        if data.starts_with(&[0x1f, 0x8b]) {
+            let mut raw = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut raw)
+                .unwrap();
+            data = raw;
+        }
+        let mut inner = tar::Archive::new(&data[..]);
+        let Ok(entries) = inner.entries() else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if let Ok(p) = e.path() {
+                names.push(p.display().to_string());
+            }
+        }
+    }
+    assert!(names.iter().any(|n| n == "d/keep"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains(".wh.")),
+        "no whiteout in any layer: {names:?}"
+    );
+}

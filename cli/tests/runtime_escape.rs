@@ -225,3 +225,61 @@ fn a_fifo_as_etc_passwd_does_not_hang_the_start() {
     assert_eq!(o.status.code(), Some(125), "{}", printed(&o));
     assert!(printed(&o).contains("/etc/passwd"), "{}", printed(&o));
 }
+
+/// Started from a terminal, a container without `-t` and a RUN step have no controlling
+/// terminal: the user's terminal stays out of reach (`/dev/tty` cannot be opened, so nothing
+/// reads the keys typed there or pushes input into it with TIOCSTI, which the kernel allows
+/// only on the caller's own controlling terminal).
+#[test]
+fn the_users_terminal_is_not_the_controlling_terminal_of_a_container() {
+    let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::Tmux::needed() {
+        return;
+    }
+    // The words are split by empty quotes, so that the screen's echo of the command line
+    // does not show them.
+    let probe =
+        "if echo ON\"\"TTY > /dev/tty; then echo \"tty=open\"; else echo \"tty=clo\"\"sed\"; fi";
+    let ctx = s.context(
+        "tty-ctx",
+        &[("Dockerfile", &format!("FROM busybox\nRUN {probe}\n"))],
+    );
+    let bin = env!("CARGO_BIN_EXE_berth");
+    for (name, command) in [
+        (
+            "run",
+            format!("{bin} run --rm --pull never busybox sh -c '{probe}'"),
+        ),
+        (
+            "build",
+            format!("{bin} build --progress plain --no-cache {}", ctx.display()),
+        ),
+    ] {
+        let out = s.path().join(format!("tty-{name}.out"));
+        let done = s.path().join(format!("tty-{name}.rc"));
+        let term = berth_test_support::Tmux::start(
+            &format!("tty-{name}"),
+            &format!(
+                "BERTH_ROOT={} {command} > {} 2>&1; echo $? > {}; sleep 60",
+                s.store().display(),
+                out.display(),
+                done.display()
+            ),
+            120,
+            30,
+        );
+        term.wait(Duration::from_secs(30), |_| done.exists());
+        let screen = term.wait(Duration::from_millis(300), |_| false);
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        assert_eq!(
+            std::fs::read_to_string(&done).unwrap_or_default().trim(),
+            "0",
+            "{name}: {text}"
+        );
+        assert!(text.contains("tty=closed"), "{name}: {text}");
+        assert!(
+            !screen.contains("ONTTY"),
+            "{name} wrote to the terminal:\n{screen}"
+        );
+    }
+}

@@ -361,6 +361,11 @@ fn container_child(
     if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
         sys.take_controlling_terminal()
             .map_err(setup("taking the terminal"))?;
+    } else {
+        // Out of berth's session, which may have the user's terminal as its controlling
+        // terminal: through `/dev/tty` the container could read what is typed there, and
+        // push input into it (TIOCSTI) that the user's shell runs once berth ends.
+        sys.new_session().map_err(setup("starting a session"))?;
     }
     let with_init = spec
         .annotations()

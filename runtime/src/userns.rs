@@ -162,9 +162,11 @@ pub fn in_user_namespace() -> bool {
         .is_ok_and(|map| map.split_whitespace().ne(["0", "0", "4294967295"]))
 }
 
-/// Whether this is a rootless berth inside its own namespace (or a descendant of one).
+/// Whether this is a rootless berth inside its own namespace (or a descendant of one): the
+/// marker in the environment, which anyone can set, counts only inside a user namespace, so
+/// that root with it set stays root and a user with it set still enters the namespace.
 pub fn rootless() -> bool {
-    std::env::var_os(MARKER).is_some()
+    std::env::var_os(MARKER).is_some() && in_user_namespace()
 }
 
 /// Enters a new user namespace with `mapping`, in this process, which must run one thread:

@@ -439,6 +439,106 @@ fn whiteouts_become_overlay_whiteouts_and_back() {
     );
 }
 
+/// overlayfs's own xattrs (`trusted.overlay.*`, and the `user.overlay.*` it reads under
+/// `userxattr`, rootless) would steer the overlay a layer is mounted in (opaque directories,
+/// redirects, xattr whiteouts, metacopy): a layer's are dropped at unpack, and a directory's
+/// are never packed, whatever the process's user namespace; other `user.` xattrs pass.
+#[test]
+fn overlay_xattrs_never_come_from_a_layer_nor_go_into_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let steering: [(&str, &[u8]); 6] = [
+        ("SCHILY.xattr.user.overlay.opaque", b"y"),
+        ("SCHILY.xattr.user.overlay.redirect", b"/etc"),
+        ("SCHILY.xattr.user.overlay.whiteout", b""),
+        ("SCHILY.xattr.user.overlay.metacopy", b""),
+        ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+        ("SCHILY.xattr.user.kept", b"k"),
+    ];
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind) in [
+        ("d/", tar::EntryType::Directory),
+        ("d/f", tar::EntryType::Regular),
+    ] {
+        b.append_pax_extensions(steering.iter().copied()).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, name, &[][..]).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let report = unpack(&tar[..], &dest, &UnpackOptions::default()).unwrap();
+    let mut names = vec![0u8; 4096];
+    for path in [dest.join("d"), dest.join("d/f")] {
+        let n = rustix::fs::llistxattr(path.as_path(), &mut names).unwrap_or(0);
+        let listed: Vec<&[u8]> = names[..n]
+            .split(|&c| c == 0)
+            .filter(|k| !k.is_empty())
+            .collect();
+        assert!(
+            !listed
+                .iter()
+                .any(|k| k.starts_with(b"user.overlay.") || k.starts_with(b"trusted.overlay.")),
+            "{}: {:?}",
+            path.display(),
+            listed
+                .iter()
+                .map(|k| String::from_utf8_lossy(k))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.contains("user.overlay.opaque")),
+        "the dropped xattrs are reported: {:?}",
+        report.skipped
+    );
+    // The filesystem may take user xattrs (tmpfs since 6.6, ext4): then a directory carrying
+    // overlay xattrs, as an upper dir does, packs without them and with the others.
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    let d = src.join("d");
+    if rustix::fs::setxattr(
+        d.as_path(),
+        "user.kept",
+        b"k",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_err()
+    {
+        return;
+    }
+    rustix::fs::setxattr(
+        d.as_path(),
+        "user.overlay.redirect",
+        b"/etc",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    pack(&src, &mut out, &PackOptions::default()).unwrap();
+    let mut archive = tar::Archive::new(&out[..]);
+    let mut seen = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if let Some(ext) = entry.pax_extensions().unwrap() {
+            for e in ext {
+                seen.push(e.unwrap().key().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(
+        seen.iter().any(|k| k == "SCHILY.xattr.user.kept"),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|k| k.contains(".overlay.")), "{seen:?}");
+}
+
 #[test]
 fn failed_lock_upgrade_keeps_the_shared_lock() {
     // Regression: a failed non-blocking flock upgrade used to leave the store unlocked, so

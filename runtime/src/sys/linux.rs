@@ -486,6 +486,10 @@ impl Sys for LinuxSys {
         nix::sys::prctl::set_pdeathsig(signal)
     }
 
+    fn new_session(&mut self) -> SysResult<()> {
+        nix::unistd::setsid().map(drop)
+    }
+
     fn take_controlling_terminal(&mut self) -> SysResult<()> {
         nix::unistd::setsid()?;
         // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the terminal the caller was

@@ -240,6 +240,8 @@ pub trait Sys {
     fn set_parent_death_signal(&mut self, signal: nix::sys::signal::Signal) -> SysResult<()>;
     /// A new session with the terminal on stdin as its controlling terminal.
     fn take_controlling_terminal(&mut self) -> SysResult<()>;
+    /// A new session without a controlling terminal (`setsid`).
+    fn new_session(&mut self) -> SysResult<()>;
     /// A small file's text: `/proc/self/mountinfo`, cgroup files, the bundle.
     fn read_file(&mut self, path: &Path) -> SysResult<String>;
     /// A file of the container's image, read by PID 1 after `pivot_root` (`/etc/passwd`,

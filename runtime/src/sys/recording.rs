@@ -302,6 +302,10 @@ impl Sys for RecordingSys {
         self.record("setsid; TIOCSCTTY 0".into())
     }
 
+    fn new_session(&mut self) -> SysResult<()> {
+        self.record("setsid".into())
+    }
+
     fn read_file(&mut self, path: &Path) -> SysResult<String> {
         let answers = self.contents.get_mut(path).ok_or(nix::Error::ENOENT)?;
         let text = if answers.len() > 1 {
