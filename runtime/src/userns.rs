@@ -155,12 +155,7 @@ pub enum UsernsError {
     Map(&'static str, std::io::Error),
 }
 
-/// Whether this process runs in a user namespace other than the host's (its `uid_map` is not
-/// the identity over every id): trusted xattrs and device nodes are then out of reach.
-pub fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|map| map.split_whitespace().ne(["0", "0", "4294967295"]))
-}
+pub use crate::sys::linux::in_user_namespace;
 
 /// Whether this is a rootless berth inside its own namespace (or a descendant of one): the
 /// marker in the environment, which anyone can set, counts only inside a user namespace, so

@@ -900,6 +900,13 @@ pub fn single_threaded() -> bool {
     })
 }
 
+/// Whether this process runs in a user namespace other than the host's (its `uid_map` is not
+/// the identity over every id): trusted xattrs and device nodes are then out of reach.
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().ne(["0", "0", "4294967295"]))
+}
+
 /// Forks a helper process that runs `job` with the read end of one pipe and the write end of
 /// another, then exits; returns the other ends and the helper's PID. Only for a
 /// single-threaded process (the caller checks [`single_threaded`]).

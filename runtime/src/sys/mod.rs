@@ -103,7 +103,7 @@ impl Overlay {
         }
         // In a user namespace the trusted xattrs are out of reach: overlayfs keeps its
         // whiteout and opaque marks in `user.overlay.*` instead (the store writes those).
-        if crate::userns::in_user_namespace() {
+        if linux::in_user_namespace() {
             options.push(("userxattr", None));
         }
         if self.volatile && self.upper.is_some() {
