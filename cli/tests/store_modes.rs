@@ -316,7 +316,15 @@ fn a_rootless_store_still_works() {
     let home = s.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    // The user's own files, as a rootless user imports them: inside berth's user namespace
+    // they are root's (the host's root would show as the unmapped `nobody`).
     let rootfs = s.path().join("busybox-rootfs");
+    let status = Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(status.success());
     let berth = Path::new(env!("CARGO_BIN_EXE_berth"));
     if !nobody_can_stat(berth) {
         berth_test_support::skip(&format!(
