@@ -342,6 +342,7 @@ fn info_shows_the_rootless_mapping_and_what_is_missing() {
     assert_eq!(v["Newuidmap"], "/usr/bin/newuidmap");
     assert!(v["Cgroups"].as_str().unwrap().starts_with("none"), "{v}");
     assert!(v["Overlay"].as_str().unwrap().starts_with("native"), "{v}");
+    assert!(v["Proc"].as_str().unwrap().starts_with("unmasked"), "{v}");
     // Without the helpers on PATH: the user alone, and what to install.
     let v = info(&[("PATH", "/nonexistent")]);
     assert!(

@@ -196,6 +196,37 @@ fn id_mapping(rootless: bool) -> String {
     format!("uids {}", ranges.join(", "))
 }
 
+/// Whether a rootless berth can mount a fresh `/proc` for its containers: the kernel refuses
+/// one in a user namespace while the `/proc` it can see has mounts over its entries (a
+/// container runtime's masked paths, `procMount: Default` in Kubernetes); binfmt_misc's own
+/// mount point is an empty directory and harmless.
+fn proc_mounts(rootless: bool, mountinfo: &str) -> String {
+    if !rootless {
+        return "not needed (root)".into();
+    }
+    let over: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split_whitespace().nth(4)?;
+            let fstype = right.split_whitespace().next()?;
+            (point.starts_with("/proc/") && fstype != "binfmt_misc").then(|| point.to_owned())
+        })
+        .collect();
+    match over.as_slice() {
+        [] => "unmasked: containers get a fresh /proc".into(),
+        [first, rest @ ..] => format!(
+            "masked ({first}{}): the kernel refuses a fresh /proc for containers \
+             (Kubernetes: procMount: Unmasked)",
+            if rest.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} more", rest.len())
+            }
+        ),
+    }
+}
+
 /// The networks containers and RUN steps can have here.
 fn network(rootless: bool) -> &'static str {
     match (crate::rootless::on_path("slirp4netns").is_some(), rootless) {
@@ -280,6 +311,7 @@ pub fn info(store: &Store, args: InfoArgs) -> anyhow::Result<u8> {
             "a cgroup per container with limits or device rules"
         },
         "Network": network(rootless),
+        "Proc": proc_mounts(rootless, &read("/proc/self/mountinfo").unwrap_or_default()),
         "KernelVersion": nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
@@ -346,18 +378,19 @@ fn print_info(f: &Value) {
         (12, ("newuidmap", s("Newuidmap"))),
         (13, ("Cgroups", s("Cgroups"))),
         (14, ("Network", s("Network"))),
-        (15, ("Kernel version", s("KernelVersion"))),
-        (16, ("OS/Arch", s("OSArch"))),
-        (17, ("Registry mirrors", list(&f["Registries"]["Mirrors"]))),
+        (15, ("Proc", s("Proc"))),
+        (16, ("Kernel version", s("KernelVersion"))),
+        (17, ("OS/Arch", s("OSArch"))),
+        (18, ("Registry mirrors", list(&f["Registries"]["Mirrors"]))),
         (
-            18,
+            19,
             ("Registry TLS dirs", list(&f["Registries"]["CertsDirs"])),
         ),
         (
-            19,
+            20,
             ("Insecure registries", list(&f["Registries"]["Insecure"])),
         ),
-        (20, ("Logged in to", list(&f["Registries"]["LoggedIn"]))),
+        (21, ("Logged in to", list(&f["Registries"]["LoggedIn"]))),
     ]);
     for (label, value) in rows.values() {
         outln!("{:<22}{}", format!("{label}:"), value);
@@ -367,6 +400,23 @@ fn print_info(f: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_proc_entries_are_found() {
+        let plain = "22 1 0:5 / /proc rw - proc proc rw\n\
+                     40 22 0:40 / /proc/sys/fs/binfmt_misc rw - binfmt_misc binfmt_misc rw\n";
+        assert!(proc_mounts(true, plain).starts_with("unmasked"));
+        let masked = format!(
+            "{plain}50 22 0:6 /null /proc/kcore ro - devtmpfs udev rw\n\
+             51 22 0:52 / /proc/acpi ro - tmpfs tmpfs ro\n"
+        );
+        assert_eq!(
+            proc_mounts(true, &masked),
+            "masked (/proc/kcore and 1 more): the kernel refuses a fresh /proc for containers \
+             (Kubernetes: procMount: Unmasked)"
+        );
+        assert_eq!(proc_mounts(false, &masked), "not needed (root)");
+    }
 
     #[test]
     fn cgroup_layouts_are_told_apart() {
