@@ -12,13 +12,17 @@
 //! - names are cleaned lexically (`./a/../b` → `b`, `../../etc` → `etc`, `/etc` → `etc`);
 //! - a later entry replaces an earlier one of the same name (a directory over a directory
 //!   keeps its contents);
-//! - `.wh.NAME` becomes an overlay whiteout (char device 0:0) and `.wh..wh..opq` sets
-//!   `trusted.overlay.opaque=y` on its directory; a whiteout naming `.` or `..` is refused;
+//! - `.wh.NAME` becomes an overlay whiteout (char device 0:0) and `.wh..wh..opq` sets the
+//!   opaque mark on its directory (`trusted.overlay.opaque=y`, or `user.overlay.opaque=y` in a
+//!   user namespace: [`super::opaque_xattr`]); a whiteout naming `.` or `..` is refused;
 //! - hard links resolve their target inside the directory too;
-//! - device nodes are made only when running as root; otherwise they are skipped and listed;
-//! - ownership is applied only as root; modes (with setuid/setgid/sticky), `user.*`,
-//!   `security.capability` and (as root) `trusted.*` xattrs, and mtimes are kept;
-//!   `trusted.overlay.*` xattrs in a tar are dropped, since they would steer overlayfs;
+//! - device nodes are made only as root outside a user namespace; otherwise they are skipped
+//!   and listed;
+//! - ownership is applied only as root (in a user namespace too, where an owner it does not
+//!   map is an error); modes (with setuid/setgid/sticky), `user.*`, `security.capability`
+//!   and (as root outside a user namespace) `trusted.*` xattrs, and mtimes are kept;
+//!   `trusted.overlay.*` and `user.overlay.*` xattrs in a tar are dropped, since they would
+//!   steer overlayfs;
 //! - directory modes and mtimes are applied last, so a read-only directory can still be filled.
 
 use std::cell::Cell;
