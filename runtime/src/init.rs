@@ -25,7 +25,8 @@ use crate::contract::{
     ANNOTATION_SLIRP4NETNS, ANNOTATION_USER, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP,
     FORWARDED, MAX_ENV_FD_VALUE,
 };
-use crate::rootfs::{RootfsSource, apply, plan};
+use crate::fuse::{FuseMount, MountProgram};
+use crate::rootfs::{Op, RootfsSource, apply, plan};
 use crate::sys::linux::LinuxSys;
 use crate::sys::{Sys, cstrings};
 
@@ -153,6 +154,10 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
         true => Some(crate::slirp::Launcher::fork()?),
         false => None,
     };
+    // Rootless, or with a mount program asked for, the init mounts the overlay rootfs itself
+    // before the container's namespaces exist (see `premount`).
+    let ops = plan(spec, source)?;
+    let premounted = premount(sys, &ops, source)?;
     sys.unshare(flags).map_err(setup("creating namespaces"))?;
     let release = match slirp {
         Some(_) => Some(
@@ -165,6 +170,11 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
     // fork of a single-threaded `berth run`), as `Sys::fork` requires.
     match sys.fork().map_err(setup("fork"))? {
         ForkResult::Child => {
+            // The parent unmounts and waits for the daemon; here they are only shared.
+            let skip_overlay = premounted.is_some();
+            if let Some(p) = premounted {
+                p.forget();
+            }
             if let Some((wait, released)) = release {
                 drop(released);
                 drop(slirp);
@@ -186,17 +196,19 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 return Ok(EXIT_SETUP);
             }
             let new_net = flags.contains(CloneFlags::CLONE_NEWNET);
-            Ok(match container_child(sys, spec, source, new_net) {
-                Ok(code) => code,
-                Err(ChildError::Setup(e)) => {
-                    eprintln!("berth: {}", with_causes(&e));
-                    EXIT_SETUP
-                }
-                Err(ChildError::Exec { code, message }) => {
-                    eprintln!("berth: {message}");
-                    code
-                }
-            })
+            Ok(
+                match container_child(sys, spec, &ops, skip_overlay, new_net) {
+                    Ok(code) => code,
+                    Err(ChildError::Setup(e)) => {
+                        eprintln!("berth: {}", with_causes(&e));
+                        EXIT_SETUP
+                    }
+                    Err(ChildError::Exec { code, message }) => {
+                        eprintln!("berth: {message}");
+                        code
+                    }
+                },
+            )
         }
         ForkResult::Parent { child } => {
             if let (Some(launcher), Some((wait, released))) = (slirp.as_mut(), release) {
@@ -205,13 +217,134 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                     eprintln!("berth: {}", with_causes(&e));
                     let _ = sys.kill(child, Signal::SIGKILL);
                     supervise(sys, child, &set, &mut |_| false);
+                    if let Some(p) = premounted {
+                        p.finish();
+                    }
                     return Ok(EXIT_SETUP);
                 }
                 let _ = std::io::Write::write_all(&mut std::fs::File::from(released), b"1");
             }
-            Ok(supervise(sys, child, &set, &mut |_| true))
+            let code = supervise(sys, child, &set, &mut |_| true);
+            if let Some(p) = premounted {
+                p.finish();
+            }
+            Ok(code)
         }
     }
+}
+
+/// The overlay rootfs as the init mounted it, before the container's namespaces.
+struct Premounted {
+    /// fuse-overlayfs's mount, the mount namespace it was made in (where the daemon lives and
+    /// the init returns to unmount it), and the upper directory to sync once the daemon has
+    /// gone (`None`: volatile).
+    fuse: Option<(FuseMount, std::os::fd::OwnedFd, Option<std::path::PathBuf>)>,
+}
+
+impl Premounted {
+    /// In PID 1: the parent cleans up.
+    fn forget(self) {
+        if let Some((mount, ns, _)) = self.fuse {
+            mount.forget();
+            drop(ns);
+        }
+    }
+
+    /// Once the container has ended: back in the mount namespace the daemon lives in (the
+    /// container's, where `pivot_root` put this process's root, then has no process left and
+    /// goes), unmounts the rootfs there, waits for the daemon, and syncs the upper directory
+    /// (what overlayfs's unmount does for a native mount, so a RUN step's layer is durable).
+    fn finish(self) {
+        let Some((mount, ns, upper)) = self.fuse else {
+            return;
+        };
+        if nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS).is_err() {
+            // Not back where the mount is: the daemon is killed instead (the connection is
+            // aborted, and the namespace goes with the init).
+            if let Some(pid) = mount.pid() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        drop(mount);
+        if let Some(upper) = upper
+            && let Ok(dir) = std::fs::File::open(&upper)
+        {
+            let _ = nix::unistd::syncfs(&dir);
+        }
+    }
+}
+
+/// Mounts the overlay rootfs from the init, in a mount namespace of its own made before the
+/// container's (which is a copy of it, so the container gets the mount), when a rootless
+/// berth or `BERTH_MOUNT_PROGRAM` may need fuse-overlayfs: its daemon must then be started
+/// before the PID namespace exists, so it is never a process the container can see, signal
+/// or trace. Rootless, the kernel's overlayfs is tried first (`crate::fuse::mount_overlay`).
+/// `None`: PID 1 mounts the rootfs as usual (root, or `native`).
+fn premount(
+    sys: &mut dyn Sys,
+    ops: &[Op],
+    source: &RootfsSource,
+) -> Result<Option<Premounted>, RuntimeError> {
+    let program = MountProgram::from_env();
+    let wanted = match &program {
+        MountProgram::Fuse(_) => true,
+        MountProgram::Auto => crate::sys::linux::in_user_namespace(),
+        MountProgram::Native => false,
+    };
+    let (
+        RootfsSource::Overlay {
+            upper, volatile, ..
+        },
+        true,
+    ) = (source, wanted)
+    else {
+        return Ok(None);
+    };
+    let Some((overlay, target, flags)) = ops.iter().find_map(|o| match o {
+        Op::Overlay {
+            overlay,
+            target,
+            flags,
+        } => Some((overlay, target, *flags)),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    sys.unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(setup("creating the rootfs's mount namespace"))?;
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        nix::mount::MsFlags::MS_SLAVE | nix::mount::MsFlags::MS_REC,
+        None,
+    )
+    .map_err(setup("making mounts private"))?;
+    let fuse = crate::fuse::mount_overlay(&program, overlay, target, flags, &mut || {
+        let mut result = sys.mount_overlay(overlay, target, flags);
+        // A kernel without overlayfs's `volatile` (before 5.10) answers EINVAL.
+        if let (Err(nix::Error::EINVAL), true) = (result, overlay.volatile) {
+            let plain = crate::sys::Overlay {
+                volatile: false,
+                ..overlay.clone()
+            };
+            result = sys.mount_overlay(&plain, target, flags);
+        }
+        result
+    })?;
+    let fuse = match fuse {
+        Some(mount) => {
+            let ns = nix::fcntl::open(
+                "/proc/self/ns/mnt",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(setup("opening the rootfs's mount namespace"))?;
+            Some((mount, ns, (!volatile).then(|| upper.clone())))
+        }
+        None => None,
+    };
+    Ok(Some(Premounted { fuse }))
 }
 
 /// Runs an init command in the foreground: blocks the forwarded signals in this (single-
@@ -353,7 +486,8 @@ fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
 fn container_child(
     sys: &mut dyn Sys,
     spec: &Spec,
-    source: &RootfsSource,
+    ops: &[Op],
+    skip_overlay: bool,
     new_net: bool,
 ) -> Result<i32, ChildError> {
     sys.set_parent_death_signal(Signal::SIGKILL)
@@ -371,7 +505,16 @@ fn container_child(
         .annotations()
         .as_ref()
         .is_some_and(|a| a.contains_key(ANNOTATION_INIT));
-    apply(sys, &plan(spec, source)?)?;
+    if skip_overlay {
+        let rest: Vec<Op> = ops
+            .iter()
+            .filter(|o| !matches!(o, Op::Overlay { .. }))
+            .cloned()
+            .collect();
+        apply(sys, &rest)?;
+    } else {
+        apply(sys, ops)?;
+    }
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         sys.sethostname(h).map_err(setup("setting the hostname"))?;
     }

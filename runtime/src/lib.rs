@@ -14,6 +14,7 @@
 //! | [`seccomp`] | the default profile → BPF programs |
 //! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
 //! | [`sys`] | every call the init and PID 1 make (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, rlimits, fds, fork, the sync pipe, signals, reaping, exec, the parent-death signal, the controlling terminal, cgroup files, the container's passwd and PATH lookups), behind one trait; [`sys::linux`] makes them, [`sys::recording`] records them for tests; on berth's own side, the pseudo-terminal's master (tty) calls nix directly |
+//! | [`fuse`] | fuse-overlayfs: which program mounts overlays (`BERTH_MOUNT_PROGRAM`), the rootless fallback where the kernel refuses overlayfs |
 //! | [`slirp`] | a private network without root: slirp4netns started on the container's network namespace |
 //! | [`userns`] | rootless: the user namespace berth enters at start, its id mapping from `/etc/subuid` |
 //! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
@@ -29,6 +30,7 @@
 pub mod caps;
 pub mod cgroups;
 pub mod contract;
+pub mod fuse;
 pub mod init;
 pub mod pid1;
 pub mod privileges;

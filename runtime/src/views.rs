@@ -8,12 +8,20 @@
 //! closure there. The mounts are visible only to that thread and vanish with it: when the
 //! closure returns, when it panics, or when berth is killed. Nothing is ever left mounted on
 //! the host, so there is nothing to clean up after a crash.
+//!
+//! Where fuse-overlayfs mounts a view ([`crate::fuse`]: `BERTH_MOUNT_PROGRAM`, or rootless
+//! where the kernel refuses overlayfs), its daemon is a child of the view's thread, in that
+//! thread's mount namespace: the view is unmounted and the daemon waited for before the
+//! thread ends (the closure's panic included); if berth is killed, the daemon gets SIGKILL as
+//! its thread ends, the connection is aborted, and the namespace, with no process left, goes
+//! with the mount.
 
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
 use crate::RuntimeError;
+use crate::fuse::{FuseMount, MountProgram};
 use crate::sys::linux::in_private_mount_namespace;
 use crate::sys::{MAX_OVERLAY_LOWERS, Overlay, Sys};
 
@@ -53,12 +61,19 @@ pub fn check_layer_count(lowers: &[PathBuf]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn mount_view(sys: &mut dyn Sys, view: &View, empty: &Path) -> Result<(), RuntimeError> {
+/// Mounts one view; an overlay through `program` ([`crate::fuse::mount_overlay`]), its
+/// fuse-overlayfs mount returned when it made one.
+fn mount_view(
+    sys: &mut dyn Sys,
+    view: &View,
+    empty: &Path,
+    program: &MountProgram,
+) -> Result<Option<FuseMount>, RuntimeError> {
     let err = |what: String| move |errno| RuntimeError::Setup { what, errno };
     let target = &view.target;
     match (&view.upper, view.lowers.as_slice()) {
         // A read-only view of one directory (or none): a bind mount is enough.
-        (None, []) => Ok(()),
+        (None, []) => Ok(None),
         (None, [only]) => sys
             .mount(
                 Some(&only.display().to_string()),
@@ -67,6 +82,7 @@ fn mount_view(sys: &mut dyn Sys, view: &View, empty: &Path) -> Result<(), Runtim
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )
+            .map(|()| None)
             .map_err(err(format!("binding {}", only.display()))),
         (upper, lowers) => {
             // overlayfs needs at least one lower dir, and two without an upper.
@@ -80,12 +96,9 @@ fn mount_view(sys: &mut dyn Sys, view: &View, empty: &Path) -> Result<(), Runtim
                 upper: upper.clone(),
                 volatile: false,
             };
-            sys.mount_overlay(&overlay, target, MsFlags::empty())
-                .map_err(err(format!(
-                    "mounting an overlay of {} layers on {}",
-                    overlay.lowers.len(),
-                    target.display()
-                )))
+            crate::fuse::mount_overlay(program, &overlay, target, MsFlags::empty(), &mut || {
+                sys.mount_overlay(&overlay, target, MsFlags::empty())
+            })
         }
     }
 }
@@ -97,12 +110,31 @@ pub fn with_views<T: Send>(
     empty: &Path,
     f: impl FnOnce(&[PathBuf]) -> T + Send,
 ) -> Result<T, RuntimeError> {
+    let program = MountProgram::from_env();
     in_private_mount_namespace(|sys| {
+        // Dropped (unmounted, their daemons gone) before the thread ends, last first.
+        let mut fuse = Vec::new();
+        let unmount = |mut fuse: Vec<FuseMount>| {
+            while let Some(m) = fuse.pop() {
+                drop(m);
+            }
+        };
         for v in views {
-            mount_view(sys, v, empty)?;
+            match mount_view(sys, v, empty, &program) {
+                Ok(m) => fuse.extend(m),
+                Err(e) => {
+                    unmount(fuse);
+                    return Err(e);
+                }
+            }
         }
         let targets: Vec<PathBuf> = views.iter().map(|v| v.target.clone()).collect();
-        Ok(f(&targets))
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&targets)));
+        unmount(fuse);
+        match result {
+            Ok(t) => Ok(t),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     })
 }
 
@@ -120,11 +152,29 @@ mod tests {
             upper: upper.then(|| (PathBuf::from("/u"), PathBuf::from("/w"))),
             target: PathBuf::from("/t"),
         };
-        mount_view(&mut sys, &view(&[], false), empty).unwrap();
-        mount_view(&mut sys, &view(&["/a"], false), empty).unwrap();
-        mount_view(&mut sys, &view(&["/a", "/b"], false), empty).unwrap();
-        mount_view(&mut sys, &view(&[], true), empty).unwrap();
-        mount_view(&mut sys, &view(&["/a", "/b"], true), empty).unwrap();
+        mount_view(&mut sys, &view(&[], false), empty, &MountProgram::Native).unwrap();
+        mount_view(
+            &mut sys,
+            &view(&["/a"], false),
+            empty,
+            &MountProgram::Native,
+        )
+        .unwrap();
+        mount_view(
+            &mut sys,
+            &view(&["/a", "/b"], false),
+            empty,
+            &MountProgram::Native,
+        )
+        .unwrap();
+        mount_view(&mut sys, &view(&[], true), empty, &MountProgram::Native).unwrap();
+        mount_view(
+            &mut sys,
+            &view(&["/a", "/b"], true),
+            empty,
+            &MountProgram::Native,
+        )
+        .unwrap();
         assert_eq!(
             sys.calls,
             [
@@ -147,7 +197,7 @@ mod tests {
             upper: Some((PathBuf::from("/u"), PathBuf::from("/w"))),
             target: PathBuf::from("/t"),
         };
-        let e = mount_view(&mut sys, &view, Path::new("/e")).unwrap_err();
+        let e = mount_view(&mut sys, &view, Path::new("/e"), &MountProgram::Native).unwrap_err();
         assert!(
             e.to_string().contains("an image of 501 layers")
                 && e.to_string().contains("at most 500"),

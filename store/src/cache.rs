@@ -382,7 +382,7 @@ impl Store {
                 tx,
                 buf: Vec::with_capacity(CHUNK),
             };
-            let result = pack(
+            let result = crate::layer::pack::pack_upper(
                 upper,
                 &mut out,
                 &PackOptions {
@@ -390,19 +390,27 @@ impl Store {
                     clamp_mtime,
                 },
             )
-            .and_then(|()| out.finish().ctx(|| "writing a layer".into()));
+            .and_then(|fuse_forms| {
+                out.finish().ctx(|| "writing a layer".into())?;
+                Ok(fuse_forms)
+            });
             drop(out);
             let written = sink.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             let writer = written.ctx(|| "writing a layer".into());
             // When the writer failed (a full disk), its error is the cause; the packer only
             // saw the channel close.
-            writer.and_then(|w| result.map(|()| w))
+            writer.and_then(|w| result.map(|fuse_forms| (w, fuse_forms)))
         });
-        let (diff_id, size) = packed?.commit(Expect::Any)?;
+        let (writer, fuse_forms) = packed?;
+        let (diff_id, size) = writer.commit(Expect::Any)?;
         let chain_id = match parent_chain {
             None => diff_id.clone(),
             Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
         };
+        // An upper fuse-overlayfs wrote holds its own whiteouts and opaque marks.
+        if fuse_forms {
+            crate::layer::pack::normalize_upper(upper)?;
+        }
         self.place_snapshot(upper, &chain_id)?;
         Ok(CachedLayer {
             diff_id,

@@ -24,9 +24,13 @@ pub fn opaque_xattr() -> &'static str {
 }
 
 /// Whether a layer's xattr is overlayfs's own metadata (`trusted.overlay.*`, and the
-/// `user.overlay.*` it reads under `userxattr`), which would steer the overlay.
+/// `user.overlay.*` it reads under `userxattr`) or fuse-overlayfs's (`user.fuseoverlayfs.*`:
+/// its opaque mark, and the origin it follows into the layers below), which would steer the
+/// overlay.
 pub fn is_overlay_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name.starts_with(b"user.fuseoverlayfs.")
 }
 
 /// Whether this process runs in a user namespace (its `uid_map` is not the identity): no

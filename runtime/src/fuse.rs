@@ -1,0 +1,519 @@
+//! fuse-overlayfs, the mount program for overlays where the kernel's overlayfs cannot be
+//! mounted: an [`Overlay`] and a target in, a FUSE mount served by a `fuse-overlayfs` daemon
+//! out ([`FuseMount`]), unmounted and its daemon gone when it is dropped.
+//!
+//! Which program mounts overlays ([`MountProgram`], from `BERTH_MOUNT_PROGRAM`): unset, the
+//! kernel's overlayfs, and in a user namespace (rootless) fuse-overlayfs where the kernel
+//! refuses it (`EPERM`, `EINVAL`, `ENODEV`, `EOPNOTSUPP`: an overlayfs that user namespaces
+//! may not mount, an option it does not know, none at all) and fuse-overlayfs is usable
+//! (found on `PATH`, `/dev/fuse` opened read-write); `native`: never fuse-overlayfs; a path:
+//! always that program, and an error, never a native mount, when it cannot be used.
+//!
+//! The mount: berth opens `/dev/fuse` and mounts it itself (`fuse.fuse-overlayfs`, with
+//! `allow_other` so the container's other users reach it and `default_permissions` so the
+//! kernel checks modes, as fuse-overlayfs asks of libfuse), then runs
+//! `fuse-overlayfs -f -o lowerdir=…,upperdir=…,workdir=… /dev/fd/N` on that descriptor
+//! (libfuse serves a descriptor named so without mounting). Nothing else is passed: no
+//! squashing of owners, no redirects. The mount is ready when a `statfs` through it is
+//! answered; a daemon that fails before that aborts the connection and its stderr is the
+//! error.
+//!
+//! The daemon: a child of the thread that mounted, in a session of its own (a terminal's
+//! Ctrl-C never reaches it), with `PR_SET_PDEATHSIG` SIGKILL: it dies with the thread that
+//! started it (berth killed with SIGKILL included), which aborts the connection; the mount
+//! namespace it lived in then has no process left and goes, with the mount. Dropping a
+//! [`FuseMount`] unmounts it (the superblock's last reference gone, the kernel flushes what
+//! it caches and ends the connection, and the daemon exits) and waits for the daemon.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::RuntimeError;
+use crate::sys::Overlay;
+
+/// The environment variable that picks the overlay mount program.
+pub const ENV: &str = "BERTH_MOUNT_PROGRAM";
+
+/// The program berth looks for on `PATH` when it falls back.
+pub const PROGRAM: &str = "fuse-overlayfs";
+
+/// Which program mounts overlays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountProgram {
+    /// The kernel's overlayfs; in a user namespace, fuse-overlayfs where the kernel refuses.
+    Auto,
+    /// The kernel's overlayfs only.
+    Native,
+    /// This fuse-overlayfs, always.
+    Fuse(PathBuf),
+}
+
+impl MountProgram {
+    /// `BERTH_MOUNT_PROGRAM`'s value: unset or empty is [`MountProgram::Auto`], `native`,
+    /// else a program (a name is looked up on `PATH` when it is used).
+    pub fn parse(value: Option<&str>) -> MountProgram {
+        match value.map(str::trim) {
+            None | Some("") => MountProgram::Auto,
+            Some("native") => MountProgram::Native,
+            Some(program) => MountProgram::Fuse(PathBuf::from(program)),
+        }
+    }
+
+    /// The choice this process's environment makes.
+    pub fn from_env() -> MountProgram {
+        MountProgram::parse(std::env::var(ENV).ok().as_deref())
+    }
+}
+
+/// Whether a native overlay mount's error means the kernel will not mount overlayfs here at
+/// all (rather than a problem with these directories, which fuse-overlayfs would meet too).
+pub fn native_unsupported(errno: nix::Error) -> bool {
+    matches!(
+        errno,
+        nix::Error::EPERM | nix::Error::EINVAL | nix::Error::ENODEV | nix::Error::EOPNOTSUPP
+    )
+}
+
+/// The program as an executable path: a name without `/` is looked up on `PATH`.
+pub fn find_program(program: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 || program.is_absolute() {
+        return if executable(program) {
+            Ok(program.to_owned())
+        } else {
+            Err(format!("{} is not an executable file", program.display()))
+        };
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| format!("{} is not on PATH", program.display()))
+}
+
+/// Opens `/dev/fuse` for a mount.
+fn open_fuse_device() -> Result<OwnedFd, String> {
+    nix::fcntl::open(
+        "/dev/fuse",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("/dev/fuse cannot be opened: {}", e.desc()))
+}
+
+/// fuse-overlayfs ready to mount: the program found (`program`, or `fuse-overlayfs` on
+/// `PATH`) and `/dev/fuse` usable; else why not.
+pub fn usable(program: Option<&Path>) -> Result<PathBuf, String> {
+    let found = find_program(program.unwrap_or(Path::new(PROGRAM)))?;
+    open_fuse_device()?;
+    Ok(found)
+}
+
+/// Which overlay a rootless berth mounts here, for `berth info`: native, or fuse-overlayfs
+/// and why. `native_ok`: whether the kernel mounts overlayfs in a user namespace.
+pub fn describe(program: &MountProgram, native_ok: Result<(), String>) -> String {
+    match program {
+        MountProgram::Native => match native_ok {
+            Ok(()) => format!("native, in berth's user namespace (userxattr; {ENV}=native)"),
+            Err(why) => {
+                format!("unavailable rootless: {why}, and {ENV}=native forbids fuse-overlayfs")
+            }
+        },
+        MountProgram::Fuse(p) => match usable(Some(p)) {
+            Ok(found) => format!("fuse-overlayfs ({}, forced by {ENV})", found.display()),
+            Err(why) => format!("unusable: {ENV} asks for fuse-overlayfs, but {why}"),
+        },
+        MountProgram::Auto => match native_ok {
+            Ok(()) => "native, in berth's user namespace (userxattr)".to_owned(),
+            Err(why) => match usable(None) {
+                Ok(found) => format!("fuse-overlayfs ({}), since {why}", found.display()),
+                Err(no) => {
+                    format!("unavailable rootless: {why}, and no fuse-overlayfs fallback: {no}")
+                }
+            },
+        },
+    }
+}
+
+/// An overlay mounted by fuse-overlayfs; dropping it unmounts it and waits for the daemon.
+#[derive(Debug)]
+pub struct FuseMount {
+    target: PathBuf,
+    daemon: Option<Child>,
+}
+
+/// The most of a failed daemon's stderr an error carries.
+const MAX_STDERR: usize = 4096;
+
+/// How long an unmounted daemon is given to exit before it is killed.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+impl FuseMount {
+    /// Mounts `overlay` on `target` (a directory; a `/proc/self/fd/N` path works) with
+    /// `flags` (`MS_RDONLY`, `MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC`) through `program`.
+    pub fn mount(
+        program: &Path,
+        overlay: &Overlay,
+        target: &Path,
+        flags: MsFlags,
+    ) -> Result<FuseMount, RuntimeError> {
+        let fail = |what: String| RuntimeError::Setup {
+            what,
+            errno: nix::Error::EINVAL,
+        };
+        let program = find_program(program).map_err(|e| fail(format!("{ENV}: {e}")))?;
+        let options = fuse_options(overlay).ok_or_else(|| {
+            fail("fuse-overlayfs: a layer's path holds ':', ',' or '\\'".to_owned())
+        })?;
+        let device = open_fuse_device().map_err(|e| fail(format!("fuse-overlayfs: {e}")))?;
+        let data = format!(
+            "fd={},rootmode=40000,user_id={},group_id={},allow_other,default_permissions",
+            device.as_raw_fd(),
+            nix::unistd::geteuid(),
+            nix::unistd::getegid()
+        );
+        nix::mount::mount(
+            Some(PROGRAM),
+            target,
+            Some("fuse.fuse-overlayfs"),
+            flags,
+            Some(data.as_str()),
+        )
+        .map_err(|errno| RuntimeError::Setup {
+            what: format!("mounting fuse-overlayfs on {}", target.display()),
+            errno,
+        })?;
+        // From here the mount exists: an error unmounts it (the drop).
+        let mut mounted = FuseMount {
+            target: target.to_owned(),
+            daemon: None,
+        };
+        let mut command = Command::new(&program);
+        command
+            .arg("-f")
+            .arg("-o")
+            .arg(&options)
+            .arg(format!("/dev/fd/{}", device.as_raw_fd()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let fd = device.as_raw_fd();
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // async-signal-safe functions (fcntl, close_range, setsid, prctl, getppid) on values
+        // copied before the fork.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                daemon_setup(fd, parent)
+            });
+        }
+        let mut child = command.spawn().map_err(|e| RuntimeError::Io {
+            what: format!("starting {}", program.display()),
+            source: e,
+        })?;
+        drop(device);
+        let stderr = child.stderr.take();
+        mounted.daemon = Some(child);
+        // Answered once the daemon serves the mount; a daemon that exits first aborts the
+        // connection (ENOTCONN).
+        if let Err(errno) = nix::sys::statfs::statfs(target) {
+            let mut said = String::new();
+            if let Some(mut e) = stderr {
+                let mut buf = Vec::new();
+                let _ = std::io::Read::read_to_end(
+                    &mut std::io::Read::take(&mut e, MAX_STDERR as u64),
+                    &mut buf,
+                );
+                said = String::from_utf8_lossy(&buf).trim().to_owned();
+            }
+            return Err(RuntimeError::Setup {
+                what: format!(
+                    "fuse-overlayfs did not serve {}{}",
+                    target.display(),
+                    if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({said})")
+                    }
+                ),
+                errno,
+            });
+        }
+        Ok(mounted)
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    /// Where it is mounted.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts (lazily: the kernel ends the connection once nothing uses the mount) and waits
+    /// for the daemon to exit; one still running after [`EXIT_WAIT`] is killed.
+    fn finish(&mut self) {
+        let _ = nix::mount::umount2(&self.target, MntFlags::MNT_DETACH);
+        let Some(mut child) = self.daemon.take() else {
+            return;
+        };
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if start.elapsed() > EXIT_WAIT => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
+    /// Forgets the mount and the daemon without touching either: for a forked child that
+    /// shares them with its parent, which cleans up.
+    pub fn forget(mut self) {
+        self.daemon = None;
+        self.target = PathBuf::new();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// In the daemon between fork and exec: the FUSE descriptor kept open across exec and every
+/// other descriptor above 2 closed at exec, a session of its own, and SIGKILL when the thread
+/// that started it ends (checked against a parent that ended already).
+fn daemon_setup(fd: i32, parent: libc::pid_t) -> std::io::Result<()> {
+    let check = |rc: libc::c_long| {
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: fcntl, close_range, setsid, prctl and getppid only act on this process; they
+    // are async-signal-safe.
+    unsafe {
+        if fd > 3 {
+            check(libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                (fd - 1) as u32,
+                CLOSE_RANGE_CLOEXEC,
+            ))?;
+        }
+        check(libc::syscall(
+            libc::SYS_close_range,
+            (fd + 1) as u32,
+            u32::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        ))?;
+        check(libc::fcntl(fd, libc::F_SETFD, 0) as libc::c_long)?;
+        check(libc::setsid() as libc::c_long)?;
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) as libc::c_long)?;
+        if libc::getppid() != parent {
+            return Err(std::io::Error::other("the parent ended"));
+        }
+    }
+    Ok(())
+}
+
+/// fuse-overlayfs's `-o` value: the layers topmost first, the upper and work directories,
+/// `volatile` when asked. `None` when a path holds a character its option syntax splits on.
+pub fn fuse_options(overlay: &Overlay) -> Option<String> {
+    let plain = |p: &Path| {
+        let s = p.to_str()?;
+        (!s.contains([':', ',', '\\'])).then(|| s.to_owned())
+    };
+    let lowers = overlay
+        .lowers
+        .iter()
+        .rev()
+        .map(|p| plain(p))
+        .collect::<Option<Vec<_>>>()?;
+    let mut options = format!("lowerdir={}", lowers.join(":"));
+    if let Some((upper, work)) = &overlay.upper {
+        options.push_str(&format!(
+            ",upperdir={},workdir={}",
+            plain(upper)?,
+            plain(work)?
+        ));
+        if overlay.volatile {
+            options.push_str(",volatile");
+        }
+    }
+    Some(options)
+}
+
+/// Mounts `overlay` on `target` as `program` says: natively through `mount_native`, or by
+/// fuse-overlayfs (then its [`FuseMount`]). In [`MountProgram::Auto`], a native mount
+/// refused in a user namespace ([`native_unsupported`]) falls back to fuse-overlayfs when it
+/// is [`usable`]; `remember` says once that it did, so later mounts of the process go to
+/// fuse-overlayfs at once.
+pub fn mount_overlay(
+    program: &MountProgram,
+    overlay: &Overlay,
+    target: &Path,
+    flags: MsFlags,
+    mount_native: &mut dyn FnMut() -> Result<(), nix::Error>,
+) -> Result<Option<FuseMount>, RuntimeError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static NATIVE_REFUSED: AtomicBool = AtomicBool::new(false);
+    let what = || {
+        format!(
+            "mounting an overlay of {} layers on {}",
+            overlay.lowers.len(),
+            target.display()
+        )
+    };
+    match program {
+        MountProgram::Fuse(p) => FuseMount::mount(p, overlay, target, flags).map(Some),
+        MountProgram::Native => {
+            mount_native()
+                .map(|()| None)
+                .map_err(|errno| RuntimeError::Setup {
+                    what: what(),
+                    errno,
+                })
+        }
+        MountProgram::Auto => {
+            let in_userns = crate::sys::linux::in_user_namespace();
+            if in_userns
+                && NATIVE_REFUSED.load(Ordering::Relaxed)
+                && let Ok(found) = usable(None)
+            {
+                return FuseMount::mount(&found, overlay, target, flags).map(Some);
+            }
+            match mount_native() {
+                Ok(()) => Ok(None),
+                Err(errno) if in_userns && native_unsupported(errno) => match usable(None) {
+                    Ok(found) => {
+                        NATIVE_REFUSED.store(true, Ordering::Relaxed);
+                        FuseMount::mount(&found, overlay, target, flags).map(Some)
+                    }
+                    Err(why) => Err(RuntimeError::Setup {
+                        what: format!(
+                            "{} (the kernel's overlayfs in berth's user namespace; no \
+                             fuse-overlayfs fallback: {why})",
+                            what()
+                        ),
+                        errno,
+                    }),
+                },
+                Err(errno) => Err(RuntimeError::Setup {
+                    what: what(),
+                    errno,
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_variable_picks_the_program() {
+        assert_eq!(MountProgram::parse(None), MountProgram::Auto);
+        assert_eq!(MountProgram::parse(Some("")), MountProgram::Auto);
+        assert_eq!(MountProgram::parse(Some("native")), MountProgram::Native);
+        assert_eq!(
+            MountProgram::parse(Some("/usr/bin/fuse-overlayfs")),
+            MountProgram::Fuse("/usr/bin/fuse-overlayfs".into())
+        );
+        assert_eq!(
+            MountProgram::parse(Some("fuse-overlayfs")),
+            MountProgram::Fuse("fuse-overlayfs".into())
+        );
+    }
+
+    #[test]
+    fn only_what_is_needed_is_passed() {
+        let overlay = Overlay {
+            lowers: vec!["/s/a".into(), "/s/b".into()],
+            upper: Some(("/c/upper".into(), "/c/work".into())),
+            volatile: false,
+        };
+        assert_eq!(
+            fuse_options(&overlay).unwrap(),
+            "lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work"
+        );
+        let volatile = Overlay {
+            volatile: true,
+            ..overlay.clone()
+        };
+        assert!(fuse_options(&volatile).unwrap().ends_with(",volatile"));
+        let ro = Overlay {
+            upper: None,
+            ..overlay.clone()
+        };
+        assert_eq!(fuse_options(&ro).unwrap(), "lowerdir=/s/b:/s/a");
+        for bad in ["/s/a:b", "/s/a,b", "/s/a\\b"] {
+            let o = Overlay {
+                lowers: vec![bad.into()],
+                ..overlay.clone()
+            };
+            assert_eq!(fuse_options(&o), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_forced_program_that_is_missing_is_an_error_not_a_native_mount() {
+        let mut native = 0;
+        let e = mount_overlay(
+            &MountProgram::Fuse("/nonexistent/fuse-overlayfs".into()),
+            &Overlay {
+                lowers: vec!["/s/a".into()],
+                upper: None,
+                volatile: false,
+            },
+            Path::new("/nonexistent/target"),
+            MsFlags::empty(),
+            &mut || {
+                native += 1;
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("BERTH_MOUNT_PROGRAM"), "{e}");
+        assert_eq!(native, 0);
+    }
+
+    #[test]
+    fn only_refusals_of_overlayfs_itself_fall_back() {
+        for e in [
+            nix::Error::EPERM,
+            nix::Error::EINVAL,
+            nix::Error::ENODEV,
+            nix::Error::EOPNOTSUPP,
+        ] {
+            assert!(native_unsupported(e), "{e}");
+        }
+        for e in [
+            nix::Error::ENOENT,
+            nix::Error::EACCES,
+            nix::Error::ENOSPC,
+            nix::Error::E2BIG,
+        ] {
+            assert!(!native_unsupported(e), "{e}");
+        }
+    }
+}
