@@ -148,6 +148,8 @@ pub fn describe(program: &MountProgram, native_ok: Result<(), String>) -> String
 pub struct FuseMount {
     target: PathBuf,
     daemon: Option<Child>,
+    /// What was mounted: its upper directory is rewritten once the daemon is gone.
+    overlay: Overlay,
 }
 
 /// The most of a failed daemon's stderr an error carries.
@@ -195,6 +197,7 @@ impl FuseMount {
         let mut mounted = FuseMount {
             target: target.to_owned(),
             daemon: None,
+            overlay: overlay.clone(),
         };
         let mut command = Command::new(&program);
         command
@@ -261,7 +264,9 @@ impl FuseMount {
     }
 
     /// Unmounts (lazily: the kernel ends the connection once nothing uses the mount) and waits
-    /// for the daemon to exit; one still running after [`EXIT_WAIT`] is killed.
+    /// for the daemon to exit; one still running after [`EXIT_WAIT`] is killed. Then the
+    /// upper directory, which nothing writes any more, is rewritten in the kernel's forms
+    /// ([`normalize_upper`]; not a volatile one, which is thrown away).
     fn finish(&mut self) {
         let _ = nix::mount::umount2(&self.target, MntFlags::MNT_DETACH);
         let Some(mut child) = self.daemon.take() else {
@@ -270,14 +275,19 @@ impl FuseMount {
         let start = Instant::now();
         loop {
             match child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
+                Ok(Some(_)) | Err(_) => break,
                 Ok(None) if start.elapsed() > EXIT_WAIT => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return;
+                    break;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(2)),
             }
+        }
+        if let (Some((upper, _)), false) = (&self.overlay.upper, self.overlay.volatile) {
+            let lowers: Vec<PathBuf> = self.overlay.lowers.iter().rev().cloned().collect();
+            // What is left unconverted, the layer packer reads as well.
+            let _ = normalize_upper(upper, &lowers);
         }
     }
 
@@ -286,7 +296,7 @@ impl FuseMount {
     pub fn forget(mut self) {
         self.daemon = None;
         self.target = PathBuf::new();
-        std::mem::forget(self);
+        self.overlay.upper = None;
     }
 }
 
@@ -330,6 +340,180 @@ fn daemon_setup(fd: i32, parent: libc::pid_t) -> std::io::Result<()> {
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) as libc::c_long)?;
         if libc::getppid() != parent {
             return Err(std::io::Error::other("the parent ended"));
+        }
+    }
+    Ok(())
+}
+
+/// The opaque mark the kernel's overlayfs reads: `user.overlay.opaque` in a user namespace
+/// (mounted `userxattr`), else `trusted.overlay.opaque`.
+fn kernel_opaque_xattr() -> &'static std::ffi::CStr {
+    if crate::sys::linux::in_user_namespace() {
+        c"user.overlay.opaque"
+    } else {
+        c"trusted.overlay.opaque"
+    }
+}
+
+/// Every opaque mark fuse-overlayfs reads or writes on an upper directory.
+const OPAQUE_XATTRS: [&std::ffi::CStr; 3] = [
+    c"user.fuseoverlayfs.opaque",
+    c"trusted.overlay.opaque",
+    c"user.overlay.opaque",
+];
+
+/// fuse-overlayfs's opaque file in a directory.
+const OPAQUE_FILE: &str = ".wh..wh..opq";
+
+fn c_path(p: &Path) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)
+}
+
+/// Whether `path` (never followed) has the xattr `name`.
+fn has_xattr(path: &Path, name: &std::ffi::CStr) -> bool {
+    let Ok(p) = c_path(path) else { return false };
+    // SAFETY: both strings are NUL-terminated and outlive the call; a null buffer of size 0
+    // asks only for the value's size.
+    unsafe { libc::lgetxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+}
+
+/// Whether `path` is a whiteout: a char device 0:0, or fuse-overlayfs's `.wh.NAME` beside it.
+fn is_whiteout(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    {
+        return true;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => {
+            let mut wh = std::ffi::OsString::from(".wh.");
+            wh.push(name);
+            std::fs::symlink_metadata(dir.join(wh)).is_ok_and(|m| m.is_file())
+        }
+        _ => false,
+    }
+}
+
+/// Whether directory `path` of a lower layer is opaque, in any form.
+fn is_opaque_dir(path: &Path) -> bool {
+    OPAQUE_XATTRS.iter().any(|n| has_xattr(path, n))
+        || std::fs::symlink_metadata(path.join(OPAQUE_FILE)).is_ok_and(|m| m.is_file())
+}
+
+/// Whether the lower layers (topmost first) show anything at `rel`, a whiteout included, as
+/// overlayfs looks a path up: component by component, down the layers where the parent is a
+/// directory, stopping below a whiteout, a non-directory or an opaque directory. The kernel
+/// makes a directory it creates opaque exactly then (it is created over a whiteout).
+fn seen_in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
+    let parts: Vec<_> = rel.components().collect();
+    let mut layers: Vec<&PathBuf> = lowers.iter().collect();
+    let mut prefix = PathBuf::new();
+    for (i, part) in parts.iter().enumerate() {
+        prefix.push(part);
+        let last = i + 1 == parts.len();
+        let mut next = Vec::new();
+        for l in layers {
+            let p = l.join(&prefix);
+            if is_whiteout(&p) {
+                if last {
+                    return true;
+                }
+                break;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if last {
+                return true;
+            }
+            if !meta.is_dir() {
+                break;
+            }
+            next.push(l);
+            if is_opaque_dir(&p) {
+                break;
+            }
+        }
+        layers = next;
+        if layers.is_empty() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Rewrites an upper directory fuse-overlayfs wrote (its daemon gone) into the kernel's
+/// overlayfs forms, so that the same steps give the same upper, and so the same layer, under
+/// either: a `.wh.NAME` file becomes a char device 0:0 NAME (left where none can be made,
+/// before Linux 5.8 in a user namespace); whiteouts of `.wh.` names it makes beside its
+/// opaque file go; every directory it marked opaque (`user.fuseoverlayfs.opaque`,
+/// `trusted.overlay.opaque` or `user.overlay.opaque`, a `.wh..wh..opq` file) keeps the
+/// kernel's mark alone ([`kernel_opaque_xattr`]) where the kernel would have set it, over
+/// something the lower layers (`lowers`, topmost first) show there ([`seen_in_lowers`]), and
+/// none elsewhere (fuse-overlayfs marks every directory it creates). Nothing is followed:
+/// entries are taken by their own type, and the tree is walked without recursion.
+pub fn normalize_upper(upper: &Path, lowers: &[PathBuf]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let dir = upper.join(&rel);
+        let entries: Vec<std::fs::DirEntry> =
+            std::fs::read_dir(&dir)?.collect::<std::io::Result<_>>()?;
+        let mut marked =
+            !rel.as_os_str().is_empty() && OPAQUE_XATTRS.iter().any(|n| has_xattr(&dir, n));
+        for entry in entries {
+            let name = entry.file_name();
+            let kind = entry.file_type()?;
+            let path = dir.join(&name);
+            if kind.is_dir() {
+                dirs.push(rel.join(&name));
+                continue;
+            }
+            let Some(target) = name.as_bytes().strip_prefix(b".wh.") else {
+                continue;
+            };
+            if name == OPAQUE_FILE && kind.is_file() {
+                std::fs::remove_file(&path)?;
+                marked |= !rel.as_os_str().is_empty();
+            } else if kind.is_char_device() && entry.metadata()?.rdev() == 0 {
+                std::fs::remove_file(&path)?;
+            } else if kind.is_file() && !target.is_empty() {
+                let node = dir.join(std::ffi::OsStr::from_bytes(target));
+                let made = nix::sys::stat::mknod(
+                    &node,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::empty(),
+                    0,
+                );
+                if made.is_ok() {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        if marked {
+            let p = c_path(&dir)?;
+            for n in OPAQUE_XATTRS {
+                // SAFETY: both strings are NUL-terminated and outlive the call.
+                unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
+            }
+            if seen_in_lowers(lowers, &rel) {
+                // SAFETY: the strings and the one-byte value outlive the call.
+                let rc = unsafe {
+                    libc::lsetxattr(
+                        p.as_ptr(),
+                        kernel_opaque_xattr().as_ptr(),
+                        c"y".as_ptr().cast(),
+                        1,
+                        0,
+                    )
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
         }
     }
     Ok(())

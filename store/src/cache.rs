@@ -382,7 +382,7 @@ impl Store {
                 tx,
                 buf: Vec::with_capacity(CHUNK),
             };
-            let result = crate::layer::pack::pack_upper(
+            let result = pack(
                 upper,
                 &mut out,
                 &PackOptions {
@@ -390,27 +390,19 @@ impl Store {
                     clamp_mtime,
                 },
             )
-            .and_then(|fuse_forms| {
-                out.finish().ctx(|| "writing a layer".into())?;
-                Ok(fuse_forms)
-            });
+            .and_then(|()| out.finish().ctx(|| "writing a layer".into()));
             drop(out);
             let written = sink.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             let writer = written.ctx(|| "writing a layer".into());
             // When the writer failed (a full disk), its error is the cause; the packer only
             // saw the channel close.
-            writer.and_then(|w| result.map(|fuse_forms| (w, fuse_forms)))
+            writer.and_then(|w| result.map(|()| w))
         });
-        let (writer, fuse_forms) = packed?;
-        let (diff_id, size) = writer.commit(Expect::Any)?;
+        let (diff_id, size) = packed?.commit(Expect::Any)?;
         let chain_id = match parent_chain {
             None => diff_id.clone(),
             Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
         };
-        // An upper fuse-overlayfs wrote holds its own whiteouts and opaque marks.
-        if fuse_forms {
-            crate::layer::pack::normalize_upper(upper)?;
-        }
         self.place_snapshot(upper, &chain_id)?;
         Ok(CachedLayer {
             diff_id,

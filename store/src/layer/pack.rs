@@ -17,9 +17,9 @@
 //!
 //! Both give the same tar: a whiteout entry has mode 0 and owner 0:0 (what the kernel's has)
 //! and sits where NAME sorts; the opaque marker follows its directory's entry, with the
-//! directory's header. [`normalize_upper`] then rewrites fuse-overlayfs's forms in the
-//! directory itself into the store's (a char device 0:0, the opaque xattr), so the upper
-//! made into a snapshot reads the same under either overlay.
+//! directory's header. (The runtime rewrites an upper fuse-overlayfs wrote into the kernel's
+//! forms once its daemon is gone, `berth_runtime::fuse`, so these are what is left where it
+//! could not: no whiteout node can be made before Linux 5.8 in a user namespace.)
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -61,28 +61,17 @@ fn sort_key(entry: &walkdir::DirEntry, whiteouts: bool) -> (&[u8], &[u8]) {
     }
 }
 
-/// Whether directory `path` is opaque in an overlay upper, in any form, and whether it is
-/// in a form of fuse-overlayfs's alone.
-fn is_opaque(path: &Path) -> (bool, bool) {
+/// Whether directory `path` is opaque in an overlay upper, in any form.
+fn is_opaque(path: &Path) -> bool {
     let marked = |name: &str| rustix::fs::lgetxattr(path, name, &mut [0u8; 4]).is_ok();
-    let fuse = marked(FUSE_OPAQUE_XATTRS[0])
+    marked(super::opaque_xattr())
+        || FUSE_OPAQUE_XATTRS.iter().any(|n| marked(n))
         || std::fs::symlink_metadata(path.join(std::ffi::OsStr::from_bytes(OPAQUE_FILE)))
-            .is_ok_and(|m| m.is_file());
-    (
-        fuse || marked(super::opaque_xattr()) || marked(FUSE_OPAQUE_XATTRS[1]),
-        fuse,
-    )
+            .is_ok_and(|m| m.is_file())
 }
 
 /// Writes the tree under `dir` (not `dir` itself) as a tar stream into `out`.
 pub fn pack(dir: &Path, out: impl Write, options: &PackOptions) -> Result<()> {
-    pack_upper(dir, out, options).map(|_| ())
-}
-
-/// [`pack`], saying whether the tree holds whiteouts or opaque marks in a form of
-/// fuse-overlayfs's alone (then [`normalize_upper`] has work to do).
-pub fn pack_upper(dir: &Path, out: impl Write, options: &PackOptions) -> Result<bool> {
-    let mut fuse_forms = false;
     let mut builder = tar::Builder::new(out);
     builder.sparse(false);
     builder.follow_symlinks(false);
@@ -110,18 +99,22 @@ pub fn pack_upper(dir: &Path, out: impl Write, options: &PackOptions) -> Result<
         let file_name = entry.file_name().as_bytes();
         if options.overlay_whiteouts && ft.is_file() && file_name == OPAQUE_FILE {
             // fuse-overlayfs's opaque mark: the directory's entry carried it.
-            fuse_forms = true;
             continue;
         }
         let fuse_whiteout = ft.is_file() && whiteout_file_target(file_name).is_some();
-        if options.overlay_whiteouts && (fuse_whiteout || (ft.is_char_device() && meta.rdev() == 0))
+        let whiteout = fuse_whiteout || (ft.is_char_device() && meta.rdev() == 0);
+        if options.overlay_whiteouts && whiteout && !fuse_whiteout && file_name.starts_with(b".wh.")
         {
+            // A whiteout of a `.wh.` name (fuse-overlayfs makes `.wh..opq` beside its opaque
+            // file): no name a layer can hold.
+            continue;
+        }
+        if options.overlay_whiteouts && whiteout {
             let mut name = rel.clone();
             if !fuse_whiteout {
                 let slash = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
                 name.splice(slash..slash, b".wh.".iter().copied());
             }
-            fuse_forms |= fuse_whiteout;
             let mut header = header_for(&meta, tar::EntryType::Regular, options);
             header.set_mode(0);
             header.set_uid(0);
@@ -136,12 +129,7 @@ pub fn pack_upper(dir: &Path, out: impl Write, options: &PackOptions) -> Result<
             let mut name = rel.clone();
             name.push(b'/');
             append(&mut builder, &name, &header, &[][..], &xattrs)?;
-            let (opaque, fuse) = match options.overlay_whiteouts {
-                true => is_opaque(entry.path()),
-                false => (false, false),
-            };
-            fuse_forms |= fuse;
-            if opaque {
+            if options.overlay_whiteouts && is_opaque(entry.path()) {
                 let mut wh = rel.clone();
                 wh.extend_from_slice(b"/.wh..wh..opq");
                 append(
@@ -198,71 +186,7 @@ pub fn pack_upper(dir: &Path, out: impl Write, options: &PackOptions) -> Result<
             append(&mut builder, &rel, &header, &[][..], &xattrs)?;
         }
     }
-    builder.finish().ctx(|| "finishing layer tar".into())?;
-    Ok(fuse_forms)
-}
-
-/// Rewrites fuse-overlayfs's whiteouts and opaque marks under `dir` (an upper directory it
-/// wrote) into the store's: a `.wh.NAME` file becomes a char device 0:0 named NAME (left as
-/// it is where no such node can be made, before Linux 5.8 in a user namespace), a
-/// `.wh..wh..opq` file or `user.fuseoverlayfs.opaque` becomes [`super::opaque_xattr`] on its
-/// directory (the file removed). Run after [`pack`], before the directory becomes a snapshot.
-pub fn normalize_upper(dir: &Path) -> Result<()> {
-    use rustix::fs::{AtFlags, FileType, Mode, XattrFlags};
-    let walk = walkdir::WalkDir::new(dir).min_depth(1);
-    for entry in walk {
-        let entry =
-            entry.map_err(|e| StoreError::io(format!("walking {}", dir.display()), e.into()))?;
-        let path = entry.path();
-        let name = entry.file_name().as_bytes();
-        let Some(parent) = path.parent() else {
-            continue;
-        };
-        if entry.file_type().is_dir() {
-            let own = rustix::fs::lgetxattr(path, "user.fuseoverlayfs.opaque", &mut [0u8; 4]);
-            if own.is_ok() {
-                rustix::fs::lsetxattr(path, super::opaque_xattr(), b"y", XattrFlags::empty())
-                    .map_err(|e| {
-                        StoreError::io(format!("marking {} opaque", path.display()), e.into())
-                    })?;
-            }
-            continue;
-        }
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let io = |what: &str, e: rustix::io::Errno| {
-            StoreError::io(format!("{what} {}", path.display()), e.into())
-        };
-        if name == OPAQUE_FILE {
-            rustix::fs::lsetxattr(parent, super::opaque_xattr(), b"y", XattrFlags::empty())
-                .map_err(|e| io("marking opaque the directory of", e))?;
-            std::fs::remove_file(path).ctx(|| format!("removing {}", path.display()))?;
-        } else if let Some(target) = whiteout_file_target(name) {
-            let dirfd = rustix::fs::open(
-                parent,
-                rustix::fs::OFlags::PATH
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::NOFOLLOW
-                    | rustix::fs::OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| io("opening the directory of", e))?;
-            let target = std::ffi::OsStr::from_bytes(target);
-            match rustix::fs::mknodat(&dirfd, target, FileType::CharacterDevice, Mode::empty(), 0) {
-                Ok(()) => rustix::fs::unlinkat(
-                    &dirfd,
-                    std::ffi::OsStr::from_bytes(name),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| io("removing", e))?,
-                // No node can be made here (or NAME exists, which fuse-overlayfs never leaves
-                // beside its whiteout): the file stays, which fuse-overlayfs reads.
-                Err(_) => {}
-            }
-        }
-    }
-    Ok(())
+    builder.finish().ctx(|| "finishing layer tar".into())
 }
 
 /// Opens the regular file `meta` describes, neither following a symlink nor blocking on a
