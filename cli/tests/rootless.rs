@@ -498,3 +498,218 @@ fn a_rootless_run_step_cannot_steer_overlayfs_with_user_overlay_xattrs() {
         "no whiteout in any layer: {names:?}"
     );
 }
+
+/// fuse-overlayfs, when installed: the program `BERTH_MOUNT_PROGRAM` forces in the tests
+/// below (this kernel mounts overlayfs in a user namespace, so the fallback is never taken on
+/// its own here).
+fn fuse_overlayfs() -> Option<&'static str> {
+    const PROGRAM: &str = "/usr/bin/fuse-overlayfs";
+    berth_test_support::needs("fuse-overlayfs", std::path::Path::new(PROGRAM).exists())
+        .then_some(PROGRAM)
+}
+
+/// The fuse-overlayfs daemons running as `uid` (on the host), by PID.
+fn fuse_daemons(uid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let name = status.lines().next().unwrap_or_default();
+        let owner = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse::<u32>().ok());
+        if name.ends_with("fuse-overlayfs") && owner == Some(uid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// fuse-overlayfs mounts in any process's mount namespace on the machine.
+fn fuse_mounts() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let info = std::fs::read_to_string(entry.path().join("mountinfo")).unwrap_or_default();
+        found.extend(
+            info.lines()
+                .filter(|l| l.contains(" fuse.fuse-overlayfs "))
+                .map(str::to_owned),
+        );
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Waits up to 10 s for the user's fuse-overlayfs daemons and mounts to be gone.
+fn assert_nothing_left(uid: u32, after: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let (daemons, mounts) = (fuse_daemons(uid), fuse_mounts());
+        if daemons.is_empty() && mounts.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "after {after}: fuse-overlayfs daemons {daemons:?}, mounts {mounts:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The user's id on the host, from a file the user made.
+fn uid_of(user: &RootlessUser) -> u32 {
+    std::fs::metadata(user.path()).unwrap().uid()
+}
+
+/// A context of RUN steps that delete a file of a lower layer, replace a directory (opaque),
+/// make new directories and chown files, with a COPY between them (a view).
+const FUSE_CONTEXT: &str = "FROM busybox\n\
+     RUN mkdir -p /d/sub /e /o && echo a > /d/a && echo b > /d/sub/b && echo x > /e/x \
+         && echo y > /e/y && echo o > /o/f && chown 1000:1000 /o/f\n\
+     RUN rm /e/x && rm -rf /d && mkdir /d && echo new > /d/n && chown 1000:1000 /d/n \
+         && chown -R 1001:1002 /o && mkdir -p /new/deep && echo n > /new/deep/f\n\
+     COPY f /e/f\n\
+     RUN test ! -e /e/x && test ! -e /d/a && test ! -e /d/sub && cat /e/f /d/n \
+         && stat -c %u:%g /o/f\n";
+
+/// With fuse-overlayfs forced, rootless builds of the examples and of a context that
+/// deletes, replaces a directory and chowns give the digests root's native overlays give;
+/// `berth run` works on the result; no daemon and no mount is left after either.
+#[test]
+fn fuse_overlayfs_builds_give_roots_digests_and_leave_nothing_behind() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    let Some(fuse) = fuse_overlayfs() else { return };
+    share_busybox(&s, &user);
+    let uid = uid_of(&user);
+    let mut contexts = Vec::new();
+    for n in ["hello", "multistage"] {
+        let ctx = user.path().join(format!("example-{n}"));
+        let src = berth_test_support::workspace_root()
+            .join("testdata/examples")
+            .join(n);
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(&ctx)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        contexts.push(ctx);
+    }
+    let ctx = user.path().join("fuse-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), FUSE_CONTEXT).unwrap();
+    std::fs::write(ctx.join("f"), "copied\n").unwrap();
+    contexts.push(ctx);
+    user.give(user.path());
+    let forced = [EPOCH, ("BERTH_MOUNT_PROGRAM", fuse)];
+    for ctx in &contexts {
+        let root = s
+            .cmd()
+            .env(EPOCH.0, EPOCH.1)
+            .args(["build", "-q", "--no-cache"])
+            .arg(ctx)
+            .output()
+            .unwrap();
+        let rootless = user
+            .berth(&forced)
+            .args(["build", "--no-cache", "--progress", "plain", "--iidfile", "iid"])
+            .arg(ctx)
+            .output()
+            .unwrap();
+        assert_success(&rootless, "rootless build with fuse-overlayfs");
+        let text = printed(&rootless);
+        if ctx.ends_with("fuse-ctx") {
+            for line in ["copied", "new", "1001:1002"] {
+                assert!(text.contains(line), "{text}");
+            }
+        }
+        let rootless_id = std::fs::read_to_string(user.path().join("iid")).unwrap();
+        assert_eq!(
+            image_id(&root, "root build"),
+            rootless_id.trim(),
+            "{}",
+            ctx.display()
+        );
+        assert_nothing_left(uid, &format!("building {}", ctx.display()));
+    }
+    let built = std::fs::read_to_string(user.path().join("iid")).unwrap();
+    for args in [&["run", "--rm"][..], &["run"][..]] {
+        let out = user
+            .berth(&[("BERTH_MOUNT_PROGRAM", fuse)])
+            .args(args)
+            .args([built.trim(), "sh", "-c", "cat /d/n && echo w > /d/w && cat /d/w"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            assert_success(&out, "rootless run with fuse-overlayfs"),
+            "new\nw\n"
+        );
+        assert_nothing_left(uid, &format!("berth {}", args.join(" ")));
+    }
+}
+
+/// Rootless berth killed with SIGKILL while fuse-overlayfs serves a container's rootfs and a
+/// RUN step's: each daemon gets SIGKILL with its parent (the init), the connection is
+/// aborted, and the mount namespaces holding the mounts go with their last process.
+#[test]
+fn killing_berth_leaves_no_fuse_overlayfs_daemon_or_mount() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    let Some(fuse) = fuse_overlayfs() else { return };
+    share_busybox(&s, &user);
+    let uid = uid_of(&user);
+    let ctx = user.path().join("sleep-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN sleep 600\n").unwrap();
+    user.give(user.path());
+    let forced = [("BERTH_MOUNT_PROGRAM", fuse)];
+    for args in [
+        &["run", "--rm", "busybox", "sleep", "600"][..],
+        &["build", "--no-cache", "sleep-ctx"][..],
+    ] {
+        let mut runner = user
+            .berth(&forced)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while fuse_daemons(uid).is_empty() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "no fuse-overlayfs daemon for berth {}",
+                args.join(" ")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // runuser's child is berth (env execs it).
+        let children = std::fs::read_to_string(format!(
+            "/proc/{0}/task/{0}/children",
+            runner.id()
+        ))
+        .unwrap();
+        let berth: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(berth),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let _ = runner.wait();
+        assert_nothing_left(uid, &format!("SIGKILL of berth {}", args.join(" ")));
+    }
+}
