@@ -624,7 +624,14 @@ fn fuse_overlayfs_builds_give_roots_digests_and_leave_nothing_behind() {
             .unwrap();
         let rootless = user
             .berth(&forced)
-            .args(["build", "--no-cache", "--progress", "plain", "--iidfile", "iid"])
+            .args([
+                "build",
+                "--no-cache",
+                "--progress",
+                "plain",
+                "--iidfile",
+                "iid",
+            ])
             .arg(ctx)
             .output()
             .unwrap();
@@ -649,7 +656,12 @@ fn fuse_overlayfs_builds_give_roots_digests_and_leave_nothing_behind() {
         let out = user
             .berth(&[("BERTH_MOUNT_PROGRAM", fuse)])
             .args(args)
-            .args([built.trim(), "sh", "-c", "cat /d/n && echo w > /d/w && cat /d/w"])
+            .args([
+                built.trim(),
+                "sh",
+                "-c",
+                "cat /d/n && echo w > /d/w && cat /d/w",
+            ])
             .output()
             .unwrap();
         assert_eq!(
@@ -698,11 +710,8 @@ fn killing_berth_leaves_no_fuse_overlayfs_daemon_or_mount() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // runuser's child is berth (env execs it).
-        let children = std::fs::read_to_string(format!(
-            "/proc/{0}/task/{0}/children",
-            runner.id()
-        ))
-        .unwrap();
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", runner.id())).unwrap();
         let berth: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(berth),

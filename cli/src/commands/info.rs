@@ -126,11 +126,28 @@ fn seccomp() -> &'static str {
     }
 }
 
-/// overlayfs: loaded, and rootless, whether the kernel mounts it in a user namespace (5.11).
-fn overlay(rootless: bool) -> &'static str {
-    if !read("/proc/filesystems").is_some_and(|s| s.lines().any(|l| l.ends_with("\toverlay"))) {
-        return "not loaded (modprobe overlay)";
+/// overlayfs: loaded, and rootless, whether the kernel mounts it in a user namespace (5.11),
+/// or which program mounts overlays instead (`BERTH_MOUNT_PROGRAM`, the fuse-overlayfs
+/// fallback, `berth_runtime::fuse`) and why.
+fn overlay(rootless: bool) -> String {
+    use berth_runtime::fuse::{MountProgram, describe};
+    let program = MountProgram::from_env();
+    let loaded =
+        read("/proc/filesystems").is_some_and(|s| s.lines().any(|l| l.ends_with("\toverlay")));
+    let native = match (loaded, rootless && !native_in_user_namespace()) {
+        (false, _) => Err("overlayfs is not loaded (modprobe overlay)".to_owned()),
+        (true, true) => Err("Linux 5.11 or later mounts overlayfs in a user namespace".to_owned()),
+        (true, false) => Ok(()),
+    };
+    match (&program, rootless, native) {
+        (MountProgram::Fuse(_), _, native) | (_, true, native) => describe(&program, native),
+        (_, false, Ok(())) => "supported".to_owned(),
+        (_, false, Err(why)) => why,
     }
+}
+
+/// Whether the kernel mounts overlayfs in a user namespace (Linux 5.11).
+fn native_in_user_namespace() -> bool {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -138,14 +155,7 @@ fn overlay(rootless: bool) -> &'static str {
         .split(|c: char| !c.is_ascii_digit())
         .map(|n| n.parse::<u32>().unwrap_or(0));
     let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    match (rootless, version >= (5, 11)) {
-        (false, _) => "supported",
-        (true, true) => "native, in berth's user namespace (userxattr)",
-        (true, false) => {
-            "unavailable rootless: Linux 5.11 or later mounts overlayfs in a user namespace \
-             (berth has no fuse-overlayfs fallback yet)"
-        }
-    }
+    version >= (5, 11)
 }
 
 /// User namespaces: the kernel's limit, whether users without privileges may make them, and
