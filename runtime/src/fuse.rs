@@ -402,11 +402,13 @@ fn is_opaque_dir(path: &Path) -> bool {
         || std::fs::symlink_metadata(path.join(OPAQUE_FILE)).is_ok_and(|m| m.is_file())
 }
 
-/// Whether the lower layers (topmost first) show anything at `rel`, a whiteout included, as
-/// overlayfs looks a path up: component by component, down the layers where the parent is a
-/// directory, stopping below a whiteout, a non-directory or an opaque directory. The kernel
-/// makes a directory it creates opaque exactly then (it is created over a whiteout).
-fn seen_in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
+/// Whether the lower layers (topmost first) show something at `rel`, as overlayfs looks a
+/// path up: component by component, down the layers where the parent is a directory,
+/// stopping at a whiteout, a non-directory or an opaque directory. The kernel makes a
+/// directory it creates opaque exactly when it is created over a whiteout of the upper
+/// directory, which is when the lowers showed something there that the step deleted (a
+/// whiteout in a lower layer makes no upper whiteout: nothing is deleted).
+fn shown_by_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
     let parts: Vec<_> = rel.components().collect();
     let mut layers: Vec<&PathBuf> = lowers.iter().collect();
     let mut prefix = PathBuf::new();
@@ -417,9 +419,6 @@ fn seen_in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
         for l in layers {
             let p = l.join(&prefix);
             if is_whiteout(&p) {
-                if last {
-                    return true;
-                }
                 break;
             }
             let Ok(meta) = std::fs::symlink_metadata(&p) else {
@@ -451,7 +450,7 @@ fn seen_in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
 /// opaque file go; every directory it marked opaque (`user.fuseoverlayfs.opaque`,
 /// `trusted.overlay.opaque` or `user.overlay.opaque`, a `.wh..wh..opq` file) keeps the
 /// kernel's mark alone ([`kernel_opaque_xattr`]) where the kernel would have set it, over
-/// something the lower layers (`lowers`, topmost first) show there ([`seen_in_lowers`]), and
+/// something the lower layers (`lowers`, topmost first) show there ([`shown_by_lowers`]), and
 /// none elsewhere (fuse-overlayfs marks every directory it creates). Nothing is followed:
 /// entries are taken by their own type, and the tree is walked without recursion.
 pub fn normalize_upper(upper: &Path, lowers: &[PathBuf]) -> std::io::Result<()> {
@@ -462,6 +461,10 @@ pub fn normalize_upper(upper: &Path, lowers: &[PathBuf]) -> std::io::Result<()> 
         let dir = upper.join(&rel);
         let entries: Vec<std::fs::DirEntry> =
             std::fs::read_dir(&dir)?.collect::<std::io::Result<_>>()?;
+        // The directory's times, set back once its entries are rewritten: these are no
+        // change the container made.
+        let times = std::fs::symlink_metadata(&dir)?;
+        let mut changed = false;
         let mut marked =
             !rel.as_os_str().is_empty() && OPAQUE_XATTRS.iter().any(|n| has_xattr(&dir, n));
         for entry in entries {
@@ -475,6 +478,7 @@ pub fn normalize_upper(upper: &Path, lowers: &[PathBuf]) -> std::io::Result<()> 
             let Some(target) = name.as_bytes().strip_prefix(b".wh.") else {
                 continue;
             };
+            changed = true;
             if name == OPAQUE_FILE && kind.is_file() {
                 std::fs::remove_file(&path)?;
                 marked |= !rel.as_os_str().is_empty();
@@ -493,13 +497,24 @@ pub fn normalize_upper(upper: &Path, lowers: &[PathBuf]) -> std::io::Result<()> 
                 }
             }
         }
+        if changed {
+            use std::os::unix::fs::MetadataExt;
+            let at = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &dir,
+                &at(times.atime(), times.atime_nsec()),
+                &at(times.mtime(), times.mtime_nsec()),
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )?;
+        }
         if marked {
             let p = c_path(&dir)?;
             for n in OPAQUE_XATTRS {
                 // SAFETY: both strings are NUL-terminated and outlive the call.
                 unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
             }
-            if seen_in_lowers(lowers, &rel) {
+            if shown_by_lowers(lowers, &rel) {
                 // SAFETY: the strings and the one-byte value outlive the call.
                 let rc = unsafe {
                     libc::lsetxattr(
