@@ -28,6 +28,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -561,6 +562,21 @@ pub fn fuse_options(overlay: &Overlay) -> Option<String> {
     Some(options)
 }
 
+/// Set once the kernel refused an overlay in this process's user namespace
+/// ([`mount_overlay`]).
+static NATIVE_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the kernel's overlayfs may be mounted for this process (a RUN step's read-only
+/// overlay mounts, which only the kernel's can be): not when `BERTH_MOUNT_PROGRAM` names a
+/// program, nor once the kernel refused overlayfs here.
+pub fn kernel_overlays() -> bool {
+    match MountProgram::from_env() {
+        MountProgram::Fuse(_) => false,
+        MountProgram::Native => true,
+        MountProgram::Auto => !NATIVE_REFUSED.load(Ordering::Relaxed),
+    }
+}
+
 /// Mounts `overlay` on `target` as `program` says: natively through `mount_native`, or by
 /// fuse-overlayfs (then its [`FuseMount`]). In [`MountProgram::Auto`], a native mount
 /// refused in a user namespace ([`native_unsupported`]) falls back to fuse-overlayfs when it
@@ -573,8 +589,6 @@ pub fn mount_overlay(
     flags: MsFlags,
     mount_native: &mut dyn FnMut() -> Result<(), nix::Error>,
 ) -> Result<Option<FuseMount>, RuntimeError> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static NATIVE_REFUSED: AtomicBool = AtomicBool::new(false);
     let what = || {
         format!(
             "mounting an overlay of {} layers on {}",

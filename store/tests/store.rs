@@ -439,6 +439,100 @@ fn whiteouts_become_overlay_whiteouts_and_back() {
     );
 }
 
+/// An upper directory in fuse-overlayfs's forms (a `.wh.NAME` file, a `.wh..wh..opq` file,
+/// `user.fuseoverlayfs.opaque`, a whiteout of `.wh..opq`, the origin xattr of a copy-up)
+/// packs into the very tar the kernel's forms give (a char device 0:0, the opaque xattr).
+#[test]
+fn fuse_overlayfs_forms_pack_as_the_kernels_do() {
+    if !berth_test_support::needs_root("overlay whiteouts and trusted xattrs") {
+        return;
+    }
+    use rustix::fs::{FileType, Mode, XattrFlags, mknodat, setxattr};
+    let tmp = tempfile::tempdir().unwrap();
+    let (fuse, kernel) = (tmp.path().join("fuse"), tmp.path().join("kernel"));
+    for root in [&fuse, &kernel] {
+        for d in ["c", "d", "e"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("a"), "a").unwrap();
+        std::fs::write(root.join("-z"), "z").unwrap();
+        std::fs::write(root.join("c/-x"), "x").unwrap();
+        std::fs::write(root.join("e/f"), "f").unwrap();
+    }
+    // The kernel's: a whiteout node, the opaque xattr.
+    let root_dir = rustix::fs::open(&kernel, rustix::fs::OFlags::PATH, Mode::empty()).unwrap();
+    mknodat(&root_dir, "b", FileType::CharacterDevice, Mode::empty(), 0).unwrap();
+    for d in ["c", "d"] {
+        let p = kernel.join(d);
+        setxattr(
+            p.as_path(),
+            berth_store::layer::opaque_xattr(),
+            b"y",
+            XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    // fuse-overlayfs's: a `.wh.` file (mode 0700, as it makes them), its opaque file (and the
+    // whiteout of `.wh..opq` beside it), its own xattr, and the origin of a copied-up file.
+    let wh = fuse.join(".wh.b");
+    std::fs::write(&wh, "").unwrap();
+    std::fs::set_permissions(&wh, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(fuse.join("c/.wh..wh..opq"), "").unwrap();
+    let c = rustix::fs::open(&fuse.join("c"), rustix::fs::OFlags::PATH, Mode::empty()).unwrap();
+    mknodat(&c, ".wh..opq", FileType::CharacterDevice, Mode::empty(), 0).unwrap();
+    let d = fuse.join("d");
+    setxattr(
+        d.as_path(),
+        "user.fuseoverlayfs.opaque",
+        b"y",
+        XattrFlags::empty(),
+    )
+    .unwrap();
+    let f = fuse.join("e/f");
+    setxattr(
+        f.as_path(),
+        "user.fuseoverlayfs.origin",
+        b"/e/f",
+        XattrFlags::empty(),
+    )
+    .unwrap();
+    let packed = |dir: &std::path::Path| {
+        let mut out = Vec::new();
+        pack(
+            dir,
+            &mut out,
+            &PackOptions {
+                overlay_whiteouts: true,
+                clamp_mtime: Some(0),
+            },
+        )
+        .unwrap();
+        out
+    };
+    let (from_fuse, from_kernel) = (packed(&fuse), packed(&kernel));
+    let names: Vec<String> = tar::Archive::new(&from_fuse[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "-z",
+            "a",
+            ".wh.b",
+            "c/",
+            "c/.wh..wh..opq",
+            "c/-x",
+            "d/",
+            "d/.wh..wh..opq",
+            "e/",
+            "e/f"
+        ]
+    );
+    assert!(from_fuse == from_kernel, "the two tars differ");
+}
+
 /// overlayfs's own xattrs (`trusted.overlay.*`, and the `user.overlay.*` it reads under
 /// `userxattr`, rootless) would steer the overlay a layer is mounted in (opaque directories,
 /// redirects, xattr whiteouts, metacopy): a layer's are dropped at unpack, and a directory's
@@ -446,8 +540,10 @@ fn whiteouts_become_overlay_whiteouts_and_back() {
 #[test]
 fn overlay_xattrs_never_come_from_a_layer_nor_go_into_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let steering: [(&str, &[u8]); 6] = [
+    let steering: [(&str, &[u8]); 8] = [
         ("SCHILY.xattr.user.overlay.opaque", b"y"),
+        ("SCHILY.xattr.user.fuseoverlayfs.opaque", b"y"),
+        ("SCHILY.xattr.user.fuseoverlayfs.origin", b"/etc"),
         ("SCHILY.xattr.user.overlay.redirect", b"/etc"),
         ("SCHILY.xattr.user.overlay.whiteout", b""),
         ("SCHILY.xattr.user.overlay.metacopy", b""),
@@ -479,9 +575,9 @@ fn overlay_xattrs_never_come_from_a_layer_nor_go_into_one() {
             .filter(|k| !k.is_empty())
             .collect();
         assert!(
-            !listed
-                .iter()
-                .any(|k| k.starts_with(b"user.overlay.") || k.starts_with(b"trusted.overlay.")),
+            !listed.iter().any(|k| k.starts_with(b"user.overlay.")
+                || k.starts_with(b"trusted.overlay.")
+                || k.starts_with(b"user.fuseoverlayfs.")),
             "{}: {:?}",
             path.display(),
             listed

@@ -571,7 +571,10 @@ pub(super) fn prepare_mounts(
                     }
                     let hide = own.join("hide");
                     let plain = |path: &Path| !path.to_string_lossy().contains([':', ',', '\\']);
+                    // The overlay is the kernel's, mounted by PID 1: not where another mount
+                    // program is asked for or the kernel refused overlayfs (a copy then).
                     if m.readonly
+                        && berth_runtime::fuse::kernel_overlays()
                         && plain(&hide)
                         && std::fs::create_dir(&hide).is_ok()
                         && hide_ignored(&fd, &resolved, &context.entries, &hide).map_err(|e| {
