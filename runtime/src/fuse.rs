@@ -710,6 +710,77 @@ mod tests {
         assert_eq!(native, 0);
     }
 
+    /// A real fuse-overlayfs mount, as root, in a thread's mount namespace: a lower file
+    /// deleted, a lower directory replaced, a new directory made; once dropped, the daemon is
+    /// gone and the upper holds the kernel's forms alone: a whiteout node, the opaque mark on
+    /// the replaced directory only.
+    #[test]
+    fn a_fuse_mount_leaves_the_kernels_forms_and_no_daemon() {
+        if !berth_test_support::needs_root("mounts")
+            || !berth_test_support::needs(PROGRAM, usable(None).is_ok())
+        {
+            return;
+        }
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        for d in ["lower/gone-dir", "upper", "work", "merged"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("lower/gone"), "g").unwrap();
+        std::fs::write(dir.join("lower/gone-dir/old"), "o").unwrap();
+        let overlay = Overlay {
+            lowers: vec![dir.join("lower")],
+            upper: Some((dir.join("upper"), dir.join("work"))),
+            volatile: false,
+        };
+        let merged = dir.join("merged");
+        let pid = crate::sys::linux::in_private_mount_namespace(|_| {
+            let mount = mount_overlay(
+                &MountProgram::Fuse(PROGRAM.into()),
+                &overlay,
+                &merged,
+                MsFlags::empty(),
+                &mut || panic!("no native mount"),
+            )?
+            .expect("a fuse mount");
+            std::fs::remove_file(merged.join("gone")).unwrap();
+            std::fs::remove_dir_all(merged.join("gone-dir")).unwrap();
+            std::fs::create_dir(merged.join("gone-dir")).unwrap();
+            std::fs::create_dir(merged.join("new")).unwrap();
+            std::fs::write(merged.join("new/f"), "f").unwrap();
+            Ok(mount.pid().unwrap())
+        })
+        .unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "daemon {pid} left"
+        );
+        let upper = dir.join("upper");
+        let gone = std::fs::symlink_metadata(upper.join("gone")).unwrap();
+        assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
+        let mut names: Vec<String> = Vec::new();
+        let mut stack = vec![upper.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+                names.push(e.path().strip_prefix(&upper).unwrap().display().to_string());
+            }
+        }
+        names.sort();
+        assert_eq!(names, ["gone", "gone-dir", "new", "new/f"]);
+        assert!(has_xattr(&upper.join("gone-dir"), kernel_opaque_xattr()));
+        assert!(!has_xattr(&upper.join("new"), kernel_opaque_xattr()));
+        for d in ["gone-dir", "new"] {
+            assert!(
+                !has_xattr(&upper.join(d), c"user.fuseoverlayfs.opaque"),
+                "{d}"
+            );
+        }
+    }
+
     #[test]
     fn only_refusals_of_overlayfs_itself_fall_back() {
         for e in [
