@@ -478,7 +478,7 @@ fn fuse_overlayfs_forms_pack_as_the_kernels_do() {
     std::fs::write(&wh, "").unwrap();
     std::fs::set_permissions(&wh, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(fuse.join("c/.wh..wh..opq"), "").unwrap();
-    let c = rustix::fs::open(&fuse.join("c"), rustix::fs::OFlags::PATH, Mode::empty()).unwrap();
+    let c = rustix::fs::open(fuse.join("c"), rustix::fs::OFlags::PATH, Mode::empty()).unwrap();
     mknodat(&c, ".wh..opq", FileType::CharacterDevice, Mode::empty(), 0).unwrap();
     let d = fuse.join("d");
     setxattr(
