@@ -781,6 +781,29 @@ mod tests {
         }
     }
 
+    /// Outside a user namespace (root) the kernel's refusal is the error: no fallback, and
+    /// later mounts are not sent to fuse-overlayfs.
+    #[test]
+    fn as_root_a_refused_native_mount_is_an_error() {
+        if crate::sys::linux::in_user_namespace() {
+            return;
+        }
+        let e = mount_overlay(
+            &MountProgram::Auto,
+            &Overlay {
+                lowers: vec!["/s/a".into()],
+                upper: None,
+                volatile: false,
+            },
+            Path::new("/nonexistent/target"),
+            MsFlags::empty(),
+            &mut || Err(nix::Error::EPERM),
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("fuse-overlayfs"), "{e}");
+        assert!(kernel_overlays());
+    }
+
     #[test]
     fn only_refusals_of_overlayfs_itself_fall_back() {
         for e in [
