@@ -101,20 +101,19 @@ pub fn find_program(program: &Path) -> Result<PathBuf, String> {
 }
 
 /// Opens `/dev/fuse` for a mount.
-fn open_fuse_device() -> Result<OwnedFd, String> {
+fn open_fuse_device() -> Result<OwnedFd, nix::Error> {
     nix::fcntl::open(
         "/dev/fuse",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| format!("/dev/fuse cannot be opened: {}", e.desc()))
 }
 
 /// fuse-overlayfs ready to mount: the program found (`program`, or `fuse-overlayfs` on
 /// `PATH`) and `/dev/fuse` usable; else why not.
 pub fn usable(program: Option<&Path>) -> Result<PathBuf, String> {
     let found = find_program(program.unwrap_or(Path::new(PROGRAM)))?;
-    open_fuse_device()?;
+    open_fuse_device().map_err(|e| format!("/dev/fuse cannot be opened: {}", e.desc()))?;
     Ok(found)
 }
 
@@ -168,15 +167,17 @@ impl FuseMount {
         target: &Path,
         flags: MsFlags,
     ) -> Result<FuseMount, RuntimeError> {
-        let fail = |what: String| RuntimeError::Setup {
-            what,
-            errno: nix::Error::EINVAL,
-        };
-        let program = find_program(program).map_err(|e| fail(format!("{ENV}: {e}")))?;
+        let fail = |what: String, errno| RuntimeError::Setup { what, errno };
+        let program =
+            find_program(program).map_err(|e| fail(format!("{ENV}: {e}"), nix::Error::ENOENT))?;
         let options = fuse_options(overlay).ok_or_else(|| {
-            fail("fuse-overlayfs: a layer's path holds ':', ',' or '\\'".to_owned())
+            fail(
+                "fuse-overlayfs: a layer's path holds ':', ',' or '\\'".to_owned(),
+                nix::Error::EINVAL,
+            )
         })?;
-        let device = open_fuse_device().map_err(|e| fail(format!("fuse-overlayfs: {e}")))?;
+        let device = open_fuse_device()
+            .map_err(|e| fail("fuse-overlayfs: opening /dev/fuse".to_owned(), e))?;
         let data = format!(
             "fd={},rootmode=40000,user_id={},group_id={},allow_other,default_permissions",
             device.as_raw_fd(),
@@ -339,8 +340,9 @@ fn daemon_setup(fd: i32, parent: libc::pid_t) -> std::io::Result<()> {
         check(libc::fcntl(fd, libc::F_SETFD, 0) as libc::c_long)?;
         check(libc::setsid() as libc::c_long)?;
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) as libc::c_long)?;
+        // The parent ended before the death signal was set (no allocation here: ESRCH).
         if libc::getppid() != parent {
-            return Err(std::io::Error::other("the parent ended"));
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
         }
     }
     Ok(())
