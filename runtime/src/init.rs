@@ -250,10 +250,11 @@ impl Premounted {
         }
     }
 
-    /// Once the container has ended: back in the mount namespace the daemon lives in (the
-    /// container's, where `pivot_root` put this process's root, then has no process left and
-    /// goes), unmounts the rootfs there, waits for the daemon, and syncs the upper directory
-    /// (what overlayfs's unmount does for a native mount, so a RUN step's layer is durable).
+    /// Once the container has ended: back in the mount namespace the daemon lives in
+    /// (`setns`; the container's, which `pivot_root` made this process's root too, is left
+    /// without a process and goes), unmounts the rootfs there, waits for the daemon, and
+    /// syncs the upper directory (what overlayfs's unmount does for a native mount, so a RUN
+    /// step's layer is durable).
     fn finish(self) {
         let Some((mount, ns, upper)) = self.fuse else {
             return;
