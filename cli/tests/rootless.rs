@@ -698,6 +698,19 @@ fn fuse_overlayfs_builds_give_roots_digests_and_leave_nothing_behind() {
         );
         assert_nothing_left(uid, &format!("berth {}", args.join(" ")));
     }
+    let out = user
+        .berth(&[("BERTH_MOUNT_PROGRAM", fuse)])
+        .args(["info", "--format", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&assert_success(&out, "rootless info")).unwrap();
+    let overlay = v["Overlay"].as_str().unwrap();
+    assert!(
+        overlay
+            .starts_with("fuse-overlayfs (/usr/bin/fuse-overlayfs, forced by BERTH_MOUNT_PROGRAM)"),
+        "{overlay}"
+    );
 }
 
 /// Rootless berth killed with SIGKILL while fuse-overlayfs serves a container's rootfs and a
