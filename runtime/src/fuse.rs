@@ -570,12 +570,51 @@ static NATIVE_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the kernel's overlayfs may be mounted for this process (a RUN step's read-only
 /// overlay mounts, which only the kernel's can be): not when `BERTH_MOUNT_PROGRAM` names a
-/// program, nor once the kernel refused overlayfs here.
-pub fn kernel_overlays() -> bool {
+/// program, nor in a user namespace where the kernel refuses overlayfs, which is tried once
+/// for the process: an overlay mounted on directories made under `scratch` (removed after),
+/// in a thread's mount namespace.
+pub fn kernel_overlays(scratch: &Path) -> bool {
+    static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     match MountProgram::from_env() {
         MountProgram::Fuse(_) => false,
         MountProgram::Native => true,
-        MountProgram::Auto => !NATIVE_REFUSED.load(Ordering::Relaxed),
+        MountProgram::Auto if !crate::sys::linux::in_user_namespace() => true,
+        MountProgram::Auto => {
+            *PROBED.get_or_init(|| probe_native(scratch)) && !NATIVE_REFUSED.load(Ordering::Relaxed)
+        }
+    }
+}
+
+/// Mounts a one-layer overlay under `scratch` in a thread's mount namespace: false when the
+/// kernel refuses overlayfs itself ([`native_unsupported`]), which later mounts then know.
+fn probe_native(scratch: &Path) -> bool {
+    let dir = |d: &str| scratch.join(d);
+    if ["lower", "upper", "work", "merged"]
+        .iter()
+        .any(|d| std::fs::create_dir_all(dir(d)).is_err())
+    {
+        return true;
+    }
+    let overlay = Overlay {
+        lowers: vec![dir("lower")],
+        upper: Some((dir("upper"), dir("work"))),
+        volatile: false,
+    };
+    let mounted = crate::sys::linux::in_private_mount_namespace(|sys| {
+        Ok(crate::sys::Sys::mount_overlay(
+            sys,
+            &overlay,
+            &dir("merged"),
+            MsFlags::empty(),
+        ))
+    });
+    let _ = std::fs::remove_dir_all(scratch);
+    match mounted {
+        Ok(Err(errno)) if native_unsupported(errno) => {
+            NATIVE_REFUSED.store(true, Ordering::Relaxed);
+            false
+        }
+        _ => true,
     }
 }
 
@@ -803,7 +842,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(!e.to_string().contains("fuse-overlayfs"), "{e}");
-        assert!(kernel_overlays());
+        assert!(kernel_overlays(Path::new("/nonexistent")));
     }
 
     #[test]

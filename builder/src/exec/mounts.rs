@@ -574,7 +574,7 @@ pub(super) fn prepare_mounts(
                     // The overlay is the kernel's, mounted by PID 1: not where another mount
                     // program is asked for or the kernel refused overlayfs (a copy then).
                     if m.readonly
-                        && berth_runtime::fuse::kernel_overlays()
+                        && berth_runtime::fuse::kernel_overlays(&own.join("probe"))
                         && plain(&hide)
                         && std::fs::create_dir(&hide).is_ok()
                         && hide_ignored(&fd, &resolved, &context.entries, &hide).map_err(|e| {
