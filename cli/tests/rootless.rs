@@ -713,9 +713,10 @@ fn fuse_overlayfs_builds_give_roots_digests_and_leave_nothing_behind() {
     );
 }
 
-/// Rootless berth killed with SIGKILL while fuse-overlayfs serves a container's rootfs and a
-/// RUN step's: each daemon gets SIGKILL with its parent (the init), the connection is
-/// aborted, and the mount namespaces holding the mounts go with their last process.
+/// Rootless berth killed with SIGKILL while fuse-overlayfs serves a container's rootfs, a
+/// RUN step's and a COPY's view: each daemon gets SIGKILL with its parent (the init, or the
+/// view's thread), the connection is aborted, and the mount namespaces holding the mounts go
+/// with their last process.
 #[test]
 fn killing_berth_leaves_no_fuse_overlayfs_daemon_or_mount() {
     let _serial = FUSE_TESTS.lock().unwrap_or_else(|p| p.into_inner());
@@ -729,11 +730,22 @@ fn killing_berth_leaves_no_fuse_overlayfs_daemon_or_mount() {
     let ctx = user.path().join("sleep-ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN sleep 600\n").unwrap();
+    // A COPY long enough to be caught in its view (256 MiB through FUSE).
+    let copy = user.path().join("copy-ctx");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::write(copy.join("Dockerfile"), "FROM busybox\nCOPY big /big\n").unwrap();
+    let mut big = std::io::BufWriter::new(std::fs::File::create(copy.join("big")).unwrap());
+    let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8 + 1).collect();
+    for _ in 0..256 {
+        std::io::Write::write_all(&mut big, &chunk).unwrap();
+    }
+    drop(big);
     user.give(user.path());
     let forced = [("BERTH_MOUNT_PROGRAM", fuse)];
     for args in [
         &["run", "--rm", "busybox", "sleep", "600"][..],
         &["build", "--no-cache", "sleep-ctx"][..],
+        &["build", "--no-cache", "copy-ctx"][..],
     ] {
         assert_nothing_left(uid, "the tests before");
         let mut runner = user
