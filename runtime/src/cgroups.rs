@@ -129,6 +129,22 @@ fn write(sys: &mut dyn Sys, path: &Path, value: &str) -> Result<(), RuntimeError
         .map_err(io(format!("writing {value:?} to {}", path.display())))
 }
 
+/// Enables `controllers` in `dir`'s `cgroup.subtree_control`, unless they are on already:
+/// above a delegated subtree the file is root's, and a rootless berth may only read it.
+fn enable(sys: &mut dyn Sys, dir: &Path, controllers: &[String]) -> Result<(), RuntimeError> {
+    let file = dir.join("cgroup.subtree_control");
+    let on = sys.read_file(&file).unwrap_or_default();
+    let missing: Vec<String> = controllers
+        .iter()
+        .filter(|c| !on.split_whitespace().any(|o| o == c.as_str()))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    write(sys, &file, &missing.join(" "))
+}
+
 /// v1 controller mounts in a mountinfo text: controller → mount point.
 fn v1_mounts(info: &str) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
@@ -160,13 +176,171 @@ fn unified_mount(info: &str) -> Option<PathBuf> {
     })
 }
 
+/// A cgroup v2 subtree an unprivileged user may manage: systemd's `Delegate=yes` (a
+/// `systemd-run --user --scope -p Delegate=yes` around berth), or a cgroup an administrator
+/// made and chowned to the user, as a CI runner may. A rootless berth puts containers with
+/// limits under it; the v1 hierarchies are never delegated to a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delegation {
+    /// The unified hierarchy's mount point.
+    pub mount: PathBuf,
+    /// The delegated cgroup, relative to the mount (`""`: the mount's root, as in a cgroup
+    /// namespace of the user's own).
+    pub rel: PathBuf,
+    /// Of the controllers berth limits with (memory, pids, cpu), those the delegated cgroup
+    /// has (its `cgroup.controllers`).
+    pub controllers: Vec<String>,
+}
+
+/// The controllers a delegation is asked for.
+const DELEGATED: &[&str] = &["memory", "pids", "cpu"];
+
+/// The cgroup v2 subtree delegated to the calling user, found from berth's own cgroup
+/// (`/proc/self/cgroup`'s `0::` line): the topmost cgroup on the way up from it whose
+/// directory, `cgroup.procs` and `cgroup.subtree_control` `writable` says the user may write.
+/// The topmost, so that the `init` leaf [`Delegation::prepare`] moves processes into is not
+/// taken for a delegation of its own by the next command. `Err` says why there is none.
+pub fn delegation(
+    sys: &mut dyn Sys,
+    writable: &dyn Fn(&Path) -> bool,
+) -> Result<Delegation, String> {
+    let info = sys.read_file(Path::new(MOUNTINFO)).unwrap_or_default();
+    let mount = unified_mount(&info).ok_or("no cgroup2 hierarchy is mounted")?;
+    let own = sys
+        .read_file(Path::new("/proc/self/cgroup"))
+        .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("berth's process is in no cgroup v2")?;
+    let own = Path::new(own.trim());
+    if own.components().any(|c| {
+        !matches!(
+            c,
+            std::path::Component::RootDir | std::path::Component::Normal(_)
+        )
+    }) {
+        return Err(format!(
+            "berth's cgroup {} is not a plain path",
+            own.display()
+        ));
+    }
+    let rel = own.strip_prefix("/").unwrap_or(own);
+    let may_manage = |dir: &Path| {
+        writable(dir)
+            && writable(&dir.join("cgroup.procs"))
+            && writable(&dir.join("cgroup.subtree_control"))
+    };
+    if !may_manage(&mount.join(rel)) {
+        return Err(format!(
+            "berth's cgroup {} is not delegated to this user",
+            own.display()
+        ));
+    }
+    let mut top = rel.to_owned();
+    while let Some(parent) = top.parent()
+        && top != Path::new("")
+        && may_manage(&mount.join(parent))
+    {
+        top = parent.to_owned();
+    }
+    let available = sys
+        .read_file(&mount.join(&top).join("cgroup.controllers"))
+        .unwrap_or_default();
+    let controllers = DELEGATED
+        .iter()
+        .filter(|c| available.split_whitespace().any(|a| a == **c))
+        .map(|c| (*c).to_owned())
+        .collect();
+    Ok(Delegation {
+        mount,
+        rel: top,
+        controllers,
+    })
+}
+
+/// The real check for [`delegation`]: `access(W_OK)` with the caller's own ids.
+pub fn writable_by_caller(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// The most processes [`Delegation::prepare`] moves out of the delegated cgroup, over all its
+/// rounds: a delegated cgroup holds a user's shell and its commands, not a fork bomb.
+const MAX_MOVED: usize = 4096;
+
+impl Delegation {
+    /// Makes the delegation ready to hold limited containers: `controllers` enabled in its
+    /// `cgroup.subtree_control`, and `berth` under it. cgroup v2 lets a cgroup other than
+    /// the root enable controllers for its children only while it holds no process itself,
+    /// so the processes in the delegated cgroup (the user's shell, berth itself) are first
+    /// moved to a leaf `init` under it, as Docker's entry point for nested daemons does.
+    /// Returns the parent for containers' cgroups, relative to the mount.
+    pub fn prepare(
+        &self,
+        sys: &mut dyn Sys,
+        controllers: &[&str],
+    ) -> Result<PathBuf, RuntimeError> {
+        let dir = self.mount.join(&self.rel);
+        let wanted: Vec<String> = controllers.iter().map(|c| (*c).to_owned()).collect();
+        let on = sys
+            .read_file(&dir.join("cgroup.subtree_control"))
+            .unwrap_or_default();
+        if !wanted.iter().all(|c| on.split_whitespace().any(|o| o == c)) {
+            let init = dir.join("init");
+            let mut moved = 0usize;
+            loop {
+                let procs = sys.read_file(&dir.join("cgroup.procs")).unwrap_or_default();
+                let pids: Vec<&str> = procs.split_whitespace().collect();
+                if pids.is_empty() {
+                    break;
+                }
+                if moved == 0 {
+                    sys.create_dirs(&init)
+                        .map_err(io(format!("creating {}", init.display())))?;
+                }
+                for pid in pids {
+                    moved += 1;
+                    if moved > MAX_MOVED {
+                        return Err(RuntimeError::Setup {
+                            what: format!(
+                                "{} keeps gaining processes: more than {MAX_MOVED} moved to {}",
+                                dir.display(),
+                                init.display()
+                            ),
+                            errno: nix::Error::EBUSY,
+                        });
+                    }
+                    match sys.write_file(&init.join("cgroup.procs"), pid) {
+                        // A process that has exited meanwhile.
+                        Ok(()) | Err(nix::Error::ESRCH) => {}
+                        Err(e) => {
+                            return Err(io(format!("moving process {pid} to {}", init.display()))(
+                                e,
+                            ));
+                        }
+                    }
+                }
+            }
+            enable(sys, &dir, &wanted)?;
+        }
+        Ok(self.rel.join("berth"))
+    }
+}
+
 impl Cgroup {
     /// The cgroup for `path` (relative, like `berth/<id>`), not yet created, with the
     /// controllers `limits` needs (all of them when it needs none: the cgroup then only
     /// tracks the processes). Each controller is taken from its v1 mount when it has one,
     /// else from the unified hierarchy when it lists the controller: a pure v2 machine, a v1
     /// machine, and hybrids with controllers on either side (as runc's hybrid mode) all work.
+    ///
+    /// In a user namespace only the unified hierarchy is used: v1 hierarchies are never
+    /// delegated to a user ([`delegation`]).
     pub fn for_limits(sys: &mut dyn Sys, path: &str, limits: &Limits) -> Cgroup {
+        Cgroup::with_hierarchies(sys, path, limits, !crate::userns::in_user_namespace())
+    }
+
+    fn with_hierarchies(sys: &mut dyn Sys, path: &str, limits: &Limits, use_v1: bool) -> Cgroup {
         let info = sys.read_file(Path::new(MOUNTINFO)).unwrap_or_default();
         let needed: Vec<&str> = [
             ("memory", limits.memory.is_some()),
@@ -182,7 +356,7 @@ impl Cgroup {
         let rel = path.trim_start_matches('/');
         let v1: Vec<(String, PathBuf)> = v1_mounts(&info)
             .into_iter()
-            .filter(|(c, _)| wanted(c))
+            .filter(|(c, _)| use_v1 && wanted(c))
             .map(|(c, m)| (c, m.join(rel)))
             .collect();
         let v2 = unified_mount(&info).map(|mount| {
@@ -229,13 +403,6 @@ impl Cgroup {
     pub fn create(&self, sys: &mut dyn Sys, limits: &Limits) -> Result<(), RuntimeError> {
         if let Some(u) = &self.v2 {
             // Enable the controllers on the way down (the mount root, then each parent).
-            let enable: String = u
-                .controllers
-                .iter()
-                .map(|c| format!("+{c} "))
-                .collect::<String>()
-                .trim_end()
-                .to_owned();
             let mut parent = u.mount.clone();
             for part in u
                 .dir
@@ -245,16 +412,12 @@ impl Cgroup {
                 .into_iter()
                 .flat_map(|p| p.components())
             {
-                if !enable.is_empty() {
-                    write(sys, &parent.join("cgroup.subtree_control"), &enable)?;
-                }
+                enable(sys, &parent, &u.controllers)?;
                 parent = parent.join(part);
                 sys.create_dirs(&parent)
                     .map_err(io(format!("creating {}", parent.display())))?;
             }
-            if !enable.is_empty() {
-                write(sys, &parent.join("cgroup.subtree_control"), &enable)?;
-            }
+            enable(sys, &parent, &u.controllers)?;
         }
         for dir in self.dirs() {
             sys.create_dirs(dir)
@@ -560,6 +723,111 @@ mod tests {
             err.to_string().contains("memory cgroup controller"),
             "{err}"
         );
+    }
+
+    /// A rootless berth in `/user/init` of a subtree an administrator chowned to it: the
+    /// delegation is `/user`, the topmost cgroup it may manage, with the controllers it has.
+    #[test]
+    fn the_delegation_is_the_topmost_cgroup_the_user_may_manage() {
+        let mut sys = sys_with(
+            UNIFIED_PURE.into(),
+            &[
+                ("/proc/self/cgroup", "0::/user/init\n"),
+                (
+                    "/sys/fs/cgroup/user/cgroup.controllers",
+                    "cpuset io memory pids",
+                ),
+            ],
+        );
+        let mine = |p: &Path| p.starts_with("/sys/fs/cgroup/user");
+        let found = delegation(&mut sys, &mine).unwrap();
+        assert_eq!(found.rel, Path::new("user"));
+        assert_eq!(found.mount, Path::new("/sys/fs/cgroup"));
+        assert_eq!(found.controllers, ["memory", "pids"]);
+
+        let none = |_: &Path| false;
+        let err = delegation(&mut sys, &none).unwrap_err();
+        assert!(err.contains("/user/init is not delegated"), "{err}");
+        // A cgroup whose files are the user's but whose directory is not.
+        let files_only = |p: &Path| p.parent() == Some(Path::new("/sys/fs/cgroup/user/init"));
+        assert!(delegation(&mut sys, &files_only).is_err());
+
+        let mut v1_only = sys_with(V1.into(), &[("/proc/self/cgroup", "0::/\n")]);
+        let err = delegation(&mut v1_only, &mine).unwrap_err();
+        assert!(err.contains("no cgroup2"), "{err}");
+        let mut odd = sys_with(
+            UNIFIED_PURE.into(),
+            &[("/proc/self/cgroup", "0::/user/../etc\n")],
+        );
+        assert!(delegation(&mut odd, &mine).is_err());
+    }
+
+    /// Preparing moves the delegated cgroup's processes into `init` (one has exited
+    /// meanwhile), enables the controllers, and the container's cgroup then goes under
+    /// `berth`, enabling only what is not on yet: nothing above the delegation is written.
+    #[test]
+    fn a_delegation_moves_its_processes_out_then_holds_limited_containers() {
+        let mut sys = sys_with(
+            UNIFIED_PURE.into(),
+            &[
+                ("/sys/fs/cgroup/cgroup.controllers", "cpu memory pids"),
+                ("/sys/fs/cgroup/cgroup.subtree_control", "cpu memory pids"),
+            ],
+        );
+        sys.contents.insert(
+            "/sys/fs/cgroup/user/cgroup.procs".into(),
+            ["12\n34\n".to_string(), String::new()].into(),
+        );
+        sys.contents.insert(
+            "/sys/fs/cgroup/user/cgroup.subtree_control".into(),
+            [String::new(), String::new(), "memory pids".to_string()].into(),
+        );
+        sys.write_errors.push((
+            "/sys/fs/cgroup/user/init/cgroup.procs".into(),
+            "34".into(),
+            nix::Error::ESRCH,
+        ));
+        let d = Delegation {
+            mount: "/sys/fs/cgroup".into(),
+            rel: "user".into(),
+            controllers: vec!["memory".into(), "pids".into()],
+        };
+        let parent = d.prepare(&mut sys, &["memory", "pids"]).unwrap();
+        assert_eq!(parent, Path::new("user/berth"));
+        let limits = Limits {
+            cpu_quota: None,
+            ..limits()
+        };
+        let cg = Cgroup::with_hierarchies(&mut sys, "user/berth/abc", &limits, false);
+        cg.create(&mut sys, &limits).unwrap();
+        assert_eq!(
+            sys.calls,
+            [
+                "mkdir -p /sys/fs/cgroup/user/init",
+                "write /sys/fs/cgroup/user/init/cgroup.procs 12",
+                "write /sys/fs/cgroup/user/init/cgroup.procs 34",
+                "write /sys/fs/cgroup/user/cgroup.subtree_control +memory +pids",
+                "mkdir -p /sys/fs/cgroup/user",
+                "mkdir -p /sys/fs/cgroup/user/berth",
+                "write /sys/fs/cgroup/user/berth/cgroup.subtree_control +memory +pids",
+                "mkdir -p /sys/fs/cgroup/user/berth/abc",
+                "write /sys/fs/cgroup/user/berth/abc/memory.max 33554432",
+                "write /sys/fs/cgroup/user/berth/abc/memory.swap.max 0",
+                "write /sys/fs/cgroup/user/berth/abc/pids.max 20",
+            ]
+        );
+    }
+
+    /// In a user namespace on this hybrid VM, the v1 hierarchies are left alone.
+    #[test]
+    fn without_v1_a_hybrid_uses_only_the_unified_hierarchy() {
+        let mut sys = sys_with(
+            V1.to_string() + UNIFIED_HYBRID,
+            &[("/sys/fs/cgroup/unified/cgroup.controllers", "hugetlb")],
+        );
+        let cg = Cgroup::with_hierarchies(&mut sys, "u/berth/abc", &Limits::default(), false);
+        let dirs: Vec<_> = cg.dirs().map(|d| d.display().to_string()).collect();
+        assert_eq!(dirs, ["/sys/fs/cgroup/unified/u/berth/abc"]);
     }
 
     #[test]

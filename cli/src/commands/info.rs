@@ -90,6 +90,41 @@ fn print_template(format: &str, value: &Value) -> anyhow::Result<()> {
     }
 }
 
+/// Where containers' cgroups go. Rootless: the delegated cgroup v2 subtree and the limits it
+/// allows, or why limits are not enforced.
+fn cgroups(rootless: bool) -> String {
+    use berth_runtime::cgroups;
+    if !rootless {
+        return "a cgroup per container with limits or device rules".into();
+    }
+    let sys = &mut berth_runtime::sys::linux::LinuxSys;
+    match cgroups::delegation(sys, &cgroups::writable_by_caller) {
+        Ok(d) if d.controllers.is_empty() => format!(
+            "delegated: /{}, with none of memory, pids, cpu: limits are not enforced",
+            d.rel.display()
+        ),
+        Ok(d) => {
+            let missing: Vec<&str> = ["memory", "pids", "cpu"]
+                .into_iter()
+                .filter(|c| !d.controllers.iter().any(|d| d == c))
+                .collect();
+            let mut text = format!(
+                "delegated: /{} ({})",
+                d.rel.display(),
+                d.controllers.join(" ")
+            );
+            if !missing.is_empty() {
+                text.push_str(&format!("; no {}: not enforced", missing.join(", ")));
+            }
+            text
+        }
+        Err(why) => format!(
+            "none delegated ({why}): limits are not enforced; run berth in a delegated cgroup \
+             (systemd-run --user --scope -p Delegate=yes)"
+        ),
+    }
+}
+
 /// The cgroup hierarchies this machine has mounted: `2` (unified only), `1 (hybrid: ...)`
 /// or `1`.
 fn cgroup_version(mountinfo: &str) -> String {
@@ -315,11 +350,7 @@ pub fn info(store: &Store, args: InfoArgs) -> anyhow::Result<u8> {
         "UserNamespaces": user_namespaces(),
         "IDMapping": id_mapping(rootless),
         "Newuidmap": newuidmap(),
-        "Cgroups": if rootless {
-            "none: limits are not enforced (berth uses no delegated cgroup yet)"
-        } else {
-            "a cgroup per container with limits or device rules"
-        },
+        "Cgroups": cgroups(rootless),
         "Network": network(rootless),
         "Proc": proc_mounts(rootless, &read("/proc/self/mountinfo").unwrap_or_default()),
         "KernelVersion": nix::sys::utsname::uname()

@@ -561,15 +561,17 @@ fn prepare(
     )?;
     let cfg = &image.config.config;
     let device_rules = !args.privileged && berth_runtime::cgroups::devices_enforceable();
-    let limited = args.memory.is_some() || args.cpus.is_some() || args.pids_limit.is_some();
-    // A rootless berth has no cgroup of its own to put a container in.
-    let limits = limited && !berth_runtime::userns::rootless();
-    if limited && !limits {
-        errln!(
-            "berth: warning: rootless, no cgroup is delegated to berth here: --memory, --cpus \
-             and --pids-limit are not enforced"
-        );
-    }
+    let asked: Vec<&str> = [
+        ("memory", args.memory.is_some()),
+        ("pids", args.pids_limit.is_some()),
+        ("cpu", args.cpus.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(c, _)| c)
+    .collect();
+    let (cgroup_parent, granted) = cgroup_parent(&asked);
+    let limits = !granted.is_empty();
     let settings = ProcessSettings {
         args: command,
         env: environment(cfg.env.as_deref().unwrap_or_default(), args, hostname)?,
@@ -597,7 +599,8 @@ fn prepare(
         // namespace already ends every process of the container with its PID 1).
         cgroup_path: if limits || device_rules {
             format!(
-                "berth/{}",
+                "{}/{}",
+                cgroup_parent.display(),
                 dir.file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
@@ -605,9 +608,9 @@ fn prepare(
         } else {
             String::new()
         },
-        memory: args.memory.filter(|_| limits),
-        cpus: args.cpus.filter(|_| limits),
-        pids_limit: args.pids_limit.filter(|_| limits),
+        memory: args.memory.filter(|_| granted.contains(&"memory")),
+        cpus: args.cpus.filter(|_| granted.contains(&"cpu")),
+        pids_limit: args.pids_limit.filter(|_| granted.contains(&"pids")),
         rlimits: args.ulimits.clone(),
         device_rules,
         tmpfs: Vec::new(),
@@ -641,6 +644,71 @@ fn prepare(
         volatile: args.rm,
     };
     Ok(Bundle::write(dir, &spec, &source)?)
+}
+
+/// Where a container's cgroup goes (relative to each hierarchy's mount) and which of the
+/// `asked` controllers (memory, pids, cpu) it may limit with. As root: `berth`, all of them.
+/// Rootless: `berth` under the cgroup v2 subtree delegated to the user
+/// ([`berth_runtime::cgroups::delegation`]) with what that subtree has; a limit that cannot
+/// be had is left out with a warning saying why, and the container runs all the same.
+fn cgroup_parent<'a>(asked: &[&'a str]) -> (PathBuf, Vec<&'a str>) {
+    use berth_runtime::cgroups;
+    if !berth_runtime::userns::rootless() {
+        return (PathBuf::from("berth"), asked.to_vec());
+    }
+    if asked.is_empty() {
+        return (PathBuf::new(), Vec::new());
+    }
+    let flag = |c: &str| match c {
+        "memory" => "--memory",
+        "pids" => "--pids-limit",
+        _ => "--cpus",
+    };
+    let flags = |cs: &[&str]| cs.iter().map(|c| flag(c)).collect::<Vec<_>>().join(", ");
+    let sys = &mut berth_runtime::sys::linux::LinuxSys;
+    let delegation = match cgroups::delegation(sys, &cgroups::writable_by_caller) {
+        Ok(d) => d,
+        Err(why) => {
+            errln!(
+                "berth: warning: rootless, and no cgroup is delegated to berth here ({why}): the \
+                 limits are not enforced ({}); run berth in a delegated cgroup, e.g. \
+                 `systemd-run --user --scope -p Delegate=yes berth run ...`",
+                flags(asked)
+            );
+            return (PathBuf::new(), Vec::new());
+        }
+    };
+    let (granted, refused): (Vec<&str>, Vec<&str>) = asked
+        .iter()
+        .partition(|c| delegation.controllers.iter().any(|d| d == *c));
+    if !refused.is_empty() {
+        errln!(
+            "berth: warning: the delegated cgroup /{} has no {} controller: the limits are not \
+             enforced ({})",
+            delegation.rel.display(),
+            refused.join(" or "),
+            flags(&refused)
+        );
+    }
+    if granted.is_empty() {
+        return (PathBuf::new(), Vec::new());
+    }
+    match delegation.prepare(sys, &granted) {
+        Ok(parent) => (parent, granted),
+        Err(e) => {
+            let why = match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            };
+            errln!(
+                "berth: warning: preparing the delegated cgroup /{}: {why}: the limits are not \
+                 enforced ({})",
+                delegation.rel.display(),
+                flags(&granted)
+            );
+            (PathBuf::new(), Vec::new())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct RecordingSys {
     pub refuse_volatile: bool,
     /// Answer ENOSYS to `bind_tree` (a kernel before 5.12).
     pub no_mount_setattr: bool,
+    /// `write_file` calls that fail: the path, the value and the error (recorded all the same).
+    pub write_errors: Vec<(PathBuf, String, nix::Error)>,
 }
 
 /// The path a [`RecordingSys`] target (`fd:PATH`) was resolved from: it answers as that path.
@@ -329,7 +331,15 @@ impl Sys for RecordingSys {
     }
 
     fn write_file(&mut self, path: &Path, value: &str) -> SysResult<()> {
-        self.record(format!("write {} {value}", path.display()))
+        self.record(format!("write {} {value}", path.display()))?;
+        match self
+            .write_errors
+            .iter()
+            .find(|(p, v, _)| p == path && v == value)
+        {
+            Some((_, _, e)) => Err(*e),
+            None => Ok(()),
+        }
     }
 
     fn create_dirs(&mut self, path: &Path) -> SysResult<()> {
