@@ -201,6 +201,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Import(args) => commands::import::run(&*open()?, args),
         Command::Save(args) => commands::save::run(&*open()?, args),
         Command::Load(args) => commands::load::run(open()?, args),
+        Command::System {
+            command: commands::system::Command::Migrate,
+        } => commands::system::migrate(),
         Command::System { command } => commands::system::run(&*open()?, command),
         Command::Run(args) => commands::run::run(open()?, args),
         Command::Ps(args) => commands::ps::run(&*open()?, args),

@@ -16,6 +16,7 @@
 //! | [`sys`] | every call the init and PID 1 make (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, rlimits, fds, fork, the sync pipe, signals, reaping, exec, the parent-death signal, the controlling terminal, cgroup files, the container's passwd and PATH lookups), behind one trait; [`sys::linux`] makes them, [`sys::recording`] records them for tests; on berth's own side, the pseudo-terminal's master (tty) calls nix directly |
 //! | [`slirp`] | a private network without root: slirp4netns started on the container's network namespace |
 //! | [`userns`] | rootless: the user namespace berth enters at start, its id mapping from `/etc/subuid` |
+//! | [`pause`] | rootless: the pause process that holds that namespace between commands; its pidfile, checked before it is joined |
 //! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
 //! | [`views`] | overlay views mounted in a thread's private mount namespace (the builder's COPY) |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
@@ -30,6 +31,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod contract;
 pub mod init;
+pub mod pause;
 pub mod pid1;
 pub mod privileges;
 pub mod rootfs;

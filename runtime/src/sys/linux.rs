@@ -929,6 +929,171 @@ pub fn fork_helper(
     }
 }
 
+/// A pidfd of process `pid` (`pidfd_open`): signals sent through it reach that process or
+/// none, whatever becomes of the number.
+pub fn pidfd_open(pid: i32) -> SysResult<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the descriptor was just made and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` (0: only checks that it may be sent, and that the process has not been
+/// reaped) to the process of `pidfd`.
+pub fn pidfd_signal(pidfd: std::os::fd::BorrowedFd<'_>, signal: i32) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal reads no memory when `info` is null.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// `ioctl_ns(2)` requests on a namespace's descriptor: `_IO(0xb7, N)`.
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+/// The user that owns user namespace `ns` (whose euid made it), as this process sees it.
+pub fn ns_owner_uid(ns: std::os::fd::BorrowedFd<'_>) -> SysResult<u32> {
+    use std::os::fd::AsRawFd;
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer, which points at one.
+    let rc = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID as _, &mut uid) };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(uid)
+}
+
+/// The parent of user namespace `ns` (EPERM when it is outside this process's own).
+pub fn ns_parent(ns: std::os::fd::BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: NS_GET_PARENT takes no argument and returns a new descriptor or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT as _) };
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the descriptor was just made and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Starts a pause process: a grandchild of this single-threaded process (the child between
+/// them starts a session and exits at once, so the pause process is nobody's child here and
+/// has no controlling terminal), named `name`, with `/` as its working directory, stdio on
+/// `/dev/null`, no other descriptor, SIGHUP, SIGINT and the like ignored and its signal mask
+/// cleared, which unshares a user namespace and then sleeps until a signal ends it (SIGTERM,
+/// SIGKILL). Returns its PID once it has unshared, or why it could not.
+pub fn spawn_pause(name: &CStr) -> SysResult<i32> {
+    use std::io::Read;
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the caller runs a single thread, so the child may run Rust code after fork;
+    // it and the grandchild end with `_exit` or sleep forever, running none of the parent's
+    // destructors or exit handlers.
+    let middle = match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            drop(report_read);
+            let code = match nix::unistd::setsid() {
+                // SAFETY: as above; this process runs one thread.
+                Ok(_) => match unsafe { nix::unistd::fork() } {
+                    Ok(nix::unistd::ForkResult::Child) => pause_forever(name, report_write),
+                    Ok(nix::unistd::ForkResult::Parent { .. }) => 0,
+                    Err(_) => 1,
+                },
+                Err(_) => 1,
+            };
+            // SAFETY: `_exit` ends the process at once; nothing runs after it.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(report_write);
+    let mut report = String::new();
+    let read = std::fs::File::from(report_read)
+        .take(64)
+        .read_to_string(&mut report);
+    let _ = nix::sys::wait::waitpid(middle, None);
+    read.map_err(io_to_nix)?;
+    // `PID` once unshared, `-ERRNO` when the unshare failed, nothing when a fork did.
+    match report.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => Ok(pid),
+        Ok(errno) if errno < 0 => Err(nix::Error::from_raw(-errno)),
+        _ => Err(nix::Error::ECHILD),
+    }
+}
+
+/// The pause process's life, in the grandchild [`spawn_pause`] forks: never returns.
+fn pause_forever(name: &CStr, report: OwnedFd) -> ! {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    // SAFETY: PR_SET_NAME copies at most 16 bytes of the NUL-terminated string.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    for s in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGPIPE,
+        Signal::SIGALRM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGPROF,
+        Signal::SIGVTALRM,
+        Signal::SIGXCPU,
+        Signal::SIGXFSZ,
+        Signal::SIGIO,
+    ] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { signal(s, SigHandler::SigIgn) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = nix::unistd::chdir("/");
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    // Nothing of berth's stays open: the store, its locks, the caller's lock on the pidfile.
+    let fd = report.as_raw_fd() as u32;
+    // SAFETY: close_range only closes descriptors; `report` (kept) is the only one used
+    // again.
+    unsafe {
+        if fd > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, fd - 1, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, fd + 1, u32::MAX, 0u32);
+    }
+    let answer = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
+        Ok(()) => std::process::id() as i64,
+        Err(e) => -(e as i64),
+    };
+    let mut report = std::fs::File::from(report);
+    let _ = report.write_all(answer.to_string().as_bytes());
+    drop(report);
+    if answer < 0 {
+        // SAFETY: `_exit` ends the process at once.
+        unsafe { libc::_exit(1) }
+    }
+    loop {
+        nix::unistd::pause();
+    }
+}
+
 /// Sets an environment variable of this process, which must run a single thread (the caller
 /// checked [`single_threaded`]): no other thread can be reading the environment.
 pub fn set_env_single_threaded(key: &str, value: &str) {
