@@ -576,11 +576,12 @@ fn commands_share_the_user_namespace_of_one_pause_process() {
         .collect();
     assert_eq!(fds, ["/dev/null"; 3], "the pause process's open files");
     let status = std::fs::read_to_string(proc.join("status")).unwrap();
+    let uid = user.uid.to_string();
     assert!(
         status
             .lines()
-            .any(|l| l.split_whitespace().eq(["Uid:", "0", "0", "0", "0"])),
-        "root in its namespace, the user outside: {status}"
+            .any(|l| l.split_whitespace().eq(["Uid:", &uid, &uid, &uid, &uid])),
+        "the user's process: {status}"
     );
     let stat = std::fs::read_to_string(proc.join("stat")).unwrap();
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
