@@ -513,7 +513,9 @@ fn user_ns_of_a_command(user: &RootlessUser, env: &[(&str, &str)]) -> String {
         .args(["unshare", "readlink", "/proc/self/ns/user"])
         .output()
         .unwrap();
-    assert_success(&out, "berth unshare readlink").trim().to_owned()
+    assert_success(&out, "berth unshare readlink")
+        .trim()
+        .to_owned()
 }
 
 fn readlink(path: impl AsRef<std::path::Path>) -> String {
@@ -561,7 +563,9 @@ fn commands_share_the_user_namespace_of_one_pause_process() {
         .args(["unshare", "readlink", "/proc/self/ns/mnt"])
         .output()
         .unwrap();
-    let mnt = assert_success(&out, "berth unshare readlink mnt").trim().to_owned();
+    let mnt = assert_success(&out, "berth unshare readlink mnt")
+        .trim()
+        .to_owned();
     assert_ne!(mnt, readlink(format!("/proc/{pid}/ns/mnt")));
     // What the pause process is: named, in /, its stdio /dev/null and nothing else open.
     let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
@@ -598,7 +602,11 @@ fn commands_share_the_user_namespace_of_one_pause_process() {
     let file = std::fs::metadata(user.runtime_dir().join("berth/pause.pid")).unwrap();
     assert_eq!((file.uid(), file.mode() & 0o777), (user.uid, 0o600));
     // `system migrate` ends it; the next command starts another.
-    let out = user.berth(&[]).args(["system", "migrate"]).output().unwrap();
+    let out = user
+        .berth(&[])
+        .args(["system", "migrate"])
+        .output()
+        .unwrap();
     assert_success(&out, "berth system migrate");
     assert!(gone(pid), "the pause process ended");
     assert!(!user.runtime_dir().join("berth/pause.pid").exists());
@@ -671,7 +679,9 @@ fn a_stale_pidfile_is_not_joined_and_a_new_pause_process_replaces_it() {
     let _ = impostor.kill();
     let _ = impostor.wait();
     for pid in left {
-        let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
     }
     // Another mapping (only the user's own id, without newuidmap on PATH): replaced, said.
     let before = pause_pid(&user);
@@ -681,7 +691,10 @@ fn a_stale_pidfile_is_not_joined_and_a_new_pause_process_replaces_it() {
         .output()
         .unwrap();
     let text = assert_success(&out, "berth unshare cat uid_map");
-    assert_eq!(text.split_whitespace().collect::<Vec<_>>(), ["0", &user.uid.to_string(), "1"]);
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["0", &user.uid.to_string(), "1"]
+    );
     assert!(printed(&out).contains("changed"), "{}", printed(&out));
     assert!(gone(before), "the old pause process was stopped");
     assert_ne!(pause_pid(&user), before);
@@ -701,7 +714,9 @@ fn a_later_command_reaches_a_detached_containers_non_root_process() {
     let run = |name: &str| {
         let out = user
             .berth(&[])
-            .args(["run", "-d", "--pull", "never", "--name", name, "--user", "1000"])
+            .args([
+                "run", "-d", "--pull", "never", "--name", name, "--user", "1000",
+            ])
             .args(["busybox", "sleep", &mark])
             .output()
             .unwrap();
@@ -723,7 +738,10 @@ fn a_later_command_reaches_a_detached_containers_non_root_process() {
             if let Some(&p) = found.first() {
                 return p;
             }
-            assert!(start.elapsed().as_secs() < 10, "the container's sleep did not start");
+            assert!(
+                start.elapsed().as_secs() < 10,
+                "the container's sleep did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     };
@@ -731,7 +749,13 @@ fn a_later_command_reaches_a_detached_containers_non_root_process() {
     let base: u32 = std::fs::read_to_string("/etc/subuid")
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{}:", user.name))?.split(':').next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(&format!("{}:", user.name))?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap();
     let status = std::fs::read_to_string(format!("/proc/{sleep}/status")).unwrap();
     let host_uid = (base + 999).to_string();

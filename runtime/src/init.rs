@@ -184,7 +184,8 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 return Ok(EXIT_SETUP);
             }
             let new_net = flags.contains(CloneFlags::CLONE_NEWNET);
-            Ok(match container_child(sys, spec, source, new_net, network_up) {
+            let child = container_child(sys, spec, source, new_net, network_up);
+            Ok(match child {
                 Ok(code) => code,
                 Err(ChildError::Setup(e)) => {
                     eprintln!("berth: {}", with_causes(&e));

@@ -136,7 +136,11 @@ impl RuntimeDir {
                 .map_err(std::io::Error::from)
         });
         if renamed.is_err() {
-            let _ = nix::unistd::unlinkat(&self.fd, tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            let _ = nix::unistd::unlinkat(
+                &self.fd,
+                tmp.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
         }
         renamed
     }

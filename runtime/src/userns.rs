@@ -228,7 +228,10 @@ pub fn enter(mapping: &Mapping) -> Result<Entered, UsernsError> {
 
 /// Joins the pause process's namespace; starts the pause process first when there is none
 /// to join (under the lock, so that two commands at once start one).
-fn through_pause(dir: &crate::pause::RuntimeDir, mapping: &Mapping) -> Result<Entered, UsernsError> {
+fn through_pause(
+    dir: &crate::pause::RuntimeDir,
+    mapping: &Mapping,
+) -> Result<Entered, UsernsError> {
     use crate::pause::{self, Found};
     let expected = mapping.maps();
     let join = |p: pause::Pause| {
@@ -240,7 +243,10 @@ fn through_pause(dir: &crate::pause::RuntimeDir, mapping: &Mapping) -> Result<En
         return Ok(Entered::Joined);
     }
     let _lock = dir.lock().map_err(|e| {
-        UsernsError::Pause(format!("locking {}: {e}", dir.path().join("pause.lock").display()))
+        UsernsError::Pause(format!(
+            "locking {}: {e}",
+            dir.path().join("pause.lock").display()
+        ))
     })?;
     let mut entered = Entered::Started;
     match pause::find(dir, &expected) {

@@ -1036,9 +1036,9 @@ pub fn spawn_pause(name: &CStr) -> SysResult<i32> {
 
 /// The pause process's life, in the grandchild [`spawn_pause`] forks: never returns.
 fn pause_forever(name: &CStr, report: OwnedFd) -> ! {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
     // SAFETY: PR_SET_NAME copies at most 16 bytes of the NUL-terminated string.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
     for s in [
@@ -1063,7 +1063,11 @@ fn pause_forever(name: &CStr, report: OwnedFd) -> ! {
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let _ = nix::unistd::chdir("/");
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         let _ = nix::unistd::dup2_stdin(&null);
         let _ = nix::unistd::dup2_stdout(&null);
         let _ = nix::unistd::dup2_stderr(&null);
