@@ -153,6 +153,19 @@ fn command() -> clap::Command {
     examples::add(<Cli as clap::CommandFactory>::command())
 }
 
+impl Command {
+    /// `system migrate`, which stops a rootless user's pause process from outside its
+    /// namespace.
+    fn is_system_migrate(&self) -> bool {
+        matches!(
+            self,
+            Command::System {
+                command: commands::system::Command::Migrate
+            }
+        )
+    }
+}
+
 fn main() -> ExitCode {
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches())
         .unwrap_or_else(|e| e.exit());

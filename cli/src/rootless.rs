@@ -91,10 +91,7 @@ fn uses_the_namespace(command: &Command) -> bool {
             | Command::Completion(_)
             | Command::Man { .. }
             | Command::Init { .. }
-            | Command::System {
-                command: crate::commands::system::Command::Migrate
-            }
-    )
+    ) && !command.is_system_migrate()
 }
 
 /// Commands that unpack layers or run containers, which a single-id mapping limits.
