@@ -791,3 +791,45 @@ fn a_later_command_reaches_a_detached_containers_non_root_process() {
         .unwrap();
     assert_success(&out, "berth rm");
 }
+
+/// PID 1 sets up its rootfs while slirp4netns starts, but runs the command only once `tap0`
+/// is up: when slirp4netns cannot start (not on PATH here), the container ends with the
+/// setup code and says why, and the command never ran.
+#[test]
+fn a_container_whose_slirp4netns_fails_never_runs_its_command() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    if !berth_test_support::needs(
+        "newuidmap in /usr/bin (Debian's uidmap)",
+        std::path::Path::new("/usr/bin/newuidmap").exists(),
+    ) {
+        return;
+    }
+    share_busybox(&s, &user);
+    // The mapping helpers alone on PATH: the same mapping, no slirp4netns.
+    let bin = user.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for helper in ["newuidmap", "newgidmap"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{helper}"), bin.join(helper)).unwrap();
+    }
+    let out = user
+        .berth(&[("PATH", bin.to_str().unwrap())])
+        .args([
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "slirp4netns",
+            "busybox",
+        ])
+        .args(["sh", "-c", "echo the command ran"])
+        .output()
+        .unwrap();
+    let text = printed(&out);
+    assert_eq!(out.status.code(), Some(125), "{text}");
+    assert!(text.contains("slirp4netns"), "{text}");
+    assert!(!text.contains("the command ran"), "{text}");
+}
