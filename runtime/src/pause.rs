@@ -259,10 +259,16 @@ impl Pause {
     }
 }
 
+/// `berth __pause`: the pause process's life (see the module's documentation); never
+/// returns once it has unshared its namespace.
+pub fn main() -> i32 {
+    linux::pause_main(c"berth-pause")
+}
+
 /// Starts a pause process in a new user namespace, its maps not yet written (the caller
 /// writes them, then [`publish`]es it); the process must run a single thread.
 pub fn spawn() -> nix::Result<Spawned> {
-    let pid = linux::spawn_pause(c"berth-pause")?;
+    let pid = linux::spawn_pause()?;
     let pidfd = linux::pidfd_open(pid)?;
     Ok(Spawned {
         pid,

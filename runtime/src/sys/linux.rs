@@ -992,15 +992,18 @@ pub fn ns_parent(ns: std::os::fd::BorrowedFd<'_>) -> SysResult<OwnedFd> {
 
 /// Starts a pause process: a grandchild of this single-threaded process (the child between
 /// them starts a session and exits at once, so the pause process is nobody's child here and
-/// has no controlling terminal), named `name`, with `/` as its working directory, stdio on
-/// `/dev/null`, no other descriptor, SIGHUP, SIGINT and the like ignored and its signal mask
-/// cleared, which unshares a user namespace and then sleeps until a signal ends it (SIGTERM,
-/// SIGKILL). Returns its PID once it has unshared, or why it could not.
-pub fn spawn_pause(name: &CStr) -> SysResult<i32> {
+/// has no controlling terminal), with `/` as its working directory, stdio on `/dev/null`,
+/// SIGHUP, SIGINT and the like ignored and its signal mask cleared, which execs berth again
+/// as `berth-pause __pause` (a fresh process: none of this command's arguments or memory
+/// lives on in it) with the report pipe as descriptor 3 and no other; [`pause_main`] runs
+/// there. Returns its PID once it has unshared its user namespace, or why it could not.
+pub fn spawn_pause() -> SysResult<i32> {
     use std::io::Read;
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let exe = c"/proc/self/exe";
+    let argv = [c"berth-pause", c"__pause"];
     // SAFETY: the caller runs a single thread, so the child may run Rust code after fork;
-    // it and the grandchild end with `_exit` or sleep forever, running none of the parent's
+    // it and the grandchild end with `_exit` or exec, running none of the parent's
     // destructors or exit handlers.
     let middle = match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {
@@ -1008,7 +1011,11 @@ pub fn spawn_pause(name: &CStr) -> SysResult<i32> {
             let code = match nix::unistd::setsid() {
                 // SAFETY: as above; this process runs one thread.
                 Ok(_) => match unsafe { nix::unistd::fork() } {
-                    Ok(nix::unistd::ForkResult::Child) => pause_forever(name, report_write),
+                    Ok(nix::unistd::ForkResult::Child) => {
+                        let errno = exec_pause(exe, &argv, report_write);
+                        // SAFETY: `_exit` ends the process at once; nothing runs after it.
+                        unsafe { libc::_exit(128 + errno as i32) }
+                    }
                     Ok(nix::unistd::ForkResult::Parent { .. }) => 0,
                     Err(_) => 1,
                 },
@@ -1026,7 +1033,8 @@ pub fn spawn_pause(name: &CStr) -> SysResult<i32> {
         .read_to_string(&mut report);
     let _ = nix::sys::wait::waitpid(middle, None);
     read.map_err(io_to_nix)?;
-    // `PID` once unshared, `-ERRNO` when the unshare failed, nothing when a fork did.
+    // `PID` once unshared, `-ERRNO` when the unshare or the exec failed, nothing when a
+    // fork did.
     match report.trim().parse::<i32>() {
         Ok(pid) if pid > 0 => Ok(pid),
         Ok(errno) if errno < 0 => Err(nix::Error::from_raw(-errno)),
@@ -1034,13 +1042,12 @@ pub fn spawn_pause(name: &CStr) -> SysResult<i32> {
     }
 }
 
-/// The pause process's life, in the grandchild [`spawn_pause`] forks: never returns.
-fn pause_forever(name: &CStr, report: OwnedFd) -> ! {
+/// The grandchild of [`spawn_pause`]: prepares the process and execs; returns only when the
+/// exec failed (after saying so on the report pipe).
+fn exec_pause(exe: &CStr, argv: &[&CStr], report: OwnedFd) -> nix::Error {
     use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    // SAFETY: PR_SET_NAME copies at most 16 bytes of the NUL-terminated string.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
     for s in [
         Signal::SIGHUP,
         Signal::SIGINT,
@@ -1058,7 +1065,7 @@ fn pause_forever(name: &CStr, report: OwnedFd) -> ! {
         Signal::SIGXFSZ,
         Signal::SIGIO,
     ] {
-        // SAFETY: SIG_IGN installs no handler code.
+        // SAFETY: SIG_IGN installs no handler code; it stays across the exec.
         let _ = unsafe { signal(s, SigHandler::SigIgn) };
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
@@ -1072,26 +1079,50 @@ fn pause_forever(name: &CStr, report: OwnedFd) -> ! {
         let _ = nix::unistd::dup2_stdout(&null);
         let _ = nix::unistd::dup2_stderr(&null);
     }
-    // Nothing of berth's stays open: the store, its locks, the caller's lock on the pidfile.
-    let fd = report.as_raw_fd() as u32;
-    // SAFETY: close_range only closes descriptors; `report` (kept) is the only one used
-    // again.
-    unsafe {
-        if fd > 3 {
-            libc::syscall(libc::SYS_close_range, 3u32, fd - 1, 0u32);
-        }
-        libc::syscall(libc::SYS_close_range, fd + 1, u32::MAX, 0u32);
+    // The report pipe as descriptor 3, inherited; nothing else of berth's stays open (the
+    // store, its locks, the caller's lock on the pidfile).
+    // SAFETY: dup3 only makes descriptor 3 a copy of `report`; whatever 3 was is closed, and
+    // nothing in this process uses it again.
+    let moved = unsafe { libc::dup3(report.as_raw_fd(), 3, 0) };
+    if moved >= 0 {
+        // SAFETY: close_range only closes descriptors; only 0 to 3 are used again.
+        unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
+        let err = nix::unistd::execv(exe, argv).unwrap_err();
+        let _ = std::fs::File::from(report).write_all(format!("-{}", err as i32).as_bytes());
+        return err;
     }
+    let err = nix::Error::last();
+    let _ = std::fs::File::from(report).write_all(format!("-{}", err as i32).as_bytes());
+    err
+}
+
+/// `berth __pause`, the pause process after [`spawn_pause`]'s exec: names itself, unshares
+/// its user namespace, says so (its PID, or `-ERRNO`) on descriptor 3, closes it and sleeps
+/// until a signal ends it. Refuses (exit 2) when descriptor 3 is not a pipe: run by hand, it
+/// does nothing.
+pub fn pause_main(name: &CStr) -> i32 {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let is_pipe = nix::sys::stat::fstat(
+        // SAFETY: fstat only reads the descriptor's metadata; 3 is not owned here.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(3) },
+    )
+    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
+    if !is_pipe {
+        return 2;
+    }
+    // SAFETY: descriptor 3 is the report pipe spawn_pause handed down, owned by nothing else.
+    let mut report = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(3) });
+    // SAFETY: PR_SET_NAME copies at most 16 bytes of the NUL-terminated string.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
     let answer = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
-        Ok(()) => std::process::id() as i64,
+        Ok(()) => i64::from(std::process::id()),
         Err(e) => -(e as i64),
     };
-    let mut report = std::fs::File::from(report);
     let _ = report.write_all(answer.to_string().as_bytes());
     drop(report);
     if answer < 0 {
-        // SAFETY: `_exit` ends the process at once.
-        unsafe { libc::_exit(1) }
+        return 1;
     }
     loop {
         nix::unistd::pause();
