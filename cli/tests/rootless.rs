@@ -833,3 +833,37 @@ fn a_container_whose_slirp4netns_fails_never_runs_its_command() {
     assert!(text.contains("slirp4netns"), "{text}");
     assert!(!text.contains("the command ran"), "{text}");
 }
+
+/// Commands started at once with no pause process running start one between them (the
+/// first takes `pause.lock`, the others find its pause process once they have it).
+#[test]
+fn concurrent_first_commands_start_one_pause_process() {
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            user.berth(&[])
+                .args(["unshare", "readlink", "/proc/self/ns/user"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let namespaces: std::collections::BTreeSet<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert_success(&out, "berth unshare readlink")
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(namespaces.len(), 1, "one namespace: {namespaces:?}");
+    let pid = pause_pid(&user);
+    assert_eq!(
+        Some(&readlink(format!("/proc/{pid}/ns/user"))),
+        namespaces.first()
+    );
+}
