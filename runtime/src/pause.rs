@@ -4,8 +4,9 @@
 //! the start of two setuid helpers; and a later command (`stop`, `kill`) is root in the very
 //! namespace an earlier command's containers run in.
 //!
-//! It does nothing: it sleeps on signals, ignores hangups and terminal signals, has `/` as
-//! its working directory, stdio on `/dev/null` and no other file open (nothing of the store),
+//! It is berth exec'd afresh (`berth-pause __pause`, [`main`]), so nothing of the command
+//! that started it (arguments, memory) lives on in it, and it does nothing: it sleeps on
+//! signals, ignores hangups and terminal signals, has `/` as its working directory, stdio on `/dev/null` and no other file open (nothing of the store),
 //! a session of its own, and stays in the host's mount namespace (each command unshares a
 //! mount namespace of its own after joining, so its mounts still end with it). SIGTERM ends
 //! it (`berth system migrate`); the next command starts a new one.
