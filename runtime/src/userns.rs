@@ -12,7 +12,7 @@
 //! own) into the namespace the user's pause process holds ([`crate::pause`]), then unshares
 //! a mount namespace of its own: every command of the user shares one user namespace, and
 //! joining it costs a few system calls. The first command starts the pause process, which
-//! unshares the namespace, and maps its ids itself, running the mapping helpers on it. Without
+//! unshares the namespace, then maps that process's ids (the mapping helpers run on it). Without
 //! a private runtime directory for the pidfile, the command unshares a namespace of its own
 //! as before: a forked helper, left outside, runs the mapping helpers on it. Either way it
 //! needs a single-threaded process (`setns` into a user namespace refuses others), so `main`
