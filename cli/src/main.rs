@@ -123,6 +123,10 @@ enum Command {
     /// The container init (internal: started by `run` through /proc/self/exe)
     #[command(name = "__init", hide = true)]
     Init { bundle: PathBuf },
+    /// The rootless pause process (internal: started through /proc/self/exe by the first
+    /// command that enters berth's user namespace)
+    #[command(name = "__pause", hide = true)]
+    Pause,
     /// Manage the store
     System {
         #[command(subcommand)]
@@ -153,6 +157,19 @@ fn command() -> clap::Command {
     examples::add(<Cli as clap::CommandFactory>::command())
 }
 
+impl Command {
+    /// `system migrate`, which stops a rootless user's pause process from outside its
+    /// namespace.
+    fn is_system_migrate(&self) -> bool {
+        matches!(
+            self,
+            Command::System {
+                command: commands::system::Command::Migrate
+            }
+        )
+    }
+}
+
 fn main() -> ExitCode {
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches())
         .unwrap_or_else(|e| e.exit());
@@ -160,6 +177,10 @@ fn main() -> ExitCode {
     if let Command::Init { bundle } = &cli.command {
         // The container init: a fresh single-threaded process; it opens no store.
         std::process::exit(berth_runtime::init::main(bundle));
+    }
+    if let Command::Pause = cli.command {
+        // A fresh process that holds the user namespace; it opens nothing.
+        std::process::exit(berth_runtime::pause::main());
     }
     let result = run(cli);
     match result.and_then(|code| {
@@ -201,6 +222,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Import(args) => commands::import::run(&*open()?, args),
         Command::Save(args) => commands::save::run(&*open()?, args),
         Command::Load(args) => commands::load::run(open()?, args),
+        Command::System {
+            command: commands::system::Command::Migrate,
+        } => commands::system::migrate(),
         Command::System { command } => commands::system::run(&*open()?, command),
         Command::Run(args) => commands::run::run(open()?, args),
         Command::Ps(args) => commands::ps::run(&*open()?, args),
@@ -216,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Container { command } => commands::prune::container(&*open()?, command),
         Command::Debug { command } => commands::debug::run(command),
         Command::Monitor { dir } => commands::run::monitor(&*open()?, &dir),
-        Command::Init { .. } => unreachable!("handled in main"),
+        Command::Init { .. } | Command::Pause => unreachable!("handled in main"),
         Command::Unshare(args) => commands::unshare::run(args),
         Command::Version(args) => commands::info::version(args),
         Command::Info(args) => commands::info::info(&*open()?, args),

@@ -1,10 +1,12 @@
 //! A rootless berth: which commands run inside the user namespace
-//! ([`berth_runtime::userns`]) and entering it, once, before any thread starts.
+//! ([`berth_runtime::userns`]) and entering it, once, before any thread starts: joining the
+//! namespace the user's pause process holds ([`berth_runtime::pause`]), or starting that
+//! process when none runs.
 
 use std::sync::OnceLock;
 
 use anyhow::Context;
-use berth_runtime::userns::{self, Mapping};
+use berth_runtime::userns::{self, Entered, Mapping};
 
 use crate::Command;
 
@@ -46,7 +48,22 @@ pub fn enter_if_needed(command: &Command) -> anyhow::Result<bool> {
         );
     }
     match userns::enter(&mapping) {
-        Ok(()) => Ok(true),
+        Ok(Entered::Replaced) => {
+            errln!(
+                "berth: /etc/subuid or /etc/subgid changed: berth's user namespace was made \
+                 again with the new mapping (containers started before run on in the old one)"
+            );
+            Ok(true)
+        }
+        Ok(Entered::Alone(why)) => {
+            errln!(
+                "berth: warning: no private runtime directory for berth's pause process \
+                 ({why}): this command has a user namespace of its own, and a later command \
+                 may not be able to signal its containers' processes"
+            );
+            Ok(true)
+        }
+        Ok(Entered::Joined | Entered::Started) => Ok(true),
         Err(e) if matches!(command, Command::Info(_)) => {
             let _ = NOT_ENTERED.set(e.to_string());
             Ok(true)
@@ -74,7 +91,8 @@ fn uses_the_namespace(command: &Command) -> bool {
             | Command::Completion(_)
             | Command::Man { .. }
             | Command::Init { .. }
-    )
+            | Command::Pause
+    ) && !command.is_system_migrate()
 }
 
 /// Commands that unpack layers or run containers, which a single-id mapping limits.

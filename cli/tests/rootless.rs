@@ -783,3 +783,372 @@ fn killing_berth_leaves_no_fuse_overlayfs_daemon_or_mount() {
         assert_nothing_left(uid, &format!("SIGKILL of berth {}", args.join(" ")));
     }
 }
+
+/// The pause process's PID, from the user's pidfile.
+fn pause_pid(user: &RootlessUser) -> u32 {
+    let file = user.runtime_dir().join("berth/pause.pid");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    text.trim().parse().expect("a PID in the pidfile")
+}
+
+/// `readlink /proc/self/ns/user` in berth's namespace, as the user with `env`.
+fn user_ns_of_a_command(user: &RootlessUser, env: &[(&str, &str)]) -> String {
+    let out = user
+        .berth(env)
+        .args(["unshare", "readlink", "/proc/self/ns/user"])
+        .output()
+        .unwrap();
+    assert_success(&out, "berth unshare readlink")
+        .trim()
+        .to_owned()
+}
+
+fn readlink(path: impl AsRef<std::path::Path>) -> String {
+    std::fs::read_link(path.as_ref())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
+        .display()
+        .to_string()
+}
+
+/// Waits up to 5 s for process `pid` to be gone (or a zombie, left to whoever reaps it).
+fn gone(pid: u32) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat) if stat[stat.rfind(')').unwrap_or(0)..].starts_with(") Z") => return true,
+            Ok(_) => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// Every command of the user joins the user namespace one pause process holds: a process
+/// that sleeps with nothing of the store open, its PID in a pidfile of the user's 0700 runtime
+/// directory; `berth system migrate` ends it and the next command starts another.
+#[test]
+fn commands_share_the_user_namespace_of_one_pause_process() {
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    // The first command opens the store.
+    let out = user.berth(&[]).args(["images"]).output().unwrap();
+    assert_success(&out, "rootless images");
+    let pid = pause_pid(&user);
+    let first = user_ns_of_a_command(&user, &[]);
+    let second = user_ns_of_a_command(&user, &[]);
+    assert_eq!(first, second, "two commands, one user namespace");
+    assert_eq!(pause_pid(&user), pid, "the same pause process");
+    assert_eq!(readlink(format!("/proc/{pid}/ns/user")), first);
+    assert_ne!(readlink("/proc/self/ns/user"), first, "not the host's");
+    // A mount namespace of each command's own, not the pause process's.
+    let out = user
+        .berth(&[])
+        .args(["unshare", "readlink", "/proc/self/ns/mnt"])
+        .output()
+        .unwrap();
+    let mnt = assert_success(&out, "berth unshare readlink mnt")
+        .trim()
+        .to_owned();
+    assert_ne!(mnt, readlink(format!("/proc/{pid}/ns/mnt")));
+    // What the pause process is: named, in /, its stdio /dev/null and nothing else open.
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    assert_eq!(
+        std::fs::read_to_string(proc.join("comm")).unwrap(),
+        "berth-pause\n"
+    );
+    assert_eq!(readlink(proc.join("cwd")), "/");
+    let fds: Vec<String> = std::fs::read_dir(proc.join("fd"))
+        .unwrap()
+        .map(|e| readlink(e.unwrap().path()))
+        .collect();
+    assert_eq!(fds, ["/dev/null"; 3], "the pause process's open files");
+    let status = std::fs::read_to_string(proc.join("status")).unwrap();
+    let uid = user.uid.to_string();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Uid:", &uid, &uid, &uid, &uid])),
+        "the user's process: {status}"
+    );
+    let stat = std::fs::read_to_string(proc.join("stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let session = fields[3];
+    let our_session = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let our_fields: Vec<&str> = our_session[our_session.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .collect();
+    assert_ne!(session, our_fields[3], "a session of its own");
+    assert_eq!(fields[4], "0", "no controlling terminal");
+    // Files the user alone reaches.
+    let dir = std::fs::metadata(user.runtime_dir().join("berth")).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o777), (user.uid, 0o700));
+    let file = std::fs::metadata(user.runtime_dir().join("berth/pause.pid")).unwrap();
+    assert_eq!((file.uid(), file.mode() & 0o777), (user.uid, 0o600));
+    // `system migrate` ends it; the next command starts another.
+    let out = user
+        .berth(&[])
+        .args(["system", "migrate"])
+        .output()
+        .unwrap();
+    assert_success(&out, "berth system migrate");
+    assert!(gone(pid), "the pause process ended");
+    assert!(!user.runtime_dir().join("berth/pause.pid").exists());
+    user_ns_of_a_command(&user, &[]);
+    assert_ne!(pause_pid(&user), pid);
+}
+
+/// A pidfile that names a PID not of a pause process of the user's (a dead one, root's init,
+/// a process of the user's in the host's namespace named as the pause process is) is never
+/// joined, and the process it names is left alone: a new pause process replaces it. A pause
+/// process with another mapping than the one berth sets up now is replaced, and berth says so.
+#[test]
+fn a_stale_pidfile_is_not_joined_and_a_new_pause_process_replaces_it() {
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    let pidfile = user.runtime_dir().join("berth/pause.pid");
+    user_ns_of_a_command(&user, &[]);
+    let host_ns = readlink("/proc/self/ns/user");
+    // A process of the user's named berth-pause, in the host's user namespace.
+    let fake = user.path().join("berth-pause");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    user.give(&fake);
+    let gid = std::fs::metadata(user.path()).unwrap().gid();
+    let mut impostor = std::process::Command::new("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg(&fake)
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let impostor_pid = impostor.id();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(format!("/proc/{impostor_pid}/comm")).unwrap_or_default()
+        != "berth-pause\n"
+    {
+        assert!(start.elapsed().as_secs() < 5, "the impostor did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let mut left = Vec::new();
+    for (what, stale) in [
+        ("a dead PID", dead),
+        ("root's init", 1),
+        ("the user's process named berth-pause", impostor_pid),
+    ] {
+        // The pause process the pidfile named: left running, as nothing names it now.
+        left.push(pause_pid(&user));
+        std::fs::write(&pidfile, format!("{stale}\n")).unwrap();
+        let ns = user_ns_of_a_command(&user, &[]);
+        let pid = pause_pid(&user);
+        assert_ne!(pid, stale, "{what}: replaced");
+        assert_ne!(ns, host_ns, "{what}");
+        assert_eq!(readlink(format!("/proc/{pid}/ns/user")), ns, "{what}");
+        assert_eq!(
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap(),
+            "berth-pause\n"
+        );
+    }
+    assert!(
+        std::path::Path::new(&format!("/proc/{impostor_pid}")).exists(),
+        "a process that is not berth's pause process is never signalled"
+    );
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    for pid in left {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    // Another mapping (only the user's own id, without newuidmap on PATH): replaced, said.
+    let before = pause_pid(&user);
+    let out = user
+        .berth(&[("PATH", "/nonexistent")])
+        .args(["unshare", "/bin/cat", "/proc/self/uid_map"])
+        .output()
+        .unwrap();
+    let text = assert_success(&out, "berth unshare cat uid_map");
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["0", &user.uid.to_string(), "1"]
+    );
+    assert!(printed(&out).contains("changed"), "{}", printed(&out));
+    assert!(gone(before), "the old pause process was stopped");
+    assert_ne!(pause_pid(&user), before);
+}
+
+/// A detached container whose process runs as a user other than root (a subordinate id on
+/// the host): a later command, which joins the same user namespace, may signal it, and
+/// `stop` and `kill` end such containers.
+#[test]
+fn a_later_command_reaches_a_detached_containers_non_root_process() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    share_busybox(&s, &user);
+    let mark = format!("7{}", std::process::id());
+    let run = |name: &str| {
+        let out = user
+            .berth(&[])
+            .args([
+                "run", "-d", "--pull", "never", "--name", name, "--user", "1000",
+            ])
+            .args(["busybox", "sleep", &mark])
+            .output()
+            .unwrap();
+        assert_success(&out, "rootless run -d --user 1000");
+    };
+    run("stopped");
+    // The container's sleep, on the host: the subordinate id of 1000 inside.
+    let find = || {
+        let want = format!("sleep\0{mark}\0");
+        let start = std::time::Instant::now();
+        loop {
+            let found: Vec<u32> = std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|p| {
+                    std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+                })
+                .collect();
+            if let Some(&p) = found.first() {
+                return p;
+            }
+            assert!(
+                start.elapsed().as_secs() < 10,
+                "the container's sleep did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let sleep = find();
+    let base: u32 = std::fs::read_to_string("/etc/subuid")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{}:", user.name))?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{sleep}/status")).unwrap();
+    let host_uid = (base + 999).to_string();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&host_uid)),
+        "runs as {host_uid} on the host: {status}"
+    );
+    // Root in the namespace the container was made in (CAP_KILL there), from a new command.
+    let out = user
+        .berth(&[])
+        .args(["unshare", "kill", "-0", &sleep.to_string()])
+        .output()
+        .unwrap();
+    assert_success(&out, "a later command signals the container's process");
+    let out = user
+        .berth(&[])
+        .args(["stop", "-t", "1", "stopped"])
+        .output()
+        .unwrap();
+    assert_success(&out, "berth stop");
+    assert!(gone(sleep), "stop ended the container's process");
+    run("killed");
+    let sleep = find();
+    let out = user.berth(&[]).args(["kill", "killed"]).output().unwrap();
+    assert_success(&out, "berth kill");
+    assert!(gone(sleep), "kill ended the container's process");
+    let out = user
+        .berth(&[])
+        .args(["rm", "-f", "stopped", "killed"])
+        .output()
+        .unwrap();
+    assert_success(&out, "berth rm");
+}
+
+/// PID 1 sets up its rootfs while slirp4netns starts, but runs the command only once `tap0`
+/// is up: when slirp4netns cannot start (not on PATH here), the container ends with the
+/// setup code and says why, and the command never ran.
+#[test]
+fn a_container_whose_slirp4netns_fails_never_runs_its_command() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    if !berth_test_support::needs(
+        "newuidmap in /usr/bin (Debian's uidmap)",
+        std::path::Path::new("/usr/bin/newuidmap").exists(),
+    ) {
+        return;
+    }
+    share_busybox(&s, &user);
+    // The mapping helpers alone on PATH: the same mapping, no slirp4netns.
+    let bin = user.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for helper in ["newuidmap", "newgidmap"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{helper}"), bin.join(helper)).unwrap();
+    }
+    let out = user
+        .berth(&[("PATH", bin.to_str().unwrap())])
+        .args([
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "slirp4netns",
+            "busybox",
+        ])
+        .args(["sh", "-c", "echo the command ran"])
+        .output()
+        .unwrap();
+    let text = printed(&out);
+    assert_eq!(out.status.code(), Some(125), "{text}");
+    assert!(text.contains("slirp4netns"), "{text}");
+    assert!(!text.contains("the command ran"), "{text}");
+}
+
+/// Commands started at once with no pause process running start one between them (the
+/// first takes `pause.lock`, the others find its pause process once they have it).
+#[test]
+fn concurrent_first_commands_start_one_pause_process() {
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            user.berth(&[])
+                .args(["unshare", "readlink", "/proc/self/ns/user"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let namespaces: std::collections::BTreeSet<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert_success(&out, "berth unshare readlink")
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(namespaces.len(), 1, "one namespace: {namespaces:?}");
+    let pid = pause_pid(&user);
+    assert_eq!(
+        Some(&readlink(format!("/proc/{pid}/ns/user"))),
+        namespaces.first()
+    );
+}

@@ -333,11 +333,18 @@ fn a_rootless_store_still_works() {
         ));
         return;
     }
+    // A runtime directory of the user's own, for the pause process that holds berth's user
+    // namespace: stopped when the test ends, however it ends.
+    let runtime = home.join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&runtime, Some(NOBODY), Some(NOBODY)).unwrap();
     let run = |args: &[&str]| {
         Command::new(berth)
             .args(args)
             .env_remove("BERTH_ROOT")
             .env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", &runtime)
             .env_remove("XDG_DATA_HOME")
             .uid(NOBODY)
             .gid(NOBODY)
@@ -345,6 +352,14 @@ fn a_rootless_store_still_works() {
             .output()
             .unwrap()
     };
+    struct Migrated<F: Fn(&[&str]) -> std::process::Output>(F);
+    impl<F: Fn(&[&str]) -> std::process::Output> Drop for Migrated<F> {
+        fn drop(&mut self) {
+            (self.0)(&["system", "migrate"]);
+        }
+    }
+    let run = Migrated(run);
+    let run = |args: &[&str]| (run.0)(args);
     let out = run(&["import", rootfs.to_str().unwrap(), "mine"]);
     assert!(out.status.success(), "{out:?}");
     let out = run(&["images", "-q"]);

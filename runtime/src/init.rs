@@ -145,7 +145,8 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
         c.create(sys, &limits)?;
     }
     // slirp4netns is started from the host's network namespace: its launcher is forked
-    // before the unshare; PID 1 waits on `release` until tap0 is configured.
+    // before the unshare; PID 1 sets up its rootfs meanwhile and waits on `release` until
+    // tap0 is configured just before it drops privileges and execs.
     let mut slirp = match spec
         .annotations()
         .as_ref()
@@ -175,14 +176,11 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
             if let Some(p) = premounted {
                 p.forget();
             }
-            if let Some((wait, released)) = release {
+            drop(slirp);
+            let network_up = release.map(|(wait, released)| {
                 drop(released);
-                drop(slirp);
-                let mut byte = [0u8];
-                if std::io::Read::read(&mut std::fs::File::from(wait), &mut byte).ok() != Some(1) {
-                    return Ok(EXIT_SETUP);
-                }
-            }
+                std::fs::File::from(wait)
+            });
             // PID 1 moves itself into its cgroup before it does anything else (the quick
             // way, see `Cgroup::enter`).
             if let Some(c) = &cgroup
@@ -196,19 +194,18 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 return Ok(EXIT_SETUP);
             }
             let new_net = flags.contains(CloneFlags::CLONE_NEWNET);
-            Ok(
-                match container_child(sys, spec, &ops, skip_overlay, new_net) {
-                    Ok(code) => code,
-                    Err(ChildError::Setup(e)) => {
-                        eprintln!("berth: {}", with_causes(&e));
-                        EXIT_SETUP
-                    }
-                    Err(ChildError::Exec { code, message }) => {
-                        eprintln!("berth: {message}");
-                        code
-                    }
-                },
-            )
+            let child = container_child(sys, spec, &ops, skip_overlay, new_net, network_up);
+            Ok(match child {
+                Ok(code) => code,
+                Err(ChildError::Setup(e)) => {
+                    eprintln!("berth: {}", with_causes(&e));
+                    EXIT_SETUP
+                }
+                Err(ChildError::Exec { code, message }) => {
+                    eprintln!("berth: {message}");
+                    code
+                }
+            })
         }
         ForkResult::Parent { child } => {
             if let (Some(launcher), Some((wait, released))) = (slirp.as_mut(), release) {
@@ -483,13 +480,16 @@ fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
 }
 
 /// PID 1's setup, then exec; returns only on failure, or with the command's exit code when
-/// PID 1 is berth's small init.
+/// PID 1 is berth's small init. With `network_up` (slirp4netns), it waits there for the
+/// init's word that tap0 is configured before it drops privileges: the rootfs is set up
+/// while slirp4netns starts, and the command never runs without its network.
 fn container_child(
     sys: &mut dyn Sys,
     spec: &Spec,
     ops: &[Op],
     skip_overlay: bool,
     new_net: bool,
+    network_up: Option<std::fs::File>,
 ) -> Result<i32, ChildError> {
     sys.set_parent_death_signal(Signal::SIGKILL)
         .map_err(setup("setting the parent-death signal"))?;
@@ -626,6 +626,13 @@ fn container_child(
         seccomp: seccomp != Some("unconfined"),
         rlimits: process.rlimits().as_deref().unwrap_or_default(),
     };
+    if let Some(mut up) = network_up {
+        let mut byte = [0u8];
+        if std::io::Read::read(&mut up, &mut byte).ok() != Some(1) {
+            // The init said why (slirp4netns did not configure tap0) and kills this process.
+            return Ok(EXIT_SETUP);
+        }
+    }
     crate::privileges::drop_privileges(sys, &identity)?;
     if with_init {
         return Ok(crate::pid1::run(sys, &program, &argv, &envp));
@@ -936,6 +943,7 @@ mod tests {
                 "setgroups 10",
                 "setgid 1000",
                 "setuid 1000",
+                "pdeathsig SIGKILL",
                 "capabilities uid=1000",
                 "finish",
                 "execve /bin/sh",

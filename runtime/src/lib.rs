@@ -17,6 +17,7 @@
 //! | [`fuse`] | fuse-overlayfs: which program mounts overlays (`BERTH_MOUNT_PROGRAM`), the rootless fallback where the kernel refuses overlayfs |
 //! | [`slirp`] | a private network without root: slirp4netns started on the container's network namespace |
 //! | [`userns`] | rootless: the user namespace berth enters at start, its id mapping from `/etc/subuid` |
+//! | [`pause`] | rootless: the pause process that holds that namespace between commands; its pidfile, checked before it is joined |
 //! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
 //! | [`views`] | overlay views mounted in a thread's private mount namespace (the builder's COPY) |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
@@ -32,6 +33,7 @@ pub mod cgroups;
 pub mod contract;
 pub mod fuse;
 pub mod init;
+pub mod pause;
 pub mod pid1;
 pub mod privileges;
 pub mod rootfs;

@@ -6,7 +6,9 @@
 //!    `no_new_privs`, see seccomp.rs);
 //! 2. supplementary groups, then the group: both need CAP_SETGID, lost with the user change;
 //! 3. the bounding set cut: needs CAP_SETPCAP, which a non-root user loses;
-//! 4. the user;
+//! 4. the user, then the parent-death signal (SIGKILL) again: the kernel clears it when the
+//!    user or group changes, and PID 1 must still die with the init (a rootless container
+//!    has no cgroup to end it by);
 //! 5. the remaining capability sets (none for a non-root user) and an empty ambient set;
 //! 6. umask 022, every descriptor above 2 closed, signals unblocked and at their default
 //!    action; then exec.
@@ -62,6 +64,8 @@ pub fn drop_privileges(sys: &mut dyn Sys, id: &Identity<'_>) -> Result<(), Runti
         sys.limit_bounding(caps)?;
     }
     sys.set_uid(id.uid).map_err(setup("setting the user"))?;
+    sys.set_parent_death_signal(nix::sys::signal::Signal::SIGKILL)
+        .map_err(setup("setting the parent-death signal again"))?;
     if let Some(caps) = id.capabilities {
         sys.apply_capabilities(caps, id.uid)?;
     }
@@ -109,6 +113,7 @@ mod tests {
                 "setgid",
                 "bounding",
                 "setuid",
+                "pdeathsig",
                 "capabilities",
                 "finish"
             ],
@@ -139,7 +144,7 @@ mod tests {
         drop_privileges(&mut sys, &id).unwrap();
         assert_eq!(
             order(&sys.calls),
-            ["setgroups", "setgid", "setuid", "finish"]
+            ["setgroups", "setgid", "setuid", "pdeathsig", "finish"]
         );
     }
 }

@@ -8,11 +8,16 @@
 //! maps the user alone (as `unshare -r` does): files keep their owners only when they are
 //! root's, and a `chown` to another id fails.
 //!
-//! [`enter`] unshares the user namespace (and a mount namespace) in this very process (its PID, signals, terminal and
-//! exit code stay berth's own): a forked helper, left outside, runs the mapping helpers on it.
-//! It needs a single-threaded process, so `main` calls it before anything starts a thread.
-//! Every descendant (`__init`, `__monitor`, RUN steps) inherits the namespace and finds
-//! [`MARKER`] in its environment.
+//! [`enter`] puts this very process (its PID, signals, terminal and exit code stay berth's
+//! own) into the namespace the user's pause process holds ([`crate::pause`]), then unshares
+//! a mount namespace of its own: every command of the user shares one user namespace, and
+//! joining it costs a few system calls. The first command starts the pause process, which
+//! unshares the namespace, then maps that process's ids (the mapping helpers run on it). Without
+//! a private runtime directory for the pidfile, the command unshares a namespace of its own
+//! as before: a forked helper, left outside, runs the mapping helpers on it. Either way it
+//! needs a single-threaded process (`setns` into a user namespace refuses others), so `main`
+//! calls it before anything starts a thread. Every descendant (`__init`, `__monitor`, RUN
+//! steps) inherits the namespace and finds [`MARKER`] in its environment.
 
 use std::path::Path;
 
@@ -81,6 +86,15 @@ impl Mapping {
     /// How many ids the namespace has (uids), the user's own included.
     pub fn uid_count(&self) -> u64 {
         self.uids.iter().map(|r| u64::from(r.count)).sum()
+    }
+
+    /// The maps a namespace with this mapping shows in `uid_map` and `gid_map`.
+    pub fn maps(&self) -> crate::pause::Maps {
+        let lines = |r: &[IdRange]| r.iter().map(|r| [r.inside, r.outside, r.count]).collect();
+        crate::pause::Maps {
+            uids: lines(&self.uids),
+            gids: lines(&self.gids),
+        }
     }
 
     /// `newuidmap`'s or `newgidmap`'s arguments after the PID: `inside outside count`...
@@ -153,6 +167,25 @@ pub enum UsernsError {
     },
     #[error("writing {0}: {1}")]
     Map(&'static str, std::io::Error),
+    #[error("joining berth's user namespace (pause process {pid}): {errno}")]
+    Join { pid: i32, errno: nix::Error },
+    #[error("starting berth's pause process: {0}")]
+    Pause(String),
+}
+
+/// How [`enter`] entered the namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entered {
+    /// It joined the namespace of the pause process an earlier command started.
+    Joined,
+    /// It started the pause process (none ran, or the pidfile was stale) and joined it.
+    Started,
+    /// The pause process's maps were not those of `/etc/subuid` and `/etc/subgid` now: it
+    /// was stopped, and a new one started with the new mapping.
+    Replaced,
+    /// No private runtime directory for the pidfile (why): a namespace of its own, which
+    /// later commands do not share.
+    Alone(String),
 }
 
 pub use crate::sys::linux::in_user_namespace;
@@ -164,9 +197,10 @@ pub fn rootless() -> bool {
     std::env::var_os(MARKER).is_some() && in_user_namespace()
 }
 
-/// Enters a new user namespace with `mapping`, in this process, which must run one thread:
-/// afterwards it is root inside, with every capability there, and [`MARKER`] is set.
-pub fn enter(mapping: &Mapping) -> Result<(), UsernsError> {
+/// Enters berth's user namespace with `mapping`, in this process, which must run one thread:
+/// afterwards it is root inside, with every capability there, in a mount namespace of its
+/// own, and [`MARKER`] is set.
+pub fn enter(mapping: &Mapping) -> Result<Entered, UsernsError> {
     if !crate::sys::linux::single_threaded() {
         return Err(UsernsError::Threads);
     }
@@ -175,15 +209,87 @@ pub fn enter(mapping: &Mapping) -> Result<(), UsernsError> {
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw()
     );
-    if mapping.is_single() {
-        map_self()?;
-    } else {
-        map_with_helpers(mapping)?;
-    }
+    let entered = match crate::pause::RuntimeDir::open() {
+        Ok(dir) => through_pause(&dir, mapping)?,
+        Err(why) => {
+            if mapping.is_single() {
+                map_self()?;
+            } else {
+                map_with_helpers(mapping)?;
+            }
+            Entered::Alone(why)
+        }
+    };
     // SAFETY (of the call's contract): checked above that this process runs one thread, and
     // nothing since has started one.
     crate::sys::linux::set_env_single_threaded(MARKER, &outer);
-    Ok(())
+    Ok(entered)
+}
+
+/// Joins the pause process's namespace; starts the pause process first when there is none
+/// to join (under the lock, so that two commands at once start one).
+fn through_pause(
+    dir: &crate::pause::RuntimeDir,
+    mapping: &Mapping,
+) -> Result<Entered, UsernsError> {
+    use crate::pause::{self, Found};
+    let expected = mapping.maps();
+    let join = |p: pause::Pause| {
+        let pid = p.pid;
+        p.join().map_err(|errno| UsernsError::Join { pid, errno })
+    };
+    if let Found::Live(p) = pause::find(dir, &expected) {
+        join(p)?;
+        return Ok(Entered::Joined);
+    }
+    let _lock = dir.lock().map_err(|e| {
+        UsernsError::Pause(format!(
+            "locking {}: {e}",
+            dir.path().join("pause.lock").display()
+        ))
+    })?;
+    let mut entered = Entered::Started;
+    match pause::find(dir, &expected) {
+        Found::Live(p) => {
+            join(p)?;
+            return Ok(Entered::Joined);
+        }
+        Found::Other(p) => {
+            p.stop();
+            entered = Entered::Replaced;
+        }
+        Found::None => {}
+    }
+    let spawned = pause::spawn().map_err(UsernsError::Unshare)?;
+    let pid = spawned.pid.to_string();
+    if mapping.is_single() {
+        map_single(&pid)?;
+    } else {
+        run_helpers(&pid, mapping).map_err(|(which, why)| helper_error(which, &why))?;
+    }
+    join(pause::publish(dir, spawned, &expected).map_err(UsernsError::Pause)?)?;
+    Ok(entered)
+}
+
+/// Stops the user's pause process, if one runs (`berth system migrate`); returns its PID.
+/// The next command that enters the namespace starts a new one.
+pub fn stop_pause() -> Result<Option<i32>, String> {
+    let dir = crate::pause::RuntimeDir::open()?;
+    Ok(crate::pause::stop(&dir))
+}
+
+/// The user alone, mapped from this process (in the parent namespace) into the pause
+/// process's namespace: `setgroups` denied first, as the kernel asks of an unprivileged
+/// mapping.
+fn map_single(pid: &str) -> Result<(), UsernsError> {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let write = |file: &'static str, text: String| {
+        std::fs::write(format!("/proc/{pid}/{file}"), text).map_err(|e| UsernsError::Map(file, e))
+    };
+    write("setgroups", "deny".to_owned())?;
+    write("uid_map", format!("0 {uid} 1\n"))?;
+    write("gid_map", format!("0 {gid} 1\n"))
 }
 
 /// The user alone, mapped by this process itself (no helper needed): `setgroups` must be
@@ -205,38 +311,17 @@ fn map_self() -> Result<(), UsernsError> {
 fn map_with_helpers(mapping: &Mapping) -> Result<(), UsernsError> {
     use std::io::{Read, Write};
     let pid = std::process::id().to_string();
-    let jobs = [
-        ("newuidmap", "uid", Mapping::helper_args(&mapping.uids)),
-        ("newgidmap", "gid", Mapping::helper_args(&mapping.gids)),
-    ];
+    let mapping = mapping.clone();
     let helper = crate::sys::linux::fork_helper(move |mut go, mut done| {
         let mut byte = [0u8];
         // No byte: the parent could not unshare, or is gone; nothing to map.
         if go.read(&mut byte).ok() != Some(1) {
             return;
         }
-        // Both helpers at once: each is a setuid program's start-up, most of the wait.
-        let children: Vec<_> = jobs
-            .iter()
-            .map(|(program, _, args)| {
-                std::process::Command::new(program)
-                    .arg(&pid)
-                    .args(args)
-                    .stdin(std::process::Stdio::null())
-                    .spawn()
-            })
-            .collect();
-        let mut answer = "ok".to_owned();
-        for (i, child) in children.into_iter().enumerate() {
-            let failed = match child.map(|mut c| c.wait()) {
-                Ok(Ok(s)) if s.success() => continue,
-                Ok(Ok(s)) => format!("{i}exited with {s}"),
-                Ok(Err(e)) | Err(e) => format!("{i}{e}"),
-            };
-            if answer == "ok" {
-                answer = failed;
-            }
-        }
+        let answer = match run_helpers(&pid, &mapping) {
+            Ok(()) => "ok".to_owned(),
+            Err((which, why)) => format!("{which}{why}"),
+        };
         let _ = done.write_all(answer.as_bytes());
     })
     .map_err(|e| UsernsError::Map("a helper process", std::io::Error::from(e)))?;
@@ -254,7 +339,40 @@ fn map_with_helpers(mapping: &Mapping) -> Result<(), UsernsError> {
         return Ok(());
     }
     let (which, why) = answer.split_at(answer.len().min(1));
-    let (helper, kind) = if which == "1" {
+    Err(helper_error(if which == "1" { 1 } else { 0 }, why))
+}
+
+/// Runs `newuidmap` and `newgidmap` on process `pid`, both at once (each is a setuid
+/// program's start-up, most of the wait); on failure, which one (0 or 1) and why.
+fn run_helpers(pid: &str, mapping: &Mapping) -> Result<(), (usize, String)> {
+    let jobs = [
+        ("newuidmap", Mapping::helper_args(&mapping.uids)),
+        ("newgidmap", Mapping::helper_args(&mapping.gids)),
+    ];
+    let children: Vec<_> = jobs
+        .iter()
+        .map(|(program, args)| {
+            std::process::Command::new(program)
+                .arg(pid)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .spawn()
+        })
+        .collect();
+    let mut failed = None;
+    for (i, child) in children.into_iter().enumerate() {
+        let why = match child.map(|mut c| c.wait()) {
+            Ok(Ok(s)) if s.success() => continue,
+            Ok(Ok(s)) => format!("exited with {s}"),
+            Ok(Err(e)) | Err(e) => e.to_string(),
+        };
+        failed.get_or_insert((i, why));
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+fn helper_error(which: usize, why: &str) -> UsernsError {
+    let (helper, kind) = if which == 1 {
         ("newgidmap", "gid")
     } else {
         ("newuidmap", "uid")
@@ -264,7 +382,7 @@ fn map_with_helpers(mapping: &Mapping) -> Result<(), UsernsError> {
         w if w.contains("No such file") => format!("{w} (install Debian's uidmap)"),
         w => w.to_owned(),
     };
-    Err(UsernsError::Helper { helper, kind, why })
+    UsernsError::Helper { helper, kind, why }
 }
 
 #[cfg(test)]

@@ -53,6 +53,16 @@ impl RootlessUser {
             Some(rustix::fs::Gid::from_raw(gid)),
         )
         .expect("chown");
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).expect("a runtime directory for the user");
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
+        rustix::fs::chown(
+            &run,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .expect("chown");
         Some(RootlessUser {
             name,
             uid,
@@ -66,13 +76,21 @@ impl RootlessUser {
         self.dir.path()
     }
 
-    /// `berth` as the user, with a store at `<dir>/store` and a clean environment but `env`.
+    /// The user's runtime directory (`XDG_RUNTIME_DIR`, 0700, the user's own): the pause
+    /// process's pidfile is in `berth/` there, so each test's commands share one.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// `berth` as the user, with a store at `<dir>/store`, the runtime directory
+    /// [`RootlessUser::runtime_dir`] and a clean environment but `env`.
     pub fn berth(&self, env: &[(&str, &str)]) -> Command {
         let mut c = Command::new("runuser");
         c.args(["-u", &self.name, "--", "env", "-i"])
             .arg(format!("HOME={}", self.dir.path().display()))
             .arg(format!("USER={}", self.name))
             .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .arg(format!("XDG_RUNTIME_DIR={}", self.runtime_dir().display()))
             .arg(format!(
                 "BERTH_ROOT={}",
                 self.dir.path().join("store").display()
@@ -95,12 +113,13 @@ impl RootlessUser {
 }
 
 impl Drop for RootlessUser {
+    /// Removes the store, then stops the pause process the test's commands shared.
     fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", &self.name, "--"])
-            .arg(&self.bin)
+        let _ = self
+            .berth(&[])
             .args(["unshare", "rm", "-rf", "--"])
             .arg(self.dir.path().join("store"))
             .output();
+        let _ = self.berth(&[]).args(["system", "migrate"]).output();
     }
 }

@@ -174,8 +174,16 @@ impl Rootless {
             .env_clear()
             .env("HOME", self.store.parent().unwrap())
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("XDG_RUNTIME_DIR", self.store.parent().unwrap().join("run"))
             .env("BERTH_ROOT", &self.store);
         c
+    }
+}
+
+/// The pause process that held the user's namespace for the benchmark's commands, stopped.
+impl Drop for Rootless {
+    fn drop(&mut self) {
+        let _ = self.command().args(["system", "migrate"]).output();
     }
 }
 
@@ -351,6 +359,15 @@ fn main() {
         let home = work.join("rootless");
         std::fs::create_dir_all(&home).unwrap();
         std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+        // The user's runtime directory, for the pause process's pidfile.
+        let run_dir = home.join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::set_permissions(
+            &run_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        std::os::unix::fs::chown(&run_dir, Some(uid), Some(gid)).unwrap();
         let r = Rootless {
             bin: bin.clone(),
             store: home.join("store"),

@@ -1,4 +1,5 @@
-//! `berth system df|prune|check`: the store's disk use, cleanup and consistency check.
+//! `berth system df|prune|check|migrate`: the store's disk use, cleanup and consistency
+//! check; `migrate` stops a rootless user's pause process (as `podman system migrate`).
 
 use berth_store::Store;
 
@@ -20,6 +21,10 @@ pub enum Command {
     Prune(PruneArgs),
     /// Verify every blob and reference in the store (exit 1 when something is wrong)
     Check,
+    /// Rootless: stop the pause process that holds berth's user namespace between commands;
+    /// the next command starts a new one, with the mapping /etc/subuid and /etc/subgid give
+    /// then (running containers go on in the old namespace)
+    Migrate,
 }
 
 pub fn run(store: &Store, command: Command) -> anyhow::Result<u8> {
@@ -27,7 +32,21 @@ pub fn run(store: &Store, command: Command) -> anyhow::Result<u8> {
         Command::Df { format } => df(store, &format),
         Command::Prune(args) => prune(store, args),
         Command::Check => check(store),
+        Command::Migrate => migrate(),
     }
+}
+
+/// Stops the user's pause process; as root, or with none running, there is nothing to do.
+pub fn migrate() -> anyhow::Result<u8> {
+    if berth_runtime::userns::rootless() {
+        anyhow::bail!("berth system migrate stops berth's user namespace: run it outside it");
+    }
+    if rustix::process::getuid().is_root() {
+        return Ok(0);
+    }
+    berth_runtime::userns::stop_pause()
+        .map_err(|why| anyhow::anyhow!("no runtime directory for the pause process: {why}"))?;
+    Ok(0)
 }
 
 fn df(store: &Store, format: &str) -> anyhow::Result<u8> {

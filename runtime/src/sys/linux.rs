@@ -929,6 +929,206 @@ pub fn fork_helper(
     }
 }
 
+/// A pidfd of process `pid` (`pidfd_open`): signals sent through it reach that process or
+/// none, whatever becomes of the number.
+pub fn pidfd_open(pid: i32) -> SysResult<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the descriptor was just made and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` (0: only checks that it may be sent, and that the process has not been
+/// reaped) to the process of `pidfd`.
+pub fn pidfd_signal(pidfd: std::os::fd::BorrowedFd<'_>, signal: i32) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal reads no memory when `info` is null.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// `ioctl_ns(2)` requests on a namespace's descriptor: `_IO(0xb7, N)`.
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+/// The user that owns user namespace `ns` (whose euid made it), as this process sees it.
+pub fn ns_owner_uid(ns: std::os::fd::BorrowedFd<'_>) -> SysResult<u32> {
+    use std::os::fd::AsRawFd;
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer, which points at one.
+    let rc = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID as _, &mut uid) };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(uid)
+}
+
+/// The parent of user namespace `ns` (EPERM when it is outside this process's own).
+pub fn ns_parent(ns: std::os::fd::BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: NS_GET_PARENT takes no argument and returns a new descriptor or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT as _) };
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the descriptor was just made and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Starts a pause process: a grandchild of this single-threaded process (the child between
+/// them starts a session and exits at once, so the pause process is nobody's child here and
+/// has no controlling terminal), with `/` as its working directory, stdio on `/dev/null`,
+/// SIGHUP, SIGINT and the like ignored and its signal mask cleared, which execs berth again
+/// as `berth-pause __pause` (a fresh process: none of this command's arguments or memory
+/// lives on in it) with the report pipe as descriptor 3 and no other; [`pause_main`] runs
+/// there. Returns its PID once it has unshared its user namespace, or why it could not.
+pub fn spawn_pause() -> SysResult<i32> {
+    use std::io::Read;
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let exe = c"/proc/self/exe";
+    let argv = [c"berth-pause", c"__pause"];
+    // SAFETY: the caller runs a single thread, so the child may run Rust code after fork;
+    // it and the grandchild end with `_exit` or exec, running none of the parent's
+    // destructors or exit handlers.
+    let middle = match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            drop(report_read);
+            let code = match nix::unistd::setsid() {
+                // SAFETY: as above; this process runs one thread.
+                Ok(_) => match unsafe { nix::unistd::fork() } {
+                    Ok(nix::unistd::ForkResult::Child) => {
+                        let errno = exec_pause(exe, &argv, report_write);
+                        // SAFETY: `_exit` ends the process at once; nothing runs after it.
+                        unsafe { libc::_exit(128 + errno as i32) }
+                    }
+                    Ok(nix::unistd::ForkResult::Parent { .. }) => 0,
+                    Err(_) => 1,
+                },
+                Err(_) => 1,
+            };
+            // SAFETY: `_exit` ends the process at once; nothing runs after it.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(report_write);
+    let mut report = String::new();
+    let read = std::fs::File::from(report_read)
+        .take(64)
+        .read_to_string(&mut report);
+    let _ = nix::sys::wait::waitpid(middle, None);
+    read.map_err(io_to_nix)?;
+    // `PID` once unshared, `-ERRNO` when the unshare or the exec failed, nothing when a
+    // fork did.
+    match report.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => Ok(pid),
+        Ok(errno) if errno < 0 => Err(nix::Error::from_raw(-errno)),
+        _ => Err(nix::Error::ECHILD),
+    }
+}
+
+/// The grandchild of [`spawn_pause`]: prepares the process and execs; returns only when the
+/// exec failed (after saying so on the report pipe).
+fn exec_pause(exe: &CStr, argv: &[&CStr], report: OwnedFd) -> nix::Error {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    for s in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGPIPE,
+        Signal::SIGALRM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGPROF,
+        Signal::SIGVTALRM,
+        Signal::SIGXCPU,
+        Signal::SIGXFSZ,
+        Signal::SIGIO,
+    ] {
+        // SAFETY: SIG_IGN installs no handler code; it stays across the exec.
+        let _ = unsafe { signal(s, SigHandler::SigIgn) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = nix::unistd::chdir("/");
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    // The report pipe as descriptor 3, inherited; nothing else of berth's stays open (the
+    // store, its locks, the caller's lock on the pidfile).
+    // SAFETY: dup3 only makes descriptor 3 a copy of `report`; whatever 3 was is closed, and
+    // nothing in this process uses it again.
+    let moved = unsafe { libc::dup3(report.as_raw_fd(), 3, 0) };
+    if moved >= 0 {
+        // SAFETY: close_range only closes descriptors; only 0 to 3 are used again.
+        unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
+        let err = nix::unistd::execv(exe, argv).unwrap_err();
+        let _ = std::fs::File::from(report).write_all(format!("-{}", err as i32).as_bytes());
+        return err;
+    }
+    let err = nix::Error::last();
+    let _ = std::fs::File::from(report).write_all(format!("-{}", err as i32).as_bytes());
+    err
+}
+
+/// `berth __pause`, the pause process after [`spawn_pause`]'s exec: names itself, unshares
+/// its user namespace, says so (its PID, or `-ERRNO`) on descriptor 3, closes it and sleeps
+/// until a signal ends it. Refuses (exit 2) when descriptor 3 is not a pipe: run by hand, it
+/// does nothing.
+pub fn pause_main(name: &CStr) -> i32 {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let is_pipe = nix::sys::stat::fstat(
+        // SAFETY: fstat only reads the descriptor's metadata; 3 is not owned here.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(3) },
+    )
+    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
+    if !is_pipe {
+        return 2;
+    }
+    // SAFETY: descriptor 3 is the report pipe spawn_pause handed down, owned by nothing else.
+    let mut report = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(3) });
+    // SAFETY: PR_SET_NAME copies at most 16 bytes of the NUL-terminated string.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    let answer = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
+        Ok(()) => i64::from(std::process::id()),
+        Err(e) => -(e as i64),
+    };
+    let _ = report.write_all(answer.to_string().as_bytes());
+    drop(report);
+    if answer < 0 {
+        return 1;
+    }
+    loop {
+        nix::unistd::pause();
+    }
+}
+
 /// Sets an environment variable of this process, which must run a single thread (the caller
 /// checked [`single_threaded`]): no other thread can be reading the environment.
 pub fn set_env_single_threaded(key: &str, value: &str) {
