@@ -65,7 +65,8 @@ fn without_overlayfs_a_rootless_berth_falls_back_to_fuse_overlayfs_by_itself() {
         return;
     };
     let tool = |name: &str| {
-        host_tool(name).unwrap_or_else(|| panic!("{name} is missing on the host (util-linux, uidmap)"))
+        host_tool(name)
+            .unwrap_or_else(|| panic!("{name} is missing on the host (util-linux, uidmap)"))
     };
     let mut guest = Guest::new(&kernel);
     guest
@@ -89,14 +90,23 @@ fn without_overlayfs_a_rootless_berth_falls_back_to_fuse_overlayfs_by_itself() {
     assert_eq!(out.value("exit"), "0", "{console}");
     assert_eq!(out.value("overlayfs-known"), "0", "no overlayfs: {console}");
     assert!(
-        out.value("info").starts_with("fuse-overlayfs (/bin/fuse-overlayfs), since"),
+        out.value("info")
+            .starts_with("fuse-overlayfs (/bin/fuse-overlayfs), since"),
         "{console}"
     );
     assert!(out.values("import-failed").next().is_none(), "{console}");
     assert_eq!(out.value("build-exit"), "0", "{console}");
-    assert_eq!(out.value("ls"), "gone", "the deletion is in the layer: {console}");
+    assert_eq!(
+        out.value("ls"),
+        "gone",
+        "the deletion is in the layer: {console}"
+    );
     assert_eq!(out.value("owner"), "1000:1000", "{console}");
     assert_eq!(out.value("contents"), "hi", "{console}");
     assert_eq!(out.value("daemons"), "0", "no daemon left: {console}");
-    assert_eq!(out.value("fuse-mounts"), "0", "no fuse mount left: {console}");
+    assert_eq!(
+        out.value("fuse-mounts"),
+        "0",
+        "no fuse mount left: {console}"
+    );
 }
