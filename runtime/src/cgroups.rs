@@ -196,14 +196,12 @@ pub struct Delegation {
 const DELEGATED: &[&str] = &["memory", "pids", "cpu"];
 
 /// The cgroup v2 subtree delegated to the calling user, found from berth's own cgroup
-/// (`/proc/self/cgroup`'s `0::` line): the topmost cgroup on the way up from it whose
-/// directory, `cgroup.procs` and `cgroup.subtree_control` `writable` says the user may write.
-/// The topmost, so that the `init` leaf [`Delegation::prepare`] moves processes into is not
-/// taken for a delegation of its own by the next command. `Err` says why there is none.
-pub fn delegation(
-    sys: &mut dyn Sys,
-    writable: &dyn Fn(&Path) -> bool,
-) -> Result<Delegation, String> {
+/// (`/proc/self/cgroup`'s `0::` line): that cgroup, when `mine` says its directory,
+/// `cgroup.procs` and `cgroup.subtree_control` are the user's own to write; or, when it is
+/// the `init` leaf [`Delegation::prepare`] moved berth's processes into, the cgroup above
+/// it. Never higher: under systemd every cgroup of `user@UID.service` is the user's, but only
+/// a unit with `Delegate=yes` is the user's to manage. `Err` says why there is none.
+pub fn delegation(sys: &mut dyn Sys, mine: &dyn Fn(&Path) -> bool) -> Result<Delegation, String> {
     let info = sys.read_file(Path::new(MOUNTINFO)).unwrap_or_default();
     let mount = unified_mount(&info).ok_or("no cgroup2 hierarchy is mounted")?;
     let own = sys
@@ -227,9 +225,7 @@ pub fn delegation(
     }
     let rel = own.strip_prefix("/").unwrap_or(own);
     let may_manage = |dir: &Path| {
-        writable(dir)
-            && writable(&dir.join("cgroup.procs"))
-            && writable(&dir.join("cgroup.subtree_control"))
+        mine(dir) && mine(&dir.join("cgroup.procs")) && mine(&dir.join("cgroup.subtree_control"))
     };
     if !may_manage(&mount.join(rel)) {
         return Err(format!(
@@ -237,13 +233,14 @@ pub fn delegation(
             own.display()
         ));
     }
-    let mut top = rel.to_owned();
-    while let Some(parent) = top.parent()
-        && top != Path::new("")
-        && may_manage(&mount.join(parent))
-    {
-        top = parent.to_owned();
-    }
+    let top = match rel.parent() {
+        Some(parent)
+            if rel.file_name() == Some(INIT.as_ref()) && may_manage(&mount.join(parent)) =>
+        {
+            parent.to_owned()
+        }
+        _ => rel.to_owned(),
+    };
     let available = sys
         .read_file(&mount.join(&top).join("cgroup.controllers"))
         .unwrap_or_default();
@@ -259,10 +256,16 @@ pub fn delegation(
     })
 }
 
-/// The real check for [`delegation`]: `access(W_OK)` with the caller's own ids.
-pub fn writable_by_caller(path: &Path) -> bool {
-    nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
+/// The real check for [`delegation`]: `path` is the caller's own (not only writable through a
+/// group or by everyone), not a symlink, and writable (`access(W_OK)`).
+pub fn owned_by_caller(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.uid() == nix::unistd::getuid().as_raw())
+        && nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
 }
+
+/// The leaf [`Delegation::prepare`] moves a delegated cgroup's processes into.
+const INIT: &str = "init";
 
 /// The most processes [`Delegation::prepare`] moves out of the delegated cgroup, over all its
 /// rounds: a delegated cgroup holds a user's shell and its commands, not a fork bomb.
@@ -286,7 +289,7 @@ impl Delegation {
             .read_file(&dir.join("cgroup.subtree_control"))
             .unwrap_or_default();
         if !wanted.iter().all(|c| on.split_whitespace().any(|o| o == c)) {
-            let init = dir.join("init");
+            let init = dir.join(INIT);
             let mut moved = 0usize;
             loop {
                 let procs = sys.read_file(&dir.join("cgroup.procs")).unwrap_or_default();
@@ -726,9 +729,10 @@ mod tests {
     }
 
     /// A rootless berth in `/user/init` of a subtree an administrator chowned to it: the
-    /// delegation is `/user`, the topmost cgroup it may manage, with the controllers it has.
+    /// delegation is `/user`, above the leaf berth moved its processes into, with the
+    /// controllers it has; from a cgroup of its own, that cgroup, never one above.
     #[test]
-    fn the_delegation_is_the_topmost_cgroup_the_user_may_manage() {
+    fn the_delegation_is_berths_own_cgroup_or_the_one_above_its_init_leaf() {
         let mut sys = sys_with(
             UNIFIED_PURE.into(),
             &[
@@ -744,6 +748,20 @@ mod tests {
         assert_eq!(found.rel, Path::new("user"));
         assert_eq!(found.mount, Path::new("/sys/fs/cgroup"));
         assert_eq!(found.controllers, ["memory", "pids"]);
+
+        let mut scope = sys_with(
+            UNIFIED_PURE.into(),
+            &[
+                ("/proc/self/cgroup", "0::/user/app.slice/run-1.scope\n"),
+                (
+                    "/sys/fs/cgroup/user/app.slice/run-1.scope/cgroup.controllers",
+                    "memory pids cpu",
+                ),
+            ],
+        );
+        let found = delegation(&mut scope, &mine).unwrap();
+        assert_eq!(found.rel, Path::new("user/app.slice/run-1.scope"));
+        assert_eq!(found.controllers, ["memory", "pids", "cpu"]);
 
         let none = |_: &Path| false;
         let err = delegation(&mut sys, &none).unwrap_err();

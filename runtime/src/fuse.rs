@@ -446,6 +446,60 @@ fn shown_by_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
     false
 }
 
+/// Whether xattr `name` belongs to an overlay filesystem: overlayfs's own (`trusted.overlay.*`,
+/// `user.overlay.*`) or fuse-overlayfs's (`user.fuseoverlayfs.*`).
+fn is_overlay_xattr(name: &[u8]) -> bool {
+    [
+        &b"trusted.overlay."[..],
+        b"user.overlay.",
+        b"user.fuseoverlayfs.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+/// Removes every overlay xattr ([`is_overlay_xattr`]) of `path` (never followed): those
+/// fuse-overlayfs wrote, and those a process under it set, which fuse-overlayfs 1.10 allows
+/// (`user.overlay.redirect`, `metacopy`, `whiteout`...) and which the kernel's overlayfs would
+/// act on when the snapshot is a lower layer. Whether it had an opaque mark is returned.
+fn strip_overlay_xattrs(path: &Path) -> std::io::Result<bool> {
+    let p = c_path(path)?;
+    // SAFETY: the path is NUL-terminated; a null buffer of size 0 asks only for the size.
+    let size = unsafe { libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+    if size == 0 {
+        return Ok(false);
+    }
+    // At most 64 KiB of names: the kernel's own limit for one file's list (ERANGE if the
+    // list grew since).
+    let mut names = vec![0u8; 64 << 10];
+    // SAFETY: the path is NUL-terminated and the buffer is writable for its length; both
+    // outlive the call.
+    let n = if size < 0 {
+        size
+    } else {
+        unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) }
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        // A filesystem without xattrs has none to strip.
+        return match e.raw_os_error() {
+            Some(libc::ENOTSUP) => Ok(false),
+            _ => Err(e),
+        };
+    }
+    names.truncate(n as usize);
+    let mut opaque = false;
+    for name in names.split(|b| *b == 0).filter(|n| is_overlay_xattr(n)) {
+        opaque |= OPAQUE_XATTRS.iter().any(|o| o.to_bytes() == name);
+        let name = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+        // SAFETY: both strings are NUL-terminated and outlive the call.
+        if unsafe { libc::lremovexattr(p.as_ptr(), name.as_ptr()) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(opaque)
+}
+
 /// Rewrites an upper directory fuse-overlayfs wrote (its daemon gone) into the kernel's
 /// overlayfs forms, so that the same steps give the same upper, and so the same layer, under
 /// either: a `.wh.NAME` file becomes a char device 0:0 NAME (left where none can be made,
@@ -468,8 +522,7 @@ pub fn normalize_upper(upper: &Path, lowers: &[PathBuf]) -> std::io::Result<()> 
         // change the container made.
         let times = std::fs::symlink_metadata(&dir)?;
         let mut changed = false;
-        let mut marked =
-            !rel.as_os_str().is_empty() && OPAQUE_XATTRS.iter().any(|n| has_xattr(&dir, n));
+        let mut marked = strip_overlay_xattrs(&dir)? && !rel.as_os_str().is_empty();
         for entry in entries {
             let name = entry.file_name();
             let kind = entry.file_type()?;
@@ -478,6 +531,7 @@ pub fn normalize_upper(upper: &Path, lowers: &[PathBuf]) -> std::io::Result<()> 
                 dirs.push(rel.join(&name));
                 continue;
             }
+            strip_overlay_xattrs(&path)?;
             let Some(target) = name.as_bytes().strip_prefix(b".wh.") else {
                 continue;
             };
@@ -513,10 +567,6 @@ pub fn normalize_upper(upper: &Path, lowers: &[PathBuf]) -> std::io::Result<()> 
         }
         if marked {
             let p = c_path(&dir)?;
-            for n in OPAQUE_XATTRS {
-                // SAFETY: both strings are NUL-terminated and outlive the call.
-                unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
-            }
             if shown_by_lowers(lowers, &rel) {
                 // SAFETY: the strings and the one-byte value outlive the call.
                 let rc = unsafe {
@@ -790,6 +840,20 @@ mod tests {
             std::fs::create_dir(merged.join("gone-dir")).unwrap();
             std::fs::create_dir(merged.join("new")).unwrap();
             std::fs::write(merged.join("new/f"), "f").unwrap();
+            // fuse-overlayfs lets a process set overlayfs's own xattrs: on a file, and on
+            // the root of the tree.
+            for (at, name) in [
+                ("new/f", c"user.overlay.metacopy"),
+                ("new", c"user.overlay.redirect"),
+                ("", c"user.overlay.opaque"),
+            ] {
+                let p = c_path(&merged.join(at)).unwrap();
+                // SAFETY: the strings and the one-byte value outlive the call.
+                let rc = unsafe {
+                    libc::lsetxattr(p.as_ptr(), name.as_ptr(), c"y".as_ptr().cast(), 1, 0)
+                };
+                assert_eq!(rc, 0, "{at} {name:?}: {}", std::io::Error::last_os_error());
+            }
             Ok(mount.pid().unwrap())
         })
         .unwrap();
@@ -819,6 +883,14 @@ mod tests {
                 !has_xattr(&upper.join(d), c"user.fuseoverlayfs.opaque"),
                 "{d}"
             );
+        }
+        // What the process set is gone: no overlay xattr is left but the one opaque mark.
+        for at in ["", "new", "new/f"] {
+            assert!(!strip_overlay_xattrs(&upper.join(at)).unwrap(), "{at}");
+            let p = c_path(&upper.join(at)).unwrap();
+            // SAFETY: the path is NUL-terminated; size 0 asks for the size only.
+            let size = unsafe { libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+            assert!(size <= 0, "{at}: xattrs left");
         }
     }
 

@@ -98,7 +98,7 @@ fn cgroups(rootless: bool) -> String {
         return "a cgroup per container with limits or device rules".into();
     }
     let sys = &mut berth_runtime::sys::linux::LinuxSys;
-    match cgroups::delegation(sys, &cgroups::writable_by_caller) {
+    match cgroups::delegation(sys, &cgroups::owned_by_caller) {
         Ok(d) if d.controllers.is_empty() => format!(
             "delegated: /{}, with none of memory, pids, cpu: limits are not enforced",
             d.rel.display()

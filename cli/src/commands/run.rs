@@ -666,7 +666,7 @@ fn cgroup_parent<'a>(asked: &[&'a str]) -> (PathBuf, Vec<&'a str>) {
     };
     let flags = |cs: &[&str]| cs.iter().map(|c| flag(c)).collect::<Vec<_>>().join(", ");
     let sys = &mut berth_runtime::sys::linux::LinuxSys;
-    let delegation = match cgroups::delegation(sys, &cgroups::writable_by_caller) {
+    let delegation = match cgroups::delegation(sys, &cgroups::owned_by_caller) {
         Ok(d) => d,
         Err(why) => {
             errln!(
