@@ -57,9 +57,9 @@ pub fn enter_if_needed(command: &Command) -> anyhow::Result<bool> {
         }
         Ok(Entered::Alone(why)) => {
             errln!(
-                "berth: warning: no private runtime directory for berth's pause process \
-                 ({why}): this command has a user namespace of its own, and a later command \
-                 may not be able to signal its containers' processes"
+                "berth: warning: berth's pause process cannot be used ({why}): this command \
+                 has a user namespace of its own, and a later command may not be able to \
+                 signal its containers' processes"
             );
             Ok(true)
         }

@@ -472,11 +472,11 @@ fn strip_overlay_xattrs(path: &Path) -> std::io::Result<bool> {
     // At most 64 KiB of names: the kernel's own limit for one file's list (ERANGE if the
     // list grew since).
     let mut names = vec![0u8; 64 << 10];
-    // SAFETY: the path is NUL-terminated and the buffer is writable for its length; both
-    // outlive the call.
     let n = if size < 0 {
         size
     } else {
+        // SAFETY: the path is NUL-terminated and the buffer is writable for its length; both
+        // outlive the call.
         unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) }
     };
     if n < 0 {

@@ -215,15 +215,18 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                     let _ = sys.kill(child, Signal::SIGKILL);
                     supervise(sys, child, &set, &mut |_| false);
                     if let Some(p) = premounted {
-                        p.finish();
+                        let _ = p.finish();
                     }
                     return Ok(EXIT_SETUP);
                 }
                 let _ = std::io::Write::write_all(&mut std::fs::File::from(released), b"1");
             }
             let code = supervise(sys, child, &set, &mut |_| true);
-            if let Some(p) = premounted {
-                p.finish();
+            if let Some(p) = premounted
+                && let Err(e) = p.finish()
+            {
+                eprintln!("berth: returning to the rootfs's mount namespace to unmount it: {e}");
+                return Ok(EXIT_SETUP);
             }
             Ok(code)
         }
@@ -252,16 +255,21 @@ impl Premounted {
     /// without a process and goes), unmounts the rootfs there, waits for the daemon, and
     /// syncs the upper directory (what overlayfs's unmount does for a native mount, so a RUN
     /// step's layer is durable).
-    fn finish(self) {
+    ///
+    /// Where it cannot go back, the daemon is killed (the connection is aborted, and the
+    /// namespace goes with the init) and the upper is left as it is: this process's root is
+    /// then the container's, where the upper's path would resolve inside a tree the
+    /// container controlled. The caller fails the container: its upper is not a layer.
+    fn finish(self) -> Result<(), nix::Error> {
         let Some((mount, ns, upper)) = self.fuse else {
-            return;
+            return Ok(());
         };
-        if nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS).is_err() {
-            // Not back where the mount is: the daemon is killed instead (the connection is
-            // aborted, and the namespace goes with the init).
+        if let Err(e) = nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS) {
             if let Some(pid) = mount.pid() {
                 let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
+            mount.forget();
+            return Err(e);
         }
         drop(mount);
         if let Some(upper) = upper
@@ -269,6 +277,7 @@ impl Premounted {
         {
             let _ = nix::unistd::syncfs(&dir);
         }
+        Ok(())
     }
 }
 

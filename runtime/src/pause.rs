@@ -12,7 +12,8 @@
 //! it (`berth system migrate`); the next command starts a new one.
 //!
 //! Its PID is in `pause.pid` in the user's runtime directory ([`RuntimeDir`]:
-//! `$XDG_RUNTIME_DIR/berth`, else `/run/user/UID/berth`, else `$TMPDIR/berth-run-UID`; 0700,
+//! `$XDG_RUNTIME_DIR/berth`, else `/run/user/UID/berth`, else `$XDG_DATA_HOME/berth-run`
+//! (`~/.local/share/berth-run`); 0700,
 //! the user's own, checked on every open), written atomically under `pause.lock`. The PID
 //! may have been reused since, so [`find`] trusts it only when the process, held by a pidfd
 //! across the checks, is named [`NAME`], and its user namespace is owned by this user, a
@@ -32,6 +33,8 @@ use crate::sys::linux;
 pub const NAME: &str = "berth-pause";
 const PIDFILE: &str = "pause.pid";
 const LOCK: &str = "pause.lock";
+/// The longest a command waits for another to start the pause process.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A namespace's maps: the lines of `uid_map` and `gid_map`, `[inside, outside, count]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +53,7 @@ pub struct RuntimeDir {
 
 impl RuntimeDir {
     /// The first of `$XDG_RUNTIME_DIR/berth`, `/run/user/UID/berth` and
-    /// `$TMPDIR/berth-run-UID` that is (or can be made) a directory of this user's, mode
+    /// `$XDG_DATA_HOME/berth-run` (`~/.local/share/berth-run`) that is (or can be made) a directory of this user's, mode
     /// 0700 or closer, not a symlink; or why none is.
     pub fn open() -> Result<RuntimeDir, String> {
         let uid = nix::unistd::getuid().as_raw();
@@ -64,7 +67,21 @@ impl RuntimeDir {
         if run_user.is_dir() {
             candidates.push(run_user.join("berth"));
         }
-        candidates.push(std::env::temp_dir().join(format!("berth-run-{uid}")));
+        // Last, a directory in the user's own data directory, never one in a shared /tmp,
+        // where another user could take the name first.
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .filter(|d| d.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .filter(|h| h.is_absolute())
+                    .map(|h| h.join(".local/share"))
+            });
+        if let Some(data) = data {
+            let _ = std::fs::create_dir_all(&data);
+            candidates.push(data.join("berth-run"));
+        }
         let mut why = Vec::new();
         for path in candidates {
             match Self::open_one(&path, uid) {
@@ -151,7 +168,9 @@ impl RuntimeDir {
     }
 
     /// Takes `pause.lock`, which whoever starts a pause process holds until its PID is
-    /// written, so that two first commands at once start one.
+    /// written, so that two first commands at once start one. Waits at most [`LOCK_WAIT`]:
+    /// starting a pause process takes milliseconds, and a holder that keeps it longer (a
+    /// process the directory was bound into) must not hang every command.
     pub fn lock(&self) -> std::io::Result<Flock<std::fs::File>> {
         let fd = nix::fcntl::openat(
             &self.fd,
@@ -159,8 +178,18 @@ impl RuntimeDir {
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::S_IRUSR | Mode::S_IWUSR,
         )?;
-        Flock::lock(std::fs::File::from(fd), FlockArg::LockExclusive)
-            .map_err(|(_, e)| std::io::Error::from(e))
+        let mut file = std::fs::File::from(fd);
+        let start = std::time::Instant::now();
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((back, nix::Error::EWOULDBLOCK)) if start.elapsed() < LOCK_WAIT => {
+                    file = back;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err((_, e)) => return Err(std::io::Error::from(e)),
+            }
+        }
     }
 }
 

@@ -171,6 +171,10 @@ pub enum UsernsError {
     Join { pid: i32, errno: nix::Error },
     #[error("starting berth's pause process: {0}")]
     Pause(String),
+    /// The pause process's lock could not be had (held too long, or refused): the caller
+    /// enters a namespace of its own.
+    #[error("{0}")]
+    Locked(String),
 }
 
 /// How [`enter`] entered the namespace.
@@ -209,16 +213,21 @@ pub fn enter(mapping: &Mapping) -> Result<Entered, UsernsError> {
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw()
     );
-    let entered = match crate::pause::RuntimeDir::open() {
-        Ok(dir) => through_pause(&dir, mapping)?,
-        Err(why) => {
-            if mapping.is_single() {
-                map_self()?;
-            } else {
-                map_with_helpers(mapping)?;
-            }
-            Entered::Alone(why)
+    let alone = |why: String| -> Result<Entered, UsernsError> {
+        if mapping.is_single() {
+            map_self()?;
+        } else {
+            map_with_helpers(mapping)?;
         }
+        Ok(Entered::Alone(why))
+    };
+    let entered = match crate::pause::RuntimeDir::open() {
+        Ok(dir) => match through_pause(&dir, mapping) {
+            // Nothing was unshared or joined yet: a namespace of this command's own.
+            Err(UsernsError::Locked(why)) => alone(why)?,
+            other => other?,
+        },
+        Err(why) => alone(why)?,
     };
     // SAFETY (of the call's contract): checked above that this process runs one thread, and
     // nothing since has started one.
@@ -243,7 +252,7 @@ fn through_pause(
         return Ok(Entered::Joined);
     }
     let _lock = dir.lock().map_err(|e| {
-        UsernsError::Pause(format!(
+        UsernsError::Locked(format!(
             "locking {}: {e}",
             dir.path().join("pause.lock").display()
         ))

@@ -1087,7 +1087,9 @@ fn exec_pause(exe: &CStr, argv: &[&CStr], report: OwnedFd) -> nix::Error {
     if moved >= 0 {
         // SAFETY: close_range only closes descriptors; only 0 to 3 are used again.
         unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
-        let err = nix::unistd::execv(exe, argv).unwrap_err();
+        // An empty environment: nothing of the first command's (its secrets included)
+        // lives on in a process that outlasts it.
+        let err = nix::unistd::execve::<_, &CStr>(exe, argv, &[]).unwrap_err();
         let _ = std::fs::File::from(report).write_all(format!("-{}", err as i32).as_bytes());
         return err;
     }
