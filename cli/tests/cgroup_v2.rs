@@ -207,6 +207,7 @@ echo "@@ user-procs $(cat /sys/fs/cgroup/user/cgroup.procs | wc -l)"
 echo "@@ init-has-shell $(grep -cx $$ /sys/fs/cgroup/user/init/cgroup.procs)"
 echo "@@ fork-bomb $(as_user berth run --rm --pids-limit 20 busybox sh -c "$(cat /fork-bomb)" 2>/dev/null | tail -n1)"
 echo "@@ spin-limited $(as_user berth run --rm --cpus 0.5 busybox sh -c "$(cat /spin)" 2>/dev/null)"
+echo "@@ spin-free $(as_user berth run --rm busybox sh -c "$(cat /spin)" 2>/dev/null)"
 
 as_user berth run -d --name held --memory 48m --pids-limit 30 --cpus 0.5 busybox sleep 60 >/dev/null 2>/tmp/err || echo "@@ held-failed $(cat /tmp/err)"
 for i in $(seq 1 100); do
@@ -300,9 +301,20 @@ fn rootless_limits_are_enforced_in_a_delegated_subtree() {
         (10..=20).contains(&count),
         "{count} processes under --pids-limit 20: {console}"
     );
+    // The guest runs under software emulation, whose timing a busy host skews: the bound is
+    // looser than the root test's, and the limit must also show against a free run.
     let limited = scripts::cpu_share(out.value("spin-limited"));
-    assert!(limited <= 0.62, "--cpus 0.5 used {limited:.2} of a core");
+    let free = scripts::cpu_share(out.value("spin-free"));
+    assert!(limited <= 0.7, "--cpus 0.5 used {limited:.2} of a core");
     assert!(limited >= 0.1, "the loop made progress: {limited:.2}");
+    if free > 0.8 {
+        assert!(
+            limited < 0.8 * free,
+            "the limit made a difference: {limited:.2} against {free:.2}"
+        );
+    } else {
+        eprintln!("guest busy ({free:.2} of a core unlimited): the comparison is skipped");
+    }
 
     assert!(out.values("held-failed").next().is_none(), "{console}");
     assert_eq!(out.value("memory.max"), (48u64 << 20).to_string());
