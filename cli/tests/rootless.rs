@@ -1152,3 +1152,70 @@ fn concurrent_first_commands_start_one_pause_process() {
         namespaces.first()
     );
 }
+
+/// Without `XDG_RUNTIME_DIR` (and no `/run/user/UID`), the pause process's pidfile goes to
+/// the user's own `~/.local/share/berth-run`, never to a shared `/tmp` where another user
+/// could take the name first; and a `pause.lock` someone else holds makes a command wait at
+/// most 10 s, then go on in a user namespace of its own, saying so, instead of hanging.
+#[test]
+fn the_pause_process_needs_no_shared_tmp_and_a_held_lock_never_hangs_a_command() {
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    if std::path::Path::new(&format!("/run/user/{}", user.uid)).exists() {
+        berth_test_support::skip("no /run/user/UID for the test user (it would be used first)");
+        return;
+    }
+    let unset = [("XDG_RUNTIME_DIR", "")];
+    let out = user.berth(&unset).args(["images"]).output().unwrap();
+    assert_success(&out, "rootless images without XDG_RUNTIME_DIR");
+    assert!(
+        !printed(&out).contains("cannot be used"),
+        "{}",
+        printed(&out)
+    );
+    let dir = user.path().join(".local/share/berth-run");
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!(meta.uid(), user.uid);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    let pid: u32 = std::fs::read_to_string(dir.join("pause.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = user
+        .berth(&unset)
+        .args(["system", "migrate"])
+        .output()
+        .unwrap();
+    assert_success(&out, "system migrate");
+    assert!(gone(pid), "the pause process {pid} was stopped");
+
+    // The usual runtime directory, its pause process stopped, its lock held by root.
+    let out = user.berth(&[]).args(["images"]).output().unwrap();
+    assert_success(&out, "rootless images");
+    let out = user
+        .berth(&[])
+        .args(["system", "migrate"])
+        .output()
+        .unwrap();
+    assert_success(&out, "system migrate");
+    let lock = std::fs::File::open(user.runtime_dir().join("berth/pause.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .expect("the lock is free");
+    let start = std::time::Instant::now();
+    let out = user.berth(&[]).args(["images"]).output().unwrap();
+    let waited = start.elapsed();
+    drop(held);
+    assert_success(&out, "rootless images with the lock held");
+    assert!(
+        printed(&out).contains("pause process cannot be used"),
+        "{}",
+        printed(&out)
+    );
+    assert!(
+        waited >= std::time::Duration::from_secs(9) && waited < std::time::Duration::from_secs(30),
+        "waited {waited:?}"
+    );
+}
