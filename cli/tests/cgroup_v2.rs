@@ -170,46 +170,40 @@ fn a_device_node_from_an_image_cannot_be_opened_without_a_devices_cgroup() {
 /// Rootless limits in a delegated subtree, as an administrator (or systemd's
 /// `Delegate=yes`) gives one: `/user`, chowned to uid 1000 with the controllers its parent
 /// grants it, holding the user's shell. berth, run as that user with subordinate ids
-/// (`newuidmap` from the host), moves the shell to `/user/init`, enables the controllers in
-/// `/user` and puts each limited container under `/user/berth` (util-linux's `setpriv`
-/// switches to the user; busybox's shell would run its own applet of that name). From a
-/// cgroup that is not the user's, a limited run still runs, says the limits are not
+/// (`newuidmap` from the host; `Guest::add_rootless_user`), moves the shell to `/user/init`,
+/// enables the controllers in `/user` and puts each limited container under `/user/berth`.
+/// From a cgroup that is not the user's, a limited run still runs, says the limits are not
 /// enforced, and writes nothing.
 const ROOTLESS_CHECKS: &str = r#"
 echo "@@ v1-lines $(grep -vc '^0::' /proc/self/cgroup)"
 echo "@@ userns-clone $(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null || echo absent)"
-chmod 4755 /bin/newuidmap /bin/newgidmap
 echo "+memory +pids +cpu" > /sys/fs/cgroup/cgroup.subtree_control
 mkdir /sys/fs/cgroup/user /sys/fs/cgroup/other
 ( cd /sys/fs/cgroup/user && chown 1000:1000 . cgroup.procs cgroup.subtree_control cgroup.threads )
 mkdir -p /tmp/u && chown 1000:1000 /tmp/u
 cp -a /rootfs /tmp/u/rootfs && chown -R 1000:1000 /tmp/u/rootfs
-as_user() {
-  /bin/util-setpriv --reuid=1000 --regid=1000 --init-groups \
-    env -i HOME=/tmp/u XDG_RUNTIME_DIR=/tmp/u/run BERTH_ROOT=/tmp/u/store PATH=/bin "$@"
-}
 # Not delegated: berth in a cgroup of root's.
 echo $$ > /sys/fs/cgroup/other/cgroup.procs
-as_user berth import --change 'CMD ["/bin/sh"]' /tmp/u/rootfs busybox >/dev/null 2>/tmp/err || echo "@@ import-failed $(cat /tmp/err)"
-echo "@@ uid-map-lines $(as_user berth unshare cat /proc/self/uid_map | wc -l)"
-echo "@@ info-undelegated $(as_user berth info --format '{{.Cgroups}}' 2>&1)"
-as_user berth run --rm --memory 32m busybox true 2>/tmp/err
+as-user berth import --change 'CMD ["/bin/sh"]' /tmp/u/rootfs busybox >/dev/null 2>/tmp/err || echo "@@ import-failed $(cat /tmp/err)"
+echo "@@ uid-map-lines $(as-user berth unshare cat /proc/self/uid_map | wc -l)"
+echo "@@ info-undelegated $(as-user berth info --format '{{.Cgroups}}' 2>&1)"
+as-user berth run --rm --memory 32m busybox true 2>/tmp/err
 echo "@@ undelegated-exit $?"
 echo "@@ undelegated-says $(tr '\n' ' ' < /tmp/err)"
 echo "@@ other-children $(find /sys/fs/cgroup/other -mindepth 1 -type d | wc -l)"
 
 echo $$ > /sys/fs/cgroup/user/cgroup.procs
-echo "@@ info $(as_user berth info --format '{{.Cgroups}}' 2>&1)"
-as_user berth run --rm --memory 32m busybox dd if=/dev/zero of=/dev/null bs=64M count=1 2>/tmp/err
+echo "@@ info $(as-user berth info --format '{{.Cgroups}}' 2>&1)"
+as-user berth run --rm --memory 32m busybox dd if=/dev/zero of=/dev/null bs=64M count=1 2>/tmp/err
 echo "@@ oom-exit $?"
 echo "@@ oom-says $(tr '\n' ' ' < /tmp/err)"
 echo "@@ user-procs $(cat /sys/fs/cgroup/user/cgroup.procs | wc -l)"
 echo "@@ init-has-shell $(grep -cx $$ /sys/fs/cgroup/user/init/cgroup.procs)"
-echo "@@ fork-bomb $(as_user berth run --rm --pids-limit 20 busybox sh -c "$(cat /fork-bomb)" 2>/dev/null | tail -n1)"
-echo "@@ spin-limited $(as_user berth run --rm --cpus 0.5 busybox sh -c "$(cat /spin)" 2>/dev/null)"
-echo "@@ spin-free $(as_user berth run --rm busybox sh -c "$(cat /spin)" 2>/dev/null)"
+echo "@@ fork-bomb $(as-user berth run --rm --pids-limit 20 busybox sh -c "$(cat /fork-bomb)" 2>/dev/null | tail -n1)"
+echo "@@ spin-limited $(as-user berth run --rm --cpus 0.5 busybox sh -c "$(cat /spin)" 2>/dev/null)"
+echo "@@ spin-free $(as-user berth run --rm busybox sh -c "$(cat /spin)" 2>/dev/null)"
 
-as_user berth run -d --name held --memory 48m --pids-limit 30 --cpus 0.5 busybox sleep 60 >/dev/null 2>/tmp/err || echo "@@ held-failed $(cat /tmp/err)"
+as-user berth run -d --name held --memory 48m --pids-limit 30 --cpus 0.5 busybox sleep 60 >/dev/null 2>/tmp/err || echo "@@ held-failed $(cat /tmp/err)"
 for i in $(seq 1 100); do
   [ -n "$(cat /sys/fs/cgroup/user/berth/*/cgroup.procs 2>/dev/null)" ] && break
   sleep 0.1
@@ -217,8 +211,8 @@ done
 for f in memory.max pids.max cpu.max; do echo "@@ $f $(cat /sys/fs/cgroup/user/berth/*/$f)"; done
 echo "@@ subtree $(cat /sys/fs/cgroup/user/cgroup.subtree_control)"
 echo "@@ owner $(stat -c %u /sys/fs/cgroup/user/berth/*/)"
-as_user berth stop -t 1 held >/dev/null 2>&1
-as_user berth rm held >/dev/null 2>&1
+as-user berth stop -t 1 held >/dev/null 2>&1
+as-user berth rm held >/dev/null 2>&1
 echo "@@ container-cgroups-left $(find /sys/fs/cgroup/user/berth -mindepth 1 -type d | wc -l)"
 echo "@@ outside-user $(find /sys/fs/cgroup -mindepth 1 -type d ! -path '/sys/fs/cgroup/user*' ! -path /sys/fs/cgroup/other | wc -l)"
 "#;
@@ -229,28 +223,11 @@ fn rootless_limits_are_enforced_in_a_delegated_subtree() {
         return;
     };
     let mut guest = Guest::new(&kernel);
-    let tool = |name: &str| {
-        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .map(|d| std::path::Path::new(d).join(name))
-            .find(|p| p.exists())
-            .unwrap_or_else(|| panic!("{name} is missing on the host (util-linux, uidmap)"))
-    };
     guest
         .add_binary(env!("CARGO_BIN_EXE_berth").as_ref(), "berth")
-        .add_binary(&tool("setpriv"), "util-setpriv")
-        .add_binary(&tool("newuidmap"), "newuidmap")
-        .add_binary(&tool("newgidmap"), "newgidmap")
+        .add_rootless_user()
         .add_module("overlay")
         .add_busybox_rootfs("/rootfs")
-        .add_file(
-            "/etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nu:x:1000:1000::/tmp/u:/bin/sh\n",
-            0o644,
-        )
-        .add_file("/etc/group", "root:x:0:\nu:x:1000:\n", 0o644)
-        .add_file("/etc/subuid", "u:100000:65536\n", 0o644)
-        .add_file("/etc/subgid", "u:100000:65536\n", 0o644)
         .add_file("/fork-bomb", scripts::FORK_BOMB, 0o644)
         .add_file("/spin", scripts::SPIN, 0o644);
     let out = guest.boot(

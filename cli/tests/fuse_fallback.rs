@@ -18,7 +18,7 @@
 // for it.
 #![allow(clippy::disallowed_macros)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use berth_test_support::guest::{Guest, GuestKernel};
@@ -26,65 +26,40 @@ use berth_test_support::guest::{Guest, GuestKernel};
 const CHECKS: &str = r#"
 echo "@@ overlayfs-known $(grep -c overlay /proc/filesystems)"
 chmod 666 /dev/fuse
-chmod 4755 /bin/newuidmap /bin/newgidmap
 mkdir -p /tmp/u && chown 1000:1000 /tmp/u
 cp -a /rootfs /tmp/u/rootfs && chown -R 1000:1000 /tmp/u/rootfs
 mkdir /tmp/u/ctx
 printf 'FROM busybox\nRUN rm /bin/ls && mkdir /d && echo hi > /d/f && chown -R 1000:1000 /d\n' > /tmp/u/ctx/Dockerfile
 chown -R 1000:1000 /tmp/u/ctx
-as_user() {
-  /bin/util-setpriv --reuid=1000 --regid=1000 --init-groups \
-    env -i HOME=/tmp/u XDG_RUNTIME_DIR=/tmp/u/run BERTH_ROOT=/tmp/u/store PATH=/bin "$@"
-}
-echo "@@ info $(as_user berth info --format '{{.Overlay}}' 2>&1)"
-as_user berth import --change 'CMD ["/bin/sh"]' /tmp/u/rootfs busybox >/dev/null 2>/tmp/err || echo "@@ import-failed $(cat /tmp/err)"
-as_user berth build -q -t t /tmp/u/ctx >/dev/null 2>/tmp/err
+echo "@@ info $(as-user berth info --format '{{.Overlay}}' 2>&1)"
+as-user berth import --change 'CMD ["/bin/sh"]' /tmp/u/rootfs busybox >/dev/null 2>/tmp/err || echo "@@ import-failed $(cat /tmp/err)"
+as-user berth build -q -t t /tmp/u/ctx >/dev/null 2>/tmp/err
 echo "@@ build-exit $?"
 echo "@@ build-says $(tr '\n' ' ' < /tmp/err)"
-echo "@@ ls $(as_user berth run --rm t sh -c 'test -e /bin/ls && echo present || echo gone' 2>&1)"
-echo "@@ owner $(as_user berth run --rm t stat -c %u:%g /d/f 2>&1)"
-echo "@@ contents $(as_user berth run --rm t cat /d/f 2>&1)"
+echo "@@ ls $(as-user berth run --rm t sh -c 'test -e /bin/ls && echo present || echo gone' 2>&1)"
+echo "@@ owner $(as-user berth run --rm t stat -c %u:%g /d/f 2>&1)"
+echo "@@ contents $(as-user berth run --rm t cat /d/f 2>&1)"
 echo "@@ daemons $(ps -o comm | grep -c '^fuse-overlayfs')"
 echo "@@ fuse-mounts $(cat /proc/[0-9]*/mountinfo 2>/dev/null | grep -c ' - fuse')"
 "#;
-
-fn host_tool(name: &str) -> Option<PathBuf> {
-    ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
-}
 
 #[test]
 fn without_overlayfs_a_rootless_berth_falls_back_to_fuse_overlayfs_by_itself() {
     let Some(kernel) = GuestKernel::needed() else {
         return;
     };
-    let Some(fuse_overlayfs) = host_tool("fuse-overlayfs") else {
+    let fuse_overlayfs = Path::new("/usr/bin/fuse-overlayfs");
+    if !fuse_overlayfs.exists() {
         berth_test_support::skip("fuse-overlayfs (apt-get install fuse-overlayfs)");
         return;
-    };
-    let tool = |name: &str| {
-        host_tool(name)
-            .unwrap_or_else(|| panic!("{name} is missing on the host (util-linux, uidmap)"))
-    };
+    }
     let mut guest = Guest::new(&kernel);
     guest
         .add_binary(env!("CARGO_BIN_EXE_berth").as_ref(), "berth")
-        .add_binary(&fuse_overlayfs, "fuse-overlayfs")
-        .add_binary(&tool("setpriv"), "util-setpriv")
-        .add_binary(&tool("newuidmap"), "newuidmap")
-        .add_binary(&tool("newgidmap"), "newgidmap")
+        .add_binary(fuse_overlayfs, "fuse-overlayfs")
+        .add_rootless_user()
         .add_module("fuse")
-        .add_busybox_rootfs("/rootfs")
-        .add_file(
-            "/etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nu:x:1000:1000::/tmp/u:/bin/sh\n",
-            0o644,
-        )
-        .add_file("/etc/group", "root:x:0:\nu:x:1000:\n", 0o644)
-        .add_file("/etc/subuid", "u:100000:65536\n", 0o644)
-        .add_file("/etc/subgid", "u:100000:65536\n", 0o644);
+        .add_busybox_rootfs("/rootfs");
     let out = guest.boot(CHECKS, "", Duration::from_secs(400));
     let console = &out.console;
     assert_eq!(out.value("exit"), "0", "{console}");

@@ -11,6 +11,7 @@
 //! | [`platform`] | `os/arch/variant` → [`Platform`]; index selection |
 //! | [`limits`] | caps for reading untrusted documents into memory |
 //! | [`transport`] | [`ImageSource`] / [`ImageDestination`] and the one [`copy_image`] |
+//! | [`xattr`] | xattr names → whether an overlay filesystem reads them (never in a layer) |
 //!
 //! Crossing the boundary: every type above; `store`, `registry-client` and the archive
 //! formats implement the transport traits, `cli` wires them together. The OCI spec types of
@@ -25,6 +26,7 @@ pub mod media_type;
 pub mod platform;
 pub mod reference;
 pub mod transport;
+pub mod xattr;
 
 pub use oci_spec::image as spec;
 

@@ -446,19 +446,7 @@ fn shown_by_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
     false
 }
 
-/// Whether xattr `name` belongs to an overlay filesystem: overlayfs's own (`trusted.overlay.*`,
-/// `user.overlay.*`) or fuse-overlayfs's (`user.fuseoverlayfs.*`).
-fn is_overlay_xattr(name: &[u8]) -> bool {
-    [
-        &b"trusted.overlay."[..],
-        b"user.overlay.",
-        b"user.fuseoverlayfs.",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
-}
-
-/// Removes every overlay xattr ([`is_overlay_xattr`]) of `path` (never followed): those
+/// Removes every overlay xattr ([`berth_oci::xattr::is_overlay_xattr`]) of `path` (never followed): those
 /// fuse-overlayfs wrote, and those a process under it set, which fuse-overlayfs 1.10 allows
 /// (`user.overlay.redirect`, `metacopy`, `whiteout`...) and which the kernel's overlayfs would
 /// act on when the snapshot is a lower layer. Whether it had an opaque mark is returned.
@@ -489,7 +477,10 @@ fn strip_overlay_xattrs(path: &Path) -> std::io::Result<bool> {
     }
     names.truncate(n as usize);
     let mut opaque = false;
-    for name in names.split(|b| *b == 0).filter(|n| is_overlay_xattr(n)) {
+    for name in names
+        .split(|b| *b == 0)
+        .filter(|n| berth_oci::xattr::is_overlay_xattr(n))
+    {
         opaque |= OPAQUE_XATTRS.iter().any(|o| o.to_bytes() == name);
         let name = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
         // SAFETY: both strings are NUL-terminated and outlive the call.

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use crate::{BUSYBOX, busybox_rootfs, workspace_root};
 
+/// The uid and gid of the user [`Guest::add_rootless_user`] makes.
+pub const GUEST_USER: u32 = 1000;
+
 /// Debian's kernel image and its modules, as `scripts/guest-kernel` unpacks them.
 #[derive(Debug, Clone)]
 pub struct GuestKernel {
@@ -203,6 +206,50 @@ impl Guest {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .unwrap();
         self
+    }
+
+    /// An unprivileged user for rootless berth: uid and gid [`GUEST_USER`] (`u`, home
+    /// `/tmp/u`, which the script makes), a subordinate range 100000:65536, the host's
+    /// `newuidmap` and `newgidmap` (setuid root), and `/bin/as-user CMD...`, which runs a
+    /// command as the user with a clean environment and a store, runtime directory and
+    /// home under `/tmp/u`. util-linux's `setpriv` switches users (as `/bin/util-setpriv`:
+    /// busybox's shell would run its own applet of that name).
+    pub fn add_rootless_user(&mut self) -> &mut Guest {
+        let tool = |name: &str| {
+            ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("{name} is missing on the host (util-linux, uidmap)"))
+        };
+        self.add_binary(&tool("setpriv"), "util-setpriv");
+        for helper in ["newuidmap", "newgidmap"] {
+            self.add_binary(&tool(helper), helper);
+            std::fs::set_permissions(
+                self.dir.path().join("bin").join(helper),
+                std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+            )
+            .unwrap();
+        }
+        let id = GUEST_USER;
+        self.add_file(
+            "/etc/passwd",
+            &format!("root:x:0:0:root:/root:/bin/sh\nu:x:{id}:{id}::/tmp/u:/bin/sh\n"),
+            0o644,
+        )
+        .add_file("/etc/group", &format!("root:x:0:\nu:x:{id}:\n"), 0o644)
+        .add_file("/etc/subuid", "u:100000:65536\n", 0o644)
+        .add_file("/etc/subgid", "u:100000:65536\n", 0o644)
+        .add_file(
+            "/bin/as-user",
+            &format!(
+                "#!/bin/sh\n\
+                 exec /bin/util-setpriv --reuid={id} --regid={id} --init-groups \\\n  \
+                 env -i HOME=/tmp/u XDG_RUNTIME_DIR=/tmp/u/run BERTH_ROOT=/tmp/u/store \
+                 PATH=/bin \"$@\"\n"
+            ),
+            0o755,
+        )
     }
 
     /// A busybox rootfs ([`busybox_rootfs`]) at `at`, to import as an image in the guest.

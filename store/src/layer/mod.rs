@@ -23,15 +23,7 @@ pub fn opaque_xattr() -> &'static str {
     }
 }
 
-/// Whether a layer's xattr is overlayfs's own metadata (`trusted.overlay.*`, and the
-/// `user.overlay.*` it reads under `userxattr`) or fuse-overlayfs's (`user.fuseoverlayfs.*`:
-/// its opaque mark, and the origin it follows into the layers below), which would steer the
-/// overlay.
-pub fn is_overlay_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay.")
-        || name.starts_with(b"user.fuseoverlayfs.")
-}
+pub use berth_oci::xattr::is_overlay_xattr;
 
 /// Whether this process runs in a user namespace (its `uid_map` is not the identity): no
 /// trusted xattr or device node can be made there. Read once.
