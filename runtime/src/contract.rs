@@ -23,6 +23,11 @@ pub const ANNOTATION_NODEV: &str = "berth.nodev";
 /// releases PID 1 when `tap0` is configured.
 pub const ANNOTATION_SLIRP4NETNS: &str = "berth.slirp4netns";
 
+/// Annotation carrying the container's place on a bridge network, a JSON
+/// [`net::Attachment`](crate::net::Attachment): the init makes its veth and publishes its
+/// ports at start, and removes the ports when the container ends.
+pub const ANNOTATION_NETWORK: &str = "berth.network";
+
 /// Annotation with the host path of the terminal to bind onto `/dev/console` (`run -t`).
 pub const ANNOTATION_CONSOLE: &str = "berth.console";
 

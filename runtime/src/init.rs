@@ -21,7 +21,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::RuntimeError;
 use crate::contract::{
-    ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP,
+    ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NETWORK, ANNOTATION_NODEV, ANNOTATION_SECCOMP,
     ANNOTATION_SLIRP4NETNS, ANNOTATION_USER, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP,
     FORWARDED, MAX_ENV_FD_VALUE,
 };
@@ -57,6 +57,21 @@ fn env_from_fds(sys: &mut dyn Sys, spec: &Spec, env: &mut Vec<String>) -> Result
         env.push(format!("{prefix}{value}"));
     }
     Ok(())
+}
+
+/// The container's bridge attachment, when its spec has one.
+fn attachment(spec: &Spec) -> Result<Option<crate::net::Attachment>, RuntimeError> {
+    let Some(json) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_NETWORK))
+    else {
+        return Ok(None);
+    };
+    let a: crate::net::Attachment = serde_json::from_str(json)
+        .map_err(|e| RuntimeError::Spec(format!("{ANNOTATION_NETWORK}: {e}")))?;
+    a.check()?;
+    Ok(Some(a))
 }
 
 /// Reads a bundle written by [`crate::Bundle::write`].
@@ -159,7 +174,38 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
     // before the container's namespaces exist (see `premount`).
     let ops = plan(spec, source)?;
     let premounted = premount(sys, &ops, source)?;
-    sys.unshare(flags).map_err(setup("creating namespaces"))?;
+    // A bridge network: the host's side (bridge, rules, published ports) from the host's
+    // network namespace, kept open to make the veth pair from once the container's exists.
+    let network = attachment(spec)?;
+    let host_net = match &network {
+        Some(a) => {
+            a.prepare_host()?;
+            Some(
+                nix::fcntl::open(
+                    "/proc/self/ns/net",
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(setup("opening the host's network namespace"))?,
+            )
+        }
+        None => None,
+    };
+    let unpublish = |host: &Option<std::os::fd::OwnedFd>| {
+        if let (Some(a), Some(ns)) = (&network, host) {
+            let _ = a.unpublish(Some(std::os::fd::AsFd::as_fd(ns)));
+        }
+    };
+    if let Err(e) = sys.unshare(flags) {
+        unpublish(&host_net);
+        return Err(setup("creating namespaces")(e));
+    }
+    if let (Some(a), Some(ns)) = (&network, &host_net)
+        && let Err(e) = a.connect(std::os::fd::AsFd::as_fd(ns))
+    {
+        unpublish(&host_net);
+        return Err(e);
+    }
     let release = match slirp {
         Some(_) => Some(
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -222,6 +268,7 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 let _ = std::io::Write::write_all(&mut std::fs::File::from(released), b"1");
             }
             let code = supervise(sys, child, &set, &mut |_| true);
+            unpublish(&host_net);
             if let Some(p) = premounted
                 && let Err(e) = p.finish()
             {

@@ -15,6 +15,7 @@
 //! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
 //! | [`sys`] | every call the init and PID 1 make (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, rlimits, fds, fork, the sync pipe, signals, reaping, exec, the parent-death signal, the controlling terminal, cgroup files, the container's passwd and PATH lookups), behind one trait; [`sys::linux`] makes them, [`sys::recording`] records them for tests; on berth's own side, the pseudo-terminal's master (tty) calls nix directly |
 //! | [`fuse`] | fuse-overlayfs: which program mounts overlays (`BERTH_MOUNT_PROGRAM`), the rootless fallback where the kernel refuses overlayfs |
+//! | [`net`] | bridge networks as root: the bridge, a veth pair per container, nftables rules in berth's table (`ip`, `nft`) |
 //! | [`slirp`] | a private network without root: slirp4netns started on the container's network namespace |
 //! | [`userns`] | rootless: the user namespace berth enters at start, its id mapping from `/etc/subuid` |
 //! | [`pause`] | rootless: the pause process that holds that namespace between commands; its pidfile, checked before it is joined |
@@ -33,6 +34,7 @@ pub mod cgroups;
 pub mod contract;
 pub mod fuse;
 pub mod init;
+pub mod net;
 pub mod pause;
 pub mod pid1;
 pub mod privileges;
@@ -64,6 +66,8 @@ pub enum RuntimeError {
     Setup { what: String, errno: nix::Error },
     #[error("capabilities: {0}")]
     Capabilities(String),
+    #[error("network: {0}")]
+    Network(String),
     #[error("seccomp: {0}")]
     Seccomp(String),
     #[error("{what}")]
