@@ -196,15 +196,24 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
             let _ = a.unpublish(Some(std::os::fd::AsFd::as_fd(ns)));
         }
     };
+    // The network namespace first, alone: `ip` makes the veth pair from a child process,
+    // which must not become PID 1 of the container's PID namespace (the first child forked
+    // after that one is unshared is).
+    let mut flags = flags;
+    if let (Some(a), Some(ns)) = (&network, &host_net) {
+        let connected = sys
+            .unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(setup("creating the network namespace"))
+            .and_then(|()| a.connect(std::os::fd::AsFd::as_fd(ns)));
+        if let Err(e) = connected {
+            unpublish(&host_net);
+            return Err(e);
+        }
+        flags.remove(CloneFlags::CLONE_NEWNET);
+    }
     if let Err(e) = sys.unshare(flags) {
         unpublish(&host_net);
         return Err(setup("creating namespaces")(e));
-    }
-    if let (Some(a), Some(ns)) = (&network, &host_net)
-        && let Err(e) = a.connect(std::os::fd::AsFd::as_fd(ns))
-    {
-        unpublish(&host_net);
-        return Err(e);
     }
     let release = match slirp {
         Some(_) => Some(
@@ -239,7 +248,7 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 eprintln!("berth: creating the cgroup namespace: {e}");
                 return Ok(EXIT_SETUP);
             }
-            let new_net = flags.contains(CloneFlags::CLONE_NEWNET);
+            let new_net = flags.contains(CloneFlags::CLONE_NEWNET) || network.is_some();
             let child = container_child(sys, spec, &ops, skip_overlay, new_net, network_up);
             Ok(match child {
                 Ok(code) => code,

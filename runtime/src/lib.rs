@@ -128,6 +128,32 @@ impl Bundle {
         })
     }
 
+    /// Sets (or, with `None`, removes) the container's bridge attachment in its
+    /// `config.json`: the caller takes an address at each start and hands it to the init
+    /// this way.
+    pub fn set_attachment(&self, attachment: Option<&net::Attachment>) -> Result<(), RuntimeError> {
+        let (mut spec, _) = init::read_bundle(&mut sys::linux::LinuxSys, &self.dir)?;
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        match attachment {
+            Some(a) => {
+                a.check()?;
+                annotations.insert(
+                    contract::ANNOTATION_NETWORK.to_owned(),
+                    serde_json::to_string(a).expect("plain data"),
+                );
+            }
+            None => {
+                annotations.remove(contract::ANNOTATION_NETWORK);
+            }
+        }
+        spec.set_annotations(Some(annotations));
+        let config = serde_json::to_vec(&spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        write_private(&self.dir.join("config.json"), &config).map_err(|source| RuntimeError::Io {
+            what: "writing config.json".into(),
+            source,
+        })
+    }
+
     /// The container's cgroup, when its spec asks for one.
     fn cgroup(&self) -> Result<Option<cgroups::Cgroup>, RuntimeError> {
         let (spec, _) = init::read_bundle(&mut sys::linux::LinuxSys, &self.dir)?;

@@ -145,11 +145,7 @@ impl Attachment {
 
     /// The subnet as `A.B.C.D/N`.
     pub fn subnet(&self) -> String {
-        format!(
-            "{}/{}",
-            network_of(self.gateway, self.prefix),
-            self.prefix
-        )
+        format!("{}/{}", network_of(self.gateway, self.prefix), self.prefix)
     }
 
     /// In the host's network namespace, before the container's exists: forwarding on, the
@@ -167,11 +163,7 @@ impl Attachment {
             "1",
         )?;
         let mut script = base_script();
-        script.push_str(&network_script(
-            &self.bridge,
-            &self.subnet(),
-            self.internal,
-        ));
+        script.push_str(&network_script(&self.bridge, &self.subnet(), self.internal));
         script.push_str(&self.ports_script("add"));
         nft(&script, None)
     }
@@ -243,7 +235,7 @@ impl Attachment {
     /// namespace: its published ports and the host end of its veth (gone with the
     /// container's namespace unless a process still holds it).
     pub fn remove_stale(&self) {
-        if self.check().is_err() {
+        if check_name(&self.host_veth).is_err() {
             return;
         }
         let _ = self.unpublish(None);
@@ -470,10 +462,12 @@ fn run(command: &mut Command, input: Option<&str>, what: &str) -> Result<(), Run
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         let _ = stdin.write_all(text.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|source| RuntimeError::Io {
-        what: what.to_owned(),
-        source,
-    })?;
+    let out = child
+        .wait_with_output()
+        .map_err(|source| RuntimeError::Io {
+            what: what.to_owned(),
+            source,
+        })?;
     if out.status.success() {
         return Ok(());
     }

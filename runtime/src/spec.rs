@@ -12,8 +12,8 @@ use oci_spec::runtime::{
 
 use crate::RuntimeError;
 use crate::contract::{
-    ANNOTATION_CONSOLE, ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP,
-    ANNOTATION_NETWORK, ANNOTATION_SLIRP4NETNS, ANNOTATION_USER,
+    ANNOTATION_CONSOLE, ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NETWORK, ANNOTATION_NODEV,
+    ANNOTATION_SECCOMP, ANNOTATION_SLIRP4NETNS, ANNOTATION_USER,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -500,10 +500,8 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
     if settings.network == NetworkMode::Slirp4netns {
         annotations.insert(ANNOTATION_SLIRP4NETNS.to_owned(), "1".to_owned());
     }
-    if settings.network == NetworkMode::Bridge {
-        let attachment = settings.attachment.as_ref().ok_or_else(|| {
-            RuntimeError::Spec("a bridge network without its attachment".into())
-        })?;
+    // Without its attachment yet, the caller sets it at each start (`Bundle::set_attachment`).
+    if let (NetworkMode::Bridge, Some(attachment)) = (settings.network, &settings.attachment) {
         attachment.check()?;
         annotations.insert(
             ANNOTATION_NETWORK.to_owned(),

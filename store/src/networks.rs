@@ -156,6 +156,18 @@ pub struct LeaseRequest<'a> {
     pub ports: Vec<LeasePort>,
 }
 
+/// `containers/<id>/network.json`: the network a container asked for, taken again at each
+/// start (its address may change between starts, as on Docker's bridge).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerNetwork {
+    pub network: String,
+    #[serde(default)]
+    pub ports: Vec<LeasePort>,
+    /// The names others on a user network reach it by.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
 /// A network name: Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 characters, never one
 /// of the built-in names.
 pub fn check_network_name(name: &str) -> Result<()> {
@@ -317,7 +329,9 @@ impl Store {
         let _lock = crate::lock::FileLock::exclusive(&self.networks_lock())?;
         let existing = self.networks()?;
         if existing.iter().any(|n| n.name == name) {
-            return Err(net_error(format!("network with name {name} already exists")));
+            return Err(net_error(format!(
+                "network with name {name} already exists"
+            )));
         }
         let overlaps = |net: Ipv4Addr, prefix: u8| {
             existing.iter().any(|n| {
@@ -347,10 +361,7 @@ impl Store {
         };
         let gateway = gateway.unwrap_or_else(|| Ipv4Addr::from(u32::from(net) + 1));
         let broadcast = u32::from(net) | (u32::MAX >> prefix);
-        if network_of(gateway, prefix) != net
-            || gateway == net
-            || u32::from(gateway) == broadcast
-        {
+        if network_of(gateway, prefix) != net || gateway == net || u32::from(gateway) == broadcast {
             return Err(net_error(format!(
                 "gateway {gateway} is not a host address of {net}/{prefix}"
             )));
@@ -368,8 +379,11 @@ impl Store {
             created,
         };
         let path = self.networks_dir().join(format!("{name}.json"));
-        crate::files::write(&path, &serde_json::to_vec_pretty(&record).expect("plain data"))
-            .ctx(|| format!("writing {}", path.display()))?;
+        crate::files::write(
+            &path,
+            &serde_json::to_vec_pretty(&record).expect("plain data"),
+        )
+        .ctx(|| format!("writing {}", path.display()))?;
         Ok(record)
     }
 
@@ -484,7 +498,9 @@ impl Store {
                 l.ports.iter().any(|p| {
                     p.host_port == port.host_port
                         && p.udp == port.udp
-                        && (p.host_ip.is_none() || port.host_ip.is_none() || p.host_ip == port.host_ip)
+                        && (p.host_ip.is_none()
+                            || port.host_ip.is_none()
+                            || p.host_ip == port.host_ip)
                 })
             });
             if let Some(l) = clash {
@@ -533,6 +549,28 @@ impl Store {
         })
     }
 
+    /// Records the network a container asked for.
+    pub fn write_container_network(&self, container: &str, net: &ContainerNetwork) -> Result<()> {
+        let path = self.container_dir(container)?.join("network.json");
+        crate::files::write(&path, &serde_json::to_vec(net).expect("plain data"))
+            .ctx(|| format!("writing {}", path.display()))
+    }
+
+    /// The network a container asked for; `None` without one (none, host, slirp4netns).
+    pub fn container_network(&self, container: &str) -> Result<Option<ContainerNetwork>> {
+        let path = self.container_dir(container)?.join("network.json");
+        match read_bounded(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StoreError::Malformed {
+                    what: path.display().to_string(),
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
     /// Rewrites a container's `hosts` file in place (the same inode, so the bind in a
     /// running container sees it); a container without one is skipped.
     pub fn rewrite_hosts(&self, container: &str, content: &str) -> Result<()> {
@@ -560,7 +598,9 @@ pub fn parse_cidr(s: &str) -> std::result::Result<(Ipv4Addr, u8), String> {
     let (ip, prefix) = s
         .split_once('/')
         .ok_or_else(|| format!("{s:?} is not a subnet in CIDR form (10.89.5.0/24)"))?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
     let prefix: u8 = prefix
         .parse()
         .ok()
@@ -631,9 +671,11 @@ mod tests {
             String::new(),
         );
         assert!(overlap.is_err());
-        assert!(store
-            .create_network("bridge", None, None, false, BTreeMap::new(), String::new())
-            .is_err());
+        assert!(
+            store
+                .create_network("bridge", None, None, false, BTreeMap::new(), String::new())
+                .is_err()
+        );
         store.remove_network("n1", &mut |_| {}).unwrap();
         assert!(store.network("n1").is_err());
     }
@@ -675,15 +717,17 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("8080"), "{e}");
         let udp = LeasePort { udp: true, ..port };
-        assert!(store
-            .take_lease(
-                &net,
-                LeaseRequest {
-                    ports: vec![udp],
-                    ..request("cc")
-                },
-                &mut |_| {}
-            )
-            .is_ok());
+        assert!(
+            store
+                .take_lease(
+                    &net,
+                    LeaseRequest {
+                        ports: vec![udp],
+                        ..request("cc")
+                    },
+                    &mut |_| {}
+                )
+                .is_ok()
+        );
     }
 }

@@ -27,6 +27,7 @@ pub mod corpus;
 pub mod dockerd;
 pub mod guest;
 mod images;
+pub mod netns;
 pub mod proxy;
 mod raw_tar;
 pub mod registry;
@@ -109,7 +110,12 @@ impl Sandbox {
     /// A `berth` command with `--root` set to this sandbox's store.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.bin);
+        // The suites run berth in the host's network namespace: their containers and RUN
+        // steps keep the networks that need no bridge (cli/tests/network.rs runs the bridge
+        // in namespaces of its own).
         c.env("BERTH_ROOT", self.store())
+            .env("BERTH_DEFAULT_NETWORK", "none")
+            .env("BERTH_DEFAULT_BUILD_NETWORK", "host")
             .env_remove("SOURCE_DATE_EPOCH")
             .current_dir(self.dir.path());
         c

@@ -5,13 +5,14 @@
 //! image (pulled when the store does not have it, `--pull missing`) and exit codes (the
 //! container's own; 125 when berth failed; 126/127 when the command cannot run).
 //!
-//! The default network is `none` (only `lo`): berth has no bridge network yet, and an
-//! isolated container is the safe default; `--network host` shares the host's.
+//! The default network is `bridge` as root (an address on berth's default bridge, outbound
+//! access through NAT, `-p` publishing; see `crate::networking`), `none` rootless (only `lo`);
+//! `--network host` shares the host's, `--network NAME` joins a user network.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
-use berth_runtime::spec::{NetworkMode, ProcessSettings, build_spec};
+use berth_runtime::spec::{ProcessSettings, build_spec};
 use berth_runtime::{Bundle, RootfsSource};
 use berth_store::Store;
 use berth_store::containers::ContainerRecord;
@@ -71,10 +72,15 @@ pub struct Args {
     /// Override the image's ENTRYPOINT
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Network: `none` (default, only lo), `host`, or `slirp4netns` (a network of its own
-    /// with outbound access and no way to the host's loopback, without root)
-    #[arg(long, default_value = "none", value_parser = ["none", "host", "slirp4netns"])]
-    network: String,
+    /// Network: `bridge` (the default as root: berth's default bridge), a user network's
+    /// name, `none` (the default rootless: only lo), `host`, or `slirp4netns` (a network of
+    /// its own with outbound access and no way to the host's loopback, without root)
+    #[arg(long, alias = "net")]
+    network: Option<String>,
+    /// Publish a container's port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]
+    /// (bridge networks only)
+    #[arg(short = 'p', long = "publish", value_parser = crate::networking::parse_publish)]
+    publish: Vec<berth_store::networks::LeasePort>,
     /// Container host name (default: the short container ID)
     #[arg(long)]
     hostname: Option<String>,
@@ -378,7 +384,9 @@ pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
         binds,
         console,
     };
-    let bundle = match prepare(&dir, &args, &image, setup) {
+    let bundle = match prepare(store, &dir, &args, &image, setup)
+        .and_then(|b| join_network(store, &id, &args, &hostname).map(|()| b))
+    {
         Ok(b) => b,
         Err(e) => {
             finish(store, record, berth_runtime::contract::EXIT_SETUP)?;
@@ -422,7 +430,17 @@ pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
         interactive: args.interactive,
         terminal,
     };
+    let started = match crate::networking::start(store, &dir, &id) {
+        Ok(s) => s,
+        Err(e) => {
+            finish(store, record, berth_runtime::contract::EXIT_SETUP)?;
+            return Err(e);
+        }
+    };
     let result = store.unlocked(|| execute(&bundle, &exe, args.memory, io))?;
+    if let Some(s) = started {
+        s.finish(store)?;
+    }
     finish(
         store,
         record,
@@ -487,7 +505,16 @@ pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
         interactive: false,
         terminal,
     };
-    let result = store.unlocked(|| execute(&bundle, &exe, record.memory, io))?;
+    let result = match crate::networking::start(store, dir, &record.id) {
+        Ok(started) => {
+            let result = store.unlocked(|| execute(&bundle, &exe, record.memory, io))?;
+            if let Some(s) = started {
+                s.finish(store)?;
+            }
+            result
+        }
+        Err(e) => Err(e),
+    };
     let code = match &result {
         Ok(c) => *c,
         Err(e) => {
@@ -498,6 +525,27 @@ pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
     let fresh = store.container_record(dir).unwrap_or(record);
     finish(store, fresh, code)?;
     Ok(0)
+}
+
+/// Records the bridge network `--network` names (and `-p`) for the container's starts; `-p`
+/// without a bridge is refused.
+fn join_network(store: &Store, id: &str, args: &Args, hostname: &str) -> anyhow::Result<()> {
+    let (_, network) = crate::networking::mode(store, args.network.as_deref())?;
+    let Some(network) = network else {
+        if !args.publish.is_empty() {
+            return Err(UsageError(
+                "-p publishes ports of a bridge network: use --network bridge or a user network"
+                    .into(),
+            )
+            .into());
+        }
+        return Ok(());
+    };
+    let mut names: Vec<String> = args.name.iter().cloned().collect();
+    names.push(hostname.to_owned());
+    names.push(id[..12].to_owned());
+    names.dedup();
+    crate::networking::request(store, id, &network, args.publish.clone(), names)
 }
 
 /// What a container is made of, besides the `run` flags and the image.
@@ -511,6 +559,7 @@ struct Setup {
 }
 
 fn prepare(
+    store: &Store,
     dir: &std::path::Path,
     args: &Args,
     image: &berth_store::Image,
@@ -553,7 +602,7 @@ fn prepare(
         .as_bytes(),
         SHOWN_FILE,
     )?;
-    let network: NetworkMode = args.network.parse().map_err(UsageError)?;
+    let (network, _) = crate::networking::mode(store, args.network.as_deref())?;
     files::write_mode(
         &dir.join("resolv.conf"),
         network.resolv_conf().as_bytes(),
@@ -588,6 +637,7 @@ fn prepare(
             .unwrap_or_default(),
         hostname: hostname.to_owned(),
         network,
+        attachment: None,
         read_only: args.read_only,
         privileged: args.privileged,
         etc_files: vec![

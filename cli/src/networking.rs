@@ -1,0 +1,291 @@
+//! Containers on bridge networks, wired between the store (network definitions, address
+//! leases, the container's `hosts` file) and the runtime (the kernel's side, done by the
+//! init from the attachment in the bundle).
+//!
+//! At each start of a container on a bridge network ([`start`]): stale leases are found and
+//! what they left in the kernel removed, an address (and the host ports of `-p`) leased for
+//! the process that runs the container, the attachment written into the bundle, and on a
+//! user network every member's `hosts` file rewritten so each reaches the others by name.
+//! When the container ends ([`Started::finish`]) the lease is given back and the names
+//! rewritten again. `run`, `run -d`'s monitor (and later starts) call these two.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use berth_runtime::net::{Attachment, Port, Proto};
+use berth_store::Store;
+use berth_store::networks::{
+    ContainerNetwork, HeldLease, Lease, LeasePort, LeaseRequest, NetworkRecord,
+};
+
+/// What `run --network` names (without it, `BERTH_DEFAULT_NETWORK`, else `bridge` as root
+/// and `none` rootless): a mode of the runtime, and for a bridge, the network.
+pub fn mode(
+    store: &Store,
+    asked: Option<&str>,
+) -> anyhow::Result<(berth_runtime::spec::NetworkMode, Option<NetworkRecord>)> {
+    use berth_runtime::spec::NetworkMode;
+    let rootless = berth_runtime::userns::rootless();
+    let from_env = std::env::var("BERTH_DEFAULT_NETWORK").ok();
+    let asked = asked
+        .or(from_env.as_deref().filter(|n| !n.is_empty()))
+        .unwrap_or(if rootless { "none" } else { "bridge" });
+    match asked {
+        "none" | "host" | "slirp4netns" => Ok((asked.parse().map_err(crate::UsageError)?, None)),
+        name => {
+            if rootless {
+                return Err(crate::UsageError(format!(
+                    "--network {name}: bridge networks need root; without root use \
+                     --network slirp4netns (outbound access, no published ports)"
+                ))
+                .into());
+            }
+            let net = store
+                .network(name)
+                .map_err(|e| crate::UsageError(e.to_string()))?;
+            Ok((NetworkMode::Bridge, Some(net)))
+        }
+    }
+}
+
+/// `-p [IP:]HOST:CONTAINER[/tcp|/udp]` (a host port is required: berth picks none itself).
+pub fn parse_publish(s: &str) -> Result<LeasePort, String> {
+    let (spec, proto) = match s.rsplit_once('/') {
+        Some((spec, "tcp")) => (spec, false),
+        Some((spec, "udp")) => (spec, true),
+        Some((_, p)) => return Err(format!("-p {s}: unknown protocol {p:?} (tcp or udp)")),
+        None => (s, false),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [host, container] => (None, *host, *container),
+        [ip, host, container] => (Some(*ip), *host, *container),
+        _ => {
+            return Err(format!(
+                "-p {s}: expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]"
+            ));
+        }
+    };
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("-p {s}: {p:?} is not a port (1-65535)"))
+    };
+    let host_ip = match ip {
+        None | Some("") | Some("0.0.0.0") => None,
+        Some(ip) => Some(
+            ip.parse::<Ipv4Addr>()
+                .map_err(|_| format!("-p {s}: {ip:?} is not an IPv4 address"))?,
+        ),
+    };
+    Ok(LeasePort {
+        host_ip,
+        host_port: port(host)?,
+        container_port: port(container)?,
+        udp: proto,
+    })
+}
+
+/// The host end of a container's veth: `vb` and 12 hex digits of its ID.
+fn host_veth(id: &str) -> String {
+    let hex: String = id
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(12)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    format!("vb{hex}")
+}
+
+/// A lease on `net` as the runtime's attachment.
+pub fn attachment(net: &NetworkRecord, lease: &Lease) -> Attachment {
+    Attachment {
+        bridge: net.bridge.clone(),
+        gateway: net.gateway,
+        prefix: net.prefix,
+        address: lease.address,
+        internal: net.internal,
+        host_veth: lease.host_veth.clone(),
+        ports: lease.ports.iter().map(port).collect(),
+    }
+}
+
+fn port(p: &LeasePort) -> Port {
+    Port {
+        host_ip: p.host_ip,
+        host_port: p.host_port,
+        container_port: p.container_port,
+        proto: if p.udp { Proto::Udp } else { Proto::Tcp },
+    }
+}
+
+/// What a stale lease (its process killed, or a reboot) may have left in the kernel: its
+/// published ports, its veth's host end.
+pub fn remove_stale(lease: &Lease) {
+    let net = berth_store::networks::default_bridge();
+    let mut a = attachment(&net, lease);
+    a.bridge = "unused".into();
+    a.remove_stale();
+}
+
+/// A container's running attachment: the lease held while it runs.
+#[derive(Debug)]
+pub struct Started {
+    lease: HeldLease,
+    network: NetworkRecord,
+}
+
+impl Started {
+    /// Once the container has ended: the address and ports given back, the other members'
+    /// names rewritten.
+    pub fn finish(self, store: &Store) -> anyhow::Result<()> {
+        let Started { lease, network } = self;
+        lease.release()?;
+        refresh_names(store, &network)?;
+        Ok(())
+    }
+}
+
+/// At a start of container `id` (bundle in `dir`): leases an address on the network it
+/// asked for and writes the attachment into the bundle. `None` when it is on no bridge.
+pub fn start(store: &Store, dir: &Path, id: &str) -> anyhow::Result<Option<Started>> {
+    let Some(asked) = store.container_network(id)? else {
+        return Ok(None);
+    };
+    let network = store.network(&asked.network)?;
+    let lease = store.take_lease(
+        &network,
+        LeaseRequest {
+            container: id,
+            names: asked.names.clone(),
+            host_veth: host_veth(id),
+            ports: asked.ports.clone(),
+        },
+        &mut remove_stale,
+    )?;
+    let bundle = berth_runtime::Bundle {
+        dir: dir.to_owned(),
+    };
+    bundle.set_attachment(Some(&attachment(&network, &lease.lease)))?;
+    let started = Started { lease, network };
+    refresh_names(store, &started.network)?;
+    Ok(Some(started))
+}
+
+/// Records what `run --network`/`-p` asked for, for [`start`].
+pub fn request(
+    store: &Store,
+    id: &str,
+    network: &NetworkRecord,
+    ports: Vec<LeasePort>,
+    names: Vec<String>,
+) -> anyhow::Result<()> {
+    store.write_container_network(
+        id,
+        &ContainerNetwork {
+            network: network.name.clone(),
+            ports,
+            names,
+        },
+    )?;
+    Ok(())
+}
+
+/// A container's `/etc/hosts`: localhost, its own address (or `127.0.1.1`) with its names,
+/// then its peers with theirs. Every writer of the file goes through here.
+pub fn hosts_file(
+    names: &[String],
+    own: Option<Ipv4Addr>,
+    peers: &[(Ipv4Addr, &[String])],
+) -> String {
+    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let own = own.map_or_else(|| "127.0.1.1".to_owned(), |a| a.to_string());
+    if !names.is_empty() {
+        s.push_str(&format!("{own}\t{}\n", names.join(" ")));
+    }
+    for (addr, names) in peers {
+        if !names.is_empty() {
+            s.push_str(&format!("{addr}\t{}\n", names.join(" ")));
+        }
+    }
+    s
+}
+
+/// Rewrites the `hosts` file of every running member of `network`: its own address and, on
+/// a user network, every other member's (the default bridge gives no names, as Docker's).
+pub fn refresh_names(store: &Store, network: &NetworkRecord) -> anyhow::Result<()> {
+    let live: Vec<Lease> = store
+        .live_leases(&mut remove_stale)?
+        .into_iter()
+        .filter(|l| l.network == network.name)
+        .collect();
+    for member in &live {
+        let peers: Vec<(Ipv4Addr, &[String])> = if network.is_default() {
+            Vec::new()
+        } else {
+            live.iter()
+                .filter(|l| l.container != member.container)
+                .map(|l| (l.address, l.names.as_slice()))
+                .collect()
+        };
+        let text = hosts_file(&member.names, Some(member.address), &peers);
+        // A build step's lease has no container directory: nothing to rewrite.
+        if store.container_dir(&member.container).is_ok() {
+            store.rewrite_hosts(&member.container, &text)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes what stale leases left (berth killed, or a reboot): run by the commands that
+/// touch networks.
+pub fn cleanup_stale(store: &Store) -> anyhow::Result<Vec<Lease>> {
+    Ok(store.live_leases(&mut remove_stale)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_specs_as_docker() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port, p.udp),
+            (None, 8080, 80, false)
+        );
+        let p = parse_publish("127.0.0.1:5353:53/udp").unwrap();
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port, p.udp),
+            (Some(Ipv4Addr::LOCALHOST), 5353, 53, true)
+        );
+        for bad in [
+            "80",
+            "a:80",
+            "0:80",
+            "8080:80/sctp",
+            "x:1:2",
+            "1:2:3:4",
+            "70000:80",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+        assert_eq!(host_veth("0123456789abcdef"), "vb0123456789ab");
+    }
+
+    #[test]
+    fn hosts_name_the_container_and_its_peers() {
+        let me = vec!["web".to_string(), "abc".to_string()];
+        let peer = vec!["db".to_string()];
+        let text = hosts_file(
+            &me,
+            Some(Ipv4Addr::new(10, 89, 0, 2)),
+            &[(Ipv4Addr::new(10, 89, 0, 3), &peer)],
+        );
+        assert!(
+            text.ends_with("10.89.0.2\tweb abc\n10.89.0.3\tdb\n"),
+            "{text}"
+        );
+    }
+}
