@@ -141,6 +141,8 @@ impl Started {
     /// names rewritten.
     pub fn finish(self, store: &Store) -> anyhow::Result<()> {
         let Started { lease, network } = self;
+        // The init removes these itself, unless it was killed (`rm -f`, `kill`).
+        attachment(&network, &lease.lease).disconnect(None);
         lease.release()?;
         refresh_names(store, &network)?;
         Ok(())

@@ -277,7 +277,9 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 let _ = std::io::Write::write_all(&mut std::fs::File::from(released), b"1");
             }
             let code = supervise(sys, child, &set, &mut |_| true);
-            unpublish(&host_net);
+            if let (Some(a), Some(ns)) = (&network, &host_net) {
+                a.disconnect(Some(std::os::fd::AsFd::as_fd(ns)));
+            }
             if let Some(p) = premounted
                 && let Err(e) = p.finish()
             {

@@ -211,6 +211,17 @@ impl Attachment {
         )
     }
 
+    /// Once the container has ended: its veth removed at once (the kernel would remove it
+    /// with the namespace, but later, from a work queue) and its ports unpublished.
+    pub fn disconnect(&self, host: Option<BorrowedFd<'_>>) {
+        let _ = run(
+            ip(host).args(["link", "del", &self.host_veth]),
+            None,
+            "removing the veth",
+        );
+        let _ = self.unpublish(host);
+    }
+
     /// Removes this container's published ports (run in the host's network namespace, or
     /// entering `host`); a port already gone is no error.
     pub fn unpublish(&self, host: Option<BorrowedFd<'_>>) -> Result<(), RuntimeError> {
