@@ -175,7 +175,9 @@ pub fn start(store: &Store, dir: &Path, id: &str) -> anyhow::Result<Option<Start
     Ok(Some(started))
 }
 
-/// Records what `run --network`/`-p` asked for, for [`start`].
+/// Records what `run --network`/`-p` asked for, for [`start`]. A host port a running
+/// container publishes already is refused here, before `run -d` hands the container to its
+/// monitor (the lease taken at start checks again, under the lock).
 pub fn request(
     store: &Store,
     id: &str,
@@ -183,6 +185,24 @@ pub fn request(
     ports: Vec<LeasePort>,
     names: Vec<String>,
 ) -> anyhow::Result<()> {
+    let live = store.live_leases(&mut remove_stale)?;
+    for p in &ports {
+        let clash = live.iter().find(|l| {
+            l.ports.iter().any(|q| {
+                q.host_port == p.host_port
+                    && q.udp == p.udp
+                    && (q.host_ip.is_none() || p.host_ip.is_none() || q.host_ip == p.host_ip)
+            })
+        });
+        if let Some(l) = clash {
+            anyhow::bail!(
+                "port {}/{} is already published by container {}",
+                p.host_port,
+                if p.udp { "udp" } else { "tcp" },
+                &l.container[..l.container.len().min(12)]
+            );
+        }
+    }
     store.write_container_network(
         id,
         &ContainerNetwork {

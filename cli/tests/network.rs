@@ -50,7 +50,7 @@ fn curl(ns: &NetNs, url: &str) -> Option<String> {
 }
 
 /// Nothing of a container left in the namespace or the store: no veth, no published port,
-/// no lease file.
+/// no lease file, no mount under the sandbox.
 #[track_caller]
 fn assert_no_leftovers(ns: &NetNs, s: &Sandbox) {
     let _ = eventually(|| (!ns.links().contains(": vb")).then_some(()));
@@ -65,6 +65,12 @@ fn assert_no_leftovers(ns: &NetNs, s: &Sandbox) {
         let body = body.split('}').next().unwrap_or("");
         assert!(!body.contains("elements"), "a port left in {map}:\n{rules}");
     }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let sandbox = s.path().to_string_lossy().into_owned();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&sandbox)),
+        "a mount left under {sandbox}"
+    );
     let leases = s.store().join("networks/leases");
     let left: Vec<_> = walk(&leases);
     assert!(left.is_empty(), "leases left: {left:?}");
@@ -124,13 +130,11 @@ fn a_published_httpd_is_reached_from_the_host_and_nothing_stays() {
     assert!(inspect.contains(id), "{inspect}");
     assert!(ns.links().contains("berth0"));
     // A second container cannot publish the same port.
-    let clash = berth(
-        &ns,
-        &s,
-        &["run", "--rm", "-p", "8080:80", "busybox", "true"],
-    );
-    assert!(!clash.status.success());
-    assert!(printed(&clash).contains("8080"), "{}", printed(&clash));
+    for mode in ["--rm", "-d"] {
+        let clash = berth(&ns, &s, &["run", mode, "-p", "8080:80", "busybox", "true"]);
+        assert!(!clash.status.success(), "{mode}");
+        assert!(printed(&clash).contains("8080"), "{}", printed(&clash));
+    }
 
     ok(&ns, &s, &["rm", "-f", "web"]);
     assert!(eventually(|| curl(&ns, "http://127.0.0.1:8080/").is_none().then_some(())).is_some());

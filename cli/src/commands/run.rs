@@ -596,10 +596,7 @@ fn prepare(
     )?;
     files::write_mode(
         &dir.join("hosts"),
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-        )
-        .as_bytes(),
+        crate::networking::hosts_file(&[hostname.to_owned()], None, &[]).as_bytes(),
         SHOWN_FILE,
     )?;
     let (network, _) = crate::networking::mode(store, args.network.as_deref())?;
