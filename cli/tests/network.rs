@@ -16,7 +16,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_berth");
 
 fn berth(ns: &NetNs, s: &Sandbox, args: &[&str]) -> Output {
     ns.berth(Path::new(BIN), &s.store())
-        .env("BERTH_DEFAULT_BUILD_NETWORK", "")
         .current_dir(s.path())
         .args(args)
         .output()
@@ -327,7 +326,7 @@ fn concurrent_runs_get_distinct_addresses() {
 }
 
 #[test]
-fn what_a_killed_monitor_left_is_removed_at_the_next_start() {
+fn what_a_killed_berth_left_is_removed_by_the_next_command_on_networks() {
     let Some(s) = ROOT.sandbox() else { return };
     let ns = NetNs::new();
     let id = ok(
@@ -357,9 +356,31 @@ fn what_a_killed_monitor_left_is_removed_at_the_next_start() {
     // The init dies with the monitor (parent-death signal); its lease and port stay until
     // the next start that touches networks.
     std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        ns.ruleset().contains("8081"),
+        "the killed init's port stays until then"
+    );
     ok(&ns, &s, &["run", "--rm", "busybox", "true"]);
     assert_no_leftovers(&ns, &s);
     let _ = berth(&ns, &s, &["rm", "-f", &id]);
+
+    // The same for a foreground `berth run` killed with -9 (`ip netns exec` execs berth,
+    // so the child is berth itself).
+    let mut fg = ns
+        .berth(Path::new(BIN), &s.store())
+        .current_dir(s.path())
+        .args(["run", "--rm", "-p", "8082:80", "busybox", "sleep", "300"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(|| ns.ruleset().contains("8082").then_some(())).is_some());
+    nix_kill(fg.id() as i32);
+    let _ = fg.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ns.ruleset().contains("8082"));
+    ok(&ns, &s, &["network", "inspect", "bridge"]);
+    assert_no_leftovers(&ns, &s);
 }
 
 fn nix_kill(pid: i32) {

@@ -113,14 +113,6 @@ impl Sandbox {
         c.env("BERTH_ROOT", self.store())
             .env_remove("SOURCE_DATE_EPOCH")
             .current_dir(self.dir.path());
-        // The suites run berth in the host's network namespace: as root, their containers
-        // and RUN steps keep the networks that need no bridge (none, the host's), so no
-        // bridge or nftables table is made there (cli/tests/network.rs runs the bridge in
-        // namespaces of its own). Rootless defaults need no bridge and are kept.
-        if is_root() {
-            c.env("BERTH_DEFAULT_NETWORK", "none")
-                .env("BERTH_DEFAULT_BUILD_NETWORK", "host");
-        }
         c
     }
 

@@ -47,10 +47,15 @@ impl NetNs {
         c
     }
 
-    /// `berth` (at `bin`, on the store `root`) run inside the namespace.
+    /// `berth` (at `bin`, on the store `root`) run inside the namespace, with its own
+    /// default networks (the workspace's `.cargo/config.toml` pins others for the suites
+    /// that run in the host's namespace).
     pub fn berth(&self, bin: &Path, root: &Path) -> Command {
         let mut c = self.cmd(bin);
-        c.env("BERTH_ROOT", root).env_remove("SOURCE_DATE_EPOCH");
+        c.env("BERTH_ROOT", root)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("BERTH_DEFAULT_NETWORK")
+            .env_remove("BERTH_DEFAULT_BUILD_NETWORK");
         c
     }
 

@@ -533,11 +533,13 @@ fn join_network(store: &Store, id: &str, args: &Args, hostname: &str) -> anyhow:
     let (_, network) = crate::networking::mode(store, args.network.as_deref())?;
     let Some(network) = network else {
         if !args.publish.is_empty() {
-            return Err(UsageError(
+            let why = if berth_runtime::userns::rootless() {
+                "-p publishes ports of a bridge network, which needs root; rootless, \
+                 --network slirp4netns gives outbound access but publishes no port"
+            } else {
                 "-p publishes ports of a bridge network: use --network bridge or a user network"
-                    .into(),
-            )
-            .into());
+            };
+            return Err(UsageError(why.into()).into());
         }
         return Ok(());
     };

@@ -156,6 +156,12 @@ impl Args {
             no_cache_filter: self.no_cache_filter.clone(),
             network: match self.network.as_str() {
                 "default" => crate::rootless::default_build_network(),
+                "bridge" if berth_runtime::userns::rootless() => {
+                    return Err(crate::UsageError(
+                        "--network bridge needs root; rootless, use --network slirp4netns".into(),
+                    )
+                    .into());
+                }
                 other => other.parse().map_err(crate::UsageError)?,
             },
             allow: self.allow.clone(),
