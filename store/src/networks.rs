@@ -195,16 +195,17 @@ fn network_of(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(ip) & mask)
 }
 
+/// A network's ID: the default network's is the digest of its name, the same in every
+/// store (as `network ls` shows `host`'s and `none`'s); a user network's is random.
 fn id_of(name: &str) -> String {
     use sha2::Digest;
+    if name == DEFAULT_NETWORK {
+        return hex(&sha2::Sha256::digest(b"berth network bridge"));
+    }
     let mut h = sha2::Sha256::new();
     h.update(b"berth network ");
     h.update(name.as_bytes());
     h.update(crate::containers::random_id().as_bytes());
-    if name == DEFAULT_NETWORK {
-        // The default network's ID is the same in every store.
-        return hex(&sha2::Sha256::digest(b"berth network bridge"));
-    }
     hex(&h.finalize())
 }
 
