@@ -22,12 +22,14 @@ pub enum Command {
     Create(CreateArgs),
     /// Show networks as JSON (Docker's shape)
     Inspect {
+        /// Networks, by name or ID
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Remove networks (refused while a container runs on one)
     #[command(visible_alias = "remove")]
     Rm {
+        /// Networks, by name or ID
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -56,6 +58,7 @@ pub struct CreateArgs {
     /// Set a label (KEY=VALUE)
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// The network's name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)
     name: String,
 }
 
