@@ -37,7 +37,7 @@ pub fn find(store: &Store, want: &str) -> anyhow::Result<ContainerRecord> {
 /// Whether the container's runner is still running: the recorded PID holds a process
 /// started when the recorded one was.
 pub fn alive(r: &ContainerRecord) -> bool {
-    r.status == "running" && runner_running(r)
+    matches!(r.status.as_str(), "running" | "restarting") && runner_running(r)
 }
 
 fn runner_running(r: &ContainerRecord) -> bool {

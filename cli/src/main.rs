@@ -76,6 +76,12 @@ enum Command {
     Load(commands::load::Args),
     /// Run a command in a new container
     Run(commands::run::Args),
+    /// Create a container without starting it (the flags of `run`)
+    Create(commands::run::Args),
+    /// Start created or stopped containers (in the background, as `run -d`)
+    Start(commands::start::StartArgs),
+    /// Stop containers, then start them again
+    Restart(commands::start::RestartArgs),
     /// List containers
     Ps(commands::ps::Args),
     /// Remove containers
@@ -119,7 +125,12 @@ enum Command {
     },
     /// Runs a detached container (internal: started by `run -d`)
     #[command(name = "__monitor", hide = true)]
-    Monitor { dir: PathBuf },
+    Monitor {
+        dir: PathBuf,
+        /// The container has just exited: apply its restart policy first
+        #[arg(long)]
+        restarting: bool,
+    },
     /// The container init (internal: started by `run` through /proc/self/exe)
     #[command(name = "__init", hide = true)]
     Init { bundle: PathBuf },
@@ -173,7 +184,7 @@ impl Command {
 fn main() -> ExitCode {
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches())
         .unwrap_or_else(|e| e.exit());
-    let is_run = matches!(cli.command, Command::Run(_));
+    let is_run = matches!(cli.command, Command::Run(_) | Command::Create(_));
     if let Command::Init { bundle } = &cli.command {
         // The container init: a fresh single-threaded process; it opens no store.
         std::process::exit(berth_runtime::init::main(bundle));
@@ -227,6 +238,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         } => commands::system::migrate(),
         Command::System { command } => commands::system::run(&*open()?, command),
         Command::Run(args) => commands::run::run(open()?, args),
+        Command::Create(args) => commands::start::create_command(open()?, args),
+        Command::Start(args) => commands::start::start(&open()?, args),
+        Command::Restart(args) => commands::start::restart(&open()?, args),
         Command::Ps(args) => commands::ps::run(&*open()?, args),
         Command::Rm(args) => commands::rm::run(&*open()?, args),
         Command::Logs(args) => commands::lifecycle::logs(&*open()?, args),
@@ -239,7 +253,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Image { command } => commands::prune::image(&*open()?, command),
         Command::Container { command } => commands::prune::container(&*open()?, command),
         Command::Debug { command } => commands::debug::run(command),
-        Command::Monitor { dir } => commands::run::monitor(&*open()?, &dir),
+        Command::Monitor { dir, restarting } => {
+            commands::start::monitor(&*open()?, &dir, restarting)
+        }
         Command::Init { .. } | Command::Pause => unreachable!("handled in main"),
         Command::Unshare(args) => commands::unshare::run(args),
         Command::Version(args) => commands::info::version(args),

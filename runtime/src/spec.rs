@@ -111,7 +111,7 @@ pub struct ProcessSettings {
 }
 
 /// One resource limit, by Docker's `--ulimit` name (`nofile`, `nproc`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rlimit {
     pub kind: oci_spec::runtime::PosixRlimitType,
     pub soft: u64,

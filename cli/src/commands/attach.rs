@@ -65,6 +65,28 @@ const PROXIED: [Signal; 6] = [
 ];
 
 pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
+    attach(store, &args.container, args.sig_proxy, args.no_stdin, None)
+}
+
+/// `start -a`: follows the log of a container just started, from `offset` (the log's
+/// length before the start), so none of its output is missed.
+pub fn follow_from(store: &Store, container: &str, offset: u64) -> anyhow::Result<u8> {
+    attach(store, container, true, true, Some(offset))
+}
+
+/// Follows `container`'s log from `offset` (its end when `None`) until it exits.
+fn attach(
+    store: &Store,
+    container: &str,
+    sig_proxy: bool,
+    no_stdin: bool,
+    offset: Option<u64>,
+) -> anyhow::Result<u8> {
+    let args = Args {
+        no_stdin,
+        sig_proxy,
+        container: container.to_owned(),
+    };
     let r = find(store, &args.container)?;
     if !alive(&r) {
         return Err(anyhow::anyhow!(
@@ -83,7 +105,10 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             "note: stdin is not connected: nothing can reach a detached container's stdin (--no-stdin hides this note)"
         );
     }
-    log.seek(std::io::SeekFrom::End(0))?;
+    log.seek(match offset {
+        Some(at) => std::io::SeekFrom::Start(at),
+        None => std::io::SeekFrom::End(0),
+    })?;
     // The proxied signals are blocked and read from a signalfd between reads of the log.
     let signals = if args.sig_proxy {
         let mut mask = SigSet::empty();

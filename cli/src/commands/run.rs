@@ -8,7 +8,6 @@
 //! The default network is `none` (only `lo`): berth has no bridge network yet, and an
 //! isolated container is the safe default; `--network host` shares the host's.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use berth_runtime::spec::{NetworkMode, ProcessSettings, build_spec};
@@ -35,80 +34,85 @@ fn container_name(name: &str) -> Result<String, String> {
     }
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[command(trailing_var_arg = true)]
 pub struct Args {
     /// Remove the container when it exits, with the anonymous volumes it made (`-v /path`)
     #[arg(long)]
-    rm: bool,
+    pub rm: bool,
     /// Run a small init as PID 1 that reaps zombies and forwards signals
     #[arg(long)]
-    init: bool,
+    pub init: bool,
     /// Keep stdin open (without it the container reads /dev/null)
     #[arg(short = 'i', long)]
-    interactive: bool,
+    pub interactive: bool,
     /// Give the container a terminal (raw mode, window size, Ctrl-C reach it)
     #[arg(short = 't', long)]
-    tty: bool,
+    pub tty: bool,
     /// Run in the background; print the container ID (output goes to `berth logs`)
     #[arg(short = 'd', long)]
-    detach: bool,
+    pub detach: bool,
     /// Name the container ([a-zA-Z0-9][a-zA-Z0-9_.-]+, as Docker)
     #[arg(long, value_parser = container_name)]
-    name: Option<String>,
+    pub name: Option<String>,
     /// Set an environment variable (KEY=VALUE, or KEY to copy it from here)
     #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
+    pub env: Vec<String>,
     /// Read environment variables from a file
     #[arg(long)]
-    env_file: Vec<PathBuf>,
+    pub env_file: Vec<PathBuf>,
     /// Working directory inside the container
     #[arg(short = 'w', long)]
-    workdir: Option<String>,
+    pub workdir: Option<String>,
     /// User (name|uid[:group|gid])
     #[arg(short = 'u', long)]
-    user: Option<String>,
+    pub user: Option<String>,
     /// Override the image's ENTRYPOINT
     #[arg(long)]
-    entrypoint: Option<String>,
+    pub entrypoint: Option<String>,
     /// Network: `none` (default, only lo), `host`, or `slirp4netns` (a network of its own
     /// with outbound access and no way to the host's loopback, without root)
     #[arg(long, default_value = "none", value_parser = ["none", "host", "slirp4netns"])]
-    network: String,
+    pub network: String,
     /// Container host name (default: the short container ID)
     #[arg(long)]
-    hostname: Option<String>,
+    pub hostname: Option<String>,
     /// Mount the container's root filesystem read-only
     #[arg(long)]
-    read_only: bool,
+    pub read_only: bool,
     /// All capabilities, no masked or read-only paths, no seccomp filter
     #[arg(long)]
-    privileged: bool,
+    pub privileged: bool,
     /// Bind mount a host path or a volume: SRC:DST[:ro|rw] (SRC absolute: a host path; else
     /// a volume's name, made if missing), or DST[:ro|rw] for a new anonymous volume
     #[arg(short = 'v', long = "volume")]
-    volumes: Vec<String>,
+    pub volumes: Vec<String>,
     /// Memory limit (`32m`, `1g`; binary units)
     #[arg(short = 'm', long, value_parser = parse_memory)]
-    memory: Option<i64>,
+    pub memory: Option<i64>,
     /// CPUs (`0.5` is half a core)
     #[arg(long)]
-    cpus: Option<f64>,
+    pub cpus: Option<f64>,
     /// Maximum number of processes (-1: unlimited)
     #[arg(long)]
-    pids_limit: Option<i64>,
+    pub pids_limit: Option<i64>,
     /// A resource limit, NAME=SOFT[:HARD] (`nofile=1024:2048`; -1 is unlimited); limits not
     /// given are inherited from berth, as Docker's containers inherit the daemon's
     #[arg(long = "ulimit", value_parser = berth_runtime::spec::Rlimit::parse)]
-    ulimits: Vec<berth_runtime::spec::Rlimit>,
+    pub ulimits: Vec<berth_runtime::spec::Rlimit>,
+    /// Restart policy of a detached container: `no`, `on-failure[:MAX]` (after a non-zero
+    /// exit, at most MAX times), `always`, `unless-stopped` (both: after every exit, until
+    /// `stop` or `kill`)
+    #[arg(long, default_value = "no", value_parser = parse_restart)]
+    pub restart: String,
     /// When to pull the image: `missing` (when the store does not have it), `always` or
     /// `never`
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
-    pull: String,
+    pub pull: String,
     /// The image to run, by name or ID
-    image: String,
+    pub image: String,
     /// The command and its arguments (default: the image's ENTRYPOINT and CMD)
-    command: Vec<String>,
+    pub command: Vec<String>,
 }
 
 /// One `-v`: what is mounted where, and the volume it is, if it is one.
@@ -232,13 +236,9 @@ pub fn command_line(
     entrypoint.into_iter().chain(cmd).collect()
 }
 
-fn environment(image_env: &[String], args: &Args, hostname: &str) -> anyhow::Result<Vec<String>> {
-    let mut env: Vec<String> = image_env.to_vec();
-    fn set(env: &mut Vec<String>, kv: String) {
-        let key = kv.split('=').next().unwrap_or_default().to_owned();
-        env.retain(|e| e.split('=').next() != Some(key.as_str()));
-        env.push(kv);
-    }
+/// The environment the command line gives (`--env-file`, then `-e`), with `-e KEY` taken
+/// from berth's own environment: read once, when the container is created, as Docker does.
+fn given_env(args: &Args) -> anyhow::Result<Vec<String>> {
     let mut given = Vec::new();
     for file in &args.env_file {
         let text = std::fs::read_to_string(file)
@@ -251,12 +251,34 @@ fn environment(image_env: &[String], args: &Args, hostname: &str) -> anyhow::Res
         );
     }
     given.extend(args.env.iter().cloned());
+    Ok(given
+        .into_iter()
+        .filter_map(|kv| {
+            if kv.contains('=') {
+                Some(kv)
+            } else {
+                std::env::var(&kv).ok().map(|v| format!("{kv}={v}"))
+            }
+        })
+        .collect())
+}
+
+/// The container's environment: the image's, then the command line's (`given`); `PATH`
+/// defaulted, `HOSTNAME` set, `TERM=xterm` with `-t`.
+pub fn environment(
+    image_env: &[String],
+    given: &[String],
+    tty: bool,
+    hostname: &str,
+) -> Vec<String> {
+    let mut env: Vec<String> = image_env.to_vec();
+    fn set(env: &mut Vec<String>, kv: String) {
+        let key = kv.split('=').next().unwrap_or_default().to_owned();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
     for kv in given {
-        if kv.contains('=') {
-            set(&mut env, kv);
-        } else if let Ok(v) = std::env::var(&kv) {
-            set(&mut env, format!("{kv}={v}"));
-        }
+        set(&mut env, kv.clone());
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         set(&mut env, format!("PATH={}", berth_runtime::DEFAULT_PATH));
@@ -265,10 +287,10 @@ fn environment(image_env: &[String], args: &Args, hostname: &str) -> anyhow::Res
         set(&mut env, format!("HOSTNAME={hostname}"));
     }
     // As Docker: a terminal is an xterm unless the image or the command line says otherwise.
-    if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+    if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         set(&mut env, "TERM=xterm".to_owned());
     }
-    Ok(env)
+    env
 }
 
 /// The image to run: the store's, pulled first with `--pull always`, or when the store does
@@ -301,8 +323,58 @@ fn image_to_run(store: &std::sync::Arc<Store>, args: &Args) -> anyhow::Result<be
 }
 
 pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
-    let image = image_to_run(&store, &args)?;
-    let store = &*store;
+    let detach = args.detach;
+    let (record, created) = create(&store, args)?;
+    let id = record.id.clone();
+    let code = crate::commands::start::launch(&store, record, &created, detach)?;
+    if detach {
+        outln!("{id}");
+    }
+    Ok(code)
+}
+
+/// What `create` keeps of a container besides its record (`containers/<id>/create.json`):
+/// the command line, with what it read from berth's environment and from files resolved
+/// and the volumes it made named, so that every start sets the container up the same way.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Created {
+    pub args: Args,
+    /// ENTRYPOINT + CMD with the command line's.
+    pub command: Vec<String>,
+    /// The environment the command line gives ([`given_env`]).
+    pub env: Vec<String>,
+    /// `-v`: host source (a volume's data directory, or a host path), container
+    /// destination, read-only.
+    pub binds: Vec<(PathBuf, String, bool)>,
+}
+
+const CREATED_FILE: &str = "create.json";
+
+impl Created {
+    pub fn read(dir: &std::path::Path) -> anyhow::Result<Created> {
+        let path = dir.join(CREATED_FILE);
+        let bytes =
+            std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+    }
+}
+
+/// A new container (`create`, and the first half of `run`): the image resolved (pulled as
+/// `--pull` says), the command and the volumes settled, a record in the `created` state and
+/// [`Created`] beside it. Nothing runs yet.
+pub fn create(
+    store: &std::sync::Arc<Store>,
+    args: Args,
+) -> anyhow::Result<(ContainerRecord, Created)> {
+    if args.rm && args.restart != "no" {
+        return Err(UsageError(
+            "conflicting options: --restart and --rm (a removed container cannot restart)".into(),
+        )
+        .into());
+    }
+    let image = image_to_run(store, &args)?;
+    let store = &**store;
     let cfg = &image.config.config;
     let command = command_line(
         cfg.entrypoint.as_deref(),
@@ -325,6 +397,7 @@ pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
     {
         return Err(UsageError(format!("the container name {name:?} is already in use; remove that container first (berth rm {name})")).into());
     }
+    let env = given_env(&args)?;
     let mounts = args
         .volumes
         .iter()
@@ -344,9 +417,7 @@ pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
         .into_iter()
         .map(|m| (m.source, m.target, m.read_only))
         .collect();
-    let lowers = store.ensure_snapshots(&image)?;
     let id = berth_store::containers::random_id();
-    let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
     let dir = store.create_container_dir(&id)?;
     let record = ContainerRecord {
         id: id.clone(),
@@ -355,175 +426,98 @@ pub fn run(store: std::sync::Arc<Store>, args: Args) -> anyhow::Result<u8> {
         image_name: args.image.clone(),
         command: command.clone(),
         created: crate::output::now_rfc3339(),
-        status: "running".into(),
+        status: "created".into(),
         exit_code: None,
-        pid: Some(std::process::id()),
-        pid_start: crate::containers::start_time(std::process::id()),
+        pid: None,
+        pid_start: None,
         auto_remove: args.rm,
         memory: args.memory,
         mounts: shown,
         volumes,
+        restart_count: 0,
+        started_at: None,
+        finished_at: None,
+        oom_killed: false,
     };
-    store.write_container_record(&record)?;
-    let terminal = if args.tty {
-        Some(berth_runtime::tty::Terminal::open()?)
-    } else {
-        None
-    };
-    let console = terminal.as_ref().map(|t| t.slave_path.clone());
-    let setup = Setup {
-        lowers,
+    let created = Created {
+        args,
         command,
-        hostname: hostname.clone(),
+        env,
         binds,
-        console,
     };
-    let bundle = match prepare(&dir, &args, &image, setup) {
-        Ok(b) => b,
-        Err(e) => {
-            finish(store, record, berth_runtime::contract::EXIT_SETUP)?;
-            return Err(e);
-        }
-    };
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    if args.detach {
-        let log = berth_store::files::create_file(&dir.join("log"))?;
-        let mut monitor = std::process::Command::new(&exe);
-        // `-dt`: the terminal goes to the monitor, which copies what the container writes
-        // to it into the log (with the terminal's CRLFs, as Docker's log of a `-t`
-        // container). The container's stdin is the terminal, so a shell waits on it.
-        if let Some(t) = &terminal {
-            monitor.env(MONITOR_TTY, t.hand_over()?);
-        }
-        let child = monitor
-            .arg("__monitor")
-            .arg(&dir)
-            .env("BERTH_ROOT", store.root())
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()?;
-        drop(terminal);
-        // The monitor is our child and not yet waited for: its /proc entry stays while it
-        // runs and as a zombie after.
-        let running = ContainerRecord {
-            pid: Some(child.id()),
-            pid_start: crate::containers::start_time(child.id()),
-            ..record
-        };
-        store.write_container_record(&running)?;
-        // Return once the container has started, as `docker run -d` does.
-        crate::containers::wait_for_init(child.id());
-        outln!("{id}");
-        return Ok(0);
-    }
-    let io = berth_runtime::RunIo {
-        interactive: args.interactive,
-        terminal,
-    };
-    let result = store.unlocked(|| execute(&bundle, &exe, args.memory, io))?;
-    finish(
-        store,
-        record,
-        *result
-            .as_ref()
-            .unwrap_or(&berth_runtime::contract::EXIT_SETUP),
+    berth_store::files::write_mode(
+        &dir.join(CREATED_FILE),
+        &serde_json::to_vec(&created)?,
+        berth_store::files::PRIVATE_FILE,
     )?;
-    result.map(|c| c.clamp(0, 255) as u8)
+    store.write_container_record(&record)?;
+    Ok((record, created))
 }
 
-/// Runs a prepared container in the foreground; says so when the OOM killer ended it.
-fn execute(
-    bundle: &Bundle,
-    exe: &std::path::Path,
-    memory: Option<i64>,
-    io: berth_runtime::RunIo,
-) -> anyhow::Result<i32> {
-    let outcome = bundle.run(exe, io)?;
-    if outcome.oom_killed {
-        let limit = memory.map_or("none".into(), crate::output::human_size_binary);
-        errln!("berth: the container ran out of memory (limit {limit}) and was killed");
-    }
-    Ok(outcome.exit_code)
+/// `--restart`: `no`, `always`, `unless-stopped` or `on-failure[:MAX]`.
+pub fn parse_restart(s: &str) -> Result<String, String> {
+    RestartPolicy::parse(s).map(|_| s.to_owned())
 }
 
-/// Records how a container ended, or removes it and its anonymous volumes (`--rm`).
-fn finish(store: &Store, record: ContainerRecord, code: i32) -> anyhow::Result<()> {
-    if record.auto_remove {
-        store.remove_container(&record.id)?;
-        crate::containers::remove_anonymous_volumes(store, &record, false)?;
-    } else {
-        let done = ContainerRecord {
-            status: "exited".into(),
-            exit_code: Some(code),
-            pid: None,
-            pid_start: None,
-            ..record
-        };
-        store.write_container_record(&done)?;
-    }
-    Ok(())
+/// When a detached container is started again after it exits (Docker's restart policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    /// After a non-zero exit; at most this many times (0: no limit).
+    OnFailure(u32),
 }
 
-/// The environment variable that hands a `-dt` container's terminal to its monitor.
-const MONITOR_TTY: &str = "BERTH_MONITOR_TTY";
-
-/// `berth __monitor DIR`: runs a detached container (started by `run -d`) and records its end.
-/// It holds no store lock while the container runs.
-pub fn monitor(store: &Store, dir: &std::path::Path) -> anyhow::Result<u8> {
-    let record = store
-        .container_record(dir)
-        .ok_or_else(|| anyhow::anyhow!("{}: no container record", dir.display()))?;
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let bundle = Bundle {
-        dir: dir.to_owned(),
-    };
-    let terminal = std::env::var(MONITOR_TTY)
-        .ok()
-        .map(|h| berth_runtime::tty::Terminal::inherited(&h))
-        .transpose()?;
-    let io = berth_runtime::RunIo {
-        interactive: false,
-        terminal,
-    };
-    let result = store.unlocked(|| execute(&bundle, &exe, record.memory, io))?;
-    let code = match &result {
-        Ok(c) => *c,
-        Err(e) => {
-            errln!("berth: {e:#}");
-            berth_runtime::contract::EXIT_SETUP
+impl RestartPolicy {
+    pub fn parse(s: &str) -> Result<RestartPolicy, String> {
+        match s {
+            "" | "no" => Ok(RestartPolicy::No),
+            "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            "on-failure" => Ok(RestartPolicy::OnFailure(0)),
+            _ => match s.strip_prefix("on-failure:").map(str::parse::<u32>) {
+                Some(Ok(n)) => Ok(RestartPolicy::OnFailure(n)),
+                _ => Err(format!(
+                    "invalid restart policy {s:?}: no, always, unless-stopped or on-failure[:MAX]"
+                )),
+            },
         }
-    };
-    let fresh = store.container_record(dir).unwrap_or(record);
-    finish(store, fresh, code)?;
-    Ok(0)
+    }
+
+    /// Whether a container that exited with `code`, restarted `count` times so far, is
+    /// started again; never after its user stopped it.
+    pub fn restarts(self, code: i32, count: u32, stopped_by_user: bool) -> bool {
+        !stopped_by_user
+            && match self {
+                RestartPolicy::No => false,
+                RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+                RestartPolicy::OnFailure(max) => code != 0 && (max == 0 || count < max),
+            }
+    }
 }
 
-/// What a container is made of, besides the `run` flags and the image.
-struct Setup {
-    lowers: Vec<PathBuf>,
-    command: Vec<String>,
-    hostname: String,
-    binds: Vec<(PathBuf, String, bool)>,
-    /// The terminal's slave, for `-t`.
-    console: Option<PathBuf>,
-}
-
-fn prepare(
+/// The bundle of a container about to start: its directory's `upper`, `work`, `rootfs` and
+/// `/etc` files, and the spec, from what `create` kept and the image's config. Run at every
+/// start, so a restarted container gets a fresh spec (and, with `-t`, its new terminal).
+pub fn prepare(
     dir: &std::path::Path,
-    args: &Args,
+    created: &Created,
     image: &berth_store::Image,
-    setup: Setup,
+    lowers: &[PathBuf],
+    console: Option<PathBuf>,
 ) -> anyhow::Result<Bundle> {
-    let Setup {
-        lowers,
-        command,
-        hostname,
-        binds,
-        console,
-    } = setup;
-    let (lowers, hostname, binds) = (&lowers[..], hostname.as_str(), &binds[..]);
+    let args = &created.args;
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id.chars().take(12).collect());
+    let command = created.command.clone();
+    let (hostname, binds) = (hostname.as_str(), &created.binds[..]);
     // The container's directory is private (the store's files.rs); below it, what the
     // container sees keeps the modes it shows inside: the upper dir is its `/`, the /etc
     // files are readable by its users.
@@ -574,7 +568,12 @@ fn prepare(
     let limits = !granted.is_empty();
     let settings = ProcessSettings {
         args: command,
-        env: environment(cfg.env.as_deref().unwrap_or_default(), args, hostname)?,
+        env: environment(
+            cfg.env.as_deref().unwrap_or_default(),
+            &created.env,
+            args.tty,
+            hostname,
+        ),
         cwd: args
             .workdir
             .clone()
