@@ -19,6 +19,7 @@ mod progress;
 mod prune;
 mod resolver;
 mod rootless;
+mod run_flags;
 mod template;
 mod transfer;
 mod wiring;

@@ -100,6 +100,33 @@ pub struct Args {
     /// given are inherited from berth, as Docker's containers inherit the daemon's
     #[arg(long = "ulimit", value_parser = berth_runtime::spec::Rlimit::parse)]
     pub ulimits: Vec<berth_runtime::spec::Rlimit>,
+    /// Add a line to /etc/hosts: HOST:IP
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = crate::run_flags::parse_add_host)]
+    pub add_host: Vec<String>,
+    /// A DNS server for /etc/resolv.conf (in place of the network's)
+    #[arg(long, value_name = "IP", value_parser = crate::run_flags::parse_dns)]
+    pub dns: Vec<String>,
+    /// A DNS search domain for /etc/resolv.conf
+    #[arg(long, value_name = "DOMAIN", value_parser = crate::run_flags::parse_dns_word)]
+    pub dns_search: Vec<String>,
+    /// A resolver option for /etc/resolv.conf (`ndots:2`)
+    #[arg(long, value_name = "OPTION", value_parser = crate::run_flags::parse_dns_word)]
+    pub dns_option: Vec<String>,
+    /// Add a capability to Docker's default set (`NET_ADMIN`, `CAP_SYS_TIME`, `ALL`); the
+    /// seccomp filter lets the calls it governs through, as Docker's profile does
+    #[arg(long, value_name = "CAP", value_parser = crate::run_flags::parse_cap)]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the default set (`ALL` drops every one)
+    #[arg(long, value_name = "CAP", value_parser = crate::run_flags::parse_cap)]
+    pub cap_drop: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS], OPTIONS from rw, ro, exec, noexec, size=N[kmg],
+    /// mode=OCTAL (noexec,nosuid,nodev unless `exec`, as Docker)
+    #[arg(long, value_name = "PATH[:OPTIONS]", value_parser = crate::run_flags::check_tmpfs)]
+    pub tmpfs: Vec<String>,
+    /// Attach a mount: type=bind|volume|tmpfs,source=SRC,target=DST[,readonly]
+    /// [,tmpfs-size=N][,tmpfs-mode=OCTAL]
+    #[arg(long, value_name = "SPEC", value_parser = crate::run_flags::check_mount)]
+    pub mount: Vec<String>,
     /// Restart policy of a detached container: `no`, `on-failure[:MAX]` (after a non-zero
     /// exit, at most MAX times), `always`, `unless-stopped` (both: after every exit, until
     /// `stop` or `kill`)
@@ -343,9 +370,12 @@ pub struct Created {
     pub command: Vec<String>,
     /// The environment the command line gives ([`given_env`]).
     pub env: Vec<String>,
-    /// `-v`: host source (a volume's data directory, or a host path), container
-    /// destination, read-only.
+    /// `-v` and `--mount` binds and volumes: host source (a volume's data directory, or a
+    /// host path), container destination, read-only.
     pub binds: Vec<(PathBuf, String, bool)>,
+    /// `--tmpfs` and `--mount type=tmpfs`.
+    #[serde(default)]
+    pub tmpfs: Vec<berth_runtime::spec::Tmpfs>,
 }
 
 const CREATED_FILE: &str = "create.json";
@@ -398,11 +428,59 @@ pub fn create(
         return Err(UsageError(format!("the container name {name:?} is already in use; remove that container first (berth rm {name})")).into());
     }
     let env = given_env(&args)?;
-    let mounts = args
+    let mut mounts = args
         .volumes
         .iter()
         .map(|v| parse_volume(store, v))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut tmpfs = Vec::new();
+    for t in &args.tmpfs {
+        tmpfs.push(crate::run_flags::parse_tmpfs(t).map_err(UsageError)?);
+    }
+    for m in &args.mount {
+        use crate::run_flags::MountFlag;
+        match crate::run_flags::parse_mount(m).map_err(UsageError)? {
+            MountFlag::Tmpfs(t) => tmpfs.push(t),
+            MountFlag::Bind {
+                source,
+                target,
+                read_only,
+            } => {
+                // Unlike `-v`, `--mount` does not make a missing source, as Docker.
+                if !std::path::Path::new(&source).exists() {
+                    return Err(UsageError(format!(
+                        "--mount {m:?}: the bind source {source} does not exist"
+                    ))
+                    .into());
+                }
+                mounts.push(VolumeMount {
+                    source: PathBuf::from(source),
+                    target,
+                    read_only,
+                    volume: None,
+                });
+            }
+            MountFlag::Volume {
+                source,
+                target,
+                read_only,
+            } => {
+                let spec = match source {
+                    Some(name) if !name.starts_with('/') => format!("{name}:{target}"),
+                    Some(path) => {
+                        return Err(UsageError(format!(
+                            "--mount {m:?}: a volume's source is a name, not a path ({path});                              use type=bind"
+                        ))
+                        .into());
+                    }
+                    None => target,
+                };
+                let mut v = parse_volume(store, &spec)?;
+                v.read_only = read_only;
+                mounts.push(v);
+            }
+        }
+    }
     let volumes = mounts.iter().filter_map(|m| m.volume.clone()).collect();
     // What `ps` shows of them: a volume's name, a bind's host path.
     let shown = mounts
@@ -444,6 +522,7 @@ pub fn create(
         command,
         env,
         binds,
+        tmpfs,
     };
     berth_store::files::write_mode(
         &dir.join(CREATED_FILE),
@@ -541,16 +620,19 @@ pub fn prepare(
     )?;
     files::write_mode(
         &dir.join("hosts"),
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-        )
-        .as_bytes(),
+        crate::run_flags::hosts_file(hostname, &args.add_host).as_bytes(),
         SHOWN_FILE,
     )?;
     let network: NetworkMode = args.network.parse().map_err(UsageError)?;
     files::write_mode(
         &dir.join("resolv.conf"),
-        network.resolv_conf().as_bytes(),
+        crate::run_flags::resolv_conf(
+            &network.resolv_conf(),
+            &args.dns,
+            &args.dns_search,
+            &args.dns_option,
+        )
+        .as_bytes(),
         SHOWN_FILE,
     )?;
     let cfg = &image.config.config;
@@ -612,7 +694,9 @@ pub fn prepare(
         pids_limit: args.pids_limit.filter(|_| granted.contains(&"pids")),
         rlimits: args.ulimits.clone(),
         device_rules,
-        tmpfs: Vec::new(),
+        tmpfs: created.tmpfs.clone(),
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
         binds: binds.to_vec(),
         overlays: Vec::new(),
         console,
