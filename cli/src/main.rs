@@ -13,6 +13,7 @@ mod download;
 mod examples;
 mod exporters;
 mod filters;
+mod health;
 mod output;
 mod output_file;
 mod progress;

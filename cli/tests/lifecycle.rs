@@ -387,3 +387,63 @@ fn tmpfs_and_mount_flags_mount_what_they_say() {
     let out = s.run(&["run", "--rm", "--tmpfs", "/x:suid", "busybox", "true"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_failing_healthcheck_turns_the_container_unhealthy() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let _gone = Removed(&s, vec!["h1", "h2"]);
+    // The image's HEALTHCHECK, as a build writes it.
+    let ctx = s.context(
+        "hc",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nHEALTHCHECK --interval=200ms --timeout=2s --retries=2 \
+             CMD test -e /ok || (echo not ok; exit 1)\n",
+        )],
+    );
+    s.ok(&["build", "-q", "-t", "hc", ctx.to_str().unwrap()]);
+    s.ok(&[
+        "run", "-d", "--name", "h1", "hc", "sh", "-c", "touch /ok; sleep 1; rm /ok; sleep 60",
+    ]);
+    let v = wait_for(&s, "h1", "healthy", |v| v["State"]["Health"]["Status"] == "healthy");
+    assert_eq!(v["State"]["Health"]["FailingStreak"], 0);
+    let table = s.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(table.contains("h1 Up (healthy)"), "{table}");
+    let v = wait_for(&s, "h1", "unhealthy", |v| {
+        v["State"]["Health"]["Status"] == "unhealthy"
+    });
+    let health = &v["State"]["Health"];
+    assert!(health["FailingStreak"].as_u64() >= Some(2), "{health:#}");
+    let log = health["Log"].as_array().unwrap();
+    assert!(log.len() <= 5, "{health:#}");
+    let last = log.last().unwrap();
+    assert_eq!(last["ExitCode"], 1);
+    assert_eq!(last["Output"], "not ok\n");
+    let table = s.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(table.contains("h1 Up (unhealthy)"), "{table}");
+    // The flags go over the image's check; --no-healthcheck turns it off.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "h2",
+        "--health-cmd",
+        "sleep 5",
+        "--health-timeout",
+        "300ms",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "hc",
+        "sleep",
+        "60",
+    ]);
+    let v = wait_for(&s, "h2", "a timed-out check", |v| {
+        v["State"]["Health"]["Status"] == "unhealthy"
+    });
+    let out = v["State"]["Health"]["Log"][0]["Output"].as_str().unwrap_or_default();
+    assert!(out.contains("exceeded timeout"), "{v:#}");
+    let out = s.ok(&["run", "--rm", "--no-healthcheck", "hc", "echo", "plain"]);
+    assert_eq!(out, "plain\n");
+}

@@ -145,7 +145,10 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             continue;
         }
         let status = match state {
-            "running" => "Up".to_owned(),
+            "running" => format!(
+                "Up{}",
+                crate::health::status_suffix(&store.container_dir(&r.id)?)
+            ),
             "created" => "Created".to_owned(),
             "restarting" => format!("Restarting ({})", r.exit_code.unwrap_or(-1)),
             _ => format!("Exited ({})", r.exit_code.unwrap_or(-1)),

@@ -127,6 +127,8 @@ pub struct Args {
     /// [,tmpfs-size=N][,tmpfs-mode=OCTAL]
     #[arg(long, value_name = "SPEC", value_parser = crate::run_flags::check_mount)]
     pub mount: Vec<String>,
+    #[command(flatten)]
+    pub health: crate::health::Flags,
     /// Restart policy of a detached container: `no`, `on-failure[:MAX]` (after a non-zero
     /// exit, at most MAX times), `always`, `unless-stopped` (both: after every exit, until
     /// `stop` or `kill`)
@@ -427,6 +429,14 @@ pub fn create(
     {
         return Err(UsageError(format!("the container name {name:?} is already in use; remove that container first (berth rm {name})")).into());
     }
+    // The health check is settled at every start (from the image and these flags); a
+    // wrong one is refused now.
+    crate::health::check(
+        image.config.config.healthcheck.as_ref(),
+        image.config.config.shell.as_deref(),
+        &args.health,
+    )
+    .map_err(UsageError)?;
     let env = given_env(&args)?;
     let mut mounts = args
         .volumes

@@ -156,7 +156,9 @@ pub fn launch(
         interactive: created.args.interactive,
         terminal,
     };
+    let checker = health_check(&dir, created, &image)?.map(|c| crate::health::start(&dir, c));
     let result = store.unlocked(|| execute(&bundle, &exe, created.args.memory, io))?;
+    drop(checker);
     let (code, oom) = match &result {
         Ok((c, oom)) => (*c, *oom),
         Err(_) => (berth_runtime::contract::EXIT_SETUP, false),
@@ -188,6 +190,22 @@ pub fn launch(
         finish(store, fresh, code, oom)?;
     }
     result.map(|(c, _)| c.clamp(0, 255) as u8)
+}
+
+/// The container's health check, from its image and its `--health-*` flags.
+fn health_check(
+    dir: &std::path::Path,
+    created: &Created,
+    image: &berth_store::Image,
+) -> anyhow::Result<Option<crate::health::Check>> {
+    let _ = std::fs::remove_file(crate::health::state_file(dir));
+    let cfg = &image.config.config;
+    crate::health::check(
+        cfg.healthcheck.as_ref(),
+        cfg.shell.as_deref(),
+        &created.args.health,
+    )
+    .map_err(|e| UsageError(e).into())
 }
 
 /// Starts `berth __monitor DIR` in a process group of its own, its output into the
@@ -276,11 +294,14 @@ pub fn monitor(store: &Store, dir: &std::path::Path, restarting: bool) -> anyhow
     let bundle = Bundle {
         dir: dir.to_owned(),
     };
+    let image = store.image_by_manifest(&record.image)?;
+    let check = health_check(dir, &created, &image)?;
     let run_once = |terminal: Option<berth_runtime::tty::Terminal>| -> (i32, bool) {
         let io = berth_runtime::RunIo {
             interactive: false,
             terminal,
         };
+        let _checker = check.clone().map(|c| crate::health::start(dir, c));
         match store
             .unlocked(|| execute(&bundle, &exe, created.args.memory, io))
             .map_err(anyhow::Error::from)
