@@ -84,6 +84,8 @@ enum Command {
     Logs(commands::lifecycle::LogsArgs),
     /// Stop containers (SIGTERM, then SIGKILL after -t seconds)
     Stop(commands::lifecycle::StopArgs),
+    /// Run a command in a running container
+    Exec(commands::exec::Args),
     /// Send a signal to containers
     Kill(commands::lifecycle::KillArgs),
     /// Wait for containers to stop and print their exit codes
@@ -123,6 +125,10 @@ enum Command {
     /// The container init (internal: started by `run` through /proc/self/exe)
     #[command(name = "__init", hide = true)]
     Init { bundle: PathBuf },
+    /// A process joining a running container (internal: started by `exec` through
+    /// /proc/self/exe with three descriptors)
+    #[command(name = "__exec", hide = true)]
+    ExecHelper { fds: Vec<String> },
     /// The rootless pause process (internal: started through /proc/self/exe by the first
     /// command that enters berth's user namespace)
     #[command(name = "__pause", hide = true)]
@@ -178,6 +184,10 @@ fn main() -> ExitCode {
         // The container init: a fresh single-threaded process; it opens no store.
         std::process::exit(berth_runtime::init::main(bundle));
     }
+    if let Command::ExecHelper { fds } = &cli.command {
+        // A fresh single-threaded process that joins a container; it opens no store.
+        std::process::exit(berth_runtime::exec::main(fds));
+    }
     if let Command::Pause = cli.command {
         // A fresh process that holds the user namespace; it opens nothing.
         std::process::exit(berth_runtime::pause::main());
@@ -232,6 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(args) => commands::lifecycle::logs(&*open()?, args),
         Command::Stop(args) => commands::lifecycle::stop(&*open()?, args),
         Command::Kill(args) => commands::lifecycle::kill(&*open()?, args),
+        Command::Exec(args) => commands::exec::run(&*open()?, args),
         Command::Wait(args) => commands::lifecycle::wait(&*open()?, args),
         Command::Attach(args) => commands::attach::run(&*open()?, args),
         Command::Volume { command } => commands::volume::run(&*open()?, command),
@@ -240,7 +251,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Container { command } => commands::prune::container(&*open()?, command),
         Command::Debug { command } => commands::debug::run(command),
         Command::Monitor { dir } => commands::run::monitor(&*open()?, &dir),
-        Command::Init { .. } | Command::Pause => unreachable!("handled in main"),
+        Command::Init { .. } | Command::ExecHelper { .. } | Command::Pause => {
+            unreachable!("handled in main")
+        }
         Command::Unshare(args) => commands::unshare::run(args),
         Command::Version(args) => commands::info::version(args),
         Command::Info(args) => commands::info::info(&*open()?, args),

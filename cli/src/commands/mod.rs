@@ -6,6 +6,7 @@ pub mod build;
 pub mod completion;
 pub mod copy;
 pub mod debug;
+pub mod exec;
 pub mod history;
 pub mod images;
 pub mod import;
