@@ -8,6 +8,7 @@ mod stdio;
 
 mod change;
 mod commands;
+mod container_fs;
 mod containers;
 mod download;
 mod examples;
@@ -86,6 +87,8 @@ enum Command {
     Stop(commands::lifecycle::StopArgs),
     /// Run a command in a running container
     Exec(commands::exec::Args),
+    /// Copy files between a container and the host (or a tar stream)
+    Cp(commands::cp::Args),
     /// Send a signal to containers
     Kill(commands::lifecycle::KillArgs),
     /// Wait for containers to stop and print their exit codes
@@ -243,6 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Stop(args) => commands::lifecycle::stop(&*open()?, args),
         Command::Kill(args) => commands::lifecycle::kill(&*open()?, args),
         Command::Exec(args) => commands::exec::run(&*open()?, args),
+        Command::Cp(args) => commands::cp::run(&*open()?, args),
         Command::Wait(args) => commands::lifecycle::wait(&*open()?, args),
         Command::Attach(args) => commands::attach::run(&*open()?, args),
         Command::Volume { command } => commands::volume::run(&*open()?, command),

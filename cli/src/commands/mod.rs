@@ -5,6 +5,7 @@ pub mod attach;
 pub mod build;
 pub mod completion;
 pub mod copy;
+pub mod cp;
 pub mod debug;
 pub mod exec;
 pub mod history;
