@@ -89,6 +89,12 @@ enum Command {
     Exec(commands::exec::Args),
     /// Copy files between a container and the host (or a tar stream)
     Cp(commands::cp::Args),
+    /// Show the changes to a container's filesystem
+    Diff(commands::diff::Args),
+    /// Write a container's filesystem as a tar
+    Export(commands::export::Args),
+    /// Show the processes of a running container
+    Top(commands::top::Args),
     /// Send a signal to containers
     Kill(commands::lifecycle::KillArgs),
     /// Wait for containers to stop and print their exit codes
@@ -247,6 +253,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Kill(args) => commands::lifecycle::kill(&*open()?, args),
         Command::Exec(args) => commands::exec::run(&*open()?, args),
         Command::Cp(args) => commands::cp::run(&*open()?, args),
+        Command::Diff(args) => commands::diff::run(&*open()?, args),
+        Command::Export(args) => commands::export::run(&*open()?, args),
+        Command::Top(args) => commands::top::run(&*open()?, args),
         Command::Wait(args) => commands::lifecycle::wait(&*open()?, args),
         Command::Attach(args) => commands::attach::run(&*open()?, args),
         Command::Volume { command } => commands::volume::run(&*open()?, command),

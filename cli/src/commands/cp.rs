@@ -135,7 +135,7 @@ fn copy_out(
         let dest = match dest {
             Place::Host(d) => d,
             _ => {
-                let mut out = builder(std::io::stdout().lock());
+                let mut out = builder(std::io::BufWriter::new(crate::stdio::Stdout));
                 write_tree(root, src, name, &opts, &mut out)?;
                 std::io::Write::flush(&mut out.into_inner()?)?;
                 return Ok(());
