@@ -89,6 +89,8 @@ enum Command {
     Exec(commands::exec::Args),
     /// Copy files between a container and the host (or a tar stream)
     Cp(commands::cp::Args),
+    /// Make an image of a container's changes
+    Commit(commands::commit::Args),
     /// Show the changes to a container's filesystem
     Diff(commands::diff::Args),
     /// Write a container's filesystem as a tar
@@ -253,6 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Kill(args) => commands::lifecycle::kill(&*open()?, args),
         Command::Exec(args) => commands::exec::run(&*open()?, args),
         Command::Cp(args) => commands::cp::run(&*open()?, args),
+        Command::Commit(args) => commands::commit::run(&*open()?, args),
         Command::Diff(args) => commands::diff::run(&*open()?, args),
         Command::Export(args) => commands::export::run(&*open()?, args),
         Command::Top(args) => commands::top::run(&*open()?, args),

@@ -250,6 +250,97 @@ impl ExecTarget {
     }
 }
 
+/// The container's processes, stopped ([`ExecTarget::pause`]); they are continued when this
+/// is dropped.
+#[derive(Debug)]
+pub struct Paused {
+    stopped: Vec<OwnedFd>,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for pidfd in &self.stopped {
+            let _ = crate::sys::linux::pidfd_signal(pidfd.as_fd(), libc::SIGCONT);
+        }
+    }
+}
+
+/// The state letter of a `/proc/PID` directory's process (field 3 of `stat`).
+fn state_of(dir: BorrowedFd<'_>) -> Option<char> {
+    let text = read_at(dir, "stat", 4096)?;
+    text[text.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+impl ExecTarget {
+    /// Stops every process of the container's PID namespace with SIGSTOP (each through a
+    /// pidfd opened on a `/proc` entry checked to be in that namespace), scanning again
+    /// until no new one appears and every one is stopped; processes already stopped are
+    /// left as they are. Fails when the container keeps making processes or one does not
+    /// stop within about a second (those stopped are continued).
+    pub fn pause(&self) -> Result<Paused, RuntimeError> {
+        let ns_of = |dir: BorrowedFd<'_>| {
+            nix::fcntl::openat(
+                dir,
+                "ns/pid",
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .and_then(|fd| nix::sys::stat::fstat(&fd))
+            .ok()
+            .map(|s| (s.st_dev, s.st_ino))
+        };
+        let ns = ns_of(self.proc_dir.as_fd())
+            .ok_or_else(|| RuntimeError::Spec("the container is not running".into()))?;
+        let mut paused = Paused {
+            stopped: Vec::new(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..200 {
+            let mut busy = 0;
+            let entries = std::fs::read_dir("/proc").map_err(io_error("listing /proc"))?;
+            for pid in entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            {
+                let Some((dir, start, _)) = proc_dir(pid) else {
+                    continue;
+                };
+                if ns_of(dir.as_fd()) != Some(ns) {
+                    continue;
+                }
+                let state = state_of(dir.as_fd()).unwrap_or('X');
+                if seen.contains(&(pid, start)) {
+                    if !matches!(state, 'T' | 't' | 'Z' | 'X') {
+                        busy += 1;
+                    }
+                    continue;
+                }
+                seen.insert((pid, start));
+                if round == 0 && matches!(state, 'T' | 't') {
+                    continue;
+                }
+                let Ok(pidfd) = crate::sys::linux::pidfd_open(pid as i32) else {
+                    continue;
+                };
+                if stat_of(dir.as_fd()).map(|(s, _)| s) != Some(start) {
+                    continue;
+                }
+                if crate::sys::linux::pidfd_signal(pidfd.as_fd(), libc::SIGSTOP).is_ok() {
+                    paused.stopped.push(pidfd);
+                }
+                busy += 1;
+            }
+            if busy == 0 {
+                return Ok(paused);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(RuntimeError::Spec(
+            "the container's processes did not all stop".into(),
+        ))
+    }
+}
+
 /// Runs `settings` in the container `target` (whose bundle's spec is `spec`) through
 /// `exe __exec`; returns the exit code (0 at once for [`ExecIo::Detached`]). With
 /// `timeout`, the process is killed when it runs longer, and the result is `Ok(None)`.
