@@ -132,12 +132,24 @@ pub fn check(
             c.push(line.clone());
             c
         }
-        Some(_) => return Err(format!("a health check test Docker does not know: {test:?}")),
+        Some(_) => {
+            return Err(format!(
+                "a health check test Docker does not know: {test:?}"
+            ));
+        }
     };
     Ok(Some(Check {
         command,
-        interval: or(flag(&flags.health_interval)?, field("Interval"), DEFAULT_INTERVAL),
-        timeout: or(flag(&flags.health_timeout)?, field("Timeout"), DEFAULT_TIMEOUT),
+        interval: or(
+            flag(&flags.health_interval)?,
+            field("Interval"),
+            DEFAULT_INTERVAL,
+        ),
+        timeout: or(
+            flag(&flags.health_timeout)?,
+            field("Timeout"),
+            DEFAULT_TIMEOUT,
+        ),
         start_period: or(
             flag(&flags.health_start_period)?,
             field("StartPeriod"),
@@ -291,8 +303,9 @@ fn run(dir: &Path, check: &Check, stop: &AtomicBool) {
 /// run) and its output, stdout and stderr together, at most [`OUTPUT_LIMIT`] bytes.
 fn probe(dir: &Path, check: &Check) -> (i64, String) {
     let fail = |why: String| (-1, why);
-    let spec = match oci_spec::runtime::Spec::load(dir.join("config.json")) {
-        Ok(s) => s,
+    let spec = match berth_runtime::init::read_bundle(&mut berth_runtime::sys::linux::LinuxSys, dir)
+    {
+        Ok((spec, _)) => spec,
         Err(e) => return fail(format!("reading the container's spec: {e}")),
     };
     let me = std::process::id();
@@ -326,14 +339,8 @@ fn probe(dir: &Path, check: &Check) -> (i64, String) {
         stdout: std::process::Stdio::from(writer),
         stderr: std::process::Stdio::from(writer2),
     };
-    let result = berth_runtime::exec::exec_in(
-        &exe,
-        &target,
-        &spec,
-        &settings,
-        io,
-        Some(check.timeout),
-    );
+    let result =
+        berth_runtime::exec::exec_in(&exe, &target, &spec, &settings, io, Some(check.timeout));
     done.store(true, Ordering::Relaxed);
     let output = collector.join().unwrap_or_default();
     match result {
@@ -383,10 +390,15 @@ mod tests {
     #[test]
     fn the_flags_go_over_the_images_check() {
         let image = json!({"Test": ["CMD", "/bin/check", "-q"], "Interval": 2_000_000_000i64, "Retries": 5});
-        let c = check(Some(&image), None, &Flags::default()).unwrap().unwrap();
+        let c = check(Some(&image), None, &Flags::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(c.command, ["/bin/check", "-q"]);
         assert_eq!((c.interval, c.retries), (Duration::from_secs(2), 5));
-        assert_eq!((c.timeout, c.start_period), (DEFAULT_TIMEOUT, Duration::ZERO));
+        assert_eq!(
+            (c.timeout, c.start_period),
+            (DEFAULT_TIMEOUT, Duration::ZERO)
+        );
         let flags = Flags {
             health_cmd: Some("test -e /ok".into()),
             health_interval: Some("500ms".into()),
@@ -402,9 +414,19 @@ mod tests {
             ..Flags::default()
         };
         assert_eq!(check(Some(&image), None, &none), Ok(None));
-        assert_eq!(check(Some(&json!({"Test": ["NONE"]})), None, &Flags::default()), Ok(None));
+        assert_eq!(
+            check(Some(&json!({"Test": ["NONE"]})), None, &Flags::default()),
+            Ok(None)
+        );
         assert_eq!(check(None, None, &Flags::default()), Ok(None));
-        assert!(check(Some(&json!({"Test": ["WHAT", "x"]})), None, &Flags::default()).is_err());
+        assert!(
+            check(
+                Some(&json!({"Test": ["WHAT", "x"]})),
+                None,
+                &Flags::default()
+            )
+            .is_err()
+        );
         assert!(parse_duration("1ms").is_err());
         assert!(parse_duration("1m30s").is_ok());
     }

@@ -8,6 +8,7 @@ mod stdio;
 
 mod change;
 mod commands;
+mod container_fs;
 mod containers;
 mod download;
 mod examples;
@@ -92,6 +93,18 @@ enum Command {
     Logs(commands::lifecycle::LogsArgs),
     /// Stop containers (SIGTERM, then SIGKILL after -t seconds)
     Stop(commands::lifecycle::StopArgs),
+    /// Run a command in a running container
+    Exec(commands::exec::Args),
+    /// Copy files between a container and the host (or a tar stream)
+    Cp(commands::cp::Args),
+    /// Make an image of a container's changes
+    Commit(commands::commit::Args),
+    /// Show the changes to a container's filesystem
+    Diff(commands::diff::Args),
+    /// Write a container's filesystem as a tar
+    Export(commands::export::Args),
+    /// Show the processes of a running container
+    Top(commands::top::Args),
     /// Send a signal to containers
     Kill(commands::lifecycle::KillArgs),
     /// Wait for containers to stop and print their exit codes
@@ -136,6 +149,10 @@ enum Command {
     /// The container init (internal: started by `run` through /proc/self/exe)
     #[command(name = "__init", hide = true)]
     Init { bundle: PathBuf },
+    /// A process joining a running container (internal: started by `exec` through
+    /// /proc/self/exe with three descriptors)
+    #[command(name = "__exec", hide = true)]
+    ExecHelper { fds: Vec<String> },
     /// The rootless pause process (internal: started through /proc/self/exe by the first
     /// command that enters berth's user namespace)
     #[command(name = "__pause", hide = true)]
@@ -190,6 +207,10 @@ fn main() -> ExitCode {
     if let Command::Init { bundle } = &cli.command {
         // The container init: a fresh single-threaded process; it opens no store.
         std::process::exit(berth_runtime::init::main(bundle));
+    }
+    if let Command::ExecHelper { fds } = &cli.command {
+        // A fresh single-threaded process that joins a container; it opens no store.
+        std::process::exit(berth_runtime::exec::main(fds));
     }
     if let Command::Pause = cli.command {
         // A fresh process that holds the user namespace; it opens nothing.
@@ -248,6 +269,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(args) => commands::lifecycle::logs(&*open()?, args),
         Command::Stop(args) => commands::lifecycle::stop(&*open()?, args),
         Command::Kill(args) => commands::lifecycle::kill(&*open()?, args),
+        Command::Exec(args) => commands::exec::run(&*open()?, args),
+        Command::Cp(args) => commands::cp::run(&*open()?, args),
+        Command::Commit(args) => commands::commit::run(&*open()?, args),
+        Command::Diff(args) => commands::diff::run(&*open()?, args),
+        Command::Export(args) => commands::export::run(&*open()?, args),
+        Command::Top(args) => commands::top::run(&*open()?, args),
         Command::Wait(args) => commands::lifecycle::wait(&*open()?, args),
         Command::Attach(args) => commands::attach::run(&*open()?, args),
         Command::Volume { command } => commands::volume::run(&*open()?, command),
@@ -258,7 +285,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Monitor { dir, restarting } => {
             commands::start::monitor(&*open()?, &dir, restarting)
         }
-        Command::Init { .. } | Command::Pause => unreachable!("handled in main"),
+        Command::Init { .. } | Command::ExecHelper { .. } | Command::Pause => {
+            unreachable!("handled in main")
+        }
         Command::Unshare(args) => commands::unshare::run(args),
         Command::Version(args) => commands::info::version(args),
         Command::Info(args) => commands::info::info(&*open()?, args),

@@ -194,10 +194,18 @@ fn a_foreground_run_returns_the_code_and_its_policy_goes_on_in_the_background() 
     assert_eq!(v["State"]["ExitCode"], 5);
     let out = s.run(&["run", "--rm", "--restart", "always", "busybox", "true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(printed(&out).contains("--restart and --rm"), "{}", printed(&out));
+    assert!(
+        printed(&out).contains("--restart and --rm"),
+        "{}",
+        printed(&out)
+    );
     let out = s.run(&["run", "--restart", "sometimes", "busybox", "true"]);
     assert!(!out.status.success());
-    assert!(printed(&out).contains("restart policy"), "{}", printed(&out));
+    assert!(
+        printed(&out).contains("restart policy"),
+        "{}",
+        printed(&out)
+    );
 }
 
 #[test]
@@ -245,19 +253,31 @@ fn inspect_shows_a_running_container_as_docker_does() {
     // (`run -d` returns once the init runs; PID 1 execs the command a moment later.)
     let start = Instant::now();
     while std::fs::read(format!("/proc/{pid}/cmdline")).unwrap() != b"sleep\x0030\x00" {
-        assert!(start.elapsed() < Duration::from_secs(5), "PID {pid} is not sleep");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "PID {pid} is not sleep"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // A template sees the same object; `inspect` without --type finds containers first.
     assert_eq!(
-        s.ok(&["inspect", "-f", "{{.State.Status}} {{.Name}}", "i1"]).trim(),
+        s.ok(&["inspect", "-f", "{{.State.Status}} {{.Name}}", "i1"])
+            .trim(),
         "running /i1"
     );
     let out = s.run(&["inspect", "--type", "container", "busybox"]);
     assert!(!out.status.success());
-    assert!(printed(&out).contains("no such container"), "{}", printed(&out));
+    assert!(
+        printed(&out).contains("no such container"),
+        "{}",
+        printed(&out)
+    );
     let out = s.run(&["inspect", "nothing-by-this-name"]);
-    assert!(printed(&out).contains("no such object"), "{}", printed(&out));
+    assert!(
+        printed(&out).contains("no such object"),
+        "{}",
+        printed(&out)
+    );
 }
 
 #[test]
@@ -318,16 +338,33 @@ fn capabilities_are_added_and_dropped_with_their_seccomp_calls() {
     let default = caps(&[]);
     let without_kill = caps(&["--cap-drop", "CAP_KILL"]);
     let bits = |t: &str| u64::from_str_radix(t.trim().rsplit('\t').next().unwrap(), 16).unwrap();
-    assert_eq!(bits(&default) & !bits(&without_kill), 1 << 5, "CAP_KILL is bit 5");
+    assert_eq!(
+        bits(&default) & !bits(&without_kill),
+        1 << 5,
+        "CAP_KILL is bit 5"
+    );
     // SYS_ADMIN lets `mount` through the seccomp filter too (in the container's own mount
     // namespace); without it both the capability and the filter refuse.
     let mount = "mkdir -p /m && mount -t tmpfs x /m && echo MOUNTED";
-    let out = s.run(&["run", "--rm", "--cap-add", "SYS_ADMIN", "busybox", "sh", "-c", mount]);
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        "busybox",
+        "sh",
+        "-c",
+        mount,
+    ]);
     assert_eq!(printed(&out).trim(), "MOUNTED");
     let out = s.run(&["run", "--rm", "busybox", "sh", "-c", mount]);
     assert!(!printed(&out).contains("MOUNTED"));
     let out = s.run(&["run", "--rm", "--cap-add", "FLY", "busybox", "true"]);
-    assert!(printed(&out).contains("unknown capability"), "{}", printed(&out));
+    assert!(
+        printed(&out).contains("unknown capability"),
+        "{}",
+        printed(&out)
+    );
 }
 
 #[test]
@@ -375,7 +412,10 @@ fn tmpfs_and_mount_flags_mount_what_they_say() {
     for want in ["700", "from the host", "RO", "NOEXEC", "ran"] {
         assert!(lines.contains(&want), "{want}: {out}");
     }
-    assert_eq!(s.ok(&["run", "--rm", "-v", "vol:/v", "busybox", "cat", "/v/k"]), "kept\n");
+    assert_eq!(
+        s.ok(&["run", "--rm", "-v", "vol:/v", "busybox", "cat", "/v/k"]),
+        "kept\n"
+    );
     for bad in [
         "type=bind,source=/does/not/exist,target=/x",
         "type=bind,source=/tmp,target=/x,bind-propagation=shared",
@@ -403,9 +443,18 @@ fn a_failing_healthcheck_turns_the_container_unhealthy() {
     );
     s.ok(&["build", "-q", "-t", "hc", ctx.to_str().unwrap()]);
     s.ok(&[
-        "run", "-d", "--name", "h1", "hc", "sh", "-c", "touch /ok; sleep 1; rm /ok; sleep 60",
+        "run",
+        "-d",
+        "--name",
+        "h1",
+        "hc",
+        "sh",
+        "-c",
+        "touch /ok; sleep 1; rm /ok; sleep 60",
     ]);
-    let v = wait_for(&s, "h1", "healthy", |v| v["State"]["Health"]["Status"] == "healthy");
+    let v = wait_for(&s, "h1", "healthy", |v| {
+        v["State"]["Health"]["Status"] == "healthy"
+    });
     assert_eq!(v["State"]["Health"]["FailingStreak"], 0);
     let table = s.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
     assert!(table.contains("h1 Up (healthy)"), "{table}");
@@ -442,7 +491,9 @@ fn a_failing_healthcheck_turns_the_container_unhealthy() {
     let v = wait_for(&s, "h2", "a timed-out check", |v| {
         v["State"]["Health"]["Status"] == "unhealthy"
     });
-    let out = v["State"]["Health"]["Log"][0]["Output"].as_str().unwrap_or_default();
+    let out = v["State"]["Health"]["Log"][0]["Output"]
+        .as_str()
+        .unwrap_or_default();
     assert!(out.contains("exceeded timeout"), "{v:#}");
     let out = s.ok(&["run", "--rm", "--no-healthcheck", "hc", "echo", "plain"]);
     assert_eq!(out, "plain\n");

@@ -75,7 +75,7 @@ pub fn read_bundle(sys: &mut dyn Sys, bundle: &Path) -> Result<(Spec, RootfsSour
     Ok((spec, source))
 }
 
-fn signal_set() -> SigSet {
+pub(crate) fn signal_set() -> SigSet {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(*s);
@@ -443,7 +443,7 @@ pub fn run_foreground_with(
 }
 
 /// Forwards signals to the child and waits for it; returns its exit code.
-fn supervise(
+pub(crate) fn supervise(
     sys: &mut dyn Sys,
     child: Pid,
     set: &SigSet,
@@ -470,7 +470,7 @@ fn supervise(
     }
 }
 
-enum ChildError {
+pub(crate) enum ChildError {
     Setup(RuntimeError),
     Exec { code: i32, message: String },
 }
@@ -663,7 +663,11 @@ fn container_child(
 }
 
 /// Finds the program as execvp would, but in the container's `PATH`.
-fn find_program(sys: &mut dyn Sys, args: &[String], env: &[String]) -> Result<CString, ChildError> {
+pub(crate) fn find_program(
+    sys: &mut dyn Sys,
+    args: &[String],
+    env: &[String],
+) -> Result<CString, ChildError> {
     let name = args
         .first()
         .filter(|a| !a.is_empty())
@@ -707,7 +711,7 @@ fn find_program(sys: &mut dyn Sys, args: &[String], env: &[String]) -> Result<CS
 
 /// An error with its causes, `what: cause: cause` (the init prints errors itself, so the
 /// CLI's `{:#}` does not apply).
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
