@@ -10,7 +10,7 @@
 //! read it. A container without a check has no such file.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -362,8 +362,8 @@ fn collect(reader: OwnedFd, done: &AtomicBool) -> String {
     let mut file = std::fs::File::from(reader);
     loop {
         let ready = {
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(file.as_raw_fd()) };
-            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            use std::os::fd::AsFd;
+            let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
             poll(&mut fds, PollTimeout::from(50u16)).unwrap_or(0)
         };
         if ready == 0 {
