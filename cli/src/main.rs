@@ -14,7 +14,9 @@ mod download;
 mod examples;
 mod exporters;
 mod filters;
+mod follow;
 mod health;
+mod launch;
 mod output;
 mod output_file;
 mod progress;
@@ -80,7 +82,7 @@ enum Command {
     /// Run a command in a new container
     Run(commands::run::Args),
     /// Create a container without starting it (the flags of `run`)
-    Create(commands::run::Args),
+    Create(launch::RunArgs),
     /// Start created or stopped containers (in the background, as `run -d`)
     Start(commands::start::StartArgs),
     /// Stop containers, then start them again
@@ -282,9 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Image { command } => commands::prune::image(&*open()?, command),
         Command::Container { command } => commands::prune::container(&*open()?, command),
         Command::Debug { command } => commands::debug::run(command),
-        Command::Monitor { dir, restarting } => {
-            commands::start::monitor(&*open()?, &dir, restarting)
-        }
+        Command::Monitor { dir, restarting } => launch::monitor(&*open()?, &dir, restarting),
         Command::Init { .. } | Command::ExecHelper { .. } | Command::Pause => {
             unreachable!("handled in main")
         }

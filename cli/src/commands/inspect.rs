@@ -1,5 +1,5 @@
 //! `berth inspect NAME...`: a JSON array like `docker inspect`: a container by name or ID
-//! (`inspect_container`), else an image; `--type` picks one.
+//! (`launch::inspect`), else an image; `--type` picks one.
 
 use berth_store::{Image, Store};
 use serde_json::{Value, json};
@@ -51,7 +51,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         if kind != Some("image")
             && let Ok(r) = crate::containers::find(store, name)
         {
-            out.push(super::inspect_container::describe(store, &r)?);
+            out.push(crate::launch::inspect::describe(store, &r)?);
             images.push(false);
             continue;
         }

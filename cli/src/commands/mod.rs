@@ -16,7 +16,6 @@ pub mod images;
 pub mod import;
 pub mod info;
 pub mod inspect;
-pub mod inspect_container;
 pub mod lifecycle;
 pub mod load;
 pub mod network;

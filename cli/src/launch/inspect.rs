@@ -6,7 +6,7 @@ use berth_store::Store;
 use berth_store::containers::ContainerRecord;
 use serde_json::{Value, json};
 
-use crate::commands::run::{Created, RestartPolicy};
+use super::{Created, RestartPolicy};
 
 /// The host PID of the container's main process: the runner's child is the init, whose
 /// child is the container's PID 1. 0 when it is not running.
@@ -101,7 +101,7 @@ pub fn describe(store: &Store, r: &ContainerRecord) -> anyhow::Result<Value> {
         .and_then(|a| a.hostname.clone())
         .unwrap_or_else(|| r.id[..12].to_owned());
     let env = created.as_ref().map(|c| {
-        crate::commands::run::environment(
+        super::bundle::environment(
             image_config
                 .and_then(|i| i.env.as_deref())
                 .unwrap_or_default(),
