@@ -180,16 +180,20 @@ fn wait_exit(r: &ContainerRecord, timeout: Duration) -> bool {
     false
 }
 
-/// SIGTERM, then SIGKILL after `grace`; returns once the runner has recorded the end.
-pub fn stop_one(r: &ContainerRecord, grace: Duration) {
+/// SIGTERM, then SIGKILL after `grace`; returns once the runner has recorded the end. The
+/// container is marked as stopped by its user first, so its restart policy does not start
+/// it again (a monitor waiting to restart it ends instead).
+pub fn stop_one(store: &Store, r: &ContainerRecord, grace: Duration) -> anyhow::Result<()> {
+    store.mark_container_stopped(&r.id, true)?;
     if !alive(r) {
-        return;
+        return Ok(());
     }
     send(r, Signal::SIGTERM);
     if !wait_exit(r, grace) {
         send(r, Signal::SIGKILL);
         wait_exit(r, Duration::from_secs(10));
     }
+    Ok(())
 }
 
 /// Removes the anonymous volumes (`run -v /path`) a removed container's record named, as

@@ -170,6 +170,25 @@ fn always_restarts_until_stopped_and_restart_starts_it_again() {
     let runs = s.ok(&["logs", "a1"]).lines().count();
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(s.ok(&["logs", "a1"]).lines().count(), runs);
+    // `rm -f` while it is between two runs ends its monitor too: nothing runs on.
+    assert_success(&s.run(&["restart", "a1"]), "restart");
+    let id = inspect(&s, "a1")["Id"].as_str().unwrap().to_owned();
+    wait_for(&s, "a1", "a restart", |v| {
+        v["State"]["Status"] == "restarting"
+    });
+    assert_success(&s.run(&["rm", "-f", "a1"]), "rm -f");
+    std::thread::sleep(Duration::from_millis(500));
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .filter(|c| c.contains(&id))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes of the removed container: {left:?}"
+    );
 }
 
 #[test]

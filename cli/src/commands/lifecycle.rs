@@ -24,8 +24,7 @@ pub struct StopArgs {
 pub fn stop(store: &Store, args: StopArgs) -> anyhow::Result<u8> {
     for name in &args.containers {
         let r = find(store, name)?;
-        store.mark_container_stopped(&r.id, true)?;
-        stop_one(&r, Duration::from_secs(args.time));
+        stop_one(store, &r, Duration::from_secs(args.time))?;
         outln!("{name}");
     }
     Ok(0)

@@ -66,8 +66,7 @@ pub fn restart(store: &std::sync::Arc<Store>, args: RestartArgs) -> anyhow::Resu
     for name in &args.containers {
         let record = find(store, name)?;
         if alive(&record) {
-            store.mark_container_stopped(&record.id, true)?;
-            stop_one(&record, Duration::from_secs(args.time));
+            stop_one(store, &record, Duration::from_secs(args.time))?;
         }
         start_detached(store, find(store, name)?)?;
         outln!("{name}");

@@ -255,9 +255,10 @@ pub fn monitor(store: &Store, dir: &std::path::Path, restarting: bool) -> anyhow
     let mut ran = Instant::now();
     let mut delay = FIRST_DELAY;
     loop {
-        let fresh = store
-            .container_record(dir)
-            .unwrap_or_else(|| record.clone());
+        let Some(fresh) = store.container_record(dir) else {
+            // Removed meanwhile (`rm -f`): nothing to record or restart.
+            return Ok(0);
+        };
         if !policy.restarts(
             code,
             fresh.restart_count,
@@ -325,13 +326,14 @@ fn wait_unless_stopped(store: &Store, dir: &std::path::Path, delay: Duration) ->
     }
     let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&held), None);
     let end = Instant::now() + delay;
+    let stopped = || store.container_stopped_by_user(dir) || store.container_record(dir).is_none();
     while Instant::now() < end {
-        if store.container_stopped_by_user(dir) {
+        if stopped() {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
     }
-    !store.container_stopped_by_user(dir)
+    !stopped()
 }
 
 #[cfg(test)]
