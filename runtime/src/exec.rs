@@ -67,11 +67,10 @@ pub struct ExecSettings {
 pub enum ExecIo {
     /// berth's own stdout and stderr; stdin passed on with `interactive`, else `/dev/null`.
     Inherit { interactive: bool },
-    /// A terminal (`-t`) copied to berth's own stdio.
-    Terminal {
-        terminal: crate::tty::Terminal,
-        interactive: bool,
-    },
+    /// A terminal (`-t`): a pseudo-terminal of the container's own `devpts`, copied to
+    /// berth's stdio (put in raw mode while the command runs when stdin is a terminal and
+    /// `interactive`; stdin is copied in only with `interactive`).
+    Terminal { interactive: bool },
     /// Given stdout and stderr, stdin `/dev/null` (health checks).
     Captured {
         stdout: std::process::Stdio,
@@ -96,6 +95,7 @@ struct Plan {
     spec: Spec,
     settings: ExecSettings,
     terminal: bool,
+    interactive: bool,
 }
 
 fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
@@ -357,6 +357,7 @@ pub fn exec_in(
         spec: spec.clone(),
         settings: settings.clone(),
         terminal: matches!(io, ExecIo::Terminal { .. }),
+        interactive: matches!(io, ExecIo::Terminal { interactive: true }),
     };
     let memfd =
         nix::sys::memfd::memfd_create(c"berth-exec", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
@@ -429,28 +430,190 @@ pub fn exec_in(
             }
             crate::init::run_foreground(command).map(Some)
         }
-        ExecIo::Terminal {
-            mut terminal,
-            interactive,
-        } => {
-            // Signals blocked before the copy threads start, so only the supervisor gets them.
-            crate::init::block_signals()?;
-            let [i, o, e] = terminal.slave_stdio()?;
-            command.stdin(i).stdout(o).stderr(e);
-            terminal.raw_mode()?;
-            let output = terminal.start_copying(interactive)?;
-            let master = terminal.close_slave();
-            let result = crate::init::run_foreground_with(command, &mut |signal| {
-                if signal == Signal::SIGWINCH {
-                    master.resize();
-                    false
-                } else {
-                    true
+        ExecIo::Terminal { interactive } => {
+            let raw = if interactive { RawMode::enter() } else { None };
+            let result = crate::init::run_foreground(command).map(Some);
+            drop(raw);
+            result
+        }
+    }
+}
+
+/// The user's terminal (stdin) in raw mode until dropped; `None` when stdin is no terminal.
+struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter() -> Option<RawMode> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(stdin.as_fd()).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin().as_fd(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
+}
+
+/// `DEVPTS_SUPER_MAGIC`.
+const DEVPTS_MAGIC: i64 = 0x1cd1;
+
+/// A pseudo-terminal pair of the container's `devpts` (this process is in its mount
+/// namespace): its `/dev/pts/ptmx` opened without following a last symlink and checked to
+/// be a `devpts` ptmx (a container may have replaced names under its `/dev`), the slave
+/// opened through the master (`TIOCGPTPEER`), never by a path.
+fn container_pty() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    use std::os::fd::FromRawFd;
+    let master = nix::fcntl::open(
+        "/dev/pts/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(setup("opening the container's /dev/pts/ptmx"))?;
+    let fs = nix::sys::statfs::fstatfs(&master).map_err(setup("checking /dev/pts/ptmx"))?;
+    let st = nix::sys::stat::fstat(&master).map_err(setup("checking /dev/pts/ptmx"))?;
+    if fs.filesystem_type().0 as i64 != DEVPTS_MAGIC
+        || st.st_mode & libc::S_IFMT != libc::S_IFCHR
+        || (libc::major(st.st_rdev), libc::minor(st.st_rdev)) != (5, 2)
+    {
+        return Err(RuntimeError::Spec(
+            "the container's /dev/pts/ptmx is not a devpts ptmx".into(),
+        ));
+    }
+    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(setup("making the terminal blocking"))?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, which points at one.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(setup("unlocking the terminal")(nix::Error::last()));
+    }
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor or -1.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(setup("opening the terminal's slave")(nix::Error::last()));
+    }
+    // SAFETY: the descriptor was just made and nothing else owns it.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+}
+
+/// The parent's side of `-t`, on this one thread (a process that has joined a PID namespace
+/// for its children can start no thread): the user's window size on the terminal, then a
+/// poll loop over the blocked signals (a signalfd: SIGCHLD reaps the command, SIGWINCH
+/// resizes, the others are forwarded), the terminal's output (to stdout) and, with
+/// `interactive`, stdin (to the terminal). Returns the command's exit code once it has ended
+/// and the output it left is written.
+fn serve_terminal(
+    child: nix::unistd::Pid,
+    set: &nix::sys::signal::SigSet,
+    master: &OwnedFd,
+    interactive: bool,
+) -> Result<i32, RuntimeError> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let resize = || {
+        if let Some(size) = crate::sys::linux::window_size(std::io::stdout().as_fd()) {
+            crate::sys::linux::set_window_size(master.as_fd(), &size);
+        }
+    };
+    resize();
+    let signals =
+        SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC).map_err(setup("making a signalfd"))?;
+    let stdin = std::io::stdin();
+    let mut stdin_open = interactive;
+    let mut output_open = true;
+    let mut buf = [0u8; 4096];
+    let mut out = std::io::stdout();
+    let mut code = None;
+    loop {
+        if let Some(code) = code
+            && !output_open
+        {
+            return Ok(code);
+        }
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if output_open {
+            fds.push(PollFd::new(master.as_fd(), PollFlags::POLLIN));
+        }
+        if stdin_open && code.is_none() {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        // Once the command has ended, what is left to read is read at once; a process left
+        // behind holding the terminal does not keep berth waiting.
+        let timeout = if code.is_some() {
+            PollTimeout::from(200u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) => output_open = false,
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(setup("polling the terminal")(e)),
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (sig_ready, out_ready) = (ready(0), output_open && ready(1));
+        let in_ready = stdin_open && code.is_none() && ready(if output_open { 2 } else { 1 });
+        drop(fds);
+        if sig_ready && let Ok(Some(info)) = signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => loop {
+                    match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::Exited(pid, c)) if pid == child => code = Some(c),
+                        Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                            code = Some(128 + sig as i32)
+                        }
+                        Ok(WaitStatus::StillAlive) | Err(_) => break,
+                        Ok(_) => continue,
+                    }
+                },
+                Ok(Signal::SIGWINCH) => resize(),
+                Ok(other) => {
+                    let _ = nix::sys::signal::kill(child, other);
                 }
-            });
-            drop(master);
-            let _ = output.join();
-            result.map(Some)
+                Err(_) => {}
+            }
+        }
+        if out_ready {
+            match nix::unistd::read(master, &mut buf) {
+                Ok(0) | Err(_) => output_open = false,
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                        output_open = false;
+                    }
+                }
+            }
+        }
+        if in_ready {
+            match nix::unistd::read(&stdin, &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    if nix::unistd::write(master, &buf[..n]).is_err() {
+                        stdin_open = false;
+                    }
+                }
+            }
         }
     }
 }
@@ -559,12 +722,36 @@ fn run(args: &[String]) -> Result<i32, ChildError> {
     }
     drop(namespaces);
 
+    let pty = if plan.terminal {
+        Some(container_pty()?)
+    } else {
+        None
+    };
     let set = crate::init::signal_set();
     sys.block_signals(&set).map_err(setup("blocking signals"))?;
     // This process is single-threaded: a fresh exec of berth that started no thread.
     match sys.fork().map_err(setup("fork"))? {
-        ForkResult::Parent { child } => Ok(crate::init::supervise(sys, child, &set, &mut |_| true)),
-        ForkResult::Child => child(sys, &plan),
+        ForkResult::Parent { child } => {
+            let Some((master, slave)) = pty else {
+                return Ok(crate::init::supervise(sys, child, &set, &mut |_| true));
+            };
+            drop(slave);
+            Ok(serve_terminal(child, &set, &master, plan.interactive)?)
+        }
+        ForkResult::Child => {
+            if let Some((_, slave)) = &pty {
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto 0, 1 and 2, which this process hands to the command;
+                    // nothing here holds them as owned descriptors.
+                    if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
+                        return Err(
+                            setup("giving the command its terminal")(nix::Error::last()).into()
+                        );
+                    }
+                }
+            }
+            child(sys, &plan)
+        }
     }
 }
 

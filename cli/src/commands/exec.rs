@@ -83,7 +83,6 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         berth_runtime::exec::ExecIo::Detached
     } else if args.tty {
         berth_runtime::exec::ExecIo::Terminal {
-            terminal: berth_runtime::tty::Terminal::open()?,
             interactive: args.interactive,
         }
     } else {
