@@ -37,7 +37,7 @@ pub fn find(store: &Store, want: &str) -> anyhow::Result<ContainerRecord> {
 /// Whether the container's runner is still running: the recorded PID holds a process
 /// started when the recorded one was.
 pub fn alive(r: &ContainerRecord) -> bool {
-    r.status == "running" && runner_running(r)
+    matches!(r.status.as_str(), "running" | "restarting") && runner_running(r)
 }
 
 fn runner_running(r: &ContainerRecord) -> bool {
@@ -180,16 +180,20 @@ fn wait_exit(r: &ContainerRecord, timeout: Duration) -> bool {
     false
 }
 
-/// SIGTERM, then SIGKILL after `grace`; returns once the runner has recorded the end.
-pub fn stop_one(r: &ContainerRecord, grace: Duration) {
+/// SIGTERM, then SIGKILL after `grace`; returns once the runner has recorded the end. The
+/// container is marked as stopped by its user first, so its restart policy does not start
+/// it again (a monitor waiting to restart it ends instead).
+pub fn stop_one(store: &Store, r: &ContainerRecord, grace: Duration) -> anyhow::Result<()> {
+    store.mark_container_stopped(&r.id, true)?;
     if !alive(r) {
-        return;
+        return Ok(());
     }
     send(r, Signal::SIGTERM);
     if !wait_exit(r, grace) {
         send(r, Signal::SIGKILL);
         wait_exit(r, Duration::from_secs(10));
     }
+    Ok(())
 }
 
 /// Removes the anonymous volumes (`run -v /path`) a removed container's record named, as

@@ -8,11 +8,15 @@ mod stdio;
 
 mod change;
 mod commands;
+mod container_fs;
 mod containers;
 mod download;
 mod examples;
 mod exporters;
 mod filters;
+mod follow;
+mod health;
+mod launch;
 mod networking;
 mod output;
 mod output_file;
@@ -20,6 +24,7 @@ mod progress;
 mod prune;
 mod resolver;
 mod rootless;
+mod run_flags;
 mod template;
 mod transfer;
 mod wiring;
@@ -77,6 +82,12 @@ enum Command {
     Load(commands::load::Args),
     /// Run a command in a new container
     Run(commands::run::Args),
+    /// Create a container without starting it (the flags of `run`)
+    Create(launch::RunArgs),
+    /// Start created or stopped containers (in the background, as `run -d`)
+    Start(commands::start::StartArgs),
+    /// Stop containers, then start them again
+    Restart(commands::start::RestartArgs),
     /// List containers
     Ps(commands::ps::Args),
     /// Remove containers
@@ -85,6 +96,18 @@ enum Command {
     Logs(commands::lifecycle::LogsArgs),
     /// Stop containers (SIGTERM, then SIGKILL after -t seconds)
     Stop(commands::lifecycle::StopArgs),
+    /// Run a command in a running container
+    Exec(commands::exec::Args),
+    /// Copy files between a container and the host (or a tar stream)
+    Cp(commands::cp::Args),
+    /// Make an image of a container's changes
+    Commit(commands::commit::Args),
+    /// Show the changes to a container's filesystem
+    Diff(commands::diff::Args),
+    /// Write a container's filesystem as a tar
+    Export(commands::export::Args),
+    /// Show the processes of a running container
+    Top(commands::top::Args),
     /// Send a signal to containers
     Kill(commands::lifecycle::KillArgs),
     /// Wait for containers to stop and print their exit codes
@@ -120,10 +143,19 @@ enum Command {
     },
     /// Runs a detached container (internal: started by `run -d`)
     #[command(name = "__monitor", hide = true)]
-    Monitor { dir: PathBuf },
+    Monitor {
+        dir: PathBuf,
+        /// The container has just exited: apply its restart policy first
+        #[arg(long)]
+        restarting: bool,
+    },
     /// The container init (internal: started by `run` through /proc/self/exe)
     #[command(name = "__init", hide = true)]
     Init { bundle: PathBuf },
+    /// A process joining a running container (internal: started by `exec` through
+    /// /proc/self/exe with three descriptors)
+    #[command(name = "__exec", hide = true)]
+    ExecHelper { fds: Vec<String> },
     /// The rootless pause process (internal: started through /proc/self/exe by the first
     /// command that enters berth's user namespace)
     #[command(name = "__pause", hide = true)]
@@ -174,10 +206,14 @@ impl Command {
 fn main() -> ExitCode {
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches())
         .unwrap_or_else(|e| e.exit());
-    let is_run = matches!(cli.command, Command::Run(_));
+    let is_run = matches!(cli.command, Command::Run(_) | Command::Create(_));
     if let Command::Init { bundle } = &cli.command {
         // The container init: a fresh single-threaded process; it opens no store.
         std::process::exit(berth_runtime::init::main(bundle));
+    }
+    if let Command::ExecHelper { fds } = &cli.command {
+        // A fresh single-threaded process that joins a container; it opens no store.
+        std::process::exit(berth_runtime::exec::main(fds));
     }
     if let Command::Pause = cli.command {
         // A fresh process that holds the user namespace; it opens nothing.
@@ -228,11 +264,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         } => commands::system::migrate(),
         Command::System { command } => commands::system::run(&*open()?, command),
         Command::Run(args) => commands::run::run(open()?, args),
+        Command::Create(args) => commands::start::create_command(open()?, args),
+        Command::Start(args) => commands::start::start(&open()?, args),
+        Command::Restart(args) => commands::start::restart(&open()?, args),
         Command::Ps(args) => commands::ps::run(&*open()?, args),
         Command::Rm(args) => commands::rm::run(&*open()?, args),
         Command::Logs(args) => commands::lifecycle::logs(&*open()?, args),
         Command::Stop(args) => commands::lifecycle::stop(&*open()?, args),
         Command::Kill(args) => commands::lifecycle::kill(&*open()?, args),
+        Command::Exec(args) => commands::exec::run(&*open()?, args),
+        Command::Cp(args) => commands::cp::run(&*open()?, args),
+        Command::Commit(args) => commands::commit::run(&*open()?, args),
+        Command::Diff(args) => commands::diff::run(&*open()?, args),
+        Command::Export(args) => commands::export::run(&*open()?, args),
+        Command::Top(args) => commands::top::run(&*open()?, args),
         Command::Wait(args) => commands::lifecycle::wait(&*open()?, args),
         Command::Attach(args) => commands::attach::run(&*open()?, args),
         Command::Volume { command } => commands::volume::run(&*open()?, command),
@@ -240,8 +285,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Image { command } => commands::prune::image(&*open()?, command),
         Command::Container { command } => commands::prune::container(&*open()?, command),
         Command::Debug { command } => commands::debug::run(command),
-        Command::Monitor { dir } => commands::run::monitor(&*open()?, &dir),
-        Command::Init { .. } | Command::Pause => unreachable!("handled in main"),
+        Command::Monitor { dir, restarting } => launch::monitor(&*open()?, &dir, restarting),
+        Command::Init { .. } | Command::ExecHelper { .. } | Command::Pause => {
+            unreachable!("handled in main")
+        }
         Command::Unshare(args) => commands::unshare::run(args),
         Command::Version(args) => commands::info::version(args),
         Command::Info(args) => commands::info::info(&*open()?, args),

@@ -26,10 +26,8 @@ pub fn mode(
 ) -> anyhow::Result<(berth_runtime::spec::NetworkMode, Option<NetworkRecord>)> {
     use berth_runtime::spec::NetworkMode;
     let rootless = berth_runtime::userns::rootless();
-    let from_env = std::env::var("BERTH_DEFAULT_NETWORK").ok();
-    let asked = asked
-        .or(from_env.as_deref().filter(|n| !n.is_empty()))
-        .unwrap_or(if rootless { "none" } else { "bridge" });
+    let asked = default_or(asked);
+    let asked = asked.as_str();
     match asked {
         "none" | "host" | "slirp4netns" => Ok((asked.parse().map_err(crate::UsageError)?, None)),
         name => {
@@ -45,6 +43,37 @@ pub fn mode(
                 .map_err(|e| crate::UsageError(e.to_string()))?;
             Ok((NetworkMode::Bridge, Some(net)))
         }
+    }
+}
+
+/// The runtime's mode for what `--network` names (see [`mode`]), without looking the
+/// network up: a name that is not a built-in mode is a bridge.
+pub fn runtime_mode(asked: Option<&str>) -> anyhow::Result<berth_runtime::spec::NetworkMode> {
+    use berth_runtime::spec::NetworkMode;
+    Ok(match default_or(asked).as_str() {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        "slirp4netns" => NetworkMode::Slirp4netns,
+        _ if berth_runtime::userns::rootless() => {
+            return Err(crate::UsageError(
+                "bridge networks need root; without root use --network slirp4netns".into(),
+            )
+            .into());
+        }
+        _ => NetworkMode::Bridge,
+    })
+}
+
+/// What `--network` names, or the default: `BERTH_DEFAULT_NETWORK`, else `bridge` as root
+/// and `none` rootless.
+fn default_or(asked: Option<&str>) -> String {
+    if let Some(a) = asked {
+        return a.to_owned();
+    }
+    match std::env::var("BERTH_DEFAULT_NETWORK") {
+        Ok(n) if !n.is_empty() => n,
+        _ if berth_runtime::userns::rootless() => "none".into(),
+        _ => "bridge".into(),
     }
 }
 
@@ -175,16 +204,38 @@ pub fn start(store: &Store, dir: &Path, id: &str) -> anyhow::Result<Option<Start
     Ok(Some(started))
 }
 
-/// Records what `run --network`/`-p` asked for, for [`start`]. A host port a running
-/// container publishes already is refused here, before `run -d` hands the container to its
-/// monitor (the lease taken at start checks again, under the lock).
-pub fn request(
+/// At `create`: records the bridge network `--network` names, `-p`, the names others reach
+/// the container by (its name, hostname, short ID) and `--add-host`, for [`start`]. `-p`
+/// without a bridge is refused, and so is a host port a running container publishes already
+/// (before `run -d` hands the container to its monitor; the lease taken at start checks
+/// again, under the lock).
+pub fn join(
     store: &Store,
     id: &str,
-    network: &NetworkRecord,
-    ports: Vec<LeasePort>,
-    names: Vec<String>,
+    network: Option<&str>,
+    ports: &[LeasePort],
+    name: Option<&str>,
+    hostname: &str,
+    extra_hosts: &[String],
 ) -> anyhow::Result<()> {
+    let (_, network) = mode(store, network)?;
+    let Some(network) = network else {
+        if !ports.is_empty() {
+            let why = if berth_runtime::userns::rootless() {
+                "-p publishes ports of a bridge network, which needs root; rootless, \
+                 --network slirp4netns gives outbound access but publishes no port"
+            } else {
+                "-p publishes ports of a bridge network: use --network bridge or a user network"
+            };
+            return Err(crate::UsageError(why.into()).into());
+        }
+        return Ok(());
+    };
+    let mut names: Vec<String> = name.iter().map(|n| n.to_string()).collect();
+    names.push(hostname.to_owned());
+    names.push(id.chars().take(12).collect());
+    names.dedup();
+    let ports = ports.to_vec();
     let live = store.live_leases(&mut remove_stale)?;
     for p in &ports {
         let clash = live.iter().find(|l| {
@@ -209,17 +260,20 @@ pub fn request(
             network: network.name.clone(),
             ports,
             names,
+            extra_hosts: extra_hosts.to_vec(),
         },
     )?;
     Ok(())
 }
 
 /// A container's `/etc/hosts`: localhost, its own address (or `127.0.1.1`) with its names,
-/// then its peers with theirs. Every writer of the file goes through here.
+/// its peers with theirs, then `--add-host` entries (`HOST=IP`). Every writer of the file
+/// goes through here.
 pub fn hosts_file(
     names: &[String],
     own: Option<Ipv4Addr>,
     peers: &[(Ipv4Addr, &[String])],
+    extra: &[String],
 ) -> String {
     let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     let own = own.map_or_else(|| "127.0.1.1".to_owned(), |a| a.to_string());
@@ -229,6 +283,11 @@ pub fn hosts_file(
     for (addr, names) in peers {
         if !names.is_empty() {
             s.push_str(&format!("{addr}\t{}\n", names.join(" ")));
+        }
+    }
+    for entry in extra {
+        if let Some((host, ip)) = entry.split_once('=') {
+            s.push_str(&format!("{ip}\t{host}\n"));
         }
     }
     s
@@ -251,13 +310,79 @@ pub fn refresh_names(store: &Store, network: &NetworkRecord) -> anyhow::Result<(
                 .map(|l| (l.address, l.names.as_slice()))
                 .collect()
         };
-        let text = hosts_file(&member.names, Some(member.address), &peers);
+        let extra = store
+            .container_dir(&member.container)
+            .ok()
+            .and_then(|_| store.container_network(&member.container).ok().flatten())
+            .map(|n| n.extra_hosts)
+            .unwrap_or_default();
+        let text = hosts_file(&member.names, Some(member.address), &peers, &extra);
         // A build step's lease has no container directory: nothing to rewrite.
         if store.container_dir(&member.container).is_ok() {
             store.rewrite_hosts(&member.container, &text)?;
         }
     }
     Ok(())
+}
+
+/// `NetworkSettings` of `inspect CONTAINER`, Docker's shape: the network, its published
+/// ports, and while it runs its address, gateway and MAC.
+pub fn inspect_settings(
+    store: &Store,
+    id: &str,
+    network: &str,
+    joined: Option<&ContainerNetwork>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let lease = joined.and_then(|_| {
+        store
+            .live_leases(&mut remove_stale)
+            .ok()?
+            .into_iter()
+            .find(|l| l.container == id)
+    });
+    let net = joined.and_then(|j| store.network(&j.network).ok());
+    let mut ports = serde_json::Map::new();
+    for p in joined.map(|j| j.ports.as_slice()).unwrap_or_default() {
+        let key = format!("{}/{}", p.container_port, if p.udp { "udp" } else { "tcp" });
+        let entry = ports.entry(key).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!({
+                "HostIp": p.host_ip.map_or("0.0.0.0".to_owned(), |i| i.to_string()),
+                "HostPort": p.host_port.to_string(),
+            }));
+        }
+    }
+    let address = lease
+        .as_ref()
+        .map(|l| l.address.to_string())
+        .unwrap_or_default();
+    let gateway = match (&lease, &net) {
+        (Some(_), Some(n)) => n.gateway.to_string(),
+        _ => String::new(),
+    };
+    let mac = lease
+        .as_ref()
+        .map(|l| berth_runtime::net::mac_for(l.address))
+        .unwrap_or_default();
+    let prefix = match (&lease, &net) {
+        (Some(_), Some(n)) => n.prefix,
+        _ => 0,
+    };
+    json!({
+        "Networks": { network: {
+            "NetworkID": net.as_ref().map(|n| n.id.clone()).unwrap_or_default(),
+            "IPAddress": address,
+            "IPPrefixLen": prefix,
+            "Gateway": gateway,
+            "MacAddress": mac,
+        }},
+        "Ports": ports,
+        "IPAddress": address,
+        "IPPrefixLen": prefix,
+        "Gateway": gateway,
+        "MacAddress": mac,
+    })
 }
 
 /// Removes what stale leases left (berth killed, or a reboot): run by the commands that
@@ -304,9 +429,10 @@ mod tests {
             &me,
             Some(Ipv4Addr::new(10, 89, 0, 2)),
             &[(Ipv4Addr::new(10, 89, 0, 3), &peer)],
+            &["gw=10.0.0.1".to_string()],
         );
         assert!(
-            text.ends_with("10.89.0.2\tweb abc\n10.89.0.3\tdb\n"),
+            text.ends_with("10.89.0.2\tweb abc\n10.89.0.3\tdb\n10.0.0.1\tgw\n"),
             "{text}"
         );
     }

@@ -91,6 +91,7 @@ fn uses_the_namespace(command: &Command) -> bool {
             | Command::Completion(_)
             | Command::Man { .. }
             | Command::Init { .. }
+            | Command::ExecHelper { .. }
             | Command::Pause
     ) && !command.is_system_migrate()
 }

@@ -69,7 +69,7 @@ fn bad_reference_is_exit_2_with_the_reason() {
     assert!(err.contains("must be lowercase"), "{err}");
     let out = s.run(&["inspect", "nosuch"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such image: nosuch"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such object: nosuch"));
 }
 
 #[test]

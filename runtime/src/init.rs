@@ -90,7 +90,7 @@ pub fn read_bundle(sys: &mut dyn Sys, bundle: &Path) -> Result<(Spec, RootfsSour
     Ok((spec, source))
 }
 
-fn signal_set() -> SigSet {
+pub(crate) fn signal_set() -> SigSet {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(*s);
@@ -501,7 +501,7 @@ pub fn run_foreground_with(
 }
 
 /// Forwards signals to the child and waits for it; returns its exit code.
-fn supervise(
+pub(crate) fn supervise(
     sys: &mut dyn Sys,
     child: Pid,
     set: &SigSet,
@@ -528,7 +528,7 @@ fn supervise(
     }
 }
 
-enum ChildError {
+pub(crate) enum ChildError {
     Setup(RuntimeError),
     Exec { code: i32, message: String },
 }
@@ -721,7 +721,11 @@ fn container_child(
 }
 
 /// Finds the program as execvp would, but in the container's `PATH`.
-fn find_program(sys: &mut dyn Sys, args: &[String], env: &[String]) -> Result<CString, ChildError> {
+pub(crate) fn find_program(
+    sys: &mut dyn Sys,
+    args: &[String],
+    env: &[String],
+) -> Result<CString, ChildError> {
     let name = args
         .first()
         .filter(|a| !a.is_empty())
@@ -765,7 +769,7 @@ fn find_program(sys: &mut dyn Sys, args: &[String], env: &[String]) -> Result<CS
 
 /// An error with its causes, `what: cause: cause` (the init prints errors itself, so the
 /// CLI's `{:#}` does not apply).
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

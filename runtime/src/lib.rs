@@ -7,6 +7,7 @@
 //! | [`spec`] | process settings → an OCI [`Spec`] with Docker's defaults |
 //! | [`rootfs`] | spec + rootfs source → the mount plan (a value) → applied through [`sys::Sys`] |
 //! | [`init`] | `berth __init BUNDLE`: namespaces, PID 1, signal forwarding, exit codes |
+//! | [`exec`] | a process started in a running container (`berth exec`, health checks): PID 1 found through pidfds, its namespaces, cgroup and privileges joined |
 //! | [`contract`] | what the spec tells the init beyond OCI (annotations) and what the init answers (exit codes); the signals it forwards |
 //! | [`user`] | `USER` + the container's passwd/group → ids, groups, home |
 //! | [`privileges`] | user, groups, capabilities, seccomp → applied in a tested order |
@@ -32,6 +33,7 @@
 pub mod caps;
 pub mod cgroups;
 pub mod contract;
+pub mod exec;
 pub mod fuse;
 pub mod init;
 pub mod net;

@@ -47,7 +47,8 @@ pub fn drop_privileges(sys: &mut dyn Sys, id: &Identity<'_>) -> Result<(), Runti
             .map_err(setup(&what))?;
     }
     if id.seccomp {
-        sys.install_seccomp(&crate::seccomp::default_program())
+        let bounding = id.capabilities.and_then(|c| c.bounding().as_ref());
+        sys.install_seccomp(&crate::seccomp::program_for(bounding.into_iter().flatten()))
             .map_err(setup("installing the seccomp filter"))?;
     }
     match sys.set_groups(id.groups) {

@@ -22,7 +22,10 @@
 //! installed with `seccomp(2)` directly (sys/linux.rs), without `no_new_privs`: Docker does
 //! not set it, and setuid programs inside containers must keep working. Installing without
 //! `no_new_privs` needs CAP_SYS_ADMIN, which the init still holds at that point.
-//! `--privileged` installs nothing.
+//! `--privileged` installs nothing. As in Docker's profile, a capability added with
+//! `--cap-add` lets through the calls it governs ([`granted_by`], [`program_for`]):
+//! `SYS_ADMIN` `mount`, `unshare`, `setns` and namespace flags to `clone`, `SYS_TIME` the
+//! clock calls, `SYS_PTRACE` `ptrace` and `process_vm_*`, and so on.
 //!
 //! Not done: the program checks the architecture and kills a process that calls through
 //! another ABI, so 32-bit x86 programs, which Docker lets through as a sub-architecture, are
@@ -443,10 +446,76 @@ enum Verdict {
     Personality,
 }
 
-fn verdict(nr: u32) -> Verdict {
+/// The calls Docker's profile allows only to a container that holds a capability (its
+/// `includes.caps` rules): `--cap-add SYS_TIME` lets `clock_settime` through, `SYS_ADMIN`
+/// `mount`, `unshare`, `setns` and `clone` with namespace flags, and so on.
+pub fn granted_by(cap: oci_spec::runtime::Capability) -> &'static [libc::c_long] {
+    use oci_spec::runtime::Capability as C;
+    match cap {
+        C::Bpf => &[libc::SYS_bpf],
+        C::DacReadSearch => &[libc::SYS_open_by_handle_at],
+        C::Perfmon => &[libc::SYS_perf_event_open],
+        C::SysAdmin => &[
+            libc::SYS_bpf,
+            libc::SYS_clone,
+            libc::SYS_fanotify_init,
+            libc::SYS_fsconfig,
+            libc::SYS_fsmount,
+            libc::SYS_fsopen,
+            libc::SYS_fspick,
+            libc::SYS_lookup_dcookie,
+            libc::SYS_mount,
+            libc::SYS_mount_setattr,
+            libc::SYS_move_mount,
+            libc::SYS_name_to_handle_at,
+            libc::SYS_open_tree,
+            libc::SYS_perf_event_open,
+            libc::SYS_quotactl,
+            libc::SYS_quotactl_fd,
+            libc::SYS_setdomainname,
+            libc::SYS_sethostname,
+            libc::SYS_setns,
+            libc::SYS_syslog,
+            libc::SYS_umount2,
+            libc::SYS_unshare,
+        ],
+        C::SysBoot => &[libc::SYS_reboot],
+        C::SysChroot => &[libc::SYS_chroot],
+        C::SysModule => &[
+            libc::SYS_delete_module,
+            libc::SYS_init_module,
+            libc::SYS_finit_module,
+        ],
+        C::SysPacct => &[libc::SYS_acct],
+        C::SysPtrace => &[
+            libc::SYS_kcmp,
+            libc::SYS_pidfd_getfd,
+            libc::SYS_process_madvise,
+            libc::SYS_process_vm_readv,
+            libc::SYS_process_vm_writev,
+            libc::SYS_ptrace,
+        ],
+        #[cfg(target_arch = "x86_64")]
+        C::SysRawio => &[libc::SYS_iopl, libc::SYS_ioperm],
+        C::SysTime => &[libc::SYS_settimeofday, libc::SYS_clock_settime],
+        C::SysTtyConfig => &[libc::SYS_vhangup],
+        C::SysNice => &[
+            libc::SYS_get_mempolicy,
+            libc::SYS_mbind,
+            libc::SYS_set_mempolicy,
+            libc::SYS_set_mempolicy_home_node,
+        ],
+        C::Syslog => &[libc::SYS_syslog],
+        _ => &[],
+    }
+}
+
+fn verdict(nr: u32, granted: &[libc::c_long]) -> Verdict {
     let n = libc::c_long::from(nr);
     if n == libc::SYS_clone3 || n >= first_unknown() {
         Verdict::NotImplemented
+    } else if granted.contains(&n) {
+        Verdict::Allow
     } else if n == libc::SYS_clone {
         Verdict::Clone
     } else if n == libc::SYS_socket {
@@ -498,11 +567,11 @@ fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 
 /// The call-number line cut into runs of one verdict: (first number, verdict), ascending,
 /// from 0, each run up to the next one's start (the last up to `u32::MAX`).
-fn runs() -> Vec<(u32, Verdict)> {
+fn runs(granted: &[libc::c_long]) -> Vec<(u32, Verdict)> {
     let threshold = u32::try_from(first_unknown()).expect("call numbers are small");
     let mut runs: Vec<(u32, Verdict)> = Vec::new();
     for nr in 0..=threshold {
-        let v = verdict(nr);
+        let v = verdict(nr, granted);
         if runs.last().is_none_or(|(_, last)| *last != v) {
             runs.push((nr, v));
         }
@@ -576,13 +645,29 @@ fn search(runs: &[(u32, Verdict)]) -> BpfProgram {
 /// VM) and which a call near the end of the list walks through on every system call. This
 /// program has 144 instructions, and no call runs more than 16 of them.
 pub fn default_program() -> BpfProgram {
+    program_with(&[])
+}
+
+/// The default profile for a process holding `caps` (its bounding set): the calls
+/// [`granted_by`] them allowed too, as Docker's profile does.
+pub fn program_for<'a>(
+    caps: impl IntoIterator<Item = &'a oci_spec::runtime::Capability>,
+) -> BpfProgram {
+    let granted: Vec<libc::c_long> = caps
+        .into_iter()
+        .flat_map(|c| granted_by(*c).iter().copied())
+        .collect();
+    program_with(&granted)
+}
+
+fn program_with(granted: &[libc::c_long]) -> BpfProgram {
     let mut p = vec![
         insn(BPF_LD_W_ABS, 0, 0, DATA_ARCH),
         insn(BPF_JMP_JEQ_K, 1, 0, AUDIT_ARCH),
         insn(BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
         insn(BPF_LD_W_ABS, 0, 0, DATA_NR),
     ];
-    p.extend(search(&runs()));
+    p.extend(search(&runs(granted)));
     p
 }
 
@@ -759,6 +844,34 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 50_000);
+    }
+
+    #[test]
+    fn a_capability_lets_its_calls_through_as_dockers_profile() {
+        use oci_spec::runtime::Capability as C;
+        let answer = |program: &BpfProgram, nr: libc::c_long, arg0: u64| {
+            let call = Call {
+                nr: nr as u32,
+                arch: AUDIT_ARCH,
+                arg0,
+            };
+            interpret(program, &call).0
+        };
+        let default = default_program();
+        let time = program_for(&[C::SysTime]);
+        let admin = program_for(&[C::SysAdmin, C::Chown]);
+        assert_eq!(answer(&default, libc::SYS_clock_settime, 0), RET_EPERM);
+        assert_eq!(answer(&time, libc::SYS_clock_settime, 0), SECCOMP_RET_ALLOW);
+        assert_eq!(answer(&time, libc::SYS_mount, 0), RET_EPERM);
+        assert_eq!(answer(&admin, libc::SYS_mount, 0), SECCOMP_RET_ALLOW);
+        let newns = libc::CLONE_NEWNS as u64;
+        assert_eq!(answer(&default, libc::SYS_clone, newns), RET_EPERM);
+        assert_eq!(answer(&admin, libc::SYS_clone, newns), SECCOMP_RET_ALLOW);
+        assert_eq!(answer(&admin, libc::SYS_clone3, 0), RET_ENOSYS);
+        assert_eq!(answer(&admin, libc::SYS_kexec_load, 0), RET_EPERM);
+        // The default set grants nothing the default program refuses.
+        let defaults = crate::spec::DEFAULT_CAPABILITIES;
+        assert_eq!(program_for(defaults).len(), default.len());
     }
 
     #[test]

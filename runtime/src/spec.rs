@@ -109,8 +109,12 @@ pub struct ProcessSettings {
     /// destination. The builder shows the build context so, with `.dockerignore`d names
     /// whited out in the top layer.
     pub overlays: Vec<(Vec<PathBuf>, String)>,
-    /// tmpfs mounts: container destination, size limit in bytes.
-    pub tmpfs: Vec<(String, Option<u64>)>,
+    /// tmpfs mounts.
+    pub tmpfs: Vec<Tmpfs>,
+    /// `--cap-add` and `--cap-drop`: capability names (`NET_ADMIN` or `CAP_NET_ADMIN`), or
+    /// `ALL`, applied to the default set as Docker does ([`capabilities`]).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
     /// The cgroup, relative to each hierarchy (`berth/<id>`); empty: none.
     pub cgroup_path: String,
     /// Memory limit in bytes.
@@ -130,8 +134,82 @@ pub struct ProcessSettings {
     pub env_fds: Vec<(String, i32)>,
 }
 
+/// A tmpfs mount: always `nosuid` and `nodev`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tmpfs {
+    /// Where, in the container.
+    pub dest: String,
+    /// The size limit in bytes (the kernel's default, half the memory, when `None`).
+    pub size: Option<u64>,
+    /// The permission bits of its root.
+    pub mode: u32,
+    pub noexec: bool,
+    pub read_only: bool,
+}
+
+impl Tmpfs {
+    /// A writable, executable tmpfs open to all (mode 1777), as `RUN --mount=type=tmpfs`.
+    pub fn scratch(dest: &str, size: Option<u64>) -> Tmpfs {
+        Tmpfs {
+            dest: dest.to_owned(),
+            size,
+            mode: 0o1777,
+            noexec: false,
+            read_only: false,
+        }
+    }
+}
+
+/// A capability by Docker's name (`NET_ADMIN`, `CAP_NET_ADMIN`, any case).
+pub fn parse_capability(name: &str) -> Result<Capability, String> {
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    // The spec crate reads names with or without `CAP_` (its `Deserialize`); `CAP_ALL` and
+    // the like are not capabilities.
+    if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+        return Err(format!("unknown capability {name:?}"));
+    }
+    serde_json::from_value::<Capability>(serde_json::Value::String(format!("CAP_{bare}")))
+        .map_err(|_| format!("unknown capability {name:?}"))
+}
+
+/// Docker's capability arithmetic: with `ALL` added, every capability but those dropped;
+/// with `ALL` dropped, only those added; otherwise `base` with the added and without the
+/// dropped ones.
+pub fn capabilities(
+    base: &std::collections::HashSet<Capability>,
+    add: &[String],
+    drop: &[String],
+) -> Result<std::collections::HashSet<Capability>, RuntimeError> {
+    let is_all = |n: &String| n.eq_ignore_ascii_case("all") || n.eq_ignore_ascii_case("cap_all");
+    let parse = |names: &[String]| -> Result<Vec<Capability>, RuntimeError> {
+        names
+            .iter()
+            .filter(|n| !is_all(n))
+            .map(|n| parse_capability(n).map_err(RuntimeError::Spec))
+            .collect()
+    };
+    let (added, dropped) = (parse(add)?, parse(drop)?);
+    let mut caps = if add.iter().any(is_all) {
+        crate::caps::all_oci()
+    } else if drop.iter().any(is_all) {
+        std::collections::HashSet::new()
+    } else {
+        base.clone()
+    };
+    if !add.iter().any(is_all) {
+        caps.extend(added);
+    }
+    if !drop.iter().any(is_all) {
+        for c in dropped {
+            caps.remove(&c);
+        }
+    }
+    Ok(caps)
+}
+
 /// One resource limit, by Docker's `--ulimit` name (`nofile`, `nproc`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rlimit {
     pub kind: oci_spec::runtime::PosixRlimitType,
     pub soft: u64,
@@ -272,7 +350,7 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
         if settings.device_rules {
             caps.insert(Capability::Mknod);
         }
-        caps
+        capabilities(&caps, &settings.cap_add, &settings.cap_drop)?
     };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
@@ -378,13 +456,23 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
         let data = crate::views::overlay_data(lowers, None, false);
         mounts.push(mount(dest, "overlay", "overlay", &["ro", "nodev", &data])?);
     }
-    for (dest, size) in &settings.tmpfs {
-        let size = size.map(|s| format!("size={s}"));
-        let mut options = vec!["nosuid", "nodev", "mode=1777"];
-        if let Some(s) = &size {
-            options.push(s);
+    for t in &settings.tmpfs {
+        let mut options = vec![
+            "nosuid".to_owned(),
+            "nodev".to_owned(),
+            format!("mode={:o}", t.mode),
+        ];
+        if let Some(s) = t.size {
+            options.push(format!("size={s}"));
         }
-        mounts.push(mount(dest, "tmpfs", "tmpfs", &options)?);
+        if t.noexec {
+            options.push("noexec".to_owned());
+        }
+        if t.read_only {
+            options.push("ro".to_owned());
+        }
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        mounts.push(mount(&t.dest, "tmpfs", "tmpfs", &options)?);
     }
     for (file, dest) in &settings.etc_files {
         mounts.push(mount(

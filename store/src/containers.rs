@@ -48,6 +48,17 @@ pub struct ContainerRecord {
     /// The volumes the container mounts (by name): they are kept while the record exists.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// How many times the restart policy (`--restart`) has started the container again.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// When the container last started and last ended (RFC 3339).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Whether the OOM killer ended the container's last run.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// A random ID: 64 hex digits, as Docker's container and volume IDs.
@@ -116,6 +127,28 @@ impl Store {
     /// Removes a container's directory (its upper dir with it).
     pub fn remove_container(&self, id: &str) -> Result<()> {
         crate::fsutil::remove_all(&self.container_dir(id)?)
+    }
+
+    /// Marks the container as stopped by its user (`stop`, `kill`): its restart policy does
+    /// not start it again until `start` or `restart` clears the mark, as Docker's manual stop.
+    pub fn mark_container_stopped(&self, id: &str, stopped: bool) -> Result<()> {
+        let mark = self.container_dir(id)?.join("stopped");
+        if stopped {
+            crate::files::write_mode(&mark, b"", crate::files::PRIVATE_FILE)
+                .map_err(|e| StoreError::io(format!("writing {}", mark.display()), e))
+        } else {
+            match std::fs::remove_file(&mark) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(StoreError::io(format!("removing {}", mark.display()), e))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// Whether [`Store::mark_container_stopped`] marked the container in `dir`.
+    pub fn container_stopped_by_user(&self, dir: &std::path::Path) -> bool {
+        dir.join("stopped").exists()
     }
 
     /// Every container record in the store (a record that does not read, left by a crash

@@ -98,6 +98,18 @@ pub fn create_file(path: &Path) -> std::io::Result<File> {
     create_file_mode(path, PRIVATE_FILE)
 }
 
+/// Opens a private file for appending, made if missing, never through a symlink at `path`.
+pub fn append_file(path: &Path) -> std::io::Result<File> {
+    let file = File::options()
+        .append(true)
+        .create(true)
+        .mode(PRIVATE_FILE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+    Ok(file)
+}
+
 /// Creates a private file that must not exist yet.
 pub fn create_new_file(path: &Path) -> std::io::Result<File> {
     let file = File::options()

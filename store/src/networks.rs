@@ -166,6 +166,9 @@ pub struct ContainerNetwork {
     /// The names others on a user network reach it by.
     #[serde(default)]
     pub names: Vec<String>,
+    /// `--add-host` entries (`HOST=IP`), kept in its hosts file when it is rewritten.
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
 }
 
 /// A network name: Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 characters, never one

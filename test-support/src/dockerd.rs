@@ -22,15 +22,30 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
-    /// Starts one under `work`; returns it and its `DOCKER_HOST`.
+    /// Starts one under `work`; returns it and its `DOCKER_HOST`. It has no bridge and
+    /// touches no firewall rule.
     pub fn start(work: &Path) -> Option<(Dockerd, String)> {
+        Dockerd::start_with(
+            work,
+            &["--bridge=none", "--iptables=false", "--ip6tables=false"],
+        )
+    }
+
+    /// One with Docker's default bridge (`docker0`) and its iptables rules, for published
+    /// ports: only for a caller that runs in a network namespace of its own making, which
+    /// the bridge and the rules then live in.
+    pub fn start_bridged(work: &Path) -> Option<(Dockerd, String)> {
+        Dockerd::start_with(work, &["--ip6tables=false"])
+    }
+
+    fn start_with(work: &Path, network: &[&str]) -> Option<(Dockerd, String)> {
         let dockerd = which("dockerd")?;
         let data = work.join("docker-data");
         let exec = work.join("docker-exec");
         std::fs::create_dir_all(&data).ok()?;
         let sock = work.join("docker.sock");
         let child = Command::new(dockerd)
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .args(network)
             .arg(format!("--host=unix://{}", sock.display()))
             .arg(format!("--data-root={}", data.display()))
             .arg(format!("--exec-root={}", exec.display()))

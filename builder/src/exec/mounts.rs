@@ -346,7 +346,7 @@ impl Drop for SecretDir {
 pub(super) struct PreparedMounts {
     pub(super) binds: Vec<(PathBuf, String, bool)>,
     pub(super) overlays: Vec<(Vec<PathBuf>, String)>,
-    pub(super) tmpfs: Vec<(String, Option<u64>)>,
+    pub(super) tmpfs: Vec<berth_runtime::spec::Tmpfs>,
     pub(super) targets: Vec<String>,
     pub(super) secrets: Option<SecretDir>,
     /// The sockets of `type=ssh` mounts (in the secrets' directory), served until dropped.
@@ -412,7 +412,9 @@ pub(super) fn prepare_mounts(
         let own = work.join(format!("mount-{n}"));
         std::fs::create_dir_all(&own).map_err(|e| step_error(step, e))?;
         match m.kind {
-            crate::instructions::mounts::Kind::Tmpfs => p.tmpfs.push((target.clone(), m.size)),
+            crate::instructions::mounts::Kind::Tmpfs => p
+                .tmpfs
+                .push(berth_runtime::spec::Tmpfs::scratch(&target, m.size)),
             crate::instructions::mounts::Kind::Cache => {
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
                 let owner = (

@@ -320,6 +320,8 @@ pub(super) fn run_step(
         binds: prepared.binds.clone(),
         overlays: prepared.overlays.clone(),
         tmpfs: prepared.tmpfs.clone(),
+        cap_add: Vec::new(),
+        cap_drop: Vec::new(),
         cgroup_path: if device_rules {
             format!(
                 "berth/{}",

@@ -1,4 +1,5 @@
-//! `berth inspect IMAGE...`: a JSON array like `docker image inspect`.
+//! `berth inspect NAME...`: a JSON array like `docker inspect`: a container by name or ID
+//! (`launch::inspect`), else an image; `--type` picks one.
 
 use berth_store::{Image, Store};
 use serde_json::{Value, json};
@@ -17,7 +18,10 @@ pub struct Args {
     /// `-f '{{range .RepoTags}}{{println .}}{{end}}'`, `-f '{{index .Config.Labels "k"}}'`.
     #[arg(short, long, verbatim_doc_comment)]
     format: Option<String>,
-    /// Images by name or ID
+    /// Only look for this kind of object: `container` or `image`
+    #[arg(long = "type", value_parser = ["container", "image"])]
+    kind: Option<String>,
+    /// Containers or images by name or ID
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -40,13 +44,36 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         },
     };
     let mut out = Vec::new();
+    // Which of `out` are images, whose absent fields a template sees as zero values.
+    let mut images = Vec::new();
+    let kind = args.kind.as_deref();
     for name in &args.images {
-        out.push(describe(&store.resolve(name)?));
+        if kind != Some("image")
+            && let Ok(r) = crate::containers::find(store, name)
+        {
+            out.push(crate::launch::inspect::describe(store, &r)?);
+            images.push(false);
+            continue;
+        }
+        match (kind, store.resolve(name)) {
+            (Some("container"), _) => return Err(anyhow::anyhow!("no such container: {name}")),
+            (None, Err(berth_store::StoreError::NoSuchImage(_))) => {
+                return Err(anyhow::anyhow!("no such object: {name}"));
+            }
+            (_, image) => {
+                out.push(describe(&image?));
+                images.push(true);
+            }
+        }
     }
     if let Some(template) = format {
-        for image in &out {
+        for (object, image) in out.iter().zip(images) {
             let text = template
-                .render(&with_every_field(image.clone()))
+                .render(&if image {
+                    with_every_field(object.clone())
+                } else {
+                    object.clone()
+                })
                 .map_err(|e| crate::UsageError(e.to_string()))?;
             outln!("{text}");
         }

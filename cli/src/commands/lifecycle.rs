@@ -23,7 +23,8 @@ pub struct StopArgs {
 
 pub fn stop(store: &Store, args: StopArgs) -> anyhow::Result<u8> {
     for name in &args.containers {
-        stop_one(&find(store, name)?, Duration::from_secs(args.time));
+        let r = find(store, name)?;
+        stop_one(store, &r, Duration::from_secs(args.time))?;
         outln!("{name}");
     }
     Ok(0)
@@ -60,6 +61,8 @@ pub fn kill(store: &Store, args: KillArgs) -> anyhow::Result<u8> {
         if !alive(&r) {
             return Err(anyhow::anyhow!("container {name} is not running"));
         }
+        // As Docker: a killed container is not restarted by its policy.
+        store.mark_container_stopped(&r.id, true)?;
         send(&r, signal);
         outln!("{name}");
     }

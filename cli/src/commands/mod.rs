@@ -3,9 +3,14 @@
 
 pub mod attach;
 pub mod build;
+pub mod commit;
 pub mod completion;
 pub mod copy;
+pub mod cp;
 pub mod debug;
+pub mod diff;
+pub mod exec;
+pub mod export;
 pub mod history;
 pub mod images;
 pub mod import;
@@ -21,7 +26,9 @@ pub mod rm;
 pub mod rmi;
 pub mod run;
 pub mod save;
+pub mod start;
 pub mod system;
 pub mod tag;
+pub mod top;
 pub mod unshare;
 pub mod volume;

@@ -79,7 +79,9 @@ fn headers() -> Value {
 
 /// The state Docker names for a container.
 fn state(r: &ContainerRecord, up: bool) -> &'static str {
-    if up {
+    if up && r.status == "restarting" {
+        "restarting"
+    } else if up {
         "running"
     } else if r.status == "created" {
         "created"
@@ -142,10 +144,14 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             outln!("{id}");
             continue;
         }
-        let status = if up {
-            "Up".to_owned()
-        } else {
-            format!("Exited ({})", r.exit_code.unwrap_or(-1))
+        let status = match state {
+            "running" => format!(
+                "Up{}",
+                crate::health::status_suffix(&store.container_dir(&r.id)?)
+            ),
+            "created" => "Created".to_owned(),
+            "restarting" => format!("Restarting ({})", r.exit_code.unwrap_or(-1)),
+            _ => format!("Exited ({})", r.exit_code.unwrap_or(-1)),
         };
         // The image's command, escaped before it is cut (an escape is never cut in two).
         let mut command = terminal_safe(&r.command.join(" ")).into_owned();

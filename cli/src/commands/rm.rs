@@ -40,7 +40,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
                 failed = true;
                 continue;
             }
-            stop_one(&record, Duration::ZERO);
+            stop_one(store, &record, Duration::ZERO)?;
             // What its network kept, when its monitor was killed with it.
             let _ = crate::networking::cleanup_stale(store);
         }

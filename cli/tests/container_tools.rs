@@ -1,0 +1,386 @@
+//! `berth exec`, `top`, `cp`, `diff`, `export` and `commit` on real containers (the root
+//! tier; the rootless pass runs them again as an unprivileged user). Each test checks the
+//! result from inside the container and, for the hostile cases, the host afterwards.
+
+// A test prints through the harness; the CLI's own rule on output (cli/clippy.toml) is not
+// for it.
+#![allow(clippy::disallowed_macros)]
+
+use std::time::Duration;
+
+use berth_test_support::{Sandbox, Tier, printed};
+
+const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
+
+/// A detached busybox container running `sleep`, by name.
+fn detached(s: &Sandbox, name: &str, extra: &[&str]) {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["busybox", "sleep", "1000"]);
+    s.ok(&args);
+}
+
+fn exec(s: &Sandbox, name: &str, script: &str) -> std::process::Output {
+    s.run(&["exec", name, "sh", "-c", script])
+}
+
+fn exec_ok(s: &Sandbox, name: &str, script: &str) -> String {
+    s.ok(&["exec", name, "sh", "-c", script])
+}
+
+#[test]
+fn exec_runs_with_the_containers_environment_user_and_directory_and_docker_exit_codes() {
+    let Some(s) = ROOT.sandbox() else { return };
+    detached(&s, "ex", &["-e", "FROM_RUN=yes", "-w", "/tmp"]);
+    let out = exec_ok(&s, "ex", "echo $FROM_RUN $ADDED; pwd; id -u");
+    assert_eq!(out, "yes\n/tmp\n0\n");
+    let out = s.ok(&[
+        "exec",
+        "-e",
+        "ADDED=1",
+        "-w",
+        "/etc",
+        "-u",
+        "nobody",
+        "ex",
+        "sh",
+        "-c",
+        "echo $FROM_RUN $ADDED; pwd; id -u; id -g",
+    ]);
+    assert_eq!(out, "yes 1\n/etc\n65534\n65534\n");
+    // Its PID namespace: PID 1 is the container's command, not the host's init.
+    let out = exec_ok(&s, "ex", "tr '\\0' ' ' < /proc/1/cmdline");
+    assert_eq!(out.trim(), "sleep 1000");
+    assert_eq!(exec(&s, "ex", "exit 3").status.code(), Some(3));
+    assert_eq!(exec(&s, "ex", "kill -9 $$").status.code(), Some(137));
+    let out = s.run(&["exec", "ex", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", printed(&out));
+    let out = s.run(&["exec", "ex", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", printed(&out));
+    let out = s.run(&["exec", "-w", "/nowhere", "ex", "true"]);
+    assert_eq!(out.status.code(), Some(126), "{}", printed(&out));
+    // Stdin only with -i.
+    let mut cmd = s.cmd();
+    cmd.args(["exec", "-i", "ex", "cat"]);
+    let out = berth_test_support::output_with_stdin(&mut cmd, b"piped\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
+    let mut cmd = s.cmd();
+    cmd.args(["exec", "ex", "cat"]);
+    let out = berth_test_support::output_with_stdin(&mut cmd, b"piped\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    s.ok(&["rm", "-f", "ex"]);
+    // A stopped container: a clear error.
+    s.ok(&["run", "--name", "done", "busybox", "true"]);
+    let out = s.run(&["exec", "done", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains("is not running"),
+        "{}",
+        printed(&out)
+    );
+    s.assert_clean();
+}
+
+/// The exec'd process has PID 1's capability sets, seccomp mode, no_new_privs, cgroup and
+/// every namespace; with a memory limit too (the container then has a cgroup of its own).
+#[test]
+fn exec_is_confined_exactly_as_pid_1() {
+    let Some(s) = ROOT.sandbox() else { return };
+    for (name, extra) in [("plain", &[][..]), ("limited", &["-m", "64m"][..])] {
+        detached(&s, name, extra);
+        let of = |who: &str| {
+            exec_ok(
+                &s,
+                name,
+                &format!(
+                    "grep -E '^(Cap|Seccomp|NoNewPrivs)' /proc/{who}/status; \
+                     cat /proc/{who}/cgroup; \
+                     for n in /proc/{who}/ns/*; do echo ${{n##*/}} $(readlink $n); done"
+                ),
+            )
+        };
+        let mine = of("self");
+        let pid1 = of("1");
+        assert_eq!(mine, pid1, "{name}");
+        assert!(mine.contains("Seccomp:\t2"), "{mine}");
+        assert!(
+            mine.contains("mnt mnt:[") && mine.contains("pid pid:["),
+            "{mine}"
+        );
+        // No descriptor of berth's (the store, the bundle, PID 1's /proc entry) reaches the
+        // command: its shell holds its stdio alone.
+        assert_eq!(
+            exec_ok(&s, name, "ls /proc/$$/fd; true"),
+            "0\n1\n2\n",
+            "{name}"
+        );
+        s.ok(&["rm", "-f", name]);
+    }
+    s.assert_clean();
+}
+
+#[test]
+fn exec_detached_returns_at_once_and_the_command_runs() {
+    let Some(s) = ROOT.sandbox() else { return };
+    detached(&s, "bg", &[]);
+    let started = std::time::Instant::now();
+    s.ok(&["exec", "-d", "bg", "sh", "-c", "sleep 1; touch /tmp/ran"]);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let mut ran = false;
+    for _ in 0..100 {
+        if exec(&s, "bg", "test -e /tmp/ran").status.success() {
+            ran = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ran, "exec -d did not run its command");
+    // top shows the container's processes and none of the host's.
+    let top = s.ok(&["top", "bg"]);
+    assert!(top.starts_with("UID") && top.contains("PPID"), "{top}");
+    assert!(top.contains("sleep 1000"), "{top}");
+    assert_eq!(top.lines().count(), 2, "{top}");
+    let top = s.ok(&["top", "bg", "-o", "pid,comm"]);
+    assert!(top.contains("sleep"), "{top}");
+    s.ok(&["rm", "-f", "bg"]);
+    s.assert_clean();
+}
+
+#[test]
+fn exec_it_under_tmux_gets_a_terminal_in_a_detached_container() {
+    let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::Tmux::needed() {
+        return;
+    }
+    detached(&s, "tty", &[]);
+    let rc = s.path().join("rc");
+    let term = berth_test_support::Tmux::start(
+        "exec-it",
+        &format!(
+            "BERTH_ROOT={} {} exec -it tty sh; echo $? > {}; sleep 60",
+            s.store().display(),
+            env!("CARGO_BIN_EXE_berth"),
+            rc.display()
+        ),
+        100,
+        30,
+    );
+    term.wait(Duration::from_secs(10), |screen| screen.contains("# "));
+    term.keys(&["tty && echo T=$TERM && echo $((6 * 7))", "Enter"]);
+    let screen = term.wait(Duration::from_secs(10), |screen| screen.contains("42"));
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+    assert!(screen.contains("T=xterm"), "{screen}");
+    assert!(screen.contains("42"), "{screen}");
+    term.keys(&["exit 5", "Enter"]);
+    for _ in 0..100 {
+        if rc.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&rc).unwrap_or_default().trim(),
+        "5",
+        "{}",
+        term.screen()
+    );
+    // The container runs on.
+    exec_ok(&s, "tty", "true");
+    s.ok(&["rm", "-f", "tty"]);
+}
+
+/// Symlinks the container planted (`/evil -> /`, `/x -> ../../../../etc`, a link into
+/// `/proc/1/root`, a dangling link to a host path) are followed inside the container only,
+/// in both directions; the host files they aim at are neither read nor written.
+#[test]
+fn cp_through_hostile_symlinks_stays_inside_the_container() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let host = s.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("secret"), "host secret\n").unwrap();
+    let host_dir = host.display().to_string();
+    detached(&s, "hostile", &[]);
+    exec_ok(
+        &s,
+        "hostile",
+        &format!(
+            "ln -s / /evil; ln -s ../../../../etc /x; ln -s /proc/1/root /p; \
+             ln -s {host_dir}/victim /dangle; mkdir /d; echo inside > /d/f"
+        ),
+    );
+    let input = s.path().join("in.txt");
+    std::fs::write(&input, "from the host\n").unwrap();
+    let input = input.display().to_string();
+    let out_dir = s.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = |name: &str| out_dir.join(name).display().to_string();
+
+    // Out: through /evil, the container's own /; the host's secret is not there.
+    let r = s.run(&["cp", &format!("hostile:/evil{host_dir}/secret"), &out("s")]);
+    assert!(!r.status.success(), "{}", printed(&r));
+    assert!(!out_dir.join("s").exists());
+    s.ok(&["cp", "hostile:/x/passwd", &out("pw")]);
+    let pw = std::fs::read_to_string(out_dir.join("pw")).unwrap();
+    assert_eq!(
+        pw,
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+    );
+    s.ok(&["cp", "hostile:/evil/d", &out("")]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("d/f")).unwrap(),
+        "inside\n"
+    );
+    // A link copied out stays a link (never followed while copying).
+    s.ok(&["cp", "hostile:/x", &out("x")]);
+    assert_eq!(
+        std::fs::read_link(out_dir.join("x")).unwrap(),
+        std::path::Path::new("../../../../etc")
+    );
+
+    // In: through /evil and /x into the container's /etc, not the host's.
+    let r = s.run(&["cp", &input, &format!("hostile:/evil{host_dir}/planted")]);
+    assert!(!r.status.success(), "{}", printed(&r));
+    assert!(!host.join("planted").exists());
+    s.ok(&["cp", &input, "hostile:/x/"]);
+    assert_eq!(exec_ok(&s, "hostile", "cat /etc/in.txt"), "from the host\n");
+    s.ok(&["cp", &input, "hostile:/dangle"]);
+    assert!(
+        !host.join("victim").exists(),
+        "written through a dangling link"
+    );
+    assert_eq!(exec_ok(&s, "hostile", "cat /dangle"), "from the host\n");
+    let r = s.run(&["cp", &input, "hostile:/p/"]);
+    assert!(!std::path::Path::new("/in.txt").exists(), "{}", printed(&r));
+    // What is copied in belongs to the container's root.
+    assert_eq!(exec_ok(&s, "hostile", "stat -c %u:%g /etc/in.txt"), "0:0\n");
+    // A tar stream both ways.
+    let tar = s.cmd().args(["cp", "hostile:/d", "-"]).output().unwrap();
+    assert!(tar.status.success());
+    let mut cmd = s.cmd();
+    cmd.args(["cp", "-", "hostile:/tmp"]);
+    let r = berth_test_support::output_with_stdin(&mut cmd, &tar.stdout);
+    assert!(r.status.success(), "{}", printed(&r));
+    assert_eq!(exec_ok(&s, "hostile", "cat /tmp/d/f"), "inside\n");
+    assert_eq!(
+        std::fs::read_to_string(host.join("secret")).unwrap(),
+        "host secret\n"
+    );
+    s.ok(&["rm", "-f", "hostile"]);
+    s.assert_clean();
+}
+
+/// A stopped container: copied from and into through its overlay (the upper gets what is
+/// written); `diff` shows the changes, `export` the flattened tree without whiteouts.
+#[test]
+fn cp_diff_and_export_of_a_stopped_container() {
+    let Some(s) = ROOT.sandbox() else { return };
+    s.ok(&[
+        "run",
+        "--name",
+        "st",
+        "busybox",
+        "sh",
+        "-c",
+        "rm /bin/ls; mkdir /tmp/new; echo made > /tmp/new/f; ln -s / /tmp/new/evil",
+    ]);
+    let dest = s.path().join("f");
+    s.ok(&["cp", "st:/tmp/new/f", dest.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "made\n");
+    s.ok(&["cp", dest.to_str().unwrap(), "st:/tmp/new/evil/etc/added"]);
+    s.ok(&[
+        "cp",
+        "st:/etc/added",
+        s.path().join("back").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(s.path().join("back")).unwrap(),
+        "made\n"
+    );
+    let diff = s.ok(&["diff", "st"]);
+    assert_eq!(
+        diff,
+        "C /bin\nD /bin/ls\nC /etc\nA /etc/added\nC /tmp\nA /tmp/new\nA /tmp/new/evil\nA /tmp/new/f\n"
+    );
+    let tar = s.cmd().args(["export", "st"]).output().unwrap();
+    assert!(tar.status.success(), "{}", printed(&tar));
+    let listing = berth_test_support::output_with_stdin(
+        std::process::Command::new("tar").args(["t"]),
+        &tar.stdout,
+    );
+    let names = String::from_utf8_lossy(&listing.stdout);
+    assert!(names.lines().any(|l| l == "bin/busybox"), "{names}");
+    assert!(names.lines().any(|l| l == "etc/added"), "{names}");
+    assert!(names.lines().any(|l| l == "tmp/new/f"), "{names}");
+    assert!(!names.lines().any(|l| l == "bin/ls"), "{names}");
+    assert!(!names.contains(".wh."), "{names}");
+    // -o FILE, of a running container too.
+    detached(&s, "live", &[]);
+    exec_ok(&s, "live", "rm /bin/cat");
+    let file = s.path().join("live.tar");
+    s.ok(&["export", "-o", file.to_str().unwrap(), "live"]);
+    let listing = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout);
+    assert!(names.lines().any(|l| l == "bin/sh"), "{names}");
+    assert!(
+        !names.lines().any(|l| l == "bin/cat" || l.contains(".wh.")),
+        "{names}"
+    );
+    s.ok(&["rm", "-f", "live", "st"]);
+    s.assert_clean();
+}
+
+#[test]
+fn commit_then_run_shows_the_change_and_the_config_changes() {
+    let Some(s) = ROOT.sandbox() else { return };
+    s.ok(&[
+        "run",
+        "--name",
+        "cm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo committed > /marker; rm /bin/ls",
+    ]);
+    let id = s.ok(&[
+        "commit",
+        "-c",
+        "ENV X=1",
+        "-c",
+        "CMD [\"cat\", \"/marker\"]",
+        "-m",
+        "the message",
+        "-a",
+        "Jane",
+        "cm",
+        "made:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(s.ok(&["run", "--rm", "made:1"]), "committed\n");
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "made:1",
+            "sh",
+            "-c",
+            "echo $X; ls /bin/ls 2>&1 || true"
+        ]),
+        "1\nls: /bin/ls: No such file or directory\n"
+    );
+    let history = s.ok(&["history", "made:1"]);
+    assert!(history.contains("the message"), "{history}");
+    // A running container, paused meanwhile, runs on after.
+    detached(&s, "running", &[]);
+    exec_ok(&s, "running", "echo live > /live");
+    s.ok(&["commit", "running", "made:2"]);
+    exec_ok(&s, "running", "true");
+    assert_eq!(s.ok(&["run", "--rm", "made:2", "cat", "/live"]), "live\n");
+    let state = exec_ok(&s, "running", "grep State /proc/1/status");
+    assert!(!state.contains("stopped"), "{state}");
+    s.ok(&["rm", "-f", "running", "cm"]);
+    s.assert_clean();
+}
