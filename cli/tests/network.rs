@@ -521,3 +521,39 @@ fn zz_the_hosts_namespace_has_nothing_of_berth() {
         "{links}"
     );
 }
+
+#[test]
+fn create_start_restart_and_stop_keep_the_published_port_and_leave_nothing() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let ns = NetNs::new();
+    ok(
+        &ns,
+        &s,
+        &[
+            "create", "--name", "re", "-p", "8083:80", "busybox", "sh", "-c", HTTPD,
+        ],
+    );
+    // Created, not started: no lease, no port.
+    assert_no_leftovers(&ns, &s);
+    ok(&ns, &s, &["start", "re"]);
+    assert!(eventually(|| curl(&ns, "http://127.0.0.1:8083/")).is_some());
+    let inspect = ok(&ns, &s, &["inspect", "re"]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let settings = &v[0]["NetworkSettings"];
+    assert!(
+        settings["IPAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.88."),
+        "{settings}"
+    );
+    assert_eq!(
+        settings["Ports"]["80/tcp"][0]["HostPort"], "8083",
+        "{settings}"
+    );
+    ok(&ns, &s, &["restart", "-t", "1", "re"]);
+    assert!(eventually(|| curl(&ns, "http://127.0.0.1:8083/")).is_some());
+    ok(&ns, &s, &["stop", "-t", "1", "re"]);
+    assert_no_leftovers(&ns, &s);
+    ok(&ns, &s, &["rm", "re"]);
+}
