@@ -325,6 +325,33 @@ pub fn refresh_names(store: &Store, network: &NetworkRecord) -> anyhow::Result<(
     Ok(())
 }
 
+/// `ps`'s `.Networks` (the bridge network asked for) and `.Ports` (Docker's
+/// `0.0.0.0:8080->80/tcp, ...`, while it runs).
+pub fn ps_fields(store: &Store, id: &str, running: bool) -> (String, String) {
+    let Some(joined) = store.container_network(id).ok().flatten() else {
+        return (String::new(), String::new());
+    };
+    let ports = if running {
+        joined
+            .ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}->{}/{}",
+                    p.host_ip.map_or("0.0.0.0".to_owned(), |i| i.to_string()),
+                    p.host_port,
+                    p.container_port,
+                    if p.udp { "udp" } else { "tcp" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    };
+    (joined.network, ports)
+}
+
 /// `NetworkSettings` of `inspect CONTAINER`, Docker's shape: the network, its published
 /// ports, and while it runs its address, gateway and MAC.
 pub fn inspect_settings(

@@ -551,6 +551,10 @@ fn create_start_restart_and_stop_keep_the_published_port_and_leave_nothing() {
         settings["Ports"]["80/tcp"][0]["HostPort"], "8083",
         "{settings}"
     );
+    assert_eq!(
+        ok(&ns, &s, &["ps", "--format", "{{.Networks}} {{.Ports}}"]).trim(),
+        "bridge 0.0.0.0:8083->80/tcp"
+    );
     ok(&ns, &s, &["restart", "-t", "1", "re"]);
     assert!(eventually(|| curl(&ns, "http://127.0.0.1:8083/")).is_some());
     ok(&ns, &s, &["stop", "-t", "1", "re"]);
