@@ -246,7 +246,11 @@ impl Attachment {
     /// namespace: its published ports and the host end of its veth (gone with the
     /// container's namespace unless a process still holds it).
     pub fn remove_stale(&self) {
-        if check_name(&self.host_veth).is_err() {
+        // Only an interface berth names (`vb` and 12 hex digits) is ever removed this way.
+        let ours = self.host_veth.len() == 14
+            && self.host_veth.starts_with("vb")
+            && self.host_veth[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !ours || check_name(&self.host_veth).is_err() {
             return;
         }
         let _ = self.unpublish(None);
