@@ -14,6 +14,21 @@ use berth_test_support::{Sandbox, printed};
 const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 const BIN: &str = env!("CARGO_BIN_EXE_berth");
 
+/// A sandbox with busybox and a network namespace, when root and the tools are there
+/// (`ip`, `nft`, `curl`, `python3`, `bash`: scripts/test installs them).
+fn setup() -> Option<(Sandbox, NetNs)> {
+    let s = ROOT.sandbox()?;
+    for tool in ["ip", "nft", "curl", "python3", "bash"] {
+        let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(tool).is_file());
+        if !berth_test_support::tier::needs(tool, found) {
+            return None;
+        }
+    }
+    Some((s, NetNs::new()))
+}
+
 fn berth(ns: &NetNs, s: &Sandbox, args: &[&str]) -> Output {
     ns.berth(Path::new(BIN), &s.store())
         .current_dir(s.path())
@@ -98,8 +113,7 @@ const HTTPD: &str =
 
 #[test]
 fn a_published_httpd_is_reached_from_the_host_and_nothing_stays() {
-    let Some(s) = ROOT.sandbox() else { return };
-    let ns = NetNs::new();
+    let Some((s, ns)) = setup() else { return };
     // An address of the namespace's own besides loopback.
     ns.ip(&[
         "-n", &ns.name, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
@@ -145,8 +159,7 @@ fn a_published_httpd_is_reached_from_the_host_and_nothing_stays() {
 /// `/proc/net/snmp`), which only a datagram DNAT'd to its port 53 can raise.
 #[test]
 fn a_udp_port_is_published() {
-    let Some(s) = ROOT.sandbox() else { return };
-    let ns = NetNs::new();
+    let Some((s, ns)) = setup() else { return };
     ok(
         &ns,
         &s,
@@ -188,8 +201,7 @@ fn a_udp_port_is_published() {
 
 #[test]
 fn containers_on_a_user_network_reach_each_other_by_name_and_not_across() {
-    let Some(s) = ROOT.sandbox() else { return };
-    let ns = NetNs::new();
+    let Some((s, ns)) = setup() else { return };
     ok(&ns, &s, &["network", "create", "front"]);
     ok(
         &ns,
@@ -287,8 +299,7 @@ fn containers_on_a_user_network_reach_each_other_by_name_and_not_across() {
 
 #[test]
 fn concurrent_runs_get_distinct_addresses() {
-    let Some(s) = ROOT.sandbox() else { return };
-    let ns = NetNs::new();
+    let Some((s, ns)) = setup() else { return };
     let children: Vec<_> = (0..4)
         .map(|_| {
             ns.berth(Path::new(BIN), &s.store())
@@ -327,8 +338,7 @@ fn concurrent_runs_get_distinct_addresses() {
 
 #[test]
 fn what_a_killed_berth_left_is_removed_by_the_next_command_on_networks() {
-    let Some(s) = ROOT.sandbox() else { return };
-    let ns = NetNs::new();
+    let Some((s, ns)) = setup() else { return };
     let id = ok(
         &ns,
         &s,
@@ -393,8 +403,7 @@ fn nix_kill(pid: i32) {
 
 #[test]
 fn a_build_step_reaches_out_through_nat_but_not_the_hosts_loopback() {
-    let Some(s) = ROOT.sandbox() else { return };
-    let ns = NetNs::new();
+    let Some((s, ns)) = setup() else { return };
     // An "outside" server: a second namespace behind a veth, reached through the NAT.
     let outer = NetNs::new();
     ns.ip(&[
@@ -524,8 +533,7 @@ fn zz_the_hosts_namespace_has_nothing_of_berth() {
 
 #[test]
 fn create_start_restart_and_stop_keep_the_published_port_and_leave_nothing() {
-    let Some(s) = ROOT.sandbox() else { return };
-    let ns = NetNs::new();
+    let Some((s, ns)) = setup() else { return };
     ok(
         &ns,
         &s,
