@@ -140,7 +140,8 @@ pub fn attachment(net: &NetworkRecord, lease: &Lease) -> Attachment {
     }
 }
 
-fn port(p: &LeasePort) -> Port {
+/// A `-p` as the runtime's port.
+pub fn port(p: &LeasePort) -> Port {
     Port {
         host_ip: p.host_ip,
         host_port: p.host_port,
@@ -218,14 +219,16 @@ pub fn join(
     hostname: &str,
     extra_hosts: &[String],
 ) -> anyhow::Result<()> {
-    let (_, network) = mode(store, network)?;
+    let (kind, network) = mode(store, network)?;
     let Some(network) = network else {
-        if !ports.is_empty() {
+        // slirp4netns forwards `-p` itself (`slirp::publish`, its own error for a port in use).
+        if !ports.is_empty() && kind != berth_runtime::spec::NetworkMode::Slirp4netns {
             let why = if berth_runtime::userns::rootless() {
-                "-p publishes ports of a bridge network, which needs root; rootless, \
-                 --network slirp4netns gives outbound access but publishes no port"
+                "-p publishes ports of a container with a network: rootless, use \
+                 --network slirp4netns"
             } else {
-                "-p publishes ports of a bridge network: use --network bridge or a user network"
+                "-p publishes ports of a container with a network: use --network bridge, a user \
+                 network or slirp4netns"
             };
             return Err(crate::UsageError(why.into()).into());
         }

@@ -162,12 +162,26 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
     // slirp4netns is started from the host's network namespace: its launcher is forked
     // before the unshare; PID 1 sets up its rootfs meanwhile and waits on `release` until
     // tap0 is configured just before it drops privileges and execs.
+    // Ports to publish through slirp4netns's API socket, in a private directory of the
+    // init's own (removed once they are published).
+    let slirp_ports: Vec<crate::net::Port> = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_SLIRP4NETNS))
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    let api = match slirp_ports.is_empty() {
+        true => None,
+        false => Some(crate::slirp::ApiDir::create()?),
+    };
     let mut slirp = match spec
         .annotations()
         .as_ref()
         .is_some_and(|a| a.contains_key(ANNOTATION_SLIRP4NETNS))
     {
-        true => Some(crate::slirp::Launcher::fork()?),
+        true => Some(crate::slirp::Launcher::fork(
+            api.as_ref().map(|a| a.socket()).as_deref(),
+        )?),
         false => None,
     };
     // Rootless, or with a mount program asked for, the init mounts the overlay rootfs itself
@@ -232,6 +246,10 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 p.forget();
             }
             drop(slirp);
+            if let Some(a) = api {
+                // The parent removes the directory.
+                std::mem::forget(a);
+            }
             let network_up = release.map(|(wait, released)| {
                 drop(released);
                 std::fs::File::from(wait)
@@ -265,7 +283,12 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
         ForkResult::Parent { child } => {
             if let (Some(launcher), Some((wait, released))) = (slirp.as_mut(), release) {
                 drop(wait);
-                if let Err(e) = launcher.start() {
+                let started = launcher.start().and_then(|()| match &api {
+                    Some(api) => crate::slirp::publish(api, &slirp_ports),
+                    None => Ok(()),
+                });
+                drop(api);
+                if let Err(e) = started {
                     eprintln!("berth: {}", with_causes(&e));
                     let _ = sys.kill(child, Signal::SIGKILL);
                     supervise(sys, child, &set, &mut |_| false);

@@ -93,6 +93,8 @@ pub struct ProcessSettings {
     pub network: NetworkMode,
     /// With [`NetworkMode::Bridge`]: the container's place on its bridge.
     pub attachment: Option<crate::net::Attachment>,
+    /// With [`NetworkMode::Slirp4netns`]: ports slirp4netns forwards from the host.
+    pub slirp_ports: Vec<crate::net::Port>,
     pub read_only: bool,
     /// All capabilities, no masked or read-only paths.
     pub privileged: bool,
@@ -586,7 +588,10 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
         annotations.insert(ANNOTATION_NODEV.to_owned(), "1".to_owned());
     }
     if settings.network == NetworkMode::Slirp4netns {
-        annotations.insert(ANNOTATION_SLIRP4NETNS.to_owned(), "1".to_owned());
+        annotations.insert(
+            ANNOTATION_SLIRP4NETNS.to_owned(),
+            serde_json::to_string(&settings.slirp_ports).expect("plain data"),
+        );
     }
     // Without its attachment yet, the caller sets it at each start (`Bundle::set_attachment`).
     if let (NetworkMode::Bridge, Some(attachment)) = (settings.network, &settings.attachment) {

@@ -308,6 +308,7 @@ pub(super) fn run_step(
         hostname: "buildkitsandbox".into(),
         network,
         attachment: lease.as_ref().map(|(_, a)| a.clone()),
+        slirp_ports: Vec::new(),
         read_only: false,
         privileged,
         etc_files: vec![

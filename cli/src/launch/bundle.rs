@@ -135,6 +135,12 @@ pub fn prepare(
         network,
         // Set at each start, with the address then leased (`crate::networking::start`).
         attachment: None,
+        // Rootless `-p`: forwarded by slirp4netns.
+        slirp_ports: if network == NetworkMode::Slirp4netns {
+            args.publish.iter().map(crate::networking::port).collect()
+        } else {
+            Vec::new()
+        },
         read_only: args.read_only,
         privileged: args.privileged,
         etc_files: vec![
