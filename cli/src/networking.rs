@@ -7,7 +7,8 @@
 //! the process that runs the container, the attachment written into the bundle, and on a
 //! user network every member's `hosts` file rewritten so each reaches the others by name.
 //! When the container ends ([`Started::finish`]) the lease is given back and the names
-//! rewritten again. `run`, `run -d`'s monitor (and later starts) call these two.
+//! rewritten again. `launch::start`'s `execute` calls these two for `run`, `start`, `restart`
+//! and the monitor's restarts.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -34,7 +35,7 @@ pub fn mode(
             if rootless {
                 return Err(crate::UsageError(format!(
                     "--network {name}: bridge networks need root; without root use \
-                     --network slirp4netns (outbound access, no published ports)"
+                     --network slirp4netns (outbound access, -p published by slirp4netns)"
                 ))
                 .into());
             }
@@ -153,10 +154,8 @@ pub fn port(p: &LeasePort) -> Port {
 /// What a stale lease (its process killed, or a reboot) may have left in the kernel: its
 /// published ports, its veth's host end.
 pub fn remove_stale(lease: &Lease) {
-    let net = berth_store::networks::default_bridge();
-    let mut a = attachment(&net, lease);
-    a.bridge = "unused".into();
-    a.remove_stale();
+    // Only the veth and the ports are used: the network may be gone already.
+    attachment(&berth_store::networks::default_bridge(), lease).remove_stale();
 }
 
 /// A container's running attachment: the lease held while it runs.
