@@ -156,14 +156,18 @@ fn children(dir: BorrowedFd<'_>, pid: u32) -> Vec<u32> {
 /// Whether the `/proc` directory's process is PID 1 of a PID namespace below berth's
 /// (`NSpid` has more than one number and ends in 1).
 fn is_namespace_init(dir: BorrowedFd<'_>) -> bool {
-    read_at(dir, "status", 1 << 16).is_some_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .is_some_and(|ids| {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                ids.len() > 1 && ids.last() == Some(&"1")
-            })
-    })
+    read_at(dir, "status", 1 << 16).is_some_and(|s| namespace_init_status(&s))
+}
+
+/// Whether a `status` text's `NSpid` line says PID 1 of a PID namespace below the reader's.
+fn namespace_init_status(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .is_some_and(|ids| {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            ids.len() > 1 && ids.last() == Some(&"1")
+        })
 }
 
 impl ExecTarget {
@@ -855,4 +859,37 @@ fn child(sys: &mut dyn Sys, plan: &Plan) -> Result<i32, ChildError> {
             err.desc()
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_1_of_a_namespace_is_told_by_nspid() {
+        assert!(namespace_init_status("Name:\tsleep\nNSpid:\t4242\t1\n"));
+        assert!(namespace_init_status("NSpid:\t4242\t7\t1\n"));
+        // The host's init, and a process of berth's own namespace, are not.
+        assert!(!namespace_init_status("NSpid:\t1\n"));
+        assert!(!namespace_init_status("NSpid:\t4242\t2\n"));
+        assert!(!namespace_init_status("Name:\tx\n"));
+    }
+
+    /// A runner whose start time is not the recorded one (its PID reused) is no container;
+    /// nor is a process without a namespace init among its grandchildren.
+    #[test]
+    fn a_stale_or_containerless_runner_is_not_running() {
+        let me = std::process::id();
+        let (dir, start, _) = proc_dir(me).unwrap();
+        drop(dir);
+        let err = ExecTarget::find(me, start + 1).unwrap_err();
+        assert!(err.to_string().contains("not running"), "{err}");
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(ExecTarget::find(me, start).is_err());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
