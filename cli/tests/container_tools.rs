@@ -377,6 +377,9 @@ fn commit_then_run_shows_the_change_and_the_config_changes() {
     detached(&s, "running", &[]);
     exec_ok(&s, "running", "echo live > /live");
     s.ok(&["commit", "running", "made:2"]);
+    // `--pause` is a flag (its value only as `--pause=VALUE`), as Docker's.
+    s.ok(&["commit", "--pause", "running", "made:3"]);
+    s.ok(&["commit", "--pause=false", "running", "made:4"]);
     exec_ok(&s, "running", "true");
     assert_eq!(s.ok(&["run", "--rm", "made:2", "cat", "/live"]), "live\n");
     let state = exec_ok(&s, "running", "grep State /proc/1/status");
