@@ -57,6 +57,8 @@ fn exec_runs_with_the_containers_environment_user_and_directory_and_docker_exit_
     assert_eq!(out.status.code(), Some(127), "{}", printed(&out));
     let out = s.run(&["exec", "ex", "/etc/passwd"]);
     assert_eq!(out.status.code(), Some(126), "{}", printed(&out));
+    let out = s.run(&["exec", "-u", "nosuchuser", "ex", "true"]);
+    assert_eq!(out.status.code(), Some(126), "{}", printed(&out));
     let out = s.run(&["exec", "-w", "/nowhere", "ex", "true"]);
     assert_eq!(out.status.code(), Some(126), "{}", printed(&out));
     // Stdin only with -i.

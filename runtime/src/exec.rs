@@ -28,7 +28,22 @@
 //!    on a missing one), the command found on the container's `PATH`, privileges dropped as
 //!    PID 1's were ([`crate::privileges`]), exec.
 //! 5. The parent forwards signals and exits with the child's code: 126/127 when the command
-//!    cannot be run or is not found, 128+N for signal N, 125 for a failed setup.
+//!    cannot be run or is not found (126 too for a missing user or working directory), 128+N
+//!    for signal N, 125 for a failed setup.
+//!
+//! A health check from the monitor (the container's runner itself):
+//!
+//! ```ignore
+//! let me = std::process::id();
+//! let target = ExecTarget::find(me, start_time_of(me))?;
+//! let (spec, _) = init::read_bundle(&mut LinuxSys, &bundle_dir)?;
+//! let io = ExecIo::Captured { stdout, stderr };
+//! match exec_in(&exe, &target, &spec, &settings, io, Some(timeout))? {
+//!     Some(0) => healthy,
+//!     Some(_) => unhealthy,
+//!     None => timed_out, // the exec'd process was killed (SIGKILL through its parent's death)
+//! }
+//! ```
 
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -803,8 +818,9 @@ fn child(sys: &mut dyn Sys, plan: &Plan) -> Result<i32, ChildError> {
     };
     let passwd = image_file("/etc/passwd")?;
     let group = image_file("/etc/group")?;
+    // A user the container does not have: 126, as Docker's exec.
     let user = crate::user::resolve(&user_spec, &passwd, &group).map_err(|e| ChildError::Exec {
-        code: EXIT_SETUP,
+        code: EXIT_NOT_EXECUTABLE,
         message: e.to_string(),
     })?;
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
