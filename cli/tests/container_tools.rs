@@ -20,6 +20,16 @@ fn detached(s: &Sandbox, name: &str, extra: &[&str]) {
     s.ok(&args);
 }
 
+/// `kill -SIGNAL PID` (the test's own child).
+fn nix_kill(pid: u32, signal: i32) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn exec(s: &Sandbox, name: &str, script: &str) -> std::process::Output {
     s.run(&["exec", name, "sh", "-c", script])
 }
@@ -121,6 +131,48 @@ fn exec_is_confined_exactly_as_pid_1() {
     s.assert_clean();
 }
 
+/// An exec while the container starts waits for PID 1 to be in its own root: joining it
+/// while it still makes its mounts (here, 60 binds) would give the exec the tree it started
+/// from (a copy of the host's).
+#[test]
+fn exec_while_the_container_starts_is_inside_its_root() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let probe = format!("test -e {} || echo inside", s.store().display());
+    let mut binds = Vec::new();
+    for i in 0..60 {
+        let dir = s.path().join(format!("b{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        binds.push(format!("{}:/b{i}", dir.display()));
+    }
+    for round in 0..3 {
+        let name = format!("early{round}");
+        let mut run = s.cmd();
+        run.args(["run", "-d", "--name", &name]);
+        for b in &binds {
+            run.args(["-v", b]);
+        }
+        let mut run = run
+            .args(["busybox", "sleep", "1000"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Exec as soon as the record is there, again and again while it starts.
+        let mut joined = 0;
+        let started = std::time::Instant::now();
+        while joined < 3 && started.elapsed() < Duration::from_secs(20) {
+            let out = exec(&s, &name, &probe);
+            if out.status.success() {
+                assert_eq!(String::from_utf8_lossy(&out.stdout), "inside\n", "{name}");
+                joined += 1;
+            }
+        }
+        assert!(run.wait().unwrap().success());
+        assert_eq!(joined, 3, "{name}");
+        s.ok(&["rm", "-f", &name]);
+    }
+    s.assert_clean();
+}
+
 #[test]
 fn exec_detached_returns_at_once_and_the_command_runs() {
     let Some(s) = ROOT.sandbox() else { return };
@@ -137,6 +189,17 @@ fn exec_detached_returns_at_once_and_the_command_runs() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(ran, "exec -d did not run its command");
+    // A signal to `berth exec` reaches the command; its code is 128+N.
+    let mut child = s.cmd().args(["exec", "bg", "sleep", "77"]).spawn().unwrap();
+    for _ in 0..100 {
+        if exec_ok(&s, "bg", "ps").contains("sleep 77") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix_kill(child.id(), 15);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status}");
     // top shows the container's processes and none of the host's.
     let top = s.ok(&["top", "bg"]);
     assert!(top.starts_with("UID") && top.contains("PPID"), "{top}");

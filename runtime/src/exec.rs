@@ -188,24 +188,68 @@ fn namespace_init_status(status: &str) -> bool {
 impl ExecTarget {
     /// PID 1 of the container run by `runner` (the process a container record names, or the
     /// monitor itself), which must have started at `runner_start` (field 22 of its `stat`).
+    ///
+    /// A container just started may not have its PID 1 yet, or PID 1 may still be setting
+    /// up its rootfs: joining it then would give the exec the mount tree PID 1 started from
+    /// (a copy of the runner's). So PID 1 is taken only once its root differs from the
+    /// runner's (it has made its mounts and `pivot_root`ed); until then this waits, up to
+    /// 5 s, while the runner runs.
     pub fn find(runner: u32, runner_start: u64) -> Result<ExecTarget, RuntimeError> {
-        let not_running = || RuntimeError::Spec("the container is not running".into());
+        let not_running = || RuntimeError::Container("the container is not running".into());
         let (runner_dir, start, _) = proc_dir(runner).ok_or_else(not_running)?;
         if start != runner_start {
             return Err(not_running());
         }
-        for init in children(runner_dir.as_fd(), runner) {
+        let started = Instant::now();
+        loop {
+            match Self::find_once(runner, runner_dir.as_fd()) {
+                Found::Ready(target) => return Ok(target),
+                Found::Gone => return Err(not_running()),
+                Found::NotYet if started.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Found::NotYet => {
+                    return Err(RuntimeError::Container(
+                        "the container's PID 1 did not finish its setup within 5 s".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn find_once(runner: u32, runner_dir: BorrowedFd<'_>) -> Found {
+        if stat_of(runner_dir).is_none() {
+            return Found::Gone;
+        }
+        let root_of = |dir: BorrowedFd<'_>| {
+            nix::sys::stat::fstatat(dir, "root", nix::fcntl::AtFlags::empty())
+                .ok()
+                .map(|s| (s.st_dev, s.st_ino))
+        };
+        // An init is there: PID 1 is coming, or setting up.
+        let mut has_init = false;
+        for init in children(runner_dir, runner) {
             let Some((init_dir, _, parent)) = proc_dir(init) else {
                 continue;
             };
             if parent != runner {
                 continue;
             }
+            has_init = true;
             for pid in children(init_dir.as_fd(), init) {
                 let Some((dir, started, parent)) = proc_dir(pid) else {
                     continue;
                 };
                 if parent != init || !is_namespace_init(dir.as_fd()) {
+                    continue;
+                }
+                // Not yet in its own root: still on the runner's (the init's mount namespace
+                // is a copy of the runner's, and `pivot_root` moves the init too).
+                let (Some(theirs), Some(runners)) = (root_of(dir.as_fd()), root_of(runner_dir))
+                else {
+                    continue;
+                };
+                if theirs == runners {
                     continue;
                 }
                 let Ok(pidfd) = crate::sys::linux::pidfd_open(pid as i32) else {
@@ -218,17 +262,17 @@ impl ExecTarget {
                 }
                 // And its parents are still the ones checked (a directory of a process
                 // that has gone reads nothing).
-                if stat_of(init_dir.as_fd()).is_none() || stat_of(runner_dir.as_fd()).is_none() {
-                    return Err(not_running());
+                if stat_of(init_dir.as_fd()).is_none() || stat_of(runner_dir).is_none() {
+                    return Found::Gone;
                 }
-                return Ok(ExecTarget {
+                return Found::Ready(ExecTarget {
                     proc_dir: dir,
                     pidfd,
                     pid,
                 });
             }
         }
-        Err(not_running())
+        if has_init { Found::NotYet } else { Found::Gone }
     }
 
     /// Whether PID 1 still runs.
@@ -248,7 +292,9 @@ impl ExecTarget {
         )
         .map_err(setup("opening the container's root"))?;
         if !self.alive() {
-            return Err(RuntimeError::Spec("the container is not running".into()));
+            return Err(RuntimeError::Container(
+                "the container is not running".into(),
+            ));
         }
         Ok(fd)
     }
@@ -267,6 +313,15 @@ impl ExecTarget {
         }
         out
     }
+}
+
+/// What one look for PID 1 found.
+enum Found {
+    Ready(ExecTarget),
+    /// No PID 1 yet, or one still setting up.
+    NotYet,
+    /// The runner has gone.
+    Gone,
 }
 
 /// The container's processes, stopped ([`ExecTarget::pause`]); they are continued when this
@@ -309,7 +364,7 @@ impl ExecTarget {
             .map(|s| (s.st_dev, s.st_ino))
         };
         let ns = ns_of(self.proc_dir.as_fd())
-            .ok_or_else(|| RuntimeError::Spec("the container is not running".into()))?;
+            .ok_or_else(|| RuntimeError::Container("the container is not running".into()))?;
         let mut paused = Paused {
             stopped: Vec::new(),
         };
@@ -354,7 +409,7 @@ impl ExecTarget {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Err(RuntimeError::Spec(
+        Err(RuntimeError::Container(
             "the container's processes did not all stop".into(),
         ))
     }
@@ -506,7 +561,7 @@ fn container_pty() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
         || st.st_mode & libc::S_IFMT != libc::S_IFCHR
         || (libc::major(st.st_rdev), libc::minor(st.st_rdev)) != (5, 2)
     {
-        return Err(RuntimeError::Spec(
+        return Err(RuntimeError::Container(
             "the container's /dev/pts/ptmx is not a devpts ptmx".into(),
         ));
     }
@@ -720,7 +775,7 @@ fn run(args: &[String]) -> Result<i32, ChildError> {
         }
     }
     if crate::sys::linux::pidfd_signal(pidfd.as_fd(), 0).is_err() {
-        return Err(RuntimeError::Spec("the container is not running".into()).into());
+        return Err(RuntimeError::Container("the container is not running".into()).into());
     }
     drop(pidfd);
     drop(proc_dir);
