@@ -236,6 +236,12 @@ fn exec_it_under_tmux_gets_a_terminal_in_a_detached_container() {
     assert!(screen.contains("/dev/pts/"), "{screen}");
     assert!(screen.contains("T=xterm"), "{screen}");
     assert!(screen.contains("42"), "{screen}");
+    // The window size follows the user's terminal.
+    term.resize(120, 40);
+    std::thread::sleep(Duration::from_millis(300));
+    term.keys(&["stty size", "Enter"]);
+    let screen = term.wait(Duration::from_secs(10), |screen| screen.contains("40 120"));
+    assert!(screen.contains("40 120"), "{screen}");
     term.keys(&["exit 5", "Enter"]);
     for _ in 0..100 {
         if rc.exists() {
