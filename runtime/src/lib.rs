@@ -68,6 +68,10 @@ pub enum RuntimeError {
     Capabilities(String),
     #[error("seccomp: {0}")]
     Seccomp(String),
+    /// `exec` and the tools that reach into a running container: it is not (any longer), or
+    /// not yet, there to join.
+    #[error("{0}")]
+    Container(String),
     #[error("{what}")]
     Io {
         what: String,
