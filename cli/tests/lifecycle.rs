@@ -354,6 +354,19 @@ fn capabilities_are_added_and_dropped_with_their_seccomp_calls() {
         "CapEff:\t0000000000000001\n"
     );
     assert_eq!(caps(&["--cap-drop", "ALL"]), "CapEff:\t0000000000000000\n");
+    // The inheritable set is empty, as Docker's since 20.10.14 (CVE-2022-24769): a process
+    // that drops to another user cannot get capabilities back from a file's.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "ALL",
+        "busybox",
+        "grep",
+        "CapInh",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "CapInh:\t0000000000000000\n");
     let default = caps(&[]);
     let without_kill = caps(&["--cap-drop", "CAP_KILL"]);
     let bits = |t: &str| u64::from_str_radix(t.trim().rsplit('\t').next().unwrap(), 16).unwrap();
