@@ -391,6 +391,21 @@ fn capabilities_are_added_and_dropped_with_their_seccomp_calls() {
     assert_eq!(printed(&out).trim(), "MOUNTED");
     let out = s.run(&["run", "--rm", "busybox", "sh", "-c", mount]);
     assert!(!printed(&out).contains("MOUNTED"));
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "--init",
+        "--cap-add",
+        "SYS_PTRACE",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        printed(&out).contains("--init with --cap-add SYS_PTRACE"),
+        "{}",
+        printed(&out)
+    );
     let out = s.run(&["run", "--rm", "--cap-add", "FLY", "busybox", "true"]);
     assert!(
         printed(&out).contains("unknown capability"),
