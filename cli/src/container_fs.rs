@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("d".to_owned(), tar::EntryType::Directory),
+                ("d/".to_owned(), tar::EntryType::Directory),
                 ("d/evil".to_owned(), tar::EntryType::Symlink),
                 ("d/f".to_owned(), tar::EntryType::Regular),
                 ("d/up".to_owned(), tar::EntryType::Symlink),

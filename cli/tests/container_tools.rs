@@ -20,6 +20,16 @@ fn detached(s: &Sandbox, name: &str, extra: &[&str]) {
     s.ok(&args);
 }
 
+/// `kill -SIGNAL PID` (the test's own child).
+fn nix_kill(pid: u32, signal: i32) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn exec(s: &Sandbox, name: &str, script: &str) -> std::process::Output {
     s.run(&["exec", name, "sh", "-c", script])
 }
@@ -56,6 +66,8 @@ fn exec_runs_with_the_containers_environment_user_and_directory_and_docker_exit_
     let out = s.run(&["exec", "ex", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127), "{}", printed(&out));
     let out = s.run(&["exec", "ex", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", printed(&out));
+    let out = s.run(&["exec", "-u", "nosuchuser", "ex", "true"]);
     assert_eq!(out.status.code(), Some(126), "{}", printed(&out));
     let out = s.run(&["exec", "-w", "/nowhere", "ex", "true"]);
     assert_eq!(out.status.code(), Some(126), "{}", printed(&out));
@@ -119,6 +131,48 @@ fn exec_is_confined_exactly_as_pid_1() {
     s.assert_clean();
 }
 
+/// An exec while the container starts waits for PID 1 to be in its own root: joining it
+/// while it still makes its mounts (here, 60 binds) would give the exec the tree it started
+/// from (a copy of the host's).
+#[test]
+fn exec_while_the_container_starts_is_inside_its_root() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let probe = format!("test -e {} || echo inside", s.store().display());
+    let mut binds = Vec::new();
+    for i in 0..60 {
+        let dir = s.path().join(format!("b{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        binds.push(format!("{}:/b{i}", dir.display()));
+    }
+    for round in 0..3 {
+        let name = format!("early{round}");
+        let mut run = s.cmd();
+        run.args(["run", "-d", "--name", &name]);
+        for b in &binds {
+            run.args(["-v", b]);
+        }
+        let mut run = run
+            .args(["busybox", "sleep", "1000"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Exec as soon as the record is there, again and again while it starts.
+        let mut joined = 0;
+        let started = std::time::Instant::now();
+        while joined < 3 && started.elapsed() < Duration::from_secs(20) {
+            let out = exec(&s, &name, &probe);
+            if out.status.success() {
+                assert_eq!(String::from_utf8_lossy(&out.stdout), "inside\n", "{name}");
+                joined += 1;
+            }
+        }
+        assert!(run.wait().unwrap().success());
+        assert_eq!(joined, 3, "{name}");
+        s.ok(&["rm", "-f", &name]);
+    }
+    s.assert_clean();
+}
+
 #[test]
 fn exec_detached_returns_at_once_and_the_command_runs() {
     let Some(s) = ROOT.sandbox() else { return };
@@ -135,6 +189,17 @@ fn exec_detached_returns_at_once_and_the_command_runs() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(ran, "exec -d did not run its command");
+    // A signal to `berth exec` reaches the command; its code is 128+N.
+    let mut child = s.cmd().args(["exec", "bg", "sleep", "77"]).spawn().unwrap();
+    for _ in 0..100 {
+        if exec_ok(&s, "bg", "ps").contains("sleep 77") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix_kill(child.id(), 15);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status}");
     // top shows the container's processes and none of the host's.
     let top = s.ok(&["top", "bg"]);
     assert!(top.starts_with("UID") && top.contains("PPID"), "{top}");
@@ -171,6 +236,12 @@ fn exec_it_under_tmux_gets_a_terminal_in_a_detached_container() {
     assert!(screen.contains("/dev/pts/"), "{screen}");
     assert!(screen.contains("T=xterm"), "{screen}");
     assert!(screen.contains("42"), "{screen}");
+    // The window size follows the user's terminal.
+    term.resize(120, 40);
+    std::thread::sleep(Duration::from_millis(300));
+    term.keys(&["stty size", "Enter"]);
+    let screen = term.wait(Duration::from_secs(10), |screen| screen.contains("40 120"));
+    assert!(screen.contains("40 120"), "{screen}");
     term.keys(&["exit 5", "Enter"]);
     for _ in 0..100 {
         if rc.exists() {
@@ -377,6 +448,9 @@ fn commit_then_run_shows_the_change_and_the_config_changes() {
     detached(&s, "running", &[]);
     exec_ok(&s, "running", "echo live > /live");
     s.ok(&["commit", "running", "made:2"]);
+    // `--pause` is a flag (its value only as `--pause=VALUE`), as Docker's.
+    s.ok(&["commit", "--pause", "running", "made:3"]);
+    s.ok(&["commit", "--pause=false", "running", "made:4"]);
     exec_ok(&s, "running", "true");
     assert_eq!(s.ok(&["run", "--rm", "made:2", "cat", "/live"]), "live\n");
     let state = exec_ok(&s, "running", "grep State /proc/1/status");

@@ -354,6 +354,19 @@ fn capabilities_are_added_and_dropped_with_their_seccomp_calls() {
         "CapEff:\t0000000000000001\n"
     );
     assert_eq!(caps(&["--cap-drop", "ALL"]), "CapEff:\t0000000000000000\n");
+    // The inheritable set is empty, as Docker's since 20.10.14 (CVE-2022-24769): a process
+    // that drops to another user cannot get capabilities back from a file's.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "ALL",
+        "busybox",
+        "grep",
+        "CapInh",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "CapInh:\t0000000000000000\n");
     let default = caps(&[]);
     let without_kill = caps(&["--cap-drop", "CAP_KILL"]);
     let bits = |t: &str| u64::from_str_radix(t.trim().rsplit('\t').next().unwrap(), 16).unwrap();
@@ -378,6 +391,21 @@ fn capabilities_are_added_and_dropped_with_their_seccomp_calls() {
     assert_eq!(printed(&out).trim(), "MOUNTED");
     let out = s.run(&["run", "--rm", "busybox", "sh", "-c", mount]);
     assert!(!printed(&out).contains("MOUNTED"));
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "--init",
+        "--cap-add",
+        "SYS_PTRACE",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        printed(&out).contains("--init with --cap-add SYS_PTRACE"),
+        "{}",
+        printed(&out)
+    );
     let out = s.run(&["run", "--rm", "--cap-add", "FLY", "busybox", "true"]);
     assert!(
         printed(&out).contains("unknown capability"),

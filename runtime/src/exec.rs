@@ -28,7 +28,22 @@
 //!    on a missing one), the command found on the container's `PATH`, privileges dropped as
 //!    PID 1's were ([`crate::privileges`]), exec.
 //! 5. The parent forwards signals and exits with the child's code: 126/127 when the command
-//!    cannot be run or is not found, 128+N for signal N, 125 for a failed setup.
+//!    cannot be run or is not found (126 too for a missing user or working directory), 128+N
+//!    for signal N, 125 for a failed setup.
+//!
+//! A health check from the monitor (the container's runner itself):
+//!
+//! ```ignore
+//! let me = std::process::id();
+//! let target = ExecTarget::find(me, start_time_of(me))?;
+//! let (spec, _) = init::read_bundle(&mut LinuxSys, &bundle_dir)?;
+//! let io = ExecIo::Captured { stdout, stderr };
+//! match exec_in(&exe, &target, &spec, &settings, io, Some(timeout))? {
+//!     Some(0) => healthy,
+//!     Some(_) => unhealthy,
+//!     None => timed_out, // the exec'd process was killed (SIGKILL through its parent's death)
+//! }
+//! ```
 
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -156,37 +171,85 @@ fn children(dir: BorrowedFd<'_>, pid: u32) -> Vec<u32> {
 /// Whether the `/proc` directory's process is PID 1 of a PID namespace below berth's
 /// (`NSpid` has more than one number and ends in 1).
 fn is_namespace_init(dir: BorrowedFd<'_>) -> bool {
-    read_at(dir, "status", 1 << 16).is_some_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .is_some_and(|ids| {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                ids.len() > 1 && ids.last() == Some(&"1")
-            })
-    })
+    read_at(dir, "status", 1 << 16).is_some_and(|s| namespace_init_status(&s))
+}
+
+/// Whether a `status` text's `NSpid` line says PID 1 of a PID namespace below the reader's.
+fn namespace_init_status(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .is_some_and(|ids| {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            ids.len() > 1 && ids.last() == Some(&"1")
+        })
 }
 
 impl ExecTarget {
     /// PID 1 of the container run by `runner` (the process a container record names, or the
     /// monitor itself), which must have started at `runner_start` (field 22 of its `stat`).
+    ///
+    /// A container just started may not have its PID 1 yet, or PID 1 may still be setting
+    /// up its rootfs: joining it then would give the exec the mount tree PID 1 started from
+    /// (a copy of the runner's). So PID 1 is taken only once its root differs from the
+    /// runner's (it has made its mounts and `pivot_root`ed); until then this waits, up to
+    /// 5 s, while the runner runs.
     pub fn find(runner: u32, runner_start: u64) -> Result<ExecTarget, RuntimeError> {
-        let not_running = || RuntimeError::Spec("the container is not running".into());
+        let not_running = || RuntimeError::Container("the container is not running".into());
         let (runner_dir, start, _) = proc_dir(runner).ok_or_else(not_running)?;
         if start != runner_start {
             return Err(not_running());
         }
-        for init in children(runner_dir.as_fd(), runner) {
+        let started = Instant::now();
+        loop {
+            match Self::find_once(runner, runner_dir.as_fd()) {
+                Found::Ready(target) => return Ok(target),
+                Found::Gone => return Err(not_running()),
+                Found::NotYet if started.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Found::NotYet => {
+                    return Err(RuntimeError::Container(
+                        "the container's PID 1 did not finish its setup within 5 s".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn find_once(runner: u32, runner_dir: BorrowedFd<'_>) -> Found {
+        if stat_of(runner_dir).is_none() {
+            return Found::Gone;
+        }
+        let root_of = |dir: BorrowedFd<'_>| {
+            nix::sys::stat::fstatat(dir, "root", nix::fcntl::AtFlags::empty())
+                .ok()
+                .map(|s| (s.st_dev, s.st_ino))
+        };
+        // An init is there: PID 1 is coming, or setting up.
+        let mut has_init = false;
+        for init in children(runner_dir, runner) {
             let Some((init_dir, _, parent)) = proc_dir(init) else {
                 continue;
             };
             if parent != runner {
                 continue;
             }
+            has_init = true;
             for pid in children(init_dir.as_fd(), init) {
                 let Some((dir, started, parent)) = proc_dir(pid) else {
                     continue;
                 };
                 if parent != init || !is_namespace_init(dir.as_fd()) {
+                    continue;
+                }
+                // Not yet in its own root: still on the runner's (the init's mount namespace
+                // is a copy of the runner's, and `pivot_root` moves the init too).
+                let (Some(theirs), Some(runners)) = (root_of(dir.as_fd()), root_of(runner_dir))
+                else {
+                    continue;
+                };
+                if theirs == runners {
                     continue;
                 }
                 let Ok(pidfd) = crate::sys::linux::pidfd_open(pid as i32) else {
@@ -199,17 +262,17 @@ impl ExecTarget {
                 }
                 // And its parents are still the ones checked (a directory of a process
                 // that has gone reads nothing).
-                if stat_of(init_dir.as_fd()).is_none() || stat_of(runner_dir.as_fd()).is_none() {
-                    return Err(not_running());
+                if stat_of(init_dir.as_fd()).is_none() || stat_of(runner_dir).is_none() {
+                    return Found::Gone;
                 }
-                return Ok(ExecTarget {
+                return Found::Ready(ExecTarget {
                     proc_dir: dir,
                     pidfd,
                     pid,
                 });
             }
         }
-        Err(not_running())
+        if has_init { Found::NotYet } else { Found::Gone }
     }
 
     /// Whether PID 1 still runs.
@@ -229,7 +292,9 @@ impl ExecTarget {
         )
         .map_err(setup("opening the container's root"))?;
         if !self.alive() {
-            return Err(RuntimeError::Spec("the container is not running".into()));
+            return Err(RuntimeError::Container(
+                "the container is not running".into(),
+            ));
         }
         Ok(fd)
     }
@@ -248,6 +313,15 @@ impl ExecTarget {
         }
         out
     }
+}
+
+/// What one look for PID 1 found.
+enum Found {
+    Ready(ExecTarget),
+    /// No PID 1 yet, or one still setting up.
+    NotYet,
+    /// The runner has gone.
+    Gone,
 }
 
 /// The container's processes, stopped ([`ExecTarget::pause`]); they are continued when this
@@ -290,7 +364,7 @@ impl ExecTarget {
             .map(|s| (s.st_dev, s.st_ino))
         };
         let ns = ns_of(self.proc_dir.as_fd())
-            .ok_or_else(|| RuntimeError::Spec("the container is not running".into()))?;
+            .ok_or_else(|| RuntimeError::Container("the container is not running".into()))?;
         let mut paused = Paused {
             stopped: Vec::new(),
         };
@@ -335,7 +409,7 @@ impl ExecTarget {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Err(RuntimeError::Spec(
+        Err(RuntimeError::Container(
             "the container's processes did not all stop".into(),
         ))
     }
@@ -487,7 +561,7 @@ fn container_pty() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
         || st.st_mode & libc::S_IFMT != libc::S_IFCHR
         || (libc::major(st.st_rdev), libc::minor(st.st_rdev)) != (5, 2)
     {
-        return Err(RuntimeError::Spec(
+        return Err(RuntimeError::Container(
             "the container's /dev/pts/ptmx is not a devpts ptmx".into(),
         ));
     }
@@ -701,7 +775,7 @@ fn run(args: &[String]) -> Result<i32, ChildError> {
         }
     }
     if crate::sys::linux::pidfd_signal(pidfd.as_fd(), 0).is_err() {
-        return Err(RuntimeError::Spec("the container is not running".into()).into());
+        return Err(RuntimeError::Container("the container is not running".into()).into());
     }
     drop(pidfd);
     drop(proc_dir);
@@ -799,8 +873,9 @@ fn child(sys: &mut dyn Sys, plan: &Plan) -> Result<i32, ChildError> {
     };
     let passwd = image_file("/etc/passwd")?;
     let group = image_file("/etc/group")?;
+    // A user the container does not have: 126, as Docker's exec.
     let user = crate::user::resolve(&user_spec, &passwd, &group).map_err(|e| ChildError::Exec {
-        code: EXIT_SETUP,
+        code: EXIT_NOT_EXECUTABLE,
         message: e.to_string(),
     })?;
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
@@ -855,4 +930,37 @@ fn child(sys: &mut dyn Sys, plan: &Plan) -> Result<i32, ChildError> {
             err.desc()
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_1_of_a_namespace_is_told_by_nspid() {
+        assert!(namespace_init_status("Name:\tsleep\nNSpid:\t4242\t1\n"));
+        assert!(namespace_init_status("NSpid:\t4242\t7\t1\n"));
+        // The host's init, and a process of berth's own namespace, are not.
+        assert!(!namespace_init_status("NSpid:\t1\n"));
+        assert!(!namespace_init_status("NSpid:\t4242\t2\n"));
+        assert!(!namespace_init_status("Name:\tx\n"));
+    }
+
+    /// A runner whose start time is not the recorded one (its PID reused) is no container;
+    /// nor is a process without a namespace init among its grandchildren.
+    #[test]
+    fn a_stale_or_containerless_runner_is_not_running() {
+        let me = std::process::id();
+        let (dir, start, _) = proc_dir(me).unwrap();
+        drop(dir);
+        let err = ExecTarget::find(me, start + 1).unwrap_err();
+        assert!(err.to_string().contains("not running"), "{err}");
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(ExecTarget::find(me, start).is_err());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

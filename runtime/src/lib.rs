@@ -72,6 +72,10 @@ pub enum RuntimeError {
     Network(String),
     #[error("seccomp: {0}")]
     Seccomp(String),
+    /// `exec` and the tools that reach into a running container: it is not (any longer), or
+    /// not yet, there to join.
+    #[error("{0}")]
+    Container(String),
     #[error("{what}")]
     Io {
         what: String,

@@ -358,7 +358,10 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps.clone())
-        .inheritable(caps)
+        // Empty, as Docker since 20.10.14 (CVE-2022-24769): with the set, a process that
+        // dropped to another user regained capabilities by executing a file with
+        // inheritable file capabilities.
+        .inheritable(std::collections::HashSet::new())
         .ambient(std::collections::HashSet::new())
         .build()
         .map_err(e)?;

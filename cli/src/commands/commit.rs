@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(short = 'm', long = "message")]
     message: Option<String>,
     /// Pause a running container while its changes are packed
-    #[arg(short = 'p', long = "pause", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(short = 'p', long = "pause", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pause: bool,
     /// The container (name, ID or unique ID prefix)
     container: String,

@@ -68,7 +68,8 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
     let dir = store.container_dir(&record.id)?;
     let (spec, _) =
         berth_runtime::init::read_bundle(&mut berth_runtime::sys::linux::LinuxSys, &dir)?;
-    let target = berth_runtime::exec::ExecTarget::find(runner, start).map_err(|_| not_running())?;
+    let target = berth_runtime::exec::ExecTarget::find(runner, start)
+        .map_err(|e| anyhow::anyhow!("container {}: {e}", args.container))?;
     let mut env = given_env(&args);
     if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());

@@ -137,6 +137,19 @@ pub fn create(
         )
         .into());
     }
+    // berth's `--init` is berth's own code as the container's PID 1 for its whole life: a
+    // container that may trace it could reach berth's binary through /proc/1/exe.
+    let traces = |c: &String| {
+        let c = c.to_ascii_uppercase();
+        matches!(c.as_str(), "ALL" | "SYS_PTRACE" | "CAP_SYS_PTRACE")
+    };
+    if args.init && !args.privileged && args.cap_add.iter().any(traces) {
+        return Err(UsageError(
+            "--init with --cap-add SYS_PTRACE: berth's init is berth itself, which the              container could then trace; use an init from the image (tini, dumb-init) instead"
+                .into(),
+        )
+        .into());
+    }
     let image = image_to_run(store, &args)?;
     let store = &**store;
     let cfg = &image.config.config;
