@@ -17,6 +17,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_berth");
 /// A sandbox with busybox and a network namespace, when root and the tools are there
 /// (`ip`, `nft`, `curl`, `python3`, `bash`: scripts/test installs them).
 fn setup() -> Option<(Sandbox, NetNs)> {
+    // Bridges need root (a rootless run, which `ROOT.sandbox()` allows, has none).
+    if !berth_test_support::tier::needs_root("network namespaces, bridges and nftables") {
+        return None;
+    }
     let s = ROOT.sandbox()?;
     for tool in ["ip", "nft", "curl", "python3", "bash"] {
         let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
