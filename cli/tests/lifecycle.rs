@@ -228,6 +228,22 @@ fn a_foreground_run_returns_the_code_and_its_policy_goes_on_in_the_background() 
 }
 
 #[test]
+fn a_detached_container_that_ends_at_once_keeps_its_exit_code() {
+    // The monitor names itself in the record before the container starts, so the starter
+    // never overwrites an end the monitor has already recorded.
+    let Some(s) = ROOT.sandbox() else { return };
+    let names: Vec<String> = (0..5).map(|i| format!("q{i}")).collect();
+    let _gone = Removed(&s, names.iter().map(String::as_str).collect());
+    for name in &names {
+        s.ok(&["run", "-d", "--name", name, "busybox", "sh", "-c", "exit 7"]);
+    }
+    for name in &names {
+        let v = wait_for(&s, name, "the end", |v| v["State"]["Status"] == "exited");
+        assert_eq!(v["State"]["ExitCode"], 7, "{v:#}");
+    }
+}
+
+#[test]
 fn inspect_shows_a_running_container_as_docker_does() {
     let Some(s) = ROOT.sandbox() else { return };
     let _gone = Removed(&s, vec!["i1"]);

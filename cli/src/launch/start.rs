@@ -66,16 +66,11 @@ pub fn launch(
         }
     };
     if detach {
+        // The monitor names itself in the record before it starts the container: written
+        // here, after the spawn, the record could overwrite the end a quick container's
+        // monitor had already recorded.
         let child = spawn_monitor(store, &dir, terminal.as_ref(), false)?;
         drop(terminal);
-        // The monitor is our child and not yet waited for: its /proc entry stays while it
-        // runs and as a zombie after.
-        let running = ContainerRecord {
-            pid: Some(child),
-            pid_start: crate::containers::start_time(child),
-            ..record.clone()
-        };
-        store.write_container_record(&running)?;
         // Return once the container has started, as `docker run -d` does.
         crate::containers::wait_for_init(child);
         return Ok(0);
@@ -109,12 +104,7 @@ pub fn launch(
             ..fresh
         };
         store.write_container_record(&ended)?;
-        let child = spawn_monitor(store, &dir, None, true)?;
-        store.write_container_record(&ContainerRecord {
-            pid: Some(child),
-            pid_start: crate::containers::start_time(child),
-            ..ended
-        })?;
+        spawn_monitor(store, &dir, None, true)?;
     } else {
         finish(store, fresh, code, oom)?;
     }
@@ -230,6 +220,15 @@ pub fn monitor(store: &Store, dir: &std::path::Path, restarting: bool) -> anyhow
     let record = store
         .container_record(dir)
         .ok_or_else(|| anyhow::anyhow!("{}: no container record", dir.display()))?;
+    // From now on the monitor is the container's runner: `stop`, `kill`, `exec` and `ps`
+    // find the container through it.
+    let me = std::process::id();
+    let record = ContainerRecord {
+        pid: Some(me),
+        pid_start: crate::containers::start_time(me),
+        ..record
+    };
+    store.write_container_record(&record)?;
     let created = Created::read(dir)?;
     let policy = RestartPolicy::parse(&created.args.restart).map_err(UsageError)?;
     let exe = std::fs::read_link("/proc/self/exe")?;
