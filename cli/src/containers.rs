@@ -143,6 +143,46 @@ pub fn wait_for_init(runner: u32) -> Option<i32> {
     None
 }
 
+/// Waits (up to 5 s) until a process of the container runs its command: a descendant of the
+/// runner's init whose executable is no longer berth's (PID 1 before its `execve`, or
+/// `--init`'s PID 1, is berth). By then the init has set the container up, its network and
+/// published ports included, so `run -d` returns when the container can be reached, as
+/// Docker's does. Returns early when the init has gone.
+pub fn wait_for_command(runner: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(me) = std::fs::metadata("/proc/self/exe") else {
+        return;
+    };
+    let berth = (me.dev(), me.ino());
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let Some(init) = init_of(runner) else {
+            return;
+        };
+        // The init's descendants, three levels down (PID 1, and `--init`'s child).
+        let mut level = vec![init as u32];
+        for _ in 0..3 {
+            level = level.into_iter().flat_map(children).collect();
+            for pid in &level {
+                // EACCES: a process not dumpable, which berth's own code in the container is.
+                if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/exe"))
+                    && (m.dev(), m.ino()) != berth
+                {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Sends a signal to the container: through its runner, which forwards it to PID 1; SIGKILL
 /// (which cannot be forwarded) to the container's init, never to the runner, so the runner
 /// still records the end. Only a runner whose start time matches the record's is signalled,

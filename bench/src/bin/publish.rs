@@ -46,6 +46,8 @@ fn which(name: &str) -> Option<PathBuf> {
 struct Tool {
     name: &'static str,
     program: PathBuf,
+    /// Flags of `run` this tool needs here.
+    run_flags: Vec<&'static str>,
     /// Global flags and environment that point the tool at the bench's own state.
     global: Vec<String>,
     env: Vec<(String, String)>,
@@ -114,8 +116,11 @@ fn main() {
 fn outer() {
     let name = format!("berth-bench-{}", std::process::id());
     sh(Command::new("ip").args(["netns", "add", &name]));
-    let status = Command::new("ip")
-        .args(["netns", "exec", &name])
+    // nsenter, not `ip netns exec`: that remounts /sys for the namespace, which hides the
+    // cgroup hierarchies mounted below it from podman's runc and dockerd.
+    let status = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{name}"))
+        .arg("--")
         .arg(std::env::current_exe().unwrap())
         .args(std::env::args().skip(1))
         .env(NETNS_ENV, &name)
@@ -143,6 +148,7 @@ fn inner() {
     let berth_tool = Tool {
         name: "berth",
         program: berth.clone(),
+        run_flags: Vec::new(),
         global: vec!["--root".into(), w.join("berth").display().to_string()],
         // `cargo run` sets `none` (the workspace's .cargo/config.toml): berth's own default.
         env: vec![("BERTH_DEFAULT_NETWORK".into(), "bridge".into())],
@@ -165,6 +171,9 @@ fn inner() {
         let tool = Tool {
             name: "podman",
             program: podman,
+            // Its default open-file limit is above what this machine lets a process raise
+            // its own to; the host's limits, as berth and Docker pass them on.
+            run_flags: vec!["--ulimit", "host"],
             global: vec![
                 "--root".into(),
                 p("podman-root"),
@@ -192,6 +201,7 @@ fn inner() {
         let tool = Tool {
             name: "docker",
             program: PathBuf::from("/usr/bin/docker"),
+            run_flags: Vec::new(),
             global: Vec::new(),
             env: vec![("DOCKER_HOST".into(), host.clone())],
             image: "web:1".into(),
@@ -201,23 +211,29 @@ fn inner() {
     } else {
         println!("docker: dockerd did not start");
     }
+    // A tool that cannot run a container on this machine is left out, saying why (podman
+    // 4.3's runc raises RLIMIT_NPROC, which needs CAP_SYS_RESOURCE, which root lacks on
+    // some sandboxed machines).
+    tools.retain(|tool| {
+        let mut args = vec!["run", "--rm"];
+        args.extend(&tool.run_flags);
+        args.extend([tool.image.as_str(), "true"]);
+        let out = tool.cmd(&args).output().unwrap();
+        if !out.status.success() {
+            println!(
+                "{}: cannot run a container here, left out: {}",
+                tool.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        out.status.success()
+    });
     let start = |tool: &Tool, port: u16, name: &str| -> (f64, f64) {
         let publish = format!("127.0.0.1:{port}:80");
-        let mut c = tool.cmd(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "-p",
-            &publish,
-            &tool.image,
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        ]);
+        let mut args = vec!["run", "-d", "--name", name, "-p", &publish];
+        args.extend(&tool.run_flags);
+        args.extend([tool.image.as_str(), "httpd", "-f", "-p", "80", "-h", "/www"]);
+        let mut c = tool.cmd(&args);
         c.stdout(Stdio::null()).stderr(Stdio::piped());
         let t = Instant::now();
         let out = c.output().unwrap();

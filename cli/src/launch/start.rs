@@ -71,8 +71,9 @@ pub fn launch(
         // monitor had already recorded.
         let child = spawn_monitor(store, &dir, terminal.as_ref(), false)?;
         drop(terminal);
-        // Return once the container has started, as `docker run -d` does.
+        // Return once the container's command runs, as `docker run -d` does.
         crate::containers::wait_for_init(child);
+        crate::containers::wait_for_command(child);
         return Ok(0);
     }
     let exe = std::fs::read_link("/proc/self/exe")?;
