@@ -306,20 +306,46 @@ impl ExecTarget {
         Ok(fd)
     }
 
-    /// The PIDs (as berth sees them) of every process in PID 1's PID namespace: PID 1 and
-    /// its descendants.
+    /// The PIDs (as berth sees them) of every process in PID 1's PID namespace, PID 1 first:
+    /// each process of `/proc` whose `ns/pid` is PID 1's (so a process `berth exec`
+    /// started, which is no descendant of PID 1, too).
     pub fn processes(&self) -> Vec<u32> {
         let mut out = vec![self.pid];
-        let mut at = 0;
-        while at < out.len() && out.len() < 1 << 16 {
-            let pid = out[at];
-            at += 1;
-            if let Some((dir, _, _)) = proc_dir(pid) {
-                out.extend(children(dir.as_fd(), pid));
+        let Some(ns) = pid_ns_of(self.proc_dir.as_fd()) else {
+            return out;
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            if out.len() >= 1 << 16 {
+                break;
+            }
+            if pid != self.pid
+                && let Some((dir, _, _)) = proc_dir(pid)
+                && pid_ns_of(dir.as_fd()) == Some(ns)
+            {
+                out.push(pid);
             }
         }
         out
     }
+}
+
+/// The PID namespace (device, inode) of a `/proc/PID` directory's process.
+fn pid_ns_of(dir: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    nix::fcntl::openat(
+        dir,
+        "ns/pid",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|fd| nix::sys::stat::fstat(&fd))
+    .ok()
+    .map(|s| (s.st_dev, s.st_ino))
 }
 
 /// What one look for PID 1 found.
@@ -359,18 +385,7 @@ impl ExecTarget {
     /// left as they are. Fails when the container keeps making processes or one does not
     /// stop within about a second (those stopped are continued).
     pub fn pause(&self) -> Result<Paused, RuntimeError> {
-        let ns_of = |dir: BorrowedFd<'_>| {
-            nix::fcntl::openat(
-                dir,
-                "ns/pid",
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .and_then(|fd| nix::sys::stat::fstat(&fd))
-            .ok()
-            .map(|s| (s.st_dev, s.st_ino))
-        };
-        let ns = ns_of(self.proc_dir.as_fd())
+        let ns = pid_ns_of(self.proc_dir.as_fd())
             .ok_or_else(|| RuntimeError::Container("the container is not running".into()))?;
         let mut paused = Paused {
             stopped: Vec::new(),
@@ -386,7 +401,7 @@ impl ExecTarget {
                 let Some((dir, start, _)) = proc_dir(pid) else {
                     continue;
                 };
-                if ns_of(dir.as_fd()) != Some(ns) {
+                if pid_ns_of(dir.as_fd()) != Some(ns) {
                     continue;
                 }
                 let state = state_of(dir.as_fd()).unwrap_or('X');
