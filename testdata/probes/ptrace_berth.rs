@@ -1,7 +1,9 @@
 //! A static probe run as a container's process (with CAP_SYS_PTRACE) by
 //! `cli/tests/exec_window.rs`: for SECONDS it scans `/proc` over and over and, for every
 //! process whose `exe` or `cmdline` names berth, reads its `status` and `PTRACE_ATTACH`es to
-//! it, reading the `status` again while it is stopped. Prints one line per finding:
+//! it (`PTRACE_SEIZE`, then `PTRACE_INTERRUPT`: the attach of `PTRACE_ATTACH` without its
+//! SIGSTOP, which an exec racing the attach would leave pending, stopping the process for
+//! good), reading the `status` again while it is stopped. Prints one line per finding:
 //!
 //! - `caps PID CAPEFF` for a berth process whose effective capabilities go beyond the
 //!   probe's own (the container's, with SYS_PTRACE);
@@ -21,9 +23,12 @@ extern "C" {
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
 }
 
-const PTRACE_ATTACH: c_int = 16;
 const PTRACE_DETACH: c_int = 17;
+const PTRACE_SEIZE: c_int = 0x4206;
+const PTRACE_INTERRUPT: c_int = 0x4207;
 const WALL: c_int = 0x4000_0000;
+/// `status >> 16` of a stop made by `PTRACE_INTERRUPT`.
+const PTRACE_EVENT_STOP: c_int = 128;
 
 fn field(status: &str, name: &str) -> Option<String> {
     status
@@ -106,16 +111,27 @@ fn main() {
             probe.check(pid);
             // SAFETY: ptrace and waitpid take numbers; the status pointer is a live int.
             unsafe {
-                if ptrace(PTRACE_ATTACH, pid, 0, 0) == 0 {
+                if ptrace(PTRACE_SEIZE, pid, 0, 0) == 0 {
+                    ptrace(PTRACE_INTERRUPT, pid, 0, 0);
                     let mut status = 0;
-                    waitpid(pid, &mut status, WALL);
+                    if waitpid(pid, &mut status, WALL) != pid || status & 0x7f != 0x7f {
+                        // Gone (exited or killed) meanwhile.
+                        continue;
+                    }
                     attached += 1;
+                    // A signal the process was about to get when it stopped: handed back on
+                    // detach.
+                    let signal = if status >> 16 == PTRACE_EVENT_STOP {
+                        0
+                    } else {
+                        (status >> 8) & 0xff
+                    };
                     probe.check(pid);
                     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
                         .map(|p| p.display().to_string())
                         .unwrap_or_default();
                     probe.report(format!("attached {pid} {exe}"));
-                    ptrace(PTRACE_DETACH, pid, 0, 0);
+                    ptrace(PTRACE_DETACH, pid, 0, signal as c_long);
                 }
             }
         }
