@@ -139,7 +139,14 @@ fn exec_runs_with_the_containers_environment_user_and_directory_and_docker_exit_
          echo biggid:x:5:4294967295::/:/bin/sh >> /etc/passwd; \
          echo neg:x:4294967295: >> /etc/group",
     );
-    for user in ["4294967295", "0:4294967295", "2147483648", "big", "biggid", "0:neg"] {
+    for user in [
+        "4294967295",
+        "0:4294967295",
+        "2147483648",
+        "big",
+        "biggid",
+        "0:neg",
+    ] {
         let out = s.run(&["exec", "-u", user, "ex", "id", "-u"]);
         assert_eq!(out.status.code(), Some(126), "{user}: {}", printed(&out));
         assert!(out.stdout.is_empty(), "{user}: {}", printed(&out));
@@ -306,7 +313,10 @@ fn exec_detached_returns_at_once_and_the_command_runs() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(top.contains("sleep 555") && top.contains("sleep 1000"), "{top}");
+    assert!(
+        top.contains("sleep 555") && top.contains("sleep 1000"),
+        "{top}"
+    );
     assert_eq!(top.lines().count(), 3, "{top}");
     s.ok(&["rm", "-f", "bg"]);
     s.assert_clean();

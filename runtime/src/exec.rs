@@ -468,8 +468,7 @@ pub fn exec_in(
         file.as_raw_fd(),
     ];
     let image = sealed_copy(exe)?;
-    let mut command =
-        std::process::Command::new(format!("/proc/self/fd/{}", image.as_raw_fd()));
+    let mut command = std::process::Command::new(format!("/proc/self/fd/{}", image.as_raw_fd()));
     command.arg0("berth").arg("__exec");
     for fd in fds {
         command.arg(fd.to_string());
@@ -1012,7 +1011,8 @@ fn child(sys: &mut dyn Sys, plan: &Plan, command: &Command<'_>) -> Result<i32, C
     } else {
         sys.new_session().map_err(setup("starting a session"))?;
     }
-    sys.finish_process().map_err(setup("preparing the process"))?;
+    sys.finish_process()
+        .map_err(setup("preparing the process"))?;
     let err = sys.execve(&command.program, &command.argv, &command.envp);
     let code = if err == nix::Error::ENOENT {
         EXIT_NOT_FOUND

@@ -157,10 +157,7 @@ mod tests {
     fn ids_above_2_to_the_31_are_refused() {
         for spec in ["4294967295", "2147483648", "0:4294967295", "99999999999"] {
             assert!(
-                matches!(
-                    resolve(spec, PASSWD, GROUP),
-                    Err(UserError::OutOfRange(_))
-                ),
+                matches!(resolve(spec, PASSWD, GROUP), Err(UserError::OutOfRange(_))),
                 "{spec}"
             );
         }
@@ -168,10 +165,7 @@ mod tests {
         let group = "neg:x:4294967295:\n";
         for spec in ["big", "bg", "0:neg"] {
             assert!(
-                matches!(
-                    resolve(spec, passwd, group),
-                    Err(UserError::BadId { .. })
-                ),
+                matches!(resolve(spec, passwd, group), Err(UserError::BadId { .. })),
                 "{spec}"
             );
         }
