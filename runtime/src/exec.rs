@@ -545,10 +545,13 @@ pub fn sealed_copy(exe: &Path) -> Result<OwnedFd, RuntimeError> {
     use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     use nix::sys::memfd::{MFdFlags, memfd_create};
     let mut source = std::fs::File::open(exe).map_err(io_error("opening berth's binary"))?;
-    let memfd = memfd_create(
-        c"berth",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
+    // MFD_EXEC: executable even where `vm.memfd_noexec` makes memfds non-executable by
+    // default; kernels before 6.3 do not know the flag (EINVAL) and make them executable.
+    let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+    let memfd = match memfd_create(c"berth", flags | MFdFlags::from_bits_retain(libc::MFD_EXEC)) {
+        Err(nix::Error::EINVAL) => memfd_create(c"berth", flags),
+        other => other,
+    }
     .map_err(setup("making a memfd for berth's binary"))?;
     let mut copy = std::fs::File::from(memfd);
     std::io::copy(&mut source, &mut copy).map_err(io_error("copying berth's binary"))?;
@@ -861,6 +864,8 @@ fn run(args: &[String]) -> Result<i32, ChildError> {
     // nothing in the container can see it, signal it or trace it.
     let command = prepare(sys, &plan)?;
     crate::privileges::become_identity(sys, &command.identity())?;
+    // A change of user makes the process dumpable again when `fs.suid_dumpable` says so.
+    nix::sys::prctl::set_dumpable(false).map_err(setup("making the exec process non-dumpable"))?;
     // From here on this process holds the container's credentials, capabilities and
     // seccomp filter: the child it forks, the first that the container can see, never
     // holds more.
