@@ -1010,6 +1010,13 @@ fn child(sys: &mut dyn Sys, plan: &Plan, command: &Command<'_>) -> Result<i32, C
     close_above_stdio().map_err(setup("closing descriptors"))?;
     sys.set_parent_death_signal(Signal::SIGKILL)
         .map_err(setup("setting the parent-death signal"))?;
+    // The parent is outside this PID namespace (parent PID 0 here); one that died before the
+    // signal was set has left this process to the container's PID 1.
+    if nix::unistd::getppid().as_raw() != 0 {
+        return Err(
+            RuntimeError::Container("berth __exec ended before its command ran".into()).into(),
+        );
+    }
     if plan.terminal {
         sys.take_controlling_terminal()
             .map_err(setup("taking the terminal"))?;
