@@ -107,6 +107,8 @@ pub fn check(
             .filter(|d| !d.is_zero())
             .unwrap_or(default)
     };
+    // An image's intervals are held to the same floor as the flags'.
+    let at_least = |d: Duration| d.max(SHORTEST);
     let test: Vec<String> = match &flags.health_cmd {
         Some(cmd) => vec!["CMD-SHELL".into(), cmd.clone()],
         None => image
@@ -140,11 +142,11 @@ pub fn check(
     };
     Ok(Some(Check {
         command,
-        interval: or(
+        interval: at_least(or(
             flag(&flags.health_interval)?,
             field("Interval"),
             DEFAULT_INTERVAL,
-        ),
+        )),
         timeout: or(
             flag(&flags.health_timeout)?,
             field("Timeout"),
@@ -155,11 +157,11 @@ pub fn check(
             field("StartPeriod"),
             Duration::ZERO,
         ),
-        start_interval: or(
+        start_interval: at_least(or(
             flag(&flags.health_start_interval)?,
             field("StartInterval"),
             DEFAULT_START_INTERVAL,
-        ),
+        )),
         retries: flags
             .health_retries
             .or(field("Retries").map(|r| r.clamp(0, i64::from(u32::MAX)) as u32))
@@ -428,6 +430,11 @@ mod tests {
             .is_err()
         );
         assert!(parse_duration("1ms").is_err());
+        let fast = json!({"Test": ["CMD", "true"], "Interval": 1_000_000i64, "StartInterval": 1});
+        let c = check(Some(&fast), None, &Flags::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.interval, c.start_interval), (SHORTEST, SHORTEST));
         assert!(parse_duration("1m30s").is_ok());
     }
 }

@@ -17,6 +17,7 @@ mod filters;
 mod follow;
 mod health;
 mod launch;
+mod networking;
 mod output;
 mod output_file;
 mod progress;
@@ -120,7 +121,7 @@ enum Command {
         #[command(subcommand)]
         command: commands::volume::Command,
     },
-    /// List networks (berth has Docker's `host` and `none`)
+    /// Manage networks: bridge (the default), host, none, and user bridges
     Network {
         #[command(subcommand)]
         command: commands::network::Command,
@@ -280,7 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Wait(args) => commands::lifecycle::wait(&*open()?, args),
         Command::Attach(args) => commands::attach::run(&*open()?, args),
         Command::Volume { command } => commands::volume::run(&*open()?, command),
-        Command::Network { command } => commands::network::run(command),
+        Command::Network { command } => commands::network::run(&*open()?, command),
         Command::Image { command } => commands::prune::image(&*open()?, command),
         Command::Container { command } => commands::prune::container(&*open()?, command),
         Command::Debug { command } => commands::debug::run(command),

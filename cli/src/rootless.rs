@@ -131,13 +131,21 @@ pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The network of a build's RUN steps when none is asked for: the host's as root (berth has
-/// no bridge yet); rootless, slirp4netns's where it is installed, so a step reaches out
-/// without reaching the host's loopback, else the host's, with a warning.
+/// The network of a build's RUN steps when none is asked for: `BERTH_DEFAULT_BUILD_NETWORK`
+/// when set (`bridge`, `none`, `host`, `slirp4netns`); else as root the default bridge
+/// (outbound access through NAT, never the host's loopback); rootless, slirp4netns's where
+/// it is installed, so a step reaches out without reaching the host's loopback, else the
+/// host's, with a warning.
 pub fn default_build_network() -> berth_runtime::spec::NetworkMode {
     use berth_runtime::spec::NetworkMode;
+    if let Some(mode) = std::env::var("BERTH_DEFAULT_BUILD_NETWORK")
+        .ok()
+        .and_then(|m| m.parse().ok())
+    {
+        return mode;
+    }
     if !userns::rootless() {
-        return NetworkMode::Host;
+        return NetworkMode::Bridge;
     }
     if on_path("slirp4netns").is_some() {
         return NetworkMode::Slirp4netns;

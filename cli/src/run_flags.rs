@@ -238,15 +238,7 @@ pub fn parse_dns_word(s: &str) -> Result<String, String> {
 /// The container's `/etc/hosts`: localhost, its own name, and the `--add-host` entries
 /// (`HOST=IP`, as [`parse_add_host`] leaves them).
 pub fn hosts_file(hostname: &str, extra: &[String]) -> String {
-    let mut text = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    );
-    for entry in extra {
-        if let Some((host, ip)) = entry.split_once('=') {
-            text.push_str(&format!("{ip}\t{host}\n"));
-        }
-    }
-    text
+    crate::networking::hosts_file(&[hostname.to_owned()], None, &[], extra)
 }
 
 /// The container's `/etc/resolv.conf`: the network's (`base`), with its name servers

@@ -499,8 +499,9 @@ fn network_ls_lists_the_built_in_networks_with_templates_and_filters() {
         ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"],
         "{table}"
     );
-    assert_eq!(rows[1][1..], ["host", "host", "local"], "{table}");
-    assert_eq!(rows[2][1..], ["none", "null", "local"], "{table}");
+    assert_eq!(rows[1][1..], ["bridge", "bridge", "local"], "{table}");
+    assert_eq!(rows[2][1..], ["host", "host", "local"], "{table}");
+    assert_eq!(rows[3][1..], ["none", "null", "local"], "{table}");
     assert_eq!(
         s.ok(&[
             "network",

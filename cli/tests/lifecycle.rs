@@ -228,6 +228,22 @@ fn a_foreground_run_returns_the_code_and_its_policy_goes_on_in_the_background() 
 }
 
 #[test]
+fn a_detached_container_that_ends_at_once_keeps_its_exit_code() {
+    // The monitor names itself in the record before the container starts, so the starter
+    // never overwrites an end the monitor has already recorded.
+    let Some(s) = ROOT.sandbox() else { return };
+    let names: Vec<String> = (0..5).map(|i| format!("q{i}")).collect();
+    let _gone = Removed(&s, names.iter().map(String::as_str).collect());
+    for name in &names {
+        s.ok(&["run", "-d", "--name", name, "busybox", "sh", "-c", "exit 7"]);
+    }
+    for name in &names {
+        let v = wait_for(&s, name, "the end", |v| v["State"]["Status"] == "exited");
+        assert_eq!(v["State"]["ExitCode"], 7, "{v:#}");
+    }
+}
+
+#[test]
 fn inspect_shows_a_running_container_as_docker_does() {
     let Some(s) = ROOT.sandbox() else { return };
     let _gone = Removed(&s, vec!["i1"]);
@@ -354,6 +370,19 @@ fn capabilities_are_added_and_dropped_with_their_seccomp_calls() {
         "CapEff:\t0000000000000001\n"
     );
     assert_eq!(caps(&["--cap-drop", "ALL"]), "CapEff:\t0000000000000000\n");
+    // The inheritable set is empty, as Docker's since 20.10.14 (CVE-2022-24769): a process
+    // that drops to another user cannot get capabilities back from a file's.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "ALL",
+        "busybox",
+        "grep",
+        "CapInh",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "CapInh:\t0000000000000000\n");
     let default = caps(&[]);
     let without_kill = caps(&["--cap-drop", "CAP_KILL"]);
     let bits = |t: &str| u64::from_str_radix(t.trim().rsplit('\t').next().unwrap(), 16).unwrap();
@@ -378,6 +407,21 @@ fn capabilities_are_added_and_dropped_with_their_seccomp_calls() {
     assert_eq!(printed(&out).trim(), "MOUNTED");
     let out = s.run(&["run", "--rm", "busybox", "sh", "-c", mount]);
     assert!(!printed(&out).contains("MOUNTED"));
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "--init",
+        "--cap-add",
+        "SYS_PTRACE",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        printed(&out).contains("--init with --cap-add SYS_PTRACE"),
+        "{}",
+        printed(&out)
+    );
     let out = s.run(&["run", "--rm", "--cap-add", "FLY", "busybox", "true"]);
     assert!(
         printed(&out).contains("unknown capability"),

@@ -210,7 +210,13 @@ struct TestNet {
 
 impl TestNet {
     fn start(www: &std::path::Path) -> TestNet {
-        let name = format!("berth-slirp-{}", std::process::id());
+        // One per test: tests of one process run at once.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "berth-slirp-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let ip = |args: &[&str]| {
             let out = std::process::Command::new("ip")
                 .args(args)
@@ -334,6 +340,88 @@ fn slirp4netns_reaches_out_but_never_the_hosts_loopback() {
         assert_success(&out, "run"),
         "from outside\nno-host-loopback\n"
     );
+}
+
+/// Rootless, `-p` is published through slirp4netns's API (`add_hostfwd`): a detached httpd
+/// answers on the host's port; a second container asking for the same port is refused with
+/// slirp4netns's error; a bridge network is refused with what to use instead.
+#[test]
+fn rootless_publishes_ports_through_slirp4netns() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let Some(user) = RootlessUser::get(BIN) else {
+        return;
+    };
+    if !berth_test_support::needs(
+        "slirp4netns and curl (scripts/test installs them)",
+        std::path::Path::new("/usr/bin/slirp4netns").exists()
+            && std::path::Path::new("/usr/bin/curl").exists(),
+    ) {
+        return;
+    }
+    share_busybox(&s, &user);
+    let www = user.path().join("www-p");
+    std::fs::create_dir_all(&www).unwrap();
+    let net = TestNet::start(&www);
+    let berth = |args: &[&str]| {
+        let mut c = user.berth(&[]);
+        c.args(args);
+        net.inside(&c).output().unwrap()
+    };
+    let out = berth(&[
+        "run",
+        "-d",
+        "--pull",
+        "never",
+        "--name",
+        "pub",
+        "--network",
+        "slirp4netns",
+        "-p",
+        "127.0.0.1:18090:80",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-rootless > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    assert_success(&out, "rootless run -d -p");
+    let mut page = String::new();
+    for _ in 0..50 {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &net.name, "curl", "-s", "--max-time", "2"])
+            .arg("http://127.0.0.1:18090/")
+            .output()
+            .unwrap();
+        page = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(page, "hello-rootless\n");
+    let clash = berth(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "slirp4netns",
+        "-p",
+        "127.0.0.1:18090:80",
+        "busybox",
+        "true",
+    ]);
+    assert!(!clash.status.success(), "{}", printed(&clash));
+    assert!(printed(&clash).contains("18090"), "{}", printed(&clash));
+    let bridge = berth(&[
+        "run", "--rm", "--pull", "never", "-p", "8080:80", "busybox", "true",
+    ]);
+    assert!(!bridge.status.success());
+    assert!(
+        printed(&bridge).contains("slirp4netns"),
+        "{}",
+        printed(&bridge)
+    );
+    assert_success(&berth(&["rm", "-f", "pub"]), "rm -f");
 }
 
 /// `berth info` tells a rootless user what the machine gives it, and what is missing.

@@ -95,6 +95,23 @@ fn rel(components: &[&str]) -> String {
     }
 }
 
+/// The file an `O_PATH` descriptor names, opened for reading when it is a regular file. The
+/// check and the open are of the same inode (the open goes through the descriptor's
+/// `/proc/self/fd` link), so a tree that swaps a device node or a FIFO in for the file
+/// between the two never gets berth to open it: a device's open can have effects, and a
+/// FIFO's blocks. ENOENT when `/proc` is not mounted.
+fn reopen_regular(fd: OwnedFd, path: &str) -> io::Result<std::fs::File> {
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+        return Err(not_regular(path));
+    }
+    let file = rustix::fs::open(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok(std::fs::File::from(file))
+}
+
 fn not_regular(path: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -246,21 +263,35 @@ impl Root {
     }
 
     /// Opens a regular file for reading; its final component is not followed, and anything
-    /// but a regular file (a FIFO, a device, a socket) is refused without blocking.
+    /// but a regular file (a FIFO, a device, a socket) is refused without being opened.
     pub fn open_file(&self, path: &str) -> io::Result<std::fs::File> {
-        let fd = self.open_at(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK)?;
-        if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
-            return Err(not_regular(path));
+        match reopen_regular(self.open_at(path, OFlags::PATH | OFlags::NOFOLLOW)?, path) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.open_nonblocking(path, OFlags::NOFOLLOW)
+            }
+            other => other,
         }
-        rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
-        Ok(std::fs::File::from(fd))
     }
 
     /// Opens a regular file for reading, following symlinks (its final component included)
     /// inside the root, as BuildKit resolves a context's Dockerfile; anything but a regular
-    /// file is refused without blocking.
+    /// file is refused without being opened.
     pub fn open_file_following(&self, path: &str) -> io::Result<std::fs::File> {
-        let fd = self.open_at(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+        match reopen_regular(self.open_at(path, OFlags::PATH)?, path) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.open_nonblocking(path, OFlags::empty())
+            }
+            other => other,
+        }
+    }
+
+    /// Where no `/proc` is mounted (a chroot): the file opened without blocking and its type
+    /// checked after, which a device's open precedes.
+    fn open_nonblocking(&self, path: &str, flags: OFlags) -> io::Result<std::fs::File> {
+        let fd = self.open_at(
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | flags,
+        )?;
         if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
             return Err(not_regular(path));
         }
@@ -583,6 +614,43 @@ pub fn set_dir_time(fd: &OwnedFd, m: Meta) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix_mkfifo(&fifo);
+        std::fs::write(dir.path().join("file"), b"text").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        assert!(root.open_file("fifo").is_err());
+        assert!(root.open_file_following("fifo").is_err());
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut root.open_file("file").unwrap(), &mut text).unwrap();
+        assert_eq!(text, "text");
+        // A device node, where this user may make one: refused without being opened.
+        if rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("null"),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(1, 3),
+        )
+        .is_ok()
+        {
+            assert!(root.open_file("null").is_err());
+        }
+    }
+
+    fn nix_mkfifo(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
 
     #[test]
     fn components_drop_dots_and_empties_but_keep_dotdot() {

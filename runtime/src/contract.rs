@@ -20,8 +20,15 @@ pub const ANNOTATION_NODEV: &str = "berth.nodev";
 
 /// Annotation present when the container's network namespace is carried out by slirp4netns:
 /// the init starts it from the host's network namespace once the namespace exists, and
-/// releases PID 1 when `tap0` is configured.
+/// releases PID 1 when `tap0` is configured. Its value is the JSON list of ports to publish
+/// ([`net::Port`](crate::net::Port)s, forwarded by slirp4netns from the host to `tap0`;
+/// `1`, or an empty list, publishes none).
 pub const ANNOTATION_SLIRP4NETNS: &str = "berth.slirp4netns";
+
+/// Annotation carrying the container's place on a bridge network, a JSON
+/// [`net::Attachment`](crate::net::Attachment): the init makes its veth and publishes its
+/// ports at start, and removes the ports when the container ends.
+pub const ANNOTATION_NETWORK: &str = "berth.network";
 
 /// Annotation with the host path of the terminal to bind onto `/dev/console` (`run -t`).
 pub const ANNOTATION_CONSOLE: &str = "berth.console";

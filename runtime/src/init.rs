@@ -21,7 +21,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::RuntimeError;
 use crate::contract::{
-    ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP,
+    ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NETWORK, ANNOTATION_NODEV, ANNOTATION_SECCOMP,
     ANNOTATION_SLIRP4NETNS, ANNOTATION_USER, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP,
     FORWARDED, MAX_ENV_FD_VALUE,
 };
@@ -57,6 +57,21 @@ fn env_from_fds(sys: &mut dyn Sys, spec: &Spec, env: &mut Vec<String>) -> Result
         env.push(format!("{prefix}{value}"));
     }
     Ok(())
+}
+
+/// The container's bridge attachment, when its spec has one.
+fn attachment(spec: &Spec) -> Result<Option<crate::net::Attachment>, RuntimeError> {
+    let Some(json) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_NETWORK))
+    else {
+        return Ok(None);
+    };
+    let a: crate::net::Attachment = serde_json::from_str(json)
+        .map_err(|e| RuntimeError::Spec(format!("{ANNOTATION_NETWORK}: {e}")))?;
+    a.check()?;
+    Ok(Some(a))
 }
 
 /// Reads a bundle written by [`crate::Bundle::write`].
@@ -147,19 +162,73 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
     // slirp4netns is started from the host's network namespace: its launcher is forked
     // before the unshare; PID 1 sets up its rootfs meanwhile and waits on `release` until
     // tap0 is configured just before it drops privileges and execs.
+    // Ports to publish through slirp4netns's API socket, in a private directory of the
+    // init's own (removed once they are published).
+    let slirp_ports: Vec<crate::net::Port> = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_SLIRP4NETNS))
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    let api = match slirp_ports.is_empty() {
+        true => None,
+        false => Some(crate::slirp::ApiDir::create()?),
+    };
     let mut slirp = match spec
         .annotations()
         .as_ref()
         .is_some_and(|a| a.contains_key(ANNOTATION_SLIRP4NETNS))
     {
-        true => Some(crate::slirp::Launcher::fork()?),
+        true => Some(crate::slirp::Launcher::fork(
+            api.as_ref().map(|a| a.socket()).as_deref(),
+        )?),
         false => None,
     };
     // Rootless, or with a mount program asked for, the init mounts the overlay rootfs itself
     // before the container's namespaces exist (see `premount`).
     let ops = plan(spec, source)?;
     let premounted = premount(sys, &ops, source)?;
-    sys.unshare(flags).map_err(setup("creating namespaces"))?;
+    // A bridge network: the host's side (bridge, rules, published ports) from the host's
+    // network namespace, kept open to make the veth pair from once the container's exists.
+    let network = attachment(spec)?;
+    let host_net = match &network {
+        Some(a) => {
+            a.prepare_host()?;
+            Some(
+                nix::fcntl::open(
+                    "/proc/self/ns/net",
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(setup("opening the host's network namespace"))?,
+            )
+        }
+        None => None,
+    };
+    let unpublish = |host: &Option<std::os::fd::OwnedFd>| {
+        if let (Some(a), Some(ns)) = (&network, host) {
+            let _ = a.unpublish(Some(std::os::fd::AsFd::as_fd(ns)));
+        }
+    };
+    // The network namespace first, alone: `ip` makes the veth pair from a child process,
+    // which must not become PID 1 of the container's PID namespace (the first child forked
+    // after that one is unshared is).
+    let mut flags = flags;
+    if let (Some(a), Some(ns)) = (&network, &host_net) {
+        let connected = sys
+            .unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(setup("creating the network namespace"))
+            .and_then(|()| a.connect(std::os::fd::AsFd::as_fd(ns)));
+        if let Err(e) = connected {
+            unpublish(&host_net);
+            return Err(e);
+        }
+        flags.remove(CloneFlags::CLONE_NEWNET);
+    }
+    if let Err(e) = sys.unshare(flags) {
+        unpublish(&host_net);
+        return Err(setup("creating namespaces")(e));
+    }
     let release = match slirp {
         Some(_) => Some(
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -177,6 +246,10 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 p.forget();
             }
             drop(slirp);
+            if let Some(a) = api {
+                // The parent removes the directory.
+                std::mem::forget(a);
+            }
             let network_up = release.map(|(wait, released)| {
                 drop(released);
                 std::fs::File::from(wait)
@@ -193,7 +266,7 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 eprintln!("berth: creating the cgroup namespace: {e}");
                 return Ok(EXIT_SETUP);
             }
-            let new_net = flags.contains(CloneFlags::CLONE_NEWNET);
+            let new_net = flags.contains(CloneFlags::CLONE_NEWNET) || network.is_some();
             let child = container_child(sys, spec, &ops, skip_overlay, new_net, network_up);
             Ok(match child {
                 Ok(code) => code,
@@ -210,7 +283,12 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
         ForkResult::Parent { child } => {
             if let (Some(launcher), Some((wait, released))) = (slirp.as_mut(), release) {
                 drop(wait);
-                if let Err(e) = launcher.start() {
+                let started = launcher.start().and_then(|()| match &api {
+                    Some(api) => crate::slirp::publish(api, &slirp_ports),
+                    None => Ok(()),
+                });
+                drop(api);
+                if let Err(e) = started {
                     eprintln!("berth: {}", with_causes(&e));
                     let _ = sys.kill(child, Signal::SIGKILL);
                     supervise(sys, child, &set, &mut |_| false);
@@ -222,6 +300,9 @@ fn run(sys: &mut dyn Sys, spec: &Spec, source: &RootfsSource) -> Result<i32, Run
                 let _ = std::io::Write::write_all(&mut std::fs::File::from(released), b"1");
             }
             let code = supervise(sys, child, &set, &mut |_| true);
+            if let (Some(a), Some(ns)) = (&network, &host_net) {
+                a.disconnect(Some(std::os::fd::AsFd::as_fd(ns)));
+            }
             if let Some(p) = premounted
                 && let Err(e) = p.finish()
             {

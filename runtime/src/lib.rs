@@ -16,6 +16,7 @@
 //! | [`cgroups`] | `linux.resources` → a v1 or v2 cgroup holding the container; cleanup |
 //! | [`sys`] | every call the init and PID 1 make (namespaces, mounts, pivot, hostname, network, seccomp, ids, capabilities, rlimits, fds, fork, the sync pipe, signals, reaping, exec, the parent-death signal, the controlling terminal, cgroup files, the container's passwd and PATH lookups), behind one trait; [`sys::linux`] makes them, [`sys::recording`] records them for tests; on berth's own side, the pseudo-terminal's master (tty) calls nix directly |
 //! | [`fuse`] | fuse-overlayfs: which program mounts overlays (`BERTH_MOUNT_PROGRAM`), the rootless fallback where the kernel refuses overlayfs |
+//! | [`net`] | bridge networks as root: the bridge, a veth pair per container, nftables rules in berth's table (`ip`, `nft`) |
 //! | [`slirp`] | a private network without root: slirp4netns started on the container's network namespace |
 //! | [`userns`] | rootless: the user namespace berth enters at start, its id mapping from `/etc/subuid` |
 //! | [`pause`] | rootless: the pause process that holds that namespace between commands; its pidfile, checked before it is joined |
@@ -35,6 +36,7 @@ pub mod contract;
 pub mod exec;
 pub mod fuse;
 pub mod init;
+pub mod net;
 pub mod pause;
 pub mod pid1;
 pub mod privileges;
@@ -66,6 +68,8 @@ pub enum RuntimeError {
     Setup { what: String, errno: nix::Error },
     #[error("capabilities: {0}")]
     Capabilities(String),
+    #[error("network: {0}")]
+    Network(String),
     #[error("seccomp: {0}")]
     Seccomp(String),
     /// `exec` and the tools that reach into a running container: it is not (any longer), or
@@ -127,6 +131,32 @@ impl Bundle {
         }
         Ok(Bundle {
             dir: dir.to_owned(),
+        })
+    }
+
+    /// Sets (or, with `None`, removes) the container's bridge attachment in its
+    /// `config.json`: the caller takes an address at each start and hands it to the init
+    /// this way.
+    pub fn set_attachment(&self, attachment: Option<&net::Attachment>) -> Result<(), RuntimeError> {
+        let (mut spec, _) = init::read_bundle(&mut sys::linux::LinuxSys, &self.dir)?;
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        match attachment {
+            Some(a) => {
+                a.check()?;
+                annotations.insert(
+                    contract::ANNOTATION_NETWORK.to_owned(),
+                    serde_json::to_string(a).expect("plain data"),
+                );
+            }
+            None => {
+                annotations.remove(contract::ANNOTATION_NETWORK);
+            }
+        }
+        spec.set_annotations(Some(annotations));
+        let config = serde_json::to_vec(&spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        write_private(&self.dir.join("config.json"), &config).map_err(|source| RuntimeError::Io {
+            what: "writing config.json".into(),
+            source,
         })
     }
 

@@ -33,8 +33,10 @@ fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
 }
 
 impl Launcher {
-    /// Forks the launcher; the caller (the init) runs a single thread.
-    pub fn fork() -> Result<Launcher, RuntimeError> {
+    /// Forks the launcher; the caller (the init) runs a single thread. With `api`, slirp4netns
+    /// listens for API requests there ([`publish`]).
+    pub fn fork(api: Option<&std::path::Path>) -> Result<Launcher, RuntimeError> {
+        let api = api.map(|p| format!("--api-socket={}", p.display()));
         let (exit_read, exit_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(setup("making slirp4netns's exit pipe"))?;
         let (go, ready, _pid) = crate::sys::linux::fork_helper(move |mut go, ready| {
@@ -50,9 +52,17 @@ impl Launcher {
             {
                 return;
             }
+            // The init blocks the signals it forwards; slirp4netns must not inherit that mask
+            // (a blocked SIGCHLD keeps it from ever reaching its API socket's setup).
+            let _ = nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            );
             let init = nix::unistd::getppid().as_raw().to_string();
             let err = std::process::Command::new("slirp4netns")
                 .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+                .args(api.iter())
                 .arg(format!("--ready-fd={}", ready.as_raw_fd()))
                 .arg(format!("--exit-fd={}", exit_read.as_raw_fd()))
                 .args([init.as_str(), "tap0"])
@@ -89,4 +99,128 @@ impl Launcher {
             }),
         }
     }
+}
+
+/// A private directory (`mkdtemp`, 0700) for slirp4netns's API socket, held by descriptors:
+/// once PID 1 has called `pivot_root` in the mount namespace it shares with the init, the
+/// init's `/` is the container's, where the directory's path leads nowhere.
+#[derive(Debug)]
+pub struct ApiDir {
+    parent: OwnedFd,
+    dir: OwnedFd,
+    name: std::ffi::OsString,
+    path: std::path::PathBuf,
+}
+
+const API_SOCKET: &str = "api.sock";
+
+impl ApiDir {
+    /// Makes the directory under the temporary directory.
+    pub fn create() -> Result<ApiDir, RuntimeError> {
+        let open = |p: &std::path::Path| {
+            nix::fcntl::open(
+                p,
+                nix::fcntl::OFlag::O_RDONLY
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC
+                    | nix::fcntl::OFlag::O_NOFOLLOW,
+                nix::sys::stat::Mode::empty(),
+            )
+        };
+        let path = nix::unistd::mkdtemp(&std::env::temp_dir().join("berth-slirp-XXXXXX"))
+            .map_err(setup("making slirp4netns's API directory"))?;
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(setup("making slirp4netns's API directory")(
+                nix::Error::EINVAL,
+            ));
+        };
+        Ok(ApiDir {
+            parent: open(parent).map_err(setup("opening the temporary directory"))?,
+            dir: open(&path).map_err(setup("opening slirp4netns's API directory"))?,
+            name: name.to_owned(),
+            path,
+        })
+    }
+
+    /// The socket's path, for slirp4netns (started in the host's mount namespace).
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.path.join(API_SOCKET)
+    }
+
+    /// A connection to the socket, through the directory's descriptor (the working
+    /// directory is moved there for the `connect` and back).
+    fn connect(&self) -> std::io::Result<std::os::unix::net::UnixStream> {
+        let here = nix::fcntl::open(
+            ".",
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        nix::unistd::fchdir(&self.dir)?;
+        let stream = std::os::unix::net::UnixStream::connect(API_SOCKET);
+        nix::unistd::fchdir(&here)?;
+        stream
+    }
+}
+
+impl Drop for ApiDir {
+    fn drop(&mut self) {
+        let _ = nix::unistd::unlinkat(
+            &self.dir,
+            API_SOCKET,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        let _ = nix::unistd::unlinkat(
+            &self.parent,
+            self.name.as_os_str(),
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        );
+    }
+}
+
+/// Asks slirp4netns (listening in `api`) to forward each port from the host to the
+/// container's `tap0` (`add_hostfwd`); its error, such as a host port in use, fails the start.
+pub fn publish(api: &ApiDir, ports: &[crate::net::Port]) -> Result<(), RuntimeError> {
+    for p in ports {
+        let request = serde_json::json!({
+            "execute": "add_hostfwd",
+            "arguments": {
+                "proto": p.proto.as_str(),
+                "host_addr": p.host_ip.map_or("0.0.0.0".to_owned(), |i| i.to_string()),
+                "host_port": p.host_port,
+                "guest_port": p.container_port,
+            }
+        });
+        let failed = |what: String| RuntimeError::Network(format!("-p {}: {what}", p.host_port));
+        // slirp4netns listens only once it has said tap0 is ready: a short wait covers it.
+        let mut stream = None;
+        for _ in 0..50 {
+            match api.connect() {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        let mut stream =
+            stream.ok_or_else(|| failed("slirp4netns's API socket does not answer".into()))?;
+        stream
+            .write_all(request.to_string().as_bytes())
+            .and_then(|()| stream.shutdown(std::net::Shutdown::Write))
+            .map_err(|e| failed(e.to_string()))?;
+        let mut answer = Vec::new();
+        (&mut stream)
+            .take(64 << 10)
+            .read_to_end(&mut answer)
+            .map_err(|e| failed(e.to_string()))?;
+        let answer: serde_json::Value = serde_json::from_slice(&answer)
+            .map_err(|e| failed(format!("slirp4netns's answer: {e}")))?;
+        if let Some(e) = answer.get("error") {
+            let desc = e["desc"].as_str().unwrap_or("refused").to_owned();
+            return Err(failed(desc));
+        }
+    }
+    Ok(())
 }

@@ -12,8 +12,8 @@ use oci_spec::runtime::{
 
 use crate::RuntimeError;
 use crate::contract::{
-    ANNOTATION_CONSOLE, ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NODEV, ANNOTATION_SECCOMP,
-    ANNOTATION_SLIRP4NETNS, ANNOTATION_USER,
+    ANNOTATION_CONSOLE, ANNOTATION_ENV_FDS, ANNOTATION_INIT, ANNOTATION_NETWORK, ANNOTATION_NODEV,
+    ANNOTATION_SECCOMP, ANNOTATION_SLIRP4NETNS, ANNOTATION_USER,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,6 +27,10 @@ pub enum NetworkMode {
     /// carries out through its own sockets on the host, without root: outbound access,
     /// never the host's loopback (`10.0.2.2` is not mapped to it), DNS at `10.0.2.3`.
     Slirp4netns,
+    /// A new network namespace with `lo` and `eth0` on a bridge (root only): the
+    /// [`ProcessSettings::attachment`] says which, at what address, with which ports
+    /// published (see [`crate::net`]).
+    Bridge,
 }
 
 impl NetworkMode {
@@ -41,6 +45,19 @@ impl NetworkMode {
         match self {
             NetworkMode::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
             NetworkMode::Slirp4netns => "nameserver 10.0.2.3\n".to_owned(),
+            // The host's, less its loopback servers (127.0.0.53...), which the container
+            // cannot reach.
+            NetworkMode::Bridge => std::fs::read_to_string("/etc/resolv.conf")
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    !l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|a| a.starts_with("127.") || a == "::1")
+                        || !l.trim_start().starts_with("nameserver")
+                })
+                .map(|l| format!("{l}\n"))
+                .collect(),
             NetworkMode::None => String::new(),
         }
     }
@@ -55,8 +72,9 @@ impl std::str::FromStr for NetworkMode {
             "none" => Ok(NetworkMode::None),
             "host" => Ok(NetworkMode::Host),
             "slirp4netns" => Ok(NetworkMode::Slirp4netns),
+            "bridge" => Ok(NetworkMode::Bridge),
             other => Err(format!(
-                "unknown network {other:?}: none, host or slirp4netns"
+                "unknown network {other:?}: none, host, bridge or slirp4netns"
             )),
         }
     }
@@ -73,6 +91,10 @@ pub struct ProcessSettings {
     pub user: String,
     pub hostname: String,
     pub network: NetworkMode,
+    /// With [`NetworkMode::Bridge`]: the container's place on its bridge.
+    pub attachment: Option<crate::net::Attachment>,
+    /// With [`NetworkMode::Slirp4netns`]: ports slirp4netns forwards from the host.
+    pub slirp_ports: Vec<crate::net::Port>,
     pub read_only: bool,
     /// All capabilities, no masked or read-only paths.
     pub privileged: bool,
@@ -336,7 +358,10 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps.clone())
-        .inheritable(caps)
+        // Empty, as Docker since 20.10.14 (CVE-2022-24769): with the set, a process that
+        // dropped to another user regained capabilities by executing a file with
+        // inheritable file capabilities.
+        .inheritable(std::collections::HashSet::new())
         .ambient(std::collections::HashSet::new())
         .build()
         .map_err(e)?;
@@ -566,7 +591,18 @@ pub fn build_spec(root: &Path, settings: &ProcessSettings) -> Result<Spec, Runti
         annotations.insert(ANNOTATION_NODEV.to_owned(), "1".to_owned());
     }
     if settings.network == NetworkMode::Slirp4netns {
-        annotations.insert(ANNOTATION_SLIRP4NETNS.to_owned(), "1".to_owned());
+        annotations.insert(
+            ANNOTATION_SLIRP4NETNS.to_owned(),
+            serde_json::to_string(&settings.slirp_ports).expect("plain data"),
+        );
+    }
+    // Without its attachment yet, the caller sets it at each start (`Bundle::set_attachment`).
+    if let (NetworkMode::Bridge, Some(attachment)) = (settings.network, &settings.attachment) {
+        attachment.check()?;
+        annotations.insert(
+            ANNOTATION_NETWORK.to_owned(),
+            serde_json::to_string(attachment).expect("plain data"),
+        );
     }
     annotations.insert(
         ANNOTATION_SECCOMP.to_owned(),

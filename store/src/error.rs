@@ -44,6 +44,9 @@ pub enum StoreError {
         path: std::path::PathBuf,
         reason: String,
     },
+    /// A network or lease refused: a name taken, a subnet overlapping, a port published.
+    #[error("{0}")]
+    Network(String),
     #[error("invalid {what} name {name:?}: {rule}")]
     InvalidName {
         what: &'static str,

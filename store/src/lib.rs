@@ -40,6 +40,7 @@ pub mod index;
 pub mod layer;
 pub mod layout;
 pub mod lock;
+pub mod networks;
 pub mod oci_dir;
 pub mod snapshots;
 pub mod transport;

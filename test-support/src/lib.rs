@@ -27,6 +27,7 @@ pub mod corpus;
 pub mod dockerd;
 pub mod guest;
 mod images;
+pub mod netns;
 pub mod proxy;
 mod raw_tar;
 pub mod registry;

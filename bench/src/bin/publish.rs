@@ -144,7 +144,8 @@ fn inner() {
         name: "berth",
         program: berth.clone(),
         global: vec!["--root".into(), w.join("berth").display().to_string()],
-        env: Vec::new(),
+        // `cargo run` sets `none` (the workspace's .cargo/config.toml): berth's own default.
+        env: vec![("BERTH_DEFAULT_NETWORK".into(), "bridge".into())],
         image: "web:1".into(),
     };
     sh(&mut berth_tool.cmd(&["import", fs.to_str().unwrap(), "web:1"]));

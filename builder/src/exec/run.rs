@@ -187,6 +187,56 @@ pub(crate) fn run_args(
     })
 }
 
+/// An address on the default bridge for one RUN step (the store's lease, held until it is
+/// dropped) and the runtime's attachment for it; stale leases found on the way have what
+/// they left in the kernel removed.
+fn bridge_lease(
+    store: &berth_store::Store,
+) -> Result<
+    (
+        berth_store::networks::HeldLease,
+        berth_runtime::net::Attachment,
+    ),
+    String,
+> {
+    use berth_runtime::net::{Attachment, Port, Proto};
+    use berth_store::networks::{Lease, LeaseRequest, NetworkRecord, default_bridge};
+    let to_attachment = |net: &NetworkRecord, l: &Lease| Attachment {
+        bridge: net.bridge.clone(),
+        gateway: net.gateway,
+        prefix: net.prefix,
+        address: l.address,
+        internal: net.internal,
+        host_veth: l.host_veth.clone(),
+        ports: l
+            .ports
+            .iter()
+            .map(|p| Port {
+                host_ip: p.host_ip,
+                host_port: p.host_port,
+                container_port: p.container_port,
+                proto: if p.udp { Proto::Udp } else { Proto::Tcp },
+            })
+            .collect(),
+    };
+    let net = default_bridge();
+    let id = berth_store::containers::random_id();
+    let lease = store
+        .take_lease(
+            &net,
+            LeaseRequest {
+                container: &id,
+                names: Vec::new(),
+                host_veth: format!("vb{}", &id[..12]),
+                ports: Vec::new(),
+            },
+            &mut |stale| to_attachment(&net, stale).remove_stale(),
+        )
+        .map_err(|e| format!("taking an address on the default bridge: {e}"))?;
+    let attachment = to_attachment(&net, &lease.lease);
+    Ok((lease, attachment))
+}
+
 pub(super) fn run_step(
     ctx: &Ctx<'_>,
     state: &StageState,
@@ -243,6 +293,13 @@ pub(super) fn run_step(
     // Docker's device rules (and with them CAP_MKNOD, so a RUN step can make device nodes,
     // as under BuildKit) when the devices cgroup can enforce them.
     let device_rules = !privileged && berth_runtime::cgroups::devices_enforceable();
+    // On the bridge, an address of the default network for the step's life.
+    let lease = match network {
+        berth_runtime::spec::NetworkMode::Bridge => {
+            Some(bridge_lease(ctx.store).map_err(|m| err(StepError::Invalid(m)))?)
+        }
+        _ => None,
+    };
     let settings = ProcessSettings {
         args: args.clone(),
         env,
@@ -250,6 +307,8 @@ pub(super) fn run_step(
         user: sc.user.clone(),
         hostname: "buildkitsandbox".into(),
         network,
+        attachment: lease.as_ref().map(|(_, a)| a.clone()),
+        slirp_ports: Vec::new(),
         read_only: false,
         privileged,
         etc_files: vec![

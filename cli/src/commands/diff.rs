@@ -43,13 +43,15 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         .filter_map(|l| Root::open_no_symlinks(l).ok())
         .collect();
     let mut changes = Vec::new();
-    walk(&upper, &lowers, "", &mut changes, 0)?;
+    // A tree too deep or too large still shows what was found before the walk stopped,
+    // then fails: a container cannot hide its other changes behind one deep directory.
+    let walked = walk(&upper, &lowers, "", &mut changes, 0);
     changes.sort_by(|a, b| a.1.cmp(&b.1));
     changes.dedup_by(|a, b| a.1 == b.1);
     for (kind, path) in changes {
         outln!("{kind} {}", crate::output::terminal_safe_text(&path));
     }
-    Ok(0)
+    walked.map(|_| 0)
 }
 
 /// The path's `lstat` in the topmost lower layer holding it.

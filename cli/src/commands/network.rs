@@ -1,8 +1,14 @@
-//! `berth network ls`: the networks a container or RUN step can be on. berth has Docker's two
-//! built-in networks that need no bridge: `host` (the host's network stack) and `none` (only
-//! a loopback interface); `run --network` and `build --network` name them.
+//! `berth network create|ls|inspect|rm|prune`: the networks a container or RUN step can be
+//! on. Built in: `bridge` (berth's default bridge, `berth0`, 10.88.0.0/16), `host` (the
+//! host's network stack) and `none` (only a loopback interface); user networks are bridges
+//! of their own (`br-<id>`), on which containers reach each other by name. Definitions and
+//! leases are the store's (`berth_store::networks`), the kernel's side the runtime's
+//! (`berth_runtime::net`), wired by `crate::networking`.
 
 use serde_json::{Value, json};
+
+use berth_store::Store;
+use berth_store::networks::NetworkRecord;
 
 use crate::UsageError;
 use crate::output::print_table;
@@ -12,6 +18,48 @@ pub enum Command {
     /// List networks
     #[command(visible_alias = "list")]
     Ls(LsArgs),
+    /// Create a bridge network
+    Create(CreateArgs),
+    /// Show networks as JSON (Docker's shape)
+    Inspect {
+        /// Networks, by name or ID
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while a container runs on one)
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Networks, by name or ID
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every user network no container runs on
+    Prune {
+        /// Do not ask for confirmation (berth never asks)
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// Subnet in CIDR form (default: the first free 10.89.N.0/24)
+    #[arg(long, value_parser = berth_store::networks::parse_cidr)]
+    subnet: Option<(std::net::Ipv4Addr, u8)>,
+    /// Gateway address (default: the subnet's first)
+    #[arg(long)]
+    gateway: Option<std::net::Ipv4Addr>,
+    /// No route out of the network
+    #[arg(long)]
+    internal: bool,
+    /// Driver: only `bridge`
+    #[arg(short, long, default_value = "bridge", value_parser = ["bridge"])]
+    driver: String,
+    /// Set a label (KEY=VALUE)
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// The network's name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)
+    name: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -34,14 +82,18 @@ pub struct LsArgs {
     format: String,
 }
 
-pub fn run(command: Command) -> anyhow::Result<u8> {
+pub fn run(store: &Store, command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Ls(args) => ls(args),
+        Command::Ls(args) => ls(store, args),
+        Command::Create(args) => create(store, args),
+        Command::Inspect { names } => inspect(store, &names),
+        Command::Rm { names } => rm(store, &names),
+        Command::Prune { .. } => prune(store),
     }
 }
 
-/// The built-in networks: (name, driver). Their IDs are the digest of their names, so they
-/// are the same on every machine.
+/// The built-in networks without a bridge: (name, driver). Their IDs are the digest of
+/// their names, so they are the same on every machine (`bridge`'s too).
 const NETWORKS: [(&str, &str); 2] = [("host", "host"), ("none", "null")];
 
 fn network(name: &str, driver: &str) -> Value {
@@ -55,6 +107,132 @@ fn network(name: &str, driver: &str) -> Value {
         "Name": name,
         "Scope": "local",
     })
+}
+
+fn bridge_row(n: &NetworkRecord) -> Value {
+    json!({
+        "CreatedAt": n.created,
+        "Driver": "bridge",
+        "ID": n.id,
+        "IPv6": "false",
+        "Internal": n.internal.to_string(),
+        "Labels": n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        "Name": n.name,
+        "Scope": "local",
+    })
+}
+
+fn create(store: &Store, args: CreateArgs) -> anyhow::Result<u8> {
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    let net = store
+        .create_network(
+            &args.name,
+            args.subnet,
+            args.gateway,
+            args.internal,
+            labels,
+            crate::output::now_rfc3339(),
+        )
+        .map_err(|e| UsageError(e.to_string()))?;
+    outln!("{}", net.id);
+    Ok(0)
+}
+
+fn inspect(store: &Store, names: &[String]) -> anyhow::Result<u8> {
+    let live = crate::networking::cleanup_stale(store)?;
+    let records = store.container_records()?;
+    let mut out = Vec::new();
+    let mut missing = 0;
+    for name in names {
+        let n = match store.network(name) {
+            Ok(n) => n,
+            Err(e) => {
+                errln!("berth: {e}");
+                missing += 1;
+                continue;
+            }
+        };
+        let mut containers = serde_json::Map::new();
+        for l in live.iter().filter(|l| l.network == n.name) {
+            let cname = records
+                .iter()
+                .find(|r| r.id == l.container)
+                .and_then(|r| r.name.clone())
+                .unwrap_or_default();
+            containers.insert(
+                l.container.clone(),
+                json!({
+                    "Name": cname,
+                    "IPv4Address": format!("{}/{}", l.address, n.prefix),
+                    "MacAddress": berth_runtime::net::mac_for(l.address),
+                    "IPv6Address": "",
+                }),
+            );
+        }
+        out.push(json!({
+            "Name": n.name,
+            "Id": n.id,
+            "Created": n.created,
+            "Scope": "local",
+            "Driver": "bridge",
+            "EnableIPv6": false,
+            "IPAM": {
+                "Driver": "default",
+                "Options": {},
+                "Config": [{"Subnet": format!("{}/{}", n.subnet, n.prefix), "Gateway": n.gateway.to_string()}],
+            },
+            "Internal": n.internal,
+            "Attachable": false,
+            "Containers": containers,
+            "Options": {"com.docker.network.bridge.name": n.bridge},
+            "Labels": n.labels,
+        }));
+    }
+    outln!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if missing > 0 { 1 } else { 0 })
+}
+
+fn rm(store: &Store, names: &[String]) -> anyhow::Result<u8> {
+    let mut failed = 0;
+    for name in names {
+        let removed = store.network(name).and_then(|n| {
+            store
+                .remove_network(&n.name, &mut crate::networking::remove_stale)
+                .map(|()| n)
+        });
+        match removed {
+            Ok(n) => {
+                berth_runtime::net::remove_network(&n.bridge)?;
+                outln!("{name}");
+            }
+            Err(e) => {
+                errln!("berth: {e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn prune(store: &Store) -> anyhow::Result<u8> {
+    let live = crate::networking::cleanup_stale(store)?;
+    for n in store.networks()? {
+        if n.is_default() || live.iter().any(|l| l.network == n.name) {
+            continue;
+        }
+        if store
+            .remove_network(&n.name, &mut crate::networking::remove_stale)
+            .is_ok()
+        {
+            berth_runtime::net::remove_network(&n.bridge)?;
+            outln!("{}", n.name);
+        }
+    }
+    Ok(0)
 }
 
 fn matches(net: &Value, filters: &[(String, String)]) -> bool {
@@ -73,7 +251,7 @@ fn matches(net: &Value, filters: &[(String, String)]) -> bool {
     })
 }
 
-fn ls(args: LsArgs) -> anyhow::Result<u8> {
+fn ls(store: &Store, args: LsArgs) -> anyhow::Result<u8> {
     let mut filters = Vec::new();
     for f in &args.filter {
         match f.split_once('=') {
@@ -88,11 +266,10 @@ fn ls(args: LsArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    let nets: Vec<Value> = NETWORKS
-        .iter()
-        .map(|(n, d)| network(n, d))
-        .filter(|n| matches(n, &filters))
-        .collect();
+    let mut all: Vec<Value> = store.networks()?.iter().map(bridge_row).collect();
+    all.extend(NETWORKS.iter().map(|(n, d)| network(n, d)));
+    all.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
+    let nets: Vec<Value> = all.into_iter().filter(|n| matches(n, &filters)).collect();
     let id = |n: &Value| {
         let id = n["ID"].as_str().unwrap_or_default().to_owned();
         match args.no_trunc {

@@ -44,7 +44,8 @@ pub struct Args {
     /// Fields: .ID .Image .Command .CreatedAt .RunningFor .Ports .State .Status .Names
     /// .Labels .Mounts .Networks, and .Label "KEY" (one label's value). Functions and
     /// blocks as `berth images --help` lists. A field that does not exist is an error.
-    /// (.Ports and .Networks are empty: berth publishes no ports and makes no networks.)
+    /// (.Networks names a bridge network; .Ports, Docker's `0.0.0.0:8080->80/tcp`, while
+    /// the container runs.)
     ///
     /// Examples: `--format '{{.ID}} {{.Status}}'`,
     /// `--format 'table {{.Names}}\t{{.Image}}\t{{.Label "version"}}'`.
@@ -158,6 +159,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
         if !args.no_trunc && command.chars().count() > 20 {
             command = command.chars().take(19).collect::<String>() + "…";
         }
+        let (networks, ports) = crate::networking::ps_fields(store, &r.id, state == "running");
         let label_map: serde_json::Map<String, Value> = labels
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
@@ -170,8 +172,8 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             "Labels": crate::template::labels_text(&label_map),
             "Mounts": r.mounts.join(","),
             "Names": name,
-            "Networks": "",
-            "Ports": "",
+            "Networks": networks,
+            "Ports": ports,
             "RunningFor": since(Some(&r.created)),
             "State": state,
             "Status": status,

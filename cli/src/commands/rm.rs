@@ -41,6 +41,8 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
                 continue;
             }
             stop_one(store, &record, Duration::ZERO)?;
+            // What its network kept, when its monitor was killed with it.
+            let _ = crate::networking::cleanup_stale(store);
         }
         store.remove_container(&record.id)?;
         if args.volumes {

@@ -60,10 +60,16 @@ pub struct RunArgs {
     /// Override the image's ENTRYPOINT
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Network: `none` (default, only lo), `host`, or `slirp4netns` (a network of its own
-    /// with outbound access and no way to the host's loopback, without root)
-    #[arg(long, default_value = "none", value_parser = ["none", "host", "slirp4netns"])]
-    pub network: String,
+    /// Network: `bridge` (the default as root: berth's default bridge), a user network's
+    /// name, `none` (the default rootless: only lo), `host`, or `slirp4netns` (a network of
+    /// its own with outbound access and no way to the host's loopback, without root)
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// Publish a container's port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]
+    /// (bridge networks only)
+    #[arg(short = 'p', long = "publish", value_parser = crate::networking::parse_publish)]
+    #[serde(default)]
+    pub publish: Vec<berth_store::networks::LeasePort>,
     /// Container host name (default: the short container ID)
     #[arg(long)]
     pub hostname: Option<String>,

@@ -87,7 +87,7 @@ pub fn prepare(
         crate::run_flags::hosts_file(hostname, &args.add_host).as_bytes(),
         SHOWN_FILE,
     )?;
-    let network: NetworkMode = args.network.parse().map_err(UsageError)?;
+    let network: NetworkMode = crate::networking::runtime_mode(args.network.as_deref())?;
     files::write_mode(
         &dir.join("resolv.conf"),
         crate::run_flags::resolv_conf(
@@ -133,6 +133,14 @@ pub fn prepare(
             .unwrap_or_default(),
         hostname: hostname.to_owned(),
         network,
+        // Set at each start, with the address then leased (`crate::networking::start`).
+        attachment: None,
+        // Rootless `-p`: forwarded by slirp4netns.
+        slirp_ports: if network == NetworkMode::Slirp4netns {
+            args.publish.iter().map(crate::networking::port).collect()
+        } else {
+            Vec::new()
+        },
         read_only: args.read_only,
         privileged: args.privileged,
         etc_files: vec![

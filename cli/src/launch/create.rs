@@ -137,6 +137,19 @@ pub fn create(
         )
         .into());
     }
+    // berth's `--init` is berth's own code as the container's PID 1 for its whole life: a
+    // container that may trace it could reach berth's binary through /proc/1/exe.
+    let traces = |c: &String| {
+        let c = c.to_ascii_uppercase();
+        matches!(c.as_str(), "ALL" | "SYS_PTRACE" | "CAP_SYS_PTRACE")
+    };
+    if args.init && !args.privileged && args.cap_add.iter().any(traces) {
+        return Err(UsageError(
+            "--init with --cap-add SYS_PTRACE: berth's init is berth itself, which the              container could then trace; use an init from the image (tini, dumb-init) instead"
+                .into(),
+        )
+        .into());
+    }
     let image = image_to_run(store, &args)?;
     let store = &**store;
     let cfg = &image.config.config;
@@ -272,6 +285,24 @@ pub fn create(
         berth_store::files::PRIVATE_FILE,
     )?;
     store.write_container_record(&record)?;
+    let hostname = created
+        .args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id[..12].to_owned());
+    let a = &created.args;
+    if let Err(e) = crate::networking::join(
+        store,
+        &id,
+        a.network.as_deref(),
+        &a.publish,
+        a.name.as_deref(),
+        &hostname,
+        &a.add_host,
+    ) {
+        let _ = store.remove_container(&id);
+        return Err(e);
+    }
     Ok((record, created))
 }
 

@@ -96,7 +96,14 @@ pub fn describe(store: &Store, r: &ContainerRecord) -> anyhow::Result<Value> {
                 .collect()
         })
         .unwrap_or_default();
-    let network = args.map_or("none".to_owned(), |a| a.network.clone());
+    let joined = store.container_network(&r.id).ok().flatten();
+    let network = joined
+        .as_ref()
+        .map(|n| n.network.clone())
+        .or_else(|| args.and_then(|a| a.network.clone()))
+        .unwrap_or_else(|| "none".to_owned());
+    let network_settings =
+        crate::networking::inspect_settings(store, &r.id, &network, joined.as_ref());
     let hostname = args
         .and_then(|a| a.hostname.clone())
         .unwrap_or_else(|| r.id[..12].to_owned());
@@ -186,12 +193,6 @@ pub fn describe(store: &Store, r: &ContainerRecord) -> anyhow::Result<Value> {
         },
         "Mounts": mounts,
         "Config": config,
-        "NetworkSettings": {
-            "Networks": { network.clone(): {} },
-            "Ports": {},
-            "IPAddress": "",
-            "Gateway": "",
-            "MacAddress": "",
-        },
+        "NetworkSettings": network_settings,
     }))
 }

@@ -66,16 +66,11 @@ pub fn launch(
         }
     };
     if detach {
+        // The monitor names itself in the record before it starts the container: written
+        // here, after the spawn, the record could overwrite the end a quick container's
+        // monitor had already recorded.
         let child = spawn_monitor(store, &dir, terminal.as_ref(), false)?;
         drop(terminal);
-        // The monitor is our child and not yet waited for: its /proc entry stays while it
-        // runs and as a zombie after.
-        let running = ContainerRecord {
-            pid: Some(child),
-            pid_start: crate::containers::start_time(child),
-            ..record.clone()
-        };
-        store.write_container_record(&running)?;
         // Return once the container has started, as `docker run -d` does.
         crate::containers::wait_for_init(child);
         return Ok(0);
@@ -86,7 +81,7 @@ pub fn launch(
         terminal,
     };
     let checker = health_check(&dir, created, &image)?.map(|c| crate::health::start(&dir, c));
-    let result = store.unlocked(|| execute(&bundle, &exe, created.args.memory, io))?;
+    let result = store.unlocked(|| execute(store, &bundle, &exe, created.args.memory, io))?;
     drop(checker);
     let (code, oom) = match &result {
         Ok((c, oom)) => (*c, *oom),
@@ -109,12 +104,7 @@ pub fn launch(
             ..fresh
         };
         store.write_container_record(&ended)?;
-        let child = spawn_monitor(store, &dir, None, true)?;
-        store.write_container_record(&ContainerRecord {
-            pid: Some(child),
-            pid_start: crate::containers::start_time(child),
-            ..ended
-        })?;
+        spawn_monitor(store, &dir, None, true)?;
     } else {
         finish(store, fresh, code, oom)?;
     }
@@ -170,13 +160,26 @@ fn spawn_monitor(
 
 /// Runs a prepared container in the foreground; says so when the OOM killer ended it.
 /// Returns the exit code and whether the OOM killer ended it.
+/// On a bridge network, an address is leased for the run (`crate::networking::start`) and
+/// given back after it.
 fn execute(
+    store: &Store,
     bundle: &Bundle,
     exe: &std::path::Path,
     memory: Option<i64>,
     io: berth_runtime::RunIo,
 ) -> anyhow::Result<(i32, bool)> {
-    let outcome = bundle.run(exe, io)?;
+    let id = bundle
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let attached = crate::networking::start(store, &bundle.dir, &id)?;
+    let outcome = bundle.run(exe, io);
+    if let Some(a) = attached {
+        a.finish(store)?;
+    }
+    let outcome = outcome?;
     if outcome.oom_killed {
         let limit = memory.map_or("none".into(), crate::output::human_size_binary);
         errln!("berth: the container ran out of memory (limit {limit}) and was killed");
@@ -217,6 +220,15 @@ pub fn monitor(store: &Store, dir: &std::path::Path, restarting: bool) -> anyhow
     let record = store
         .container_record(dir)
         .ok_or_else(|| anyhow::anyhow!("{}: no container record", dir.display()))?;
+    // From now on the monitor is the container's runner: `stop`, `kill`, `exec` and `ps`
+    // find the container through it.
+    let me = std::process::id();
+    let record = ContainerRecord {
+        pid: Some(me),
+        pid_start: crate::containers::start_time(me),
+        ..record
+    };
+    store.write_container_record(&record)?;
     let created = Created::read(dir)?;
     let policy = RestartPolicy::parse(&created.args.restart).map_err(UsageError)?;
     let exe = std::fs::read_link("/proc/self/exe")?;
@@ -232,7 +244,7 @@ pub fn monitor(store: &Store, dir: &std::path::Path, restarting: bool) -> anyhow
         };
         let _checker = check.clone().map(|c| crate::health::start(dir, c));
         match store
-            .unlocked(|| execute(&bundle, &exe, created.args.memory, io))
+            .unlocked(|| execute(store, &bundle, &exe, created.args.memory, io))
             .map_err(anyhow::Error::from)
             .and_then(|r| r)
         {

@@ -1212,6 +1212,24 @@ fn io_to_nix(e: std::io::Error) -> nix::Error {
     nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// Makes `command`'s child enter the network namespace `ns` (a descriptor open in this
+/// process until the command is spawned) before it execs: `net` runs `ip` and `nft` on the
+/// host's side from the init, which is already in the container's namespace.
+pub fn enter_net_ns_before_exec(command: &mut std::process::Command, ns: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls setns,
+    // which is async-signal-safe; `ns` is open in the parent when it spawns, so the child's
+    // copy of it is open too (close-on-exec closes it only at the exec).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,10 +44,11 @@ pub struct Args {
     /// Set a label on the image (KEY=VALUE)
     #[arg(long = "label")]
     pub labels: Vec<String>,
-    /// Network for RUN steps: default (the host's; rootless, slirp4netns's where it is
-    /// installed), none, host, or slirp4netns (a network of its own with outbound access and
-    /// no way to the host's loopback, without root)
-    #[arg(long, default_value = "default", value_parser = ["default", "none", "host", "slirp4netns"])]
+    /// Network for RUN steps: default (as root the default bridge: outbound access through
+    /// NAT, not the host's loopback; rootless, slirp4netns's where it is installed), bridge,
+    /// none, host, or slirp4netns (a network of its own with outbound access and no way to
+    /// the host's loopback, without root)
+    #[arg(long, default_value = "default", value_parser = ["default", "bridge", "none", "host", "slirp4netns"])]
     pub network: String,
     /// Grant an entitlement to the Dockerfile: network.host (RUN --network=host),
     /// security.insecure (RUN --security=insecure); may be repeated or comma-separated
@@ -155,6 +156,12 @@ impl Args {
             no_cache_filter: self.no_cache_filter.clone(),
             network: match self.network.as_str() {
                 "default" => crate::rootless::default_build_network(),
+                "bridge" if berth_runtime::userns::rootless() => {
+                    return Err(crate::UsageError(
+                        "--network bridge needs root; rootless, use --network slirp4netns".into(),
+                    )
+                    .into());
+                }
                 other => other.parse().map_err(crate::UsageError)?,
             },
             allow: self.allow.clone(),
