@@ -438,7 +438,8 @@ impl ExecTarget {
 }
 
 /// Runs `settings` in the container `target` (whose bundle's spec is `spec`) through
-/// `exe __exec`; returns the exit code (0 at once for [`ExecIo::Detached`]). With
+/// `exe __exec` (berth's binary, `/proc/self/exe`: the running one even when its file was
+/// replaced since; a sealed copy of it is what runs); returns the exit code (0 at once for [`ExecIo::Detached`]). With
 /// `timeout`, the process is killed when it runs longer, and the result is `Ok(None)`.
 pub fn exec_in(
     exe: &Path,
