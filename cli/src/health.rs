@@ -318,9 +318,8 @@ fn probe(dir: &Path, check: &Check) -> (i64, String) {
         Ok(t) => t,
         Err(e) => return fail(format!("finding the container's process: {e}")),
     };
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return fail("finding berth's own executable".into());
-    };
+    // The running binary itself, even when the file at its path was replaced since.
+    let exe = std::path::Path::new("/proc/self/exe");
     let (reader, writer) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return fail(format!("making a pipe: {e}")),
@@ -342,7 +341,7 @@ fn probe(dir: &Path, check: &Check) -> (i64, String) {
         stderr: std::process::Stdio::from(writer2),
     };
     let result =
-        berth_runtime::exec::exec_in(&exe, &target, &spec, &settings, io, Some(check.timeout));
+        berth_runtime::exec::exec_in(exe, &target, &spec, &settings, io, Some(check.timeout));
     done.store(true, Ordering::Relaxed);
     let output = collector.join().unwrap_or_default();
     match result {

@@ -12,12 +12,62 @@ use berth_test_support::{Sandbox, Tier, printed};
 
 const ROOT: Tier = Tier::containers(env!("CARGO_BIN_EXE_berth"));
 
-/// A detached busybox container running `sleep`, by name.
-fn detached(s: &Sandbox, name: &str, extra: &[&str]) {
+/// Containers removed (`rm -f`) when dropped, whether the test passed or not; then, unless
+/// the test is already failing, no process of the sandbox (a monitor names its store in its
+/// command line) may be left.
+struct Removed<'a>(&'a Sandbox, Vec<String>);
+
+impl<'a> Removed<'a> {
+    fn new(s: &'a Sandbox, names: &[&str]) -> Removed<'a> {
+        Removed(s, names.iter().map(|n| n.to_string()).collect())
+    }
+}
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            let _ = self.0.run(&["rm", "-f", name]);
+        }
+        if std::thread::panicking() {
+            return;
+        }
+        let mut left = processes_of(self.0);
+        for _ in 0..50 {
+            if left.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            left = processes_of(self.0);
+        }
+        panic!("processes of the sandbox left behind: {left:?}");
+    }
+}
+
+/// The processes whose command line names the sandbox's directory.
+fn processes_of(s: &Sandbox) -> Vec<String> {
+    let dir = s.path().display().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if entry.file_name().to_string_lossy().parse::<u32>().is_ok() && text.contains(&dir) {
+            out.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+/// A detached busybox container running `sleep`, by name; removed when the guard drops.
+#[must_use]
+fn detached<'a>(s: &'a Sandbox, name: &str, extra: &[&str]) -> Removed<'a> {
+    let removed = Removed::new(s, &[name]);
     let mut args = vec!["run", "-d", "--name", name];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["busybox", "sleep", "1000"]);
     s.ok(&args);
+    removed
 }
 
 /// `kill -SIGNAL PID` (the test's own child).
@@ -41,7 +91,7 @@ fn exec_ok(s: &Sandbox, name: &str, script: &str) -> String {
 #[test]
 fn exec_runs_with_the_containers_environment_user_and_directory_and_docker_exit_codes() {
     let Some(s) = ROOT.sandbox() else { return };
-    detached(&s, "ex", &["-e", "FROM_RUN=yes", "-w", "/tmp"]);
+    let _removed = detached(&s, "ex", &["-e", "FROM_RUN=yes", "-w", "/tmp"]);
     let out = exec_ok(&s, "ex", "echo $FROM_RUN $ADDED; pwd; id -u");
     assert_eq!(out, "yes\n/tmp\n0\n");
     let out = s.ok(&[
@@ -80,6 +130,51 @@ fn exec_runs_with_the_containers_environment_user_and_directory_and_docker_exit_
     cmd.args(["exec", "ex", "cat"]);
     let out = berth_test_support::output_with_stdin(&mut cmd, b"piped\n");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    // An id above 2^31 - 1 is refused (4294967295 is "no change" to setresuid: root stays
+    // root), given as a number or found in the container's passwd and group.
+    exec_ok(
+        &s,
+        "ex",
+        "echo big:x:4294967295:0::/:/bin/sh >> /etc/passwd; \
+         echo biggid:x:5:4294967295::/:/bin/sh >> /etc/passwd; \
+         echo neg:x:4294967295: >> /etc/group",
+    );
+    for user in [
+        "4294967295",
+        "0:4294967295",
+        "2147483648",
+        "big",
+        "biggid",
+        "0:neg",
+    ] {
+        let out = s.run(&["exec", "-u", user, "ex", "id", "-u"]);
+        assert_eq!(out.status.code(), Some(126), "{user}: {}", printed(&out));
+        assert!(out.stdout.is_empty(), "{user}: {}", printed(&out));
+    }
+    let out = s.run(&["run", "--rm", "-u", "4294967295", "busybox", "id", "-u"]);
+    assert!(!out.status.success(), "{}", printed(&out));
+    assert!(out.stdout.is_empty(), "{}", printed(&out));
+    // A FIFO at /etc/passwd and /etc/group: a numeric user needs neither and runs; a named
+    // one is a clear failure, never a hang.
+    exec_ok(
+        &s,
+        "ex",
+        "rm /etc/passwd /etc/group; mkfifo /etc/passwd /etc/group",
+    );
+    // (`id` itself would read the FIFO: the kernel's word is read instead.)
+    let uid = |user: Option<&str>| {
+        let mut args = vec!["exec"];
+        if let Some(u) = user {
+            args.extend(["-u", u]);
+        }
+        args.extend(["ex", "grep", "^Uid:", "/proc/self/status"]);
+        s.ok(&args)
+    };
+    assert_eq!(uid(None), "Uid:\t0\t0\t0\t0\n");
+    assert_eq!(uid(Some("0:0")), "Uid:\t0\t0\t0\t0\n");
+    assert_eq!(uid(Some("42")), "Uid:\t42\t42\t42\t42\n");
+    let out = s.run(&["exec", "-u", "nobody", "ex", "true"]);
+    assert!(!out.status.success(), "{}", printed(&out));
     s.ok(&["rm", "-f", "ex"]);
     // A stopped container: a clear error.
     s.ok(&["run", "--name", "done", "busybox", "true"]);
@@ -99,7 +194,7 @@ fn exec_runs_with_the_containers_environment_user_and_directory_and_docker_exit_
 fn exec_is_confined_exactly_as_pid_1() {
     let Some(s) = ROOT.sandbox() else { return };
     for (name, extra) in [("plain", &[][..]), ("limited", &["-m", "64m"][..])] {
-        detached(&s, name, extra);
+        let _removed = detached(&s, name, extra);
         let of = |who: &str| {
             exec_ok(
                 &s,
@@ -146,6 +241,7 @@ fn exec_while_the_container_starts_is_inside_its_root() {
     }
     for round in 0..3 {
         let name = format!("early{round}");
+        let _removed = Removed::new(&s, &[&name]);
         let mut run = s.cmd();
         run.args(["run", "-d", "--name", &name]);
         for b in &binds {
@@ -176,7 +272,7 @@ fn exec_while_the_container_starts_is_inside_its_root() {
 #[test]
 fn exec_detached_returns_at_once_and_the_command_runs() {
     let Some(s) = ROOT.sandbox() else { return };
-    detached(&s, "bg", &[]);
+    let _removed = detached(&s, "bg", &[]);
     let started = std::time::Instant::now();
     s.ok(&["exec", "-d", "bg", "sh", "-c", "sleep 1; touch /tmp/ran"]);
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -207,6 +303,21 @@ fn exec_detached_returns_at_once_and_the_command_runs() {
     assert_eq!(top.lines().count(), 2, "{top}");
     let top = s.ok(&["top", "bg", "-o", "pid,comm"]);
     assert!(top.contains("sleep"), "{top}");
+    // A process `exec` started is no descendant of PID 1; top shows it all the same.
+    s.ok(&["exec", "-d", "bg", "sleep", "555"]);
+    let mut top = String::new();
+    for _ in 0..100 {
+        top = s.ok(&["top", "bg"]);
+        if top.contains("sleep 555") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        top.contains("sleep 555") && top.contains("sleep 1000"),
+        "{top}"
+    );
+    assert_eq!(top.lines().count(), 3, "{top}");
     s.ok(&["rm", "-f", "bg"]);
     s.assert_clean();
 }
@@ -217,7 +328,7 @@ fn exec_it_under_tmux_gets_a_terminal_in_a_detached_container() {
     if !berth_test_support::Tmux::needed() {
         return;
     }
-    detached(&s, "tty", &[]);
+    let _removed = detached(&s, "tty", &[]);
     let rc = s.path().join("rc");
     let term = berth_test_support::Tmux::start(
         "exec-it",
@@ -270,7 +381,7 @@ fn cp_through_hostile_symlinks_stays_inside_the_container() {
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("secret"), "host secret\n").unwrap();
     let host_dir = host.display().to_string();
-    detached(&s, "hostile", &[]);
+    let _removed = detached(&s, "hostile", &[]);
     exec_ok(
         &s,
         "hostile",
@@ -345,6 +456,7 @@ fn cp_through_hostile_symlinks_stays_inside_the_container() {
 #[test]
 fn cp_diff_and_export_of_a_stopped_container() {
     let Some(s) = ROOT.sandbox() else { return };
+    let _removed = Removed::new(&s, &["st"]);
     s.ok(&[
         "run",
         "--name",
@@ -385,7 +497,7 @@ fn cp_diff_and_export_of_a_stopped_container() {
     assert!(!names.lines().any(|l| l == "bin/ls"), "{names}");
     assert!(!names.contains(".wh."), "{names}");
     // -o FILE, of a running container too.
-    detached(&s, "live", &[]);
+    let _removed = detached(&s, "live", &[]);
     exec_ok(&s, "live", "rm /bin/cat");
     let file = s.path().join("live.tar");
     s.ok(&["export", "-o", file.to_str().unwrap(), "live"]);
@@ -407,6 +519,7 @@ fn cp_diff_and_export_of_a_stopped_container() {
 #[test]
 fn commit_then_run_shows_the_change_and_the_config_changes() {
     let Some(s) = ROOT.sandbox() else { return };
+    let _removed = Removed::new(&s, &["cm"]);
     s.ok(&[
         "run",
         "--name",
@@ -445,7 +558,7 @@ fn commit_then_run_shows_the_change_and_the_config_changes() {
     let history = s.ok(&["history", "made:1"]);
     assert!(history.contains("the message"), "{history}");
     // A running container, paused meanwhile, runs on after.
-    detached(&s, "running", &[]);
+    let _removed = detached(&s, "running", &[]);
     exec_ok(&s, "running", "echo live > /live");
     s.ok(&["commit", "running", "made:2"]);
     // `--pause` is a flag (its value only as `--pause=VALUE`), as Docker's.
@@ -457,4 +570,103 @@ fn commit_then_run_shows_the_change_and_the_config_changes() {
     assert!(!state.contains("stopped"), "{state}");
     s.ok(&["rm", "-f", "running", "cm"]);
     s.assert_clean();
+}
+
+/// Compiles `testdata/probes/ptrace_berth.rs` as a static binary into `dir` (rustc is there
+/// wherever these tests are built), or copies the one `BERTH_PTRACE_PROBE` names (built
+/// beforehand by scripts/test-rootless, whose user has no compiler).
+fn ptrace_probe(dir: &std::path::Path) {
+    let bin = dir.join("probe");
+    if let Some(built) = std::env::var_os("BERTH_PTRACE_PROBE") {
+        std::fs::copy(built, &bin).expect("copying the prebuilt probe");
+        return;
+    }
+    let src = berth_test_support::workspace_root().join("testdata/probes/ptrace_berth.rs");
+    let o = std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("rustc");
+    assert!(o.status.success(), "{}", printed(&o));
+}
+
+/// A process of the container holding CAP_SYS_PTRACE scans `/proc` and attaches to every
+/// process naming berth while the test runs `berth exec` again and again and a health check
+/// runs every 100 ms: none it can see, attached or not, ever holds a capability the
+/// container lacks or runs without the seccomp filter, and none has the host's berth binary
+/// as its `/proc/PID/exe` (the exec'd processes start from a sealed copy).
+#[test]
+fn no_berth_process_the_container_can_see_holds_more_than_the_container() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(s) = ROOT.sandbox() else { return };
+    let ctx = s.path().join("ctx-tracer");
+    std::fs::create_dir_all(&ctx).unwrap();
+    ptrace_probe(&ctx);
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY probe /probe\n").unwrap();
+    s.ok(&["build", "-q", "-t", "tracer", ctx.to_str().unwrap()]);
+    let host = std::fs::metadata(env!("CARGO_BIN_EXE_berth")).unwrap();
+    let _removed = Removed::new(&s, &["tr"]);
+    let seconds = 15;
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tr",
+        "--cap-add",
+        "SYS_PTRACE",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "100ms",
+        "tracer",
+        "sh",
+        "-c",
+        &format!(
+            "/probe {} {} {seconds} > /tmp/report 2>&1; sleep 1000",
+            host.dev(),
+            host.ino()
+        ),
+    ]);
+    let started = std::time::Instant::now();
+    let mut execs = 0;
+    while started.elapsed() < Duration::from_secs(seconds - 3) {
+        for args in [
+            &["exec", "tr", "true"][..],
+            &["exec", "-u", "1000:1000", "-w", "/tmp", "tr", "true"],
+        ] {
+            let out = s.run(args);
+            assert!(out.status.success(), "{}", printed(&out));
+            execs += 1;
+        }
+    }
+    let mut report = String::new();
+    for _ in 0..100 {
+        report = exec_ok(&s, "tr", "cat /tmp/report");
+        if report.contains("done") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{execs} execs; the probe reported:\n{report}");
+    assert!(report.contains("done"), "{report}");
+    let bad: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("caps") || l.starts_with("seccomp") || l.starts_with("host-exe"))
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}\n{report}");
+    // It saw berth processes (the children of `__exec` before their exec): it did look.
+    let seen: u32 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("done "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(seen > 0, "the probe saw no berth process at all:\n{report}");
 }

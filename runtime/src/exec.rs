@@ -13,23 +13,30 @@
 //!    `/proc/PID` directory, opened before its `stat` is checked: that directory stays bound
 //!    to the process it named (a reused PID gets a new one), so what is opened through it
 //!    later is that process's or nothing.
-//! 2. [`exec_in`] starts `berth __exec` through `/proc/self/exe` (a fresh single-threaded
-//!    process: `setns` into a mount or user namespace needs one) with three descriptors: PID
-//!    1's `/proc` directory, its pidfd, and a memfd holding the [`Plan`].
-//! 3. [`main`] (`__exec`): non-dumpable first (`PR_SET_DUMPABLE` 0: while it runs berth's
-//!    code inside the container's namespaces, the container can neither ptrace it nor open
-//!    its `/proc/PID/exe`, runc's CVE-2019-5736); opens PID 1's namespaces through its
-//!    `/proc` directory and checks through the pidfd that PID 1 still runs; moves itself into
-//!    the container's cgroup (the spec's, as PID 1 did); joins the user namespace when it is
-//!    not already in it, then the others; forks, so the child is in the PID namespace.
-//! 4. The child: every descriptor above 2 closed at once (none of berth's reaches the
-//!    command), a session of its own (the terminal as its controlling terminal with `-t`),
-//!    the user resolved, the working directory entered (never created: Docker's exec fails
-//!    on a missing one), the command found on the container's `PATH`, privileges dropped as
-//!    PID 1's were ([`crate::privileges`]), exec.
-//! 5. The parent forwards signals and exits with the child's code: 126/127 when the command
-//!    cannot be run or is not found (126 too for a missing user or working directory), 128+N
-//!    for signal N, 125 for a failed setup.
+//! 2. [`exec_in`] starts `berth __exec` from a sealed memfd copy of berth's binary
+//!    ([`sealed_copy`], as runc since CVE-2019-5736: `/proc/PID/exe` of every process it
+//!    becomes is that copy, never the host's file, which a process of the container could
+//!    otherwise reopen for writing once it holds a handle to it), a fresh single-threaded
+//!    process (`setns` into a mount or user namespace needs one), with three descriptors:
+//!    PID 1's `/proc` directory, its pidfd, and a memfd holding the [`Plan`].
+//! 3. [`main`] (`__exec`), which nothing in the container can see (it stays outside the
+//!    container's PID namespace: joining one moves only the children made afterwards):
+//!    non-dumpable first (`PR_SET_DUMPABLE` 0); opens PID 1's namespaces through its `/proc`
+//!    directory and checks through the pidfd that PID 1 still runs; moves itself into the
+//!    container's cgroup (the spec's, as PID 1 did); joins the user namespace when it is not
+//!    already in it, then the others; opens the terminal (`-t`); resolves the user in the
+//!    container's files, the environment, the working directory (entered, never created:
+//!    Docker's exec fails on a missing one) and the command on the container's `PATH`; then
+//!    drops its privileges as PID 1's were ([`crate::privileges::become_identity`]: rlimits,
+//!    seccomp filter, groups, bounding set, user, capability sets), and only then forks.
+//! 4. The child, the first process of this exec the container can see, so holding no more
+//!    than the container's own processes: every descriptor above 2 closed at once (none of
+//!    berth's reaches the command), the parent-death signal, a session of its own (the
+//!    terminal as its controlling terminal with `-t`), signals reset, exec.
+//! 5. The parent, with the container's credentials and filter, forwards signals (to a
+//!    process of its own user), copies the terminal with `-t`, and exits with the child's
+//!    code: 126/127 when the command cannot be run or is not found (126 too for a missing
+//!    user or working directory), 128+N for signal N, 125 for a failed setup.
 //!
 //! A health check from the monitor (the container's runner itself):
 //!
@@ -299,20 +306,46 @@ impl ExecTarget {
         Ok(fd)
     }
 
-    /// The PIDs (as berth sees them) of every process in PID 1's PID namespace: PID 1 and
-    /// its descendants.
+    /// The PIDs (as berth sees them) of every process in PID 1's PID namespace, PID 1 first:
+    /// each process of `/proc` whose `ns/pid` is PID 1's (so a process `berth exec`
+    /// started, which is no descendant of PID 1, too).
     pub fn processes(&self) -> Vec<u32> {
         let mut out = vec![self.pid];
-        let mut at = 0;
-        while at < out.len() && out.len() < 1 << 16 {
-            let pid = out[at];
-            at += 1;
-            if let Some((dir, _, _)) = proc_dir(pid) {
-                out.extend(children(dir.as_fd(), pid));
+        let Some(ns) = pid_ns_of(self.proc_dir.as_fd()) else {
+            return out;
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            if out.len() >= 1 << 16 {
+                break;
+            }
+            if pid != self.pid
+                && let Some((dir, _, _)) = proc_dir(pid)
+                && pid_ns_of(dir.as_fd()) == Some(ns)
+            {
+                out.push(pid);
             }
         }
         out
     }
+}
+
+/// The PID namespace (device, inode) of a `/proc/PID` directory's process.
+fn pid_ns_of(dir: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    nix::fcntl::openat(
+        dir,
+        "ns/pid",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|fd| nix::sys::stat::fstat(&fd))
+    .ok()
+    .map(|s| (s.st_dev, s.st_ino))
 }
 
 /// What one look for PID 1 found.
@@ -352,18 +385,7 @@ impl ExecTarget {
     /// left as they are. Fails when the container keeps making processes or one does not
     /// stop within about a second (those stopped are continued).
     pub fn pause(&self) -> Result<Paused, RuntimeError> {
-        let ns_of = |dir: BorrowedFd<'_>| {
-            nix::fcntl::openat(
-                dir,
-                "ns/pid",
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .and_then(|fd| nix::sys::stat::fstat(&fd))
-            .ok()
-            .map(|s| (s.st_dev, s.st_ino))
-        };
-        let ns = ns_of(self.proc_dir.as_fd())
+        let ns = pid_ns_of(self.proc_dir.as_fd())
             .ok_or_else(|| RuntimeError::Container("the container is not running".into()))?;
         let mut paused = Paused {
             stopped: Vec::new(),
@@ -379,7 +401,7 @@ impl ExecTarget {
                 let Some((dir, start, _)) = proc_dir(pid) else {
                     continue;
                 };
-                if ns_of(dir.as_fd()) != Some(ns) {
+                if pid_ns_of(dir.as_fd()) != Some(ns) {
                     continue;
                 }
                 let state = state_of(dir.as_fd()).unwrap_or('X');
@@ -416,7 +438,8 @@ impl ExecTarget {
 }
 
 /// Runs `settings` in the container `target` (whose bundle's spec is `spec`) through
-/// `exe __exec`; returns the exit code (0 at once for [`ExecIo::Detached`]). With
+/// `exe __exec` (berth's binary, `/proc/self/exe`: the running one even when its file was
+/// replaced since; a sealed copy of it is what runs); returns the exit code (0 at once for [`ExecIo::Detached`]). With
 /// `timeout`, the process is killed when it runs longer, and the result is `Ok(None)`.
 pub fn exec_in(
     exe: &Path,
@@ -445,8 +468,9 @@ pub fn exec_in(
         target.pidfd.as_raw_fd(),
         file.as_raw_fd(),
     ];
-    let mut command = std::process::Command::new(exe);
-    command.arg("__exec");
+    let image = sealed_copy(exe)?;
+    let mut command = std::process::Command::new(format!("/proc/self/fd/{}", image.as_raw_fd()));
+    command.arg0("berth").arg("__exec");
     for fd in fds {
         command.arg(fd.to_string());
     }
@@ -511,6 +535,39 @@ pub fn exec_in(
             result
         }
     }
+}
+
+/// A copy of the binary at `exe` in a memfd sealed against every change (`F_SEAL_WRITE`,
+/// `F_SEAL_SHRINK`, `F_SEAL_GROW`, then `F_SEAL_SEAL`), close-on-exec (an ELF binary is
+/// still run through `/proc/self/fd/N`: the kernel opens it before it closes those). A
+/// process started from it has the memfd as its `/proc/PID/exe`, which no one can write.
+/// Costs a copy of the binary per call (see SECURITY.md for the numbers).
+pub fn sealed_copy(exe: &Path) -> Result<OwnedFd, RuntimeError> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let mut source = std::fs::File::open(exe).map_err(io_error("opening berth's binary"))?;
+    // MFD_EXEC: executable even where `vm.memfd_noexec` makes memfds non-executable by
+    // default; kernels before 6.3 do not know the flag (EINVAL) and make them executable.
+    let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+    let memfd = match memfd_create(c"berth", flags | MFdFlags::from_bits_retain(libc::MFD_EXEC)) {
+        Err(nix::Error::EINVAL) => memfd_create(c"berth", flags),
+        other => other,
+    }
+    .map_err(setup("making a memfd for berth's binary"))?;
+    let mut copy = std::fs::File::from(memfd);
+    std::io::copy(&mut source, &mut copy).map_err(io_error("copying berth's binary"))?;
+    let memfd = OwnedFd::from(copy);
+    fcntl(
+        &memfd,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_SEAL,
+        ),
+    )
+    .map_err(setup("sealing the copy of berth's binary"))?;
+    Ok(memfd)
 }
 
 /// The user's terminal (stdin) in raw mode until dropped; `None` when stdin is no terminal.
@@ -803,6 +860,16 @@ fn run(args: &[String]) -> Result<i32, ChildError> {
     };
     let set = crate::init::signal_set();
     sys.block_signals(&set).map_err(setup("blocking signals"))?;
+    // Everything that needs berth's privileges, done here: this process is outside the PID
+    // namespace it joined (`setns` of a PID namespace moves only children into it), so
+    // nothing in the container can see it, signal it or trace it.
+    let command = prepare(sys, &plan)?;
+    crate::privileges::become_identity(sys, &command.identity())?;
+    // A change of user makes the process dumpable again when `fs.suid_dumpable` says so.
+    nix::sys::prctl::set_dumpable(false).map_err(setup("making the exec process non-dumpable"))?;
+    // From here on this process holds the container's credentials, capabilities and
+    // seccomp filter: the child it forks, the first that the container can see, never
+    // holds more.
     // This process is single-threaded: a fresh exec of berth that started no thread.
     match sys.fork().map_err(setup("fork"))? {
         ForkResult::Parent { child } => {
@@ -824,7 +891,7 @@ fn run(args: &[String]) -> Result<i32, ChildError> {
                     }
                 }
             }
-            child(sys, &plan)
+            child(sys, &plan, &command)
         }
     }
 }
@@ -840,17 +907,34 @@ fn close_above_stdio() -> Result<(), nix::Error> {
     Ok(())
 }
 
-/// The exec'd process, in the container's namespaces: ends in exec, or returns the code.
-fn child(sys: &mut dyn Sys, plan: &Plan) -> Result<i32, ChildError> {
-    close_above_stdio().map_err(setup("closing descriptors"))?;
-    sys.set_parent_death_signal(Signal::SIGKILL)
-        .map_err(setup("setting the parent-death signal"))?;
-    if plan.terminal {
-        sys.take_controlling_terminal()
-            .map_err(setup("taking the terminal"))?;
-    } else {
-        sys.new_session().map_err(setup("starting a session"))?;
+/// The command, resolved before the fork.
+struct Command<'a> {
+    program: std::ffi::CString,
+    argv: Vec<std::ffi::CString>,
+    envp: Vec<std::ffi::CString>,
+    user: crate::user::ResolvedUser,
+    process: &'a oci_spec::runtime::Process,
+    seccomp: bool,
+}
+
+impl Command<'_> {
+    fn identity(&self) -> crate::privileges::Identity<'_> {
+        crate::privileges::Identity {
+            uid: self.user.uid,
+            gid: self.user.gid,
+            groups: &self.user.groups,
+            capabilities: self.process.capabilities().as_ref(),
+            seccomp: self.seccomp,
+            rlimits: self.process.rlimits().as_deref().unwrap_or_default(),
+        }
     }
+}
+
+/// In the container's namespaces, still privileged: the user resolved in the container's
+/// `/etc/passwd` and `/etc/group`, the environment, the working directory entered (never
+/// created: Docker's exec fails on a missing one; the child inherits it), the command found
+/// on the container's `PATH`.
+fn prepare<'a>(sys: &mut dyn Sys, plan: &'a Plan) -> Result<Command<'a>, ChildError> {
     let spec = &plan.spec;
     let process = spec
         .process()
@@ -863,9 +947,13 @@ fn child(sys: &mut dyn Sys, plan: &Plan) -> Result<i32, ChildError> {
         .clone()
         .or_else(|| annotations.get(ANNOTATION_USER).cloned())
         .unwrap_or_default();
+    // A numeric user needs neither file: one that cannot be read (a FIFO, a device, too
+    // large) is then taken as empty, as a missing one is.
+    let numeric = crate::user::is_numeric(&user_spec);
     let mut image_file = |path: &str| match sys.read_image_file(Path::new(path)) {
         Ok(text) => Ok(text),
         Err(nix::Error::ENOENT) => Ok(String::new()),
+        Err(_) if numeric => Ok(String::new()),
         Err(e) => Err(ChildError::Exec {
             code: EXIT_SETUP,
             message: format!("reading {path} of the container: {}", e.desc()),
@@ -906,17 +994,39 @@ fn child(sys: &mut dyn Sys, plan: &Plan) -> Result<i32, ChildError> {
         code: EXIT_SETUP,
         message: "an environment value contains a NUL byte".into(),
     })?;
-    let identity = crate::privileges::Identity {
-        uid: user.uid,
-        gid: user.gid,
-        groups: &user.groups,
-        capabilities: process.capabilities().as_ref(),
+    Ok(Command {
+        program,
+        argv,
+        envp,
+        user,
+        process,
+        // As PID 1: `no_new_privs` is not set (the filter is installed with CAP_SYS_ADMIN).
         seccomp: annotations.get(ANNOTATION_SECCOMP).map(String::as_str) != Some("unconfined"),
-        rlimits: process.rlimits().as_deref().unwrap_or_default(),
-    };
-    // As PID 1: `no_new_privs` is not set (the filter is installed with CAP_SYS_ADMIN).
-    crate::privileges::drop_privileges(sys, &identity)?;
-    let err = sys.execve(&program, &argv, &envp);
+    })
+}
+
+/// The exec'd process, forked with the container's credentials and filter already its own:
+/// ends in exec, or returns the code.
+fn child(sys: &mut dyn Sys, plan: &Plan, command: &Command<'_>) -> Result<i32, ChildError> {
+    close_above_stdio().map_err(setup("closing descriptors"))?;
+    sys.set_parent_death_signal(Signal::SIGKILL)
+        .map_err(setup("setting the parent-death signal"))?;
+    // The parent is outside this PID namespace (parent PID 0 here); one that died before the
+    // signal was set has left this process to the container's PID 1.
+    if nix::unistd::getppid().as_raw() != 0 {
+        return Err(
+            RuntimeError::Container("berth __exec ended before its command ran".into()).into(),
+        );
+    }
+    if plan.terminal {
+        sys.take_controlling_terminal()
+            .map_err(setup("taking the terminal"))?;
+    } else {
+        sys.new_session().map_err(setup("starting a session"))?;
+    }
+    sys.finish_process()
+        .map_err(setup("preparing the process"))?;
+    let err = sys.execve(&command.program, &command.argv, &command.envp);
     let code = if err == nix::Error::ENOENT {
         EXIT_NOT_FOUND
     } else {

@@ -651,10 +651,13 @@ fn container_child(
         .cloned()
         .unwrap_or_default();
     // The image's files, after pivot_root: nothing outside the container is reachable, and a
-    // FIFO, a device or a huge file is refused instead of read (a missing one is empty).
+    // FIFO, a device or a huge file is refused instead of read (a missing one is empty); a
+    // numeric user needs neither file, so for one such a file is taken as empty.
+    let numeric = crate::user::is_numeric(&user_spec);
     let mut image_file = |path: &str| match sys.read_image_file(Path::new(path)) {
         Ok(text) => Ok(text),
         Err(nix::Error::ENOENT) => Ok(String::new()),
+        Err(_) if numeric => Ok(String::new()),
         Err(e) => Err(ChildError::Exec {
             code: EXIT_SETUP,
             message: format!("reading {path} of the image: {}", e.desc()),
@@ -1037,8 +1040,8 @@ mod tests {
                 "setgroups 10",
                 "setgid 1000",
                 "setuid 1000",
-                "pdeathsig SIGKILL",
                 "capabilities uid=1000",
+                "pdeathsig SIGKILL",
                 "finish",
                 "execve /bin/sh",
             ],

@@ -6,12 +6,16 @@
 //!    `no_new_privs`, see seccomp.rs);
 //! 2. supplementary groups, then the group: both need CAP_SETGID, lost with the user change;
 //! 3. the bounding set cut: needs CAP_SETPCAP, which a non-root user loses;
-//! 4. the user, then the parent-death signal (SIGKILL) again: the kernel clears it when the
-//!    user or group changes, and PID 1 must still die with the init (a rootless container
-//!    has no cgroup to end it by);
+//! 4. the user;
 //! 5. the remaining capability sets (none for a non-root user) and an empty ambient set;
-//! 6. umask 022, every descriptor above 2 closed, signals unblocked and at their default
+//! 6. the parent-death signal (SIGKILL) again: the kernel clears it when the user or group
+//!    changes, and PID 1 must still die with the init (a rootless container has no cgroup
+//!    to end it by);
+//! 7. umask 022, every descriptor above 2 closed, signals unblocked and at their default
 //!    action; then exec.
+//!
+//! Steps 1–5 are [`become_identity`]: `berth __exec` takes them in its parent, before it
+//! forks the command (see exec.rs), and its child takes 6 and 7.
 
 use oci_spec::runtime::LinuxCapabilities;
 
@@ -38,8 +42,18 @@ fn setup(what: &str) -> impl FnOnce(nix::Error) -> RuntimeError + '_ {
     }
 }
 
-/// Applies `id` in the order of the module doc.
+/// Applies `id` in the order of the module doc: [`become_identity`], the parent-death
+/// signal, the process prepared for exec.
 pub fn drop_privileges(sys: &mut dyn Sys, id: &Identity<'_>) -> Result<(), RuntimeError> {
+    become_identity(sys, id)?;
+    sys.set_parent_death_signal(nix::sys::signal::Signal::SIGKILL)
+        .map_err(setup("setting the parent-death signal again"))?;
+    sys.finish_process().map_err(setup("preparing the process"))
+}
+
+/// Steps 1–5 of the module doc: rlimits, seccomp filter, groups, bounding set, user,
+/// capability sets. The process keeps its descriptors, signal mask and handlers.
+pub fn become_identity(sys: &mut dyn Sys, id: &Identity<'_>) -> Result<(), RuntimeError> {
     // Limits first: raising a hard limit needs CAP_SYS_RESOURCE, still held here.
     for r in id.rlimits {
         let what = format!("setting {:?}", r.typ());
@@ -65,12 +79,10 @@ pub fn drop_privileges(sys: &mut dyn Sys, id: &Identity<'_>) -> Result<(), Runti
         sys.limit_bounding(caps)?;
     }
     sys.set_uid(id.uid).map_err(setup("setting the user"))?;
-    sys.set_parent_death_signal(nix::sys::signal::Signal::SIGKILL)
-        .map_err(setup("setting the parent-death signal again"))?;
     if let Some(caps) = id.capabilities {
         sys.apply_capabilities(caps, id.uid)?;
     }
-    sys.finish_process().map_err(setup("preparing the process"))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -114,8 +126,8 @@ mod tests {
                 "setgid",
                 "bounding",
                 "setuid",
-                "pdeathsig",
                 "capabilities",
+                "pdeathsig",
                 "finish"
             ],
             "{:#?}",

@@ -24,14 +24,48 @@ pub enum UserError {
         name: String,
         id: String,
     },
+    /// A numeric user or group above 2^31 - 1.
+    #[error("the id {0} is out of range (at most 2147483647)")]
+    OutOfRange(String),
 }
 
+/// The largest id taken: 2^31 - 1, as runc. 4294967295 is -1 to `setresuid` ("leave it as
+/// it is", so root would stay root), and the kernel refuses larger ones.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
 fn id(file: &'static str, name: &str, text: &str) -> Result<u32, UserError> {
-    text.parse().map_err(|_| UserError::BadId {
-        file,
-        name: name.to_owned(),
-        id: text.to_owned(),
-    })
+    text.parse()
+        .ok()
+        .filter(|n| *n <= MAX_ID)
+        .ok_or_else(|| UserError::BadId {
+            file,
+            name: name.to_owned(),
+            id: text.to_owned(),
+        })
+}
+
+/// A number given for a user or a group: `None` when it is none, an error when it is out of
+/// range.
+fn number(text: &str) -> Result<Option<u32>, UserError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n <= MAX_ID => Ok(Some(n)),
+        _ => Err(UserError::OutOfRange(text.to_owned())),
+    }
+}
+
+/// Whether resolving `spec` can do without `/etc/passwd` and `/etc/group`: its user (and its
+/// group, when it names one) is a number. Without the files such a user gets what a number
+/// the image does not list gets (group 0 unless one is given, home `/`).
+pub fn is_numeric(spec: &str) -> bool {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let numeric = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    (user.is_empty() || numeric(user)) && grp.is_none_or(numeric)
 }
 
 pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, UserError> {
@@ -46,7 +80,7 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
         .filter(|f: &Vec<&str>| f.len() >= 7)
         .collect();
     let by_name = entries.iter().find(|f| f[0] == user);
-    let by_id = user.parse::<u32>().ok();
+    let by_id = number(user)?;
     let entry =
         by_name.or_else(|| by_id.and_then(|id| entries.iter().find(|f| f[2].parse() == Ok(id))));
     let (uid, mut gid, name, home) = match (entry, by_id) {
@@ -68,7 +102,7 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
     if let Some(g) = grp {
         gid = match groups_table.iter().find(|f| f[0] == g) {
             Some(f) => id("/etc/group", f[0], f[2])?,
-            None => g.parse().map_err(|_| UserError::NoGroup(g.to_owned()))?,
+            None => number(g)?.ok_or_else(|| UserError::NoGroup(g.to_owned()))?,
         };
     }
     // Supplementary groups as runc's GetExecUser gives them: the groups of /etc/group that
@@ -79,6 +113,7 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
         for f in &groups_table {
             if f[3].split(',').any(|m| m == name)
                 && let Ok(id) = f[2].parse::<u32>()
+                && id <= MAX_ID
                 && !groups.contains(&id)
             {
                 groups.push(id);
@@ -113,6 +148,37 @@ mod tests {
                 Err(UserError::BadId { file: f, .. }) => assert_eq!(f, file, "{spec}"),
                 other => panic!("{spec}: {other:?}"),
             }
+        }
+    }
+
+    /// 4294967295 is -1 to `setresuid`/`setresgid` ("no change"): taken, it would leave
+    /// the process root. Refused as a number, in passwd and in group.
+    #[test]
+    fn ids_above_2_to_the_31_are_refused() {
+        for spec in ["4294967295", "2147483648", "0:4294967295", "99999999999"] {
+            assert!(
+                matches!(resolve(spec, PASSWD, GROUP), Err(UserError::OutOfRange(_))),
+                "{spec}"
+            );
+        }
+        let passwd = "big:x:4294967295:0::/:/bin/sh\nbg:x:5:4294967295::/:/bin/sh\n";
+        let group = "neg:x:4294967295:\n";
+        for spec in ["big", "bg", "0:neg"] {
+            assert!(
+                matches!(resolve(spec, passwd, group), Err(UserError::BadId { .. })),
+                "{spec}"
+            );
+        }
+        assert_eq!(resolve("2147483647", "", "").unwrap().uid, 2147483647);
+    }
+
+    #[test]
+    fn numeric_users_need_no_files() {
+        for spec in ["", "0", "0:0", "1000:50", ":0"] {
+            assert!(is_numeric(spec), "{spec}");
+        }
+        for spec in ["app", "0:wheel", "app:0", "1x"] {
+            assert!(!is_numeric(spec), "{spec}");
         }
     }
 

@@ -91,9 +91,9 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<u8> {
             interactive: args.interactive,
         }
     };
-    let exe = std::fs::read_link("/proc/self/exe")?;
+    let exe = std::path::Path::new("/proc/self/exe");
     let code = store
-        .unlocked(|| berth_runtime::exec::exec_in(&exe, &target, &spec, &settings, io, None))??;
+        .unlocked(|| berth_runtime::exec::exec_in(exe, &target, &spec, &settings, io, None))??;
     Ok(code
         .unwrap_or(berth_runtime::contract::EXIT_SETUP)
         .clamp(0, 255) as u8)
