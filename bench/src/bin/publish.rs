@@ -4,9 +4,11 @@
 //! berth-bench --bin publish [RUNS]` as root; kept out of CI (it needs podman, docker.io and
 //! wrk, and takes minutes). Goal (issue 21): berth at least equal to podman.
 //!
-//! Everything runs in a network namespace the bench makes (`ip netns add`), where each tool's
-//! bridge, firewall rules and containers live; the namespace is deleted at the end, so
-//! nothing is sent off the machine and nothing is left on the host's network. Each tool keeps
+//! Each tool runs in a network namespace of its own that the bench makes (`ip netns add`),
+//! where its bridge, firewall rules and containers live and where its clients connect from
+//! (the bench's thread enters it with `setns`), so one tool's rules never touch another's
+//! traffic; the namespaces are deleted at the end, so nothing is sent off the machine and
+//! nothing is left on the host's network. Each tool keeps
 //! its images and state in the bench's own directory (podman `--root`, dockerd
 //! `--data-root`), loaded from the same busybox image (`berth save --format docker`).
 //!
@@ -22,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const NETNS_ENV: &str = "BERTH_BENCH_NETNS";
 
 fn sh(c: &mut Command) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
@@ -45,6 +46,8 @@ fn which(name: &str) -> Option<PathBuf> {
 /// One tool under comparison: how to run its CLI.
 struct Tool {
     name: &'static str,
+    /// Its network namespace (`/run/netns/NAME`).
+    netns: std::fs::File,
     program: PathBuf,
     /// Flags of `run` this tool needs here.
     run_flags: Vec<&'static str>,
@@ -104,37 +107,44 @@ fn rootfs(dir: &Path) {
     std::fs::write(dir.join("www/index.html"), "x".repeat(1024)).unwrap();
 }
 
-fn main() {
-    if std::env::var_os(NETNS_ENV).is_none() {
-        outer();
-        return;
+/// A network namespace of the bench's, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new(tool: &str) -> Netns {
+        let name = format!("berth-bench-{}-{tool}", std::process::id());
+        sh(Command::new("ip").args(["netns", "add", &name]));
+        sh(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Netns(name)
     }
-    inner();
+
+    fn file(&self) -> std::fs::File {
+        std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap()
+    }
 }
 
-/// Makes the namespace, runs the bench in it, deletes it.
-fn outer() {
-    let name = format!("berth-bench-{}", std::process::id());
-    sh(Command::new("ip").args(["netns", "add", &name]));
-    // nsenter, not `ip netns exec`: that remounts /sys for the namespace, which hides the
-    // cgroup hierarchies mounted below it from podman's runc and dockerd.
-    let status = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{name}"))
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .args(std::env::args().skip(1))
-        .env(NETNS_ENV, &name)
-        .status();
-    let _ = Command::new("ip").args(["netns", "del", &name]).status();
-    assert!(status.is_ok_and(|s| s.success()), "the bench failed");
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }
 
-fn inner() {
+/// Moves this thread (and what it starts from now on) into `ns`.
+fn enter(ns: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a descriptor this function borrows; it changes only this thread's
+    // network namespace.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+fn main() {
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    sh(Command::new("ip").args(["link", "set", "lo", "up"]));
+    let spaces: Vec<Netns> = ["berth", "podman", "docker"].map(Netns::new).into();
+    let host = std::fs::File::open("/proc/self/ns/net").unwrap();
     let work = tempfile::Builder::new()
         .prefix("berth-bench-publish-")
         .tempdir()
@@ -147,6 +157,7 @@ fn inner() {
     rootfs(&fs);
     let berth_tool = Tool {
         name: "berth",
+        netns: spaces[0].file(),
         program: berth.clone(),
         run_flags: Vec::new(),
         global: vec!["--root".into(), w.join("berth").display().to_string()],
@@ -154,6 +165,7 @@ fn inner() {
         env: vec![("BERTH_DEFAULT_NETWORK".into(), "bridge".into())],
         image: "web:1".into(),
     };
+    enter(&berth_tool.netns);
     sh(&mut berth_tool.cmd(&["import", fs.to_str().unwrap(), "web:1"]));
     let archive = w.join("web.tar");
     sh(&mut berth_tool.cmd(&[
@@ -170,6 +182,7 @@ fn inner() {
         std::fs::create_dir_all(w.join("podman-net")).unwrap();
         let tool = Tool {
             name: "podman",
+            netns: spaces[1].file(),
             program: podman,
             // Its default open-file limit is above what this machine lets a process raise
             // its own to; the host's limits, as berth and Docker pass them on.
@@ -191,15 +204,18 @@ fn inner() {
             env: Vec::new(),
             image: "localhost/web:1".into(),
         };
+        enter(&tool.netns);
         sh(&mut tool.cmd(&["load", "-q", "-i", archive.to_str().unwrap()]));
         tools.push(tool);
     } else {
         println!("podman: not installed");
     }
+    enter(&spaces[2].file());
     let dockerd = berth_test_support::dockerd::Dockerd::start_bridged(w);
     if let Some((_, host)) = &dockerd {
         let tool = Tool {
             name: "docker",
+            netns: spaces[2].file(),
             program: PathBuf::from("/usr/bin/docker"),
             run_flags: Vec::new(),
             global: Vec::new(),
@@ -215,6 +231,7 @@ fn inner() {
     // 4.3's runc raises RLIMIT_NPROC, which needs CAP_SYS_RESOURCE, which root lacks on
     // some sandboxed machines).
     tools.retain(|tool| {
+        enter(&tool.netns);
         let mut args = vec!["run", "--rm"];
         args.extend(&tool.run_flags);
         args.extend([tool.image.as_str(), "true"]);
@@ -229,6 +246,7 @@ fn inner() {
         out.status.success()
     });
     let start = |tool: &Tool, port: u16, name: &str| -> (f64, f64) {
+        enter(&tool.netns);
         let publish = format!("127.0.0.1:{port}:80");
         let mut args = vec!["run", "-d", "--name", name, "-p", &publish];
         args.extend(&tool.run_flags);
@@ -249,6 +267,7 @@ fn inner() {
         (returned.as_secs_f64() * 1e3, ready.as_secs_f64() * 1e3)
     };
     let remove = |tool: &Tool, name: &str| {
+        enter(&tool.netns);
         let _ = tool
             .cmd(&["rm", "-f", name])
             .stdout(Stdio::null())
@@ -306,6 +325,7 @@ fn inner() {
     }
     for _ in 0..3 {
         for (k, tool) in tools.iter().enumerate() {
+            enter(&tool.netns);
             let url = format!("http://127.0.0.1:{}/index.html", ports[k]);
             let out = sh(Command::new(&wrk).args(["-t2", "-c16", "-d5s", &url]));
             let rate = out
@@ -330,6 +350,7 @@ fn inner() {
         );
     }
     if let Some(podman) = tools.iter().find(|t| t.name == "podman") {
+        enter(&podman.netns);
         let _ = podman
             .cmd(&["system", "reset", "-f"])
             .stdout(Stdio::null())
@@ -337,4 +358,6 @@ fn inner() {
             .status();
     }
     drop(dockerd);
+    enter(&host);
+    drop(spaces);
 }
