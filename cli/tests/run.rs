@@ -905,7 +905,7 @@ fn the_containers_stdio_are_pipes_not_berths_own_descriptors() {
     let Some(s) = ROOT.sandbox() else { return };
     berth_test_support::host_stdio::assert_out_of_reach(&s, &["run", "--rm", "-i", "busybox"]);
     // Without -i, stdin is /dev/null.
-    let (code, out, err) = sh(&s, "readlink /proc/$$/fd/0 /proc/$$/fd/1");
+    let (code, out, err) = sh(&s, "readlink /proc/$$/fd/0; readlink /proc/$$/fd/1");
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "/dev/null");
