@@ -156,10 +156,15 @@ impl Relay {
         let stop_read = std::sync::Arc::new(stop_read);
         // The threads inherit this thread's mask: the forwarded signals blocked while they
         // start, then restored here.
+        let mut blocked = nix::sys::signal::SigSet::empty();
+        for s in crate::contract::FORWARDED {
+            blocked.add(*s);
+        }
+        blocked.add(nix::sys::signal::Signal::SIGCHLD);
         let mut old = nix::sys::signal::SigSet::empty();
         nix::sys::signal::pthread_sigmask(
             nix::sys::signal::SigmaskHow::SIG_BLOCK,
-            Some(&crate::init::signal_set()),
+            Some(&blocked),
             Some(&mut old),
         )
         .map_err(setup("blocking signals"))?;
