@@ -468,6 +468,16 @@ fn exec_stdio_are_pipes_not_berths_own_descriptors() {
     berth_test_support::host_stdio::assert_out_of_reach(&s, &["exec", "-i", "fds"]);
     let out = exec_ok(&s, "fds", "readlink /proc/$$/fd/0");
     assert_eq!(out, "/dev/null\n");
+    // A process left behind holding stdout and stderr open: exec returns all the same, with
+    // what the command wrote.
+    let started = std::time::Instant::now();
+    let out = exec_ok(&s, "fds", "echo before; sleep 100 & echo after >&2");
+    assert_eq!(out, "before\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exec waited for the process left behind: {:?}",
+        started.elapsed()
+    );
     s.ok(&["rm", "-f", "fds"]);
 }
 
