@@ -202,9 +202,12 @@ fn a_container_writing_into_a_closed_stdout_ends() {
     let Some(s) = ROOT.sandbox() else { return };
     for interactive in [&[][..], &["-i"][..]] {
         let mut cmd = s.cmd();
-        cmd.args(["run", "--rm"])
-            .args(interactive)
-            .args(["busybox", "sh", "-c", "yes; echo yes ended with $? >&2"]);
+        cmd.args(["run", "--rm"]).args(interactive).args([
+            "busybox",
+            "sh",
+            "-c",
+            "yes; echo yes ended with $? >&2",
+        ]);
         let out = run_into_closed_pipe(cmd, Into::Stdout, Duration::from_secs(30));
         let shown = printed(&out);
         assert!(!shown.contains("panicked"), "{shown}");

@@ -76,9 +76,17 @@ fn nonblocking(fd: &OwnedFd) -> Result<(), RuntimeError> {
 }
 
 fn dev_null(write: bool) -> Result<OwnedFd, RuntimeError> {
-    let flags = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY };
-    nix::fcntl::open("/dev/null", flags | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(setup("opening /dev/null"))
+    let flags = if write {
+        OFlag::O_WRONLY
+    } else {
+        OFlag::O_RDONLY
+    };
+    nix::fcntl::open(
+        "/dev/null",
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(setup("opening /dev/null"))
 }
 
 /// What berth's descriptor `fd` is: `None` when it is closed or `/dev/null` (nothing to
@@ -115,12 +123,10 @@ impl Relay {
         let (container_stdout, container_stderr) = match (out, err) {
             (Some(o), Some(e)) if o == e => {
                 let write = output(1)?;
-                let again = write
-                    .try_clone()
-                    .map_err(|source| RuntimeError::Io {
-                        what: "duplicating the container's stdout".into(),
-                        source,
-                    })?;
+                let again = write.try_clone().map_err(|source| RuntimeError::Io {
+                    what: "duplicating the container's stdout".into(),
+                    source,
+                })?;
                 (write, again)
             }
             (o, e) => (
@@ -227,7 +233,10 @@ enum Ready {
 /// Waits for `events` on `fd` or for `stop` (closed by [`Copying`]).
 fn wait(fd: BorrowedFd<'_>, events: PollFlags, stop: BorrowedFd<'_>) -> Ready {
     loop {
-        let mut fds = [PollFd::new(fd, events), PollFd::new(stop, PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(fd, events),
+            PollFd::new(stop, PollFlags::POLLIN),
+        ];
         match poll(&mut fds, PollTimeout::NONE) {
             Err(Errno::EINTR) => continue,
             Err(_) => return Ready::Stop,

@@ -29,7 +29,8 @@ pub fn assert_out_of_reach(s: &Sandbox, args: &[&str]) {
     std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o400)).unwrap();
     let stdout = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     let stdin = std::fs::File::open(&input).unwrap();
-    let out = s.cmd()
+    let out = s
+        .cmd()
         .args(args)
         .args(["sh", "-c", SCRIPT])
         .stdin(stdin)
@@ -39,8 +40,15 @@ pub fn assert_out_of_reach(s: &Sandbox, args: &[&str]) {
         .expect("running berth");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(out.status.success(), "berth {args:?}: {:?}\n{err}", out.status);
-    assert!(!err.contains("host secret"), "the container read the host file:\n{err}");
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {:?}\n{err}",
+        out.status
+    );
+    assert!(
+        !err.contains("host secret"),
+        "the container read the host file:\n{err}"
+    );
     assert!(
         logged.starts_with("host secret\n") && logged.ends_with("done\n"),
         "the host file was truncated, or the output is missing: {logged:?}\n{err}"
