@@ -192,3 +192,26 @@ fn another_failure_to_write_stdout_is_an_error() {
         "{shown}"
     );
 }
+
+/// A container writing into berth's stdout whose reader has gone (`berth run IMG yes | head
+/// -1`): berth's copy of the container's stdout fails, the pipe to the container is closed,
+/// and the container's writer dies of SIGPIPE (PID 1, which the kernel spares that signal,
+/// would get EPIPE): the container, then berth, end.
+#[test]
+fn a_container_writing_into_a_closed_stdout_ends() {
+    let Some(s) = ROOT.sandbox() else { return };
+    for interactive in [&[][..], &["-i"][..]] {
+        let mut cmd = s.cmd();
+        cmd.args(["run", "--rm"]).args(interactive).args([
+            "busybox",
+            "sh",
+            "-c",
+            "yes; echo yes ended with $? >&2",
+        ]);
+        let out = run_into_closed_pipe(cmd, Into::Stdout, Duration::from_secs(30));
+        let shown = printed(&out);
+        assert!(!shown.contains("panicked"), "{shown}");
+        assert!(shown.contains("yes ended with 141"), "{shown}");
+        assert_eq!(out.status.code(), Some(0), "{interactive:?}: {shown}");
+    }
+}

@@ -670,3 +670,69 @@ fn no_berth_process_the_container_can_see_holds_more_than_the_container() {
         .unwrap_or(0);
     assert!(seen > 0, "the probe saw no berth process at all:\n{report}");
 }
+
+/// Without `-t`, the exec'd command's stdin, stdout and stderr are pipes berth copies, never
+/// its own descriptors (security review F2): see `host_stdio`.
+#[test]
+fn exec_stdio_are_pipes_not_berths_own_descriptors() {
+    let Some(s) = ROOT.sandbox() else { return };
+    detached(&s, "fds", &[]);
+    berth_test_support::host_stdio::assert_out_of_reach(&s, &["exec", "-i", "fds"]);
+    let out = exec_ok(&s, "fds", "readlink /proc/$$/fd/0");
+    assert_eq!(out, "/dev/null\n");
+    // A process left behind holding stdout and stderr open: exec returns all the same, with
+    // what the command wrote.
+    let started = std::time::Instant::now();
+    let out = exec_ok(&s, "fds", "echo before; sleep 100 & echo after >&2");
+    assert_eq!(out, "before\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exec waited for the process left behind: {:?}",
+        started.elapsed()
+    );
+    s.ok(&["rm", "-f", "fds"]);
+}
+
+/// From a terminal, a process `exec` leaves behind cannot read what the user types at the
+/// host's shell once berth has returned, nor write to the terminal: the exec'd command's
+/// stdio were pipes, closed when berth returned (security review F2).
+#[test]
+fn a_process_left_behind_by_exec_cannot_reach_the_users_terminal() {
+    let Some(s) = ROOT.sandbox() else { return };
+    if !berth_test_support::Tmux::needed() {
+        return;
+    }
+    detached(&s, "left", &[]);
+    let term = berth_test_support::Tmux::start(
+        "exec-left",
+        &format!(
+            "BERTH_ROOT={} {} exec left sh -c 'exec 3<&2 4>&1; \
+             (sleep 0.5; dd bs=1 count=20 of=/tmp/stolen <&3 2>/dev/null; \
+             echo INJECTED-BY-THE-CONTAINER >&4; echo INJECTED-BY-THE-CONTAINER >&3) &'; \
+             echo EXEC-RETURNED; sleep 60",
+            s.store().display(),
+            env!("CARGO_BIN_EXE_berth"),
+        ),
+        100,
+        30,
+    );
+    let screen = term.wait(Duration::from_secs(10), |screen| {
+        screen.contains("EXEC-RETURNED")
+    });
+    assert!(screen.contains("EXEC-RETURNED"), "{screen}");
+    std::thread::sleep(Duration::from_millis(1500));
+    term.keys(&["typed-at-the-host-shell", "Enter"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let screen = term.screen();
+    assert!(
+        !screen.contains("INJECTED-BY-THE-CONTAINER"),
+        "a process left behind wrote to the terminal:\n{screen}"
+    );
+    let stolen = s.run(&["exec", "left", "cat", "/tmp/stolen"]);
+    assert!(
+        !String::from_utf8_lossy(&stolen.stdout).contains("typed"),
+        "a process left behind read the terminal: {}",
+        printed(&stolen)
+    );
+    s.ok(&["rm", "-f", "left"]);
+}

@@ -895,3 +895,54 @@ fn berth_runtime_devices() -> bool {
         .lines()
         .any(|l| l.contains(" - cgroup ") && l.split(',').any(|o| o.trim() == "devices"))
 }
+
+/// Without `-t`, the container's stdin, stdout and stderr are pipes berth copies, never its
+/// own descriptors: through `/proc/self/fd/1` a container could otherwise read the host file
+/// berth's output is appended to, or truncate it, and through `/proc/self/fd/0` write the
+/// file berth's input comes from (security review F2).
+#[test]
+fn the_containers_stdio_are_pipes_not_berths_own_descriptors() {
+    let Some(s) = ROOT.sandbox() else { return };
+    berth_test_support::host_stdio::assert_out_of_reach(&s, &["run", "--rm", "-i", "busybox"]);
+    // Without -i, stdin is /dev/null.
+    let (code, out, err) = sh(&s, "readlink /proc/$$/fd/0; readlink /proc/$$/fd/1");
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "/dev/null");
+    assert!(lines[1].starts_with("pipe:"), "{out}");
+}
+
+/// The relay keeps each stream's order and separation, passes stdin with `-i` up to its end,
+/// copies everything written before the container ended, and an exit code is the container's.
+#[test]
+fn the_relay_keeps_streams_apart_in_order_and_complete() {
+    let Some(s) = ROOT.sandbox() else { return };
+    let (code, out, err) = sh(
+        &s,
+        "i=0; while [ $i -lt 2000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done; \
+         head -c 300000 /dev/zero | tr '\\0' x; exit 7",
+    );
+    assert_eq!(code, 7, "{err}");
+    let want_out: String = (0..2000).map(|i| format!("out{i}\n")).collect();
+    let want_err: String = (0..2000).map(|i| format!("err{i}\n")).collect();
+    assert_eq!(out.len(), want_out.len() + 300000);
+    assert!(out.starts_with(&want_out) && out.ends_with('x'));
+    assert_eq!(err, want_err);
+    let mut cmd = s.cmd();
+    cmd.args(["run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo end"]);
+    let input: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let sent = input.clone();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &sent));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_success(&out, "run -i cat");
+    assert_eq!(out.stdout.len(), input.len() + 4);
+    assert!(out.stdout.starts_with(&input) && out.stdout.ends_with(b"end\n"));
+}

@@ -87,7 +87,8 @@ pub struct ExecSettings {
 /// The exec'd process's stdio.
 #[derive(Debug)]
 pub enum ExecIo {
-    /// berth's own stdout and stderr; stdin passed on with `interactive`, else `/dev/null`.
+    /// Pipes copied to berth's own stdout and stderr, and with `interactive` from its stdin,
+    /// else stdin is `/dev/null` ([`crate::relay`]).
     Inherit { interactive: bool },
     /// A terminal (`-t`): a pseudo-terminal of the container's own `devpts`, copied to
     /// berth's stdio (put in raw mode while the command runs when stdin is a terminal and
@@ -523,10 +524,13 @@ pub fn exec_in(
             }
         }
         ExecIo::Inherit { interactive } => {
-            if !interactive {
-                command.stdin(std::process::Stdio::null());
-            }
-            crate::init::run_foreground(command).map(Some)
+            // Pipes berth copies, never berth's own descriptors (relay.rs).
+            let (relay, [i, o, e]) = crate::relay::Relay::new(interactive)?;
+            command.stdin(i).stdout(o).stderr(e);
+            let copying = relay.start()?;
+            let result = crate::init::run_foreground(command).map(Some);
+            copying.finish();
+            result
         }
         ExecIo::Terminal { interactive } => {
             let raw = if interactive { RawMode::enter() } else { None };

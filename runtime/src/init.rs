@@ -442,30 +442,28 @@ pub fn run_foreground(command: std::process::Command) -> Result<i32, RuntimeErro
     run_foreground_with(command, &mut |_| true)
 }
 
-/// [`run_foreground`] without the exec: when this process is single-threaded (`berth run`
-/// is, when it gets here), it forks and the child runs the init on `bundle` itself, which
-/// spares a container the start-up of a second `berth` process (about 1.5 ms of the 11–15
-/// ms of `run --rm IMG true` on the development VM). The child gets what an exec'd init
-/// would: stdin from /dev/null unless `interactive`, no descriptor above 2, the forwarded
-/// signals blocked (the init blocks them anyway). `None` when the process runs threads:
-/// the caller then spawns the init command.
+/// [`run_foreground`] without the exec, for a single-threaded process (`berth run` is, when
+/// it gets here; the caller checks with [`crate::sys::linux::single_threaded`]): it forks
+/// and the child runs the init on `bundle` itself, which spares a container the start-up of
+/// a second `berth` process (about 1.5 ms of the 11–15 ms of `run --rm IMG true` on the
+/// development VM). The child gets what an exec'd init would: `stdio` (the relay's pipes,
+/// or `/dev/null`) as its stdin, stdout and stderr, no descriptor above 2, the forwarded
+/// signals blocked (the init blocks them anyway). The parent drops its copies of `stdio`,
+/// starts the `relay`'s threads (after the fork: the child is a copy of one thread), and
+/// supervises the child.
 pub fn run_foreground_forked(
     bundle: &Path,
-    interactive: bool,
-) -> Option<Result<i32, RuntimeError>> {
-    if !crate::sys::linux::single_threaded() {
-        return None;
-    }
+    stdio: [std::os::fd::OwnedFd; 3],
+    relay: crate::relay::Relay,
+) -> Result<i32, RuntimeError> {
     let set = signal_set();
-    if let Err(e) = block_signals() {
-        return Some(Err(e));
-    }
+    block_signals()?;
     // What the parent's stdout buffer holds must not be written twice.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let sys = &mut LinuxSys;
     let child = match sys.fork() {
         Ok(ForkResult::Child) => {
-            let code = match crate::sys::linux::forked_init_stdio(!interactive) {
+            let code = match crate::sys::linux::forked_init_stdio(&stdio) {
                 Ok(()) => main(bundle),
                 Err(e) => {
                     eprintln!("berth: preparing the container init: {e}");
@@ -475,14 +473,22 @@ pub fn run_foreground_forked(
             std::process::exit(code);
         }
         Ok(ForkResult::Parent { child }) => child,
-        Err(e) => return Some(Err(setup("fork")(e))),
+        Err(e) => return Err(setup("fork")(e)),
+    };
+    drop(stdio);
+    let copying = match relay.start() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = sys.kill(child, Signal::SIGKILL);
+            supervise(sys, child, &set, &mut |_| false);
+            return Err(e);
+        }
     };
     let code = supervise(sys, child, &set, &mut |_| true);
-    Some(
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None)
-            .map(|()| code)
-            .map_err(setup("unblocking signals")),
-    )
+    copying.finish();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None)
+        .map(|()| code)
+        .map_err(setup("unblocking signals"))
 }
 
 /// Blocks the forwarded signals in the calling thread; call it before starting any thread
@@ -508,6 +514,9 @@ pub fn run_foreground_with(
         what: "starting the container init".into(),
         source: e,
     })?;
+    // The child's ends of its stdio pipes, held by the command, are closed here: a relay
+    // sees their end when the child's side closes them.
+    drop(command);
     let code = supervise(
         &mut LinuxSys,
         Pid::from_raw(child.id() as i32),

@@ -21,6 +21,7 @@
 //! | [`userns`] | rootless: the user namespace berth enters at start, its id mapping from `/etc/subuid` |
 //! | [`pause`] | rootless: the pause process that holds that namespace between commands; its pidfile, checked before it is joined |
 //! | [`tty`] | `run -t`: the pseudo-terminal between the user and the container |
+//! | [`relay`] | without a terminal: the pipes that are the container's stdio (`run`, `exec`), copied to and from berth's own |
 //! | [`views`] | overlay views mounted in a thread's private mount namespace (the builder's COPY) |
 //! | [`Bundle`] | a container's directory: `config.json`, `rootfs.json`, the init process |
 //!
@@ -40,6 +41,7 @@ pub mod net;
 pub mod pause;
 pub mod pid1;
 pub mod privileges;
+pub mod relay;
 pub mod rootfs;
 pub mod seccomp;
 pub mod slirp;
@@ -84,8 +86,9 @@ pub enum RuntimeError {
     },
 }
 
-/// The container's stdio: with `interactive`, stdin is passed on (else `/dev/null`); with a
-/// terminal, stdio is that terminal.
+/// The container's stdio: pipes copied to berth's own stdout and stderr ([`relay`]), and
+/// with `interactive` from its stdin (else `/dev/null`); with a terminal, stdio is that
+/// terminal.
 #[derive(Debug, Default)]
 pub struct RunIo {
     pub interactive: bool,
@@ -182,12 +185,20 @@ impl Bundle {
         let cgroup = self.cgroup()?;
         let mut command = self.init_command(exe);
         let result = match io.terminal {
-            None => init::run_foreground_forked(&self.dir, io.interactive).unwrap_or_else(|| {
-                if !io.interactive {
-                    command.stdin(std::process::Stdio::null());
+            None => {
+                // Pipes berth copies, never berth's own descriptors (relay.rs).
+                let (relay, stdio) = relay::Relay::new(io.interactive)?;
+                if sys::linux::single_threaded() {
+                    init::run_foreground_forked(&self.dir, stdio, relay)
+                } else {
+                    let [i, o, e] = stdio;
+                    command.stdin(i).stdout(o).stderr(e);
+                    let copying = relay.start()?;
+                    let result = init::run_foreground(command);
+                    copying.finish();
+                    result
                 }
-                init::run_foreground(command)
-            }),
+            }
             Some(mut terminal) => {
                 // Signals blocked before the copy threads start, so only the supervisor
                 // receives them.

@@ -26,6 +26,7 @@ mod certs;
 pub mod corpus;
 pub mod dockerd;
 pub mod guest;
+pub mod host_stdio;
 mod images;
 pub mod netns;
 pub mod proxy;

@@ -1138,13 +1138,18 @@ pub fn set_env_single_threaded(key: &str, value: &str) {
     unsafe { std::env::set_var(key, value) }
 }
 
-/// In a child forked from `berth run` to be the container's init: stdin from /dev/null when
-/// asked, and every descriptor above 2 closed, as an exec would have left them (berth opens
+/// In a child forked from `berth run` to be the container's init: `stdio` as its stdin,
+/// stdout and stderr, and every descriptor above 2 closed, as an exec would have left them (berth opens
 /// all of its files close-on-exec; the store's lock must not live on in the init).
-pub fn forked_init_stdio(null_stdin: bool) -> SysResult<()> {
-    if null_stdin {
-        let null = std::fs::File::open("/dev/null").map_err(io_to_nix)?;
-        nix::unistd::dup2_stdin(&null)?;
+pub fn forked_init_stdio(stdio: &[OwnedFd; 3]) -> SysResult<()> {
+    // The sources are above 2 (std keeps 0, 1 and 2 open, so a new descriptor is never one
+    // of them); dup2 clears close-on-exec on the copy.
+    for (n, fd) in stdio.iter().enumerate() {
+        // SAFETY: dup2 onto 0, 1 or 2 replaces that descriptor; nothing in this forked
+        // child holds the old one as an owned value it will use.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(fd), n as i32) } < 0 {
+            return Err(nix::Error::last());
+        }
     }
     // SAFETY: close_range only closes descriptors; the child owns nothing above 2 that it
     // will use again (the init opens what it needs afterwards, and it exits without running
