@@ -676,7 +676,7 @@ fn no_berth_process_the_container_can_see_holds_more_than_the_container() {
 #[test]
 fn exec_stdio_are_pipes_not_berths_own_descriptors() {
     let Some(s) = ROOT.sandbox() else { return };
-    detached(&s, "fds", &[]);
+    let _gone = detached(&s, "fds", &[]);
     berth_test_support::host_stdio::assert_out_of_reach(&s, &["exec", "-i", "fds"]);
     let out = exec_ok(&s, "fds", "readlink /proc/$$/fd/0");
     assert_eq!(out, "/dev/null\n");
@@ -702,7 +702,7 @@ fn a_process_left_behind_by_exec_cannot_reach_the_users_terminal() {
     if !berth_test_support::Tmux::needed() {
         return;
     }
-    detached(&s, "left", &[]);
+    let _gone = detached(&s, "left", &[]);
     let term = berth_test_support::Tmux::start(
         "exec-left",
         &format!(
