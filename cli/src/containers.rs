@@ -143,11 +143,12 @@ pub fn wait_for_init(runner: u32) -> Option<i32> {
     None
 }
 
-/// Waits (up to 5 s) until a process of the container runs its command: a descendant of the
-/// runner's init whose executable is no longer berth's (PID 1 before its `execve`, or
-/// `--init`'s PID 1, is berth). By then the init has set the container up, its network and
-/// published ports included, so `run -d` returns when the container can be reached, as
-/// Docker's does. Returns early when the init has gone.
+/// Waits (up to 5 s) until the container runs its command: its PID 1 (the init's child that
+/// is PID 1 of a PID namespace) or, with `--init`, a child of it, has an executable that is
+/// no longer berth's. By then the init has set the container up, its network and published
+/// ports included, so `run -d` returns when the container can be reached, as Docker's does.
+/// (The init's other children, `ip` and `nft`, are not the container.) Returns early when
+/// the init has gone.
 pub fn wait_for_command(runner: u32) {
     use std::os::unix::fs::MetadataExt;
     let Ok(me) = std::fs::metadata("/proc/self/exe") else {
@@ -161,22 +162,28 @@ pub fn wait_for_command(runner: u32) {
             .filter_map(|p| p.parse().ok())
             .collect()
     };
+    let namespace_init = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .is_some_and(|ids| {
+                    let ids: Vec<&str> = ids.split_whitespace().collect();
+                    ids.len() > 1 && ids.last() == Some(&"1")
+                })
+        })
+    };
+    // EACCES: a process not dumpable, which berth's own code in the container is.
+    let runs_command = |pid: &u32| {
+        std::fs::metadata(format!("/proc/{pid}/exe")).is_ok_and(|m| (m.dev(), m.ino()) != berth)
+    };
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         let Some(init) = init_of(runner) else {
             return;
         };
-        // The init's descendants, three levels down (PID 1, and `--init`'s child).
-        let mut level = vec![init as u32];
-        for _ in 0..3 {
-            level = level.into_iter().flat_map(children).collect();
-            for pid in &level {
-                // EACCES: a process not dumpable, which berth's own code in the container is.
-                if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/exe"))
-                    && (m.dev(), m.ino()) != berth
-                {
-                    return;
-                }
+        for pid1 in children(init as u32).into_iter().filter(namespace_init) {
+            if runs_command(&pid1) || children(pid1).iter().any(runs_command) {
+                return;
             }
         }
         std::thread::sleep(Duration::from_millis(1));
