@@ -288,10 +288,22 @@ impl Guest {
             ),
             0o755,
         );
+        // The networks the suites pin for berth (`.cargo/config.toml`) hold in the guest too,
+        // whose kernel has no bridge module loaded.
+        let exports: String = ["BERTH_DEFAULT_NETWORK", "BERTH_DEFAULT_BUILD_NETWORK"]
+            .iter()
+            .filter_map(|k| {
+                let v = std::env::var(k).ok()?;
+                v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric())
+                    .then(|| format!("export {k}={v}\n"))
+            })
+            .collect();
         self.add_file(
             "/stage2",
             &format!(
                 "#!/bin/sh\n\
+                 {exports}\
                  mount -t proc proc /proc\n\
                  mount -t sysfs sys /sys\n\
                  mount -t devtmpfs dev /dev\n\
