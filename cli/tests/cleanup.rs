@@ -691,8 +691,22 @@ const TRAPS: &str = "trap 'echo got-int; exit 7' INT; while :; do echo tick; sle
 
 /// Starts `berth attach ARGS` and waits until it has printed a tick.
 fn attach_ticking(s: &Sandbox, args: &[&str]) -> std::process::Child {
-    let mut child = s
-        .cmd()
+    use std::os::unix::process::CommandExt;
+    let mut cmd = s.cmd();
+    // The test sends attach SIGINT: it must not inherit it ignored (as a shell's background
+    // job does, e.g. when the suite itself was started with `&`).
+    // SAFETY: between fork and exec only signal(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGINT,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+            .map(|_| ())
+            .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
         .arg("attach")
         .args(args)
         .stdin(Stdio::null())
